@@ -1,0 +1,193 @@
+//! The messages exchanged over a component's stdio, in both directions.
+//!
+//! This module owns the *vocabulary* of the protocol and nothing else: how the
+//! messages are framed lives in [`crate::codec`], and who may send what when is
+//! enforced by the supervisor and by [`crate::sdk`]. Every variant is part of
+//! the wire format: add new variants at the end of an enum and bump
+//! [`PROTOCOL_VERSION`] when an existing one changes shape.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the stdio protocol. Both sides send it first ([`ToChild::Hello`],
+/// [`FromChild::Hello`]) and refuse to go on when they differ, so a connector
+/// built against another protocol fails loudly instead of misreading frames.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Severity of a log line, in the order Greengrass's Logger definition uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl LogLevel {
+    /// The upper-case name used in log lines and in the Logger definition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+            LogLevel::Fatal => "FATAL",
+        }
+    }
+
+    /// Parses the Logger definition's `Level` (`DEBUG|INFO|WARN|ERROR|FATAL`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "DEBUG" => Some(LogLevel::Debug),
+            "INFO" => Some(LogLevel::Info),
+            "WARN" => Some(LogLevel::Warn),
+            "ERROR" => Some(LogLevel::Error),
+            "FATAL" => Some(LogLevel::Fatal),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of component a child is; connectors and functions differ in how
+/// their parameters are given and where their logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComponentKind {
+    Connector,
+    Function,
+}
+
+/// Everything a child needs to know about itself, sent once after the
+/// handshake and before `Ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentConfig {
+    /// The component's ARN: a connector's versioned ARN or a function's
+    /// qualified ARN. It is the `Source` of everything the child publishes.
+    pub arn: String,
+    pub kind: ComponentKind,
+    /// The group's id for this component (`Id` in its definition).
+    pub id: String,
+    /// Connector `Parameters` (always strings, as in Greengrass), or for a
+    /// function its `Environment.Variables`.
+    pub parameters: BTreeMap<String, String>,
+    /// Resources granted to the component: resource id to the path where the
+    /// child finds it (a device node, a volume's destination, a model dir).
+    pub resources: BTreeMap<String, ResourceGrant>,
+    /// Names of the secrets the component may request.
+    pub secrets: Vec<String>,
+    /// The lowest level the supervisor will keep; children may skip sending
+    /// anything below it.
+    pub log_level: LogLevel,
+    /// The core's thing name, which connectors such as Device Defender put in
+    /// their topics.
+    pub core_thing_name: String,
+    /// The region, for connectors that call AWS services.
+    pub region: String,
+}
+
+/// One resource the component may use, as the child sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceGrant {
+    /// Where the resource is, inside the child's view of the file system.
+    pub path: String,
+    /// Whether the grant allows writing.
+    pub read_write: bool,
+}
+
+/// A message routed to this child because a subscription matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The topic it was published on (never a filter).
+    pub topic: String,
+    /// The raw payload; JSON for most connectors, but never assumed.
+    pub payload: Vec<u8>,
+    /// Who published it: a component ARN, a device thing ARN, `cloud` or
+    /// `GGShadowService`.
+    pub source: String,
+}
+
+/// The result of a secret request, in the `GetSecretValue` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretValue {
+    pub arn: String,
+    pub name: String,
+    pub version_id: String,
+    pub version_stages: Vec<String>,
+    pub secret_string: Option<String>,
+    pub secret_binary: Option<Vec<u8>>,
+    /// Milliseconds since the Unix epoch.
+    pub created_date_ms: u64,
+}
+
+/// The local shadow operations a component may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShadowOp {
+    Get,
+    Update,
+    Delete,
+}
+
+/// Frames the supervisor sends on the child's stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToChild {
+    /// First frame: the supervisor's protocol version.
+    Hello { protocol: u32 },
+    /// Second frame: the child's configuration.
+    Configure(ComponentConfig),
+    /// A routed message.
+    Deliver(Delivery),
+    /// Stop: the child should finish what it is doing and exit before
+    /// `deadline_ms` milliseconds have passed, after which it is sent SIGTERM.
+    Shutdown { deadline_ms: u64 },
+    /// Answer to [`FromChild::GetSecret`]; `Err` carries a message that names
+    /// the secret but never a value.
+    Secret {
+        request_id: u64,
+        result: Result<SecretValue, String>,
+    },
+    /// Answer to [`FromChild::Shadow`]: the JSON document or an error JSON
+    /// (`{"code":…,"message":…}` as Greengrass returns it).
+    ShadowResult {
+        request_id: u64,
+        accepted: bool,
+        payload: Vec<u8>,
+    },
+    /// A publish of the child's was refused (a wildcard in its topic, a
+    /// payload over the frame limit); the reason is for the child's log.
+    Refused { topic: String, reason: String },
+}
+
+/// Frames a child sends on its stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromChild {
+    /// First frame: the child's protocol version.
+    Hello { protocol: u32 },
+    /// The child has its configuration and is ready for deliveries.
+    Ready,
+    /// Publish on a topic; the router delivers it along the subscriptions
+    /// whose source is this component.
+    Publish { topic: String, payload: Vec<u8> },
+    /// A structured log line for the component's log file.
+    Log { level: LogLevel, message: String },
+    /// Ask for a granted secret (`SecretId` is a name or an ARN).
+    GetSecret {
+        request_id: u64,
+        secret_id: String,
+        version_stage: Option<String>,
+    },
+    /// Ask the local shadow service for a thing's shadow.
+    Shadow {
+        request_id: u64,
+        thing_name: String,
+        op: ShadowOp,
+        payload: Vec<u8>,
+    },
+}
