@@ -11,6 +11,7 @@ pub mod codec;
 pub mod link;
 pub mod manifest;
 pub mod message;
+pub mod pipe;
 pub mod sdk;
 pub mod topic;
 

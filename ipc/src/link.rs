@@ -52,10 +52,8 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
     }
 
     /// Buffers a delivery; call [`SupervisorLink::flush`] after a burst.
-    pub async fn deliver(&mut self, delivery: &Delivery) -> Result<(), FrameError> {
-        // Cloning here keeps `ToChild` owned; the copy is small next to the
-        // write syscall and keeps the wire enum simple.
-        self.writer.write_frame(&ToChild::Deliver(delivery.clone())).await
+    pub async fn deliver(&mut self, delivery: Delivery) -> Result<(), FrameError> {
+        self.writer.write_frame(&ToChild::Deliver(delivery)).await
     }
 
     pub async fn shutdown(&mut self, deadline_ms: u64) -> Result<(), FrameError> {

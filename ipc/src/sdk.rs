@@ -59,6 +59,8 @@ pub enum SdkError {
     Topic { topic: String, source: TopicError },
     #[error("the link to the supervisor is closed")]
     Closed,
+    #[error("cannot set up stdio: {0}")]
+    Stdio(#[from] std::io::Error),
     #[error("secret request refused: {0}")]
     Secret(String),
 }
@@ -177,7 +179,7 @@ pub struct Component {
 impl Component {
     /// Connects over this process's stdin and stdout.
     pub async fn connect() -> Result<Component, SdkError> {
-        Self::connect_with(tokio::io::stdin(), tokio::io::stdout(), DEFAULT_MAX_FRAME).await
+        Self::connect_with(crate::pipe::stdin()?, crate::pipe::stdout()?, DEFAULT_MAX_FRAME).await
     }
 
     /// Connects over any pair of streams (tests use in-memory pipes).
@@ -250,15 +252,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut link: ChildLink<W>, mut rx: mpsc:
             return;
         }
         // Batch: keep writing while more is queued, flush once it is empty.
-        loop {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    if let Err(e) = write_one(&mut link, msg).await {
-                        eprintln!("evergreen-ipc: cannot write to the supervisor: {e}");
-                        return;
-                    }
-                }
-                Err(_) => break,
+        while let Ok(msg) = rx.try_recv() {
+            if let Err(e) = write_one(&mut link, msg).await {
+                eprintln!("evergreen-ipc: cannot write to the supervisor: {e}");
+                return;
             }
         }
         if let Err(e) = link.flush().await {
@@ -394,7 +391,7 @@ mod tests {
             payload: vec![1, 2],
             source: "cloud".into(),
         };
-        sup.deliver(&d).await.expect("deliver");
+        sup.deliver(d.clone()).await.expect("deliver");
         sup.shutdown(500).await.expect("shutdown");
         assert_eq!(component.next_event().await, Some(Event::Message(d)));
         assert_eq!(
