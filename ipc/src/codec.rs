@@ -52,7 +52,11 @@ pub enum FrameError {
 /// Fails with [`FrameError::TooLarge`] (leaving `out` as it was) when the
 /// encoded body is larger than `max`, so an oversized publish is refused at
 /// the sender rather than killing the receiver.
-pub fn encode_frame<T: Serialize>(msg: &T, max: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
+pub fn encode_frame<T: Serialize>(
+    msg: &T,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
     if let Err(e) = bincode::serde::encode_into_std_write(msg, out, config()) {
@@ -87,7 +91,10 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 /// Returns `Ok(None)` when `buf` does not yet hold a whole frame, or the
 /// message and the number of bytes it took. The length is checked before the
 /// body is looked at.
-pub fn decode_frame<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Option<(T, usize)>, FrameError> {
+pub fn decode_frame<T: DeserializeOwned>(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };
@@ -243,7 +250,16 @@ mod tests {
         let bytes = [5u8, 0];
         let mut reader = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME);
         let err = reader.read_frame::<ToChild>().await.expect_err("truncated");
-        assert!(matches!(err, FrameError::Truncated { got: 2, expected: 4 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FrameError::Truncated {
+                    got: 2,
+                    expected: 4
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -273,8 +289,15 @@ mod tests {
     fn oversize_message_is_refused_at_the_sender() {
         let mut out = vec![1, 2, 3];
         let err = encode_frame(&deliver(2000), 1000, &mut out).expect_err("too large");
-        assert!(matches!(err, FrameError::TooLarge { max: 1000, .. }), "{err}");
-        assert_eq!(out, vec![1, 2, 3], "a refused frame leaves the buffer as it was");
+        assert!(
+            matches!(err, FrameError::TooLarge { max: 1000, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            out,
+            vec![1, 2, 3],
+            "a refused frame leaves the buffer as it was"
+        );
     }
 
     #[tokio::test]
@@ -282,7 +305,10 @@ mod tests {
         let mut bytes = 6u32.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa]);
         let mut reader = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME);
-        let err = reader.read_frame::<FromChild>().await.expect_err("malformed");
+        let err = reader
+            .read_frame::<FromChild>()
+            .await
+            .expect_err("malformed");
         assert!(matches!(err, FrameError::Malformed(_)), "{err}");
     }
 
@@ -293,7 +319,10 @@ mod tests {
         bytes.push(0);
         bytes[0] += 1; // the length now covers the extra byte
         let err = decode_frame::<FromChild>(&bytes, DEFAULT_MAX_FRAME).expect_err("malformed");
-        assert!(matches!(err, FrameError::Malformed(ref m) if m.contains("trailing")), "{err}");
+        assert!(
+            matches!(err, FrameError::Malformed(ref m) if m.contains("trailing")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -310,15 +339,28 @@ mod tests {
     #[test]
     fn partial_buffer_decodes_to_none() {
         let mut bytes = Vec::new();
-        encode_frame(&ToChild::Hello { protocol: PROTOCOL_VERSION }, DEFAULT_MAX_FRAME, &mut bytes).expect("encode");
+        encode_frame(
+            &ToChild::Hello {
+                protocol: PROTOCOL_VERSION,
+            },
+            DEFAULT_MAX_FRAME,
+            &mut bytes,
+        )
+        .expect("encode");
         for cut in 0..bytes.len() {
-            let got = decode_frame::<ToChild>(&bytes[..cut], DEFAULT_MAX_FRAME).expect("no error on a prefix");
+            let got = decode_frame::<ToChild>(&bytes[..cut], DEFAULT_MAX_FRAME)
+                .expect("no error on a prefix");
             assert!(got.is_none());
         }
         let (msg, used) = decode_frame::<ToChild>(&bytes, DEFAULT_MAX_FRAME)
             .expect("whole")
             .expect("complete");
-        assert_eq!(msg, ToChild::Hello { protocol: PROTOCOL_VERSION });
+        assert_eq!(
+            msg,
+            ToChild::Hello {
+                protocol: PROTOCOL_VERSION
+            }
+        );
         assert_eq!(used, bytes.len());
     }
 }

@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::codec::{FrameError, FrameReader, FrameWriter};
 use crate::message::{
-    ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ShadowOp, ToChild, PROTOCOL_VERSION,
+    ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ShadowOp, ToChild,
+    PROTOCOL_VERSION,
 };
 
 /// Why the handshake failed.
@@ -47,7 +48,9 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
                 protocol: PROTOCOL_VERSION,
             })
             .await?;
-        self.writer.write_frame(&ToChild::Configure(config.clone())).await?;
+        self.writer
+            .write_frame(&ToChild::Configure(config.clone()))
+            .await?;
         self.writer.flush().await
     }
 
@@ -60,11 +63,22 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
         self.writer.send(&ToChild::Shutdown { deadline_ms }).await
     }
 
-    pub async fn secret(&mut self, request_id: u64, result: Result<SecretValue, String>) -> Result<(), FrameError> {
-        self.writer.send(&ToChild::Secret { request_id, result }).await
+    pub async fn secret(
+        &mut self,
+        request_id: u64,
+        result: Result<SecretValue, String>,
+    ) -> Result<(), FrameError> {
+        self.writer
+            .send(&ToChild::Secret { request_id, result })
+            .await
     }
 
-    pub async fn shadow_result(&mut self, request_id: u64, accepted: bool, payload: Vec<u8>) -> Result<(), FrameError> {
+    pub async fn shadow_result(
+        &mut self,
+        request_id: u64,
+        accepted: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), FrameError> {
         self.writer
             .send(&ToChild::ShadowResult {
                 request_id,
@@ -87,7 +101,9 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
 
 /// Reads the child's `Hello` and checks its version. The supervisor calls
 /// this right after [`SupervisorLink::start`].
-pub async fn expect_child_hello<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<(), HandshakeError> {
+pub async fn expect_child_hello<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+) -> Result<(), HandshakeError> {
     match reader.read_frame::<FromChild>().await? {
         None => Err(HandshakeError::Closed),
         Some(FromChild::Hello { protocol }) if protocol == PROTOCOL_VERSION => Ok(()),
@@ -129,11 +145,15 @@ impl<W: AsyncWrite + Unpin> ChildLink<W> {
 
     /// Buffers a publish; flush after a burst.
     pub async fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), FrameError> {
-        self.writer.write_frame(&FromChild::Publish { topic, payload }).await
+        self.writer
+            .write_frame(&FromChild::Publish { topic, payload })
+            .await
     }
 
     pub async fn log(&mut self, level: LogLevel, message: String) -> Result<(), FrameError> {
-        self.writer.write_frame(&FromChild::Log { level, message }).await
+        self.writer
+            .write_frame(&FromChild::Log { level, message })
+            .await
     }
 
     pub async fn get_secret(
@@ -264,34 +284,61 @@ mod tests {
         sup.start(&config()).await.expect("start");
         let mut child_reader = FrameReader::new(child_r, DEFAULT_MAX_FRAME);
         let mut child = ChildLink::new(child_w, DEFAULT_MAX_FRAME);
-        let got = child_handshake(&mut child_reader, &mut child).await.expect("child side");
+        let got = child_handshake(&mut child_reader, &mut child)
+            .await
+            .expect("child side");
         assert_eq!(got, config());
         let mut sup_reader = FrameReader::new(sup_r, DEFAULT_MAX_FRAME);
-        expect_child_hello(&mut sup_reader).await.expect("supervisor side");
+        expect_child_hello(&mut sup_reader)
+            .await
+            .expect("supervisor side");
     }
 
     #[tokio::test]
     async fn wrong_protocol_version_is_refused_on_both_sides() {
         let mut bytes = Vec::new();
-        encode_frame(&ToChild::Hello { protocol: 99 }, DEFAULT_MAX_FRAME, &mut bytes).expect("encode");
+        encode_frame(
+            &ToChild::Hello { protocol: 99 },
+            DEFAULT_MAX_FRAME,
+            &mut bytes,
+        )
+        .expect("encode");
         let mut reader = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME);
         let (w, r) = tokio::io::duplex(4096);
         let mut link = ChildLink::new(w, DEFAULT_MAX_FRAME);
-        let err = child_handshake(&mut reader, &mut link).await.expect_err("mismatch");
+        let err = child_handshake(&mut reader, &mut link)
+            .await
+            .expect_err("mismatch");
         assert!(
-            matches!(err, HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: 99 }),
+            matches!(
+                err,
+                HandshakeError::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: 99
+                }
+            ),
             "{err}"
         );
         // The child still told the supervisor its own version.
         drop(link);
         let mut sup_reader = FrameReader::new(r, DEFAULT_MAX_FRAME);
-        expect_child_hello(&mut sup_reader).await.expect("child hello was sent");
+        expect_child_hello(&mut sup_reader)
+            .await
+            .expect("child hello was sent");
 
         let mut bytes = Vec::new();
-        encode_frame(&FromChild::Hello { protocol: 7 }, DEFAULT_MAX_FRAME, &mut bytes).expect("encode");
+        encode_frame(
+            &FromChild::Hello { protocol: 7 },
+            DEFAULT_MAX_FRAME,
+            &mut bytes,
+        )
+        .expect("encode");
         let mut reader = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME);
         let err = expect_child_hello(&mut reader).await.expect_err("mismatch");
-        assert!(matches!(err, HandshakeError::VersionMismatch { theirs: 7, .. }), "{err}");
+        assert!(
+            matches!(err, HandshakeError::VersionMismatch { theirs: 7, .. }),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -299,8 +346,19 @@ mod tests {
         let mut bytes = Vec::new();
         encode_frame(&FromChild::Ready, DEFAULT_MAX_FRAME, &mut bytes).expect("encode");
         let mut reader = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME);
-        let err = expect_child_hello(&mut reader).await.expect_err("unexpected");
-        assert!(matches!(err, HandshakeError::Unexpected { expected: "Hello", .. }), "{err}");
+        let err = expect_child_hello(&mut reader)
+            .await
+            .expect_err("unexpected");
+        assert!(
+            matches!(
+                err,
+                HandshakeError::Unexpected {
+                    expected: "Hello",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let mut reader = FrameReader::new(&[][..], DEFAULT_MAX_FRAME);
         let err = expect_child_hello(&mut reader).await.expect_err("closed");
         assert!(matches!(err, HandshakeError::Closed), "{err}");

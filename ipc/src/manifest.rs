@@ -123,7 +123,10 @@ impl ConnectorManifest {
 
     /// The versioned ARN for this connector in `region`.
     pub fn arn(&self, region: &str, version: u32) -> String {
-        format!("arn:aws:greengrass:{region}::/connectors/{}/versions/{version}", self.name)
+        format!(
+            "arn:aws:greengrass:{region}::/connectors/{}/versions/{version}",
+            self.name
+        )
     }
 }
 
@@ -149,12 +152,23 @@ mod tests {
     #[test]
     fn connector_arns() {
         assert_eq!(
-            parse_connector_arn("arn:aws:greengrass:us-west-2::/connectors/TwilioNotifications/versions/4"),
+            parse_connector_arn(
+                "arn:aws:greengrass:us-west-2::/connectors/TwilioNotifications/versions/4"
+            ),
             Some(("TwilioNotifications", 4))
         );
-        assert_eq!(parse_connector_arn("arn:aws:greengrass:::/connectors/SNS/versions/1"), Some(("SNS", 1)));
-        assert_eq!(parse_connector_arn("arn:aws:greengrass:r::/connectors/SNS/versions/x"), None);
+        assert_eq!(
+            parse_connector_arn("arn:aws:greengrass:::/connectors/SNS/versions/1"),
+            Some(("SNS", 1))
+        );
+        assert_eq!(
+            parse_connector_arn("arn:aws:greengrass:r::/connectors/SNS/versions/x"),
+            None
+        );
         assert_eq!(parse_connector_arn("arn:aws:lambda:r:1:function:f:1"), None);
-        assert_eq!(parse_connector_arn("arn:aws:greengrass:r::/connectors//versions/1"), None);
+        assert_eq!(
+            parse_connector_arn("arn:aws:greengrass:r::/connectors//versions/1"),
+            None
+        );
     }
 }

@@ -74,14 +74,24 @@ impl Pipe {
 }
 
 impl AsyncRead for Pipe {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
             let result = guard.try_io(|inner| {
                 // SAFETY: `unfilled` is a valid, initialised, writable buffer of
                 // the given length, and the descriptor is open while `inner` lives.
-                let n = unsafe { libc::read(inner.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len()) };
+                let n = unsafe {
+                    libc::read(
+                        inner.as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                    )
+                };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
@@ -101,7 +111,11 @@ impl AsyncRead for Pipe {
 }
 
 impl AsyncWrite for Pipe {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             let result = guard.try_io(|inner| {
@@ -157,14 +171,20 @@ mod tests {
         send.await.expect("join");
         assert!(got.iter().all(|b| *b == 42));
         let mut rest = Vec::new();
-        reader.read_to_end(&mut rest).await.expect("eof after the writer is gone");
+        reader
+            .read_to_end(&mut rest)
+            .await
+            .expect("eof after the writer is gone");
         assert!(rest.is_empty());
     }
 
     #[test]
     fn a_regular_file_is_not_a_pipe() {
         let file = std::fs::File::open("/proc/self/stat").expect("open");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         let _guard = rt.enter();
         assert!(Pipe::from_stdio(file.as_raw_fd()).expect("fstat").is_none());
     }

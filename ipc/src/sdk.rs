@@ -90,7 +90,11 @@ pub struct Handle {
 
 impl Handle {
     /// Publishes `payload` on `topic`. The topic must not contain wildcards.
-    pub async fn publish(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>) -> Result<(), SdkError> {
+    pub async fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), SdkError> {
         let topic = topic.into();
         if let Err(source) = validate_topic(&topic) {
             return Err(SdkError::Topic { topic, source });
@@ -179,11 +183,20 @@ pub struct Component {
 impl Component {
     /// Connects over this process's stdin and stdout.
     pub async fn connect() -> Result<Component, SdkError> {
-        Self::connect_with(crate::pipe::stdin()?, crate::pipe::stdout()?, DEFAULT_MAX_FRAME).await
+        Self::connect_with(
+            crate::pipe::stdin()?,
+            crate::pipe::stdout()?,
+            DEFAULT_MAX_FRAME,
+        )
+        .await
     }
 
     /// Connects over any pair of streams (tests use in-memory pipes).
-    pub async fn connect_with<R, W>(reader: R, writer: W, max_frame: usize) -> Result<Component, SdkError>
+    pub async fn connect_with<R, W>(
+        reader: R,
+        writer: W,
+        max_frame: usize,
+    ) -> Result<Component, SdkError>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -245,7 +258,10 @@ impl Component {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut link: ChildLink<W>, mut rx: mpsc::Receiver<FromChild>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut link: ChildLink<W>,
+    mut rx: mpsc::Receiver<FromChild>,
+) {
     while let Some(msg) = rx.recv().await {
         if let Err(e) = write_one(&mut link, msg).await {
             eprintln!("evergreen-ipc: cannot write to the supervisor: {e}");
@@ -265,7 +281,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut link: ChildLink<W>, mut rx: mpsc:
     }
 }
 
-async fn write_one<W: AsyncWrite + Unpin>(link: &mut ChildLink<W>, msg: FromChild) -> Result<(), FrameError> {
+async fn write_one<W: AsyncWrite + Unpin>(
+    link: &mut ChildLink<W>,
+    msg: FromChild,
+) -> Result<(), FrameError> {
     match msg {
         FromChild::Publish { topic, payload } => link.publish(topic, payload).await,
         FromChild::Log { level, message } => link.log(level, message).await,
@@ -285,7 +304,11 @@ async fn write_one<W: AsyncWrite + Unpin>(link: &mut ChildLink<W>, msg: FromChil
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut reader: FrameReader<R>, events: mpsc::Sender<Event>, pending: Pending) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    events: mpsc::Sender<Event>,
+    pending: Pending,
+) {
     loop {
         let event = match reader.read_frame::<ToChild>().await {
             Ok(None) => break,
@@ -363,13 +386,22 @@ mod tests {
         component.ready().await.expect("ready");
         handle.debug("not sent: below the level");
         handle.info("sent");
-        let err = handle.publish("a/+", b"x".to_vec()).await.expect_err("wildcard");
+        let err = handle
+            .publish("a/+", b"x".to_vec())
+            .await
+            .expect_err("wildcard");
         assert!(matches!(err, SdkError::Topic { .. }));
         handle.publish("a/b", b"x".to_vec()).await.expect("publish");
 
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(sup_reader.read_frame::<FromChild>().await.expect("frame").expect("some"));
+            got.push(
+                sup_reader
+                    .read_frame::<FromChild>()
+                    .await
+                    .expect("frame")
+                    .expect("some"),
+            );
         }
         assert_eq!(
             got,
@@ -401,6 +433,10 @@ mod tests {
             })
         );
         drop(sup);
-        assert_eq!(component.next_event().await, None, "closed link ends the events");
+        assert_eq!(
+            component.next_event().await,
+            None,
+            "closed link ends the events"
+        );
     }
 }

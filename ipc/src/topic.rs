@@ -118,8 +118,14 @@ mod tests {
     #[test]
     fn filter_validation() {
         assert_eq!(validate_filter("a/#/b"), Err(TopicError::HashNotLast));
-        assert_eq!(validate_filter("a/b+"), Err(TopicError::WildcardInsideLevel("b+".into())));
-        assert_eq!(validate_filter("a/x#"), Err(TopicError::WildcardInsideLevel("x#".into())));
+        assert_eq!(
+            validate_filter("a/b+"),
+            Err(TopicError::WildcardInsideLevel("b+".into()))
+        );
+        assert_eq!(
+            validate_filter("a/x#"),
+            Err(TopicError::WildcardInsideLevel("x#".into()))
+        );
         assert_eq!(validate_filter(""), Err(TopicError::Empty));
         assert!(validate_filter("+/+/#").is_ok());
         assert!(validate_topic("a/+").is_err());
