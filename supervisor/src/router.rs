@@ -1,0 +1,1310 @@
+//! The subscription router: who receives a message published by whom on which topic.
+//!
+//! Owns the group's subscription table (an immutable topic trie per source, swapped whole on a
+//! deployment), the mapping from target endpoints to the sinks that deliver to them, and the
+//! delivery counters. A message published by `source` on `topic` goes to every target of a
+//! subscription whose source is exactly `source` and whose subject matches `topic` (see
+//! [`evergreen_ipc::topic::matches`], which this table must agree with), each target at most once.
+//!
+//! It must never block a publisher or know what an endpoint is: it sees plain strings (component
+//! ARNs, thing ARNs, `cloud`, `GGShadowService`) and [`DeliverySink`]s. It knows nothing of
+//! processes, MQTT servers or actors; whoever owns those attaches a sink. A full sink loses the
+//! message for that target only, and the loss is counted rather than waited out.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use evergreen_ipc::topic::{validate_filter, validate_topic, TopicError};
+use tokio::sync::mpsc;
+
+/// Deepest subject accepted, in levels. The lookup recurses once per level of the trie, so this
+/// bounds its stack use; 256 levels is more than the 255 slashes of a 256-byte AWS IoT topic.
+pub const MAX_FILTER_LEVELS: usize = 256;
+
+// ---------------------------------------------------------------------------------------------
+// The table
+// ---------------------------------------------------------------------------------------------
+
+/// One `(Source, Subject, Target)` triple of a group's subscription definition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subscription {
+    /// The subscription's id in the definition, quoted in errors.
+    pub id: String,
+    pub source: String,
+    /// A topic filter: `+` is one level, `#` (last only) one or more levels.
+    pub subject: String,
+    pub target: String,
+}
+
+impl Subscription {
+    pub fn new(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        subject: impl Into<String>,
+        target: impl Into<String>,
+    ) -> Self {
+        Subscription {
+            id: id.into(),
+            source: source.into(),
+            subject: subject.into(),
+            target: target.into(),
+        }
+    }
+}
+
+/// Why a subscription cannot enter the table. Each names the subscription's id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("subscription {id}: subject {subject:?} is not a valid topic filter: {reason}")]
+    InvalidSubject {
+        id: String,
+        subject: String,
+        reason: TopicError,
+    },
+    #[error("subscription {id}: subject {subject:?} has {levels} levels, more than the {max} allowed", max = MAX_FILTER_LEVELS)]
+    TooDeep {
+        id: String,
+        subject: String,
+        levels: usize,
+    },
+    #[error("subscription {id}: the {role} endpoint is empty")]
+    EmptyEndpoint { id: String, role: &'static str },
+}
+
+/// A target endpoint's position in one [`SubscriptionTable`]. Only meaningful for the table that
+/// produced it: a new table numbers its targets afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetIdx(usize);
+
+impl TargetIdx {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// Hash for topic levels and endpoint names. The std SipHash costs more than the rest of a
+/// lookup's walk; its resistance to chosen keys buys nothing here because every key in these
+/// maps comes from the deployed configuration, and a publisher's topic is only ever looked up,
+/// never inserted. Word-at-a-time multiply-rotate in the manner of rustc's FxHash, with a final
+/// mix so the top bits, which the hash table's probe uses, depend on every input byte.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Assembled in a register: copying into a stack buffer and reading it back as one
+            // word stalls on store forwarding, which cost more than the whole hash.
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
+            // The length keeps "a" and "a\0" apart.
+            self.add(word ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// Index of a node in [`SubscriptionTable::nodes`]; the trie is an arena so it has no pointers.
+type NodeId = usize;
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Children by literal level. Empty for most leaves, and an empty map neither allocates nor
+    /// hashes on lookup.
+    children: KeyMap<Box<str>, NodeId>,
+    /// The `+` child.
+    plus: Option<NodeId>,
+    /// Targets of filters that end exactly at this node.
+    targets: Vec<TargetIdx>,
+    /// Targets of filters that end with `#` right below this node: they match whenever at least
+    /// one level of the topic remains.
+    hash_targets: Vec<TargetIdx>,
+}
+
+/// The immutable, indexed form of a group's subscriptions: one topic trie per source, so a lookup
+/// walks the topic's levels instead of scanning every subscription.
+#[derive(Default)]
+pub struct SubscriptionTable {
+    nodes: Vec<Node>,
+    /// Source name -> position in `sources`.
+    source_index: KeyMap<Arc<str>, usize>,
+    /// Source names (shared with every [`Message`] they publish) and their trie roots.
+    sources: Vec<(Arc<str>, NodeId)>,
+    target_names: Vec<Box<str>>,
+    target_index: KeyMap<Box<str>, TargetIdx>,
+    len: usize,
+}
+
+impl fmt::Debug for SubscriptionTable {
+    // The trie itself would print thousands of lines; its size is what a log needs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionTable")
+            .field("subscriptions", &self.len)
+            .field("sources", &self.sources.len())
+            .field("targets", &self.target_names.len())
+            .field("trie_nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl SubscriptionTable {
+    /// Indexes `subs`. Every invalid subscription is reported, not just the first. Duplicate
+    /// triples are harmless: a target still receives each message once.
+    pub fn build(subs: impl IntoIterator<Item = Subscription>) -> Result<Self, Vec<TableError>> {
+        let mut table = SubscriptionTable::default();
+        let mut errors = Vec::new();
+        for sub in subs {
+            if let Err(e) = check(&sub) {
+                errors.push(e);
+                continue;
+            }
+            if !errors.is_empty() {
+                // The table will be thrown away; keep checking but stop building.
+                continue;
+            }
+            let root = table.root_for(&sub.source);
+            let target = table.target_for(&sub.target);
+            table.insert(root, &sub.subject, target);
+            table.len += 1;
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        for node in &mut table.nodes {
+            // Sorted and unique per node, so a lookup only dedups across nodes.
+            for list in [&mut node.targets, &mut node.hash_targets] {
+                list.sort_unstable();
+                list.dedup();
+                list.shrink_to_fit();
+            }
+            node.children.shrink_to_fit();
+        }
+        table.nodes.shrink_to_fit();
+        Ok(table)
+    }
+
+    fn root_for(&mut self, source: &str) -> NodeId {
+        if let Some(&s) = self.source_index.get(source) {
+            return self.sources[s].1;
+        }
+        let root = self.new_node();
+        let name: Arc<str> = Arc::from(source);
+        self.source_index.insert(name.clone(), self.sources.len());
+        self.sources.push((name, root));
+        root
+    }
+
+    fn target_for(&mut self, target: &str) -> TargetIdx {
+        if let Some(&t) = self.target_index.get(target) {
+            return t;
+        }
+        let t = TargetIdx(self.target_names.len());
+        self.target_names.push(target.into());
+        self.target_index.insert(target.into(), t);
+        t
+    }
+
+    fn new_node(&mut self) -> NodeId {
+        self.nodes.push(Node::default());
+        self.nodes.len() - 1
+    }
+
+    /// Adds a subject already checked by [`check`], so `#` can only be its last level.
+    fn insert(&mut self, root: NodeId, subject: &str, target: TargetIdx) {
+        let mut node = root;
+        for level in subject.split('/') {
+            node = match level {
+                "#" => {
+                    self.nodes[node].hash_targets.push(target);
+                    return;
+                }
+                "+" => match self.nodes[node].plus {
+                    Some(next) => next,
+                    None => {
+                        let next = self.new_node();
+                        self.nodes[node].plus = Some(next);
+                        next
+                    }
+                },
+                literal => match self.nodes[node].children.get(literal) {
+                    Some(&next) => next,
+                    None => {
+                        let next = self.new_node();
+                        self.nodes[node].children.insert(literal.into(), next);
+                        next
+                    }
+                },
+            };
+        }
+        self.nodes[node].targets.push(target);
+    }
+
+    /// Replaces `out` with the targets that `topic` published by `source` reaches, sorted by
+    /// index and without duplicates. `topic` is taken as a valid topic (see
+    /// [`validate_topic`]); [`Router::publish`] checks it first. Allocates nothing once `out`
+    /// has grown to the largest fan-out.
+    pub fn targets(&self, source: &str, topic: &str, out: &mut Vec<TargetIdx>) {
+        out.clear();
+        if let Some(s) = self.source_index.get(source) {
+            self.targets_of(*s, topic, out);
+        }
+    }
+
+    fn targets_of(&self, source: usize, topic: &str, out: &mut Vec<TargetIdx>) {
+        out.clear();
+        if let Some(&(_, root)) = self.sources.get(source) {
+            self.collect(root, topic, out);
+        }
+        // Several subscriptions (through `+`, `#` and literal branches) can name one target.
+        // An in-place sort is cheap for a fan-out of a handful and needs no scratch set.
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+
+    /// Collects what matches `rest` (one or more levels) below `node`. Recursion depth is
+    /// bounded by the trie's depth, which [`MAX_FILTER_LEVELS`] bounds, whatever the topic.
+    fn collect(&self, node: NodeId, rest: &str, out: &mut Vec<TargetIdx>) {
+        let Some(n) = self.nodes.get(node) else {
+            return;
+        };
+        // At least one level remains, which is exactly what `#` needs.
+        out.extend_from_slice(&n.hash_targets);
+        // Levels are short, so a plain byte scan beats `split_once`'s memchr call; `/` is ASCII,
+        // so both slices stay on char boundaries.
+        let (level, tail) = match rest.bytes().position(|b| b == b'/') {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
+        };
+        if let Some(&next) = n.children.get(level) {
+            self.step(next, tail, out);
+        }
+        if let Some(next) = n.plus {
+            self.step(next, tail, out);
+        }
+    }
+
+    fn step(&self, node: NodeId, tail: Option<&str>, out: &mut Vec<TargetIdx>) {
+        match tail {
+            Some(rest) => self.collect(node, rest, out),
+            None => {
+                if let Some(n) = self.nodes.get(node) {
+                    out.extend_from_slice(&n.targets);
+                }
+            }
+        }
+    }
+
+    /// The endpoint name of `idx`; empty if `idx` came from another table.
+    pub fn target_name(&self, idx: TargetIdx) -> &str {
+        self.target_names.get(idx.0).map_or("", |name| name)
+    }
+
+    /// The index of a target endpoint, if any subscription names it.
+    pub fn target_idx(&self, name: &str) -> Option<TargetIdx> {
+        self.target_index.get(name).copied()
+    }
+
+    /// Every target endpoint, in index order.
+    pub fn targets_list(&self) -> impl ExactSizeIterator<Item = (TargetIdx, &str)> + '_ {
+        self.target_names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (TargetIdx(i), &**name))
+    }
+
+    /// Every source endpoint, in order of first appearance.
+    pub fn sources(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.sources.iter().map(|(name, _)| &**name)
+    }
+
+    /// Number of subscriptions indexed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn check(sub: &Subscription) -> Result<(), TableError> {
+    for (role, value) in [("source", &sub.source), ("target", &sub.target)] {
+        if value.is_empty() {
+            return Err(TableError::EmptyEndpoint {
+                id: sub.id.clone(),
+                role,
+            });
+        }
+    }
+    validate_filter(&sub.subject).map_err(|reason| TableError::InvalidSubject {
+        id: sub.id.clone(),
+        subject: sub.subject.clone(),
+        reason,
+    })?;
+    let levels = sub.subject.split('/').count();
+    if levels > MAX_FILTER_LEVELS {
+        return Err(TableError::TooDeep {
+            id: sub.id.clone(),
+            subject: sub.subject.clone(),
+            levels,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery
+// ---------------------------------------------------------------------------------------------
+
+/// A routed message. Every field is shared, so fanning out to N targets copies no bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: Arc<str>,
+    pub payload: Arc<[u8]>,
+    pub source: Arc<str>,
+}
+
+/// Why a sink did not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error("the target's queue is full")]
+    Full,
+    #[error("the target's receiver is gone")]
+    Closed,
+}
+
+/// Where the router hands messages for one target endpoint. `offer` is called on the
+/// publisher's thread and must return at once: queue the message or refuse it.
+pub trait DeliverySink: Send + Sync + 'static {
+    fn offer(&self, msg: Message) -> Result<(), OfferError>;
+}
+
+/// The sending half of a bounded per-target queue.
+#[derive(Debug, Clone)]
+pub struct QueueSink {
+    tx: mpsc::Sender<Message>,
+}
+
+/// The receiving half of a bounded per-target queue, read by whoever delivers to the target.
+#[derive(Debug)]
+pub struct QueueReceiver {
+    rx: mpsc::Receiver<Message>,
+}
+
+/// Why [`QueueReceiver::try_recv`] returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    #[error("the queue is empty")]
+    Empty,
+    #[error("the queue is empty and every sender is gone")]
+    Closed,
+}
+
+/// A queue holding at most `capacity` messages for one target. The bound is what keeps a slow
+/// target from growing memory without limit; past it, messages for that target are dropped and
+/// counted. `capacity` is clamped to what tokio accepts (at least 1) instead of panicking.
+pub fn bounded_queue(capacity: usize) -> (QueueSink, QueueReceiver) {
+    let capacity = capacity.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let (tx, rx) = mpsc::channel(capacity);
+    (QueueSink { tx }, QueueReceiver { rx })
+}
+
+impl DeliverySink for QueueSink {
+    fn offer(&self, msg: Message) -> Result<(), OfferError> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => OfferError::Full,
+            mpsc::error::TrySendError::Closed(_) => OfferError::Closed,
+        })
+    }
+}
+
+impl QueueReceiver {
+    /// The next message; `None` once every sender (the router's included) is gone.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
+        self.rx.try_recv().map_err(|e| match e {
+            mpsc::error::TryRecvError::Empty => TryRecvError::Empty,
+            mpsc::error::TryRecvError::Disconnected => TryRecvError::Closed,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The router
+// ---------------------------------------------------------------------------------------------
+
+/// Why a publish was refused. Returned to the publisher, never dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot publish to this topic: {0}")]
+    InvalidTopic(#[from] TopicError),
+}
+
+/// What happened to one published message, per matching target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// Accepted by the target's sink.
+    pub delivered: usize,
+    /// The target's queue was full.
+    pub dropped_full: usize,
+    /// The target matched but no sink is attached for it (e.g. `cloud` before the bridge runs).
+    pub dropped_unattached: usize,
+    /// The target's sink is attached but its receiver is gone.
+    pub closed: usize,
+}
+
+impl PublishOutcome {
+    /// Number of distinct targets the message matched.
+    pub fn matched(&self) -> usize {
+        self.delivered + self.dropped_full + self.dropped_unattached + self.closed
+    }
+}
+
+/// Counters of one target endpoint, summed over every table it appeared in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetStats {
+    pub delivered: u64,
+    pub dropped_full: u64,
+    pub dropped_unattached: u64,
+    pub closed: u64,
+}
+
+/// Counters of one source endpoint, summed over every table it appeared in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Publishes accepted (valid topic), routed or not.
+    pub published: u64,
+    /// Accepted publishes that matched no subscription.
+    pub unrouted: u64,
+    /// Publishes refused for an invalid topic.
+    pub refused: u64,
+}
+
+/// A copy of the router's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    pub targets: BTreeMap<String, TargetStats>,
+    pub sources: BTreeMap<String, SourceStats>,
+    /// Publishes from sources that no subscription of the current table names, summed: a name
+    /// per such source would let the map grow with whatever the caller passes.
+    pub unknown_sources: SourceStats,
+}
+
+// Counters are statistics read by nobody on the delivery path, so `Relaxed` is enough: no other
+// memory is published through them.
+#[derive(Debug, Default)]
+struct TargetCounters {
+    delivered: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_unattached: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl TargetCounters {
+    fn load(&self) -> TargetStats {
+        TargetStats {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dropped_full: self.dropped_full.load(Ordering::Relaxed),
+            dropped_unattached: self.dropped_unattached.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SourceCounters {
+    published: AtomicU64,
+    unrouted: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl SourceCounters {
+    fn load(&self) -> SourceStats {
+        SourceStats {
+            published: self.published.load(Ordering::Relaxed),
+            unrouted: self.unrouted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Everything a publish reads, resolved to indices of the current table so the hot path does
+/// one hash lookup (the source) plus one per topic level, and none per target.
+struct Snapshot {
+    table: Arc<SubscriptionTable>,
+    /// By [`TargetIdx`].
+    sinks: Vec<Option<Arc<dyn DeliverySink>>>,
+    /// By [`TargetIdx`].
+    target_counters: Vec<Arc<TargetCounters>>,
+    /// By the table's source position.
+    source_counters: Vec<Arc<SourceCounters>>,
+}
+
+/// The state that outlives a table: sinks and counters by endpoint name.
+#[derive(Default)]
+struct Registry {
+    table: Arc<SubscriptionTable>,
+    sinks: HashMap<String, Arc<dyn DeliverySink>>,
+    targets: HashMap<String, Arc<TargetCounters>>,
+    sources: HashMap<String, Arc<SourceCounters>>,
+}
+
+impl Registry {
+    fn snapshot(&mut self) -> Snapshot {
+        let table = self.table.clone();
+        let sinks = table
+            .targets_list()
+            .map(|(_, name)| self.sinks.get(name).cloned())
+            .collect();
+        let target_counters = table
+            .targets_list()
+            .map(|(_, name)| self.targets.entry(name.to_owned()).or_default().clone())
+            .collect();
+        let source_counters = table
+            .sources()
+            .map(|name| self.sources.entry(name.to_owned()).or_default().clone())
+            .collect();
+        Snapshot {
+            table,
+            sinks,
+            target_counters,
+            source_counters,
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread lookup buffer so a publish does not allocate for its target list. Taken out
+    /// while in use: a sink that publishes from inside `offer` gets a fresh buffer instead of a
+    /// borrow conflict.
+    static SCRATCH: Cell<Vec<TargetIdx>> = const { Cell::new(Vec::new()) };
+}
+
+/// Routes published messages to attached sinks. Share it behind an `Arc`; every method takes
+/// `&self`.
+pub struct Router {
+    /// What publishes read. A read lock held only long enough to clone the `Arc`, so a swap
+    /// never waits for a delivery and a sink may call back into the router.
+    current: RwLock<Arc<Snapshot>>,
+    /// Serialises attach, detach and table swaps so none of them loses another's change.
+    registry: Mutex<Registry>,
+    unknown_sources: SourceCounters,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = self.snapshot();
+        let attached = snapshot.sinks.iter().filter(|s| s.is_some()).count();
+        f.debug_struct("Router")
+            .field("table", &snapshot.table)
+            .field("attached_targets", &attached)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    pub fn new(table: SubscriptionTable) -> Self {
+        let mut registry = Registry {
+            table: Arc::new(table),
+            ..Registry::default()
+        };
+        let snapshot = registry.snapshot();
+        Router {
+            current: RwLock::new(Arc::new(snapshot)),
+            registry: Mutex::new(registry),
+            unknown_sources: SourceCounters::default(),
+        }
+    }
+
+    /// Swaps in a new table atomically: each publish sees the old table or the new one, whole.
+    /// Sinks stay attached by endpoint name; counters carry on by name.
+    pub fn replace_table(&self, table: SubscriptionTable) {
+        self.update(|registry| registry.table = Arc::new(table));
+    }
+
+    /// Attaches (or replaces) the sink for `endpoint`. Allowed before any subscription names
+    /// it, so a sink can be ready before the deployment that routes to it.
+    pub fn attach(&self, endpoint: &str, sink: Arc<dyn DeliverySink>) {
+        self.update(|registry| {
+            registry.sinks.insert(endpoint.to_owned(), sink);
+        });
+    }
+
+    /// Detaches the sink for `endpoint`; messages for it are then counted as unattached.
+    pub fn detach(&self, endpoint: &str) {
+        self.update(|registry| {
+            registry.sinks.remove(endpoint);
+        });
+    }
+
+    /// The table publishes currently route by.
+    pub fn table(&self) -> Arc<SubscriptionTable> {
+        self.snapshot().table.clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Registry)) {
+        // A panic elsewhere while holding either lock cannot leave them half-updated: the
+        // registry's maps are changed by single inserts and the snapshot is swapped whole. So a
+        // poisoned lock is still consistent, and routing goes on.
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut registry);
+        let snapshot = Arc::new(registry.snapshot());
+        // The old snapshot is dropped after the write lock is released, outside both locks'
+        // critical path for publishers.
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            snapshot,
+        );
+        drop(registry);
+        drop(old);
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Routes one message from `source`. Never blocks: a target whose sink is full, closed or
+    /// missing loses this message and the loss is counted. A topic with a wildcard, a NUL or
+    /// nothing at all is refused.
+    pub fn publish(
+        &self,
+        source: &str,
+        topic: &str,
+        payload: Arc<[u8]>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let snapshot = self.snapshot();
+        let table = &snapshot.table;
+        let source_idx = table.source_index.get(source).copied();
+        let source_counters = source_idx
+            .and_then(|s| snapshot.source_counters.get(s))
+            .map_or(&self.unknown_sources, |c| &**c);
+
+        if let Err(e) = validate_topic(topic) {
+            bump(&source_counters.refused);
+            return Err(PublishError::InvalidTopic(e));
+        }
+        bump(&source_counters.published);
+
+        let mut outcome = PublishOutcome::default();
+        let Some((source_idx, source_name)) =
+            source_idx.and_then(|s| table.sources.get(s).map(|(name, _)| (s, name)))
+        else {
+            bump(&source_counters.unrouted);
+            return Ok(outcome);
+        };
+
+        let mut targets = SCRATCH.with(Cell::take);
+        table.targets_of(source_idx, topic, &mut targets);
+        if targets.is_empty() {
+            bump(&source_counters.unrouted);
+        }
+
+        // Built on the first attached target so an unrouted publish allocates nothing.
+        let mut message: Option<Message> = None;
+        for &target in &targets {
+            let Some(counters) = snapshot.target_counters.get(target.0) else {
+                continue;
+            };
+            let Some(sink) = snapshot.sinks.get(target.0).and_then(Option::as_ref) else {
+                outcome.dropped_unattached += 1;
+                bump(&counters.dropped_unattached);
+                continue;
+            };
+            let msg = message
+                .get_or_insert_with(|| Message {
+                    topic: Arc::from(topic),
+                    payload: payload.clone(),
+                    source: source_name.clone(),
+                })
+                .clone();
+            match sink.offer(msg) {
+                Ok(()) => {
+                    outcome.delivered += 1;
+                    bump(&counters.delivered);
+                }
+                Err(OfferError::Full) => {
+                    outcome.dropped_full += 1;
+                    bump(&counters.dropped_full);
+                }
+                Err(OfferError::Closed) => {
+                    outcome.closed += 1;
+                    bump(&counters.closed);
+                }
+            }
+        }
+
+        targets.clear();
+        SCRATCH.with(|scratch| scratch.set(targets));
+        Ok(outcome)
+    }
+
+    /// A copy of every counter: targets and sources of any table this router has routed by.
+    pub fn stats(&self) -> RouterStats {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        RouterStats {
+            targets: registry
+                .targets
+                .iter()
+                .map(|(name, c)| (name.clone(), c.load()))
+                .collect(),
+            sources: registry
+                .sources
+                .iter()
+                .map(|(name, c)| (name.clone(), c.load()))
+                .collect(),
+            unknown_sources: self.unknown_sources.load(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evergreen_ipc::topic::matches;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const SENSOR: &str = "arn:aws:iot:eu-west-1:123456789012:thing/Sensor";
+    const LAMBDA: &str = "arn:aws:lambda:eu-west-1:123456789012:function:Ingest:1";
+    const OTHER: &str = "arn:aws:iot:eu-west-1:123456789012:thing/Other";
+
+    fn sub(id: &str, source: &str, subject: &str, target: &str) -> Subscription {
+        Subscription::new(id, source, subject, target)
+    }
+
+    fn table(subs: Vec<Subscription>) -> SubscriptionTable {
+        SubscriptionTable::build(subs).expect("valid subscriptions")
+    }
+
+    fn payload(bytes: &[u8]) -> Arc<[u8]> {
+        Arc::from(bytes)
+    }
+
+    /// A router with one large queue attached per named target.
+    fn router_with(
+        subs: Vec<Subscription>,
+        targets: &[&str],
+    ) -> (Router, HashMap<String, QueueReceiver>) {
+        let router = Router::new(table(subs));
+        let mut receivers = HashMap::new();
+        for target in targets {
+            let (sink, rx) = bounded_queue(64);
+            router.attach(target, Arc::new(sink));
+            receivers.insert((*target).to_owned(), rx);
+        }
+        (router, receivers)
+    }
+
+    fn drain(rx: &mut QueueReceiver) -> Vec<Message> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn rx<'a>(
+        receivers: &'a mut HashMap<String, QueueReceiver>,
+        name: &str,
+    ) -> &'a mut QueueReceiver {
+        receivers.get_mut(name).expect("receiver exists")
+    }
+
+    #[test]
+    fn greengrass_wildcard_examples_end_to_end() {
+        let (router, mut receivers) = router_with(
+            vec![
+                sub("hash", SENSOR, "sensor/#", "hash"),
+                sub("plus", SENSOR, "sensor/+/input", "plus"),
+            ],
+            &["hash", "plus"],
+        );
+        let cases: [(&str, bool, bool); 5] = [
+            ("sensor/", true, false),
+            ("sensor/a/b", true, false),
+            ("sensor", false, false),
+            ("sensor/id-123/input", true, true),
+            ("sensor/group-a/id-123/input", true, false),
+        ];
+        for (topic, to_hash, to_plus) in cases {
+            let outcome = router
+                .publish(SENSOR, topic, payload(topic.as_bytes()))
+                .expect("valid topic");
+            assert_eq!(
+                outcome.delivered,
+                usize::from(to_hash) + usize::from(to_plus),
+                "{topic}"
+            );
+            for (name, expected) in [("hash", to_hash), ("plus", to_plus)] {
+                let got = drain(rx(&mut receivers, name));
+                if expected {
+                    assert_eq!(got.len(), 1, "{topic} to {name}");
+                    assert_eq!(&*got[0].topic, topic);
+                    assert_eq!(&*got[0].payload, topic.as_bytes());
+                    assert_eq!(&*got[0].source, SENSOR);
+                } else {
+                    assert!(got.is_empty(), "{topic} must not reach {name}");
+                }
+            }
+        }
+        let stats = router.stats();
+        assert_eq!(stats.sources[SENSOR].published, 5);
+        assert_eq!(
+            stats.sources[SENSOR].unrouted, 1,
+            "only `sensor` matched nothing"
+        );
+        assert_eq!(stats.targets["hash"].delivered, 4);
+        assert_eq!(stats.targets["plus"].delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn queue_receiver_recv_awaits_messages() {
+        let (router, mut receivers) = router_with(vec![sub("1", SENSOR, "a/b", LAMBDA)], &[LAMBDA]);
+        router
+            .publish(SENSOR, "a/b", payload(b"x"))
+            .expect("valid topic");
+        let msg = rx(&mut receivers, LAMBDA).recv().await.expect("a message");
+        assert_eq!(&*msg.topic, "a/b");
+        drop(router);
+        // The router held the only sender; once it is gone the queue reports its end.
+        assert_eq!(rx(&mut receivers, LAMBDA).recv().await, None);
+    }
+
+    #[test]
+    fn source_must_match_exactly() {
+        let (router, mut receivers) =
+            router_with(vec![sub("1", SENSOR, "telemetry/#", LAMBDA)], &[LAMBDA]);
+        let outcome = router
+            .publish(OTHER, "telemetry/t1", payload(b"{}"))
+            .expect("valid topic");
+        assert_eq!(outcome, PublishOutcome::default());
+        // A prefix of the ARN is another endpoint, not a match.
+        let outcome = router
+            .publish(&SENSOR[..SENSOR.len() - 1], "telemetry/t1", payload(b"{}"))
+            .expect("valid topic");
+        assert_eq!(outcome.matched(), 0);
+        assert!(drain(rx(&mut receivers, LAMBDA)).is_empty());
+        assert_eq!(router.stats().unknown_sources.published, 2);
+        assert_eq!(router.stats().unknown_sources.unrouted, 2);
+
+        let outcome = router
+            .publish(SENSOR, "telemetry/t1", payload(b"{}"))
+            .expect("valid topic");
+        assert_eq!(outcome.delivered, 1);
+    }
+
+    #[test]
+    fn target_receives_once_when_several_subscriptions_match() {
+        let (router, mut receivers) = router_with(
+            vec![
+                sub("1", SENSOR, "a/b/c", LAMBDA),
+                sub("2", SENSOR, "a/+/c", LAMBDA),
+                sub("3", SENSOR, "a/#", LAMBDA),
+                sub("4", SENSOR, "#", LAMBDA),
+                sub("5", SENSOR, "+/+/+", LAMBDA),
+                sub("6", SENSOR, "a/b/c", LAMBDA),
+                sub("7", SENSOR, "a/#", "cloud"),
+            ],
+            &[LAMBDA, "cloud"],
+        );
+        let outcome = router
+            .publish(SENSOR, "a/b/c", payload(b"1"))
+            .expect("valid topic");
+        assert_eq!(outcome.delivered, 2);
+        assert_eq!(drain(rx(&mut receivers, LAMBDA)).len(), 1);
+        assert_eq!(drain(rx(&mut receivers, "cloud")).len(), 1);
+
+        let t = router.table();
+        let mut out = Vec::new();
+        t.targets(SENSOR, "a/b/c", &mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn publishing_to_a_wildcard_or_empty_topic_is_refused() {
+        let (router, mut receivers) = router_with(vec![sub("1", SENSOR, "#", LAMBDA)], &[LAMBDA]);
+        for (topic, error) in [
+            ("a/+", TopicError::WildcardInTopic('+')),
+            ("a/#", TopicError::WildcardInTopic('#')),
+            ("a+b", TopicError::WildcardInTopic('+')),
+            ("", TopicError::Empty),
+            ("a\0b", TopicError::Nul),
+        ] {
+            assert_eq!(
+                router.publish(SENSOR, topic, payload(b"x")),
+                Err(PublishError::InvalidTopic(error)),
+                "{topic:?}"
+            );
+        }
+        assert!(drain(rx(&mut receivers, LAMBDA)).is_empty());
+        let stats = router.stats();
+        assert_eq!(stats.sources[SENSOR].refused, 5);
+        assert_eq!(stats.sources[SENSOR].published, 0);
+    }
+
+    #[test]
+    fn full_queue_drops_for_that_target_only() {
+        let router = Router::new(table(vec![
+            sub("slow", SENSOR, "data", "slow"),
+            sub("fast", SENSOR, "data", "fast"),
+        ]));
+        let (slow, mut slow_rx) = bounded_queue(2);
+        let (fast, mut fast_rx) = bounded_queue(16);
+        router.attach("slow", Arc::new(slow));
+        router.attach("fast", Arc::new(fast));
+
+        let outcomes: Vec<PublishOutcome> = (0..5u8)
+            .map(|i| {
+                router
+                    .publish(SENSOR, "data", payload(&[i]))
+                    .expect("valid topic")
+            })
+            .collect();
+        assert_eq!(outcomes.iter().map(|o| o.delivered).sum::<usize>(), 5 + 2);
+        assert_eq!(outcomes.iter().map(|o| o.dropped_full).sum::<usize>(), 3);
+
+        let fast_got: Vec<u8> = drain(&mut fast_rx).iter().map(|m| m.payload[0]).collect();
+        assert_eq!(fast_got, [0, 1, 2, 3, 4]);
+        // The oldest messages stay; the ones that found the queue full are lost.
+        let slow_got: Vec<u8> = drain(&mut slow_rx).iter().map(|m| m.payload[0]).collect();
+        assert_eq!(slow_got, [0, 1]);
+
+        let stats = router.stats();
+        assert_eq!(stats.targets["slow"].delivered, 2);
+        assert_eq!(stats.targets["slow"].dropped_full, 3);
+        assert_eq!(stats.targets["fast"].delivered, 5);
+        assert_eq!(stats.targets["fast"].dropped_full, 0);
+    }
+
+    #[test]
+    fn closed_receiver_is_counted() {
+        let (router, receivers) = router_with(vec![sub("1", SENSOR, "a", LAMBDA)], &[LAMBDA]);
+        drop(receivers);
+        let outcome = router
+            .publish(SENSOR, "a", payload(b"x"))
+            .expect("valid topic");
+        assert_eq!(outcome.closed, 1);
+        assert_eq!(router.stats().targets[LAMBDA].closed, 1);
+    }
+
+    #[test]
+    fn unattached_target_is_counted_and_others_still_receive() {
+        let (router, mut receivers) = router_with(
+            vec![
+                sub("1", SENSOR, "up/#", "cloud"),
+                sub("2", SENSOR, "up/#", LAMBDA),
+            ],
+            &[LAMBDA],
+        );
+        let outcome = router
+            .publish(SENSOR, "up/x", payload(b"x"))
+            .expect("valid topic");
+        assert_eq!(outcome.delivered, 1);
+        assert_eq!(outcome.dropped_unattached, 1);
+        assert_eq!(drain(rx(&mut receivers, LAMBDA)).len(), 1);
+        assert_eq!(router.stats().targets["cloud"].dropped_unattached, 1);
+    }
+
+    #[test]
+    fn detach_then_attach() {
+        let (router, mut receivers) = router_with(vec![sub("1", SENSOR, "a", LAMBDA)], &[LAMBDA]);
+        router.detach(LAMBDA);
+        let outcome = router
+            .publish(SENSOR, "a", payload(b"1"))
+            .expect("valid topic");
+        assert_eq!(outcome.dropped_unattached, 1);
+        assert!(drain(rx(&mut receivers, LAMBDA)).is_empty());
+
+        let (sink, mut new_rx) = bounded_queue(4);
+        router.attach(LAMBDA, Arc::new(sink));
+        let outcome = router
+            .publish(SENSOR, "a", payload(b"2"))
+            .expect("valid topic");
+        assert_eq!(outcome.delivered, 1);
+        assert_eq!(&*drain(&mut new_rx)[0].payload, b"2");
+
+        // Detaching an endpoint that was never attached is a no-op.
+        router.detach("nobody");
+        let stats = router.stats();
+        assert_eq!(stats.targets[LAMBDA].delivered, 1);
+        assert_eq!(stats.targets[LAMBDA].dropped_unattached, 1);
+    }
+
+    #[test]
+    fn replace_table_swaps_routes_and_keeps_sinks_and_counters() {
+        let (router, mut receivers) =
+            router_with(vec![sub("1", SENSOR, "old/#", LAMBDA)], &[LAMBDA, "cloud"]);
+        router
+            .publish(SENSOR, "old/x", payload(b"1"))
+            .expect("valid topic");
+        router.replace_table(table(vec![
+            sub("2", SENSOR, "new/+", LAMBDA),
+            sub("3", OTHER, "new/+", "cloud"),
+        ]));
+
+        let old = router
+            .publish(SENSOR, "old/x", payload(b"2"))
+            .expect("valid topic");
+        assert_eq!(old.matched(), 0);
+        let new = router
+            .publish(SENSOR, "new/x", payload(b"3"))
+            .expect("valid topic");
+        assert_eq!(new.delivered, 1);
+        let other = router
+            .publish(OTHER, "new/y", payload(b"4"))
+            .expect("valid topic");
+        assert_eq!(
+            other.delivered, 1,
+            "a sink attached before its route existed is used"
+        );
+
+        let got: Vec<Vec<u8>> = drain(rx(&mut receivers, LAMBDA))
+            .iter()
+            .map(|m| m.payload.to_vec())
+            .collect();
+        assert_eq!(got, [b"1".to_vec(), b"3".to_vec()]);
+        assert_eq!(drain(rx(&mut receivers, "cloud")).len(), 1);
+
+        let stats = router.stats();
+        assert_eq!(
+            stats.targets[LAMBDA].delivered, 2,
+            "counted across both tables"
+        );
+        assert_eq!(stats.sources[SENSOR].published, 3);
+        assert_eq!(stats.sources[SENSOR].unrouted, 1);
+        assert_eq!(router.table().len(), 2);
+    }
+
+    #[test]
+    fn concurrent_publish_while_tables_are_swapped() {
+        let router = Arc::new(Router::new(table(vec![sub("1", SENSOR, "t/#", "sink")])));
+        let (sink, _rx) = bounded_queue(1 << 16);
+        router.attach("sink", Arc::new(sink));
+        let publishers: Vec<_> = (0..2)
+            .map(|_| {
+                let router = router.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000u32 {
+                        let outcome = router
+                            .publish(SENSOR, "t/x", payload(&i.to_le_bytes()))
+                            .expect("valid topic");
+                        // Every table in the rotation routes `t/x` to `sink`.
+                        assert_eq!(outcome.delivered, 1);
+                    }
+                })
+            })
+            .collect();
+        for i in 0..50 {
+            let subject = if i % 2 == 0 { "t/+" } else { "t/#" };
+            router.replace_table(table(vec![sub("1", SENSOR, subject, "sink")]));
+        }
+        for p in publishers {
+            p.join().expect("publisher thread");
+        }
+        assert_eq!(router.stats().targets["sink"].delivered, 4000);
+    }
+
+    #[test]
+    fn invalid_subscriptions_are_all_reported_with_their_ids() {
+        let deep = vec!["a"; MAX_FILTER_LEVELS + 1].join("/");
+        let errors = SubscriptionTable::build(vec![
+            sub("ok", SENSOR, "a/+/#", LAMBDA),
+            sub("hash-inside", SENSOR, "a/#/b", LAMBDA),
+            sub("plus-in-level", SENSOR, "a/b+", LAMBDA),
+            sub("empty", SENSOR, "", LAMBDA),
+            sub("no-source", "", "a", LAMBDA),
+            sub("no-target", SENSOR, "a", ""),
+            sub("deep", SENSOR, &deep, LAMBDA),
+        ])
+        .expect_err("invalid subscriptions");
+        assert_eq!(
+            errors,
+            vec![
+                TableError::InvalidSubject {
+                    id: "hash-inside".into(),
+                    subject: "a/#/b".into(),
+                    reason: TopicError::HashNotLast,
+                },
+                TableError::InvalidSubject {
+                    id: "plus-in-level".into(),
+                    subject: "a/b+".into(),
+                    reason: TopicError::WildcardInsideLevel("b+".into()),
+                },
+                TableError::InvalidSubject {
+                    id: "empty".into(),
+                    subject: String::new(),
+                    reason: TopicError::Empty,
+                },
+                TableError::EmptyEndpoint {
+                    id: "no-source".into(),
+                    role: "source",
+                },
+                TableError::EmptyEndpoint {
+                    id: "no-target".into(),
+                    role: "target",
+                },
+                TableError::TooDeep {
+                    id: "deep".into(),
+                    subject: deep.clone(),
+                    levels: MAX_FILTER_LEVELS + 1,
+                },
+            ]
+        );
+        assert!(errors[0].to_string().contains("hash-inside"));
+        // The deepest allowed subject is accepted.
+        let deepest = vec!["a"; MAX_FILTER_LEVELS].join("/");
+        assert!(SubscriptionTable::build(vec![sub("max", SENSOR, &deepest, LAMBDA)]).is_ok());
+    }
+
+    #[test]
+    fn table_accessors() {
+        let t = table(vec![
+            sub("1", SENSOR, "a", LAMBDA),
+            sub("2", SENSOR, "b", "cloud"),
+            sub("3", OTHER, "a", LAMBDA),
+            sub("4", OTHER, "a", LAMBDA),
+        ]);
+        assert_eq!(t.len(), 4);
+        assert!(!t.is_empty());
+        assert_eq!(t.sources().collect::<Vec<_>>(), [SENSOR, OTHER]);
+        let targets: Vec<&str> = t.targets_list().map(|(_, name)| name).collect();
+        assert_eq!(targets, [LAMBDA, "cloud"]);
+        for (idx, name) in t.targets_list() {
+            assert_eq!(t.target_name(idx), name);
+            assert_eq!(t.target_idx(name), Some(idx));
+        }
+        assert_eq!(t.target_name(TargetIdx(99)), "");
+        let mut out = vec![TargetIdx(7)];
+        t.targets("nobody", "a", &mut out);
+        assert!(out.is_empty(), "out is replaced, not appended to");
+        assert!(SubscriptionTable::default().is_empty());
+    }
+
+    // ---- property tests against the naive matcher -------------------------------------------
+
+    const SOURCES: [&str; 3] = ["s0", "s1", "s2"];
+    const TARGETS: [&str; 4] = ["t0", "t1", "t2", "t3"];
+
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(vec!["a", "b", ""]), 1..5)
+            .prop_map(|levels| levels.join("/"))
+            .prop_filter("topics are not empty", |t| !t.is_empty())
+    }
+
+    fn filter_strategy() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(prop::sample::select(vec!["a", "b", "", "+"]), 0..4),
+            prop::sample::select(vec!["a", "b", "", "+", "#"]),
+        )
+            .prop_map(|(mut levels, last)| {
+                levels.push(last);
+                levels.join("/")
+            })
+            .prop_filter("valid filters only", |f| validate_filter(f).is_ok())
+    }
+
+    fn subs_strategy() -> impl Strategy<Value = Vec<Subscription>> {
+        prop::collection::vec(
+            (0..SOURCES.len(), filter_strategy(), 0..TARGETS.len()),
+            0..24,
+        )
+        .prop_map(|subs| {
+            subs.into_iter()
+                .enumerate()
+                .map(|(i, (s, f, t))| sub(&i.to_string(), SOURCES[s], &f, TARGETS[t]))
+                .collect()
+        })
+    }
+
+    fn naive(subs: &[Subscription], source: &str, topic: &str) -> BTreeSet<String> {
+        subs.iter()
+            .filter(|s| s.source == source && matches(&s.subject, topic))
+            .map(|s| s.target.clone())
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn trie_agrees_with_naive_matcher(
+            subs in subs_strategy(),
+            topics in prop::collection::vec(topic_strategy(), 1..8),
+        ) {
+            let t = SubscriptionTable::build(subs.clone()).expect("generated filters are valid");
+            let mut out = Vec::new();
+            for topic in &topics {
+                for source in SOURCES.iter().chain(&["unknown"]) {
+                    t.targets(source, topic, &mut out);
+                    prop_assert!(out.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+                    let got: BTreeSet<String> =
+                        out.iter().map(|&i| t.target_name(i).to_owned()).collect();
+                    prop_assert_eq!(got.len(), out.len());
+                    prop_assert_eq!(got, naive(&subs, source, topic), "{} on {}", source, topic);
+                }
+            }
+        }
+
+        #[test]
+        fn router_delivers_to_the_naive_set(
+            subs in subs_strategy(),
+            topic in topic_strategy(),
+            source in prop::sample::select(SOURCES.to_vec()),
+        ) {
+            let router = Router::new(SubscriptionTable::build(subs.clone()).expect("valid"));
+            let mut receivers: Vec<(&str, QueueReceiver)> = TARGETS
+                .iter()
+                .map(|name| {
+                    let (sink, rx) = bounded_queue(4);
+                    router.attach(name, Arc::new(sink));
+                    (*name, rx)
+                })
+                .collect();
+            let outcome = router.publish(source, &topic, payload(b"p")).expect("valid topic");
+            let expected = naive(&subs, source, &topic);
+            prop_assert_eq!(outcome.delivered, expected.len());
+            let got: Vec<String> = receivers
+                .iter_mut()
+                .flat_map(|(name, rx)| drain(rx).into_iter().map(|_| (*name).to_owned()))
+                .collect();
+            prop_assert_eq!(got.len(), expected.len(), "each target at most once");
+            prop_assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
+        }
+    }
+}
