@@ -1,0 +1,82 @@
+//! The `MessageLog` connector: writes every message routed to it into its log.
+//!
+//! Not a Greengrass connector: Evergreen ships it so that message flows can
+//! be watched with `tail -f` on its log file. Each delivery becomes one INFO
+//! line `topic=<topic> source=<source> payload=<text>`; payloads that are not
+//! UTF-8 are shown as a byte count, and long ones are cut at
+//! `MaxPayloadBytes` so a flood of large messages cannot fill the disk faster
+//! than the log rotation expects.
+
+use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::sdk::{Component, Event, SdkError};
+
+pub static MANIFEST: ConnectorManifest = ConnectorManifest {
+    name: "MessageLog",
+    versions: &[1],
+    description: "Logs every message it receives (topic, source, payload) to its log file.",
+    parameters: &[
+        ParameterSpec::new("MaxPayloadBytes", "Longest payload shown in full (bytes).")
+            .pattern("^[0-9]{1,7}$")
+            .default_value("1024"),
+    ],
+    inputs: &["#"],
+    outputs: &[],
+    isolation: IsolationSupport {
+        container: false,
+        no_container: true,
+    },
+    pinned: true,
+};
+
+/// Runs the connector over stdio until the supervisor says stop.
+pub async fn run() -> Result<(), SdkError> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    let max = component
+        .parameter("MaxPayloadBytes")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(1024);
+    component.ready().await?;
+    while let Some(event) = component.next_event().await {
+        match event {
+            Event::Message(m) => handle.info(format!(
+                "topic={} source={} payload={}",
+                m.topic,
+                m.source,
+                describe(&m.payload, max)
+            )),
+            Event::Shutdown { .. } => break,
+            Event::Refused { topic, reason } => {
+                handle.warn(format!("publish on {topic} refused: {reason}"))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A printable rendering of a payload, at most `max` bytes of it.
+pub fn describe(payload: &[u8], max: usize) -> String {
+    match std::str::from_utf8(payload) {
+        Ok(text) if text.len() <= max => text.to_string(),
+        Ok(text) => {
+            let mut cut = max;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}… ({} bytes)", &text[..cut], payload.len())
+        }
+        Err(_) => format!("<{} bytes of binary>", payload.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn payload_rendering() {
+        assert_eq!(describe(b"{\"a\":1}", 100), "{\"a\":1}");
+        assert_eq!(describe(&[0xff, 0xfe], 100), "<2 bytes of binary>");
+        assert_eq!(describe("héllo".as_bytes(), 2), "h… (6 bytes)");
+    }
+}

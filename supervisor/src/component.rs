@@ -1,0 +1,973 @@
+//! One actor per component: starts its child, speaks the stdio protocol with
+//! it, bridges its publishes into the router and the router's deliveries into
+//! its stdin, and restarts it with exponential backoff when it exits or breaks
+//! the protocol.
+//!
+//! Each running child has four tasks on the actor's thread: a *writer* (the
+//! handshake, then deliveries from the component's bounded inbox, then
+//! `Shutdown`), a *reader* (frames from stdout: `Ready`, `Publish`, `Log`, …),
+//! a *stderr* reader (free text into the component's log) and a *waiter*
+//! (reaps the child). Tasks report to the actor with the child's
+//! *generation*, so a late event from a previous child is ignored. The actor
+//! never blocks: every wait is a timer or a task.
+//!
+//! Stopping is stop, then SIGTERM, then SIGKILL: the child gets `Shutdown`
+//! and `shutdownGraceMs` to exit, then SIGTERM to its process group and
+//! `termGraceMs`, then SIGKILL.
+
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::fmt;
+use std::process::ExitStatus;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use evergreen_ipc::link::{expect_child_hello, variant_name, HandshakeError, SupervisorLink};
+use evergreen_ipc::{
+    ComponentConfig, ComponentKind, Delivery, FrameReader, FromChild, LogLevel, ResourceGrant,
+};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::group::plan::{ComponentSpec, GroupPlan, Launch, ResourceData};
+use crate::logs::LogFile;
+use crate::router::{QueueReceiver, Router};
+use crate::sandbox::{Sandboxes, SpawnSpec};
+
+/// Longest stderr line kept whole; longer ones are cut so a child that never
+/// writes a newline cannot make us buffer without bound.
+const MAX_STDERR_LINE: usize = 16 << 10;
+/// Deliveries written before a flush, so a busy target still sees its
+/// messages promptly.
+const DELIVERY_BATCH: usize = 64;
+
+/// Settings every component actor shares (from the core configuration).
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub max_frame: usize,
+    pub queue_capacity: usize,
+    pub readiness_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub term_grace: Duration,
+    pub restart: RestartSettings,
+    /// `<root>/var/log`.
+    pub log_root: std::path::PathBuf,
+    /// The program re-executed for built-in connectors (`/proc/self/exe`).
+    pub self_exe: std::path::PathBuf,
+    pub core_thing_name: String,
+    pub core_thing_arn: String,
+    pub region: String,
+    /// Level and `Space` for component logs (the `Lambda` logger).
+    pub user_log_level: LogLevel,
+    pub user_log_space_kb: u64,
+}
+
+/// Exponential backoff between restarts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RestartSettings {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    /// Fraction (0..1) of the delay added or removed at random, so children
+    /// that failed together do not all restart in the same instant.
+    pub jitter: f64,
+    /// A child that ran this long counts as healthy: its next failure starts
+    /// the backoff from `initial` again.
+    pub reset_after: Duration,
+}
+
+impl RestartSettings {
+    /// The delay before restart number `failures + 1`; `unit` is a random
+    /// number in [0, 1).
+    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
+        let base = self.initial.as_secs_f64() * self.multiplier.powi(failures.min(64) as i32);
+        let capped = base.min(self.max.as_secs_f64());
+        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        Duration::from_secs_f64((capped * factor).clamp(0.0, self.max.as_secs_f64()))
+    }
+}
+
+/// The life-cycle states of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentState {
+    Starting,
+    Running,
+    Stopping,
+    Backoff,
+    Failed,
+    Stopped,
+}
+
+/// Why the last child of a component ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    Exited(i32),
+    Signalled(i32),
+    ProtocolViolation(String),
+    ReadinessTimeout(Duration),
+    SpawnFailed(String),
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Exited(code) => write!(f, "exited with status {code}"),
+            ExitReason::Signalled(sig) => write!(f, "killed by signal {sig}"),
+            ExitReason::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
+            ExitReason::ReadinessTimeout(t) => write!(f, "not Ready within {} ms", t.as_millis()),
+            ExitReason::SpawnFailed(why) => write!(f, "could not start: {why}"),
+        }
+    }
+}
+
+/// A snapshot for `status` displays and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentStatus {
+    pub arn: String,
+    pub state: ComponentState,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub last_exit: Option<ExitReason>,
+}
+
+type SharedLog = Rc<RefCell<LogFile>>;
+
+/// What a child's tasks tell the actor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct InstanceEvent {
+    generation: u64,
+    kind: InstanceEventKind,
+}
+
+#[derive(Debug)]
+enum InstanceEventKind {
+    Ready,
+    Violation(String),
+    Exited(std::io::Result<ExitStatus>),
+}
+
+/// Stop the component: resolves once its child is gone.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Ask for the component's status.
+#[derive(Debug, Message)]
+#[rtype(result = "ComponentStatus")]
+pub struct GetStatus;
+
+/// Orders for a child's writer task.
+#[derive(Debug)]
+enum WriterCmd {
+    /// The child said `Ready`: start delivering.
+    Ready,
+    /// Send `Shutdown` with this deadline, then close stdin.
+    Shutdown(Duration),
+    /// Tell the child a publish was refused.
+    Refused { topic: String, reason: String },
+    /// Answer a secret request.
+    Secret {
+        request_id: u64,
+        result: Result<evergreen_ipc::SecretValue, String>,
+    },
+    /// Answer a shadow request.
+    Shadow {
+        request_id: u64,
+        accepted: bool,
+        payload: Vec<u8>,
+    },
+}
+
+struct Instance {
+    generation: u64,
+    pid: Option<u32>,
+    started: Instant,
+    ready: bool,
+    violation: Option<ExitReason>,
+    /// The only strong sender: dropping the instance ends its writer, which
+    /// releases the inbox for the next child.
+    cmds: mpsc::UnboundedSender<WriterCmd>,
+}
+
+/// The actor owning one component.
+pub struct ComponentActor {
+    spec: Arc<ComponentSpec>,
+    plan_env: Arc<ComponentEnv>,
+    settings: Arc<RuntimeSettings>,
+    router: Arc<Router>,
+    sandboxes: Arc<Sandboxes>,
+    inbox: Arc<tokio::sync::Mutex<QueueReceiver>>,
+    log: SharedLog,
+    instance: Option<Instance>,
+    generation: u64,
+    state: ComponentState,
+    failures: u32,
+    restarts: u64,
+    last_exit: Option<ExitReason>,
+    stopping: bool,
+    stop_waiters: Vec<oneshot::Sender<()>>,
+    rng: u64,
+}
+
+impl fmt::Debug for ComponentActor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentActor")
+            .field("arn", &self.spec.arn)
+            .field("state", &self.state)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// What a component needs from the group beyond its own spec: the resources
+/// it was granted, resolved to paths.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentEnv {
+    pub resources: std::collections::BTreeMap<String, ResourceGrant>,
+}
+
+impl ComponentEnv {
+    /// Resolves the resources `spec` was granted in `plan`. In `NoContainer`
+    /// mode nothing is mounted, so a grant's path is the host path (the
+    /// volume's `SourcePath`), as Greengrass's NoContainer functions see it.
+    pub fn for_component(spec: &ComponentSpec, plan: &GroupPlan) -> Self {
+        let mut resources = std::collections::BTreeMap::new();
+        for access in &spec.resources {
+            let Some(res) = plan.resources.get(&access.resource_id) else {
+                continue;
+            };
+            let path = match &res.data {
+                ResourceData::LocalDevice { source_path, .. } => source_path.clone(),
+                ResourceData::LocalVolume { source_path, .. } => source_path.clone(),
+                ResourceData::MachineLearningModel {
+                    destination_path, ..
+                } => destination_path.clone(),
+                ResourceData::Secret { .. } => continue,
+            };
+            resources.insert(
+                access.resource_id.clone(),
+                ResourceGrant {
+                    path: path.display().to_string(),
+                    read_write: access.read_write,
+                },
+            );
+        }
+        ComponentEnv { resources }
+    }
+}
+
+impl ComponentActor {
+    pub fn new(
+        spec: Arc<ComponentSpec>,
+        plan_env: ComponentEnv,
+        settings: Arc<RuntimeSettings>,
+        router: Arc<Router>,
+        sandboxes: Arc<Sandboxes>,
+        inbox: QueueReceiver,
+    ) -> std::io::Result<Self> {
+        let log = LogFile::open(
+            &settings.log_root,
+            &spec.log_file,
+            &spec.arn,
+            settings.user_log_level,
+            settings.user_log_space_kb,
+        )?;
+        // Seed the jitter from the clock and the ARN: good enough to spread
+        // restarts, no cryptographic use.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ spec.arn.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        Ok(ComponentActor {
+            spec,
+            plan_env: Arc::new(plan_env),
+            settings,
+            router,
+            sandboxes,
+            inbox: Arc::new(tokio::sync::Mutex::new(inbox)),
+            log: Rc::new(RefCell::new(log)),
+            instance: None,
+            generation: 0,
+            state: ComponentState::Starting,
+            failures: 0,
+            restarts: 0,
+            last_exit: None,
+            stopping: false,
+            stop_waiters: Vec::new(),
+            rng: seed | 1,
+        })
+    }
+
+    /// Writes a line about this component to its own log and to the runtime log.
+    fn note(&self, level: LogLevel, message: &str) {
+        if let Err(e) = self.log.borrow_mut().write(level, message) {
+            log::warn!("{}: cannot write its log: {e}", self.spec.arn);
+        }
+        let lvl = match level {
+            LogLevel::Debug => log::Level::Debug,
+            LogLevel::Info => log::Level::Info,
+            LogLevel::Warn => log::Level::Warn,
+            LogLevel::Error | LogLevel::Fatal => log::Level::Error,
+        };
+        log::log!(lvl, "{} ({}): {message}", self.spec.name, self.spec.arn);
+    }
+
+    fn next_unit(&mut self) -> f64 {
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn component_config(&self) -> ComponentConfig {
+        ComponentConfig {
+            arn: self.spec.arn.clone(),
+            kind: self.spec.kind,
+            id: self.spec.id.clone(),
+            parameters: self.spec.parameters.clone(),
+            resources: self.plan_env.resources.clone(),
+            secrets: self.spec.secrets.clone(),
+            log_level: self.settings.user_log_level,
+            core_thing_name: self.settings.core_thing_name.clone(),
+            region: self.settings.region.clone(),
+        }
+    }
+
+    fn spawn_spec(&self) -> SpawnSpec {
+        let spec = &self.spec;
+        let s = &self.settings;
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        let path = std::env::var_os("PATH").unwrap_or_else(|| {
+            OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        });
+        env.push(("PATH".into(), path));
+        for key in ["LANG", "LC_ALL", "TZ"] {
+            if let Some(v) = std::env::var_os(key) {
+                env.push((key.into(), v));
+            }
+        }
+        if spec.kind == ComponentKind::Function {
+            for (k, v) in &spec.parameters {
+                env.push((k.into(), v.into()));
+            }
+        }
+        // Identity variables come last so that they are truthful whatever the
+        // function's own variables say.
+        let mut identity = vec![
+            ("AWS_IOT_THING_NAME", s.core_thing_name.as_str()),
+            ("AWS_IOT_THING_ARN", s.core_thing_arn.as_str()),
+            ("AWS_REGION", s.region.as_str()),
+            ("AWS_DEFAULT_REGION", s.region.as_str()),
+            ("EVERGREEN_COMPONENT_ARN", spec.arn.as_str()),
+        ];
+        if spec.kind == ComponentKind::Function {
+            identity.push(("MY_FUNCTION_ARN", spec.arn.as_str()));
+        }
+        for (k, v) in identity {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.into(), v.into()));
+        }
+        let (program, arg0, args) = match &spec.launch {
+            Launch::Executable { path, args } => (
+                path.clone(),
+                None,
+                args.iter().map(OsString::from).collect(),
+            ),
+            Launch::Connector { name, .. } => (
+                s.self_exe.clone(),
+                Some(OsString::from("evergreen")),
+                vec![OsString::from("connector"), OsString::from(name)],
+            ),
+        };
+        SpawnSpec {
+            arn: spec.arn.clone(),
+            program,
+            arg0,
+            args,
+            env,
+            run_as: spec.run_as,
+            working_dir: None,
+            memory_kb: spec.memory_kb,
+        }
+    }
+
+    /// Starts a new child.
+    fn launch(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.state = ComponentState::Starting;
+        let spawned = self
+            .sandboxes
+            .for_mode(self.spec.isolation, &self.spec.arn)
+            .and_then(|sandbox| sandbox.spawn(&self.spawn_spec()));
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                self.note(LogLevel::Error, &format!("cannot start: {e}"));
+                self.after_exit(ctx, ExitReason::SpawnFailed(e.to_string()), Duration::ZERO);
+                return;
+            }
+        };
+        let pid = child.id();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            // Cannot happen with piped stdio; treat it as a failed start.
+            self.note(LogLevel::Error, "child has no stdio pipes");
+            let _ = child.start_kill();
+            self.after_exit(
+                ctx,
+                ExitReason::SpawnFailed("no stdio pipes".into()),
+                Duration::ZERO,
+            );
+            return;
+        };
+        self.note(
+            LogLevel::Info,
+            &format!("started pid {} (generation {generation})", pid.unwrap_or(0)),
+        );
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let addr = ctx.address();
+        let max_frame = self.settings.max_frame;
+        actix_rt::spawn(writer_task(
+            stdin,
+            cmd_rx,
+            self.inbox.clone(),
+            self.component_config(),
+            max_frame,
+            self.log.clone(),
+        ));
+        actix_rt::spawn(reader_task(
+            stdout,
+            addr.clone(),
+            generation,
+            ReaderEnv {
+                arn: Arc::from(self.spec.arn.as_str()),
+                router: self.router.clone(),
+                log: self.log.clone(),
+                cmds: cmd_tx.downgrade(),
+                max_frame,
+            },
+        ));
+        actix_rt::spawn(stderr_task(stderr, self.log.clone()));
+        actix_rt::spawn(waiter_task(child, addr, generation));
+        let timeout = self.settings.readiness_timeout;
+        ctx.run_later(timeout, move |act, _ctx| {
+            if let Some(inst) = act.current(generation) {
+                if !inst.ready {
+                    act.violate(generation, ExitReason::ReadinessTimeout(timeout));
+                }
+            }
+        });
+        self.instance = Some(Instance {
+            generation,
+            pid,
+            started: Instant::now(),
+            ready: false,
+            violation: None,
+            cmds: cmd_tx,
+        });
+    }
+
+    fn current(&self, generation: u64) -> Option<&Instance> {
+        self.instance
+            .as_ref()
+            .filter(|i| i.generation == generation)
+    }
+
+    fn signal(&self, generation: u64, sig: Signal) {
+        if let Some(pid) = self.current(generation).and_then(|i| i.pid) {
+            // The child leads its own process group (see the sandbox), so
+            // this reaches anything it started too.
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = killpg(Pid::from_raw(pid), sig);
+            }
+        }
+    }
+
+    /// The child broke the protocol (or never became ready): kill it; its
+    /// exit then restarts it.
+    fn violate(&mut self, generation: u64, reason: ExitReason) {
+        let Some(inst) = self
+            .instance
+            .as_mut()
+            .filter(|i| i.generation == generation)
+        else {
+            return;
+        };
+        if inst.violation.is_some() {
+            return;
+        }
+        inst.violation = Some(reason.clone());
+        self.note(LogLevel::Error, &format!("{reason}; killing the child"));
+        self.signal(generation, Signal::SIGKILL);
+    }
+
+    /// Decides what follows the end of a child: stopped, or a restart after
+    /// a backoff delay.
+    fn after_exit(&mut self, ctx: &mut Context<Self>, reason: ExitReason, ran: Duration) {
+        self.last_exit = Some(reason);
+        if self.stopping {
+            self.state = ComponentState::Stopped;
+            for tx in self.stop_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+            ctx.stop();
+            return;
+        }
+        if ran >= self.settings.restart.reset_after {
+            self.failures = 0;
+        }
+        let unit = self.next_unit();
+        let delay = self.settings.restart.delay(self.failures, unit);
+        self.failures = self.failures.saturating_add(1);
+        self.restarts += 1;
+        self.state = ComponentState::Backoff;
+        self.note(
+            LogLevel::Warn,
+            &format!(
+                "restarting in {} ms (restart {})",
+                delay.as_millis(),
+                self.restarts
+            ),
+        );
+        let generation = self.generation;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.generation == generation && act.instance.is_none() && !act.stopping {
+                act.launch(ctx);
+            }
+        });
+    }
+
+    fn begin_stop(&mut self, ctx: &mut Context<Self>) {
+        let Some(inst) = &self.instance else {
+            self.state = ComponentState::Stopped;
+            for tx in self.stop_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+            ctx.stop();
+            return;
+        };
+        self.state = ComponentState::Stopping;
+        let generation = inst.generation;
+        let grace = self.settings.shutdown_grace;
+        let term = self.settings.term_grace;
+        let _ = inst.cmds.send(WriterCmd::Shutdown(grace));
+        self.note(
+            LogLevel::Info,
+            &format!("stopping (grace {} ms)", grace.as_millis()),
+        );
+        ctx.run_later(grace, move |act, ctx| {
+            if act.current(generation).is_some() {
+                act.note(
+                    LogLevel::Warn,
+                    "did not stop within the grace period; sending SIGTERM",
+                );
+                act.signal(generation, Signal::SIGTERM);
+                ctx.run_later(term, move |act, _| {
+                    if act.current(generation).is_some() {
+                        act.note(
+                            LogLevel::Warn,
+                            "still running after SIGTERM; sending SIGKILL",
+                        );
+                        act.signal(generation, Signal::SIGKILL);
+                    }
+                });
+            }
+        });
+    }
+}
+
+impl Actor for ComponentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.launch(ctx);
+    }
+}
+
+impl Handler<InstanceEvent> for ComponentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InstanceEvent, ctx: &mut Self::Context) {
+        let generation = msg.generation;
+        match msg.kind {
+            InstanceEventKind::Ready => {
+                let Some(inst) = self
+                    .instance
+                    .as_mut()
+                    .filter(|i| i.generation == generation)
+                else {
+                    return;
+                };
+                if inst.ready {
+                    return;
+                }
+                inst.ready = true;
+                let took = inst.started.elapsed();
+                if !self.stopping {
+                    self.state = ComponentState::Running;
+                }
+                self.note(
+                    LogLevel::Info,
+                    &format!("ready after {} ms", took.as_millis()),
+                );
+            }
+            InstanceEventKind::Violation(why) => {
+                self.violate(generation, ExitReason::ProtocolViolation(why))
+            }
+            InstanceEventKind::Exited(status) => {
+                let Some(inst) = self.instance.take_if(|i| i.generation == generation) else {
+                    return;
+                };
+                // Anything the child left in its process group goes with it.
+                if let Some(pid) = inst.pid.and_then(|p| i32::try_from(p).ok()) {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                let reason = inst.violation.clone().unwrap_or_else(|| match status {
+                    Ok(st) => exit_reason(st),
+                    Err(e) => ExitReason::SpawnFailed(format!("cannot wait for the child: {e}")),
+                });
+                let level = if self.stopping {
+                    LogLevel::Info
+                } else {
+                    LogLevel::Error
+                };
+                self.note(level, &format!("child {reason}"));
+                self.after_exit(ctx, reason, inst.started.elapsed());
+            }
+        }
+    }
+}
+
+impl Handler<Stop> for ComponentActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.stop_waiters.push(tx);
+        if !self.stopping {
+            self.stopping = true;
+            self.begin_stop(ctx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<GetStatus> for ComponentActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(ComponentStatus {
+            arn: self.spec.arn.clone(),
+            state: self.state,
+            pid: self.instance.as_ref().and_then(|i| i.pid),
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+        })
+    }
+}
+
+fn exit_reason(status: ExitStatus) -> ExitReason {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitReason::Exited(code),
+        (None, Some(sig)) => ExitReason::Signalled(sig),
+        (None, None) => ExitReason::Exited(-1),
+    }
+}
+
+async fn waiter_task(mut child: Child, addr: Addr<ComponentActor>, generation: u64) {
+    let status = child.wait().await;
+    addr.do_send(InstanceEvent {
+        generation,
+        kind: InstanceEventKind::Exited(status),
+    });
+}
+
+async fn writer_task(
+    stdin: ChildStdin,
+    mut cmds: mpsc::UnboundedReceiver<WriterCmd>,
+    inbox: Arc<tokio::sync::Mutex<QueueReceiver>>,
+    config: ComponentConfig,
+    max_frame: usize,
+    log: SharedLog,
+) {
+    let mut link = SupervisorLink::new(stdin, max_frame);
+    if link.start(&config).await.is_err() {
+        return; // the child is already gone; its exit is reported by the waiter
+    }
+    // Until the child is ready, only answer commands; deliveries wait in the
+    // inbox (bounded, counted when full).
+    loop {
+        match cmds.recv().await {
+            None => return,
+            Some(WriterCmd::Ready) => break,
+            Some(cmd) => {
+                if !command(&mut link, cmd).await {
+                    return;
+                }
+            }
+        }
+    }
+    // A previous child's writer holds the inbox until its instance is
+    // dropped; keep answering commands while waiting for it.
+    let mut inbox = loop {
+        tokio::select! {
+            guard = inbox.lock() => break guard,
+            cmd = cmds.recv() => match cmd {
+                None => return,
+                Some(cmd) => if !command(&mut link, cmd).await { return },
+            },
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            cmd = cmds.recv() => match cmd {
+                None => return,
+                Some(cmd) => if !command(&mut link, cmd).await { return },
+            },
+            msg = inbox.recv() => {
+                let Some(mut msg) = msg else { return };
+                let mut written = 0;
+                loop {
+                    let delivery = Delivery {
+                        topic: msg.topic.to_string(),
+                        payload: msg.payload.to_vec(),
+                        source: msg.source.to_string(),
+                    };
+                    if let Err(e) = link.deliver(delivery).await {
+                        let _ = log.borrow_mut().write(LogLevel::Debug, &format!("delivery lost, stdin closed: {e}"));
+                        return;
+                    }
+                    written += 1;
+                    if written >= DELIVERY_BATCH {
+                        break;
+                    }
+                    match inbox.try_recv() {
+                        Ok(next) => msg = next,
+                        Err(_) => break,
+                    }
+                }
+                if link.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Performs one writer command; `false` ends the writer.
+async fn command<W: tokio::io::AsyncWrite + Unpin>(
+    link: &mut SupervisorLink<W>,
+    cmd: WriterCmd,
+) -> bool {
+    let result = match cmd {
+        WriterCmd::Ready => Ok(()),
+        WriterCmd::Shutdown(deadline) => {
+            let _ = link.shutdown(deadline.as_millis() as u64).await;
+            // Closing stdin after Shutdown gives the child an EOF too.
+            return false;
+        }
+        WriterCmd::Refused { topic, reason } => link.refused(topic, reason).await,
+        WriterCmd::Secret { request_id, result } => link.secret(request_id, result).await,
+        WriterCmd::Shadow {
+            request_id,
+            accepted,
+            payload,
+        } => link.shadow_result(request_id, accepted, payload).await,
+    };
+    result.is_ok()
+}
+
+struct ReaderEnv {
+    arn: Arc<str>,
+    router: Arc<Router>,
+    log: SharedLog,
+    cmds: mpsc::WeakUnboundedSender<WriterCmd>,
+    max_frame: usize,
+}
+
+impl ReaderEnv {
+    fn reply(&self, cmd: WriterCmd) {
+        if let Some(tx) = self.cmds.upgrade() {
+            let _ = tx.send(cmd);
+        }
+    }
+}
+
+async fn reader_task<R: AsyncRead + Unpin>(
+    stdout: R,
+    addr: Addr<ComponentActor>,
+    generation: u64,
+    env: ReaderEnv,
+) {
+    let violation = |why: String| {
+        addr.do_send(InstanceEvent {
+            generation,
+            kind: InstanceEventKind::Violation(why),
+        })
+    };
+    let mut reader = FrameReader::new(stdout, env.max_frame);
+    match expect_child_hello(&mut reader).await {
+        Ok(()) => {}
+        // The child exited before saying anything; the waiter reports it.
+        Err(HandshakeError::Closed) => return,
+        Err(e) => return violation(format!("handshake failed: {e}")),
+    }
+    loop {
+        let msg = match reader.read_frame::<FromChild>().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return,
+            Err(e) => return violation(format!("bad frame on stdout: {e}")),
+        };
+        match msg {
+            FromChild::Ready => {
+                env.reply(WriterCmd::Ready);
+                addr.do_send(InstanceEvent {
+                    generation,
+                    kind: InstanceEventKind::Ready,
+                });
+            }
+            FromChild::Publish { topic, payload } => {
+                if let Err(e) = env.router.publish(&env.arn, &topic, Arc::from(payload)) {
+                    let reason = e.to_string();
+                    let _ = env
+                        .log
+                        .borrow_mut()
+                        .write(LogLevel::Warn, &format!("publish on {topic:?} refused: {reason}"));
+                    env.reply(WriterCmd::Refused { topic, reason });
+                }
+            }
+            FromChild::Log { level, message } => {
+                let _ = env.log.borrow_mut().write(level, &message);
+            }
+            FromChild::GetSecret {
+                request_id, secret_id, ..
+            } => {
+                let _ = env.log.borrow_mut().write(
+                    LogLevel::Warn,
+                    &format!("secret {secret_id:?} requested, but this build has no secret store"),
+                );
+                env.reply(WriterCmd::Secret {
+                    request_id,
+                    result: Err(format!("secret {secret_id}: this build of Evergreen has no secret store")),
+                });
+            }
+            FromChild::Shadow { request_id, .. } => env.reply(WriterCmd::Shadow {
+                request_id,
+                accepted: false,
+                payload: br#"{"code":503,"message":"the local shadow service is not available in this build"}"#
+                    .to_vec(),
+            }),
+            other @ FromChild::Hello { .. } => {
+                return violation(format!("unexpected {} after the handshake", variant_name(&other)))
+            }
+        }
+    }
+}
+
+async fn stderr_task<R: AsyncRead + Unpin>(stderr: R, log: SharedLog) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_line_capped(&mut reader, &mut line, MAX_STDERR_LINE).await {
+            Ok(0) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                let _ = log.borrow_mut().write(LogLevel::Info, text);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads one line into `buf`, keeping at most `cap` bytes of it (the rest of
+/// an over-long line is read and dropped). Returns the bytes consumed.
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(consumed);
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        reader.consume(n);
+        consumed += n;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_bounds() {
+        let r = RestartSettings {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            multiplier: 2.0,
+            jitter: 0.2,
+            reset_after: Duration::from_secs(60),
+        };
+        assert_eq!(r.delay(0, 0.5), Duration::from_millis(100));
+        assert_eq!(r.delay(3, 0.5), Duration::from_millis(800));
+        assert_eq!(r.delay(30, 0.5), Duration::from_secs(5));
+        assert!(
+            r.delay(0, 0.0) >= Duration::from_millis(79)
+                && r.delay(0, 0.0) <= Duration::from_millis(81)
+        );
+        assert!(r.delay(0, 0.999_999) <= Duration::from_millis(121));
+        assert!(
+            r.delay(40, 0.999) <= Duration::from_secs(5),
+            "jitter never exceeds the cap"
+        );
+    }
+
+    #[tokio::test]
+    async fn stderr_lines_are_capped() {
+        let data = format!("short\n{}\nnext\n", "x".repeat(100));
+        let mut reader = BufReader::with_capacity(8, data.as_bytes());
+        let mut line = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            line.clear();
+            let n = read_line_capped(&mut reader, &mut line, 10)
+                .await
+                .expect("read");
+            if n == 0 {
+                break;
+            }
+            got.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        assert_eq!(got, vec!["short\n", "xxxxxxxxxx", "next\n"]);
+    }
+}

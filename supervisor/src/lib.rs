@@ -1,0 +1,28 @@
+//! Evergreen's supervisor: everything the `evergreen` binary does, as a library.
+//!
+//! Data flow (see ARCHITECTURE.md): a group file is parsed and validated
+//! ([`group`]) into a [`group::plan::GroupPlan`]; the [`supervisor`] actor
+//! starts one [`component`] actor per connector or function, each of which
+//! spawns its child through a [`sandbox`] and speaks the stdio protocol of
+//! `evergreen-ipc` with it; every publish enters the [`router`], which
+//! delivers along subscriptions into per-target bounded queues. [`logs`]
+//! writes the per-component and runtime log files; [`config`] is the core
+//! configuration; [`run`] wires it together for [`cli`].
+
+pub mod catalogue;
+pub mod cli;
+pub mod component;
+pub mod config;
+pub mod group;
+pub mod logs;
+pub mod router;
+pub mod run;
+pub mod sandbox;
+pub mod supervisor;
+
+/// Exit status for an invalid configuration or group (`EX_CONFIG`): the
+/// systemd unit lists it in `RestartPreventExitStatus=`, since restarting
+/// cannot fix it.
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit status for a command-line mistake (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;

@@ -1,0 +1,344 @@
+//! `evergreen run` and `evergreen validate`: loads the configuration and the
+//! group, starts the actor system, deploys, and waits for a signal.
+//!
+//! This is the one place that knows the order of start-up: configuration,
+//! runtime log, group validation, then actors. Everything before the actors
+//! fails with a typed [`RunError`] that maps to an exit code; nothing here
+//! panics on input.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use evergreen_ipc::LogLevel;
+
+use crate::catalogue;
+use crate::component::{RestartSettings, RuntimeSettings};
+use crate::config::{self, ConfigEnv, ConfigError, CoreConfig};
+use crate::group::model::{parse, ValidationError};
+use crate::group::plan::GroupPlan;
+use crate::group::validate::{validate, ValidationOptions};
+use crate::logs::SystemLogger;
+use crate::router::{Router, SubscriptionTable};
+use crate::sandbox::Sandboxes;
+use crate::supervisor::{Deploy, DeployError, Shutdown, Supervisor};
+
+/// The group `evergreen run` starts when no `--group` is given: Heartbeat
+/// publishes on `evergreen/heartbeat` every 5 s, routed to MessageLog.
+pub const DEFAULT_GROUP: &str = include_str!("../default_group.json");
+
+/// Where the embedded default group's messages can be watched.
+pub const DEFAULT_GROUP_LOG: &str = "user/<region>/aws/MessageLog.log";
+
+/// What `evergreen run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub group: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+}
+
+/// Why the runtime could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read group file {}: {source}", path.display())]
+    GroupIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid group {name}:\n  {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    InvalidGroup {
+        name: String,
+        errors: Vec<ValidationError>,
+    },
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// The process exit status for this error: configuration and group
+    /// problems are `EX_CONFIG` (78) so systemd does not restart into them.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_)
+            | RunError::GroupIo { .. }
+            | RunError::InvalidGroup { .. }
+            | RunError::Deploy(_) => crate::EXIT_CONFIG,
+            RunError::Io { .. } => 1,
+        }
+    }
+}
+
+fn validation_options(cfg: &CoreConfig, base_dir: PathBuf) -> ValidationOptions {
+    ValidationOptions {
+        base_dir,
+        allow_root: cfg.allow_root(),
+        default_core_thing_arn: cfg.core_thing.thing_arn.clone(),
+        secret_name_prefix: Some(cfg.evergreen.secret_name_prefix.clone())
+            .filter(|p| !p.is_empty()),
+    }
+}
+
+/// Parses and validates a group text; `name` is used in messages.
+pub fn load_group(
+    text: &str,
+    name: &str,
+    base_dir: PathBuf,
+    cfg: &CoreConfig,
+) -> Result<GroupPlan, RunError> {
+    let invalid = |errors| RunError::InvalidGroup {
+        name: name.to_string(),
+        errors,
+    };
+    let definition = parse(text).map_err(invalid)?;
+    validate(
+        &definition,
+        &catalogue::registry(),
+        &validation_options(cfg, base_dir),
+    )
+    .map_err(invalid)
+}
+
+fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunError> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| RunError::GroupIo {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let base = path
+                .parent()
+                .map(Path::to_path_buf)
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from("."));
+            load_group(&text, &path.display().to_string(), base, cfg)
+        }
+        None => load_group(
+            DEFAULT_GROUP,
+            "(embedded default group)",
+            PathBuf::from("/"),
+            cfg,
+        ),
+    }
+}
+
+/// `evergreen validate FILE`: a one-line summary when valid.
+pub fn validate_file(file: &Path, config: Option<&Path>) -> Result<String, RunError> {
+    let cfg = config::load(config, &ConfigEnv::from_process())?;
+    let plan = read_group(Some(file), &cfg)?;
+    Ok(format!(
+        "{} components, {} subscriptions, {} resources, {} devices",
+        plan.components.len(),
+        plan.subscriptions.len(),
+        plan.resources.len(),
+        plan.devices.len()
+    ))
+}
+
+/// `evergreen connectors`: the built-in connectors, for people.
+pub fn describe_connectors() -> String {
+    let mut out = String::new();
+    for c in catalogue::BUILTIN {
+        let m = c.manifest;
+        let versions: Vec<String> = m.versions.iter().map(u32::to_string).collect();
+        out.push_str(&format!(
+            "{} (versions {})\n  {}\n",
+            m.name,
+            versions.join(", "),
+            m.description
+        ));
+        out.push_str(&format!("  inputs: {}\n", list(m.inputs)));
+        out.push_str(&format!("  outputs: {}\n", list(m.outputs)));
+        for p in m.parameters {
+            let mut notes = Vec::new();
+            if p.required {
+                notes.push("required".to_string());
+            }
+            if let Some(d) = p.default {
+                notes.push(format!("default {d:?}"));
+            }
+            if let Some(pat) = p.pattern {
+                notes.push(format!("pattern {pat}"));
+            }
+            out.push_str(&format!(
+                "  parameter {}: {} [{}]\n",
+                p.name,
+                p.description,
+                notes.join("; ")
+            ));
+        }
+    }
+    out
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "(none)".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunError> {
+    let e = &cfg.evergreen;
+    // Re-executing /proc/self/exe works even when a package upgrade replaced
+    // the file on disk while we run.
+    let self_exe = PathBuf::from("/proc/self/exe");
+    let self_exe = if self_exe.exists() {
+        self_exe
+    } else {
+        std::env::current_exe().map_err(|source| RunError::Io {
+            what: "cannot find the evergreen executable".into(),
+            source,
+        })?
+    };
+    Ok(RuntimeSettings {
+        max_frame: e.max_frame_bytes,
+        queue_capacity: e.queue_capacity,
+        readiness_timeout: Duration::from_millis(e.readiness_timeout_ms),
+        shutdown_grace: Duration::from_millis(e.shutdown_grace_ms),
+        term_grace: Duration::from_millis(e.term_grace_ms),
+        restart: RestartSettings {
+            initial: Duration::from_millis(e.restart.initial_backoff_ms),
+            max: Duration::from_millis(e.restart.max_backoff_ms),
+            multiplier: e.restart.multiplier,
+            jitter: e.restart.jitter,
+            reset_after: Duration::from_millis(e.restart.reset_after_ms),
+        },
+        log_root: cfg.log_dir(),
+        self_exe,
+        core_thing_name: plan.core.thing_name.clone(),
+        core_thing_arn: plan.core.thing_arn.clone(),
+        region: plan.core.region.clone(),
+        user_log_level: plan.loggers.user.level,
+        user_log_space_kb: plan.loggers.user.space_kb,
+    })
+}
+
+/// `evergreen run`: runs until SIGINT or SIGTERM, then stops every component.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let mut cfg = config::load(opts.config.as_deref(), &ConfigEnv::from_process())?;
+    if let Some(root) = opts.root {
+        cfg.evergreen.root = Some(root);
+    }
+    let log_root = cfg.log_dir();
+    let logger =
+        SystemLogger::install(&log_root, LogLevel::Info, 1024, cfg.evergreen.log_to_stderr)
+            .map_err(|source| RunError::Io {
+                what: format!("cannot open the runtime log under {}", log_root.display()),
+                source,
+            })?;
+    for key in cfg.ignored_keys() {
+        log::info!("configuration key {key} is accepted for Greengrass compatibility and ignored");
+    }
+    let plan = match read_group(opts.group.as_deref(), &cfg) {
+        Ok(plan) => plan,
+        Err(e) => {
+            log::error!("{e}");
+            return Err(e);
+        }
+    };
+    logger.set_level(plan.loggers.system.level);
+    let settings = settings(&cfg, &plan)?;
+    let group_name = opts.group.as_ref().map_or_else(
+        || "the embedded default group".to_string(),
+        |p| p.display().to_string(),
+    );
+    let components = plan.components.len();
+    let watch = if opts.group.is_none() {
+        format!(
+            "; watch {}",
+            log_root
+                .join(DEFAULT_GROUP_LOG.replace("<region>", &plan.core.region))
+                .display()
+        )
+    } else {
+        String::new()
+    };
+
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let router = Arc::new(Router::new(SubscriptionTable::default()));
+        let supervisor = Supervisor::new(settings, router, Sandboxes::detect()).start();
+        match supervisor.send(Deploy(plan)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                log::error!("{e}");
+                return Err(RunError::Deploy(e));
+            }
+            Err(e) => {
+                return Err(RunError::Io {
+                    what: "the supervisor stopped unexpectedly".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }
+        }
+        log::info!(
+            "evergreen {} running {group_name}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
+            env!("CARGO_PKG_VERSION"),
+            log_root.display()
+        );
+        let mut signals = Signals::new().map_err(|source| RunError::Io {
+            what: "cannot install signal handlers".into(),
+            source,
+        })?;
+        let name = signals.next().await;
+        log::info!("{name} received: stopping components (send it again to exit at once)");
+        tokio::select! {
+            _ = supervisor.send(Shutdown) => log::info!("all components stopped"),
+            name = signals.next() => log::warn!("{name} received again: exiting without waiting"),
+        }
+        Ok(())
+    })
+}
+
+/// SIGINT and SIGTERM, whichever comes first. The supervisor is the one
+/// owner of these signals.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_group_is_valid() {
+        let env = ConfigEnv {
+            uid: 1000,
+            xdg_data_home: None,
+            home: Some(PathBuf::from("/home/u")),
+        };
+        let cfg = CoreConfig::defaults(&env).expect("defaults");
+        let plan = load_group(DEFAULT_GROUP, "default", PathBuf::from("/"), &cfg).expect("valid");
+        assert_eq!(plan.components.len(), 2);
+        assert_eq!(plan.subscriptions.len(), 1);
+        assert!(describe_connectors().contains("Heartbeat"));
+    }
+}
