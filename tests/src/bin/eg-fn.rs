@@ -1,0 +1,185 @@
+//! `eg-fn`: the user function the end-to-end tests deploy, one behaviour per mode.
+//!
+//! Written on the child-side SDK exactly as a user's function would be, except
+//! for the modes whose point is to misbehave. Modes (the group's `ExecArgs`):
+//!
+//! - `publish <topic> <count> <interval_ms>`: after Ready, publish `count`
+//!   messages `{"seq":N}` on `topic`, then idle until stopped.
+//! - `record <file>`: append every delivery to `file` as a JSON line
+//!   `{"topic":…,"source":…,"payload":…}`.
+//! - `echo <prefix>`: republish every delivery on `<prefix>/<topic>`.
+//! - `garbage <delay_ms>`: after Ready, write bytes that are not a frame to stdout.
+//! - `exit <delay_ms> <code>`: after Ready, exit with `code`.
+//! - `refused-probe <topic> <file>`: publish on `topic` bypassing the SDK's
+//!   own check, and record the supervisor's `Refused` answer in `file`.
+//! - `sleeper`: spawn a `sleep 600` grandchild, then behave like `record /dev/null`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use evergreen_ipc::codec::{FrameReader, DEFAULT_MAX_FRAME};
+use evergreen_ipc::link::{child_handshake, ChildLink};
+use evergreen_ipc::sdk::{Component, Event};
+use evergreen_ipc::ToChild;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match words.as_slice() {
+        ["publish", topic, count, interval] => publish(topic, parse(count), parse(interval)).await,
+        ["record", file] => record(file).await,
+        ["echo", prefix] => echo(prefix).await,
+        ["garbage", delay] => garbage(parse(delay)).await,
+        ["exit", delay, code] => return exit_after(parse(delay), parse(code)).await,
+        ["refused-probe", topic, file] => refused_probe(topic, file).await,
+        ["sleeper"] => sleeper().await,
+        _ => {
+            eprintln!("eg-fn: unknown mode {args:?}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eg-fn: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(s: &str) -> u64 {
+    s.parse().unwrap_or(0)
+}
+
+/// Waits for shutdown (or the end of the link), ignoring deliveries.
+async fn idle(component: &mut Component) {
+    while let Some(event) = component.next_event().await {
+        if matches!(event, Event::Shutdown { .. }) {
+            return;
+        }
+    }
+}
+
+async fn publish(
+    topic: &str,
+    count: u64,
+    interval_ms: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    component.ready().await?;
+    for seq in 0..count {
+        handle.publish(topic, format!("{{\"seq\":{seq}}}")).await?;
+        if interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    }
+    handle.info(format!("published {count} messages on {topic}"));
+    idle(&mut component).await;
+    Ok(())
+}
+
+async fn record(file: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(|e| format!("cannot open {file}: {e}"))?;
+    component.ready().await?;
+    handle.info(format!("recording to {file}"));
+    while let Some(event) = component.next_event().await {
+        match event {
+            Event::Message(m) => {
+                let line = serde_json::json!({
+                    "topic": m.topic,
+                    "source": m.source,
+                    "payload": String::from_utf8_lossy(&m.payload),
+                });
+                // One write per line so a reader never sees half a record.
+                let _ = out.write_all(format!("{line}\n").as_bytes());
+            }
+            Event::Shutdown { .. } => break,
+            Event::Refused { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+async fn echo(prefix: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    component.ready().await?;
+    while let Some(event) = component.next_event().await {
+        match event {
+            Event::Message(m) => {
+                handle
+                    .publish(format!("{prefix}/{}", m.topic), m.payload)
+                    .await?
+            }
+            Event::Shutdown { .. } => break,
+            Event::Refused { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+async fn garbage(delay_ms: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    component.ready().await?;
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    eprintln!("eg-fn: writing garbage to stdout now");
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(b"this is not a frame\n");
+    let _ = stdout.flush();
+    idle(&mut component).await;
+    Ok(())
+}
+
+async fn exit_after(delay_ms: u64, code: u64) -> ExitCode {
+    let Ok(mut component) = Component::connect().await else {
+        return ExitCode::FAILURE;
+    };
+    if component.ready().await.is_err() {
+        return ExitCode::FAILURE;
+    }
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    eprintln!("eg-fn: exiting with {code} on purpose");
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn refused_probe(topic: &str, file: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut reader = FrameReader::new(evergreen_ipc::pipe::stdin()?, DEFAULT_MAX_FRAME);
+    let mut link = ChildLink::new(evergreen_ipc::pipe::stdout()?, DEFAULT_MAX_FRAME);
+    child_handshake(&mut reader, &mut link).await?;
+    link.ready().await?;
+    link.publish(topic.to_string(), b"{}".to_vec()).await?;
+    link.flush().await?;
+    while let Some(msg) = reader.read_frame::<ToChild>().await? {
+        match msg {
+            ToChild::Refused { topic, reason } => {
+                let line = serde_json::json!({ "refused": topic, "reason": reason });
+                let _ = std::fs::write(file, format!("{line}\n"));
+            }
+            ToChild::Shutdown { .. } => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn sleeper() -> Result<(), Box<dyn std::error::Error>> {
+    // A grandchild in the function's process group: stopping the function
+    // must take it too.
+    let child = std::process::Command::new("sleep").arg("600").spawn();
+    if let Ok(child) = &child {
+        eprintln!("eg-fn: grandchild pid {}", child.id());
+    }
+    let mut component = Component::connect().await?;
+    component.ready().await?;
+    idle(&mut component).await;
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Harness for the end-to-end tests: starts the real `evergreen` binary on a
+//! temporary root with a generated group, and reads what it leaves behind
+//! (records written by test functions, log files, its child processes).
+//!
+//! Every wait polls with a deadline; nothing sleeps a fixed time to "let
+//! things settle", and nothing binds a fixed port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Region and account used by test ARNs.
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+
+/// A program built by this workspace, next to the test executable's `deps/`.
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executables live in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --workspace` so cargo builds every binary",
+        path.display()
+    );
+    path
+}
+
+/// The `evergreen` binary under test.
+pub fn evergreen_bin() -> PathBuf {
+    workspace_bin("evergreen")
+}
+
+/// The test function binary.
+pub fn eg_fn_bin() -> PathBuf {
+    workspace_bin("eg-fn")
+}
+
+/// A qualified function ARN for the test account.
+pub fn fn_arn(name: &str) -> String {
+    format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:1")
+}
+
+/// A pinned NoContainer function running `eg-fn` with `args`.
+pub fn function(name: &str, args: &str) -> Value {
+    json!({
+        "Id": name,
+        "FunctionArn": fn_arn(name),
+        "FunctionConfiguration": {
+            "Executable": eg_fn_bin(),
+            "ExecArgs": args,
+            "Pinned": true,
+            "Timeout": 3,
+            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+        }
+    })
+}
+
+/// A subscription.
+pub fn sub(id: &str, source: &str, subject: &str, target: &str) -> Value {
+    json!({ "Id": id, "Source": source, "Subject": subject, "Target": target })
+}
+
+/// A group file from functions, subscriptions and optional connectors.
+pub fn group(functions: Vec<Value>, subscriptions: Vec<Value>) -> Value {
+    json!({
+        "FunctionDefinitionVersion": { "Functions": functions },
+        "SubscriptionDefinitionVersion": { "Subscriptions": subscriptions },
+        "LoggerDefinitionVersion": { "Loggers": [
+            { "Id": "sys", "Component": "GreengrassSystem", "Level": "DEBUG", "Type": "FileSystem", "Space": 4096 },
+            { "Id": "user", "Component": "Lambda", "Level": "DEBUG", "Type": "FileSystem", "Space": 4096 }
+        ]}
+    })
+}
+
+/// A core configuration tuned for tests: quick restarts and stops.
+pub fn test_config(root: &Path) -> Value {
+    json!({
+        "coreThing": { "thingArn": format!("arn:aws:iot:{REGION}:{ACCOUNT}:thing/test-core") },
+        "evergreen": {
+            "root": root,
+            "readinessTimeoutMs": 5000,
+            "shutdownGraceMs": 1000,
+            "termGraceMs": 1000,
+            "logToStderr": false,
+            "restart": { "initialBackoffMs": 50, "maxBackoffMs": 400, "multiplier": 2.0, "jitter": 0.1, "resetAfterMs": 10000 }
+        }
+    })
+}
+
+/// A running `evergreen run`.
+#[derive(Debug)]
+pub struct Runtime {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+}
+
+impl Runtime {
+    /// Writes `group` and a test configuration into a new temporary root and
+    /// starts `evergreen run` on them.
+    pub fn start(group: &Value) -> Runtime {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("root");
+        let group_path = dir.path().join("group.json");
+        let config_path = dir.path().join("config.json");
+        std::fs::write(&group_path, group.to_string()).expect("write group");
+        std::fs::write(&config_path, test_config(&root).to_string()).expect("write config");
+        let child = Command::new(evergreen_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--group")
+            .arg(&group_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start evergreen");
+        Runtime { dir, child }
+    }
+
+    /// A path inside the temporary directory (for record files).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `<root>/var/log/<relative>`.
+    pub fn log_path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join("root/var/log").join(relative)
+    }
+
+    /// The log of test function `name`.
+    pub fn function_log(&self, name: &str) -> PathBuf {
+        self.log_path(&format!("user/{REGION}/{ACCOUNT}/{name}.log"))
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    /// Sends `sig` to the runtime and waits (bounded) for it to exit.
+    pub fn stop_with(
+        &mut self,
+        sig: nix::sys::signal::Signal,
+        limit: Duration,
+    ) -> Option<ExitStatus> {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // A failed test must not leave a runtime behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The JSON lines a `record` function wrote (empty if none yet).
+pub fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The text of a file, or empty.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Pids whose parent is `ppid`, from `/proc`.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some((parent, _)) = stat(pid) {
+            if parent == ppid {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// `(ppid, state)` of a process, from `/proc/<pid>/stat`.
+fn stat(pid: i32) -> Option<(i32, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// Whether `pid` is running (a zombie waiting for its reaper counts as gone).
+pub fn alive(pid: i32) -> bool {
+    matches!(stat(pid), Some((_, state)) if state != 'Z' && state != 'X')
+}
