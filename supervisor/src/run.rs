@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
-use evergreen_ipc::LogLevel;
 
 use crate::catalogue;
 use crate::component::{RestartSettings, RuntimeSettings};
@@ -230,23 +229,30 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         cfg.evergreen.root = Some(root);
     }
     let log_root = cfg.log_dir();
-    let logger =
-        SystemLogger::install(&log_root, LogLevel::Info, 1024, cfg.evergreen.log_to_stderr)
-            .map_err(|source| RunError::Io {
-                what: format!("cannot open the runtime log under {}", log_root.display()),
-                source,
-            })?;
+    // The group says how the runtime log is kept (Logger `GreengrassSystem`),
+    // so it is read first; an invalid group is still logged, with defaults.
+    let group = read_group(opts.group.as_deref(), &cfg);
+    let system_log = group.as_ref().map(|p| p.loggers.system).unwrap_or_default();
+    SystemLogger::install(
+        &log_root,
+        system_log.level,
+        system_log.space_kb,
+        cfg.evergreen.log_to_stderr,
+    )
+    .map_err(|source| RunError::Io {
+        what: format!("cannot open the runtime log under {}", log_root.display()),
+        source,
+    })?;
     for key in cfg.ignored_keys() {
         log::info!("configuration key {key} is accepted for Greengrass compatibility and ignored");
     }
-    let plan = match read_group(opts.group.as_deref(), &cfg) {
+    let plan = match group {
         Ok(plan) => plan,
         Err(e) => {
             log::error!("{e}");
             return Err(e);
         }
     };
-    logger.set_level(plan.loggers.system.level);
     let settings = settings(&cfg, &plan)?;
     let group_name = opts.group.as_ref().map_or_else(
         || "the embedded default group".to_string(),
