@@ -297,14 +297,34 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             source,
         })?;
         let name = signals.next().await;
+        let first = std::time::Instant::now();
         log::info!("{name} received: stopping components (send it again to exit at once)");
-        tokio::select! {
-            _ = supervisor.send(Shutdown) => log::info!("all components stopped"),
-            name = signals.next() => log::warn!("{name} received again: exiting without waiting"),
+        let shutdown = supervisor.send(Shutdown);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    log::info!("all components stopped");
+                    break;
+                }
+                name = signals.next() => {
+                    // A signal sent to the whole process group (a terminal,
+                    // `timeout`, a service manager) can arrive twice at once;
+                    // only a deliberate second one, a moment later, skips the
+                    // graceful stop.
+                    if first.elapsed() >= REPEAT_SIGNAL_AFTER {
+                        log::warn!("{name} received again: exiting without waiting");
+                        break;
+                    }
+                }
+            }
         }
         Ok(())
     })
 }
+
+/// A second SIGINT/SIGTERM at least this long after the first exits at once.
+const REPEAT_SIGNAL_AFTER: Duration = Duration::from_secs(1);
 
 /// SIGINT and SIGTERM, whichever comes first. The supervisor is the one
 /// owner of these signals.
