@@ -363,4 +363,45 @@ mod tests {
         );
         assert_eq!(used, bytes.len());
     }
+
+    mod robustness {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            // Whatever a child writes, decoding returns a value or an error:
+            // it never panics and never claims more bytes than it was given.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                for max in [0usize, 16, DEFAULT_MAX_FRAME] {
+                    if let Ok(Some((_, used))) = decode_frame::<FromChild>(&bytes, max) {
+                        prop_assert!(used <= bytes.len());
+                    }
+                    let _ = decode_frame::<ToChild>(&bytes, max);
+                }
+            }
+
+            // A valid frame with its body bytes flipped either still decodes
+            // or is reported as malformed.
+            #[test]
+            fn corrupted_frames_are_errors_not_panics(
+                topic in "[a-z/]{0,40}",
+                payload in proptest::collection::vec(any::<u8>(), 0..200),
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            ) {
+                let mut bytes = Vec::new();
+                encode_frame(&FromChild::Publish { topic, payload }, DEFAULT_MAX_FRAME, &mut bytes).expect("encode");
+                for (at, bits) in flips {
+                    let i = HEADER_LEN + at % (bytes.len() - HEADER_LEN);
+                    bytes[i] ^= bits;
+                }
+                match decode_frame::<FromChild>(&bytes, DEFAULT_MAX_FRAME) {
+                    Ok(Some((_, used))) => prop_assert_eq!(used, bytes.len()),
+                    Ok(None) => prop_assert!(false, "a whole frame is never incomplete"),
+                    Err(FrameError::Malformed(_)) => {}
+                    Err(e) => prop_assert!(false, "unexpected error {e}"),
+                }
+            }
+        }
+    }
 }
