@@ -210,6 +210,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// The underlying writer; anything still buffered is lost, so flush first.
+    pub fn into_inner(self) -> W {
+        self.inner.into_inner()
+    }
+
     /// Writes one frame and flushes it.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
         self.write_frame(msg).await?;

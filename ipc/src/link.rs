@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::codec::{FrameError, FrameReader, FrameWriter};
 use crate::message::{
-    ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ShadowOp, ToChild,
-    PROTOCOL_VERSION,
+    ComponentConfig, Delivery, DeliveryRef, FromChild, LogLevel, SecretValue, ShadowOp, ToChild,
+    ToChildRef, PROTOCOL_VERSION,
 };
 
 /// Why the handshake failed.
@@ -59,6 +59,24 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
         self.writer.write_frame(&ToChild::Deliver(delivery)).await
     }
 
+    /// Buffers a delivery from borrowed parts: the same frame as
+    /// [`SupervisorLink::deliver`] without first copying the message into an
+    /// owned [`Delivery`] (the router shares one payload among its targets).
+    pub async fn deliver_parts(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        source: &str,
+    ) -> Result<(), FrameError> {
+        self.writer
+            .write_frame(&ToChildRef::Deliver(DeliveryRef {
+                topic,
+                payload,
+                source,
+            }))
+            .await
+    }
+
     pub async fn shutdown(&mut self, deadline_ms: u64) -> Result<(), FrameError> {
         self.writer.send(&ToChild::Shutdown { deadline_ms }).await
     }
@@ -96,6 +114,11 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
 
     pub async fn flush(&mut self) -> Result<(), FrameError> {
         self.writer.flush().await
+    }
+
+    /// The underlying writer (tests compare what was written).
+    pub fn into_inner(self) -> W {
+        self.writer.into_inner()
     }
 }
 
@@ -339,6 +362,32 @@ mod tests {
             matches!(err, HandshakeError::VersionMismatch { theirs: 7, .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn borrowed_delivery_is_the_same_frame_as_the_owned_one() {
+        for n in [0usize, 1, 127, 128, 300, 70_000] {
+            let d = Delivery {
+                topic: "sensor/a".into(),
+                payload: (0..n).map(|i| i as u8).collect(),
+                source: "arn:aws:lambda:r:1:function:f:1".into(),
+            };
+            let mut owned = SupervisorLink::new(Vec::new(), DEFAULT_MAX_FRAME);
+            owned.deliver(d.clone()).await.expect("owned");
+            owned.flush().await.expect("flush");
+            let mut borrowed = SupervisorLink::new(Vec::new(), DEFAULT_MAX_FRAME);
+            borrowed
+                .deliver_parts(&d.topic, &d.payload, &d.source)
+                .await
+                .expect("borrowed");
+            borrowed.flush().await.expect("flush");
+            let (a, b) = (owned.into_inner(), borrowed.into_inner());
+            assert_eq!(a, b, "payload of {n} bytes");
+            let (msg, _) = crate::codec::decode_frame::<ToChild>(&b, DEFAULT_MAX_FRAME)
+                .expect("decodes")
+                .expect("whole");
+            assert_eq!(msg, ToChild::Deliver(d));
+        }
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 //!
 //! This module owns the *vocabulary* of the protocol and nothing else: how the
 //! messages are framed lives in [`crate::codec`], and who may send what when is
-//! enforced by the supervisor and by [`crate::sdk`]. Every variant is part of
+//! enforced by the supervisor and by [`crate::sdk`]. Byte payloads are
+//! (de)serialized as byte strings (`serde_bytes`): bincode writes the same
+//! bytes either way, but as one copy instead of one call per byte. Every variant is part of
 //! the wire format: add new variants at the end of an enum and bump
 //! [`PROTOCOL_VERSION`] when an existing one changes shape.
 
@@ -108,6 +110,7 @@ pub struct Delivery {
     /// The topic it was published on (never a filter).
     pub topic: String,
     /// The raw payload; JSON for most connectors, but never assumed.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// Who published it: a component ARN, a device thing ARN, `cloud` or
     /// `GGShadowService`.
@@ -122,6 +125,7 @@ pub struct SecretValue {
     pub version_id: String,
     pub version_stages: Vec<String>,
     pub secret_string: Option<String>,
+    #[serde(with = "serde_bytes")]
     pub secret_binary: Option<Vec<u8>>,
     /// Milliseconds since the Unix epoch.
     pub created_date_ms: u64,
@@ -158,11 +162,36 @@ pub enum ToChild {
     ShadowResult {
         request_id: u64,
         accepted: bool,
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// A publish of the child's was refused (a wildcard in its topic, a
     /// payload over the frame limit); the reason is for the child's log.
     Refused { topic: String, reason: String },
+}
+
+/// The borrowed twin of [`ToChild`]'s first variants, encoded byte for byte
+/// like them (bincode writes variant indices and fields, never names), so
+/// the supervisor can write a routed message without copying it first.
+/// Variant order must match [`ToChild`]; a test checks the bytes.
+#[derive(Debug, Serialize)]
+pub(crate) enum ToChildRef<'a> {
+    #[allow(dead_code)] // present only to keep the variant indices aligned
+    Hello {
+        protocol: u32,
+    },
+    #[allow(dead_code)]
+    Configure(&'a ComponentConfig),
+    Deliver(DeliveryRef<'a>),
+}
+
+/// Borrowed [`Delivery`].
+#[derive(Debug, Serialize)]
+pub(crate) struct DeliveryRef<'a> {
+    pub topic: &'a str,
+    #[serde(with = "serde_bytes")]
+    pub payload: &'a [u8],
+    pub source: &'a str,
 }
 
 /// Frames a child sends on its stdout.
@@ -174,7 +203,11 @@ pub enum FromChild {
     Ready,
     /// Publish on a topic; the router delivers it along the subscriptions
     /// whose source is this component.
-    Publish { topic: String, payload: Vec<u8> },
+    Publish {
+        topic: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// A structured log line for the component's log file.
     Log { level: LogLevel, message: String },
     /// Ask for a granted secret (`SecretId` is a name or an ARN).
@@ -188,6 +221,7 @@ pub enum FromChild {
         request_id: u64,
         thing_name: String,
         op: ShadowOp,
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use evergreen_ipc::link::{expect_child_hello, variant_name, HandshakeError, SupervisorLink};
 use evergreen_ipc::{
-    ComponentConfig, ComponentKind, Delivery, FrameReader, FromChild, LogLevel, ResourceGrant,
+    ComponentConfig, ComponentKind, FrameReader, FromChild, LogLevel, ResourceGrant,
 };
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -42,6 +42,8 @@ use crate::sandbox::{Sandboxes, SpawnSpec};
 /// Longest stderr line kept whole; longer ones are cut so a child that never
 /// writes a newline cannot make us buffer without bound.
 const MAX_STDERR_LINE: usize = 16 << 10;
+/// Frames a reader routes before letting other tasks run.
+const READER_YIELD_EVERY: usize = 32;
 /// Deliveries written before a flush, so a busy target still sees its
 /// messages promptly.
 const DELIVERY_BATCH: usize = 64;
@@ -744,12 +746,7 @@ async fn writer_task(
                 let Some(mut msg) = msg else { return };
                 let mut written = 0;
                 loop {
-                    let delivery = Delivery {
-                        topic: msg.topic.to_string(),
-                        payload: msg.payload.to_vec(),
-                        source: msg.source.to_string(),
-                    };
-                    if let Err(e) = link.deliver(delivery).await {
+                    if let Err(e) = link.deliver_parts(&msg.topic, &msg.payload, &msg.source).await {
                         let _ = log.borrow_mut().write(LogLevel::Debug, &format!("delivery lost, stdin closed: {e}"));
                         return;
                     }
@@ -822,6 +819,7 @@ async fn reader_task<R: AsyncRead + Unpin>(
         })
     };
     let mut reader = FrameReader::new(stdout, env.max_frame);
+    let mut since_yield = 0usize;
     match expect_child_hello(&mut reader).await {
         Ok(()) => {}
         // The child exited before saying anything; the waiter reports it.
@@ -829,6 +827,15 @@ async fn reader_task<R: AsyncRead + Unpin>(
         Err(e) => return violation(format!("handshake failed: {e}")),
     }
     loop {
+        // One pipe read can hold hundreds of small frames, and routing them
+        // never waits; yield now and then so the targets' writer tasks (on
+        // this same thread) drain their queues during a burst instead of
+        // after it, when the queues may already have overflowed.
+        since_yield += 1;
+        if since_yield >= READER_YIELD_EVERY {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         let msg = match reader.read_frame::<FromChild>().await {
             Ok(Some(msg)) => msg,
             Ok(None) => return,
