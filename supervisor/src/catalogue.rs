@@ -34,6 +34,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_message_log::MANIFEST,
         main: || Box::pin(evergreen_connector_message_log::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_device_defender::MANIFEST,
+        main: || Box::pin(evergreen_connector_device_defender::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.
@@ -68,6 +72,30 @@ pub fn run_connector(name: &str) -> ExitCode {
         Err(e) => {
             eprintln!("{name}: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::registry::manifest_problems;
+
+    #[test]
+    fn every_built_in_manifest_is_sound() {
+        let registry = registry();
+        assert_eq!(
+            registry.len(),
+            BUILTIN.len(),
+            "no two built-ins share a name"
+        );
+        for manifest in registry.iter() {
+            assert_eq!(
+                manifest_problems(manifest),
+                Vec::<String>::new(),
+                "{}",
+                manifest.name
+            );
         }
     }
 }

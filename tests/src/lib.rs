@@ -235,3 +235,28 @@ fn stat(pid: i32) -> Option<(i32, char)> {
 pub fn alive(pid: i32) -> bool {
     matches!(stat(pid), Some((_, state)) if state != 'Z' && state != 'X')
 }
+
+/// A process's command line, arguments joined by spaces (empty if gone).
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// A process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn vm_rss_kb(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
