@@ -21,9 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a group until SIGINT or SIGTERM.
     ///
-    /// Without --group, runs the embedded default group: the Heartbeat
-    /// connector publishes the core's uptime and load every 5 s, routed to the
-    /// MessageLog connector, whose log shows each message.
+    /// Without --group, runs the embedded default group: the DeviceDefender
+    /// connector reports the machine's listening ports, connections and
+    /// traffic every 10 s and the Heartbeat connector its uptime and load every
+    /// 5 s, both routed to the MessageLog connector, whose log shows each message.
     Run {
         /// Group file (JSON; top-level keys are the definition-version names).
         #[arg(long, value_name = "FILE")]
@@ -37,16 +38,19 @@ pub enum Command {
     },
     /// Check a group file and print every error with its JSON path.
     ///
-    /// Exit status 0 when valid, 1 when invalid, 78 when the configuration is.
+    /// Without FILE, checks the embedded default group. Exit status 0 when
+    /// valid, 1 when invalid, 78 when the configuration is.
     Validate {
-        /// Group file to check.
-        file: PathBuf,
+        /// Group file to check [default: the embedded default group].
+        file: Option<PathBuf>,
         /// Core configuration file (for allowFunctionsToRunAsRoot and the core thing).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// List the connectors built into this binary, with their parameters and topics.
     Connectors,
+    /// Print the embedded default group, a starting point for your own.
+    DefaultGroup,
     /// Run a built-in connector over stdio (used by the supervisor).
     #[command(hide = true)]
     Connector {
@@ -74,23 +78,33 @@ pub fn main() -> ExitCode {
                 ExitCode::from(e.exit_code())
             }
         },
-        Command::Validate { file, config } => match run::validate_file(&file, config.as_deref()) {
-            Ok(summary) => {
-                println!("{}: valid ({summary})", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(run::RunError::InvalidGroup { errors, .. }) => {
-                for e in &errors {
-                    println!("{}: {e}", file.display());
+        Command::Validate { file, config } => {
+            let name = file.as_ref().map_or_else(
+                || "(embedded default group)".to_string(),
+                |f| f.display().to_string(),
+            );
+            match run::validate_file(file.as_deref(), config.as_deref()) {
+                Ok(summary) => {
+                    println!("{name}: valid ({summary})");
+                    ExitCode::SUCCESS
                 }
-                eprintln!("{}: {} error(s)", file.display(), errors.len());
-                ExitCode::from(1)
+                Err(run::RunError::InvalidGroup { errors, .. }) => {
+                    for e in &errors {
+                        println!("{name}: {e}");
+                    }
+                    eprintln!("{name}: {} error(s)", errors.len());
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("evergreen: {e}");
+                    ExitCode::from(e.exit_code())
+                }
             }
-            Err(e) => {
-                eprintln!("evergreen: {e}");
-                ExitCode::from(e.exit_code())
-            }
-        },
+        }
+        Command::DefaultGroup => {
+            print!("{}", run::DEFAULT_GROUP);
+            ExitCode::SUCCESS
+        }
         Command::Connectors => {
             print!("{}", run::describe_connectors());
             ExitCode::SUCCESS

@@ -23,8 +23,12 @@ use crate::router::{Router, SubscriptionTable};
 use crate::sandbox::Sandboxes;
 use crate::supervisor::{Deploy, DeployError, Shutdown, Supervisor};
 
-/// The group `evergreen run` starts when no `--group` is given: Heartbeat
-/// publishes on `evergreen/heartbeat` every 5 s, routed to MessageLog.
+/// The group `evergreen run` starts when no `--group` is given; it needs
+/// nothing but the machine. DeviceDefender reads the host's `/proc` (a volume
+/// resource, as Greengrass groups declare it) and reports listening ports,
+/// connections and traffic every 10 s (its development interval; the AWS
+/// service takes one report per 300 s), Heartbeat publishes uptime, load and
+/// memory every 5 s, and both are routed to MessageLog, whose log shows them.
 pub const DEFAULT_GROUP: &str = include_str!("../default_group.json");
 
 /// Where the embedded default group's messages can be watched.
@@ -129,10 +133,11 @@ fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunErr
     }
 }
 
-/// `evergreen validate FILE`: a one-line summary when valid.
-pub fn validate_file(file: &Path, config: Option<&Path>) -> Result<String, RunError> {
+/// `evergreen validate [FILE]`: a one-line summary when valid. Without a
+/// file, the embedded default group is checked.
+pub fn validate_file(file: Option<&Path>, config: Option<&Path>) -> Result<String, RunError> {
     let cfg = config::load(config, &ConfigEnv::from_process())?;
-    let plan = read_group(Some(file), &cfg)?;
+    let plan = read_group(file, &cfg)?;
     Ok(format!(
         "{} components, {} subscriptions, {} resources, {} devices",
         plan.components.len(),
@@ -363,8 +368,8 @@ mod tests {
         };
         let cfg = CoreConfig::defaults(&env).expect("defaults");
         let plan = load_group(DEFAULT_GROUP, "default", PathBuf::from("/"), &cfg).expect("valid");
-        assert_eq!(plan.components.len(), 2);
-        assert_eq!(plan.subscriptions.len(), 1);
+        assert_eq!(plan.components.len(), 3);
+        assert_eq!(plan.subscriptions.len(), 2);
         assert!(describe_connectors().contains("Heartbeat"));
     }
 }

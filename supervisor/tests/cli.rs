@@ -73,6 +73,26 @@ fn validate_accepts_the_minimal_example() {
 }
 
 #[test]
+fn validate_without_a_file_checks_the_embedded_default_group() {
+    let out = evergreen(&["validate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("(embedded default group): valid ("),
+        "{}",
+        text(&out)
+    );
+
+    // What `default-group` prints is that group, and validates as a file too.
+    let printed = evergreen(&["default-group"]);
+    assert!(printed.status.success());
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("default.json");
+    std::fs::write(&file, &printed.stdout).expect("write");
+    let out = evergreen(&["validate", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
 fn validate_of_a_missing_file_says_so() {
     let out = evergreen(&["validate", "/nonexistent/group.json"]);
     assert_eq!(out.status.code(), Some(78));

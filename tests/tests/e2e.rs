@@ -461,6 +461,23 @@ fn embedded_default_group_runs_without_a_group_file() {
         "{}",
         read(&log)
     );
+    // The DeviceDefender report of this machine, routed to the same log.
+    let defender = concat!(
+        "topic=$aws/things/test-core/defender/metrics/json ",
+        "source=arn:aws:greengrass:us-east-1::/connectors/DeviceDefender/versions/3 ",
+        "payload={\"header\":{\"report_id\":"
+    );
+    let seen = wait_for(LIMIT, || read(&log).contains(defender).then_some(()));
+    assert!(
+        seen.is_some(),
+        "MessageLog shows a Device Defender report: {}",
+        read(&log)
+    );
+    assert!(
+        read(&log).contains("\"listening_tcp_ports\""),
+        "{}",
+        read(&log)
+    );
     let status = rt
         .stop_with(Signal::SIGINT, LIMIT)
         .expect("stops on SIGINT");
