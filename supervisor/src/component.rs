@@ -34,6 +34,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::RestartPolicy;
 use crate::group::plan::{ComponentSpec, GroupPlan, Launch, ResourceData};
 use crate::logs::LogFile;
 use crate::router::{QueueReceiver, Router};
@@ -56,7 +57,11 @@ pub struct RuntimeSettings {
     pub readiness_timeout: Duration,
     pub shutdown_grace: Duration,
     pub term_grace: Duration,
+    /// Restart settings for components the configuration says nothing about.
     pub restart: RestartSettings,
+    /// Per-component restart settings, keyed by component `Id` or ARN
+    /// (`evergreen.components.<key>.restart`).
+    pub restart_overrides: std::collections::BTreeMap<String, RestartSettings>,
     /// `<root>/var/log`.
     pub log_root: std::path::PathBuf,
     /// The program re-executed for built-in connectors (`/proc/self/exe`).
@@ -69,9 +74,10 @@ pub struct RuntimeSettings {
     pub user_log_space_kb: u64,
 }
 
-/// Exponential backoff between restarts.
+/// When a child is restarted, and after how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RestartSettings {
+    pub policy: RestartPolicy,
     pub initial: Duration,
     pub max: Duration,
     pub multiplier: f64,
@@ -81,6 +87,23 @@ pub struct RestartSettings {
     /// A child that ran this long counts as healthy: its next failure starts
     /// the backoff from `initial` again.
     pub reset_after: Duration,
+    /// Failures within `crash_loop_window` that mark the component `Failed`
+    /// (0 = never).
+    pub crash_loop_limit: u32,
+    pub crash_loop_window: Duration,
+    /// How long a `Failed` component waits before it is tried again.
+    pub failed_cooldown: Duration,
+}
+
+/// What follows the end of a child.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterExit {
+    /// Start it again after this delay.
+    Restart(Duration),
+    /// Leave it stopped, for the given reason (its restart policy).
+    Stop(&'static str),
+    /// Crash loop: mark it `Failed` and wait for the cool-down.
+    Fail,
 }
 
 impl RestartSettings {
@@ -91,6 +114,33 @@ impl RestartSettings {
         let capped = base.min(self.max.as_secs_f64());
         let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
         Duration::from_secs_f64((capped * factor).clamp(0.0, self.max.as_secs_f64()))
+    }
+
+    /// Decides what follows an exit for `reason`. `consecutive` counts the
+    /// failures since the child last ran healthily (it sets the backoff);
+    /// `in_window` counts the failures within the crash-loop window,
+    /// this one included.
+    pub fn decide(
+        &self,
+        reason: &ExitReason,
+        consecutive: u32,
+        in_window: usize,
+        unit: f64,
+    ) -> AfterExit {
+        let failed = reason.is_failure();
+        match self.policy {
+            RestartPolicy::Never => return AfterExit::Stop("its restart policy is never"),
+            RestartPolicy::OnFailure if !failed => {
+                return AfterExit::Stop(
+                    "it exited with status 0 and its restart policy is on-failure",
+                )
+            }
+            RestartPolicy::Always | RestartPolicy::OnFailure => {}
+        }
+        if failed && self.crash_loop_limit > 0 && in_window >= self.crash_loop_limit as usize {
+            return AfterExit::Fail;
+        }
+        AfterExit::Restart(self.delay(if failed { consecutive } else { 0 }, unit))
     }
 }
 
@@ -113,6 +163,13 @@ pub enum ExitReason {
     ProtocolViolation(String),
     ReadinessTimeout(Duration),
     SpawnFailed(String),
+}
+
+impl ExitReason {
+    /// Anything but a clean exit with status 0 is a failure.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, ExitReason::Exited(0))
+    }
 }
 
 impl fmt::Display for ExitReason {
@@ -209,7 +266,11 @@ pub struct ComponentActor {
     instance: Option<Instance>,
     generation: u64,
     state: ComponentState,
+    /// The settings that apply to this component (global or overridden).
+    restart: RestartSettings,
     failures: u32,
+    /// When recent failures happened, for the crash-loop limit.
+    failure_times: std::collections::VecDeque<Instant>,
     restarts: u64,
     last_exit: Option<ExitReason>,
     stopping: bool,
@@ -289,7 +350,15 @@ impl ComponentActor {
             ^ spec.arn.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
             });
+        let restart = settings
+            .restart_overrides
+            .get(&spec.arn)
+            .or_else(|| settings.restart_overrides.get(&spec.id))
+            .copied()
+            .unwrap_or(settings.restart);
         Ok(ComponentActor {
+            restart,
+            failure_times: std::collections::VecDeque::new(),
             spec,
             plan_env: Arc::new(plan_env),
             settings,
@@ -518,7 +587,7 @@ impl ComponentActor {
     /// Decides what follows the end of a child: stopped, or a restart after
     /// a backoff delay.
     fn after_exit(&mut self, ctx: &mut Context<Self>, reason: ExitReason, ran: Duration) {
-        self.last_exit = Some(reason);
+        self.last_exit = Some(reason.clone());
         if self.stopping {
             self.state = ComponentState::Stopped;
             for tx in self.stop_waiters.drain(..) {
@@ -527,28 +596,77 @@ impl ComponentActor {
             ctx.stop();
             return;
         }
-        if ran >= self.settings.restart.reset_after {
+        if ran >= self.restart.reset_after {
             self.failures = 0;
         }
-        let unit = self.next_unit();
-        let delay = self.settings.restart.delay(self.failures, unit);
-        self.failures = self.failures.saturating_add(1);
-        self.restarts += 1;
-        self.state = ComponentState::Backoff;
-        self.note(
-            LogLevel::Warn,
-            &format!(
-                "restarting in {} ms (restart {})",
-                delay.as_millis(),
-                self.restarts
-            ),
-        );
-        let generation = self.generation;
-        ctx.run_later(delay, move |act, ctx| {
-            if act.generation == generation && act.instance.is_none() && !act.stopping {
-                act.launch(ctx);
+        let failed = reason.is_failure();
+        if failed {
+            let now = Instant::now();
+            self.failure_times.push_back(now);
+            while self
+                .failure_times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > self.restart.crash_loop_window)
+            {
+                self.failure_times.pop_front();
             }
-        });
+        }
+        let unit = self.next_unit();
+        match self
+            .restart
+            .decide(&reason, self.failures, self.failure_times.len(), unit)
+        {
+            AfterExit::Restart(delay) => {
+                if failed {
+                    self.failures = self.failures.saturating_add(1);
+                }
+                self.restarts += 1;
+                self.state = ComponentState::Backoff;
+                self.note(
+                    LogLevel::Warn,
+                    &format!(
+                        "restarting in {} ms (restart {})",
+                        delay.as_millis(),
+                        self.restarts
+                    ),
+                );
+                let generation = self.generation;
+                ctx.run_later(delay, move |act, ctx| {
+                    if act.generation == generation && act.instance.is_none() && !act.stopping {
+                        act.launch(ctx);
+                    }
+                });
+            }
+            AfterExit::Stop(why) => {
+                self.state = ComponentState::Stopped;
+                self.note(LogLevel::Warn, &format!("not restarted: {why}"));
+            }
+            AfterExit::Fail => {
+                self.state = ComponentState::Failed;
+                let cooldown = self.restart.failed_cooldown;
+                self.note(
+                    LogLevel::Error,
+                    &format!(
+                        "crash loop: {} failures within {} s; marked Failed, next attempt in {} s (or redeploy)",
+                        self.failure_times.len(),
+                        self.restart.crash_loop_window.as_secs(),
+                        cooldown.as_secs()
+                    ),
+                );
+                let generation = self.generation;
+                ctx.run_later(cooldown, move |act, ctx| {
+                    if act.generation == generation
+                        && act.state == ComponentState::Failed
+                        && !act.stopping
+                    {
+                        act.failure_times.clear();
+                        act.failures = 0;
+                        act.note(LogLevel::Info, "cool-down over: trying again");
+                        act.launch(ctx);
+                    }
+                });
+            }
+        }
     }
 
     fn begin_stop(&mut self, ctx: &mut Context<Self>) {
@@ -936,15 +1054,23 @@ async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_grows_caps_and_jitters_within_bounds() {
-        let r = RestartSettings {
+    fn settings(policy: RestartPolicy) -> RestartSettings {
+        RestartSettings {
+            policy,
             initial: Duration::from_millis(100),
             max: Duration::from_secs(5),
             multiplier: 2.0,
             jitter: 0.2,
             reset_after: Duration::from_secs(60),
-        };
+            crash_loop_limit: 3,
+            crash_loop_window: Duration::from_secs(60),
+            failed_cooldown: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_bounds() {
+        let r = settings(RestartPolicy::Always);
         assert_eq!(r.delay(0, 0.5), Duration::from_millis(100));
         assert_eq!(r.delay(3, 0.5), Duration::from_millis(800));
         assert_eq!(r.delay(30, 0.5), Duration::from_secs(5));
@@ -957,6 +1083,61 @@ mod tests {
             r.delay(40, 0.999) <= Duration::from_secs(5),
             "jitter never exceeds the cap"
         );
+    }
+
+    #[test]
+    fn restart_policies_decide_as_documented() {
+        let crash = ExitReason::Exited(3);
+        let clean = ExitReason::Exited(0);
+        let killed = ExitReason::Signalled(9);
+        let bad = ExitReason::ProtocolViolation("x".into());
+        let always = settings(RestartPolicy::Always);
+        assert_eq!(
+            always.decide(&clean, 0, 0, 0.5),
+            AfterExit::Restart(Duration::from_millis(100))
+        );
+        assert_eq!(
+            always.decide(&crash, 2, 1, 0.5),
+            AfterExit::Restart(Duration::from_millis(400))
+        );
+        assert_eq!(
+            always.decide(&crash, 2, 3, 0.5),
+            AfterExit::Fail,
+            "third failure in the window"
+        );
+        assert_eq!(always.decide(&bad, 0, 3, 0.5), AfterExit::Fail);
+        assert!(
+            matches!(always.decide(&clean, 9, 9, 0.5), AfterExit::Restart(_)),
+            "a clean exit is no crash"
+        );
+
+        let on_failure = settings(RestartPolicy::OnFailure);
+        assert!(matches!(
+            on_failure.decide(&clean, 0, 0, 0.5),
+            AfterExit::Stop(_)
+        ));
+        assert!(matches!(
+            on_failure.decide(&killed, 0, 1, 0.5),
+            AfterExit::Restart(_)
+        ));
+        assert_eq!(on_failure.decide(&killed, 0, 3, 0.5), AfterExit::Fail);
+
+        let never = settings(RestartPolicy::Never);
+        for reason in [&clean, &crash, &killed, &bad] {
+            assert!(
+                matches!(never.decide(reason, 0, 1, 0.5), AfterExit::Stop(_)),
+                "{reason}"
+            );
+        }
+
+        let unlimited = RestartSettings {
+            crash_loop_limit: 0,
+            ..always
+        };
+        assert!(matches!(
+            unlimited.decide(&crash, 50, 50, 0.5),
+            AfterExit::Restart(_)
+        ));
     }
 
     #[tokio::test]

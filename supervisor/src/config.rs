@@ -60,6 +60,11 @@
 //! | `evergreen.restart.multiplier` | `2.0` | delay growth per consecutive failure, at least 1 |
 //! | `evergreen.restart.jitter` | `0.2` | random spread of each delay as a fraction, 0..1 |
 //! | `evergreen.restart.resetAfterMs` | `60000` | a child that ran this long starts again from `initialBackoffMs` |
+//! | `evergreen.restart.policy` | `"always"` | `"always"` (restart after any exit), `"on-failure"` (not after exit status 0), `"never"` |
+//! | `evergreen.restart.crashLoopLimit` | `5` | failures within `crashLoopWindowMs` after which the component is marked `Failed`; 0 = never |
+//! | `evergreen.restart.crashLoopWindowMs` | `300000` | the window for `crashLoopLimit`, at least 1 |
+//! | `evergreen.restart.failedCooldownMs` | `600000` | a `Failed` component is tried again after this long, at least 1 |
+//! | `evergreen.components.<Id or ARN>.restart` | none | per-component overrides of any `evergreen.restart` key, e.g. `{"policy":"never"}`; the key is the component's `Id` or ARN in the group |
 //! | `evergreen.listeners.mqttTls.address` | `"0.0.0.0"` | IP address of the local MQTT server (TLS) |
 //! | `evergreen.listeners.mqttTls.port` | `null` = `coreThing.ggMqttPort` | port; 0 = any free port (tests) |
 //! | `evergreen.listeners.mqttPlain.enabled` | `false` | also serve MQTT without TLS |
@@ -304,6 +309,7 @@ pub struct Evergreen {
     pub shutdown_grace_ms: u64,
     pub term_grace_ms: u64,
     pub restart: Restart,
+    pub components: std::collections::BTreeMap<String, ComponentSettings>,
     pub listeners: Listeners,
     pub spooler: Spooler,
     pub secret_name_prefix: String,
@@ -320,6 +326,7 @@ impl Default for Evergreen {
             shutdown_grace_ms: 5_000,
             term_grace_ms: 2_000,
             restart: Restart::default(),
+            components: std::collections::BTreeMap::new(),
             listeners: Listeners::default(),
             spooler: Spooler::default(),
             secret_name_prefix: "greengrass-".to_owned(),
@@ -328,7 +335,7 @@ impl Default for Evergreen {
     }
 }
 
-/// `evergreen.restart`: exponential backoff between restarts of a child.
+/// `evergreen.restart`: when a child is restarted, and how long after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Restart {
@@ -337,6 +344,10 @@ pub struct Restart {
     pub multiplier: f64,
     pub jitter: f64,
     pub reset_after_ms: u64,
+    pub policy: RestartPolicy,
+    pub crash_loop_limit: u32,
+    pub crash_loop_window_ms: u64,
+    pub failed_cooldown_ms: u64,
 }
 
 impl Default for Restart {
@@ -347,8 +358,70 @@ impl Default for Restart {
             multiplier: 2.0,
             jitter: 0.2,
             reset_after_ms: 60_000,
+            // Components are long-lived services on a gateway nobody can
+            // reach by hand: bring them back whatever the exit.
+            policy: RestartPolicy::Always,
+            // Greengrass V2 gives up after 3 failures an hour; 5 in 5 minutes
+            // rides out a flapping peer yet stops a hot loop quickly, and a
+            // Failed component is tried again after the cool-down instead of
+            // staying down until someone logs in.
+            crash_loop_limit: 5,
+            crash_loop_window_ms: 300_000,
+            failed_cooldown_ms: 600_000,
         }
     }
+}
+
+/// Whether a child that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    #[serde(rename = "always")]
+    Always,
+    #[serde(rename = "on-failure")]
+    OnFailure,
+    #[serde(rename = "never")]
+    Never,
+}
+
+/// `evergreen.restart` keys a component may override; absent = the global value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartOverride {
+    pub initial_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub multiplier: Option<f64>,
+    pub jitter: Option<f64>,
+    pub reset_after_ms: Option<u64>,
+    pub policy: Option<RestartPolicy>,
+    pub crash_loop_limit: Option<u32>,
+    pub crash_loop_window_ms: Option<u64>,
+    pub failed_cooldown_ms: Option<u64>,
+}
+
+impl Restart {
+    /// These settings with `o`'s present keys applied.
+    pub fn with(&self, o: &RestartOverride) -> Restart {
+        Restart {
+            initial_backoff_ms: o.initial_backoff_ms.unwrap_or(self.initial_backoff_ms),
+            max_backoff_ms: o.max_backoff_ms.unwrap_or(self.max_backoff_ms),
+            multiplier: o.multiplier.unwrap_or(self.multiplier),
+            jitter: o.jitter.unwrap_or(self.jitter),
+            reset_after_ms: o.reset_after_ms.unwrap_or(self.reset_after_ms),
+            policy: o.policy.unwrap_or(self.policy),
+            crash_loop_limit: o.crash_loop_limit.unwrap_or(self.crash_loop_limit),
+            crash_loop_window_ms: o.crash_loop_window_ms.unwrap_or(self.crash_loop_window_ms),
+            failed_cooldown_ms: o.failed_cooldown_ms.unwrap_or(self.failed_cooldown_ms),
+        }
+    }
+}
+
+/// `evergreen.components.<Id or ARN>`: settings for one component.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentSettings {
+    #[serde(default)]
+    pub restart: RestartOverride,
 }
 
 /// `evergreen.listeners`: where the local MQTT server listens.
@@ -727,23 +800,12 @@ impl CoreConfig {
         p.at_least("evergreen.queueCapacity", eg.queue_capacity, 1);
         p.at_least("evergreen.readinessTimeoutMs", eg.readiness_timeout_ms, 1);
 
-        let r = &eg.restart;
-        p.at_least(
-            "evergreen.restart.initialBackoffMs",
-            r.initial_backoff_ms,
-            1,
-        );
-        if r.max_backoff_ms < r.initial_backoff_ms {
-            p.push(
-                "evergreen.restart.maxBackoffMs",
-                format_args!(
-                    "must be at least initialBackoffMs ({}), got {}",
-                    r.initial_backoff_ms, r.max_backoff_ms
-                ),
-            );
+        check_restart(p, "evergreen.restart", &eg.restart);
+        for (name, component) in &eg.components {
+            // Overrides are checked merged with the global values, as they apply.
+            let merged = eg.restart.with(&component.restart);
+            check_restart(p, &format!("evergreen.components.{name}.restart"), &merged);
         }
-        p.at_least("evergreen.restart.multiplier", r.multiplier, 1.0);
-        p.between("evergreen.restart.jitter", r.jitter, 0.0, 1.0);
 
         if eg.spooler.max_size_bytes < MIN_SPOOL_BYTES {
             p.push(
@@ -891,6 +953,36 @@ impl PlainListener {
     }
 }
 
+/// Ranges and rules of one set of restart settings, reported under `prefix`.
+fn check_restart(p: &mut Problems, prefix: &str, r: &Restart) {
+    p.at_least(
+        &format!("{prefix}.initialBackoffMs"),
+        r.initial_backoff_ms,
+        1,
+    );
+    if r.max_backoff_ms < r.initial_backoff_ms {
+        p.push(
+            &format!("{prefix}.maxBackoffMs"),
+            format_args!(
+                "must be at least initialBackoffMs ({}), got {}",
+                r.initial_backoff_ms, r.max_backoff_ms
+            ),
+        );
+    }
+    p.at_least(&format!("{prefix}.multiplier"), r.multiplier, 1.0);
+    p.between(&format!("{prefix}.jitter"), r.jitter, 0.0, 1.0);
+    p.at_least(
+        &format!("{prefix}.crashLoopWindowMs"),
+        r.crash_loop_window_ms,
+        1,
+    );
+    p.at_least(
+        &format!("{prefix}.failedCooldownMs"),
+        r.failed_cooldown_ms,
+        1,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -966,6 +1058,8 @@ mod tests {
         "bad/listener-address-not-ip.json",
         "bad/port-out-of-range.json",
         "bad/jitter-out-of-range.json",
+        "bad/component-override-out-of-range.json",
+        "bad/component-override-unknown-key.json",
         "bad/spool-too-small.json",
         "bad/thing-arn-malformed.json",
         "bad/keepalive-out-of-range.json",
@@ -1209,8 +1303,22 @@ mod tests {
                 multiplier: 1.5,
                 jitter: 0.0,
                 reset_after_ms: 30_000,
+                policy: RestartPolicy::OnFailure,
+                crash_loop_limit: 3,
+                crash_loop_window_ms: 60_000,
+                failed_cooldown_ms: 120_000,
             }
         );
+        let never = &eg.components["modbus"].restart;
+        assert_eq!(never.policy, Some(RestartPolicy::Never));
+        let merged = eg.restart.with(never);
+        assert_eq!(merged.policy, RestartPolicy::Never);
+        assert_eq!(
+            merged.initial_backoff_ms, 100,
+            "unset keys keep the global value"
+        );
+        let f = &eg.components["arn:aws:lambda:us-east-1:123456789012:function:f:1"].restart;
+        assert_eq!(eg.restart.with(f).max_backoff_ms, 60_000);
         assert_eq!(
             config.mqtt_tls_addr(),
             "192.0.2.10:8443".parse().expect("addr")
@@ -1323,6 +1431,24 @@ mod tests {
     fn bad_port_out_of_range() {
         let err = bad("port-out-of-range.json");
         assert_eq!(parse_path(&err), "coreThing.ggMqttPort");
+    }
+
+    #[test]
+    fn bad_component_override_out_of_range() {
+        let err = bad("component-override-out-of-range.json");
+        assert_eq!(
+            invalid(&err),
+            [
+                "evergreen.components.a.restart.maxBackoffMs: must be at least initialBackoffMs (5000), got 2000",
+                "evergreen.components.a.restart.jitter: must be between 0 and 1, got 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_component_override_unknown_key() {
+        let err = bad("component-override-unknown-key.json");
+        assert_eq!(parse_path(&err), "evergreen.components.a.restart.retries");
     }
 
     #[test]

@@ -191,6 +191,20 @@ fn list(items: &[&str]) -> String {
     }
 }
 
+fn restart_settings(r: &config::Restart) -> RestartSettings {
+    RestartSettings {
+        policy: r.policy,
+        initial: Duration::from_millis(r.initial_backoff_ms),
+        max: Duration::from_millis(r.max_backoff_ms),
+        multiplier: r.multiplier,
+        jitter: r.jitter,
+        reset_after: Duration::from_millis(r.reset_after_ms),
+        crash_loop_limit: r.crash_loop_limit,
+        crash_loop_window: Duration::from_millis(r.crash_loop_window_ms),
+        failed_cooldown: Duration::from_millis(r.failed_cooldown_ms),
+    }
+}
+
 fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunError> {
     let e = &cfg.evergreen;
     // Re-executing /proc/self/exe works even when a package upgrade replaced
@@ -210,13 +224,12 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
         readiness_timeout: Duration::from_millis(e.readiness_timeout_ms),
         shutdown_grace: Duration::from_millis(e.shutdown_grace_ms),
         term_grace: Duration::from_millis(e.term_grace_ms),
-        restart: RestartSettings {
-            initial: Duration::from_millis(e.restart.initial_backoff_ms),
-            max: Duration::from_millis(e.restart.max_backoff_ms),
-            multiplier: e.restart.multiplier,
-            jitter: e.restart.jitter,
-            reset_after: Duration::from_millis(e.restart.reset_after_ms),
-        },
+        restart: restart_settings(&e.restart),
+        restart_overrides: e
+            .components
+            .iter()
+            .map(|(key, c)| (key.clone(), restart_settings(&e.restart.with(&c.restart))))
+            .collect(),
         log_root: cfg.log_dir(),
         self_exe,
         core_thing_name: plan.core.thing_name.clone(),
@@ -258,6 +271,15 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             return Err(e);
         }
     };
+    for key in cfg.evergreen.components.keys() {
+        if !plan
+            .components
+            .values()
+            .any(|c| &c.id == key || &c.arn == key)
+        {
+            log::warn!("evergreen.components.{key}: no component with that Id or ARN in the group; its settings are unused");
+        }
+    }
     let settings = settings(&cfg, &plan)?;
     let group_name = opts.group.as_ref().map_or_else(
         || "the embedded default group".to_string(),

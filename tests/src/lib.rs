@@ -93,6 +93,18 @@ pub fn test_config(root: &Path) -> Value {
     })
 }
 
+/// Merges `patch` into `base`, object by object.
+pub fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
 /// A running `evergreen run`.
 #[derive(Debug)]
 pub struct Runtime {
@@ -104,12 +116,20 @@ impl Runtime {
     /// Writes `group` and a test configuration into a new temporary root and
     /// starts `evergreen run` on them.
     pub fn start(group: &Value) -> Runtime {
+        Runtime::start_with(group, &json!({}))
+    }
+
+    /// Like [`Runtime::start`], with `evergreen` settings merged over the
+    /// test configuration's (`{"restart": {...}, "components": {...}}`).
+    pub fn start_with(group: &Value, evergreen: &Value) -> Runtime {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         let group_path = dir.path().join("group.json");
         let config_path = dir.path().join("config.json");
+        let mut config = test_config(&root);
+        merge(&mut config["evergreen"], evergreen);
         std::fs::write(&group_path, group.to_string()).expect("write group");
-        std::fs::write(&config_path, test_config(&root).to_string()).expect("write config");
+        std::fs::write(&config_path, config.to_string()).expect("write config");
         let child = Command::new(evergreen_bin())
             .arg("run")
             .arg("--config")
