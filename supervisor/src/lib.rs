@@ -15,6 +15,7 @@ pub mod component;
 pub mod config;
 pub mod group;
 pub mod logs;
+pub mod notify;
 pub mod router;
 pub mod run;
 pub mod sandbox;

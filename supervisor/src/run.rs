@@ -19,6 +19,7 @@ use crate::group::model::{parse, ValidationError};
 use crate::group::plan::GroupPlan;
 use crate::group::validate::{validate, ValidationOptions};
 use crate::logs::SystemLogger;
+use crate::notify::{watchdog_interval, Notifier};
 use crate::router::{Router, SubscriptionTable};
 use crate::sandbox::Sandboxes;
 use crate::supervisor::{Deploy, DeployError, Shutdown, Supervisor};
@@ -297,10 +298,30 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         String::new()
     };
 
+    // Under systemd (Type=notify): readiness, stopping and watchdog keep-alives.
+    let notifier = match Notifier::new(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
+        Ok(n) => n.map(std::rc::Rc::new),
+        Err(e) => {
+            log::warn!("NOTIFY_SOCKET is set but unusable, not notifying the service manager: {e}");
+            None
+        }
+    };
+    let watchdog = watchdog_interval(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    );
+
     let system = actix_rt::System::new();
     system.block_on(async move {
         let router = Arc::new(Router::new(SubscriptionTable::default()));
         let supervisor = Supervisor::new(settings, router, Sandboxes::detect()).start();
+        // Handlers first: a SIGTERM during start-up must stop the components
+        // gracefully too, not kill the runtime with them half started.
+        let mut signals = Signals::new().map_err(|source| RunError::Io {
+            what: "cannot install signal handlers".into(),
+            source,
+        })?;
         match supervisor.send(Deploy(plan)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -319,13 +340,27 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             env!("CARGO_PKG_VERSION"),
             log_root.display()
         );
-        let mut signals = Signals::new().map_err(|source| RunError::Io {
-            what: "cannot install signal handlers".into(),
-            source,
-        })?;
+        if let Some(n) = &notifier {
+            n.notify(&format!("READY=1\nSTATUS=running {components} components"));
+            if let Some(every) = watchdog {
+                // The keep-alive runs on the actors' thread, so a wedged
+                // thread stops it and systemd restarts the runtime.
+                let n = n.clone();
+                actix_rt::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    loop {
+                        tick.tick().await;
+                        n.notify("WATCHDOG=1");
+                    }
+                });
+            }
+        }
         let name = signals.next().await;
         let first = std::time::Instant::now();
         log::info!("{name} received: stopping components (send it again to exit at once)");
+        if let Some(n) = &notifier {
+            n.notify("STOPPING=1");
+        }
         let shutdown = supervisor.send(Shutdown);
         tokio::pin!(shutdown);
         loop {

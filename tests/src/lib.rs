@@ -122,6 +122,16 @@ impl Runtime {
     /// Like [`Runtime::start`], with `evergreen` settings merged over the
     /// test configuration's (`{"restart": {...}, "components": {...}}`).
     pub fn start_with(group: &Value, evergreen: &Value) -> Runtime {
+        Runtime::start_with_env(group, evergreen, &[])
+    }
+
+    /// Like [`Runtime::start_with`], with extra environment variables for
+    /// the runtime (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        group: &Value,
+        evergreen: &Value,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Runtime {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         let group_path = dir.path().join("group.json");
@@ -136,6 +146,7 @@ impl Runtime {
             .arg(&config_path)
             .arg("--group")
             .arg(&group_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
