@@ -1,12 +1,14 @@
 //! The command line: parses arguments, calls the library, turns errors into
 //! exit codes. Nothing here decides how the runtime behaves.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::run::{self, RunOptions};
+use crate::group::ValidationError;
+use crate::run::{self, RunError, RunOptions};
+use crate::store::{StoreError, VersionMeta, VersionStore};
 
 /// Evergreen runs AWS IoT Greengrass V1 style groups — connectors and
 /// functions wired by subscriptions — on Linux gateways.
@@ -47,6 +49,31 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Store validated groups as immutable versions, and inspect them.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Show the running runtime and each component: state, pid, uptime,
+    /// restarts, memory, messages in and out, queue and drops.
+    ///
+    /// Asks the runtime over its control socket. Exit status 0 with an
+    /// answer, 1 when no runtime answers or the socket refuses, 78 when the
+    /// configuration cannot be read.
+    Status {
+        /// Print the status as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Control socket [default: `evergreen.controlSocket`, else <root>/run/control.sock].
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Core configuration file [default: /etc/evergreen/config.json if present].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Runtime root; overrides `evergreen.root` in the configuration.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
     /// List the connectors built into this binary, with their parameters and topics.
     Connectors,
     /// Print the embedded default group, a starting point for your own.
@@ -56,6 +83,53 @@ pub enum Command {
     Connector {
         /// Connector name, as in its ARN.
         name: String,
+    },
+}
+
+/// Where the `group` commands find the runtime root.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Runtime root; overrides `evergreen.root` in the configuration.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Core configuration file [default: /etc/evergreen/config.json if present].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Validate a group file as `evergreen run` would and store it as an
+    /// immutable version under <root>/deployments/versions.
+    ///
+    /// Prints the version id (the SHA-256 of the stored canonical group) on
+    /// the first line of stdout. Storing the same group again prints the same
+    /// id and writes nothing. Exit status 0 when stored, 1 when the group is
+    /// invalid (every error is printed) or the store fails, 78 when the group
+    /// file or configuration cannot be read.
+    CreateVersion {
+        /// Group file to store.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the stored versions, newest first.
+    List {
+        /// Print JSON (full ids and all metadata) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print a stored version's group, its content checked against its id.
+    Show {
+        /// Version id, or a unique prefix of at least 6 hex digits.
+        id: String,
+        /// Print its metadata and group as one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -88,19 +162,20 @@ pub fn main() -> ExitCode {
                     println!("{name}: valid ({summary})");
                     ExitCode::SUCCESS
                 }
-                Err(run::RunError::InvalidGroup { errors, .. }) => {
-                    for e in &errors {
-                        println!("{name}: {e}");
-                    }
-                    eprintln!("{name}: {} error(s)", errors.len());
-                    ExitCode::from(1)
-                }
+                Err(run::RunError::InvalidGroup { errors, .. }) => print_invalid(&name, &errors),
                 Err(e) => {
                     eprintln!("evergreen: {e}");
                     ExitCode::from(e.exit_code())
                 }
             }
         }
+        Command::Group { command } => group(command),
+        Command::Status {
+            json,
+            socket,
+            config,
+            root,
+        } => status(json, socket, config, root),
         Command::DefaultGroup => {
             print!("{}", run::DEFAULT_GROUP);
             ExitCode::SUCCESS
@@ -111,4 +186,207 @@ pub fn main() -> ExitCode {
         }
         Command::Connector { name } => crate::catalogue::run_connector(&name),
     }
+}
+
+/// Every validation error, one per line, as `evergreen validate` prints them.
+fn print_invalid(name: &str, errors: &[ValidationError]) -> ExitCode {
+    for e in errors {
+        println!("{name}: {e}");
+    }
+    eprintln!("{name}: {} error(s)", errors.len());
+    ExitCode::from(1)
+}
+
+fn run_failed(e: &RunError) -> ExitCode {
+    eprintln!("evergreen: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn store_failed(e: &StoreError) -> ExitCode {
+    eprintln!("evergreen: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn group(command: GroupCommand) -> ExitCode {
+    match command {
+        GroupCommand::CreateVersion { file, store } => create_version(&file, store),
+        GroupCommand::List { json, store } => list_versions(json, store),
+        GroupCommand::Show { id, json, store } => show_version(&id, json, store),
+    }
+}
+
+fn open_store(args: StoreArgs) -> Result<VersionStore, ExitCode> {
+    run::load_config(args.config.as_deref(), args.root)
+        .map(|cfg| VersionStore::open(cfg.write_dir()))
+        .map_err(|e| run_failed(&e))
+}
+
+fn create_version(file: &Path, args: StoreArgs) -> ExitCode {
+    let name = file.display().to_string();
+    let cfg = match run::load_config(args.config.as_deref(), args.root) {
+        Ok(cfg) => cfg,
+        Err(e) => return run_failed(&e),
+    };
+    let group = match run::read_group_file(file, &cfg) {
+        Ok(group) => group,
+        Err(RunError::InvalidGroup { errors, .. }) => return print_invalid(&name, &errors),
+        Err(e) => return run_failed(&e),
+    };
+    let store = VersionStore::open(cfg.write_dir());
+    match store.create(&group.text, &group.base_dir, Some(file), &group.plan) {
+        Ok(created) => {
+            // stdout carries only the id, so `id=$(evergreen group create-version f)` works.
+            println!("{}", created.id);
+            let dir = store.version_dir(&created.id);
+            if created.existed {
+                eprintln!(
+                    "{name}: already stored as version {} in {}; nothing written",
+                    created.id.short(),
+                    dir.display()
+                );
+            } else {
+                eprintln!(
+                    "{name}: stored as version {} ({}) in {}",
+                    created.id.short(),
+                    crate::store::VersionSummary::of(&group.plan),
+                    dir.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => store_failed(&e),
+    }
+}
+
+fn list_versions(json: bool, args: StoreArgs) -> ExitCode {
+    let store = match open_store(args) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let list = match store.list() {
+        Ok(list) => list,
+        Err(e) => return store_failed(&e),
+    };
+    if json {
+        match serde_json::to_string_pretty(&list.versions) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("evergreen: cannot encode the list: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else if list.versions.is_empty() && list.problems.is_empty() {
+        eprintln!("no group versions stored in {}", store.dir().display());
+    } else {
+        print!("{}", version_table(&list.versions));
+    }
+    // The good versions are still listed; a bad one fails the command so a
+    // script notices.
+    for problem in &list.problems {
+        eprintln!("evergreen: {problem}");
+    }
+    if list.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn version_table(versions: &[VersionMeta]) -> String {
+    let mut out = format!(
+        "{:<12}  {:<24}  {:>10}  {:>13}  SOURCE\n",
+        "ID", "CREATED", "COMPONENTS", "SUBSCRIPTIONS"
+    );
+    for v in versions {
+        out.push_str(&format!(
+            "{:<12}  {:<24}  {:>10}  {:>13}  {}\n",
+            v.id.short(),
+            v.created,
+            v.summary.components,
+            v.summary.subscriptions,
+            v.source
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |p| p.display().to_string())
+        ));
+    }
+    out
+}
+
+fn show_version(id: &str, json: bool, args: StoreArgs) -> ExitCode {
+    let store = match open_store(args) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let version = match store.load(id) {
+        Ok(version) => version,
+        Err(e) => return store_failed(&e),
+    };
+    let shown = serde_json::from_str::<serde_json::Value>(&version.group).and_then(|group| {
+        if json {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "meta": version.meta,
+                "group": group,
+            }))
+        } else {
+            serde_json::to_string_pretty(&group)
+        }
+    });
+    match shown {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        // The content hashed to its id, so this is our own bug, not the disk's.
+        Err(e) => {
+            eprintln!("evergreen: version {} cannot be printed: {e}", version.id());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `evergreen status`: one request over the control socket.
+fn status(
+    json: bool,
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    root: Option<PathBuf>,
+) -> ExitCode {
+    use crate::control::{Client, Reply, Request, CLIENT_TIMEOUT};
+    let path = match socket {
+        Some(path) => path,
+        None => match run::load_config(config.as_deref(), root) {
+            Ok(cfg) => cfg.control_socket(),
+            Err(e) => return run_failed(&e),
+        },
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("evergreen: {e}");
+        ExitCode::from(1)
+    };
+    let mut client = match Client::connect(&path, CLIENT_TIMEOUT) {
+        Ok(client) => client,
+        Err(e) => return failed(&e),
+    };
+    if json {
+        // The document as the runtime sent it, fields this build does not
+        // know included.
+        let status = client
+            .call_raw(&Request::Status)
+            .map(|mut answer| answer.remove("status"));
+        match status {
+            Ok(Some(status)) => match serde_json::to_string_pretty(&status) {
+                Ok(text) => println!("{text}"),
+                Err(e) => return failed(&e),
+            },
+            Ok(None) => return failed(&"the runtime's answer has no status"),
+            Err(e) => return failed(&e),
+        }
+    } else {
+        match client.call(&Request::Status) {
+            Ok(Reply::Status { status }) => print!("{status}"),
+            Ok(other) => return failed(&format!("unexpected answer: {other:?}")),
+            Err(e) => return failed(&e),
+        }
+    }
+    ExitCode::SUCCESS
 }

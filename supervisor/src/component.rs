@@ -144,8 +144,9 @@ impl RestartSettings {
     }
 }
 
-/// The life-cycle states of a component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The life-cycle states of a component (their names are also the status
+/// document's, see `control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ComponentState {
     Starting,
     Running,
@@ -188,8 +189,14 @@ impl fmt::Display for ExitReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentStatus {
     pub arn: String,
+    pub id: String,
+    pub name: String,
+    pub kind: ComponentKind,
     pub state: ComponentState,
     pub pid: Option<u32>,
+    /// How long its current child has run (since it was spawned); `None`
+    /// between children.
+    pub uptime: Option<Duration>,
     pub restarts: u64,
     pub last_exit: Option<ExitReason>,
 }
@@ -792,8 +799,12 @@ impl Handler<GetStatus> for ComponentActor {
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
         MessageResult(ComponentStatus {
             arn: self.spec.arn.clone(),
+            id: self.spec.id.clone(),
+            name: self.spec.name.clone(),
+            kind: self.spec.kind,
             state: self.state,
             pid: self.instance.as_ref().and_then(|i| i.pid),
+            uptime: self.instance.as_ref().map(|i| i.started.elapsed()),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
         })

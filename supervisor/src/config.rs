@@ -50,6 +50,7 @@
 //! | `runtime.postStartHealthCheckTimeout` | `30000` | ms a started function has to come up, at least 1 |
 //! | `writeDirectory` | none (= the root) | absolute; where Evergreen writes state and logs |
 //! | `evergreen.root` | `/var/lib/evergreen` for uid 0, else `$XDG_DATA_HOME/evergreen` or `$HOME/.local/share/evergreen` | absolute; the runtime root |
+//! | `evergreen.controlSocket` | `null` = `<root>/run/control.sock` | absolute, at most 107 bytes; the Unix socket `evergreen status` connects to (created `0660`, its directory `0750` if missing) |
 //! | `evergreen.maxFrameBytes` | `1048576` | largest IPC frame, 1024..67108864 |
 //! | `evergreen.queueCapacity` | `1024` | messages waiting per delivery target before drops are counted, at least 1 |
 //! | `evergreen.readinessTimeoutMs` | `10000` | ms a child has from spawn to `Ready`, at least 1 |
@@ -94,6 +95,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::control::MAX_SOCKET_PATH;
 
 /// Where the configuration is read from when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/evergreen/config.json";
@@ -303,6 +306,9 @@ impl Default for Runtime {
 pub struct Evergreen {
     /// Always `Some` after [`load`]: the default is computed from [`ConfigEnv`].
     pub root: Option<PathBuf>,
+    /// `None` = `<root>/run/control.sock`, computed when read (see
+    /// [`CoreConfig::control_socket`]) so that `--root` moves it too.
+    pub control_socket: Option<PathBuf>,
     pub max_frame_bytes: usize,
     pub queue_capacity: usize,
     pub readiness_timeout_ms: u64,
@@ -320,6 +326,7 @@ impl Default for Evergreen {
     fn default() -> Self {
         Evergreen {
             root: None,
+            control_socket: None,
             max_frame_bytes: evergreen_ipc::DEFAULT_MAX_FRAME,
             queue_capacity: 1024,
             readiness_timeout_ms: 10_000,
@@ -791,6 +798,18 @@ impl CoreConfig {
 
         let eg = &self.evergreen;
         p.absolute("evergreen.root", eg.root.as_deref());
+        p.absolute("evergreen.controlSocket", eg.control_socket.as_deref());
+        if let Some(len) = eg
+            .control_socket
+            .as_ref()
+            .map(|s| s.as_os_str().len())
+            .filter(|len| *len > MAX_SOCKET_PATH)
+        {
+            p.push(
+                "evergreen.controlSocket",
+                format_args!("must be at most {MAX_SOCKET_PATH} bytes (the limit of a Unix socket address), got {len}"),
+            );
+        }
         p.between(
             "evergreen.maxFrameBytes",
             eg.max_frame_bytes,
@@ -861,6 +880,15 @@ impl CoreConfig {
             .root
             .as_deref()
             .unwrap_or(Path::new(SYSTEM_ROOT))
+    }
+
+    /// The control socket: `evergreen.controlSocket`, else
+    /// `<root>/run/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.evergreen
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| self.root().join("run/control.sock"))
     }
 
     /// Where state and logs are written: `writeDirectory`, else the root.
@@ -1066,6 +1094,7 @@ mod tests {
         "bad/max-frame-too-large.json",
         "bad/backoff-inverted.json",
         "bad/relative-root.json",
+        "bad/control-socket-too-long.json",
         "bad/listener-conflict.json",
         "bad/many-errors.json",
     ];
@@ -1290,6 +1319,10 @@ mod tests {
         let config = good("evergreen-full.json");
         let eg = &config.evergreen;
         assert_eq!(config.root(), Path::new("/opt/evergreen"));
+        assert_eq!(
+            config.control_socket(),
+            Path::new("/run/evergreen/control.sock")
+        );
         assert_eq!(eg.max_frame_bytes, 65_536);
         assert_eq!(eg.queue_capacity, 64);
         assert_eq!(eg.readiness_timeout_ms, 3_000);
@@ -1513,6 +1546,35 @@ mod tests {
         assert_eq!(
             invalid(&err),
             ["evergreen.root: must be an absolute path, got \"var/evergreen\""]
+        );
+    }
+
+    #[test]
+    fn bad_control_socket_too_long() {
+        let err = bad("control-socket-too-long.json");
+        assert_eq!(
+            invalid(&err),
+            ["evergreen.controlSocket: must be at most 107 bytes (the limit of a Unix socket address), got 121"]
+        );
+    }
+
+    #[test]
+    fn control_socket_follows_the_root_unless_set() {
+        let mut config = CoreConfig::defaults(&root_env()).expect("defaults");
+        assert_eq!(
+            config.control_socket(),
+            Path::new("/var/lib/evergreen/run/control.sock")
+        );
+        // `--root` is applied after loading; the socket moves with it.
+        config.evergreen.root = Some(PathBuf::from("/srv/eg"));
+        assert_eq!(
+            config.control_socket(),
+            Path::new("/srv/eg/run/control.sock")
+        );
+        let user = CoreConfig::defaults(&user_env(None, Some("/home/u"))).expect("defaults");
+        assert_eq!(
+            user.control_socket(),
+            Path::new("/home/u/.local/share/evergreen/run/control.sock")
         );
     }
 

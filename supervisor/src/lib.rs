@@ -7,18 +7,22 @@
 //! `evergreen-ipc` with it; every publish enters the [`router`], which
 //! delivers along subscriptions into per-target bounded queues. [`logs`]
 //! writes the per-component and runtime log files; [`config`] is the core
-//! configuration; [`run`] wires it together for [`cli`].
+//! configuration; [`run`] wires it together for [`cli`]. [`store`] keeps
+//! validated groups as immutable, content-addressed versions for deployments.
+//! [`control`] serves the control socket that `evergreen status` talks to.
 
 pub mod catalogue;
 pub mod cli;
 pub mod component;
 pub mod config;
+pub mod control;
 pub mod group;
 pub mod logs;
 pub mod notify;
 pub mod router;
 pub mod run;
 pub mod sandbox;
+pub mod store;
 pub mod supervisor;
 
 /// Exit status for an invalid configuration or group (`EX_CONFIG`): the

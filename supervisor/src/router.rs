@@ -409,6 +409,11 @@ pub enum OfferError {
 /// publisher's thread and must return at once: queue the message or refuse it.
 pub trait DeliverySink: Send + Sync + 'static {
     fn offer(&self, msg: Message) -> Result<(), OfferError>;
+
+    /// Messages waiting in this sink, if it queues them (for status displays).
+    fn queued(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The sending half of a bounded per-target queue.
@@ -441,12 +446,28 @@ pub fn bounded_queue(capacity: usize) -> (QueueSink, QueueReceiver) {
     (QueueSink { tx }, QueueReceiver { rx })
 }
 
+impl QueueSink {
+    /// Messages waiting in the queue: the used part of its bound, read from
+    /// the channel's free permits without touching the messages.
+    pub fn len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl DeliverySink for QueueSink {
     fn offer(&self, msg: Message) -> Result<(), OfferError> {
         self.tx.try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => OfferError::Full,
             mpsc::error::TrySendError::Closed(_) => OfferError::Closed,
         })
+    }
+
+    fn queued(&self) -> Option<usize> {
+        Some(self.len())
     }
 }
 
@@ -780,6 +801,16 @@ impl Router {
         Ok(outcome)
     }
 
+    /// Messages waiting for each attached endpoint whose sink queues them.
+    pub fn queue_depths(&self) -> BTreeMap<String, usize> {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        registry
+            .sinks
+            .iter()
+            .filter_map(|(name, sink)| sink.queued().map(|n| (name.clone(), n)))
+            .collect()
+    }
+
     /// A copy of every counter: targets and sources of any table this router has routed by.
     pub fn stats(&self) -> RouterStats {
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1012,6 +1043,28 @@ mod tests {
         assert_eq!(stats.targets["slow"].dropped_full, 3);
         assert_eq!(stats.targets["fast"].delivered, 5);
         assert_eq!(stats.targets["fast"].dropped_full, 0);
+    }
+
+    #[test]
+    fn queue_depth_counts_waiting_messages() {
+        let router = Router::new(table(vec![sub("1", SENSOR, "data", LAMBDA)]));
+        let (sink, mut rx) = bounded_queue(4);
+        let probe = sink.clone();
+        router.attach(LAMBDA, Arc::new(sink));
+        assert!(probe.is_empty());
+        for i in 0..6u8 {
+            router
+                .publish(SENSOR, "data", payload(&[i]))
+                .expect("valid topic");
+        }
+        assert_eq!(probe.len(), 4, "a full queue holds its bound");
+        assert_eq!(router.queue_depths()[LAMBDA], 4);
+        rx.try_recv().expect("a message");
+        assert_eq!(router.queue_depths()[LAMBDA], 3);
+        drain(&mut rx);
+        assert_eq!(router.queue_depths()[LAMBDA], 0);
+        router.detach(LAMBDA);
+        assert!(router.queue_depths().is_empty(), "only attached sinks");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! group, starts the actor system, deploys, and waits for a signal.
 //!
 //! This is the one place that knows the order of start-up: configuration,
-//! runtime log, group validation, then actors. Everything before the actors
-//! fails with a typed [`RunError`] that maps to an exit code; nothing here
-//! panics on input.
+//! runtime log, group validation, then actors, the control socket (bound
+//! before the deployment, so a second runtime on it starts nothing; served
+//! after it), the deployment. Everything before the actors fails with a typed
+//! [`RunError`] that maps to an exit code; nothing here panics on input.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use actix::Actor;
 use crate::catalogue;
 use crate::component::{RestartSettings, RuntimeSettings};
 use crate::config::{self, ConfigEnv, ConfigError, CoreConfig};
+use crate::control::{ControlError, ControlSocket, ControlState, RuntimeInfo};
 use crate::group::model::{parse, ValidationError};
 use crate::group::plan::GroupPlan;
 use crate::group::validate::{validate, ValidationOptions};
@@ -60,6 +62,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -76,7 +80,8 @@ impl RunError {
             | RunError::GroupIo { .. }
             | RunError::InvalidGroup { .. }
             | RunError::Deploy(_) => crate::EXIT_CONFIG,
-            RunError::Io { .. } => 1,
+            // Another runtime on the socket may be gone by the next try.
+            RunError::Control(_) | RunError::Io { .. } => 1,
         }
     }
 }
@@ -111,20 +116,49 @@ pub fn load_group(
     .map_err(invalid)
 }
 
+/// The configuration as `evergreen run` uses it: `--config` (or the default
+/// file) with `--root` applied on top. Shared with the `group` commands so a
+/// stored version lands under the root the runtime will read it from.
+pub fn load_config(config: Option<&Path>, root: Option<PathBuf>) -> Result<CoreConfig, RunError> {
+    let mut cfg = config::load(config, &ConfigEnv::from_process())?;
+    if let Some(root) = root {
+        cfg.evergreen.root = Some(root);
+    }
+    Ok(cfg)
+}
+
+/// A group file read and validated exactly as `evergreen run --group` does.
+#[derive(Debug)]
+pub struct GroupFile {
+    /// The file's text, as read.
+    pub text: String,
+    /// The file's directory: relative `Executable`s resolved against it.
+    pub base_dir: PathBuf,
+    pub plan: GroupPlan,
+}
+
+/// Reads and validates a group file; the file's path names it in messages.
+pub fn read_group_file(path: &Path, cfg: &CoreConfig) -> Result<GroupFile, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::GroupIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let plan = load_group(&text, &path.display().to_string(), base_dir.clone(), cfg)?;
+    Ok(GroupFile {
+        text,
+        base_dir,
+        plan,
+    })
+}
+
 fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunError> {
     match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| RunError::GroupIo {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let base = path
-                .parent()
-                .map(Path::to_path_buf)
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or_else(|| PathBuf::from("."));
-            load_group(&text, &path.display().to_string(), base, cfg)
-        }
+        Some(path) => read_group_file(path, cfg).map(|g| g.plan),
         None => load_group(
             DEFAULT_GROUP,
             "(embedded default group)",
@@ -243,10 +277,8 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
 
 /// `evergreen run`: runs until SIGINT or SIGTERM, then stops every component.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let mut cfg = config::load(opts.config.as_deref(), &ConfigEnv::from_process())?;
-    if let Some(root) = opts.root {
-        cfg.evergreen.root = Some(root);
-    }
+    let started = std::time::Instant::now();
+    let cfg = load_config(opts.config.as_deref(), opts.root)?;
     let log_root = cfg.log_dir();
     // The group says how the runtime log is kept (Logger `GreengrassSystem`),
     // so it is read first; an invalid group is still logged, with defaults.
@@ -312,15 +344,24 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         std::process::id(),
     );
 
+    let control_path = cfg.control_socket();
+    let info = RuntimeInfo::new(started, opts.group.as_deref());
+
     let system = actix_rt::System::new();
     system.block_on(async move {
         let router = Arc::new(Router::new(SubscriptionTable::default()));
-        let supervisor = Supervisor::new(settings, router, Sandboxes::detect()).start();
+        let supervisor = Supervisor::new(settings, router.clone(), Sandboxes::detect()).start();
         // Handlers first: a SIGTERM during start-up must stop the components
         // gracefully too, not kill the runtime with them half started.
         let mut signals = Signals::new().map_err(|source| RunError::Io {
             what: "cannot install signal handlers".into(),
             source,
+        })?;
+        // Bound before the deployment: a second runtime on the same socket
+        // must refuse before it starts a second copy of every component.
+        let control = ControlSocket::bind(&control_path).await.map_err(|e| {
+            log::error!("{e}");
+            RunError::Control(e)
         })?;
         match supervisor.send(Deploy(plan)).await {
             Ok(Ok(_)) => {}
@@ -335,6 +376,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 })
             }
         }
+        // Served once deployed; it keeps answering while components stop.
+        let control = control.serve(ControlState::new(supervisor.clone(), router, info));
         log::info!(
             "evergreen {} running {group_name}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
             env!("CARGO_PKG_VERSION"),
@@ -381,6 +424,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 }
             }
         }
+        control.shutdown().await;
         Ok(())
     })
 }
