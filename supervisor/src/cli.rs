@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::control::Request;
 use crate::group::ValidationError;
 use crate::run::{self, RunError, RunOptions};
 use crate::store::{StoreError, VersionMeta, VersionStore};
@@ -73,6 +74,35 @@ pub enum Command {
         /// Runtime root; overrides `evergreen.root` in the configuration.
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+    },
+    /// Deploy a stored group version (id or unique prefix), or a group file
+    /// (stored as a version first), to the running runtime.
+    ///
+    /// Only what changed restarts; if a started component does not become
+    /// Ready, the previous group is deployed again. Exit status 0 on
+    /// success, 1 on failure.
+    Deploy {
+        /// Group version id (or prefix), or a group file.
+        target: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Deploy again the group version of an earlier deployment.
+    Redeploy {
+        /// A `DeploymentId` from `evergreen deployments`.
+        deployment_id: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Stop every component of the running runtime (deploy the empty group).
+    Reset {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// The running runtime's deployment history, newest first.
+    Deployments {
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// List the connectors built into this binary, with their parameters and topics.
     Connectors,
@@ -170,6 +200,13 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Group { command } => group(command),
+        Command::Deploy { target, conn } => deploy(&target, conn),
+        Command::Redeploy {
+            deployment_id,
+            conn,
+        } => deployment_call(&conn, &Request::Redeploy { deployment_id }),
+        Command::Reset { conn } => deployment_call(&conn, &Request::Reset),
+        Command::Deployments { conn } => deployments(&conn),
         Command::Status {
             json,
             socket,
@@ -389,4 +426,168 @@ fn status(
         }
     }
     ExitCode::SUCCESS
+}
+
+/// How to reach the running runtime.
+#[derive(Debug, clap::Args)]
+pub struct ConnArgs {
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Control socket [default: `evergreen.controlSocket`, else <root>/run/control.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Core configuration file [default: /etc/evergreen/config.json if present].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Runtime root; overrides `evergreen.root` in the configuration.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+}
+
+/// A deployment waits for readiness and may roll back: allow far more than
+/// a status call.
+const DEPLOY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn connect(
+    conn: &ConnArgs,
+    timeout: std::time::Duration,
+) -> Result<crate::control::Client, ExitCode> {
+    let path = match &conn.socket {
+        Some(path) => path.clone(),
+        None => match run::load_config(conn.config.as_deref(), conn.root.clone()) {
+            Ok(cfg) => cfg.control_socket(),
+            Err(e) => return Err(run_failed(&e)),
+        },
+    };
+    crate::control::Client::connect(&path, timeout).map_err(|e| {
+        eprintln!("evergreen: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn deploy(target: &str, conn: ConnArgs) -> ExitCode {
+    let file = Path::new(target);
+    let version = if file.is_file() {
+        // A file is stored as a version first, so what is deployed is
+        // immutable and can be redeployed later.
+        let cfg = match run::load_config(conn.config.as_deref(), conn.root.clone()) {
+            Ok(cfg) => cfg,
+            Err(e) => return run_failed(&e),
+        };
+        let group = match run::read_group_file(file, &cfg) {
+            Ok(group) => group,
+            Err(RunError::InvalidGroup { errors, .. }) => return print_invalid(target, &errors),
+            Err(e) => return run_failed(&e),
+        };
+        match VersionStore::open(cfg.write_dir()).create(
+            &group.text,
+            &group.base_dir,
+            Some(file),
+            &group.plan,
+        ) {
+            Ok(created) => {
+                eprintln!("{target}: stored as group version {}", created.id);
+                created.id.as_str().to_string()
+            }
+            Err(e) => return store_failed(&e),
+        }
+    } else {
+        target.to_string()
+    };
+    deployment_call(&conn, &Request::Deploy { version })
+}
+
+fn deployment_call(conn: &ConnArgs, request: &Request) -> ExitCode {
+    use crate::control::Reply;
+    use crate::deploy::DeploymentStatus;
+    let mut client = match connect(conn, DEPLOY_TIMEOUT) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(request) {
+        Ok(Reply::Deployment { deployment }) => {
+            if conn.json {
+                match serde_json::to_string_pretty(&deployment) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("evergreen: {e}"),
+                }
+            } else {
+                let version = deployment.group_version.as_deref().unwrap_or("-");
+                println!(
+                    "deployment {} ({:?}) of group version {}: {:?}",
+                    deployment.deployment_id,
+                    deployment.deployment_type,
+                    version,
+                    deployment.deployment_status
+                );
+                if let Some(error) = &deployment.error_message {
+                    println!("  {error}");
+                }
+                for detail in &deployment.error_details {
+                    println!("  {detail}");
+                }
+            }
+            if deployment.deployment_status == DeploymentStatus::Success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Ok(other) => {
+            eprintln!("evergreen: unexpected answer: {other:?}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("evergreen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn deployments(conn: &ConnArgs) -> ExitCode {
+    use crate::control::{Reply, CLIENT_TIMEOUT};
+    let mut client = match connect(conn, CLIENT_TIMEOUT) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(&Request::Deployments) {
+        Ok(Reply::Deployments { deployments }) => {
+            if conn.json {
+                match serde_json::to_string_pretty(&deployments) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("evergreen: {e}"),
+                }
+            } else {
+                println!(
+                    "{:<15} {:<16} {:<13} {:<11} {:<25} ERROR",
+                    "ID", "TYPE", "VERSION", "STATUS", "CREATED"
+                );
+                for d in deployments {
+                    let version = d
+                        .group_version
+                        .as_deref()
+                        .map_or("-", |v| &v[..v.len().min(12)]);
+                    println!(
+                        "{:<15} {:<16} {:<13} {:<11} {:<25} {}",
+                        d.deployment_id,
+                        format!("{:?}", d.deployment_type),
+                        version,
+                        format!("{:?}", d.deployment_status),
+                        d.created_at,
+                        d.error_message.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            eprintln!("evergreen: unexpected answer: {other:?}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("evergreen: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -51,6 +51,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use crate::component::{ComponentState, ComponentStatus};
+use crate::deploy::{Deployer, DeploymentRecord, DeploymentType};
 use crate::router::{Router, RouterStats};
 use crate::supervisor::{Status, Supervisor};
 
@@ -102,19 +103,49 @@ pub enum Request {
     Status,
     /// Is anybody there? Answers with the runtime's version.
     Ping,
+    /// Deploy a stored group version (full id or unique prefix); answers
+    /// once it succeeded or failed and was rolled back.
+    Deploy { version: String },
+    /// Deploy again the group version of an earlier deployment.
+    Redeploy {
+        #[serde(rename = "deploymentId")]
+        deployment_id: String,
+    },
+    /// Stop every component (deploy the empty group).
+    Reset,
+    /// The deployment history, newest first.
+    Deployments,
 }
 
 impl Request {
     /// Every `op` a request may name, for the "unknown op" error.
-    pub const OPS: &'static [&'static str] = &["status", "ping"];
+    pub const OPS: &'static [&'static str] = &[
+        "status",
+        "ping",
+        "deploy",
+        "redeploy",
+        "reset",
+        "deployments",
+    ];
 }
 
 /// The body of a successful response, tagged with the request's `op`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Reply {
-    Status { status: RuntimeStatus },
-    Ping { version: String },
+    Status {
+        status: RuntimeStatus,
+    },
+    Ping {
+        version: String,
+    },
+    /// The outcome of `deploy`, `redeploy` or `reset`.
+    Deployment {
+        deployment: DeploymentRecord,
+    },
+    Deployments {
+        deployments: Vec<DeploymentRecord>,
+    },
 }
 
 /// A response: a reply, or the reason the request failed.
@@ -421,6 +452,8 @@ pub struct ControlState {
     pub limits: Limits,
     /// `/proc`; a parameter so tests can point it elsewhere.
     pub proc_root: PathBuf,
+    /// Performs `deploy`, `redeploy` and `reset`.
+    pub deployer: Option<Rc<Deployer>>,
 }
 
 impl ControlState {
@@ -432,6 +465,7 @@ impl ControlState {
             owner: Ids::of_process(),
             limits: Limits::default(),
             proc_root: PathBuf::from("/proc"),
+            deployer: None,
         }
     }
 }
@@ -744,7 +778,30 @@ async fn connection(
 }
 
 async fn handle(request: Request, state: &ControlState) -> Response {
+    let deployer = || {
+        state
+            .deployer
+            .clone()
+            .ok_or_else(|| "this runtime accepts no deployments".to_string())
+    };
     match request {
+        Request::Deploy { version } => {
+            let deployment = deployer()?
+                .deploy(&version, DeploymentType::NewDeployment)
+                .await;
+            Ok(Reply::Deployment { deployment })
+        }
+        Request::Redeploy { deployment_id } => {
+            let deployment = deployer()?.redeploy(&deployment_id).await?;
+            Ok(Reply::Deployment { deployment })
+        }
+        Request::Reset => {
+            let deployment = deployer()?.reset().await?;
+            Ok(Reply::Deployment { deployment })
+        }
+        Request::Deployments => Ok(Reply::Deployments {
+            deployments: deployer()?.history()?,
+        }),
         Request::Ping => Ok(Reply::Ping {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }),
@@ -761,8 +818,13 @@ async fn handle(request: Request, state: &ControlState) -> Response {
                         ))
                     }
                 };
+            // What runs changes with each deployment.
+            let mut info = state.info.clone();
+            if let Some(label) = state.deployer.as_ref().and_then(|d| d.current_label()) {
+                info.group = label;
+            }
             let status = build_status(
-                &state.info,
+                &info,
                 components,
                 &state.router.stats(),
                 &state.router.queue_depths(),
@@ -1110,7 +1172,12 @@ mod tests {
             Ok(Request::Ping)
         );
         for op in Request::OPS {
-            let line = format!(r#"{{"op":"{op}"}}"#);
+            // Ops with arguments get them; the point is that every listed op parses.
+            let line = match *op {
+                "deploy" => r#"{"op":"deploy","version":"abcdef"}"#.to_string(),
+                "redeploy" => r#"{"op":"redeploy","deploymentId":"1"}"#.to_string(),
+                _ => format!(r#"{{"op":"{op}"}}"#),
+            };
             assert!(
                 parse_request(line.as_bytes()).is_ok(),
                 "{op} is listed and parses"
@@ -1121,7 +1188,12 @@ mod tests {
         let err = parse_request(b"[1,2]").expect_err("no op");
         assert!(err.contains(r#"an "op" string"#), "{err}");
         let err = parse_request(br#"{"op":"launch"}"#).expect_err("unknown op");
-        assert_eq!(err, r#"unknown op "launch"; known: status, ping"#);
+        assert_eq!(
+            err,
+            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments"#
+        );
+        let err = parse_request(br#"{"op":"deploy"}"#).expect_err("missing version");
+        assert!(err.contains("version"), "{err}");
         let long = format!(r#"{{"op":"{}"}}"#, "x".repeat(1000));
         let err = parse_request(long.as_bytes()).expect_err("unknown op");
         assert!(err.len() < 200, "the op is not echoed whole: {err}");

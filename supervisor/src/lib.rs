@@ -16,6 +16,7 @@ pub mod cli;
 pub mod component;
 pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod group;
 pub mod logs;
 pub mod notify;

@@ -17,6 +17,7 @@ use crate::catalogue;
 use crate::component::{RestartSettings, RuntimeSettings};
 use crate::config::{self, ConfigEnv, ConfigError, CoreConfig};
 use crate::control::{ControlError, ControlSocket, ControlState, RuntimeInfo};
+use crate::deploy::{self, Deployer};
 use crate::group::model::{parse, ValidationError};
 use crate::group::plan::GroupPlan;
 use crate::group::validate::{validate, ValidationOptions};
@@ -24,6 +25,7 @@ use crate::logs::SystemLogger;
 use crate::notify::{watchdog_interval, Notifier};
 use crate::router::{Router, SubscriptionTable};
 use crate::sandbox::Sandboxes;
+use crate::store::{VersionId, VersionStore};
 use crate::supervisor::{Deploy, DeployError, Shutdown, Supervisor};
 
 /// The group `evergreen run` starts when no `--group` is given; it needs
@@ -156,6 +158,22 @@ pub fn read_group_file(path: &Path, cfg: &CoreConfig) -> Result<GroupFile, RunEr
     })
 }
 
+/// Loads and validates a stored group version.
+fn load_version(cfg: &CoreConfig, id: &VersionId) -> Result<GroupPlan, RunError> {
+    let stored = VersionStore::open(cfg.write_dir())
+        .load(id.as_str())
+        .map_err(|e| RunError::Io {
+            what: format!("group version {}", id.short()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    load_group(
+        &stored.group,
+        &format!("group version {}", id.short()),
+        stored.meta.base_dir.clone(),
+        cfg,
+    )
+}
+
 fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunError> {
     match path {
         Some(path) => read_group_file(path, cfg).map(|g| g.plan),
@@ -282,7 +300,40 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let log_root = cfg.log_dir();
     // The group says how the runtime log is kept (Logger `GreengrassSystem`),
     // so it is read first; an invalid group is still logged, with defaults.
-    let group = read_group(opts.group.as_deref(), &cfg);
+    // With no --group, what the last successful deployment left running
+    // comes back (after a reboot or a crash); else the embedded group.
+    let mut restore_problem = None;
+    let restored = match opts.group {
+        Some(_) => None,
+        None => deploy::last_good(cfg.write_dir()).and_then(|id| match load_version(&cfg, &id) {
+            Ok(plan) => Some((id, plan)),
+            Err(e) => {
+                restore_problem = Some(format!(
+                    "cannot restore the last good deployment (group version {}): {e}; starting the embedded default group",
+                    id.short()
+                ));
+                None
+            }
+        }),
+    };
+    let (group, label) = match restored {
+        Some((id, plan)) => (
+            Ok(plan),
+            format!("group version {} (the last good deployment)", id.short()),
+        ),
+        None => (
+            read_group(opts.group.as_deref(), &cfg),
+            opts.group.as_ref().map_or_else(
+                || "the embedded default group".to_string(),
+                |p| {
+                    std::path::absolute(p)
+                        .unwrap_or_else(|_| p.clone())
+                        .display()
+                        .to_string()
+                },
+            ),
+        ),
+    };
     let system_log = group.as_ref().map(|p| p.loggers.system).unwrap_or_default();
     SystemLogger::install(
         &log_root,
@@ -294,6 +345,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         what: format!("cannot open the runtime log under {}", log_root.display()),
         source,
     })?;
+    if let Some(problem) = &restore_problem {
+        log::error!("{problem}");
+    }
     for key in cfg.ignored_keys() {
         log::info!("configuration key {key} is accepted for Greengrass compatibility and ignored");
     }
@@ -314,12 +368,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     }
     let settings = settings(&cfg, &plan)?;
-    let group_name = opts.group.as_ref().map_or_else(
-        || "the embedded default group".to_string(),
-        |p| p.display().to_string(),
-    );
+    let settings_readiness = settings.readiness_timeout;
+    let group_name = label.clone();
     let components = plan.components.len();
-    let watch = if opts.group.is_none() {
+    let watch = if group_name == "the embedded default group" {
         format!(
             "; watch {}",
             log_root
@@ -363,6 +415,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             log::error!("{e}");
             RunError::Control(e)
         })?;
+        let deployer = std::rc::Rc::new(Deployer::new(supervisor.clone(), cfg, settings_readiness));
+        deployer.set_current(plan.clone(), label);
         match supervisor.send(Deploy(plan)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -377,7 +431,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         }
         // Served once deployed; it keeps answering while components stop.
-        let control = control.serve(ControlState::new(supervisor.clone(), router, info));
+        let mut state = ControlState::new(supervisor.clone(), router, info);
+        state.deployer = Some(deployer);
+        let control = control.serve(state);
         log::info!(
             "evergreen {} running {group_name}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
             env!("CARGO_PKG_VERSION"),

@@ -565,7 +565,7 @@ fn remove_tmp(tmp: &Path) {
     }
 }
 
-fn format_time(now: OffsetDateTime) -> Result<String, StoreError> {
+pub(crate) fn format_time(now: OffsetDateTime) -> Result<String, StoreError> {
     now.to_offset(time::UtcOffset::UTC)
         .format(format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"

@@ -13,6 +13,7 @@
 //! - `refused-probe <topic> <file>`: publish on `topic` bypassing the SDK's
 //!   own check, and record the supervisor's `Refused` answer in `file`.
 //! - `sleeper`: spawn a `sleep 600` grandchild, then behave like `record /dev/null`.
+//! - `stall`: complete the handshake but never say `Ready`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ async fn main() -> ExitCode {
         ["exit", delay, code] => return exit_after(parse(delay), parse(code)).await,
         ["refused-probe", topic, file] => refused_probe(topic, file).await,
         ["sleeper"] => sleeper().await,
+        ["stall"] => stall().await,
         _ => {
             eprintln!("eg-fn: unknown mode {args:?}");
             return ExitCode::from(2);
@@ -180,6 +182,13 @@ async fn sleeper() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut component = Component::connect().await?;
     component.ready().await?;
+    idle(&mut component).await;
+    Ok(())
+}
+
+async fn stall() -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    eprintln!("eg-fn: connected, never going to be ready");
     idle(&mut component).await;
     Ok(())
 }
