@@ -173,6 +173,11 @@ impl<W: AsyncWrite + Unpin> ChildLink<W> {
             .await
     }
 
+    /// Buffers `Done`: the oldest unacknowledged delivery is handled.
+    pub async fn done(&mut self) -> Result<(), FrameError> {
+        self.writer.write_frame(&FromChild::Done).await
+    }
+
     pub async fn log(&mut self, level: LogLevel, message: String) -> Result<(), FrameError> {
         self.writer
             .write_frame(&FromChild::Log { level, message })
@@ -263,6 +268,7 @@ pub fn variant_name(msg: &FromChild) -> &'static str {
         FromChild::Log { .. } => "Log",
         FromChild::GetSecret { .. } => "GetSecret",
         FromChild::Shadow { .. } => "Shadow",
+        FromChild::Done => "Done",
     }
 }
 

@@ -224,4 +224,9 @@ pub enum FromChild {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// The child finished handling the oldest delivery it has not yet
+    /// acknowledged. The supervisor measures a function's `Timeout` from the
+    /// moment a delivery becomes the one being handled to this frame. (The
+    /// SDK sends it when the component asks for its next event.)
+    Done,
 }

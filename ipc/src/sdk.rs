@@ -178,6 +178,8 @@ pub struct Component {
     handle: Handle,
     events: mpsc::Receiver<Event>,
     ready_sent: bool,
+    /// The last event returned was a delivery not yet acknowledged.
+    unacknowledged: bool,
 }
 
 impl Component {
@@ -220,6 +222,7 @@ impl Component {
             config,
             events: ev_rx,
             ready_sent: false,
+            unacknowledged: false,
         })
     }
 
@@ -253,8 +256,20 @@ impl Component {
     }
 
     /// The next event, or `None` once the supervisor has closed the link.
+    ///
+    /// Asking for the next event acknowledges the previous delivery as
+    /// handled (`Done`): a function's `Timeout` runs from the moment it
+    /// receives a delivery until it asks for the next event.
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        if self.unacknowledged {
+            self.unacknowledged = false;
+            if self.handle.out.send(FromChild::Done).await.is_err() {
+                return None;
+            }
+        }
+        let event = self.events.recv().await;
+        self.unacknowledged = matches!(event, Some(Event::Message(_)));
+        event
     }
 }
 
@@ -289,6 +304,7 @@ async fn write_one<W: AsyncWrite + Unpin>(
         FromChild::Publish { topic, payload } => link.publish(topic, payload).await,
         FromChild::Log { level, message } => link.log(level, message).await,
         FromChild::Ready => link.ready().await,
+        FromChild::Done => link.done().await,
         FromChild::Hello { .. } => link.hello().await,
         FromChild::GetSecret {
             request_id,

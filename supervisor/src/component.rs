@@ -69,6 +69,9 @@ pub struct RuntimeSettings {
     pub core_thing_name: String,
     pub core_thing_arn: String,
     pub region: String,
+    /// How long an on-demand (not `Pinned`) function's child may sit idle
+    /// before it is stopped; the next message starts it again.
+    pub on_demand_idle: Duration,
     /// Level and `Space` for component logs (the `Lambda` logger).
     pub user_log_level: LogLevel,
     pub user_log_space_kb: u64,
@@ -163,6 +166,8 @@ pub enum ExitReason {
     Signalled(i32),
     ProtocolViolation(String),
     ReadinessTimeout(Duration),
+    /// A function took longer than its `Timeout` over one delivery.
+    HandlerTimeout(Duration),
     SpawnFailed(String),
 }
 
@@ -180,6 +185,13 @@ impl fmt::Display for ExitReason {
             ExitReason::Signalled(sig) => write!(f, "killed by signal {sig}"),
             ExitReason::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
             ExitReason::ReadinessTimeout(t) => write!(f, "not Ready within {} ms", t.as_millis()),
+            ExitReason::HandlerTimeout(t) => {
+                write!(
+                    f,
+                    "a delivery was not handled within its Timeout of {} s",
+                    t.as_secs()
+                )
+            }
             ExitReason::SpawnFailed(why) => write!(f, "could not start: {why}"),
         }
     }
@@ -199,6 +211,8 @@ pub struct ComponentStatus {
     pub uptime: Option<Duration>,
     pub restarts: u64,
     pub last_exit: Option<ExitReason>,
+    /// Its log file, absolute (`evergreen logs` reads it).
+    pub log_file: std::path::PathBuf,
 }
 
 type SharedLog = Rc<RefCell<LogFile>>;
@@ -250,8 +264,45 @@ enum WriterCmd {
     },
 }
 
+/// Deliveries written to a child and not yet acknowledged with `Done`,
+/// shared by its writer (which pushes) and reader (which pops). Only the
+/// actor's thread touches it.
+#[derive(Debug)]
+struct InFlight {
+    sent: std::collections::VecDeque<Instant>,
+    /// When the last `Done` arrived: the next delivery is being handled since.
+    last_done: Option<Instant>,
+    /// The last delivery written or acknowledged, for the idle stop.
+    last_activity: Instant,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        InFlight {
+            sent: std::collections::VecDeque::new(),
+            last_done: None,
+            last_activity: Instant::now(),
+        }
+    }
+
+    /// How long the delivery being handled has been in the child's hands:
+    /// since it was written, or since the previous one was done if later
+    /// (deliveries queue in the pipe; each one's time starts when it is next).
+    fn handling_for(&self, now: Instant) -> Option<Duration> {
+        let sent = *self.sent.front()?;
+        let since = self.last_done.map_or(sent, |done| done.max(sent));
+        Some(now.saturating_duration_since(since))
+    }
+}
+
+type SharedInFlight = Rc<RefCell<InFlight>>;
+
+/// How often `Timeout` and idleness are checked.
+const LIFECYCLE_TICK: Duration = Duration::from_millis(100);
+
 struct Instance {
     generation: u64,
+    inflight: SharedInFlight,
     pid: Option<u32>,
     started: Instant,
     ready: bool,
@@ -281,6 +332,13 @@ pub struct ComponentActor {
     restarts: u64,
     last_exit: Option<ExitReason>,
     stopping: bool,
+    /// The child is being stopped because it sat idle (on-demand functions):
+    /// its exit is not a failure and starts nothing.
+    idle_stopping: bool,
+    /// A message arrived while no child could take it (starting or stopping).
+    wake_pending: bool,
+    /// Set for on-demand components: notified when a message is queued.
+    wake: Option<Arc<tokio::sync::Notify>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
 }
@@ -380,6 +438,9 @@ impl ComponentActor {
             restarts: 0,
             last_exit: None,
             stopping: false,
+            idle_stopping: false,
+            wake_pending: false,
+            wake: None,
             stop_waiters: Vec::new(),
             rng: seed | 1,
         })
@@ -517,6 +578,7 @@ impl ComponentActor {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let addr = ctx.address();
         let max_frame = self.settings.max_frame;
+        let inflight: SharedInFlight = Rc::new(RefCell::new(InFlight::new()));
         actix_rt::spawn(writer_task(
             stdin,
             cmd_rx,
@@ -524,6 +586,7 @@ impl ComponentActor {
             self.component_config(),
             max_frame,
             self.log.clone(),
+            inflight.clone(),
         ));
         actix_rt::spawn(reader_task(
             stdout,
@@ -535,6 +598,7 @@ impl ComponentActor {
                 log: self.log.clone(),
                 cmds: cmd_tx.downgrade(),
                 max_frame,
+                inflight: inflight.clone(),
             },
         ));
         actix_rt::spawn(stderr_task(stderr, self.log.clone()));
@@ -549,6 +613,7 @@ impl ComponentActor {
         });
         self.instance = Some(Instance {
             generation,
+            inflight,
             pid,
             started: Instant::now(),
             ready: false,
@@ -595,6 +660,19 @@ impl ComponentActor {
     /// a backoff delay.
     fn after_exit(&mut self, ctx: &mut Context<Self>, reason: ExitReason, ran: Duration) {
         self.last_exit = Some(reason.clone());
+        if self.idle_stopping && !self.stopping {
+            self.idle_stopping = false;
+            self.state = ComponentState::Stopped;
+            if self.wake_pending {
+                self.wake_pending = false;
+                self.note(
+                    LogLevel::Info,
+                    "messages arrived while stopping: starting again",
+                );
+                self.launch(ctx);
+            }
+            return;
+        }
         if self.stopping {
             self.state = ComponentState::Stopped;
             for tx in self.stop_waiters.drain(..) {
@@ -715,11 +793,105 @@ impl ComponentActor {
     }
 }
 
+/// A message was queued for an on-demand component.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+impl Handler<Wake> for ComponentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        match (&self.instance, self.state) {
+            (None, ComponentState::Stopped) => {
+                self.note(LogLevel::Info, "message arrived: starting on demand");
+                self.launch(ctx);
+            }
+            // Running: the writer delivers it. Starting, stopping for idleness,
+            // or backing off: remember, so the exit starts it again.
+            _ => self.wake_pending = true,
+        }
+    }
+}
+
+impl ComponentActor {
+    /// Gives an on-demand component its waker (before it starts).
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
+    }
+
+    /// Enforces a function's `Timeout` per delivery and stops an idle
+    /// on-demand child.
+    fn lifecycle_tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(inst) = &self.instance else { return };
+        if !inst.ready || inst.violation.is_some() || self.stopping || self.idle_stopping {
+            return;
+        }
+        let generation = inst.generation;
+        let now = Instant::now();
+        let (handling, idle_for) = {
+            let f = inst.inflight.borrow();
+            let idle = f
+                .sent
+                .is_empty()
+                .then(|| now.saturating_duration_since(f.last_activity));
+            (f.handling_for(now), idle)
+        };
+        let timeout = Duration::from_secs(self.spec.timeout_s);
+        // Greengrass applies `Timeout` to functions; connectors are
+        // long-lived services whose work is not one handler call.
+        if self.spec.kind == ComponentKind::Function
+            && !timeout.is_zero()
+            && handling.is_some_and(|h| h > timeout)
+        {
+            self.violate(generation, ExitReason::HandlerTimeout(timeout));
+            return;
+        }
+        if !self.spec.pinned && idle_for.is_some_and(|i| i >= self.settings.on_demand_idle) {
+            self.idle_stopping = true;
+            self.note(
+                LogLevel::Info,
+                &format!(
+                    "idle for {} ms: stopping until the next message",
+                    self.settings.on_demand_idle.as_millis()
+                ),
+            );
+            self.begin_stop(ctx);
+        }
+    }
+}
+
 impl Actor for ComponentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.launch(ctx);
+        ctx.run_interval(LIFECYCLE_TICK, |act, ctx| act.lifecycle_tick(ctx));
+        if let Some(wake) = self.wake.clone() {
+            // On demand: the waker turns "a message was queued" into a start.
+            let addr = ctx.address();
+            actix_rt::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    if !addr.connected() {
+                        return;
+                    }
+                    addr.do_send(Wake);
+                }
+            });
+        }
+        if self.spec.pinned {
+            self.launch(ctx);
+        } else {
+            self.state = ComponentState::Stopped;
+            self.note(
+                LogLevel::Info,
+                "on demand: starts when a message arrives for it",
+            );
+        }
     }
 }
 
@@ -807,6 +979,12 @@ impl Handler<GetStatus> for ComponentActor {
             uptime: self.instance.as_ref().map(|i| i.started.elapsed()),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
+            // Absolute even under a relative `--root`, so a reader in another
+            // directory finds the file; the runtime's directory never changes.
+            log_file: {
+                let path = self.settings.log_root.join(&self.spec.log_file);
+                std::path::absolute(&path).unwrap_or(path)
+            },
         })
     }
 }
@@ -835,6 +1013,7 @@ async fn writer_task(
     config: ComponentConfig,
     max_frame: usize,
     log: SharedLog,
+    inflight: SharedInFlight,
 ) {
     let mut link = SupervisorLink::new(stdin, max_frame);
     if link.start(&config).await.is_err() {
@@ -875,6 +1054,12 @@ async fn writer_task(
                 let Some(mut msg) = msg else { return };
                 let mut written = 0;
                 loop {
+                    {
+                        let mut f = inflight.borrow_mut();
+                        let now = Instant::now();
+                        f.sent.push_back(now);
+                        f.last_activity = now;
+                    }
                     if let Err(e) = link.deliver_parts(&msg.topic, &msg.payload, &msg.source).await {
                         let _ = log.borrow_mut().write(LogLevel::Debug, &format!("delivery lost, stdin closed: {e}"));
                         return;
@@ -925,6 +1110,7 @@ struct ReaderEnv {
     log: SharedLog,
     cmds: mpsc::WeakUnboundedSender<WriterCmd>,
     max_frame: usize,
+    inflight: SharedInFlight,
 }
 
 impl ReaderEnv {
@@ -986,6 +1172,15 @@ async fn reader_task<R: AsyncRead + Unpin>(
                         .borrow_mut()
                         .write(LogLevel::Warn, &format!("publish on {topic:?} refused: {reason}"));
                     env.reply(WriterCmd::Refused { topic, reason });
+                }
+            }
+            FromChild::Done => {
+                let mut f = env.inflight.borrow_mut();
+                // A `Done` with nothing outstanding is harmless; ignore it.
+                if f.sent.pop_front().is_some() {
+                    let now = Instant::now();
+                    f.last_done = Some(now);
+                    f.last_activity = now;
                 }
             }
             FromChild::Log { level, message } => {

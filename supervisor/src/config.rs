@@ -56,6 +56,7 @@
 //! | `evergreen.readinessTimeoutMs` | `10000` | ms a child has from spawn to `Ready`, at least 1 |
 //! | `evergreen.shutdownGraceMs` | `5000` | ms a child has after the `Shutdown` frame before SIGTERM |
 //! | `evergreen.termGraceMs` | `2000` | ms from SIGTERM to SIGKILL |
+//! | `evergreen.onDemandIdleMs` | `60000` | ms an on-demand (not `Pinned`) function's child may sit idle before it is stopped; the next message starts it again; at least 1 |
 //! | `evergreen.restart.initialBackoffMs` | `250` | first restart delay, at least 1 |
 //! | `evergreen.restart.maxBackoffMs` | `30000` | cap on the restart delay, at least `initialBackoffMs` |
 //! | `evergreen.restart.multiplier` | `2.0` | delay growth per consecutive failure, at least 1 |
@@ -314,6 +315,7 @@ pub struct Evergreen {
     pub readiness_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     pub term_grace_ms: u64,
+    pub on_demand_idle_ms: u64,
     pub restart: Restart,
     pub components: std::collections::BTreeMap<String, ComponentSettings>,
     pub listeners: Listeners,
@@ -332,6 +334,7 @@ impl Default for Evergreen {
             readiness_timeout_ms: 10_000,
             shutdown_grace_ms: 5_000,
             term_grace_ms: 2_000,
+            on_demand_idle_ms: 60_000,
             restart: Restart::default(),
             components: std::collections::BTreeMap::new(),
             listeners: Listeners::default(),
@@ -818,6 +821,7 @@ impl CoreConfig {
         );
         p.at_least("evergreen.queueCapacity", eg.queue_capacity, 1);
         p.at_least("evergreen.readinessTimeoutMs", eg.readiness_timeout_ms, 1);
+        p.at_least("evergreen.onDemandIdleMs", eg.on_demand_idle_ms, 1);
 
         check_restart(p, "evergreen.restart", &eg.restart);
         for (name, component) in &eg.components {

@@ -229,6 +229,10 @@ pub struct RuntimeStatus {
     pub cloud: String,
     /// The runtime's own resident set (children not included).
     pub rss_kib: Option<u64>,
+    /// The runtime's own log (`<log root>/system/runtime.log`), absolute;
+    /// `None` when not known (a runtime built before it was reported).
+    #[serde(default)]
+    pub log_file: Option<String>,
     pub counts: Counts,
     /// In ARN order.
     pub components: Vec<ComponentReport>,
@@ -273,6 +277,11 @@ pub struct ComponentReport {
     pub queue_depth: usize,
     /// Messages for it that were lost: queue full, or nothing attached.
     pub drops: u64,
+    /// Its log file, absolute; empty from a runtime built before it was
+    /// reported. Text, like `group`, so a path that is not UTF-8 cannot make
+    /// the whole status unencodable.
+    #[serde(default)]
+    pub log_file: String,
 }
 
 /// What the status says about the runtime itself, fixed at start.
@@ -280,6 +289,8 @@ pub struct ComponentReport {
 pub struct RuntimeInfo {
     pub started: Instant,
     pub group: String,
+    /// The runtime's own log, absolute.
+    pub log_file: Option<PathBuf>,
 }
 
 impl RuntimeInfo {
@@ -295,7 +306,17 @@ impl RuntimeInfo {
                     .to_string()
             },
         );
-        RuntimeInfo { started, group }
+        RuntimeInfo {
+            started,
+            group,
+            log_file: None,
+        }
+    }
+
+    /// Reports `path` (made absolute) as the runtime's own log.
+    pub fn with_log_file(mut self, path: &Path) -> Self {
+        self.log_file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        self
     }
 }
 
@@ -357,6 +378,7 @@ pub fn build_status(
             state: c.state,
             pid: c.pid,
             restarts: c.restarts,
+            log_file: c.log_file.display().to_string(),
         });
     }
     let pid = std::process::id();
@@ -367,6 +389,7 @@ pub fn build_status(
         group: info.group.clone(),
         cloud: CLOUD_NOT_CONFIGURED.to_string(),
         rss_kib: vm_rss_kib(proc_root, pid),
+        log_file: info.log_file.as_ref().map(|p| p.display().to_string()),
         counts,
         components: reports,
     }
@@ -1229,6 +1252,7 @@ mod tests {
             uptime: pid.map(|_| Duration::from_millis(61_500)),
             restarts: 2,
             last_exit: Some(ExitReason::Exited(3)),
+            log_file: PathBuf::from("/var/log/user/f.log"),
         }
     }
 
@@ -1260,7 +1284,8 @@ mod tests {
             },
         );
         let depths = BTreeMap::from([(ARN.to_string(), 5)]);
-        let info = RuntimeInfo::new(Instant::now(), None);
+        let info = RuntimeInfo::new(Instant::now(), None)
+            .with_log_file(Path::new("/var/log/system/runtime.log"));
         let status = build_status(
             &info,
             vec![component(ComponentState::Running, Some(4242))],
@@ -1298,6 +1323,8 @@ mod tests {
         assert_eq!(json["components"][0]["state"], "Running");
         assert_eq!(json["components"][0]["kind"], "Function");
         assert_eq!(json["components"][0]["queueDepth"], 5);
+        assert_eq!(json["logFile"], "/var/log/system/runtime.log");
+        assert_eq!(json["components"][0]["logFile"], "/var/log/user/f.log");
 
         let table = status.to_string();
         let lines: Vec<&str> = table.lines().collect();
@@ -1409,6 +1436,7 @@ mod tests {
             readiness_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
             term_grace: Duration::from_secs(1),
+            on_demand_idle: Duration::from_secs(60),
             restart,
             restart_overrides: BTreeMap::new(),
             log_root: PathBuf::from("/nonexistent"),

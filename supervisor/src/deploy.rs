@@ -303,7 +303,14 @@ impl Deployer {
                 )
             }
         };
-        match self.wait_ready(&diff.start).await {
+        // On-demand functions start with their first message, not now.
+        let pinned: Vec<String> = diff
+            .start
+            .iter()
+            .filter(|arn| plan.components.get(*arn).is_some_and(|c| c.pinned))
+            .cloned()
+            .collect();
+        match self.wait_ready(&pinned).await {
             Ok(()) => {
                 let bytes = format!("{}\n", id.as_str());
                 if let Err(e) = write_atomic(&self.dir.join("last-good"), bytes.as_bytes()) {

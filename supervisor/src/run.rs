@@ -283,6 +283,7 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
             .iter()
             .map(|(key, c)| (key.clone(), restart_settings(&e.restart.with(&c.restart))))
             .collect(),
+        on_demand_idle: Duration::from_millis(e.on_demand_idle_ms),
         log_root: cfg.log_dir(),
         self_exe,
         core_thing_name: plan.core.thing_name.clone(),
@@ -397,7 +398,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     );
 
     let control_path = cfg.control_socket();
-    let info = RuntimeInfo::new(started, opts.group.as_deref());
+    let info = RuntimeInfo::new(started, opts.group.as_deref())
+        .with_log_file(&log_root.join(crate::logs::SYSTEM_LOG));
 
     let system = actix_rt::System::new();
     system.block_on(async move {

@@ -17,7 +17,10 @@ use crate::component::{
     ComponentActor, ComponentEnv, ComponentStatus, GetStatus, RuntimeSettings, Stop,
 };
 use crate::group::plan::{ComponentSpec, GroupPlan};
-use crate::router::{bounded_queue, Router, RouterStats, Subscription, SubscriptionTable};
+use crate::router::{
+    bounded_queue, DeliverySink, Message as Routed, OfferError, QueueSink, Router, RouterStats,
+    Subscription, SubscriptionTable,
+};
 use crate::sandbox::Sandboxes;
 
 /// What a deployment changes, by component ARN.
@@ -69,6 +72,30 @@ pub struct Shutdown;
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<ComponentStatus>")]
 pub struct Status;
+
+/// The inbox of an on-demand component: queues like any target, and wakes
+/// the component so it starts a child for the message.
+#[derive(Debug)]
+struct WakingSink {
+    inner: QueueSink,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl DeliverySink for WakingSink {
+    fn offer(&self, msg: Routed) -> Result<(), OfferError> {
+        let result = self.inner.offer(msg);
+        if result.is_ok() {
+            // One stored permit covers any number of messages until the
+            // component looks; it never blocks the publisher.
+            self.wake.notify_one();
+        }
+        result
+    }
+
+    fn queued(&self) -> Option<usize> {
+        self.inner.queued()
+    }
+}
 
 /// How often the supervisor reports messages the router had to drop.
 const DROP_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -198,7 +225,7 @@ impl Handler<Deploy> for Supervisor {
             };
             let spec = Arc::new(spec.clone());
             let (sink, inbox) = bounded_queue(self.settings.queue_capacity);
-            let actor = match ComponentActor::new(
+            let mut actor = match ComponentActor::new(
                 spec.clone(),
                 ComponentEnv::for_component(&spec, &plan),
                 self.settings.clone(),
@@ -212,7 +239,15 @@ impl Handler<Deploy> for Supervisor {
                     continue;
                 }
             };
-            self.router.attach(arn, Arc::new(sink));
+            if spec.pinned {
+                self.router.attach(arn, Arc::new(sink));
+            } else {
+                // On demand: a queued message also wakes the component.
+                let wake = Arc::new(tokio::sync::Notify::new());
+                actor = actor.with_wake(wake.clone());
+                self.router
+                    .attach(arn, Arc::new(WakingSink { inner: sink, wake }));
+            }
             let addr = actor.start();
             self.running.insert(arn.clone(), Running { spec, addr });
         }

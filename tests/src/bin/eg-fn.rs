@@ -14,6 +14,7 @@
 //!   own check, and record the supervisor's `Refused` answer in `file`.
 //! - `sleeper`: spawn a `sleep 600` grandchild, then behave like `record /dev/null`.
 //! - `stall`: complete the handshake but never say `Ready`.
+//! - `slow <ms> <file>`: take `ms` to handle each delivery, recording it in `file` first.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ async fn main() -> ExitCode {
         ["refused-probe", topic, file] => refused_probe(topic, file).await,
         ["sleeper"] => sleeper().await,
         ["stall"] => stall().await,
+        ["slow", ms, file] => slow(parse(ms), file).await,
         _ => {
             eprintln!("eg-fn: unknown mode {args:?}");
             return ExitCode::from(2);
@@ -190,5 +192,27 @@ async fn stall() -> Result<(), Box<dyn std::error::Error>> {
     let mut component = Component::connect().await?;
     eprintln!("eg-fn: connected, never going to be ready");
     idle(&mut component).await;
+    Ok(())
+}
+
+async fn slow(ms: u64, file: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    component.ready().await?;
+    while let Some(event) = component.next_event().await {
+        match event {
+            Event::Message(m) => {
+                let line =
+                    serde_json::json!({ "topic": m.topic, "source": m.source, "payload": "" });
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Event::Shutdown { .. } => break,
+            Event::Refused { .. } => {}
+        }
+    }
     Ok(())
 }
