@@ -72,6 +72,9 @@ pub struct RuntimeSettings {
     /// How long an on-demand (not `Pinned`) function's child may sit idle
     /// before it is stopped; the next message starts it again.
     pub on_demand_idle: Duration,
+    /// Children of on-demand functions that may run at once
+    /// (`runtime.maxConcurrentLimit`), shared by every component.
+    pub on_demand_slots: Arc<Slots>,
     /// Level and `Space` for component logs (the `Lambda` logger).
     pub user_log_level: LogLevel,
     pub user_log_space_kb: u64,
@@ -297,12 +300,55 @@ impl InFlight {
 
 type SharedInFlight = Rc<RefCell<InFlight>>;
 
+/// A counting limit on running on-demand children (Greengrass's
+/// `maxConcurrentLimit`): a component takes a slot to start a child and gives
+/// it back when the child exits; components waiting for one are woken then.
+#[derive(Debug)]
+pub struct Slots {
+    limit: usize,
+    taken: std::sync::atomic::AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+impl Slots {
+    pub fn new(limit: usize) -> Self {
+        Slots {
+            limit: limit.max(1),
+            taken: std::sync::atomic::AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn try_take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.freed.notify_waiters();
+    }
+}
+
 /// How often `Timeout` and idleness are checked.
 const LIFECYCLE_TICK: Duration = Duration::from_millis(100);
 
 struct Instance {
     generation: u64,
     inflight: SharedInFlight,
+    /// The child holds one of the on-demand slots.
+    holds_slot: bool,
     pid: Option<u32>,
     started: Instant,
     ready: bool,
@@ -542,6 +588,29 @@ impl ComponentActor {
 
     /// Starts a new child.
     fn launch(&mut self, ctx: &mut Context<Self>) {
+        let holds_slot = !self.spec.pinned;
+        if holds_slot && !self.settings.on_demand_slots.try_take() {
+            // All slots are busy: wait, the message stays queued.
+            self.state = ComponentState::Stopped;
+            if !self.wake_pending {
+                self.wake_pending = true;
+                self.note(
+                    LogLevel::Info,
+                    &format!(
+                        "waiting for a free on-demand slot ({} may run at once)",
+                        self.settings.on_demand_slots.limit()
+                    ),
+                );
+                let slots = self.settings.on_demand_slots.clone();
+                let addr = ctx.address();
+                actix_rt::spawn(async move {
+                    slots.freed.notified().await;
+                    addr.do_send(Wake);
+                });
+            }
+            return;
+        }
+        self.wake_pending = false;
         self.generation += 1;
         let generation = self.generation;
         self.state = ComponentState::Starting;
@@ -552,6 +621,9 @@ impl ComponentActor {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
+                if holds_slot {
+                    self.settings.on_demand_slots.give_back();
+                }
                 self.note(LogLevel::Error, &format!("cannot start: {e}"));
                 self.after_exit(ctx, ExitReason::SpawnFailed(e.to_string()), Duration::ZERO);
                 return;
@@ -562,6 +634,9 @@ impl ComponentActor {
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             // Cannot happen with piped stdio; treat it as a failed start.
+            if holds_slot {
+                self.settings.on_demand_slots.give_back();
+            }
             self.note(LogLevel::Error, "child has no stdio pipes");
             let _ = child.start_kill();
             self.after_exit(
@@ -614,6 +689,7 @@ impl ComponentActor {
         self.instance = Some(Instance {
             generation,
             inflight,
+            holds_slot,
             pid,
             started: Instant::now(),
             ready: false,
@@ -807,7 +883,11 @@ impl Handler<Wake> for ComponentActor {
         }
         match (&self.instance, self.state) {
             (None, ComponentState::Stopped) => {
-                self.note(LogLevel::Info, "message arrived: starting on demand");
+                if !self.wake_pending {
+                    self.note(LogLevel::Info, "message arrived: starting on demand");
+                }
+                // A retry after waiting for a slot must be able to wait again.
+                self.wake_pending = false;
                 self.launch(ctx);
             }
             // Running: the writer delivers it. Starting, stopping for idleness,
@@ -929,6 +1009,9 @@ impl Handler<InstanceEvent> for ComponentActor {
                 let Some(inst) = self.instance.take_if(|i| i.generation == generation) else {
                     return;
                 };
+                if inst.holds_slot {
+                    self.settings.on_demand_slots.give_back();
+                }
                 // Anything the child left in its process group goes with it.
                 if let Some(pid) = inst.pid.and_then(|p| i32::try_from(p).ok()) {
                     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);

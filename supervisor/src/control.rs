@@ -1437,6 +1437,7 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
             term_grace: Duration::from_secs(1),
             on_demand_idle: Duration::from_secs(60),
+            on_demand_slots: Arc::new(crate::component::Slots::new(25)),
             restart,
             restart_overrides: BTreeMap::new(),
             log_root: PathBuf::from("/nonexistent"),

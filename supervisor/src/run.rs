@@ -14,7 +14,7 @@ use std::time::Duration;
 use actix::Actor;
 
 use crate::catalogue;
-use crate::component::{RestartSettings, RuntimeSettings};
+use crate::component::{RestartSettings, RuntimeSettings, Slots};
 use crate::config::{self, ConfigEnv, ConfigError, CoreConfig};
 use crate::control::{ControlError, ControlSocket, ControlState, RuntimeInfo};
 use crate::deploy::{self, Deployer};
@@ -284,6 +284,9 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
             .map(|(key, c)| (key.clone(), restart_settings(&e.restart.with(&c.restart))))
             .collect(),
         on_demand_idle: Duration::from_millis(e.on_demand_idle_ms),
+        on_demand_slots: Arc::new(Slots::new(
+            usize::try_from(cfg.runtime.max_concurrent_limit).unwrap_or(usize::MAX),
+        )),
         log_root: cfg.log_dir(),
         self_exe,
         core_thing_name: plan.core.thing_name.clone(),

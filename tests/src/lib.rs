@@ -132,12 +132,18 @@ impl Runtime {
         evergreen: &Value,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Runtime {
+        Runtime::start_config(group, &json!({ "evergreen": evergreen }), env)
+    }
+
+    /// Like [`Runtime::start`], with `patch` merged over the whole test
+    /// configuration (`{"runtime": {...}, "evergreen": {...}}`).
+    pub fn start_config(group: &Value, patch: &Value, env: &[(&str, &std::ffi::OsStr)]) -> Runtime {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         let group_path = dir.path().join("group.json");
         let config_path = dir.path().join("config.json");
         let mut config = test_config(&root);
-        merge(&mut config["evergreen"], evergreen);
+        merge(&mut config, patch);
         std::fs::write(&group_path, group.to_string()).expect("write group");
         std::fs::write(&config_path, config.to_string()).expect("write config");
         let child = Command::new(evergreen_bin())

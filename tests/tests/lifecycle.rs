@@ -102,3 +102,37 @@ fn a_delivery_over_the_functions_timeout_kills_and_restarts_it() {
     let quick = read(&rt.function_log("quick"));
     assert!(!quick.contains("Timeout"), "{quick}");
 }
+
+#[test]
+fn on_demand_children_respect_max_concurrent_limit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let rt = Runtime::start_config(
+        &group(
+            vec![
+                function("sender", "publish work/item 1 0"),
+                on_demand("first", &format!("record {}", a.display())),
+                on_demand("second", &format!("record {}", b.display())),
+            ],
+            vec![
+                sub("a", &fn_arn("sender"), "work/#", &fn_arn("first")),
+                sub("b", &fn_arn("sender"), "work/#", &fn_arn("second")),
+            ],
+        ),
+        &json!({ "runtime": { "maxConcurrentLimit": 1 }, "evergreen": { "onDemandIdleMs": 300 } }),
+        &[],
+    );
+    let both = wait_for(LIMIT, || {
+        (records(&a).len() == 1 && records(&b).len() == 1).then_some(())
+    });
+    assert!(both.is_some(), "both handled their message eventually");
+    let logs = format!(
+        "{}{}",
+        read(&rt.function_log("first")),
+        read(&rt.function_log("second"))
+    );
+    assert!(
+        logs.contains("waiting for a free on-demand slot (1 may run at once)"),
+        "one waited for the other: {logs}"
+    );
+}
