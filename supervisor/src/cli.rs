@@ -75,6 +75,16 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
+    /// Print the last lines of a component's log, or the runtime's, and with
+    /// -f follow it.
+    ///
+    /// Asks the running runtime over its control socket where the log is,
+    /// then reads the file (and its rotated predecessors when needed). A
+    /// follower keeps following across rotations, also after the runtime
+    /// stops, until interrupted. Exit status 0, 1 when no runtime answers or
+    /// the component is unknown or ambiguous, 78 when the configuration
+    /// cannot be read.
+    Logs(crate::tail::LogsArgs),
     /// Deploy a stored group version (id or unique prefix), or a group file
     /// (stored as a version first), to the running runtime.
     ///
@@ -213,6 +223,7 @@ pub fn main() -> ExitCode {
             config,
             root,
         } => status(json, socket, config, root),
+        Command::Logs(args) => crate::tail::command(&args),
         Command::DefaultGroup => {
             print!("{}", run::DEFAULT_GROUP);
             ExitCode::SUCCESS

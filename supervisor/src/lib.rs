@@ -9,7 +9,8 @@
 //! writes the per-component and runtime log files; [`config`] is the core
 //! configuration; [`run`] wires it together for [`cli`]. [`store`] keeps
 //! validated groups as immutable, content-addressed versions for deployments.
-//! [`control`] serves the control socket that `evergreen status` talks to.
+//! [`control`] serves the control socket that `evergreen status` talks to;
+//! [`tail`] is `evergreen logs`, which finds a log file through it.
 
 pub mod catalogue;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod run;
 pub mod sandbox;
 pub mod store;
 pub mod supervisor;
+pub mod tail;
 
 /// Exit status for an invalid configuration or group (`EX_CONFIG`): the
 /// systemd unit lists it in `RestartPreventExitStatus=`, since restarting
