@@ -62,18 +62,8 @@ pub enum Command {
     /// answer, 1 when no runtime answers or the socket refuses, 78 when the
     /// configuration cannot be read.
     Status {
-        /// Print the status as JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Control socket [default: `evergreen.controlSocket`, else <root>/run/control.sock].
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
-        /// Core configuration file [default: /etc/evergreen/config.json if present].
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Runtime root; overrides `evergreen.root` in the configuration.
-        #[arg(long, value_name = "DIR")]
-        root: Option<PathBuf>,
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// Print the last lines of a component's log, or the runtime's, and with
     /// -f follow it.
@@ -217,12 +207,7 @@ pub fn main() -> ExitCode {
         } => deployment_call(&conn, &Request::Redeploy { deployment_id }),
         Command::Reset { conn } => deployment_call(&conn, &Request::Reset),
         Command::Deployments { conn } => deployments(&conn),
-        Command::Status {
-            json,
-            socket,
-            config,
-            root,
-        } => status(json, socket, config, root),
+        Command::Status { conn } => status(conn.json, conn.socket, conn.config, conn.root),
         Command::Logs(args) => crate::tail::command(&args),
         Command::DefaultGroup => {
             print!("{}", run::DEFAULT_GROUP);
@@ -442,7 +427,7 @@ fn status(
 /// How to reach the running runtime.
 #[derive(Debug, clap::Args)]
 pub struct ConnArgs {
-    /// Print the answer as JSON.
+    /// Print the answer as JSON instead of a table or text.
     #[arg(long)]
     json: bool,
     /// Control socket [default: `evergreen.controlSocket`, else <root>/run/control.sock].
