@@ -99,6 +99,13 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Start a component again now, by name, Id or ARN: a Failed one without
+    /// waiting for its cool-down, a running one after a graceful stop.
+    Restart {
+        component: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// The running runtime's deployment history, newest first.
     Deployments {
         #[command(flatten)]
@@ -207,6 +214,7 @@ pub fn main() -> ExitCode {
         } => deployment_call(&conn, &Request::Redeploy { deployment_id }),
         Command::Reset { conn } => deployment_call(&conn, &Request::Reset),
         Command::Deployments { conn } => deployments(&conn),
+        Command::Restart { component, conn } => restart(&component, &conn),
         Command::Status { conn } => status(conn.json, conn.socket, conn.config, conn.root),
         Command::Logs(args) => crate::tail::command(&args),
         Command::DefaultGroup => {
@@ -575,6 +583,30 @@ fn deployments(conn: &ConnArgs) -> ExitCode {
                     );
                 }
             }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            eprintln!("evergreen: unexpected answer: {other:?}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("evergreen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn restart(component: &str, conn: &ConnArgs) -> ExitCode {
+    use crate::control::{Reply, CLIENT_TIMEOUT};
+    let mut client = match connect(conn, CLIENT_TIMEOUT) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(&Request::Restart {
+        component: component.to_string(),
+    }) {
+        Ok(Reply::Restart { arn, message }) => {
+            println!("{arn}: {message}");
             ExitCode::SUCCESS
         }
         Ok(other) => {

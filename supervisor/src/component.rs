@@ -1048,6 +1048,49 @@ impl Handler<Stop> for ComponentActor {
     }
 }
 
+/// An operator's restart: start a stopped, failed or backing-off component
+/// now (forgetting its failures), or stop a running one gracefully and start
+/// it again.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, String>")]
+pub struct Retry;
+
+impl Handler<Retry> for ComponentActor {
+    type Result = Result<String, String>;
+
+    fn handle(&mut self, _: Retry, ctx: &mut Self::Context) -> Self::Result {
+        if self.stopping {
+            return Err(format!("{} is being stopped", self.spec.arn));
+        }
+        self.failures = 0;
+        self.failure_times.clear();
+        if self.instance.is_none() {
+            let was = self.state;
+            self.note(
+                LogLevel::Info,
+                &format!("restarted by an operator (was {was:?})"),
+            );
+            // A pending backoff or cool-down timer sees a new generation and
+            // does nothing.
+            self.generation += 1;
+            self.launch(ctx);
+            return Ok(format!("started (was {was:?})"));
+        }
+        if self.idle_stopping {
+            self.wake_pending = true;
+            return Ok("stopping; it starts again right after".to_string());
+        }
+        self.note(
+            LogLevel::Info,
+            "restart requested by an operator: stopping, then starting again",
+        );
+        self.idle_stopping = true;
+        self.wake_pending = true;
+        self.begin_stop(ctx);
+        Ok("stopping gracefully, then starting again".to_string())
+    }
+}
+
 impl Handler<GetStatus> for ComponentActor {
     type Result = MessageResult<GetStatus>;
 

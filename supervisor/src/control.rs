@@ -53,7 +53,7 @@ use tokio::sync::watch;
 use crate::component::{ComponentState, ComponentStatus};
 use crate::deploy::{Deployer, DeploymentRecord, DeploymentType};
 use crate::router::{Router, RouterStats};
-use crate::supervisor::{Status, Supervisor};
+use crate::supervisor::{RestartComponent, Status, Supervisor};
 
 /// Longest request line, in bytes without its newline. Requests are small
 /// (a deployment request names a file, it does not carry one); the bound is
@@ -115,6 +115,10 @@ pub enum Request {
     Reset,
     /// The deployment history, newest first.
     Deployments,
+    /// Start a component again now (by name, Id or ARN): the operator's way
+    /// out of `Failed` without waiting for the cool-down; a running one is
+    /// stopped gracefully and started again.
+    Restart { component: String },
 }
 
 impl Request {
@@ -126,6 +130,7 @@ impl Request {
         "redeploy",
         "reset",
         "deployments",
+        "restart",
     ];
 }
 
@@ -145,6 +150,11 @@ pub enum Reply {
     },
     Deployments {
         deployments: Vec<DeploymentRecord>,
+    },
+    /// `restart`: which component, and what was done.
+    Restart {
+        arn: String,
+        message: String,
     },
 }
 
@@ -822,6 +832,13 @@ async fn handle(request: Request, state: &ControlState) -> Response {
             let deployment = deployer()?.reset().await?;
             Ok(Reply::Deployment { deployment })
         }
+        Request::Restart { component } => {
+            match state.supervisor.send(RestartComponent(component)).await {
+                Ok(Ok((arn, message))) => Ok(Reply::Restart { arn, message }),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(format!("the supervisor is not running: {e}")),
+            }
+        }
         Request::Deployments => Ok(Reply::Deployments {
             deployments: deployer()?.history()?,
         }),
@@ -1199,6 +1216,7 @@ mod tests {
             let line = match *op {
                 "deploy" => r#"{"op":"deploy","version":"abcdef"}"#.to_string(),
                 "redeploy" => r#"{"op":"redeploy","deploymentId":"1"}"#.to_string(),
+                "restart" => r#"{"op":"restart","component":"f"}"#.to_string(),
                 _ => format!(r#"{{"op":"{op}"}}"#),
             };
             assert!(
@@ -1213,7 +1231,7 @@ mod tests {
         let err = parse_request(br#"{"op":"launch"}"#).expect_err("unknown op");
         assert_eq!(
             err,
-            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments"#
+            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart"#
         );
         let err = parse_request(br#"{"op":"deploy"}"#).expect_err("missing version");
         assert!(err.contains("version"), "{err}");

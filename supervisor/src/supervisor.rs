@@ -14,7 +14,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::component::{
-    ComponentActor, ComponentEnv, ComponentStatus, GetStatus, RuntimeSettings, Stop,
+    ComponentActor, ComponentEnv, ComponentStatus, GetStatus, Retry, RuntimeSettings, Stop,
 };
 use crate::group::plan::{ComponentSpec, GroupPlan};
 use crate::router::{
@@ -289,6 +289,47 @@ impl Handler<Shutdown> for Supervisor {
             };
             if tokio::time::timeout(limit, all).await.is_err() {
                 log::warn!("some components did not confirm their stop in time");
+            }
+        })
+    }
+}
+
+/// Start a component again (by name, Id or ARN); answers its ARN and what
+/// was done, or why not.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(String, String), String>")]
+pub struct RestartComponent(pub String);
+
+impl Handler<RestartComponent> for Supervisor {
+    type Result = ResponseFuture<Result<(String, String), String>>;
+
+    fn handle(
+        &mut self,
+        RestartComponent(key): RestartComponent,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let matches: Vec<(&String, &Running)> = self
+            .running
+            .iter()
+            .filter(|(arn, r)| **arn == key || r.spec.id == key || r.spec.name == key)
+            .collect();
+        let found = match matches.as_slice() {
+            [(arn, r)] => Ok(((*arn).clone(), r.addr.clone())),
+            [] => Err(format!("no component named {key:?} runs")),
+            many => Err(format!(
+                "{key:?} names several components; use an ARN: {}",
+                many.iter()
+                    .map(|(a, _)| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        };
+        Box::pin(async move {
+            let (arn, addr) = found?;
+            match addr.send(Retry).await {
+                Ok(Ok(message)) => Ok((arn, message)),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(format!("{arn}: {e}")),
             }
         })
     }

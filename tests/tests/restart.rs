@@ -116,3 +116,67 @@ fn policy_always_restarts_a_clean_exit_too() {
         "clean exits are not crashes"
     );
 }
+
+#[test]
+fn an_operator_restart_revives_a_failed_component_and_restarts_a_running_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("control.sock");
+    let rt = Runtime::start_with(
+        &group(
+            vec![
+                function("crasher", "exit 10 3"),
+                function("steady", "record /dev/null"),
+            ],
+            vec![],
+        ),
+        &json!({
+            "controlSocket": socket,
+            "restart": { "crashLoopLimit": 2, "crashLoopWindowMs": 60000, "failedCooldownMs": 600000 }
+        }),
+    );
+    let log = rt.function_log("crasher");
+    assert!(wait_for(LIMIT, || read(&log).contains("marked Failed").then_some(())).is_some());
+    let restart = |name: &str| {
+        std::process::Command::new(evergreen_bin())
+            .args(["restart", name, "--socket"])
+            .arg(&socket)
+            .output()
+            .expect("run evergreen restart")
+    };
+    let out = restart("crasher");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("started (was Failed)"), "{said}");
+    assert!(
+        wait_for(LIMIT, || (count(&read(&log), "started pid") >= 3)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        read(&log)
+    );
+    assert!(read(&log).contains("restarted by an operator (was Failed)"));
+
+    let steady = rt.function_log("steady");
+    assert!(wait_for(LIMIT, || read(&steady)
+        .contains("ready after")
+        .then_some(()))
+    .is_some());
+    let out = restart("steady");
+    assert!(out.status.success());
+    let restarted = wait_for(LIMIT, || {
+        (count(&read(&steady), "ready after") >= 2).then_some(())
+    });
+    assert!(restarted.is_some(), "{}", read(&steady));
+    assert!(
+        !read(&steady).contains("restarting in"),
+        "a graceful restart, not a failure"
+    );
+
+    let out = restart("nobody");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no component named \"nobody\""));
+}
