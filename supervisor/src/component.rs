@@ -341,6 +341,9 @@ impl Slots {
     }
 }
 
+/// Delivery times kept per child while it has not acknowledged them.
+const MAX_UNACKNOWLEDGED: usize = 4096;
+
 /// How often `Timeout` and idleness are checked.
 const LIFECYCLE_TICK: Duration = Duration::from_millis(100);
 
@@ -1183,6 +1186,13 @@ async fn writer_task(
                     {
                         let mut f = inflight.borrow_mut();
                         let now = Instant::now();
+                        // A child that never acknowledges (a connector on the
+                        // raw protocol) must not grow this without bound; its
+                        // oldest times only matter for a function's Timeout,
+                        // which would have fired long before.
+                        if f.sent.len() >= MAX_UNACKNOWLEDGED {
+                            f.sent.pop_front();
+                        }
                         f.sent.push_back(now);
                         f.last_activity = now;
                     }
