@@ -952,7 +952,11 @@ impl Actor for ComponentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(LIFECYCLE_TICK, |act, ctx| act.lifecycle_tick(ctx));
+        // Only functions have a Timeout and only on-demand ones idle out;
+        // a gateway full of connectors should not wake ten times a second each.
+        if self.spec.kind == ComponentKind::Function || !self.spec.pinned {
+            ctx.run_interval(LIFECYCLE_TICK, |act, ctx| act.lifecycle_tick(ctx));
+        }
         if let Some(wake) = self.wake.clone() {
             // On demand: the waker turns "a message was queued" into a start.
             let addr = ctx.address();
