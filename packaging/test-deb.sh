@@ -109,6 +109,17 @@ check "evergreen status --socket /run/evergreen/control.sock answers" test $ok =
 # socket there (what README's install section tells operators to type).
 check "evergreen status (default config path)" timeout 5 /usr/bin/evergreen status
 check "evergreen logs MessageLog -n 2 (default config path)" timeout 5 /usr/bin/evergreen logs MessageLog -n 2
+# Components run as the package's unprivileged user (evergreen.defaultRunAs
+# in the installed config), the runtime itself as root.
+components_are_evergreen() {
+    local evg users
+    evg=$(pgrep -P "$runtime_pid" -x evergreen | head -n 1)
+    [ -n "$evg" ] || return 1
+    users=$(ps -o user= --ppid "$evg" | sort -u | tr -d ' ')
+    echo "component users: ${users:-none}"
+    [ "$users" = evergreen ]
+}
+check "components run as user evergreen" components_are_evergreen
 kill -TERM "$runtime_pid" 2>/dev/null
 status=
 for _ in $(seq 1 40); do # up to 20 s (a stop takes at most ~7 s by default)

@@ -35,7 +35,7 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RestartPolicy;
-use crate::group::plan::{ComponentSpec, GroupPlan, Launch, ResourceData};
+use crate::group::plan::{ComponentSpec, GroupPlan, Launch, ResourceData, RunAs};
 use crate::logs::LogFile;
 use crate::router::{QueueReceiver, Router};
 use crate::sandbox::{Sandboxes, SpawnSpec};
@@ -72,6 +72,9 @@ pub struct RuntimeSettings {
     /// How long an on-demand (not `Pinned`) function's child may sit idle
     /// before it is stopped; the next message starts it again.
     pub on_demand_idle: Duration,
+    /// Who components run as when their group sets no `RunAs`
+    /// (`evergreen.defaultRunAs`, resolved); empty = the runtime's own.
+    pub default_run_as: RunAs,
     /// Children of on-demand functions that may run at once
     /// (`runtime.maxConcurrentLimit`), shared by every component.
     pub on_demand_slots: Arc<Slots>,
@@ -583,7 +586,12 @@ impl ComponentActor {
             arg0,
             args,
             env,
-            run_as: spec.run_as,
+            // The group's RunAs wins; what it leaves out comes from the
+            // configured default identity.
+            run_as: RunAs {
+                uid: spec.run_as.uid.or(s.default_run_as.uid),
+                gid: spec.run_as.gid.or(s.default_run_as.gid),
+            },
             working_dir: None,
             memory_kb: spec.memory_kb,
         }

@@ -76,6 +76,8 @@
 //! | `evergreen.spooler.maxSizeBytes` | `2621440` | cloud spool size, at least 262144 |
 //! | `evergreen.secretNamePrefix` | `"greengrass-"` | secrets readable by components must start with this; `""` lifts the rule |
 //! | `evergreen.logToStderr` | `true` | echo the runtime's own log to stderr (for journald) |
+//! | `evergreen.defaultRunAs.user` | `null` | user components run as when their group sets no `RunAs` (the package sets `evergreen`); `null` = the runtime's own; resolved at start, an unknown name is a configuration error |
+//! | `evergreen.defaultRunAs.group` | `null` | group for the same; `null` = the user's primary group (or the runtime's own) |
 //!
 //! # Greengrass keys accepted and ignored
 //!
@@ -322,6 +324,17 @@ pub struct Evergreen {
     pub spooler: Spooler,
     pub secret_name_prefix: String,
     pub log_to_stderr: bool,
+    pub default_run_as: DefaultRunAs,
+}
+
+/// `evergreen.defaultRunAs`: the identity components run as when their
+/// group gives no `RunAs` (Greengrass's `ggc_user`/`ggc_group`). Names are
+/// resolved when the runtime starts; `null` keeps the runtime's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DefaultRunAs {
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 impl Default for Evergreen {
@@ -329,6 +342,7 @@ impl Default for Evergreen {
         Evergreen {
             root: None,
             control_socket: None,
+            default_run_as: DefaultRunAs::default(),
             max_frame_bytes: evergreen_ipc::DEFAULT_MAX_FRAME,
             queue_capacity: 1024,
             readiness_timeout_ms: 10_000,

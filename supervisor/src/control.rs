@@ -1455,6 +1455,7 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
             term_grace: Duration::from_secs(1),
             on_demand_idle: Duration::from_secs(60),
+            default_run_as: crate::group::plan::RunAs::default(),
             on_demand_slots: Arc::new(crate::component::Slots::new(25)),
             restart,
             restart_overrides: BTreeMap::new(),

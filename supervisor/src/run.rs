@@ -19,7 +19,7 @@ use crate::config::{self, ConfigEnv, ConfigError, CoreConfig};
 use crate::control::{ControlError, ControlSocket, ControlState, RuntimeInfo};
 use crate::deploy::{self, Deployer};
 use crate::group::model::{parse, ValidationError};
-use crate::group::plan::GroupPlan;
+use crate::group::plan::{GroupPlan, RunAs};
 use crate::group::validate::{validate, ValidationOptions};
 use crate::logs::SystemLogger;
 use crate::notify::{watchdog_interval, Notifier};
@@ -71,6 +71,8 @@ pub enum RunError {
         what: String,
         source: std::io::Error,
     },
+    #[error("evergreen.defaultRunAs: {0}")]
+    DefaultRunAs(String),
 }
 
 impl RunError {
@@ -81,7 +83,8 @@ impl RunError {
             RunError::Config(_)
             | RunError::GroupIo { .. }
             | RunError::InvalidGroup { .. }
-            | RunError::Deploy(_) => crate::EXIT_CONFIG,
+            | RunError::Deploy(_)
+            | RunError::DefaultRunAs(_) => crate::EXIT_CONFIG,
             // Another runtime on the socket may be gone by the next try.
             RunError::Control(_) | RunError::Io { .. } => 1,
         }
@@ -244,6 +247,27 @@ fn list(items: &[&str]) -> String {
     }
 }
 
+/// Resolves `evergreen.defaultRunAs` names to ids, now, so a missing user
+/// is a start-up error rather than a failure of every component.
+pub fn default_run_as(d: &config::DefaultRunAs) -> Result<RunAs, RunError> {
+    use nix::unistd::{Group, User};
+    let mut run_as = RunAs::default();
+    if let Some(name) = &d.user {
+        let user = User::from_name(name)
+            .map_err(|e| RunError::DefaultRunAs(format!("cannot look up user {name:?}: {e}")))?
+            .ok_or_else(|| RunError::DefaultRunAs(format!("no user named {name:?}")))?;
+        run_as.uid = Some(user.uid.as_raw());
+        run_as.gid = Some(user.gid.as_raw());
+    }
+    if let Some(name) = &d.group {
+        let group = Group::from_name(name)
+            .map_err(|e| RunError::DefaultRunAs(format!("cannot look up group {name:?}: {e}")))?
+            .ok_or_else(|| RunError::DefaultRunAs(format!("no group named {name:?}")))?;
+        run_as.gid = Some(group.gid.as_raw());
+    }
+    Ok(run_as)
+}
+
 fn restart_settings(r: &config::Restart) -> RestartSettings {
     RestartSettings {
         policy: r.policy,
@@ -284,6 +308,7 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
             .map(|(key, c)| (key.clone(), restart_settings(&e.restart.with(&c.restart))))
             .collect(),
         on_demand_idle: Duration::from_millis(e.on_demand_idle_ms),
+        default_run_as: default_run_as(&e.default_run_as)?,
         on_demand_slots: Arc::new(Slots::new(
             usize::try_from(cfg.runtime.max_concurrent_limit).unwrap_or(usize::MAX),
         )),

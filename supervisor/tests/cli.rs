@@ -174,3 +174,28 @@ fn a_malformed_group_file_is_refused_with_its_path() {
     let out = evergreen(&["validate", &group.display().to_string()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+#[test]
+fn an_unknown_default_run_as_user_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"evergreen": {"defaultRunAs": {"user": "no-such-user-evergreen-test"}}}"#,
+    )
+    .expect("write");
+    let out = evergreen(&[
+        "run",
+        "--config",
+        &cfg.display().to_string(),
+        "--root",
+        &dir.path().display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("evergreen.defaultRunAs: no user named \"no-such-user-evergreen-test\""),
+        "{}",
+        text(&out)
+    );
+}
