@@ -15,20 +15,28 @@ use serde_json::{json, Value};
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
 
-/// A program built by this workspace, next to the test executable's `deps/`.
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test knows its own path");
+/// A program built by this workspace: next to the running executable (a
+/// binary in `target/<profile>/`) or one directory up (a test in `deps/`).
+pub fn find_bin(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let dir = exe
         .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executables live in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the tests with `cargo test --workspace` so cargo builds every binary",
-        path.display()
-    );
-    path
+        .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
+    [Some(dir.join(name)), dir.parent().map(|d| d.join(name))]
+        .into_iter()
+        .flatten()
+        .find(|candidate| candidate.exists())
+        .ok_or_else(|| {
+            format!(
+                "{name} is not built next to {}: build the workspace's binaries \
+                 (`cargo test --workspace`, or `cargo build --release -p evergreen -p evergreen-tests`)",
+                exe.display()
+            )
+        })
+}
+
+fn workspace_bin(name: &str) -> PathBuf {
+    find_bin(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The `evergreen` binary under test.

@@ -59,7 +59,7 @@ use evergreen_ipc::codec::DEFAULT_MAX_FRAME;
 use evergreen_ipc::link::SupervisorLink;
 use evergreen_ipc::sdk::{Component, Event, Handle};
 use evergreen_ipc::{ComponentConfig, ComponentKind, Delivery, LogLevel};
-use evergreen_tests::{children_of, fn_arn, sub, test_config, wait_for, REGION};
+use evergreen_tests::{children_of, find_bin, fn_arn, sub, test_config, wait_for, REGION};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -632,26 +632,6 @@ async fn receiver(job: Job, files: Files) -> Result<(), BoxError> {
 // Driver
 // ---------------------------------------------------------------------------------------------
 
-/// A program next to this executable (`target/<profile>/`), or one level up
-/// when this runs from `deps/`.
-fn sibling_bin(name: &str) -> Result<PathBuf, BoxError> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or("eg-bench has no parent directory")?;
-    for candidate in [Some(dir.join(name)), dir.parent().map(|d| d.join(name))]
-        .into_iter()
-        .flatten()
-    {
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    Err(format!(
-        "{name} is not built next to {}: run `cargo build --release -p evergreen -p evergreen-tests`",
-        exe.display()
-    )
-    .into())
-}
-
 /// `VmRSS`, `VmHWM` (peak) and `RssAnon` (private heap and stacks, the part
 /// not shared with other processes running the same binary) in KiB.
 fn rss_kib(pid: i32) -> Option<(u64, u64, u64)> {
@@ -1107,7 +1087,7 @@ fn print_rss(runs: &[Run]) {
 }
 
 fn driver(quick: bool) -> Result<(), BoxError> {
-    let evergreen = sibling_bin("evergreen")?;
+    let evergreen = find_bin("evergreen")?;
     let work = tempfile::Builder::new().prefix("eg-bench-").tempdir()?;
     let scale = if quick { 10 } else { 1 };
     let cores = std::thread::available_parallelism().map_or(0, usize::from);

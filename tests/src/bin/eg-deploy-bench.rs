@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use evergreen_tests::{fn_arn, group, test_config, vm_rss_kb, wait_for};
+use evergreen_tests::{find_bin, fn_arn, group, test_config, vm_rss_kb, wait_for};
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -97,28 +97,6 @@ fn main() -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 // Binaries, groups, the runtime under test
 // ---------------------------------------------------------------------------------------------
-
-/// A program built by this workspace next to this executable (or, for a
-/// `deps/` executable, one directory up), as `tests/src/lib.rs` finds them.
-fn sibling_bin(name: &str) -> Result<PathBuf, BoxError> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .ok_or("eg-deploy-bench has no parent directory")?;
-    for candidate in [Some(dir.join(name)), dir.parent().map(|d| d.join(name))]
-        .into_iter()
-        .flatten()
-    {
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    Err(format!(
-        "{name} is not built next to {}: run `cargo build --release -p evergreen -p evergreen-tests`",
-        exe.display()
-    )
-    .into())
-}
 
 #[derive(Debug)]
 struct Bins {
@@ -617,8 +595,8 @@ fn row(label: &str, unit: &str, samples: impl IntoIterator<Item = f64>) {
 
 fn driver(reps: usize) -> Result<(), BoxError> {
     let bins = Bins {
-        evergreen: sibling_bin("evergreen")?,
-        eg_fn: sibling_bin("eg-fn")?,
+        evergreen: find_bin("evergreen")?,
+        eg_fn: find_bin("eg-fn")?,
     };
     let work = tempfile::Builder::new()
         .prefix("eg-deploy-bench-")
