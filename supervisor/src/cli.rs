@@ -502,120 +502,110 @@ fn deploy(target: &str, conn: ConnArgs) -> ExitCode {
     deployment_call(&conn, &Request::Deploy { version })
 }
 
+/// Sends one request to the running runtime: its reply, or the exit code
+/// after saying why there is none (no runtime, refused, a failed request).
+fn ask(
+    conn: &ConnArgs,
+    timeout: std::time::Duration,
+    request: &Request,
+) -> Result<crate::control::Reply, ExitCode> {
+    let mut client = connect(conn, timeout)?;
+    client.call(request).map_err(|e| {
+        eprintln!("evergreen: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn unexpected(reply: &crate::control::Reply) -> ExitCode {
+    eprintln!("evergreen: unexpected answer: {reply:?}");
+    ExitCode::from(1)
+}
+
+/// Prints `value` as pretty JSON (`--json`).
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("evergreen: {e}"),
+    }
+}
+
 fn deployment_call(conn: &ConnArgs, request: &Request) -> ExitCode {
     use crate::control::Reply;
     use crate::deploy::DeploymentStatus;
-    let mut client = match connect(conn, DEPLOY_TIMEOUT) {
-        Ok(c) => c,
+    let deployment = match ask(conn, DEPLOY_TIMEOUT, request) {
+        Ok(Reply::Deployment { deployment }) => deployment,
+        Ok(other) => return unexpected(&other),
         Err(code) => return code,
     };
-    match client.call(request) {
-        Ok(Reply::Deployment { deployment }) => {
-            if conn.json {
-                match serde_json::to_string_pretty(&deployment) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => eprintln!("evergreen: {e}"),
-                }
-            } else {
-                let version = deployment.group_version.as_deref().unwrap_or("-");
-                println!(
-                    "deployment {} ({:?}) of group version {}: {:?}",
-                    deployment.deployment_id,
-                    deployment.deployment_type,
-                    version,
-                    deployment.deployment_status
-                );
-                if let Some(error) = &deployment.error_message {
-                    println!("  {error}");
-                }
-                for detail in &deployment.error_details {
-                    println!("  {detail}");
-                }
-            }
-            if deployment.deployment_status == DeploymentStatus::Success {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+    if conn.json {
+        print_json(&deployment);
+    } else {
+        let version = deployment.group_version.as_deref().unwrap_or("-");
+        println!(
+            "deployment {} ({:?}) of group version {}: {:?}",
+            deployment.deployment_id,
+            deployment.deployment_type,
+            version,
+            deployment.deployment_status
+        );
+        if let Some(error) = &deployment.error_message {
+            println!("  {error}");
         }
-        Ok(other) => {
-            eprintln!("evergreen: unexpected answer: {other:?}");
-            ExitCode::from(1)
+        for detail in &deployment.error_details {
+            println!("  {detail}");
         }
-        Err(e) => {
-            eprintln!("evergreen: {e}");
-            ExitCode::from(1)
-        }
+    }
+    if deployment.deployment_status == DeploymentStatus::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
 fn deployments(conn: &ConnArgs) -> ExitCode {
     use crate::control::{Reply, CLIENT_TIMEOUT};
-    let mut client = match connect(conn, CLIENT_TIMEOUT) {
-        Ok(c) => c,
+    let deployments = match ask(conn, CLIENT_TIMEOUT, &Request::Deployments) {
+        Ok(Reply::Deployments { deployments }) => deployments,
+        Ok(other) => return unexpected(&other),
         Err(code) => return code,
     };
-    match client.call(&Request::Deployments) {
-        Ok(Reply::Deployments { deployments }) => {
-            if conn.json {
-                match serde_json::to_string_pretty(&deployments) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => eprintln!("evergreen: {e}"),
-                }
-            } else {
-                println!(
-                    "{:<15} {:<16} {:<13} {:<11} {:<25} ERROR",
-                    "ID", "TYPE", "VERSION", "STATUS", "CREATED"
-                );
-                for d in deployments {
-                    let version = d
-                        .group_version
-                        .as_deref()
-                        .map_or("-", |v| &v[..v.len().min(12)]);
-                    println!(
-                        "{:<15} {:<16} {:<13} {:<11} {:<25} {}",
-                        d.deployment_id,
-                        format!("{:?}", d.deployment_type),
-                        version,
-                        format!("{:?}", d.deployment_status),
-                        d.created_at,
-                        d.error_message.as_deref().unwrap_or("")
-                    );
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(other) => {
-            eprintln!("evergreen: unexpected answer: {other:?}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("evergreen: {e}");
-            ExitCode::from(1)
-        }
+    if conn.json {
+        print_json(&deployments);
+        return ExitCode::SUCCESS;
     }
+    println!(
+        "{:<15} {:<16} {:<13} {:<11} {:<25} ERROR",
+        "ID", "TYPE", "VERSION", "STATUS", "CREATED"
+    );
+    for d in deployments {
+        let version = d
+            .group_version
+            .as_deref()
+            .map_or("-", |v| &v[..v.len().min(12)]);
+        println!(
+            "{:<15} {:<16} {:<13} {:<11} {:<25} {}",
+            d.deployment_id,
+            format!("{:?}", d.deployment_type),
+            version,
+            format!("{:?}", d.deployment_status),
+            d.created_at,
+            d.error_message.as_deref().unwrap_or("")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn restart(component: &str, conn: &ConnArgs) -> ExitCode {
     use crate::control::{Reply, CLIENT_TIMEOUT};
-    let mut client = match connect(conn, CLIENT_TIMEOUT) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match client.call(&Request::Restart {
+    let request = Request::Restart {
         component: component.to_string(),
-    }) {
+    };
+    match ask(conn, CLIENT_TIMEOUT, &request) {
         Ok(Reply::Restart { arn, message }) => {
             println!("{arn}: {message}");
             ExitCode::SUCCESS
         }
-        Ok(other) => {
-            eprintln!("evergreen: unexpected answer: {other:?}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("evergreen: {e}");
-            ExitCode::from(1)
-        }
+        Ok(other) => unexpected(&other),
+        Err(code) => code,
     }
 }
