@@ -15,6 +15,10 @@
 //! - `sleeper`: spawn a `sleep 600` grandchild, then behave like `record /dev/null`.
 //! - `stall`: complete the handshake but never say `Ready`.
 //! - `slow <ms> <file>`: take `ms` to handle each delivery, recording it in `file` first.
+//! - `feed <file>`: follow `file` (which need not exist yet) and publish each
+//!   complete line `{"topic":…,"payload":…}` on its topic: a string payload
+//!   is sent as its bytes, any other JSON value as its JSON text. Lets a test
+//!   publish chosen messages at chosen moments through a real function.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -39,6 +43,7 @@ async fn main() -> ExitCode {
         ["sleeper"] => sleeper().await,
         ["stall"] => stall().await,
         ["slow", ms, file] => slow(parse(ms), file).await,
+        ["feed", file] => feed(file).await,
         _ => {
             eprintln!("eg-fn: unknown mode {args:?}");
             return ExitCode::from(2);
@@ -214,5 +219,47 @@ async fn slow(ms: u64, file: &str) -> Result<(), Box<dyn std::error::Error>> {
             Event::Refused { .. } => {}
         }
     }
+    Ok(())
+}
+
+async fn feed(file: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    component.ready().await?;
+    handle.info(format!("feeding from {file}"));
+    let file = file.to_string();
+    let publisher = handle.clone();
+    let follower = tokio::spawn(async move {
+        let mut done = 0usize;
+        loop {
+            // Bounded by the function's life: it ends when the runtime stops it.
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let complete = text.rfind('\n').map_or(0, |i| i + 1);
+            if complete > done {
+                for line in text[done..complete]
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                {
+                    match serde_json::from_str::<serde_json::Value>(line) {
+                        Ok(v) => {
+                            let topic = v["topic"].as_str().unwrap_or_default().to_string();
+                            let payload = match &v["payload"] {
+                                serde_json::Value::String(s) => s.clone().into_bytes(),
+                                other => other.to_string().into_bytes(),
+                            };
+                            if let Err(e) = publisher.publish(topic, payload).await {
+                                eprintln!("eg-fn: feed publish failed: {e}");
+                            }
+                        }
+                        Err(e) => eprintln!("eg-fn: feed line is not JSON ({e}): {line}"),
+                    }
+                }
+                done = complete;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    idle(&mut component).await;
+    follower.abort();
     Ok(())
 }
