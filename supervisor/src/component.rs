@@ -690,6 +690,9 @@ impl ComponentActor {
         self.generation += 1;
         let generation = self.generation;
         self.state = ComponentState::Starting;
+        // Start-up time counts from here, so it includes what the sandbox
+        // does before exec (for a container: cgroup, namespaces, mounts).
+        let spawn_began = Instant::now();
         let spawned = self
             .sandboxes
             .for_mode(self.spec.isolation, &self.spec.arn)
@@ -770,7 +773,7 @@ impl ComponentActor {
             inflight,
             holds_slot,
             pid,
-            started: Instant::now(),
+            started: spawn_began,
             ready: false,
             violation: None,
             cmds: cmd_tx,

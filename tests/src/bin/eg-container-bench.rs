@@ -7,7 +7,7 @@
 //! cargo build --release -p evergreen -p evergreen-tests && sudo target/release/eg-container-bench
 //! ```
 //!
-//! `--reps R` (default 5) and `--n N` (default 10): each repetition starts a
+//! `--reps R` (default 30) and `--n N` (default 1): each repetition starts a
 //! fresh `evergreen run` on a new temporary root with N pinned functions
 //! running `eg-fn record /dev/null`, all `NoContainer` or all
 //! `GreengrassContainer` (RunAs 65534, MemorySize 16 MB), waits until all N
@@ -16,7 +16,8 @@
 //!
 //! What is measured is the supervisor's own figure for each start, the
 //! `ready after X ms` line each component logs: from just before the
-//! sandbox's spawn to the child's `Ready` frame. For a container that
+//! sandbox's spawn to the child's `Ready` frame. With the default N = 1 the
+//! starts do not compete for the CPU; a larger N shows them under load. For a container that
 //! includes creating the cgroup, the fork, namespaces, mounts, pivot_root
 //! and the drop of privileges; for both, exec, the dynamic loader and the
 //! IPC handshake. The report gives min / median / p90 / max over all
@@ -132,8 +133,8 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn main() -> ExitCode {
-    let reps = arg("--reps", 5);
-    let n = arg("--n", 10);
+    let reps = arg("--reps", 30);
+    let n = arg("--n", 1);
     let evergreen = match find_bin("evergreen") {
         Ok(p) => p,
         Err(e) => {
