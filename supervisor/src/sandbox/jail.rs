@@ -108,10 +108,23 @@ pub struct SystemPath {
 }
 
 impl SystemPath {
-    /// Looks `path` up on the host; `None` when it does not exist.
+    /// Looks `path` up on the host; `None` when it does not exist (or is a
+    /// dangling link). A link to a directory (`/lib` → `usr/lib`) stays a
+    /// link; a link to a file (`/etc/resolv.conf` → `../run/…` under
+    /// systemd-resolved) is bound as the file it points to, since its
+    /// target's directory is not in the container.
     pub fn probe(path: &Path) -> Option<SystemPath> {
         let meta = std::fs::symlink_metadata(path).ok()?;
         if meta.file_type().is_symlink() {
+            let target = std::fs::metadata(path).ok()?;
+            if !target.is_dir() {
+                // mount(2) follows the link in a bind's source.
+                return Some(SystemPath {
+                    path: path.to_path_buf(),
+                    link: None,
+                    directory: false,
+                });
+            }
             let link = std::fs::read_link(path).ok()?;
             return Some(SystemPath {
                 path: path.to_path_buf(),
@@ -995,6 +1008,26 @@ mod tests {
             *s == Step::MakeDir(c("/rt/containers/fn.1/data/in"))
         });
         assert!(data < data_in);
+    }
+
+    #[test]
+    fn host_links_to_files_are_bound_and_links_to_dirs_kept() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("real-dir");
+        let file = tmp.path().join("stub-resolv.conf");
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::write(&file, "nameserver 127.0.0.53\n").expect("file");
+        let dir_link = tmp.path().join("lib");
+        let file_link = tmp.path().join("resolv.conf");
+        std::os::unix::fs::symlink("real-dir", &dir_link).expect("link");
+        std::os::unix::fs::symlink("stub-resolv.conf", &file_link).expect("link");
+        let dangling = tmp.path().join("gone");
+        std::os::unix::fs::symlink("nowhere", &dangling).expect("link");
+        let d = SystemPath::probe(&dir_link).expect("dir link");
+        assert_eq!(d.link, Some(PathBuf::from("real-dir")));
+        let f = SystemPath::probe(&file_link).expect("file link");
+        assert_eq!((f.link, f.directory), (None, false));
+        assert_eq!(SystemPath::probe(&dangling), None);
     }
 
     #[test]
