@@ -59,7 +59,16 @@ impl ContainerGuard {
     }
 }
 
+/// Where pseudo-terminals live.
+const PTS_DIR: &str = "/dev/pts";
+
 impl ContainerSandbox {
+    /// Whether the devices controller restricts which nodes a container may
+    /// open (cgroup v1 with its devices hierarchy).
+    fn devices_controlled(&self) -> bool {
+        matches!(&self.cgroups, Cgroups::V1(v) if v.devices.is_some())
+    }
+
     /// Uses `cgroups` and keeps container roots under `runtime_root`. Removes
     /// what a previous run on the same root left (cgroups and mount points);
     /// returns the sandbox and how many leftovers went.
@@ -123,6 +132,31 @@ impl ContainerSandbox {
                 groups.push(
                     resolve_group(name).map_err(|e| format!("resource {}: {e}", m.resource_id))?,
                 );
+            }
+            if device && m.source.starts_with(PTS_DIR) && self.devices_controlled() {
+                // A pseudo-terminal (a socat pair standing in for a serial
+                // line, a simulator's virtual port) is tied to its devpts
+                // entry: once its owner closes it, a bind of that entry is
+                // dead for good, even if a new pty gets the same number. So
+                // bind the devpts directory, where a recreated pty appears
+                // again, and let the devices controller (allow-listed above:
+                // only this pty's number) keep every other pty closed. Real
+                // serial devices are bound as nodes: opening one goes by its
+                // device number, so a replugged adapter with the same number
+                // is reopened in place.
+                if !binds
+                    .iter()
+                    .any(|b: &BindMount| b.source == Path::new(PTS_DIR))
+                {
+                    binds.push(BindMount {
+                        source: PathBuf::from(PTS_DIR),
+                        target: PathBuf::from(PTS_DIR),
+                        read_write: true,
+                        directory: true,
+                        device: true,
+                    });
+                }
+                continue;
             }
             binds.push(BindMount {
                 source: m.source.clone(),
