@@ -191,6 +191,14 @@ fn a_container_function_sees_only_its_sandbox() {
         other_dev.starts_with("error"),
         "ungranted device: {other_dev}"
     );
+    if Path::new("/sys/fs/cgroup/devices").is_dir() {
+        // cgroup v1: ptys share the bound devpts directory, so the other pty
+        // is visible, and the devices controller is what refuses it.
+        assert!(
+            other_dev.contains("Operation not permitted"),
+            "the devices controller refuses the ungranted pty: {other_dev}"
+        );
+    }
     let root_write = report["root_write"].as_str().unwrap_or_default();
     assert!(
         root_write.contains("Read-only"),
