@@ -110,6 +110,10 @@ fn a_container_function_sees_only_its_sandbox() {
     // device's group added (AutoAddGroupOwner), so the group needs read too.
     let chmod = Command::new("chmod").arg("0660").arg(&granted.a).status();
     assert!(chmod.is_ok_and(|s| s.success()), "chmod the granted pty");
+    // The other pty is open to everyone by its mode: only the sandbox can
+    // keep the probe out.
+    let chmod = Command::new("chmod").arg("0666").arg(&other.a).status();
+    assert!(chmod.is_ok_and(|s| s.success()), "chmod the other pty");
     let host_file = scratch.path().join("host-secret.txt");
     std::fs::write(&host_file, "not for containers").expect("host file");
 
