@@ -101,6 +101,7 @@ impl ContainerSandbox {
         let mut binds = Vec::new();
         let mut devices = Vec::new();
         let mut groups = Vec::new();
+        let mut links = Vec::new();
         for m in &spec.mounts {
             let meta = std::fs::metadata(&m.source)
                 .map_err(|e| format!("resource {}: {}: {e}", m.resource_id, m.source.display()))?;
@@ -133,7 +134,9 @@ impl ContainerSandbox {
                     resolve_group(name).map_err(|e| format!("resource {}: {e}", m.resource_id))?,
                 );
             }
-            if device && m.source.starts_with(PTS_DIR) && self.devices_controlled() {
+            // The node a link names (a socat link, /dev/serial/by-id/…).
+            let real = std::fs::canonicalize(&m.source).unwrap_or_else(|_| m.source.clone());
+            if device && real.starts_with(PTS_DIR) && self.devices_controlled() {
                 // A pseudo-terminal (a socat pair standing in for a serial
                 // line, a simulator's virtual port) is tied to its devpts
                 // entry: once its owner closes it, a bind of that entry is
@@ -155,6 +158,11 @@ impl ContainerSandbox {
                         directory: true,
                         device: true,
                     });
+                }
+                if m.target != real {
+                    // The granted path is a link to the pty: the same link
+                    // inside, to the pty as it is now.
+                    links.push((m.target.clone(), real));
                 }
                 continue;
             }
@@ -191,6 +199,7 @@ impl ContainerSandbox {
                 system,
                 binds,
                 working_dir: spec.working_dir.clone(),
+                links,
                 uid: spec.run_as.uid,
                 gid: spec.run_as.gid,
                 groups,

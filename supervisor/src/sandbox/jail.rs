@@ -93,6 +93,9 @@ pub struct JailSpec {
     /// Resources and the executable.
     pub binds: Vec<BindMount>,
     pub working_dir: Option<PathBuf>,
+    /// Symbolic links to make inside the container: `(link, target)`, for
+    /// a granted device named by a link (a socat link, `/dev/serial/by-id/…`).
+    pub links: Vec<(PathBuf, PathBuf)>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Supplementary groups (device and volume group owners).
@@ -418,6 +421,14 @@ impl JailPlan {
                 source: cstr(&bind.source)?,
                 target: cstr(&target)?,
                 remount,
+            });
+        }
+        for (link, target) in &spec.links {
+            check_absolute("link", link)?;
+            make_parents(&mut steps, &mut made, root, link)?;
+            steps.push(Step::Symlink {
+                target: cstr(target)?,
+                link: cstr(&under(root, link))?,
             });
         }
         // 8. switch roots.
@@ -923,6 +934,7 @@ mod tests {
                 },
             ],
             working_dir: None,
+            links: vec![("/dev/ttyV0".into(), "/dev/pts/3".into())],
             uid: Some(1001),
             gid: Some(1002),
             groups: vec![20, 1002],
@@ -1028,6 +1040,19 @@ mod tests {
         let f = SystemPath::probe(&file_link).expect("file link");
         assert_eq!((f.link, f.directory), (None, false));
         assert_eq!(SystemPath::probe(&dangling), None);
+    }
+
+    #[test]
+    fn device_links_are_made_inside_the_container() {
+        let plan = JailPlan::build(&spec()).expect("plan");
+        let link = position(&plan, |s| {
+            *s == Step::Symlink {
+                target: c("/dev/pts/3"),
+                link: c("/rt/containers/fn.1/dev/ttyV0"),
+            }
+        });
+        let pivot = position(&plan, |s| matches!(s, Step::PivotRoot { .. }));
+        assert!(link < pivot);
     }
 
     #[test]
