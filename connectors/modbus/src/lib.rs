@@ -71,3 +71,6 @@
 pub mod exec;
 pub mod request;
 pub mod response;
+pub mod rtu;
+
+pub use rtu::{run, MANIFEST};
