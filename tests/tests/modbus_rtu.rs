@@ -722,3 +722,21 @@ fn modbus_rtu_malformed_requests_and_a_full_queue() {
     ));
     assert_success(&r, json!({"function_code": 3, "registers": [1000]}));
 }
+
+/// The example group stays valid (it needs no peer to be checked).
+#[test]
+fn modbus_rtu_example_group_is_valid() {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/modbus-temperature/group.json");
+    let out = Command::new(evergreen_bin())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run evergreen validate");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
