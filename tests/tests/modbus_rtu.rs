@@ -622,8 +622,9 @@ fn modbus_rtu_malformed_requests_and_a_full_queue() {
         return;
     }
     let line = Line::start();
-    // The shortest timeout, so a queue of silent requests drains quickly.
-    let rig = start(&line, &[("ModbusTimeoutMs", "10")]);
+    // A short timeout, so a queue of silent requests drains in seconds,
+    // yet long enough that 150 deliveries arrive faster than it drains.
+    let rig = start(&line, &[("ModbusTimeoutMs", "50")]);
 
     let r = rig.ask_raw(json!("this is not json"));
     assert_eq!(r["response"]["status"], "fail", "{r}");
