@@ -64,6 +64,8 @@
 //!
 //! # The RTU connector
 //!
+//! Versions 1, 2 and 3 behave alike (Greengrass's v2 changed the ARN for
+//! region support and the logging, v3 the Python runtime).
 //! See [`rtu`] for parameters (the two Greengrass ones, plus the Evergreen
 //! extensions for baud rate, parity, stop bits, timeout), the bus queue and
 //! port recovery.
