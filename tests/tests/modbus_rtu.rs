@@ -308,8 +308,10 @@ impl Rig {
     }
 
     fn connector_pid(&self) -> Option<i32> {
+        // A direct child, or in container mode under the container's waiter.
         children_of(self.rt.pid())
             .into_iter()
+            .flat_map(|p| std::iter::once(p).chain(children_of(p)))
             .find(|pid| cmdline(*pid).contains("connector ModbusRTUProtocolAdapter"))
     }
 }
@@ -613,7 +615,9 @@ fn modbus_rtu_port_vanishes_and_comes_back() {
         Some(pid),
         "same connector process throughout"
     );
-    assert!(read(&rig.connector_log()).matches("opened ").count() >= 2);
+    let log = read(&rig.connector_log());
+    assert!(log.matches("opened ").count() >= 2, "{log}");
+    eprintln!("connector log:\n{log}");
 }
 
 #[test]

@@ -33,7 +33,10 @@
 //! each request is answered at once with "No Response" saying the port is
 //! unavailable; nothing stalls and the connector keeps running. The path is
 //! opened anew each time, so a stable name (a udev `/dev/serial/by-id/…`
-//! link) survives a device that comes back under another `ttyUSBn`.
+//! link) survives a device that comes back under another `ttyUSBn`. (In a
+//! Greengrass container the device node is bound when the container
+//! starts: a device that comes back as the same node is reopened, one that
+//! comes back as another node is seen only after the connector restarts.)
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
