@@ -2,11 +2,10 @@
 //!
 //! **Parameters.** `ModbusSerialPort-ResourceId` names the group's
 //! `LocalDeviceResourceData` for the serial port (read-write);
-//! `ModbusSerialPort` repeats its path. In a Greengrass container the device
-//! appears at that path. In `NoContainer` mode the supervisor passes the
-//! granted resource's host path in `ComponentConfig::resources`; the
-//! connector opens the grant's path when there is one, else
-//! `ModbusSerialPort`, so one group file works in both modes.
+//! `ModbusSerialPort` repeats its path. As in Greengrass the connector runs
+//! only in a container (`GreengrassContainer`), where the device is bound at
+//! that path; the connector opens the grant's path from
+//! `ComponentConfig::resources` when there is one, else `ModbusSerialPort`.
 //!
 //! **Evergreen extensions** (the guide documents no line settings; the
 //! Python connector used pyserial's defaults, 9600 baud 8N1): optional
@@ -33,10 +32,12 @@
 //! each request is answered at once with "No Response" saying the port is
 //! unavailable; nothing stalls and the connector keeps running. The path is
 //! opened anew each time, so a stable name (a udev `/dev/serial/by-id/…`
-//! link) survives a device that comes back under another `ttyUSBn`. (In a
-//! Greengrass container the device node is bound when the container
-//! starts: a device that comes back as the same node is reopened, one that
-//! comes back as another node is seen only after the connector restarts.)
+//! link) survives a device that comes back under another `ttyUSBn` — outside
+//! a container. In the container the device is bound when the container
+//! starts: a device that comes back with the same device number is
+//! reopened in place (and so is a re-created pty with the same number, on
+//! cgroup v1; see the README's Container mode), one that comes back as
+//! another node is seen only after the connector restarts.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -120,10 +121,10 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &[INPUT_TOPIC],
     outputs: &[OUTPUT_TOPIC],
-    // Greengrass: container only; flip when container mode lands.
+    // Greengrass: container only.
     isolation: IsolationSupport {
-        container: false,
-        no_container: true,
+        container: true,
+        no_container: false,
     },
     pinned: true,
 };
