@@ -106,8 +106,10 @@ impl Slave {
         let server = Server::new(listener);
         let this = self.clone();
         let new_service = move |_addr: SocketAddr| Ok(Some(this.clone()));
-        let on_connected = |stream, addr| {
+        let on_connected = |stream: tokio::net::TcpStream, addr| {
             let new_service = new_service.clone();
+            // Small answers, sent at once (as a real device's stack does).
+            let _ = stream.set_nodelay(true);
             async move { accept_tcp_connection(stream, addr, new_service) }
         };
         server.serve(&on_connected, |_e| {}).await

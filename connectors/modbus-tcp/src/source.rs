@@ -181,13 +181,16 @@ impl Link {
                     .await
                     .map_err(|e| format!("cannot resolve {target}: {e}"))?
                 {
-                    match tokio_modbus::client::tcp::connect_slave(
-                        addr,
-                        Slave(self.source.endpoint.unit_id),
-                    )
-                    .await
-                    {
-                        Ok(ctx) => return Ok(ctx),
+                    match tokio::net::TcpStream::connect(addr).await {
+                        Ok(stream) => {
+                            // Requests are small frames each awaiting an
+                            // answer: Nagle's algorithm would only delay them.
+                            let _ = stream.set_nodelay(true);
+                            return Ok(tokio_modbus::client::tcp::attach_slave(
+                                stream,
+                                Slave(self.source.endpoint.unit_id),
+                            ));
+                        }
                         Err(e) => last = format!("cannot connect to {addr}: {e}"),
                     }
                 }
@@ -238,7 +241,11 @@ impl Link {
         // need the (non-`Sync`) Modbus context to be `Sync`.
         if let Some(end) = self.last_end {
             let until = end + self.source.min_inter_request;
-            sleep_until(until.into()).await;
+            // A timer costs a trip through tokio's millisecond wheel even
+            // when already due: skip it when there is nothing to wait for.
+            if until > Instant::now() {
+                sleep_until(until.into()).await;
+            }
         }
     }
 
