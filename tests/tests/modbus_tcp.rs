@@ -384,3 +384,146 @@ fn modbus_tcp_invalid_configuration_is_reported_not_crash_looped() {
     assert_eq!(child(&rt), Some(first), "connector not restarted");
     assert!(readings(&record).is_empty(), "nothing polled");
 }
+
+#[test]
+fn modbus_tcp_answers_adapter_requests_between_polls() {
+    let mut slave = SlaveProc::start(0, &slave_data());
+    let dir = tempfile::tempdir().expect("tmp");
+    let record = dir.path().join("rec.jsonl");
+    let feed = dir.path().join("feed.jsonl");
+    let mut g = modbus_group(&record, &capability(slave.port).to_string());
+    g["FunctionDefinitionVersion"]["Functions"]
+        .as_array_mut()
+        .expect("functions")
+        .push(function("feeder", &format!("feed {}", feed.display())));
+    g["SubscriptionDefinitionVersion"]["Subscriptions"]
+        .as_array_mut()
+        .expect("subscriptions")
+        .extend([
+            sub(
+                "requests",
+                &fn_arn("feeder"),
+                "modbus/adapter/request",
+                CONNECTOR,
+            ),
+            sub(
+                "responses",
+                CONNECTOR,
+                "modbus/adapter/response",
+                &fn_arn("rec"),
+            ),
+        ]);
+    validate(dir.path(), &g);
+    let rt = Runtime::start(&g);
+    // Polling is under way before the requests arrive.
+    let polling = wait_for(LIMIT, || all_tags(&readings(&record), 0, "GOOD"));
+    assert!(polling.is_some(), "polling: {}", read(&rt.log_path(LOG)));
+
+    let requests = [
+        json!({"request": {"operation": "ReadHoldingRegistersRequest", "device": 1, "address": 0, "count": 2}, "id": "read"}),
+        json!({"request": {"operation": "WriteSingleRegisterRequest", "device": 1, "address": 50, "value": 1234}, "id": "write"}),
+        json!({"request": {"operation": "ReadHoldingRegistersRequest", "device": 1, "address": 50, "count": 1, "source": "plc"}, "id": "readback"}),
+        json!({"request": {"operation": "ReadCoilsRequest", "device": 9, "address": 0, "count": 2}, "id": "coils"}),
+        json!({"request": {"operation": "ReadHoldingRegistersRequest", "device": 1, "address": 500, "count": 1}, "id": "exception"}),
+        json!({"request": {"operation": "ReadHoldingRegistersRequest", "device": 1, "address": "0", "count": 1}, "id": "bad-address"}),
+        json!({"request": {"operation": "ReadCoilsRequest", "device": 1, "address": 0, "count": 1, "source": "nope"}, "id": "bad-source"}),
+        json!({"request": {"operation": "ReadCoilsRequest", "device": 1, "address": 0, "count": 1}}),
+    ];
+    let lines: String = requests
+        .iter()
+        .map(|r| {
+            format!(
+                "{}\n",
+                json!({"topic": "modbus/adapter/request", "payload": r})
+            )
+        })
+        .chain(std::iter::once(
+            "{\"topic\":\"modbus/adapter/request\",\"payload\":\"{not json\"}\n".to_string(),
+        ))
+        .collect();
+    std::fs::write(&feed, lines).expect("write feed");
+
+    let responses = || -> Vec<Value> {
+        published(&record)
+            .into_iter()
+            .filter(|(t, _)| t == "modbus/adapter/response")
+            .map(|(_, p)| p)
+            .collect()
+    };
+    let all = wait_for(LIMIT, || {
+        let r = responses();
+        (r.len() > requests.len()).then_some(r)
+    });
+    let all = all.unwrap_or_else(|| {
+        panic!(
+            "responses: {:?}\nlog:\n{}",
+            responses(),
+            read(&rt.log_path(LOG))
+        )
+    });
+    let by_id = |id: &str| {
+        all.iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no response {id}: {all:?}"))
+    };
+    let r = by_id("read");
+    assert_eq!(r["response"]["status"], "success", "{r}");
+    assert_eq!(
+        r["response"]["payload"],
+        json!({"function_code": 3, "registers": [70000 & 0xffff, 1]})
+    );
+    assert_eq!(by_id("write")["response"]["status"], "success");
+    assert_eq!(
+        by_id("readback")["response"]["payload"]["registers"],
+        json!([1234])
+    );
+    let r = by_id("coils");
+    assert_eq!(
+        (
+            r["response"]["device"].clone(),
+            r["response"]["payload"]["bits"].clone()
+        ),
+        (json!(9), json!([1, 0])),
+        "{r}"
+    );
+    let r = by_id("exception");
+    assert_eq!(r["response"]["status"], "fail");
+    assert_eq!(r["response"]["error"], "Exception");
+    assert_eq!(
+        r["response"]["payload"],
+        json!({"function_code": 131, "exception_code": 2})
+    );
+    let r = by_id("bad-address");
+    assert_eq!(r["response"]["error"], "No Response", "{r}");
+    assert!(
+        r["response"]["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("address"),
+        "{r}"
+    );
+    let r = by_id("bad-source");
+    assert!(
+        r["response"]["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No source named"),
+        "{r}"
+    );
+    let unanswerable: Vec<&Value> = all.iter().filter(|r| r["id"].is_null()).collect();
+    assert_eq!(unanswerable.len(), 2, "missing id and not JSON: {all:?}");
+    assert!(unanswerable
+        .iter()
+        .all(|r| r["response"]["status"] == "fail"));
+
+    // Exactly one write reached the slave; the rejected requests never did.
+    let stats = slave.stats();
+    assert_eq!(stats["by_function"]["6"], 1, "{stats}");
+    // Polling went on throughout.
+    let before = readings(&record).len();
+    let more = wait_for(LIMIT, || {
+        (readings(&record).len() > before + 8).then_some(())
+    });
+    assert!(more.is_some(), "polling continues after the requests");
+}

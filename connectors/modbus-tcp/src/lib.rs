@@ -42,6 +42,7 @@
 //! **Isolation.** Greengrass runs this connector natively (NoContainer
 //! only), and so does Evergreen.
 
+pub mod adapter;
 pub mod config;
 pub mod decode;
 pub mod output;
@@ -57,6 +58,7 @@ use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 use tokio::sync::mpsc;
 
+use crate::adapter::{Routed, Targets, REQUEST_TOPIC, RESPONSE_TOPIC};
 use crate::config::{Capability, ConfigError};
 use crate::output::{STATUS_TOPIC, STREAM_FILTER};
 use crate::source::{Batch, Command, Log, Poller, Stats};
@@ -92,8 +94,8 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
              \"configuration\":\"<json>\"}.",
         ),
     ],
-    inputs: &[],
-    outputs: &[STREAM_FILTER, STATUS_TOPIC],
+    inputs: &[REQUEST_TOPIC],
+    outputs: &[STREAM_FILTER, STATUS_TOPIC, RESPONSE_TOPIC],
     // Greengrass runs this connector natively: NoContainer only.
     isolation: IsolationSupport {
         container: false,
@@ -178,7 +180,7 @@ pub fn start_sources(cap: &Capability, out: &mpsc::Sender<Batch>, log: &Log) -> 
                 );
             }
             // A short queue: a request waits for the poll in progress anyway.
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = mpsc::channel(adapter::QUEUE_CAPACITY);
             tokio::spawn(source::run_source(poller, out.clone(), rx));
             Running {
                 name: source.name.clone(),
@@ -199,7 +201,7 @@ pub async fn run() -> Result<(), SdkError> {
         handle.log(level, note);
     }
     let (batch_tx, mut batches) = mpsc::channel::<Batch>(BATCH_QUEUE);
-    let _running = match &settings.capability {
+    let running = match &settings.capability {
         Ok(cap) => {
             let running = start_sources(cap, &batch_tx, &log_to(&handle));
             let summary: Vec<(String, String, String)> = cap
@@ -230,6 +232,10 @@ pub async fn run() -> Result<(), SdkError> {
         }
     };
     drop(batch_tx);
+    let targets = match &settings.capability {
+        Ok(_) => Targets::Sources(&running),
+        Err(_) => Targets::InvalidConfiguration,
+    };
     loop {
         tokio::select! {
             Some(batch) = batches.recv() => {
@@ -243,8 +249,25 @@ pub async fn run() -> Result<(), SdkError> {
                 Some(Event::Refused { topic, reason }) => {
                     handle.warn(format!("publish on {topic} refused: {reason}"))
                 }
+                Some(Event::Message(m)) if m.topic == REQUEST_TOPIC => {
+                    match adapter::route(&m.payload, &targets) {
+                        Routed::Answer(response) => {
+                            publish_or_log(&handle, RESPONSE_TOPIC, response.to_json()).await?
+                        }
+                        Routed::Pending(answer) => {
+                            // Answered when the source's task gets to it; the
+                            // queue bound limits how many of these wait.
+                            let handle = handle.clone();
+                            tokio::spawn(async move {
+                                if let Ok(response) = answer.await {
+                                    let _ = publish_or_log(&handle, RESPONSE_TOPIC, response.to_json()).await;
+                                }
+                            });
+                        }
+                    }
+                }
                 Some(Event::Message(m)) => {
-                    handle.warn(format!("unexpected message on {}: this connector takes no input", m.topic))
+                    handle.warn(format!("unexpected message on {}: requests go to {REQUEST_TOPIC}", m.topic))
                 }
             }
         }

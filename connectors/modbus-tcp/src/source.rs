@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use evergreen_connector_modbus::request::Request;
+use evergreen_connector_modbus::response::Response;
 use evergreen_ipc::LogLevel;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::slave::{Slave, SlaveContext};
@@ -493,25 +495,13 @@ fn reading(
 }
 
 /// Work for a source task besides polling.
+#[derive(Debug)]
 pub enum Command {
-    /// Run `job` with the connected context, after pacing; it answers on its own.
-    Exclusive(Box<dyn ExclusiveJob>),
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command::Exclusive")
-    }
-}
-
-/// Something that needs the source's connection for one request (the
-/// request/response path); see `adapter`.
-pub trait ExclusiveJob: Send {
-    /// Runs with the link; the link is connected when `Ok`.
-    fn run<'a>(
-        self: Box<Self>,
-        link: &'a mut Link,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+    /// One request/response transaction (see `adapter`), answered on `reply`.
+    Adapter {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
 }
 
 /// Runs a source until `commands` closes: polls every group at its rate
@@ -536,7 +526,11 @@ pub async fn run_source(
             biased;
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Exclusive(job)) => job.run(&mut poller.link).await,
+                Some(Command::Adapter { request, reply }) => {
+                    let response = crate::adapter::run_on(&mut poller.link, &request).await;
+                    // The requester may be gone (connector stopping): nothing to do.
+                    let _ = reply.send(response);
+                }
             },
             () = async {
                 match next {
