@@ -13,7 +13,16 @@
 //! cloud. `alias` is `measurementDataStreamPrefix` + `tag` (the SiteWise guide:
 //! the prefix is prepended to every data stream of the source), `name` is the
 //! `tag`, `timestamp` is milliseconds since the Unix epoch when the response
-//! arrived, `quality` is `GOOD` or `BAD` (see [`source`]).
+//! arrived (or, for a `BAD` reading without one, when the poll gave up),
+//! `value` is a JSON boolean, integer, number or string as `dstDataType`
+//! says (see [`decode`]), and `quality` is `GOOD` or `BAD`, a `BAD` reading's
+//! value being `null` (exactly when: [`source`]).
+//!
+//! **Requests and responses.** Like the Modbus-RTU adapter, the connector
+//! takes `modbus/adapter/request` and answers on `modbus/adapter/response`,
+//! with the same messages (the shared `evergreen_connector_modbus` code), for
+//! the configured TCP endpoints; `request.source` picks the source (see
+//! [`adapter`]).
 //!
 //! **Parameters.** `CapabilityConfiguration` (optional, as in Greengrass) is
 //! the SiteWise Modbus TCP capability configuration, either the document

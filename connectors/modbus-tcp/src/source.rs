@@ -1,12 +1,30 @@
 //! One source's task: owns the TCP connection to its endpoint, polls each
-//! property group at its rate, and paces every request to the endpoint.
+//! property group at its rate, runs adapter requests between polls, and
+//! paces every request to the endpoint.
 //!
-//! Transport failures are kept apart from device answers: a Modbus exception
-//! makes the tags of that one request `BAD` and keeps the connection; a
-//! refused connection, a broken socket or a timeout drops the connection,
-//! makes every reading `BAD` until a reconnect succeeds, and reconnects are
-//! spaced by a capped exponential backoff. Nothing here panics on what a
-//! device sends.
+//! Transport failures are kept apart from device answers. **Quality**, exactly:
+//!
+//! - `GOOD`: the tag's read answered and its value decoded and converted.
+//! - `BAD`, value `null`, one reading per tag per scheduled poll, nothing
+//!   dropped:
+//!   - the device answered the tag's read with a Modbus exception (only the
+//!     tags of that one request; the connection stays; logged at WARN once
+//!     until the read works again);
+//!   - the endpoint is down: connection refused or reset, no connection or
+//!     no answer within 3 s, a short or mismatched answer. The connection is
+//!     dropped, the rest of that poll and every poll until a reconnect
+//!     succeeds are `BAD` at once (no waiting on a dead device), and
+//!     reconnects are tried no sooner than a backoff that doubles from
+//!     250 ms to 10 s (logged at WARN once per outage, INFO when back);
+//!   - the value cannot be represented in `dstDataType`: a NaN or infinite
+//!     float, an integer outside 64 bits, a float out of integer range
+//!     (logged at DEBUG).
+//!
+//! `minimumInterRequestDuration` is the quiet time from the end of one
+//! request (its answer or failure) to the start of the next on the same
+//! endpoint, polls and adapter requests alike. A poll that overruns its
+//! group's rate skips the missed ticks rather than bursting to catch up.
+//! Nothing here panics on what a device sends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -521,9 +539,9 @@ pub async fn run_source(
             .enumerate()
             .min_by_key(|(_, t)| **t)
             .map(|(g, t)| (g, *t));
+        // Unbiased: polls and requests take turns when both are ready, so a
+        // flood of requests cannot starve polling (nor the reverse).
         tokio::select! {
-            // Commands first: a request waits at most one poll.
-            biased;
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Adapter { request, reply }) => {
