@@ -4,7 +4,22 @@
 //! This module never touches the network and never panics on input: a bad
 //! document is a list of [`ConfigError`]s, not an exception. The rules that
 //! the SiteWise guide leaves open (address notation, type names, sizes) are
-//! decided here and documented on each item.
+//! decided here and documented on each item:
+//!
+//! - `type` fields, when present, must be `ModBusTCPSource`,
+//!   `StreamManager`, `ModBusTCPAddress`; `scanMode.type` must be `POLL`.
+//! - `destination.streamName` follows stream manager's rule (1–255 of
+//!   letters, digits, spaces, `, . - _`) and names the readings' topic;
+//!   `streamBufferSize` is accepted and unused (no stream manager here).
+//! - `endpoint.ipAddress` is an IP address or a host name (resolved at each
+//!   connection attempt); `port` 1–65535, default 502; `unitId` 0–255,
+//!   default 1.
+//! - `minimumInterRequestDuration` 0–86400000 ms (default 0) and
+//!   `scanMode.rate` 1–86400000 ms; numbers may also be strings of digits.
+//! - Names must be unique: sources, groups within a source, tags within a group.
+//! - Addresses: [`parse_address`]; types and transformations: [`crate::decode`];
+//!   sizes: `check_size` (fixed-width types need no `size`, text and
+//!   hexdump do, at most 125 registers; bit tables hold `bool` only).
 
 use std::fmt;
 use std::time::Duration;

@@ -48,6 +48,10 @@
 //! is announced on `modbus/tcp/status` as
 //! `{"status":"success","sources":[{"name","endpoint","topic"}]}`.
 //!
+//! **Name.** The connector ARN is `…/connectors/ModbusTCPConnector/versions/N`
+//! as the guide's tables say; its CLI example's `…/connectors/ModbusTCP/…`
+//! **[doc inconsistency]** is taken for a slip and not accepted.
+//!
 //! **Isolation.** Greengrass runs this connector natively (NoContainer
 //! only), and so does Evergreen.
 

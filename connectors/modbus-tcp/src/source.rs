@@ -197,7 +197,12 @@ impl Link {
             let target = self.endpoint();
             let attempt = async {
                 let mut last = String::from("no address");
-                for addr in tokio::net::lookup_host(&target)
+                // (host, port) rather than "host:port", so an IPv6 literal works.
+                let (host, port) = (
+                    self.source.endpoint.host.as_str(),
+                    self.source.endpoint.port,
+                );
+                for addr in tokio::net::lookup_host((host, port))
                     .await
                     .map_err(|e| format!("cannot resolve {target}: {e}"))?
                 {

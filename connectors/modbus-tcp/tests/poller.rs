@@ -210,3 +210,22 @@ async fn an_endpoint_that_goes_away_reads_bad_then_good_again() {
     assert!(good, "readings GOOD again once the device is back");
     assert!(stats.bad.load(Ordering::Relaxed) >= 24);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_literal_endpoint_connects() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("SKIP an_ipv6_literal_endpoint_connects: no IPv6 loopback on this machine");
+        return;
+    };
+    let port = listener.local_addr().expect("addr").port();
+    let slave = Slave::new(&data());
+    let _server = start_slave(listener, &slave).await;
+    let mut cap = capability(port, 0, &[]);
+    cap.sources[0].endpoint.host = "::1".into();
+    let mut poller = Poller::new(Arc::new(cap.sources[0].clone()), quiet(), Arc::default());
+    let batch = poller.poll(0).await;
+    assert!(
+        batch.readings.iter().all(|r| r.quality == Quality::Good),
+        "{batch:?}"
+    );
+}
