@@ -428,6 +428,16 @@ impl<'a> Fields<'a> {
         out
     }
 
+    /// The value of a parse of field `key`, or its error recorded.
+    fn record<T>(
+        &self,
+        errors: &mut Vec<ConfigError>,
+        key: &str,
+        parsed: Result<T, String>,
+    ) -> Option<T> {
+        parsed.map_err(|e| errors.push(err(self.at(key), e))).ok()
+    }
+
     /// `type` must be `expected` when present.
     fn type_is(&self, expected: &str, errors: &mut Vec<ConfigError>) {
         if let Some(t) = self.string("type", false, errors) {
@@ -627,40 +637,17 @@ fn parse_tag(t: &Fields<'_>, prefix: &str, errors: &mut Vec<ConfigError>) -> Opt
             None
         }
     }
-    .and_then(|a| match parse_address(&a) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            errors.push(err(t.at("address"), e));
-            None
-        }
-    });
+    .and_then(|a| t.record(errors, "address", parse_address(&a)));
     let src = t
         .string("srcDataType", true, errors)
-        .and_then(|s| match SrcType::parse(&s) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                errors.push(err(t.at("srcDataType"), e));
-                None
-            }
-        });
-    let transform =
-        t.string("transformation", false, errors)
-            .map_or(Some(Transform::NoSwap), |s| match Transform::parse(&s) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    errors.push(err(t.at("transformation"), e));
-                    None
-                }
-            });
+        .and_then(|s| t.record(errors, "srcDataType", SrcType::parse(&s)));
+    let transform = match t.string("transformation", false, errors) {
+        None => Some(Transform::NoSwap),
+        Some(s) => t.record(errors, "transformation", Transform::parse(&s)),
+    };
     let dst = t
         .string("dstDataType", true, errors)
-        .and_then(|s| match DstType::parse(&s) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                errors.push(err(t.at("dstDataType"), e));
-                None
-            }
-        });
+        .and_then(|s| t.record(errors, "dstDataType", DstType::parse(&s)));
     let size = t.integer("size", false, (1, u64::from(MAX_BITS)), errors);
     let (Some(address), Some(src), Some(dst)) = (address, src, dst) else {
         return None;
