@@ -42,6 +42,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_modbus::MANIFEST,
         main: || Box::pin(evergreen_connector_modbus::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_modbus_tcp::MANIFEST,
+        main: || Box::pin(evergreen_connector_modbus_tcp::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.
