@@ -38,6 +38,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_device_defender::MANIFEST,
         main: || Box::pin(evergreen_connector_device_defender::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_serial_stream::MANIFEST,
+        main: || Box::pin(evergreen_connector_serial_stream::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.
