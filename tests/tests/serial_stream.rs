@@ -494,6 +494,21 @@ fn serial_stream_writes_reads_on_demand_and_refuses_bad_requests() {
     assert_eq!(peer.receive(5, LIMIT), b"after");
     assert_eq!(peer.receive(1, Duration::from_millis(300)), b"");
 
+    // The write limit is inclusive: 128000 bytes all arrive (the test reads
+    // while the connector writes; the pty holds only a few KiB).
+    let big: String = (0..128_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    cx.request("write", json!({"data": big, "type": "ascii", "id": "big"}));
+    let arrived = peer.receive(big.len(), LIMIT);
+    assert!(
+        arrived == big.as_bytes(),
+        "{} of {} bytes arrived intact",
+        arrived.len(),
+        big.len()
+    );
+    cx.expect_success("big");
+
     let log = connector_log(&rt);
     assert!(
         log.contains(&format!(

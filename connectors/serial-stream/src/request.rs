@@ -513,6 +513,51 @@ mod tests {
             .contains("above the write limit of 128000 bytes"));
     }
 
+    proptest::proptest! {
+        // Outside input: whatever the bytes, a request or a rejection, and
+        // never a panic.
+        #[test]
+        fn any_bytes_are_answered(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = parse(Operation::Read, &payload);
+            let _ = parse(Operation::Write, &payload);
+        }
+
+        #[test]
+        fn any_field_values_are_answered(
+            length in proptest::option::of(".{0,12}"),
+            kind in proptest::option::of("(?i)(ascii|hex|[a-z]{0,5})"),
+            data in proptest::option::of("[A-Za-z0-9+/=!é ]{0,40}"),
+            id in proptest::option::of(".{0,4}"),
+            numeric in proptest::bool::ANY,
+        ) {
+            let mut fields = serde_json::Map::new();
+            if let Some(l) = length {
+                let value = match (numeric, l.parse::<i64>()) {
+                    (true, Ok(n)) => json!(n),
+                    _ => json!(l),
+                };
+                fields.insert("readLength".into(), value);
+            }
+            for (key, value) in [("type", kind), ("data", data), ("id", id)] {
+                if let Some(v) = value {
+                    fields.insert(key.into(), json!(v));
+                }
+            }
+            let payload = Value::Object(fields).to_string();
+            for operation in [Operation::Read, Operation::Write] {
+                match parse(operation, payload.as_bytes()) {
+                    Ok(Request::Read { length, .. }) => {
+                        proptest::prop_assert!((1..=MAX_READ_LENGTH).contains(&length))
+                    }
+                    Ok(Request::Write { data, .. }) => {
+                        proptest::prop_assert!(!data.is_empty() && data.len() <= MAX_WRITE_LENGTH)
+                    }
+                    Err(r) => proptest::prop_assert!(!r.message.is_empty()),
+                }
+            }
+        }
+    }
+
     #[test]
     fn unicode_text_is_written_as_utf8_and_long_values_are_cut_in_messages() {
         assert_eq!(

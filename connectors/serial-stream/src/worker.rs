@@ -112,6 +112,8 @@ impl Worker {
                     self.settings.options.baud_rate
                 ));
                 self.port = Some(stream);
+                // The next failure is news again, and is logged.
+                self.last_error.clear();
                 true
             }
             Err(e) => {
