@@ -716,3 +716,90 @@ fn serial_stream_fails_requests_while_the_port_is_gone_and_reopens_it() {
     );
     drop(socat);
 }
+
+#[test]
+fn serial_stream_answers_busy_beyond_its_queue() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(mut socat) = Socat::start(
+        &dir.path().join("a"),
+        &dir.path().join("b"),
+        &dir.path().join("socat.log"),
+    ) else {
+        return;
+    };
+    let mut peer = Peer::open(&socat.peer);
+    let feed_file = dir.path().join("feed.jsonl");
+    let record = dir.path().join("record.jsonl");
+    let g = serial_group(&socat.port, &feed_file, &record, &[("Timeout", "3")]);
+    let rt = Runtime::start(&g);
+    let cx = Context {
+        rt: &rt,
+        feed: &feed_file,
+        record: &record,
+        port: &socat.port,
+    };
+    // A read with nothing to read holds the port for the Timeout, while
+    // 300 one-byte writes arrive: 256 wait their turn, the rest are busy.
+    cx.request("write", json!({"data": "!", "type": "ascii", "id": "warm"}));
+    cx.expect_success("warm");
+    assert_eq!(peer.receive(1, LIMIT), b"!");
+    let mut lines = String::new();
+    let line = |topic: String, payload: Value| {
+        json!({"topic": topic, "payload": payload}).to_string() + "\n"
+    };
+    lines.push_str(&line(
+        cx.topic("read"),
+        json!({"readLength": "1", "type": "ascii", "id": "hold"}),
+    ));
+    for i in 0..300 {
+        lines.push_str(&line(
+            cx.topic("write"),
+            json!({"data": "x", "type": "ascii", "id": format!("q{i}")}),
+        ));
+    }
+    // One append, so the feed publishes them all at once.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&feed_file)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
+        .expect("feed");
+    cx.expect_fail("hold", "Read timed out: no data");
+    let all = wait_for(LIMIT, || {
+        let statuses = published(&record, "status", &socat.port);
+        (statuses.len() >= 302).then_some(statuses)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} statuses",
+            published(&record, "status", &socat.port).len()
+        )
+    });
+    let busy: Vec<usize> = (0..300)
+        .filter(|i| {
+            let id = format!("q{i}");
+            let mine: Vec<&Value> = all.iter().filter(|s| s["id"] == id.as_str()).collect();
+            assert_eq!(mine.len(), 1, "one status for {id}");
+            match mine[0]["response"]["status"].as_str() {
+                Some("success") => false,
+                _ => {
+                    let message = mine[0]["response"]["error_message"]
+                        .as_str()
+                        .unwrap_or_default();
+                    assert!(message.contains("busy: 256 requests"), "{}", mine[0]);
+                    true
+                }
+            }
+        })
+        .collect();
+    assert!(!busy.is_empty(), "the queue never filled");
+    // The port task may take the read from the queue a little late (one
+    // thread, cooperative), so the 256th write may find the queue full.
+    assert!(busy.len() <= 300 - 255, "{} busy", busy.len());
+    assert!(
+        busy.iter().all(|i| *i >= 255),
+        "only requests beyond the queue are busy: {busy:?}"
+    );
+    let written = peer.receive(300 - busy.len(), LIMIT);
+    assert_eq!(written, vec![b'x'; 300 - busy.len()]);
+    socat.stop();
+}

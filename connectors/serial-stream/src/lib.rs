@@ -17,8 +17,9 @@
 //! read_response  {"data": "…", "id": "abc123"}     (base64 when type is hex)
 //! ```
 //!
-//! Every request gets exactly one status; a read that received bytes
-//! publishes them on `read_response` first. `id` is echoed when given.
+//! Every request gets exactly one status (requests still queued when the
+//! connector is stopped get none); a read that received bytes publishes
+//! them on `read_response` first. `id` is echoed when given.
 //!
 //! **Choices where the Greengrass guide is silent or inconsistent** (also in
 //! the README):
@@ -308,6 +309,7 @@ pub async fn run() -> Result<(), SdkError> {
 }
 
 /// Queues a job, or answers it at once with "busy" when the queue is full.
+/// Only a closed link to the supervisor is an error.
 async fn enqueue(jobs: &mpsc::Sender<Job>, job: Job, handle: &Handle) -> Result<(), SdkError> {
     match jobs.try_send(job) {
         Ok(()) => Ok(()),
@@ -319,9 +321,15 @@ async fn enqueue(jobs: &mpsc::Sender<Job>, job: Job, handle: &Handle) -> Result<
             };
             let message = format!("busy: {QUEUE} requests are already waiting for the serial port");
             handle.warn(format!("request refused: {message}"));
-            handle
-                .publish(job.status_topic, response::failure(&message, id.as_ref()))
-                .await
+            let body = response::failure(&message, id.as_ref());
+            match handle.publish(job.status_topic.as_str(), body).await {
+                Err(SdkError::Closed) => Err(SdkError::Closed),
+                Err(e) => {
+                    handle.error(format!("cannot publish on {}: {e}", job.status_topic));
+                    Ok(())
+                }
+                Ok(()) => Ok(()),
+            }
         }
         // The port task is gone; the main loop sees why next.
         Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),

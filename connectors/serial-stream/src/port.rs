@@ -84,7 +84,8 @@ pub fn open(
         })?;
         if !dropped.is_empty() {
             warning = Some(format!(
-                "serial port {name}: the driver did not keep {} for {what} (a pseudo-terminal has no parity)",
+                "serial port {name}: the driver did not keep {} for {what} (pseudo-terminals have no parity bit; \
+                 other drivers may lack CMSPAR)",
                 dropped.join(", ")
             ));
         }

@@ -224,8 +224,8 @@ impl Settings {
         )
     }
 
-    /// `serial/<core>/status/<port>`: where polling problems are not sent
-    /// (they are logged) but where request statuses for this port go.
+    /// `serial/<core>/status/<port>`: where statuses of requests for this
+    /// port go (polling reads have none; their problems are logged).
     pub fn status_topic(&self) -> String {
         format!("serial/{}/status/{}", self.core_thing_name, self.topic_port)
     }
