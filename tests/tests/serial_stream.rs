@@ -509,6 +509,18 @@ fn serial_stream_writes_reads_on_demand_and_refuses_bad_requests() {
     );
     cx.expect_success("big");
 
+    // The connector's footprint after a 128000-byte write, for the record.
+    match children_of(rt.pid())
+        .into_iter()
+        .find(|pid| cmdline(*pid).contains("connector SerialStream"))
+    {
+        Some(pid) => eprintln!(
+            "SerialStream child pid {pid}: VmRSS {} KiB",
+            vm_rss_kb(pid).map_or("?".to_string(), |k| k.to_string())
+        ),
+        None => eprintln!("SerialStream child not found among the runtime's children"),
+    }
+
     let log = connector_log(&rt);
     assert!(
         log.contains(&format!(

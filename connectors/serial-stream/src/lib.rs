@@ -74,6 +74,8 @@
 //! M (mark) and S (space), which tokio-serial cannot set, are set directly
 //! in termios (`CMSPAR`), as is `RtsCts` *and* `XonXoff` together, which
 //! tokio-serial's single flow-control choice cannot say (see [`port`]).
+//! With `XonXoff`, bytes 0x11 and 0x13 are flow control, not data, as with
+//! pyserial: send binary data with it off.
 //!
 //! **Where the port is opened.** The group gives a
 //! `LocalDeviceResourceData` resource named by `SerialPort-ResourceId`;
