@@ -78,6 +78,10 @@ check "service enabled (wants symlink)" test -L /etc/systemd/system/multi-user.t
 check "config installed" test -f /etc/evergreen/config.json
 check "config is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' evergreen | grep -q /etc/evergreen/config.json"
 check "config valid (evergreen validate --config)" /usr/bin/evergreen validate --config /etc/evergreen/config.json
+check "evergreen check: container mode can run (as root)" /usr/bin/evergreen check
+check "evergreen check as user evergreen: refuses, naming the privilege" sh -c \
+    "! runuser -u evergreen -- /usr/bin/evergreen check >/tmp/evergreen-check.out 2>&1 && grep -q CAP_SYS_ADMIN /tmp/evergreen-check.out"
+rm -f /tmp/evergreen-check.out
 check "user evergreen exists" getent passwd evergreen
 check "group evergreen exists" getent group evergreen
 check "user evergreen has no login shell" sh -c "getent passwd evergreen | grep -q ':/usr/sbin/nologin$'"
@@ -110,14 +114,19 @@ check "evergreen status --socket /run/evergreen/control.sock answers" test $ok =
 check "evergreen status (default config path)" timeout 5 /usr/bin/evergreen status
 check "evergreen logs MessageLog -n 2 (default config path)" timeout 5 /usr/bin/evergreen logs MessageLog -n 2
 # Components run as the package's unprivileged user (evergreen.defaultRunAs
-# in the installed config), the runtime itself as root.
+# in the installed config), the runtime itself as root. A container-mode
+# component (DeviceDefender) is the child of its container's waiter, a fork
+# of the runtime that stays root and only waits; connectors are the
+# processes whose arguments are `evergreen connector <Name>`.
 components_are_evergreen() {
-    local evg users
+    local evg waiters users count
     evg=$(pgrep -P "$runtime_pid" -x evergreen | head -n 1)
     [ -n "$evg" ] || return 1
-    users=$(ps -o user= --ppid "$evg" | sort -u | tr -d ' ')
-    echo "component users: ${users:-none}"
-    [ "$users" = evergreen ]
+    waiters=$(pgrep -P "$evg" | paste -sd, -)
+    users=$(ps -o user:32=,args= --ppid "$evg${waiters:+,$waiters}" | awk '$3 == "connector" {print $1}' | sort -u | paste -sd' ' -)
+    count=$(ps -o args= --ppid "$evg${waiters:+,$waiters}" | awk '$2 == "connector"' | wc -l)
+    echo "component users: ${users:-none} ($count connectors)"
+    [ "$users" = evergreen ] && [ "$count" = 3 ]
 }
 check "components run as user evergreen" components_are_evergreen
 kill -TERM "$runtime_pid" 2>/dev/null

@@ -39,6 +39,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         main: || Box::pin(evergreen_connector_device_defender::run()),
     },
     BuiltinConnector {
+        manifest: &evergreen_connector_modbus::MANIFEST,
+        main: || Box::pin(evergreen_connector_modbus::run()),
+    },
+    BuiltinConnector {
         manifest: &evergreen_connector_serial_stream::MANIFEST,
         main: || Box::pin(evergreen_connector_serial_stream::run()),
     },

@@ -113,6 +113,11 @@ pub enum Command {
     },
     /// List the connectors built into this binary, with their parameters and topics.
     Connectors,
+    /// Check whether this host can run container mode (GreengrassContainer):
+    /// kernel, namespaces, cgroups and controllers, no_new_privs, privileges.
+    ///
+    /// Exit status 0 when it can, 1 when it cannot (NoContainer still works).
+    Check,
     /// Print the embedded default group, a starting point for your own.
     DefaultGroup,
     /// Run a built-in connector over stdio (used by the supervisor).
@@ -221,6 +226,7 @@ pub fn main() -> ExitCode {
             print!("{}", run::DEFAULT_GROUP);
             ExitCode::SUCCESS
         }
+        Command::Check => crate::check::command(),
         Command::Connectors => {
             print!("{}", run::describe_connectors());
             ExitCode::SUCCESS

@@ -18,6 +18,7 @@
 use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fmt;
+use std::path::Path;
 use std::process::ExitStatus;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,10 +36,10 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RestartPolicy;
-use crate::group::plan::{ComponentSpec, GroupPlan, Launch, ResourceData, RunAs};
+use crate::group::plan::{ComponentSpec, GroupPlan, Isolation, Launch, ResourceData, RunAs};
 use crate::logs::LogFile;
 use crate::router::{QueueReceiver, Router};
-use crate::sandbox::{Sandboxes, SpawnSpec};
+use crate::sandbox::{ContainerGuard, MountKind, ResourceMount, Sandboxes, SpawnSpec};
 
 /// Longest stderr line kept whole; longer ones are cut so a child that never
 /// writes a newline cannot make us buffer without bound.
@@ -64,6 +65,8 @@ pub struct RuntimeSettings {
     pub restart_overrides: std::collections::BTreeMap<String, RestartSettings>,
     /// `<root>/var/log`.
     pub log_root: std::path::PathBuf,
+    /// `<root>/resources`: where model resources are read from.
+    pub resource_root: std::path::PathBuf,
     /// The program re-executed for built-in connectors (`/proc/self/exe`).
     pub self_exe: std::path::PathBuf,
     pub core_thing_name: String,
@@ -175,6 +178,8 @@ pub enum ExitReason {
     /// A function took longer than its `Timeout` over one delivery.
     HandlerTimeout(Duration),
     SpawnFailed(String),
+    /// The kernel's OOM killer ended it at its cgroup's memory limit (KB).
+    MemoryLimit(u64),
 }
 
 impl ExitReason {
@@ -199,6 +204,12 @@ impl fmt::Display for ExitReason {
                 )
             }
             ExitReason::SpawnFailed(why) => write!(f, "could not start: {why}"),
+            ExitReason::MemoryLimit(kb) => {
+                write!(
+                    f,
+                    "memory limit exceeded (MemorySize {kb} KB): killed by the kernel"
+                )
+            }
         }
     }
 }
@@ -362,6 +373,8 @@ struct Instance {
     /// The only strong sender: dropping the instance ends its writer, which
     /// releases the inbox for the next child.
     cmds: mpsc::UnboundedSender<WriterCmd>,
+    /// The container's cgroup and mount point (container mode only).
+    container: Option<ContainerGuard>,
 }
 
 /// The actor owning one component.
@@ -406,39 +419,88 @@ impl fmt::Debug for ComponentActor {
 }
 
 /// What a component needs from the group beyond its own spec: the resources
-/// it was granted, resolved to paths.
+/// it was granted, resolved to paths, and for a container what to mount.
 #[derive(Debug, Clone, Default)]
 pub struct ComponentEnv {
     pub resources: std::collections::BTreeMap<String, ResourceGrant>,
+    pub mounts: Vec<ResourceMount>,
 }
 
 impl ComponentEnv {
-    /// Resolves the resources `spec` was granted in `plan`. In `NoContainer`
-    /// mode nothing is mounted, so a grant's path is the host path (the
-    /// volume's `SourcePath`), as Greengrass's NoContainer functions see it.
-    pub fn for_component(spec: &ComponentSpec, plan: &GroupPlan) -> Self {
+    /// Resolves the resources `spec` was granted in `plan`.
+    ///
+    /// In `NoContainer` mode nothing is mounted, so a grant's path is the
+    /// host path (the volume's `SourcePath`), as Greengrass's NoContainer
+    /// functions see it. In a container the grant's path is where the
+    /// resource is mounted: a device at its own path, a volume or model at
+    /// its `DestinationPath`. Model resources are read from
+    /// `<resource_root>/ml/<resource id>` on the host: this build does not
+    /// download models, the operator places them there.
+    pub fn for_component(spec: &ComponentSpec, plan: &GroupPlan, resource_root: &Path) -> Self {
+        let container = spec.isolation == Isolation::GreengrassContainer;
         let mut resources = std::collections::BTreeMap::new();
+        let mut mounts = Vec::new();
         for access in &spec.resources {
             let Some(res) = plan.resources.get(&access.resource_id) else {
                 continue;
             };
-            let path = match &res.data {
-                ResourceData::LocalDevice { source_path, .. } => source_path.clone(),
-                ResourceData::LocalVolume { source_path, .. } => source_path.clone(),
+            let (kind, source, target, owner) = match &res.data {
+                ResourceData::LocalDevice {
+                    source_path,
+                    group_owner,
+                } => (
+                    MountKind::Device,
+                    source_path.clone(),
+                    source_path.clone(),
+                    (group_owner.auto_add, group_owner.group.clone()),
+                ),
+                ResourceData::LocalVolume {
+                    source_path,
+                    destination_path,
+                    group_owner,
+                } => (
+                    MountKind::Volume,
+                    source_path.clone(),
+                    destination_path.clone(),
+                    (group_owner.auto_add, group_owner.group.clone()),
+                ),
                 ResourceData::MachineLearningModel {
-                    destination_path, ..
-                } => destination_path.clone(),
+                    destination_path,
+                    group_owner,
+                    ..
+                } => (
+                    MountKind::Model,
+                    resource_root.join("ml").join(&access.resource_id),
+                    destination_path.clone(),
+                    (false, group_owner.clone()),
+                ),
                 ResourceData::Secret { .. } => continue,
+            };
+            let seen = if container || kind == MountKind::Model {
+                &target
+            } else {
+                &source
             };
             resources.insert(
                 access.resource_id.clone(),
                 ResourceGrant {
-                    path: path.display().to_string(),
+                    path: seen.display().to_string(),
                     read_write: access.read_write,
                 },
             );
+            if container {
+                mounts.push(ResourceMount {
+                    resource_id: access.resource_id.clone(),
+                    kind,
+                    source,
+                    target,
+                    read_write: access.read_write,
+                    auto_add_group_owner: owner.0,
+                    group_owner: owner.1,
+                });
+            }
         }
-        ComponentEnv { resources }
+        ComponentEnv { resources, mounts }
     }
 }
 
@@ -594,6 +656,9 @@ impl ComponentActor {
             },
             working_dir: None,
             memory_kb: spec.memory_kb,
+            instance: crate::sandbox::cgroup::cgroup_name(&spec.id, self.generation),
+            hostname: hostname(&spec.name),
+            mounts: self.plan_env.mounts.clone(),
         }
     }
 
@@ -625,12 +690,15 @@ impl ComponentActor {
         self.generation += 1;
         let generation = self.generation;
         self.state = ComponentState::Starting;
+        // Start-up time counts from here, so it includes what the sandbox
+        // does before exec (for a container: cgroup, namespaces, mounts).
+        let spawn_began = Instant::now();
         let spawned = self
             .sandboxes
             .for_mode(self.spec.isolation, &self.spec.arn)
             .and_then(|sandbox| sandbox.spawn(&self.spawn_spec()));
-        let mut child = match spawned {
-            Ok(child) => child,
+        let (mut child, container) = match spawned {
+            Ok(spawned) => (spawned.child, spawned.container),
             Err(e) => {
                 if holds_slot {
                     self.settings.on_demand_slots.give_back();
@@ -650,6 +718,9 @@ impl ComponentActor {
             }
             self.note(LogLevel::Error, "child has no stdio pipes");
             let _ = child.start_kill();
+            if let Some(c) = container {
+                self.release_container(c, false);
+            }
             self.after_exit(
                 ctx,
                 ExitReason::SpawnFailed("no stdio pipes".into()),
@@ -702,11 +773,25 @@ impl ComponentActor {
             inflight,
             holds_slot,
             pid,
-            started: Instant::now(),
+            started: spawn_began,
             ready: false,
             violation: None,
             cmds: cmd_tx,
+            container,
         });
+    }
+
+    /// Removes what a container left on the host once its child is gone.
+    /// Returns whether the kernel OOM-killed something in it.
+    fn release_container(&self, container: ContainerGuard, check_oom: bool) -> bool {
+        let oom = check_oom && container.oom_killed();
+        if let Err(e) = container.remove() {
+            self.note(
+                LogLevel::Warn,
+                &format!("cannot clean up the container: {e}"),
+            );
+        }
+        oom
     }
 
     fn current(&self, generation: u64) -> Option<&Instance> {
@@ -1014,7 +1099,7 @@ impl Handler<InstanceEvent> for ComponentActor {
                 }
                 self.note(
                     LogLevel::Info,
-                    &format!("ready after {} ms", took.as_millis()),
+                    &format!("ready after {:.2} ms", took.as_secs_f64() * 1000.0),
                 );
             }
             InstanceEventKind::Violation(why) => {
@@ -1031,7 +1116,13 @@ impl Handler<InstanceEvent> for ComponentActor {
                 if let Some(pid) = inst.pid.and_then(|p| i32::try_from(p).ok()) {
                     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                 }
+                let oom = inst
+                    .container
+                    .is_some_and(|c| self.release_container(c, true));
                 let reason = inst.violation.clone().unwrap_or_else(|| match status {
+                    // The kernel says why it killed: a SIGKILL from the OOM
+                    // killer is reported as what it is.
+                    Ok(_) if oom => ExitReason::MemoryLimit(self.spec.memory_kb.unwrap_or(0)),
                     Ok(st) => exit_reason(st),
                     Err(e) => ExitReason::SpawnFailed(format!("cannot wait for the child: {e}")),
                 });
@@ -1401,6 +1492,27 @@ async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
         if done {
             return Ok(consumed);
         }
+    }
+}
+
+/// A hostname for a component's container: its name, limited to what a
+/// hostname may hold.
+fn hostname(name: &str) -> String {
+    let h: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if h.is_empty() {
+        "component".into()
+    } else {
+        h
     }
 }
 

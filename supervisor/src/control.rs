@@ -1460,6 +1460,7 @@ mod tests {
             restart,
             restart_overrides: BTreeMap::new(),
             log_root: PathBuf::from("/nonexistent"),
+            resource_root: PathBuf::from("/nonexistent"),
             self_exe: PathBuf::from("/proc/self/exe"),
             core_thing_name: "core".into(),
             core_thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/core".into(),
@@ -1479,7 +1480,7 @@ mod tests {
         actix_rt::System::new().block_on(async move {
             let router = Arc::new(Router::new(SubscriptionTable::default()));
             let supervisor =
-                Supervisor::new(settings(), router.clone(), Sandboxes::detect()).start();
+                Supervisor::new(settings(), router.clone(), Sandboxes::plain_only()).start();
             let socket = ControlSocket::bind(&path).await.expect("bind");
             let mut state = ControlState::new(
                 supervisor,

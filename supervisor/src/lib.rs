@@ -13,6 +13,7 @@
 //! [`tail`] is `evergreen logs`, which finds a log file through it.
 
 pub mod catalogue;
+pub mod check;
 pub mod cli;
 pub mod component;
 pub mod config;

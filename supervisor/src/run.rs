@@ -98,6 +98,7 @@ fn validation_options(cfg: &CoreConfig, base_dir: PathBuf) -> ValidationOptions 
         default_core_thing_arn: cfg.core_thing.thing_arn.clone(),
         secret_name_prefix: Some(cfg.evergreen.secret_name_prefix.clone())
             .filter(|p| !p.is_empty()),
+        container_unavailable: crate::check::container_support().map(str::to_string),
     }
 }
 
@@ -180,13 +181,59 @@ fn load_version(cfg: &CoreConfig, id: &VersionId) -> Result<GroupPlan, RunError>
 fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunError> {
     match path {
         Some(path) => read_group_file(path, cfg).map(|g| g.plan),
-        None => load_group(
-            DEFAULT_GROUP,
-            "(embedded default group)",
-            PathBuf::from("/"),
-            cfg,
-        ),
+        None => {
+            let (text, _) = default_group_for(crate::check::container_support());
+            load_group(&text, "(embedded default group)", PathBuf::from("/"), cfg)
+        }
     }
+}
+
+/// The connector of the default group that needs container mode.
+const DEFAULT_CONTAINER_CONNECTOR: &str = "DeviceDefender";
+
+/// The embedded default group as this host can run it. DeviceDefender runs
+/// only in a container (as in Greengrass); where container mode cannot run
+/// (`unavailable` says why, e.g. the runtime is not root) the group is
+/// returned without it, its resource and its subscriptions, with a note
+/// saying so. A group the user wrote is never changed like this: it is
+/// refused with the reason instead.
+pub fn default_group_for(unavailable: Option<&str>) -> (String, Option<String>) {
+    let Some(why) = unavailable else {
+        return (DEFAULT_GROUP.to_string(), None);
+    };
+    let Ok(mut group) = serde_json::from_str::<serde_json::Value>(DEFAULT_GROUP) else {
+        return (DEFAULT_GROUP.to_string(), None);
+    };
+    let mut removed_arn = None;
+    if let Some(list) = group
+        .pointer_mut("/ConnectorDefinitionVersion/Connectors")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        list.retain(|c| {
+            let drop = c["Id"] == DEFAULT_CONTAINER_CONNECTOR;
+            if drop {
+                removed_arn = c["ConnectorArn"].as_str().map(str::to_string);
+            }
+            !drop
+        });
+    }
+    if let Some(arn) = &removed_arn {
+        if let Some(list) = group
+            .pointer_mut("/SubscriptionDefinitionVersion/Subscriptions")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            list.retain(|s| s["Source"] != arn.as_str() && s["Target"] != arn.as_str());
+        }
+        if let Some(object) = group.as_object_mut() {
+            object.remove("ResourceDefinitionVersion");
+        }
+    }
+    let note = format!(
+        "container mode cannot run on this host ({why}), so the embedded default group runs without \
+         its {DEFAULT_CONTAINER_CONNECTOR} connector, which runs only in a container; run as root \
+         (see `evergreen check`) to get it"
+    );
+    (group.to_string(), Some(note))
 }
 
 /// `evergreen validate [FILE]`: a one-line summary when valid. Without a
@@ -313,6 +360,7 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
             usize::try_from(cfg.runtime.max_concurrent_limit).unwrap_or(usize::MAX),
         )),
         log_root: cfg.log_dir(),
+        resource_root: cfg.root().join("resources"),
         self_exe,
         core_thing_name: plan.core.thing_name.clone(),
         core_thing_arn: plan.core.thing_arn.clone(),
@@ -327,6 +375,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let started = std::time::Instant::now();
     let cfg = load_config(opts.config.as_deref(), opts.root)?;
     let log_root = cfg.log_dir();
+    let runtime_root = cfg.root().to_path_buf();
     // The group says how the runtime log is kept (Logger `GreengrassSystem`),
     // so it is read first; an invalid group is still logged, with defaults.
     // With no --group, what the last successful deployment left running
@@ -376,6 +425,12 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     })?;
     if let Some(problem) = &restore_problem {
         log::error!("{problem}");
+    }
+    if label == "the embedded default group" {
+        if let (_, Some(note)) = default_group_for(crate::check::container_support()) {
+            log::warn!("{note}");
+            eprintln!("evergreen: {note}");
+        }
     }
     for key in cfg.ignored_keys() {
         log::info!("configuration key {key} is accepted for Greengrass compatibility and ignored");
@@ -432,7 +487,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let router = Arc::new(Router::new(SubscriptionTable::default()));
-        let supervisor = Supervisor::new(settings, router.clone(), Sandboxes::detect()).start();
+        let supervisor = Supervisor::new(settings, router.clone(), Sandboxes::detect(&runtime_root)).start();
         // Handlers first: a SIGTERM during start-up must stop the components
         // gracefully too, not kill the runtime with them half started.
         let mut signals = Signals::new().map_err(|source| RunError::Io {
@@ -558,5 +613,30 @@ mod tests {
         assert_eq!(plan.components.len(), 3);
         assert_eq!(plan.subscriptions.len(), 2);
         assert!(describe_connectors().contains("Heartbeat"));
+    }
+
+    #[test]
+    fn without_containers_the_default_group_drops_only_device_defender() {
+        let (text, note) = default_group_for(Some("not root"));
+        let note = note.expect("a note says what was left out");
+        assert!(
+            note.contains("DeviceDefender") && note.contains("not root"),
+            "{note}"
+        );
+        let env = ConfigEnv {
+            uid: 1000,
+            xdg_data_home: None,
+            home: Some(PathBuf::from("/home/u")),
+        };
+        let cfg = CoreConfig::defaults(&env).expect("defaults");
+        let plan = load_group(&text, "default", PathBuf::from("/"), &cfg).expect("valid");
+        assert_eq!(plan.components.len(), 2);
+        assert!(plan
+            .components
+            .keys()
+            .all(|arn| !arn.contains("DeviceDefender")));
+        assert_eq!(plan.subscriptions.len(), 1);
+        assert!(plan.resources.is_empty());
+        assert_eq!(default_group_for(None), (DEFAULT_GROUP.to_string(), None));
     }
 }

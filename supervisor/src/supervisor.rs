@@ -227,7 +227,7 @@ impl Handler<Deploy> for Supervisor {
             let (sink, inbox) = bounded_queue(self.settings.queue_capacity);
             let mut actor = match ComponentActor::new(
                 spec.clone(),
-                ComponentEnv::for_component(&spec, &plan),
+                ComponentEnv::for_component(&spec, &plan, &self.settings.resource_root),
                 self.settings.clone(),
                 self.router.clone(),
                 self.sandboxes.clone(),

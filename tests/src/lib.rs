@@ -305,3 +305,31 @@ pub fn vm_rss_kb(pid: i32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Why container mode (`GreengrassContainer`) cannot run here, or `None`:
+/// it needs root and a host where `evergreen check` passes. Tests that need
+/// it print the reason and skip.
+pub fn containers_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    match Command::new(evergreen_bin()).arg("check").output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "`evergreen check` says container mode cannot run here:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        )),
+        Err(e) => Some(format!("cannot run evergreen check: {e}")),
+    }
+}
+
+/// Returns early from a test, loudly, when container mode cannot run here.
+#[macro_export]
+macro_rules! require_containers {
+    () => {
+        if let Some(why) = $crate::containers_unavailable() {
+            eprintln!("SKIPPED: this test needs container mode (root and a capable kernel): {why}");
+            return;
+        }
+    };
+}

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use evergreen_tests::*;
+use evergreen_tests::{require_containers, *};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -80,6 +80,8 @@ fn listening_tcp(report: &Value) -> Vec<(u64, String)> {
 
 #[test]
 fn device_defender_reports_flow_with_increasing_ids_and_our_listener() {
+    // DeviceDefender runs only in a container, as in Greengrass.
+    require_containers!();
     // Opened before the runtime starts, so even the first report has it.
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = u64::from(listener.local_addr().expect("addr").port());
@@ -118,8 +120,10 @@ fn device_defender_reports_flow_with_increasing_ids_and_our_listener() {
     );
 
     // The connector's footprint once it is running, for the record.
+    // In its container, under the container's waiter.
     let connector = children_of(rt.pid())
         .into_iter()
+        .flat_map(|p| std::iter::once(p).chain(children_of(p)))
         .find(|pid| cmdline(*pid).contains("connector DeviceDefender"));
     match connector {
         Some(pid) => eprintln!(
@@ -149,8 +153,8 @@ fn device_defender_reports_flow_with_increasing_ids_and_our_listener() {
         "development interval warned about:\n{text}"
     );
     assert!(
-        text.contains("reading /proc from /proc (resource host-proc)"),
-        "NoContainer reads the granted source path:\n{text}"
+        text.contains("reading /proc from /host_proc (resource host-proc)"),
+        "in its container the connector reads the volume at its destination:\n{text}"
     );
 
     let recs = records(&record);

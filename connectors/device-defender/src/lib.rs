@@ -21,14 +21,12 @@
 //! is there, and from `ProcDestinationPath` otherwise, so one group file
 //! works in both modes.
 //!
-//! **Isolation.** Greengrass runs this connector only in a container.
-//! Container mode is not in this build, so for now the manifest claims
-//! NoContainer only (`container: false, no_container: true`): the connector
-//! runs as a plain child process and reads the host's `/proc` through the
-//! grant above. When container mode lands, flip it to `container: true`
-//! (Greengrass's only mode for this connector); keeping `no_container` then
-//! would be an Evergreen extension, since Greengrass refuses this connector
-//! in a group whose default isolation is NoContainer.
+//! **Isolation.** As in Greengrass, this connector runs only in a container
+//! (`GreengrassContainer`): the host's `/proc` is bind-mounted read-only at
+//! `ProcDestinationPath`, and the grant in `ComponentConfig::resources` names
+//! that path. A host that cannot run containers (see `evergreen check`)
+//! refuses a group with this connector; the embedded default group leaves
+//! it out there, with a warning.
 //!
 //! **Evergreen extension.** `DevelopmentSampleIntervalSeconds` (1–99999)
 //! overrides `SampleIntervalSeconds`, to watch reports without waiting five
@@ -108,11 +106,10 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &[ACCEPTED_FILTER, REJECTED_FILTER],
     outputs: &[OUTPUT_FILTER],
-    // Greengrass: container only. Container mode is not in this build; see
-    // the crate docs for why NoContainer is claimed meanwhile.
+    // Greengrass: container only.
     isolation: IsolationSupport {
-        container: false,
-        no_container: true,
+        container: true,
+        no_container: false,
     },
     pinned: true,
 };

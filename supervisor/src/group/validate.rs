@@ -91,6 +91,11 @@ pub struct ValidationOptions {
     /// Secret names must start with this (the Secrets Manager name inside
     /// the resource's ARN); `None` allows any name.
     pub secret_name_prefix: Option<String>,
+    /// Why this host cannot run `GreengrassContainer` components (see
+    /// `evergreen check`); `None` when it can. A component that would run
+    /// in a container is then an error: nothing runs with less isolation
+    /// than its group asked for.
+    pub container_unavailable: Option<String>,
 }
 
 impl Default for ValidationOptions {
@@ -100,6 +105,7 @@ impl Default for ValidationOptions {
             allow_root: false,
             default_core_thing_arn: String::new(),
             secret_name_prefix: Some(DEFAULT_SECRET_NAME_PREFIX.to_string()),
+            container_unavailable: None,
         }
     }
 }
@@ -1048,6 +1054,14 @@ impl Validator<'_> {
         let isolation = own_isolation
             .or(self.default_isolation)
             .unwrap_or(Isolation::GreengrassContainer);
+        if isolation == Isolation::GreengrassContainer {
+            let where_from = if own_isolation.is_some() {
+                format!("{env_path}.Execution.IsolationMode")
+            } else {
+                env_path.to_string()
+            };
+            self.require_container(where_from, "the function");
+        }
         let run_as = own_run_as.or(self.default_run_as).unwrap_or_default();
         if let Some(arn) = arn {
             if runs_as_root(run_as) {
@@ -1673,7 +1687,23 @@ impl Validator<'_> {
             self.err(mode_path, format!("{name} cannot run in {mode} isolation"));
             return None;
         }
+        if isolation == Isolation::GreengrassContainer {
+            self.require_container(path.to_string(), &format!("the {name} connector"));
+        }
         Some(isolation)
+    }
+
+    /// An error at `path` when this host cannot run containers.
+    fn require_container(&mut self, path: String, what: &str) {
+        if let Some(why) = self.opts.container_unavailable.clone() {
+            self.err(
+                path,
+                format!(
+                    "{what} runs in GreengrassContainer isolation, which this host cannot provide: {why} \
+                     (see `evergreen check`; set IsolationMode to NoContainer where the component allows it)"
+                ),
+            );
+        }
     }
 
     /// The Greengrass error for components that run as root only because of
@@ -3798,5 +3828,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn container_components_are_refused_where_containers_cannot_run() {
+        let opts = ValidationOptions {
+            container_unavailable: Some("the runtime lacks CAP_SYS_ADMIN".into()),
+            ..options()
+        };
+        // The serial-stream fixture has a container-only connector; the
+        // function-to-function one runs NoContainer and is unaffected.
+        let errors = match check(fixture!("good", "serial-stream"), &opts) {
+            Ok(_) => panic!("a container-only connector must be refused"),
+            Err(errors) => errors,
+        };
+        assert!(
+            errors.iter().any(|e| e.message.contains("GreengrassContainer isolation, which this host cannot provide: the runtime lacks CAP_SYS_ADMIN")),
+            "{}",
+            list(&errors)
+        );
+        assert!(check(fixture!("good", "no-container-default"), &opts).is_ok());
+        // A function that takes the Greengrass default (a container) is refused too.
+        let json = format!(
+            r#"{{"FunctionDefinitionVersion": {{"Functions": [{{"Id": "f", "FunctionArn": "{}",
+                "FunctionConfiguration": {{"Executable": "/bin/true", "Pinned": true}}}}]}}}}"#,
+            fn_arn("f", "1")
+        );
+        let errors = match check(&json, &opts) {
+            Ok(_) => panic!("a default-container function must be refused"),
+            Err(errors) => errors,
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path.ends_with("FunctionConfiguration.Environment")
+                    && e.message
+                        .contains("the function runs in GreengrassContainer")),
+            "{}",
+            list(&errors)
+        );
     }
 }

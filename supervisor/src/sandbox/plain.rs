@@ -10,7 +10,7 @@ use std::process::Stdio;
 use nix::unistd::{getuid, Pid};
 use tokio::process::Command;
 
-use super::{Sandbox, SandboxError, SpawnSpec};
+use super::{Sandbox, SandboxError, SpawnSpec, Spawned};
 use crate::group::plan::Isolation;
 
 /// The plain-exec sandbox.
@@ -30,7 +30,7 @@ impl Sandbox for PlainExec {
         Isolation::NoContainer
     }
 
-    fn spawn(&self, spec: &SpawnSpec) -> Result<tokio::process::Child, SandboxError> {
+    fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SandboxError> {
         let own_uid = getuid().as_raw();
         let wants_switch = spec.run_as.uid.is_some_and(|u| u != own_uid)
             || spec
@@ -106,10 +106,15 @@ impl Sandbox for PlainExec {
         unsafe {
             cmd.pre_exec(die_with_supervisor);
         }
-        cmd.spawn().map_err(|source| SandboxError::Spawn {
-            arn: spec.arn.clone(),
-            program: spec.program.display().to_string(),
-            source,
-        })
+        cmd.spawn()
+            .map(|child| Spawned {
+                child,
+                container: None,
+            })
+            .map_err(|source| SandboxError::Spawn {
+                arn: spec.arn.clone(),
+                program: spec.program.display().to_string(),
+                source,
+            })
     }
 }

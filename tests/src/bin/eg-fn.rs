@@ -15,6 +15,14 @@
 //! - `sleeper`: spawn a `sleep 600` grandchild, then behave like `record /dev/null`.
 //! - `stall`: complete the handshake but never say `Ready`.
 //! - `slow <ms> <file>`: take `ms` to handle each delivery, recording it in `file` first.
+//! - `probe <topic> <host_file> <granted_dev> <other_dev>`: after Ready,
+//!   publish on `topic` what the process can see of its sandbox: its pid,
+//!   the pids in `/proc`, its hostname, capabilities and ids, whether
+//!   `host_file` can be read, whether `granted_dev` can be opened for
+//!   writing (it writes `probe-hello\n` to it), whether `other_dev` can be
+//!   opened, and whether `/` is writable. For the container tests.
+//! - `hog <mb_per_10ms>`: after Ready, allocate and touch memory without
+//!   end (stops at 4 GiB), to be OOM-killed at its cgroup limit.
 //! - `feed <file>`: follow `file` (which need not exist yet) and publish each
 //!   complete line `{"topic":…,"payload":…}` on its topic: a string payload
 //!   is sent as its bytes, any other JSON value as its JSON text. Lets a test
@@ -44,6 +52,10 @@ async fn main() -> ExitCode {
         ["stall"] => stall().await,
         ["slow", ms, file] => slow(parse(ms), file).await,
         ["feed", file] => feed(file).await,
+        ["probe", topic, host_file, granted, other] => {
+            probe(topic, host_file, granted, other).await
+        }
+        ["hog", mb] => hog(parse(mb)).await,
         _ => {
             eprintln!("eg-fn: unknown mode {args:?}");
             return ExitCode::from(2);
@@ -261,5 +273,86 @@ async fn feed(file: &str) -> Result<(), Box<dyn std::error::Error>> {
     });
     idle(&mut component).await;
     follower.abort();
+    Ok(())
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn probe(
+    topic: &str,
+    host_file: &str,
+    granted: &str,
+    other: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    component.ready().await?;
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    let granted_result = outcome(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(granted)
+            .and_then(|mut f| f.write_all(b"probe-hello\n")),
+    );
+    let other_result = outcome(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .open(other)
+            .map(|_| ()),
+    );
+    let report = serde_json::json!({
+        "pid": std::process::id(),
+        "pids": pids,
+        "hostname": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+        "cap_eff": status_field(&status, "CapEff:"),
+        "cap_prm": status_field(&status, "CapPrm:"),
+        "cap_bnd": status_field(&status, "CapBnd:"),
+        "no_new_privs": status_field(&status, "NoNewPrivs:"),
+        "uid": status_field(&status, "Uid:"),
+        "gid": status_field(&status, "Gid:"),
+        "groups": status_field(&status, "Groups:"),
+        "host_file": outcome(std::fs::read(host_file).map(|_| ())),
+        "granted_device": granted_result,
+        "other_device": other_result,
+        "root_write": outcome(std::fs::write("/probe-was-here", b"x")),
+        "tmp_write": outcome(std::fs::write("/tmp/probe-was-here", b"x")),
+    });
+    handle.publish(topic, report.to_string()).await?;
+    idle(&mut component).await;
+    Ok(())
+}
+
+async fn hog(mb_per_step: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    component.ready().await?;
+    handle.info("allocating until the memory limit stops me");
+    let step = usize::try_from(mb_per_step.max(1)).unwrap_or(1) << 20;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    // Bounded: 4 GiB without a limit, then idle.
+    while held.len() * step < 4 << 30 {
+        // Touching every page makes the memory resident (charged to the cgroup).
+        held.push(vec![0x5a; step]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    idle(&mut component).await;
     Ok(())
 }

@@ -1,0 +1,1083 @@
+//! The container jail: a fixed, commented sequence of steps run between fork and exec.
+//!
+//! [`JailPlan::build`] turns what a component needs (its program, resources,
+//! identity, cgroup) into a list of [`Step`]s, with every path already a
+//! `CString`. [`run`] executes them in the forked child, where nothing may
+//! allocate or take a lock (the supervisor is multi-threaded), so building
+//! and running are apart: the plan and its order are unit-tested without
+//! root, and the runner only makes system calls. The order, as firecracker's
+//! jailer and youki do it:
+//!
+//! 1. die with the supervisor (`PR_SET_PDEATHSIG`);
+//! 2. join the component's cgroups (before anything else runs, so nothing
+//!    escapes the limits);
+//! 3. new mount, PID, IPC and UTS namespaces (the network stays the host's,
+//!    as in Greengrass);
+//! 4. fork: the forked child is PID 1 of the new PID namespace and goes on;
+//!    the process the supervisor started stays outside as a small waiter that
+//!    holds no file descriptors and leaves with its child's exact status, so
+//!    the supervisor's view (pid, exit status, process group) is unchanged;
+//! 5. PID 1 also dies with its waiter, and when PID 1 dies the kernel kills
+//!    everything else in the namespace: no process outlives the component,
+//!    even after a `kill -9` of the supervisor;
+//! 6. hostname; all mounts private, so nothing below propagates to the host;
+//! 7. a fresh tmpfs root with read-only bind mounts of what programs need,
+//!    a minimal `/dev`, `/proc` of the new PID namespace, a private `/tmp`,
+//!    the granted resources and the component's own executable;
+//! 8. `pivot_root` into it and detach the old root; the root is then
+//!    remounted read-only;
+//! 9. drop every capability from the bounding set, switch to the `RunAs`
+//!    groups and user, clear the remaining capability sets (also for uid 0),
+//!    and set `no_new_privs`; then std's `Command` execs the program.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Host paths bound read-only into every container when they exist. A path
+/// that is a symbolic link on the host (merged-/usr systems link `/bin`,
+/// `/lib`… into `/usr`) becomes the same link instead.
+pub const SYSTEM_PATHS: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ssl/certs",
+    "/etc/ca-certificates",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/ld.so.cache",
+    "/etc/alternatives",
+];
+
+/// The device nodes every container gets, bound from the host.
+pub const BASIC_DEVICE_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The highest capability number to drop from the bounding set. Numbers
+/// the kernel does not know are skipped (`EINVAL`).
+const LAST_CAP: libc::c_int = 63;
+
+/// One host path made visible inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: PathBuf,
+    pub read_write: bool,
+    /// A directory (or a file / device node otherwise).
+    pub directory: bool,
+    /// Device nodes keep `dev` on their mount; everything else is `nodev`.
+    pub device: bool,
+}
+
+/// What a container needs, in host terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailSpec {
+    /// An empty host directory the new root's tmpfs is mounted on (only in
+    /// the child's mount namespace: the host sees it empty).
+    pub root_dir: PathBuf,
+    pub hostname: String,
+    /// `cgroup.procs` files to join.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// [`SYSTEM_PATHS`] as found on this host: `(path, Some(link target))`
+    /// for links, `(path, None)` for what is bound, with whether it is a dir.
+    pub system: Vec<SystemPath>,
+    /// Resources and the executable.
+    pub binds: Vec<BindMount>,
+    pub working_dir: Option<PathBuf>,
+    /// Symbolic links to make inside the container: `(link, target)`, for
+    /// a granted device named by a link (a socat link, `/dev/serial/by-id/…`).
+    pub links: Vec<(PathBuf, PathBuf)>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Supplementary groups (device and volume group owners).
+    pub groups: Vec<u32>,
+}
+
+/// A system path as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemPath {
+    pub path: PathBuf,
+    pub link: Option<PathBuf>,
+    pub directory: bool,
+}
+
+impl SystemPath {
+    /// Looks `path` up on the host; `None` when it does not exist (or is a
+    /// dangling link). A link to a directory (`/lib` → `usr/lib`) stays a
+    /// link; a link to a file (`/etc/resolv.conf` → `../run/…` under
+    /// systemd-resolved) is bound as the file it points to, since its
+    /// target's directory is not in the container.
+    pub fn probe(path: &Path) -> Option<SystemPath> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::metadata(path).ok()?;
+            if !target.is_dir() {
+                // mount(2) follows the link in a bind's source.
+                return Some(SystemPath {
+                    path: path.to_path_buf(),
+                    link: None,
+                    directory: false,
+                });
+            }
+            let link = std::fs::read_link(path).ok()?;
+            return Some(SystemPath {
+                path: path.to_path_buf(),
+                link: Some(link),
+                directory: false,
+            });
+        }
+        Some(SystemPath {
+            path: path.to_path_buf(),
+            link: None,
+            directory: meta.is_dir(),
+        })
+    }
+}
+
+/// One step of the jail. Paths are absolute host paths before
+/// [`Step::PivotRoot`] and container paths after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    DieWithParent,
+    JoinCgroup(CString),
+    Unshare,
+    /// The waiter stays behind; the forked child (PID 1) goes on.
+    ForkInit,
+    SetHostname(CString),
+    MakeMountsPrivate,
+    MountTmpfs {
+        target: CString,
+        options: CString,
+        flags: libc::c_ulong,
+    },
+    MakeDir(CString),
+    /// An empty file to bind a file or device node onto.
+    Touch(CString),
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Bind {
+        source: CString,
+        target: CString,
+        /// Flags for the read-only / nosuid / nodev remount that follows
+        /// the bind (a bind ignores them on its first call).
+        remount: libc::c_ulong,
+    },
+    MountProc(CString),
+    PivotRoot {
+        new_root: CString,
+        put_old: CString,
+    },
+    DetachOldRoot(CString),
+    RemountRootReadOnly,
+    Chdir(CString),
+    DropBoundingCapabilities,
+    SetGroups(Vec<libc::gid_t>),
+    SetGid(libc::gid_t),
+    SetUid(libc::uid_t),
+    ClearCapabilities,
+    NoNewPrivileges,
+}
+
+impl Step {
+    /// The step's name, for the message written when it fails.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::DieWithParent => "set the parent-death signal",
+            Step::JoinCgroup(_) => "join the cgroup",
+            Step::Unshare => "create the namespaces",
+            Step::ForkInit => "fork the namespace's first process",
+            Step::SetHostname(_) => "set the hostname",
+            Step::MakeMountsPrivate => "make mounts private",
+            Step::MountTmpfs { .. } => "mount a tmpfs",
+            Step::MakeDir(_) => "create a directory",
+            Step::Touch(_) => "create a mount point file",
+            Step::Symlink { .. } => "create a symbolic link",
+            Step::Bind { .. } => "bind-mount a path",
+            Step::MountProc(_) => "mount /proc",
+            Step::PivotRoot { .. } => "pivot_root",
+            Step::DetachOldRoot(_) => "detach the old root",
+            Step::RemountRootReadOnly => "remount the root read-only",
+            Step::Chdir(_) => "change directory",
+            Step::DropBoundingCapabilities => "drop the capability bounding set",
+            Step::SetGroups(_) => "set supplementary groups",
+            Step::SetGid(_) => "set the group id",
+            Step::SetUid(_) => "set the user id",
+            Step::ClearCapabilities => "clear capabilities",
+            Step::NoNewPrivileges => "set no_new_privs",
+        }
+    }
+}
+
+/// Why a plan could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("path {0} contains a NUL byte")]
+    Nul(String),
+    #[error("{what} {path} must be an absolute path without `..`")]
+    NotAbsolute { what: &'static str, path: String },
+    #[error("{path} would be mounted inside the read-only system path {system}; choose a DestinationPath outside it")]
+    InsideSystemPath { path: String, system: String },
+}
+
+fn cstr(path: &Path) -> Result<CString, JailError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| JailError::Nul(path.display().to_string()))
+}
+
+fn check_absolute(what: &'static str, path: &Path) -> Result<(), JailError> {
+    let clean = path.is_absolute()
+        && !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+    if clean {
+        Ok(())
+    } else {
+        Err(JailError::NotAbsolute {
+            what,
+            path: path.display().to_string(),
+        })
+    }
+}
+
+/// The host path of a container path under the new root.
+fn under(root: &Path, inside: &Path) -> PathBuf {
+    root.join(inside.strip_prefix("/").unwrap_or(inside))
+}
+
+const MS_HARDEN: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+/// The built sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailPlan {
+    pub steps: Vec<Step>,
+}
+
+impl JailPlan {
+    /// Builds the sequence for `spec`; fails only on paths that cannot be
+    /// mounted as asked.
+    pub fn build(spec: &JailSpec) -> Result<JailPlan, JailError> {
+        let root = &spec.root_dir;
+        check_absolute("container root", root)?;
+        let mut steps = vec![Step::DieWithParent];
+        // 2. cgroups first: everything after runs under the limits.
+        for procs in &spec.cgroup_procs {
+            steps.push(Step::JoinCgroup(cstr(procs)?));
+        }
+        // 3–5. namespaces, then the namespace's PID 1.
+        steps.push(Step::Unshare);
+        steps.push(Step::ForkInit);
+        steps.push(Step::DieWithParent);
+        // 6. identity of the container, and no propagation to the host.
+        steps.push(Step::SetHostname(
+            CString::new(spec.hostname.as_bytes())
+                .map_err(|_| JailError::Nul(spec.hostname.clone()))?,
+        ));
+        steps.push(Step::MakeMountsPrivate);
+        // 7. the new root.
+        steps.push(Step::MountTmpfs {
+            target: cstr(root)?,
+            options: c"mode=0755,size=4m".to_owned(),
+            flags: MS_HARDEN,
+        });
+        // Container directories already created, so each is made once.
+        let mut made: Vec<PathBuf> = Vec::new();
+        fn make_parents(
+            steps: &mut Vec<Step>,
+            made: &mut Vec<PathBuf>,
+            root: &Path,
+            inside: &Path,
+        ) -> Result<(), JailError> {
+            let mut dirs: Vec<&Path> = inside.ancestors().skip(1).collect();
+            dirs.reverse();
+            for dir in dirs {
+                if dir == Path::new("/") || made.iter().any(|m| m == dir) {
+                    continue;
+                }
+                steps.push(Step::MakeDir(cstr(&under(root, dir))?));
+                made.push(dir.to_path_buf());
+            }
+            Ok(())
+        }
+        let mut bound_system: Vec<&Path> = Vec::new();
+        for sys in &spec.system {
+            check_absolute("system path", &sys.path)?;
+            make_parents(&mut steps, &mut made, root, &sys.path)?;
+            let target = under(root, &sys.path);
+            match &sys.link {
+                Some(link) => steps.push(Step::Symlink {
+                    target: cstr(link)?,
+                    link: cstr(&target)?,
+                }),
+                None => {
+                    steps.push(if sys.directory {
+                        Step::MakeDir(cstr(&target)?)
+                    } else {
+                        Step::Touch(cstr(&target)?)
+                    });
+                    steps.push(Step::Bind {
+                        source: cstr(&sys.path)?,
+                        target: cstr(&target)?,
+                        remount: libc::MS_RDONLY | MS_HARDEN,
+                    });
+                    bound_system.push(&sys.path);
+                }
+            }
+        }
+        // A minimal /dev: a tmpfs holding only bound nodes and the usual links.
+        let dev = under(root, Path::new("/dev"));
+        steps.push(Step::MakeDir(cstr(&dev)?));
+        steps.push(Step::MountTmpfs {
+            target: cstr(&dev)?,
+            options: c"mode=0755,size=64k".to_owned(),
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        });
+        for node in BASIC_DEVICE_NODES {
+            let host = Path::new("/dev").join(node);
+            if !host.exists() {
+                continue;
+            }
+            steps.push(Step::Touch(cstr(&dev.join(node))?));
+            steps.push(Step::Bind {
+                source: cstr(&host)?,
+                target: cstr(&dev.join(node))?,
+                remount: libc::MS_NOSUID | libc::MS_NOEXEC,
+            });
+        }
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            steps.push(Step::Symlink {
+                target: cstr(Path::new(target))?,
+                link: cstr(&dev.join(link))?,
+            });
+        }
+        let shm = dev.join("shm");
+        steps.push(Step::MakeDir(cstr(&shm)?));
+        steps.push(Step::MountTmpfs {
+            target: cstr(&shm)?,
+            options: c"mode=1777,size=16m".to_owned(),
+            flags: MS_HARDEN | libc::MS_NOEXEC,
+        });
+        made.push(PathBuf::from("/dev"));
+        // /proc of the new PID namespace: the container sees only its own.
+        let proc_dir = under(root, Path::new("/proc"));
+        steps.push(Step::MakeDir(cstr(&proc_dir)?));
+        steps.push(Step::MountProc(cstr(&proc_dir)?));
+        made.push(PathBuf::from("/proc"));
+        let tmp = under(root, Path::new("/tmp"));
+        steps.push(Step::MakeDir(cstr(&tmp)?));
+        steps.push(Step::MountTmpfs {
+            target: cstr(&tmp)?,
+            options: c"mode=1777,size=64m".to_owned(),
+            flags: MS_HARDEN,
+        });
+        made.push(PathBuf::from("/tmp"));
+        // Resources and the executable.
+        for bind in &spec.binds {
+            check_absolute("mount destination", &bind.target)?;
+            check_absolute("mount source", &bind.source)?;
+            if let Some(system) = bound_system
+                .iter()
+                .find(|s| bind.target.starts_with(s) && !bind.source.starts_with(s))
+            {
+                return Err(JailError::InsideSystemPath {
+                    path: bind.target.display().to_string(),
+                    system: system.display().to_string(),
+                });
+            }
+            if bound_system.iter().any(|s| bind.target.starts_with(s)) {
+                // The executable under /usr, say: already visible.
+                continue;
+            }
+            make_parents(&mut steps, &mut made, root, &bind.target)?;
+            let target = under(root, &bind.target);
+            steps.push(if bind.directory {
+                Step::MakeDir(cstr(&target)?)
+            } else {
+                Step::Touch(cstr(&target)?)
+            });
+            let mut remount = libc::MS_NOSUID;
+            if !bind.read_write {
+                remount |= libc::MS_RDONLY;
+            }
+            if !bind.device {
+                remount |= libc::MS_NODEV;
+            }
+            steps.push(Step::Bind {
+                source: cstr(&bind.source)?,
+                target: cstr(&target)?,
+                remount,
+            });
+        }
+        for (link, target) in &spec.links {
+            check_absolute("link", link)?;
+            make_parents(&mut steps, &mut made, root, link)?;
+            steps.push(Step::Symlink {
+                target: cstr(target)?,
+                link: cstr(&under(root, link))?,
+            });
+        }
+        // 8. switch roots.
+        steps.push(Step::MakeDir(cstr(&root.join(".old_root"))?));
+        steps.push(Step::PivotRoot {
+            new_root: cstr(root)?,
+            put_old: cstr(&root.join(".old_root"))?,
+        });
+        steps.push(Step::DetachOldRoot(c"/.old_root".to_owned()));
+        steps.push(Step::RemountRootReadOnly);
+        let cwd = spec
+            .working_dir
+            .as_deref()
+            .filter(|d| {
+                spec.binds
+                    .iter()
+                    .any(|b| b.directory && d.starts_with(&b.target))
+            })
+            .unwrap_or(Path::new("/"));
+        steps.push(Step::Chdir(cstr(cwd)?));
+        // 9. privileges.
+        steps.push(Step::DropBoundingCapabilities);
+        if spec.gid.is_some() || spec.uid.is_some() || !spec.groups.is_empty() {
+            let mut groups: Vec<libc::gid_t> = spec.gid.into_iter().collect();
+            groups.extend(spec.groups.iter().copied().filter(|g| Some(*g) != spec.gid));
+            steps.push(Step::SetGroups(groups));
+        }
+        if let Some(gid) = spec.gid {
+            steps.push(Step::SetGid(gid));
+        }
+        if let Some(uid) = spec.uid {
+            steps.push(Step::SetUid(uid));
+        }
+        steps.push(Step::ClearCapabilities);
+        steps.push(Step::NoNewPrivileges);
+        Ok(JailPlan { steps })
+    }
+}
+
+/// Writes `"evergreen-jail: <step> failed: errno <n>\n"` to stderr without
+/// allocating, so the component's log says which step failed.
+fn report(step: &Step, errno: i32) {
+    let mut buf = [0u8; 160];
+    let mut len = 0;
+    for part in [
+        b"evergreen-jail: ".as_slice(),
+        step.name().as_bytes(),
+        b" failed: errno ".as_slice(),
+    ] {
+        let n = part.len().min(buf.len() - len);
+        buf[len..len + n].copy_from_slice(&part[..n]);
+        len += n;
+    }
+    let mut digits = [0u8; 12];
+    let mut d = 0;
+    let mut v = errno.unsigned_abs();
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 || d == digits.len() {
+            break;
+        }
+    }
+    while d > 0 && len < buf.len() - 1 {
+        d -= 1;
+        buf[len] = digits[d];
+        len += 1;
+    }
+    buf[len] = b'\n';
+    len += 1;
+    // SAFETY: buf is a valid buffer of at least `len` bytes; fd 2 is the
+    // child's stderr pipe. A failed write has nowhere else to go.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), len);
+    }
+}
+
+fn check(step: &Step, result: libc::c_int) -> io::Result<()> {
+    if result < 0 {
+        let err = io::Error::last_os_error();
+        report(step, err.raw_os_error().unwrap_or(0));
+        Err(err)
+    } else {
+        Ok(())
+    }
+}
+
+/// Thin wrappers over the system calls the jail makes. Each takes
+/// `CStr`s, so the pointers it passes are valid and NUL-terminated for the
+/// duration of the call; none allocates.
+mod sys {
+    use std::ffi::CStr;
+    use std::ptr;
+
+    fn opt(s: Option<&CStr>) -> *const libc::c_char {
+        s.map_or(ptr::null(), CStr::as_ptr)
+    }
+
+    pub fn errno() -> i32 {
+        // SAFETY: the errno location is thread-local and always valid.
+        unsafe { *libc::__errno_location() }
+    }
+
+    pub fn mount(
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        data: Option<&CStr>,
+    ) -> libc::c_int {
+        // SAFETY: every pointer is null or a valid C string (see the module).
+        unsafe {
+            libc::mount(
+                opt(source),
+                target.as_ptr(),
+                opt(fstype),
+                flags,
+                opt(data).cast(),
+            )
+        }
+    }
+
+    pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
+        // SAFETY: the prctl options used here take integer arguments only.
+        unsafe { libc::prctl(option, arg, 0, 0, 0) }
+    }
+
+    pub fn getppid() -> libc::pid_t {
+        // SAFETY: no arguments, cannot fail.
+        unsafe { libc::getppid() }
+    }
+
+    pub fn exit_now(code: libc::c_int) -> ! {
+        // SAFETY: ends the forked child without running the parent's
+        // atexit handlers or flushing its copied buffers.
+        unsafe { libc::_exit(code) }
+    }
+
+    pub fn write_zero_to(path: &CStr) -> libc::c_int {
+        // SAFETY: path is a valid C string; the fd is closed before return.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return -1;
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n == 1 {
+                0
+            } else {
+                -1
+            }
+        }
+    }
+
+    pub fn touch(path: &CStr) -> libc::c_int {
+        // SAFETY: path is a valid C string; the fd is closed before return.
+        unsafe {
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd < 0 {
+                return -1;
+            }
+            libc::close(fd);
+            0
+        }
+    }
+
+    pub fn unshare(flags: libc::c_int) -> libc::c_int {
+        // SAFETY: integer flags only.
+        unsafe { libc::unshare(flags) }
+    }
+
+    pub fn fork() -> libc::pid_t {
+        // SAFETY: called in a single-threaded forked child (std's pre_exec),
+        // so the second fork has no other threads whose locks it could copy.
+        unsafe { libc::fork() }
+    }
+
+    pub fn sethostname(name: &CStr) -> libc::c_int {
+        // SAFETY: pointer and length describe the string's bytes.
+        unsafe { libc::sethostname(name.as_ptr(), name.to_bytes().len()) }
+    }
+
+    pub fn mkdir(path: &CStr) -> libc::c_int {
+        // SAFETY: path is a valid C string.
+        unsafe { libc::mkdir(path.as_ptr(), 0o755) }
+    }
+
+    pub fn symlink(target: &CStr, link: &CStr) -> libc::c_int {
+        // SAFETY: both are valid C strings.
+        unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }
+    }
+
+    pub fn chdir(path: &CStr) -> libc::c_int {
+        // SAFETY: path is a valid C string.
+        unsafe { libc::chdir(path.as_ptr()) }
+    }
+
+    pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> libc::c_int {
+        // SAFETY: both are valid C strings; the raw syscall has no wrapper in libc.
+        unsafe {
+            libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) as libc::c_int
+        }
+    }
+
+    pub fn umount_detach(path: &CStr) -> libc::c_int {
+        // SAFETY: path is a valid C string.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) }
+    }
+
+    pub fn rmdir(path: &CStr) -> libc::c_int {
+        // SAFETY: path is a valid C string.
+        unsafe { libc::rmdir(path.as_ptr()) }
+    }
+
+    pub fn setgroups(groups: &[libc::gid_t]) -> libc::c_int {
+        // SAFETY: pointer and length describe the slice.
+        unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }
+    }
+
+    pub fn setresgid(gid: libc::gid_t) -> libc::c_int {
+        // SAFETY: integer arguments only.
+        unsafe { libc::setresgid(gid, gid, gid) }
+    }
+
+    pub fn setresuid(uid: libc::uid_t) -> libc::c_int {
+        // SAFETY: integer arguments only.
+        unsafe { libc::setresuid(uid, uid, uid) }
+    }
+}
+
+/// Runs the plan in a forked child. Only async-signal-safe system calls:
+/// no allocation, no locks, no panics (every input was prepared by
+/// [`JailPlan::build`]). `supervisor` is the pid the first parent-death check
+/// compares against.
+///
+/// Must be called only in a child between fork and exec (std's `pre_exec`):
+/// it changes the calling process's namespaces, mounts and identity, and the
+/// waiter it leaves behind never returns.
+pub fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
+    let mut parent = supervisor;
+    for step in &plan.steps {
+        let result = match step {
+            Step::DieWithParent => {
+                let r = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                // The parent may have gone between fork and prctl. (Inside
+                // the new PID namespace the parent is outside it, so
+                // getppid() is 0 both before and after: the waiter's own
+                // parent-death signal covers that window.)
+                if r == 0 && sys::getppid() != parent {
+                    sys::exit_now(1);
+                }
+                r
+            }
+            Step::JoinCgroup(procs) => sys::write_zero_to(procs),
+            Step::Unshare => sys::unshare(
+                libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+            ),
+            Step::ForkInit => match sys::fork() {
+                pid if pid < 0 => -1,
+                0 => {
+                    parent = sys::getppid();
+                    0
+                }
+                pid => wait_and_mirror(pid),
+            },
+            Step::SetHostname(name) => sys::sethostname(name),
+            Step::MakeMountsPrivate => {
+                sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+            }
+            Step::MountTmpfs {
+                target,
+                options,
+                flags,
+            } => sys::mount(
+                Some(c"tmpfs"),
+                target,
+                Some(c"tmpfs"),
+                *flags,
+                Some(options),
+            ),
+            Step::MakeDir(path) => match sys::mkdir(path) {
+                r if r < 0 && sys::errno() == libc::EEXIST => 0,
+                r => r,
+            },
+            Step::Touch(path) => sys::touch(path),
+            Step::Symlink { target, link } => sys::symlink(target, link),
+            Step::Bind {
+                source,
+                target,
+                remount,
+            } => match sys::mount(
+                Some(source),
+                target,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            ) {
+                r if r < 0 => r,
+                // Flags on a bind take effect only through a remount.
+                _ => sys::mount(
+                    None,
+                    target,
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | *remount,
+                    None,
+                ),
+            },
+            Step::MountProc(target) => sys::mount(
+                Some(c"proc"),
+                target,
+                Some(c"proc"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            ),
+            Step::PivotRoot { new_root, put_old } => match sys::chdir(new_root) {
+                r if r < 0 => r,
+                _ => sys::pivot_root(new_root, put_old),
+            },
+            Step::DetachOldRoot(old) => {
+                let mut r = sys::chdir(c"/");
+                if r == 0 {
+                    r = sys::umount_detach(old);
+                }
+                if r == 0 {
+                    r = sys::rmdir(old);
+                }
+                r
+            }
+            Step::RemountRootReadOnly => sys::mount(
+                None,
+                c"/",
+                None,
+                libc::MS_REMOUNT | libc::MS_RDONLY | MS_HARDEN,
+                None,
+            ),
+            Step::Chdir(path) => sys::chdir(path),
+            Step::DropBoundingCapabilities => {
+                for cap in 0..=LAST_CAP {
+                    // EINVAL: a number this kernel does not have; nothing to drop.
+                    sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong);
+                }
+                // SAFETY: integer arguments only.
+                unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    )
+                }
+            }
+            Step::SetGroups(groups) => sys::setgroups(groups),
+            Step::SetGid(gid) => sys::setresgid(*gid),
+            Step::SetUid(uid) => sys::setresuid(*uid),
+            Step::ClearCapabilities => clear_capabilities(),
+            Step::NoNewPrivileges => sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1),
+        };
+        check(step, result)?;
+    }
+    Ok(())
+}
+
+/// The kernel's `__user_cap_header_struct` / `__user_cap_data_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties the effective, permitted and inheritable sets. After a switch to
+/// a non-zero uid they are already empty; for uid 0 this is what removes
+/// root's powers.
+fn clear_capabilities() -> libc::c_int {
+    let header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data are valid for the duration of the call and
+    // laid out as the kernel's capset structures (version 3: two data words).
+    unsafe {
+        libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) as libc::c_int
+    }
+}
+
+/// The waiter: holds nothing open (so the supervisor's pipes and std's
+/// exec-error pipe see only PID 1), ignores the termination signals the
+/// supervisor sends to the process group (PID 1 gets them too and decides),
+/// and leaves exactly as PID 1 did. Never returns.
+///
+/// Called in the forked child; async-signal-safe calls only.
+fn wait_and_mirror(child: libc::pid_t) -> ! {
+    // SAFETY: closing every descriptor of this process, which uses none.
+    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+    ] {
+        // SAFETY: setting a disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        // SAFETY: errno location is thread-local and always valid.
+        if r == child || (r < 0 && unsafe { *libc::__errno_location() } != libc::EINTR) {
+            break;
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: restore the default action and die of the same signal, so
+        // the supervisor sees "killed by signal N" as it would without us.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        1
+    };
+    // SAFETY: ends this process without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JailSpec {
+        JailSpec {
+            root_dir: PathBuf::from("/rt/containers/fn.1"),
+            hostname: "fn".into(),
+            cgroup_procs: vec![
+                PathBuf::from("/cg/memory/evergreen/rt-1/fn.1/cgroup.procs"),
+                PathBuf::from("/cg/pids/evergreen/rt-1/fn.1/cgroup.procs"),
+            ],
+            system: vec![
+                SystemPath {
+                    path: "/usr".into(),
+                    link: None,
+                    directory: true,
+                },
+                SystemPath {
+                    path: "/lib".into(),
+                    link: Some("usr/lib".into()),
+                    directory: false,
+                },
+                SystemPath {
+                    path: "/etc/resolv.conf".into(),
+                    link: None,
+                    directory: false,
+                },
+            ],
+            binds: vec![
+                BindMount {
+                    source: "/dev/ttyUSB0".into(),
+                    target: "/dev/ttyUSB0".into(),
+                    read_write: true,
+                    directory: false,
+                    device: true,
+                },
+                BindMount {
+                    source: "/srv/data".into(),
+                    target: "/data/in".into(),
+                    read_write: false,
+                    directory: true,
+                    device: false,
+                },
+                BindMount {
+                    source: "/usr/bin/evergreen".into(),
+                    target: "/usr/bin/evergreen".into(),
+                    read_write: false,
+                    directory: false,
+                    device: false,
+                },
+            ],
+            working_dir: None,
+            links: vec![("/dev/ttyV0".into(), "/dev/pts/3".into())],
+            uid: Some(1001),
+            gid: Some(1002),
+            groups: vec![20, 1002],
+        }
+    }
+
+    fn position(plan: &JailPlan, wanted: impl Fn(&Step) -> bool) -> usize {
+        plan.steps.iter().position(wanted).expect("step present")
+    }
+
+    fn c(s: &str) -> CString {
+        CString::new(s).expect("no nul")
+    }
+
+    #[test]
+    fn the_sequence_is_in_the_jailer_order() {
+        let plan = JailPlan::build(&spec()).expect("plan");
+        let cgroup = position(&plan, |s| matches!(s, Step::JoinCgroup(_)));
+        let unshare = position(&plan, |s| *s == Step::Unshare);
+        let fork = position(&plan, |s| *s == Step::ForkInit);
+        let private = position(&plan, |s| *s == Step::MakeMountsPrivate);
+        let first_bind = position(&plan, |s| matches!(s, Step::Bind { .. }));
+        let pivot = position(&plan, |s| matches!(s, Step::PivotRoot { .. }));
+        let detach = position(&plan, |s| matches!(s, Step::DetachOldRoot(_)));
+        let caps = position(&plan, |s| *s == Step::DropBoundingCapabilities);
+        let setuid = position(&plan, |s| matches!(s, Step::SetUid(1001)));
+        let clear = position(&plan, |s| *s == Step::ClearCapabilities);
+        let nnp = position(&plan, |s| *s == Step::NoNewPrivileges);
+        assert_eq!(plan.steps[0], Step::DieWithParent);
+        assert!(cgroup < unshare && unshare < fork && fork < private);
+        assert_eq!(
+            plan.steps[fork + 1],
+            Step::DieWithParent,
+            "PID 1 dies with its waiter"
+        );
+        assert!(private < first_bind && first_bind < pivot && pivot < detach);
+        assert!(detach < caps && caps < setuid && setuid < clear && clear < nnp);
+        assert_eq!(
+            nnp,
+            plan.steps.len() - 1,
+            "no_new_privs is the last step before exec"
+        );
+    }
+
+    #[test]
+    fn system_paths_are_read_only_and_links_stay_links() {
+        let plan = JailPlan::build(&spec()).expect("plan");
+        assert!(plan.steps.contains(&Step::Bind {
+            source: c("/usr"),
+            target: c("/rt/containers/fn.1/usr"),
+            remount: libc::MS_RDONLY | MS_HARDEN,
+        }));
+        assert!(plan.steps.contains(&Step::Symlink {
+            target: c("usr/lib"),
+            link: c("/rt/containers/fn.1/lib"),
+        }));
+        assert!(plan
+            .steps
+            .contains(&Step::Touch(c("/rt/containers/fn.1/etc/resolv.conf"))));
+    }
+
+    #[test]
+    fn resources_keep_their_access_and_devices_keep_dev() {
+        let plan = JailPlan::build(&spec()).expect("plan");
+        assert!(plan.steps.contains(&Step::Bind {
+            source: c("/dev/ttyUSB0"),
+            target: c("/rt/containers/fn.1/dev/ttyUSB0"),
+            remount: libc::MS_NOSUID,
+        }));
+        assert!(plan.steps.contains(&Step::Bind {
+            source: c("/srv/data"),
+            target: c("/rt/containers/fn.1/data/in"),
+            remount: libc::MS_NOSUID | libc::MS_RDONLY | libc::MS_NODEV,
+        }));
+        // The executable under /usr is already visible: no second mount.
+        assert!(!plan.steps.iter().any(|s| matches!(s,
+            Step::Bind { source, .. } if source.as_bytes() == b"/usr/bin/evergreen")));
+        // /data is created once, before /data/in.
+        let data = position(&plan, |s| {
+            *s == Step::MakeDir(c("/rt/containers/fn.1/data"))
+        });
+        let data_in = position(&plan, |s| {
+            *s == Step::MakeDir(c("/rt/containers/fn.1/data/in"))
+        });
+        assert!(data < data_in);
+    }
+
+    #[test]
+    fn host_links_to_files_are_bound_and_links_to_dirs_kept() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("real-dir");
+        let file = tmp.path().join("stub-resolv.conf");
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::write(&file, "nameserver 127.0.0.53\n").expect("file");
+        let dir_link = tmp.path().join("lib");
+        let file_link = tmp.path().join("resolv.conf");
+        std::os::unix::fs::symlink("real-dir", &dir_link).expect("link");
+        std::os::unix::fs::symlink("stub-resolv.conf", &file_link).expect("link");
+        let dangling = tmp.path().join("gone");
+        std::os::unix::fs::symlink("nowhere", &dangling).expect("link");
+        let d = SystemPath::probe(&dir_link).expect("dir link");
+        assert_eq!(d.link, Some(PathBuf::from("real-dir")));
+        let f = SystemPath::probe(&file_link).expect("file link");
+        assert_eq!((f.link, f.directory), (None, false));
+        assert_eq!(SystemPath::probe(&dangling), None);
+    }
+
+    #[test]
+    fn device_links_are_made_inside_the_container() {
+        let plan = JailPlan::build(&spec()).expect("plan");
+        let link = position(&plan, |s| {
+            *s == Step::Symlink {
+                target: c("/dev/pts/3"),
+                link: c("/rt/containers/fn.1/dev/ttyV0"),
+            }
+        });
+        let pivot = position(&plan, |s| matches!(s, Step::PivotRoot { .. }));
+        assert!(link < pivot);
+    }
+
+    #[test]
+    fn groups_put_the_primary_group_first_once() {
+        let plan = JailPlan::build(&spec()).expect("plan");
+        assert!(plan.steps.contains(&Step::SetGroups(vec![1002, 20])));
+    }
+
+    #[test]
+    fn a_destination_inside_a_system_path_is_refused() {
+        let mut s = spec();
+        s.binds.push(BindMount {
+            source: "/srv/x".into(),
+            target: "/usr/share/x".into(),
+            read_write: true,
+            directory: true,
+            device: false,
+        });
+        let err = JailPlan::build(&s).expect_err("refused");
+        assert!(
+            err.to_string().contains("read-only system path /usr"),
+            "{err}"
+        );
+        let mut s = spec();
+        s.binds[1].target = "/data/../etc".into();
+        assert!(JailPlan::build(&s).is_err());
+    }
+}
