@@ -85,11 +85,13 @@
 //! `SerialPort`; the topics always use `SerialPort`.
 //!
 //! **Isolation.** Greengrass runs this connector only in a container.
-//! Container mode is not in this build, so for now the manifest claims
+//! This branch was written before container mode, so the manifest claims
 //! NoContainer only (`container: false, no_container: true`): the connector
 //! runs as a plain child process and opens the host's device through the
-//! grant above. When container mode lands, flip it to `container: true`
-//! (Greengrass's only mode for this connector).
+//! grant above. Flip it to `container: true, no_container: false`
+//! (Greengrass's only mode for this connector) at merge; the end-to-end
+//! tests pass both ways (in a container the device is bound at its path,
+//! which is also the grant's path).
 
 pub mod port;
 pub mod request;
@@ -194,7 +196,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[READ_FILTER, WRITE_FILTER],
     outputs: &[STATUS_FILTER, READ_RESPONSE_FILTER],
     // Greengrass: container only; flip when container mode lands (see the
-    // crate docs for why NoContainer is claimed meanwhile).
+    // crate docs: the tests pass both ways).
     isolation: IsolationSupport {
         container: false,
         no_container: true,
