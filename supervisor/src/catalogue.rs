@@ -46,6 +46,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_modbus_tcp::MANIFEST,
         main: || Box::pin(evergreen_connector_modbus_tcp::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_serial_stream::MANIFEST,
+        main: || Box::pin(evergreen_connector_serial_stream::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.

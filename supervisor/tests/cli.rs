@@ -109,7 +109,7 @@ fn validate_reports_a_connector_missing_from_the_build() {
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
     assert!(
-        t.contains("$.ConnectorDefinitionVersion.Connectors[0].ConnectorArn: SerialStream is a Greengrass connector that this build of Evergreen does not contain"),
+        t.contains("$.ConnectorDefinitionVersion.Connectors[1].ConnectorArn: CloudWatchMetrics is a Greengrass connector that this build of Evergreen does not contain"),
         "{t}"
     );
 }

@@ -262,7 +262,7 @@ fn an_invalid_group_is_refused_with_every_error_and_nothing_is_stored() {
     // The very lines `evergreen validate` prints.
     assert_eq!(stdout(&out), stdout(&validate));
     assert!(
-        stdout(&out).contains("SerialStream is a Greengrass connector"),
+        stdout(&out).contains("CloudWatchMetrics is a Greengrass connector"),
         "{}",
         text(&out)
     );
