@@ -84,14 +84,10 @@
 //! NoContainer mode the supervisor passes the `SourcePath`), else
 //! `SerialPort`; the topics always use `SerialPort`.
 //!
-//! **Isolation.** Greengrass runs this connector only in a container.
-//! This branch was written before container mode, so the manifest claims
-//! NoContainer only (`container: false, no_container: true`): the connector
-//! runs as a plain child process and opens the host's device through the
-//! grant above. Flip it to `container: true, no_container: false`
-//! (Greengrass's only mode for this connector) at merge; the end-to-end
-//! tests pass both ways (in a container the device is bound at its path,
-//! which is also the grant's path).
+//! **Isolation.** As in Greengrass, this connector runs only in a container
+//! (`GreengrassContainer`), where the device is bound at its path (which is
+//! also the grant's path). A host that cannot run containers refuses a group
+//! with this connector (see `evergreen check`).
 
 pub mod port;
 pub mod request;
@@ -195,11 +191,10 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &[READ_FILTER, WRITE_FILTER],
     outputs: &[STATUS_FILTER, READ_RESPONSE_FILTER],
-    // Greengrass: container only; flip when container mode lands (see the
-    // crate docs: the tests pass both ways).
+    // Greengrass: container only.
     isolation: IsolationSupport {
-        container: false,
-        no_container: true,
+        container: true,
+        no_container: false,
     },
     pinned: true,
 };
