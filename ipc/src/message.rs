@@ -95,6 +95,30 @@ pub struct ComponentConfig {
     pub region: String,
 }
 
+impl ComponentConfig {
+    /// Where a connector finds the resource its `resource_param` names (for
+    /// example `ModbusSerialPort-ResourceId`): the granted resource's path
+    /// when the supervisor passed one, else the value of `path_param` (for
+    /// example `ModbusSerialPort`). Returns the path and, for logs, where it
+    /// came from: `(resource <id>)` or `(<path_param>)`. `None` when neither
+    /// is there.
+    pub fn resource_or_parameter(
+        &self,
+        resource_param: &str,
+        path_param: &str,
+    ) -> Option<(std::path::PathBuf, String)> {
+        let grant = self
+            .parameters
+            .get(resource_param)
+            .and_then(|id| Some((id, self.resources.get(id)?)));
+        match (grant, self.parameters.get(path_param)) {
+            (Some((id, grant)), _) => Some((grant.path.clone().into(), format!("(resource {id})"))),
+            (None, Some(path)) => Some((path.into(), format!("({path_param})"))),
+            (None, None) => None,
+        }
+    }
+}
+
 /// One resource the component may use, as the child sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceGrant {
@@ -229,4 +253,47 @@ pub enum FromChild {
     /// moment a delivery becomes the one being handled to this frame. (The
     /// SDK sends it when the component asks for its next event.)
     Done,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_granted_resource_wins_over_the_path_parameter() {
+        let mut config = ComponentConfig {
+            arn: "arn".into(),
+            kind: ComponentKind::Connector,
+            id: "c".into(),
+            parameters: BTreeMap::from([
+                ("Port-ResourceId".to_string(), "tty".to_string()),
+                ("Port".to_string(), "/dev/ttyS0".to_string()),
+            ]),
+            resources: BTreeMap::from([(
+                "tty".to_string(),
+                ResourceGrant {
+                    path: "/dev/ttyUSB0".into(),
+                    read_write: true,
+                },
+            )]),
+            secrets: Vec::new(),
+            log_level: LogLevel::Info,
+            core_thing_name: "core".into(),
+            region: "us-east-1".into(),
+        };
+        assert_eq!(
+            config.resource_or_parameter("Port-ResourceId", "Port"),
+            Some(("/dev/ttyUSB0".into(), "(resource tty)".into()))
+        );
+        config.resources.clear();
+        assert_eq!(
+            config.resource_or_parameter("Port-ResourceId", "Port"),
+            Some(("/dev/ttyS0".into(), "(Port)".into()))
+        );
+        config.parameters.clear();
+        assert_eq!(
+            config.resource_or_parameter("Port-ResourceId", "Port"),
+            None
+        );
+    }
 }

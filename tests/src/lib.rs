@@ -333,3 +333,31 @@ macro_rules! require_containers {
         }
     };
 }
+
+/// Asserts that `evergreen validate FILE [--config CONFIG]` accepts a group
+/// file: the real validation, with the real connector manifests.
+pub fn assert_valid_file(group_file: &Path, config: Option<&Path>) {
+    let mut cmd = Command::new(evergreen_bin());
+    cmd.arg("validate").arg(group_file);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let out = cmd.output().expect("run evergreen validate");
+    assert!(
+        out.status.success(),
+        "validate {}: {}{}",
+        group_file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes `group` and a test configuration into `dir` and asserts that
+/// `evergreen validate` accepts them.
+pub fn assert_valid_group(dir: &Path, group: &Value) {
+    let group_file = dir.join("group.json");
+    let config_file = dir.join("config.json");
+    std::fs::write(&group_file, group.to_string()).expect("write group");
+    std::fs::write(&config_file, test_config(dir).to_string()).expect("write config");
+    assert_valid_file(&group_file, Some(&config_file));
+}

@@ -8,7 +8,6 @@
 //! `eg-fn publish` function plays the service's `rejected` answer back.
 
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::Duration;
 
 use evergreen_tests::{require_containers, *};
@@ -90,23 +89,7 @@ fn device_defender_reports_flow_with_increasing_ids_and_our_listener() {
     let g = defender_group(&record);
 
     // The group passes the real validation (real manifest, real registry).
-    let group_file = dir.path().join("group.json");
-    let config_file = dir.path().join("config.json");
-    std::fs::write(&group_file, g.to_string()).expect("write group");
-    std::fs::write(&config_file, test_config(dir.path()).to_string()).expect("write config");
-    let out = Command::new(evergreen_bin())
-        .arg("validate")
-        .arg(&group_file)
-        .arg("--config")
-        .arg(&config_file)
-        .output()
-        .expect("run evergreen validate");
-    assert!(
-        out.status.success(),
-        "validate: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_valid_group(dir.path(), &g);
 
     let mut rt = Runtime::start(&g);
     let log = rt.log_path("user/us-east-1/aws/DeviceDefender.log");

@@ -176,26 +176,6 @@ fn all_tags(readings: &[Value], from: usize, quality: &str) -> Option<usize> {
     None
 }
 
-fn validate(dir: &Path, g: &Value) {
-    let group_file = dir.join("group.json");
-    let config_file = dir.join("config.json");
-    std::fs::write(&group_file, g.to_string()).expect("write group");
-    std::fs::write(&config_file, test_config(dir).to_string()).expect("write config");
-    let out = Command::new(evergreen_bin())
-        .arg("validate")
-        .arg(&group_file)
-        .arg("--config")
-        .arg(&config_file)
-        .output()
-        .expect("run evergreen validate");
-    assert!(
-        out.status.success(),
-        "validate: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn modbus_tcp_polls_decode_merge_go_bad_and_recover() {
     let mut slave = SlaveProc::start(0, &slave_data());
@@ -203,7 +183,7 @@ fn modbus_tcp_polls_decode_merge_go_bad_and_recover() {
     let dir = tempfile::tempdir().expect("tmp");
     let record = dir.path().join("rec.jsonl");
     let g = modbus_group(&record, &capability(port).to_string());
-    validate(dir.path(), &g);
+    assert_valid_group(dir.path(), &g);
     let mut rt = Runtime::start(&g);
     let log = rt.log_path(LOG);
     let diagnose = |what: &str| {
@@ -336,7 +316,7 @@ fn modbus_tcp_invalid_configuration_is_reported_not_crash_looped() {
     let g = modbus_group(&record, &wrapped.to_string());
     // The parameter itself is a valid string: validation lets it through and
     // the connector reports what is wrong inside it.
-    validate(dir.path(), &g);
+    assert_valid_group(dir.path(), &g);
     let rt = Runtime::start(&g);
     let log = rt.log_path(LOG);
     let status = wait_for(LIMIT, || {
@@ -413,7 +393,7 @@ fn modbus_tcp_answers_adapter_requests_between_polls() {
                 &fn_arn("rec"),
             ),
         ]);
-    validate(dir.path(), &g);
+    assert_valid_group(dir.path(), &g);
     let rt = Runtime::start(&g);
     // Polling is under way before the requests arrive.
     let polling = wait_for(LIMIT, || all_tags(&readings(&record), 0, "GOOD"));

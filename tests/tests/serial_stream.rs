@@ -190,27 +190,6 @@ fn serial_group(port: &Path, feed_file: &Path, record: &Path, extra: &[(&str, &s
     g
 }
 
-/// Runs `evergreen validate` on the group: it must pass the real checks.
-fn validate(dir: &Path, g: &Value) {
-    let group_file = dir.join("group.json");
-    let config_file = dir.join("config.json");
-    std::fs::write(&group_file, g.to_string()).expect("write group");
-    std::fs::write(&config_file, test_config(dir).to_string()).expect("write config");
-    let out = Command::new(evergreen_bin())
-        .arg("validate")
-        .arg(&group_file)
-        .arg("--config")
-        .arg(&config_file)
-        .output()
-        .expect("run evergreen validate");
-    assert!(
-        out.status.success(),
-        "validate: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The recorded messages on `serial/test-core/<kind><port>`, payloads parsed.
 fn published(record: &Path, kind: &str, port: &Path) -> Vec<Value> {
     let topic = format!("serial/test-core/{kind}{}", port.display());
@@ -298,7 +277,7 @@ fn serial_stream_writes_reads_on_demand_and_refuses_bad_requests() {
     let feed_file = dir.path().join("feed.jsonl");
     let record = dir.path().join("record.jsonl");
     let g = serial_group(&socat.port, &feed_file, &record, &[]);
-    validate(dir.path(), &g);
+    assert_valid_group(dir.path(), &g);
     let mut rt = Runtime::start(&g);
     let cx = Context {
         rt: &rt,
@@ -574,7 +553,7 @@ fn serial_stream_polling_publishes_what_arrives_without_an_id() {
             ("XonXoff", "true"),
         ],
     );
-    validate(dir.path(), &g);
+    assert_valid_group(dir.path(), &g);
     let mut rt = Runtime::start(&g);
     let polled = |needle: &str| {
         published(&record, "read_response", &socat.port)
@@ -687,7 +666,7 @@ fn serial_stream_fails_requests_while_the_port_is_gone_and_reopens_it() {
     let feed_file = dir.path().join("feed.jsonl");
     let record = dir.path().join("record.jsonl");
     let g = serial_group(&link, &feed_file, &record, &[]);
-    validate(dir.path(), &g);
+    assert_valid_group(dir.path(), &g);
     let rt = Runtime::start(&g);
     let cx = Context {
         rt: &rt,

@@ -189,24 +189,15 @@ impl Settings {
             None => sample,
         };
 
-        let grant =
-            parameter(PROC_RESOURCE_ID).and_then(|id| Some((id, config.resources.get(id)?)));
-        let proc_root = match (grant, parameter(PROC_DESTINATION)) {
-            (Some((id, grant)), _) => {
+        let proc_root = match config.resource_or_parameter(PROC_RESOURCE_ID, PROC_DESTINATION) {
+            Some((path, from)) => {
                 notes.push((
                     LogLevel::Info,
-                    format!("reading /proc from {} (resource {id})", grant.path),
+                    format!("reading /proc from {} {from}", path.display()),
                 ));
-                PathBuf::from(&grant.path)
+                path
             }
-            (None, Some(destination)) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("reading /proc from {destination} ({PROC_DESTINATION})"),
-                ));
-                PathBuf::from(destination)
-            }
-            (None, None) => {
+            None => {
                 notes.push((
                     LogLevel::Warn,
                     format!("neither a granted {PROC_RESOURCE_ID} nor {PROC_DESTINATION}; reading /proc"),

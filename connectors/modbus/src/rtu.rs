@@ -155,21 +155,15 @@ impl Settings {
         let mut notes = Vec::new();
         let parameter = |name: &str| config.parameters.get(name).map(String::as_str);
 
-        let grant =
-            parameter(PORT_RESOURCE_ID).and_then(|id| Some((id, config.resources.get(id)?)));
-        let port = match (grant, parameter(PORT)) {
-            (Some((id, grant)), _) => {
+        let port = match config.resource_or_parameter(PORT_RESOURCE_ID, PORT) {
+            Some((path, from)) => {
                 notes.push((
                     LogLevel::Info,
-                    format!("serial port {} (resource {id})", grant.path),
+                    format!("serial port {} {from}", path.display()),
                 ));
-                PathBuf::from(&grant.path)
+                path
             }
-            (None, Some(path)) => {
-                notes.push((LogLevel::Info, format!("serial port {path} ({PORT})")));
-                PathBuf::from(path)
-            }
-            (None, None) => {
+            None => {
                 notes.push((
                     LogLevel::Error,
                     format!(

@@ -145,25 +145,15 @@ impl Settings {
         let rts_cts = switch(RTS_CTS);
         let xon_xoff = switch(XON_XOFF);
 
-        let grant =
-            parameter(SERIAL_PORT_RESOURCE).and_then(|id| Some((id, config.resources.get(id)?)));
-        let port = parameter(SERIAL_PORT);
-        let device = match (grant, port) {
-            (Some((id, grant)), _) => {
+        let device = match config.resource_or_parameter(SERIAL_PORT_RESOURCE, SERIAL_PORT) {
+            Some((path, from)) => {
                 notes.push((
                     LogLevel::Info,
-                    format!("serial port {} (resource {id})", grant.path),
+                    format!("serial port {} {from}", path.display()),
                 ));
-                PathBuf::from(&grant.path)
+                path
             }
-            (None, Some(port)) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("serial port {port} ({SERIAL_PORT})"),
-                ));
-                PathBuf::from(port)
-            }
-            (None, None) => {
+            None => {
                 notes.push((
                     LogLevel::Error,
                     format!("neither a granted {SERIAL_PORT_RESOURCE} nor {SERIAL_PORT}: no port to open"),
@@ -173,7 +163,7 @@ impl Settings {
         };
         // The topics name the port as the user wrote it in `SerialPort`
         // (validation checks it is the resource's SourcePath).
-        let topic_port = port
+        let topic_port = parameter(SERIAL_PORT)
             .map(str::to_string)
             .unwrap_or_else(|| device.display().to_string())
             .trim_start_matches('/')
