@@ -601,3 +601,52 @@ fn wrong_tokens_and_malformed_requests_are_refused_and_route_nothing() {
     assert_eq!(got[0]["payload"], "real");
     assert_eq!(got[0]["source"], fn_arn("pub").as_str());
 }
+
+const ZIPPED: &str = r#"
+import json
+import os
+import greengrasssdk
+
+greengrasssdk.client("iot-data").publish(
+    topic="zip/hello", payload=json.dumps({"from": __file__, "cwd": os.getcwd()}))
+
+
+def handler(event, context):
+    return None
+"#;
+
+#[test]
+fn a_function_deployed_as_a_zip_runs_from_it() {
+    let Some(sdk) = sdk() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let dir = package(work.path(), "zipped", &sdk, &[("main.py", ZIPPED)]);
+    let zip = work.path().join("zipped.zip");
+    let zipped = std::process::Command::new("python3")
+        .current_dir(&dir)
+        .args(["-m", "zipfile", "-c"])
+        .arg(&zip)
+        .args(["greengrasssdk", "main.py"])
+        .status()
+        .expect("python3 -m zipfile");
+    assert!(zipped.success());
+    std::fs::remove_dir_all(&dir).expect("only the zip is left");
+    let out = work.path().join("got.jsonl");
+    let rt = start(
+        &group(
+            vec![
+                py_function("zipped", &zip, "main.handler", true, 3),
+                function("rec", &format!("record {}", out.display())),
+            ],
+            vec![sub("z", &fn_arn("zipped"), "zip/#", &fn_arn("rec"))],
+        ),
+        free_port(),
+    );
+    let got = wait_for(LIMIT, || on_topic(&out, "zip/hello").into_iter().next());
+    let got = got.unwrap_or_else(|| panic!("{}", read(&rt.function_log("zipped"))));
+    assert!(
+        got["from"]
+            .as_str()
+            .is_some_and(|f| f.starts_with(&zip.display().to_string())),
+        "imported from inside the zip: {got}"
+    );
+}

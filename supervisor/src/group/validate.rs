@@ -22,6 +22,12 @@
 //! * `ExecArgs` is split on whitespace; quoting is not interpreted.
 //! * A device used by a connector (a serial port, a GPIO node) belongs to it
 //!   alone; several functions may still share a device, as in Greengrass.
+//! * A function with `CodeUri` (an Evergreen extension: the directory or
+//!   `.zip` holding a Lambda's code, relative to the group file) or a
+//!   `python3…` `Runtime` is a Greengrass V1 Python function: its
+//!   `Executable` is the handler `module.function` and it runs on
+//!   Evergreen's Python runtime (`crate::lambda`). `Runtime` defaults to
+//!   `python3`; other runtimes (Node.js, Java) are refused.
 //! * System functions (`arn:aws:lambda:::function:GG…`), which Greengrass
 //!   groups use to configure the spooler or the IP detector, are accepted
 //!   and not run: Evergreen provides those services itself.
@@ -3053,7 +3059,53 @@ mod tests {
         assert_eq!(plan(json), plan(json));
     }
 
+    #[test]
+    fn good_python_functions() {
+        let plan = plan(fixture!("good", "python-functions"));
+        assert_eq!(
+            component(&plan, &fn_arn("hello", "1")).launch,
+            Launch::Python {
+                handler: "greengrassHelloWorld.function_handler".into(),
+                code: PathBuf::from("/srv/groups/demo/functions/hello"),
+                runtime: "python3.7".into(),
+                binary: false,
+            }
+        );
+        assert_eq!(
+            component(&plan, &fn_arn("bin", "2")).launch,
+            Launch::Python {
+                handler: "pkg.handlers.on_bytes".into(),
+                code: PathBuf::from("/opt/functions/bin.zip"),
+                runtime: "python3".into(),
+                binary: true,
+            }
+        );
+    }
+
     // ------------------------------------------------------------ bad fixtures
+
+    bad_fixture!(
+        bad_python_functions,
+        "python-functions",
+        [
+            (
+                &format!("{F}[0].FunctionConfiguration.Executable"),
+                "is not a Python handler: use module.function"
+            ),
+            (
+                &format!("{F}[1].FunctionConfiguration.Runtime"),
+                "`nodejs12.x` is not a supported runtime"
+            ),
+            (
+                &format!("{F}[2].FunctionConfiguration.CodeUri"),
+                "CodeUri is required for a Python function"
+            ),
+            (
+                &format!("{F}[3].FunctionConfiguration.ExecArgs"),
+                "ExecArgs does not apply to a Python function"
+            ),
+        ]
+    );
 
     bad_fixture!(
         bad_not_an_object,
