@@ -711,7 +711,12 @@ impl ComponentActor {
                 args.iter().map(OsString::from).collect(),
             ),
             Launch::Python { .. } => (
-                std::path::PathBuf::from(lambda::python::INTERPRETER),
+                match spec.isolation {
+                    Isolation::NoContainer => std::path::PathBuf::from(lambda::python::INTERPRETER),
+                    Isolation::GreengrassContainer => {
+                        lambda::python::container_interpreter(std::env::var_os("PATH").as_deref())
+                    }
+                },
                 None,
                 self.lambda.as_ref().map_or_else(Vec::new, |hub| {
                     vec![hub

@@ -650,3 +650,53 @@ fn a_function_deployed_as_a_zip_runs_from_it() {
         "imported from inside the zip: {got}"
     );
 }
+
+const CONTAINED: &str = r#"
+import json
+import os
+import socket
+import greengrasssdk
+
+greengrasssdk.client("iot-data").publish(topic="box/view", payload=json.dumps({
+    "cwd": os.getcwd(),
+    "hostname": socket.gethostname(),
+    "sees_tmp_root": os.path.exists(os.environ.get("EG_TEST_SECRET_PATH", "/nonexistent")),
+}))
+
+
+def handler(event, context):
+    return {"echo": event}
+"#;
+
+#[test]
+fn a_python_function_runs_in_a_container() {
+    evergreen_tests::require_containers!();
+    let Some(sdk) = sdk() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let code = package(work.path(), "boxed", &sdk, &[("boxed.py", CONTAINED)]);
+    // A file next to the function's directory: on the host, not in the box.
+    let secret = work.path().join("host-only");
+    std::fs::write(&secret, "x").expect("write");
+    let out = work.path().join("got.jsonl");
+    let mut boxed = py_function("boxed", &code, "boxed.handler", true, 3);
+    boxed["FunctionConfiguration"]["Environment"] = json!({
+        "Execution": { "IsolationMode": "GreengrassContainer" },
+        "Variables": { "EG_TEST_SECRET_PATH": secret }
+    });
+    boxed["FunctionConfiguration"]["MemorySize"] = json!(65536);
+    let rt = start(
+        &group(
+            vec![boxed, function("rec", &format!("record {}", out.display()))],
+            vec![sub("box", &fn_arn("boxed"), "box/#", &fn_arn("rec"))],
+        ),
+        free_port(),
+    );
+    let got = wait_for(LIMIT, || on_topic(&out, "box/view").into_iter().next());
+    let got = got.unwrap_or_else(|| panic!("{}", read(&rt.function_log("boxed"))));
+    assert_eq!(got["cwd"], code.display().to_string(), "{got}");
+    assert_eq!(got["hostname"], "boxed", "its own UTS namespace: {got}");
+    assert_eq!(
+        got["sees_tmp_root"], false,
+        "only its code is bound, not its neighbours: {got}"
+    );
+}

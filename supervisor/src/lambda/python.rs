@@ -71,6 +71,20 @@ pub fn install(dir: &Path) -> std::io::Result<()> {
 /// versions that are not installed).
 pub const INTERPRETER: &str = "python3";
 
+/// The interpreter for a function in a container, where only the system
+/// directories are bound: the first `python3` on `PATH` under `/usr` or
+/// `/bin` (a pyenv or venv one under `/root` or `/opt` would not be there),
+/// else `/usr/bin/python3`.
+pub fn container_interpreter(path_var: Option<&std::ffi::OsStr>) -> std::path::PathBuf {
+    path_var
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .filter(|dir| dir.starts_with("/usr") || dir.starts_with("/bin"))
+        .map(|dir| dir.join(INTERPRETER))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/python3"))
+}
+
 /// What a Python function's child needs beyond the common environment.
 #[derive(Debug, Clone)]
 pub struct PythonLaunch<'a> {
@@ -112,6 +126,17 @@ pub fn environment(hub: &LambdaHub, launch: &PythonLaunch<'_>) -> Vec<(OsString,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_use_a_system_python() {
+        let path = std::ffi::OsString::from("/root/.pyenv/shims:/nonexistent/usr:/usr/bin");
+        let got = container_interpreter(Some(&path));
+        assert!(got.starts_with("/usr"), "{}", got.display());
+        assert_eq!(
+            container_interpreter(None),
+            std::path::PathBuf::from("/usr/bin/python3")
+        );
+    }
 
     #[test]
     fn files_install_and_overwrite() {
