@@ -616,19 +616,19 @@ def handler(event, context):
 "#;
 
 #[test]
-fn a_function_deployed_as_a_zip_runs_from_it() {
+fn a_function_packaged_as_a_zip_runs_from_it() {
     let Some(sdk) = sdk() else { return };
     let work = tempfile::tempdir().expect("tmp");
     let dir = package(work.path(), "zipped", &sdk, &[("main.py", ZIPPED)]);
-    let zip = work.path().join("zipped.zip");
-    let zipped = std::process::Command::new("python3")
-        .current_dir(&dir)
-        .args(["-m", "zipfile", "-c"])
-        .arg(&zip)
-        .args(["greengrasssdk", "main.py"])
-        .status()
-        .expect("python3 -m zipfile");
-    assert!(zipped.success());
+    // Packaged by Evergreen's own helper.
+    let packaged = std::process::Command::new(evergreen_bin())
+        .args(["function", "package"])
+        .arg(&dir)
+        .output()
+        .expect("evergreen function package");
+    assert!(packaged.status.success(), "{packaged:?}");
+    let zip = PathBuf::from(String::from_utf8_lossy(&packaged.stdout).trim());
+    assert_eq!(zip, work.path().join("functions/zipped.zip"));
     std::fs::remove_dir_all(&dir).expect("only the zip is left");
     let out = work.path().join("got.jsonl");
     let rt = start(

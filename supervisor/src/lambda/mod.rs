@@ -31,6 +31,7 @@
 //! * Everything runs on the actor system's thread: no locks, no `Send`.
 
 pub mod http;
+pub mod package;
 pub mod python;
 
 use std::cell::{Cell, RefCell};
