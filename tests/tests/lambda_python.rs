@@ -276,6 +276,13 @@ def handler(event, context):
     return {"ok": event.get("n"), "served": served}
 "#;
 
+// EncodingType binary: the event is bytes, the result goes back as bytes.
+const BINARY: &str = r#"
+def handler(event, context):
+    assert isinstance(event, bytes), type(event)
+    return bytes(reversed(event)) + type(event).__name__.encode()
+"#;
+
 const CALLER: &str = r#"
 import json
 import threading
@@ -285,6 +292,7 @@ import greengrasssdk
 lam = greengrasssdk.client("lambda")
 iot = greengrasssdk.client("iot-data")
 TARGET = "%TARGET%"
+BINARY = "%BINARY%"
 
 
 def call(payload):
@@ -309,6 +317,9 @@ def run():
             result = {"exception": repr(e)}
         result["step"] = name
         iot.publish(topic="results", payload=json.dumps(result))
+    r = lam.invoke(FunctionName=BINARY, Payload=b"\x00\x01\xfe\xff")
+    iot.publish(topic="results", payload=json.dumps(
+        {"step": "binary", "error": r["FunctionError"], "hex": r["Payload"].read().hex()}))
     ev = lam.invoke(FunctionName=TARGET, InvocationType="Event", Payload=json.dumps({"n": 4}))
     iot.publish(topic="results", payload=json.dumps({"step": "event", "payload": ev["Payload"].decode()}))
     try:
@@ -336,18 +347,27 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     let Some(sdk) = sdk() else { return };
     let work = tempfile::tempdir().expect("tmp");
     let flaky = package(work.path(), "flaky", &sdk, &[("flaky.py", FLAKY)]);
+    let binary = package(work.path(), "binary", &sdk, &[("binary.py", BINARY)]);
     let caller = package(
         work.path(),
         "caller",
         &sdk,
-        &[("caller.py", &CALLER.replace("%TARGET%", &fn_arn("flaky")))],
+        &[(
+            "caller.py",
+            &CALLER
+                .replace("%TARGET%", &fn_arn("flaky"))
+                .replace("%BINARY%", &fn_arn("binary")),
+        )],
     );
+    let mut binary = py_function("binary", &binary, "binary.handler", false, 3);
+    binary["FunctionConfiguration"]["EncodingType"] = json!("binary");
     let out = work.path().join("got.jsonl");
     let rt = start(
         &group(
             vec![
                 py_function("flaky", &flaky, "flaky.handler", false, 1),
                 py_function("caller", &caller, "caller.handler", true, 60),
+                binary,
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![sub("results", &fn_arn("caller"), "results", &fn_arn("rec"))],
@@ -356,13 +376,13 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     );
     let got = wait_for(LIMIT, || {
         let got = on_topic(&out, "results");
-        (got.len() >= 7).then_some(got)
+        (got.len() >= 8).then_some(got)
     });
     let flaky_log = read(&rt.function_log("flaky"));
     let caller_log = read(&rt.function_log("caller"));
     let got = got.unwrap_or_else(|| {
         panic!(
-            "seven results: {:?}\nflaky log:\n{flaky_log}\ncaller log:\n{caller_log}",
+            "eight results: {:?}\nflaky log:\n{flaky_log}\ncaller log:\n{caller_log}",
             records(&out)
         )
     });
@@ -408,6 +428,19 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
         "a new worker after the timeout: {ok3}"
     );
     assert_eq!(step("event")["payload"], "");
+    let binary = step("binary");
+    assert_eq!(binary["error"], "", "{binary}");
+    assert_eq!(
+        binary["hex"],
+        format!(
+            "fffe0100{}",
+            "bytes"
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        "raw bytes in and out: {binary}"
+    );
     let services = step("services");
     assert!(
         services["shadow"].as_str().is_some_and(
@@ -562,6 +595,34 @@ fn wrong_tokens_and_malformed_requests_are_refused_and_route_nothing() {
         .as_bytes(),
     );
     assert_eq!(status, 409, "only the invocation it was handed: {text}");
+    // The local log endpoint of the V1 log appender writes to the caller's log.
+    let log_body = json!({
+        "logGroupName": "/Lambda/other",
+        "logStreamName": "fromPythonAppender",
+        "logEvents": [{ "timestamp": 1, "message": "appender says hi" }]
+    })
+    .to_string();
+    let (status, text) = http(
+        port,
+        format!(
+            "POST /2016-11-01/cloudwatch/logs/ HTTP/1.1\r\nAuthorization: {token}\r\nContent-Length: {}\r\n\r\n{log_body}",
+            log_body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let logged = wait_for(LIMIT, || {
+        read(&rt.function_log("other"))
+            .contains("appender says hi")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", read(&rt.function_log("other")));
+    let (status, text) = http(
+        port,
+        format!("POST /2016-11-01/cloudwatch/logs/ HTTP/1.1\r\nAuthorization: {token}\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("logEvents"), "{text}");
     // Malformed and oversize requests: 4xx, and the endpoint goes on.
     let (status, _) = http(port, b"\x01\x02garbage\r\n\r\n");
     assert_eq!(status, 400);
