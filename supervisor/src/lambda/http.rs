@@ -345,6 +345,29 @@ mod tests {
         assert_eq!(base64_decode("A"), None);
     }
 
+    proptest::proptest! {
+        // The decoders of outside input never panic, whatever the bytes.
+        #[test]
+        fn arbitrary_requests_never_panic(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let result = rt.block_on(parse(&raw, 512));
+            if let Ok(req) = result {
+                proptest::prop_assert!(req.body.len() <= 512);
+            }
+        }
+
+        #[test]
+        fn base64_round_trips(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            proptest::prop_assert_eq!(base64_decode(&base64_encode(&data)), Some(data));
+        }
+
+        #[test]
+        fn base64_and_paths_never_panic(text in ".{0,64}") {
+            let _ = base64_decode(&text);
+            let _ = percent_decode(&text);
+        }
+    }
+
     #[test]
     fn percent_escapes_are_decoded() {
         assert_eq!(percent_decode("a%3Ab").as_deref(), Ok("a:b"));
