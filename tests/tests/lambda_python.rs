@@ -744,7 +744,8 @@ fn a_python_function_runs_in_a_container() {
         "Execution": { "IsolationMode": "GreengrassContainer" },
         "Variables": { "EG_TEST_SECRET_PATH": secret }
     });
-    boxed["FunctionConfiguration"]["MemorySize"] = json!(65536);
+    // Greengrass's default MemorySize (16 MB) is enough for the runtime and the SDK.
+    boxed["FunctionConfiguration"]["MemorySize"] = json!(16384);
     let rt = start(
         &group(
             vec![boxed, function("rec", &format!("record {}", out.display()))],
