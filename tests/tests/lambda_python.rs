@@ -560,6 +560,9 @@ fn wrong_tokens_and_malformed_requests_are_refused_and_route_nothing() {
             vec![
                 py_function("pub", &publisher, "pub.handler", true, 3),
                 py_function("other", &other, "pub.handler", true, 3),
+                // A handler module that does not exist: the worker reports
+                // its failed initialisation and exits.
+                py_function("broken", &other, "missing_module.handler", true, 3),
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![sub("sneaky", &fn_arn("pub"), "sneaky/#", &fn_arn("rec"))],
@@ -661,6 +664,14 @@ fn wrong_tokens_and_malformed_requests_are_refused_and_route_nothing() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["payload"], "real");
     assert_eq!(got[0]["source"], fn_arn("pub").as_str());
+    let broken = wait_for(LIMIT, || {
+        let log = read(&rt.function_log("broken"));
+        (log.contains("initialisation failed: ModuleNotFoundError")
+            && log.contains("No module named 'missing_module'")
+            && log.contains("exited with status 1"))
+        .then_some(())
+    });
+    assert!(broken.is_some(), "{}", read(&rt.function_log("broken")));
 }
 
 const ZIPPED: &str = r#"
