@@ -140,6 +140,12 @@ def greengrass_hello_world_run():
 
 greengrass_hello_world_run()
 
+# As AWS's Twilio notification sample: a text request for the Twilio connector.
+client.publish(topic="twilio/txt", payload=json.dumps({
+    "request": {"recipient": {"name": "Darla", "phone_number": "+19999999999",
+                              "message": "Hello from the edge"}},
+    "id": "request123"}))
+
 
 def function_handler(event, context):
     return
@@ -210,6 +216,7 @@ fn pinned_timer_and_on_demand_echo_with_a_warm_worker() {
                     &fn_arn("rec"),
                 ),
                 sub("echo-to-rec", &fn_arn("echo"), "echo/out", &fn_arn("rec")),
+                sub("twilio", &fn_arn("timer"), "twilio/txt", &fn_arn("rec")),
             ],
         ),
         free_port(),
@@ -229,6 +236,14 @@ fn pinned_timer_and_on_demand_echo_with_a_warm_worker() {
     let hello = on_topic(&out, "hello/world");
     assert_eq!(hello.len(), 5, "the timer published five times: {hello:?}");
     assert!(hello[0]["platform"].as_str().is_some_and(|p| !p.is_empty()));
+    assert_eq!(
+        on_topic(&out, "twilio/txt"),
+        vec![json!({
+            "request": {"recipient": {"name": "Darla", "phone_number": "+19999999999",
+                                      "message": "Hello from the edge"}},
+            "id": "request123"
+        })]
+    );
     for (i, e) in echoed.iter().enumerate() {
         assert_eq!(e["subject"], "hello/world", "{e}");
         assert_eq!(
@@ -273,7 +288,7 @@ def handler(event, context):
         raise ValueError("asked to fail")
     if event.get("sleep"):
         time.sleep(event["sleep"])
-    return {"ok": event.get("n"), "served": served}
+    return {"ok": event.get("n"), "served": served, "custom": context.client_context.custom}
 "#;
 
 // EncodingType binary: the event is bytes, the result goes back as bytes.
@@ -284,6 +299,7 @@ def handler(event, context):
 "#;
 
 const CALLER: &str = r#"
+import base64
 import json
 import threading
 
@@ -295,8 +311,8 @@ TARGET = "%TARGET%"
 BINARY = "%BINARY%"
 
 
-def call(payload):
-    r = lam.invoke(FunctionName=TARGET, InvocationType="RequestResponse", Payload=json.dumps(payload))
+def call(payload, **extra):
+    r = lam.invoke(FunctionName=TARGET, InvocationType="RequestResponse", Payload=json.dumps(payload), **extra)
     body = r["Payload"]
     body = body.read() if hasattr(body, "read") else body
     return {"error": r["FunctionError"], "payload": body.decode("utf-8")}
@@ -310,9 +326,10 @@ def run():
         ("timeout", {"sleep": 30}),
         ("ok3", {"n": 3}),
     ]
+    context = base64.b64encode(json.dumps({"custom": {"from": "caller"}}).encode())
     for name, payload in steps:
         try:
-            result = call(payload)
+            result = call(payload, ClientContext=context) if name == "ok1" else call(payload)
         except Exception as e:
             result = {"exception": repr(e)}
         result["step"] = name
@@ -397,7 +414,11 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     };
     let ok1 = step("ok1");
     assert_eq!(ok1["error"], "", "{ok1}");
-    assert_eq!(payload(&ok1), json!({"ok": 1, "served": 1}));
+    assert_eq!(
+        payload(&ok1),
+        json!({"ok": 1, "served": 1, "custom": {"from": "caller"}}),
+        "the caller's ClientContext reaches the handler"
+    );
     let handled = step("handled");
     assert_eq!(handled["error"], "Handled", "{handled}");
     assert!(
@@ -409,7 +430,7 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     let ok2 = step("ok2");
     assert_eq!(
         payload(&ok2),
-        json!({"ok": 2, "served": 3}),
+        json!({"ok": 2, "served": 3, "custom": {}}),
         "the same worker kept serving after the exception: {ok2}"
     );
     let timeout = step("timeout");
@@ -424,7 +445,7 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     assert_eq!(ok3["error"], "", "{ok3}");
     assert_eq!(
         payload(&ok3),
-        json!({"ok": 3, "served": 1}),
+        json!({"ok": 3, "served": 1, "custom": {}}),
         "a new worker after the timeout: {ok3}"
     );
     assert_eq!(step("event")["payload"], "");
