@@ -50,6 +50,11 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Greengrass V1 Python functions: package a function's directory.
+    Function {
+        #[command(subcommand)]
+        command: FunctionCommand,
+    },
     /// Store validated groups as immutable versions, and inspect them.
     Group {
         #[command(subcommand)]
@@ -140,6 +145,21 @@ pub struct StoreArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum FunctionCommand {
+    /// Zip a Python function's directory (its handler module and what it
+    /// vendors, such as greengrasssdk) into the file a group's CodeUri names.
+    ///
+    /// Prints the archive's path. Exit status 0 when written, 1 otherwise.
+    Package {
+        /// The function's directory.
+        dir: PathBuf,
+        /// The archive to write [default: DIR.zip beside DIR].
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Validate a group file as `evergreen run` would and store it as an
     /// immutable version under <root>/deployments/versions.
@@ -212,6 +232,9 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Group { command } => group(command),
+        Command::Function {
+            command: FunctionCommand::Package { dir, output },
+        } => package_function(&dir, output),
         Command::Deploy { target, conn } => deploy(&target, conn),
         Command::Redeploy {
             deployment_id,
@@ -232,6 +255,38 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Connector { name } => crate::catalogue::run_connector(&name),
+    }
+}
+
+/// `evergreen function package DIR`.
+fn package_function(dir: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
+    let trimmed = dir.components().as_path();
+    let out = output.unwrap_or_else(|| {
+        let mut name = trimmed.file_name().unwrap_or_default().to_os_string();
+        name.push(".zip");
+        trimmed.with_file_name(name)
+    });
+    match crate::lambda::package::package(dir, &out) {
+        Ok(report) => {
+            println!("{}", out.display());
+            eprintln!(
+                "evergreen: {} files, {} bytes packaged",
+                report.files, report.bytes
+            );
+            if !report.has_sdk {
+                eprintln!(
+                    "evergreen: note: no greengrasssdk/ in {}; a function that imports it needs it vendored \
+                     (pip install --target {} greengrasssdk)",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("evergreen: cannot package {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

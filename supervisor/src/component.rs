@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RestartPolicy;
 use crate::group::plan::{ComponentSpec, GroupPlan, Isolation, Launch, ResourceData, RunAs};
+use crate::lambda::{self, FunctionLink, LambdaHub};
 use crate::logs::LogFile;
 use crate::router::{QueueReceiver, Router};
 use crate::sandbox::{ContainerGuard, MountKind, ResourceMount, Sandboxes, SpawnSpec};
@@ -232,7 +233,7 @@ pub struct ComponentStatus {
     pub log_file: std::path::PathBuf,
 }
 
-type SharedLog = Rc<RefCell<LogFile>>;
+pub(crate) type SharedLog = Rc<RefCell<LogFile>>;
 
 /// What a child's tasks tell the actor.
 #[derive(Debug, Message)]
@@ -285,7 +286,7 @@ enum WriterCmd {
 /// shared by its writer (which pushes) and reader (which pops). Only the
 /// actor's thread touches it.
 #[derive(Debug)]
-struct InFlight {
+pub(crate) struct InFlight {
     sent: std::collections::VecDeque<Instant>,
     /// When the last `Done` arrived: the next delivery is being handled since.
     last_done: Option<Instant>,
@@ -310,9 +311,26 @@ impl InFlight {
         let since = self.last_done.map_or(sent, |done| done.max(sent));
         Some(now.saturating_duration_since(since))
     }
+
+    /// A delivery was handed to the child (the lambda link's `…/work`).
+    pub(crate) fn begin(&mut self, now: Instant) {
+        if self.sent.len() >= MAX_UNACKNOWLEDGED {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(now);
+        self.last_activity = now;
+    }
+
+    /// The child answered the oldest delivery.
+    pub(crate) fn finish(&mut self, now: Instant) {
+        if self.sent.pop_front().is_some() {
+            self.last_done = Some(now);
+            self.last_activity = now;
+        }
+    }
 }
 
-type SharedInFlight = Rc<RefCell<InFlight>>;
+pub(crate) type SharedInFlight = Rc<RefCell<InFlight>>;
 
 /// A counting limit on running on-demand children (Greengrass's
 /// `maxConcurrentLimit`): a component takes a slot to start a child and gives
@@ -406,6 +424,12 @@ pub struct ComponentActor {
     wake: Option<Arc<tokio::sync::Notify>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
+    /// The Lambda IPC endpoint, for Python functions.
+    lambda: Option<Rc<LambdaHub>>,
+    /// This function's registration with it (Python functions only).
+    lambda_link: Option<Rc<FunctionLink>>,
+    /// The token the next child is given.
+    lambda_token: String,
 }
 
 impl fmt::Debug for ComponentActor {
@@ -557,6 +581,9 @@ impl ComponentActor {
             wake: None,
             stop_waiters: Vec::new(),
             rng: seed | 1,
+            lambda: None,
+            lambda_link: None,
+            lambda_token: String::new(),
         })
     }
 
@@ -630,11 +657,73 @@ impl ComponentActor {
             env.retain(|(ek, _)| ek != k);
             env.push((k.into(), v.into()));
         }
+        let mut working_dir = None;
+        let mut mounts = self.plan_env.mounts.clone();
+        if let (
+            Launch::Python {
+                handler,
+                code,
+                binary,
+                ..
+            },
+            Some(hub),
+        ) = (&spec.launch, &self.lambda)
+        {
+            let launch = lambda::python::PythonLaunch {
+                handler,
+                code,
+                binary: *binary,
+                timeout_ms: spec.timeout_s.saturating_mul(1000),
+                token: &self.lambda_token,
+            };
+            for (k, v) in lambda::python::environment(hub, &launch) {
+                env.retain(|(ek, _)| *ek != k);
+                env.push((k, v));
+            }
+            // The function's own directory is its working directory, as
+            // in Greengrass (code that opens files next to itself).
+            if code.is_dir() {
+                working_dir = Some(code.clone());
+            }
+            // In a container the code and Evergreen's Python files are
+            // bound read-only at their host paths, so PYTHONPATH holds.
+            if spec.isolation == Isolation::GreengrassContainer {
+                for (id, path) in [
+                    ("function-code", code),
+                    ("evergreen-python", &hub.runtime_dir().to_path_buf()),
+                ] {
+                    mounts.push(ResourceMount {
+                        resource_id: id.to_string(),
+                        kind: MountKind::Volume,
+                        source: path.clone(),
+                        target: path.clone(),
+                        read_write: false,
+                        auto_add_group_owner: false,
+                        group_owner: None,
+                    });
+                }
+            }
+        }
         let (program, arg0, args) = match &spec.launch {
             Launch::Executable { path, args } => (
                 path.clone(),
                 None,
                 args.iter().map(OsString::from).collect(),
+            ),
+            Launch::Python { .. } => (
+                match spec.isolation {
+                    Isolation::NoContainer => std::path::PathBuf::from(lambda::python::INTERPRETER),
+                    Isolation::GreengrassContainer => {
+                        lambda::python::container_interpreter(std::env::var_os("PATH").as_deref())
+                    }
+                },
+                None,
+                self.lambda.as_ref().map_or_else(Vec::new, |hub| {
+                    vec![hub
+                        .runtime_dir()
+                        .join(lambda::python::RUNTIME_SCRIPT)
+                        .into_os_string()]
+                }),
             ),
             Launch::Connector { name, .. } => (
                 s.self_exe.clone(),
@@ -654,11 +743,11 @@ impl ComponentActor {
                 uid: spec.run_as.uid.or(s.default_run_as.uid),
                 gid: spec.run_as.gid.or(s.default_run_as.gid),
             },
-            working_dir: None,
+            working_dir,
             memory_kb: spec.memory_kb,
             instance: crate::sandbox::cgroup::cgroup_name(&spec.id, self.generation),
             hostname: hostname(&spec.name),
-            mounts: self.plan_env.mounts.clone(),
+            mounts,
         }
     }
 
@@ -693,6 +782,21 @@ impl ComponentActor {
         // Start-up time counts from here, so it includes what the sandbox
         // does before exec (for a container: cgroup, namespaces, mounts).
         let spawn_began = Instant::now();
+        let python = matches!(self.spec.launch, Launch::Python { .. });
+        if python {
+            match &self.lambda {
+                Some(hub) if self.lambda_link.is_some() => self.lambda_token = hub.new_token(),
+                _ => {
+                    if holds_slot {
+                        self.settings.on_demand_slots.give_back();
+                    }
+                    let why = "the Lambda IPC endpoint is not running (see the runtime log)";
+                    self.note(LogLevel::Error, &format!("cannot start: {why}"));
+                    self.after_exit(ctx, ExitReason::SpawnFailed(why.into()), Duration::ZERO);
+                    return;
+                }
+            }
+        }
         let spawned = self
             .sandboxes
             .for_mode(self.spec.isolation, &self.spec.arn)
@@ -736,6 +840,42 @@ impl ComponentActor {
         let addr = ctx.address();
         let max_frame = self.settings.max_frame;
         let inflight: SharedInFlight = Rc::new(RefCell::new(InFlight::new()));
+        if let (true, Some(hub), Some(link)) = (python, &self.lambda, &self.lambda_link) {
+            // The lambda link: work goes over the IPC endpoint, so stdin is
+            // closed and stdout is log text like stderr. Nothing reads
+            // `cmds`: a stop is SIGTERM (see `begin_stop`).
+            drop(stdin);
+            drop(cmd_rx);
+            let ready_addr = addr.clone();
+            hub.attach_worker(
+                link,
+                std::mem::take(&mut self.lambda_token),
+                generation,
+                inflight.clone(),
+                Box::new(move || {
+                    ready_addr.do_send(InstanceEvent {
+                        generation,
+                        kind: InstanceEventKind::Ready,
+                    })
+                }),
+            );
+            actix_rt::spawn(stderr_task(stdout, self.log.clone()));
+            actix_rt::spawn(stderr_task(stderr, self.log.clone()));
+            actix_rt::spawn(waiter_task(child, addr, generation));
+            self.watch_readiness(ctx, generation);
+            self.instance = Some(Instance {
+                generation,
+                inflight,
+                holds_slot,
+                pid,
+                started: spawn_began,
+                ready: false,
+                violation: None,
+                cmds: cmd_tx,
+                container,
+            });
+            return;
+        }
         actix_rt::spawn(writer_task(
             stdin,
             cmd_rx,
@@ -760,14 +900,7 @@ impl ComponentActor {
         ));
         actix_rt::spawn(stderr_task(stderr, self.log.clone()));
         actix_rt::spawn(waiter_task(child, addr, generation));
-        let timeout = self.settings.readiness_timeout;
-        ctx.run_later(timeout, move |act, _ctx| {
-            if let Some(inst) = act.current(generation) {
-                if !inst.ready {
-                    act.violate(generation, ExitReason::ReadinessTimeout(timeout));
-                }
-            }
-        });
+        self.watch_readiness(ctx, generation);
         self.instance = Some(Instance {
             generation,
             inflight,
@@ -778,6 +911,18 @@ impl ComponentActor {
             violation: None,
             cmds: cmd_tx,
             container,
+        });
+    }
+
+    /// Kills the child of `generation` if it is not ready in time.
+    fn watch_readiness(&self, ctx: &mut Context<Self>, generation: u64) {
+        let timeout = self.settings.readiness_timeout;
+        ctx.run_later(timeout, move |act, _ctx| {
+            if let Some(inst) = act.current(generation) {
+                if !inst.ready {
+                    act.violate(generation, ExitReason::ReadinessTimeout(timeout));
+                }
+            }
         });
     }
 
@@ -940,6 +1085,11 @@ impl ComponentActor {
         let grace = self.settings.shutdown_grace;
         let term = self.settings.term_grace;
         let _ = inst.cmds.send(WriterCmd::Shutdown(grace));
+        if matches!(self.spec.launch, Launch::Python { .. }) {
+            // A Python worker has no stdio link to hear `Shutdown`; SIGTERM
+            // is its stop (Python's default action for it is to exit).
+            self.signal(generation, Signal::SIGTERM);
+        }
         self.note(
             LogLevel::Info,
             &format!("stopping (grace {} ms)", grace.as_millis()),
@@ -1044,7 +1194,23 @@ impl ComponentActor {
 impl Actor for ComponentActor {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let (Some(hub), Some(link)) = (&self.lambda, self.lambda_link.take()) {
+            hub.unregister(&link);
+        }
+    }
+
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let (Launch::Python { .. }, Some(hub)) = (&self.spec.launch, &self.lambda) {
+            self.lambda_link = Some(hub.register(
+                &self.spec.arn,
+                Duration::from_secs(self.spec.timeout_s),
+                self.log.clone(),
+                self.inbox.clone(),
+                self.wake.clone(),
+                self.settings.queue_capacity,
+            ));
+        }
         // Only functions have a Timeout and only on-demand ones idle out;
         // a gateway full of connectors should not wake ten times a second each.
         if self.spec.kind == ComponentKind::Function || !self.spec.pinned {
@@ -1072,6 +1238,14 @@ impl Actor for ComponentActor {
                 "on demand: starts when a message arrives for it",
             );
         }
+    }
+}
+
+impl ComponentActor {
+    /// Connects a Python function to the Lambda IPC endpoint (before it starts).
+    pub fn with_lambda(mut self, hub: Rc<LambdaHub>) -> Self {
+        self.lambda = Some(hub);
+        self
     }
 }
 
@@ -1126,6 +1300,9 @@ impl Handler<InstanceEvent> for ComponentActor {
                     Ok(st) => exit_reason(st),
                     Err(e) => ExitReason::SpawnFailed(format!("cannot wait for the child: {e}")),
                 });
+                if let (Some(hub), Some(link)) = (&self.lambda, &self.lambda_link) {
+                    hub.detach_worker(link, generation, &reason.to_string());
+                }
                 let level = if self.stopping {
                     LogLevel::Info
                 } else {

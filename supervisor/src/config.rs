@@ -38,7 +38,7 @@
 //! | `coreThing.iotHost` | none | the upstream broker (AWS IoT data endpoint or any MQTT broker); none = no cloud connection |
 //! | `coreThing.iotMqttPort` | `8883` | upstream broker port, 1..65535 (Greengrass allowed only 8883 or 443; other brokers use other ports) |
 //! | `coreThing.ggMqttPort` | `8883` | local MQTT server's TLS port, 1024..65535; default of `evergreen.listeners.mqttTls.port` |
-//! | `coreThing.ggDaemonPort` | `8000` | 1024..65535; kept for compatibility only: Evergreen's IPC is stdio, not a port |
+//! | `coreThing.ggDaemonPort` | `8000` | 1024..65535; the Lambda IPC endpoint on `localhost` that Greengrass V1 Python functions use (`GG_DAEMON_PORT`); connectors and executable functions speak stdio |
 //! | `coreThing.keepAlive` | `600` | MQTT keep-alive to the upstream broker, seconds, 30..1200 |
 //! | `coreThing.mqttOperationTimeout` | `5` | seconds an upstream publish/subscribe may take, at least 5 |
 //! | `coreThing.caPath` | none | upstream CA bundle; a relative path is under `<root>/certs`, as in Greengrass |

@@ -11,6 +11,8 @@
 //! validated groups as immutable, content-addressed versions for deployments.
 //! [`control`] serves the control socket that `evergreen status` talks to;
 //! [`tail`] is `evergreen logs`, which finds a log file through it.
+//! [`lambda`] is the Lambda IPC endpoint and Python runtime that let
+//! Greengrass V1 Python functions run unmodified.
 
 pub mod catalogue;
 pub mod check;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod deploy;
 pub mod group;
+pub mod lambda;
 pub mod logs;
 pub mod notify;
 pub mod router;

@@ -480,6 +480,28 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         std::process::id(),
     );
 
+    // Python functions: Evergreen's support files, written before anything
+    // starts, and the port of their IPC endpoint.
+    let python_functions = plan
+        .components
+        .values()
+        .filter(|c| matches!(c.launch, crate::group::plan::Launch::Python { .. }))
+        .count();
+    let python_dir = runtime_root.join("runtime").join("python");
+    let daemon_port = cfg.core_thing.gg_daemon_port;
+    let mut lambda_ok = true;
+    if let Err(source) = crate::lambda::python::install(&python_dir) {
+        let what = format!(
+            "cannot write the Python runtime files to {}",
+            python_dir.display()
+        );
+        if python_functions > 0 {
+            return Err(RunError::Io { what, source });
+        }
+        log::warn!("{what}: {source}; Python functions cannot run");
+        lambda_ok = false;
+    }
+
     let control_path = cfg.control_socket();
     let info = RuntimeInfo::new(started, opts.group.as_deref())
         .with_log_file(&log_root.join(crate::logs::SYSTEM_LOG));
@@ -487,7 +509,28 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let router = Arc::new(Router::new(SubscriptionTable::default()));
-        let supervisor = Supervisor::new(settings, router.clone(), Sandboxes::detect(&runtime_root)).start();
+        let mut supervisor = Supervisor::new(settings, router.clone(), Sandboxes::detect(&runtime_root));
+        // The Lambda IPC endpoint: needed when the group has Python
+        // functions; otherwise a busy port is only worth a warning.
+        if lambda_ok {
+            match crate::lambda::bind(daemon_port).await {
+                Ok(listeners) => {
+                    let hub = crate::lambda::LambdaHub::new(router.clone(), daemon_port, python_dir);
+                    crate::lambda::serve(hub.clone(), listeners);
+                    log::info!("Lambda IPC endpoint on localhost:{daemon_port}");
+                    supervisor = supervisor.with_lambda(hub);
+                }
+                Err(source) => {
+                    let what = format!("cannot listen on localhost:{daemon_port} (coreThing.ggDaemonPort) for the Lambda IPC endpoint");
+                    if python_functions > 0 {
+                        log::error!("{what}: {source}");
+                        return Err(RunError::Io { what, source });
+                    }
+                    log::warn!("{what}: {source}; Python functions cannot run");
+                }
+            }
+        }
+        let supervisor = supervisor.start();
         // Handlers first: a SIGTERM during start-up must stop the components
         // gracefully too, not kill the runtime with them half started.
         let mut signals = Signals::new().map_err(|source| RunError::Io {

@@ -114,6 +114,8 @@ pub struct Supervisor {
     stopping: bool,
     /// Router counters at the last drop report.
     reported: RouterStats,
+    /// The Lambda IPC endpoint Python functions are served by, if running.
+    lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -134,7 +136,14 @@ impl Supervisor {
             running: BTreeMap::new(),
             stopping: false,
             reported: RouterStats::default(),
+            lambda: None,
         }
+    }
+
+    /// Serves Python functions through this Lambda IPC endpoint.
+    pub fn with_lambda(mut self, hub: std::rc::Rc<crate::lambda::LambdaHub>) -> Self {
+        self.lambda = Some(hub);
+        self
     }
 
     /// Logs every target that lost messages since the last report: local
@@ -239,6 +248,9 @@ impl Handler<Deploy> for Supervisor {
                     continue;
                 }
             };
+            if let Some(hub) = &self.lambda {
+                actor = actor.with_lambda(hub.clone());
+            }
             if spec.pinned {
                 self.router.attach(arn, Arc::new(sink));
             } else {

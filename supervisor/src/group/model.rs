@@ -181,6 +181,15 @@ pub struct FunctionConfiguration {
     /// Accepted for compatibility; Evergreen runs `Executable` directly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_runtime_override: Option<String>,
+    /// Evergreen extension: where a Lambda-style function's code is, a
+    /// directory or a `.zip` (relative paths resolve against the group
+    /// file). With it, `Executable` is the handler `module.function`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_uri: Option<String>,
+    /// The Lambda runtime (`python3.7`, `python3.8`, … ; default `python3`
+    /// when `CodeUri` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

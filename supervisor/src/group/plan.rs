@@ -60,6 +60,17 @@ pub enum Launch {
     Executable { path: PathBuf, args: Vec<String> },
     /// A built-in connector, run as `evergreen connector <name>`.
     Connector { name: String, version: u32 },
+    /// A Greengrass V1 Python function (`Executable` = `module.function`):
+    /// Evergreen's Python runtime loads `handler` from `code` (a directory
+    /// or a zip) and serves it over the Lambda IPC endpoint.
+    Python {
+        handler: String,
+        code: PathBuf,
+        /// `Runtime`, e.g. `python3.8`.
+        runtime: String,
+        /// `EncodingType` is `binary` (else `json`).
+        binary: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

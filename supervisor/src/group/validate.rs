@@ -22,6 +22,12 @@
 //! * `ExecArgs` is split on whitespace; quoting is not interpreted.
 //! * A device used by a connector (a serial port, a GPIO node) belongs to it
 //!   alone; several functions may still share a device, as in Greengrass.
+//! * A function with `CodeUri` (an Evergreen extension: the directory or
+//!   `.zip` holding a Lambda's code, relative to the group file) or a
+//!   `python3…` `Runtime` is a Greengrass V1 Python function: its
+//!   `Executable` is the handler `module.function` and it runs on
+//!   Evergreen's Python runtime (`crate::lambda`). `Runtime` defaults to
+//!   `python3`; other runtimes (Node.js, Java) are refused.
 //! * System functions (`arn:aws:lambda:::function:GG…`), which Greengrass
 //!   groups use to configure the spooler or the IP detector, are accepted
 //!   and not run: Evergreen provides those services itself.
@@ -1011,6 +1017,9 @@ impl Validator<'_> {
             Some(a) => a.split_whitespace().map(str::to_string).collect(),
             None => Vec::new(),
         };
+        let python = self.python(&cpath, config, executable);
+        ok &= python != Some(None);
+        let python = python.flatten();
         let memory_kb = self.positive(&format!("{cpath}.MemorySize"), config.memory_size, "KB");
         let timeout_s = self.positive(&format!("{cpath}.Timeout"), config.timeout, "seconds");
         ok &= config.memory_size.is_none() || memory_kb.is_some();
@@ -1090,18 +1099,32 @@ impl Validator<'_> {
         if !ok {
             return None;
         }
-        let exe = Path::new(executable);
-        let path = if exe.is_absolute() {
-            exe.to_path_buf()
-        } else {
-            self.opts.base_dir.join(exe)
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                self.opts.base_dir.join(p)
+            }
+        };
+        let launch = match python {
+            Some((code, runtime)) => Launch::Python {
+                handler: executable.to_string(),
+                code: resolve(code),
+                runtime: runtime.to_string(),
+                binary: config.encoding_type.as_deref() == Some("binary"),
+            },
+            None => Launch::Executable {
+                path: resolve(executable),
+                args,
+            },
         };
         Some(ComponentSpec {
             id: function.id.clone(),
             arn: arn.to_string(),
             kind: ComponentKind::Function,
             name: parsed.name.clone(),
-            launch: Launch::Executable { path, args },
+            launch,
             parameters: variables,
             isolation,
             run_as,
@@ -1119,6 +1142,92 @@ impl Validator<'_> {
                 parsed.region, parsed.account, parsed.name
             )),
         })
+    }
+
+    /// Recognises a Greengrass V1 Python function: one with a `CodeUri` or a
+    /// `python…` `Runtime`. Returns `None` for a plain executable,
+    /// `Some(Some((code, runtime)))` for a valid Python function and
+    /// `Some(None)` when it is one but something is wrong (reported).
+    fn python<'c>(
+        &mut self,
+        cpath: &str,
+        config: &'c model::FunctionConfiguration,
+        executable: Option<&str>,
+    ) -> Option<Option<(&'c str, &'c str)>> {
+        let runtime = config.runtime.as_deref();
+        let code = config.code_uri.as_deref();
+        if code.is_none() && runtime.is_none() {
+            return None;
+        }
+        let mut ok = true;
+        let runtime_ok = runtime.is_none_or(|r| {
+            r == "python3"
+                || r.strip_prefix("python3.").is_some_and(|minor| {
+                    !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())
+                })
+        });
+        if !runtime_ok {
+            self.err(
+                format!("{cpath}.Runtime"),
+                format!(
+                    "`{}` is not a supported runtime: use python3.7, python3.8 or another python3.N",
+                    show(runtime.unwrap_or_default())
+                ),
+            );
+            ok = false;
+        }
+        match code {
+            None => {
+                self.err(
+                    format!("{cpath}.CodeUri"),
+                    "CodeUri is required for a Python function: the directory or .zip holding its code",
+                );
+                ok = false;
+            }
+            Some(c) if c.trim().is_empty() || c.contains('\0') => {
+                self.err(
+                    format!("{cpath}.CodeUri"),
+                    "CodeUri cannot be empty or contain NUL",
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        if let Some(handler) = executable {
+            let ident = |s: &str| {
+                let mut chars = s.chars();
+                chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            let parts: Vec<&str> = handler.split('.').collect();
+            if parts.len() < 2 || !parts.iter().all(|p| ident(p)) {
+                self.err(
+                    format!("{cpath}.Executable"),
+                    format!(
+                        "`{}` is not a Python handler: use module.function (for example lambda_function.function_handler)",
+                        show(handler)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if config
+            .exec_args
+            .as_deref()
+            .is_some_and(|a| !a.trim().is_empty())
+        {
+            self.err(
+                format!("{cpath}.ExecArgs"),
+                "ExecArgs does not apply to a Python function",
+            );
+            ok = false;
+        }
+        match (ok, code) {
+            (true, Some(code)) => Some(Some((code, runtime.unwrap_or("python3")))),
+            _ => Some(None),
+        }
     }
 
     fn positive(&mut self, path: &str, value: Option<i64>, unit: &str) -> Option<u64> {
@@ -2950,7 +3059,53 @@ mod tests {
         assert_eq!(plan(json), plan(json));
     }
 
+    #[test]
+    fn good_python_functions() {
+        let plan = plan(fixture!("good", "python-functions"));
+        assert_eq!(
+            component(&plan, &fn_arn("hello", "1")).launch,
+            Launch::Python {
+                handler: "greengrassHelloWorld.function_handler".into(),
+                code: PathBuf::from("/srv/groups/demo/functions/hello"),
+                runtime: "python3.7".into(),
+                binary: false,
+            }
+        );
+        assert_eq!(
+            component(&plan, &fn_arn("bin", "2")).launch,
+            Launch::Python {
+                handler: "pkg.handlers.on_bytes".into(),
+                code: PathBuf::from("/opt/functions/bin.zip"),
+                runtime: "python3".into(),
+                binary: true,
+            }
+        );
+    }
+
     // ------------------------------------------------------------ bad fixtures
+
+    bad_fixture!(
+        bad_python_functions,
+        "python-functions",
+        [
+            (
+                &format!("{F}[0].FunctionConfiguration.Executable"),
+                "is not a Python handler: use module.function"
+            ),
+            (
+                &format!("{F}[1].FunctionConfiguration.Runtime"),
+                "`nodejs12.x` is not a supported runtime"
+            ),
+            (
+                &format!("{F}[2].FunctionConfiguration.CodeUri"),
+                "CodeUri is required for a Python function"
+            ),
+            (
+                &format!("{F}[3].FunctionConfiguration.ExecArgs"),
+                "ExecArgs does not apply to a Python function"
+            ),
+        ]
+    );
 
     bad_fixture!(
         bad_not_an_object,

@@ -1,0 +1,1 @@
+# Evergreen's stand-in for the Greengrass core's IPC client package.
