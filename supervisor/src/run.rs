@@ -593,6 +593,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         loop {
             tokio::select! {
                 _ = &mut shutdown => {
+                    Sandboxes::release_host(&runtime_root);
                     log::info!("all components stopped");
                     break;
                 }

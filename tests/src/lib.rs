@@ -208,7 +208,12 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        // A failed test must not leave a runtime behind.
+        // A failed test must not leave a runtime behind. Stop it as an
+        // operator would, so it cleans up after itself (container cgroups);
+        // SIGKILL only if it does not stop within a few seconds.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -244,6 +244,12 @@ fn a_container_function_sees_only_its_sandbox() {
     let status = rt.stop_with(Signal::SIGTERM, LIMIT).expect("runtime stops");
     assert!(status.success());
     assert!(!cgroup.exists(), "cgroup {} removed", cgroup.display());
+    let instance = cgroup.parent().expect("instance directory");
+    assert!(
+        !instance.exists(),
+        "the runtime's cgroup directory {} removed",
+        instance.display()
+    );
     let containers = rt.dir.path().join("root/containers");
     let left: Vec<_> = std::fs::read_dir(&containers)
         .map(|d| d.flatten().map(|e| e.path()).collect())

@@ -476,6 +476,24 @@ impl CgroupManager for Cgroups {
     }
 }
 
+impl Cgroups {
+    /// Removes this runtime's instance directories when they are empty (at
+    /// a clean stop, after every component's own cgroup is gone). One that
+    /// still holds a component's cgroup is left for the next start.
+    pub fn remove_instance(&self) {
+        let bases: Vec<&PathBuf> = match self {
+            Cgroups::V1(v) => [Some(&v.memory), v.pids.as_ref(), v.devices.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Cgroups::V2(v) => vec![&v.base],
+        };
+        for base in bases {
+            let _ = fs::remove_dir(base);
+        }
+    }
+}
+
 /// A cgroup file system found in `mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {

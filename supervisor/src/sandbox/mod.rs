@@ -149,6 +149,19 @@ impl Sandboxes {
         }
     }
 
+    /// What a clean stop leaves of container mode on the host, removed:
+    /// this runtime's (empty) cgroup instance directories and the empty
+    /// `<root>/containers` directory. Called once every component is gone.
+    pub fn release_host(runtime_root: &std::path::Path) {
+        if crate::check::container_support().is_some() {
+            return;
+        }
+        if let Ok(cgroups) = cgroup::Cgroups::detect_host(runtime_root) {
+            cgroups.remove_instance();
+        }
+        let _ = std::fs::remove_dir(runtime_root.join("containers"));
+    }
+
     /// Plain exec only, for tests of the supervisor that never start containers.
     pub fn plain_only() -> Self {
         Sandboxes {
