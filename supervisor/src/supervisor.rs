@@ -116,6 +116,8 @@ pub struct Supervisor {
     reported: RouterStats,
     /// The Lambda IPC endpoint Python functions are served by, if running.
     lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
+    /// The local shadow service, told of each deployment's synced things.
+    shadow: Option<crate::shadow::ShadowHandle>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -137,7 +139,14 @@ impl Supervisor {
             stopping: false,
             reported: RouterStats::default(),
             lambda: None,
+            shadow: None,
         }
+    }
+
+    /// Tells this shadow service of every deployed plan.
+    pub fn with_shadow(mut self, shadow: crate::shadow::ShadowHandle) -> Self {
+        self.shadow = Some(shadow);
+        self
     }
 
     /// Serves Python functions through this Lambda IPC endpoint.
@@ -228,6 +237,9 @@ impl Handler<Deploy> for Supervisor {
             }
         }
         self.router.replace_table(table);
+        if let Some(shadow) = &self.shadow {
+            shadow.deploy(&plan);
+        }
         for arn in &d.start {
             let Some(spec) = plan.components.get(arn) else {
                 continue;
