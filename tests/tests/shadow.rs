@@ -216,3 +216,157 @@ fn shadow_update_get_conflict_bad_json_restart_delete() {
     );
     assert_eq!(answers[3].1["clientToken"], json!("x"));
 }
+
+const DEFAULT_SDK: &str = "/var/cache/evergreen-tests/greengrasssdk-1.6.1";
+
+/// Where greengrasssdk 1.6.1 is installed (as .ci/run does for the Lambda tests), or why not.
+fn sdk() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("EVERGREEN_GREENGRASSSDK")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_SDK));
+    let python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python || !dir.join("greengrasssdk/__init__.py").is_file() {
+        eprintln!(
+            "\n*** SKIPPED: python3 or greengrasssdk 1.6.1 in {} is missing \
+             (pip install --target {} greengrasssdk==1.6.1, as .ci/run does) ***\n",
+            dir.display(),
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+const SHADOW_LAMBDA: &str = r#"
+import json
+import threading
+
+import greengrasssdk
+
+iot = greengrasssdk.client("iot-data")
+
+
+def attempt(step, call):
+    try:
+        r = call()
+        out = {"step": step, "ok": json.loads(r["payload"])}
+    except Exception as e:
+        out = {"step": step, "error": "%s: %s" % (type(e).__name__, e)}
+    iot.publish(topic="results", payload=json.dumps(out))
+
+
+def run():
+    attempt("update", lambda: iot.update_thing_shadow(
+        thingName="lamp", payload=json.dumps({"state": {"desired": {"on": True}}, "clientToken": "py"})))
+    attempt("get", lambda: iot.get_thing_shadow(thingName="lamp"))
+    attempt("bad", lambda: iot.update_thing_shadow(thingName="lamp", payload="{oops"))
+    attempt("delete", lambda: iot.delete_thing_shadow(thingName="lamp"))
+    attempt("gone", lambda: iot.get_thing_shadow(thingName="lamp"))
+
+
+threading.Thread(target=run).start()
+
+
+def handler(event, context):
+    return None
+"#;
+
+#[test]
+fn python_functions_reach_the_shadow_service_through_the_sdk() {
+    let Some(sdk) = sdk() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let code = dir.path().join("functions").join("shadowy");
+    copy_tree(&sdk.join("greengrasssdk"), &code.join("greengrasssdk"));
+    std::fs::write(code.join("shadowy.py"), SHADOW_LAMBDA).expect("write function");
+    let record = dir.path().join("rec.jsonl");
+    let py = json!({
+        "Id": "shadowy",
+        "FunctionArn": fn_arn("shadowy"),
+        "FunctionConfiguration": {
+            "Executable": "shadowy.handler",
+            "CodeUri": code,
+            "Runtime": "python3.8",
+            "Pinned": true,
+            "Timeout": 10,
+            "EncodingType": "json",
+            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+        }
+    });
+    let g = group(
+        vec![py, function("rec", &format!("record {}", record.display()))],
+        vec![
+            sub("results", &fn_arn("shadowy"), "results", &fn_arn("rec")),
+            sub(
+                "delta",
+                SHADOW,
+                "$aws/things/lamp/shadow/update/delta",
+                &fn_arn("rec"),
+            ),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let rt = Runtime::start_config(&g, &json!({ "coreThing": { "ggDaemonPort": port } }), &[]);
+    let step = |name: &str| -> Value {
+        let found = wait_for(LIMIT, || {
+            records(&record).into_iter().find_map(|r| {
+                let v: Value = serde_json::from_str(r["payload"].as_str()?).ok()?;
+                (r["topic"] == "results" && v["step"] == name).then_some(v)
+            })
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no {name} step: {:?}\nfunction log:\n{}\nruntime log:\n{}",
+                records(&record),
+                read(&rt.function_log("shadowy")),
+                read(&rt.log_path("system/runtime.log"))
+            )
+        })
+    };
+    let update = step("update");
+    assert_eq!(update["ok"]["version"], json!(1), "{update}");
+    assert_eq!(update["ok"]["clientToken"], json!("py"), "{update}");
+    let get = step("get");
+    assert_eq!(get["ok"]["state"]["desired"], json!({"on": true}), "{get}");
+    assert_eq!(get["ok"]["state"]["delta"], json!({"on": true}), "{get}");
+    let bad = step("bad");
+    let bad = bad["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        bad.starts_with("ShadowError") && bad.contains("Invalid JSON"),
+        "{bad}"
+    );
+    assert_eq!(step("delete")["ok"]["version"], json!(1));
+    let gone = step("gone");
+    let gone = gone["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        gone.starts_with("ShadowError") && gone.contains("No shadow exists with name: 'lamp'"),
+        "{gone}"
+    );
+    // The function's update reached the group's subscribers as a delta too.
+    let delta = records(&record)
+        .into_iter()
+        .find(|r| r["topic"] == "$aws/things/lamp/shadow/update/delta")
+        .expect("a delta for the function's update");
+    assert_eq!(delta["source"], json!(SHADOW));
+}

@@ -31,7 +31,7 @@
 //! * subscribe upstream to `…/shadow/update/documents`, `…/shadow/get/accepted`,
 //!   `…/shadow/get/rejected` and `…/shadow/delete/accepted` of every thing in
 //!   [`ShadowHandle::synced_things`] (classic, and `…/shadow/name/+/…` for named ones) and hand
-//!   what arrives to [`ShadowHandle::from_cloud`];
+//!   what arrives to [`ShadowHandle::cloud_message`];
 //! * call [`ShadowHandle::resync`] after each (re)connection: the service then asks the cloud for
 //!   every synced shadow (`get`), after whatever local changes are still spooled.
 //!
@@ -256,7 +256,7 @@ impl Core {
             return self.request(source, &t, payload, now);
         }
         if source == CLOUD && self.synced.contains(t.thing) {
-            return self.from_cloud(&t, payload, now);
+            return self.cloud_answer(&t, payload, now);
         }
         log::debug!("{ENDPOINT}: ignoring {topic:?} from {source}: not a request");
         Handled::default()
@@ -368,7 +368,7 @@ impl Core {
     }
 
     /// The cloud's answer topics for a synced thing.
-    fn from_cloud(&mut self, t: &ShadowTopic<'_>, payload: &[u8], now: u64) -> Handled {
+    fn cloud_answer(&mut self, t: &ShadowTopic<'_>, payload: &[u8], now: u64) -> Handled {
         let mut out = Handled::default();
         let doc = match serde_json::from_slice::<Value>(payload) {
             Ok(Value::Object(doc)) => doc,
@@ -708,7 +708,7 @@ impl ShadowHandle {
 
     /// A message from the cloud (the bridge's upstream subscriptions), queued for the service
     /// thread with `cloud` as source.
-    pub fn from_cloud(&self, topic: &str, payload: Arc<[u8]>) -> Result<(), OfferError> {
+    pub fn cloud_message(&self, topic: &str, payload: Arc<[u8]>) -> Result<(), OfferError> {
         Inbox(self.inner.inbox.clone()).offer(Message {
             topic: Arc::from(topic),
             payload,
