@@ -990,4 +990,144 @@ mod tests {
         document::merge(&mut target, &mut Map::new(), &patch, 1);
         assert_eq!(Value::Object(target), new);
     }
+
+    use crate::group::plan::{CoreSpec, DeviceSpec, LoggerPlan};
+    use crate::router::{bounded_queue, QueueReceiver, Subscription, SubscriptionTable};
+
+    fn plan(synced_device: bool) -> GroupPlan {
+        let device = DeviceSpec {
+            id: "d".into(),
+            thing_arn: "arn:aws:iot:r:1:thing/lamp".into(),
+            thing_name: "lamp".into(),
+            certificate_arn: "arn:aws:iot:r:1:cert/x".into(),
+            sync_shadow: synced_device,
+        };
+        GroupPlan {
+            core: CoreSpec {
+                thing_arn: "arn:aws:iot:r:1:thing/core".into(),
+                thing_name: "core".into(),
+                region: "r".into(),
+                account: "1".into(),
+                sync_shadow: true,
+            },
+            components: Default::default(),
+            subscriptions: vec![],
+            devices: [(device.thing_arn.clone(), device)].into_iter().collect(),
+            resources: Default::default(),
+            loggers: LoggerPlan::default(),
+        }
+    }
+
+    /// The next message within a bounded wait.
+    fn next(rx: &mut QueueReceiver) -> Option<Message> {
+        for _ in 0..250 {
+            if let Ok(m) = rx.try_recv() {
+                return Some(m);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn body(m: &Message) -> Value {
+        serde_json::from_slice(&m.payload).expect("JSON payload")
+    }
+
+    #[test]
+    fn the_service_routes_answers_follows_deployments_and_syncs_through_the_cloud_sink() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let table = SubscriptionTable::build([
+            Subscription::new("req", "dev", "$aws/things/+/shadow/+", ENDPOINT),
+            Subscription::new("ans", ENDPOINT, "$aws/things/lamp/shadow/#", "dev"),
+        ])
+        .expect("table");
+        let router = Arc::new(Router::new(table));
+        let (dev_sink, mut dev) = bounded_queue(64);
+        router.attach("dev", Arc::new(dev_sink));
+        let shadow =
+            ShadowHandle::start(&dir.path().join("shadow"), router.clone()).expect("start");
+
+        // Deployed before the bridge connects: the cloud is asked once it does.
+        shadow.deploy(&plan(true));
+        assert_eq!(shadow.synced_things(), ["core", "lamp"]);
+        let (cloud_sink, mut cloud) = bounded_queue(64);
+        shadow.connect_cloud(Arc::new(cloud_sink));
+        let asked: Vec<String> = (0..2)
+            .filter_map(|_| next(&mut cloud).map(|m| m.topic.to_string()))
+            .collect();
+        assert_eq!(
+            asked,
+            ["$aws/things/core/shadow/get", "$aws/things/lamp/shadow/get"]
+        );
+
+        // A device's update: answered locally, copied to the cloud.
+        let update = br#"{"state":{"reported":{"on":true}}}"#;
+        router
+            .publish(
+                "dev",
+                "$aws/things/lamp/shadow/update",
+                Arc::from(&update[..]),
+            )
+            .expect("publish");
+        let accepted = next(&mut dev).expect("accepted");
+        assert_eq!(&*accepted.topic, "$aws/things/lamp/shadow/update/accepted");
+        assert_eq!(&*accepted.source, ENDPOINT);
+        let documents = next(&mut dev).expect("documents");
+        assert_eq!(
+            &*documents.topic,
+            "$aws/things/lamp/shadow/update/documents"
+        );
+        let up = next(&mut cloud).expect("sent up");
+        assert_eq!(&*up.topic, "$aws/things/lamp/shadow/update");
+        assert_eq!(&*up.source, ENDPOINT);
+        assert_eq!(body(&up), json!({"state": {"reported": {"on": true}}}));
+
+        // The cloud sets desired: the device hears documents and delta, nothing goes back up.
+        let doc = json!({"current": {"state": {"desired": {"on": false}, "reported": {"on": true}}, "version": 9}});
+        shadow
+            .cloud_message(
+                "$aws/things/lamp/shadow/update/documents",
+                Arc::from(doc.to_string().into_bytes()),
+            )
+            .expect("queued");
+        let documents = next(&mut dev).expect("documents");
+        assert_eq!(body(&documents)["current"]["version"], json!(2));
+        let delta = next(&mut dev).expect("delta");
+        assert_eq!(&*delta.topic, "$aws/things/lamp/shadow/update/delta");
+        assert_eq!(body(&delta)["state"], json!({"on": false}));
+
+        // A new deployment without SyncShadow for the device: its changes stay local.
+        shadow.deploy(&plan(false));
+        assert_eq!(shadow.synced_things(), ["core"]);
+        router
+            .publish(
+                "dev",
+                "$aws/things/lamp/shadow/update",
+                Arc::from(&update[..]),
+            )
+            .expect("publish");
+        assert_eq!(
+            &*next(&mut dev).expect("accepted").topic,
+            "$aws/things/lamp/shadow/update/accepted"
+        );
+        assert!(next(&mut dev).is_some(), "documents");
+        assert!(
+            cloud.try_recv().is_err(),
+            "nothing sent up for an unsynced thing"
+        );
+        // A Lambda-style direct request answers its payload.
+        let (ok, answer) = shadow
+            .request("fn", "$aws/things/lamp/shadow/get", b"")
+            .expect("a request topic");
+        assert!(ok);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&answer).expect("json")["version"],
+            json!(3)
+        );
+        assert_eq!(
+            shadow.request("fn", "$aws/things/lamp/shadow/get/accepted", b""),
+            None
+        );
+        assert_eq!(shadow.cloud_dropped(), 0);
+    }
 }
