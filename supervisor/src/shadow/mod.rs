@@ -255,7 +255,9 @@ impl Core {
         if t.suffix.is_empty() {
             return self.request(source, &t, payload, now);
         }
-        if source == CLOUD && self.synced.contains(t.thing) {
+        let names_ok = valid_name(t.thing, MAX_THING_NAME)
+            && t.name.is_none_or(|n| valid_name(n, MAX_SHADOW_NAME));
+        if source == CLOUD && names_ok && self.synced.contains(t.thing) {
             return self.cloud_answer(&t, payload, now);
         }
         log::debug!("{ENDPOINT}: ignoring {topic:?} from {source}: not a request");
@@ -616,9 +618,11 @@ impl ShadowHandle {
                     Some(Err(e)) => e.to_string(),
                     Some(Ok(())) => String::new(),
                 };
-                log::warn!(
-                    "{ENDPOINT}: shadow sync message for {topic:?} lost ({why}); {n} lost so far"
-                );
+                // The first loss and then one line per hundred: a core without a bridge would
+                // otherwise log every change of every synced shadow.
+                if n == 1 || n.is_multiple_of(100) {
+                    log::warn!("{ENDPOINT}: shadow sync message for {topic:?} lost ({why}); {n} lost so far");
+                }
             }
         }
     }
@@ -962,6 +966,12 @@ mod tests {
         assert_eq!(h.cloud, vec![(format!("{T}/delete"), json!({}))]);
         assert_eq!(
             c.handle(CLOUD, &format!("{T}/update/documents"), b"nope", 11),
+            Handled::default()
+        );
+        // A bad shadow name from the cloud is ignored, never used as a file name.
+        let named = "$aws/things/lamp/shadow/name/a.b/update/documents";
+        assert_eq!(
+            c.handle(CLOUD, named, br#"{"current":{"state":{}}}"#, 11),
             Handled::default()
         );
         // Unsynced things ignore the cloud's answer topics.
