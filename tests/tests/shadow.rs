@@ -217,6 +217,60 @@ fn shadow_update_get_conflict_bad_json_restart_delete() {
     assert_eq!(answers[3].1["clientToken"], json!("x"));
 }
 
+#[test]
+fn shadow_answers_follow_a_new_deployment() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (feed, record) = (dir.path().join("feed"), dir.path().join("rec.jsonl"));
+    let g = shadow_group(&feed, &record);
+    let rt = Runtime::start_with(&g, &json!({ "root": dir.path().join("root") }));
+    // Nobody subscribes to fan's answers yet: the update is stored, its answers go nowhere.
+    send(
+        &feed,
+        "$aws/things/fan/shadow/update",
+        json!({"state": {"reported": {"speed": 3}}}),
+    );
+    send(&feed, &format!("{T}/get"), json!({}));
+    let answers = wait_records(&rt, &record, 1);
+    assert_eq!(answers[0].0, format!("{T}/get/rejected"), "{answers:?}");
+    assert_eq!(records(&record).len(), 1, "fan's answers were not routed");
+
+    // A deployment adds a subscription for fan's answers; feeder and rec keep running.
+    let mut next = g.clone();
+    next["SubscriptionDefinitionVersion"]["Subscriptions"]
+        .as_array_mut()
+        .expect("subscriptions")
+        .push(sub(
+            "fan",
+            SHADOW,
+            "$aws/things/fan/shadow/#",
+            &fn_arn("rec"),
+        ));
+    let file = dir.path().join("next.json");
+    std::fs::write(&file, next.to_string()).expect("write group");
+    let out = std::process::Command::new(evergreen_bin())
+        .args(["deploy", &file.display().to_string(), "--config"])
+        .arg(rt.dir.path().join("config.json"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run evergreen deploy");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send(
+        &feed,
+        "$aws/things/fan/shadow/get",
+        json!({"clientToken": "f"}),
+    );
+    let answers = wait_records(&rt, &record, 2);
+    let got = find(&answers, "$aws/things/fan/shadow/get/accepted");
+    assert_eq!(got["state"]["reported"], json!({"speed": 3}));
+    assert_eq!(got["version"], json!(1));
+    assert_eq!(got["clientToken"], json!("f"));
+}
+
 const DEFAULT_SDK: &str = "/var/cache/evergreen-tests/greengrasssdk-1.6.1";
 
 /// Where greengrasssdk 1.6.1 is installed (as .ci/run does for the Lambda tests), or why not.
