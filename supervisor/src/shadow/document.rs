@@ -462,6 +462,11 @@ pub fn apply_update(
                 let target = section.get_or_insert_with(Map::new);
                 let m = meta.get_or_insert_with(Map::new);
                 merge(target, m, p, now);
+                // A section emptied by `null`s goes, like an emptied object inside it.
+                if target.is_empty() && !p.is_empty() {
+                    *section = None;
+                    *meta = None;
+                }
             }
         }
     }
@@ -653,6 +658,25 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(third.shadow.delta(), None);
+        let emptied = apply_update(
+            Some(&third.shadow),
+            &update(json!({"state": {"desired": {"on": null}}})),
+            4,
+        )
+        .expect("ok");
+        assert_eq!(emptied.shadow.desired, None);
+        assert_eq!(
+            emptied.documents["current"]["state"],
+            json!({"reported": {"on": true}})
+        );
+        let cleared = apply_update(
+            Some(&third.shadow),
+            &update(json!({"state": {"reported": null}})),
+            4,
+        )
+        .expect("ok");
+        assert_eq!(cleared.shadow.reported, None);
+        assert_eq!(cleared.shadow.delta(), Some(obj(json!({"on": true}))));
         assert_eq!(third.shadow.version, 3);
         let get = third.shadow.get_accepted(Some("g"), 4);
         assert_eq!(
