@@ -502,6 +502,20 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         lambda_ok = false;
     }
 
+    // The cloud bridge (coreThing.iotHost): settings read and its spool
+    // opened now, so a bad TLS file or spool stops the start with a reason.
+    let cloud = crate::mqtt::client::Cloud::prepare(&cfg, &plan.core.thing_name).map_err(|e| {
+        log::error!("cloud bridge: {e}");
+        RunError::Io {
+            what: "cannot start the cloud bridge".into(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    if cloud.is_none() {
+        log::info!("no coreThing.iotHost: no cloud connection; messages to \"cloud\" are dropped and counted");
+    }
+    let cloud_queue = cfg.evergreen.queue_capacity;
+
     let control_path = cfg.control_socket();
     let info = RuntimeInfo::new(started, opts.group.as_deref())
         .with_log_file(&log_root.join(crate::logs::SYSTEM_LOG));
@@ -527,6 +541,18 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         return Err(RunError::Io { what, source });
                     }
                     log::warn!("{what}: {source}; Python functions cannot run");
+                }
+            }
+        }
+        if let Some(cloud) = cloud {
+            match cloud.start(router.clone(), cloud_queue) {
+                Ok(bridge) => supervisor = supervisor.with_cloud(bridge),
+                Err(e) => {
+                    log::error!("{e}");
+                    return Err(RunError::Io {
+                        what: "cannot start the cloud bridge".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    });
                 }
             }
         }

@@ -116,6 +116,8 @@ pub struct Supervisor {
     reported: RouterStats,
     /// The Lambda IPC endpoint Python functions are served by, if running.
     lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
+    /// The cloud bridge, told of each deployment's `cloud` subscriptions.
+    cloud: Option<crate::mqtt::client::BridgeHandle>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -137,12 +139,19 @@ impl Supervisor {
             stopping: false,
             reported: RouterStats::default(),
             lambda: None,
+            cloud: None,
         }
     }
 
     /// Serves Python functions through this Lambda IPC endpoint.
     pub fn with_lambda(mut self, hub: std::rc::Rc<crate::lambda::LambdaHub>) -> Self {
         self.lambda = Some(hub);
+        self
+    }
+
+    /// Follows deployments with this cloud bridge.
+    pub fn with_cloud(mut self, bridge: crate::mqtt::client::BridgeHandle) -> Self {
+        self.cloud = Some(bridge);
         self
     }
 
@@ -228,6 +237,9 @@ impl Handler<Deploy> for Supervisor {
             }
         }
         self.router.replace_table(table);
+        if let Some(cloud) = &self.cloud {
+            cloud.follow(&plan);
+        }
         for arn in &d.start {
             let Some(spec) = plan.components.get(arn) else {
                 continue;
