@@ -481,7 +481,9 @@ mod tests {
     fn full_spool_drops_the_oldest_and_counts_them() {
         // Each message costs 103 or 104 bytes; 262144 holds about 2520 of them.
         let spool = Spool::memory(262_144);
-        spool.push_batch((0..3000).map(msg).collect()).expect("push");
+        spool
+            .push_batch((0..3000).map(msg).collect())
+            .expect("push");
         assert!(spool.bytes() <= 262_144);
         let kept = spool.len();
         assert_eq!(spool.dropped(), 3000 - kept as u64);

@@ -192,9 +192,7 @@ impl Cloud {
         router.attach(CLOUD, Arc::new(sink));
         let (tx, rx) = watch::channel(BTreeSet::new());
         let spool = self.spool.clone();
-        let Cloud {
-            settings, tls, ..
-        } = self;
+        let Cloud { settings, tls, .. } = self;
         let thread_spool = spool.clone();
         std::thread::Builder::new()
             .name("mqtt-bridge".into())
@@ -206,7 +204,10 @@ impl Cloud {
                 system.block_on(run(settings, tls, router, thread_spool, rx));
             })
             .map_err(BridgeError::Thread)?;
-        Ok(BridgeHandle { subjects: tx, spool })
+        Ok(BridgeHandle {
+            subjects: tx,
+            spool,
+        })
     }
 }
 
@@ -332,7 +333,10 @@ async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), Strin
         for f in chunk {
             builder = builder.topic_filter(ByteString::from(f.as_str()), v3::QoS::AtLeastOnce);
         }
-        let codes = builder.send().await.map_err(|e| format!("SUBSCRIBE: {e:?}"))?;
+        let codes = builder
+            .send()
+            .await
+            .map_err(|e| format!("SUBSCRIBE: {e:?}"))?;
         for (f, code) in chunk.iter().zip(codes) {
             if matches!(code, v3::codec::SubscribeReturnCode::Failure) {
                 log::error!("cloud bridge: the broker refused the subscription to {f:?}");
