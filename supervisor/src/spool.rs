@@ -303,23 +303,25 @@ impl Spool {
             }
         }
         if let Some((db, path)) = &self.store {
-            let write = || -> Result<(), redb::Error> {
-                let mut txn = db.begin_write()?;
+            let write = || -> Result<(), SpoolError> {
+                let mut txn = db.begin_write().map_err(|e| store_err(path, e))?;
                 txn.set_durability(Durability::Immediate);
                 {
-                    let mut table = txn.open_table(MESSAGES)?;
+                    let mut table = txn.open_table(MESSAGES).map_err(|e| store_err(path, e))?;
                     for m in &added {
                         // Added and dropped in this same batch: never written.
                         if dropped.contains(&m.seq) {
                             continue;
                         }
-                        table.insert(m.seq, encode(&m.topic, &m.payload).as_slice())?;
+                        table
+                            .insert(m.seq, encode(&m.topic, &m.payload).as_slice())
+                            .map_err(|e| store_err(path, e))?;
                     }
                     for seq in &dropped {
-                        table.remove(seq)?;
+                        table.remove(seq).map_err(|e| store_err(path, e))?;
                     }
                 }
-                txn.commit()?;
+                txn.commit().map_err(|e| store_err(path, e))?;
                 Ok(())
             };
             if let Err(e) = write() {
@@ -329,7 +331,7 @@ impl Spool {
                     state.queue.retain(|m| m.seq < first);
                     state.bytes = state.queue.iter().map(Spooled::cost).sum();
                 }
-                return Err(store_err(path, e));
+                return Err(e);
             }
         }
         let lost = dropped.len() as u64 + too_big;

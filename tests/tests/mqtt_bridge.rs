@@ -65,15 +65,20 @@ struct Broker {
 
 impl Broker {
     fn start(bin: &Path, dir: &Path, port: u16) -> Broker {
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
-                dir.display()
-            ),
-        )
-        .expect("write mosquitto.conf");
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+            dir.display()
+        );
+        Broker::with_config(bin, dir, port, &conf)
+    }
+
+    /// A mosquitto with configuration `conf`; `port` is one of its listeners.
+    fn with_config(bin: &Path, dir: &Path, port: u16, conf: &str) -> Broker {
+        let conf_path = dir.join("mosquitto.conf");
+        // Run as root (CI), mosquitto drops to its own user, which cannot read the temporary
+        // directory's key files or write its persistence there; `user` is ignored otherwise.
+        std::fs::write(&conf_path, format!("user root\n{conf}")).expect("write mosquitto.conf");
+        let conf = conf_path;
         let child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
@@ -385,4 +390,209 @@ fn tls_without_the_core_certificates_is_refused_at_start() {
     assert!(!status.success());
     let log = system_log(&rt);
     assert!(log.contains("coreThing.caPath is required"), "{log}");
+}
+
+#[test]
+fn a_deployment_changes_the_upstream_subscriptions() {
+    let Some(bin) = require_mosquitto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let _broker = Broker::start(&bin, dir.path(), port);
+    let rec = dir.path().join("rec.jsonl");
+    let with_subject = |subject: &str| {
+        group(
+            vec![function("rec", &format!("record {}", rec.display()))],
+            vec![sub("from-cloud", "cloud", subject, &fn_arn("rec"))],
+        )
+    };
+    let rt = Runtime::start_config(&with_subject("down/a"), &cloud_config(port, "Memory"), &[]);
+    let first = wait_for(LIMIT, || {
+        cloud_publish(port, "down/a", "a1");
+        (!records(&rec).is_empty()).then_some(())
+    });
+    assert!(first.is_some(), "cloud -> function on down/a");
+
+    let v2 = rt.path("v2.json");
+    std::fs::write(&v2, with_subject("down/b").to_string()).expect("write");
+    let deployed = Command::new(evergreen_bin())
+        .arg("deploy")
+        .arg(&v2)
+        .arg("--config")
+        .arg(rt.path("config.json"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run evergreen deploy");
+    assert!(
+        deployed.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&deployed.stdout),
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let second = wait_for(LIMIT, || {
+        cloud_publish(port, "down/b", "b1");
+        records(&rec)
+            .iter()
+            .any(|v| v["topic"] == "down/b")
+            .then_some(())
+    });
+    assert!(
+        second.is_some(),
+        "cloud -> function on down/b after the deployment"
+    );
+    // down/a is no longer subscribed: a message there, then a marker on down/b.
+    cloud_publish(port, "down/a", "a-late");
+    cloud_publish(port, "down/b", "marker");
+    let all = wait_for(LIMIT, || {
+        let r = records(&rec);
+        r.iter().any(|v| v["payload"] == "marker").then_some(r)
+    })
+    .expect("marker");
+    assert!(all.iter().all(|v| v["payload"] != "a-late"), "{all:?}");
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`<name>-ca.crt`) and a certificate signed by it for each `(file stem, CN, SAN)`.
+fn make_pki(dir: &Path, name: &str, leaves: &[(&str, &str, Option<&str>)]) {
+    let ca_key = format!("{name}-ca.key");
+    let ca_crt = format!("{name}-ca.crt");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend(["-keyout", &ca_key, "-out", &ca_crt, "-days", "2"]);
+    let subj = format!("/CN={name} test CA");
+    args.extend(["-subj", &subj]);
+    openssl(dir, &args);
+    for (stem, cn, san) in leaves {
+        let key = format!("{stem}.key");
+        let csr = format!("{stem}.csr");
+        let crt = format!("{stem}.crt");
+        let ext = format!("{stem}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            match san {
+                Some(san) => format!("subjectAltName={san}\n"),
+                None => "basicConstraints=CA:FALSE\n".to_string(),
+            },
+        )
+        .expect("write ext");
+        let subj = format!("/CN={cn}");
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[test]
+fn mutual_tls_to_the_upstream_broker() {
+    let Some(bin) = require_mosquitto() else {
+        return;
+    };
+    if !have("openssl") {
+        eprintln!("SKIPPED: openssl is not installed (apt-get install openssl; .ci/run does)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    make_pki(
+        d,
+        "cloud",
+        &[
+            ("server", "localhost", Some("DNS:localhost,IP:127.0.0.1")),
+            ("core", "test-core", None),
+        ],
+    );
+    make_pki(d, "rogue", &[("rogue-core", "test-core", None)]);
+    let tls_port = free_port();
+    let plain_port = free_port();
+    let conf = format!(
+        "per_listener_settings false\nallow_anonymous true\n\
+         listener {tls_port} 127.0.0.1\ncafile {d}/cloud-ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n\
+         listener {plain_port} 127.0.0.1\n",
+        d = d.display()
+    );
+    let _broker = Broker::with_config(&bin, d, plain_port, &conf);
+    let cloud = Subscriber::start(plain_port, "up/#", &d.join("cloud.txt"));
+    cloud.wait_subscribed(plain_port, "up/probe");
+
+    let g = group(
+        vec![function("pub", "publish up/tls 3 20")],
+        vec![sub("to-cloud", &fn_arn("pub"), "up/#", "cloud")],
+    );
+    let tls = |cert: &str| {
+        json!({
+            "coreThing": {
+                "iotHost": "localhost",
+                "iotMqttPort": tls_port,
+                "caPath": d.join("cloud-ca.crt"),
+                "certPath": d.join(format!("{cert}.crt")),
+                "keyPath": d.join(format!("{cert}.key")),
+            },
+            "mqttMaxConnectionRetryInterval": 1,
+            "evergreen": { "spooler": { "storageType": "Memory" } }
+        })
+    };
+    let rt = Runtime::start_config(&g, &tls("core"), &[]);
+    let got = wait_for(LIMIT, || {
+        let p = cloud.payloads("up/tls");
+        (p.len() >= 3).then_some(p)
+    });
+    assert_eq!(got, Some(seqs(3)), "{}", system_log(&rt));
+    drop(rt);
+
+    // A core certificate from another CA is refused by the broker: nothing arrives.
+    let rogue = Runtime::start_config(&g, &tls("rogue-core"), &[]);
+    let refused = wait_for(LIMIT, || {
+        system_log(&rogue)
+            .contains("cloud bridge: cannot connect")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", system_log(&rogue));
+    assert_eq!(
+        cloud.payloads("up/tls").len(),
+        3,
+        "nothing from the rogue core"
+    );
+    assert!(!system_log(&rogue).contains("cloud bridge connected"));
 }
