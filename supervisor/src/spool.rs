@@ -18,9 +18,10 @@
 //!   hands messages to a writer thread (see [`spool_sink`]) that commits whatever has queued up in
 //!   one transaction (group commit), so the fsync cost is paid per batch, not per message; a
 //!   message still in that hand-off queue when the process dies is lost, as any message not yet
-//!   accepted. Removals after a PUBACK are committed with `Durability::Eventual` (no fsync): if
-//!   power fails before the next fsync, an already delivered message comes back and is sent
-//!   again. That is a duplicate, which QoS 1 allows, never a loss.
+//!   accepted. Removals after a PUBACK are batched (every 256 deliveries, with the next accepted
+//!   batch, when the spool empties, and on a clean stop) and committed with
+//!   `Durability::Eventual` (no fsync): after a crash or power loss, an already delivered message
+//!   may come back and be sent again. That is a duplicate, which QoS 1 allows, never a loss.
 //! * **Size**: a message costs its topic length plus its payload length. When an accepted
 //!   message would push the total over `maxSizeBytes`, the oldest messages are dropped (counted
 //!   in [`Spool::dropped`], with a warning in the log), as Greengrass does; a single message
@@ -44,6 +45,9 @@ const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages
 
 /// Most messages the writer thread commits in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// Delivered messages whose deletion from the store is batched into one commit.
+const REMOVE_BATCH: usize = 256;
 
 /// Why the spool could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,8 @@ struct State {
     queue: VecDeque<Spooled>,
     bytes: u64,
     next_seq: u64,
+    /// Delivered messages gone from `queue` but still in the store: deleted in batches.
+    unremoved: Vec<u64>,
 }
 
 /// The FIFO of cloud-bound messages. Shared behind an `Arc`; every method takes `&self`.
@@ -158,7 +164,9 @@ impl Spool {
         });
         let db = match opened {
             Ok(db) => db,
-            Err(first) => {
+            // Only damage is set aside; a spool held by another runtime on the same root, or
+            // one we may not read, is an error for the operator.
+            Err(first @ redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
@@ -174,6 +182,7 @@ impl Spool {
                 })?;
                 Database::create(path).map_err(|e| store_err(path, e))?
             }
+            Err(e) => return Err(store_err(path, e)),
         };
         // The table exists from the first open on, so reads never meet a missing table.
         let txn = db.begin_write().map_err(|e| store_err(path, e))?;
@@ -317,7 +326,7 @@ impl Spool {
                             .insert(m.seq, encode(&m.topic, &m.payload).as_slice())
                             .map_err(|e| store_err(path, e))?;
                     }
-                    for seq in &dropped {
+                    for seq in dropped.iter().chain(&state.unremoved) {
                         table.remove(seq).map_err(|e| store_err(path, e))?;
                     }
                 }
@@ -334,6 +343,7 @@ impl Spool {
                 return Err(e);
             }
         }
+        state.unremoved.clear();
         let lost = dropped.len() as u64 + too_big;
         if lost > 0 {
             let total = self.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
@@ -377,8 +387,20 @@ impl Spool {
         if let Some(m) = state.queue.remove(at) {
             state.bytes -= m.cost();
         }
-        // Under the lock, so a concurrent push cannot commit a state this removal misses.
-        self.delete(&[seq], Durability::Eventual)
+        if self.store.is_none() {
+            return Ok(());
+        }
+        // Deleted from the store in batches (and with the next accepted batch): a commit per
+        // PUBACK would cap the drain rate at the store's commit rate. Not yet deleted after a
+        // crash means sent again, a duplicate QoS 1 allows. Flushed at once when the queue
+        // empties, so an idle spool holds nothing delivered.
+        state.unremoved.push(seq);
+        if state.unremoved.len() >= REMOVE_BATCH || state.queue.is_empty() {
+            let seqs = std::mem::take(&mut state.unremoved);
+            // Under the lock, so a concurrent push cannot commit a state this removal misses.
+            self.delete(&seqs, Durability::Eventual)?;
+        }
+        Ok(())
     }
 
     /// Waits until a message may have been added since the last wait.
@@ -402,6 +424,18 @@ impl Spool {
     /// Messages lost because the spool was full, since it was opened.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // A clean stop deletes what was delivered, so a restart does not send it again.
+        let seqs = std::mem::take(&mut self.lock().unremoved);
+        if let Err(e) = self.delete(&seqs, Durability::Immediate) {
+            log::warn!(
+                "cloud spool: delivered messages not removed (they will be sent again): {e}"
+            );
+        }
     }
 }
 
@@ -547,6 +581,40 @@ mod tests {
         let spool = Spool::open(&path, 262_144).expect("reopen");
         assert_eq!(spool.dropped(), 2);
         assert_eq!(drain(&spool), vec!["t/2".to_string(), "t/3".to_string()]);
+    }
+
+    #[test]
+    fn a_spool_in_use_is_an_error_not_damage() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cloud.redb");
+        let first = Spool::open(&path, 262_144).expect("open");
+        first.push_batch((0..3).map(msg).collect()).expect("push");
+        assert!(Spool::open(&path, 262_144).is_err());
+        assert_eq!(first.len(), 3);
+        drop(first);
+        assert_eq!(Spool::open(&path, 262_144).expect("reopen").len(), 3);
+    }
+
+    #[test]
+    fn a_crash_before_removals_are_committed_resends_never_loses() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cloud.redb");
+        let spool = Spool::open(&path, 262_144).expect("open");
+        spool.push_batch((0..20).map(msg).collect()).expect("push");
+        for _ in 0..5 {
+            let m = spool.front().expect("front");
+            spool.remove(m.seq).expect("remove");
+        }
+        // A crash: the batched removals were never committed.
+        spool.lock().unremoved.clear();
+        drop(spool);
+        let spool = Spool::open(&path, 262_144).expect("reopen");
+        let got = drain(&spool);
+        let want: Vec<String> = (0..20).map(|i| format!("t/{i}")).collect();
+        assert_eq!(
+            got, want,
+            "the 5 delivered ones come again, then the rest, in order"
+        );
     }
 
     /// Opens a spool whose file was damaged by `damage` after 100 committed messages: it must
