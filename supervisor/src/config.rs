@@ -1127,6 +1127,8 @@ mod tests {
         "bad/control-socket-too-long.json",
         "bad/listener-conflict.json",
         "bad/many-errors.json",
+        "bad/retry-interval-zero.json",
+        "bad/cloud-tls-not-bool.json",
     ];
 
     #[test]
@@ -1540,6 +1542,17 @@ mod tests {
             errors[0].starts_with("coreThing.thingArn: account must be 12 digits"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn bad_cloud_bridge_settings() {
+        let err = bad("retry-interval-zero.json");
+        assert_eq!(
+            invalid(&err),
+            ["mqttMaxConnectionRetryInterval: must be at least 1, got 0"]
+        );
+        let err = bad("cloud-tls-not-bool.json").to_string();
+        assert!(err.contains("evergreen.cloudTls"), "{err}");
     }
 
     #[test]

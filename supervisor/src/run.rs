@@ -544,9 +544,13 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 }
             }
         }
+        let mut cloud_spool = None;
         if let Some(cloud) = cloud {
             match cloud.start(router.clone(), cloud_queue) {
-                Ok(bridge) => supervisor = supervisor.with_cloud(bridge),
+                Ok(bridge) => {
+                    cloud_spool = Some(bridge.spool().clone());
+                    supervisor = supervisor.with_cloud(bridge);
+                }
                 Err(e) => {
                     log::error!("{e}");
                     return Err(RunError::Io {
@@ -636,6 +640,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         }
         control.shutdown().await;
+        if let Some(spool) = cloud_spool {
+            spool.flush();
+        }
         Ok(())
     })
 }

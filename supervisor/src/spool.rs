@@ -403,6 +403,18 @@ impl Spool {
         Ok(())
     }
 
+    /// Commits the batched deletions of delivered messages, with fsync: called on a clean
+    /// stop, so a restart does not send them again.
+    pub fn flush(&self) {
+        let mut state = self.lock();
+        let seqs = std::mem::take(&mut state.unremoved);
+        if let Err(e) = self.delete(&seqs, Durability::Immediate) {
+            log::warn!(
+                "cloud spool: delivered messages not removed (they will be sent again): {e}"
+            );
+        }
+    }
+
     /// Waits until a message may have been added since the last wait.
     pub async fn ready(&self) {
         self.ready.notified().await;
@@ -429,13 +441,7 @@ impl Spool {
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        // A clean stop deletes what was delivered, so a restart does not send it again.
-        let seqs = std::mem::take(&mut self.lock().unremoved);
-        if let Err(e) = self.delete(&seqs, Durability::Immediate) {
-            log::warn!(
-                "cloud spool: delivered messages not removed (they will be sent again): {e}"
-            );
-        }
+        self.flush();
     }
 }
 
