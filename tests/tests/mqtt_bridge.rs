@@ -596,3 +596,71 @@ fn mutual_tls_to_the_upstream_broker() {
     );
     assert!(!system_log(&rogue).contains("cloud bridge connected"));
 }
+
+/// The last "(N messages spooled)" the bridge logged.
+fn last_spooled(rt: &Runtime) -> Option<usize> {
+    let re = regex::Regex::new(r"\((\d+) messages spooled\)").expect("regex");
+    re.captures_iter(&system_log(rt))
+        .last()
+        .and_then(|c| c[1].parse().ok())
+}
+
+#[test]
+fn a_full_spool_keeps_the_newest_in_order_and_says_so() {
+    let Some(bin) = require_mosquitto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    register_cloud_side(&bin, dir.path(), port);
+
+    // 20000 messages of about 20 bytes (topic + payload) into a 262144-byte spool.
+    let n = 20_000u64;
+    let g = group(
+        vec![function("pub", &format!("publish up/data {n} 0"))],
+        vec![sub("to-cloud", &fn_arn("pub"), "up/#", "cloud")],
+    );
+    let mut config = cloud_config(port, "FileSystem");
+    // Room in the hand-off to the spool for the whole burst: this test is about the spool.
+    config["evergreen"]["queueCapacity"] = json!(65_536);
+    let rt = Runtime::start_config(&g, &config, &[]);
+    assert!(wait_for(LIMIT, || published(&rt, "pub").then_some(())).is_some());
+    assert!(
+        wait_for(LIMIT, || system_log(&rt)
+            .contains("cloud spool full")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        system_log(&rt)
+    );
+    // Settled: two reconnect attempts in a row report the same count.
+    let mut previous = None;
+    let kept = wait_for(LIMIT, || {
+        std::thread::sleep(Duration::from_millis(1100));
+        let now = last_spooled(&rt);
+        let settled = now.is_some() && now == previous;
+        previous = now;
+        settled.then_some(now).flatten()
+    })
+    .expect("the spool settles");
+    assert!(kept > 1000 && kept < n as usize, "kept {kept}");
+
+    let _broker = Broker::start(&bin, dir.path(), port);
+    let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
+    let got = wait_for(LIMIT, || {
+        let p = cloud.payloads("up/data");
+        (p.len() >= kept).then_some(p)
+    })
+    .expect("the kept messages arrive");
+    // The newest `kept`, oldest dropped, in order.
+    let want: Vec<String> = (n - kept as u64..n)
+        .map(|i| format!("{{\"seq\":{i}}}"))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "first {:?}, last {:?}",
+        got.first(),
+        got.last()
+    );
+}
