@@ -2,9 +2,11 @@
 //!
 //! Owns the one upstream connection, what it subscribes to, and the drain of the cloud spool
 //! ([`crate::spool`]). `cloud` as a *target*: the router hands messages to the spool's sink
-//! (attached for endpoint `"cloud"`); this client publishes the oldest spooled message with
-//! QoS 1, waits for its PUBACK, removes it from the spool and only then sends the next one
-//! (Greengrass's rule: strict order, in-flight window of one). `cloud` as a *source*: the client
+//! (attached for endpoint `"cloud"`); this client publishes spooled messages in order with
+//! QoS 1, at most [`IN_FLIGHT`] unacknowledged at a time, and removes each from the spool on
+//! its PUBACK. Greengrass sent the next message only after the previous PUBACK, which caps the
+//! rate at one message per round trip (20 msg/s at 50 ms); the bounded window keeps the order
+//! and lifts that cap. `cloud` as a *source*: the client
 //! subscribes upstream to exactly the subjects of the subscriptions whose source is `cloud`
 //! (updated on every deployment through [`BridgeHandle::follow`]) and routes what arrives with
 //! `router.publish("cloud", …)`.
@@ -29,8 +31,10 @@
 //! * Reconnect: exponential backoff from 1 s, doubling, capped by
 //!   `mqttMaxConnectionRetryInterval`; reset after a successful connection.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +56,13 @@ pub const CLOUD: &str = "cloud";
 
 /// AWS IoT accepts at most 8 filters in one SUBSCRIBE.
 const FILTERS_PER_SUBSCRIBE: usize = 8;
+
+/// Messages sent upstream and not yet acknowledged, at most. Strict order is kept (the broker
+/// sees them in spool order; a reconnect resends from the oldest unacknowledged), while a
+/// round trip no longer caps the rate at one message per RTT as in Greengrass.
+pub const IN_FLIGHT: usize = 16;
+
+type SendResult = Result<(), ntex_mqtt::error::SendPacketError>;
 
 /// First reconnect delay.
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -403,6 +414,11 @@ async fn session(
     });
 
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
+    // Sent and not yet acknowledged, oldest first; a new connection starts again from the
+    // oldest message still in the spool.
+    let mut inflight: VecDeque<(u64, Arc<str>, Pin<Box<dyn Future<Output = SendResult>>>)> =
+        VecDeque::new();
+    let mut last_sent: Option<u64> = None;
     loop {
         // Keep the upstream subscriptions equal to the deployed ones.
         let wanted = subjects.borrow_and_update().clone();
@@ -420,27 +436,36 @@ async fn session(
             subscribed = wanted;
         }
 
-        // One message in flight: the next is sent after this one's PUBACK.
-        if let Some(m) = spool.front() {
+        // Up to IN_FLIGHT messages sent, in spool order, before the oldest one's PUBACK.
+        // A PUBLISH is written when `send_at_least_once` is called while the sink is ready,
+        // so the order on the wire is the order of the calls.
+        while inflight.len() < IN_FLIGHT && sink.is_ready() {
+            let Some(m) = spool.next_after(last_sent, 1).pop() else {
+                break;
+            };
+            last_sent = Some(m.seq);
             let send = sink
                 .publish(ByteString::from(&*m.topic))
                 .send_at_least_once(Bytes::copy_from_slice(&m.payload));
+            inflight.push_back((m.seq, m.topic, Box::pin(send)));
+        }
+        if let Some((seq, topic, send)) = inflight.front_mut() {
             match ntex::time::timeout(settings.operation_timeout, send).await {
                 Ok(Ok(())) => {
-                    if let Err(e) = spool.remove(m.seq) {
+                    if let Err(e) = spool.remove(*seq) {
                         log::error!("cloud bridge: delivered message not removed from the spool (it will be sent again): {e}");
                     }
+                    inflight.pop_front();
                     continue;
                 }
                 Ok(Err(e)) => {
                     sink.force_close();
-                    return format!("publish to {:?} failed: {e:?}", m.topic);
+                    return format!("publish to {topic:?} failed: {e:?}");
                 }
                 Err(_) => {
                     sink.force_close();
                     return format!(
-                        "no PUBACK for a message to {:?} within {} s",
-                        m.topic,
+                        "no PUBACK for a message to {topic:?} within {} s",
                         settings.operation_timeout.as_secs()
                     );
                 }
@@ -456,6 +481,12 @@ async fn session(
                 }
             }
             () = spool.ready() => {}
+            // Nothing in flight and the sink refused more (write buffer full): wait for it.
+            open = sink.ready(), if !sink.is_ready() => {
+                if !open {
+                    return "the connection closed".into();
+                }
+            }
         }
     }
 }
