@@ -62,7 +62,12 @@ const FILTERS_PER_SUBSCRIBE: usize = 8;
 /// round trip no longer caps the rate at one message per RTT as in Greengrass.
 pub const IN_FLIGHT: usize = 16;
 
-type SendResult = Result<(), ntex_mqtt::error::SendPacketError>;
+/// A sent message awaiting its PUBACK: sequence number, topic (for messages), the ack.
+type InFlight = (
+    u64,
+    Arc<str>,
+    Pin<Box<dyn Future<Output = Result<(), ntex_mqtt::error::SendPacketError>>>>,
+);
 
 /// First reconnect delay.
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -416,8 +421,7 @@ async fn session(
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
     // Sent and not yet acknowledged, oldest first; a new connection starts again from the
     // oldest message still in the spool.
-    let mut inflight: VecDeque<(u64, Arc<str>, Pin<Box<dyn Future<Output = SendResult>>>)> =
-        VecDeque::new();
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut last_sent: Option<u64> = None;
     loop {
         // Keep the upstream subscriptions equal to the deployed ones.
