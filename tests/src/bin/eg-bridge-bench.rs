@@ -11,7 +11,7 @@
 //!
 //! - **live, Memory / FileSystem**: the broker is up; the rate is what arrives at the cloud
 //!   side, first to last message (so it includes the function's publishing, the router, the
-//!   spool commit and the bridge's one-in-flight QoS 1 exchange).
+//!   spool commit and the bridge's QoS 1 exchange, up to 16 in flight).
 //! - **drain, Memory / FileSystem**: the broker is down while the messages are spooled, then
 //!   started; the rate is how fast the spool drains upstream (PUBACK round trips, spool removals).
 
@@ -203,7 +203,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(20_000usize);
     println!(
-        "function -> cloud through the spool and bridge (QoS 1, one in flight), loopback mosquitto"
+        "function -> cloud through the spool and bridge (QoS 1, up to 16 in flight), loopback mosquitto"
     );
     for storage in ["Memory", "FileSystem"] {
         case(storage, true, n);
