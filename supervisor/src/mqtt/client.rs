@@ -21,13 +21,14 @@
 //!   identity, as AWS IoT Core requires; on port 443 the ALPN protocol `x-amzn-mqtt-ca` is
 //!   offered, as AWS IoT requires there. `cloudTls = false` connects over plain TCP (tests, a
 //!   broker inside a trusted network).
-//! * Client id = the core's thing name (`coreThing.thingArn`); clean session; keep-alive
+//! * Client id = the core's thing name (the group's core, else `coreThing.thingArn`); clean
+//!   session; keep-alive
 //!   `coreThing.keepAlive`. Subscriptions are QoS 1 upstream; onward delivery is local, QoS 0.
 //!   Messages the cloud sends while the bridge is disconnected are not received (clean session),
 //!   as with Greengrass's default.
 //! * A PUBACK that does not arrive within `coreThing.mqttOperationTimeout` closes the
-//!   connection; the message stays in the spool and is sent again after the reconnect (QoS 1
-//!   allows the duplicate).
+//!   connection; unacknowledged messages stay in the spool and are sent again, in order, after
+//!   the reconnect (QoS 1 allows the duplicates).
 //! * Reconnect: exponential backoff from 1 s, doubling, capped by
 //!   `mqttMaxConnectionRetryInterval`; reset after a successful connection.
 
