@@ -74,6 +74,8 @@
 //! | `evergreen.listeners.mqttPlain.port` | `1883` | port; 0 = any free port |
 //! | `evergreen.spooler.storageType` | `"FileSystem"` | `"FileSystem"` (survives restarts) or `"Memory"`; Greengrass defaulted to memory |
 //! | `evergreen.spooler.maxSizeBytes` | `2621440` | cloud spool size, at least 262144 |
+//! | `evergreen.cloudTls` | `true` | mutual TLS to `coreThing.iotHost` with `caPath`/`certPath`/`keyPath` (AWS IoT Core); `false` = plain TCP, for tests and brokers inside a trusted network |
+//! | `mqttMaxConnectionRetryInterval` | `60` | seconds, at least 1: cap of the cloud bridge's reconnect backoff (as in Greengrass) |
 //! | `evergreen.secretNamePrefix` | `"greengrass-"` | secrets readable by components must start with this; `""` lifts the rule |
 //! | `evergreen.logToStderr` | `true` | echo the runtime's own log to stderr (for journald) |
 //! | `evergreen.defaultRunAs.user` | `null` | user components run as when their group sets no `RunAs` (the package sets `evergreen`); `null` = the runtime's own; resolved at start, an unknown name is a configuration error |
@@ -85,7 +87,7 @@
 //! otherwise ignored; [`CoreConfig::ignored_keys`] lists those present so the
 //! runtime can say so in its log:
 //! `crypto` (PKCS#11 and principals: use `coreThing.caPath`/`certPath`/`keyPath`),
-//! `managedRespawn`, `mqttMaxConnectionRetryInterval`, `pidFileDirectory`,
+//! `managedRespawn`, `pidFileDirectory`,
 //! `coreThing.ggHost`, `coreThing.iotHttpPort`, `coreThing.ggHttpPort`,
 //! `coreThing.systemComponentAuthTimeout`, `coreThing.networkProxy`,
 //! `runtime.lruSize`, `runtime.mountAllBlockDevices`, `runtime.cgroup`.
@@ -208,8 +210,9 @@ pub struct CoreConfig {
     crypto: Option<Ignored>,
     #[serde(default, skip_serializing)]
     managed_respawn: Option<Ignored>,
-    #[serde(default, skip_serializing)]
-    mqtt_max_connection_retry_interval: Option<Ignored>,
+    /// Seconds; the cloud bridge's reconnect backoff stops growing here.
+    #[serde(default = "default_mqtt_max_retry")]
+    pub mqtt_max_connection_retry_interval: u64,
     #[serde(default, skip_serializing)]
     pid_file_directory: Option<Ignored>,
 }
@@ -325,6 +328,8 @@ pub struct Evergreen {
     pub secret_name_prefix: String,
     pub log_to_stderr: bool,
     pub default_run_as: DefaultRunAs,
+    /// Mutual TLS to the upstream broker; `false` = plain TCP.
+    pub cloud_tls: bool,
 }
 
 /// `evergreen.defaultRunAs`: the identity components run as when their
@@ -355,6 +360,7 @@ impl Default for Evergreen {
             spooler: Spooler::default(),
             secret_name_prefix: "greengrass-".to_owned(),
             log_to_stderr: true,
+            cloud_tls: true,
         }
     }
 }
@@ -491,6 +497,11 @@ impl Default for PlainListener {
             port: 1883,
         }
     }
+}
+
+/// Greengrass's `mqttMaxConnectionRetryInterval` default, seconds.
+fn default_mqtt_max_retry() -> u64 {
+    60
 }
 
 /// Where cloud-bound QoS 1 messages wait while the upstream is unreachable.
@@ -767,7 +778,7 @@ impl CoreConfig {
             evergreen: Evergreen::default(),
             crypto: None,
             managed_respawn: None,
-            mqtt_max_connection_retry_interval: None,
+            mqtt_max_connection_retry_interval: default_mqtt_max_retry(),
             pid_file_directory: None,
         }
     }
@@ -797,6 +808,11 @@ impl CoreConfig {
             "coreThing.mqttOperationTimeout",
             ct.mqtt_operation_timeout,
             5,
+        );
+        p.at_least(
+            "mqttMaxConnectionRetryInterval",
+            self.mqtt_max_connection_retry_interval,
+            1,
         );
         p.not_empty("coreThing.caPath", ct.ca_path.as_deref());
         p.not_empty("coreThing.certPath", ct.cert_path.as_deref());
@@ -967,10 +983,6 @@ impl CoreConfig {
         [
             ("crypto", self.crypto.is_some()),
             ("managedRespawn", self.managed_respawn.is_some()),
-            (
-                "mqttMaxConnectionRetryInterval",
-                self.mqtt_max_connection_retry_interval.is_some(),
-            ),
             ("pidFileDirectory", self.pid_file_directory.is_some()),
             ("coreThing.ggHost", ct.gg_host.is_some()),
             ("coreThing.iotHttpPort", ct.iot_http_port.is_some()),
@@ -1115,6 +1127,8 @@ mod tests {
         "bad/control-socket-too-long.json",
         "bad/listener-conflict.json",
         "bad/many-errors.json",
+        "bad/retry-interval-zero.json",
+        "bad/cloud-tls-not-bool.json",
     ];
 
     #[test]
@@ -1318,7 +1332,6 @@ mod tests {
             vec![
                 "crypto",
                 "managedRespawn",
-                "mqttMaxConnectionRetryInterval",
                 "pidFileDirectory",
                 "coreThing.ggHost",
                 "coreThing.iotHttpPort",
@@ -1529,6 +1542,17 @@ mod tests {
             errors[0].starts_with("coreThing.thingArn: account must be 12 digits"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn bad_cloud_bridge_settings() {
+        let err = bad("retry-interval-zero.json");
+        assert_eq!(
+            invalid(&err),
+            ["mqttMaxConnectionRetryInterval: must be at least 1, got 0"]
+        );
+        let err = bad("cloud-tls-not-bool.json").to_string();
+        assert!(err.contains("evergreen.cloudTls"), "{err}");
     }
 
     #[test]

@@ -504,6 +504,20 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
 
     // The local shadow service's files (see crate::shadow).
     let shadow_dir = runtime_root.join("shadow");
+    // The cloud bridge (coreThing.iotHost): settings read and its spool
+    // opened now, so a bad TLS file or spool stops the start with a reason.
+    let cloud = crate::mqtt::client::Cloud::prepare(&cfg, &plan.core.thing_name).map_err(|e| {
+        log::error!("cloud bridge: {e}");
+        RunError::Io {
+            what: "cannot start the cloud bridge".into(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    if cloud.is_none() {
+        log::info!("no coreThing.iotHost: no cloud connection; messages to \"cloud\" are dropped and counted");
+    }
+    let cloud_queue = cfg.evergreen.queue_capacity;
+
     let control_path = cfg.control_socket();
     let info = RuntimeInfo::new(started, opts.group.as_deref())
         .with_log_file(&log_root.join(crate::logs::SYSTEM_LOG));
@@ -545,6 +559,22 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         return Err(RunError::Io { what, source });
                     }
                     log::warn!("{what}: {source}; Python functions cannot run");
+                }
+            }
+        }
+        let mut cloud_spool = None;
+        if let Some(cloud) = cloud {
+            match cloud.start(router.clone(), cloud_queue, shadow.clone()) {
+                Ok(bridge) => {
+                    cloud_spool = Some(bridge.spool().clone());
+                    supervisor = supervisor.with_cloud(bridge);
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    return Err(RunError::Io {
+                        what: "cannot start the cloud bridge".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    });
                 }
             }
         }
@@ -628,6 +658,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         }
         control.shutdown().await;
+        if let Some(spool) = cloud_spool {
+            spool.flush();
+        }
         Ok(())
     })
 }

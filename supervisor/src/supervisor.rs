@@ -118,6 +118,8 @@ pub struct Supervisor {
     lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
     /// The local shadow service, told of each deployment's synced things.
     shadow: Option<crate::shadow::ShadowHandle>,
+    /// The cloud bridge, told of each deployment's `cloud` subscriptions.
+    cloud: Option<crate::mqtt::client::BridgeHandle>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -140,6 +142,7 @@ impl Supervisor {
             reported: RouterStats::default(),
             lambda: None,
             shadow: None,
+            cloud: None,
         }
     }
 
@@ -152,6 +155,12 @@ impl Supervisor {
     /// Serves Python functions through this Lambda IPC endpoint.
     pub fn with_lambda(mut self, hub: std::rc::Rc<crate::lambda::LambdaHub>) -> Self {
         self.lambda = Some(hub);
+        self
+    }
+
+    /// Follows deployments with this cloud bridge.
+    pub fn with_cloud(mut self, bridge: crate::mqtt::client::BridgeHandle) -> Self {
+        self.cloud = Some(bridge);
         self
     }
 
@@ -239,6 +248,9 @@ impl Handler<Deploy> for Supervisor {
         self.router.replace_table(table);
         if let Some(shadow) = &self.shadow {
             shadow.deploy(&plan);
+        }
+        if let Some(cloud) = &self.cloud {
+            cloud.follow(&plan);
         }
         for arn in &d.start {
             let Some(spec) = plan.components.get(arn) else {
