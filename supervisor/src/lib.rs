@@ -24,6 +24,7 @@ pub mod deploy;
 pub mod group;
 pub mod lambda;
 pub mod logs;
+pub mod mqtt;
 pub mod notify;
 pub mod router;
 pub mod run;

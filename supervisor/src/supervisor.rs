@@ -116,6 +116,8 @@ pub struct Supervisor {
     reported: RouterStats,
     /// The Lambda IPC endpoint Python functions are served by, if running.
     lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
+    /// The local MQTT server, told of each deployed plan's devices.
+    mqtt: Option<Arc<crate::mqtt::MqttHub>>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -137,12 +139,19 @@ impl Supervisor {
             stopping: false,
             reported: RouterStats::default(),
             lambda: None,
+            mqtt: None,
         }
     }
 
     /// Serves Python functions through this Lambda IPC endpoint.
     pub fn with_lambda(mut self, hub: std::rc::Rc<crate::lambda::LambdaHub>) -> Self {
         self.lambda = Some(hub);
+        self
+    }
+
+    /// Tells the local MQTT server of every deployed plan.
+    pub fn with_mqtt(mut self, hub: Arc<crate::mqtt::MqttHub>) -> Self {
+        self.mqtt = Some(hub);
         self
     }
 
@@ -228,6 +237,9 @@ impl Handler<Deploy> for Supervisor {
             }
         }
         self.router.replace_table(table);
+        if let Some(mqtt) = &self.mqtt {
+            mqtt.update_plan(&plan);
+        }
         for arn in &d.start {
             let Some(spec) = plan.components.get(arn) else {
                 continue;
