@@ -122,8 +122,6 @@ pub enum Command {
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
-        #[command(flatten)]
-        store: StoreArgs,
     },
     /// List the connectors built into this binary, with their parameters and topics.
     Connectors,
@@ -167,10 +165,16 @@ pub enum CertsCommand {
         /// RSA 2048 keys: not available in this build (see the README).
         #[arg(long)]
         rsa: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Issue a device key and certificate whose subject CN is THING (its
     /// thing name, which is also its MQTT client id).
-    Device { thing: String },
+    Device {
+        thing: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,7 +283,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => crate::check::command(),
-        Command::Certs { command, store } => certs(command, store),
+        Command::Certs { command } => certs(command),
         Command::Connectors => {
             print!("{}", run::describe_connectors());
             ExitCode::SUCCESS
@@ -477,8 +481,9 @@ fn show_version(id: &str, json: bool, args: StoreArgs) -> ExitCode {
 }
 
 /// `evergreen status`: one request over the control socket.
-fn certs(command: CertsCommand, store: StoreArgs) -> ExitCode {
-    let cfg = match run::load_config(store.config.as_deref(), store.root) {
+fn certs(command: CertsCommand) -> ExitCode {
+    let (CertsCommand::Init { store, .. } | CertsCommand::Device { store, .. }) = &command;
+    let cfg = match run::load_config(store.config.as_deref(), store.root.clone()) {
         Ok(cfg) => cfg,
         Err(e) => return run_failed(&e),
     };
@@ -497,7 +502,7 @@ fn certs(command: CertsCommand, store: StoreArgs) -> ExitCode {
                 println!("server key: {}", out.files.key.display());
             })
         }
-        CertsCommand::Device { thing } => {
+        CertsCommand::Device { thing, .. } => {
             crate::mqtt::certs::device(root, &thing).map(|(cert, key)| {
                 println!("certificate: {}", cert.display());
                 println!("key: {}", key.display());
