@@ -22,10 +22,7 @@ fn thing_arn(name: &str) -> String {
 }
 
 fn missing_clients() -> bool {
-    let ok = Command::new("mosquitto_pub")
-        .arg("--help")
-        .output()
-        .is_ok();
+    let ok = Command::new("mosquitto_pub").arg("--help").output().is_ok();
     if !ok {
         eprintln!("SKIPPED: mosquitto_pub/mosquitto_sub not installed (Debian mosquitto-clients; .ci/run installs it)");
     }
@@ -60,7 +57,9 @@ impl Pki {
         for t in things {
             certs(dir, &["device", t]);
         }
-        Pki { dir: dir.to_path_buf() }
+        Pki {
+            dir: dir.to_path_buf(),
+        }
     }
     fn local(&self) -> PathBuf {
         self.dir.join("certs/local")
@@ -86,7 +85,8 @@ fn device(name: &str) -> Value {
 
 /// Starts a runtime with `g` plus `devices`, the TLS listener on a free port with `pki`'s files.
 fn start(mut g: Value, devices: &[&str], pki: &Pki) -> (Runtime, u16) {
-    g["DeviceDefinitionVersion"] = json!({ "Devices": devices.iter().map(|d| device(d)).collect::<Vec<_>>() });
+    g["DeviceDefinitionVersion"] =
+        json!({ "Devices": devices.iter().map(|d| device(d)).collect::<Vec<_>>() });
     let local = pki.local();
     let rt = Runtime::start_with(
         &g,
@@ -136,7 +136,17 @@ fn publish(args: &[String], topic: &str, msg: &str, qos: &str) -> Output {
 fn subscriber(args: &[String], filter: &str, count: usize, extra: &[&str]) -> Child {
     Command::new("mosquitto_sub")
         .args(args)
-        .args(["-t", filter, "-q", "1", "-v", "-C", &count.to_string(), "-W", "15"])
+        .args([
+            "-t",
+            filter,
+            "-q",
+            "1",
+            "-v",
+            "-C",
+            &count.to_string(),
+            "-W",
+            "15",
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -173,7 +183,13 @@ fn certs_files_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path(), &["lamp-1"]);
-    for p in [pki.ca(), pki.cert("lamp-1"), pki.key("lamp-1"), pki.local().join("ca.key"), pki.local().join("server.key")] {
+    for p in [
+        pki.ca(),
+        pki.cert("lamp-1"),
+        pki.key("lamp-1"),
+        pki.local().join("ca.key"),
+        pki.local().join("server.key"),
+    ] {
         let mode = std::fs::metadata(&p).expect("exists").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", p.display());
     }
@@ -197,7 +213,12 @@ fn device_to_device_by_subscription_and_refusals() {
     let foreign = Pki::new(other.path(), &["sensor-1"]);
     let g = group(
         vec![],
-        vec![sub("s1", &thing_arn("sensor-1"), "sensors/+/temp", &thing_arn("display-1"))],
+        vec![sub(
+            "s1",
+            &thing_arn("sensor-1"),
+            "sensors/+/temp",
+            &thing_arn("display-1"),
+        )],
     );
     let (_rt, port) = start(g, &["sensor-1", "display-1"], &pki);
     let sensor = tls_args(&pki, port, "sensor-1", "sensor-1");
@@ -210,11 +231,19 @@ fn device_to_device_by_subscription_and_refusals() {
         n += 1;
         let qos = if n % 2 == 0 { "0" } else { "1" };
         let p = publish(&sensor, "sensors/kitchen/temp", &format!("21.{n}"), qos);
-        assert!(p.status.success(), "accepted device publishes: {}", text(&p));
+        assert!(
+            p.status.success(),
+            "accepted device publishes: {}",
+            text(&p)
+        );
     });
     let got = String::from_utf8_lossy(&out.stdout);
     assert_eq!(got.lines().count(), 2, "{}", text(&out));
-    assert!(got.lines().all(|l| l.starts_with("sensors/kitchen/temp 21.")), "{got}");
+    assert!(
+        got.lines()
+            .all(|l| l.starts_with("sensors/kitchen/temp 21.")),
+        "{got}"
+    );
 
     // A topic no subscription accepts is dropped: the subscriber sees nothing of it.
     let rx = subscriber(&display, "sensors/#", 1, &[]);
@@ -231,7 +260,11 @@ fn device_to_device_by_subscription_and_refusals() {
         let out = finish(subscriber(&display, "secret/#", 1, &["-V", version]), || {});
         // mosquitto_sub reports a SUBACK with only failure codes this way (and exits).
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("All subscription requests were denied"), "{version}: {}", text(&out));
+        assert!(
+            err.contains("All subscription requests were denied"),
+            "{version}: {}",
+            text(&out)
+        );
         assert!(out.stdout.is_empty(), "{version}: {}", text(&out));
     }
 
@@ -245,8 +278,14 @@ fn device_to_device_by_subscription_and_refusals() {
     };
     for (what, args) in [
         ("certificate from another CA", wrong_ca),
-        ("thing not in the group", tls_args(&pki, port, "ghost-1", "ghost-1")),
-        ("client id not the certificate's thing", tls_args(&pki, port, "sensor-1", "display-1")),
+        (
+            "thing not in the group",
+            tls_args(&pki, port, "ghost-1", "ghost-1"),
+        ),
+        (
+            "client id not the certificate's thing",
+            tls_args(&pki, port, "sensor-1", "display-1"),
+        ),
     ] {
         for version in ["mqttv311", "mqttv5"] {
             let out = Command::new("mosquitto_pub")
@@ -254,7 +293,11 @@ fn device_to_device_by_subscription_and_refusals() {
                 .args(["-t", "sensors/x/temp", "-m", "x", "-q", "1", "-V", version])
                 .output()
                 .expect("mosquitto_pub");
-            assert!(!out.status.success(), "{what} ({version}) must be refused: {}", text(&out));
+            assert!(
+                !out.status.success(),
+                "{what} ({version}) must be refused: {}",
+                text(&out)
+            );
         }
     }
 }
@@ -276,7 +319,12 @@ fn device_function_device_and_persistent_session() {
         ],
         vec![
             sub("s1", &thing_arn("sensor-1"), "sensors/#", &fn_arn("rec")),
-            sub("s2", &fn_arn("cmd"), "display/+/cmd", &thing_arn("display-1")),
+            sub(
+                "s2",
+                &fn_arn("cmd"),
+                "display/+/cmd",
+                &thing_arn("display-1"),
+            ),
         ],
     );
     let (rt, port) = start(g, &["sensor-1", "display-1"], &pki);
@@ -288,7 +336,12 @@ fn device_function_device_and_persistent_session() {
             .append(true)
             .open(&feed)
             .expect("feed file");
-        writeln!(f, "{}", json!({ "topic": "display/1/cmd", "payload": payload })).expect("feed");
+        writeln!(
+            f,
+            "{}",
+            json!({ "topic": "display/1/cmd", "payload": payload })
+        )
+        .expect("feed");
     };
 
     // device → function: the sensor's publish reaches the recording function, from its thing.
@@ -301,11 +354,19 @@ fn device_function_device_and_persistent_session() {
 
     // function → device.
     let out = finish(subscriber(&display, "display/#", 1, &[]), || say("on"));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().next(), Some("display/1/cmd on"), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some("display/1/cmd on"),
+        "{}",
+        text(&out)
+    );
 
     // Persistent session: subscribe with clean session off, go away, messages arrive meanwhile,
     // they are delivered on reconnect.
-    let out = finish(subscriber(&display, "display/#", 1, &["-c", "-W", "2"]), || {});
+    let out = finish(
+        subscriber(&display, "display/#", 1, &["-c", "-W", "2"]),
+        || {},
+    );
     // -W 2 ends it (timeout) or a late "on" ends it; either way it is offline now.
     let _ = out;
     std::thread::sleep(Duration::from_millis(500));
@@ -315,9 +376,79 @@ fn device_function_device_and_persistent_session() {
     // The function publishes them while no device is connected.
     std::thread::sleep(Duration::from_secs(2));
     let out = finish(subscriber(&display, "display/#", 3, &["-c"]), || {});
-    let got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     for i in 0..3 {
-        assert!(got.contains(&format!("display/1/cmd queued-{i}")), "queued-{i} missing: {}", text(&out));
+        assert!(
+            got.contains(&format!("display/1/cmd queued-{i}")),
+            "queued-{i} missing: {}",
+            text(&out)
+        );
     }
     drop(rt);
+}
+
+#[test]
+fn plain_listener_is_off_by_default_and_trusts_the_client_id_when_on() {
+    if missing_clients() {
+        return;
+    }
+    let mut g = group(
+        vec![],
+        vec![sub(
+            "s1",
+            &thing_arn("sensor-1"),
+            "sensors/+/temp",
+            &thing_arn("display-1"),
+        )],
+    );
+    g["DeviceDefinitionVersion"] = json!({ "Devices": [device("sensor-1"), device("display-1")] });
+
+    // Default configuration (no certificates in this root): no plain listener, and the TLS one
+    // stays off without a CA, saying so in the listeners file.
+    let rt = Runtime::start(&g);
+    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
+    let doc = wait_for(LIMIT, || {
+        serde_json::from_str::<Value>(&std::fs::read_to_string(&file).ok()?).ok()
+    })
+    .expect("listeners file");
+    assert_eq!(doc, json!({ "tls": null, "plain": null }));
+    drop(rt);
+
+    let rt = Runtime::start_with(
+        &g,
+        &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
+    );
+    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
+    let addr = wait_for(LIMIT, || {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+        doc["plain"].as_str().map(str::to_owned)
+    })
+    .expect("plain listener address");
+    assert!(addr.starts_with("127.0.0.1:"), "loopback only: {addr}");
+    let port = addr.rsplit(':').next().expect("port").to_owned();
+    let args = |id: &str| -> Vec<String> {
+        ["-h", "127.0.0.1", "-p", &port, "-i", id]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let out = finish(subscriber(&args("display-1"), "sensors/#", 1, &[]), || {
+        let p = publish(&args("sensor-1"), "sensors/a/temp", "5", "1");
+        assert!(p.status.success(), "{}", text(&p));
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sensors/a/temp 5",
+        "{}",
+        text(&out)
+    );
+    let out = publish(&args("ghost-1"), "sensors/a/temp", "5", "1");
+    assert!(
+        !out.status.success(),
+        "unknown client id refused: {}",
+        text(&out)
+    );
 }

@@ -123,7 +123,11 @@ pub fn init(root: &Path, hosts: &[String], force: bool) -> Result<InitOutcome, C
         write_private(&dir.join("ca.key"), &key.serialize_pem())?;
         write_private(&files.ca, &cert.pem())?;
     }
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     for h in hosts {
         if !names.contains(h) {
             names.push(h.clone());
@@ -159,7 +163,12 @@ pub fn device(root: &Path, thing: &str) -> Result<(PathBuf, PathBuf), CertError>
 }
 
 /// A certificate signed by the CA under `root`: (certificate PEM, key PEM).
-fn issue(root: &Path, cn: &str, sans: &[String], server: bool) -> Result<(String, String), CertError> {
+fn issue(
+    root: &Path,
+    cn: &str,
+    sans: &[String],
+    server: bool,
+) -> Result<(String, String), CertError> {
     let dir = local_dir(root);
     let ca_pem = read(&dir.join("ca.pem"))
         .map_err(|e| CertError::Usage(format!("{e}; run `evergreen certs init` first")))?;
@@ -201,7 +210,10 @@ mod tests {
             let mode = fs::metadata(p).expect("meta").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", p.display());
         }
-        let mode = fs::metadata(local_dir(dir.path())).expect("meta").permissions().mode();
+        let mode = fs::metadata(local_dir(dir.path()))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         // A second init keeps the CA, so device certificates stay valid.
         let ca = fs::read(&out.files.ca).expect("ca");

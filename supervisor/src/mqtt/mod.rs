@@ -252,8 +252,8 @@ impl MqttHub {
         let map = Arc::new(map);
         *self.devices.write().unwrap_or_else(PoisonError::into_inner) = map.clone();
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        sessions.retain(|arn, session| {
-            match map.values().find(|d| &d.thing_arn == arn) {
+        sessions.retain(
+            |arn, session| match map.values().find(|d| &d.thing_arn == arn) {
                 Some(entry) => {
                     session.drop_unauthorized(&entry.deliverable);
                     true
@@ -264,8 +264,8 @@ impl MqttHub {
                     self.router.detach(arn);
                     false
                 }
-            }
-        });
+            },
+        );
     }
 
     /// The device named `thing`, if it is in the group.
@@ -393,7 +393,12 @@ impl MqttHub {
     }
 
     /// Routes a device's publish. `Err` names why it was dropped (and counted).
-    pub fn publish(&self, thing_arn: &str, topic: &str, payload: &[u8]) -> Result<(), PublishRefusal> {
+    pub fn publish(
+        &self,
+        thing_arn: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), PublishRefusal> {
         if topic.contains(['+', '#']) {
             bump(&self.counters.publishes_dropped);
             return Err(PublishRefusal::TopicInvalid);
@@ -521,4 +526,190 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
         log::warn!("cannot write {}: {e}", path.display());
     }
     server::serve(hub, bound).map_err(|e| format!("cannot start the MQTT server thread: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::group::plan::{CoreSpec, DeviceSpec, LoggerPlan, SubscriptionSpec};
+    use crate::router::{Subscription, SubscriptionTable};
+
+    const DEV: &str = "arn:aws:iot:us-east-1:123456789012:thing/display-1";
+    const SENSOR: &str = "arn:aws:iot:us-east-1:123456789012:thing/sensor-1";
+    const FUNC: &str = "arn:aws:lambda:us-east-1:123456789012:function:cmd:1";
+
+    fn plan(devices: &[(&str, &str)], subs: &[(&str, &str, &str)]) -> GroupPlan {
+        GroupPlan {
+            core: CoreSpec {
+                thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/core".into(),
+                thing_name: "core".into(),
+                region: "us-east-1".into(),
+                account: "123456789012".into(),
+                sync_shadow: false,
+            },
+            components: BTreeMap::new(),
+            subscriptions: subs
+                .iter()
+                .enumerate()
+                .map(|(i, (source, subject, target))| SubscriptionSpec {
+                    id: format!("s{i}"),
+                    source: (*source).into(),
+                    subject: (*subject).into(),
+                    target: (*target).into(),
+                })
+                .collect(),
+            devices: devices
+                .iter()
+                .map(|(name, arn)| {
+                    (
+                        (*arn).to_owned(),
+                        DeviceSpec {
+                            id: (*name).into(),
+                            thing_arn: (*arn).into(),
+                            thing_name: (*name).into(),
+                            certificate_arn: String::new(),
+                            sync_shadow: false,
+                        },
+                    )
+                })
+                .collect(),
+            resources: BTreeMap::new(),
+            loggers: LoggerPlan::default(),
+        }
+    }
+
+    fn hub_for(p: &GroupPlan) -> Arc<MqttHub> {
+        let table = SubscriptionTable::build(
+            p.subscriptions
+                .iter()
+                .map(|s| Subscription::new(&s.id, &s.source, &s.subject, &s.target)),
+        )
+        .expect("table");
+        let hub = MqttHub::new(Arc::new(Router::new(table)));
+        hub.update_plan(p);
+        hub
+    }
+
+    fn sample() -> GroupPlan {
+        plan(
+            &[("display-1", DEV), ("sensor-1", SENSOR)],
+            &[
+                (FUNC, "display/+/cmd", DEV),
+                (SENSOR, "sensors/+/temp", DEV),
+            ],
+        )
+    }
+
+    #[test]
+    fn connect_checks_group_certificate_and_features() {
+        let hub = hub_for(&sample());
+        assert_eq!(
+            hub.connect("ghost", None, false, false).err(),
+            Some(Refusal::UnknownThing)
+        );
+        assert_eq!(
+            hub.connect("display-1", Some(Some("sensor-1")), false, false)
+                .err(),
+            Some(Refusal::IdMismatch)
+        );
+        assert_eq!(
+            hub.connect("display-1", Some(None), false, false).err(),
+            Some(Refusal::NoCertificate)
+        );
+        assert!(matches!(
+            hub.connect("display-1", Some(Some("display-1")), false, true),
+            Err(Refusal::Unsupported(_))
+        ));
+        assert!(hub
+            .connect("display-1", Some(Some("display-1")), false, false)
+            .is_ok());
+        assert_eq!(hub.counters.connections_refused.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn subscribe_only_what_some_subscription_delivers() {
+        let hub = hub_for(&sample());
+        assert!(hub.may_subscribe(DEV, "display/#"));
+        assert!(hub.may_subscribe(DEV, "sensors/kitchen/temp"));
+        assert!(hub.may_subscribe(DEV, "#"));
+        assert!(!hub.may_subscribe(DEV, "secret/#"));
+        assert!(!hub.may_subscribe(DEV, "display/1/status"));
+        assert!(!hub.may_subscribe(DEV, "display/#/x"), "invalid filter");
+        // Nothing targets the sensor.
+        assert!(!hub.may_subscribe(SENSOR, "display/#"));
+        assert_eq!(hub.counters.subscribes_refused.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn publish_is_routed_or_dropped_and_counted() {
+        let hub = hub_for(&sample());
+        assert_eq!(hub.publish(SENSOR, "sensors/a/temp", b"1"), Ok(()));
+        assert_eq!(
+            hub.publish(SENSOR, "sensors/a/humidity", b"1"),
+            Err(PublishRefusal::NotAuthorized)
+        );
+        assert_eq!(
+            hub.publish(SENSOR, "sensors/+/temp", b"1"),
+            Err(PublishRefusal::TopicInvalid)
+        );
+        assert_eq!(hub.counters.publishes_dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn persistent_session_queues_qos1_while_offline() {
+        let hub = hub_for(&sample());
+        let c = hub
+            .connect("display-1", None, true, false)
+            .expect("connect");
+        assert!(!c.session_present);
+        c.session.subscribe("display/#", true);
+        c.session.subscribe("sensors/#", false);
+        hub.disconnected(&c.session, c.conn_id);
+        drop(c.rx);
+        let router = hub.router();
+        router
+            .publish(FUNC, "display/1/cmd", Arc::from(&b"on"[..]))
+            .expect("publish");
+        // QoS 0 subscription: nothing is kept for an offline device.
+        let out = router
+            .publish(SENSOR, "sensors/a/temp", Arc::from(&b"20"[..]))
+            .expect("publish");
+        assert_eq!(out.closed, 1);
+        let again = hub
+            .connect("display-1", None, true, false)
+            .expect("reconnect");
+        assert!(again.session_present);
+        let queued = again.session.take_offline();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(&*queued[0].topic, "display/1/cmd");
+
+        // Bounded: past OFFLINE_QUEUE messages are dropped and counted.
+        hub.disconnected(&again.session, again.conn_id);
+        for _ in 0..OFFLINE_QUEUE + 5 {
+            let _ = router.publish(FUNC, "display/1/cmd", Arc::from(&b"x"[..]));
+        }
+        assert_eq!(hub.counters.dropped_offline.load(Ordering::Relaxed), 5);
+
+        // A clean connection discards the old session.
+        let clean = hub.connect("display-1", None, false, false).expect("clean");
+        assert!(!clean.session_present);
+        assert!(clean.session.take_offline().is_empty());
+    }
+
+    #[test]
+    fn a_new_plan_ends_sessions_of_removed_devices() {
+        let hub = hub_for(&sample());
+        let mut c = hub
+            .connect("display-1", None, true, false)
+            .expect("connect");
+        hub.update_plan(&plan(&[("sensor-1", SENSOR)], &[]));
+        assert!(hub.device("display-1").is_none());
+        // The connection's queue closed: its writer stops and closes the connection.
+        assert!(matches!(
+            c.rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
 }

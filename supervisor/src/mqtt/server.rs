@@ -110,10 +110,12 @@ pub fn tls_config(files: &ServerFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
             path: files.key.clone(),
             what: "no PEM private key in the file".into(),
         })?;
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
@@ -151,6 +153,13 @@ impl AnySink {
         match self {
             AnySink::V3(s) => s.ready().await,
             AnySink::V5(s) => s.ready().await,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            AnySink::V3(s) => s.close(),
+            AnySink::V5(s) => s.close(),
         }
     }
 
@@ -222,7 +231,12 @@ impl Conn {
         let Some(rx) = self.rx.borrow_mut().take() else {
             return;
         };
-        ntex::rt::spawn(writer(rx, self.sink.clone(), self.session.clone(), self.hub.clone()));
+        ntex::rt::spawn(writer(
+            rx,
+            self.sink.clone(),
+            self.session.clone(),
+            self.hub.clone(),
+        ));
     }
 }
 
@@ -244,6 +258,10 @@ async fn writer(
         let Some(out) = rx.recv().await else { break };
         alive = deliver(&sink, out, &session, &hub).await;
     }
+    // The queue closes when this connection ended, when another connection with the same
+    // client id took the session over (MQTT: the older one is disconnected) and when the
+    // device left the group: in each case this connection is done.
+    sink.close();
     // Whatever is still queued for a connection that is gone waits for the next one (QoS 1).
     rx.close();
     while let Ok(out) = rx.try_recv() {
@@ -253,13 +271,20 @@ async fn writer(
     }
 }
 
-async fn deliver(sink: &AnySink, out: Outgoing, session: &Arc<DeviceSession>, hub: &MqttHub) -> bool {
+async fn deliver(
+    sink: &AnySink,
+    out: Outgoing,
+    session: &Arc<DeviceSession>,
+    hub: &MqttHub,
+) -> bool {
     let topic = ByteString::from(&*out.msg.topic);
     let payload = Bytes::copy_from_slice(&out.msg.payload);
     if !out.qos1 {
         let ok = sink.send0(topic, payload);
         if ok {
-            hub.counters.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            hub.counters
+                .delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         return ok;
     }
@@ -275,7 +300,9 @@ async fn deliver(sink: &AnySink, out: Outgoing, session: &Arc<DeviceSession>, hu
     let msg = out.msg;
     ntex::rt::spawn(async move {
         if acked.await {
-            counters.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
             session.requeue(msg);
         }
@@ -341,7 +368,9 @@ async fn handshake_v5(
                 ack.subscription_identifiers_available = false;
             })
         }
-        Err(Refusal::IdMismatch) => hs.failed(v5::codec::ConnectAckReason::ClientIdentifierNotValid),
+        Err(Refusal::IdMismatch) => {
+            hs.failed(v5::codec::ConnectAckReason::ClientIdentifierNotValid)
+        }
         Err(Refusal::Unsupported(_)) => {
             hs.failed(v5::codec::ConnectAckReason::ImplementationSpecificError)
         }
@@ -363,8 +392,13 @@ fn mqtt_config() -> impl Into<SharedCfg> {
 fn mqtt_service<F: ntex::io::Filter>(
     hub: Arc<MqttHub>,
     tls: bool,
-) -> impl ServiceFactory<ntex::io::Io<F>, SharedCfg, Response = (), Error = MqttError<ServerError>, InitError = ()>
-       + 'static {
+) -> impl ServiceFactory<
+    ntex::io::Io<F>,
+    SharedCfg,
+    Response = (),
+    Error = MqttError<ServerError>,
+    InitError = (),
+> + 'static {
     let (h3, h5) = (hub.clone(), hub);
     MqttServer::new()
         .v3(
