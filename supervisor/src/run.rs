@@ -533,7 +533,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         }
         // The local MQTT server for client devices: bound before the deployment.
-        let mqtt = crate::mqtt::MqttHub::new(router.clone());
+        let mqtt = crate::mqtt::MqttHub::new(router.clone(), mqtt_setup.queue_capacity);
         if let Err(what) = crate::mqtt::start(&mqtt_setup, mqtt.clone(), has_devices) {
             log::error!("{what}");
             return Err(RunError::Io { what, source: std::io::Error::other("MQTT server") });

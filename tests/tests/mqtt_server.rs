@@ -257,7 +257,13 @@ fn device_to_device_by_subscription_and_refusals() {
     let mut v5 = sensor.clone();
     v5.extend(["-V".to_owned(), "mqttv5".to_owned()]);
     let out = publish(&v5, "sensors/kitchen/humidity", "dropped", "1");
-    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("not authori"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("not authori"),
+        "{}",
+        text(&out)
+    );
 
     // Unauthorised subscribe: no subscription delivers `secret/#` to display-1 (0x80, and v5
     // reason 0x87).

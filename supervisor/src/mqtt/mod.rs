@@ -35,11 +35,11 @@ use tokio::sync::mpsc;
 use crate::group::plan::GroupPlan;
 use crate::router::{DeliverySink, Message, OfferError, Router};
 
+/// Messages queued for a connected device above which publishes to it wait for it to drain.
+pub const HIGH_WATER: usize = 128;
+
 /// QoS 1 messages kept for one offline persistent session.
 pub const OFFLINE_QUEUE: usize = 1000;
-
-/// Messages waiting to be written to one connected device.
-pub const CONNECTION_QUEUE: usize = 1024;
 
 /// A device of the deployed group.
 #[derive(Debug, Clone)]
@@ -92,11 +92,22 @@ pub struct DeviceSession {
     pub thing_arn: Arc<str>,
     inner: Mutex<SessionInner>,
     counters: Arc<Counters>,
+    /// Signalled by the connection's writer when its queue drains below half of
+    /// [`HIGH_WATER`].
+    pub room: tokio::sync::Notify,
 }
 
 impl DeviceSession {
     fn lock(&self) -> std::sync::MutexGuard<'_, SessionInner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Messages waiting for the connected device (0 when offline).
+    pub fn queued(&self) -> usize {
+        self.lock()
+            .online
+            .as_ref()
+            .map_or(0, |(_, tx)| tx.max_capacity() - tx.capacity())
     }
 
     /// Records granted filters (replacing a filter subscribed again).
@@ -183,6 +194,9 @@ pub struct MqttHub {
     sessions: Mutex<HashMap<Arc<str>, Arc<DeviceSession>>>,
     pub counters: Arc<Counters>,
     next_conn: AtomicU64,
+    /// Messages waiting to be written to one connected device (`evergreen.queueCapacity`, as
+    /// for every other delivery target); past it they are dropped and the router counts them.
+    queue_capacity: usize,
 }
 
 impl std::fmt::Debug for MqttHub {
@@ -216,13 +230,14 @@ pub struct Connected {
 }
 
 impl MqttHub {
-    pub fn new(router: Arc<Router>) -> Arc<Self> {
+    pub fn new(router: Arc<Router>, queue_capacity: usize) -> Arc<Self> {
         Arc::new(MqttHub {
             router,
             devices: RwLock::new(Arc::default()),
             sessions: Mutex::default(),
             counters: Arc::default(),
             next_conn: AtomicU64::new(1),
+            queue_capacity: queue_capacity.max(1),
         })
     }
 
@@ -321,7 +336,7 @@ impl MqttHub {
             return Err(Refusal::Unsupported("will messages"));
         }
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let existing = sessions.get(&entry.thing_arn).cloned();
         let (session, session_present) = match existing {
@@ -331,6 +346,7 @@ impl MqttHub {
                     thing_arn: entry.thing_arn.clone(),
                     inner: Mutex::default(),
                     counters: self.counters.clone(),
+                    room: tokio::sync::Notify::new(),
                 }),
                 false,
             ),
@@ -392,6 +408,27 @@ impl MqttHub {
         ok
     }
 
+    /// Sessions of connected devices that `topic` from `source` would reach and whose queue
+    /// holds [`HIGH_WATER`] messages or more. A device's publish waits (bounded) for them to
+    /// drain before it is routed: flow control back to the publishing device (its PUBACK and
+    /// its next packets wait), instead of a long queue (latency) or drops at a subscriber that
+    /// is only momentarily slower.
+    pub fn busy_targets(&self, source: &str, topic: &str) -> Vec<Arc<DeviceSession>> {
+        let table = self.router.table();
+        let mut targets = Vec::new();
+        table.targets(source, topic, &mut targets);
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        targets
+            .iter()
+            .filter_map(|idx| sessions.get(table.target_name(*idx)))
+            .filter(|session| session.queued() >= HIGH_WATER)
+            .cloned()
+            .collect()
+    }
+
     /// Routes a device's publish. `Err` names why it was dropped (and counted).
     pub fn publish(
         &self,
@@ -437,6 +474,7 @@ pub struct Setup {
     pub files_configured: bool,
     pub plain_addr: Option<std::net::SocketAddr>,
     pub root: std::path::PathBuf,
+    pub queue_capacity: usize,
 }
 
 impl Setup {
@@ -462,6 +500,7 @@ impl Setup {
                 || tls.key_path.is_some(),
             plain_addr: cfg.mqtt_plain_addr(),
             root,
+            queue_capacity: cfg.evergreen.queue_capacity,
         }
     }
 }
@@ -587,7 +626,7 @@ mod tests {
                 .map(|s| Subscription::new(&s.id, &s.source, &s.subject, &s.target)),
         )
         .expect("table");
-        let hub = MqttHub::new(Arc::new(Router::new(table)));
+        let hub = MqttHub::new(Arc::new(Router::new(table)), 16);
         hub.update_plan(p);
         hub
     }

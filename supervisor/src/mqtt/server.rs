@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 
 use super::certs::ServerFiles;
-use super::{Connected, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal};
+use super::{Connected, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER};
 
 /// The error type of every service; the details are logged where they happen.
 #[derive(Debug, Clone, Copy)]
@@ -256,8 +256,12 @@ async fn writer(
     }
     while alive {
         let Some(out) = rx.recv().await else { break };
+        if rx.len() < HIGH_WATER / 2 {
+            session.room.notify_waiters();
+        }
         alive = deliver(&sink, out, &session, &hub).await;
     }
+    session.room.notify_waiters();
     // The queue closes when this connection ended, when another connection with the same
     // client id took the session over (MQTT: the older one is disconnected) and when the
     // device left the group: in each case this connection is done.
@@ -308,6 +312,37 @@ async fn deliver(
         }
     });
     true
+}
+
+/// How long a device's publish waits for a full device queue it is routed to.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits (at most [`ROOM_WAIT`]) until every connected device queue the publish would reach
+/// is below [`HIGH_WATER`]; past the wait the message is routed anyway and a full queue drops
+/// (and counts) it. Only QoS 1 publishes wait: ntex-mqtt holds at most the receive window of
+/// them per connection, so a wait throttles the publishing device. It starts the service for
+/// every QoS 0 publish it has read without such a bound, so waiting there would only pile up
+/// futures; QoS 0 is routed at once and dropped (counted) at a full queue, best effort as in
+/// Greengrass.
+async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
+    let busy = hub.busy_targets(source, topic);
+    if busy.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    for session in busy {
+        loop {
+            let notified = session.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if session.queued() < HIGH_WATER {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn grant(qos: QoS) -> QoS {
@@ -438,6 +473,10 @@ fn mqtt_service<F: ntex::io::Filter>(
                         let conn = session.clone();
                         async move {
                             let payload = p.read_all().await?;
+                            if p.qos() != QoS::AtMostOnce {
+                                wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
+                                    .await;
+                            }
                             let _ = conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
                             Ok::<_, ServerError>(())
                         }
@@ -481,6 +520,10 @@ fn mqtt_service<F: ntex::io::Filter>(
                         let conn = session.clone();
                         async move {
                             let payload = p.read_all().await?;
+                            if p.qos() != QoS::AtMostOnce {
+                                wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
+                                    .await;
+                            }
                             let result =
                                 conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
                             let ack = p.ack();

@@ -86,7 +86,10 @@ async fn read_packet(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(u8, V
     Ok((first, body))
 }
 
-async fn connect(addr: SocketAddr, id: &str) -> std::io::Result<(BufReader<OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> {
+async fn connect(
+    addr: SocketAddr,
+    id: &str,
+) -> std::io::Result<(BufReader<OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
@@ -98,7 +101,9 @@ async fn connect(addr: SocketAddr, id: &str) -> std::io::Result<(BufReader<Owned
     w.write_all(&packet(0x10, &body)).await?;
     let (first, ack) = read_packet(&mut r).await?;
     if first != 0x20 || ack.get(1) != Some(&0) {
-        return Err(std::io::Error::other(format!("{id}: CONNACK refused: {ack:?}")));
+        return Err(std::io::Error::other(format!(
+            "{id}: CONNACK refused: {ack:?}"
+        )));
     }
     Ok((r, w))
 }
@@ -110,7 +115,15 @@ struct Outcome {
     latencies_us: Vec<u64>,
 }
 
-async fn subscriber(addr: SocketAddr, id: String, topic: String, qos: u8, expect: usize, epoch: Instant, ready: Arc<Semaphore>) -> std::io::Result<(usize, Option<Instant>, Vec<u64>)> {
+async fn subscriber(
+    addr: SocketAddr,
+    id: String,
+    topic: String,
+    qos: u8,
+    expect: usize,
+    epoch: Instant,
+    ready: Arc<Semaphore>,
+) -> std::io::Result<(usize, Option<Instant>, Vec<u64>)> {
     let (mut r, mut w) = connect(addr, &id).await?;
     let mut body = vec![0, 1];
     string(&topic, &mut body);
@@ -118,7 +131,9 @@ async fn subscriber(addr: SocketAddr, id: String, topic: String, qos: u8, expect
     w.write_all(&packet(0x82, &body)).await?;
     let (first, ack) = read_packet(&mut r).await?;
     if first != 0x90 || ack.get(2).is_none_or(|c| *c >= 0x80) {
-        return Err(std::io::Error::other(format!("{id}: SUBACK refused: {ack:?}")));
+        return Err(std::io::Error::other(format!(
+            "{id}: SUBACK refused: {ack:?}"
+        )));
     }
     ready.add_permits(1);
     let mut lat = Vec::with_capacity(expect);
@@ -148,7 +163,15 @@ async fn subscriber(addr: SocketAddr, id: String, topic: String, qos: u8, expect
     Ok((lat.len(), last, lat))
 }
 
-async fn publisher(addr: SocketAddr, id: String, topic: String, qos: u8, count: usize, epoch: Instant) -> std::io::Result<()> {
+async fn publisher(
+    addr: SocketAddr,
+    id: String,
+    topic: String,
+    qos: u8,
+    count: usize,
+    epoch: Instant,
+    done: Arc<Semaphore>,
+) -> std::io::Result<()> {
     let (mut r, mut w) = connect(addr, &id).await?;
     let window = Arc::new(Semaphore::new(WINDOW));
     if qos > 0 {
@@ -166,7 +189,11 @@ async fn publisher(addr: SocketAddr, id: String, topic: String, qos: u8, count: 
         let mut body = Vec::with_capacity(PAYLOAD + 32);
         string(&topic, &mut body);
         if qos > 0 {
-            window.acquire().await.map_err(std::io::Error::other)?.forget();
+            window
+                .acquire()
+                .await
+                .map_err(std::io::Error::other)?
+                .forget();
             let pid = (n % 65000 + 1) as u16;
             body.extend_from_slice(&pid.to_be_bytes());
         }
@@ -183,31 +210,68 @@ async fn publisher(addr: SocketAddr, id: String, topic: String, qos: u8, count: 
     }
     // Let the last QoS 1 acknowledgements arrive before the connection goes.
     if qos > 0 {
-        let _ = tokio::time::timeout(Duration::from_secs(10), window.acquire_many(WINDOW as u32)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), window.acquire_many(WINDOW as u32)).await;
     }
+    // Stay connected until the subscribers are done: a broker may drop QoS 0 messages it has
+    // not processed yet when the publisher disconnects (ntex-mqtt does), which would count as
+    // loss in the broker rather than in the measured path.
+    let _ = tokio::time::timeout(Duration::from_secs(40), done.acquire()).await;
     w.write_all(&[0xe0, 0]).await?;
     Ok(())
 }
 
-async fn run_case(addr: SocketAddr, pairs: usize, qos: u8, count: usize) -> std::io::Result<Outcome> {
+async fn run_case(
+    addr: SocketAddr,
+    pairs: usize,
+    qos: u8,
+    count: usize,
+) -> std::io::Result<Outcome> {
     let epoch = Instant::now();
     let ready = Arc::new(Semaphore::new(0));
     let mut subs = Vec::new();
     for i in 0..pairs {
-        subs.push(tokio::spawn(subscriber(addr, format!("sub-{i}"), format!("bench/{i}"), qos, count, epoch, ready.clone())));
+        subs.push(tokio::spawn(subscriber(
+            addr,
+            format!("sub-{i}"),
+            format!("bench/{i}"),
+            qos,
+            count,
+            epoch,
+            ready.clone(),
+        )));
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), ready.acquire_many(pairs as u32)).await;
     let first_send = Instant::now();
+    let done = Arc::new(Semaphore::new(0));
     let mut pubs = Vec::new();
     for i in 0..pairs {
-        pubs.push(tokio::spawn(publisher(addr, format!("pub-{i}"), format!("bench/{i}"), qos, count, epoch)));
+        pubs.push(tokio::spawn(publisher(
+            addr,
+            format!("pub-{i}"),
+            format!("bench/{i}"),
+            qos,
+            count,
+            epoch,
+            done.clone(),
+        )));
     }
+    let mut results = Vec::new();
+    for s in subs {
+        results.push(s.await.map_err(std::io::Error::other)?);
+    }
+    done.add_permits(pairs);
     for p in pubs {
         p.await.map_err(std::io::Error::other)??;
     }
-    let mut out = Outcome { received: 0, first_send, last_recv: first_send, latencies_us: Vec::new() };
-    for s in subs {
-        let (n, last, lat) = s.await.map_err(std::io::Error::other)??;
+    let mut out = Outcome {
+        received: 0,
+        first_send,
+        last_recv: first_send,
+        latencies_us: Vec::new(),
+    };
+    for r in results {
+        let (n, last, lat) = r?;
         out.received += n;
         if let Some(last) = last {
             out.last_recv = out.last_recv.max(last);
@@ -218,7 +282,10 @@ async fn run_case(addr: SocketAddr, pairs: usize, qos: u8, count: usize) -> std:
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18830)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18830)
 }
 
 fn start_evergreen() -> (Runtime, SocketAddr) {
@@ -228,13 +295,18 @@ fn start_evergreen() -> (Runtime, SocketAddr) {
         for name in [format!("pub-{i}"), format!("sub-{i}")] {
             devices.push(json!({ "Id": name, "ThingArn": thing_arn(&name), "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/abc123" }));
         }
-        subs.push(sub(&format!("s{i}"), &thing_arn(&format!("pub-{i}")), &format!("bench/{i}"), &thing_arn(&format!("sub-{i}"))));
+        subs.push(sub(
+            &format!("s{i}"),
+            &thing_arn(&format!("pub-{i}")),
+            &format!("bench/{i}"),
+            &thing_arn(&format!("sub-{i}")),
+        ));
     }
     let mut g = group(vec![], subs);
     g["DeviceDefinitionVersion"] = json!({ "Devices": devices });
     let rt = Runtime::start_with(
         &g,
-        &json!({ "queueCapacity": 4096, "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
+        &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
     );
     let file = rt.dir.path().join("root/run/mqtt-listeners.json");
     let addr = wait_for(Duration::from_secs(20), || {
@@ -254,7 +326,9 @@ fn start_mosquitto() -> Option<(Child, SocketAddr)> {
         .spawn()
         .ok()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
-    wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok())?;
+    wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).ok()
+    })?;
     Some((child, addr))
 }
 
@@ -271,16 +345,28 @@ fn main() -> std::io::Result<()> {
     let per_pub = |pairs: usize, qos: u8| -> usize {
         let base = if qos == 0 { 50_000 } else { 10_000 };
         let n = if pairs == 1 { base } else { base / 5 };
-        if quick { n / 10 } else { n }
+        if quick {
+            n / 10
+        } else {
+            n
+        }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let (rt, eg_addr) = start_evergreen();
     let mosquitto = start_mosquitto();
     if mosquitto.is_none() {
-        eprintln!("mosquitto not installed: Evergreen only (Debian mosquitto; .ci/run installs it)");
+        eprintln!(
+            "mosquitto not installed: Evergreen only (Debian mosquitto; .ci/run installs it)"
+        );
     }
     println!("device -> device, {PAYLOAD} B payloads, plain TCP on loopback for both brokers");
-    println!("{:<11} {:>5} {:>3} {:>9} {:>9} {:>11} {:>9} {:>9}", "broker", "pairs", "qos", "sent", "received", "msg/s", "p50 µs", "p99 µs");
+    println!(
+        "{:<11} {:>5} {:>3} {:>9} {:>9} {:>11} {:>9} {:>9}",
+        "broker", "pairs", "qos", "sent", "received", "msg/s", "p50 µs", "p99 µs"
+    );
     for pairs in [1usize, 10] {
         for qos in [0u8, 1] {
             let count = per_pub(pairs, qos);
@@ -292,7 +378,11 @@ fn main() -> std::io::Result<()> {
                 match runtime.block_on(run_case(addr, pairs, qos, count)) {
                     Ok(mut o) => {
                         o.latencies_us.sort_unstable();
-                        let secs = o.last_recv.duration_since(o.first_send).as_secs_f64().max(1e-9);
+                        let secs = o
+                            .last_recv
+                            .duration_since(o.first_send)
+                            .as_secs_f64()
+                            .max(1e-9);
                         println!(
                             "{name:<11} {pairs:>5} {qos:>3} {:>9} {:>9} {:>11.0} {:>9} {:>9}",
                             count * pairs,
