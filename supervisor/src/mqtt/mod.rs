@@ -21,6 +21,11 @@
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
 //!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Sessions live in
 //!   memory: a runtime restart forgets them.
+//! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
+//!   a device's QoS 1 publish routed to a device whose queue holds [`HIGH_WATER`] or more waits
+//!   (at most a second) for it to drain, so a fast publisher is slowed to its subscribers'
+//!   pace instead of filling the queue; QoS 0 is never held, and is dropped (counted) at a full
+//!   queue.
 
 pub mod certs;
 pub mod server;
