@@ -29,6 +29,7 @@ pub mod notify;
 pub mod router;
 pub mod run;
 pub mod sandbox;
+pub mod shadow;
 pub mod store;
 pub mod supervisor;
 pub mod tail;

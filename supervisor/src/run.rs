@@ -504,6 +504,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let mqtt_setup = crate::mqtt::Setup::from_config(&cfg);
     let has_devices = !plan.devices.is_empty();
+    // The local shadow service's files (see crate::shadow).
+    let shadow_dir = runtime_root.join("shadow");
     let control_path = cfg.control_socket();
     let info = RuntimeInfo::new(started, opts.group.as_deref())
         .with_log_file(&log_root.join(crate::logs::SYSTEM_LOG));
@@ -512,12 +514,28 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     system.block_on(async move {
         let router = Arc::new(Router::new(SubscriptionTable::default()));
         let mut supervisor = Supervisor::new(settings, router.clone(), Sandboxes::detect(&runtime_root));
+        // The local shadow service (GGShadowService): attached to the router
+        // before the deployment routes to it. Without its directory the
+        // runtime runs on, and shadow requests are dropped and counted.
+        let shadow = match crate::shadow::ShadowHandle::start(&shadow_dir, router.clone()) {
+            Ok(shadow) => {
+                supervisor = supervisor.with_shadow(shadow.clone());
+                Some(shadow)
+            }
+            Err(e) => {
+                log::error!("cannot start the local shadow service in {}: {e}", shadow_dir.display());
+                None
+            }
+        };
         // The Lambda IPC endpoint: needed when the group has Python
         // functions; otherwise a busy port is only worth a warning.
         if lambda_ok {
             match crate::lambda::bind(daemon_port).await {
                 Ok(listeners) => {
                     let hub = crate::lambda::LambdaHub::new(router.clone(), daemon_port, python_dir);
+                    if let Some(shadow) = &shadow {
+                        hub.set_shadow(shadow.clone());
+                    }
                     crate::lambda::serve(hub.clone(), listeners);
                     log::info!("Lambda IPC endpoint on localhost:{daemon_port}");
                     supervisor = supervisor.with_lambda(hub);

@@ -118,6 +118,8 @@ pub struct Supervisor {
     lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
     /// The local MQTT server, told of each deployed plan's devices.
     mqtt: Option<Arc<crate::mqtt::MqttHub>>,
+    /// The local shadow service, told of each deployment's synced things.
+    shadow: Option<crate::shadow::ShadowHandle>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -140,7 +142,14 @@ impl Supervisor {
             reported: RouterStats::default(),
             lambda: None,
             mqtt: None,
+            shadow: None,
         }
+    }
+
+    /// Tells this shadow service of every deployed plan.
+    pub fn with_shadow(mut self, shadow: crate::shadow::ShadowHandle) -> Self {
+        self.shadow = Some(shadow);
+        self
     }
 
     /// Serves Python functions through this Lambda IPC endpoint.
@@ -239,6 +248,9 @@ impl Handler<Deploy> for Supervisor {
         self.router.replace_table(table);
         if let Some(mqtt) = &self.mqtt {
             mqtt.update_plan(&plan);
+        }
+        if let Some(shadow) = &self.shadow {
+            shadow.deploy(&plan);
         }
         for arn in &d.start {
             let Some(spec) = plan.components.get(arn) else {

@@ -465,7 +465,8 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     let services = step("services");
     assert!(
         services["shadow"].as_str().is_some_and(
-            |s| s.starts_with("ShadowError") && s.contains("not available in this build")
+            // The local shadow service answers: no shadow of the core yet.
+            |s| s.starts_with("ShadowError") && s.contains("No shadow exists with name: 'core'")
         ),
         "{services}"
     );

@@ -25,9 +25,11 @@
 //!   a drop on a full queue into a 429.
 //! * Result fetches always carry `X-Amz-Function-Error` (empty when none).
 //!   Errors the runtime detects itself (timeouts, crashes) are `Unhandled`.
-//! * The shadow and secret services have not landed in this build: such
-//!   requests are accepted and answered in the shape the SDK turns into a
-//!   `ShadowError` / `SecretsManagerError` that says so.
+//! * Shadow invokes (`GGShadowService`, `custom.subject` = the request
+//!   topic) are answered by the local shadow service (`crate::shadow`) with
+//!   the `/accepted` or `/rejected` payload. The secret service has not
+//!   landed in this build: such requests are accepted and answered in the
+//!   shape the SDK turns into a `SecretsManagerError` that says so.
 //! * Everything runs on the actor system's thread: no locks, no `Send`.
 
 pub mod http;
@@ -167,6 +169,8 @@ pub struct LambdaHub {
     results: RefCell<HashMap<String, Pending>>,
     serial: Cell<u64>,
     connections: Cell<usize>,
+    /// Where `GGShadowService` invokes go, once set.
+    shadow: RefCell<Option<crate::shadow::ShadowHandle>>,
 }
 
 /// Sixteen random bytes as hex, from the kernel.
@@ -253,7 +257,13 @@ impl LambdaHub {
             results: RefCell::new(HashMap::new()),
             serial: Cell::new(0),
             connections: Cell::new(0),
+            shadow: RefCell::new(None),
         })
+    }
+
+    /// Serves `GGShadowService` invokes with this shadow service.
+    pub fn set_shadow(&self, shadow: crate::shadow::ShadowHandle) {
+        *self.shadow.borrow_mut() = Some(shadow);
     }
 
     /// The port functions are told (`GG_DAEMON_PORT`).
@@ -685,15 +695,43 @@ fn invoke(hub: &LambdaHub, caller: &FunctionLink, arn: &str, req: &Request) -> R
                 })),
             }
         }
-        Target::Shadow => accepted(Some(Outcome {
-            function_error: String::new(),
-            payload: json!({
-                "code": 503,
-                "message": "the local shadow service is not available in this build of Evergreen"
-            })
-            .to_string()
-            .into_bytes(),
-        })),
+        Target::Shadow => {
+            let shadow = hub.shadow.borrow().clone();
+            if let Some(shadow) = shadow {
+                let custom = match custom_context(context) {
+                    Ok(c) => c,
+                    Err(e) => return Response::error(400, &e),
+                };
+                let Some(topic) = custom.get("subject").and_then(Value::as_str) else {
+                    return Response::error(
+                        400,
+                        "X-Amz-Client-Context: custom.subject (the shadow topic) is missing or not a string",
+                    );
+                };
+                // Handled at once (one small file read and, for a change, one
+                // fsync); a rejection is the `{"code","message"}` body the SDK
+                // turns into a ShadowError.
+                let Some((_, payload)) = shadow.request(&caller.arn, topic, &req.body) else {
+                    return Response::error(
+                        400,
+                        &format!("{topic:?} is not a shadow request topic ($aws/things/<thing>/shadow[/name/<name>]/get|update|delete)"),
+                    );
+                };
+                return accepted(Some(Outcome {
+                    function_error: String::new(),
+                    payload,
+                }));
+            }
+            accepted(Some(Outcome {
+                function_error: String::new(),
+                payload: json!({
+                    "code": 503,
+                    "message": "the local shadow service is not running (see the runtime's log)"
+                })
+                .to_string()
+                .into_bytes(),
+            }))
+        }
         Target::Secrets => accepted(Some(Outcome {
             function_error: String::new(),
             payload: json!({
