@@ -70,6 +70,24 @@ pub struct Counters {
     pub dropped_offline: AtomicU64,
 }
 
+impl Counters {
+    /// One line with every counter, for the periodic log.
+    pub fn summary(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "connections accepted {} refused {}; publishes routed {} dropped {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}",
+            g(&self.connections_accepted),
+            g(&self.connections_refused),
+            g(&self.publishes_routed),
+            g(&self.publishes_dropped),
+            g(&self.subscribes_refused),
+            g(&self.delivered),
+            g(&self.queued_offline),
+            g(&self.dropped_offline),
+        )
+    }
+}
+
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }

@@ -600,6 +600,19 @@ pub fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
                             })?
                             .config("mqtt-plain", mqtt_config());
                     }
+                    // The counters, logged when they changed (every 30 s at most).
+                    let counters = hub.counters.clone();
+                    ntex::rt::spawn(async move {
+                        let mut last = String::new();
+                        loop {
+                            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                            let now = counters.summary();
+                            if now != last {
+                                log::info!("MQTT server: {now}");
+                                last = now;
+                            }
+                        }
+                    });
                     if let Err(e) = builder.run().await {
                         log::error!("MQTT server: {e:?}");
                     }
