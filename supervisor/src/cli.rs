@@ -116,6 +116,13 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Certificates for the local MQTT server without the cloud: a group CA,
+    /// the server's certificate and device certificates, written owner-only
+    /// (0600, directory 0700) under <root>/certs/local.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// List the connectors built into this binary, with their parameters and topics.
     Connectors,
     /// Check whether this host can run container mode (GreengrassContainer):
@@ -142,6 +149,32 @@ pub struct StoreArgs {
     /// Core configuration file [default: /etc/evergreen/config.json if present].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the group CA (kept if it exists, unless --force) and a server
+    /// certificate (ECDSA P-256) for localhost and each --host.
+    Init {
+        /// Another DNS name or IP address devices use to reach this gateway.
+        #[arg(long, value_name = "NAME")]
+        host: Vec<String>,
+        /// Replace an existing CA (every device certificate must be issued again).
+        #[arg(long)]
+        force: bool,
+        /// RSA 2048 keys: not available in this build (see the README).
+        #[arg(long)]
+        rsa: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Issue a device key and certificate whose subject CN is THING (its
+    /// thing name, which is also its MQTT client id).
+    Device {
+        thing: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +283,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => crate::check::command(),
+        Command::Certs { command } => certs(command),
         Command::Connectors => {
             print!("{}", run::describe_connectors());
             ExitCode::SUCCESS
@@ -447,6 +481,43 @@ fn show_version(id: &str, json: bool, args: StoreArgs) -> ExitCode {
 }
 
 /// `evergreen status`: one request over the control socket.
+fn certs(command: CertsCommand) -> ExitCode {
+    let (CertsCommand::Init { store, .. } | CertsCommand::Device { store, .. }) = &command;
+    let cfg = match run::load_config(store.config.as_deref(), store.root.clone()) {
+        Ok(cfg) => cfg,
+        Err(e) => return run_failed(&e),
+    };
+    let root = cfg.root();
+    let result = match command {
+        CertsCommand::Init { rsa: true, .. } => Err(crate::mqtt::certs::CertError::Usage(
+            "--rsa: this build generates ECDSA P-256 keys only; point evergreen.listeners.mqttTls.caPath/certPath/keyPath at existing RSA files instead".into(),
+        )),
+        CertsCommand::Init { host, force, .. } => {
+            crate::mqtt::certs::init(root, &host, force).map(|out| {
+                if !out.created_ca {
+                    println!("kept the existing group CA");
+                }
+                println!("CA: {}", out.files.ca.display());
+                println!("server certificate: {}", out.files.cert.display());
+                println!("server key: {}", out.files.key.display());
+            })
+        }
+        CertsCommand::Device { thing, .. } => {
+            crate::mqtt::certs::device(root, &thing).map(|(cert, key)| {
+                println!("certificate: {}", cert.display());
+                println!("key: {}", key.display());
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("evergreen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn status(
     json: bool,
     socket: Option<PathBuf>,

@@ -69,6 +69,9 @@
 //! | `evergreen.components.<Id or ARN>.restart` | none | per-component overrides of any `evergreen.restart` key, e.g. `{"policy":"never"}`; the key is the component's `Id` or ARN in the group |
 //! | `evergreen.listeners.mqttTls.address` | `"0.0.0.0"` | IP address of the local MQTT server (TLS) |
 //! | `evergreen.listeners.mqttTls.port` | `null` = `coreThing.ggMqttPort` | port; 0 = any free port (tests) |
+//! | `evergreen.listeners.mqttTls.caPath` | `null` = `<root>/certs/local/ca.pem` | the group CA (PEM) device certificates must be signed by (`evergreen certs init` writes the default) |
+//! | `evergreen.listeners.mqttTls.certPath` | `null` = `<root>/certs/local/server.pem` | the MQTT server's certificate chain (PEM) |
+//! | `evergreen.listeners.mqttTls.keyPath` | `null` = `<root>/certs/local/server.key` | the MQTT server's private key (PEM) |
 //! | `evergreen.listeners.mqttPlain.enabled` | `false` | also serve MQTT without TLS |
 //! | `evergreen.listeners.mqttPlain.address` | `"127.0.0.1"` | IP address of the plain listener |
 //! | `evergreen.listeners.mqttPlain.port` | `1883` | port; 0 = any free port |
@@ -468,6 +471,11 @@ pub struct TlsListener {
     pub address: IpAddr,
     /// Always `Some` after [`load`]: defaults to `coreThing.ggMqttPort`.
     pub port: Option<u16>,
+    /// The group CA, server certificate and key; `None` = the files
+    /// `evergreen certs init` writes under `<root>/certs/local`.
+    pub ca_path: Option<PathBuf>,
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
 }
 
 impl Default for TlsListener {
@@ -475,6 +483,9 @@ impl Default for TlsListener {
         TlsListener {
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: None,
+            ca_path: None,
+            cert_path: None,
+            key_path: None,
         }
     }
 }

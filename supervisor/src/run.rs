@@ -502,6 +502,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         lambda_ok = false;
     }
 
+    let mqtt_setup = crate::mqtt::Setup::from_config(&cfg);
+    let has_devices = !plan.devices.is_empty();
     // The local shadow service's files (see crate::shadow).
     let shadow_dir = runtime_root.join("shadow");
     // The cloud bridge (coreThing.iotHost): settings read and its spool
@@ -578,6 +580,13 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 }
             }
         }
+        // The local MQTT server for client devices: bound before the deployment.
+        let mqtt = crate::mqtt::MqttHub::new(router.clone(), mqtt_setup.queue_capacity);
+        if let Err(what) = crate::mqtt::start(&mqtt_setup, mqtt.clone(), has_devices) {
+            log::error!("{what}");
+            return Err(RunError::Io { what, source: std::io::Error::other("MQTT server") });
+        }
+        supervisor = supervisor.with_mqtt(mqtt);
         let supervisor = supervisor.start();
         // Handlers first: a SIGTERM during start-up must stop the components
         // gracefully too, not kill the runtime with them half started.

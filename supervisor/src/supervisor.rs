@@ -116,6 +116,8 @@ pub struct Supervisor {
     reported: RouterStats,
     /// The Lambda IPC endpoint Python functions are served by, if running.
     lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
+    /// The local MQTT server, told of each deployed plan's devices.
+    mqtt: Option<Arc<crate::mqtt::MqttHub>>,
     /// The local shadow service, told of each deployment's synced things.
     shadow: Option<crate::shadow::ShadowHandle>,
     /// The cloud bridge, told of each deployment's `cloud` subscriptions.
@@ -141,6 +143,7 @@ impl Supervisor {
             stopping: false,
             reported: RouterStats::default(),
             lambda: None,
+            mqtt: None,
             shadow: None,
             cloud: None,
         }
@@ -161,6 +164,12 @@ impl Supervisor {
     /// Follows deployments with this cloud bridge.
     pub fn with_cloud(mut self, bridge: crate::mqtt::client::BridgeHandle) -> Self {
         self.cloud = Some(bridge);
+        self
+    }
+
+    /// Tells the local MQTT server of every deployed plan.
+    pub fn with_mqtt(mut self, hub: Arc<crate::mqtt::MqttHub>) -> Self {
+        self.mqtt = Some(hub);
         self
     }
 
@@ -246,6 +255,9 @@ impl Handler<Deploy> for Supervisor {
             }
         }
         self.router.replace_table(table);
+        if let Some(mqtt) = &self.mqtt {
+            mqtt.update_plan(&plan);
+        }
         if let Some(shadow) = &self.shadow {
             shadow.deploy(&plan);
         }

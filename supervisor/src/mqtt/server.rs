@@ -1,0 +1,626 @@
+//! The MQTT 3.1.1 and 5 protocol side of the local server (ntex-mqtt 8.2 on ntex 3, tokio):
+//! listeners, TLS with client certificates, CONNECT/SUBSCRIBE/PUBLISH handling, and the
+//! per-connection writer that delivers routed messages to a device.
+//!
+//! The server runs on its own thread (`mqtt-server`) with its own ntex system, signals off:
+//! the actix system on the main thread owns signals. Everything it shares with the rest of the
+//! runtime goes through [`MqttHub`] (thread-safe).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ntex::server::rustls::{PeerCert, TlsAcceptor};
+use ntex::service::{chain_factory, fn_factory_with_config, fn_service, ServiceFactory};
+use ntex::util::{ByteString, Bytes};
+use ntex::SharedCfg;
+use ntex_mqtt::{v3, v5, MqttError, MqttServer, MqttServiceConfig, QoS};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+
+use super::certs::ServerFiles;
+use super::{Connected, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER};
+
+/// The error type of every service; the details are logged where they happen.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerError;
+
+impl From<()> for ServerError {
+    fn from((): ()) -> Self {
+        ServerError
+    }
+}
+
+impl From<ntex_mqtt::error::PayloadError> for ServerError {
+    fn from(_: ntex_mqtt::error::PayloadError) -> Self {
+        ServerError
+    }
+}
+
+impl TryFrom<ServerError> for v5::PublishAck {
+    type Error = ServerError;
+
+    fn try_from(err: ServerError) -> Result<Self, Self::Error> {
+        Err(err)
+    }
+}
+
+/// Why the TLS settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: {what}", path.display())]
+    Bad {
+        path: std::path::PathBuf,
+        what: String,
+    },
+    #[error("TLS settings: {0}")]
+    Rustls(String),
+}
+
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &data[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Bad {
+            path: path.into(),
+            what: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Bad {
+            path: path.into(),
+            what: "no PEM certificate in the file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The server's rustls settings: its certificate, and client certificates required and
+/// verified against the group CA.
+pub fn tls_config(files: &ServerFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in pem_certs(&files.ca)? {
+        roots.add(ca).map_err(|e| TlsError::Bad {
+            path: files.ca.clone(),
+            what: e.to_string(),
+        })?;
+    }
+    let chain = pem_certs(&files.cert)?;
+    let key_data = std::fs::read(&files.key).map_err(|source| TlsError::Io {
+        path: files.key.clone(),
+        source,
+    })?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_data[..])
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::Bad {
+            path: files.key.clone(),
+            what: "no PEM private key in the file".into(),
+        })?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// The subject CN of the TLS peer's certificate, if any.
+fn peer_cn(io: &ntex::io::IoBoxed) -> Option<String> {
+    let item = io.query::<PeerCert<'static>>();
+    let cert = item.as_ref()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.0.as_ref()).ok()?;
+    let cn = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    cn
+}
+
+/// The sending side of a connection, whichever protocol version it speaks.
+#[derive(Clone)]
+enum AnySink {
+    V3(v3::MqttSink),
+    V5(v5::MqttSink),
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = bool>>>;
+
+impl AnySink {
+    async fn ready(&self) -> bool {
+        match self {
+            AnySink::V3(s) => s.ready().await,
+            AnySink::V5(s) => s.ready().await,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            AnySink::V3(s) => s.close(),
+            AnySink::V5(s) => s.close(),
+        }
+    }
+
+    fn send0(&self, topic: ByteString, payload: Bytes) -> bool {
+        match self {
+            AnySink::V3(s) => s.publish(topic).send_at_most_once(payload).is_ok(),
+            AnySink::V5(s) => s.publish(topic).send_at_most_once(payload).is_ok(),
+        }
+    }
+
+    /// Writes a QoS 1 publish now (the sink must be ready); the future tells whether it was
+    /// acknowledged.
+    fn send1(&self, topic: ByteString, payload: Bytes) -> AckFuture {
+        match self {
+            AnySink::V3(s) => {
+                let f = s.publish(topic).send_at_least_once(payload);
+                Box::pin(async move { f.await.is_ok() })
+            }
+            AnySink::V5(s) => {
+                let f = s.publish(topic).send_at_least_once(payload);
+                Box::pin(async move { f.await.is_ok() })
+            }
+        }
+    }
+}
+
+/// Ends the session's connection in the hub when the last handle of the connection drops.
+struct Guard {
+    hub: Arc<MqttHub>,
+    session: Arc<DeviceSession>,
+    conn_id: u64,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.hub.disconnected(&self.session, self.conn_id);
+    }
+}
+
+/// Per-connection state handed to every service of the connection.
+#[derive(Clone)]
+struct Conn {
+    hub: Arc<MqttHub>,
+    session: Arc<DeviceSession>,
+    sink: AnySink,
+    /// Taken by the writer once the CONNACK is out.
+    rx: Rc<RefCell<Option<mpsc::Receiver<Outgoing>>>>,
+    _guard: Rc<Guard>,
+}
+
+impl Conn {
+    fn new(hub: Arc<MqttHub>, c: Connected, sink: AnySink) -> Conn {
+        Conn {
+            _guard: Rc::new(Guard {
+                hub: hub.clone(),
+                session: c.session.clone(),
+                conn_id: c.conn_id,
+            }),
+            hub,
+            session: c.session,
+            sink,
+            rx: Rc::new(RefCell::new(Some(c.rx))),
+        }
+    }
+
+    /// Starts delivering to the device: first what queued while it was offline, then what
+    /// the router sends.
+    fn start_writer(&self) {
+        let Some(rx) = self.rx.borrow_mut().take() else {
+            return;
+        };
+        ntex::rt::spawn(writer(
+            rx,
+            self.sink.clone(),
+            self.session.clone(),
+            self.hub.clone(),
+        ));
+    }
+}
+
+async fn writer(
+    mut rx: mpsc::Receiver<Outgoing>,
+    sink: AnySink,
+    session: Arc<DeviceSession>,
+    hub: Arc<MqttHub>,
+) {
+    let mut alive = true;
+    for msg in session.take_offline() {
+        if alive {
+            alive = deliver(&sink, Outgoing { msg, qos1: true }, &session, &hub).await;
+        } else {
+            session.requeue(msg);
+        }
+    }
+    while alive {
+        let Some(out) = rx.recv().await else { break };
+        if rx.len() < HIGH_WATER / 2 {
+            session.room.notify_waiters();
+        }
+        alive = deliver(&sink, out, &session, &hub).await;
+    }
+    session.room.notify_waiters();
+    // The queue closes when this connection ended, when another connection with the same
+    // client id took the session over (MQTT: the older one is disconnected) and when the
+    // device left the group: in each case this connection is done.
+    sink.close();
+    // Whatever is still queued for a connection that is gone waits for the next one (QoS 1).
+    rx.close();
+    while let Ok(out) = rx.try_recv() {
+        if out.qos1 {
+            session.requeue(out.msg);
+        }
+    }
+}
+
+async fn deliver(
+    sink: &AnySink,
+    out: Outgoing,
+    session: &Arc<DeviceSession>,
+    hub: &MqttHub,
+) -> bool {
+    let topic = ByteString::from(&*out.msg.topic);
+    let payload = Bytes::copy_from_slice(&out.msg.payload);
+    if !out.qos1 {
+        let ok = sink.send0(topic, payload);
+        if ok {
+            hub.counters
+                .delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        return ok;
+    }
+    // Waits for the device's receive window; then the publish is written at once, so
+    // messages leave in order while up to a window of them await their PUBACK.
+    if !sink.ready().await {
+        session.requeue(out.msg);
+        return false;
+    }
+    let acked = sink.send1(topic, payload);
+    let session = session.clone();
+    let counters = hub.counters.clone();
+    let msg = out.msg;
+    ntex::rt::spawn(async move {
+        if acked.await {
+            counters
+                .delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            session.requeue(msg);
+        }
+    });
+    true
+}
+
+/// How long a device's publish waits for a full device queue it is routed to.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits (at most [`ROOM_WAIT`]) until every connected device queue the publish would reach
+/// is below [`HIGH_WATER`]; past the wait the message is routed anyway and a full queue drops
+/// (and counts) it. Only QoS 1 publishes wait: ntex-mqtt holds at most the receive window of
+/// them per connection, so a wait throttles the publishing device. It starts the service for
+/// every QoS 0 publish it has read without such a bound, so waiting there would only pile up
+/// futures; QoS 0 is routed at once and dropped (counted) at a full queue, best effort as in
+/// Greengrass.
+async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
+    let busy = hub.busy_targets(source, topic);
+    if busy.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    for session in busy {
+        loop {
+            let notified = session.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if session.queued() < HIGH_WATER {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn grant(qos: QoS) -> QoS {
+    // QoS 2 is granted as 1: deliveries come from the router at most once per route anyway,
+    // and exactly-once would need per-session state Evergreen does not keep.
+    match qos {
+        QoS::AtMostOnce => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+async fn handshake_v3(
+    hub: Arc<MqttHub>,
+    tls: bool,
+    hs: v3::Handshake,
+) -> Result<v3::HandshakeAck<Conn>, ServerError> {
+    let pkt = hs.packet();
+    let cn = tls.then(|| peer_cn(hs.io()));
+    let result = hub.connect(
+        &pkt.client_id,
+        cn.as_ref().map(Option::as_deref),
+        !pkt.clean_session,
+        pkt.last_will.is_some(),
+    );
+    Ok(match result {
+        Ok(c) => {
+            let present = c.session_present;
+            let conn = Conn::new(hub, c, AnySink::V3(hs.sink()));
+            hs.ack(conn, present)
+        }
+        Err(Refusal::IdMismatch) => hs.identifier_rejected(),
+        Err(_) => hs.not_authorized(),
+    })
+}
+
+async fn handshake_v5(
+    hub: Arc<MqttHub>,
+    tls: bool,
+    hs: v5::Handshake,
+) -> Result<v5::HandshakeAck<Conn>, ServerError> {
+    let pkt = hs.packet();
+    let cn = tls.then(|| peer_cn(hs.io()));
+    let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
+    let result = hub.connect(
+        &pkt.client_id,
+        cn.as_ref().map(Option::as_deref),
+        persistent,
+        pkt.last_will.is_some(),
+    );
+    Ok(match result {
+        Ok(c) => {
+            let present = c.session_present;
+            let conn = Conn::new(hub, c, AnySink::V5(hs.sink()));
+            hs.ack(conn).with(|ack| {
+                ack.session_present = present;
+                ack.retain_available = false;
+                ack.shared_subscription_available = false;
+                ack.subscription_identifiers_available = false;
+            })
+        }
+        Err(Refusal::IdMismatch) => {
+            hs.failed(v5::codec::ConnectAckReason::ClientIdentifierNotValid)
+        }
+        Err(Refusal::Unsupported(_)) => {
+            hs.failed(v5::codec::ConnectAckReason::ImplementationSpecificError)
+        }
+        Err(_) => hs.failed(v5::codec::ConnectAckReason::NotAuthorized),
+    })
+}
+
+fn mqtt_config() -> impl Into<SharedCfg> {
+    SharedCfg::new("MQTT").add(
+        MqttServiceConfig::new()
+            .set_max_qos(QoS::AtLeastOnce)
+            // `mosquitto_pub -m` sends PUBLISH then DISCONNECT at once (TOOLCHAIN.md).
+            .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
+            .set_connect_timeout(ntex::time::Seconds(10)),
+    )
+}
+
+/// The MQTT service (both protocol versions) for one listener.
+fn mqtt_service<F: ntex::io::Filter>(
+    hub: Arc<MqttHub>,
+    tls: bool,
+) -> impl ServiceFactory<
+    ntex::io::Io<F>,
+    SharedCfg,
+    Response = (),
+    Error = MqttError<ServerError>,
+    InitError = (),
+> + 'static {
+    let (h3, h5) = (hub.clone(), hub);
+    MqttServer::new()
+        .v3(
+            v3::MqttServer::new(move |hs| handshake_v3(h3.clone(), tls, hs))
+                .protocol(fn_factory_with_config(async |session: v3::Session<Conn>| {
+                    Ok::<_, ServerError>(fn_service(move |msg: v3::ProtocolMessage| {
+                        let conn = session.clone();
+                        async move {
+                            Ok::<_, ServerError>(match msg {
+                                v3::ProtocolMessage::Subscribe(mut s) => {
+                                    for mut sub in s.iter_mut() {
+                                        let filter = sub.topic().to_string();
+                                        if conn.hub.may_subscribe(&conn.session.thing_arn, &filter) {
+                                            let q = grant(sub.qos());
+                                            conn.session.subscribe(&filter, q == QoS::AtLeastOnce);
+                                            sub.confirm(q);
+                                        } else {
+                                            sub.fail();
+                                        }
+                                    }
+                                    s.ack()
+                                }
+                                v3::ProtocolMessage::Unsubscribe(u) => {
+                                    for t in u.iter() {
+                                        conn.session.unsubscribe(t);
+                                    }
+                                    u.ack()
+                                }
+                                other => other.ack(),
+                            })
+                        }
+                    }))
+                }))
+                .publish(fn_factory_with_config(async |session: v3::Session<Conn>| {
+                    session.start_writer();
+                    Ok::<_, ServerError>(fn_service(move |p: v3::Publish| {
+                        let conn = session.clone();
+                        async move {
+                            let payload = p.read_all().await?;
+                            if p.qos() != QoS::AtMostOnce {
+                                wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
+                                    .await;
+                            }
+                            let _ = conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
+                            Ok::<_, ServerError>(())
+                        }
+                    }))
+                })),
+        )
+        .v5(
+            v5::MqttServer::new(move |hs| handshake_v5(h5.clone(), tls, hs))
+                .protocol(fn_factory_with_config(async |session: v5::Session<Conn>| {
+                    Ok::<_, ServerError>(fn_service(move |msg: v5::ProtocolMessage| {
+                        let conn = session.clone();
+                        async move {
+                            Ok::<_, ServerError>(match msg {
+                                v5::ProtocolMessage::Subscribe(mut s) => {
+                                    for mut sub in s.iter_mut() {
+                                        let filter = sub.topic().to_string();
+                                        if conn.hub.may_subscribe(&conn.session.thing_arn, &filter) {
+                                            let q = grant(sub.options().qos);
+                                            conn.session.subscribe(&filter, q == QoS::AtLeastOnce);
+                                            sub.confirm(q);
+                                        } else {
+                                            sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
+                                        }
+                                    }
+                                    s.ack()
+                                }
+                                v5::ProtocolMessage::Unsubscribe(u) => {
+                                    for t in u.iter() {
+                                        conn.session.unsubscribe(t);
+                                    }
+                                    u.ack()
+                                }
+                                other => other.ack(),
+                            })
+                        }
+                    }))
+                }))
+                .publish(fn_factory_with_config(async |session: v5::Session<Conn>| {
+                    session.start_writer();
+                    Ok::<_, ServerError>(fn_service(move |p: v5::Publish| {
+                        let conn = session.clone();
+                        async move {
+                            let payload = p.read_all().await?;
+                            if p.qos() != QoS::AtMostOnce {
+                                wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
+                                    .await;
+                            }
+                            let result =
+                                conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
+                            let ack = p.ack();
+                            Ok::<_, ServerError>(match result {
+                                Ok(()) => ack,
+                                Err(PublishRefusal::TopicInvalid) => {
+                                    ack.reason_code(v5::codec::PublishAckReason::TopicNameInvalid)
+                                }
+                                Err(PublishRefusal::NotAuthorized) => ack
+                                    .reason_code(v5::codec::PublishAckReason::NotAuthorized)
+                                    .reason("no subscription in the group accepts this topic from this device".into()),
+                            })
+                        }
+                    }))
+                })),
+        )
+}
+
+/// Listeners bound before the deployment (so a busy port is a start-up error).
+#[derive(Debug, Default)]
+pub struct Bound {
+    pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    pub plain: Option<TcpListener>,
+}
+
+impl Bound {
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// Binds a listener as the server wants it (non-blocking, address reuse left to the OS).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves the bound listeners on the `mqtt-server` thread until the process exits.
+pub fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
+    if bound.tls.is_none() && bound.plain.is_none() {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("mqtt-server".into())
+        .spawn(move || {
+            let result = ntex::rt::System::build()
+                .name("mqtt-server")
+                .disable_signals()
+                .build(ntex::rt::DefaultRuntime)
+                .block_on(async move {
+                    let mut builder = ntex::server::build().workers(1).disable_signals();
+                    if let Some((listener, config)) = bound.tls {
+                        let hub = hub.clone();
+                        builder = builder
+                            .listen("mqtt-tls", listener, async move |_| {
+                                chain_factory(TlsAcceptor::new(config.clone()))
+                                    .map_err(|e| {
+                                        log::info!("MQTT: TLS handshake failed: {e}");
+                                        MqttError::Service(ServerError)
+                                    })
+                                    .and_then(mqtt_service(hub.clone(), true))
+                            })?
+                            .config("mqtt-tls", mqtt_config());
+                    }
+                    if let Some(listener) = bound.plain {
+                        let hub = hub.clone();
+                        builder = builder
+                            .listen("mqtt-plain", listener, async move |_| {
+                                mqtt_service(hub.clone(), false)
+                            })?
+                            .config("mqtt-plain", mqtt_config());
+                    }
+                    // The counters, logged when they changed (every 30 s at most).
+                    let counters = hub.counters.clone();
+                    ntex::rt::spawn(async move {
+                        let mut last = String::new();
+                        loop {
+                            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                            let now = counters.summary();
+                            if now != last {
+                                log::info!("MQTT server: {now}");
+                                last = now;
+                            }
+                        }
+                    });
+                    if let Err(e) = builder.run().await {
+                        log::error!("MQTT server: {e:?}");
+                    }
+                    Ok::<_, io::Error>(())
+                });
+            if let Err(e) = result {
+                log::error!("MQTT server stopped: {e}");
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! `eg-mqtt-bench`: device → device messages through Evergreen's local MQTT server, compared with
+//! mosquitto on the same machine in the same run.
+//!
+//! Run (release build; needs Debian `mosquitto`, as `.ci/run` installs):
+//!
+//! ```text
+//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-mqtt-bench
+//! ```
+//!
+//! `--quick` sends fewer messages. It asserts nothing (benchmarks report, tests assert).
+//!
+//! # What it measures
+//!
+//! For 1 publisher → 1 subscriber and 10 → 10 (publisher *i* → subscriber *i*, topic
+//! `bench/<i>`), QoS 0 and QoS 1, 64-byte payloads: every publisher sends its messages as fast
+//! as the connection takes them (QoS 1: up to 16 unacknowledged, the server's receive window);
+//! each subscriber timestamps arrivals. Throughput = messages received / (last arrival − first
+//! send); latency = arrival − send time carried in the payload (one process, one clock).
+//!
+//! Both brokers are reached over **plain TCP on loopback** (Evergreen's
+//! `evergreen.listeners.mqttPlain`, mosquitto's default listener), so TLS cost is not part of
+//! either figure: like is compared with like. Evergreen routes by its group's subscriptions
+//! (device `pub-i` → device `sub-i`); mosquitto by topic. The clients are a minimal MQTT 3.1.1
+//! client written here on tokio (CONNECT, SUBSCRIBE, PUBLISH, PUBACK), the same for both.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evergreen_tests::{group, sub, wait_for, Runtime};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+const PAYLOAD: usize = 64;
+const WINDOW: usize = 16;
+
+fn thing_arn(name: &str) -> String {
+    format!("arn:aws:iot:us-east-1:123456789012:thing/{name}")
+}
+
+fn remaining_len(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    remaining_len(body.len(), &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+fn string(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads one packet: (first byte, body).
+async fn read_packet(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(u8, Vec<u8>)> {
+    let first = r.read_u8().await?;
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = r.read_u8().await?;
+        len |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 || shift > 21 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).await?;
+    Ok((first, body))
+}
+
+async fn connect(
+    addr: SocketAddr,
+    id: &str,
+) -> std::io::Result<(BufReader<OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut body = Vec::new();
+    string("MQTT", &mut body);
+    body.extend_from_slice(&[4, 0x02, 0, 60]);
+    string(id, &mut body);
+    w.write_all(&packet(0x10, &body)).await?;
+    let (first, ack) = read_packet(&mut r).await?;
+    if first != 0x20 || ack.get(1) != Some(&0) {
+        return Err(std::io::Error::other(format!(
+            "{id}: CONNACK refused: {ack:?}"
+        )));
+    }
+    Ok((r, w))
+}
+
+struct Outcome {
+    received: usize,
+    first_send: Instant,
+    last_recv: Instant,
+    latencies_us: Vec<u64>,
+}
+
+async fn subscriber(
+    addr: SocketAddr,
+    id: String,
+    topic: String,
+    qos: u8,
+    expect: usize,
+    epoch: Instant,
+    ready: Arc<Semaphore>,
+) -> std::io::Result<(usize, Option<Instant>, Vec<u64>)> {
+    let (mut r, mut w) = connect(addr, &id).await?;
+    let mut body = vec![0, 1];
+    string(&topic, &mut body);
+    body.push(qos);
+    w.write_all(&packet(0x82, &body)).await?;
+    let (first, ack) = read_packet(&mut r).await?;
+    if first != 0x90 || ack.get(2).is_none_or(|c| *c >= 0x80) {
+        return Err(std::io::Error::other(format!(
+            "{id}: SUBACK refused: {ack:?}"
+        )));
+    }
+    ready.add_permits(1);
+    let mut lat = Vec::with_capacity(expect);
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while lat.len() < expect {
+        let next = tokio::time::timeout_at(deadline, read_packet(&mut r)).await;
+        let Ok(Ok((first, body))) = next else { break };
+        if first >> 4 != 3 {
+            continue;
+        }
+        let now = Instant::now();
+        let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let mut at = 2 + tlen;
+        if (first >> 1) & 3 > 0 {
+            let id = [body[at], body[at + 1]];
+            at += 2;
+            w.write_all(&[0x40, 2, id[0], id[1]]).await?;
+        }
+        let mut stamp = [0u8; 8];
+        stamp.copy_from_slice(&body[at..at + 8]);
+        let sent = u64::from_be_bytes(stamp);
+        let now_ns = now.duration_since(epoch).as_nanos() as u64;
+        lat.push(now_ns.saturating_sub(sent) / 1000);
+        last = Some(now);
+    }
+    Ok((lat.len(), last, lat))
+}
+
+async fn publisher(
+    addr: SocketAddr,
+    id: String,
+    topic: String,
+    qos: u8,
+    count: usize,
+    epoch: Instant,
+    done: Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let (mut r, mut w) = connect(addr, &id).await?;
+    let window = Arc::new(Semaphore::new(WINDOW));
+    if qos > 0 {
+        let window = window.clone();
+        tokio::spawn(async move {
+            while let Ok((first, _)) = read_packet(&mut r).await {
+                if first >> 4 == 4 {
+                    window.add_permits(1);
+                }
+            }
+        });
+    }
+    let mut buf = Vec::with_capacity(256 * 128);
+    for n in 0..count {
+        let mut body = Vec::with_capacity(PAYLOAD + 32);
+        string(&topic, &mut body);
+        if qos > 0 {
+            window
+                .acquire()
+                .await
+                .map_err(std::io::Error::other)?
+                .forget();
+            let pid = (n % 65000 + 1) as u16;
+            body.extend_from_slice(&pid.to_be_bytes());
+        }
+        let stamp = Instant::now().duration_since(epoch).as_nanos() as u64;
+        body.extend_from_slice(&stamp.to_be_bytes());
+        body.resize(body.len() + PAYLOAD - 8, b'x');
+        buf.extend_from_slice(&packet(0x30 | (qos << 1), &body));
+        // QoS 0 is written in small batches (as a client library's buffer would); QoS 1 one by
+        // one, paced by the window.
+        if qos > 0 || buf.len() >= 16 * 1024 || n + 1 == count {
+            w.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    // Let the last QoS 1 acknowledgements arrive before the connection goes.
+    if qos > 0 {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), window.acquire_many(WINDOW as u32)).await;
+    }
+    // Stay connected until the subscribers are done: a broker may drop QoS 0 messages it has
+    // not processed yet when the publisher disconnects (ntex-mqtt does), which would count as
+    // loss in the broker rather than in the measured path.
+    let _ = tokio::time::timeout(Duration::from_secs(40), done.acquire()).await;
+    w.write_all(&[0xe0, 0]).await?;
+    Ok(())
+}
+
+async fn run_case(
+    addr: SocketAddr,
+    pairs: usize,
+    qos: u8,
+    count: usize,
+) -> std::io::Result<Outcome> {
+    let epoch = Instant::now();
+    let ready = Arc::new(Semaphore::new(0));
+    let mut subs = Vec::new();
+    for i in 0..pairs {
+        subs.push(tokio::spawn(subscriber(
+            addr,
+            format!("sub-{i}"),
+            format!("bench/{i}"),
+            qos,
+            count,
+            epoch,
+            ready.clone(),
+        )));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), ready.acquire_many(pairs as u32)).await;
+    let first_send = Instant::now();
+    let done = Arc::new(Semaphore::new(0));
+    let mut pubs = Vec::new();
+    for i in 0..pairs {
+        pubs.push(tokio::spawn(publisher(
+            addr,
+            format!("pub-{i}"),
+            format!("bench/{i}"),
+            qos,
+            count,
+            epoch,
+            done.clone(),
+        )));
+    }
+    let mut results = Vec::new();
+    for s in subs {
+        results.push(s.await.map_err(std::io::Error::other)?);
+    }
+    done.add_permits(pairs);
+    for p in pubs {
+        p.await.map_err(std::io::Error::other)??;
+    }
+    let mut out = Outcome {
+        received: 0,
+        first_send,
+        last_recv: first_send,
+        latencies_us: Vec::new(),
+    };
+    for r in results {
+        let (n, last, lat) = r?;
+        out.received += n;
+        if let Some(last) = last {
+            out.last_recv = out.last_recv.max(last);
+        }
+        out.latencies_us.extend(lat);
+    }
+    Ok(out)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18830)
+}
+
+fn start_evergreen() -> (Runtime, SocketAddr) {
+    let mut devices = Vec::new();
+    let mut subs = Vec::new();
+    for i in 0..10 {
+        for name in [format!("pub-{i}"), format!("sub-{i}")] {
+            devices.push(json!({ "Id": name, "ThingArn": thing_arn(&name), "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/abc123" }));
+        }
+        subs.push(sub(
+            &format!("s{i}"),
+            &thing_arn(&format!("pub-{i}")),
+            &format!("bench/{i}"),
+            &thing_arn(&format!("sub-{i}")),
+        ));
+    }
+    let mut g = group(vec![], subs);
+    g["DeviceDefinitionVersion"] = json!({ "Devices": devices });
+    let rt = Runtime::start_with(
+        &g,
+        &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
+    );
+    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
+    let addr = wait_for(Duration::from_secs(20), || {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+        doc["plain"].as_str()?.parse().ok()
+    })
+    .expect("Evergreen's plain MQTT listener");
+    (rt, addr)
+}
+
+fn start_mosquitto() -> Option<(Child, SocketAddr)> {
+    let port = free_port();
+    let child = Command::new("mosquitto")
+        .args(["-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).ok()
+    })?;
+    Some((child, addr))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> std::io::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let per_pub = |pairs: usize, qos: u8| -> usize {
+        let base = if qos == 0 { 50_000 } else { 10_000 };
+        let n = if pairs == 1 { base } else { base / 5 };
+        if quick {
+            n / 10
+        } else {
+            n
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (rt, eg_addr) = start_evergreen();
+    let mosquitto = start_mosquitto();
+    if mosquitto.is_none() {
+        eprintln!(
+            "mosquitto not installed: Evergreen only (Debian mosquitto; .ci/run installs it)"
+        );
+    }
+    println!("device -> device, {PAYLOAD} B payloads, plain TCP on loopback for both brokers");
+    println!(
+        "{:<11} {:>5} {:>3} {:>9} {:>9} {:>11} {:>9} {:>9}",
+        "broker", "pairs", "qos", "sent", "received", "msg/s", "p50 µs", "p99 µs"
+    );
+    for pairs in [1usize, 10] {
+        for qos in [0u8, 1] {
+            let count = per_pub(pairs, qos);
+            let mut targets = vec![("evergreen", eg_addr)];
+            if let Some((_, addr)) = &mosquitto {
+                targets.push(("mosquitto", *addr));
+            }
+            for (name, addr) in targets {
+                match runtime.block_on(run_case(addr, pairs, qos, count)) {
+                    Ok(mut o) => {
+                        o.latencies_us.sort_unstable();
+                        let secs = o
+                            .last_recv
+                            .duration_since(o.first_send)
+                            .as_secs_f64()
+                            .max(1e-9);
+                        println!(
+                            "{name:<11} {pairs:>5} {qos:>3} {:>9} {:>9} {:>11.0} {:>9} {:>9}",
+                            count * pairs,
+                            o.received,
+                            o.received as f64 / secs,
+                            percentile(&o.latencies_us, 0.5),
+                            percentile(&o.latencies_us, 0.99)
+                        );
+                    }
+                    Err(e) => println!("{name:<11} {pairs:>5} {qos:>3} failed: {e}"),
+                }
+            }
+        }
+    }
+    if let Some((mut child, _)) = mosquitto {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(rt);
+    Ok(())
+}
