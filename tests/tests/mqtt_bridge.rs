@@ -802,3 +802,95 @@ fn a_synced_shadow_goes_up_and_comes_back_down() {
     drop(rt);
     drop(broker);
 }
+
+/// A client device on the local MQTT server (plain loopback listener, for
+/// the test) and mosquitto as the cloud: device → cloud and cloud → device,
+/// each only along the group's subscriptions.
+#[test]
+fn device_to_cloud_and_cloud_to_device() {
+    let Some(bin) = require_mosquitto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let broker = Broker::start(&bin, dir.path(), port);
+    let cloud = Subscriber::start(port, "telemetry/#", &dir.path().join("cloud.txt"));
+    cloud.wait_subscribed(port, "telemetry/probe");
+
+    let sensor = "arn:aws:iot:us-east-1:123456789012:thing/sensor-1";
+    let mut g = group(
+        vec![],
+        vec![
+            sub("up", sensor, "telemetry/sensor-1/#", "cloud"),
+            sub("down", "cloud", "commands/sensor-1", sensor),
+        ],
+    );
+    g["DeviceDefinitionVersion"] = json!({ "Devices": [{
+        "Id": "sensor-1",
+        "ThingArn": sensor,
+        "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/abc123"
+    }]});
+    let mut patch = cloud_config(port, "Memory");
+    patch["evergreen"]["listeners"] = json!({ "mqttPlain": { "enabled": true, "port": 0 } });
+    let rt = Runtime::start_config(&g, &patch, &[]);
+    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
+    let local = wait_for(LIMIT, || {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+        doc["plain"]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok())
+    })
+    .expect("the local plain listener's port");
+
+    // Device → cloud.
+    let up = wait_for(LIMIT, || {
+        let _ = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &local.to_string(),
+                "-i",
+                "sensor-1",
+            ])
+            .args(["-t", "telemetry/sensor-1/temp", "-m", "21.5", "-q", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        (!cloud.payloads("telemetry/sensor-1/temp").is_empty()).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "device -> cloud; runtime log:\n{}",
+        system_log(&rt)
+    );
+
+    // Cloud → device: the device subscribes, the cloud publishes until it arrives.
+    let mut device = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &local.to_string(),
+            "-i",
+            "sensor-1",
+        ])
+        .args(["-t", "commands/#", "-q", "1", "-C", "1", "-v", "-W", "15"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("device subscriber");
+    let got = wait_for(LIMIT, || {
+        cloud_publish(port, "commands/sensor-1", "{\"fan\":\"on\"}");
+        std::thread::sleep(Duration::from_millis(100));
+        device.try_wait().ok().flatten()
+    });
+    let out = device.wait_with_output().expect("device output");
+    assert!(got.is_some(), "cloud -> device within the limit");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "commands/sensor-1 {\"fan\":\"on\"}"
+    );
+    drop(rt);
+    drop(broker);
+}
