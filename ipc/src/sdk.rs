@@ -255,6 +255,22 @@ impl Component {
         Ok(())
     }
 
+    /// The start every connector makes: connects, reads its settings from
+    /// the configuration with `settings` (which also says what to log about
+    /// them), says `Ready`, then logs those notes to the component's log.
+    pub async fn start<S>(
+        settings: impl FnOnce(&ComponentConfig) -> (S, Vec<(LogLevel, String)>),
+    ) -> Result<(Component, Handle, S), SdkError> {
+        let mut component = Component::connect().await?;
+        let handle = component.handle();
+        let (settings, notes) = settings(component.config());
+        component.ready().await?;
+        for (level, note) in notes {
+            handle.log(level, note);
+        }
+        Ok((component, handle, settings))
+    }
+
     /// The next event, or `None` once the supervisor has closed the link.
     ///
     /// Asking for the next event acknowledges the previous delivery as

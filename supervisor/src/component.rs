@@ -860,44 +860,30 @@ impl ComponentActor {
                 }),
             );
             actix_rt::spawn(stderr_task(stdout, self.log.clone()));
-            actix_rt::spawn(stderr_task(stderr, self.log.clone()));
-            actix_rt::spawn(waiter_task(child, addr, generation));
-            self.watch_readiness(ctx, generation);
-            self.instance = Some(Instance {
-                generation,
-                inflight,
-                holds_slot,
-                pid,
-                started: spawn_began,
-                ready: false,
-                violation: None,
-                cmds: cmd_tx,
-                container,
-            });
-            return;
-        }
-        actix_rt::spawn(writer_task(
-            stdin,
-            cmd_rx,
-            self.inbox.clone(),
-            self.component_config(),
-            max_frame,
-            self.log.clone(),
-            inflight.clone(),
-        ));
-        actix_rt::spawn(reader_task(
-            stdout,
-            addr.clone(),
-            generation,
-            ReaderEnv {
-                arn: Arc::from(self.spec.arn.as_str()),
-                router: self.router.clone(),
-                log: self.log.clone(),
-                cmds: cmd_tx.downgrade(),
+        } else {
+            actix_rt::spawn(writer_task(
+                stdin,
+                cmd_rx,
+                self.inbox.clone(),
+                self.component_config(),
                 max_frame,
-                inflight: inflight.clone(),
-            },
-        ));
+                self.log.clone(),
+                inflight.clone(),
+            ));
+            actix_rt::spawn(reader_task(
+                stdout,
+                addr.clone(),
+                generation,
+                ReaderEnv {
+                    arn: Arc::from(self.spec.arn.as_str()),
+                    router: self.router.clone(),
+                    log: self.log.clone(),
+                    cmds: cmd_tx.downgrade(),
+                    max_frame,
+                    inflight: inflight.clone(),
+                },
+            ));
+        }
         actix_rt::spawn(stderr_task(stderr, self.log.clone()));
         actix_rt::spawn(waiter_task(child, addr, generation));
         self.watch_readiness(ctx, generation);

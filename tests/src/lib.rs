@@ -366,3 +366,59 @@ pub fn assert_valid_group(dir: &Path, group: &Value) {
     std::fs::write(&config_file, test_config(dir).to_string()).expect("write config");
     assert_valid_file(&group_file, Some(&config_file));
 }
+
+/// Where `.ci/run` installs greengrasssdk 1.6.1 (`pip install --target`).
+pub const DEFAULT_GREENGRASSSDK: &str = "/var/cache/evergreen-tests/greengrasssdk-1.6.1";
+
+/// The greengrasssdk 1.6.1 install the Python tests and bench vendor into
+/// their functions (`EVERGREEN_GREENGRASSSDK`, else [`DEFAULT_GREENGRASSSDK`]),
+/// or why Python functions cannot run here.
+pub fn greengrasssdk() -> Result<PathBuf, String> {
+    let dir = std::env::var_os("EVERGREEN_GREENGRASSSDK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_GREENGRASSSDK));
+    let python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python {
+        return Err("python3 is not installed; Python functions cannot run".into());
+    }
+    if !dir.join("greengrasssdk/__init__.py").is_file() {
+        return Err(format!(
+            "greengrasssdk 1.6.1 is not installed in {} (pip install --target {} greengrasssdk==1.6.1, as .ci/run does)",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// [`greengrasssdk`] for a test: `None` after saying loudly why it skips.
+pub fn greengrasssdk_or_skip() -> Option<PathBuf> {
+    greengrasssdk()
+        .map_err(|why| eprintln!("\n*** SKIPPED: {why} ***\n"))
+        .ok()
+}
+
+/// Copies the `greengrasssdk` package from `sdk` into a function's code
+/// directory, as V1 users vendor it (without `__pycache__`).
+pub fn vendor_greengrasssdk(sdk: &Path, code_dir: &Path) -> std::io::Result<()> {
+    fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            if entry.file_name() == "__pycache__" {
+                continue;
+            }
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy_tree(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target)?;
+            }
+        }
+        Ok(())
+    }
+    copy_tree(&sdk.join("greengrasssdk"), &code_dir.join("greengrasssdk"))
+}

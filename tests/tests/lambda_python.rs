@@ -18,53 +18,11 @@ use evergreen_tests::*;
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const DEFAULT_SDK: &str = "/var/cache/evergreen-tests/greengrasssdk-1.6.1";
-
-/// Where greengrasssdk 1.6.1 is installed, or why the test cannot run.
-fn sdk() -> Option<PathBuf> {
-    let dir = std::env::var_os("EVERGREEN_GREENGRASSSDK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SDK));
-    let python = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !python {
-        eprintln!("\n*** SKIPPED: python3 is not installed; Python functions cannot run ***\n");
-        return None;
-    }
-    if !dir.join("greengrasssdk/__init__.py").is_file() {
-        eprintln!(
-            "\n*** SKIPPED: greengrasssdk 1.6.1 is not installed in {} \
-             (pip install --target {} greengrasssdk==1.6.1, as .ci/run does) ***\n",
-            dir.display(),
-            dir.display()
-        );
-        return None;
-    }
-    Some(dir)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_name() == "__pycache__" {
-            continue;
-        }
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
 
 /// A function package: `files` plus the vendored SDK, as V1 users zip it.
 fn package(root: &Path, name: &str, sdk: &Path, files: &[(&str, &str)]) -> PathBuf {
     let dir = root.join("functions").join(name);
-    copy_tree(&sdk.join("greengrasssdk"), &dir.join("greengrasssdk"));
+    vendor_greengrasssdk(sdk, &dir).expect("vendor greengrasssdk");
     for (file, text) in files {
         std::fs::write(dir.join(file), text).expect("write function file");
     }
@@ -179,7 +137,9 @@ def function_handler(event, context):
 
 #[test]
 fn pinned_timer_and_on_demand_echo_with_a_warm_worker() {
-    let Some(sdk) = sdk() else { return };
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
     let work = tempfile::tempdir().expect("tmp");
     let timer = package(
         work.path(),
@@ -361,7 +321,9 @@ def handler(event, context):
 
 #[test]
 fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
-    let Some(sdk) = sdk() else { return };
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
     let work = tempfile::tempdir().expect("tmp");
     let flaky = package(work.path(), "flaky", &sdk, &[("flaky.py", FLAKY)]);
     let binary = package(work.path(), "binary", &sdk, &[("binary.py", BINARY)]);
@@ -566,7 +528,9 @@ def handler(event, context):
 
 #[test]
 fn wrong_tokens_and_malformed_requests_are_refused_and_route_nothing() {
-    let Some(sdk) = sdk() else { return };
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
     let work = tempfile::tempdir().expect("tmp");
     let publisher = package(work.path(), "pub", &sdk, &[("pub.py", PUBLISHER)]);
     let other = package(
@@ -711,7 +675,9 @@ def handler(event, context):
 
 #[test]
 fn a_function_packaged_as_a_zip_runs_from_it() {
-    let Some(sdk) = sdk() else { return };
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
     let work = tempfile::tempdir().expect("tmp");
     let dir = package(work.path(), "zipped", &sdk, &[("main.py", ZIPPED)]);
     // Packaged by Evergreen's own helper.
@@ -765,7 +731,9 @@ def handler(event, context):
 #[test]
 fn a_python_function_runs_in_a_container() {
     evergreen_tests::require_containers!();
-    let Some(sdk) = sdk() else { return };
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
     let work = tempfile::tempdir().expect("tmp");
     let code = package(work.path(), "boxed", &sdk, &[("boxed.py", CONTAINED)]);
     // A file next to the function's directory: on the host, not in the box.

@@ -195,6 +195,36 @@ fn register_cloud_side(bin: &Path, dir: &Path, port: u16) {
     broker.stop();
 }
 
+/// With the cloud broker down (its persistent subscription registered first),
+/// starts a runtime whose function publishes `n` messages on `up/data`
+/// routed to `cloud`, with `config`, and waits until it has published them.
+fn publish_while_the_cloud_is_down(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    n: u64,
+    config: &Value,
+) -> Runtime {
+    register_cloud_side(bin, dir, port);
+    let g = group(
+        vec![function("pub", &format!("publish up/data {n} 0"))],
+        vec![sub("to-cloud", &fn_arn("pub"), "up/#", "cloud")],
+    );
+    let rt = Runtime::start_config(&g, config, &[]);
+    assert!(wait_for(LIMIT, || published(&rt, "pub").then_some(())).is_some());
+    rt
+}
+
+/// Waits until the bridge reports `n` messages spooled at a failed connect.
+fn assert_spooled(rt: &Runtime, n: u64) {
+    let spooled = wait_for(LIMIT, || {
+        system_log(rt)
+            .contains(&format!("({n} messages spooled)"))
+            .then_some(())
+    });
+    assert!(spooled.is_some(), "{}", system_log(rt));
+}
+
 fn cloud_config(port: u16, storage: &str) -> Value {
     json!({
         "coreThing": { "iotHost": "127.0.0.1", "iotMqttPort": port },
@@ -285,21 +315,10 @@ fn broker_down_then_up_delivers_everything_spooled() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    register_cloud_side(&bin, dir.path(), port);
-
-    let g = group(
-        vec![function("pub", "publish up/data 100 0")],
-        vec![sub("to-cloud", &fn_arn("pub"), "up/#", "cloud")],
-    );
-    let rt = Runtime::start_config(&g, &cloud_config(port, "Memory"), &[]);
-    assert!(wait_for(LIMIT, || published(&rt, "pub").then_some(())).is_some());
+    let config = cloud_config(port, "Memory");
+    let rt = publish_while_the_cloud_is_down(&bin, dir.path(), port, 100, &config);
     // The bridge says how many wait at each failed connect.
-    let spooled = wait_for(LIMIT, || {
-        system_log(&rt)
-            .contains("(100 messages spooled)")
-            .then_some(())
-    });
-    assert!(spooled.is_some(), "{}", system_log(&rt));
+    assert_spooled(&rt, 100);
 
     let _broker = Broker::start(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
@@ -318,20 +337,9 @@ fn file_spool_survives_kill_9_while_the_broker_is_down() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    register_cloud_side(&bin, dir.path(), port);
-
-    let g = group(
-        vec![function("pub", "publish up/data 300 0")],
-        vec![sub("to-cloud", &fn_arn("pub"), "up/#", "cloud")],
-    );
-    let mut rt = Runtime::start_config(&g, &cloud_config(port, "FileSystem"), &[]);
-    assert!(wait_for(LIMIT, || published(&rt, "pub").then_some(())).is_some());
-    let spooled = wait_for(LIMIT, || {
-        system_log(&rt)
-            .contains("(300 messages spooled)")
-            .then_some(())
-    });
-    assert!(spooled.is_some(), "{}", system_log(&rt));
+    let config = cloud_config(port, "FileSystem");
+    let mut rt = publish_while_the_cloud_is_down(&bin, dir.path(), port, 300, &config);
+    assert_spooled(&rt, 300);
     let status = rt.stop_with(Signal::SIGKILL, Duration::from_secs(5));
     assert!(status.is_some(), "the runtime did not die");
 
@@ -612,19 +620,12 @@ fn a_full_spool_keeps_the_newest_in_order_and_says_so() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    register_cloud_side(&bin, dir.path(), port);
-
     // 20000 messages of about 20 bytes (topic + payload) into a 262144-byte spool.
     let n = 20_000u64;
-    let g = group(
-        vec![function("pub", &format!("publish up/data {n} 0"))],
-        vec![sub("to-cloud", &fn_arn("pub"), "up/#", "cloud")],
-    );
     let mut config = cloud_config(port, "FileSystem");
     // Room in the hand-off to the spool for the whole burst: this test is about the spool.
     config["evergreen"]["queueCapacity"] = json!(65_536);
-    let rt = Runtime::start_config(&g, &config, &[]);
-    assert!(wait_for(LIMIT, || published(&rt, "pub").then_some(())).is_some());
+    let rt = publish_while_the_cloud_is_down(&bin, dir.path(), port, n, &config);
     assert!(
         wait_for(LIMIT, || system_log(&rt)
             .contains("cloud spool full")

@@ -33,6 +33,11 @@ struct Socat {
 impl Socat {
     /// Starts socat with its two ptys linked at `a` and `b`; `None` (after
     /// saying why) when socat is not installed.
+    /// [`Socat::start`] with its two links and its log in `dir`.
+    fn start_in(dir: &Path) -> Option<Socat> {
+        Socat::start(&dir.join("a"), &dir.join("b"), &dir.join("socat.log"))
+    }
+
     fn start(a: &Path, b: &Path, log: &Path) -> Option<Socat> {
         // The connector runs only in a container, as in Greengrass.
         if let Some(why) = containers_unavailable() {
@@ -266,11 +271,7 @@ fn connector_log(rt: &Runtime) -> String {
 #[test]
 fn serial_stream_writes_reads_on_demand_and_refuses_bad_requests() {
     let dir = tempfile::tempdir().expect("tmp");
-    let Some(mut socat) = Socat::start(
-        &dir.path().join("a"),
-        &dir.path().join("b"),
-        &dir.path().join("socat.log"),
-    ) else {
+    let Some(mut socat) = Socat::start_in(dir.path()) else {
         return;
     };
     let mut peer = Peer::open(&socat.peer);
@@ -527,11 +528,7 @@ fn serial_stream_writes_reads_on_demand_and_refuses_bad_requests() {
 #[test]
 fn serial_stream_polling_publishes_what_arrives_without_an_id() {
     let dir = tempfile::tempdir().expect("tmp");
-    let Some(mut socat) = Socat::start(
-        &dir.path().join("a"),
-        &dir.path().join("b"),
-        &dir.path().join("socat.log"),
-    ) else {
+    let Some(mut socat) = Socat::start_in(dir.path()) else {
         return;
     };
     let mut peer = Peer::open(&socat.peer);
@@ -716,11 +713,7 @@ fn serial_stream_fails_requests_while_the_port_is_gone_and_reopens_it() {
 #[test]
 fn serial_stream_answers_busy_beyond_its_queue() {
     let dir = tempfile::tempdir().expect("tmp");
-    let Some(mut socat) = Socat::start(
-        &dir.path().join("a"),
-        &dir.path().join("b"),
-        &dir.path().join("socat.log"),
-    ) else {
+    let Some(mut socat) = Socat::start_in(dir.path()) else {
         return;
     };
     let mut peer = Peer::open(&socat.peer);

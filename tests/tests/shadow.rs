@@ -271,45 +271,6 @@ fn shadow_answers_follow_a_new_deployment() {
     assert_eq!(got["clientToken"], json!("f"));
 }
 
-const DEFAULT_SDK: &str = "/var/cache/evergreen-tests/greengrasssdk-1.6.1";
-
-/// Where greengrasssdk 1.6.1 is installed (as .ci/run does for the Lambda tests), or why not.
-fn sdk() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("EVERGREEN_GREENGRASSSDK")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_SDK));
-    let python = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !python || !dir.join("greengrasssdk/__init__.py").is_file() {
-        eprintln!(
-            "\n*** SKIPPED: python3 or greengrasssdk 1.6.1 in {} is missing \
-             (pip install --target {} greengrasssdk==1.6.1, as .ci/run does) ***\n",
-            dir.display(),
-            dir.display()
-        );
-        return None;
-    }
-    Some(dir)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        if entry.file_name() == "__pycache__" {
-            continue;
-        }
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 const SHADOW_LAMBDA: &str = r#"
 import json
 import threading
@@ -346,10 +307,12 @@ def handler(event, context):
 
 #[test]
 fn python_functions_reach_the_shadow_service_through_the_sdk() {
-    let Some(sdk) = sdk() else { return };
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tmp");
     let code = dir.path().join("functions").join("shadowy");
-    copy_tree(&sdk.join("greengrasssdk"), &code.join("greengrasssdk"));
+    vendor_greengrasssdk(&sdk, &code).expect("vendor greengrasssdk");
     std::fs::write(code.join("shadowy.py"), SHADOW_LAMBDA).expect("write function");
     let record = dir.path().join("rec.jsonl");
     let py = json!({

@@ -236,13 +236,7 @@ impl Settings {
 
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
-    let mut component = Component::connect().await?;
-    let handle = component.handle();
-    let (settings, notes) = Settings::from_config(component.config());
-    component.ready().await?;
-    for (level, note) in notes {
-        handle.log(level, note);
-    }
+    let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
     if let Some(topic) = &settings.topic {
         handle.info(format!(
             "publishing device metrics on {topic} every {} s",

@@ -206,13 +206,7 @@ pub fn start_sources(cap: &Capability, out: &mpsc::Sender<Batch>, log: &Log) -> 
 
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
-    let mut component = Component::connect().await?;
-    let handle = component.handle();
-    let (settings, notes) = Settings::from_config(component.config());
-    component.ready().await?;
-    for (level, note) in notes {
-        handle.log(level, note);
-    }
+    let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
     let (batch_tx, mut batches) = mpsc::channel::<Batch>(BATCH_QUEUE);
     let running = match &settings.capability {
         Ok(cap) => {

@@ -250,15 +250,9 @@ pub fn route(settings: &Settings, topic: &str, payload: &[u8]) -> Routed {
 
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
-    let mut component = Component::connect().await?;
-    let handle = component.handle();
-    let (settings, notes) = Settings::from_config(component.config());
     // Ready before the port opens: a port that is missing now is reopened
     // later, and requests meanwhile get fail statuses saying why.
-    component.ready().await?;
-    for (level, note) in notes {
-        handle.log(level, note);
-    }
+    let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
     handle.info(format!(
         "serving serial/{core}/read/{port} and serial/{core}/write/{port}",
         core = settings.core_thing_name,

@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use evergreen_tests::{find_bin, fn_arn, group, sub, test_config, wait_for};
+use evergreen_tests::{
+    find_bin, fn_arn, greengrasssdk, group, sub, test_config, vendor_greengrasssdk, wait_for,
+};
 use serde_json::{json, Value};
 
 const DRIVER: &str = r#"
@@ -107,25 +109,8 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_name() == "__pycache__" {
-            continue;
-        }
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 fn package(dir: &Path, sdk: &Path, file: &str, text: &str) -> Result<PathBuf, String> {
-    copy_tree(&sdk.join("greengrasssdk"), &dir.join("greengrasssdk")).map_err(|e| e.to_string())?;
+    vendor_greengrasssdk(sdk, dir).map_err(|e| e.to_string())?;
     std::fs::write(dir.join(file), text).map_err(|e| e.to_string())?;
     Ok(dir.to_path_buf())
 }
@@ -168,16 +153,7 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let reps = arg(&args, "--reps", 500);
     let cold = arg(&args, "--cold", 10).max(1);
-    let sdk = std::env::var_os("EVERGREEN_GREENGRASSSDK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/evergreen-tests/greengrasssdk-1.6.1"));
-    if !sdk.join("greengrasssdk/__init__.py").is_file() {
-        return Err(format!(
-            "greengrasssdk 1.6.1 is not installed in {} (pip install --target {} greengrasssdk==1.6.1)",
-            sdk.display(),
-            sdk.display()
-        ));
-    }
+    let sdk = greengrasssdk()?;
     let evergreen = find_bin("evergreen")?;
     let eg_fn = find_bin("eg-fn")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
