@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::codec::{FrameError, FrameReader, FrameWriter};
 use crate::message::{
-    ComponentConfig, Delivery, DeliveryRef, FromChild, LogLevel, SecretValue, ShadowOp, ToChild,
-    ToChildRef, PROTOCOL_VERSION,
+    AwsCredentials, ComponentConfig, Delivery, DeliveryRef, FromChild, LogLevel, SecretValue,
+    ShadowOp, ToChild, ToChildRef, PROTOCOL_VERSION,
 };
 
 /// Why the handshake failed.
@@ -88,6 +88,16 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
     ) -> Result<(), FrameError> {
         self.writer
             .send(&ToChild::Secret { request_id, result })
+            .await
+    }
+
+    pub async fn credentials(
+        &mut self,
+        request_id: u64,
+        result: Result<AwsCredentials, String>,
+    ) -> Result<(), FrameError> {
+        self.writer
+            .send(&ToChild::Credentials { request_id, result })
             .await
     }
 
@@ -199,6 +209,12 @@ impl<W: AsyncWrite + Unpin> ChildLink<W> {
             .await
     }
 
+    pub async fn get_credentials(&mut self, request_id: u64) -> Result<(), FrameError> {
+        self.writer
+            .send(&FromChild::GetCredentials { request_id })
+            .await
+    }
+
     pub async fn shadow(
         &mut self,
         request_id: u64,
@@ -269,6 +285,7 @@ pub fn variant_name(msg: &FromChild) -> &'static str {
         FromChild::GetSecret { .. } => "GetSecret",
         FromChild::Shadow { .. } => "Shadow",
         FromChild::Done => "Done",
+        FromChild::GetCredentials { .. } => "GetCredentials",
     }
 }
 
@@ -281,6 +298,7 @@ fn to_child_name(msg: &ToChild) -> &'static str {
         ToChild::Secret { .. } => "Secret",
         ToChild::ShadowResult { .. } => "ShadowResult",
         ToChild::Refused { .. } => "Refused",
+        ToChild::Credentials { .. } => "Credentials",
     }
 }
 
@@ -302,6 +320,7 @@ mod tests {
             log_level: LogLevel::Info,
             core_thing_name: "core".into(),
             region: "us-east-1".into(),
+            endpoints: Default::default(),
         }
     }
 

@@ -113,6 +113,9 @@ pub struct ConnectorManifest {
     pub isolation: IsolationSupport,
     /// Long-lived (pinned) as Greengrass runs most connectors.
     pub pinned: bool,
+    /// The connector calls AWS services and may ask the supervisor for
+    /// credentials (Greengrass's token exchange service). Others are refused.
+    pub aws: bool,
 }
 
 impl ConnectorManifest {

@@ -93,6 +93,12 @@ pub struct ComponentConfig {
     pub core_thing_name: String,
     /// The region, for connectors that call AWS services.
     pub region: String,
+    /// Endpoint overrides by service key (`evergreen.aws.endpoints` and
+    /// `evergreen.aws.endpointUrl` in the core configuration): AWS signing
+    /// names such as `sns`, `firehose`, `monitoring`, `iotanalytics`,
+    /// `secretsmanager`, plus `twilio` for the Twilio API. A service absent
+    /// here uses its public endpoint for [`ComponentConfig::region`].
+    pub endpoints: BTreeMap<String, String>,
 }
 
 impl ComponentConfig {
@@ -155,6 +161,32 @@ pub struct SecretValue {
     pub created_date_ms: u64,
 }
 
+/// Temporary AWS credentials the supervisor hands to a connector that
+/// declares [`crate::manifest::ConnectorManifest::aws`]. `Debug` never
+/// shows the secret key or the session token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+    /// Milliseconds since the Unix epoch; `None` for long-lived keys.
+    pub expiration_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expiration_ms", &self.expiration_ms)
+            .finish()
+    }
+}
+
 /// The local shadow operations a component may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShadowOp {
@@ -192,6 +224,11 @@ pub enum ToChild {
     /// A publish of the child's was refused (a wildcard in its topic, a
     /// payload over the frame limit); the reason is for the child's log.
     Refused { topic: String, reason: String },
+    /// Answer to [`FromChild::GetCredentials`]; `Err` says why there are none.
+    Credentials {
+        request_id: u64,
+        result: Result<AwsCredentials, String>,
+    },
 }
 
 /// The borrowed twin of [`ToChild`]'s first variants, encoded byte for byte
@@ -253,6 +290,9 @@ pub enum FromChild {
     /// moment a delivery becomes the one being handled to this frame. (The
     /// SDK sends it when the component asks for its next event.)
     Done,
+    /// Ask for AWS credentials (only connectors whose manifest sets `aws`
+    /// get them; others are refused).
+    GetCredentials { request_id: u64 },
 }
 
 #[cfg(test)]
@@ -280,6 +320,7 @@ mod tests {
             log_level: LogLevel::Info,
             core_thing_name: "core".into(),
             region: "us-east-1".into(),
+            endpoints: BTreeMap::new(),
         };
         assert_eq!(
             config.resource_or_parameter("Port-ResourceId", "Port"),

@@ -39,7 +39,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{FrameError, FrameReader, DEFAULT_MAX_FRAME};
 use crate::link::{child_handshake, ChildLink, HandshakeError};
-use crate::message::{ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ToChild};
+use crate::message::{
+    AwsCredentials, ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ToChild,
+};
 use crate::topic::{validate_topic, TopicError};
 
 /// Frames that may wait for the writer before `publish` waits too.
@@ -63,6 +65,8 @@ pub enum SdkError {
     Stdio(#[from] std::io::Error),
     #[error("secret request refused: {0}")]
     Secret(String),
+    #[error("no AWS credentials: {0}")]
+    Credentials(String),
 }
 
 /// Something for the component to act on.
@@ -76,7 +80,14 @@ pub enum Event {
     Refused { topic: String, reason: String },
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<SecretValue, String>>>>>;
+/// An answer the supervisor sends to one of our requests.
+#[derive(Debug)]
+enum Answer {
+    Secret(Result<SecretValue, String>),
+    Credentials(Result<AwsCredentials, String>),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
 
 /// A cheap, cloneable handle for publishing and logging from any task.
 #[derive(Debug, Clone)]
@@ -158,8 +169,28 @@ impl Handle {
             .await
             .map_err(|_| SdkError::Closed)?;
         match rx.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(SdkError::Secret(message)),
+            Ok(Answer::Secret(Ok(value))) => Ok(value),
+            Ok(Answer::Secret(Err(message))) => Err(SdkError::Secret(message)),
+            Ok(Answer::Credentials(_)) => Err(SdkError::Closed),
+            Err(_) => Err(SdkError::Closed),
+        }
+    }
+
+    /// Asks the supervisor for AWS credentials (only connectors whose
+    /// manifest sets `aws` get them). They are temporary: ask again once
+    /// `expiration_ms` is near; the supervisor refreshes them before then.
+    pub async fn aws_credentials(&self) -> Result<AwsCredentials, SdkError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(request_id, tx);
+        self.out
+            .send(FromChild::GetCredentials { request_id })
+            .await
+            .map_err(|_| SdkError::Closed)?;
+        match rx.await {
+            Ok(Answer::Credentials(Ok(value))) => Ok(value),
+            Ok(Answer::Credentials(Err(message))) => Err(SdkError::Credentials(message)),
+            Ok(Answer::Secret(_)) => Err(SdkError::Closed),
             Err(_) => Err(SdkError::Closed),
         }
     }
@@ -333,6 +364,7 @@ async fn write_one<W: AsyncWrite + Unpin>(
             op,
             payload,
         } => link.shadow(request_id, thing_name, op, payload).await,
+        FromChild::GetCredentials { request_id } => link.get_credentials(request_id).await,
     }
 }
 
@@ -355,7 +387,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(Some(ToChild::Refused { topic, reason })) => Event::Refused { topic, reason },
             Ok(Some(ToChild::Secret { request_id, result })) => {
                 if let Some(tx) = lock(&pending).remove(&request_id) {
-                    let _ = tx.send(result);
+                    let _ = tx.send(Answer::Secret(result));
+                }
+                continue;
+            }
+            Ok(Some(ToChild::Credentials { request_id, result })) => {
+                if let Some(tx) = lock(&pending).remove(&request_id) {
+                    let _ = tx.send(Answer::Credentials(result));
                 }
                 continue;
             }
@@ -398,6 +436,7 @@ mod tests {
             log_level: LogLevel::Info,
             core_thing_name: "core".into(),
             region: "us-east-1".into(),
+            endpoints: Default::default(),
         }
     }
 

@@ -73,6 +73,8 @@ pub struct RuntimeSettings {
     pub core_thing_name: String,
     pub core_thing_arn: String,
     pub region: String,
+    /// AWS credentials and endpoint overrides for connectors (`crate::aws`).
+    pub aws: Arc<crate::aws::AwsAccess>,
     /// How long an on-demand (not `Pinned`) function's child may sit idle
     /// before it is stopped; the next message starts it again.
     pub on_demand_idle: Duration,
@@ -273,6 +275,11 @@ enum WriterCmd {
     Secret {
         request_id: u64,
         result: Result<evergreen_ipc::SecretValue, String>,
+    },
+    /// Answer a credentials request.
+    Credentials {
+        request_id: u64,
+        result: Result<evergreen_ipc::AwsCredentials, String>,
     },
     /// Answer a shadow request.
     Shadow {
@@ -620,6 +627,7 @@ impl ComponentActor {
             log_level: self.settings.user_log_level,
             core_thing_name: self.settings.core_thing_name.clone(),
             region: self.settings.region.clone(),
+            endpoints: self.settings.aws.endpoints().clone(),
         }
     }
 
@@ -881,6 +889,7 @@ impl ComponentActor {
                     cmds: cmd_tx.downgrade(),
                     max_frame,
                     inflight: inflight.clone(),
+                    aws: self.spec.aws.then(|| self.settings.aws.clone()),
                 },
             ));
         }
@@ -1502,6 +1511,7 @@ async fn command<W: tokio::io::AsyncWrite + Unpin>(
             accepted,
             payload,
         } => link.shadow_result(request_id, accepted, payload).await,
+        WriterCmd::Credentials { request_id, result } => link.credentials(request_id, result).await,
     };
     result.is_ok()
 }
@@ -1513,6 +1523,8 @@ struct ReaderEnv {
     cmds: mpsc::WeakUnboundedSender<WriterCmd>,
     max_frame: usize,
     inflight: SharedInFlight,
+    /// `Some` for a connector whose manifest sets `aws`.
+    aws: Option<Arc<crate::aws::AwsAccess>>,
 }
 
 impl ReaderEnv {
@@ -1600,6 +1612,29 @@ async fn reader_task<R: AsyncRead + Unpin>(
                     result: Err(format!("secret {secret_id}: this build of Evergreen has no secret store")),
                 });
             }
+            FromChild::GetCredentials { request_id } => match env.aws.clone() {
+                None => {
+                    let _ = env.log.borrow_mut().write(
+                        LogLevel::Warn,
+                        "AWS credentials requested, refused: this component's manifest does not declare AWS access",
+                    );
+                    env.reply(WriterCmd::Credentials {
+                        request_id,
+                        result: Err("this component may not use the core's AWS credentials".into()),
+                    });
+                }
+                Some(aws) => {
+                    // The chain may have to call out (the IoT credentials
+                    // provider); answer from a task so the reader keeps going.
+                    let cmds = env.cmds.clone();
+                    actix_rt::spawn(async move {
+                        let result = aws.credentials().await;
+                        if let Some(tx) = cmds.upgrade() {
+                            let _ = tx.send(WriterCmd::Credentials { request_id, result });
+                        }
+                    });
+                }
+            },
             FromChild::Shadow { request_id, .. } => env.reply(WriterCmd::Shadow {
                 request_id,
                 accepted: false,

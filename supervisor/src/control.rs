@@ -1465,6 +1465,7 @@ mod tests {
             core_thing_name: "core".into(),
             core_thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/core".into(),
             region: "us-east-1".into(),
+            aws: crate::aws::AwsAccess::none("us-east-1"),
             user_log_level: LogLevel::Info,
             user_log_space_kb: 128,
         }

@@ -14,6 +14,7 @@
 //! [`lambda`] is the Lambda IPC endpoint and Python runtime that let
 //! Greengrass V1 Python functions run unmodified.
 
+pub mod aws;
 pub mod catalogue;
 pub mod check;
 pub mod cli;

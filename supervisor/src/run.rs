@@ -73,6 +73,8 @@ pub enum RunError {
     },
     #[error("evergreen.defaultRunAs: {0}")]
     DefaultRunAs(String),
+    #[error("evergreen.aws: {0}")]
+    Aws(String),
 }
 
 impl RunError {
@@ -84,7 +86,8 @@ impl RunError {
             | RunError::GroupIo { .. }
             | RunError::InvalidGroup { .. }
             | RunError::Deploy(_)
-            | RunError::DefaultRunAs(_) => crate::EXIT_CONFIG,
+            | RunError::DefaultRunAs(_)
+            | RunError::Aws(_) => crate::EXIT_CONFIG,
             // Another runtime on the socket may be gone by the next try.
             RunError::Control(_) | RunError::Io { .. } => 1,
         }
@@ -365,6 +368,12 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
         core_thing_name: plan.core.thing_name.clone(),
         core_thing_arn: plan.core.thing_arn.clone(),
         region: plan.core.region.clone(),
+        aws: crate::aws::AwsAccess::resolve(
+            &e.aws,
+            &crate::aws::AwsEnv::from_process(),
+            &plan.core.region,
+        )
+        .map_err(RunError::Aws)?,
         user_log_level: plan.loggers.user.level,
         user_log_space_kb: plan.loggers.user.space_kb,
     })
@@ -452,6 +461,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     }
     let settings = settings(&cfg, &plan)?;
+    log::info!("AWS credentials for connectors: {}", settings.aws.source());
     let settings_readiness = settings.readiness_timeout;
     let group_name = label.clone();
     let components = plan.components.len();

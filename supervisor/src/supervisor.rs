@@ -428,6 +428,7 @@ mod tests {
             timeout_s: 3,
             resources: vec![],
             secrets: vec![],
+            aws: false,
             log_file: "x.log".into(),
         }
     }

@@ -112,6 +112,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         no_container: false,
     },
     pinned: true,
+    aws: false,
 };
 
 /// What the connector runs with, from its `ComponentConfig`.
@@ -361,6 +362,7 @@ mod tests {
             log_level: LogLevel::Info,
             core_thing_name: "test-core".into(),
             region: "us-east-1".into(),
+            endpoints: Default::default(),
         }
     }
 

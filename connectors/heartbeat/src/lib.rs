@@ -36,6 +36,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         no_container: true,
     },
     pinned: true,
+    aws: false,
 };
 
 /// Runs the connector over stdio until the supervisor says stop.

@@ -127,6 +127,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         no_container: false,
     },
     pinned: true,
+    aws: false,
 };
 
 /// Serial line parity.
@@ -486,6 +487,7 @@ mod tests {
             log_level: LogLevel::Info,
             core_thing_name: "core".into(),
             region: "us-east-1".into(),
+            endpoints: Default::default(),
         }
     }
 

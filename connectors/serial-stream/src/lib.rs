@@ -197,6 +197,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         no_container: false,
     },
     pinned: true,
+    aws: false,
 };
 
 /// What to do with a message on an input topic.
@@ -450,6 +451,7 @@ mod tests {
             log_level: LogLevel::Info,
             core_thing_name: "core".into(),
             region: "us-east-1".into(),
+            endpoints: Default::default(),
         };
         Settings::from_config(&config).0
     }

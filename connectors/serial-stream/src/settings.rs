@@ -311,6 +311,7 @@ mod tests {
             log_level: LogLevel::Info,
             core_thing_name: "test-core".into(),
             region: "us-east-1".into(),
+            endpoints: Default::default(),
         }
     }
 

@@ -120,6 +120,9 @@ pub struct ComponentSpec {
     pub resources: Vec<ResourceAccess>,
     /// Names of the secrets (resource `Name`) the component may read.
     pub secrets: Vec<String>,
+    /// May ask for the core's AWS credentials (a connector whose manifest
+    /// sets `aws`).
+    pub aws: bool,
     /// The log file, relative to `<root>/var/log`:
     /// `user/<region>/aws/<Connector>.log` or `user/<region>/<account>/<function>.log`.
     pub log_file: PathBuf,

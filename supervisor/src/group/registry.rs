@@ -172,6 +172,7 @@ mod tests {
             no_container: false,
         },
         pinned: true,
+        aws: false,
     };
 
     static A_AGAIN: ConnectorManifest = ConnectorManifest {

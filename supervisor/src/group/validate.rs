@@ -1137,6 +1137,7 @@ impl Validator<'_> {
             timeout_s: timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
             resources,
             secrets,
+            aws: false,
             log_file: PathBuf::from(format!(
                 "user/{}/{}/{}.log",
                 parsed.region, parsed.account, parsed.name
@@ -1719,6 +1720,7 @@ impl Validator<'_> {
             timeout_s: DEFAULT_TIMEOUT_S,
             resources,
             secrets,
+            aws: manifest.aws,
             log_file: PathBuf::from(format!("user/{core_region}/aws/{name}.log")),
         })
     }
@@ -2557,6 +2559,7 @@ mod tests {
         outputs: &["serial/+/status/#", "serial/+/read_response/#"],
         isolation: CONTAINER_ONLY,
         pinned: true,
+        aws: false,
     };
 
     static MODBUS_RTU: ConnectorManifest = ConnectorManifest {
@@ -2576,6 +2579,7 @@ mod tests {
         outputs: &["modbus/adapter/response"],
         isolation: CONTAINER_ONLY,
         pinned: true,
+        aws: false,
     };
 
     static TWILIO: ConnectorManifest = ConnectorManifest {
@@ -2601,6 +2605,7 @@ mod tests {
         outputs: &["twilio/message/status"],
         isolation: BOTH,
         pinned: false,
+        aws: false,
     };
 
     static CLOUDWATCH: ConnectorManifest = ConnectorManifest {
@@ -2627,6 +2632,7 @@ mod tests {
         outputs: &["cloudwatch/metric/put/status"],
         isolation: BOTH,
         pinned: false,
+        aws: false,
     };
 
     static DEVICE_DEFENDER: ConnectorManifest = ConnectorManifest {
@@ -2649,6 +2655,7 @@ mod tests {
         outputs: &["$aws/things/+/defender/metrics/json"],
         isolation: CONTAINER_ONLY,
         pinned: true,
+        aws: false,
     };
 
     static MODBUS_TCP: ConnectorManifest = ConnectorManifest {
@@ -2667,6 +2674,7 @@ mod tests {
             no_container: true,
         },
         pinned: true,
+        aws: false,
     };
 
     /// Artificial: a container-only connector that still has the
@@ -2680,6 +2688,7 @@ mod tests {
         outputs: &["x/out"],
         isolation: CONTAINER_ONLY,
         pinned: false,
+        aws: false,
     };
 
     const REGION: &str = "eu-west-1";

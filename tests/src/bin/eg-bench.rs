@@ -448,6 +448,7 @@ fn baseline_config() -> ComponentConfig {
         log_level: LogLevel::Info,
         core_thing_name: "bench-core".into(),
         region: REGION.into(),
+        endpoints: Default::default(),
     }
 }
 
