@@ -23,10 +23,10 @@
 //!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Sessions live in
 //!   memory: a runtime restart forgets them.
 //! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
-//!   a device's QoS 1 publish routed to a device whose queue holds [`HIGH_WATER`] or more waits
-//!   (at most a second) for it to drain, so a fast publisher is slowed to its subscribers'
-//!   pace instead of filling the queue; QoS 0 is never held, and is dropped (counted) at a full
-//!   queue.
+//!   a device's publish (QoS 0 or 1) routed to a device whose queue holds [`HIGH_WATER`] or
+//!   more waits (at most a second) for it to drain, so a fast publisher is slowed to its
+//!   subscribers' pace instead of filling the queue; past that second the message is routed
+//!   anyway and dropped (counted) at a full queue.
 
 pub mod certs;
 pub mod client;
@@ -43,7 +43,7 @@ use crate::group::plan::GroupPlan;
 use crate::router::{DeliverySink, Message, OfferError, Router};
 
 /// Messages queued for a connected device above which publishes to it wait for it to drain.
-pub const HIGH_WATER: usize = 128;
+pub const HIGH_WATER: usize = 32;
 
 /// QoS 1 messages kept for one offline persistent session.
 pub const OFFLINE_QUEUE: usize = 1000;

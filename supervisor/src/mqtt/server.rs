@@ -284,6 +284,12 @@ async fn deliver(
     let topic = ByteString::from(&*out.msg.topic);
     let payload = Bytes::copy_from_slice(&out.msg.payload);
     if !out.qos1 {
+        // `ready` also waits out the connection's write backpressure: without it a QoS 0
+        // flood piles up in the write buffer (unbounded, and seconds deep) instead of
+        // holding the queue, and through it the publishers.
+        if !sink.ready().await {
+            return false;
+        }
         let ok = sink.send0(topic, payload);
         if ok {
             hub.counters
@@ -319,11 +325,12 @@ const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Waits (at most [`ROOM_WAIT`]) until every connected device queue the publish would reach
 /// is below [`HIGH_WATER`]; past the wait the message is routed anyway and a full queue drops
-/// (and counts) it. Only QoS 1 publishes wait: ntex-mqtt holds at most the receive window of
-/// them per connection, so a wait throttles the publishing device. It starts the service for
-/// every QoS 0 publish it has read without such a bound, so waiting there would only pile up
-/// futures; QoS 0 is routed at once and dropped (counted) at a full queue, best effort as in
-/// Greengrass.
+/// (and counts) it. QoS 0 and QoS 1 publishes both wait: ntex-mqtt's default in-flight
+/// middleware runs at most `max_receive` (16) publish services of a connection at once,
+/// whatever their QoS, and reads no further while they are busy, so the wait throttles the
+/// publishing device over TCP with bounded memory instead of dropping its QoS 0 messages
+/// under a burst. (An earlier version held only QoS 1, and a QoS 0 flood lost most of its
+/// messages.)
 async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
     let busy = hub.busy_targets(source, topic);
     if busy.is_empty() {
@@ -473,10 +480,8 @@ fn mqtt_service<F: ntex::io::Filter>(
                         let conn = session.clone();
                         async move {
                             let payload = p.read_all().await?;
-                            if p.qos() != QoS::AtMostOnce {
-                                wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
-                                    .await;
-                            }
+                            wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
+                                .await;
                             let _ = conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
                             Ok::<_, ServerError>(())
                         }
@@ -520,10 +525,8 @@ fn mqtt_service<F: ntex::io::Filter>(
                         let conn = session.clone();
                         async move {
                             let payload = p.read_all().await?;
-                            if p.qos() != QoS::AtMostOnce {
-                                wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
-                                    .await;
-                            }
+                            wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
+                                .await;
                             let result =
                                 conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
                             let ack = p.ack();
