@@ -595,6 +595,18 @@ fn each_deployment_rotates_the_data_key_new_values_apply_and_removed_resources_l
         "{t}"
     );
     assert_no_leak(&root);
+
+    // A group without secret resources leaves no deployed copies at all.
+    let none = dir.join("none.json");
+    std::fs::write(
+        &none,
+        evergreen_tests::group(vec![function("idle", "record /dev/null")], vec![]).to_string(),
+    )
+    .expect("write");
+    let d = cli_in(&dir, &["deploy", &none.display().to_string()]);
+    assert!(d.status.success(), "{}", text(&d));
+    assert!(!root.join("secrets/deployed.json").exists());
+    assert!(root.join("secrets/core.key").exists(), "the core key stays");
 }
 
 #[test]
