@@ -649,6 +649,8 @@ import os
 import threading
 
 import greengrasssdk
+from greengrass_common.env_vars import SECRETS_MANAGER_FUNCTION_ARN
+from greengrasssdk import Lambda
 
 sm = greengrasssdk.client("secretsmanager")
 
@@ -671,6 +673,19 @@ def run():
         except Exception as e:
             result = {"error": "%s: %s" % (type(e).__name__, e)}
         result["id"] = secret_id
+        with open(os.environ["OUT"], "a") as f:
+            f.write(json.dumps(result) + "\n")
+    # Malformed requests, sent as raw invokes of the secret service.
+    raw = Lambda.Client()
+    bodies = [
+        b"not json",
+        b'{"SecretId": 5}',
+        b'{"SecretId": "greengrass-str", "VersionId": "v1"}',
+        b'{"SecretId": "greengrass-str", "VersionStage": 7}',
+    ]
+    for body in bodies:
+        r = raw._invoke_internal(SECRETS_MANAGER_FUNCTION_ARN, body, b"")
+        result = {"raw": json.loads(r["Payload"].read().decode()), "id": body.decode()}
         with open(os.environ["OUT"], "a") as f:
             f.write(json.dumps(result) + "\n")
 
@@ -750,6 +765,23 @@ fn a_python_function_reads_granted_secrets_with_the_greengrasssdk() {
         stage.contains("404") && stage.contains("AWSPREVIOUS"),
         "{stage}"
     );
+    // Malformed requests get {"Status": 400, "Message": <the bad field>}.
+    let a = answers(&out, 8);
+    for (i, field) in [
+        (4, "JSON object"),
+        (5, "SecretId"),
+        (6, "VersionId"),
+        (7, "VersionStage"),
+    ] {
+        assert_eq!(a[i]["raw"]["Status"], 400, "{:?}", a[i]);
+        assert!(
+            a[i]["raw"]["Message"]
+                .as_str()
+                .is_some_and(|m| m.contains(field)),
+            "{:?}",
+            a[i]
+        );
+    }
     let log = wait_for(LIMIT, || {
         let t = read(&rt.function_log("pyreader"));
         t.contains("secret request refused").then_some(t)
