@@ -195,6 +195,7 @@ pub enum SecretsCommand {
     /// (SecretBinary). Exit status 0 when stored, 1 otherwise.
     #[command(group(clap::ArgGroup::new("source").required(true).args(["from_file", "stdin"])))]
     Put {
+        /// A Secrets Manager secret name or secret ARN.
         name: String,
         /// Read the value from FILE.
         #[arg(long, value_name = "FILE")]
@@ -212,6 +213,7 @@ pub enum SecretsCommand {
     },
     /// Remove a stored secret. Exit status 0 when removed, 1 when it was not stored.
     Rm {
+        /// The name as stored (see `evergreen secrets list`).
         name: String,
         #[command(flatten)]
         store: StoreArgs,

@@ -1623,7 +1623,7 @@ async fn reader_task<R: AsyncRead + Unpin>(
                     });
                 if let Ok(value) = &result {
                     let _ = env.log.borrow_mut().write(
-                        LogLevel::Info,
+                        LogLevel::Debug,
                         &format!(
                             "secret {} read (version {}, stages {})",
                             value.arn,

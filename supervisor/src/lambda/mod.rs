@@ -811,7 +811,7 @@ fn secret_answer(
         Ok(v) => {
             note(
                 caller,
-                LogLevel::Info,
+                LogLevel::Debug,
                 &format!(
                     "secret {} read (version {}, stages {})",
                     v.arn,
