@@ -50,6 +50,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_serial_stream::MANIFEST,
         main: || Box::pin(evergreen_connector_serial_stream::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_twilio::MANIFEST,
+        main: || Box::pin(evergreen_connector_twilio::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.
