@@ -54,6 +54,14 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_twilio::MANIFEST,
         main: || Box::pin(evergreen_connector_twilio::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_splunk::MANIFEST,
+        main: || Box::pin(evergreen_connector_splunk::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_servicenow::MANIFEST,
+        main: || Box::pin(evergreen_connector_servicenow::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.

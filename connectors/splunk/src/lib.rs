@@ -49,6 +49,9 @@
 //! refused with an `InvalidInputException` on the error topic naming the
 //! field, with the input's `id` when it had one; nothing is queued.
 //!
+//! **[doc inconsistency] `SplunkFlushIntervalSeconds`** is documented as
+//! 0–900, but its pattern also admits 901–999; those are taken as 900.
+//!
 //! **[doc inconsistency] patterns.** `SplunkTokenSecretArn`'s pattern
 //! (`…:\d{12}?:secret:[a-zA-Z0-9-_]+-[a-zA-Z0-9-_]+`, region
 //! `[a-z]{2}-[a-z]+-\d{1}`) differs from the other connectors' secret ARN
