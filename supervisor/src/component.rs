@@ -75,6 +75,8 @@ pub struct RuntimeSettings {
     pub region: String,
     /// AWS credentials and endpoint overrides for connectors (`crate::aws`).
     pub aws: Arc<crate::aws::AwsAccess>,
+    /// The deployed secrets components may ask for (`crate::secrets`).
+    pub secrets: Arc<crate::secrets::SecretService>,
     /// How long an on-demand (not `Pinned`) function's child may sit idle
     /// before it is stopped; the next message starts it again.
     pub on_demand_idle: Duration,
@@ -890,6 +892,7 @@ impl ComponentActor {
                     max_frame,
                     inflight: inflight.clone(),
                     aws: self.spec.aws.then(|| self.settings.aws.clone()),
+                    secrets: self.settings.secrets.clone(),
                 },
             ));
         }
@@ -1525,6 +1528,8 @@ struct ReaderEnv {
     inflight: SharedInFlight,
     /// `Some` for a connector whose manifest sets `aws`.
     aws: Option<Arc<crate::aws::AwsAccess>>,
+    /// Answers `GetSecret` from the secrets granted to this component.
+    secrets: Arc<crate::secrets::SecretService>,
 }
 
 impl ReaderEnv {
@@ -1601,16 +1606,33 @@ async fn reader_task<R: AsyncRead + Unpin>(
                 let _ = env.log.borrow_mut().write(level, &message);
             }
             FromChild::GetSecret {
-                request_id, secret_id, ..
+                request_id,
+                secret_id,
+                version_stage,
             } => {
-                let _ = env.log.borrow_mut().write(
-                    LogLevel::Warn,
-                    &format!("secret {secret_id:?} requested, but this build has no secret store"),
-                );
-                env.reply(WriterCmd::Secret {
-                    request_id,
-                    result: Err(format!("secret {secret_id}: this build of Evergreen has no secret store")),
-                });
+                // Answered at once from memory (one AES-GCM open); a refusal
+                // is logged here and in the runtime log, naming the id only.
+                let result = env
+                    .secrets
+                    .get(&env.arn, &secret_id, version_stage.as_deref())
+                    .map_err(|refusal| {
+                        let line = format!("secret request refused: {}", refusal.message);
+                        let _ = env.log.borrow_mut().write(LogLevel::Warn, &line);
+                        log::warn!("{}: {line}", env.arn);
+                        refusal.message
+                    });
+                if let Ok(value) = &result {
+                    let _ = env.log.borrow_mut().write(
+                        LogLevel::Info,
+                        &format!(
+                            "secret {} read (version {}, stages {})",
+                            value.arn,
+                            value.version_id,
+                            value.version_stages.join(",")
+                        ),
+                    );
+                }
+                env.reply(WriterCmd::Secret { request_id, result });
             }
             FromChild::GetCredentials { request_id } => match env.aws.clone() {
                 None => {

@@ -1466,6 +1466,9 @@ mod tests {
             core_thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/core".into(),
             region: "us-east-1".into(),
             aws: crate::aws::AwsAccess::none("us-east-1"),
+            secrets: Arc::new(crate::secrets::SecretService::new(std::path::Path::new(
+                "/nonexistent",
+            ))),
             user_log_level: LogLevel::Info,
             user_log_space_kb: 128,
         }

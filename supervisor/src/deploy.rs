@@ -99,6 +99,13 @@ pub struct Deployer {
     current: Mutex<Option<Current>>,
     /// One deployment at a time; the guard spans the whole deployment.
     busy: tokio::sync::Mutex<()>,
+    /// The secret store and the credentials it fetches with: every plan's
+    /// secrets are resolved and installed (under a new data key) before the
+    /// supervisor gets the plan.
+    secrets: Option<(
+        std::sync::Arc<crate::secrets::SecretService>,
+        std::sync::Arc<crate::aws::AwsAccess>,
+    )>,
 }
 
 fn now() -> String {
@@ -147,6 +154,35 @@ impl Deployer {
             readiness,
             current: Mutex::new(None),
             busy: tokio::sync::Mutex::new(()),
+            secrets: None,
+        }
+    }
+
+    /// Deployments resolve their secret resources through `secrets`.
+    pub fn with_secrets(
+        mut self,
+        secrets: std::sync::Arc<crate::secrets::SecretService>,
+        aws: std::sync::Arc<crate::aws::AwsAccess>,
+    ) -> Self {
+        self.secrets = Some((secrets, aws));
+        self
+    }
+
+    /// Resolves and installs `plan`'s secrets (see `crate::secrets`).
+    async fn install_secrets(&self, plan: &GroupPlan) -> Result<(), String> {
+        match &self.secrets {
+            Some((secrets, aws)) => secrets.deploy(plan, aws).await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts the previous plan's secrets back after a refused or failed
+    /// deployment; a failure is logged (its components keep running).
+    async fn restore_secrets(&self, previous: Option<&Current>) {
+        if let Some(prev) = previous {
+            if let Err(e) = self.install_secrets(&prev.plan).await {
+                log::error!("cannot restore the secrets of {}: {e}", prev.label);
+            }
         }
     }
 
@@ -286,10 +322,16 @@ impl Deployer {
         log::info!("deployment {}: deploying {label}", rec.deployment_id);
 
         let previous = lock(&self.current).clone();
+        // A secret that cannot be resolved fails the deployment before
+        // anything changes.
+        if let Err(e) = self.install_secrets(&plan).await {
+            return self.finish(rec, DeploymentStatus::Failure, Some(e));
+        }
         let diff = match self.supervisor.send(Deploy(plan.clone())).await {
             Ok(Ok(diff)) => diff,
             // Refused before anything changed: nothing to roll back.
             Ok(Err(e)) => {
+                self.restore_secrets(previous.as_ref()).await;
                 rec.error_details = e.0;
                 return self.finish(
                     rec,
@@ -322,6 +364,7 @@ impl Deployer {
                 self.finish(rec, DeploymentStatus::Success, None)
             }
             Err(reason) => {
+                self.restore_secrets(previous.as_ref()).await;
                 let restored = match previous {
                     Some(prev) => match self.supervisor.send(Deploy(prev.plan.clone())).await {
                         Ok(Ok(_)) => {

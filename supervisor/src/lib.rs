@@ -12,7 +12,8 @@
 //! [`control`] serves the control socket that `evergreen status` talks to;
 //! [`tail`] is `evergreen logs`, which finds a log file through it.
 //! [`lambda`] is the Lambda IPC endpoint and Python runtime that let
-//! Greengrass V1 Python functions run unmodified.
+//! Greengrass V1 Python functions run unmodified. [`secrets`] keeps the
+//! group's secret resources, encrypted, and answers components' requests.
 
 pub mod aws;
 pub mod catalogue;
@@ -30,6 +31,7 @@ pub mod notify;
 pub mod router;
 pub mod run;
 pub mod sandbox;
+pub mod secrets;
 pub mod shadow;
 pub mod spool;
 pub mod store;

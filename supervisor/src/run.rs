@@ -374,6 +374,9 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
             &plan.core.region,
         )
         .map_err(RunError::Aws)?,
+        secrets: Arc::new(crate::secrets::SecretService::new(
+            &cfg.write_dir().join("secrets"),
+        )),
         user_log_level: plan.loggers.user.level,
         user_log_space_kb: plan.loggers.user.space_kb,
     })
@@ -463,6 +466,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let settings = settings(&cfg, &plan)?;
     log::info!("AWS credentials for connectors: {}", settings.aws.source());
     let settings_readiness = settings.readiness_timeout;
+    let secrets = settings.secrets.clone();
+    let aws = settings.aws.clone();
     let group_name = label.clone();
     let components = plan.components.len();
     let watch = if group_name == "the embedded default group" {
@@ -560,6 +565,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     if let Some(shadow) = &shadow {
                         hub.set_shadow(shadow.clone());
                     }
+                    hub.set_secrets(secrets.clone());
                     crate::lambda::serve(hub.clone(), listeners);
                     log::info!("Lambda IPC endpoint on localhost:{daemon_port}");
                     supervisor = supervisor.with_lambda(hub);
@@ -610,7 +616,16 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             log::error!("{e}");
             RunError::Control(e)
         })?;
-        let deployer = std::rc::Rc::new(Deployer::new(supervisor.clone(), cfg, settings_readiness));
+        // The group's secret resources, resolved and installed under a new
+        // data key before anything that may ask for them starts.
+        if let Err(e) = secrets.deploy(&plan, &aws).await {
+            let e = DeployError(vec![e.to_string()]);
+            log::error!("{e}");
+            return Err(RunError::Deploy(e));
+        }
+        let deployer = std::rc::Rc::new(
+            Deployer::new(supervisor.clone(), cfg, settings_readiness).with_secrets(secrets, aws),
+        );
         deployer.set_current(plan.clone(), label);
         match supervisor.send(Deploy(plan)).await {
             Ok(Ok(_)) => {}

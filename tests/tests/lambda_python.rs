@@ -436,7 +436,7 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
         services["secret"]
             .as_str()
             .is_some_and(|s| s.starts_with("SecretsManagerError")
-                && s.contains("not available in this build")),
+                && s.contains("not granted")),
         "{services}"
     );
     assert!(

@@ -27,9 +27,13 @@
 //!   Errors the runtime detects itself (timeouts, crashes) are `Unhandled`.
 //! * Shadow invokes (`GGShadowService`, `custom.subject` = the request
 //!   topic) are answered by the local shadow service (`crate::shadow`) with
-//!   the `/accepted` or `/rejected` payload. The secret service has not
-//!   landed in this build: such requests are accepted and answered in the
-//!   shape the SDK turns into a `SecretsManagerError` that says so.
+//!   the `/accepted` or `/rejected` payload.
+//! * Secret invokes (`GGSecretManager`, body `{"SecretId", "VersionStage"?}`)
+//!   are answered by the secret store (`crate::secrets`) from the secrets
+//!   granted to the caller, in the `GetSecretValue` shape (`CreatedDate` in
+//!   epoch milliseconds, `SecretBinary` base64); a refusal is the
+//!   `{"Status","Message"}` payload the SDK raises as `SecretsManagerError`,
+//!   and is logged in the caller's log and the runtime log.
 //! * Everything runs on the actor system's thread: no locks, no `Send`.
 
 pub mod http;
@@ -171,6 +175,8 @@ pub struct LambdaHub {
     connections: Cell<usize>,
     /// Where `GGShadowService` invokes go, once set.
     shadow: RefCell<Option<crate::shadow::ShadowHandle>>,
+    /// Where `GGSecretManager` invokes are answered from, once set.
+    secrets: RefCell<Option<Arc<crate::secrets::SecretService>>>,
 }
 
 /// Sixteen random bytes as hex, from the kernel.
@@ -258,12 +264,18 @@ impl LambdaHub {
             serial: Cell::new(0),
             connections: Cell::new(0),
             shadow: RefCell::new(None),
+            secrets: RefCell::new(None),
         })
     }
 
     /// Serves `GGShadowService` invokes with this shadow service.
     pub fn set_shadow(&self, shadow: crate::shadow::ShadowHandle) {
         *self.shadow.borrow_mut() = Some(shadow);
+    }
+
+    /// Serves `GGSecretManager` invokes from this secret store.
+    pub fn set_secrets(&self, secrets: Arc<crate::secrets::SecretService>) {
+        *self.secrets.borrow_mut() = Some(secrets);
     }
 
     /// The port functions are told (`GG_DAEMON_PORT`).
@@ -732,15 +744,13 @@ fn invoke(hub: &LambdaHub, caller: &FunctionLink, arn: &str, req: &Request) -> R
                 .into_bytes(),
             }))
         }
-        Target::Secrets => accepted(Some(Outcome {
-            function_error: String::new(),
-            payload: json!({
-                "Status": 503,
-                "Message": "the secret store is not available in this build of Evergreen"
-            })
-            .to_string()
-            .into_bytes(),
-        })),
+        Target::Secrets => {
+            let secrets = hub.secrets.borrow().clone();
+            accepted(Some(Outcome {
+                function_error: String::new(),
+                payload: secret_answer(secrets.as_deref(), caller, &req.body),
+            }))
+        }
         Target::Function(link) => {
             if link.direct.borrow().len() >= link.direct_capacity {
                 return Response::error(429, &format!("{}: its invoke queue is full", link.arn));
@@ -759,6 +769,70 @@ fn invoke(hub: &LambdaHub, caller: &FunctionLink, arn: &str, req: &Request) -> R
                 wake.notify_one();
             }
             response
+        }
+    }
+}
+
+/// The payload answering a `GGSecretManager` invoke: the `GetSecretValue`
+/// shape, or `{"Status","Message"}` (logged; never with a value).
+fn secret_answer(
+    secrets: Option<&crate::secrets::SecretService>,
+    caller: &FunctionLink,
+    body: &[u8],
+) -> Vec<u8> {
+    let refuse = |status: u16, message: String| {
+        let line = format!("secret request refused: {message}");
+        note(caller, LogLevel::Warn, &line);
+        log::warn!("{}: {line}", caller.arn);
+        json!({ "Status": status, "Message": message })
+            .to_string()
+            .into_bytes()
+    };
+    let Some(secrets) = secrets else {
+        return refuse(503, "the secret store is not running".into());
+    };
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return refuse(400, "the request is not a JSON object".into()),
+    };
+    let Some(secret_id) = request.get("SecretId").and_then(Value::as_str) else {
+        return refuse(400, "SecretId is missing or not a string".into());
+    };
+    if request.get("VersionId").is_some_and(|v| !v.is_null()) {
+        return refuse(400, "VersionId is not supported; use VersionStage".into());
+    }
+    let stage = match request.get("VersionStage") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return refuse(400, "VersionStage is not a string".into()),
+    };
+    match secrets.get(&caller.arn, secret_id, stage) {
+        Err(r) => refuse(r.status, r.message),
+        Ok(v) => {
+            note(
+                caller,
+                LogLevel::Info,
+                &format!(
+                    "secret {} read (version {}, stages {})",
+                    v.arn,
+                    v.version_id,
+                    v.version_stages.join(",")
+                ),
+            );
+            let mut answer = json!({
+                "ARN": v.arn,
+                "Name": v.name,
+                "VersionId": v.version_id,
+                "VersionStages": v.version_stages,
+                "CreatedDate": v.created_date_ms,
+            });
+            if let Some(s) = &v.secret_string {
+                answer["SecretString"] = Value::String(s.clone());
+            }
+            if let Some(b) = &v.secret_binary {
+                answer["SecretBinary"] = Value::String(base64_encode(b));
+            }
+            answer.to_string().into_bytes()
         }
     }
 }

@@ -27,6 +27,13 @@
 //!   complete line `{"topic":…,"payload":…}` on its topic: a string payload
 //!   is sent as its bytes, any other JSON value as its JSON text. Lets a test
 //!   publish chosen messages at chosen moments through a real function.
+//! - `secret <id> <stage> <file>`: after Ready, ask the supervisor for
+//!   secret `<id>` (a name or an ARN) at version stage `<stage>` (`-` for
+//!   the default), and again at every delivery (a delivery whose payload is
+//!   a non-empty string asks for that id instead); append each answer to
+//!   `file` as a JSON line: `{"id":…,"ok":{"ARN","Name","VersionId",
+//!   "SecretString","SecretBinaryHex","VersionStages","CreatedDate"}}` or
+//!   `{"id":…,"error":…}`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -56,6 +63,7 @@ async fn main() -> ExitCode {
             probe(topic, host_file, granted, other).await
         }
         ["hog", mb] => hog(parse(mb)).await,
+        ["secret", id, stage, file] => secret(id, stage, file).await,
         _ => {
             eprintln!("eg-fn: unknown mode {args:?}");
             return ExitCode::from(2);
@@ -354,5 +362,53 @@ async fn hog(mb_per_step: u64) -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     idle(&mut component).await;
+    Ok(())
+}
+
+async fn secret(id: &str, stage: &str, file: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(|e| format!("cannot open {file}: {e}"))?;
+    component.ready().await?;
+    let stage = (stage != "-").then(|| stage.to_string());
+    let ask = |id: String| {
+        let handle = handle.clone();
+        let stage = stage.clone();
+        async move {
+            let line = match handle.get_secret(id.clone(), stage).await {
+                Ok(v) => serde_json::json!({"id": id, "ok": {
+                    "ARN": v.arn,
+                    "Name": v.name,
+                    "VersionId": v.version_id,
+                    "SecretString": v.secret_string,
+                    "SecretBinaryHex": v.secret_binary.map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+                    "VersionStages": v.version_stages,
+                    "CreatedDate": v.created_date_ms,
+                }}),
+                Err(e) => serde_json::json!({"id": id, "error": e.to_string()}),
+            };
+            line
+        }
+    };
+    let first = ask(id.to_string()).await;
+    writeln!(out, "{first}")?;
+    while let Some(event) = component.next_event().await {
+        match event {
+            Event::Message(m) => {
+                let asked = String::from_utf8(m.payload)
+                    .ok()
+                    .filter(|s| !s.is_empty() && !s.starts_with('{'))
+                    .unwrap_or_else(|| id.to_string());
+                let line = ask(asked).await;
+                writeln!(out, "{line}")?;
+            }
+            Event::Shutdown { .. } => break,
+            Event::Refused { .. } => {}
+        }
+    }
     Ok(())
 }
