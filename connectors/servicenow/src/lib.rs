@@ -565,13 +565,7 @@ async fn wait_sending(sending: &mut Option<Sending>) -> Option<Outcome> {
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
     let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
-    let client = match http::client(&[]) {
-        Ok(c) => c,
-        Err(e) => {
-            handle.error(e);
-            return Err(SdkError::Closed);
-        }
-    };
+    let client = evergreen_aws::http_client();
     let mut credentials = match read_credentials(&handle, &settings.secret_arn).await {
         Ok(c) => Some(c),
         Err(e) => {

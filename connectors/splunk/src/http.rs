@@ -1,6 +1,8 @@
 //! The HTTP client and the small helpers for describing HTTP failures.
 //!
-//! TLS is rustls on the ring provider (the workspace's choice: no aws-lc C
+//! Splunk builds its own client rather than `evergreen_aws::http_client`
+//! because `SplunkCustomCALocation` adds roots; otherwise it is the same
+//! set-up. TLS is rustls on the ring provider (the workspace's choice: no aws-lc C
 //! build), verifying servers against the platform's roots through
 //! rustls-platform-verifier, plus any extra roots given. Timeouts: 5 s to
 //! connect, 30 s for a whole request.

@@ -1,38 +1,8 @@
-//! The HTTP client and the small helpers for describing HTTP failures.
-//!
-//! TLS is rustls on the ring provider (the workspace's choice: no aws-lc C
-//! build), verifying servers against the platform's roots through
-//! rustls-platform-verifier, plus any extra roots given. Timeouts: 5 s to
-//! connect, 30 s for a whole request.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! Small helpers for describing HTTP failures in status messages. (The
+//! client itself is the workspace's shared one, `evergreen_aws::http_client`.)
 
 /// Longest piece of an answer body quoted in a message.
 const QUOTE_MAX: usize = 512;
-
-/// A client trusting the platform's roots and `extra_roots` (DER).
-pub fn client(extra_roots: &[Vec<u8>]) -> Result<reqwest::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = extra_roots
-        .iter()
-        .map(|der| rustls::pki_types::CertificateDer::from(der.clone()));
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
-            .map_err(|e| format!("cannot load the trusted roots: {e}"))?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
-}
 
 /// A transport error with its causes (reqwest's own text is often only
 /// "error sending request").

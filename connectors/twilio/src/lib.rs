@@ -507,17 +507,7 @@ async fn worker(
     settings: Settings,
     mut queue: mpsc::Receiver<Request>,
 ) -> Result<(), SdkError> {
-    let client = http::client(&[]);
-    let client = match client {
-        Ok(c) => c,
-        Err(e) => {
-            handle.error(format!("cannot build the HTTP client: {e}"));
-            while let Some(r) = queue.recv().await {
-                publish(&handle, &fail_status(Some(&r.id), "ConnectionError", &e)).await?;
-            }
-            return Ok(());
-        }
-    };
+    let client = evergreen_aws::http_client();
     let mut token = match read_token(&handle, &settings.secret_arn).await {
         Ok(t) => Some(t),
         Err(e) => {
