@@ -443,11 +443,49 @@ impl ConnectorRig {
         secret: &SecretSpec,
         evergreen: serde_json::Value,
     ) -> Result<ConnectorRig, String> {
-        use crate::{fn_arn, function, group, sub};
-        use serde_json::json;
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let feed = dir.path().join("feed.jsonl");
         let record = dir.path().join("record.jsonl");
+        let g = ConnectorRig::group(arn, parameters, inputs, outputs, secret, &feed, &record);
+        if let Some(value) = &secret.value {
+            let name = secret
+                .arn
+                .rsplit_once(":secret:")
+                .map(|(_, n)| n.rsplit_once('-').map_or(n, |(base, _)| base))
+                .unwrap_or(&secret.arn);
+            crate::put_secret(&dir.path().join("root"), name, value)?;
+        }
+        let name = evergreen_ipc::manifest::parse_connector_arn(arn)
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
+        let rt = crate::Runtime::start_config_in(
+            dir,
+            &g,
+            &serde_json::json!({ "evergreen": evergreen }),
+            &[],
+        );
+        Ok(ConnectorRig {
+            rt,
+            feed,
+            record,
+            name,
+        })
+    }
+
+    /// The group [`ConnectorRig::start`] runs: `eg-fn feed <feed>` →
+    /// connector → `eg-fn record <record>`, the secret resource, the
+    /// connector in NoContainer mode.
+    pub fn group(
+        arn: &str,
+        parameters: serde_json::Value,
+        inputs: &[&str],
+        outputs: &[&str],
+        secret: &SecretSpec,
+        feed: &std::path::Path,
+        record: &std::path::Path,
+    ) -> serde_json::Value {
+        use crate::{fn_arn, function, group, sub};
+        use serde_json::json;
         let mut subs = Vec::new();
         for (i, topic) in inputs.iter().enumerate() {
             subs.push(sub(&format!("in{i}"), &fn_arn("feeder"), topic, arn));
@@ -472,24 +510,7 @@ impl ConnectorRig {
         g["ConnectorDefinitionVersion"] = json!({ "Connectors": [{
             "Id": "connector", "ConnectorArn": arn, "Parameters": parameters
         }]});
-        if let Some(value) = &secret.value {
-            let name = secret
-                .arn
-                .rsplit_once(":secret:")
-                .map(|(_, n)| n.rsplit_once('-').map_or(n, |(base, _)| base))
-                .unwrap_or(&secret.arn);
-            crate::put_secret(&dir.path().join("root"), name, value)?;
-        }
-        let name = evergreen_ipc::manifest::parse_connector_arn(arn)
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_default();
-        let rt = crate::Runtime::start_config_in(dir, &g, &json!({ "evergreen": evergreen }), &[]);
-        Ok(ConnectorRig {
-            rt,
-            feed,
-            record,
-            name,
-        })
+        g
     }
 
     /// Publishes `payload` (a JSON value, or a string sent as is) on `topic`.

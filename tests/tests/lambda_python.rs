@@ -435,8 +435,7 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     assert!(
         services["secret"]
             .as_str()
-            .is_some_and(|s| s.starts_with("SecretsManagerError")
-                && s.contains("not granted")),
+            .is_some_and(|s| s.starts_with("SecretsManagerError") && s.contains("not granted")),
         "{services}"
     );
     assert!(

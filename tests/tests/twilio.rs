@@ -217,29 +217,54 @@ fn texts_and_calls_reach_twilio_with_basic_auth_and_retries() {
     );
 }
 
+/// A connector whose `TwilioAuthTokenSecretArn` names a secret the group
+/// did not grant it (its `-ResourceId` resource holds another ARN) is
+/// refused before anything runs, naming the parameter: the supervisor never
+/// hands a component a secret it was not granted.
 #[test]
 fn a_secret_the_connector_was_not_granted_is_refused() {
-    let api = HttpRecorder::start(twilio);
-    // The group grants greengrass-TwilioAuthToken; the parameter names another secret.
+    let dir = tempfile::tempdir().expect("tmp");
     let other = "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-Other-XyZ123";
-    let Some(rig) = rig(&api, other, true) else {
-        return;
-    };
-    rig.send("twilio/txt", txt("s1", "+12345000000", "never sent", 0));
-    let status = status_of(&rig, "s1");
-    assert_eq!(status["response"]["status"], "fail", "{status}");
-    assert_eq!(status["response"]["error"], "SecretError", "{status}");
-    assert!(
-        status["response"]["error_message"]
-            .as_str()
-            .is_some_and(|m| m.contains(other)),
-        "the message names the secret: {status}"
+    let g = ConnectorRig::group(
+        ARN,
+        json!({
+            "TWILIO_ACCOUNT_SID": SID,
+            "TwilioAuthTokenSecretArn": other,
+            "TwilioAuthTokenSecretArn-ResourceId": "TwilioAuthToken",
+        }),
+        &["twilio/txt"],
+        &[STATUS],
+        &SecretSpec {
+            resource_id: "TwilioAuthToken".into(),
+            arn: SECRET_ARN.into(),
+            value: None,
+        },
+        &dir.path().join("feed"),
+        &dir.path().join("record"),
     );
-    assert!(
-        rig.log().contains("[ERROR]") && rig.log().contains(other),
-        "the refusal is logged:\n{}",
-        rig.log()
+    let file = dir.path().join("group.json");
+    std::fs::write(&file, g.to_string()).expect("write group");
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        evergreen_tests::test_config(dir.path()).to_string(),
+    )
+    .expect("config");
+    let out = std::process::Command::new(evergreen_tests::evergreen_bin())
+        .arg("validate")
+        .arg(&file)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run evergreen validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(api.requests().is_empty(), "nothing sent without a token");
-    assert!(!rig.log().contains(TOKEN));
+    assert!(!out.status.success(), "refused: {text}");
+    assert!(
+        text.contains("TwilioAuthTokenSecretArn") && text.contains(other),
+        "the refusal names the parameter and the secret: {text}"
+    );
 }
