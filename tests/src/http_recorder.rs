@@ -553,6 +553,15 @@ impl ConnectorRig {
         )
     }
 
+    /// The connector process's resident memory in KiB, for the record.
+    pub fn connector_rss_kb(&self) -> Option<u64> {
+        let needle = format!("connector {}", self.name);
+        crate::children_of(self.rt.pid())
+            .into_iter()
+            .find(|pid| crate::cmdline(*pid).contains(&needle))
+            .and_then(crate::vm_rss_kb)
+    }
+
     /// The runtime's own log.
     pub fn runtime_log(&self) -> String {
         crate::read(&self.rt.log_path("system/runtime.log"))

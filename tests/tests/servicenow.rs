@@ -244,6 +244,12 @@ fn metrics_reach_metricbase_with_basic_auth_and_survive_failures() {
     .expect("a failure naming request.timestamp");
     assert_eq!(api.requests().len(), sent_before);
 
+    eprintln!(
+        "{} connector VmRSS after the test's traffic: {} KiB",
+        rig.name,
+        rig.connector_rss_kb()
+            .map_or("?".to_string(), |k| k.to_string())
+    );
     assert!(
         !rig.log().contains(PASSWORD),
         "the password leaked into the log"

@@ -197,6 +197,12 @@ fn events_reach_the_collector_with_the_token_and_survive_failures() {
     .expect("an error for a payload that is not JSON");
     assert_eq!(hec_server.requests().len(), sent_before);
 
+    eprintln!(
+        "{} connector VmRSS after the test's traffic: {} KiB",
+        rig.name,
+        rig.connector_rss_kb()
+            .map_or("?".to_string(), |k| k.to_string())
+    );
     assert!(!rig.log().contains(TOKEN), "the token leaked into the log");
     assert!(!rig.runtime_log().contains(TOKEN));
 }

@@ -209,6 +209,12 @@ fn texts_and_calls_reach_twilio_with_basic_auth_and_retries() {
     assert_eq!(bad["response"]["error"], "InvalidParameter", "{bad}");
     assert_eq!(api.requests().len(), sent_before, "bad input is never sent");
 
+    eprintln!(
+        "{} connector VmRSS after the test's traffic: {} KiB",
+        rig.name,
+        rig.connector_rss_kb()
+            .map_or("?".to_string(), |k| k.to_string())
+    );
     // The token is in no log.
     assert!(!rig.log().contains(TOKEN), "the token leaked into the log");
     assert!(
@@ -242,14 +248,20 @@ fn a_secret_the_connector_was_not_granted_is_refused() {
         &dir.path().join("feed"),
         &dir.path().join("record"),
     );
-    let file = dir.path().join("group.json");
+    let (ok, text) = validate(dir.path(), &g);
+    assert!(!ok, "refused: {text}");
+    assert!(
+        text.contains("TwilioAuthTokenSecretArn") && text.contains(other),
+        "the refusal names the parameter and the secret: {text}"
+    );
+}
+
+/// `evergreen validate` on `g` with the test configuration: success and output.
+fn validate(dir: &std::path::Path, g: &Value) -> (bool, String) {
+    let file = dir.join("group.json");
     std::fs::write(&file, g.to_string()).expect("write group");
-    let config = dir.path().join("config.json");
-    std::fs::write(
-        &config,
-        evergreen_tests::test_config(dir.path()).to_string(),
-    )
-    .expect("config");
+    let config = dir.join("config.json");
+    std::fs::write(&config, evergreen_tests::test_config(dir).to_string()).expect("config");
     let out = std::process::Command::new(evergreen_tests::evergreen_bin())
         .arg("validate")
         .arg(&file)
@@ -257,14 +269,40 @@ fn a_secret_the_connector_was_not_granted_is_refused() {
         .arg(&config)
         .output()
         .expect("run evergreen validate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A token secret whose name lacks the `greengrass-` prefix is refused by
+/// default (Greengrass's default service role could read only those).
+#[test]
+fn a_secret_without_the_greengrass_prefix_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let unprefixed = "arn:aws:secretsmanager:us-east-1:123456789012:secret:TwilioAuthToken-AbCdEf";
+    let g = ConnectorRig::group(
+        ARN,
+        json!({
+            "TWILIO_ACCOUNT_SID": SID,
+            "TwilioAuthTokenSecretArn": unprefixed,
+            "TwilioAuthTokenSecretArn-ResourceId": "TwilioAuthToken",
+        }),
+        &["twilio/txt"],
+        &[STATUS],
+        &SecretSpec {
+            resource_id: "TwilioAuthToken".into(),
+            arn: unprefixed.into(),
+            value: None,
+        },
+        &dir.path().join("feed"),
+        &dir.path().join("record"),
     );
-    assert!(!out.status.success(), "refused: {text}");
-    assert!(
-        text.contains("TwilioAuthTokenSecretArn") && text.contains(other),
-        "the refusal names the parameter and the secret: {text}"
-    );
+    let (ok, text) = validate(dir.path(), &g);
+    assert!(!ok, "refused: {text}");
+    assert!(text.contains("greengrass-"), "the refusal says why: {text}");
 }
