@@ -24,7 +24,8 @@ const SECRET_ARN: &str =
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-ServiceNowAuth-AbCdEf";
 const PASSWORD: &str = "pw-7c1d-metricbase";
 const SUBJECT: &str = "ef43c6d40a0a0b5700c77f9bf387afe3";
-const LIMIT: Duration = Duration::from_secs(20);
+// Bounds, not delays: a retry may wait out a backoff of up to 16 s here.
+const LIMIT: Duration = Duration::from_secs(40);
 
 fn servicenow(_: &Recorded) -> Reply {
     Reply::json(201, &json!({ "result": {} }))
@@ -169,10 +170,13 @@ fn metrics_reach_metricbase_with_basic_auth_and_survive_failures() {
     assert_eq!(attempts, vec![503, 429, 201]);
 
     // Down then up: delivered after.
+    let retries_before = rig.log().matches("retrying").count();
     api.stop();
     rig.send(INPUT, metric("u_outage", 3.0, "2018-10-14T10:33:00"));
-    let retrying =
-        evergreen_tests::wait_for(LIMIT, || rig.log().contains("retrying").then_some(()));
+    // A failed attempt while it is down, before it comes back.
+    let retrying = evergreen_tests::wait_for(LIMIT, || {
+        (rig.log().matches("retrying").count() > retries_before).then_some(())
+    });
     assert!(retrying.is_some(), "{}", rig.log());
     api.restart();
     wait_values(&rig, "u_outage", 1);
