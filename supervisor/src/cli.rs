@@ -169,7 +169,7 @@ pub enum CertsCommand {
         /// Replace an existing CA (every device certificate must be issued again).
         #[arg(long)]
         force: bool,
-        /// RSA 2048 keys: not available in this build (see the README).
+        /// RSA 2048 keys instead of ECDSA P-256 (for devices without ECDSA).
         #[arg(long)]
         rsa: bool,
         #[command(flatten)]
@@ -179,6 +179,9 @@ pub enum CertsCommand {
     /// thing name, which is also its MQTT client id).
     Device {
         thing: String,
+        /// An RSA 2048 key instead of ECDSA P-256.
+        #[arg(long)]
+        rsa: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -646,7 +649,15 @@ fn show_version(id: &str, json: bool, args: StoreArgs) -> ExitCode {
     }
 }
 
-/// `evergreen status`: one request over the control socket.
+fn key_alg(rsa: bool) -> crate::mqtt::certs::KeyAlg {
+    if rsa {
+        crate::mqtt::certs::KeyAlg::Rsa2048
+    } else {
+        crate::mqtt::certs::KeyAlg::EcdsaP256
+    }
+}
+
+/// `evergreen certs`: make the group CA, the server's and devices' certificates.
 fn certs(command: CertsCommand) -> ExitCode {
     let (CertsCommand::Init { store, .. } | CertsCommand::Device { store, .. }) = &command;
     let cfg = match run::load_config(store.config.as_deref(), store.root.clone()) {
@@ -655,21 +666,18 @@ fn certs(command: CertsCommand) -> ExitCode {
     };
     let root = cfg.root();
     let result = match command {
-        CertsCommand::Init { rsa: true, .. } => Err(crate::mqtt::certs::CertError::Usage(
-            "--rsa: this build generates ECDSA P-256 keys only; point evergreen.listeners.mqttTls.caPath/certPath/keyPath at existing RSA files instead".into(),
-        )),
-        CertsCommand::Init { host, force, .. } => {
-            crate::mqtt::certs::init(root, &host, force).map(|out| {
-                if !out.created_ca {
-                    println!("kept the existing group CA");
-                }
-                println!("CA: {}", out.files.ca.display());
-                println!("server certificate: {}", out.files.cert.display());
-                println!("server key: {}", out.files.key.display());
-            })
-        }
-        CertsCommand::Device { thing, .. } => {
-            crate::mqtt::certs::device(root, &thing).map(|(cert, key)| {
+        CertsCommand::Init {
+            host, force, rsa, ..
+        } => crate::mqtt::certs::init_with(root, &host, force, key_alg(rsa)).map(|out| {
+            if !out.created_ca {
+                println!("kept the existing group CA");
+            }
+            println!("CA: {}", out.files.ca.display());
+            println!("server certificate: {}", out.files.cert.display());
+            println!("server key: {}", out.files.key.display());
+        }),
+        CertsCommand::Device { thing, rsa, .. } => {
+            crate::mqtt::certs::device_with(root, &thing, key_alg(rsa)).map(|(cert, key)| {
                 println!("certificate: {}", cert.display());
                 println!("key: {}", key.display());
             })

@@ -353,6 +353,11 @@ pub struct AwsConfig {
     /// Endpoint per service key (`sns`, `firehose`, `monitoring`,
     /// `iotanalytics`, `secretsmanager`, `twilio`).
     pub endpoints: std::collections::BTreeMap<String, String>,
+    /// The AWS IoT credentials provider endpoint
+    /// (`<prefix>.credentials.iot.<region>.amazonaws.com`, or a URL); with
+    /// `iotRoleAlias`, the core exchanges its certificate for credentials.
+    pub iot_cred_endpoint: Option<String>,
+    pub iot_role_alias: Option<String>,
 }
 
 /// `evergreen.aws.credentials`. Serialized redacted, so the effective

@@ -368,10 +368,20 @@ fn settings(cfg: &CoreConfig, plan: &GroupPlan) -> Result<RuntimeSettings, RunEr
         core_thing_name: plan.core.thing_name.clone(),
         core_thing_arn: plan.core.thing_arn.clone(),
         region: plan.core.region.clone(),
-        aws: crate::aws::AwsAccess::resolve(
+        aws: crate::aws::AwsAccess::resolve_with_iot(
             &e.aws,
             &crate::aws::AwsEnv::from_process(),
             &plan.core.region,
+            cfg.cert_path().zip(cfg.key_path()).map(|(cert, key)| {
+                (
+                    plan.core.thing_name.as_str(),
+                    crate::aws::iot::TlsFiles {
+                        ca: cfg.ca_path(),
+                        cert,
+                        key,
+                    },
+                )
+            }),
         )
         .map_err(RunError::Aws)?,
         secrets: Arc::new(crate::secrets::SecretService::new(

@@ -11,11 +11,17 @@
 //! starts, so a log line can say which one is in use):
 //! 1. `evergreen.aws.credentials` in the core configuration (static keys;
 //!    for development, since the file then holds a secret);
-//! 2. the supervisor's environment: `AWS_ACCESS_KEY_ID`,
+//! 2. the AWS IoT credentials provider (`evergreen.aws.iotCredEndpoint` and
+//!    `iotRoleAlias`): temporary credentials for the role alias, exchanged
+//!    with the core's certificate over mutual TLS, refreshed 5 minutes
+//!    before they expire (see [`iot`]);
+//! 3. the supervisor's environment: `AWS_ACCESS_KEY_ID`,
 //!    `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`;
-//! 3. the shared credentials file: `AWS_SHARED_CREDENTIALS_FILE` or
+//! 4. the shared credentials file: `AWS_SHARED_CREDENTIALS_FILE` or
 //!    `~/.aws/credentials`, profile `evergreen.aws.profile`, else
 //!    `AWS_PROFILE`, else `default`.
+
+pub mod iot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,8 +35,15 @@ use crate::config::AwsConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Config,
+    IotProvider {
+        endpoint: String,
+        role_alias: String,
+    },
     Environment,
-    SharedFile { path: PathBuf, profile: String },
+    SharedFile {
+        path: PathBuf,
+        profile: String,
+    },
     None,
 }
 
@@ -38,6 +51,15 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Config => f.write_str("evergreen.aws.credentials in the core configuration"),
+            Source::IotProvider {
+                endpoint,
+                role_alias,
+            } => {
+                write!(
+                    f,
+                    "the AWS IoT credentials provider {endpoint}, role alias {role_alias}"
+                )
+            }
             Source::Environment => {
                 f.write_str("AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
             }
@@ -86,6 +108,7 @@ impl AwsEnv {
 #[derive(Debug, Clone)]
 pub struct AwsAccess {
     credentials: Option<AwsCredentials>,
+    iot: Option<Arc<iot::IotProvider>>,
     source: Source,
     endpoints: BTreeMap<String, String>,
     region: String,
@@ -96,7 +119,43 @@ impl AwsAccess {
     /// operator pointed at it); no credentials at all is not: connectors
     /// that need them then say so in their status messages.
     pub fn resolve(config: &AwsConfig, env: &AwsEnv, region: &str) -> Result<Arc<Self>, String> {
-        let (credentials, source) = chain(config, env)?;
+        Self::resolve_with_iot(config, env, region, None)
+    }
+
+    /// As [`AwsAccess::resolve`], with the core's thing name and certificate
+    /// files for the IoT credentials provider when the configuration names
+    /// one. Naming only one of `iotCredEndpoint` and `iotRoleAlias` is an
+    /// error, as is the provider without certificate files.
+    pub fn resolve_with_iot(
+        config: &AwsConfig,
+        env: &AwsEnv,
+        region: &str,
+        core: Option<(&str, iot::TlsFiles)>,
+    ) -> Result<Arc<Self>, String> {
+        let mut iot_provider = None;
+        let (credentials, source) = match (&config.iot_cred_endpoint, &config.iot_role_alias) {
+            _ if config.credentials.is_some() => chain(config, env)?,
+            (Some(endpoint), Some(alias)) => {
+                let (thing, files) = core.ok_or_else(|| {
+                    "iotCredEndpoint needs the core's certificate and key (coreThing.certPath, coreThing.keyPath)"
+                        .to_string()
+                })?;
+                iot_provider = Some(Arc::new(iot::IotProvider::new(
+                    endpoint, alias, thing, &files,
+                )?));
+                (
+                    None,
+                    Source::IotProvider {
+                        endpoint: endpoint.clone(),
+                        role_alias: alias.clone(),
+                    },
+                )
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("iotCredEndpoint and iotRoleAlias go together; one is missing".into())
+            }
+            (None, None) => chain(config, env)?,
+        };
         let mut endpoints = BTreeMap::new();
         if let Some(all) = &config.endpoint_url {
             for key in SERVICE_KEYS {
@@ -108,6 +167,7 @@ impl AwsAccess {
         }
         Ok(Arc::new(AwsAccess {
             credentials,
+            iot: iot_provider,
             source,
             endpoints,
             region: region.to_string(),
@@ -118,6 +178,7 @@ impl AwsAccess {
     pub fn none(region: &str) -> Arc<Self> {
         Arc::new(AwsAccess {
             credentials: None,
+            iot: None,
             source: Source::None,
             endpoints: BTreeMap::new(),
             region: region.to_string(),
@@ -139,6 +200,9 @@ impl AwsAccess {
 
     /// The credentials for a component that asked, or why there are none.
     pub async fn credentials(&self) -> Result<AwsCredentials, String> {
+        if let Some(iot) = &self.iot {
+            return iot.credentials().await;
+        }
         self.credentials.clone().ok_or_else(|| {
             "the core has no AWS credentials: set evergreen.aws in the core configuration, \
              AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the runtime's environment, or a shared \
@@ -333,6 +397,22 @@ mod tests {
         assert_eq!(access.endpoints()["firehose"], "http://127.0.0.1:5000");
         assert_eq!(access.endpoints()["sns"], "http://127.0.0.1:6000");
         assert!(!access.endpoints().contains_key("twilio"));
+    }
+
+    #[test]
+    fn the_iot_provider_needs_both_keys_and_the_core_certificate() {
+        let half = AwsConfig {
+            iot_cred_endpoint: Some("x.credentials.iot.eu-west-1.amazonaws.com".into()),
+            ..AwsConfig::default()
+        };
+        let e = AwsAccess::resolve(&half, &env(&[]), "eu-west-1").expect_err("half");
+        assert!(e.contains("iotRoleAlias"), "{e}");
+        let both = AwsConfig {
+            iot_role_alias: Some("role".into()),
+            ..half
+        };
+        let e = AwsAccess::resolve(&both, &env(&[]), "eu-west-1").expect_err("no cert");
+        assert!(e.contains("coreThing.certPath"), "{e}");
     }
 
     fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
