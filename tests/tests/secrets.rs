@@ -595,6 +595,18 @@ fn each_deployment_rotates_the_data_key_new_values_apply_and_removed_resources_l
         "{t}"
     );
     assert_no_leak(&root);
+
+    // A group without secret resources leaves no deployed copies at all.
+    let none = dir.join("none.json");
+    std::fs::write(
+        &none,
+        evergreen_tests::group(vec![function("idle", "record /dev/null")], vec![]).to_string(),
+    )
+    .expect("write");
+    let d = cli_in(&dir, &["deploy", &none.display().to_string()]);
+    assert!(d.status.success(), "{}", text(&d));
+    assert!(!root.join("secrets/deployed.json").exists());
+    assert!(root.join("secrets/core.key").exists(), "the core key stays");
 }
 
 #[test]
@@ -675,7 +687,8 @@ fn a_python_function_reads_granted_secrets_with_the_greengrasssdk() {
     let Some(sdk) = greengrasssdk_or_skip() else {
         return;
     };
-    let rig = Rig::new(&json!({ "coreThing": { "ggDaemonPort": free_port() } }));
+    let port = free_port().expect("a free port");
+    let rig = Rig::new(&json!({ "coreThing": { "ggDaemonPort": port } }));
     rig.put_file("greengrass-str", STR_VALUE.as_bytes());
     rig.put_stdin("greengrass-bin", BIN_VALUE);
     rig.put_file("greengrass-other", OTHER_VALUE.as_bytes());
@@ -746,8 +759,177 @@ fn a_python_function_reads_granted_secrets_with_the_greengrasssdk() {
     assert_no_leak(&rt.dir.path().join("root"));
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// A Secrets Manager client for `moto`.
+fn moto_client(moto: &Moto) -> evergreen_aws::AwsClient {
+    evergreen_aws::AwsClient::with_credentials(
+        REGION,
+        [("secretsmanager".to_string(), moto.url())]
+            .into_iter()
+            .collect(),
+        evergreen_ipc::AwsCredentials {
+            access_key_id: MOTO_ACCESS_KEY.into(),
+            secret_access_key: MOTO_SECRET_KEY.into(),
+            session_token: None,
+            expiration_ms: None,
+        },
+    )
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio")
+        .block_on(f)
+}
+
+#[test]
+fn secrets_are_fetched_from_secrets_manager_at_deployment_with_their_staging_labels() {
+    let Some(moto) = Moto::start() else { return };
+    let sm = moto_client(&moto);
+    let newer = "tok-BETA-version-SECRET";
+    let (str_arn, bin_arn) = block_on(async {
+        let created = sm
+            .json(
+                "secretsmanager",
+                "secretsmanager.CreateSecret",
+                &json!({ "Name": "greengrass-moto", "SecretString": STR_VALUE }),
+            )
+            .await
+            .expect("CreateSecret");
+        let str_arn = created["ARN"].as_str().expect("ARN").to_string();
+        sm.json(
+            "secretsmanager",
+            "secretsmanager.PutSecretValue",
+            &json!({ "SecretId": str_arn, "SecretString": newer, "VersionStages": ["BETA"] }),
+        )
+        .await
+        .expect("PutSecretValue");
+        let bin = sm
+            .json(
+                "secretsmanager",
+                "secretsmanager.CreateSecret",
+                &json!({ "Name": "greengrass-moto-bin", "SecretBinary": "AP8TN/6AAQ==" }),
+            )
+            .await
+            .expect("CreateSecret binary");
+        (str_arn, bin["ARN"].as_str().expect("ARN").to_string())
+    });
+    // Moto makes ARNs as Secrets Manager does: the name and a random suffix.
+    assert!(str_arn.contains(":secret:greengrass-moto-"), "{str_arn}");
+
+    let rig = Rig::new(&moto.core_config());
+    let dir = rig.dir.path().to_path_buf();
+    let group = with_resources(
+        group(
+            vec![
+                secret_fn(
+                    "current",
+                    "greengrass-moto",
+                    "-",
+                    &dir.join("current.jsonl"),
+                    &["Tok", "Bin"],
+                ),
+                secret_fn("beta", &str_arn, "BETA", &dir.join("beta.jsonl"), &["Tok"]),
+                secret_fn(
+                    "binary",
+                    "greengrass-moto-bin",
+                    "-",
+                    &dir.join("binary.jsonl"),
+                    &["Bin"],
+                ),
+                function(
+                    "feeder",
+                    &format!("feed {}", dir.join("feed.jsonl").display()),
+                ),
+            ],
+            vec![sub(
+                "poke",
+                &fn_arn("feeder"),
+                "poke/current",
+                &fn_arn("current"),
+            )],
+        ),
+        vec![
+            secret_resource("Tok", &str_arn, &["BETA"]),
+            secret_resource("Bin", &bin_arn, &[]),
+        ],
+    );
+    let rt = rig.start(&group);
+    let current = answers(&dir.join("current.jsonl"), 1);
+    assert_eq!(current[0]["ok"]["SecretString"], STR_VALUE, "{current:?}");
+    assert_eq!(current[0]["ok"]["ARN"], str_arn.as_str());
+    assert_eq!(current[0]["ok"]["Name"], "greengrass-moto");
+    assert_eq!(current[0]["ok"]["VersionStages"], json!(["AWSCURRENT"]));
+    let beta = answers(&dir.join("beta.jsonl"), 1);
+    assert_eq!(beta[0]["ok"]["SecretString"], newer, "{beta:?}");
+    assert_eq!(beta[0]["ok"]["VersionStages"], json!(["BETA"]));
+    assert_ne!(beta[0]["ok"]["VersionId"], current[0]["ok"]["VersionId"]);
+    let binary = answers(&dir.join("binary.jsonl"), 1);
+    assert_eq!(
+        binary[0]["ok"]["SecretBinaryHex"],
+        hex(BIN_VALUE),
+        "{binary:?}"
+    );
+    let root = dir.join("root");
+    assert!(files_containing(&root, newer.as_bytes()).is_empty());
+    assert_no_leak(&root);
+
+    // Secrets Manager unreachable: a redeployment keeps the copies of the
+    // previous deployment (re-encrypted under a new data key), with a warning.
+    let key1 = deployed(&root)["dataKey"].clone();
+    drop(moto);
+    let same = dir.join("same.json");
+    std::fs::write(&same, group.to_string()).expect("write");
+    let d = cli_in(&dir, &["deploy", &same.display().to_string()]);
+    assert!(d.status.success(), "{}", text(&d));
+    assert_ne!(deployed(&root)["dataKey"], key1);
+    std::fs::write(
+        dir.join("feed.jsonl"),
+        "{\"topic\":\"poke/current\",\"payload\":{}}\n",
+    )
+    .expect("feed");
+    let current = answers(&dir.join("current.jsonl"), 2);
+    assert_eq!(current[1]["ok"]["SecretString"], STR_VALUE, "{current:?}");
+    let system = read(&rt.log_path("system/runtime.log"));
+    assert!(system.contains("keeping the copy"), "{system}");
+}
+
+#[test]
+fn a_secret_missing_from_secrets_manager_fails_the_deployment() {
+    let Some(moto) = Moto::start() else { return };
+    let rig = Rig::new(&moto.core_config());
+    let arn = secret_arn("greengrass-absent-AbCdEf");
+    let g = with_resources(
+        group(
+            vec![secret_fn(
+                "reader",
+                &arn,
+                "-",
+                &rig.path("r.jsonl"),
+                &["Absent"],
+            )],
+            vec![],
+        ),
+        vec![secret_resource("Absent", &arn, &[])],
+    );
+    std::fs::write(rig.path("group.json"), g.to_string()).expect("group");
+    let out = Command::new(evergreen_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(rig.path("config.json"))
+        .arg("--group")
+        .arg(rig.path("group.json"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{t}");
+    assert!(
+        t.contains("\"Absent\"")
+            && t.contains(&arn)
+            && t.contains("secret can't be found")
+            && t.contains("ResourceNotFoundException"),
+        "{t}"
+    );
 }

@@ -96,17 +96,61 @@ pub fn merge(resource: &str, arn: &str, answers: Vec<PlainVersion>) -> Resolved 
     }
 }
 
-/// Downloads `arn` at every label of `stages`.
+/// Calls to one label before a retryable failure counts as transient.
+const ATTEMPTS: u32 = 3;
+
+/// Downloads `arn` at every label of `stages`, signed with `creds`, from
+/// the `secretsmanager` endpoint of `aws` (an override, or the public one
+/// for the core's region — the ARN's own region when it names another).
 pub async fn fetch(
-    _aws: &crate::aws::AwsAccess,
-    _creds: evergreen_ipc::AwsCredentials,
-    _resource: &str,
-    _arn: &str,
-    _stages: &[String],
+    aws: &crate::aws::AwsAccess,
+    creds: evergreen_ipc::AwsCredentials,
+    resource: &str,
+    arn: &str,
+    stages: &[String],
 ) -> Result<Resolved, FetchError> {
-    Err(FetchError::Failed(
-        "this build has no Secrets Manager client yet (evergreen_aws)".into(),
-    ))
+    let region = arn
+        .split(':')
+        .nth(3)
+        .filter(|r| !r.is_empty())
+        .unwrap_or(aws.region());
+    let client = evergreen_aws::AwsClient::with_credentials(region, aws.endpoints().clone(), creds);
+    let mut answers = Vec::new();
+    for stage in stages {
+        let body = serde_json::json!({ "SecretId": arn, "VersionStage": stage });
+        let mut backoff = evergreen_aws::Backoff::new(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(2),
+        );
+        let mut attempt = 0;
+        let answer = loop {
+            attempt += 1;
+            match client
+                .json("secretsmanager", "secretsmanager.GetSecretValue", &body)
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(classify(&e, stage)),
+            }
+        };
+        answers.push(parse_answer(&answer, stage)?);
+    }
+    Ok(merge(resource, arn, answers))
+}
+
+/// What a failed call means for the deployment.
+fn classify(e: &evergreen_aws::AwsError, stage: &str) -> FetchError {
+    let text = format!("GetSecretValue(VersionStage {stage}): {e}");
+    match e {
+        evergreen_aws::AwsError::Service { code, .. } if code == "ResourceNotFoundException" => {
+            FetchError::NotFound(text)
+        }
+        e if e.is_retryable() => FetchError::Transient(text),
+        _ => FetchError::Failed(text),
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ use std::sync::RwLock;
 
 use evergreen_ipc::SecretValue;
 use serde::{Deserialize, Serialize};
+#[cfg(test)]
+use serde_json::Value;
 
 use crate::group::plan::{GroupPlan, ResourceData};
 use crate::lambda::http::{base64_decode, base64_encode};
@@ -473,6 +475,24 @@ impl SecretService {
     /// Seals `resolved` under a fresh data key, writes `deployed.json` and
     /// makes it (with `plan`'s grants) what requests are answered from.
     pub fn install(&self, plan: &GroupPlan, resolved: Vec<Resolved>) -> Result<(), SecretError> {
+        if resolved.is_empty() {
+            // Nothing to keep: no key file is created for a group without
+            // secrets, and the previous deployment's copies are deleted.
+            let path = self.dir.join(DEPLOYED_FILE);
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!(
+                    "secrets: the group has no secret resources; deployed copies removed"
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SecretError::io(&path, e)),
+            }
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(State {
+                data_key: Key::random()?,
+                secrets: BTreeMap::new(),
+                grants: BTreeMap::new(),
+            });
+            return Ok(());
+        }
         let core = crypto::core_key(&self.dir)?;
         let data_key = Key::random()?;
         let mut secrets = BTreeMap::new();
@@ -517,12 +537,10 @@ impl SecretService {
             secrets,
             grants,
         });
-        if !resolved.is_empty() {
-            log::info!(
-                "secrets: {} secret resources deployed under a new data key",
-                resolved.len()
-            );
-        }
+        log::info!(
+            "secrets: {} secret resources deployed under a new data key",
+            resolved.len()
+        );
         Ok(())
     }
 
@@ -674,4 +692,167 @@ fn grants(plan: &GroupPlan) -> BTreeMap<String, BTreeSet<String>> {
             (arn.clone(), ids)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::plan::{
+        ComponentSpec, CoreSpec, Isolation, Launch, LoggerPlan, ResourceAccess, ResourceSpec, RunAs,
+    };
+    use evergreen_ipc::ComponentKind;
+
+    const TWILIO: &str = "arn:aws:greengrass:us-east-1::/connectors/TwilioNotifications/versions/4";
+    const OTHER: &str = "arn:aws:lambda:us-east-1:123456789012:function:other:1";
+    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-tok-AbCdEf";
+
+    fn component(arn: &str, resources: &[&str]) -> ComponentSpec {
+        ComponentSpec {
+            id: arn.into(),
+            arn: arn.into(),
+            kind: ComponentKind::Connector,
+            name: "c".into(),
+            launch: Launch::Connector {
+                name: "TwilioNotifications".into(),
+                version: 4,
+            },
+            parameters: BTreeMap::new(),
+            isolation: Isolation::NoContainer,
+            run_as: RunAs::default(),
+            pinned: true,
+            memory_kb: None,
+            timeout_s: 3,
+            resources: resources
+                .iter()
+                .map(|r| ResourceAccess {
+                    resource_id: r.to_string(),
+                    read_write: false,
+                })
+                .collect(),
+            secrets: Vec::new(),
+            aws: false,
+            log_file: PathBuf::from("c.log"),
+        }
+    }
+
+    /// A connector granted the `Tok` secret resource (its
+    /// `…SecretArn-ResourceId` parameter) and a function granted nothing.
+    fn plan() -> GroupPlan {
+        GroupPlan {
+            core: CoreSpec {
+                thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/core".into(),
+                thing_name: "core".into(),
+                region: "us-east-1".into(),
+                account: "123456789012".into(),
+                sync_shadow: false,
+            },
+            components: [
+                (TWILIO.to_string(), component(TWILIO, &["Tok"])),
+                (OTHER.to_string(), component(OTHER, &[])),
+            ]
+            .into_iter()
+            .collect(),
+            subscriptions: Vec::new(),
+            devices: BTreeMap::new(),
+            resources: [(
+                "Tok".to_string(),
+                ResourceSpec {
+                    id: "Tok".into(),
+                    name: "TwilioAuthToken".into(),
+                    data: ResourceData::Secret {
+                        arn: ARN.into(),
+                        additional_staging_labels: Vec::new(),
+                    },
+                },
+            )]
+            .into_iter()
+            .collect(),
+            loggers: LoggerPlan::default(),
+        }
+    }
+
+    fn deploy(service: &SecretService) {
+        let aws = crate::aws::AwsAccess::none("us-east-1");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(service.deploy(&plan(), &aws)).expect("deploy");
+    }
+
+    #[test]
+    fn only_the_granted_connector_gets_the_secret() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("secrets");
+        LocalStore::new(&dir)
+            .put("greengrass-tok", b"AC-token-value")
+            .expect("put");
+        let service = SecretService::new(&dir);
+        deploy(&service);
+        let v = service.get(TWILIO, ARN, None).expect("granted");
+        assert_eq!(v.secret_string.as_deref(), Some("AC-token-value"));
+        assert_eq!(v.name, "greengrass-tok");
+        assert_eq!(v.version_stages, ["AWSCURRENT"]);
+        let v = service
+            .get(TWILIO, "greengrass-tok", Some("AWSCURRENT"))
+            .expect("by name");
+        assert_eq!(v.arn, ARN);
+        let r = service.get(OTHER, ARN, None).expect_err("not granted");
+        assert_eq!(r.status, 403);
+        assert!(r.message.contains("not granted") && !r.message.contains("AC-token"));
+        let r = service
+            .get(TWILIO, ARN, Some("AWSPREVIOUS"))
+            .expect_err("stage");
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            service.get(TWILIO, "", None).expect_err("empty").status,
+            400
+        );
+        let r = service
+            .get("arn:unknown", ARN, None)
+            .expect_err("unknown component");
+        assert_eq!(r.status, 403);
+    }
+
+    #[test]
+    fn a_tampered_deployed_copy_is_not_used_and_rotation_changes_the_key() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("secrets");
+        LocalStore::new(&dir)
+            .put("greengrass-tok", b"AC-token-value")
+            .expect("put");
+        let service = SecretService::new(&dir);
+        deploy(&service);
+        let file = |d: &Path| -> Value {
+            serde_json::from_slice(&std::fs::read(d.join(DEPLOYED_FILE)).expect("read"))
+                .expect("json")
+        };
+        let first = file(&dir);
+        deploy(&service);
+        let second = file(&dir);
+        assert_ne!(first["dataKey"], second["dataKey"]);
+        assert_ne!(
+            first["secrets"][0]["versions"][0]["value"],
+            second["secrets"][0]["versions"][0]["value"]
+        );
+        // A fresh service reading the file whose value was altered cannot
+        // open it: the previous copies are unusable.
+        let mut bad = second.clone();
+        let value = bad["secrets"][0]["versions"][0]["value"]
+            .as_str()
+            .expect("value")
+            .to_string();
+        let mut bytes = base64_decode(&value).expect("b64");
+        bytes[14] ^= 1;
+        bad["secrets"][0]["versions"][0]["value"] = Value::String(base64_encode(&bytes));
+        std::fs::write(dir.join(DEPLOYED_FILE), bad.to_string()).expect("write");
+        let fresh = SecretService::new(&dir);
+        assert!(fresh.previous().is_empty());
+        let state = fresh.load_file().expect("load").expect("some");
+        let s = state.secrets.get("Tok").expect("Tok");
+        assert!(matches!(
+            open_secret(&state.data_key, s),
+            Err(SecretError::Corrupt { .. })
+        ));
+    }
 }
