@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod fault_proxy;
+pub mod iotanalytics_server;
+
 /// Region and account used by test ARNs.
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -587,7 +590,7 @@ pub fn http_request(
     Ok((status, body))
 }
 
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = raw.windows(2).position(|w| w == b"\r\n")?;

@@ -51,7 +51,8 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use evergreen_ipc::sdk::Handle;
 use evergreen_ipc::{AwsCredentials, ComponentConfig};
-use reqwest::Method;
+/// The HTTP method type [`AwsClient::rest_json`] takes (reqwest's).
+pub use reqwest::Method;
 
 /// Time allowed to open a connection (TCP and TLS).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
