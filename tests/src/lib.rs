@@ -314,6 +314,22 @@ pub fn vm_rss_kb(pid: i32) -> Option<u64> {
         .ok()
 }
 
+/// Prints the resident size of the runtime's child running `evergreen
+/// connector <name>` (NoContainer), for the record; not an assertion.
+pub fn print_connector_rss(rt: &Runtime, name: &str) {
+    let needle = format!("connector {name}");
+    match children_of(rt.pid())
+        .into_iter()
+        .find(|pid| cmdline(*pid).contains(&needle))
+    {
+        Some(pid) => eprintln!(
+            "{name} connector pid {pid}: VmRSS {} KiB",
+            vm_rss_kb(pid).map_or("?".to_string(), |k| k.to_string())
+        ),
+        None => eprintln!("{name} connector not found among the runtime's children"),
+    }
+}
+
 /// Why container mode (`GreengrassContainer`) cannot run here, or `None`:
 /// it needs root and a host where `evergreen check` passes. Tests that need
 /// it print the reason and skip.

@@ -157,6 +157,7 @@ fn iot_analytics_messages_go_out_in_signed_batches_per_channel() {
         ],
     );
     let got = wait_statuses(&rt, &record, 9);
+    print_connector_rss(&rt, "IoTAnalytics");
 
     for id in ["t1", "t2", "t3"] {
         assert_eq!(

@@ -221,6 +221,7 @@ fn sns_requests_reach_their_topics_and_bad_ones_fail_naming_the_field() {
         ],
     );
     let got = wait_statuses(&rt, &record, 8);
+    print_connector_rss(&rt, "SNS");
 
     // Successes carry the id SNS gave the message, which is what the
     // subscriber received.

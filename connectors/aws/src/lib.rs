@@ -480,10 +480,10 @@ impl AwsClient {
                         return Ok(c.clone());
                     }
                 }
-                let c = handle
-                    .aws_credentials()
-                    .await
-                    .map_err(|e| AwsError::Credentials(e.to_string()))?;
+                let c = handle.aws_credentials().await.map_err(|e| match e {
+                    evergreen_ipc::sdk::SdkError::Credentials(why) => AwsError::Credentials(why),
+                    other => AwsError::Credentials(other.to_string()),
+                })?;
                 *cached = Some(c.clone());
                 Ok(c)
             }
