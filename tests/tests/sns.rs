@@ -14,7 +14,7 @@ use std::time::Duration;
 use evergreen_aws::{xml_value, AwsClient};
 use evergreen_ipc::AwsCredentials;
 use evergreen_tests::fault_proxy::{Fault, FaultProxy};
-use evergreen_tests::*;
+use evergreen_tests::{require_containers, *};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -390,5 +390,35 @@ fn sns_5xx_and_throttling_answers_are_retried() {
     assert!(
         log.contains("ServiceUnavailable") && log.contains("Throttling"),
         "{log}"
+    );
+}
+
+#[test]
+fn sns_runs_in_a_greengrass_container_too() {
+    require_containers!();
+    let Some(moto) = Moto::start() else { return };
+    let cloud = Cloud::new(&moto);
+    let (alerts, alerts_q) = cloud.topic_with_queue("alerts");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (feed_file, record) = (dir.path().join("feed"), dir.path().join("rec"));
+    let g = sns_group(
+        &feed_file,
+        &record,
+        json!({ "DefaultSNSArn": alerts, "IsolationMode": "GreengrassContainer" }),
+    );
+    let rt = Runtime::start_config(&g, &moto.core_config(), &[]);
+    feed(
+        &feed_file,
+        &[json!({"request": {"message": "from a container"}, "id": "c1"})],
+    );
+    let got = wait_statuses(&rt, &record, 1);
+    let status = by_id(&got, "c1");
+    assert_eq!(status["response"]["status"], "success", "{status}");
+    let delivered = cloud.receive(&alerts_q);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["Message"], "from a container");
+    assert_eq!(
+        delivered[0]["MessageId"],
+        status["response"]["sns_message_id"]
     );
 }
