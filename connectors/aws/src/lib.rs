@@ -41,6 +41,18 @@
 //! without spaces (e.g. `ServiceUnavailable`). [`AwsError::is_retryable`]
 //! says whether trying again later can help: no answer, a 5xx, a 429, a
 //! throttling code, or no credentials yet.
+//!
+//! **API.** The contract of issue #7 (`http_client`, `AwsClient::{new,
+//! with_credentials, endpoint, json, query, rest_json}`, `AwsError` with
+//! `is_retryable`, `Backoff`, `xml_value`) is unchanged; added to it:
+//! `AwsClient::with_region` / `region` (a connector's `PublishRegion`, an
+//! SNS topic in another region), `AwsError::code` / `message` (a status
+//! message's `error` / `error_message`), `classify` and `form_encode` (the
+//! pure parts, public for tests), and the re-exported `Method`.
+//!
+//! **Tests.** moto does not check signatures, so the signing is checked by
+//! the IoT Analytics stand-in of the integration tests
+//! (`tests/src/iotanalytics_server.rs`), which verifies SigV4 from scratch.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
