@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod fault_proxy;
+pub mod iotanalytics_server;
+
 /// Region and account used by test ARNs.
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -351,6 +354,22 @@ pub fn vm_rss_kb(pid: i32) -> Option<u64> {
         .ok()
 }
 
+/// Prints the resident size of the runtime's child running `evergreen
+/// connector <name>` (NoContainer), for the record; not an assertion.
+pub fn print_connector_rss(rt: &Runtime, name: &str) {
+    let needle = format!("connector {name}");
+    match children_of(rt.pid())
+        .into_iter()
+        .find(|pid| cmdline(*pid).contains(&needle))
+    {
+        Some(pid) => eprintln!(
+            "{name} connector pid {pid}: VmRSS {} KiB",
+            vm_rss_kb(pid).map_or("?".to_string(), |k| k.to_string())
+        ),
+        None => eprintln!("{name} connector not found among the runtime's children"),
+    }
+}
+
 /// Why container mode (`GreengrassContainer`) cannot run here, or `None`:
 /// it needs root and a host where `evergreen check` passes. Tests that need
 /// it print the reason and skip.
@@ -627,7 +646,7 @@ pub fn http_request(
     Ok((status, body))
 }
 
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
