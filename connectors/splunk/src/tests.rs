@@ -229,3 +229,24 @@ fn messages() {
         json!({"response": {"error": "UnauthorizedException", "error_message": "invalid splunk token", "status": "fail"}})
     );
 }
+
+#[test]
+fn a_custom_ca_file_adds_roots() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cert = rcgen::generate_simple_self_signed(vec!["splunk.local".to_string()])
+        .expect("self-signed certificate");
+    let pem = dir.path().join("splunk.crt");
+    std::fs::write(&pem, cert.cert.pem()).expect("write");
+    let roots = load_ca(&pem).expect("PEM with one certificate");
+    assert_eq!(roots, vec![cert.cert.der().to_vec()]);
+    http::client(&roots).expect("a client trusting it");
+
+    let not_pem = dir.path().join("not.crt");
+    std::fs::write(&not_pem, "hello").expect("write");
+    assert!(load_ca(&not_pem)
+        .expect_err("no certificate")
+        .contains("no certificate"));
+    assert!(load_ca(&dir.path().join("missing.crt"))
+        .expect_err("missing")
+        .contains("cannot read"));
+}
