@@ -50,6 +50,26 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_serial_stream::MANIFEST,
         main: || Box::pin(evergreen_connector_serial_stream::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_twilio::MANIFEST,
+        main: || Box::pin(evergreen_connector_twilio::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_splunk::MANIFEST,
+        main: || Box::pin(evergreen_connector_splunk::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_servicenow::MANIFEST,
+        main: || Box::pin(evergreen_connector_servicenow::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_sns::MANIFEST,
+        main: || Box::pin(evergreen_connector_sns::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_iot_analytics::MANIFEST,
+        main: || Box::pin(evergreen_connector_iot_analytics::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.

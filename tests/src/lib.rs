@@ -5,11 +5,16 @@
 //! Every wait polls with a deadline; nothing sleeps a fixed time to "let
 //! things settle", and nothing binds a fixed port.
 
+pub mod http_recorder;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+pub mod fault_proxy;
+pub mod iotanalytics_server;
 
 /// Region and account used by test ARNs.
 pub const REGION: &str = "us-east-1";
@@ -146,7 +151,17 @@ impl Runtime {
     /// Like [`Runtime::start`], with `patch` merged over the whole test
     /// configuration (`{"runtime": {...}, "evergreen": {...}}`).
     pub fn start_config(group: &Value, patch: &Value, env: &[(&str, &std::ffi::OsStr)]) -> Runtime {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Runtime::start_config_in(tempfile::tempdir().expect("temp dir"), group, patch, env)
+    }
+
+    /// Like [`Runtime::start_config`], in a directory the test prepared
+    /// (e.g. secrets put into `<dir>/root` first, see [`put_secret`]).
+    pub fn start_config_in(
+        dir: tempfile::TempDir,
+        group: &Value,
+        patch: &Value,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Runtime {
         let root = dir.path().join("root");
         let group_path = dir.path().join("group.json");
         let config_path = dir.path().join("config.json");
@@ -216,6 +231,34 @@ impl Drop for Runtime {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Puts a secret value into the store of the runtime root `root` with the
+/// CLI (`evergreen secrets put NAME --from-file F --root ROOT`), as an
+/// operator would before starting the runtime. `Err` says why not (a build
+/// without the secret store).
+pub fn put_secret(root: &Path, name: &str, value: &[u8]) -> Result<(), String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("create {}: {e}", root.display()))?;
+    let file = root.with_extension(format!("secret-{name}"));
+    std::fs::write(&file, value).map_err(|e| format!("write {}: {e}", file.display()))?;
+    let out = Command::new(evergreen_bin())
+        .args(["secrets", "put", name, "--from-file"])
+        .arg(&file)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .map_err(|e| format!("cannot run evergreen secrets put: {e}"))?;
+    let _ = std::fs::remove_file(&file);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "evergreen secrets put {name} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -309,6 +352,22 @@ pub fn vm_rss_kb(pid: i32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Prints the resident size of the runtime's child running `evergreen
+/// connector <name>` (NoContainer), for the record; not an assertion.
+pub fn print_connector_rss(rt: &Runtime, name: &str) {
+    let needle = format!("connector {name}");
+    match children_of(rt.pid())
+        .into_iter()
+        .find(|pid| cmdline(*pid).contains(&needle))
+    {
+        Some(pid) => eprintln!(
+            "{name} connector pid {pid}: VmRSS {} KiB",
+            vm_rss_kb(pid).map_or("?".to_string(), |k| k.to_string())
+        ),
+        None => eprintln!("{name} connector not found among the runtime's children"),
+    }
 }
 
 /// Why container mode (`GreengrassContainer`) cannot run here, or `None`:
@@ -587,7 +646,7 @@ pub fn http_request(
     Ok((status, body))
 }
 
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = raw.windows(2).position(|w| w == b"\r\n")?;

@@ -41,6 +41,18 @@
 //! without spaces (e.g. `ServiceUnavailable`). [`AwsError::is_retryable`]
 //! says whether trying again later can help: no answer, a 5xx, a 429, a
 //! throttling code, or no credentials yet.
+//!
+//! **API.** The contract of issue #7 (`http_client`, `AwsClient::{new,
+//! with_credentials, endpoint, json, query, rest_json}`, `AwsError` with
+//! `is_retryable`, `Backoff`, `xml_value`) is unchanged; added to it:
+//! `AwsClient::with_region` / `region` (a connector's `PublishRegion`, an
+//! SNS topic in another region), `AwsError::code` / `message` (a status
+//! message's `error` / `error_message`), `classify` and `form_encode` (the
+//! pure parts, public for tests), and the re-exported `Method`.
+//!
+//! **Tests.** moto does not check signatures, so the signing is checked by
+//! the IoT Analytics stand-in of the integration tests
+//! (`tests/src/iotanalytics_server.rs`), which verifies SigV4 from scratch.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +63,8 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use evergreen_ipc::sdk::Handle;
 use evergreen_ipc::{AwsCredentials, ComponentConfig};
-use reqwest::Method;
+/// The HTTP method type [`AwsClient::rest_json`] takes (reqwest's).
+pub use reqwest::Method;
 
 /// Time allowed to open a connection (TCP and TLS).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -479,10 +492,10 @@ impl AwsClient {
                         return Ok(c.clone());
                     }
                 }
-                let c = handle
-                    .aws_credentials()
-                    .await
-                    .map_err(|e| AwsError::Credentials(e.to_string()))?;
+                let c = handle.aws_credentials().await.map_err(|e| match e {
+                    evergreen_ipc::sdk::SdkError::Credentials(why) => AwsError::Credentials(why),
+                    other => AwsError::Credentials(other.to_string()),
+                })?;
                 *cached = Some(c.clone());
                 Ok(c)
             }
@@ -894,6 +907,102 @@ mod tests {
         assert!(!fresh(&c, 1_000_000 - 300_000));
         c.expiration_ms = None;
         assert!(fresh(&c, u64::MAX));
+    }
+
+    /// `AwsClient::new` over a real IPC link: the supervisor's refusal comes
+    /// through as retryable, an answer is cached, and one that expires
+    /// within 5 minutes is asked for again.
+    #[tokio::test]
+    async fn supervisor_credentials_are_cached_until_near_expiry() {
+        use evergreen_ipc::codec::{FrameReader, DEFAULT_MAX_FRAME};
+        use evergreen_ipc::link::{expect_child_hello, SupervisorLink};
+        use evergreen_ipc::sdk::Component;
+        use evergreen_ipc::{ComponentKind, FromChild, LogLevel};
+        use std::sync::atomic::AtomicUsize;
+
+        let config = ComponentConfig {
+            arn: "arn:aws:greengrass:us-east-1::/connectors/SNS/versions/4".into(),
+            kind: ComponentKind::Connector,
+            id: "sns".into(),
+            parameters: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            secrets: vec![],
+            log_level: LogLevel::Info,
+            core_thing_name: "core".into(),
+            region: "eu-west-1".into(),
+            endpoints: BTreeMap::from([("sns".to_string(), "http://127.0.0.1:9".to_string())]),
+        };
+        let (sup_w, child_r) = tokio::io::duplex(1 << 16);
+        let (child_w, sup_r) = tokio::io::duplex(1 << 16);
+        let mut sup = SupervisorLink::new(sup_w, DEFAULT_MAX_FRAME);
+        sup.start(&config).await.expect("start");
+        let component = Component::connect_with(child_r, child_w, DEFAULT_MAX_FRAME)
+            .await
+            .expect("connect");
+        let mut reader = FrameReader::new(sup_r, DEFAULT_MAX_FRAME);
+        expect_child_hello(&mut reader).await.expect("hello");
+
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        tokio::spawn(async move {
+            let now = now_ms();
+            let creds = |key: &str, expires_in_ms: u64| AwsCredentials {
+                access_key_id: key.into(),
+                secret_access_key: "wJalrXUtnFEMI".into(),
+                session_token: Some("token".into()),
+                expiration_ms: Some(now + expires_in_ms),
+            };
+            let answers = [
+                Err("the core has no AWS credentials".to_string()),
+                Ok(creds("SOON", 60_000)),
+                Ok(creds("LATER", 3_600_000)),
+            ];
+            let mut answers = answers.into_iter();
+            while let Ok(Some(frame)) = reader.read_frame::<FromChild>().await {
+                if let FromChild::GetCredentials { request_id } = frame {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let answer = answers.next().unwrap_or(Err("no more".into()));
+                    if sup.credentials(request_id, answer).await.is_err()
+                        || sup.flush().await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+
+        let aws = AwsClient::new(component.config(), component.handle());
+        assert_eq!(aws.endpoint("sns"), "http://127.0.0.1:9");
+        let err = aws.credentials().await.expect_err("refused");
+        assert_eq!(
+            err,
+            AwsError::Credentials("the core has no AWS credentials".into())
+        );
+        assert!(err.is_retryable());
+        let soon = aws.credentials().await.expect("first credentials");
+        assert_eq!(soon.access_key_id, "SOON");
+        let later = aws
+            .credentials()
+            .await
+            .expect("asked again: SOON expires within 5 minutes");
+        assert_eq!(later.access_key_id, "LATER");
+        for _ in 0..3 {
+            assert_eq!(
+                aws.clone()
+                    .credentials()
+                    .await
+                    .expect("cached")
+                    .access_key_id,
+                "LATER"
+            );
+        }
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            3,
+            "cached answers are not asked for again"
+        );
+        aws.forget_credentials().await;
+        assert!(matches!(aws.credentials().await, Err(AwsError::Credentials(m)) if m == "no more"));
     }
 
     #[test]

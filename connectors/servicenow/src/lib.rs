@@ -1,0 +1,706 @@
+//! The `ServiceNowMetricBaseIntegration` connector (Greengrass versions
+//! 1–4): metrics published on `servicenow/metricbase/metric` go to
+//! ServiceNow MetricBase, in batches, answered on
+//! `servicenow/metricbase/metric/status`.
+//!
+//! **What it calls.** The Clotho time-series API, `POST
+//! <base>/api/now/v1/clotho/put` with the body the reference gives, one
+//! request per series in a batch:
+//! `{"seriesRef":{"subject":…,"table":…,"metric":…},"values":[{"timestamp":…,"value":…},…]}`,
+//! with HTTP basic auth. `<base>` is `https://<InstanceName>.service-now.com`,
+//! or the core configuration's `evergreen.aws.endpoints.servicenow` (tests;
+//! `ComponentConfig::endpoints["servicenow"]`).
+//!
+//! **Credentials** are the secret `AuthSecretArn` (granted through
+//! `AuthSecretArn-ResourceId`): a JSON text with `user` and `password`.
+//! Read at start, and again before a send while it cannot be read; while
+//! it cannot, metrics stay buffered and each attempt publishes a fail
+//! status with `SecretError` saying which secret and why (a missing key is
+//! named, a value never).
+//!
+//! **Input** (`request`): `subject` (string), `metric_name` (string),
+//! `value` (number), optional `table` (string; default
+//! `DefaultTableName`) and `timestamp` (`YYYY-MM-DDTHH:MM:SS`, UTC; default
+//! the time the connector received it). The reference documents no `id`;
+//! when an input has a string `id` it is echoed in its failure status.
+//!
+//! **Buffer and batches.** Accepted metrics wait in a buffer of
+//! `MaxMetricsToRetain` (0 is taken as 1); when it is full the oldest is
+//! replaced by the newer one (the reference's rule), logged at WARN and
+//! reported as a fail status `MetricDroppedException` naming the dropped
+//! metric. A batch of up to `PublishBatchSize` metrics (0 is taken as 1)
+//! is sent when that many wait or when `PublishInterval` seconds passed
+//! since the last publish. Values of the same series (table, subject,
+//! metric) in a batch go in one request, in arrival order.
+//!
+//! **Status messages.** Per series sent, the reference's success shape
+//! `{"response":{"metric_name":…,"table_name":…,"processed_on":…,"response_id":…,"status":"success","values":[…]}}`;
+//! `processed_on` is the UTC time of the answer, and `response_id` is
+//! Evergreen's own id for the request (the reference does not say where
+//! Greengrass took it from): `sn-<unix ms>-<counter>`. Failures:
+//! `{"response":{"error":…,"error_message":…,"status":"fail"}}` with
+//! `InvalidInputException` (bad input, naming the field; and a 400 from
+//! ServiceNow), `UnauthorizedException` (401/403), `ServiceNowException`
+//! (other refusals), `SecretError`, `MetricDroppedException`.
+//!
+//! **[doc inconsistency] `PublishInterval`** is documented as 1–900, but
+//! its pattern (`[1-9]|[1-9]\d|[1-9]\d\d|900`) also admits 901–999; the
+//! pattern is kept as printed and such values are taken as 900, with a
+//! warning.
+//!
+//! **Retries.** No answer (refused, reset, timeout), 5xx and 429 put the
+//! series not yet sent back at the front of the buffer, in order, and the
+//! batch is tried again after a backoff (1 s doubling to 60 s): nothing
+//! accepted is lost while the buffer has room.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
+use evergreen_ipc::{ComponentConfig, LogLevel};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+pub mod http;
+
+pub const INPUT_TOPIC: &str = "servicenow/metricbase/metric";
+pub const STATUS_TOPIC: &str = "servicenow/metricbase/metric/status";
+pub const PUT_PATH: &str = "/api/now/v1/clotho/put";
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+const PUBLISH_INTERVAL: &str = "PublishInterval";
+const BATCH_SIZE: &str = "PublishBatchSize";
+const INSTANCE: &str = "InstanceName";
+const DEFAULT_TABLE: &str = "DefaultTableName";
+const MAX_RETAIN: &str = "MaxMetricsToRetain";
+const SECRET_ARN: &str = "AuthSecretArn";
+const SECRET_RESOURCE: &str = "AuthSecretArn-ResourceId";
+
+pub static MANIFEST: ConnectorManifest = ConnectorManifest {
+    name: "ServiceNowMetricBaseIntegration",
+    versions: &[1, 2, 3, 4],
+    description: "Sends metrics published on servicenow/metricbase/metric to ServiceNow MetricBase \
+                  in batches, with basic auth from a secret; reports on \
+                  servicenow/metricbase/metric/status.",
+    parameters: &[
+        ParameterSpec::new(PUBLISH_INTERVAL, "Most seconds between publishes (1-900).")
+            .required()
+            .pattern("[1-9]|[1-9]\\d|[1-9]\\d\\d|900"),
+        ParameterSpec::new(
+            BATCH_SIZE,
+            "Most metric values per batch; a batch goes when this many wait or the interval passed.",
+        )
+        .required()
+        .pattern("^[0-9]+$"),
+        ParameterSpec::new(INSTANCE, "The ServiceNow instance name (myinstance for myinstance.service-now.com).")
+            .required()
+            .pattern(".+"),
+        ParameterSpec::new(DEFAULT_TABLE, "The table holding the series' GlideRecord, e.g. u_greengrass_app.")
+            .required()
+            .pattern(".+"),
+        ParameterSpec::new(
+            MAX_RETAIN,
+            "Most metrics kept while they cannot be sent; the oldest are replaced by newer ones.",
+        )
+        .required()
+        .pattern("^[0-9]+$"),
+        ParameterSpec::new(SECRET_ARN, "ARN of the secret with the keys user and password.")
+            .required()
+            .pattern("arn:aws:secretsmanager:[a-z0-9\\-]+:[0-9]{12}:secret:([a-zA-Z0-9\\\\]+/)*[a-zA-Z0-9/_+=,.@\\-]+-[a-zA-Z0-9]+"),
+        ParameterSpec::new(SECRET_RESOURCE, "Id of the group's secret resource for that secret.")
+            .required()
+            .pattern(".+")
+            .resource(ResourceKind::Secret),
+        ParameterSpec::new("IsolationMode", "GreengrassContainer (default) or NoContainer.")
+            .pattern("^NoContainer$|^GreengrassContainer$")
+            .default_value("GreengrassContainer")
+            .since(4),
+    ],
+    inputs: &[INPUT_TOPIC],
+    outputs: &[STATUS_TOPIC],
+    isolation: IsolationSupport {
+        container: true,
+        no_container: true,
+    },
+    pinned: true,
+    aws: false,
+};
+
+/// What the connector runs with, from its `ComponentConfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub interval: Duration,
+    pub batch_size: usize,
+    pub max_retain: usize,
+    pub default_table: String,
+    /// The instance's base URL, without a trailing `/`.
+    pub base: String,
+    pub secret_arn: String,
+}
+
+impl Settings {
+    /// The settings, and what to log about them once the link is up.
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
+        let mut notes = Vec::new();
+        let parameter = |name: &str| config.parameters.get(name).map(|v| v.trim().to_string());
+        let mut number = |name: &str, default: u64, min: u64, max: u64| match parameter(name)
+            .map(|v| v.parse::<u64>())
+        {
+            Some(Ok(n)) if (min..=max).contains(&n) => n,
+            Some(Ok(n)) => {
+                let used = n.clamp(min, max);
+                notes.push((LogLevel::Warn, format!("{name} {n} is taken as {used}")));
+                used
+            }
+            _ => {
+                notes.push((
+                    LogLevel::Warn,
+                    format!("{name} is missing or not a number; using {default}"),
+                ));
+                default
+            }
+        };
+        let interval = number(PUBLISH_INTERVAL, 10, 1, 900);
+        let batch_size = number(BATCH_SIZE, 100, 1, 100_000) as usize;
+        let max_retain = number(MAX_RETAIN, 1000, 1, 10_000_000) as usize;
+        let instance = parameter(INSTANCE).unwrap_or_default();
+        let base = match config.endpoints.get("servicenow") {
+            Some(url) => {
+                notes.push((
+                    LogLevel::Info,
+                    format!("MetricBase at {url} (endpoint override)"),
+                ));
+                url.trim_end_matches('/').to_string()
+            }
+            None => format!("https://{instance}.service-now.com"),
+        };
+        if max_retain < batch_size {
+            notes.push((
+                LogLevel::Warn,
+                format!("{MAX_RETAIN} {max_retain} is below {BATCH_SIZE} {batch_size}: batches never fill"),
+            ));
+        }
+        (
+            Settings {
+                interval: Duration::from_secs(interval),
+                batch_size,
+                max_retain,
+                default_table: parameter(DEFAULT_TABLE).unwrap_or_default(),
+                base,
+                secret_arn: parameter(SECRET_ARN).unwrap_or_default(),
+            },
+            notes,
+        )
+    }
+}
+
+/// One accepted metric value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub subject: String,
+    pub metric_name: String,
+    pub table: String,
+    pub value: f64,
+    pub timestamp: String,
+}
+
+/// Why an input is refused: the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub id: Option<String>,
+    pub message: String,
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` in UTC.
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Whether `s` is a `YYYY-MM-DDTHH:MM:SS` date and time.
+pub fn is_timestamp(s: &str) -> bool {
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(s, &format).is_ok()
+}
+
+/// Checks an input against the reference; `now` is the default timestamp.
+pub fn parse_input(payload: &[u8], default_table: &str, now: &str) -> Result<Metric, Invalid> {
+    let value: Value = serde_json::from_slice(payload).map_err(|e| Invalid {
+        id: None,
+        message: format!("the payload is not JSON: {e}"),
+    })?;
+    let Value::Object(top) = value else {
+        return Err(Invalid {
+            id: None,
+            message: "the payload is not a JSON object".into(),
+        });
+    };
+    let id = top.get("id").and_then(Value::as_str).map(str::to_string);
+    let fail = |message: String| {
+        Err(Invalid {
+            id: id.clone(),
+            message,
+        })
+    };
+    let request = match top.get("request") {
+        Some(Value::Object(r)) => r,
+        None | Some(Value::Null) => return fail("request is required".into()),
+        Some(_) => return fail("request must be an object".into()),
+    };
+    let text = |key: &str, required: bool| -> Result<Option<String>, String> {
+        match request.get(key) {
+            None | Some(Value::Null) if required => Err(format!("request.{key} is required")),
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Err(format!("request.{key} cannot be empty")),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("request.{key} must be a string")),
+        }
+    };
+    let subject = match text("subject", true) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return fail(e),
+    };
+    let metric_name = match text("metric_name", true) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return fail(e),
+    };
+    let table = match text("table", false) {
+        Ok(t) => t.unwrap_or_else(|| default_table.to_string()),
+        Err(e) => return fail(e),
+    };
+    let value = match request.get("value") {
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if v.is_finite() => v,
+            _ => return fail(format!("request.value {n} is not a finite number")),
+        },
+        None | Some(Value::Null) => return fail("request.value is required".into()),
+        Some(_) => return fail("request.value must be a number (metric value is invalid)".into()),
+    };
+    let timestamp = match text("timestamp", false) {
+        Ok(Some(t)) if is_timestamp(&t) => t,
+        Ok(Some(t)) => {
+            return fail(format!(
+                "request.timestamp {t:?} is not YYYY-MM-DDTHH:MM:SS (e.g. 2018-10-14T10:30:00)"
+            ))
+        }
+        Ok(None) => now.to_string(),
+        Err(e) => return fail(e),
+    };
+    Ok(Metric {
+        subject,
+        metric_name,
+        table,
+        value,
+        timestamp,
+    })
+}
+
+/// One request's worth: the values of one series, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub subject: String,
+    pub table: String,
+    pub metric: String,
+    pub values: Vec<(String, f64)>,
+}
+
+impl Series {
+    /// The Clotho body.
+    pub fn body(&self) -> Value {
+        json!({
+            "seriesRef": { "subject": self.subject, "table": self.table, "metric": self.metric },
+            "values": self.values_json(),
+        })
+    }
+
+    fn values_json(&self) -> Vec<Value> {
+        self.values
+            .iter()
+            .map(|(t, v)| json!({ "timestamp": t, "value": v }))
+            .collect()
+    }
+
+    fn into_metrics(self) -> impl Iterator<Item = Metric> {
+        let (subject, table, metric) = (self.subject, self.table, self.metric);
+        self.values
+            .into_iter()
+            .map(move |(timestamp, value)| Metric {
+                subject: subject.clone(),
+                metric_name: metric.clone(),
+                table: table.clone(),
+                value,
+                timestamp,
+            })
+    }
+}
+
+/// Groups a batch by series, keeping the order of first appearance.
+pub fn group(batch: Vec<Metric>) -> Vec<Series> {
+    let mut out: Vec<Series> = Vec::new();
+    for m in batch {
+        match out
+            .iter_mut()
+            .find(|s| s.subject == m.subject && s.table == m.table && s.metric == m.metric_name)
+        {
+            Some(s) => s.values.push((m.timestamp, m.value)),
+            None => out.push(Series {
+                subject: m.subject,
+                table: m.table,
+                metric: m.metric_name,
+                values: vec![(m.timestamp, m.value)],
+            }),
+        }
+    }
+    out
+}
+
+/// The success status for a series.
+pub fn success_status(series: &Series, processed_on: &str, response_id: &str) -> Value {
+    json!({ "response": {
+        "metric_name": series.metric,
+        "table_name": series.table,
+        "processed_on": processed_on,
+        "response_id": response_id,
+        "status": "success",
+        "values": series.values_json(),
+    }})
+}
+
+/// A failure status.
+pub fn fail_status(error: &str, message: &str, id: Option<&str>) -> Value {
+    let mut v =
+        json!({ "response": { "error": error, "error_message": message, "status": "fail" } });
+    if let Some(id) = id {
+        v["id"] = json!(id);
+    }
+    v
+}
+
+/// Basic-auth credentials from the secret's JSON.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Reads `user` and `password` from the secret text; errors never quote it.
+pub fn parse_credentials(arn: &str, text: &str) -> Result<Credentials, String> {
+    let json: Value = serde_json::from_str(text)
+        .map_err(|_| format!("secret {arn} is not JSON with the keys user and password"))?;
+    let key = |k: &str| {
+        json.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("secret {arn} has no string key {k:?}"))
+    };
+    Ok(Credentials {
+        user: key("user")?,
+        password: key("password")?,
+    })
+}
+
+/// How a series' request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    Retry(String),
+    Fail {
+        error: &'static str,
+        message: String,
+    },
+}
+
+/// Sends one series.
+pub async fn send_series(
+    client: &reqwest::Client,
+    base: &str,
+    credentials: &Credentials,
+    series: &Series,
+) -> Result<(), SendError> {
+    let response = client
+        .post(format!("{base}{PUT_PATH}"))
+        .basic_auth(&credentials.user, Some(&credentials.password))
+        .header("Accept", "application/json")
+        .json(&series.body())
+        .send()
+        .await
+        .map_err(|e| SendError::Retry(http::describe(&e)))?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    // ServiceNow's error body: {"error":{"message":…,"detail":…},"status":"failure"}.
+    let text = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|j| {
+            j.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| http::quote(&body));
+    let message = format!("HTTP {status}: {text}");
+    Err(match status {
+        429 | 500.. => SendError::Retry(message),
+        401 | 403 => SendError::Fail {
+            error: "UnauthorizedException",
+            message,
+        },
+        400 => SendError::Fail {
+            error: "InvalidInputException",
+            message,
+        },
+        _ => SendError::Fail {
+            error: "ServiceNowException",
+            message,
+        },
+    })
+}
+
+/// What a batch's sender hands back.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Statuses to publish, in order.
+    statuses: Vec<Value>,
+    /// Series not sent because of a retryable failure, and why.
+    retry: Option<(Vec<Series>, String)>,
+}
+
+async fn send_all(
+    client: reqwest::Client,
+    base: String,
+    credentials: Credentials,
+    batch: Vec<Series>,
+    counter: u64,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut rest = batch.into_iter();
+    let mut n = counter;
+    while let Some(series) = rest.next() {
+        match send_series(&client, &base, &credentials, &series).await {
+            Ok(()) => {
+                n += 1;
+                let now = time::OffsetDateTime::now_utc();
+                let id = format!("sn-{}-{n}", now.unix_timestamp_nanos() / 1_000_000);
+                outcome
+                    .statuses
+                    .push(success_status(&series, &format_time(now), &id));
+            }
+            Err(SendError::Retry(message)) => {
+                let mut unsent = vec![series];
+                unsent.extend(rest);
+                outcome.retry = Some((unsent, message));
+                break;
+            }
+            Err(SendError::Fail { error, message }) => {
+                outcome.statuses.push(fail_status(
+                    error,
+                    &format!(
+                        "{} values of {} ({}/{}) refused: {message}",
+                        series.values.len(),
+                        series.metric,
+                        series.table,
+                        series.subject
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
+    outcome
+}
+
+async fn publish(handle: &Handle, status: &Value) -> Result<(), SdkError> {
+    match handle.publish(STATUS_TOPIC, status.to_string()).await {
+        Err(SdkError::Closed) => Err(SdkError::Closed),
+        Err(e) => {
+            handle.error(format!("status not published: {e}"));
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+async fn read_credentials(handle: &Handle, arn: &str) -> Result<Credentials, String> {
+    match handle.get_secret(arn, None).await {
+        Ok(secret) => match secret.secret_string {
+            Some(s) => parse_credentials(arn, &s),
+            None => Err(format!("secret {arn} is binary; it must be JSON text")),
+        },
+        Err(e) => Err(format!("cannot read the credentials secret {arn}: {e}")),
+    }
+}
+
+type Sending = tokio::task::JoinHandle<Outcome>;
+
+async fn wait_sending(sending: &mut Option<Sending>) -> Option<Outcome> {
+    match sending.as_mut() {
+        Some(h) => {
+            let out = h.await.ok();
+            *sending = None;
+            out
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the connector over stdio until the supervisor says stop.
+pub async fn run() -> Result<(), SdkError> {
+    let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
+    let client = evergreen_aws::http_client();
+    let mut credentials = match read_credentials(&handle, &settings.secret_arn).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            handle.error(format!(
+                "{e}; metrics are kept buffered until it can be read"
+            ));
+            None
+        }
+    };
+    let mut buffer: VecDeque<Metric> = VecDeque::new();
+    let mut sending: Option<Sending> = None;
+    let mut backoff = FIRST_BACKOFF;
+    let mut not_before = Instant::now();
+    let mut last_publish = Instant::now();
+    let mut counter = 0u64;
+    // A retryable failure: try again once the backoff ends.
+    let mut retry_pending = false;
+    loop {
+        let due = retry_pending
+            || buffer.len() >= settings.batch_size
+            || last_publish.elapsed() >= settings.interval;
+        if sending.is_none() && due && !buffer.is_empty() && Instant::now() >= not_before {
+            if credentials.is_none() {
+                match read_credentials(&handle, &settings.secret_arn).await {
+                    Ok(c) => {
+                        handle.info(format!("credentials secret {} read", settings.secret_arn));
+                        credentials = Some(c);
+                    }
+                    Err(e) => {
+                        handle.warn(format!("{e}; {} metrics kept buffered", buffer.len()));
+                        publish(&handle, &fail_status("SecretError", &e, None)).await?;
+                        not_before = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            if let Some(creds) = credentials.clone() {
+                let n = settings.batch_size.min(buffer.len());
+                let batch: Vec<Metric> = buffer.drain(..n).collect();
+                let series = group(batch);
+                let first = counter;
+                counter += series.len() as u64;
+                last_publish = Instant::now();
+                retry_pending = false;
+                sending = Some(tokio::spawn(send_all(
+                    client.clone(),
+                    settings.base.clone(),
+                    creds,
+                    series,
+                    first,
+                )));
+            }
+        }
+        // When to look again without an event: the interval's end, or the
+        // end of a backoff.
+        let wake = if buffer.is_empty() || sending.is_some() {
+            Instant::now() + Duration::from_secs(3600)
+        } else if retry_pending {
+            not_before
+        } else {
+            (last_publish + settings.interval).max(not_before)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            done = wait_sending(&mut sending) => {
+                let Some(outcome) = done else {
+                    handle.error("a batch's sender stopped unexpectedly");
+                    continue;
+                };
+                for status in &outcome.statuses {
+                    publish(&handle, status).await?;
+                }
+                match outcome.retry {
+                    None => backoff = FIRST_BACKOFF,
+                    Some((unsent, message)) => {
+                        let count: usize = unsent.iter().map(|s| s.values.len()).sum();
+                        handle.warn(format!("{count} metric values not sent ({message}); retrying in {} ms", backoff.as_millis()));
+                        for m in unsent.into_iter().flat_map(Series::into_metrics).collect::<Vec<_>>().into_iter().rev() {
+                            buffer.push_front(m);
+                        }
+                        while buffer.len() > settings.max_retain {
+                            if let Some(old) = buffer.pop_front() {
+                                report_dropped(&handle, &old, settings.max_retain).await?;
+                            }
+                        }
+                        not_before = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        retry_pending = true;
+                    }
+                }
+            }
+            event = component.next_event() => match event {
+                None | Some(Event::Shutdown { .. }) => break,
+                Some(Event::Refused { topic, reason }) => {
+                    handle.warn(format!("publish on {topic} refused: {reason}"))
+                }
+                Some(Event::Message(m)) => {
+                    let now = format_time(time::OffsetDateTime::now_utc());
+                    match parse_input(&m.payload, &settings.default_table, &now) {
+                        Ok(metric) => {
+                            if buffer.len() >= settings.max_retain {
+                                if let Some(old) = buffer.pop_front() {
+                                    report_dropped(&handle, &old, settings.max_retain).await?;
+                                }
+                            }
+                            buffer.push_back(metric);
+                        }
+                        Err(invalid) => {
+                            handle.warn(format!("input refused: {}", invalid.message));
+                            publish(&handle, &fail_status("InvalidInputException", &invalid.message, invalid.id.as_deref())).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !buffer.is_empty() {
+        handle.warn(format!("stopping with {} metrics not sent", buffer.len()));
+    }
+    handle.info("stopping");
+    Ok(())
+}
+
+async fn report_dropped(handle: &Handle, old: &Metric, max: usize) -> Result<(), SdkError> {
+    let message = format!(
+        "buffer full ({MAX_RETAIN} {max}): dropped the oldest metric {} of {}/{} at {}",
+        old.metric_name, old.table, old.subject, old.timestamp
+    );
+    handle.warn(&message);
+    publish(
+        handle,
+        &fail_status("MetricDroppedException", &message, None),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests;
