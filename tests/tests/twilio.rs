@@ -306,3 +306,47 @@ fn a_secret_without_the_greengrass_prefix_is_refused() {
     assert!(!ok, "refused: {text}");
     assert!(text.contains("greengrass-"), "the refusal says why: {text}");
 }
+
+#[test]
+fn a_full_queue_refuses_with_queue_full_exception() {
+    let mut api = HttpRecorder::start(twilio);
+    let Some(rig) = rig(&api, SECRET_ARN, true) else {
+        return;
+    };
+    // With the endpoint down, the sender holds `h0` through its retries, so
+    // nothing leaves the queue while the burst arrives.
+    api.stop();
+    rig.send("twilio/txt", txt("h0", "+12345000000", "held", 5));
+    let retrying = evergreen_tests::wait_for(LIMIT, || {
+        rig.log()
+            .lines()
+            .any(|l| l.contains("request h0") && l.contains("retrying"))
+            .then_some(())
+    });
+    assert!(retrying.is_some(), "h0 retried:\n{}", rig.log());
+    // The connector's documented queue (`QUEUE` in connectors/twilio).
+    let queue = 1000;
+    for i in 0..queue + 3 {
+        rig.send(
+            "twilio/txt",
+            txt(&format!("q{i}"), "+12345000000", "burst", 0),
+        );
+    }
+    let refused = |s: &Value| s["response"]["error"] == "QueueFullException";
+    let all = evergreen_tests::wait_for(LIMIT, || {
+        let r: Vec<Value> = rig.published(STATUS).into_iter().filter(refused).collect();
+        (r.len() >= 3).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no QueueFullException:\n{}", rig.log()));
+    let ids: Vec<&str> = all.iter().filter_map(|s| s["id"].as_str()).collect();
+    let expected: Vec<String> = (queue..queue + 3).map(|i| format!("q{i}")).collect();
+    assert_eq!(
+        ids, expected,
+        "the requests past the queue are the ones refused"
+    );
+    assert_eq!(all[0]["response"]["status"], "fail");
+    // The accepted ones are not lost: once Twilio is back, the first of
+    // them goes through.
+    api.restart();
+    assert_eq!(status_of(&rig, "h0")["response"]["status"], "success");
+}
