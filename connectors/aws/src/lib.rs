@@ -78,29 +78,13 @@ const MESSAGE_MAX: usize = 1024;
 /// The reqwest client every AWS and HTTP connector uses: rustls on ring,
 /// the system's trusted roots, 5 s connect and 30 s call timeouts.
 pub fn http_client() -> reqwest::Client {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .and_then(|b| {
-            rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(b)
-                .map(|b| b.with_no_client_auth())
-        });
-    let built = match tls {
-        Ok(tls) => builder.tls_backend_preconfigured(tls).build(),
-        Err(e) => {
-            eprintln!("evergreen-aws: no TLS verifier ({e}); HTTPS calls will fail");
-            builder.build()
-        }
-    };
-    match built {
+    match try_http_client() {
         Ok(client) => client,
         Err(e) => {
             // Only a broken TLS set-up gets here. Make ring the process's
             // provider so reqwest's own default can be built: better a
-            // client than a panic in a connector's start.
+            // client that cannot verify HTTPS than a panic in a
+            // connector's start.
             eprintln!("evergreen-aws: cannot build the HTTP client ({e}); using defaults");
             let _ = rustls::crypto::ring::default_provider().install_default();
             reqwest::Client::builder()
@@ -110,6 +94,26 @@ pub fn http_client() -> reqwest::Client {
                 .unwrap_or_default()
         }
     }
+}
+
+/// [`http_client`], or why the preconfigured TLS set-up failed.
+pub fn try_http_client() -> Result<reqwest::Client, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(b)
+                .map(|b| b.with_no_client_auth())
+        })
+        .map_err(|e| format!("no TLS verifier: {e}"))?;
+    // reqwest checks the preconfigured config's type at run time (`Any`):
+    // it must be the rustls 0.23 `ClientConfig` reqwest itself links.
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Why a call failed.
@@ -751,6 +755,64 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http_client_takes_the_preconfigured_rustls_config() {
+        try_http_client().expect("reqwest accepts our rustls ClientConfig");
+    }
+
+    /// rustls on ring does the handshake and verifies the certificate:
+    /// a server the system roots do not vouch for is refused.
+    #[tokio::test]
+    async fn https_to_an_untrusted_certificate_is_refused() {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .expect("self-signed certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            // The client hangs up during the handshake.
+            acceptor.accept(stream).await.is_err()
+        });
+        let aws = AwsClient::with_credentials(
+            "us-east-1",
+            BTreeMap::from([("sns".to_string(), format!("https://127.0.0.1:{port}"))]),
+            AwsCredentials {
+                access_key_id: "AKID".into(),
+                secret_access_key: "s".into(),
+                session_token: None,
+                expiration_ms: None,
+            },
+        );
+        let err = aws
+            .query("sns", "2010-03-31", "ListTopics", &[])
+            .await
+            .expect_err("untrusted certificate");
+        assert!(
+            matches!(&err, AwsError::Transport(m) if m.to_lowercase().contains("certificate")),
+            "{err:?}"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("server done")
+                .expect("server task"),
+            "the handshake was aborted by the client"
+        );
+    }
 
     #[test]
     fn json_error_types_are_normalized() {
