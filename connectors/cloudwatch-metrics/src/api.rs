@@ -36,8 +36,14 @@ pub fn datum_params(n: usize, d: &Datum, out: &mut Vec<(String, String)>) {
         out.push((format!("{p}.Unit"), unit.clone()));
     }
     for (i, (name, val)) in d.dimensions.iter().enumerate() {
-        out.push((format!("{p}.Dimensions.member.{}.Name", i + 1), name.clone()));
-        out.push((format!("{p}.Dimensions.member.{}.Value", i + 1), val.clone()));
+        out.push((
+            format!("{p}.Dimensions.member.{}.Name", i + 1),
+            name.clone(),
+        ));
+        out.push((
+            format!("{p}.Dimensions.member.{}.Value", i + 1),
+            val.clone(),
+        ));
     }
 }
 
@@ -73,7 +79,10 @@ mod tests {
     fn params_follow_the_query_protocol() {
         let d = Datum {
             metric_name: "latency".into(),
-            dimensions: vec![("hostname".into(), "h".into()), ("coreName".into(), "c".into())],
+            dimensions: vec![
+                ("hostname".into(), "h".into()),
+                ("coreName".into(), "c".into()),
+            ],
             timestamp_ms: 1_539_027_324_000,
             value: 123.0,
             unit: Some("Seconds".into()),

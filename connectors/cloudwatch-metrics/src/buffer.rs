@@ -111,10 +111,14 @@ impl Buffer {
             let mut bytes = 0;
             while let Some(front) = ns.queue.front() {
                 let more = size(front);
-                if data.len() >= MAX_BATCH_METRICS || (!data.is_empty() && bytes + more > MAX_BATCH_BYTES) {
+                if data.len() >= MAX_BATCH_METRICS
+                    || (!data.is_empty() && bytes + more > MAX_BATCH_BYTES)
+                {
                     break;
                 }
-                let Some(datum) = ns.queue.pop_front() else { break };
+                let Some(datum) = ns.queue.pop_front() else {
+                    break;
+                };
                 bytes += more;
                 data.push(datum);
             }
@@ -214,12 +218,18 @@ mod tests {
         let batches = b.take_ready(now, |_| 10);
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].namespace, "A");
-        assert_eq!(values(&batches[0]), (0..20).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(
+            values(&batches[0]),
+            (0..20).map(f64::from).collect::<Vec<_>>()
+        );
         b.finish("A", 20, vec![], now);
         b.mark_all_due();
         let mut batches = b.take_ready(now, |_| 10);
         batches.sort_by(|x, y| x.namespace.cmp(&y.namespace));
-        assert_eq!(batches.iter().map(values).collect::<Vec<_>>(), vec![vec![20.0], vec![100.0]]);
+        assert_eq!(
+            batches.iter().map(values).collect::<Vec<_>>(),
+            vec![vec![20.0], vec![100.0]]
+        );
     }
 
     #[test]

@@ -154,7 +154,9 @@ impl Settings {
             Some(Ok(s)) => {
                 notes.push((
                     LogLevel::Warn,
-                    format!("{PUBLISH_INTERVAL} {s} is above {MAX_INTERVAL_S}; using {MAX_INTERVAL_S}"),
+                    format!(
+                        "{PUBLISH_INTERVAL} {s} is above {MAX_INTERVAL_S}; using {MAX_INTERVAL_S}"
+                    ),
                 ));
                 MAX_INTERVAL_S
             }
@@ -272,7 +274,11 @@ impl Connector {
             Err(e) => {
                 self.handle.warn(format!("refused a metric: {}", e.message));
                 return self
-                    .publish(status::failure(e.namespace.as_deref(), request::INVALID_INPUT, &e.message))
+                    .publish(status::failure(
+                        e.namespace.as_deref(),
+                        request::INVALID_INPUT,
+                        &e.message,
+                    ))
                     .await;
             }
         };
@@ -291,19 +297,28 @@ impl Connector {
                     self.settings.max_metrics, metric.namespace
                 );
                 self.count_drop("refused a metric");
-                self.publish(status::failure(Some(&metric.namespace), BUFFER_FULL, &message))
-                    .await
+                self.publish(status::failure(
+                    Some(&metric.namespace),
+                    BUFFER_FULL,
+                    &message,
+                ))
+                .await
             }
         }
     }
 
     fn send_ready(&mut self) {
-        for batch in self.buffer.take_ready(Instant::now().into_std(), api::estimated_size) {
+        for batch in self
+            .buffer
+            .take_ready(Instant::now().into_std(), api::estimated_size)
+        {
             let client = self.client.clone();
             let tx = self.done_tx.clone();
             tokio::spawn(async move {
                 let params = api::params(&batch.namespace, &batch.data);
-                let answer = client.query(api::SERVICE, api::VERSION, api::ACTION, &params).await;
+                let answer = client
+                    .query(api::SERVICE, api::VERSION, api::ACTION, &params)
+                    .await;
                 let _ = tx.send(Done { batch, answer });
             });
         }
@@ -335,7 +350,8 @@ impl Connector {
                     batch.namespace
                 ));
                 self.buffer.finish(&batch.namespace, n, vec![], now);
-                self.publish(status::failure(Some(&batch.namespace), &code, &message)).await
+                self.publish(status::failure(Some(&batch.namespace), &code, &message))
+                    .await
             }
         }
     }
@@ -473,7 +489,10 @@ mod tests {
         for bad in ["1999", "100", "abc"] {
             assert!(!matches(MAX_METRICS, bad), "{bad}");
         }
-        assert_eq!(MANIFEST.parameter(ISOLATION_MODE).map(|p| p.since_version), Some(4));
+        assert_eq!(
+            MANIFEST.parameter(ISOLATION_MODE).map(|p| p.since_version),
+            Some(4)
+        );
         for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
             evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
         }
@@ -504,6 +523,8 @@ mod tests {
         ]));
         assert_eq!(s.publish_interval, Duration::from_secs(900));
         assert_eq!(s.region, "eu-west-1");
-        assert!(notes.iter().any(|(l, m)| *l == LogLevel::Warn && m.contains("above 900")));
+        assert!(notes
+            .iter()
+            .any(|(l, m)| *l == LogLevel::Warn && m.contains("above 900")));
     }
 }

@@ -157,10 +157,17 @@ fn parse_datum(data: &Map<String, Value>, core_name: &str, now_ms: i64) -> Resul
         None | Some(Value::Null) => return Err(format!("{P}.metricName is missing")),
         Some(Value::String(s)) if s.is_empty() => return Err(format!("{P}.metricName is empty")),
         Some(Value::String(s)) if s.chars().count() > MAX_NAME => {
-            return Err(format!("{P}.metricName is longer than {MAX_NAME} characters"))
+            return Err(format!(
+                "{P}.metricName is longer than {MAX_NAME} characters"
+            ))
         }
         Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(format!("{P}.metricName must be a string, got {}", kind(other))),
+        Some(other) => {
+            return Err(format!(
+                "{P}.metricName must be a string, got {}",
+                kind(other)
+            ))
+        }
     };
     let value = match data.get("value") {
         None | Some(Value::Null) => return Err(format!("{P}.value is missing")),
@@ -170,7 +177,9 @@ fn parse_datum(data: &Map<String, Value>, core_name: &str, now_ms: i64) -> Resul
         Some(other) => return Err(format!("{P}.value must be a number, got {}", kind(other))),
     };
     let magnitude = value.abs();
-    if !value.is_finite() || (magnitude != 0.0 && !(MIN_MAGNITUDE..=MAX_MAGNITUDE).contains(&magnitude)) {
+    if !value.is_finite()
+        || (magnitude != 0.0 && !(MIN_MAGNITUDE..=MAX_MAGNITUDE).contains(&magnitude))
+    {
         return Err(format!(
             "{P}.value {value:e} is out of range: CloudWatch takes 0 or magnitudes from {MIN_MAGNITUDE:e} to {MAX_MAGNITUDE:e}"
         ));
@@ -221,13 +230,17 @@ fn parse_datum(data: &Map<String, Value>, core_name: &str, now_ms: i64) -> Resul
             for (i, item) in items.iter().enumerate() {
                 let field = |k: &str| -> Result<String, String> {
                     match item.get(k) {
-                        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_NAME => {
+                        Some(Value::String(s))
+                            if !s.is_empty() && s.chars().count() <= MAX_NAME =>
+                        {
                             Ok(s.clone())
                         }
                         Some(Value::String(_)) => Err(format!(
                             "{P}.dimensions[{i}].{k} must be 1 to {MAX_NAME} characters"
                         )),
-                        None | Some(Value::Null) => Err(format!("{P}.dimensions[{i}].{k} is missing")),
+                        None | Some(Value::Null) => {
+                            Err(format!("{P}.dimensions[{i}].{k} is missing"))
+                        }
                         Some(other) => Err(format!(
                             "{P}.dimensions[{i}].{k} must be a string, got {}",
                             kind(other)
@@ -242,7 +255,10 @@ fn parse_datum(data: &Map<String, Value>, core_name: &str, now_ms: i64) -> Resul
                 }
                 let (name, value) = (field("name")?, field("value")?);
                 if dimensions.iter().any(|(n, _)| *n == name) {
-                    return Err(format!("{P}.dimensions[{i}].name `{}` is repeated", short(&name)));
+                    return Err(format!(
+                        "{P}.dimensions[{i}].name `{}` is repeated",
+                        short(&name)
+                    ));
                 }
                 // The connector's own dimension wins over the message's.
                 if name != CORE_NAME {
@@ -293,7 +309,8 @@ mod tests {
 
     #[test]
     fn the_reference_example_parses_with_core_name_added() {
-        let msg = br#"{"request": {"namespace": "Greengrass", "metricData": {"metricName": "latency",
+        let msg =
+            br#"{"request": {"namespace": "Greengrass", "metricData": {"metricName": "latency",
             "dimensions": [{"name": "hostname", "value": "test_hostname"}], "timestamp": 1539027324,
             "value": 123.0, "unit": "Seconds"}}}"#;
         let m = parse(msg, "core-1", NOW).expect("valid");
@@ -319,9 +336,16 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(m.datum.timestamp_ms, 1500);
-        assert_eq!(m.datum.dimensions, vec![("coreName".into(), "core-1".into())]);
-        let m = parse(br#"{"request": {"namespace": "N", "metricData": {"metricName": "m", "value": -2.5}}}"#, "c", NOW)
-            .expect("valid");
+        assert_eq!(
+            m.datum.dimensions,
+            vec![("coreName".into(), "core-1".into())]
+        );
+        let m = parse(
+            br#"{"request": {"namespace": "N", "metricData": {"metricName": "m", "value": -2.5}}}"#,
+            "c",
+            NOW,
+        )
+        .expect("valid");
         assert_eq!(m.datum.timestamp_ms, NOW, "receive time");
         assert_eq!(m.datum.unit, None);
     }
@@ -358,12 +382,19 @@ mod tests {
             assert!(e.message.contains(needle), "{needle}: {}", e.message);
             assert_eq!(e.namespace.as_deref(), *ns, "{needle}");
         }
-        let eleven: Vec<String> = (0..11).map(|i| format!(r#"{{"name": "d{i}", "value": "v"}}"#)).collect();
+        let eleven: Vec<String> = (0..11)
+            .map(|i| format!(r#"{{"name": "d{i}", "value": "v"}}"#))
+            .collect();
         let msg = format!(
             r#"{{"request": {{"namespace": "N", "metricData": {{{ok_data}, "dimensions": [{}]}}}}}}"#,
             eleven.join(",")
         );
         let e = parse(msg.as_bytes(), "c", NOW).expect_err("11 dimensions");
-        assert!(e.message.contains("request.metricData.dimensions has 11 entries"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("request.metricData.dimensions has 11 entries"),
+            "{}",
+            e.message
+        );
     }
 }

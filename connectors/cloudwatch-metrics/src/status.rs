@@ -24,7 +24,9 @@ pub fn failure(namespace: Option<&str>, error: &str, message: &str) -> Vec<u8> {
     r.insert("error".into(), json!(error));
     r.insert("error_message".into(), json!(message));
     r.insert("status".into(), json!("fail"));
-    json!({ "response": Value::Object(r) }).to_string().into_bytes()
+    json!({ "response": Value::Object(r) })
+        .to_string()
+        .into_bytes()
 }
 
 #[cfg(test)]
@@ -35,11 +37,18 @@ mod tests {
     fn statuses_match_the_reference_examples() {
         let parse = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).expect("JSON");
         assert_eq!(
-            parse(success("Greengrass", "70573243-d723-11e8-b095-75ff2EXAMPLE")),
+            parse(success(
+                "Greengrass",
+                "70573243-d723-11e8-b095-75ff2EXAMPLE"
+            )),
             json!({"response": {"cloudwatch_rid": "70573243-d723-11e8-b095-75ff2EXAMPLE", "namespace": "Greengrass", "status": "success"}})
         );
         assert_eq!(
-            parse(failure(Some("Greengrass"), "InvalidInputException", "cw metric is invalid")),
+            parse(failure(
+                Some("Greengrass"),
+                "InvalidInputException",
+                "cw metric is invalid"
+            )),
             json!({"response": {"namespace": "Greengrass", "error": "InvalidInputException", "error_message": "cw metric is invalid", "status": "fail"}})
         );
         assert_eq!(

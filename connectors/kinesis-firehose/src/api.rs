@@ -50,7 +50,11 @@ pub fn put_record_batch_body(batch: &Batch) -> Value {
 
 /// `{"DeliveryStreamName": …, "Record": {"Data": <base64>}}` (version 1).
 pub fn put_record_body(batch: &Batch) -> Value {
-    let first = batch.records.first().map(|r| data(&r.data)).unwrap_or_default();
+    let first = batch
+        .records
+        .first()
+        .map(|r| data(&r.data))
+        .unwrap_or_default();
     json!({ "DeliveryStreamName": batch.stream.name, "Record": { "Data": first } })
 }
 
@@ -165,7 +169,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                RecordResult::Done(Outcome::Delivered { record_id: "r0".into() }),
+                RecordResult::Done(Outcome::Delivered {
+                    record_id: "r0".into()
+                }),
                 RecordResult::Retry,
                 RecordResult::Done(Outcome::Failed {
                     code: "InvalidArgumentException".into(),
@@ -185,7 +191,10 @@ mod tests {
             code: "ConnectionError".into(),
             message: "refused".into(),
         };
-        assert_eq!(batch_results(2, Err(&transient)), vec![RecordResult::Retry; 2]);
+        assert_eq!(
+            batch_results(2, Err(&transient)),
+            vec![RecordResult::Retry; 2]
+        );
         let gone = CallFailure {
             retryable: false,
             code: "ResourceNotFoundException".into(),
@@ -201,7 +210,9 @@ mod tests {
         assert_eq!(single_result(Err(&transient)), RecordResult::Retry);
         assert_eq!(
             single_result(Ok(&json!({"RecordId": "x", "Encrypted": false}))),
-            RecordResult::Done(Outcome::Delivered { record_id: "x".into() })
+            RecordResult::Done(Outcome::Delivered {
+                record_id: "x".into()
+            })
         );
     }
 }

@@ -78,7 +78,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use evergreen_aws::{AwsClient, AwsError};
-use evergreen_ipc::manifest::{parse_connector_arn, ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::manifest::{
+    parse_connector_arn, ConnectorManifest, IsolationSupport, ParameterSpec,
+};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 use tokio::sync::mpsc;
@@ -171,7 +173,12 @@ impl Settings {
         let default_stream = match parameter(DEFAULT_STREAM).map(StreamArn::parse) {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
-                notes.push((LogLevel::Error, format!("{DEFAULT_STREAM}: {e}; records without a delivery_stream_arn are refused")));
+                notes.push((
+                    LogLevel::Error,
+                    format!(
+                        "{DEFAULT_STREAM}: {e}; records without a delivery_stream_arn are refused"
+                    ),
+                ));
                 None
             }
             None => {
@@ -204,7 +211,9 @@ impl Settings {
                 _ => {
                     notes.push((
                         LogLevel::Warn,
-                        format!("{PUBLISH_INTERVAL} is missing or not a number; using 0 (no batching)"),
+                        format!(
+                            "{PUBLISH_INTERVAL} is missing or not a number; using 0 (no batching)"
+                        ),
                     ));
                     0
                 }
@@ -294,7 +303,8 @@ impl Connector {
     }
 
     async fn refuse(&self, id: Option<&str>, code: &str, message: &str) -> Result<(), SdkError> {
-        self.publish(status::refusal(self.settings.version, id, code, message)).await
+        self.publish(status::refusal(self.settings.version, id, code, message))
+            .await
     }
 
     /// One message from an input topic.
@@ -307,13 +317,17 @@ impl Connector {
         let Accepted { stream, record } = match parsed {
             Ok(a) => a,
             Err(Invalid { id, code, message }) => {
-                self.handle.warn(format!("refused a message on {topic}: {message}"));
+                self.handle
+                    .warn(format!("refused a message on {topic}: {message}"));
                 return self.refuse(id.as_deref(), code, &message).await;
             }
         };
         let Some(stream) = stream.or_else(|| self.settings.default_stream.clone()) else {
-            let message = format!("no delivery_stream_arn in the request and no valid {DEFAULT_STREAM}");
-            return self.refuse(record.id.as_deref(), request::INVALID_INPUT, &message).await;
+            let message =
+                format!("no delivery_stream_arn in the request and no valid {DEFAULT_STREAM}");
+            return self
+                .refuse(record.id.as_deref(), request::INVALID_INPUT, &message)
+                .await;
         };
         let id = record.id.clone();
         if self.queues.offer(&stream, record).is_err() {
@@ -325,7 +339,8 @@ impl Connector {
             );
             // The first refusal and then every 1000th, not one line each.
             if self.refused_full % 1000 == 1 {
-                self.handle.warn(format!("{message} ({} refused so far)", self.refused_full));
+                self.handle
+                    .warn(format!("{message} ({} refused so far)", self.refused_full));
             }
             return self.refuse(id.as_deref(), QUEUE_FULL, &message).await;
         }
@@ -351,7 +366,11 @@ impl Connector {
             tokio::spawn(async move {
                 let answer = if batched {
                     client
-                        .json(api::SERVICE, api::PUT_RECORD_BATCH, &api::put_record_batch_body(&batch))
+                        .json(
+                            api::SERVICE,
+                            api::PUT_RECORD_BATCH,
+                            &api::put_record_batch_body(&batch),
+                        )
                         .await
                 } else {
                     client
@@ -389,13 +408,18 @@ impl Connector {
                     if self.settings.batched() {
                         entries.push(status::entry(record.id.as_deref(), &outcome));
                     } else {
-                        self.publish(status::single_status(record.id.as_deref(), &outcome)).await?;
+                        self.publish(status::single_status(record.id.as_deref(), &outcome))
+                            .await?;
                     }
                 }
             }
         }
         if let Err(f) = &answer {
-            let level = if f.retryable { LogLevel::Warn } else { LogLevel::Error };
+            let level = if f.retryable {
+                LogLevel::Warn
+            } else {
+                LogLevel::Error
+            };
             self.handle.log(
                 level,
                 format!(

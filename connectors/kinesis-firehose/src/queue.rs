@@ -124,7 +124,9 @@ impl Queues {
                 {
                     break;
                 }
-                let Some(record) = q.queue.pop_front() else { break };
+                let Some(record) = q.queue.pop_front() else {
+                    break;
+                };
                 bytes += record.data.len();
                 records.push(record);
             }
@@ -267,7 +269,11 @@ mod tests {
         q.offer(&s, rec(500, 1)).expect("room");
         let b = q.take_ready(now);
         assert_eq!(b.len(), 1);
-        assert_eq!(b[0].records.len(), MAX_BATCH_RECORDS, "a full batch goes at once");
+        assert_eq!(
+            b[0].records.len(),
+            MAX_BATCH_RECORDS,
+            "a full batch goes at once"
+        );
         assert_eq!(b[0].records[0].id.as_deref(), Some("0"), "in order");
         q.finish(&s, 500, vec![], now);
         assert!(q.take_ready(now).is_empty(), "the rest waits");

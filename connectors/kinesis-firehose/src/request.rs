@@ -37,7 +37,8 @@ impl StreamArn {
             return bad("it must start with arn:aws:firehose:");
         };
         let mut parts = rest.splitn(3, ':');
-        let (Some(region), Some(account), Some(resource)) = (parts.next(), parts.next(), parts.next())
+        let (Some(region), Some(account), Some(resource)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return bad("region, account or resource missing");
         };
@@ -68,7 +69,8 @@ impl StreamArn {
 /// `[a-z]{2}-[a-z]+-\d`.
 fn region_ok(region: &str) -> bool {
     let mut parts = region.split('-');
-    let (Some(a), Some(b), Some(c), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(a), Some(b), Some(c), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
@@ -162,22 +164,22 @@ pub fn parse_json(payload: &[u8]) -> Result<Accepted, Invalid> {
             ),
         ));
     }
-    let stream = match request.get("delivery_stream_arn") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            StreamArn::parse(s)
-                .map_err(|e| Invalid::new(id.clone(), format!("request.delivery_stream_arn: {e}")))?,
-        ),
-        Some(other) => {
-            return Err(Invalid::new(
-                id,
-                format!(
-                    "request.delivery_stream_arn must be a string, got {}",
-                    kind(other)
-                ),
-            ))
-        }
-    };
+    let stream =
+        match request.get("delivery_stream_arn") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(StreamArn::parse(s).map_err(|e| {
+                Invalid::new(id.clone(), format!("request.delivery_stream_arn: {e}"))
+            })?),
+            Some(other) => {
+                return Err(Invalid::new(
+                    id,
+                    format!(
+                        "request.delivery_stream_arn must be a string, got {}",
+                        kind(other)
+                    ),
+                ))
+            }
+        };
     Ok(Accepted {
         stream,
         record: Record { id, data },
@@ -251,7 +253,10 @@ mod tests {
         assert_eq!(a.record.id.as_deref(), Some("request123"));
         assert_eq!(a.record.data, b"Data to send to the delivery stream.");
         let s = a.stream.expect("stream");
-        assert_eq!((s.region.as_str(), s.name.as_str()), ("us-east-1", "stream2-name"));
+        assert_eq!(
+            (s.region.as_str(), s.name.as_str()),
+            ("us-east-1", "stream2-name")
+        );
 
         let a = parse_json(br#"{"request": {"data": ""}, "id": ""}"#).expect("valid");
         assert_eq!(a.stream, None);
@@ -287,15 +292,25 @@ mod tests {
             assert!(e.message.contains(needle), "{needle}: {}", e.message);
             assert_eq!(e.id.as_deref(), *id, "{needle}");
         }
-        let big = format!(r#"{{"request": {{"data": "{}"}}}}"#, "x".repeat(MAX_RECORD_BYTES + 1));
+        let big = format!(
+            r#"{{"request": {{"data": "{}"}}}}"#,
+            "x".repeat(MAX_RECORD_BYTES + 1)
+        );
         let e = parse_json(big.as_bytes()).expect_err("too big");
-        assert!(e.message.starts_with("request.data is 1024001 bytes"), "{}", e.message);
+        assert!(
+            e.message.starts_with("request.data is 1024001 bytes"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn arns_follow_the_reference_pattern() {
         assert!(StreamArn::parse(ARN).is_ok());
-        assert!(StreamArn::parse("arn:aws:firehose:eu-west-3:000000000000:deliverystream/a.b_c-9").is_ok());
+        assert!(
+            StreamArn::parse("arn:aws:firehose:eu-west-3:000000000000:deliverystream/a.b_c-9")
+                .is_ok()
+        );
         for bad in [
             "",
             "arn:aws:firehose:us-east-1:12345678901:deliverystream/s",
@@ -312,18 +327,28 @@ mod tests {
 
     #[test]
     fn binary_topics_carry_the_id() {
-        let a = parse_binary("kinesisfirehose/message/binary/request123", vec![0, 255]).expect("ok");
+        let a =
+            parse_binary("kinesisfirehose/message/binary/request123", vec![0, 255]).expect("ok");
         assert_eq!(a.record.id.as_deref(), Some("request123"));
         assert_eq!(a.record.data, vec![0, 255]);
-        assert_eq!(binary_id("kinesisfirehose/message/binary/"), Some(String::new()));
-        assert_eq!(binary_id("kinesisfirehose/message/binary/a/b"), Some("a/b".into()));
+        assert_eq!(
+            binary_id("kinesisfirehose/message/binary/"),
+            Some(String::new())
+        );
+        assert_eq!(
+            binary_id("kinesisfirehose/message/binary/a/b"),
+            Some("a/b".into())
+        );
         assert_eq!(binary_id("kinesisfirehose/message/binary"), None);
         assert!(is_binary("kinesisfirehose/message/binary"));
         assert!(is_binary("kinesisfirehose/message/binary/x"));
         assert!(!is_binary("kinesisfirehose/message/binaryx"));
         assert!(!is_binary(JSON_TOPIC));
-        let e = parse_binary("kinesisfirehose/message/binary/big", vec![0; MAX_RECORD_BYTES + 1])
-            .expect_err("too big");
+        let e = parse_binary(
+            "kinesisfirehose/message/binary/big",
+            vec![0; MAX_RECORD_BYTES + 1],
+        )
+        .expect_err("too big");
         assert_eq!(e.id.as_deref(), Some("big"));
     }
 }

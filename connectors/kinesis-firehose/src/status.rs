@@ -111,7 +111,12 @@ mod tests {
                 {"firehose_record_id": "xyz2", "id": "request456", "status": "success"}]})
         );
         assert_eq!(
-            entry(None, &Outcome::Delivered { record_id: "r".into() }),
+            entry(
+                None,
+                &Outcome::Delivered {
+                    record_id: "r".into()
+                }
+            ),
             json!({"firehose_record_id": "r", "status": "success"})
         );
     }

@@ -37,7 +37,10 @@ fn matches(name: &str, value: &str) -> bool {
 #[test]
 fn manifest_patterns_say_what_the_reference_says() {
     assert!(matches(DEFAULT_STREAM, ARN));
-    assert!(!matches(DEFAULT_STREAM, "arn:aws:firehose:us-east-1:1234:deliverystream/s1"));
+    assert!(!matches(
+        DEFAULT_STREAM,
+        "arn:aws:firehose:us-east-1:1234:deliverystream/s1"
+    ));
     for ok in ["2000", "5000", "9999", "10000", "123456"] {
         assert!(matches(QUEUE_SIZE, ok), "{ok}");
     }
@@ -79,7 +82,10 @@ fn settings_follow_the_parameters() {
         ],
     ));
     assert_eq!(s.version, 5);
-    assert_eq!(s.default_stream.as_ref().map(|d| d.name.as_str()), Some("s1"));
+    assert_eq!(
+        s.default_stream.as_ref().map(|d| d.name.as_str()),
+        Some("s1")
+    );
     assert_eq!(s.queue_size, 5000);
     assert_eq!(s.publish_interval, Duration::from_secs(10));
     assert!(notes.iter().all(|(l, _)| *l == LogLevel::Info), "{notes:?}");
@@ -94,7 +100,9 @@ fn settings_follow_the_parameters() {
         ],
     ));
     assert_eq!(s.publish_interval, Duration::from_secs(MAX_INTERVAL_S));
-    assert!(notes.iter().any(|(l, m)| *l == LogLevel::Warn && m.contains("above 900")));
+    assert!(notes
+        .iter()
+        .any(|(l, m)| *l == LogLevel::Warn && m.contains("above 900")));
 }
 
 #[test]
