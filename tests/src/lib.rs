@@ -422,3 +422,182 @@ pub fn vendor_greengrasssdk(sdk: &Path, code_dir: &Path) -> std::io::Result<()> 
     }
     copy_tree(&sdk.join("greengrasssdk"), &code_dir.join("greengrasssdk"))
 }
+
+/// A `moto_server` of a test's own (PyPI `moto[server]`, installed by
+/// `.ci/run`): one process answers SNS, Firehose, CloudWatch, IoT Analytics
+/// and Secrets Manager, routed by the SigV4 scope. It listens on a free
+/// loopback port and is killed when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    port: u16,
+}
+
+/// Static test credentials moto accepts (it checks the shape, not the keys).
+pub const MOTO_ACCESS_KEY: &str = "testing";
+pub const MOTO_SECRET_KEY: &str = "testing";
+
+impl Moto {
+    /// Starts moto, or `None` after saying loudly why the test skips
+    /// (`moto_server` is not installed, or never answered).
+    pub fn start() -> Option<Moto> {
+        if Command::new("moto_server")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_or(true, |s| !s.success())
+        {
+            eprintln!(
+                "\n*** SKIPPED: moto_server is not installed \
+                 (pip install 'moto[server]==5.2.1', as .ci/run does) ***\n"
+            );
+            return None;
+        }
+        // A port freed just before moto binds it can be taken by someone
+        // else in between: moto then exits, and we try another one.
+        for _ in 0..3 {
+            let Some(port) = free_port() else { continue };
+            let Ok(child) = Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            else {
+                continue;
+            };
+            let mut moto = Moto { child, port };
+            let up = wait_for(Duration::from_secs(30), || {
+                if let Ok(Some(_)) = moto.child.try_wait() {
+                    return Some(false);
+                }
+                http_request("GET", moto.port, "/moto-api/data.json", "", b"")
+                    .ok()
+                    .filter(|(status, _)| *status == 200)
+                    .map(|_| true)
+            });
+            if up == Some(true) {
+                return Some(moto);
+            }
+            let _ = moto.child.kill();
+        }
+        eprintln!("\n*** SKIPPED: moto_server did not answer on loopback within 30 s ***\n");
+        None
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Everything moto holds, by service and resource type
+    /// (`GET /moto-api/data.json`).
+    pub fn data(&self) -> Value {
+        http_request("GET", self.port, "/moto-api/data.json", "", b"")
+            .ok()
+            .and_then(|(_, body)| serde_json::from_slice(&body).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Forgets every resource (`POST /moto-api/reset`).
+    pub fn reset(&self) {
+        let _ = http_request("POST", self.port, "/moto-api/reset", "", b"");
+    }
+
+    /// A core configuration patch (for [`Runtime::start_config`]) that
+    /// points every AWS service of the runtime at this moto, with static
+    /// test credentials.
+    pub fn core_config(&self) -> Value {
+        aws_core_config(&self.url())
+    }
+}
+
+/// The core configuration patch that points every AWS service at `url`
+/// with moto's static test credentials (`evergreen.aws`).
+pub fn aws_core_config(url: &str) -> Value {
+    json!({ "evergreen": { "aws": {
+        "credentials": { "accessKeyId": MOTO_ACCESS_KEY, "secretAccessKey": MOTO_SECRET_KEY },
+        "endpointUrl": url
+    }}})
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ok()
+}
+
+/// One HTTP/1.1 request to `127.0.0.1:port` (std only, 10 s bound): the
+/// status and body. For the test peers' control APIs, not for AWS calls.
+pub fn http_request(
+    method: &str,
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !content_type.is_empty() {
+        head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
