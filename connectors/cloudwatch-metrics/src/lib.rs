@@ -241,8 +241,10 @@ struct Connector {
     client: AwsClient,
     buffer: Buffer,
     done_tx: mpsc::UnboundedSender<Done>,
-    /// Metrics dropped to make room (oldest of a namespace) or refused.
-    dropped: u64,
+    /// Metrics dropped to make room (the oldest of their namespace).
+    replaced: u64,
+    /// New metrics refused (their namespace had nothing to replace).
+    refused: u64,
 }
 
 impl Connector {
@@ -257,13 +259,25 @@ impl Connector {
         }
     }
 
-    fn count_drop(&mut self, what: &str) {
-        self.dropped += 1;
-        // The first and then every 1000th, not one line per metric.
-        if self.dropped % 1000 == 1 {
+    /// Counts a metric lost to the bound and logs the first and then every
+    /// 1000th of each kind, not one line per metric.
+    fn count_drop(&mut self, replaced: bool, what: &str) {
+        let count = if replaced {
+            self.replaced += 1;
+            self.replaced
+        } else {
+            self.refused += 1;
+            self.refused
+        };
+        if count % 1000 == 1 {
             self.handle.warn(format!(
-                "{MAX_METRICS} ({}) reached: {what} ({} metrics dropped so far)",
-                self.settings.max_metrics, self.dropped
+                "{MAX_METRICS} ({}) reached: {what} ({count} {} so far)",
+                self.settings.max_metrics,
+                if replaced {
+                    "metrics dropped"
+                } else {
+                    "metrics refused"
+                }
             ));
         }
     }
@@ -285,10 +299,13 @@ impl Connector {
         match self.buffer.offer(&metric.namespace, metric.datum) {
             Admission::Queued => Ok(()),
             Admission::ReplacedOldest(old) => {
-                self.count_drop(&format!(
-                    "dropped the oldest queued metric of namespace {} ({})",
-                    metric.namespace, old.metric_name
-                ));
+                self.count_drop(
+                    true,
+                    &format!(
+                        "dropped the oldest queued metric of namespace {} ({})",
+                        metric.namespace, old.metric_name
+                    ),
+                );
                 Ok(())
             }
             Admission::Refused(_) => {
@@ -296,7 +313,7 @@ impl Connector {
                     "{MAX_METRICS} ({}) reached and namespace {} has no queued metric to replace; metric refused",
                     self.settings.max_metrics, metric.namespace
                 );
-                self.count_drop("refused a metric");
+                self.count_drop(false, "refused a metric");
                 self.publish(status::failure(
                     Some(&metric.namespace),
                     BUFFER_FULL,
@@ -374,7 +391,8 @@ pub async fn run() -> Result<(), SdkError> {
         handle: handle.clone(),
         client,
         done_tx,
-        dropped: 0,
+        replaced: 0,
+        refused: 0,
     };
     // Interval 0 never ticks (`immediate` sends at once); the timer still
     // needs a period.
@@ -432,8 +450,8 @@ pub async fn run() -> Result<(), SdkError> {
     }
     let left = connector.buffer.held();
     handle.info(format!(
-        "stopping: {left} metrics not published, {} dropped while the buffer was full",
-        connector.dropped
+        "stopping: {left} metrics not published; while the buffer was full {} were dropped and {} refused",
+        connector.replaced, connector.refused
     ));
     Ok(())
 }
