@@ -240,8 +240,8 @@ fn firehose_records_reach_s3_with_per_record_statuses() {
     let got = wait_for(LIMIT, || {
         let all = entries(work.path());
         (expected_ids.iter().all(|id| entry_for(&all, id).is_some())
-            && all.len() >= expected_ids.len() + 1)
-            .then_some(all)
+            && all.len() > expected_ids.len())
+        .then_some(all)
     });
     let log = rt.log_path("user/us-east-1/aws/KinesisFirehose.log");
     let Some(all) = got else {

@@ -3,6 +3,8 @@
 //! forwards every other request to moto unchanged, one request per
 //! connection. It can also be started late on a port chosen in advance,
 //! to play an endpoint that is down and then comes up.
+// Included by several test crates (`#[path]`), each using part of it.
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -87,10 +89,6 @@ impl FaultProxy {
         Ok(FaultProxy { port, shared })
     }
 
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
     /// Answers the next `n` requests with `fault`.
     pub fn fail_next(&self, n: usize, fault: Fault) {
         let mut q = self.shared.faults.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,6 +101,7 @@ impl FaultProxy {
         self.shared.faults_served.load(Ordering::SeqCst)
     }
 
+    /// Requests passed on to moto.
     pub fn forwarded(&self) -> usize {
         self.shared.forwarded.load(Ordering::SeqCst)
     }
