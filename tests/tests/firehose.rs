@@ -455,3 +455,78 @@ fn firehose_full_queue_refuses_new_records_and_keeps_the_rest() {
         "2000 records in S3, none twice"
     );
 }
+
+#[test]
+fn firehose_version_1_sends_each_record_alone_with_its_own_status() {
+    const V1: &str = "arn:aws:greengrass:us-east-1::/connectors/KinesisFirehose/versions/1";
+    let Some(moto) = Moto::start() else { return };
+    create_stream(&moto, "s1");
+    let work = tempfile::tempdir().expect("tmp");
+    let status_file = work.path().join("status.jsonl");
+    let mut g = group(
+        vec![
+            function(
+                "feed",
+                &format!("feed {}", work.path().join("feed.jsonl").display()),
+            ),
+            function("rec", &format!("record {}", status_file.display())),
+        ],
+        vec![
+            sub("json", &fn_arn("feed"), "kinesisfirehose/message", V1),
+            sub("status", V1, STATUS, &fn_arn("rec")),
+        ],
+    );
+    // Version 1 has no IsolationMode parameter: the group default runs it
+    // without a container.
+    g["FunctionDefinitionVersion"]["DefaultConfig"] =
+        json!({"Execution": {"IsolationMode": "NoContainer"}});
+    g["ConnectorDefinitionVersion"] = json!({ "Connectors": [{
+        "Id": "firehose", "ConnectorArn": V1,
+        "Parameters": { "DefaultDeliveryStreamArn": stream_arn("s1") }
+    }]});
+    assert_valid_group(work.path(), &g);
+    let rt = Runtime::start_config(&g, &moto.core_config(), &[]);
+    let mut msgs: Vec<Value> = (0..3)
+        .map(|i| json_record(&format!("v1-{i}"), &format!("one-{i}\n")))
+        .collect();
+    msgs.push(json!({"topic": "kinesisfirehose/message", "payload": {"id": "bad", "request": {}}}));
+    feed(work.path(), &msgs);
+    let got = wait_for(LIMIT, || {
+        let s: Vec<Value> = records(&status_file)
+            .iter()
+            .filter(|r| r["source"] == V1)
+            .filter_map(|r| serde_json::from_str::<Value>(r["payload"].as_str()?).ok())
+            .collect();
+        (s.len() >= 4).then_some(s)
+    });
+    let Some(s) = got else {
+        panic!(
+            "{:?}\n{}",
+            records(&status_file),
+            read(&rt.log_path("user/us-east-1/aws/KinesisFirehose.log"))
+        );
+    };
+    assert_eq!(s.len(), 4, "one status per record: {s:?}");
+    for i in 0..3 {
+        let st = s
+            .iter()
+            .find(|x| x["id"] == format!("v1-{i}"))
+            .expect("status");
+        assert_eq!(st["response"]["status"], "success", "{st}");
+        assert!(st["response"]["firehose_record_id"].is_string(), "{st}");
+    }
+    let bad = s.iter().find(|x| x["id"] == "bad").expect("bad");
+    assert_eq!(bad["response"]["status"], "fail", "{bad}");
+    assert_eq!(bad["response"]["error"], "InvalidInputException", "{bad}");
+    assert!(bad["response"]["error_message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("request.data is missing"));
+    let mut want: Vec<String> = (0..3).map(|i| format!("one-{i}")).collect();
+    want.sort();
+    let delivered_v1 = wait_for(LIMIT, || {
+        let got = lines(&delivered(&moto, "s1"));
+        (got.len() >= 3).then_some(got)
+    });
+    assert_eq!(delivered_v1, Some(want));
+}
