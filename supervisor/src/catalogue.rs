@@ -70,6 +70,14 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_iot_analytics::MANIFEST,
         main: || Box::pin(evergreen_connector_iot_analytics::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_kinesis_firehose::MANIFEST,
+        main: || Box::pin(evergreen_connector_kinesis_firehose::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_cloudwatch_metrics::MANIFEST,
+        main: || Box::pin(evergreen_connector_cloudwatch_metrics::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.

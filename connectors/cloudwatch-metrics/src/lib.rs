@@ -1,0 +1,548 @@
+//! The `CloudWatchMetrics` connector (Greengrass versions 1–5): metrics
+//! published on `cloudwatch/metric/put` go to Amazon CloudWatch with
+//! `PutMetricData`.
+//!
+//! **Input.** `{"request": {"namespace": "…", "metricData": {"metricName",
+//! "dimensions": [{"name", "value"}], "timestamp", "value", "unit"}}}`, one
+//! datum per message. `namespace` must not be empty, start with `:` or with
+//! `AWS/`; `metricName` and `value` are required; at most 10 dimensions;
+//! `timestamp` is seconds since the epoch (fractions kept to the
+//! millisecond; the receive time when absent); `value` is 0 or a magnitude
+//! from 8.515920e-109 to 1.174271e+108; `unit` one of CloudWatch's units.
+//! A message that breaks any of this gets
+//! `{"response": {"namespace", "error": "InvalidInputException",
+//! "error_message": "<the bad field and why>", "status": "fail"}}` at once
+//! (`namespace` left out when the message had no string there). The
+//! reference documents no `id` for this connector; none is read or echoed.
+//!
+//! **coreName.** Every datum gets the dimension `coreName` = the core's
+//! thing name, as Greengrass adds it. A message's own `coreName` dimension
+//! is replaced by it (CloudWatch refuses repeated dimension names, and the
+//! connector's is the one dashboards rely on); it does not count against
+//! the 10.
+//!
+//! **Batching.** Metrics are buffered per namespace. A namespace publishes
+//! as soon as it holds 20 metrics (one `PutMetricData` takes at most 20), and
+//! every `PublishInterval` seconds every namespace publishes what it holds,
+//! in calls of at most 20 metrics and an estimated 40 KB. `PublishInterval`
+//! 0 publishes as metrics arrive (what arrives while a call is out goes in
+//! the next one). One call per namespace is out at a time; the order of
+//! publishes across namespaces is not guaranteed, as the guide says.
+//!
+//! **Statuses.** One `{"response": {"cloudwatch_rid": <RequestId>,
+//! "namespace", "status": "success"}}` per successful call, one
+//! `{"response": {"namespace", "error": <service code>, "error_message",
+//! "status": "fail"}}` per call that failed for good.
+//!
+//! **Retention.** `MaxMetricsToRetain` bounds the metrics held across all
+//! namespaces, counting those whose call is out (so a retried batch always
+//! fits back). When it is full, a new metric replaces the **oldest queued
+//! metric of its own namespace** (the dropped ones are counted; the first
+//! drop and every 1000th are logged at WARN with the count, and the total at
+//! shutdown). A new metric whose namespace has nothing queued to replace is
+//! refused with `{"response": {"namespace", "error":
+//! "BufferFullException", …, "status": "fail"}}` (the guide does not say;
+//! Evergreen's choice). Metrics are in memory only, lost on restart, as in
+//! Greengrass.
+//!
+//! **Retries.** A call that gets no answer, a 5xx, a 429, throttling
+//! (`Throttling`) or stale credentials (`evergreen_aws::AwsError::is_retryable`)
+//! puts its metrics back at the front of their namespace's queue so they
+//! go in the next batch, and the namespace waits 250 ms, doubling per
+//! failure in a row up to 20 s. Other errors (`InvalidParameterValue`,
+//! access denied) fail the batch: one fail status, the metrics dropped.
+//!
+//! **Parameters.** As in Greengrass. `PublishRegion`, when set, is the
+//! region the metrics go to (signing region and endpoint; endpoint
+//! overrides of the core configuration still apply). `PublishInterval`'s
+//! pattern admits 901–999 although the guide says 0–900 (a doc
+//! inconsistency): such values are used as 900, with a warning.
+//! `MemorySize` is accepted and logged; Evergreen does not cap connector
+//! memory with it. Version 5's fix (metrics with equal timestamps) is how
+//! every version behaves here.
+//!
+//! **Lifecycle.** Long-lived (pinned): an on-demand stop would lose the
+//! buffer. On shutdown it makes one last send within half the grace period.
+
+pub mod api;
+pub mod buffer;
+pub mod request;
+pub mod status;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use evergreen_aws::{AwsClient, AwsError};
+use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
+use evergreen_ipc::{ComponentConfig, LogLevel};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::buffer::{Admission, Batch, Buffer};
+use crate::status::STATUS_TOPIC;
+
+const PUBLISH_INTERVAL: &str = "PublishInterval";
+const PUBLISH_REGION: &str = "PublishRegion";
+const MEMORY_SIZE: &str = "MemorySize";
+const MAX_METRICS: &str = "MaxMetricsToRetain";
+const ISOLATION_MODE: &str = "IsolationMode";
+
+/// The error of a metric refused because the buffer is full.
+pub const BUFFER_FULL: &str = "BufferFullException";
+/// The longest `PublishInterval` the guide allows.
+pub const MAX_INTERVAL_S: u64 = 900;
+/// The smallest `MaxMetricsToRetain` the pattern allows.
+pub const MIN_RETAIN: usize = 2000;
+
+pub static MANIFEST: ConnectorManifest = ConnectorManifest {
+    name: "CloudWatchMetrics",
+    versions: &[1, 2, 3, 4, 5],
+    description: "Publishes metrics received on cloudwatch/metric/put to Amazon CloudWatch (PutMetricData), \
+                  batched per namespace, with a coreName dimension; statuses on cloudwatch/metric/put/status.",
+    parameters: &[
+        ParameterSpec::new(
+            PUBLISH_INTERVAL,
+            "Most seconds (0-900) a namespace's metrics wait before they are published; 0 publishes as received.",
+        )
+        .required()
+        .pattern("[0-9]|[1-9]\\d|[1-9]\\d\\d|900"),
+        ParameterSpec::new(PUBLISH_REGION, "Region to publish to, when not the core's.")
+            .pattern("^$|([a-z]{2}-[a-z]+-\\d{1})"),
+        ParameterSpec::new(MEMORY_SIZE, "Memory (KB) allocated to the connector; logged only.")
+            .required()
+            .pattern("^[0-9]+$"),
+        ParameterSpec::new(
+            MAX_METRICS,
+            "Most metrics kept across namespaces (2000 or more); when full, a new metric replaces the oldest of its namespace.",
+        )
+        .required()
+        .pattern("^([2-9]\\d{3}|[1-9]\\d{4,})$"),
+        ParameterSpec::new(ISOLATION_MODE, "GreengrassContainer (default) or NoContainer.")
+            .pattern("^NoContainer$|^GreengrassContainer$")
+            .default_value("GreengrassContainer")
+            .since(4),
+    ],
+    inputs: &[request::INPUT_TOPIC],
+    outputs: &[STATUS_TOPIC],
+    isolation: IsolationSupport {
+        container: true,
+        no_container: true,
+    },
+    pinned: true,
+    aws: true,
+};
+
+/// What the connector runs with, from its `ComponentConfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Zero: publish as received.
+    pub publish_interval: Duration,
+    /// The region to publish to (`PublishRegion`, else the core's).
+    pub region: String,
+    pub max_metrics: usize,
+    /// The `coreName` dimension's value.
+    pub core_name: String,
+}
+
+impl Settings {
+    /// The settings, and what to log about them once the link is up.
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
+        let mut notes = Vec::new();
+        let parameter = |name: &str| config.parameters.get(name).map(String::as_str);
+        let interval = match parameter(PUBLISH_INTERVAL).map(str::parse::<u64>) {
+            Some(Ok(s)) if s <= MAX_INTERVAL_S => s,
+            Some(Ok(s)) => {
+                notes.push((
+                    LogLevel::Warn,
+                    format!(
+                        "{PUBLISH_INTERVAL} {s} is above {MAX_INTERVAL_S}; using {MAX_INTERVAL_S}"
+                    ),
+                ));
+                MAX_INTERVAL_S
+            }
+            _ => {
+                notes.push((
+                    LogLevel::Warn,
+                    format!("{PUBLISH_INTERVAL} is missing or not a number; using 0 (publish as received)"),
+                ));
+                0
+            }
+        };
+        let max_metrics = match parameter(MAX_METRICS).map(str::parse::<usize>) {
+            Some(Ok(n)) if n >= MIN_RETAIN => n,
+            other => {
+                notes.push((
+                    LogLevel::Warn,
+                    format!("{MAX_METRICS} {other:?} is not a number of {MIN_RETAIN} or more; using {MIN_RETAIN}"),
+                ));
+                MIN_RETAIN
+            }
+        };
+        let region = match parameter(PUBLISH_REGION) {
+            Some(r) if !r.is_empty() => r.to_string(),
+            _ => config.region.clone(),
+        };
+        if let Some(memory) = parameter(MEMORY_SIZE) {
+            notes.push((
+                LogLevel::Info,
+                format!("{MEMORY_SIZE} {memory} KB noted; Evergreen does not cap the connector's memory with it"),
+            ));
+        }
+        notes.push((
+            LogLevel::Info,
+            format!(
+                "publishing to CloudWatch in {region} {}, keeping at most {max_metrics} metrics, coreName {}",
+                if interval == 0 {
+                    "as metrics arrive".to_string()
+                } else {
+                    format!("every {interval} s or per 20 metrics of a namespace")
+                },
+                config.core_thing_name
+            ),
+        ));
+        (
+            Settings {
+                publish_interval: Duration::from_secs(interval),
+                region,
+                max_metrics,
+                core_name: config.core_thing_name.clone(),
+            },
+            notes,
+        )
+    }
+}
+
+/// A call's outcome, sent back to the main loop by the task that made it.
+#[derive(Debug)]
+struct Done {
+    batch: Batch,
+    answer: Result<String, AwsError>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn error_code(e: &AwsError) -> (String, String) {
+    match e {
+        AwsError::Service { code, message, .. } => (code.clone(), message.clone()),
+        AwsError::Transport(m) => ("ConnectionError".to_string(), m.clone()),
+        AwsError::Credentials(m) => ("NoCredentialsError".to_string(), m.clone()),
+        AwsError::Decode(m) => ("InvalidResponse".to_string(), m.clone()),
+    }
+}
+
+/// The connector's state between events.
+struct Connector {
+    settings: Settings,
+    handle: Handle,
+    client: AwsClient,
+    buffer: Buffer,
+    done_tx: mpsc::UnboundedSender<Done>,
+    /// Metrics dropped to make room (the oldest of their namespace).
+    replaced: u64,
+    /// New metrics refused (their namespace had nothing to replace).
+    refused: u64,
+}
+
+impl Connector {
+    async fn publish(&self, payload: Vec<u8>) -> Result<(), SdkError> {
+        match self.handle.publish(STATUS_TOPIC, payload).await {
+            Err(SdkError::Closed) => Err(SdkError::Closed),
+            Err(e) => {
+                self.handle.warn(format!("status not published: {e}"));
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Counts a metric lost to the bound and logs the first and then every
+    /// 1000th of each kind, not one line per metric.
+    fn count_drop(&mut self, replaced: bool, what: &str) {
+        let count = if replaced {
+            self.replaced += 1;
+            self.replaced
+        } else {
+            self.refused += 1;
+            self.refused
+        };
+        if count % 1000 == 1 {
+            self.handle.warn(format!(
+                "{MAX_METRICS} ({}) reached: {what} ({count} {} so far)",
+                self.settings.max_metrics,
+                if replaced {
+                    "metrics dropped"
+                } else {
+                    "metrics refused"
+                }
+            ));
+        }
+    }
+
+    async fn on_message(&mut self, payload: &[u8]) -> Result<(), SdkError> {
+        let metric = match request::parse(payload, &self.settings.core_name, now_ms()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.handle.warn(format!("refused a metric: {}", e.message));
+                return self
+                    .publish(status::failure(
+                        e.namespace.as_deref(),
+                        request::INVALID_INPUT,
+                        &e.message,
+                    ))
+                    .await;
+            }
+        };
+        match self.buffer.offer(&metric.namespace, metric.datum) {
+            Admission::Queued => Ok(()),
+            Admission::ReplacedOldest(old) => {
+                self.count_drop(
+                    true,
+                    &format!(
+                        "dropped the oldest queued metric of namespace {} ({})",
+                        metric.namespace, old.metric_name
+                    ),
+                );
+                Ok(())
+            }
+            Admission::Refused(_) => {
+                let message = format!(
+                    "{MAX_METRICS} ({}) reached and namespace {} has no queued metric to replace; metric refused",
+                    self.settings.max_metrics, metric.namespace
+                );
+                self.count_drop(false, "refused a metric");
+                self.publish(status::failure(
+                    Some(&metric.namespace),
+                    BUFFER_FULL,
+                    &message,
+                ))
+                .await
+            }
+        }
+    }
+
+    fn send_ready(&mut self) {
+        for batch in self
+            .buffer
+            .take_ready(Instant::now().into_std(), api::estimated_size)
+        {
+            let client = self.client.clone();
+            let tx = self.done_tx.clone();
+            tokio::spawn(async move {
+                let params = api::params(&batch.namespace, &batch.data);
+                let answer = client
+                    .query(api::SERVICE, api::VERSION, api::ACTION, &params)
+                    .await;
+                let _ = tx.send(Done { batch, answer });
+            });
+        }
+    }
+
+    async fn on_done(&mut self, done: Done) -> Result<(), SdkError> {
+        let Done { batch, answer } = done;
+        let n = batch.data.len();
+        let now = Instant::now().into_std();
+        match answer {
+            Ok(xml) => {
+                self.buffer.finish(&batch.namespace, n, vec![], now);
+                let rid = evergreen_aws::xml_value(&xml, "RequestId").unwrap_or_default();
+                self.publish(status::success(&batch.namespace, &rid)).await
+            }
+            Err(e) if e.is_retryable() => {
+                let (code, message) = error_code(&e);
+                self.handle.warn(format!(
+                    "{n} metrics of namespace {}: {code} ({message}); will retry",
+                    batch.namespace
+                ));
+                self.buffer.finish(&batch.namespace, 0, batch.data, now);
+                Ok(())
+            }
+            Err(e) => {
+                let (code, message) = error_code(&e);
+                self.handle.error(format!(
+                    "{n} metrics of namespace {} dropped: {code} ({message})",
+                    batch.namespace
+                ));
+                self.buffer.finish(&batch.namespace, n, vec![], now);
+                self.publish(status::failure(Some(&batch.namespace), &code, &message))
+                    .await
+            }
+        }
+    }
+}
+
+/// Runs the connector over stdio until the supervisor says stop.
+pub async fn run() -> Result<(), SdkError> {
+    let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
+    let base = AwsClient::new(component.config(), handle.clone());
+    let client = if base.region() == settings.region {
+        base
+    } else {
+        base.with_region(&settings.region)
+    };
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let immediate = settings.publish_interval.is_zero();
+    let mut connector = Connector {
+        buffer: Buffer::new(settings.max_metrics, immediate),
+        settings,
+        handle: handle.clone(),
+        client,
+        done_tx,
+        replaced: 0,
+        refused: 0,
+    };
+    // Interval 0 never ticks (`immediate` sends at once); the timer still
+    // needs a period.
+    let period = if immediate {
+        Duration::from_secs(3600)
+    } else {
+        connector.settings.publish_interval
+    };
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let far = Duration::from_secs(3600);
+    let shutdown_deadline = loop {
+        let retry_at = connector
+            .buffer
+            .next_retry()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + far);
+        tokio::select! {
+            event = component.next_event() => match event {
+                None => break None,
+                Some(Event::Shutdown { deadline }) => break Some(deadline),
+                Some(Event::Refused { topic, reason }) => {
+                    handle.warn(format!("publish on {topic} refused: {reason}"));
+                }
+                Some(Event::Message(m)) => {
+                    connector.on_message(&m.payload).await?;
+                    connector.send_ready();
+                }
+            },
+            Some(done) = done_rx.recv() => {
+                connector.on_done(done).await?;
+                connector.send_ready();
+            }
+            _ = ticker.tick(), if !immediate => {
+                connector.buffer.mark_all_due();
+                connector.send_ready();
+            }
+            _ = tokio::time::sleep_until(retry_at) => connector.send_ready(),
+        }
+    };
+    if let Some(deadline) = shutdown_deadline {
+        let until = Instant::now() + deadline / 2;
+        connector.buffer.mark_all_due();
+        connector.send_ready();
+        while connector.buffer.calling() {
+            match tokio::time::timeout_at(until, done_rx.recv()).await {
+                Ok(Some(done)) => {
+                    if connector.on_done(done).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    let left = connector.buffer.held();
+    handle.info(format!(
+        "stopping: {left} metrics not published; while the buffer was full {} were dropped and {} refused",
+        connector.replaced, connector.refused
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evergreen_ipc::ComponentKind;
+
+    fn config(params: &[(&str, &str)]) -> ComponentConfig {
+        ComponentConfig {
+            arn: MANIFEST.arn("us-east-1", 5),
+            kind: ComponentKind::Connector,
+            id: "cw".into(),
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            resources: Default::default(),
+            secrets: vec![],
+            log_level: LogLevel::Info,
+            core_thing_name: "test-core".into(),
+            region: "us-east-1".into(),
+            endpoints: Default::default(),
+        }
+    }
+
+    fn matches(name: &str, value: &str) -> bool {
+        let pattern = MANIFEST
+            .parameter(name)
+            .and_then(|p| p.pattern)
+            .expect("pattern");
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .expect("compiles")
+            .is_match(value)
+    }
+
+    #[test]
+    fn manifest_patterns_say_what_the_reference_says() {
+        for ok in ["0", "10", "900", "999"] {
+            assert!(matches(PUBLISH_INTERVAL, ok), "{ok}");
+        }
+        for bad in ["", "1000", "-1", "05"] {
+            assert!(!matches(PUBLISH_INTERVAL, bad), "{bad}");
+        }
+        for ok in ["", "us-west-2", "eu-central-1"] {
+            assert!(matches(PUBLISH_REGION, ok), "{ok}");
+        }
+        assert!(!matches(PUBLISH_REGION, "uswest2"));
+        for ok in ["2000", "9999", "10000"] {
+            assert!(matches(MAX_METRICS, ok), "{ok}");
+        }
+        for bad in ["1999", "100", "abc"] {
+            assert!(!matches(MAX_METRICS, bad), "{bad}");
+        }
+        assert_eq!(
+            MANIFEST.parameter(ISOLATION_MODE).map(|p| p.since_version),
+            Some(4)
+        );
+        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
+            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
+        }
+        assert!(MANIFEST.aws && MANIFEST.pinned);
+    }
+
+    #[test]
+    fn settings_follow_the_parameters() {
+        let (s, notes) = Settings::from_config(&config(&[
+            (PUBLISH_INTERVAL, "10"),
+            (MEMORY_SIZE, "65535"),
+            (MAX_METRICS, "5000"),
+        ]));
+        assert_eq!(
+            s,
+            Settings {
+                publish_interval: Duration::from_secs(10),
+                region: "us-east-1".into(),
+                max_metrics: 5000,
+                core_name: "test-core".into(),
+            }
+        );
+        assert!(notes.iter().all(|(l, _)| *l == LogLevel::Info), "{notes:?}");
+        let (s, notes) = Settings::from_config(&config(&[
+            (PUBLISH_INTERVAL, "999"),
+            (PUBLISH_REGION, "eu-west-1"),
+            (MAX_METRICS, "2000"),
+        ]));
+        assert_eq!(s.publish_interval, Duration::from_secs(900));
+        assert_eq!(s.region, "eu-west-1");
+        assert!(notes
+            .iter()
+            .any(|(l, m)| *l == LogLevel::Warn && m.contains("above 900")));
+    }
+}
