@@ -48,7 +48,17 @@ impl Fault {
         }
     }
 
-    /// The JSON protocols' throttling answer (Firehose, IoT Analytics).
+    /// The awsJson1.1 protocol's throttling answer (Firehose): HTTP 400 with the code in
+    /// `__type`, so only the code says it is transient.
+    pub fn throttling_awsjson() -> Fault {
+        Fault {
+            status: 400,
+            content_type: "application/x-amz-json-1.1".into(),
+            body: r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into(),
+        }
+    }
+
+    /// The REST-JSON protocols' throttling answer (IoT Analytics).
     pub fn throttling_json() -> Fault {
         Fault {
             status: 429,

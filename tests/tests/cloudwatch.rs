@@ -3,10 +3,7 @@
 //! publishes metrics on `cloudwatch/metric/put`; an `eg-fn record` function
 //! receives the statuses; what CloudWatch holds is read back with
 //! `ListMetrics` and `GetMetricStatistics`. Failure paths go through the
-//! fault proxy (`support/fault_proxy.rs`).
-
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
+//! fault proxy (`evergreen_tests::fault_proxy`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,8 +12,8 @@ use std::time::Duration;
 
 use evergreen_aws::AwsClient;
 use evergreen_ipc::AwsCredentials;
+use evergreen_tests::fault_proxy::{Fault, FaultProxy};
 use evergreen_tests::*;
-use fault_proxy::{Fault, FaultProxy};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -273,9 +270,9 @@ fn cloudwatch_endpoint_down_then_up_then_503_and_throttling_lose_nothing() {
     );
     assert!(statuses(work.path()).is_empty(), "no status while retrying");
 
-    let proxy = FaultProxy::start(port, moto.port()).expect("proxy");
+    let proxy = FaultProxy::start_on(port, moto.port()).expect("proxy");
     proxy.fail_next(2, Fault::unavailable());
-    proxy.fail_next(2, Fault::query_throttling());
+    proxy.fail_next(2, Fault::throttling_xml());
     let arrived = wait_for(LIMIT, || {
         (stats(&moto, "Down", "m", &CORE_DIMS).0 >= 10.0).then_some(())
     });
@@ -352,7 +349,7 @@ fn cloudwatch_full_buffer_drops_the_oldest_of_the_namespace() {
     });
     assert!(dropped.is_some(), "drops logged:\n{}", read(&log));
 
-    let _proxy = FaultProxy::start(port, moto.port()).expect("proxy");
+    let _proxy = FaultProxy::start_on(port, moto.port()).expect("proxy");
     let arrived = wait_for(Duration::from_secs(60), || {
         let (count, max) = stats(&moto, "Full", "m", &CORE_DIMS);
         (count >= 2000.0 && max >= 2009.0).then_some(())

@@ -3,10 +3,7 @@
 //! publishes chosen messages to the connector; an `eg-fn record` function
 //! receives its statuses; what the delivery stream wrote is read back from
 //! moto's S3 bucket. Failure paths go through a small fault proxy
-//! (`support/fault_proxy.rs`) between the connector and moto.
-
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
+//! (`evergreen_tests::fault_proxy`) between the connector and moto.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,8 +12,8 @@ use std::time::Duration;
 
 use evergreen_aws::AwsClient;
 use evergreen_ipc::AwsCredentials;
+use evergreen_tests::fault_proxy::{Fault, FaultProxy};
 use evergreen_tests::*;
-use fault_proxy::{Fault, FaultProxy};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -344,9 +341,9 @@ fn firehose_endpoint_down_then_up_then_503_and_throttling_lose_nothing() {
     );
 
     // The endpoint comes up: first two 503s and two throttling answers.
-    let proxy = FaultProxy::start(port, moto.port()).expect("proxy");
+    let proxy = FaultProxy::start_on(port, moto.port()).expect("proxy");
     proxy.fail_next(2, Fault::unavailable());
-    proxy.fail_next(2, Fault::json_throttling());
+    proxy.fail_next(2, Fault::throttling_awsjson());
     let delivered_all = wait_for(LIMIT, || {
         let all = entries(work.path());
         (0..10)
@@ -428,7 +425,7 @@ fn firehose_full_queue_refuses_new_records_and_keeps_the_rest() {
     assert!(read(&log).contains("is full"), "logged:\n{}", read(&log));
 
     // The endpoint comes up: the 2000 queued records are all delivered.
-    let _proxy = FaultProxy::start(port, moto.port()).expect("proxy");
+    let _proxy = FaultProxy::start_on(port, moto.port()).expect("proxy");
     let done = wait_for(Duration::from_secs(60), || {
         let all = entries(work.path());
         (all.iter().filter(|e| e["status"] == "success").count() >= 2000).then_some(all)
