@@ -102,6 +102,29 @@ pub struct ComponentConfig {
 }
 
 impl ComponentConfig {
+    /// A connector's configuration with `parameters` and neutral values for
+    /// the rest (id `connector`, no resources, secrets or endpoint overrides,
+    /// level Info, core `core` in us-east-1): what a connector's unit tests
+    /// and tools need to exercise its settings. Change fields with struct
+    /// update syntax.
+    pub fn connector(arn: impl Into<String>, parameters: &[(&str, &str)]) -> Self {
+        ComponentConfig {
+            arn: arn.into(),
+            kind: ComponentKind::Connector,
+            id: "connector".into(),
+            parameters: parameters
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            resources: BTreeMap::new(),
+            secrets: Vec::new(),
+            log_level: LogLevel::Info,
+            core_thing_name: "core".into(),
+            region: "us-east-1".into(),
+            endpoints: BTreeMap::new(),
+        }
+    }
+
     /// Where a connector finds the resource its `resource_param` names (for
     /// example `ModbusSerialPort-ResourceId`): the granted resource's path
     /// when the supervisor passed one, else the value of `path_param` (for

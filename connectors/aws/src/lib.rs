@@ -96,6 +96,33 @@ pub fn http_client() -> reqwest::Client {
     }
 }
 
+/// [`http_client`] that also trusts `extra_roots` (DER certificates, e.g.
+/// Splunk's `SplunkCustomCALocation`), or why it could not be built.
+pub fn try_http_client_with_roots(extra_roots: &[Vec<u8>]) -> Result<reqwest::Client, String> {
+    if extra_roots.is_empty() {
+        return try_http_client();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = extra_roots
+        .iter()
+        .map(|der| rustls::pki_types::CertificateDer::from(der.clone()));
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
+            .map_err(|e| format!("cannot load the trusted roots: {e}"))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 /// [`http_client`], or why the preconfigured TLS set-up failed.
 pub fn try_http_client() -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -535,9 +562,22 @@ fn decode_json(bytes: &[u8]) -> Result<serde_json::Value, AwsError> {
     serde_json::from_slice(bytes).map_err(|e| AwsError::Decode(format!("answer is not JSON: {e}")))
 }
 
+/// Longest piece of an answer body [`quote_body`] keeps.
+const QUOTE_MAX: usize = 512;
+
+/// An answer body for a status message or a log line: text, cut at 512
+/// characters (error pages can be long HTML).
+pub fn quote_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(QUOTE_MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
+
 /// The whole chain of a reqwest error: its top line alone often says only
 /// "error sending request".
-fn describe_reqwest(e: &reqwest::Error) -> String {
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -459,23 +459,11 @@ pub async fn run() -> Result<(), SdkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::ComponentKind;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
         ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 5),
-            kind: ComponentKind::Connector,
-            id: "cw".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: Default::default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
             core_thing_name: "test-core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
+            ..ComponentConfig::connector(MANIFEST.arn("us-east-1", 5), params)
         }
     }
 

@@ -585,24 +585,9 @@ async fn answer(handle: &Handle, status: Value) -> Result<(), SdkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::ComponentKind;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
-        ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 4),
-            kind: ComponentKind::Connector,
-            id: "iota".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: Default::default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
-        }
+        ComponentConfig::connector(MANIFEST.arn("us-east-1", 4), params)
     }
 
     #[test]

@@ -1,23 +1,11 @@
 //! Unit tests of the manifest and the settings.
 
 use super::*;
-use evergreen_ipc::ComponentKind;
 
 fn config(version: u32, params: &[(&str, &str)]) -> ComponentConfig {
     ComponentConfig {
-        arn: MANIFEST.arn("us-east-1", version),
-        kind: ComponentKind::Connector,
-        id: "firehose".into(),
-        parameters: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        resources: Default::default(),
-        secrets: vec![],
-        log_level: LogLevel::Info,
         core_thing_name: "test-core".into(),
-        region: "us-east-1".into(),
-        endpoints: Default::default(),
+        ..ComponentConfig::connector(MANIFEST.arn("us-east-1", version), params)
     }
 }
 

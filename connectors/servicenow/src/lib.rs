@@ -62,8 +62,6 @@ use evergreen_ipc::{ComponentConfig, LogLevel};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-pub mod http;
-
 pub const INPUT_TOPIC: &str = "servicenow/metricbase/metric";
 pub const STATUS_TOPIC: &str = "servicenow/metricbase/metric/status";
 pub const PUT_PATH: &str = "/api/now/v1/clotho/put";
@@ -442,7 +440,7 @@ pub async fn send_series(
         .json(&series.body())
         .send()
         .await
-        .map_err(|e| SendError::Retry(http::describe(&e)))?;
+        .map_err(|e| SendError::Retry(evergreen_aws::describe_reqwest(&e)))?;
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
     if (200..300).contains(&status) {
@@ -456,7 +454,7 @@ pub async fn send_series(
                 .and_then(Value::as_str)
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| http::quote(&body));
+        .unwrap_or_else(|| evergreen_aws::quote_body(&body));
     let message = format!("HTTP {status}: {text}");
     Err(match status {
         429 | 500.. => SendError::Retry(message),

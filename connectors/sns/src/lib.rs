@@ -515,26 +515,11 @@ async fn publish(aws: &AwsClient, p: &Publish) -> Result<String, AwsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::ComponentKind;
 
     const ARN: &str = "arn:aws:sns:us-east-1:123456789012:alerts";
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
-        ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 4),
-            kind: ComponentKind::Connector,
-            id: "sns".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: Default::default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
-        }
+        ComponentConfig::connector(MANIFEST.arn("us-east-1", 4), params)
     }
 
     fn rejected(payload: &str) -> Rejection {

@@ -69,8 +69,6 @@ use evergreen_ipc::{ComponentConfig, LogLevel};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-pub mod http;
-
 pub const INPUT_TOPIC: &str = "splunk/logs/put";
 pub const STATUS_TOPIC: &str = "splunk/logs/put/status";
 pub const ERROR_TOPIC: &str = "splunk/logs/put/error";
@@ -430,7 +428,7 @@ pub async fn send_batch(
         .await
         .map_err(|e| SendError::Retry {
             error: "ConnectionError",
-            message: http::describe(&e),
+            message: evergreen_aws::describe_reqwest(&e),
         })?;
     let status = response.status().as_u16();
     let text = response.bytes().await.unwrap_or_default();
@@ -441,7 +439,7 @@ pub async fn send_batch(
     let hec = serde_json::from_slice::<Value>(&text)
         .ok()
         .and_then(|j| j.get("text").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| http::quote(&text));
+        .unwrap_or_else(|| evergreen_aws::quote_body(&text));
     let message = format!("HTTP {status}: {hec}");
     Err(match status {
         429 | 500.. => SendError::Retry {
@@ -546,7 +544,7 @@ pub async fn run() -> Result<(), SdkError> {
             Err(e) => handle.error(format!("{CUSTOM_CA}: {e}; using the system's roots only")),
         }
     }
-    let client = match http::client(&extra_roots) {
+    let client = match evergreen_aws::try_http_client_with_roots(&extra_roots) {
         Ok(c) => c,
         Err(e) => {
             handle.error(e);

@@ -1,25 +1,9 @@
 //! Unit tests: the manifest, settings, input checks and the queue.
 
 use super::*;
-use evergreen_ipc::ComponentKind;
-use std::collections::BTreeMap;
 
 fn config(params: &[(&str, &str)]) -> ComponentConfig {
-    ComponentConfig {
-        arn: MANIFEST.arn("us-east-1", 4),
-        kind: ComponentKind::Connector,
-        id: "splunk".into(),
-        parameters: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        resources: BTreeMap::new(),
-        secrets: vec![],
-        log_level: LogLevel::Info,
-        core_thing_name: "core".into(),
-        region: "us-east-1".into(),
-        endpoints: BTreeMap::new(),
-    }
+    ComponentConfig::connector(MANIFEST.arn("us-east-1", 4), params)
 }
 
 fn matches(name: &str, value: &str) -> bool {
@@ -239,7 +223,7 @@ fn a_custom_ca_file_adds_roots() {
     std::fs::write(&pem, cert.cert.pem()).expect("write");
     let roots = load_ca(&pem).expect("PEM with one certificate");
     assert_eq!(roots, vec![cert.cert.der().to_vec()]);
-    http::client(&roots).expect("a client trusting it");
+    evergreen_aws::try_http_client_with_roots(&roots).expect("a client trusting it");
 
     let not_pem = dir.path().join("not.crt");
     std::fs::write(&not_pem, "hello").expect("write");

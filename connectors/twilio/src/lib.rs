@@ -62,8 +62,6 @@ use evergreen_ipc::{ComponentConfig, LogLevel};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-pub mod http;
-
 pub const TXT_TOPIC: &str = "twilio/txt";
 pub const CALL_TOPIC: &str = "twilio/call";
 pub const STATUS_TOPIC: &str = "twilio/message/status";
@@ -443,12 +441,12 @@ pub async fn send_once(
         .form(&form)
         .send()
         .await
-        .map_err(|e| SendError::Transport(http::describe(&e)))?;
+        .map_err(|e| SendError::Transport(evergreen_aws::describe_reqwest(&e)))?;
     let status = response.status().as_u16();
     let body = response
         .bytes()
         .await
-        .map_err(|e| SendError::Transport(http::describe(&e)))?;
+        .map_err(|e| SendError::Transport(evergreen_aws::describe_reqwest(&e)))?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if (200..300).contains(&status) {
         let message_status = json
@@ -464,7 +462,7 @@ pub async fn send_once(
         .and_then(|j| j.get("message"))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .unwrap_or_else(|| http::quote(&body));
+        .unwrap_or_else(|| evergreen_aws::quote_body(&body));
     let code = json
         .as_ref()
         .and_then(|j| j.get("code"))

@@ -1,27 +1,14 @@
 //! Unit tests: the manifest, input checks and status shapes.
 
 use super::*;
-use evergreen_ipc::ComponentKind;
-use std::collections::BTreeMap;
 
 fn config(params: &[(&str, &str)], endpoints: &[(&str, &str)]) -> ComponentConfig {
     ComponentConfig {
-        arn: MANIFEST.arn("us-east-1", 5),
-        kind: ComponentKind::Connector,
-        id: "twilio".into(),
-        parameters: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        resources: BTreeMap::new(),
-        secrets: vec![],
-        log_level: LogLevel::Info,
-        core_thing_name: "core".into(),
-        region: "us-east-1".into(),
         endpoints: endpoints
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ..ComponentConfig::connector(MANIFEST.arn("us-east-1", 5), params)
     }
 }
 
