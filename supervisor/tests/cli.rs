@@ -105,11 +105,24 @@ fn validate_of_a_missing_file_says_so() {
 
 #[test]
 fn validate_reports_a_connector_missing_from_the_build() {
-    let out = evergreen(&["validate", &fixture("../examples/full-group.json")]);
-    assert_eq!(out.status.code(), Some(1));
+    // The full example with its CloudWatch connector swapped for one this
+    // build lacks (Raspberry Pi GPIO).
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("group.json");
+    let full = std::fs::read_to_string(fixture("../examples/full-group.json")).expect("example");
+    std::fs::write(
+        &file,
+        full.replace(
+            "connectors/CloudWatchMetrics/versions/5",
+            "connectors/RaspberryPiGPIO/versions/1",
+        ),
+    )
+    .expect("write");
+    let out = evergreen(&["validate", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("$.ConnectorDefinitionVersion.Connectors[1].ConnectorArn: CloudWatchMetrics is a Greengrass connector that this build of Evergreen does not contain"),
+        t.contains("$.ConnectorDefinitionVersion.Connectors[1].ConnectorArn: RaspberryPiGPIO is a Greengrass connector that this build of Evergreen does not contain"),
         "{t}"
     );
 }
