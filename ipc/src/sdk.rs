@@ -123,6 +123,26 @@ impl Handle {
             .map_err(|_| SdkError::Closed)
     }
 
+    /// [`Handle::publish`] for a connector's status and answer messages: a
+    /// refused publish (a bad topic, an oversized payload) is logged at error
+    /// level and dropped, so one bad message never stops the connector; only
+    /// a closed link is returned, since nothing more can be sent.
+    pub async fn publish_or_log(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), SdkError> {
+        let topic = topic.into();
+        match self.publish(topic.clone(), payload).await {
+            Err(SdkError::Closed) => Err(SdkError::Closed),
+            Err(e) => {
+                self.error(format!("not published on {topic}: {e}"));
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     /// Sends a structured log line if `level` is at or above the configured
     /// level. Never waits: when the outbox is full the line goes to stderr,
     /// which also ends up in the component's log.

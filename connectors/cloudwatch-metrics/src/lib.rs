@@ -249,14 +249,7 @@ struct Connector {
 
 impl Connector {
     async fn publish(&self, payload: Vec<u8>) -> Result<(), SdkError> {
-        match self.handle.publish(STATUS_TOPIC, payload).await {
-            Err(SdkError::Closed) => Err(SdkError::Closed),
-            Err(e) => {
-                self.handle.warn(format!("status not published: {e}"));
-                Ok(())
-            }
-            Ok(()) => Ok(()),
-        }
+        self.handle.publish_or_log(STATUS_TOPIC, payload).await
     }
 
     /// Counts a metric lost to the bound and logs the first and then every

@@ -572,14 +572,9 @@ pub async fn run() -> Result<(), SdkError> {
 }
 
 async fn answer(handle: &Handle, status: Value) -> Result<(), SdkError> {
-    match handle.publish(STATUS_TOPIC, status.to_string()).await {
-        Err(SdkError::Closed) => Err(SdkError::Closed),
-        Err(e) => {
-            handle.error(format!("status not published: {e}"));
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
+    handle
+        .publish_or_log(STATUS_TOPIC, status.to_string())
+        .await
 }
 
 #[cfg(test)]

@@ -527,14 +527,9 @@ async fn send_all(
 }
 
 async fn publish(handle: &Handle, status: &Value) -> Result<(), SdkError> {
-    match handle.publish(STATUS_TOPIC, status.to_string()).await {
-        Err(SdkError::Closed) => Err(SdkError::Closed),
-        Err(e) => {
-            handle.error(format!("status not published: {e}"));
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
+    handle
+        .publish_or_log(STATUS_TOPIC, status.to_string())
+        .await
 }
 
 async fn read_credentials(handle: &Handle, arn: &str) -> Result<Credentials, String> {

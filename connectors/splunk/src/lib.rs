@@ -481,14 +481,7 @@ pub fn error_message(error: &str, message: &str, id: Option<&str>) -> Value {
 }
 
 async fn publish(handle: &Handle, topic: &str, message: &Value) -> Result<(), SdkError> {
-    match handle.publish(topic, message.to_string()).await {
-        Err(SdkError::Closed) => Err(SdkError::Closed),
-        Err(e) => {
-            handle.error(format!("not published on {topic}: {e}"));
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
+    handle.publish_or_log(topic, message.to_string()).await
 }
 
 async fn read_token(handle: &Handle, arn: &str) -> Result<String, String> {

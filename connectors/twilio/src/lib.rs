@@ -489,14 +489,9 @@ async fn read_token(handle: &Handle, arn: &str) -> Result<String, String> {
 }
 
 async fn publish(handle: &Handle, status: &Value) -> Result<(), SdkError> {
-    match handle.publish(STATUS_TOPIC, status.to_string()).await {
-        Err(SdkError::Closed) => Err(SdkError::Closed),
-        Err(e) => {
-            handle.error(format!("status not published: {e}"));
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
+    handle
+        .publish_or_log(STATUS_TOPIC, status.to_string())
+        .await
 }
 
 /// Sends the queued requests one after another.
