@@ -16,7 +16,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use ntex::server::rustls::{PeerCert, TlsAcceptor};
-use ntex::service::{chain_factory, fn_factory_with_config, fn_service, ServiceFactory};
+use ntex::service::{
+    chain_factory, fn_factory_with_config, fn_service, Service, ServiceCtx, ServiceFactory,
+};
 use ntex::util::{ByteString, Bytes};
 use ntex::SharedCfg;
 use ntex_mqtt::{v3, v5, MqttError, MqttServer, MqttServiceConfig, QoS};
@@ -325,12 +327,10 @@ const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Waits (at most [`ROOM_WAIT`]) until every connected device queue the publish would reach
 /// is below [`HIGH_WATER`]; past the wait the message is routed anyway and a full queue drops
-/// (and counts) it. QoS 0 and QoS 1 publishes both wait: ntex-mqtt's default in-flight
-/// middleware runs at most `max_receive` (16) publish services of a connection at once,
-/// whatever their QoS, and reads no further while they are busy, so the wait throttles the
-/// publishing device over TCP with bounded memory instead of dropping its QoS 0 messages
-/// under a burst. (An earlier version held only QoS 1, and a QoS 0 flood lost most of its
-/// messages.)
+/// (and counts) it, and the wait is counted in `held_too_long`. QoS 0 and QoS 1 publishes both
+/// wait: [`PublishService`] runs at most [`PUBLISH_SLOTS`] of them per connection and reads no
+/// further while they are busy, so the wait throttles the publishing device over TCP with
+/// bounded memory instead of dropping its QoS 0 messages under a burst.
 async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
     let busy = hub.busy_targets(source, topic);
     if busy.is_empty() {
@@ -346,9 +346,152 @@ async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                super::bump(&hub.counters.held_too_long);
                 return;
             }
         }
+    }
+}
+
+/// Publish handlers of one connection that run at once.
+const PUBLISH_SLOTS: usize = 16;
+
+/// How long a publish waits for the rest of its payload (see [`PublishService::payload`]).
+const PAYLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A device's publishes: routed with the device's thing ARN as source.
+///
+/// Its readiness is the connection's flow control: while [`PUBLISH_SLOTS`] publishes of the
+/// connection are still being handled (waiting in [`wait_for_room`] for a full subscriber
+/// queue), the service is not ready, so ntex-mqtt's dispatcher decodes nothing more and the
+/// device is held back by TCP. ntex-mqtt 8.2.1's own in-flight middleware does not do this for
+/// a stream of publishes: its readiness check is skipped whenever the previous request was a
+/// publish (it waits for that publish's payload chunks), so under a QoS 0 flood it started
+/// thousands of handlers at once, each with its own hold deadline, which then all expired
+/// together and overflowed the subscriber's queue.
+struct PublishService {
+    conn: Conn,
+    slots: Rc<tokio::sync::Semaphore>,
+    /// Publishes whose payload is still arriving (a packet split across reads comes as
+    /// payload chunks, which the dispatcher hands over only while the service is ready).
+    reading: Rc<std::cell::Cell<usize>>,
+}
+
+/// Counts a publish as reading its payload while it lives.
+struct Reading(Rc<std::cell::Cell<usize>>);
+
+impl Reading {
+    fn new(count: &Rc<std::cell::Cell<usize>>) -> Reading {
+        count.set(count.get() + 1);
+        Reading(count.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+impl PublishService {
+    fn new(conn: &Conn) -> PublishService {
+        PublishService {
+            conn: conn.clone(),
+            slots: Rc::new(tokio::sync::Semaphore::new(PUBLISH_SLOTS)),
+            reading: Rc::default(),
+        }
+    }
+
+    /// Ready once a slot is free, and always while a payload is arriving: its chunks must get
+    /// through or the publish waiting for them never finishes (ntex-mqtt would wait forever).
+    async fn slot_free(&self) -> Result<(), ServerError> {
+        if self.slots.available_permits() == 0 && self.reading.get() == 0 {
+            drop(self.slots.acquire().await.map_err(|_| ServerError)?);
+        }
+        Ok(())
+    }
+
+    /// The publish's whole payload, or `None` (logged and counted as dropped) if it did not
+    /// finish arriving within [`PAYLOAD_WAIT`]. The bound is a guard: a payload that never
+    /// completes would otherwise hold this publish forever and, through `reading`, switch the
+    /// connection's flow control off.
+    async fn payload(
+        &self,
+        topic: &str,
+        read: impl Future<Output = Result<Bytes, ntex_mqtt::error::PayloadError>>,
+    ) -> Result<Option<Bytes>, ServerError> {
+        let _reading = Reading::new(&self.reading);
+        match tokio::time::timeout(PAYLOAD_WAIT, read).await {
+            Ok(payload) => Ok(Some(payload?)),
+            Err(_) => {
+                super::bump(&self.conn.hub.counters.payload_timeouts);
+                super::bump(&self.conn.hub.counters.publishes_dropped);
+                log::warn!(
+                    "MQTT: {} published to {topic:?} but its payload did not arrive within {PAYLOAD_WAIT:?}; dropped",
+                    self.conn.session.thing_arn
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    async fn route(&self, topic: &str, payload: &[u8]) -> Result<(), PublishRefusal> {
+        let thing = &self.conn.session.thing_arn;
+        wait_for_room(&self.conn.hub, thing, topic).await;
+        self.conn.hub.publish(thing, topic, payload)
+    }
+}
+
+impl Service<v3::Publish> for PublishService {
+    type Response = ();
+    type Error = ServerError;
+
+    async fn ready(&self, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
+        self.slot_free().await
+    }
+
+    async fn call(&self, p: v3::Publish, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
+        let Some(payload) = self.payload(p.publish_topic(), p.read_all()).await? else {
+            return Ok(());
+        };
+        let _slot = self.slots.acquire().await.map_err(|_| ServerError)?;
+        // Dropped publishes are counted by the hub; MQTT 3.1.1 has no way to tell the device.
+        let _ = self.route(p.publish_topic(), &payload).await;
+        Ok(())
+    }
+}
+
+impl Service<v5::Publish> for PublishService {
+    type Response = v5::PublishAck;
+    type Error = ServerError;
+
+    async fn ready(&self, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
+        self.slot_free().await
+    }
+
+    async fn call(
+        &self,
+        p: v5::Publish,
+        _: ServiceCtx<'_, Self>,
+    ) -> Result<v5::PublishAck, ServerError> {
+        let Some(payload) = self.payload(p.publish_topic(), p.read_all()).await? else {
+            return Ok(p
+                .ack()
+                .reason_code(v5::codec::PublishAckReason::UnspecifiedError)
+                .reason("the payload did not arrive in time".into()));
+        };
+        let _slot = self.slots.acquire().await.map_err(|_| ServerError)?;
+        let result = self.route(p.publish_topic(), &payload).await;
+        let ack = p.ack();
+        Ok(match result {
+            Ok(()) => ack,
+            Err(PublishRefusal::TopicInvalid) => {
+                ack.reason_code(v5::codec::PublishAckReason::TopicNameInvalid)
+            }
+            Err(PublishRefusal::NotAuthorized) => ack
+                .reason_code(v5::codec::PublishAckReason::NotAuthorized)
+                .reason("no subscription in the group accepts this topic from this device".into()),
+        })
     }
 }
 
@@ -445,103 +588,93 @@ fn mqtt_service<F: ntex::io::Filter>(
     MqttServer::new()
         .v3(
             v3::MqttServer::new(move |hs| handshake_v3(h3.clone(), tls, hs))
-                .protocol(fn_factory_with_config(async |session: v3::Session<Conn>| {
-                    Ok::<_, ServerError>(fn_service(move |msg: v3::ProtocolMessage| {
-                        let conn = session.clone();
-                        async move {
-                            Ok::<_, ServerError>(match msg {
-                                v3::ProtocolMessage::Subscribe(mut s) => {
-                                    for mut sub in s.iter_mut() {
-                                        let filter = sub.topic().to_string();
-                                        if conn.hub.may_subscribe(&conn.session.thing_arn, &filter) {
-                                            let q = grant(sub.qos());
-                                            conn.session.subscribe(&filter, q == QoS::AtLeastOnce);
-                                            sub.confirm(q);
-                                        } else {
-                                            sub.fail();
+                .protocol(fn_factory_with_config(
+                    async |session: v3::Session<Conn>| {
+                        Ok::<_, ServerError>(fn_service(move |msg: v3::ProtocolMessage| {
+                            let conn = session.clone();
+                            async move {
+                                Ok::<_, ServerError>(match msg {
+                                    v3::ProtocolMessage::Subscribe(mut s) => {
+                                        for mut sub in s.iter_mut() {
+                                            let filter = sub.topic().to_string();
+                                            if conn
+                                                .hub
+                                                .may_subscribe(&conn.session.thing_arn, &filter)
+                                            {
+                                                let q = grant(sub.qos());
+                                                conn.session
+                                                    .subscribe(&filter, q == QoS::AtLeastOnce);
+                                                sub.confirm(q);
+                                            } else {
+                                                sub.fail();
+                                            }
                                         }
+                                        s.ack()
                                     }
-                                    s.ack()
-                                }
-                                v3::ProtocolMessage::Unsubscribe(u) => {
-                                    for t in u.iter() {
-                                        conn.session.unsubscribe(t);
+                                    v3::ProtocolMessage::Unsubscribe(u) => {
+                                        for t in u.iter() {
+                                            conn.session.unsubscribe(t);
+                                        }
+                                        u.ack()
                                     }
-                                    u.ack()
-                                }
-                                other => other.ack(),
-                            })
-                        }
-                    }))
-                }))
-                .publish(fn_factory_with_config(async |session: v3::Session<Conn>| {
-                    session.start_writer();
-                    Ok::<_, ServerError>(fn_service(move |p: v3::Publish| {
-                        let conn = session.clone();
-                        async move {
-                            let payload = p.read_all().await?;
-                            wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
-                                .await;
-                            let _ = conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
-                            Ok::<_, ServerError>(())
-                        }
-                    }))
-                })),
+                                    other => other.ack(),
+                                })
+                            }
+                        }))
+                    },
+                ))
+                .publish(fn_factory_with_config(
+                    async |session: v3::Session<Conn>| {
+                        session.start_writer();
+                        Ok::<_, ServerError>(PublishService::new(&session))
+                    },
+                )),
         )
         .v5(
             v5::MqttServer::new(move |hs| handshake_v5(h5.clone(), tls, hs))
-                .protocol(fn_factory_with_config(async |session: v5::Session<Conn>| {
-                    Ok::<_, ServerError>(fn_service(move |msg: v5::ProtocolMessage| {
-                        let conn = session.clone();
-                        async move {
-                            Ok::<_, ServerError>(match msg {
-                                v5::ProtocolMessage::Subscribe(mut s) => {
-                                    for mut sub in s.iter_mut() {
-                                        let filter = sub.topic().to_string();
-                                        if conn.hub.may_subscribe(&conn.session.thing_arn, &filter) {
-                                            let q = grant(sub.options().qos);
-                                            conn.session.subscribe(&filter, q == QoS::AtLeastOnce);
-                                            sub.confirm(q);
-                                        } else {
-                                            sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
+                .protocol(fn_factory_with_config(
+                    async |session: v5::Session<Conn>| {
+                        Ok::<_, ServerError>(fn_service(move |msg: v5::ProtocolMessage| {
+                            let conn = session.clone();
+                            async move {
+                                Ok::<_, ServerError>(match msg {
+                                    v5::ProtocolMessage::Subscribe(mut s) => {
+                                        for mut sub in s.iter_mut() {
+                                            let filter = sub.topic().to_string();
+                                            if conn
+                                                .hub
+                                                .may_subscribe(&conn.session.thing_arn, &filter)
+                                            {
+                                                let q = grant(sub.options().qos);
+                                                conn.session
+                                                    .subscribe(&filter, q == QoS::AtLeastOnce);
+                                                sub.confirm(q);
+                                            } else {
+                                                sub.fail(
+                                                    v5::codec::SubscribeAckReason::NotAuthorized,
+                                                );
+                                            }
                                         }
+                                        s.ack()
                                     }
-                                    s.ack()
-                                }
-                                v5::ProtocolMessage::Unsubscribe(u) => {
-                                    for t in u.iter() {
-                                        conn.session.unsubscribe(t);
+                                    v5::ProtocolMessage::Unsubscribe(u) => {
+                                        for t in u.iter() {
+                                            conn.session.unsubscribe(t);
+                                        }
+                                        u.ack()
                                     }
-                                    u.ack()
-                                }
-                                other => other.ack(),
-                            })
-                        }
-                    }))
-                }))
-                .publish(fn_factory_with_config(async |session: v5::Session<Conn>| {
-                    session.start_writer();
-                    Ok::<_, ServerError>(fn_service(move |p: v5::Publish| {
-                        let conn = session.clone();
-                        async move {
-                            let payload = p.read_all().await?;
-                            wait_for_room(&conn.hub, &conn.session.thing_arn, p.publish_topic())
-                                .await;
-                            let result =
-                                conn.hub.publish(&conn.session.thing_arn, p.publish_topic(), &payload);
-                            let ack = p.ack();
-                            Ok::<_, ServerError>(match result {
-                                Ok(()) => ack,
-                                Err(PublishRefusal::TopicInvalid) => {
-                                    ack.reason_code(v5::codec::PublishAckReason::TopicNameInvalid)
-                                }
-                                Err(PublishRefusal::NotAuthorized) => ack
-                                    .reason_code(v5::codec::PublishAckReason::NotAuthorized)
-                                    .reason("no subscription in the group accepts this topic from this device".into()),
-                            })
-                        }
-                    }))
-                })),
+                                    other => other.ack(),
+                                })
+                            }
+                        }))
+                    },
+                ))
+                .publish(fn_factory_with_config(
+                    async |session: v5::Session<Conn>| {
+                        session.start_writer();
+                        Ok::<_, ServerError>(PublishService::new(&session))
+                    },
+                )),
         )
 }
 

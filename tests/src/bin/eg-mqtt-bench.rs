@@ -7,7 +7,9 @@
 //! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-mqtt-bench
 //! ```
 //!
-//! `--quick` sends fewer messages. It asserts nothing (benchmarks report, tests assert).
+//! `--quick` sends fewer messages. `--broker evergreen|mosquitto`, `--pairs 1|10` and `--qos 0|1`
+//! run only the matching cases (for profiling one of them); `--count N` sets the messages per
+//! publisher. It asserts nothing (benchmarks report, tests assert).
 //!
 //! # What it measures
 //!
@@ -340,9 +342,23 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The value after `--name` on the command line, if any.
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1).cloned()
+}
+
 fn main() -> std::io::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let only_broker = arg("--broker");
+    let only_pairs: Option<usize> = arg("--pairs").and_then(|v| v.parse().ok());
+    let only_qos: Option<u8> = arg("--qos").and_then(|v| v.parse().ok());
+    let count: Option<usize> = arg("--count").and_then(|v| v.parse().ok());
     let per_pub = |pairs: usize, qos: u8| -> usize {
+        if let Some(n) = count {
+            return n;
+        }
         let base = if qos == 0 { 50_000 } else { 10_000 };
         let n = if pairs == 1 { base } else { base / 5 };
         if quick {
@@ -367,14 +383,21 @@ fn main() -> std::io::Result<()> {
         "{:<11} {:>5} {:>3} {:>9} {:>9} {:>11} {:>9} {:>9}",
         "broker", "pairs", "qos", "sent", "received", "msg/s", "p50 µs", "p99 µs"
     );
+    println!("evergreen pid {}", rt.pid());
     for pairs in [1usize, 10] {
         for qos in [0u8, 1] {
+            if only_pairs.is_some_and(|p| p != pairs) || only_qos.is_some_and(|q| q != qos) {
+                continue;
+            }
             let count = per_pub(pairs, qos);
             let mut targets = vec![("evergreen", eg_addr)];
             if let Some((_, addr)) = &mosquitto {
                 targets.push(("mosquitto", *addr));
             }
             for (name, addr) in targets {
+                if only_broker.as_deref().is_some_and(|b| b != name) {
+                    continue;
+                }
                 match runtime.block_on(run_case(addr, pairs, qos, count)) {
                     Ok(mut o) => {
                         o.latencies_us.sort_unstable();
@@ -400,6 +423,16 @@ fn main() -> std::io::Result<()> {
     if let Some((mut child, _)) = mosquitto {
         let _ = child.kill();
         let _ = child.wait();
+    }
+    if std::env::args().any(|a| a == "--log") {
+        // The server's counters and warnings, for profiling runs.
+        let log = std::fs::read_to_string(rt.log_path("system/runtime.log")).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| l.contains("MQTT") || l.contains("WARN"))
+        {
+            println!("{line}");
+        }
     }
     drop(rt);
     Ok(())
