@@ -14,6 +14,26 @@
 //! Stopping is stop, then SIGTERM, then SIGKILL: the child gets `Shutdown`
 //! and `shutdownGraceMs` to exit, then SIGTERM to its process group and
 //! `termGraceMs`, then SIGKILL.
+//!
+//! Shadow requests (`FromChild::Shadow`) go to the local shadow service
+//! (`crate::shadow`) as the request topic `$aws/things/<thing>/shadow/<op>`
+//! with the component's ARN as source, and the `/accepted` or `/rejected`
+//! payload comes back as `ShadowResult`. As for a Python function's
+//! shadow call through the Lambda endpoint, the service also publishes its
+//! answers (`…/accepted`, `…/rejected`, `…/update/documents`,
+//! `…/update/delta`) with source `GGShadowService`, so the group's
+//! subscriptions hear a change whoever made it; and as there, no
+//! subscription is needed to ask. A request costs a file read and maybe an
+//! fsync, so it never runs on the actors' thread: each child gets one
+//! shadow task, started at its first request, that hands the requests in
+//! arrival order to the blocking pool one at a time (a child's requests are
+//! handled in the order it sent them) and answers through the writer. Bad
+//! requests are answered as the service answers, `{"code","message"}`:
+//! 400 for a thing name that cannot form the topic (empty, over 128 bytes,
+//! or with `/`, `+`, `#` or NUL; those get no `…/rejected` publish, as
+//! there is no topic to publish on), 429 when `SHADOW_QUEUE` requests of
+//! the child are already waiting, 503 when the runtime has no shadow
+//! service (its directory could not be opened at start).
 
 use std::cell::RefCell;
 use std::ffi::OsString;
@@ -27,7 +47,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use evergreen_ipc::link::{expect_child_hello, variant_name, HandshakeError, SupervisorLink};
 use evergreen_ipc::{
-    ComponentConfig, ComponentKind, FrameReader, FromChild, LogLevel, ResourceGrant,
+    ComponentConfig, ComponentKind, FrameReader, FromChild, LogLevel, ResourceGrant, ShadowOp,
 };
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -50,6 +70,13 @@ const READER_YIELD_EVERY: usize = 32;
 /// Deliveries written before a flush, so a busy target still sees its
 /// messages promptly.
 const DELIVERY_BATCH: usize = 64;
+/// Shadow requests of one child that may wait for its shadow task; more are
+/// answered 429 at once. The SDK waits for each answer, so only a child
+/// firing requests from many tasks reaches this, and it bounds what one
+/// child can queue.
+const SHADOW_QUEUE: usize = 16;
+/// AWS IoT's limit on thing names.
+const MAX_THING_NAME: usize = 128;
 
 /// Settings every component actor shares (from the core configuration).
 #[derive(Debug, Clone)]
@@ -439,6 +466,9 @@ pub struct ComponentActor {
     lambda_link: Option<Rc<FunctionLink>>,
     /// The token the next child is given.
     lambda_token: String,
+    /// The local shadow service, for `FromChild::Shadow`; `None` when the
+    /// runtime could not start it.
+    shadow: Option<crate::shadow::ShadowHandle>,
 }
 
 impl fmt::Debug for ComponentActor {
@@ -593,6 +623,7 @@ impl ComponentActor {
             lambda: None,
             lambda_link: None,
             lambda_token: String::new(),
+            shadow: None,
         })
     }
 
@@ -893,6 +924,7 @@ impl ComponentActor {
                     inflight: inflight.clone(),
                     aws: self.spec.aws.then(|| self.settings.aws.clone()),
                     secrets: self.settings.secrets.clone(),
+                    shadow: self.shadow.clone(),
                 },
             ));
         }
@@ -1245,6 +1277,12 @@ impl ComponentActor {
         self.lambda = Some(hub);
         self
     }
+
+    /// Answers the child's shadow requests with this shadow service.
+    pub fn with_shadow(mut self, shadow: crate::shadow::ShadowHandle) -> Self {
+        self.shadow = Some(shadow);
+        self
+    }
 }
 
 impl Handler<InstanceEvent> for ComponentActor {
@@ -1530,6 +1568,8 @@ struct ReaderEnv {
     aws: Option<Arc<crate::aws::AwsAccess>>,
     /// Answers `GetSecret` from the secrets granted to this component.
     secrets: Arc<crate::secrets::SecretService>,
+    /// Answers `Shadow`; `None` when the runtime has no shadow service.
+    shadow: Option<crate::shadow::ShadowHandle>,
 }
 
 impl ReaderEnv {
@@ -1554,6 +1594,8 @@ async fn reader_task<R: AsyncRead + Unpin>(
     };
     let mut reader = FrameReader::new(stdout, env.max_frame);
     let mut since_yield = 0usize;
+    // The child's shadow task, started at its first shadow request.
+    let mut shadow_jobs: Option<mpsc::Sender<ShadowJob>> = None;
     match expect_child_hello(&mut reader).await {
         Ok(()) => {}
         // The child exited before saying anything; the waiter reports it.
@@ -1586,10 +1628,10 @@ async fn reader_task<R: AsyncRead + Unpin>(
             FromChild::Publish { topic, payload } => {
                 if let Err(e) = env.router.publish(&env.arn, &topic, Arc::from(payload)) {
                     let reason = e.to_string();
-                    let _ = env
-                        .log
-                        .borrow_mut()
-                        .write(LogLevel::Warn, &format!("publish on {topic:?} refused: {reason}"));
+                    let _ = env.log.borrow_mut().write(
+                        LogLevel::Warn,
+                        &format!("publish on {topic:?} refused: {reason}"),
+                    );
                     env.reply(WriterCmd::Refused { topic, reason });
                 }
             }
@@ -1657,16 +1699,164 @@ async fn reader_task<R: AsyncRead + Unpin>(
                     });
                 }
             },
-            FromChild::Shadow { request_id, .. } => env.reply(WriterCmd::Shadow {
+            FromChild::Shadow {
                 request_id,
-                accepted: false,
-                payload: br#"{"code":503,"message":"the local shadow service is not available in this build"}"#
-                    .to_vec(),
-            }),
+                thing_name,
+                op,
+                payload,
+            } => shadow_request(&env, &mut shadow_jobs, request_id, &thing_name, op, payload),
             other @ FromChild::Hello { .. } => {
-                return violation(format!("unexpected {} after the handshake", variant_name(&other)))
+                return violation(format!(
+                    "unexpected {} after the handshake",
+                    variant_name(&other)
+                ))
             }
         }
+    }
+}
+
+/// One shadow request waiting for the child's shadow task.
+struct ShadowJob {
+    request_id: u64,
+    /// `$aws/things/<thing>/shadow/<op>`.
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// The request topic for `op` on the classic shadow of `thing_name`, or why
+/// the name cannot form one. Only what would change the topic's meaning
+/// (another level, a wildcard) or break it (NUL, empty) is checked here;
+/// the service itself rejects the other names AWS IoT refuses, with its
+/// own 400.
+fn shadow_topic(thing_name: &str, op: ShadowOp) -> Result<String, String> {
+    if thing_name.is_empty() {
+        return Err("Invalid thing name: it is empty".into());
+    }
+    if thing_name.len() > MAX_THING_NAME {
+        return Err(format!(
+            "Invalid thing name: {} bytes long, at most {MAX_THING_NAME}",
+            thing_name.len()
+        ));
+    }
+    if let Some(c) = thing_name
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#' | '\0'))
+    {
+        return Err(format!(
+            "Invalid thing name: {thing_name:?} contains {c:?}, which cannot be in a shadow topic"
+        ));
+    }
+    Ok(format!("$aws/things/{thing_name}/shadow/{}", op.as_str()))
+}
+
+/// The `{"code","message"}` error document the shadow service answers with.
+fn shadow_error(code: u16, message: &str) -> Vec<u8> {
+    serde_json::json!({ "code": code, "message": message })
+        .to_string()
+        .into_bytes()
+}
+
+/// Queues one `FromChild::Shadow` for the child's shadow task (starting it
+/// at the first request), or answers at once when it cannot be served.
+fn shadow_request(
+    env: &ReaderEnv,
+    jobs: &mut Option<mpsc::Sender<ShadowJob>>,
+    request_id: u64,
+    thing_name: &str,
+    op: ShadowOp,
+    payload: Vec<u8>,
+) {
+    let refuse = |code: u16, why: String| {
+        let line = format!("shadow {op} of {thing_name:?} refused: {code} {why}");
+        let _ = env.log.borrow_mut().write(LogLevel::Warn, &line);
+        env.reply(WriterCmd::Shadow {
+            request_id,
+            accepted: false,
+            payload: shadow_error(code, &why),
+        });
+    };
+    let topic = match shadow_topic(thing_name, op) {
+        Ok(topic) => topic,
+        Err(why) => return refuse(400, why),
+    };
+    let Some(shadow) = &env.shadow else {
+        return refuse(
+            503,
+            "the local shadow service is not running (see the runtime's log)".into(),
+        );
+    };
+    let jobs = jobs.get_or_insert_with(|| {
+        let (tx, rx) = mpsc::channel(SHADOW_QUEUE);
+        actix_rt::spawn(shadow_task(
+            rx,
+            shadow.clone(),
+            env.arn.clone(),
+            env.log.clone(),
+            env.cmds.clone(),
+        ));
+        tx
+    });
+    let job = ShadowJob {
+        request_id,
+        topic,
+        payload,
+    };
+    if jobs.try_send(job).is_err() {
+        // Full (the task only ends once this sender is dropped).
+        refuse(
+            429,
+            format!("too many shadow requests of this component are waiting ({SHADOW_QUEUE}); retry later"),
+        );
+    }
+}
+
+/// Serves one child's shadow requests in arrival order, each on the
+/// blocking pool (the service reads a file and fsyncs a change), and answers
+/// through the writer. Ends when the reader drops its sender or the writer
+/// is gone.
+async fn shadow_task(
+    mut jobs: mpsc::Receiver<ShadowJob>,
+    shadow: crate::shadow::ShadowHandle,
+    arn: Arc<str>,
+    log: SharedLog,
+    cmds: mpsc::WeakUnboundedSender<WriterCmd>,
+) {
+    while let Some(ShadowJob {
+        request_id,
+        topic,
+        payload,
+    }) = jobs.recv().await
+    {
+        let (service, source, request_topic) = (shadow.clone(), arn.clone(), topic.clone());
+        let answer =
+            tokio::task::spawn_blocking(move || service.request(&source, &request_topic, &payload))
+                .await;
+        let (accepted, payload) = match answer {
+            Ok(Some(answer)) => answer,
+            // Unreachable with a topic from `shadow_topic`; answered all the same.
+            Ok(None) => (
+                false,
+                shadow_error(400, &format!("{topic:?} is not a shadow request topic")),
+            ),
+            Err(e) => {
+                log::error!("{arn}: the shadow request on {topic:?} failed: {e}");
+                (
+                    false,
+                    shadow_error(500, "Internal service failure (see the runtime's log)"),
+                )
+            }
+        };
+        let outcome = if accepted { "accepted" } else { "rejected" };
+        let _ = log.borrow_mut().write(
+            LogLevel::Debug,
+            &format!("shadow request {topic}: {outcome}"),
+        );
+        let Some(tx) = cmds.upgrade() else { return };
+        let _ = tx.send(WriterCmd::Shadow {
+            request_id,
+            accepted,
+            payload,
+        });
     }
 }
 
@@ -1843,5 +2033,51 @@ mod tests {
             got.push(String::from_utf8_lossy(&line).into_owned());
         }
         assert_eq!(got, vec!["short\n", "xxxxxxxxxx", "next\n"]);
+    }
+
+    #[test]
+    fn shadow_topics_are_built_from_valid_thing_names_only() {
+        assert_eq!(
+            shadow_topic("lamp", ShadowOp::Get).as_deref(),
+            Ok("$aws/things/lamp/shadow/get")
+        );
+        assert_eq!(
+            shadow_topic("a:b_c-1", ShadowOp::Update).as_deref(),
+            Ok("$aws/things/a:b_c-1/shadow/update")
+        );
+        let longest = "t".repeat(MAX_THING_NAME);
+        assert_eq!(
+            shadow_topic(&longest, ShadowOp::Delete),
+            Ok(format!("$aws/things/{longest}/shadow/delete"))
+        );
+        let refused = |name: &str| shadow_topic(name, ShadowOp::Get).expect_err(name);
+        assert_eq!(refused(""), "Invalid thing name: it is empty");
+        assert!(
+            refused(&"t".repeat(MAX_THING_NAME + 1)).contains("129 bytes long, at most 128"),
+            "too long"
+        );
+        // Each would change what the topic means: another shadow, or a filter.
+        for (name, c) in [
+            ("lamp/shadow/name/x", "'/'"),
+            ("lamp+", "'+'"),
+            ("#", "'#'"),
+            ("nul\0", "'\\0'"),
+        ] {
+            let why = refused(name);
+            assert!(
+                why.starts_with("Invalid thing name") && why.contains(c),
+                "{name:?}: {why}"
+            );
+        }
+    }
+
+    #[test]
+    fn shadow_errors_are_the_services_error_document() {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&shadow_error(400, "bad \"name\"")).expect("JSON");
+        assert_eq!(
+            doc,
+            serde_json::json!({ "code": 400, "message": "bad \"name\"" })
+        );
     }
 }
