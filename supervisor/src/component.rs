@@ -28,7 +28,8 @@
 //! shadow task, started at its first request, that hands the requests in
 //! arrival order to the blocking pool one at a time (a child's requests are
 //! handled in the order it sent them) and answers through the writer. Bad
-//! requests are answered as the service answers, `{"code","message"}`:
+//! requests are answered as the service answers (`code`, `message`,
+//! `timestamp`, the request's `clientToken`):
 //! 400 for a thing name that cannot form the topic (empty, over 128 bytes,
 //! or with `/`, `+`, `#` or NUL; those get no `…/rejected` publish, as
 //! there is no topic to publish on), 429 when `SHADOW_QUEUE` requests of
@@ -1749,9 +1750,19 @@ fn shadow_topic(thing_name: &str, op: ShadowOp) -> Result<String, String> {
     Ok(format!("$aws/things/{thing_name}/shadow/{}", op.as_str()))
 }
 
-/// The `{"code","message"}` error document the shadow service answers with.
-fn shadow_error(code: u16, message: &str) -> Vec<u8> {
-    serde_json::json!({ "code": code, "message": message })
+/// The service's `/rejected` document (`code`, `message`, `timestamp`, and
+/// the request's `clientToken` when it has a valid one) for a request the
+/// supervisor answers itself.
+fn shadow_error(code: u16, message: &str, request: &[u8]) -> Vec<u8> {
+    use crate::shadow::document::{client_token_of, parse_body, Rejection};
+    let token = parse_body(request)
+        .ok()
+        .and_then(|body| client_token_of(&body));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Rejection::new(code, message)
+        .payload(token.as_deref(), now)
         .to_string()
         .into_bytes()
 }
@@ -1766,23 +1777,24 @@ fn shadow_request(
     op: ShadowOp,
     payload: Vec<u8>,
 ) {
-    let refuse = |code: u16, why: String| {
+    let refuse = |code: u16, why: String, request: &[u8]| {
         let line = format!("shadow {op} of {thing_name:?} refused: {code} {why}");
         let _ = env.log.borrow_mut().write(LogLevel::Warn, &line);
         env.reply(WriterCmd::Shadow {
             request_id,
             accepted: false,
-            payload: shadow_error(code, &why),
+            payload: shadow_error(code, &why, request),
         });
     };
     let topic = match shadow_topic(thing_name, op) {
         Ok(topic) => topic,
-        Err(why) => return refuse(400, why),
+        Err(why) => return refuse(400, why, &payload),
     };
     let Some(shadow) = &env.shadow else {
         return refuse(
             503,
             "the local shadow service is not running (see the runtime's log)".into(),
+            &payload,
         );
     };
     let jobs = jobs.get_or_insert_with(|| {
@@ -1801,11 +1813,13 @@ fn shadow_request(
         topic,
         payload,
     };
-    if jobs.try_send(job).is_err() {
+    if let Err(e) = jobs.try_send(job) {
         // Full (the task only ends once this sender is dropped).
+        let job = e.into_inner();
         refuse(
             429,
             format!("too many shadow requests of this component are waiting ({SHADOW_QUEUE}); retry later"),
+            &job.payload,
         );
     }
 }
@@ -1836,13 +1850,17 @@ async fn shadow_task(
             // Unreachable with a topic from `shadow_topic`; answered all the same.
             Ok(None) => (
                 false,
-                shadow_error(400, &format!("{topic:?} is not a shadow request topic")),
+                shadow_error(
+                    400,
+                    &format!("{topic:?} is not a shadow request topic"),
+                    b"",
+                ),
             ),
             Err(e) => {
                 log::error!("{arn}: the shadow request on {topic:?} failed: {e}");
                 (
                     false,
-                    shadow_error(500, "Internal service failure (see the runtime's log)"),
+                    shadow_error(500, "Internal service failure (see the runtime's log)", b""),
                 )
             }
         };
@@ -2073,11 +2091,20 @@ mod tests {
 
     #[test]
     fn shadow_errors_are_the_services_error_document() {
+        let doc: serde_json::Value = serde_json::from_slice(&shadow_error(
+            400,
+            "bad \"name\"",
+            br#"{"clientToken":"t1","state":{}}"#,
+        ))
+        .expect("JSON");
+        assert_eq!(doc["code"], serde_json::json!(400));
+        assert_eq!(doc["message"], serde_json::json!("bad \"name\""));
+        assert_eq!(doc["clientToken"], serde_json::json!("t1"), "{doc}");
+        assert!(doc["timestamp"].as_u64().is_some_and(|t| t > 0), "{doc}");
+        // No token to echo from a request that is not JSON.
         let doc: serde_json::Value =
-            serde_json::from_slice(&shadow_error(400, "bad \"name\"")).expect("JSON");
-        assert_eq!(
-            doc,
-            serde_json::json!({ "code": 400, "message": "bad \"name\"" })
-        );
+            serde_json::from_slice(&shadow_error(503, "down", b"{oops")).expect("JSON");
+        assert_eq!(doc["code"], serde_json::json!(503));
+        assert!(doc.get("clientToken").is_none(), "{doc}");
     }
 }
