@@ -2107,4 +2107,135 @@ mod tests {
         assert_eq!(doc["code"], serde_json::json!(503));
         assert!(doc.get("clientToken").is_none(), "{doc}");
     }
+
+    /// A reader's environment with a real router, log file and (if `shadow`)
+    /// shadow service under `dir`; the writer's commands arrive on the
+    /// receiver (keep the sender alive).
+    fn shadow_env(
+        dir: &Path,
+        shadow: bool,
+    ) -> (
+        ReaderEnv,
+        mpsc::UnboundedSender<WriterCmd>,
+        mpsc::UnboundedReceiver<WriterCmd>,
+    ) {
+        let router = Arc::new(Router::new(crate::router::SubscriptionTable::default()));
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f:1";
+        let log = LogFile::open(dir, Path::new("f.log"), arn, LogLevel::Debug, 128).expect("log");
+        let shadow = shadow.then(|| {
+            crate::shadow::ShadowHandle::start(&dir.join("shadow"), router.clone())
+                .expect("shadow service")
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let env = ReaderEnv {
+            arn: Arc::from(arn),
+            router,
+            log: Rc::new(RefCell::new(log)),
+            cmds: tx.downgrade(),
+            max_frame: 1 << 20,
+            inflight: Rc::new(RefCell::new(InFlight::new())),
+            aws: None,
+            secrets: Arc::new(crate::secrets::SecretService::new(&dir.join("secrets"))),
+            shadow,
+        };
+        (env, tx, rx)
+    }
+
+    /// A `WriterCmd::Shadow` as (request id, accepted, parsed payload).
+    fn shadow_answer(cmd: WriterCmd) -> (u64, bool, serde_json::Value) {
+        match cmd {
+            WriterCmd::Shadow {
+                request_id,
+                accepted,
+                payload,
+            } => (
+                request_id,
+                accepted,
+                serde_json::from_slice(&payload).expect("JSON answer"),
+            ),
+            other => panic!("expected a shadow answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_childs_shadow_requests_are_served_in_order_and_bounded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        actix_rt::System::new().block_on(async {
+            let (env, _keep, mut rx) = shadow_env(dir.path(), true);
+            let mut jobs = None;
+            let total = SHADOW_QUEUE as u64 + 3;
+            // Nothing here yields, so the shadow task has not run yet: the
+            // first SHADOW_QUEUE requests wait, the rest are refused at once.
+            for id in 1..=total {
+                let body =
+                    format!(r#"{{"state":{{"reported":{{"n":{id}}}}},"clientToken":"c{id}"}}"#);
+                shadow_request(
+                    &env,
+                    &mut jobs,
+                    id,
+                    "lamp",
+                    ShadowOp::Update,
+                    body.into_bytes(),
+                );
+            }
+            let mut answers = Vec::new();
+            for _ in 0..total {
+                let cmd = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("an answer in time")
+                    .expect("open");
+                answers.push(shadow_answer(cmd));
+            }
+            let (served, refused): (Vec<_>, Vec<_>) = answers.into_iter().partition(|a| a.1);
+            let ids =
+                |v: &[(u64, bool, serde_json::Value)]| v.iter().map(|a| a.0).collect::<Vec<_>>();
+            assert_eq!(
+                ids(&refused),
+                (SHADOW_QUEUE as u64 + 1..=total).collect::<Vec<_>>()
+            );
+            for (id, _, doc) in &refused {
+                assert_eq!(doc["code"], serde_json::json!(429), "{doc}");
+                assert_eq!(doc["clientToken"], serde_json::json!(format!("c{id}")));
+            }
+            // In the order sent: each update is the next version.
+            assert_eq!(ids(&served), (1..=SHADOW_QUEUE as u64).collect::<Vec<_>>());
+            for (id, _, doc) in &served {
+                assert_eq!(doc["version"], serde_json::json!(id), "{doc}");
+                assert_eq!(doc["state"]["reported"]["n"], serde_json::json!(id));
+            }
+            assert!(dir.path().join("shadow/lamp.json").is_file());
+        });
+    }
+
+    #[test]
+    fn shadow_requests_that_cannot_be_served_are_answered_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        actix_rt::System::new().block_on(async {
+            let (env, _keep, mut rx) = shadow_env(dir.path(), false);
+            let mut jobs = None;
+            shadow_request(
+                &env,
+                &mut jobs,
+                7,
+                "lamp",
+                ShadowOp::Get,
+                br#"{"clientToken":"x"}"#.to_vec(),
+            );
+            let (id, accepted, doc) = shadow_answer(rx.try_recv().expect("answered at once"));
+            assert_eq!((id, accepted), (7, false));
+            assert_eq!(doc["code"], serde_json::json!(503), "{doc}");
+            assert_eq!(doc["clientToken"], serde_json::json!("x"));
+            shadow_request(&env, &mut jobs, 8, "a/b", ShadowOp::Delete, Vec::new());
+            let (id, _, doc) = shadow_answer(rx.try_recv().expect("answered at once"));
+            assert_eq!(id, 8);
+            assert_eq!(doc["code"], serde_json::json!(400), "{doc}");
+            assert!(jobs.is_none(), "no shadow task was started");
+            let log = std::fs::read_to_string(dir.path().join("f.log")).expect("log");
+            assert!(log.contains("shadow get of \"lamp\" refused: 503"), "{log}");
+            assert!(
+                log.contains("shadow delete of \"a/b\" refused: 400"),
+                "{log}"
+            );
+        });
+    }
 }
