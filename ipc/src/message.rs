@@ -218,6 +218,24 @@ pub enum ShadowOp {
     Delete,
 }
 
+impl ShadowOp {
+    /// The operation's word in the shadow topics
+    /// (`$aws/things/<thing>/shadow/<get|update|delete>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowOp::Get => "get",
+            ShadowOp::Update => "update",
+            ShadowOp::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for ShadowOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Frames the supervisor sends on the child's stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToChild {

@@ -24,10 +24,28 @@
 //! Stderr is free text that lands in the component's log.
 //!
 //! Two background tasks own the pipes: a reader that turns frames into
-//! [`Event`]s and secret answers, and a writer that drains a bounded queue
+//! [`Event`]s and answers, and a writer that drains a bounded queue
 //! and flushes once the queue is empty, so bursts of publishes share a
 //! write. The queue bound gives backpressure: `publish` waits when the
 //! supervisor is not reading.
+//!
+//! Requests (secrets, AWS credentials, the local shadow service) carry a
+//! `request_id`; the reader hands each answer to the request waiting for
+//! that id, so answers may come back in any order and several tasks may
+//! ask at once. Once the reader stops (the supervisor closed the link),
+//! every waiting request and every later one fails with
+//! [`SdkError::Closed`] instead of waiting for an answer that cannot come.
+//!
+//! The local shadow service ([`Handle::shadow`], or
+//! [`Handle::get_thing_shadow`], [`Handle::update_thing_shadow`] and
+//! [`Handle::delete_thing_shadow`], named after greengrasssdk's calls):
+//! the supervisor turns a request into the shadow topic
+//! `$aws/things/<thing>/shadow/<op>` and answers with the `/accepted`
+//! document or the rejection (`{"code","message"}`), as a
+//! [`ShadowReply`]. A rejection is a normal answer, not an error: errors are
+//! for transport failures (a closed link, no answer within the timeout).
+//! The service also publishes its answers on the shadow topics as for any
+//! request, so the group's subscriptions from `GGShadowService` hear them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +58,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{FrameError, FrameReader, DEFAULT_MAX_FRAME};
 use crate::link::{child_handshake, ChildLink, HandshakeError};
 use crate::message::{
-    AwsCredentials, ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ToChild,
+    AwsCredentials, ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ShadowOp, ToChild,
 };
 use crate::topic::{validate_topic, TopicError};
 
@@ -49,6 +67,16 @@ const OUTBOX: usize = 1024;
 /// Deliveries that may wait for the component before the reader stops
 /// reading (and the supervisor's per-target queue starts to fill).
 const INBOX: usize = 1024;
+/// How long [`Handle::shadow`] waits for its answer. A request costs the
+/// supervisor one small file read and, for a change, an fsync; ten seconds
+/// leaves room for a slow SD card under load while a lost answer still
+/// ends in an error.
+pub const SHADOW_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a `Shadow` frame adds to its thing name and payload (variant,
+/// request id, op and two lengths, each at most a 9-byte varint), so a
+/// request that cannot be framed is refused here instead of breaking the
+/// writer.
+const SHADOW_FRAME_OVERHEAD: usize = 32;
 
 /// What went wrong in the SDK.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +95,29 @@ pub enum SdkError {
     Secret(String),
     #[error("no AWS credentials: {0}")]
     Credentials(String),
+    #[error("no answer to the shadow {op} request for {thing_name:?} within {after:?}")]
+    ShadowTimeout {
+        thing_name: String,
+        op: ShadowOp,
+        after: Duration,
+    },
+    #[error("the supervisor answered request {request_id} with {got}, expected {expected}")]
+    Mismatched {
+        request_id: u64,
+        expected: &'static str,
+        got: &'static str,
+    },
+}
+
+/// The local shadow service's answer to [`Handle::shadow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowReply {
+    /// `true` when the payload is the `/accepted` document, `false` when it
+    /// is the rejection (`{"code":…,"message":…}`, with the request's
+    /// `clientToken` when it had a valid one).
+    pub accepted: bool,
+    /// JSON text, exactly as published on `…/accepted` or `…/rejected`.
+    pub payload: Vec<u8>,
 }
 
 /// Something for the component to act on.
@@ -85,9 +136,46 @@ pub enum Event {
 enum Answer {
     Secret(Result<SecretValue, String>),
     Credentials(Result<AwsCredentials, String>),
+    Shadow(ShadowReply),
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
+impl Answer {
+    fn name(&self) -> &'static str {
+        match self {
+            Answer::Secret(_) => "Secret",
+            Answer::Credentials(_) => "Credentials",
+            Answer::Shadow(_) => "ShadowResult",
+        }
+    }
+}
+
+/// Requests waiting for their answer, by request id. `None` once the reader
+/// has stopped: the link is closed and no answer can come.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Answer>>>>>;
+
+/// One request waiting for its answer. Dropping it (an answer, a timeout, a
+/// caller that gave up) takes its id out of the pending map, so abandoned
+/// requests do not pile up there.
+struct Waiting {
+    pending: Pending,
+    request_id: u64,
+    rx: oneshot::Receiver<Answer>,
+}
+
+impl Waiting {
+    /// The answer, or `None` when the link closed first.
+    async fn answer(&mut self) -> Option<Answer> {
+        (&mut self.rx).await.ok()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(map) = lock(&self.pending).as_mut() {
+            map.remove(&self.request_id);
+        }
+    }
+}
 
 /// A cheap, cloneable handle for publishing and logging from any task.
 #[derive(Debug, Clone)]
@@ -171,28 +259,47 @@ impl Handle {
         self.log(LogLevel::Error, message)
     }
 
+    /// Registers a request under a fresh id and sends the frame `make`
+    /// builds for that id.
+    async fn request(&self, make: impl FnOnce(u64) -> FromChild) -> Result<Waiting, SdkError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match lock(&self.pending).as_mut() {
+            Some(map) => map.insert(request_id, tx),
+            None => return Err(SdkError::Closed),
+        };
+        // From here on, dropping `waiting` unregisters the request.
+        let waiting = Waiting {
+            pending: self.pending.clone(),
+            request_id,
+            rx,
+        };
+        self.out
+            .send(make(request_id))
+            .await
+            .map_err(|_| SdkError::Closed)?;
+        Ok(waiting)
+    }
+
     /// Asks for a secret this component was granted.
     pub async fn get_secret(
         &self,
         secret_id: impl Into<String>,
         version_stage: Option<String>,
     ) -> Result<SecretValue, SdkError> {
-        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(request_id, tx);
-        self.out
-            .send(FromChild::GetSecret {
+        let secret_id = secret_id.into();
+        let mut waiting = self
+            .request(|request_id| FromChild::GetSecret {
                 request_id,
-                secret_id: secret_id.into(),
+                secret_id,
                 version_stage,
             })
-            .await
-            .map_err(|_| SdkError::Closed)?;
-        match rx.await {
-            Ok(Answer::Secret(Ok(value))) => Ok(value),
-            Ok(Answer::Secret(Err(message))) => Err(SdkError::Secret(message)),
-            Ok(Answer::Credentials(_)) => Err(SdkError::Closed),
-            Err(_) => Err(SdkError::Closed),
+            .await?;
+        match waiting.answer().await {
+            Some(Answer::Secret(Ok(value))) => Ok(value),
+            Some(Answer::Secret(Err(message))) => Err(SdkError::Secret(message)),
+            Some(other) => Err(mismatched(waiting.request_id, "Secret", &other)),
+            None => Err(SdkError::Closed),
         }
     }
 
@@ -200,19 +307,107 @@ impl Handle {
     /// manifest sets `aws` get them). They are temporary: ask again once
     /// `expiration_ms` is near; the supervisor refreshes them before then.
     pub async fn aws_credentials(&self) -> Result<AwsCredentials, SdkError> {
-        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(request_id, tx);
-        self.out
-            .send(FromChild::GetCredentials { request_id })
-            .await
-            .map_err(|_| SdkError::Closed)?;
-        match rx.await {
-            Ok(Answer::Credentials(Ok(value))) => Ok(value),
-            Ok(Answer::Credentials(Err(message))) => Err(SdkError::Credentials(message)),
-            Ok(Answer::Secret(_)) => Err(SdkError::Closed),
-            Err(_) => Err(SdkError::Closed),
+        let mut waiting = self
+            .request(|request_id| FromChild::GetCredentials { request_id })
+            .await?;
+        match waiting.answer().await {
+            Some(Answer::Credentials(Ok(value))) => Ok(value),
+            Some(Answer::Credentials(Err(message))) => Err(SdkError::Credentials(message)),
+            Some(other) => Err(mismatched(waiting.request_id, "Credentials", &other)),
+            None => Err(SdkError::Closed),
         }
+    }
+
+    /// Asks the local shadow service for `op` on the classic shadow of
+    /// `thing_name`, with `payload` as the request document (the JSON an
+    /// MQTT client would publish on `$aws/things/<thing>/shadow/<op>`; empty
+    /// means `{}`). Waits at most [`SHADOW_TIMEOUT`].
+    ///
+    /// The service's rejection (400 for a bad document or thing name, 404
+    /// for a missing shadow, 409 for a version conflict, 503 when the core
+    /// runs no shadow service, …) is an `Ok` reply with `accepted: false`;
+    /// `Err` is for the link: closed, an oversize request, or no answer in
+    /// time.
+    pub async fn shadow(
+        &self,
+        thing_name: impl Into<String>,
+        op: ShadowOp,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<ShadowReply, SdkError> {
+        self.shadow_with_timeout(thing_name, op, payload, SHADOW_TIMEOUT)
+            .await
+    }
+
+    /// [`Handle::shadow`] with its own bound on the wait.
+    pub async fn shadow_with_timeout(
+        &self,
+        thing_name: impl Into<String>,
+        op: ShadowOp,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<ShadowReply, SdkError> {
+        let thing_name = thing_name.into();
+        let payload = payload.into();
+        let len = thing_name.len() + payload.len() + SHADOW_FRAME_OVERHEAD;
+        if len > self.max_frame {
+            return Err(SdkError::Frame(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            }));
+        }
+        let name = thing_name.clone();
+        let mut waiting = self
+            .request(|request_id| FromChild::Shadow {
+                request_id,
+                thing_name: name,
+                op,
+                payload,
+            })
+            .await?;
+        match tokio::time::timeout(timeout, waiting.answer()).await {
+            Ok(Some(Answer::Shadow(reply))) => Ok(reply),
+            Ok(Some(other)) => Err(mismatched(waiting.request_id, "ShadowResult", &other)),
+            Ok(None) => Err(SdkError::Closed),
+            Err(_) => Err(SdkError::ShadowTimeout {
+                thing_name,
+                op,
+                after: timeout,
+            }),
+        }
+    }
+
+    /// greengrasssdk's `get_thing_shadow`: the shadow of `thing_name`.
+    pub async fn get_thing_shadow(
+        &self,
+        thing_name: impl Into<String>,
+    ) -> Result<ShadowReply, SdkError> {
+        self.shadow(thing_name, ShadowOp::Get, Vec::new()).await
+    }
+
+    /// greengrasssdk's `update_thing_shadow`: `payload` is the update
+    /// document (`{"state":{"desired":…,"reported":…},"clientToken":…,"version":…}`).
+    pub async fn update_thing_shadow(
+        &self,
+        thing_name: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<ShadowReply, SdkError> {
+        self.shadow(thing_name, ShadowOp::Update, payload).await
+    }
+
+    /// greengrasssdk's `delete_thing_shadow`.
+    pub async fn delete_thing_shadow(
+        &self,
+        thing_name: impl Into<String>,
+    ) -> Result<ShadowReply, SdkError> {
+        self.shadow(thing_name, ShadowOp::Delete, Vec::new()).await
+    }
+}
+
+fn mismatched(request_id: u64, expected: &'static str, got: &Answer) -> SdkError {
+    SdkError::Mismatched {
+        request_id,
+        expected,
+        got: got.name(),
     }
 }
 
@@ -259,7 +454,7 @@ impl Component {
         let config = child_handshake(&mut reader, &mut link).await?;
         let (out_tx, out_rx) = mpsc::channel(OUTBOX);
         let (ev_tx, ev_rx) = mpsc::channel(INBOX);
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         tokio::spawn(write_loop(link, out_rx));
         tokio::spawn(read_loop(reader, ev_tx, pending.clone()));
         Ok(Component {
@@ -406,18 +601,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
             },
             Ok(Some(ToChild::Refused { topic, reason })) => Event::Refused { topic, reason },
             Ok(Some(ToChild::Secret { request_id, result })) => {
-                if let Some(tx) = lock(&pending).remove(&request_id) {
-                    let _ = tx.send(Answer::Secret(result));
-                }
+                answer(&pending, request_id, Answer::Secret(result));
                 continue;
             }
             Ok(Some(ToChild::Credentials { request_id, result })) => {
-                if let Some(tx) = lock(&pending).remove(&request_id) {
-                    let _ = tx.send(Answer::Credentials(result));
-                }
+                answer(&pending, request_id, Answer::Credentials(result));
                 continue;
             }
-            Ok(Some(ToChild::ShadowResult { .. })) => continue,
+            Ok(Some(ToChild::ShadowResult {
+                request_id,
+                accepted,
+                payload,
+            })) => {
+                let reply = ShadowReply { accepted, payload };
+                answer(&pending, request_id, Answer::Shadow(reply));
+                continue;
+            }
             Ok(Some(ToChild::Hello { .. } | ToChild::Configure(_))) => {
                 eprintln!("evergreen-ipc: unexpected handshake frame after the handshake");
                 break;
@@ -427,9 +626,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
             break;
         }
     }
-    // Dropping `events` ends `next_event`; dropping pending senders fails
-    // outstanding secret requests with `Closed`.
-    lock(&pending).clear();
+    // Dropping `events` ends `next_event`; dropping the pending senders
+    // fails outstanding requests with `Closed`, and `None` fails later ones
+    // at once.
+    *lock(&pending) = None;
+}
+
+/// Hands `answer` to the request waiting for `request_id`. An answer nobody
+/// waits for (the request timed out or was given up) is dropped.
+fn answer(pending: &Pending, request_id: u64, answer: Answer) {
+    let waiter = lock(pending)
+        .as_mut()
+        .and_then(|map| map.remove(&request_id));
+    if let Some(tx) = waiter {
+        let _ = tx.send(answer);
+    }
 }
 
 #[cfg(test)]
@@ -529,5 +740,192 @@ mod tests {
             None,
             "closed link ends the events"
         );
+    }
+
+    type SupLink = SupervisorLink<tokio::io::DuplexStream>;
+    type SupReader = FrameReader<tokio::io::DuplexStream>;
+
+    /// A component connected to an in-memory supervisor, past the handshake.
+    async fn connected(max_frame: usize) -> (Component, SupLink, SupReader) {
+        let (sup_w, child_r) = tokio::io::duplex(1 << 16);
+        let (child_w, sup_r) = tokio::io::duplex(1 << 16);
+        let mut sup = SupervisorLink::new(sup_w, max_frame);
+        sup.start(&config()).await.expect("start");
+        let component = Component::connect_with(child_r, child_w, max_frame)
+            .await
+            .expect("connect");
+        let mut sup_reader = FrameReader::new(sup_r, max_frame);
+        expect_child_hello(&mut sup_reader).await.expect("hello");
+        (component, sup, sup_reader)
+    }
+
+    /// The next `Shadow` frame the component sent.
+    async fn shadow_frame(reader: &mut SupReader) -> (u64, String, ShadowOp, Vec<u8>) {
+        let frame = tokio::time::timeout(Duration::from_secs(5), reader.read_frame::<FromChild>())
+            .await
+            .expect("a frame in time")
+            .expect("frame")
+            .expect("some");
+        match frame {
+            FromChild::Shadow {
+                request_id,
+                thing_name,
+                op,
+                payload,
+            } => (request_id, thing_name, op, payload),
+            other => panic!("expected Shadow, got {other:?}"),
+        }
+    }
+
+    fn pending_len(handle: &Handle) -> Option<usize> {
+        lock(&handle.pending).as_ref().map(HashMap::len)
+    }
+
+    #[tokio::test]
+    async fn shadow_answers_go_to_the_request_with_their_id() {
+        let (component, mut sup, mut sup_reader) = connected(DEFAULT_MAX_FRAME).await;
+        let handle = component.handle();
+        let (a, b) = (handle.clone(), handle.clone());
+        let first =
+            tokio::spawn(async move { a.update_thing_shadow("lamp", br#"{"state":{}}"#).await });
+        let (id1, thing1, op1, payload1) = shadow_frame(&mut sup_reader).await;
+        let second = tokio::spawn(async move { b.get_thing_shadow("fan").await });
+        let (id2, thing2, op2, payload2) = shadow_frame(&mut sup_reader).await;
+        assert_ne!(id1, id2, "each request has its own id");
+        assert_eq!(
+            (thing1.as_str(), op1, payload1.as_slice()),
+            ("lamp", ShadowOp::Update, &br#"{"state":{}}"#[..])
+        );
+        assert_eq!(
+            (thing2.as_str(), op2, payload2.as_slice()),
+            ("fan", ShadowOp::Get, &b""[..])
+        );
+        assert_eq!(pending_len(&handle), Some(2));
+
+        // Answered in the other order: each still gets its own.
+        sup.shadow_result(id2, false, br#"{"code":404}"#.to_vec())
+            .await
+            .expect("answer 2");
+        sup.shadow_result(id1, true, br#"{"version":1}"#.to_vec())
+            .await
+            .expect("answer 1");
+        let second = second.await.expect("task").expect("reply");
+        let first = first.await.expect("task").expect("reply");
+        assert_eq!(
+            second,
+            ShadowReply {
+                accepted: false,
+                payload: br#"{"code":404}"#.to_vec()
+            }
+        );
+        assert_eq!(
+            first,
+            ShadowReply {
+                accepted: true,
+                payload: br#"{"version":1}"#.to_vec()
+            }
+        );
+        assert_eq!(pending_len(&handle), Some(0), "answered requests are gone");
+        drop(component);
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_shadow_request_times_out_and_is_forgotten() {
+        let (component, mut sup, mut sup_reader) = connected(DEFAULT_MAX_FRAME).await;
+        let handle = component.handle();
+        let err = handle
+            .shadow_with_timeout(
+                "lamp",
+                ShadowOp::Delete,
+                Vec::new(),
+                Duration::from_millis(50),
+            )
+            .await
+            .expect_err("no answer");
+        assert!(
+            matches!(
+                &err,
+                SdkError::ShadowTimeout { thing_name, op: ShadowOp::Delete, .. } if thing_name == "lamp"
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("delete"), "{err}");
+        assert_eq!(
+            pending_len(&handle),
+            Some(0),
+            "the timed-out request is gone"
+        );
+
+        // Its late answer is dropped; the next request still gets its own.
+        let (late, ..) = shadow_frame(&mut sup_reader).await;
+        sup.shadow_result(late, true, b"late".to_vec())
+            .await
+            .expect("late answer");
+        let asker = handle.clone();
+        let next = tokio::spawn(async move { asker.get_thing_shadow("lamp").await });
+        let (id, ..) = shadow_frame(&mut sup_reader).await;
+        assert_ne!(id, late);
+        sup.shadow_result(id, true, b"fresh".to_vec())
+            .await
+            .expect("answer");
+        let reply = next.await.expect("task").expect("reply");
+        assert_eq!(reply.payload, b"fresh".to_vec());
+        drop(component);
+    }
+
+    #[tokio::test]
+    async fn a_closed_link_fails_shadow_requests_instead_of_hanging() {
+        let (component, sup, mut sup_reader) = connected(DEFAULT_MAX_FRAME).await;
+        let handle = component.handle();
+        let asker = handle.clone();
+        let waiting = tokio::spawn(async move {
+            asker
+                .shadow_with_timeout("lamp", ShadowOp::Get, Vec::new(), Duration::from_secs(30))
+                .await
+        });
+        shadow_frame(&mut sup_reader).await;
+        drop(sup); // the supervisor goes away without answering
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("failed at once, not after the 30 s timeout")
+            .expect("task");
+        assert!(matches!(result, Err(SdkError::Closed)), "{result:?}");
+        // A request made after the link closed fails at once too.
+        let later = tokio::time::timeout(
+            Duration::from_secs(5),
+            handle.shadow_with_timeout("lamp", ShadowOp::Get, Vec::new(), Duration::from_secs(30)),
+        )
+        .await
+        .expect("no wait");
+        assert!(matches!(later, Err(SdkError::Closed)), "{later:?}");
+        assert_eq!(pending_len(&handle), None);
+        drop(component);
+    }
+
+    #[tokio::test]
+    async fn an_oversize_shadow_request_is_refused_and_the_link_lives_on() {
+        let max = 4096;
+        let (component, mut sup, mut sup_reader) = connected(max).await;
+        let handle = component.handle();
+        let err = handle
+            .update_thing_shadow("lamp", vec![b' '; max])
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(err, SdkError::Frame(FrameError::TooLarge { max: 4096, .. })),
+            "{err}"
+        );
+        assert_eq!(pending_len(&handle), Some(0));
+        // The link still works: the largest request that fits goes through.
+        let fits = vec![b' '; max - "lamp".len() - SHADOW_FRAME_OVERHEAD];
+        let asker = handle.clone();
+        let request = tokio::spawn(async move { asker.update_thing_shadow("lamp", fits).await });
+        let (id, thing, _, payload) = shadow_frame(&mut sup_reader).await;
+        assert_eq!((thing.as_str(), payload.len()), ("lamp", max - 4 - 32));
+        sup.shadow_result(id, false, b"{}".to_vec())
+            .await
+            .expect("answer");
+        assert!(!request.await.expect("task").expect("reply").accepted);
+        drop(component);
     }
 }

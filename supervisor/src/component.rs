@@ -14,6 +14,27 @@
 //! Stopping is stop, then SIGTERM, then SIGKILL: the child gets `Shutdown`
 //! and `shutdownGraceMs` to exit, then SIGTERM to its process group and
 //! `termGraceMs`, then SIGKILL.
+//!
+//! Shadow requests (`FromChild::Shadow`) go to the local shadow service
+//! (`crate::shadow`) as the request topic `$aws/things/<thing>/shadow/<op>`
+//! with the component's ARN as source, and the `/accepted` or `/rejected`
+//! payload comes back as `ShadowResult`. As for a Python function's
+//! shadow call through the Lambda endpoint, the service also publishes its
+//! answers (`…/accepted`, `…/rejected`, `…/update/documents`,
+//! `…/update/delta`) with source `GGShadowService`, so the group's
+//! subscriptions hear a change whoever made it; and as there, no
+//! subscription is needed to ask. A request costs a file read and maybe an
+//! fsync, so it never runs on the actors' thread: each child gets one
+//! shadow task, started at its first request, that hands the requests in
+//! arrival order to the blocking pool one at a time (a child's requests are
+//! handled in the order it sent them) and answers through the writer. Bad
+//! requests are answered as the service answers (`code`, `message`,
+//! `timestamp`, the request's `clientToken`):
+//! 400 for a thing name that cannot form the topic (empty, over 128 bytes,
+//! or with `/`, `+`, `#` or NUL; those get no `…/rejected` publish, as
+//! there is no topic to publish on), 429 when `SHADOW_QUEUE` requests of
+//! the child are already waiting, 503 when the runtime has no shadow
+//! service (its directory could not be opened at start).
 
 use std::cell::RefCell;
 use std::ffi::OsString;
@@ -27,7 +48,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use evergreen_ipc::link::{expect_child_hello, variant_name, HandshakeError, SupervisorLink};
 use evergreen_ipc::{
-    ComponentConfig, ComponentKind, FrameReader, FromChild, LogLevel, ResourceGrant,
+    ComponentConfig, ComponentKind, FrameReader, FromChild, LogLevel, ResourceGrant, ShadowOp,
 };
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -50,6 +71,13 @@ const READER_YIELD_EVERY: usize = 32;
 /// Deliveries written before a flush, so a busy target still sees its
 /// messages promptly.
 const DELIVERY_BATCH: usize = 64;
+/// Shadow requests of one child that may wait for its shadow task; more are
+/// answered 429 at once. The SDK waits for each answer, so only a child
+/// firing requests from many tasks reaches this, and it bounds what one
+/// child can queue.
+const SHADOW_QUEUE: usize = 16;
+/// AWS IoT's limit on thing names.
+const MAX_THING_NAME: usize = 128;
 
 /// Settings every component actor shares (from the core configuration).
 #[derive(Debug, Clone)]
@@ -439,6 +467,9 @@ pub struct ComponentActor {
     lambda_link: Option<Rc<FunctionLink>>,
     /// The token the next child is given.
     lambda_token: String,
+    /// The local shadow service, for `FromChild::Shadow`; `None` when the
+    /// runtime could not start it.
+    shadow: Option<crate::shadow::ShadowHandle>,
 }
 
 impl fmt::Debug for ComponentActor {
@@ -593,6 +624,7 @@ impl ComponentActor {
             lambda: None,
             lambda_link: None,
             lambda_token: String::new(),
+            shadow: None,
         })
     }
 
@@ -893,6 +925,7 @@ impl ComponentActor {
                     inflight: inflight.clone(),
                     aws: self.spec.aws.then(|| self.settings.aws.clone()),
                     secrets: self.settings.secrets.clone(),
+                    shadow: self.shadow.clone(),
                 },
             ));
         }
@@ -1245,6 +1278,12 @@ impl ComponentActor {
         self.lambda = Some(hub);
         self
     }
+
+    /// Answers the child's shadow requests with this shadow service.
+    pub fn with_shadow(mut self, shadow: crate::shadow::ShadowHandle) -> Self {
+        self.shadow = Some(shadow);
+        self
+    }
 }
 
 impl Handler<InstanceEvent> for ComponentActor {
@@ -1530,6 +1569,8 @@ struct ReaderEnv {
     aws: Option<Arc<crate::aws::AwsAccess>>,
     /// Answers `GetSecret` from the secrets granted to this component.
     secrets: Arc<crate::secrets::SecretService>,
+    /// Answers `Shadow`; `None` when the runtime has no shadow service.
+    shadow: Option<crate::shadow::ShadowHandle>,
 }
 
 impl ReaderEnv {
@@ -1554,6 +1595,8 @@ async fn reader_task<R: AsyncRead + Unpin>(
     };
     let mut reader = FrameReader::new(stdout, env.max_frame);
     let mut since_yield = 0usize;
+    // The child's shadow task, started at its first shadow request.
+    let mut shadow_jobs: Option<mpsc::Sender<ShadowJob>> = None;
     match expect_child_hello(&mut reader).await {
         Ok(()) => {}
         // The child exited before saying anything; the waiter reports it.
@@ -1586,10 +1629,10 @@ async fn reader_task<R: AsyncRead + Unpin>(
             FromChild::Publish { topic, payload } => {
                 if let Err(e) = env.router.publish(&env.arn, &topic, Arc::from(payload)) {
                     let reason = e.to_string();
-                    let _ = env
-                        .log
-                        .borrow_mut()
-                        .write(LogLevel::Warn, &format!("publish on {topic:?} refused: {reason}"));
+                    let _ = env.log.borrow_mut().write(
+                        LogLevel::Warn,
+                        &format!("publish on {topic:?} refused: {reason}"),
+                    );
                     env.reply(WriterCmd::Refused { topic, reason });
                 }
             }
@@ -1657,16 +1700,181 @@ async fn reader_task<R: AsyncRead + Unpin>(
                     });
                 }
             },
-            FromChild::Shadow { request_id, .. } => env.reply(WriterCmd::Shadow {
+            FromChild::Shadow {
                 request_id,
-                accepted: false,
-                payload: br#"{"code":503,"message":"the local shadow service is not available in this build"}"#
-                    .to_vec(),
-            }),
+                thing_name,
+                op,
+                payload,
+            } => shadow_request(&env, &mut shadow_jobs, request_id, &thing_name, op, payload),
             other @ FromChild::Hello { .. } => {
-                return violation(format!("unexpected {} after the handshake", variant_name(&other)))
+                return violation(format!(
+                    "unexpected {} after the handshake",
+                    variant_name(&other)
+                ))
             }
         }
+    }
+}
+
+/// One shadow request waiting for the child's shadow task.
+struct ShadowJob {
+    request_id: u64,
+    /// `$aws/things/<thing>/shadow/<op>`.
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// The request topic for `op` on the classic shadow of `thing_name`, or why
+/// the name cannot form one. Only what would change the topic's meaning
+/// (another level, a wildcard) or break it (NUL, empty) is checked here;
+/// the service itself rejects the other names AWS IoT refuses, with its
+/// own 400.
+fn shadow_topic(thing_name: &str, op: ShadowOp) -> Result<String, String> {
+    if thing_name.is_empty() {
+        return Err("Invalid thing name: it is empty".into());
+    }
+    if thing_name.len() > MAX_THING_NAME {
+        return Err(format!(
+            "Invalid thing name: {} bytes long, at most {MAX_THING_NAME}",
+            thing_name.len()
+        ));
+    }
+    if let Some(c) = thing_name
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#' | '\0'))
+    {
+        return Err(format!(
+            "Invalid thing name: {thing_name:?} contains {c:?}, which cannot be in a shadow topic"
+        ));
+    }
+    Ok(format!("$aws/things/{thing_name}/shadow/{}", op.as_str()))
+}
+
+/// The service's `/rejected` document (`code`, `message`, `timestamp`, and
+/// the request's `clientToken` when it has a valid one) for a request the
+/// supervisor answers itself.
+fn shadow_error(code: u16, message: &str, request: &[u8]) -> Vec<u8> {
+    use crate::shadow::document::{client_token_of, parse_body, Rejection};
+    let token = parse_body(request)
+        .ok()
+        .and_then(|body| client_token_of(&body));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Rejection::new(code, message)
+        .payload(token.as_deref(), now)
+        .to_string()
+        .into_bytes()
+}
+
+/// Queues one `FromChild::Shadow` for the child's shadow task (starting it
+/// at the first request), or answers at once when it cannot be served.
+fn shadow_request(
+    env: &ReaderEnv,
+    jobs: &mut Option<mpsc::Sender<ShadowJob>>,
+    request_id: u64,
+    thing_name: &str,
+    op: ShadowOp,
+    payload: Vec<u8>,
+) {
+    let refuse = |code: u16, why: String, request: &[u8]| {
+        let line = format!("shadow {op} of {thing_name:?} refused: {code} {why}");
+        let _ = env.log.borrow_mut().write(LogLevel::Warn, &line);
+        env.reply(WriterCmd::Shadow {
+            request_id,
+            accepted: false,
+            payload: shadow_error(code, &why, request),
+        });
+    };
+    let topic = match shadow_topic(thing_name, op) {
+        Ok(topic) => topic,
+        Err(why) => return refuse(400, why, &payload),
+    };
+    let Some(shadow) = &env.shadow else {
+        return refuse(
+            503,
+            "the local shadow service is not running (see the runtime's log)".into(),
+            &payload,
+        );
+    };
+    let jobs = jobs.get_or_insert_with(|| {
+        let (tx, rx) = mpsc::channel(SHADOW_QUEUE);
+        actix_rt::spawn(shadow_task(
+            rx,
+            shadow.clone(),
+            env.arn.clone(),
+            env.log.clone(),
+            env.cmds.clone(),
+        ));
+        tx
+    });
+    let job = ShadowJob {
+        request_id,
+        topic,
+        payload,
+    };
+    if let Err(e) = jobs.try_send(job) {
+        // Full (the task only ends once this sender is dropped).
+        let job = e.into_inner();
+        refuse(
+            429,
+            format!("too many shadow requests of this component are waiting ({SHADOW_QUEUE}); retry later"),
+            &job.payload,
+        );
+    }
+}
+
+/// Serves one child's shadow requests in arrival order, each on the
+/// blocking pool (the service reads a file and fsyncs a change), and answers
+/// through the writer. Ends when the reader drops its sender or the writer
+/// is gone.
+async fn shadow_task(
+    mut jobs: mpsc::Receiver<ShadowJob>,
+    shadow: crate::shadow::ShadowHandle,
+    arn: Arc<str>,
+    log: SharedLog,
+    cmds: mpsc::WeakUnboundedSender<WriterCmd>,
+) {
+    while let Some(ShadowJob {
+        request_id,
+        topic,
+        payload,
+    }) = jobs.recv().await
+    {
+        let (service, source, request_topic) = (shadow.clone(), arn.clone(), topic.clone());
+        let answer =
+            tokio::task::spawn_blocking(move || service.request(&source, &request_topic, &payload))
+                .await;
+        let (accepted, payload) = match answer {
+            Ok(Some(answer)) => answer,
+            // Unreachable with a topic from `shadow_topic`; answered all the same.
+            Ok(None) => (
+                false,
+                shadow_error(
+                    400,
+                    &format!("{topic:?} is not a shadow request topic"),
+                    b"",
+                ),
+            ),
+            Err(e) => {
+                log::error!("{arn}: the shadow request on {topic:?} failed: {e}");
+                (
+                    false,
+                    shadow_error(500, "Internal service failure (see the runtime's log)", b""),
+                )
+            }
+        };
+        let outcome = if accepted { "accepted" } else { "rejected" };
+        let _ = log.borrow_mut().write(
+            LogLevel::Debug,
+            &format!("shadow request {topic}: {outcome}"),
+        );
+        let Some(tx) = cmds.upgrade() else { return };
+        let _ = tx.send(WriterCmd::Shadow {
+            request_id,
+            accepted,
+            payload,
+        });
     }
 }
 
@@ -1843,5 +2051,191 @@ mod tests {
             got.push(String::from_utf8_lossy(&line).into_owned());
         }
         assert_eq!(got, vec!["short\n", "xxxxxxxxxx", "next\n"]);
+    }
+
+    #[test]
+    fn shadow_topics_are_built_from_valid_thing_names_only() {
+        assert_eq!(
+            shadow_topic("lamp", ShadowOp::Get).as_deref(),
+            Ok("$aws/things/lamp/shadow/get")
+        );
+        assert_eq!(
+            shadow_topic("a:b_c-1", ShadowOp::Update).as_deref(),
+            Ok("$aws/things/a:b_c-1/shadow/update")
+        );
+        let longest = "t".repeat(MAX_THING_NAME);
+        assert_eq!(
+            shadow_topic(&longest, ShadowOp::Delete),
+            Ok(format!("$aws/things/{longest}/shadow/delete"))
+        );
+        let refused = |name: &str| shadow_topic(name, ShadowOp::Get).expect_err(name);
+        assert_eq!(refused(""), "Invalid thing name: it is empty");
+        assert!(
+            refused(&"t".repeat(MAX_THING_NAME + 1)).contains("129 bytes long, at most 128"),
+            "too long"
+        );
+        // Each would change what the topic means: another shadow, or a filter.
+        for (name, c) in [
+            ("lamp/shadow/name/x", "'/'"),
+            ("lamp+", "'+'"),
+            ("#", "'#'"),
+            ("nul\0", "'\\0'"),
+        ] {
+            let why = refused(name);
+            assert!(
+                why.starts_with("Invalid thing name") && why.contains(c),
+                "{name:?}: {why}"
+            );
+        }
+    }
+
+    #[test]
+    fn shadow_errors_are_the_services_error_document() {
+        let doc: serde_json::Value = serde_json::from_slice(&shadow_error(
+            400,
+            "bad \"name\"",
+            br#"{"clientToken":"t1","state":{}}"#,
+        ))
+        .expect("JSON");
+        assert_eq!(doc["code"], serde_json::json!(400));
+        assert_eq!(doc["message"], serde_json::json!("bad \"name\""));
+        assert_eq!(doc["clientToken"], serde_json::json!("t1"), "{doc}");
+        assert!(doc["timestamp"].as_u64().is_some_and(|t| t > 0), "{doc}");
+        // No token to echo from a request that is not JSON.
+        let doc: serde_json::Value =
+            serde_json::from_slice(&shadow_error(503, "down", b"{oops")).expect("JSON");
+        assert_eq!(doc["code"], serde_json::json!(503));
+        assert!(doc.get("clientToken").is_none(), "{doc}");
+    }
+
+    /// A reader's environment with a real router, log file and (if `shadow`)
+    /// shadow service under `dir`; the writer's commands arrive on the
+    /// receiver (keep the sender alive).
+    fn shadow_env(
+        dir: &Path,
+        shadow: bool,
+    ) -> (
+        ReaderEnv,
+        mpsc::UnboundedSender<WriterCmd>,
+        mpsc::UnboundedReceiver<WriterCmd>,
+    ) {
+        let router = Arc::new(Router::new(crate::router::SubscriptionTable::default()));
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f:1";
+        let log = LogFile::open(dir, Path::new("f.log"), arn, LogLevel::Debug, 128).expect("log");
+        let shadow = shadow.then(|| {
+            crate::shadow::ShadowHandle::start(&dir.join("shadow"), router.clone())
+                .expect("shadow service")
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let env = ReaderEnv {
+            arn: Arc::from(arn),
+            router,
+            log: Rc::new(RefCell::new(log)),
+            cmds: tx.downgrade(),
+            max_frame: 1 << 20,
+            inflight: Rc::new(RefCell::new(InFlight::new())),
+            aws: None,
+            secrets: Arc::new(crate::secrets::SecretService::new(&dir.join("secrets"))),
+            shadow,
+        };
+        (env, tx, rx)
+    }
+
+    /// A `WriterCmd::Shadow` as (request id, accepted, parsed payload).
+    fn shadow_answer(cmd: WriterCmd) -> (u64, bool, serde_json::Value) {
+        match cmd {
+            WriterCmd::Shadow {
+                request_id,
+                accepted,
+                payload,
+            } => (
+                request_id,
+                accepted,
+                serde_json::from_slice(&payload).expect("JSON answer"),
+            ),
+            other => panic!("expected a shadow answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_childs_shadow_requests_are_served_in_order_and_bounded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        actix_rt::System::new().block_on(async {
+            let (env, _keep, mut rx) = shadow_env(dir.path(), true);
+            let mut jobs = None;
+            let total = SHADOW_QUEUE as u64 + 3;
+            // Nothing here yields, so the shadow task has not run yet: the
+            // first SHADOW_QUEUE requests wait, the rest are refused at once.
+            for id in 1..=total {
+                let body =
+                    format!(r#"{{"state":{{"reported":{{"n":{id}}}}},"clientToken":"c{id}"}}"#);
+                shadow_request(
+                    &env,
+                    &mut jobs,
+                    id,
+                    "lamp",
+                    ShadowOp::Update,
+                    body.into_bytes(),
+                );
+            }
+            let mut answers = Vec::new();
+            for _ in 0..total {
+                let cmd = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("an answer in time")
+                    .expect("open");
+                answers.push(shadow_answer(cmd));
+            }
+            let (served, refused): (Vec<_>, Vec<_>) = answers.into_iter().partition(|a| a.1);
+            let ids =
+                |v: &[(u64, bool, serde_json::Value)]| v.iter().map(|a| a.0).collect::<Vec<_>>();
+            assert_eq!(
+                ids(&refused),
+                (SHADOW_QUEUE as u64 + 1..=total).collect::<Vec<_>>()
+            );
+            for (id, _, doc) in &refused {
+                assert_eq!(doc["code"], serde_json::json!(429), "{doc}");
+                assert_eq!(doc["clientToken"], serde_json::json!(format!("c{id}")));
+            }
+            // In the order sent: each update is the next version.
+            assert_eq!(ids(&served), (1..=SHADOW_QUEUE as u64).collect::<Vec<_>>());
+            for (id, _, doc) in &served {
+                assert_eq!(doc["version"], serde_json::json!(id), "{doc}");
+                assert_eq!(doc["state"]["reported"]["n"], serde_json::json!(id));
+            }
+            assert!(dir.path().join("shadow/lamp.json").is_file());
+        });
+    }
+
+    #[test]
+    fn shadow_requests_that_cannot_be_served_are_answered_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        actix_rt::System::new().block_on(async {
+            let (env, _keep, mut rx) = shadow_env(dir.path(), false);
+            let mut jobs = None;
+            shadow_request(
+                &env,
+                &mut jobs,
+                7,
+                "lamp",
+                ShadowOp::Get,
+                br#"{"clientToken":"x"}"#.to_vec(),
+            );
+            let (id, accepted, doc) = shadow_answer(rx.try_recv().expect("answered at once"));
+            assert_eq!((id, accepted), (7, false));
+            assert_eq!(doc["code"], serde_json::json!(503), "{doc}");
+            assert_eq!(doc["clientToken"], serde_json::json!("x"));
+            shadow_request(&env, &mut jobs, 8, "a/b", ShadowOp::Delete, Vec::new());
+            let (id, _, doc) = shadow_answer(rx.try_recv().expect("answered at once"));
+            assert_eq!(id, 8);
+            assert_eq!(doc["code"], serde_json::json!(400), "{doc}");
+            assert!(jobs.is_none(), "no shadow task was started");
+            let log = std::fs::read_to_string(dir.path().join("f.log")).expect("log");
+            assert!(log.contains("shadow get of \"lamp\" refused: 503"), "{log}");
+            assert!(
+                log.contains("shadow delete of \"a/b\" refused: 400"),
+                "{log}"
+            );
+        });
     }
 }

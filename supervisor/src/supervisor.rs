@@ -118,7 +118,8 @@ pub struct Supervisor {
     lambda: Option<std::rc::Rc<crate::lambda::LambdaHub>>,
     /// The local MQTT server, told of each deployed plan's devices.
     mqtt: Option<Arc<crate::mqtt::MqttHub>>,
-    /// The local shadow service, told of each deployment's synced things.
+    /// The local shadow service, told of each deployment's synced things
+    /// and handed to each component for its shadow requests.
     shadow: Option<crate::shadow::ShadowHandle>,
     /// The cloud bridge, told of each deployment's `cloud` subscriptions.
     cloud: Option<crate::mqtt::client::BridgeHandle>,
@@ -149,7 +150,8 @@ impl Supervisor {
         }
     }
 
-    /// Tells this shadow service of every deployed plan.
+    /// Tells this shadow service of every deployed plan, and answers the
+    /// components' shadow requests with it.
     pub fn with_shadow(mut self, shadow: crate::shadow::ShadowHandle) -> Self {
         self.shadow = Some(shadow);
         self
@@ -286,6 +288,9 @@ impl Handler<Deploy> for Supervisor {
             };
             if let Some(hub) = &self.lambda {
                 actor = actor.with_lambda(hub.clone());
+            }
+            if let Some(shadow) = &self.shadow {
+                actor = actor.with_shadow(shadow.clone());
             }
             if spec.pinned {
                 self.router.attach(arn, Arc::new(sink));

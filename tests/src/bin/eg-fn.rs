@@ -34,6 +34,14 @@
 //!   `file` as a JSON line: `{"id":…,"ok":{"ARN","Name","VersionId",
 //!   "SecretString","SecretBinaryHex","VersionStages","CreatedDate"}}` or
 //!   `{"id":…,"error":…}`.
+//! - `shadow <file>`: for every delivery whose payload is JSON
+//!   `{"thing":…,"op":"get|update|delete","payload":…}`, ask the local
+//!   shadow service over the IPC (`Handle::shadow`; a string `payload` is
+//!   sent as its bytes, any other JSON value as its JSON text, none as
+//!   empty) and append the answer to `file` as a JSON line
+//!   `{"thing":…,"op":…,"accepted":…,"payload":…}` (the payload parsed when
+//!   it is JSON, else a string), or `{"error":…}` when the request could not
+//!   be made or the delivery is not such a request.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -42,7 +50,7 @@ use std::time::Duration;
 use evergreen_ipc::codec::{FrameReader, DEFAULT_MAX_FRAME};
 use evergreen_ipc::link::{child_handshake, ChildLink};
 use evergreen_ipc::sdk::{Component, Event};
-use evergreen_ipc::ToChild;
+use evergreen_ipc::{ShadowOp, ToChild};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -64,6 +72,7 @@ async fn main() -> ExitCode {
         }
         ["hog", mb] => hog(parse(mb)).await,
         ["secret", id, stage, file] => secret(id, stage, file).await,
+        ["shadow", file] => shadow(file).await,
         _ => {
             eprintln!("eg-fn: unknown mode {args:?}");
             return ExitCode::from(2);
@@ -411,4 +420,68 @@ async fn secret(id: &str, stage: &str, file: &str) -> Result<(), Box<dyn std::er
         }
     }
     Ok(())
+}
+
+async fn shadow(file: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(|e| format!("cannot open {file}: {e}"))?;
+    component.ready().await?;
+    while let Some(event) = component.next_event().await {
+        match event {
+            Event::Message(m) => {
+                let line = match shadow_ask(&m.payload) {
+                    Err(why) => serde_json::json!({ "error": why }),
+                    Ok((thing, op, payload)) => {
+                        match handle.shadow(thing.clone(), op, payload).await {
+                            Ok(reply) => {
+                                let payload =
+                                    serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                                        .unwrap_or_else(|_| {
+                                            String::from_utf8_lossy(&reply.payload).into()
+                                        });
+                                serde_json::json!({
+                                    "thing": thing,
+                                    "op": op.as_str(),
+                                    "accepted": reply.accepted,
+                                    "payload": payload,
+                                })
+                            }
+                            Err(e) => serde_json::json!({ "thing": thing, "error": e.to_string() }),
+                        }
+                    }
+                };
+                writeln!(out, "{line}")?;
+            }
+            Event::Shutdown { .. } => break,
+            Event::Refused { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads a `shadow` mode request from a delivery's payload.
+fn shadow_ask(payload: &[u8]) -> Result<(String, ShadowOp, Vec<u8>), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+    let thing = v["thing"]
+        .as_str()
+        .ok_or("\"thing\" is not a string")?
+        .to_string();
+    let op = match v["op"].as_str() {
+        Some("get") => ShadowOp::Get,
+        Some("update") => ShadowOp::Update,
+        Some("delete") => ShadowOp::Delete,
+        other => return Err(format!("\"op\" is {other:?}, not get, update or delete")),
+    };
+    let payload = match &v["payload"] {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    Ok((thing, op, payload))
 }
