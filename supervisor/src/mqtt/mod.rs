@@ -20,8 +20,11 @@
 //!   target is that device (SUBACK 0x80 / v5 0x87 otherwise); QoS 2 is granted as 1;
 //! - a persistent session (v3 clean session 0, v5 clean start 0 with a session expiry) keeps its
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
-//!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Sessions live in
-//!   memory: a runtime restart forgets them.
+//!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Persistent sessions
+//!   (granted filters and queued messages) are also kept in [`sessions`], a redb store under
+//!   `<root>/mqtt/`, and restored when the server starts: a restart, a crash or `kill -9` of
+//!   the runtime loses neither (fsync policy in [`sessions`]). A session of a thing no longer in
+//!   the deployed group is deleted from the store;
 //! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
 //!   a device's publish (QoS 0 or 1) routed to a device whose queue holds [`HIGH_WATER`] or
 //!   more waits (at most a second) for it to drain, so a fast publisher is slowed to its
@@ -31,16 +34,18 @@
 pub mod certs;
 pub mod client;
 pub mod server;
+pub mod sessions;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use evergreen_ipc::topic::{filters_intersect, matches};
 use tokio::sync::mpsc;
 
 use crate::group::plan::GroupPlan;
 use crate::router::{DeliverySink, Message, OfferError, Router};
+use sessions::{SessionStore, StoredSession};
 
 /// Messages queued for a connected device above which publishes to it wait for it to drain.
 pub const HIGH_WATER: usize = 32;
@@ -99,6 +104,8 @@ fn bump(c: &AtomicU64) {
 pub struct Outgoing {
     pub msg: Message,
     pub qos1: bool,
+    /// Its key in the session store, if it was queued there (removed once acknowledged).
+    pub stored: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -107,7 +114,7 @@ struct SessionInner {
     subs: Vec<(String, bool)>,
     online: Option<(u64, mpsc::Sender<Outgoing>)>,
     persistent: bool,
-    offline: VecDeque<Message>,
+    offline: VecDeque<Outgoing>,
 }
 
 /// One thing's MQTT session: its subscriptions and, while it is offline and persistent, its
@@ -120,6 +127,8 @@ pub struct DeviceSession {
     /// Signalled by the connection's writer when its queue drains below half of
     /// [`HIGH_WATER`].
     pub room: tokio::sync::Notify,
+    /// The durable copy of the session while it is persistent (none in unit tests).
+    store: Option<Arc<SessionStore>>,
 }
 
 impl DeviceSession {
@@ -140,32 +149,61 @@ impl DeviceSession {
         let mut inner = self.lock();
         inner.subs.retain(|(f, _)| f != filter);
         inner.subs.push((filter.to_owned(), qos1));
+        self.store_subs(&inner);
     }
 
     pub fn unsubscribe(&self, filter: &str) {
-        self.lock().subs.retain(|(f, _)| f != filter);
+        let mut inner = self.lock();
+        inner.subs.retain(|(f, _)| f != filter);
+        self.store_subs(&inner);
     }
 
     /// Takes the messages queued while offline, oldest first.
-    pub fn take_offline(&self) -> Vec<Message> {
+    pub fn take_offline(&self) -> Vec<Outgoing> {
         self.lock().offline.drain(..).collect()
     }
 
     /// A QoS 1 message the device did not acknowledge: kept for the next connection if the
-    /// session is persistent.
-    pub fn requeue(&self, msg: Message) {
+    /// session is persistent (stored, unless it already is).
+    pub fn requeue(&self, mut out: Outgoing) {
         let mut inner = self.lock();
         if inner.persistent && inner.offline.len() < OFFLINE_QUEUE {
-            inner.offline.push_back(msg);
+            if let (None, Some(store)) = (out.stored, &self.store) {
+                out.stored = Some(store.queue(&self.thing_arn, &out.msg));
+            }
+            inner.offline.push_back(out);
         } else {
             bump(&self.counters.dropped_offline);
+            self.unstore(&out);
+        }
+    }
+
+    /// The device acknowledged `out`: its stored copy goes.
+    pub fn acked(&self, out: &Outgoing) {
+        self.unstore(out);
+    }
+
+    fn unstore(&self, out: &Outgoing) {
+        if let (Some(seq), Some(store)) = (out.stored, &self.store) {
+            store.remove(&self.thing_arn, seq);
+        }
+    }
+
+    fn store_subs(&self, inner: &SessionInner) {
+        if let (true, Some(store)) = (inner.persistent, &self.store) {
+            store.set_subs(&self.thing_arn, inner.subs.clone());
         }
     }
 
     fn drop_unauthorized(&self, deliverable: &[String]) {
-        self.lock()
+        let mut inner = self.lock();
+        let before = inner.subs.len();
+        inner
             .subs
             .retain(|(f, _)| deliverable.iter().any(|d| filters_intersect(d, f)));
+        if inner.subs.len() != before {
+            self.store_subs(&inner);
+        }
     }
 }
 
@@ -189,6 +227,7 @@ impl DeliverySink for SessionSink {
             match tx.try_send(Outgoing {
                 msg: msg.clone(),
                 qos1,
+                stored: None,
             }) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(OfferError::Full),
@@ -200,7 +239,15 @@ impl DeliverySink for SessionSink {
                 bump(&session.counters.dropped_offline);
                 return Err(OfferError::Full);
             }
-            inner.offline.push_back(msg);
+            let stored = session
+                .store
+                .as_ref()
+                .map(|store| store.queue(&session.thing_arn, &msg));
+            inner.offline.push_back(Outgoing {
+                msg,
+                qos1: true,
+                stored,
+            });
             bump(&session.counters.queued_offline);
             return Ok(());
         }
@@ -222,6 +269,8 @@ pub struct MqttHub {
     /// Messages waiting to be written to one connected device (`evergreen.queueCapacity`, as
     /// for every other delivery target); past it they are dropped and the router counts them.
     queue_capacity: usize,
+    /// The durable copy of the persistent sessions, once [`MqttHub::restore`] set it.
+    store: OnceLock<Arc<SessionStore>>,
 }
 
 impl std::fmt::Debug for MqttHub {
@@ -263,6 +312,7 @@ impl MqttHub {
             counters: Arc::default(),
             next_conn: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
+            store: OnceLock::new(),
         })
     }
 
@@ -302,6 +352,10 @@ impl MqttHub {
                     log::info!("MQTT: {arn} left the group; its session ends");
                     session.lock().online = None;
                     self.router.detach(arn);
+                    if let Some(store) = &session.store {
+                        store.forget(arn);
+                        log::info!("MQTT: the stored session of {arn} is deleted");
+                    }
                     false
                 }
             },
@@ -366,15 +420,23 @@ impl MqttHub {
         let existing = sessions.get(&entry.thing_arn).cloned();
         let (session, session_present) = match existing {
             Some(s) if persistent && s.lock().persistent => (s, true),
-            _ => (
-                Arc::new(DeviceSession {
-                    thing_arn: entry.thing_arn.clone(),
-                    inner: Mutex::default(),
-                    counters: self.counters.clone(),
-                    room: tokio::sync::Notify::new(),
-                }),
-                false,
-            ),
+            _ => {
+                // A new session replaces whatever the store held for the thing.
+                let store = self.store.get().cloned();
+                if let Some(store) = &store {
+                    store.reset(&entry.thing_arn, persistent);
+                }
+                (
+                    Arc::new(DeviceSession {
+                        thing_arn: entry.thing_arn.clone(),
+                        inner: Mutex::default(),
+                        counters: self.counters.clone(),
+                        room: tokio::sync::Notify::new(),
+                        store,
+                    }),
+                    false,
+                )
+            }
         };
         {
             let mut inner = session.lock();
@@ -414,6 +476,59 @@ impl MqttHub {
             {
                 sessions.remove(&session.thing_arn);
                 self.router.detach(&session.thing_arn);
+            }
+        }
+    }
+
+    /// Takes the persistent sessions the store held at start-up: each is attached to the router
+    /// at once, so messages for a device still offline after the restart keep queueing. The
+    /// first deployed plan ([`MqttHub::update_plan`]) then ends those of things not in the
+    /// group. Called once, before the first deployment.
+    pub fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
+        if self.store.set(store.clone()).is_err() {
+            log::error!("MQTT: the session store was opened twice; the second is ignored");
+            return;
+        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in stored {
+            log::info!(
+                "MQTT: restored the persistent session of {}: {} filters, {} queued messages",
+                s.thing_arn,
+                s.subs.len(),
+                s.queued.len()
+            );
+            let offline = s
+                .queued
+                .into_iter()
+                .map(|(seq, msg)| Outgoing {
+                    msg,
+                    qos1: true,
+                    stored: Some(seq),
+                })
+                .collect();
+            let session = Arc::new(DeviceSession {
+                thing_arn: s.thing_arn.clone(),
+                inner: Mutex::new(SessionInner {
+                    subs: s.subs,
+                    online: None,
+                    persistent: true,
+                    offline,
+                }),
+                counters: self.counters.clone(),
+                room: tokio::sync::Notify::new(),
+                store: Some(store.clone()),
+            });
+            self.router
+                .attach(&s.thing_arn, Arc::new(SessionSink(session.clone())));
+            sessions.insert(s.thing_arn, session);
+        }
+    }
+
+    /// Commits the session store with an fsync (a clean stop: nothing delivered comes again).
+    pub fn flush_sessions(&self) {
+        if let Some(store) = self.store.get() {
+            if !store.flush() {
+                log::warn!("MQTT: the session store could not be flushed; delivered messages may be sent again after the restart");
             }
         }
     }
@@ -530,6 +645,11 @@ impl Setup {
     }
 }
 
+/// The durable store of persistent sessions ([`sessions`]).
+pub fn sessions_file(root: &std::path::Path) -> std::path::PathBuf {
+    root.join("mqtt").join("sessions.redb")
+}
+
 /// The file naming the bound listeners (port 0 in the configuration = any free port).
 pub fn listeners_file(root: &std::path::Path) -> std::path::PathBuf {
     root.join("run").join("mqtt-listeners.json")
@@ -539,6 +659,10 @@ pub fn listeners_file(root: &std::path::Path) -> std::path::PathBuf {
 /// (with a warning when the group has devices); a listener that cannot be bound, or TLS files
 /// that are named but unusable, stop the start-up.
 pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), String> {
+    let store_path = sessions_file(&setup.root);
+    let (store, stored) = SessionStore::open(&store_path, OFFLINE_QUEUE)
+        .map_err(|e| format!("the local MQTT server's persistent sessions: {e}"))?;
+    hub.restore(store, stored);
     let mut bound = server::Bound::default();
     if let Some(addr) = setup.plain_addr {
         let l = server::bind(addr).map_err(|e| {
@@ -747,7 +871,7 @@ mod tests {
         assert!(again.session_present);
         let queued = again.session.take_offline();
         assert_eq!(queued.len(), 1);
-        assert_eq!(&*queued[0].topic, "display/1/cmd");
+        assert_eq!(&*queued[0].msg.topic, "display/1/cmd");
 
         // Bounded: past OFFLINE_QUEUE messages are dropped and counted.
         hub.disconnected(&again.session, again.conn_id);

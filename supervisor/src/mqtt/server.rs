@@ -247,11 +247,11 @@ async fn writer(
     hub: Arc<MqttHub>,
 ) {
     let mut alive = true;
-    for msg in session.take_offline() {
+    for out in session.take_offline() {
         if alive {
-            alive = deliver(&sink, Outgoing { msg, qos1: true }, &session, &hub).await;
+            alive = deliver(&sink, out, &session, &hub).await;
         } else {
-            session.requeue(msg);
+            session.requeue(out);
         }
     }
     while alive {
@@ -270,7 +270,7 @@ async fn writer(
     rx.close();
     while let Ok(out) = rx.try_recv() {
         if out.qos1 {
-            session.requeue(out.msg);
+            session.requeue(out);
         }
     }
 }
@@ -301,20 +301,21 @@ async fn deliver(
     // Waits for the device's receive window; then the publish is written at once, so
     // messages leave in order while up to a window of them await their PUBACK.
     if !sink.ready().await {
-        session.requeue(out.msg);
+        session.requeue(out);
         return false;
     }
     let acked = sink.send1(topic, payload);
     let session = session.clone();
     let counters = hub.counters.clone();
-    let msg = out.msg;
     ntex::rt::spawn(async move {
         if acked.await {
             counters
                 .delivered
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A stored (offline-queued) message leaves the session store once acknowledged.
+            session.acked(&out);
         } else {
-            session.requeue(msg);
+            session.requeue(out);
         }
     });
     true
