@@ -242,12 +242,14 @@ struct Loaded {
     unreadable: usize,
 }
 
+/// A session's filters and queue while loading.
+type Loading = (Vec<(String, bool)>, VecDeque<(u64, Message)>);
+
 fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStoreError> {
     let read = db.begin_read().map_err(|e| store_err(path, e))?;
     let sessions_t = read.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
     let queued_t = read.open_table(QUEUED).map_err(|e| store_err(path, e))?;
-    let mut by_arn: BTreeMap<Arc<str>, (Vec<(String, bool)>, VecDeque<(u64, Message)>)> =
-        BTreeMap::new();
+    let mut by_arn: BTreeMap<Arc<str>, Loading> = BTreeMap::new();
     let mut unreadable = 0;
     for row in sessions_t.iter().map_err(|e| store_err(path, e))? {
         let (k, v) = row.map_err(|e| store_err(path, e))?;
@@ -304,41 +306,51 @@ fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStore
 }
 
 /// Applies one batch in one transaction; `Immediate` unless it only removes delivered messages.
-fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
+fn boxed(e: impl Into<redb::Error>) -> Box<redb::Error> {
+    Box::new(e.into())
+}
+
+fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
     let eventual = batch.iter().all(|op| matches!(op, Op::Remove { .. }));
-    let mut txn = db.begin_write()?;
+    let mut txn = db.begin_write().map_err(boxed)?;
     txn.set_durability(if eventual {
         Durability::Eventual
     } else {
         Durability::Immediate
     });
     {
-        let mut sessions = txn.open_table(SESSIONS)?;
-        let mut queued = txn.open_table(QUEUED)?;
+        let mut sessions = txn.open_table(SESSIONS).map_err(boxed)?;
+        let mut queued = txn.open_table(QUEUED).map_err(boxed)?;
         for op in batch {
             match op {
                 Op::Subs { arn, subs } => {
-                    sessions.insert(&**arn, encode_subs(subs).as_slice())?;
+                    sessions
+                        .insert(&**arn, encode_subs(subs).as_slice())
+                        .map_err(boxed)?;
                 }
                 Op::Reset { arn, persistent } => {
-                    sessions.remove(&**arn)?;
+                    sessions.remove(&**arn).map_err(boxed)?;
                     let arn: &str = arn;
-                    queued.retain_in((arn, 0u64)..=(arn, u64::MAX), |_, _| false)?;
+                    queued
+                        .retain_in((arn, 0u64)..=(arn, u64::MAX), |_, _| false)
+                        .map_err(boxed)?;
                     if *persistent {
-                        sessions.insert(arn, &[][..])?;
+                        sessions.insert(arn, &[][..]).map_err(boxed)?;
                     }
                 }
                 Op::Queue { arn, seq, msg } => {
-                    queued.insert((&**arn, *seq), encode_msg(msg).as_slice())?;
+                    queued
+                        .insert((&**arn, *seq), encode_msg(msg).as_slice())
+                        .map_err(boxed)?;
                 }
                 Op::Remove { arn, seq } => {
-                    queued.remove((&**arn, *seq))?;
+                    queued.remove((&**arn, *seq)).map_err(boxed)?;
                 }
                 Op::Flush(_) | Op::Close(_) => {}
             }
         }
     }
-    txn.commit()?;
+    txn.commit().map_err(boxed)?;
     Ok(())
 }
 
@@ -422,7 +434,10 @@ impl SessionStore {
                     seq: *seq,
                 })
                 .collect();
-            apply(&db, &ops).map_err(|e| store_err(path, e))?;
+            apply(&db, &ops).map_err(|source| SessionStoreError::Store {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
         if loaded.unreadable > 0 {
             log::error!(
