@@ -886,6 +886,141 @@ mod tests {
         assert!(clean.session.take_offline().is_empty());
     }
 
+    /// A hub as `run.rs` makes it: the store restored before the first plan.
+    fn hub_with_store(p: &GroupPlan, path: &std::path::Path) -> (Arc<MqttHub>, Arc<SessionStore>) {
+        let table = SubscriptionTable::build(
+            p.subscriptions
+                .iter()
+                .map(|s| Subscription::new(&s.id, &s.source, &s.subject, &s.target)),
+        )
+        .expect("table");
+        let hub = MqttHub::new(Arc::new(Router::new(table)), 16);
+        let (store, stored) = SessionStore::open(path, OFFLINE_QUEUE).expect("open store");
+        hub.restore(store.clone(), stored);
+        hub.update_plan(p);
+        (hub, store)
+    }
+
+    fn cmd(hub: &MqttHub, i: usize) {
+        hub.router()
+            .publish(FUNC, &format!("display/{i}/cmd"), Arc::from(&b"x"[..]))
+            .expect("publish");
+    }
+
+    fn topics(out: &[Outgoing]) -> Vec<String> {
+        out.iter().map(|o| o.msg.topic.to_string()).collect()
+    }
+
+    #[test]
+    fn a_stored_session_comes_back_with_its_queue_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("mqtt/sessions.redb");
+        let p = sample();
+        {
+            let (hub, store) = hub_with_store(&p, &path);
+            let c = hub
+                .connect("display-1", None, true, false)
+                .expect("connect");
+            c.session.subscribe("display/#", true);
+            hub.disconnected(&c.session, c.conn_id);
+            for i in 0..5 {
+                cmd(&hub, i);
+            }
+            assert!(store.close());
+        }
+        // The restart: the restored session is the router's sink again at once.
+        let (hub, store) = hub_with_store(&p, &path);
+        for i in 5..7 {
+            cmd(&hub, i);
+        }
+        let c = hub
+            .connect("display-1", None, true, false)
+            .expect("reconnect");
+        assert!(c.session_present, "a restored session is present");
+        let queued = c.session.take_offline();
+        let want: Vec<String> = (0..7).map(|i| format!("display/{i}/cmd")).collect();
+        assert_eq!(topics(&queued), want);
+        assert!(queued.iter().all(|o| o.qos1 && o.stored.is_some()));
+        // Three acknowledged; one not (connection lost): it goes back, already stored.
+        for out in &queued[..3] {
+            c.session.acked(out);
+        }
+        let mut rest = queued.into_iter().skip(3);
+        let unacked = rest.next().expect("fourth");
+        c.session.requeue(unacked);
+        // A live message the device did not acknowledge is stored when requeued.
+        c.session.requeue(Outgoing {
+            msg: Message {
+                topic: Arc::from("display/9/cmd"),
+                payload: Arc::from(&b"x"[..]),
+                source: Arc::from(FUNC),
+            },
+            qos1: true,
+            stored: None,
+        });
+        hub.disconnected(&c.session, c.conn_id);
+        assert!(store.close());
+        drop(hub);
+
+        let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].subs, vec![("display/#".to_string(), true)]);
+        let left: Vec<String> = found[0]
+            .queued
+            .iter()
+            .map(|(_, m)| m.topic.to_string())
+            .collect();
+        // The requeued 4th keeps its place (its key); the others were never taken.
+        assert_eq!(
+            left,
+            vec![
+                "display/3/cmd",
+                "display/4/cmd",
+                "display/5/cmd",
+                "display/6/cmd",
+                "display/9/cmd"
+            ]
+        );
+    }
+
+    #[test]
+    fn clean_connects_and_new_plans_delete_stored_sessions() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sessions.redb");
+        let p = sample();
+        {
+            let (hub, store) = hub_with_store(&p, &path);
+            let c = hub
+                .connect("display-1", None, true, false)
+                .expect("connect");
+            c.session.subscribe("display/#", true);
+            hub.disconnected(&c.session, c.conn_id);
+            cmd(&hub, 1);
+            assert!(store.close());
+        }
+        {
+            // Restored, then a plan without the device: deleted from the store.
+            let (hub, store) = hub_with_store(&p, &path);
+            hub.update_plan(&plan(&[("sensor-1", SENSOR)], &[]));
+            assert!(store.close());
+        }
+        let (hub, store) = hub_with_store(&p, &path);
+        let c = hub
+            .connect("display-1", None, true, false)
+            .expect("connect");
+        assert!(!c.session_present, "the removed device's session is gone");
+        c.session.subscribe("display/#", true);
+        hub.disconnected(&c.session, c.conn_id);
+        cmd(&hub, 2);
+        // A clean connect replaces the persistent session, in memory and on disk.
+        let clean = hub.connect("display-1", None, false, false).expect("clean");
+        assert!(clean.session.take_offline().is_empty());
+        assert!(store.close());
+        drop(hub);
+        let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
     #[test]
     fn a_new_plan_ends_sessions_of_removed_devices() {
         let hub = hub_for(&sample());
