@@ -362,3 +362,45 @@ fn restored_sessions_of_things_not_in_the_group_are_dropped() {
     });
     assert!(dropped.is_some(), "{}", system_log(&rt));
 }
+
+#[test]
+fn an_mqtt5_session_expires_after_its_interval_offline() {
+    if missing_clients() {
+        return;
+    }
+    let (mut rt, port) = start();
+    // Expiry 1 s: the device is away longer than that, so its session and queue are gone.
+    subscribe_and_leave(port, &["-c", "-V", "mqttv5", "-x", "1"]);
+    publish_numbered(port, 0, 3);
+    std::thread::sleep(Duration::from_millis(2500));
+    let got = reconnect_and_read(port, &["-c", "-V", "mqttv5", "-x", "3600"], 1, 3);
+    assert!(got.is_empty(), "an expired session delivered {got:?}");
+    assert!(
+        system_log(&rt).contains(&format!(
+            "the persistent session of {} expired",
+            thing_arn("display-1")
+        )),
+        "{}",
+        system_log(&rt)
+    );
+
+    // Expiry 2 s, and the runtime is down for longer: deleted when the store is loaded.
+    subscribe_and_leave(port, &["-c", "-V", "mqttv5", "-x", "2"]);
+    publish_numbered(port, 10, 3);
+    std::thread::sleep(SETTLE);
+    assert!(rt.stop_with(Signal::SIGKILL, LIMIT).is_some());
+    std::thread::sleep(Duration::from_secs(1));
+    let group_file = rt.path("group.json");
+    let port = restart(&mut rt, &group_file);
+    let gone = wait_for(LIMIT, || {
+        system_log(&rt)
+            .contains(&format!(
+                "the stored session of {} expired while the runtime was down",
+                thing_arn("display-1")
+            ))
+            .then_some(())
+    });
+    assert!(gone.is_some(), "{}", system_log(&rt));
+    let got = reconnect_and_read(port, &["-c", "-V", "mqttv5", "-x", "3600"], 1, 3);
+    assert!(got.is_empty(), "an expired session delivered {got:?}");
+}

@@ -24,7 +24,12 @@
 //!   (granted filters and queued messages) are also kept in [`sessions`], a redb store under
 //!   `<root>/mqtt/`, and restored when the server starts: a restart, a crash or `kill -9` of
 //!   the runtime loses neither (fsync policy in [`sessions`]). A session of a thing no longer in
-//!   the deployed group is deleted from the store;
+//!   the deployed group is deleted from the store. An MQTT 5 session ends when its device has
+//!   been offline longer than the CONNECT's session expiry interval (checked when the device
+//!   returns, every 30 s, and when the store is loaded; a device connected when the runtime
+//!   stopped counts as offline from the restart). MQTT 3.1.1 sessions never expire: they end
+//!   with a clean connect or the device's removal from the group. The expiry a v5 DISCONNECT
+//!   may set is not read (the CONNECT's stands);
 //! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
 //!   a device's publish (QoS 0 or 1) routed to a device whose queue holds [`HIGH_WATER`] or
 //!   more waits (at most a second) for it to drain, so a fast publisher is slowed to its
@@ -115,6 +120,20 @@ struct SessionInner {
     online: Option<(u64, mpsc::Sender<Outgoing>)>,
     persistent: bool,
     offline: VecDeque<Outgoing>,
+    /// MQTT 5 session expiry interval in seconds; `None`: never (MQTT 3.1.1, or 0xFFFFFFFF).
+    expiry: Option<u32>,
+    /// Since when (unix seconds) the device of this persistent session is offline.
+    offline_since: Option<u64>,
+}
+
+impl SessionInner {
+    /// Whether this persistent session's device has been offline longer than its expiry.
+    fn expired(&self, now: u64) -> bool {
+        match (&self.online, self.expiry, self.offline_since) {
+            (None, Some(secs), Some(since)) => since.saturating_add(u64::from(secs)) <= now,
+            _ => false,
+        }
+    }
 }
 
 /// One thing's MQTT session: its subscriptions and, while it is offline and persistent, its
@@ -175,6 +194,19 @@ impl DeviceSession {
         } else {
             bump(&self.counters.dropped_offline);
             self.unstore(&out);
+        }
+    }
+
+    /// The session expiry interval of the MQTT 5 CONNECT that opened or resumed this session
+    /// (`u32::MAX`: never, as for MQTT 3.1.1), counted from the device's disconnection.
+    pub fn set_expiry(&self, secs: u32) {
+        let mut inner = self.lock();
+        let old = inner.expiry;
+        inner.expiry = (secs != u32::MAX).then_some(secs);
+        if let (true, Some(store)) = (inner.persistent, &self.store) {
+            if old.is_some() || inner.expiry.is_some() {
+                store.set_expiry(&self.thing_arn, inner.expiry.map(|s| (s, None)));
+            }
         }
     }
 
@@ -418,8 +450,16 @@ impl MqttHub {
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let existing = sessions.get(&entry.thing_arn).cloned();
+        let resumable = |s: &DeviceSession| {
+            let inner = s.lock();
+            if inner.expired(sessions::unix_now()) {
+                log::info!("MQTT: the persistent session of {} expired (MQTT 5 session expiry); a new one begins", s.thing_arn);
+                return false;
+            }
+            inner.persistent
+        };
         let (session, session_present) = match existing {
-            Some(s) if persistent && s.lock().persistent => (s, true),
+            Some(s) if persistent && resumable(&s) => (s, true),
             _ => {
                 // A new session replaces whatever the store held for the thing.
                 let store = self.store.get().cloned();
@@ -444,6 +484,7 @@ impl MqttHub {
             // closes, which ends its writer.
             inner.online = Some((conn_id, tx));
             inner.persistent = persistent;
+            inner.offline_since = None;
         }
         sessions.insert(entry.thing_arn.clone(), session.clone());
         self.router
@@ -464,6 +505,13 @@ impl MqttHub {
             match &inner.online {
                 Some((id, _)) if *id == conn_id => inner.online = None,
                 _ => return,
+            }
+            if inner.persistent {
+                let now = sessions::unix_now();
+                inner.offline_since = Some(now);
+                if let (Some(secs), Some(store)) = (inner.expiry, &session.store) {
+                    store.set_expiry(&session.thing_arn, Some((secs, Some(now))));
+                }
             }
             inner.persistent
         };
@@ -513,6 +561,8 @@ impl MqttHub {
                     online: None,
                     persistent: true,
                     offline,
+                    expiry: s.expiry.map(|(secs, _)| secs),
+                    offline_since: Some(s.expiry.map_or_else(sessions::unix_now, |(_, t)| t)),
                 }),
                 counters: self.counters.clone(),
                 room: tokio::sync::Notify::new(),
@@ -522,6 +572,23 @@ impl MqttHub {
                 .attach(&s.thing_arn, Arc::new(SessionSink(session.clone())));
             sessions.insert(s.thing_arn, session);
         }
+    }
+
+    /// Ends the persistent sessions whose device has been offline longer than their MQTT 5
+    /// session expiry (in memory and in the store). Called periodically by the server.
+    pub fn expire_sessions(&self, now: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.retain(|arn, session| {
+            if !session.lock().expired(now) {
+                return true;
+            }
+            log::info!("MQTT: the persistent session of {arn} expired (MQTT 5 session expiry); its queued messages are dropped");
+            self.router.detach(arn);
+            if let Some(store) = &session.store {
+                store.forget(arn);
+            }
+            false
+        });
     }
 
     /// Commits the session store with an fsync (a clean stop: nothing delivered comes again).
@@ -1019,6 +1086,50 @@ mod tests {
         drop(hub);
         let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn mqtt5_sessions_expire_after_their_interval_offline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sessions.redb");
+        let p = sample();
+        let (hub, store) = hub_with_store(&p, &path);
+        let c = hub
+            .connect("display-1", None, true, false)
+            .expect("connect");
+        c.session.set_expiry(60);
+        c.session.subscribe("display/#", true);
+        hub.disconnected(&c.session, c.conn_id);
+        cmd(&hub, 1);
+        let since = c.session.lock().offline_since.expect("offline since");
+        // Within the interval: kept; past it: the sweep ends it, in memory and in the store.
+        hub.expire_sessions(since + 59);
+        assert_eq!(c.session.lock().offline.len(), 1);
+        hub.expire_sessions(since + 60);
+        let again = hub
+            .connect("display-1", None, true, false)
+            .expect("reconnect");
+        assert!(!again.session_present, "an expired session is not resumed");
+        assert!(again.session.take_offline().is_empty());
+        // A device returning after its interval, before any sweep, does not resume it either.
+        again.session.set_expiry(5);
+        again.session.subscribe("display/#", true);
+        hub.disconnected(&again.session, again.conn_id);
+        cmd(&hub, 2);
+        again.session.lock().offline_since = Some(sessions::unix_now() - 10);
+        let third = hub.connect("display-1", None, true, false).expect("third");
+        assert!(!third.session_present);
+        assert!(third.session.take_offline().is_empty());
+        // MQTT 3.1.1 (or 0xFFFFFFFF): never.
+        third.session.set_expiry(u32::MAX);
+        hub.disconnected(&third.session, third.conn_id);
+        hub.expire_sessions(u64::MAX);
+        assert!(
+            hub.connect("display-1", None, true, false)
+                .expect("fourth")
+                .session_present
+        );
+        assert!(store.close());
     }
 
     #[test]

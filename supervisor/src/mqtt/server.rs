@@ -378,6 +378,10 @@ async fn handshake_v3(
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
+            if !pkt.clean_session {
+                // MQTT 3.1.1 sessions never expire.
+                c.session.set_expiry(u32::MAX);
+            }
             let conn = Conn::new(hub, c, AnySink::V3(hs.sink()));
             hs.ack(conn, present)
         }
@@ -403,6 +407,9 @@ async fn handshake_v5(
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
+            if persistent {
+                c.session.set_expiry(pkt.session_expiry_interval_secs);
+            }
             let conn = Conn::new(hub, c, AnySink::V5(hs.sink()));
             hs.ack(conn).with(|ack| {
                 ack.session_present = present;
@@ -606,10 +613,13 @@ pub fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
                     }
                     // The counters, logged when they changed (every 30 s at most).
                     let counters = hub.counters.clone();
+                    let hub_sweep = hub.clone();
                     ntex::rt::spawn(async move {
                         let mut last = String::new();
                         loop {
                             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                            // MQTT 5 session expiry (a returning device checks its own at once).
+                            hub_sweep.expire_sessions(super::sessions::unix_now());
                             let now = counters.summary();
                             if now != last {
                                 log::info!("MQTT server: {now}");

@@ -13,7 +13,9 @@
 //!   row exists exactly while the thing has a persistent session, filters or not), and `queued`
 //!   maps `(thing ARN, seq)` to a message (topic, source, payload). `seq` is one increasing
 //!   counter for the whole store, so iterating a thing's key range gives its messages in the
-//!   order they were queued.
+//!   order they were queued. A third, `expiry`, holds an MQTT 5 session's expiry interval and
+//!   when its device went offline (0 while connected: after a restart it counts from the load);
+//!   a session past it is deleted when the store is loaded.
 //! * **fsync policy**: a message counts as queued for an offline device only once it is
 //!   committed with `Durability::Immediate` (redb fsyncs before the commit returns). Session
 //!   changes (new persistent session, filters granted or removed, a session ended) are committed
@@ -56,6 +58,11 @@ const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("session
 /// (thing ARN, seq) -> a queued message (see [`encode_msg`]).
 const QUEUED: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("queued");
 
+/// Thing ARN -> (MQTT 5 session expiry interval in seconds, unix time the device went offline
+/// or 0 while it was connected). No row: the session never expires (MQTT 3.1.1, or v5 with
+/// the interval 0xFFFFFFFF).
+const EXPIRY: TableDefinition<'_, &str, (u32, u64)> = TableDefinition::new("expiry");
+
 /// Writes waiting for the writer thread; past it a queued message is kept in memory only.
 pub const HANDOFF: usize = 4096;
 
@@ -95,6 +102,16 @@ pub struct StoredSession {
     pub subs: Vec<(String, bool)>,
     /// Queued QoS 1 messages, oldest first, with their key.
     pub queued: Vec<(u64, Message)>,
+    /// MQTT 5 session expiry: the interval and when the device went offline (unix seconds;
+    /// for a device connected when the runtime stopped, the time of this load).
+    pub expiry: Option<(u32, u64)>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// One write for the writer thread.
@@ -114,6 +131,11 @@ enum Op {
     },
     /// A delivered message.
     Remove { arn: Arc<str>, seq: u64 },
+    /// The session's expiry: `None` never; `Some((secs, offline since or 0))`.
+    Expiry {
+        arn: Arc<str>,
+        expiry: Option<(u32, u64)>,
+    },
     /// Commits with an fsync and answers.
     Flush(mpsc::SyncSender<()>),
     /// Commits, closes the database (releasing its lock) and answers; the writer ends.
@@ -240,6 +262,10 @@ struct Loaded {
     delete: Vec<(Arc<str>, u64)>,
     over_bound: usize,
     unreadable: usize,
+    /// Sessions whose MQTT 5 expiry passed while the runtime was down (or stopped).
+    expired: Vec<Arc<str>>,
+    /// Sessions whose device was connected when the runtime stopped: offline from now on.
+    stamped: Vec<(Arc<str>, (u32, u64))>,
 }
 
 /// A session's filters and queue while loading.
@@ -249,6 +275,13 @@ fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStore
     let read = db.begin_read().map_err(|e| store_err(path, e))?;
     let sessions_t = read.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
     let queued_t = read.open_table(QUEUED).map_err(|e| store_err(path, e))?;
+    let expiry_t = read.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
+    let now = unix_now();
+    let mut expiries = BTreeMap::new();
+    for row in expiry_t.iter().map_err(|e| store_err(path, e))? {
+        let (k, v) = row.map_err(|e| store_err(path, e))?;
+        expiries.insert(Arc::<str>::from(k.value()), v.value());
+    }
     let mut by_arn: BTreeMap<Arc<str>, Loading> = BTreeMap::new();
     let mut unreadable = 0;
     for row in sessions_t.iter().map_err(|e| store_err(path, e))? {
@@ -288,28 +321,46 @@ fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStore
             (None, _) => delete.push((arn, seq)),
         }
     }
-    let sessions = by_arn
-        .into_iter()
-        .map(|(thing_arn, (subs, queued))| StoredSession {
+    let mut sessions = Vec::new();
+    let mut expired = Vec::new();
+    let mut stamped = Vec::new();
+    for (thing_arn, (subs, queued)) in by_arn {
+        let expiry = match expiries.get(&thing_arn) {
+            Some(&(secs, 0)) => {
+                stamped.push((thing_arn.clone(), (secs, now)));
+                Some((secs, now))
+            }
+            other => other.copied(),
+        };
+        if let Some((secs, since)) = expiry {
+            if since.saturating_add(u64::from(secs)) <= now {
+                expired.push(thing_arn);
+                continue;
+            }
+        }
+        sessions.push(StoredSession {
             thing_arn,
             subs,
             queued: queued.into(),
-        })
-        .collect();
+            expiry,
+        });
+    }
     Ok(Loaded {
         sessions,
         next_seq,
         delete,
         over_bound,
         unreadable,
+        expired,
+        stamped,
     })
 }
 
-/// Applies one batch in one transaction; `Immediate` unless it only removes delivered messages.
 fn boxed(e: impl Into<redb::Error>) -> Box<redb::Error> {
     Box::new(e.into())
 }
 
+/// Applies one batch in one transaction; `Immediate` unless it only removes delivered messages.
 fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
     let eventual = batch.iter().all(|op| matches!(op, Op::Remove { .. }));
     let mut txn = db.begin_write().map_err(boxed)?;
@@ -321,6 +372,7 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(boxed)?;
         let mut queued = txn.open_table(QUEUED).map_err(boxed)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(boxed)?;
         for op in batch {
             match op {
                 Op::Subs { arn, subs } => {
@@ -334,6 +386,7 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
                     queued
                         .retain_in((arn, 0u64)..=(arn, u64::MAX), |_, _| false)
                         .map_err(boxed)?;
+                    expiry.remove(arn).map_err(boxed)?;
                     if *persistent {
                         sessions.insert(arn, &[][..]).map_err(boxed)?;
                     }
@@ -345,6 +398,15 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
                 }
                 Op::Remove { arn, seq } => {
                     queued.remove((&**arn, *seq)).map_err(boxed)?;
+                }
+                Op::Expiry { arn, expiry: None } => {
+                    expiry.remove(&**arn).map_err(boxed)?;
+                }
+                Op::Expiry {
+                    arn,
+                    expiry: Some(e),
+                } => {
+                    expiry.insert(&**arn, *e).map_err(boxed)?;
                 }
                 Op::Flush(_) | Op::Close(_) => {}
             }
@@ -422,22 +484,36 @@ impl SessionStore {
         let txn = db.begin_write().map_err(|e| store_err(path, e))?;
         txn.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
         txn.open_table(QUEUED).map_err(|e| store_err(path, e))?;
+        txn.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
         txn.commit().map_err(|e| store_err(path, e))?;
 
         let loaded = load(&db, path, bound)?;
-        if !loaded.delete.is_empty() {
-            let ops: Vec<Op> = loaded
-                .delete
-                .iter()
-                .map(|(arn, seq)| Op::Remove {
-                    arn: arn.clone(),
-                    seq: *seq,
-                })
-                .collect();
+        let ops: Vec<Op> = loaded
+            .delete
+            .iter()
+            .map(|(arn, seq)| Op::Remove {
+                arn: arn.clone(),
+                seq: *seq,
+            })
+            .chain(loaded.expired.iter().map(|arn| Op::Reset {
+                arn: arn.clone(),
+                persistent: false,
+            }))
+            .chain(loaded.stamped.iter().map(|(arn, e)| Op::Expiry {
+                arn: arn.clone(),
+                expiry: Some(*e),
+            }))
+            .collect();
+        if !ops.is_empty() {
             apply(&db, &ops).map_err(|source| SessionStoreError::Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        }
+        for arn in &loaded.expired {
+            log::info!(
+                "MQTT: the stored session of {arn} expired while the runtime was down (MQTT 5 session expiry); deleted"
+            );
         }
         if loaded.unreadable > 0 {
             log::error!(
@@ -545,6 +621,15 @@ impl SessionStore {
             }
         }
         seq
+    }
+
+    /// The session's MQTT 5 expiry (`None`: never) and since when its device is offline
+    /// (`None`: connected).
+    pub fn set_expiry(&self, arn: &Arc<str>, expiry: Option<(u32, Option<u64>)>) {
+        self.control(Op::Expiry {
+            arn: arn.clone(),
+            expiry: expiry.map(|(secs, since)| (secs, since.unwrap_or(0))),
+        });
     }
 
     /// The message `seq` of `arn` was delivered (PUBACK): removed without an fsync.
@@ -796,6 +881,34 @@ mod tests {
         let (_, found) = SessionStore::open(&path, 100_000).expect("reopen");
         let stored = found[0].queued.len() as u64;
         assert_eq!(stored + store.not_stored(), n as u64);
+    }
+
+    #[test]
+    fn sessions_expired_while_the_runtime_was_down_are_deleted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sessions.redb");
+        let (store, _) = SessionStore::open(&path, 1000).expect("open");
+        let (a, b) = (arn(A), arn(B));
+        let now = unix_now();
+        store.reset(&a, true);
+        store.queue(&a, &msg(1));
+        store.set_expiry(&a, Some((5, Some(now - 10))));
+        // b's device was connected when the runtime stopped: offline from the next load on.
+        store.reset(&b, true);
+        store.queue(&b, &msg(2));
+        store.set_expiry(&b, Some((3600, None)));
+        assert!(store.close());
+        let (store, found) = SessionStore::open(&path, 1000).expect("reopen");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(&*found[0].thing_arn, B);
+        let (secs, since) = found[0].expiry.expect("b's expiry");
+        assert_eq!(secs, 3600);
+        assert!(since >= now, "offline since the load");
+        assert!(store.close());
+        // a is gone from the store, not only skipped; b's offline time was written back.
+        let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].expiry, Some((secs, since)));
     }
 
     #[test]
