@@ -165,16 +165,22 @@ impl DeviceSession {
 
     /// Records granted filters (replacing a filter subscribed again).
     pub fn subscribe(&self, filter: &str, qos1: bool) {
-        let mut inner = self.lock();
-        inner.subs.retain(|(f, _)| f != filter);
-        inner.subs.push((filter.to_owned(), qos1));
-        self.store_subs(&inner);
+        let changed = {
+            let mut inner = self.lock();
+            inner.subs.retain(|(f, _)| f != filter);
+            inner.subs.push((filter.to_owned(), qos1));
+            persisted_subs(&inner)
+        };
+        self.store_subs(changed);
     }
 
     pub fn unsubscribe(&self, filter: &str) {
-        let mut inner = self.lock();
-        inner.subs.retain(|(f, _)| f != filter);
-        self.store_subs(&inner);
+        let changed = {
+            let mut inner = self.lock();
+            inner.subs.retain(|(f, _)| f != filter);
+            persisted_subs(&inner)
+        };
+        self.store_subs(changed);
     }
 
     /// Takes the messages queued while offline, oldest first.
@@ -200,12 +206,17 @@ impl DeviceSession {
     /// The session expiry interval of the MQTT 5 CONNECT that opened or resumed this session
     /// (`u32::MAX`: never, as for MQTT 3.1.1), counted from the device's disconnection.
     pub fn set_expiry(&self, secs: u32) {
-        let mut inner = self.lock();
-        let old = inner.expiry;
-        inner.expiry = (secs != u32::MAX).then_some(secs);
-        if let (true, Some(store)) = (inner.persistent, &self.store) {
-            if old.is_some() || inner.expiry.is_some() {
-                store.set_expiry(&self.thing_arn, inner.expiry.map(|s| (s, None)));
+        let (persistent, old, new) = {
+            let mut inner = self.lock();
+            let old = inner.expiry;
+            inner.expiry = (secs != u32::MAX).then_some(secs);
+            (inner.persistent, old, inner.expiry)
+        };
+        // Outside the session's lock (the router's path takes it): this may wait for room in
+        // the store's hand-off.
+        if let (true, Some(store)) = (persistent, &self.store) {
+            if old.is_some() || new.is_some() {
+                store.set_expiry(&self.thing_arn, new.map(|s| (s, None)));
             }
         }
     }
@@ -221,22 +232,34 @@ impl DeviceSession {
         }
     }
 
-    fn store_subs(&self, inner: &SessionInner) {
-        if let (true, Some(store)) = (inner.persistent, &self.store) {
-            store.set_subs(&self.thing_arn, inner.subs.clone());
+    /// Stores the filters of a persistent session, outside its lock (the router's path takes
+    /// it, and this may wait for room in the store's hand-off).
+    fn store_subs(&self, subs: Option<Vec<(String, bool)>>) {
+        if let (Some(subs), Some(store)) = (subs, &self.store) {
+            store.set_subs(&self.thing_arn, subs);
         }
     }
 
     fn drop_unauthorized(&self, deliverable: &[String]) {
-        let mut inner = self.lock();
-        let before = inner.subs.len();
-        inner
-            .subs
-            .retain(|(f, _)| deliverable.iter().any(|d| filters_intersect(d, f)));
-        if inner.subs.len() != before {
-            self.store_subs(&inner);
-        }
+        let changed = {
+            let mut inner = self.lock();
+            let before = inner.subs.len();
+            inner
+                .subs
+                .retain(|(f, _)| deliverable.iter().any(|d| filters_intersect(d, f)));
+            if inner.subs.len() == before {
+                None
+            } else {
+                persisted_subs(&inner)
+            }
+        };
+        self.store_subs(changed);
     }
+}
+
+/// The filters to store, if the session is persistent.
+fn persisted_subs(inner: &SessionInner) -> Option<Vec<(String, bool)>> {
+    inner.persistent.then(|| inner.subs.clone())
 }
 
 struct SessionSink(Arc<DeviceSession>);
@@ -460,23 +483,16 @@ impl MqttHub {
         };
         let (session, session_present) = match existing {
             Some(s) if persistent && resumable(&s) => (s, true),
-            _ => {
-                // A new session replaces whatever the store held for the thing.
-                let store = self.store.get().cloned();
-                if let Some(store) = &store {
-                    store.reset(&entry.thing_arn, persistent);
-                }
-                (
-                    Arc::new(DeviceSession {
-                        thing_arn: entry.thing_arn.clone(),
-                        inner: Mutex::default(),
-                        counters: self.counters.clone(),
-                        room: tokio::sync::Notify::new(),
-                        store,
-                    }),
-                    false,
-                )
-            }
+            _ => (
+                Arc::new(DeviceSession {
+                    thing_arn: entry.thing_arn.clone(),
+                    inner: Mutex::default(),
+                    counters: self.counters.clone(),
+                    room: tokio::sync::Notify::new(),
+                    store: self.store.get().cloned(),
+                }),
+                false,
+            ),
         };
         {
             let mut inner = session.lock();
@@ -489,6 +505,14 @@ impl MqttHub {
         sessions.insert(entry.thing_arn.clone(), session.clone());
         self.router
             .attach(&entry.thing_arn, Arc::new(SessionSink(session.clone())));
+        drop(sessions);
+        // A new session replaces whatever the store held for the thing. After the hub's lock
+        // (this may wait for room in the store's hand-off); nothing is queued for the session
+        // meanwhile (it is online) and its SUBSCRIBEs come after the CONNACK, so the store
+        // still sees the reset first.
+        if let (false, Some(store)) = (session_present, &session.store) {
+            store.reset(&entry.thing_arn, persistent);
+        }
         Ok(Connected {
             session,
             conn_id,
@@ -500,21 +524,23 @@ impl MqttHub {
     /// Connection `conn_id` of `session` ended. A clean session ends with it; a persistent one
     /// stays attached so QoS 1 messages queue for its return.
     pub fn disconnected(&self, session: &Arc<DeviceSession>, conn_id: u64) {
-        let persistent = {
+        let (persistent, expiry) = {
             let mut inner = session.lock();
             match &inner.online {
                 Some((id, _)) if *id == conn_id => inner.online = None,
                 _ => return,
             }
+            let now = sessions::unix_now();
             if inner.persistent {
-                let now = sessions::unix_now();
                 inner.offline_since = Some(now);
-                if let (Some(secs), Some(store)) = (inner.expiry, &session.store) {
-                    store.set_expiry(&session.thing_arn, Some((secs, Some(now))));
-                }
             }
-            inner.persistent
+            (inner.persistent, inner.expiry.map(|secs| (secs, Some(now))))
         };
+        // The expiry counts from now, after a restart too. Outside the session's lock: this may
+        // wait for room in the store's hand-off.
+        if let (true, Some(expiry), Some(store)) = (persistent, expiry, &session.store) {
+            store.set_expiry(&session.thing_arn, Some(expiry));
+        }
         log::info!("MQTT: {} disconnected", session.thing_arn);
         if !persistent {
             let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
