@@ -22,7 +22,7 @@
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
 //!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Persistent sessions
 //!   (granted filters and queued messages) are also kept in [`sessions`], a redb store under
-//!   `<root>/mqtt/`, and restored when the server starts: a restart, a crash or `kill -9` of
+//!   `<writeDirectory>/mqtt/` (default the root, as for the cloud spool), and restored when the server starts: a restart, a crash or `kill -9` of
 //!   the runtime loses neither (fsync policy in [`sessions`]). A session of a thing no longer in
 //!   the deployed group is deleted from the store. An MQTT 5 session ends when its device has
 //!   been offline longer than the CONNECT's session expiry interval (checked when the device
@@ -707,6 +707,9 @@ pub struct Setup {
     pub files_configured: bool,
     pub plain_addr: Option<std::net::SocketAddr>,
     pub root: std::path::PathBuf,
+    /// `writeDirectory` (default the root): where the persistent sessions are stored, as the
+    /// cloud spool is (state, not configuration).
+    pub write_dir: std::path::PathBuf,
     pub queue_capacity: usize,
 }
 
@@ -732,15 +735,17 @@ impl Setup {
                 || tls.cert_path.is_some()
                 || tls.key_path.is_some(),
             plain_addr: cfg.mqtt_plain_addr(),
+            write_dir: cfg.write_dir().to_path_buf(),
             root,
             queue_capacity: cfg.evergreen.queue_capacity,
         }
     }
 }
 
-/// The durable store of persistent sessions ([`sessions`]).
-pub fn sessions_file(root: &std::path::Path) -> std::path::PathBuf {
-    root.join("mqtt").join("sessions.redb")
+/// The durable store of persistent sessions ([`sessions`]), under `writeDirectory` (default
+/// the root).
+pub fn sessions_file(write_dir: &std::path::Path) -> std::path::PathBuf {
+    write_dir.join("mqtt").join("sessions.redb")
 }
 
 /// The file naming the bound listeners (port 0 in the configuration = any free port).
@@ -752,7 +757,7 @@ pub fn listeners_file(root: &std::path::Path) -> std::path::PathBuf {
 /// (with a warning when the group has devices); a listener that cannot be bound, or TLS files
 /// that are named but unusable, stop the start-up.
 pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), String> {
-    let store_path = sessions_file(&setup.root);
+    let store_path = sessions_file(&setup.write_dir);
     let (store, stored) = SessionStore::open(&store_path, OFFLINE_QUEUE)
         .map_err(|e| format!("the local MQTT server's persistent sessions: {e}"))?;
     hub.restore(store, stored);

@@ -8,10 +8,12 @@
 //! # Choices
 //!
 //! * **Store**: [redb](https://docs.rs/redb), as for the cloud spool (`crate::spool`), in its
-//!   own file `<root>/mqtt/sessions.redb` (one file per concern: a damaged session store does not
-//!   take the spool with it). Two tables: `sessions` maps a thing ARN to its granted filters (a
-//!   row exists exactly while the thing has a persistent session, filters or not), and `queued`
-//!   maps `(thing ARN, seq)` to a message (topic, source, payload). `seq` is one increasing
+//!   own file `<writeDirectory>/mqtt/sessions.redb` (default the root: state goes where the
+//!   spool goes, not into a root that may be read-only; one file per concern, so a damaged
+//!   session store does not take the spool with it). Tables: `sessions` maps a thing ARN to
+//!   its granted filters (a row exists exactly while the thing has a persistent session,
+//!   filters or not), and `queued` maps `(thing ARN, seq)` to a message (topic, source,
+//!   payload). `seq` is one increasing
 //!   counter for the whole store, so iterating a thing's key range gives its messages in the
 //!   order they were queued. A third, `expiry`, holds an MQTT 5 session's expiry interval and
 //!   when its device went offline (0 while connected: after a restart it counts from the load);
