@@ -612,6 +612,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             log::error!("{what}");
             return Err(RunError::Io { what, source: std::io::Error::other("MQTT server") });
         }
+        // Kept for the clean stop: the persistent sessions' store is flushed last.
+        let mqtt_sessions = mqtt.clone();
         supervisor = supervisor.with_mqtt(mqtt);
         let supervisor = supervisor.start();
         // Handlers first: a SIGTERM during start-up must stop the components
@@ -705,6 +707,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         if let Some(spool) = cloud_spool {
             spool.flush();
         }
+        mqtt_sessions.flush_sessions();
         Ok(())
     })
 }

@@ -20,8 +20,16 @@
 //!   target is that device (SUBACK 0x80 / v5 0x87 otherwise); QoS 2 is granted as 1;
 //! - a persistent session (v3 clean session 0, v5 clean start 0 with a session expiry) keeps its
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
-//!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Sessions live in
-//!   memory: a runtime restart forgets them.
+//!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Persistent sessions
+//!   (granted filters and queued messages) are also kept in [`sessions`], a redb store under
+//!   `<writeDirectory>/mqtt/` (default the root, as for the cloud spool), and restored when the server starts: a restart, a crash or `kill -9` of
+//!   the runtime loses neither (fsync policy in [`sessions`]). A session of a thing no longer in
+//!   the deployed group is deleted from the store. An MQTT 5 session ends when its device has
+//!   been offline longer than the CONNECT's session expiry interval (checked when the device
+//!   returns, every 30 s, and when the store is loaded; a device connected when the runtime
+//!   stopped counts as offline from the restart). MQTT 3.1.1 sessions never expire: they end
+//!   with a clean connect or the device's removal from the group. The expiry a v5 DISCONNECT
+//!   may set is not read (the CONNECT's stands);
 //! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
 //!   a device's publish (QoS 0 or 1) routed to a device whose queue holds [`HIGH_WATER`] or
 //!   more waits (at most a second) for it to drain, so a fast publisher is slowed to its
@@ -31,16 +39,18 @@
 pub mod certs;
 pub mod client;
 pub mod server;
+pub mod sessions;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use evergreen_ipc::topic::{filters_intersect, matches};
 use tokio::sync::mpsc;
 
 use crate::group::plan::GroupPlan;
 use crate::router::{DeliverySink, Message, OfferError, Router};
+use sessions::{SessionStore, StoredSession};
 
 /// Messages queued for a connected device above which publishes to it wait for it to drain.
 ///
@@ -111,6 +121,8 @@ fn bump(c: &AtomicU64) {
 pub struct Outgoing {
     pub msg: Message,
     pub qos1: bool,
+    /// Its key in the session store, if it was queued there (removed once acknowledged).
+    pub stored: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -119,7 +131,21 @@ struct SessionInner {
     subs: Vec<(String, bool)>,
     online: Option<(u64, mpsc::Sender<Outgoing>)>,
     persistent: bool,
-    offline: VecDeque<Message>,
+    offline: VecDeque<Outgoing>,
+    /// MQTT 5 session expiry interval in seconds; `None`: never (MQTT 3.1.1, or 0xFFFFFFFF).
+    expiry: Option<u32>,
+    /// Since when (unix seconds) the device of this persistent session is offline.
+    offline_since: Option<u64>,
+}
+
+impl SessionInner {
+    /// Whether this persistent session's device has been offline longer than its expiry.
+    fn expired(&self, now: u64) -> bool {
+        match (&self.online, self.expiry, self.offline_since) {
+            (None, Some(secs), Some(since)) => since.saturating_add(u64::from(secs)) <= now,
+            _ => false,
+        }
+    }
 }
 
 /// One thing's MQTT session: its subscriptions and, while it is offline and persistent, its
@@ -132,6 +158,8 @@ pub struct DeviceSession {
     /// Signalled by the connection's writer when its queue drains below half of
     /// [`HIGH_WATER`].
     pub room: tokio::sync::Notify,
+    /// The durable copy of the session while it is persistent (none in unit tests).
+    store: Option<Arc<SessionStore>>,
 }
 
 impl DeviceSession {
@@ -149,36 +177,101 @@ impl DeviceSession {
 
     /// Records granted filters (replacing a filter subscribed again).
     pub fn subscribe(&self, filter: &str, qos1: bool) {
-        let mut inner = self.lock();
-        inner.subs.retain(|(f, _)| f != filter);
-        inner.subs.push((filter.to_owned(), qos1));
+        let changed = {
+            let mut inner = self.lock();
+            inner.subs.retain(|(f, _)| f != filter);
+            inner.subs.push((filter.to_owned(), qos1));
+            persisted_subs(&inner)
+        };
+        self.store_subs(changed);
     }
 
     pub fn unsubscribe(&self, filter: &str) {
-        self.lock().subs.retain(|(f, _)| f != filter);
+        let changed = {
+            let mut inner = self.lock();
+            inner.subs.retain(|(f, _)| f != filter);
+            persisted_subs(&inner)
+        };
+        self.store_subs(changed);
     }
 
     /// Takes the messages queued while offline, oldest first.
-    pub fn take_offline(&self) -> Vec<Message> {
+    pub fn take_offline(&self) -> Vec<Outgoing> {
         self.lock().offline.drain(..).collect()
     }
 
     /// A QoS 1 message the device did not acknowledge: kept for the next connection if the
-    /// session is persistent.
-    pub fn requeue(&self, msg: Message) {
+    /// session is persistent (stored, unless it already is).
+    pub fn requeue(&self, mut out: Outgoing) {
         let mut inner = self.lock();
         if inner.persistent && inner.offline.len() < OFFLINE_QUEUE {
-            inner.offline.push_back(msg);
+            if let (None, Some(store)) = (out.stored, &self.store) {
+                out.stored = Some(store.queue(&self.thing_arn, &out.msg));
+            }
+            inner.offline.push_back(out);
         } else {
             bump(&self.counters.dropped_offline);
+            self.unstore(&out);
+        }
+    }
+
+    /// The session expiry interval of the MQTT 5 CONNECT that opened or resumed this session
+    /// (`u32::MAX`: never, as for MQTT 3.1.1), counted from the device's disconnection.
+    pub fn set_expiry(&self, secs: u32) {
+        let (persistent, old, new) = {
+            let mut inner = self.lock();
+            let old = inner.expiry;
+            inner.expiry = (secs != u32::MAX).then_some(secs);
+            (inner.persistent, old, inner.expiry)
+        };
+        // Outside the session's lock (the router's path takes it): this may wait for room in
+        // the store's hand-off.
+        if let (true, Some(store)) = (persistent, &self.store) {
+            if old.is_some() || new.is_some() {
+                store.set_expiry(&self.thing_arn, new.map(|s| (s, None)));
+            }
+        }
+    }
+
+    /// The device acknowledged `out`: its stored copy goes.
+    pub fn acked(&self, out: &Outgoing) {
+        self.unstore(out);
+    }
+
+    fn unstore(&self, out: &Outgoing) {
+        if let (Some(seq), Some(store)) = (out.stored, &self.store) {
+            store.remove(&self.thing_arn, seq);
+        }
+    }
+
+    /// Stores the filters of a persistent session, outside its lock (the router's path takes
+    /// it, and this may wait for room in the store's hand-off).
+    fn store_subs(&self, subs: Option<Vec<(String, bool)>>) {
+        if let (Some(subs), Some(store)) = (subs, &self.store) {
+            store.set_subs(&self.thing_arn, subs);
         }
     }
 
     fn drop_unauthorized(&self, deliverable: &[String]) {
-        self.lock()
-            .subs
-            .retain(|(f, _)| deliverable.iter().any(|d| filters_intersect(d, f)));
+        let changed = {
+            let mut inner = self.lock();
+            let before = inner.subs.len();
+            inner
+                .subs
+                .retain(|(f, _)| deliverable.iter().any(|d| filters_intersect(d, f)));
+            if inner.subs.len() == before {
+                None
+            } else {
+                persisted_subs(&inner)
+            }
+        };
+        self.store_subs(changed);
     }
+}
+
+/// The filters to store, if the session is persistent.
+fn persisted_subs(inner: &SessionInner) -> Option<Vec<(String, bool)>> {
+    inner.persistent.then(|| inner.subs.clone())
 }
 
 struct SessionSink(Arc<DeviceSession>);
@@ -201,6 +294,7 @@ impl DeliverySink for SessionSink {
             match tx.try_send(Outgoing {
                 msg: msg.clone(),
                 qos1,
+                stored: None,
             }) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(OfferError::Full),
@@ -212,7 +306,15 @@ impl DeliverySink for SessionSink {
                 bump(&session.counters.dropped_offline);
                 return Err(OfferError::Full);
             }
-            inner.offline.push_back(msg);
+            let stored = session
+                .store
+                .as_ref()
+                .map(|store| store.queue(&session.thing_arn, &msg));
+            inner.offline.push_back(Outgoing {
+                msg,
+                qos1: true,
+                stored,
+            });
             bump(&session.counters.queued_offline);
             return Ok(());
         }
@@ -234,6 +336,8 @@ pub struct MqttHub {
     /// Messages waiting to be written to one connected device (`evergreen.queueCapacity`, as
     /// for every other delivery target); past it they are dropped and the router counts them.
     queue_capacity: usize,
+    /// The durable copy of the persistent sessions, once [`MqttHub::restore`] set it.
+    store: OnceLock<Arc<SessionStore>>,
 }
 
 impl std::fmt::Debug for MqttHub {
@@ -275,6 +379,7 @@ impl MqttHub {
             counters: Arc::default(),
             next_conn: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
+            store: OnceLock::new(),
         })
     }
 
@@ -314,6 +419,10 @@ impl MqttHub {
                     log::info!("MQTT: {arn} left the group; its session ends");
                     session.lock().online = None;
                     self.router.detach(arn);
+                    if let Some(store) = &session.store {
+                        store.forget(arn);
+                        log::info!("MQTT: the stored session of {arn} is deleted");
+                    }
                     false
                 }
             },
@@ -376,14 +485,23 @@ impl MqttHub {
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let existing = sessions.get(&entry.thing_arn).cloned();
+        let resumable = |s: &DeviceSession| {
+            let inner = s.lock();
+            if inner.expired(sessions::unix_now()) {
+                log::info!("MQTT: the persistent session of {} expired (MQTT 5 session expiry); a new one begins", s.thing_arn);
+                return false;
+            }
+            inner.persistent
+        };
         let (session, session_present) = match existing {
-            Some(s) if persistent && s.lock().persistent => (s, true),
+            Some(s) if persistent && resumable(&s) => (s, true),
             _ => (
                 Arc::new(DeviceSession {
                     thing_arn: entry.thing_arn.clone(),
                     inner: Mutex::default(),
                     counters: self.counters.clone(),
                     room: tokio::sync::Notify::new(),
+                    store: self.store.get().cloned(),
                 }),
                 false,
             ),
@@ -394,10 +512,19 @@ impl MqttHub {
             // closes, which ends its writer.
             inner.online = Some((conn_id, tx));
             inner.persistent = persistent;
+            inner.offline_since = None;
         }
         sessions.insert(entry.thing_arn.clone(), session.clone());
         self.router
             .attach(&entry.thing_arn, Arc::new(SessionSink(session.clone())));
+        drop(sessions);
+        // A new session replaces whatever the store held for the thing. After the hub's lock
+        // (this may wait for room in the store's hand-off); nothing is queued for the session
+        // meanwhile (it is online) and its SUBSCRIBEs come after the CONNACK, so the store
+        // still sees the reset first.
+        if let (false, Some(store)) = (session_present, &session.store) {
+            store.reset(&entry.thing_arn, persistent);
+        }
         Ok(Connected {
             session,
             conn_id,
@@ -409,14 +536,23 @@ impl MqttHub {
     /// Connection `conn_id` of `session` ended. A clean session ends with it; a persistent one
     /// stays attached so QoS 1 messages queue for its return.
     pub fn disconnected(&self, session: &Arc<DeviceSession>, conn_id: u64) {
-        let persistent = {
+        let (persistent, expiry) = {
             let mut inner = session.lock();
             match &inner.online {
                 Some((id, _)) if *id == conn_id => inner.online = None,
                 _ => return,
             }
-            inner.persistent
+            let now = sessions::unix_now();
+            if inner.persistent {
+                inner.offline_since = Some(now);
+            }
+            (inner.persistent, inner.expiry.map(|secs| (secs, Some(now))))
         };
+        // The expiry counts from now, after a restart too. Outside the session's lock: this may
+        // wait for room in the store's hand-off.
+        if let (true, Some(expiry), Some(store)) = (persistent, expiry, &session.store) {
+            store.set_expiry(&session.thing_arn, Some(expiry));
+        }
         log::info!("MQTT: {} disconnected", session.thing_arn);
         if !persistent {
             let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
@@ -426,6 +562,78 @@ impl MqttHub {
             {
                 sessions.remove(&session.thing_arn);
                 self.router.detach(&session.thing_arn);
+            }
+        }
+    }
+
+    /// Takes the persistent sessions the store held at start-up: each is attached to the router
+    /// at once, so messages for a device still offline after the restart keep queueing. The
+    /// first deployed plan ([`MqttHub::update_plan`]) then ends those of things not in the
+    /// group. Called once, before the first deployment.
+    pub fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
+        if self.store.set(store.clone()).is_err() {
+            log::error!("MQTT: the session store was opened twice; the second is ignored");
+            return;
+        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in stored {
+            log::info!(
+                "MQTT: restored the persistent session of {}: {} filters, {} queued messages",
+                s.thing_arn,
+                s.subs.len(),
+                s.queued.len()
+            );
+            let offline = s
+                .queued
+                .into_iter()
+                .map(|(seq, msg)| Outgoing {
+                    msg,
+                    qos1: true,
+                    stored: Some(seq),
+                })
+                .collect();
+            let session = Arc::new(DeviceSession {
+                thing_arn: s.thing_arn.clone(),
+                inner: Mutex::new(SessionInner {
+                    subs: s.subs,
+                    online: None,
+                    persistent: true,
+                    offline,
+                    expiry: s.expiry.map(|(secs, _)| secs),
+                    offline_since: Some(s.expiry.map_or_else(sessions::unix_now, |(_, t)| t)),
+                }),
+                counters: self.counters.clone(),
+                room: tokio::sync::Notify::new(),
+                store: Some(store.clone()),
+            });
+            self.router
+                .attach(&s.thing_arn, Arc::new(SessionSink(session.clone())));
+            sessions.insert(s.thing_arn, session);
+        }
+    }
+
+    /// Ends the persistent sessions whose device has been offline longer than their MQTT 5
+    /// session expiry (in memory and in the store). Called periodically by the server.
+    pub fn expire_sessions(&self, now: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.retain(|arn, session| {
+            if !session.lock().expired(now) {
+                return true;
+            }
+            log::info!("MQTT: the persistent session of {arn} expired (MQTT 5 session expiry); its queued messages are dropped");
+            self.router.detach(arn);
+            if let Some(store) = &session.store {
+                store.forget(arn);
+            }
+            false
+        });
+    }
+
+    /// Commits the session store with an fsync (a clean stop: nothing delivered comes again).
+    pub fn flush_sessions(&self) {
+        if let Some(store) = self.store.get() {
+            if !store.flush() {
+                log::warn!("MQTT: the session store could not be flushed; delivered messages may be sent again after the restart");
             }
         }
     }
@@ -511,6 +719,9 @@ pub struct Setup {
     pub files_configured: bool,
     pub plain_addr: Option<std::net::SocketAddr>,
     pub root: std::path::PathBuf,
+    /// `writeDirectory` (default the root): where the persistent sessions are stored, as the
+    /// cloud spool is (state, not configuration).
+    pub write_dir: std::path::PathBuf,
     pub queue_capacity: usize,
 }
 
@@ -536,10 +747,17 @@ impl Setup {
                 || tls.cert_path.is_some()
                 || tls.key_path.is_some(),
             plain_addr: cfg.mqtt_plain_addr(),
+            write_dir: cfg.write_dir().to_path_buf(),
             root,
             queue_capacity: cfg.evergreen.queue_capacity,
         }
     }
+}
+
+/// The durable store of persistent sessions ([`sessions`]), under `writeDirectory` (default
+/// the root).
+pub fn sessions_file(write_dir: &std::path::Path) -> std::path::PathBuf {
+    write_dir.join("mqtt").join("sessions.redb")
 }
 
 /// The file naming the bound listeners (port 0 in the configuration = any free port).
@@ -551,6 +769,10 @@ pub fn listeners_file(root: &std::path::Path) -> std::path::PathBuf {
 /// (with a warning when the group has devices); a listener that cannot be bound, or TLS files
 /// that are named but unusable, stop the start-up.
 pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), String> {
+    let store_path = sessions_file(&setup.write_dir);
+    let (store, stored) = SessionStore::open(&store_path, OFFLINE_QUEUE)
+        .map_err(|e| format!("the local MQTT server's persistent sessions: {e}"))?;
+    hub.restore(store, stored);
     let mut bound = server::Bound::default();
     if let Some(addr) = setup.plain_addr {
         let l = server::bind(addr).map_err(|e| {
@@ -759,7 +981,7 @@ mod tests {
         assert!(again.session_present);
         let queued = again.session.take_offline();
         assert_eq!(queued.len(), 1);
-        assert_eq!(&*queued[0].topic, "display/1/cmd");
+        assert_eq!(&*queued[0].msg.topic, "display/1/cmd");
 
         // Bounded: past OFFLINE_QUEUE messages are dropped and counted.
         hub.disconnected(&again.session, again.conn_id);
@@ -772,6 +994,185 @@ mod tests {
         let clean = hub.connect("display-1", None, false, false).expect("clean");
         assert!(!clean.session_present);
         assert!(clean.session.take_offline().is_empty());
+    }
+
+    /// A hub as `run.rs` makes it: the store restored before the first plan.
+    fn hub_with_store(p: &GroupPlan, path: &std::path::Path) -> (Arc<MqttHub>, Arc<SessionStore>) {
+        let table = SubscriptionTable::build(
+            p.subscriptions
+                .iter()
+                .map(|s| Subscription::new(&s.id, &s.source, &s.subject, &s.target)),
+        )
+        .expect("table");
+        let hub = MqttHub::new(Arc::new(Router::new(table)), 16);
+        let (store, stored) = SessionStore::open(path, OFFLINE_QUEUE).expect("open store");
+        hub.restore(store.clone(), stored);
+        hub.update_plan(p);
+        (hub, store)
+    }
+
+    fn cmd(hub: &MqttHub, i: usize) {
+        hub.router()
+            .publish(FUNC, &format!("display/{i}/cmd"), Arc::from(&b"x"[..]))
+            .expect("publish");
+    }
+
+    fn topics(out: &[Outgoing]) -> Vec<String> {
+        out.iter().map(|o| o.msg.topic.to_string()).collect()
+    }
+
+    #[test]
+    fn a_stored_session_comes_back_with_its_queue_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("mqtt/sessions.redb");
+        let p = sample();
+        {
+            let (hub, store) = hub_with_store(&p, &path);
+            let c = hub
+                .connect("display-1", None, true, false)
+                .expect("connect");
+            c.session.subscribe("display/#", true);
+            hub.disconnected(&c.session, c.conn_id);
+            for i in 0..5 {
+                cmd(&hub, i);
+            }
+            assert!(store.close());
+        }
+        // The restart: the restored session is the router's sink again at once.
+        let (hub, store) = hub_with_store(&p, &path);
+        for i in 5..7 {
+            cmd(&hub, i);
+        }
+        let c = hub
+            .connect("display-1", None, true, false)
+            .expect("reconnect");
+        assert!(c.session_present, "a restored session is present");
+        let queued = c.session.take_offline();
+        let want: Vec<String> = (0..7).map(|i| format!("display/{i}/cmd")).collect();
+        assert_eq!(topics(&queued), want);
+        assert!(queued.iter().all(|o| o.qos1 && o.stored.is_some()));
+        // Three acknowledged; one not (connection lost): it goes back, already stored.
+        for out in &queued[..3] {
+            c.session.acked(out);
+        }
+        let mut rest = queued.into_iter().skip(3);
+        let unacked = rest.next().expect("fourth");
+        c.session.requeue(unacked);
+        // A live message the device did not acknowledge is stored when requeued.
+        c.session.requeue(Outgoing {
+            msg: Message {
+                topic: Arc::from("display/9/cmd"),
+                payload: Arc::from(&b"x"[..]),
+                source: Arc::from(FUNC),
+            },
+            qos1: true,
+            stored: None,
+        });
+        hub.disconnected(&c.session, c.conn_id);
+        assert!(store.close());
+        drop(hub);
+
+        let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].subs, vec![("display/#".to_string(), true)]);
+        let left: Vec<String> = found[0]
+            .queued
+            .iter()
+            .map(|(_, m)| m.topic.to_string())
+            .collect();
+        // The requeued 4th keeps its place (its key); the others were never taken.
+        assert_eq!(
+            left,
+            vec![
+                "display/3/cmd",
+                "display/4/cmd",
+                "display/5/cmd",
+                "display/6/cmd",
+                "display/9/cmd"
+            ]
+        );
+    }
+
+    #[test]
+    fn clean_connects_and_new_plans_delete_stored_sessions() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sessions.redb");
+        let p = sample();
+        {
+            let (hub, store) = hub_with_store(&p, &path);
+            let c = hub
+                .connect("display-1", None, true, false)
+                .expect("connect");
+            c.session.subscribe("display/#", true);
+            hub.disconnected(&c.session, c.conn_id);
+            cmd(&hub, 1);
+            assert!(store.close());
+        }
+        {
+            // Restored, then a plan without the device: deleted from the store.
+            let (hub, store) = hub_with_store(&p, &path);
+            hub.update_plan(&plan(&[("sensor-1", SENSOR)], &[]));
+            assert!(store.close());
+        }
+        let (hub, store) = hub_with_store(&p, &path);
+        let c = hub
+            .connect("display-1", None, true, false)
+            .expect("connect");
+        assert!(!c.session_present, "the removed device's session is gone");
+        c.session.subscribe("display/#", true);
+        hub.disconnected(&c.session, c.conn_id);
+        cmd(&hub, 2);
+        // A clean connect replaces the persistent session, in memory and on disk.
+        let clean = hub.connect("display-1", None, false, false).expect("clean");
+        assert!(clean.session.take_offline().is_empty());
+        assert!(store.close());
+        drop(hub);
+        let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn mqtt5_sessions_expire_after_their_interval_offline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sessions.redb");
+        let p = sample();
+        let (hub, store) = hub_with_store(&p, &path);
+        let c = hub
+            .connect("display-1", None, true, false)
+            .expect("connect");
+        c.session.set_expiry(60);
+        c.session.subscribe("display/#", true);
+        hub.disconnected(&c.session, c.conn_id);
+        cmd(&hub, 1);
+        let since = c.session.lock().offline_since.expect("offline since");
+        // Within the interval: kept; past it: the sweep ends it, in memory and in the store.
+        hub.expire_sessions(since + 59);
+        assert_eq!(c.session.lock().offline.len(), 1);
+        hub.expire_sessions(since + 60);
+        let again = hub
+            .connect("display-1", None, true, false)
+            .expect("reconnect");
+        assert!(!again.session_present, "an expired session is not resumed");
+        assert!(again.session.take_offline().is_empty());
+        // A device returning after its interval, before any sweep, does not resume it either.
+        again.session.set_expiry(5);
+        again.session.subscribe("display/#", true);
+        hub.disconnected(&again.session, again.conn_id);
+        cmd(&hub, 2);
+        again.session.lock().offline_since = Some(sessions::unix_now() - 10);
+        let third = hub.connect("display-1", None, true, false).expect("third");
+        assert!(!third.session_present);
+        assert!(third.session.take_offline().is_empty());
+        // MQTT 3.1.1 (or 0xFFFFFFFF): never.
+        third.session.set_expiry(u32::MAX);
+        hub.disconnected(&third.session, third.conn_id);
+        hub.expire_sessions(u64::MAX);
+        assert!(
+            hub.connect("display-1", None, true, false)
+                .expect("fourth")
+                .session_present
+        );
+        assert!(store.close());
     }
 
     #[test]

@@ -249,11 +249,11 @@ async fn writer(
     hub: Arc<MqttHub>,
 ) {
     let mut alive = true;
-    for msg in session.take_offline() {
+    for out in session.take_offline() {
         if alive {
-            alive = deliver(&sink, Outgoing { msg, qos1: true }, &session, &hub).await;
+            alive = deliver(&sink, out, &session, &hub).await;
         } else {
-            session.requeue(msg);
+            session.requeue(out);
         }
     }
     while alive {
@@ -272,7 +272,7 @@ async fn writer(
     rx.close();
     while let Ok(out) = rx.try_recv() {
         if out.qos1 {
-            session.requeue(out.msg);
+            session.requeue(out);
         }
     }
 }
@@ -303,20 +303,21 @@ async fn deliver(
     // Waits for the device's receive window; then the publish is written at once, so
     // messages leave in order while up to a window of them await their PUBACK.
     if !sink.ready().await {
-        session.requeue(out.msg);
+        session.requeue(out);
         return false;
     }
     let acked = sink.send1(topic, payload);
     let session = session.clone();
     let counters = hub.counters.clone();
-    let msg = out.msg;
     ntex::rt::spawn(async move {
         if acked.await {
             counters
                 .delivered
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A stored (offline-queued) message leaves the session store once acknowledged.
+            session.acked(&out);
         } else {
-            session.requeue(msg);
+            session.requeue(out);
         }
     });
     true
@@ -520,6 +521,10 @@ async fn handshake_v3(
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
+            if !pkt.clean_session {
+                // MQTT 3.1.1 sessions never expire.
+                c.session.set_expiry(u32::MAX);
+            }
             let conn = Conn::new(hub, c, AnySink::V3(hs.sink()));
             hs.ack(conn, present)
         }
@@ -545,6 +550,9 @@ async fn handshake_v5(
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
+            if persistent {
+                c.session.set_expiry(pkt.session_expiry_interval_secs);
+            }
             let conn = Conn::new(hub, c, AnySink::V5(hs.sink()));
             hs.ack(conn).with(|ack| {
                 ack.session_present = present;
@@ -738,10 +746,13 @@ pub fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
                     }
                     // The counters, logged when they changed (every 30 s at most).
                     let counters = hub.counters.clone();
+                    let hub_sweep = hub.clone();
                     ntex::rt::spawn(async move {
                         let mut last = String::new();
                         loop {
                             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                            // MQTT 5 session expiry (a returning device checks its own at once).
+                            hub_sweep.expire_sessions(super::sessions::unix_now());
                             let now = counters.summary();
                             if now != last {
                                 log::info!("MQTT server: {now}");
