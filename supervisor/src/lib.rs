@@ -28,6 +28,7 @@ pub mod lambda;
 pub mod logs;
 pub mod mqtt;
 pub mod notify;
+pub mod redb_file;
 pub mod router;
 pub mod run;
 pub mod sandbox;

@@ -27,9 +27,10 @@
 //!   in [`Spool::dropped`], with a warning in the log), as Greengrass does; a single message
 //!   larger than the whole spool is refused and counted the same way.
 //! * **Memory** storage keeps the same queue without the store: lost on restart, as in Greengrass.
-//! * **A damaged store** (redb refuses to open it) is renamed to `<file>.damaged-<unix time>`
-//!   and a new one is started, with an error in the log: the runtime must still come up and
-//!   deliver new messages; the damaged file is kept for inspection.
+//! * **A damaged store** (redb finds it corrupted, or it is not a redb file at all; see
+//!   `crate::redb_file`) is renamed to `<file>.damaged-<unix time>` and a new one is started,
+//!   with an error in the log: the runtime must still come up and deliver new messages; the
+//!   damaged file is kept for inspection.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -149,41 +150,15 @@ impl Spool {
     /// Opens (or creates) the durable spool at `path` and loads what it holds, in order. A
     /// store redb cannot open is set aside (see the module docs) and a new one started.
     pub fn open(path: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| SpoolError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        // redb asserts (panics) on some damage, e.g. a file shorter than its header says,
-        // which its own writes never produce; that is damage like any other here.
-        let opened = std::panic::catch_unwind(|| Database::create(path)).unwrap_or_else(|_| {
-            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
-                "redb refused the file (inconsistent length)".into(),
-            )))
-        });
-        let db = match opened {
-            Ok(db) => db,
-            // Only damage is set aside; a spool held by another runtime on the same root, or
-            // one we may not read, is an error for the operator.
-            Err(first @ redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let aside = path.with_extension(format!("damaged-{stamp}"));
-                log::error!(
-                    "cloud spool {} cannot be opened ({first}); moved to {} and starting an empty spool: its messages are not delivered",
-                    path.display(),
-                    aside.display()
-                );
-                std::fs::rename(path, &aside).map_err(|source| SpoolError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                Database::create(path).map_err(|e| store_err(path, e))?
-            }
-            Err(e) => return Err(store_err(path, e)),
-        };
+        let db = crate::redb_file::open_or_set_aside(
+            path,
+            "cloud spool",
+            "its messages are not delivered",
+        )
+        .map_err(|e| match e {
+            crate::redb_file::OpenFailure::Io(path, source) => SpoolError::Io { path, source },
+            crate::redb_file::OpenFailure::Store(e) => store_err(path, e),
+        })?;
         // The table exists from the first open on, so reads never meet a missing table.
         let txn = db.begin_write().map_err(|e| store_err(path, e))?;
         txn.open_table(MESSAGES).map_err(|e| store_err(path, e))?;

@@ -213,48 +213,15 @@ fn decode_msg(bytes: &[u8]) -> Option<Message> {
 
 /// Opens `path` with redb, setting a damaged file aside (see the module docs).
 fn open_db(path: &Path) -> Result<Database, SessionStoreError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| SessionStoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    // redb asserts (panics) on some damage its own writes never produce; damage all the same.
-    let opened = std::panic::catch_unwind(|| Database::create(path)).unwrap_or_else(|_| {
-        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
-            "redb refused the file (inconsistent length)".into(),
-        )))
-    });
-    // Damage is what redb calls corrupted, and a file that is not a redb file at all (its
-    // header overwritten: `InvalidData`). A store in use by another runtime, or one we may not
-    // read, is an error for the operator and is left alone.
-    let damaged = |e: &redb::DatabaseError| match e {
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
-            io.kind() == std::io::ErrorKind::InvalidData
-        }
-        _ => false,
-    };
-    match opened {
-        Ok(db) => Ok(db),
-        Err(first) if damaged(&first) => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let aside = path.with_extension(format!("damaged-{stamp}"));
-            log::error!(
-                "MQTT session store {} cannot be opened ({first}); moved to {} and starting an empty one: persistent sessions and their queued messages from before are lost",
-                path.display(),
-                aside.display()
-            );
-            std::fs::rename(path, &aside).map_err(|source| SessionStoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            Database::create(path).map_err(|e| store_err(path, e))
-        }
-        Err(e) => Err(store_err(path, e)),
-    }
+    crate::redb_file::open_or_set_aside(
+        path,
+        "MQTT session store",
+        "persistent sessions and their queued messages from before are lost",
+    )
+    .map_err(|e| match e {
+        crate::redb_file::OpenFailure::Io(path, source) => SessionStoreError::Io { path, source },
+        crate::redb_file::OpenFailure::Store(e) => store_err(path, e),
+    })
 }
 
 /// What [`load`] found, and the rows it deletes (orphans and beyond the bound).
