@@ -111,6 +111,24 @@ fn restart(rt: &mut Runtime, group_file: &Path) -> u16 {
     plain_port(rt)
 }
 
+/// `kill -9` of the runtime, then a restart on the same root and group; the port and what the
+/// runtime logged from the restart until its MQTT server was up.
+fn kill_and_restart(rt: &mut Runtime) -> (u16, String) {
+    let before = system_log(rt).len();
+    assert!(rt.stop_with(Signal::SIGKILL, LIMIT).is_some());
+    let group_file = rt.path("group.json");
+    let port = restart(rt, &group_file);
+    let ready = wait_for(LIMIT, || {
+        system_log(rt)
+            .get(before..)?
+            .contains("MQTT server (plain TCP")
+            .then_some(())
+    });
+    assert!(ready.is_some(), "{}", system_log(rt));
+    let after = system_log(rt).get(before..).unwrap_or_default().to_owned();
+    (port, after)
+}
+
 fn system_log(rt: &Runtime) -> String {
     std::fs::read_to_string(rt.log_path("system/runtime.log")).unwrap_or_default()
 }
@@ -263,18 +281,7 @@ fn a_clean_session_discards_the_stored_one() {
     let got = reconnect_and_read(port, &[], 1, 3);
     assert!(got.is_empty(), "a clean session got {got:?}");
     // Nor do they come back after a restart: the store no longer has the session.
-    let before = system_log(&rt).len();
-    assert!(rt.stop_with(Signal::SIGKILL, LIMIT).is_some());
-    let group_file = rt.path("group.json");
-    let port = restart(&mut rt, &group_file);
-    let ready = wait_for(LIMIT, || {
-        system_log(&rt)
-            .get(before..)?
-            .contains("MQTT server (plain TCP")
-            .then_some(())
-    });
-    assert!(ready.is_some(), "{}", system_log(&rt));
-    let after = system_log(&rt).get(before..).unwrap_or_default().to_owned();
+    let (port, after) = kill_and_restart(&mut rt);
     assert!(
         !after.contains("restored the persistent session"),
         "the clean session's predecessor was restored:\n{after}"
@@ -314,18 +321,7 @@ fn a_device_removed_by_a_deployment_loses_its_stored_session() {
     std::thread::sleep(SETTLE);
 
     // Back in the group after a restart: a new device as far as sessions go.
-    let before = system_log(&rt).len();
-    assert!(rt.stop_with(Signal::SIGKILL, LIMIT).is_some());
-    let group_file = rt.path("group.json");
-    let port = restart(&mut rt, &group_file);
-    let ready = wait_for(LIMIT, || {
-        system_log(&rt)
-            .get(before..)?
-            .contains("MQTT server (plain TCP")
-            .then_some(())
-    });
-    assert!(ready.is_some(), "{}", system_log(&rt));
-    let after = system_log(&rt).get(before..).unwrap_or_default().to_owned();
+    let (port, after) = kill_and_restart(&mut rt);
     assert!(
         !after.contains("restored the persistent session"),
         "the removed device's session was restored:\n{after}"
