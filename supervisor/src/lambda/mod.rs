@@ -581,7 +581,7 @@ async fn handle(hub: &Rc<LambdaHub>, req: &Request) -> Response {
         return initialized(&caller, &req.body);
     }
     match req.method.as_str() {
-        "POST" => invoke(hub, &caller, rest, req),
+        "POST" => invoke(hub, &caller, rest, req).await,
         "GET" => fetch(hub, &caller, req).await,
         _ => Response::error(405, "use POST to invoke and GET to fetch a result"),
     }
@@ -644,7 +644,7 @@ fn initialized(caller: &FunctionLink, body: &[u8]) -> Response {
     }
 }
 
-fn invoke(hub: &LambdaHub, caller: &FunctionLink, arn: &str, req: &Request) -> Response {
+async fn invoke(hub: &LambdaHub, caller: &FunctionLink, arn: &str, req: &Request) -> Response {
     let wants_result = match req
         .header("x-amz-invocation-type")
         .unwrap_or("RequestResponse")
@@ -720,10 +720,23 @@ fn invoke(hub: &LambdaHub, caller: &FunctionLink, arn: &str, req: &Request) -> R
                         "X-Amz-Client-Context: custom.subject (the shadow topic) is missing or not a string",
                     );
                 };
-                // Handled at once (one small file read and, for a change, one
-                // fsync); a rejection is the `{"code","message"}` body the SDK
-                // turns into a ShadowError.
-                let Some((_, payload)) = shadow.request(&caller.arn, topic, &req.body) else {
+                // One small file read and, for a change, one fsync: on the
+                // blocking pool, so the actors' thread never waits for the
+                // disk (a component's IPC requests go the same way). A
+                // rejection is the `{"code","message"}` body the SDK turns
+                // into a ShadowError.
+                let (source, request, body) =
+                    (caller.arn.clone(), topic.to_owned(), req.body.clone());
+                let answer =
+                    tokio::task::spawn_blocking(move || shadow.request(&source, &request, &body))
+                        .await;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        return Response::error(500, &format!("the shadow request failed: {e}"))
+                    }
+                };
+                let Some((_, payload)) = answer else {
                     return Response::error(
                         400,
                         &format!("{topic:?} is not a shadow request topic ($aws/things/<thing>/shadow[/name/<name>]/get|update|delete)"),
