@@ -72,11 +72,11 @@ const INBOX: usize = 1024;
 /// leaves room for a slow SD card under load while a lost answer still
 /// ends in an error.
 pub const SHADOW_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes a `Shadow` frame adds to its thing name and payload (variant,
-/// request id, op and two lengths, each at most a 9-byte varint), so a
-/// request that cannot be framed is refused here instead of breaking the
-/// writer.
-const SHADOW_FRAME_OVERHEAD: usize = 32;
+/// Bytes a `Publish` or `Shadow` frame adds to its strings and payload
+/// (variant, request id, op and two lengths, each at most a 9-byte varint),
+/// so a message that cannot be framed is refused when it is made instead of
+/// failing in the writer, which would end the link.
+const FRAME_OVERHEAD: usize = 32;
 
 /// What went wrong in the SDK.
 #[derive(Debug, thiserror::Error)]
@@ -199,9 +199,9 @@ impl Handle {
             return Err(SdkError::Topic { topic, source });
         }
         let payload = payload.into();
-        if payload.len() + topic.len() > self.max_frame {
+        if payload.len() + topic.len() + FRAME_OVERHEAD > self.max_frame {
             return Err(SdkError::Frame(FrameError::TooLarge {
-                len: payload.len() + topic.len(),
+                len: payload.len() + topic.len() + FRAME_OVERHEAD,
                 max: self.max_frame,
             }));
         }
@@ -348,7 +348,7 @@ impl Handle {
     ) -> Result<ShadowReply, SdkError> {
         let thing_name = thing_name.into();
         let payload = payload.into();
-        let len = thing_name.len() + payload.len() + SHADOW_FRAME_OVERHEAD;
+        let len = thing_name.len() + payload.len() + FRAME_OVERHEAD;
         if len > self.max_frame {
             return Err(SdkError::Frame(FrameError::TooLarge {
                 len,
@@ -903,6 +903,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_publish_at_the_frame_limit_is_refused_and_the_link_lives_on() {
+        let max = 4096;
+        let (component, _sup, mut sup_reader) = connected(max).await;
+        let handle = component.handle();
+        // Payload and topic alone fit, the frame around them does not: refused here (an
+        // earlier check let it through to the writer, which then ended the link).
+        let err = handle
+            .publish("t/x", vec![b'a'; max - "t/x".len()])
+            .await
+            .expect_err("too large once framed");
+        assert!(
+            matches!(err, SdkError::Frame(FrameError::TooLarge { .. })),
+            "{err}"
+        );
+        let fits = vec![b'a'; max - "t/x".len() - FRAME_OVERHEAD];
+        handle
+            .publish("t/x", fits)
+            .await
+            .expect("the largest that fits");
+        let frame =
+            tokio::time::timeout(Duration::from_secs(5), sup_reader.read_frame::<FromChild>())
+                .await
+                .expect("a frame in time")
+                .expect("frame")
+                .expect("some");
+        assert!(
+            matches!(&frame, FromChild::Publish { payload, .. } if payload.len() == max - 3 - FRAME_OVERHEAD),
+            "{frame:?}"
+        );
+        drop(component);
+    }
+
+    #[tokio::test]
     async fn an_oversize_shadow_request_is_refused_and_the_link_lives_on() {
         let max = 4096;
         let (component, mut sup, mut sup_reader) = connected(max).await;
@@ -917,7 +950,7 @@ mod tests {
         );
         assert_eq!(pending_len(&handle), Some(0));
         // The link still works: the largest request that fits goes through.
-        let fits = vec![b' '; max - "lamp".len() - SHADOW_FRAME_OVERHEAD];
+        let fits = vec![b' '; max - "lamp".len() - FRAME_OVERHEAD];
         let asker = handle.clone();
         let request = tokio::spawn(async move { asker.update_thing_shadow("lamp", fits).await });
         let (id, thing, _, payload) = shadow_frame(&mut sup_reader).await;
