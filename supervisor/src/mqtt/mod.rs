@@ -22,8 +22,9 @@
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
 //!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Persistent sessions
 //!   (granted filters and queued messages) are also kept in [`sessions`], a redb store under
-//!   `<writeDirectory>/mqtt/` (default the root, as for the cloud spool), and restored when the server starts: a restart, a crash or `kill -9` of
-//!   the runtime loses neither (fsync policy in [`sessions`]). A session of a thing no longer in
+//!   `<writeDirectory>/mqtt/` (default the root, as for the cloud spool), and restored when the
+//!   server starts: a restart, a crash or `kill -9` of the runtime loses neither (fsync policy
+//!   in [`sessions`]). A session of a thing no longer in
 //!   the deployed group is deleted from the store. An MQTT 5 session ends when its device has
 //!   been offline longer than the CONNECT's session expiry interval (checked when the device
 //!   returns, every 30 s, and when the store is loaded; a device connected when the runtime

@@ -39,9 +39,9 @@
 //!   bound) keeps its newest `OFFLINE_QUEUE` and the rest is deleted, counted and logged. Queued
 //!   rows of a thing without a session row (its session ended while the write was in flight) are
 //!   deleted on load.
-//! * **A damaged store** (redb finds it corrupted, or it is not a redb file) is renamed to `<file>.damaged-<unix time>`
-//!   and a new one is started, with an error in the log, exactly as the spool does: devices
-//!   must still be able to connect; the damaged file is kept for inspection. A store held by
+//! * **A damaged store** (redb finds it corrupted, or it is not a redb file) is renamed to
+//!   `<file>.damaged-<unix time>` and a new one is started, with an error in the log, as the
+//!   spool does (`crate::redb_file`): devices must still be able to connect; the damaged file is kept for inspection. A store held by
 //!   another runtime is an error for the operator, not damage.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
