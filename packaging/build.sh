@@ -40,7 +40,7 @@ build_host() {
     built+=(target/release/evergreen target/debian/evergreen_*_"$(dpkg --print-architecture 2>/dev/null || echo amd64)".deb)
     if [ $have_rpm = 1 ]; then
         echo "== host: .rpm"
-        cargo generate-rpm -p supervisor
+        cargo generate-rpm -p supervisor/cli
         built+=(target/generate-rpm/evergreen-*.rpm)
     else
         echo "== host: cargo-generate-rpm not installed; no .rpm (cargo install cargo-generate-rpm --locked, ~2 min)"
@@ -90,7 +90,7 @@ build_cross() {
         echo "== $name: $qemu not installed; binary not run (apt-get install qemu-user)"
     fi
     if [ $have_rpm = 1 ]; then
-        cargo generate-rpm -p supervisor --target "$triple" && built+=("target/$triple/generate-rpm/"evergreen-*.rpm)
+        cargo generate-rpm -p supervisor/cli --target "$triple" && built+=("target/$triple/generate-rpm/"evergreen-*.rpm)
     fi
 }
 

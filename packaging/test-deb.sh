@@ -169,7 +169,7 @@ check "group evergreen removed" sh -c "! getent group evergreen"
 if cargo generate-rpm --version >/dev/null 2>&1 && command -v rpm >/dev/null; then
     echo "== rpm (inspect only)"
     rm -f target/generate-rpm/evergreen-*.rpm
-    if cargo generate-rpm -p supervisor; then
+    if cargo generate-rpm -p supervisor/cli; then
         rpmfile=$(ls target/generate-rpm/evergreen-*.rpm)
         echo "package: $rpmfile ($(stat -c %s "$rpmfile") bytes)"
         files=$(rpm -qpl "$rpmfile")

@@ -54,6 +54,8 @@
 //! the IoT Analytics stand-in of the integration tests
 //! (`tests/src/iotanalytics_server.rs`), which verifies SigV4 from scratch.
 
+pub mod credentials;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,141 @@
+//! The connectors built into this `evergreen` binary.
+//!
+//! Each connector crate under `connectors/` contributes its manifest and its
+//! entry point here, and nowhere else: validation learns about a connector
+//! from [`registry`], and `evergreen connector <Name>` runs it through
+//! [`run_connector`]. Adding a connector is one line in [`BUILTIN`] (and a
+//! dependency in `Cargo.toml`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use evergreen_ipc::manifest::ConnectorManifest;
+use evergreen_ipc::sdk::SdkError;
+
+use evergreen_group::registry::ConnectorRegistry;
+
+type ConnectorMain = fn() -> Pin<Box<dyn Future<Output = Result<(), SdkError>>>>;
+
+/// A connector linked into this binary.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltinConnector {
+    pub manifest: &'static ConnectorManifest,
+    pub main: ConnectorMain,
+}
+
+/// Every built-in connector.
+pub static BUILTIN: &[BuiltinConnector] = &[
+    BuiltinConnector {
+        manifest: &evergreen_connector_heartbeat::MANIFEST,
+        main: || Box::pin(evergreen_connector_heartbeat::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_message_log::MANIFEST,
+        main: || Box::pin(evergreen_connector_message_log::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_device_defender::MANIFEST,
+        main: || Box::pin(evergreen_connector_device_defender::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_modbus::MANIFEST,
+        main: || Box::pin(evergreen_connector_modbus::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_modbus_tcp::MANIFEST,
+        main: || Box::pin(evergreen_connector_modbus_tcp::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_serial_stream::MANIFEST,
+        main: || Box::pin(evergreen_connector_serial_stream::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_twilio::MANIFEST,
+        main: || Box::pin(evergreen_connector_twilio::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_splunk::MANIFEST,
+        main: || Box::pin(evergreen_connector_splunk::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_servicenow::MANIFEST,
+        main: || Box::pin(evergreen_connector_servicenow::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_sns::MANIFEST,
+        main: || Box::pin(evergreen_connector_sns::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_iot_analytics::MANIFEST,
+        main: || Box::pin(evergreen_connector_iot_analytics::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_kinesis_firehose::MANIFEST,
+        main: || Box::pin(evergreen_connector_kinesis_firehose::run()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_cloudwatch_metrics::MANIFEST,
+        main: || Box::pin(evergreen_connector_cloudwatch_metrics::run()),
+    },
+];
+
+/// The manifests of the built-in connectors, for validation.
+pub fn registry() -> ConnectorRegistry {
+    ConnectorRegistry::new(BUILTIN.iter().map(|c| c.manifest).collect())
+}
+
+/// Runs the built-in connector `name` over stdio (the child side of
+/// `evergreen connector <Name>`).
+pub fn run_connector(name: &str) -> ExitCode {
+    let Some(connector) = BUILTIN.iter().find(|c| c.manifest.name == name) else {
+        let names: Vec<&str> = BUILTIN.iter().map(|c| c.manifest.name).collect();
+        eprintln!(
+            "evergreen: no built-in connector named {name:?} (built-in: {})",
+            names.join(", ")
+        );
+        return ExitCode::from(crate::EXIT_USAGE);
+    };
+    // One thread is plenty for a connector and keeps its footprint small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("evergreen: cannot start the connector runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on((connector.main)()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evergreen_group::registry::manifest_problems;
+
+    #[test]
+    fn every_built_in_manifest_is_sound() {
+        let registry = registry();
+        assert_eq!(
+            registry.len(),
+            BUILTIN.len(),
+            "no two built-ins share a name"
+        );
+        for manifest in registry.iter() {
+            assert_eq!(
+                manifest_problems(manifest),
+                Vec::<String>::new(),
+                "{}",
+                manifest.name
+            );
+        }
+    }
+}

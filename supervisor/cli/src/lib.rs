@@ -1,0 +1,18 @@
+//! The `evergreen` binary as a library: the command line ([`cli`]) and the composition root
+//! ([`app`]), which maps the core configuration onto each crate's own settings, starts the
+//! services around the core, deploys the first group and waits for a signal. Also here: the
+//! built-in connector [`catalogue`], `evergreen logs` ([`tail`]) and `evergreen function
+//! package` ([`package`]). Every other crate of the workspace sits below this one.
+
+pub mod app;
+pub mod catalogue;
+pub mod cli;
+pub mod package;
+pub mod tail;
+
+/// Exit status for an invalid configuration or group (`EX_CONFIG`): the
+/// systemd unit lists it in `RestartPreventExitStatus=`, since restarting
+/// cannot fix it.
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit status for a command-line mistake (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;

@@ -1,0 +1,95 @@
+//! The one way a group text becomes a plan: [`Loader`] holds what validation needs from the
+//! runtime (the connector registry and the options from the core configuration) and is shared
+//! by `evergreen run`, `validate`, the version store and the deployer, so a group is judged the
+//! same wherever it comes from.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::{parse, ValidationError};
+use crate::plan::GroupPlan;
+use crate::registry::ConnectorRegistry;
+use crate::validate::{validate, ValidationOptions};
+
+/// Why a group could not become a plan. The wording is what the CLI and the deployment
+/// history show.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read group file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid group {name}:{}", list(errors))]
+    Invalid {
+        name: String,
+        errors: Vec<ValidationError>,
+    },
+}
+
+/// Every error on a line of its own, indented under the heading.
+pub(crate) fn list(errors: &[ValidationError]) -> String {
+    errors.iter().map(|e| format!("\n  {e}")).collect()
+}
+
+/// A group file read and validated.
+#[derive(Debug)]
+pub struct GroupFile {
+    /// The file's text, as read.
+    pub text: String,
+    /// The file's directory: relative `Executable`s and `CodeUri`s resolve against it.
+    pub base_dir: PathBuf,
+    pub plan: GroupPlan,
+}
+
+/// Parses and validates groups against one registry and one set of options.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    registry: ConnectorRegistry,
+    options: ValidationOptions,
+}
+
+impl Loader {
+    /// `options.base_dir` is replaced by each call's own base directory.
+    pub fn new(registry: ConnectorRegistry, options: ValidationOptions) -> Self {
+        Loader { registry, options }
+    }
+
+    pub fn registry(&self) -> &ConnectorRegistry {
+        &self.registry
+    }
+
+    /// Parses and validates a group text; `name` names it in messages, and relative paths in
+    /// it resolve against `base_dir`.
+    pub fn load(&self, text: &str, name: &str, base_dir: PathBuf) -> Result<GroupPlan, LoadError> {
+        let invalid = |errors| LoadError::Invalid {
+            name: name.to_string(),
+            errors,
+        };
+        let definition = parse(text).map_err(invalid)?;
+        let options = ValidationOptions {
+            base_dir,
+            ..self.options.clone()
+        };
+        validate(&definition, &self.registry, &options).map_err(invalid)
+    }
+
+    /// Reads and validates a group file; its path names it in messages and its directory is
+    /// the base of its relative paths.
+    pub fn read_file(&self, path: &Path) -> Result<GroupFile, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let plan = self.load(&text, &path.display().to_string(), base_dir.clone())?;
+        Ok(GroupFile {
+            text,
+            base_dir,
+            plan,
+        })
+    }
+}

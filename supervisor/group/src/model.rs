@@ -1,0 +1,704 @@
+//! The group file as written: serde types for the seven Greengrass V1
+//! definition versions, with the field names of the Greengrass API.
+//!
+//! A group file is one JSON object whose keys are the definition-version
+//! names (`CoreDefinitionVersion`, `DeviceDefinitionVersion`, …), each holding
+//! exactly what `Get*DefinitionVersion` returns under `Definition`, so a
+//! group exported from AWS is accepted unchanged. This module owns the shape
+//! and [`parse`]; it must never decide whether a group makes sense — that is
+//! [`crate::validate::validate`], which turns a [`GroupDefinition`] into a plan.
+//!
+//! Deliberate choices:
+//! * Unknown keys are errors at every level (a misspelt `Pinned` would
+//!   otherwise be silently ignored); they are reported with their JSON path.
+//! * Enumerated values (`IsolationMode`, `Permission`, logger `Level`, …) are
+//!   kept as strings and numbers as `i64`, so that a wrong value is reported
+//!   by validation together with every other problem instead of stopping the
+//!   parser at the first one.
+//! * Connector `Parameters` are strings in the API; bare numbers and booleans
+//!   (which some AWS CLI examples use) are accepted and kept as their JSON
+//!   text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// One problem found in a group, located by a JSON path such as
+/// `$.SubscriptionDefinitionVersion.Subscriptions[2].Target`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ValidationError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A whole group: every definition version is optional, as in a
+/// GroupVersion. `{}` is a valid (empty) group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GroupDefinition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core_definition_version: Option<CoreDefinitionVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_definition_version: Option<DeviceDefinitionVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_definition_version: Option<FunctionDefinitionVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_definition_version: Option<SubscriptionDefinitionVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_definition_version: Option<ResourceDefinitionVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_definition_version: Option<ConnectorDefinitionVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logger_definition_version: Option<LoggerDefinitionVersion>,
+}
+
+// ---------------------------------------------------------------- cores, devices
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CoreDefinitionVersion {
+    #[serde(default)]
+    pub cores: Vec<Core>,
+}
+
+/// The group's core. `Id`, `ThingArn` and `CertificateArn` are required by
+/// the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Core {
+    pub id: String,
+    pub thing_arn: String,
+    pub certificate_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_shadow: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DeviceDefinitionVersion {
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+/// A client device allowed to connect to the core's MQTT server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    pub thing_arn: String,
+    pub certificate_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_shadow: Option<bool>,
+}
+
+// ---------------------------------------------------------------- functions
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FunctionDefinitionVersion {
+    /// Group-wide defaults for `IsolationMode` and `RunAs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_config: Option<FunctionDefaultConfig>,
+    #[serde(default)]
+    pub functions: Vec<Function>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FunctionDefaultConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<FunctionExecutionConfig>,
+}
+
+/// `FunctionExecutionConfig` (and `FunctionDefaultExecutionConfig`, which has
+/// the same members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FunctionExecutionConfig {
+    /// `GreengrassContainer` or `NoContainer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<FunctionRunAsConfig>,
+}
+
+/// Either id may be given alone; the other stays the default identity's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FunctionRunAsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<i64>,
+}
+
+/// A user function. Only `Id` is required by the API; validation requires
+/// `FunctionArn` and `FunctionConfiguration.Executable` as well.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Function {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_configuration: Option<FunctionConfiguration>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FunctionConfiguration {
+    /// `json` (default) or `binary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<FunctionConfigurationEnvironment>,
+    /// Arguments, split on whitespace by validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_args: Option<String>,
+    /// The program to run; relative paths resolve against the group file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    /// KB, as in Greengrass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+    /// Seconds per invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
+    /// Accepted for compatibility; Evergreen runs `Executable` directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_runtime_override: Option<String>,
+    /// Evergreen extension: where a Lambda-style function's code is, a
+    /// directory or a `.zip` (relative paths resolve against the group
+    /// file). With it, `Executable` is the handler `module.function`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_uri: Option<String>,
+    /// The Lambda runtime (`python3.7`, `python3.8`, … ; default `python3`
+    /// when `CodeUri` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FunctionConfigurationEnvironment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_sysfs: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<FunctionExecutionConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_access_policies: Vec<ResourceAccessPolicy>,
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "string_map"
+    )]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ResourceAccessPolicy {
+    pub resource_id: String,
+    /// `ro` or `rw`; optional in the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+}
+
+// ---------------------------------------------------------------- subscriptions
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SubscriptionDefinitionVersion {
+    #[serde(default)]
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// One route: messages from `Source` on topics matching `Subject` go to
+/// `Target`. All four members are required.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Subscription {
+    pub id: String,
+    pub source: String,
+    pub subject: String,
+    pub target: String,
+}
+
+// ---------------------------------------------------------------- resources
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ResourceDefinitionVersion {
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Resource {
+    pub id: String,
+    pub name: String,
+    pub resource_data_container: ResourceDataContainer,
+}
+
+/// Must hold exactly one member; the shape allows any number, validation
+/// checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ResourceDataContainer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_device_resource_data: Option<LocalDeviceResourceData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_volume_resource_data: Option<LocalVolumeResourceData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_machine_learning_model_resource_data: Option<S3MachineLearningModelResourceData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sage_maker_machine_learning_model_resource_data:
+        Option<SageMakerMachineLearningModelResourceData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_manager_secret_resource_data: Option<SecretsManagerSecretResourceData>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct LocalDeviceResourceData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_owner_setting: Option<GroupOwnerSetting>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct LocalVolumeResourceData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_owner_setting: Option<GroupOwnerSetting>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GroupOwnerSetting {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_add_group_owner: Option<bool>,
+    /// Ignored when `AutoAddGroupOwner` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct S3MachineLearningModelResourceData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_setting: Option<ResourceDownloadOwnerSetting>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SageMakerMachineLearningModelResourceData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sage_maker_job_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_setting: Option<ResourceDownloadOwnerSetting>,
+}
+
+/// Both members are required by the API when the setting is present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ResourceDownloadOwnerSetting {
+    pub group_owner: String,
+    /// `ro` or `rw`.
+    pub group_permission: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SecretsManagerSecretResourceData {
+    #[serde(rename = "ARN", default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// `AWSCURRENT` is always included and need not be listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_staging_labels_to_download: Vec<String>,
+}
+
+// ---------------------------------------------------------------- connectors
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ConnectorDefinitionVersion {
+    #[serde(default)]
+    pub connectors: Vec<Connector>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Connector {
+    pub id: String,
+    /// `arn:aws:greengrass:<region>::/connectors/<Name>/versions/<N>`.
+    pub connector_arn: String,
+    /// Always strings in the API; bare numbers and booleans are accepted
+    /// and kept as their JSON text.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "parameter_map"
+    )]
+    pub parameters: BTreeMap<String, String>,
+}
+
+// ---------------------------------------------------------------- loggers
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct LoggerDefinitionVersion {
+    #[serde(default)]
+    pub loggers: Vec<Logger>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Logger {
+    pub id: String,
+    /// `GreengrassSystem` or `Lambda`.
+    pub component: String,
+    /// `DEBUG`, `INFO`, `WARN`, `ERROR` or `FATAL`.
+    pub level: String,
+    /// `FileSystem` or `AWSCloudWatch`.
+    #[serde(rename = "Type")]
+    pub logger_type: String,
+    /// KB of local storage, for `FileSystem`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<i64>,
+}
+
+// ---------------------------------------------------------------- parsing
+
+/// Parses a group file. A syntax or shape error is reported as a single
+/// [`ValidationError`] whose path points at the offending member (serde stops
+/// at the first one); everything else is left to validation, which reports
+/// all problems at once.
+pub fn parse(json: &str) -> Result<GroupDefinition, Vec<ValidationError>> {
+    // serde would also read a struct from a JSON array (by position);
+    // a group file is an object, and saying so beats a puzzling error.
+    if !json.trim_start().starts_with('{') {
+        return Err(vec![ValidationError::new(
+            "$",
+            "a group file is one JSON object whose keys are definition-version names (CoreDefinitionVersion, …)",
+        )]);
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    let group = match serde_path_to_error::deserialize::<_, GroupDefinition>(&mut de) {
+        Ok(group) => group,
+        Err(e) => {
+            let path = json_path(e.path());
+            return Err(vec![ValidationError::new(path, e.into_inner().to_string())]);
+        }
+    };
+    // Trailing garbage after the object usually means two groups were pasted
+    // into one file; refuse rather than silently use the first.
+    if let Err(e) = de.end() {
+        return Err(vec![ValidationError::new("$", e.to_string())]);
+    }
+    Ok(group)
+}
+
+/// Renders a serde path as `$.A.B[2].C`.
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::from("$");
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => out.push_str(&key_segment(key)),
+            Segment::Enum { variant } => out.push_str(&key_segment(variant)),
+            Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
+}
+
+/// One object member in a JSON path: `.Key` when the key is a plain word
+/// (every API member and almost every parameter name), `["odd key"]`
+/// otherwise so the path stays unambiguous.
+pub(crate) fn key_segment(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':');
+    if plain {
+        format!(".{key}")
+    } else {
+        format!("[{}]", serde_json::Value::String(key.to_string()))
+    }
+}
+
+/// `Parameters`: a map of strings, also accepting bare numbers and booleans
+/// (kept as their JSON text) because some AWS CLI examples write them so.
+/// A key given twice is an error rather than "last one wins".
+fn parameter_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    d.deserialize_map(StringMapVisitor { lenient: true })
+}
+
+/// `Variables`: a map of strings; a key given twice is an error.
+fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    d.deserialize_map(StringMapVisitor { lenient: false })
+}
+
+struct StringMapVisitor {
+    lenient: bool,
+}
+
+impl<'de> Visitor<'de> for StringMapVisitor {
+    type Value = BTreeMap<String, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lenient {
+            f.write_str("an object whose values are strings (numbers and booleans are accepted)")
+        } else {
+            f.write_str("an object whose values are strings")
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = if self.lenient {
+                map.next_value::<LenientString>()?.0
+            } else {
+                map.next_value::<String>()?
+            };
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("`{key}` is given twice")));
+            }
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
+
+/// A string, or a number or boolean converted to its text.
+struct LenientString(String);
+
+impl<'de> Deserialize<'de> for LenientString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LenientString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (or a number or boolean)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LenientString(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(LenientString(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(LenientString(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(LenientString(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(LenientString(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(LenientString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(json: &str) -> ValidationError {
+        match parse(json) {
+            Ok(g) => panic!("expected an error, parsed {g:?}"),
+            Err(mut errors) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                errors.remove(0)
+            }
+        }
+    }
+
+    #[test]
+    fn empty_object_is_an_empty_group() {
+        assert_eq!(parse("{}"), Ok(GroupDefinition::default()));
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_reported() {
+        let e = parse_err(r#"{"CoreDefinitionVersion": {"Cores": []}, "Functions": []}"#);
+        assert!(e.message.contains("unknown field `Functions`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_nested_key_has_its_path() {
+        let e = parse_err(
+            r#"{"FunctionDefinitionVersion": {"Functions": [
+                {"Id": "a", "FunctionArn": "x"},
+                {"Id": "b", "FunctionConfiguration": {"Executable": "x", "Pined": true}}]}}"#,
+        );
+        assert!(
+            e.path
+                .starts_with("$.FunctionDefinitionVersion.Functions[1].FunctionConfiguration"),
+            "{e}"
+        );
+        assert!(e.message.contains("unknown field `Pined`"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_member_has_its_path() {
+        let e = parse_err(
+            r#"{"SubscriptionDefinitionVersion": {"Subscriptions": [{"Id": "s", "Source": "cloud", "Target": "cloud"}]}}"#,
+        );
+        assert_eq!(e.path, "$.SubscriptionDefinitionVersion.Subscriptions[0]");
+        assert!(e.message.contains("missing field `Subject`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_has_its_path() {
+        let e = parse_err(
+            r#"{"FunctionDefinitionVersion": {"Functions": [{"Id": "a", "FunctionConfiguration": {"MemorySize": "big"}}]}}"#,
+        );
+        assert_eq!(
+            e.path,
+            "$.FunctionDefinitionVersion.Functions[0].FunctionConfiguration.MemorySize"
+        );
+    }
+
+    #[test]
+    fn parameters_accept_numbers_and_booleans() {
+        let group = parse(
+            r#"{"ConnectorDefinitionVersion": {"Connectors": [{"Id": "c",
+                "ConnectorArn": "arn:aws:greengrass:eu-west-1::/connectors/SNS/versions/4",
+                "Parameters": {"A": "text", "B": 50, "C": true, "D": -3, "E": 1.5}}]}}"#,
+        )
+        .expect("parses");
+        let params = &group
+            .connector_definition_version
+            .expect("present")
+            .connectors[0]
+            .parameters;
+        let got: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("A", "text"),
+                ("B", "50"),
+                ("C", "true"),
+                ("D", "-3"),
+                ("E", "1.5")
+            ]
+        );
+    }
+
+    #[test]
+    fn parameters_refuse_null_objects_and_duplicates() {
+        let e = parse_err(
+            r#"{"ConnectorDefinitionVersion": {"Connectors": [{"Id": "c", "ConnectorArn": "x",
+                "Parameters": {"A": null}}]}}"#,
+        );
+        assert!(
+            e.path
+                .starts_with("$.ConnectorDefinitionVersion.Connectors[0].Parameters"),
+            "{e}"
+        );
+        let e = parse_err(
+            r#"{"ConnectorDefinitionVersion": {"Connectors": [{"Id": "c", "ConnectorArn": "x",
+                "Parameters": {"A": {"nested": 1}}}]}}"#,
+        );
+        assert!(
+            e.path
+                .starts_with("$.ConnectorDefinitionVersion.Connectors[0].Parameters"),
+            "{e}"
+        );
+        let e = parse_err(
+            r#"{"ConnectorDefinitionVersion": {"Connectors": [{"Id": "c", "ConnectorArn": "x",
+                "Parameters": {"A": "1", "A": "2"}}]}}"#,
+        );
+        assert!(e.message.contains("`A` is given twice"), "{e}");
+    }
+
+    #[test]
+    fn variables_must_be_strings() {
+        let e = parse_err(
+            r#"{"FunctionDefinitionVersion": {"Functions": [{"Id": "a", "FunctionConfiguration":
+                {"Environment": {"Variables": {"N": 1}}}}]}}"#,
+        );
+        assert!(e.path.starts_with("$.FunctionDefinitionVersion.Functions[0].FunctionConfiguration.Environment.Variables"), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for input in [
+            "",
+            "[",
+            "null",
+            "[]",
+            "{\"CoreDefinitionVersion\": 3}",
+            "{} {}",
+            "\u{0}",
+            "{\"a\":",
+        ] {
+            assert!(parse(input).is_err(), "{input:?}");
+        }
+        // Deep nesting stops at serde_json's recursion limit instead of
+        // overflowing the stack.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&deep).is_err());
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        let json = r#"{
+          "CoreDefinitionVersion": {"Cores": [{"Id": "core", "ThingArn": "arn:aws:iot:eu-west-1:123456789012:thing/Core",
+             "CertificateArn": "arn:aws:iot:eu-west-1:123456789012:cert/abc", "SyncShadow": true}]},
+          "ResourceDefinitionVersion": {"Resources": [{"Id": "s", "Name": "S", "ResourceDataContainer":
+             {"SecretsManagerSecretResourceData": {"ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:greengrass-x-AbCdEf"}}}]},
+          "LoggerDefinitionVersion": {"Loggers": [{"Id": "l", "Component": "Lambda", "Level": "INFO", "Type": "FileSystem", "Space": 10}]}
+        }"#;
+        let group = parse(json).expect("parses");
+        let again = serde_json::to_string(&group).expect("serialises");
+        assert_eq!(parse(&again), Ok(group));
+    }
+
+    #[test]
+    fn odd_keys_are_quoted_in_paths() {
+        assert_eq!(
+            key_segment("SerialPort-ResourceId"),
+            ".SerialPort-ResourceId"
+        );
+        assert_eq!(key_segment("a.b"), "[\"a.b\"]");
+        assert_eq!(key_segment(""), "[\"\"]");
+    }
+}

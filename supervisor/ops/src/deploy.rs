@@ -1,0 +1,499 @@
+//! Deployments to a running runtime: a stored group version becomes the
+//! running set, or the previous one comes back.
+//!
+//! A deployment goes `Building` (the version is loaded, its hash checked and
+//! the group validated against this runtime's configuration) → `InProgress`
+//! (the supervisor diffs it against what runs: unchanged components keep
+//! their process, changed and removed ones stop, new ones start, and the
+//! subscription table is swapped in one step) → `Success` once every started
+//! component is `Ready`, or `Failure`. A failure after the supervisor changed
+//! anything **rolls back**: the plan that ran before is deployed again (the
+//! same diff in reverse, so components that were never touched keep running
+//! throughout). The last successful version is recorded and is what
+//! `evergreen run` starts after a reboot or a crash when no `--group` is given.
+//!
+//! Records use the Greengrass API's names (`DeploymentId`, `DeploymentType`
+//! `NewDeployment | Redeployment | ResetDeployment`, `DeploymentStatus`,
+//! `ErrorMessage`, `ErrorDetails`, `CreatedAt`, `UpdatedAt`) and are kept in
+//! `<write dir>/deployments/history.json` (the newest 100). One deployment
+//! runs at a time. This module never starts a process itself and never
+//! touches the router: both go through the supervisor actor.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::store::{format_time, VersionId, VersionStore};
+use evergreen_group::plan::GroupPlan;
+use evergreen_group::{LoadError, Loader};
+use evergreen_runtime::component::ComponentState;
+use evergreen_runtime::supervisor::{Deploy, Status, Supervisor};
+
+/// Records kept in the history file.
+const HISTORY_LIMIT: usize = 100;
+/// How often readiness is polled while a deployment is in progress. A poll
+/// is one message per component on the actors' thread, cheap next to a
+/// deployment; eg-deploy-bench showed 50 ms dominating a one-component change.
+const POLL: Duration = Duration::from_millis(10);
+/// Time beyond the readiness timeout before a deployment gives up waiting
+/// (the component actor itself kills a child that is not ready in time, so
+/// this only covers a supervisor that does not answer).
+const READY_MARGIN: Duration = Duration::from_secs(2);
+
+/// `DeploymentType`, as the Greengrass API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentType {
+    NewDeployment,
+    Redeployment,
+    ResetDeployment,
+}
+
+/// `DeploymentStatus`, as the Greengrass API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentStatus {
+    Building,
+    InProgress,
+    Success,
+    Failure,
+}
+
+/// One deployment, as `evergreen deployments` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeploymentRecord {
+    pub deployment_id: String,
+    pub deployment_type: DeploymentType,
+    /// The full id of the group version deployed.
+    pub group_version: Option<String>,
+    pub deployment_status: DeploymentStatus,
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub error_details: Vec<String>,
+    /// Whether the previous group was deployed again after this one failed.
+    #[serde(default)]
+    pub rolled_back: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What runs now, so a failed deployment can restore it.
+#[derive(Debug, Clone)]
+struct Current {
+    plan: GroupPlan,
+    label: String,
+}
+
+/// Performs deployments against the running supervisor.
+#[derive(Debug)]
+pub struct Deployer {
+    supervisor: Addr<Supervisor>,
+    store: VersionStore,
+    /// Validates stored versions as `evergreen run` does.
+    loader: std::sync::Arc<Loader>,
+    dir: PathBuf,
+    readiness: Duration,
+    current: Mutex<Option<Current>>,
+    /// One deployment at a time; the guard spans the whole deployment.
+    busy: tokio::sync::Mutex<()>,
+    /// The secret store and the credentials it fetches with: every plan's
+    /// secrets are resolved and installed (under a new data key) before the
+    /// supervisor gets the plan.
+    secrets: Option<(
+        std::sync::Arc<evergreen_secrets::SecretService>,
+        std::sync::Arc<evergreen_aws::credentials::AwsAccess>,
+    )>,
+}
+
+fn now() -> String {
+    format_time(OffsetDateTime::now_utc()).unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Only whole values are stored under this lock, so a poisoned one still
+    // holds a consistent value.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `<write dir>/deployments`.
+pub fn deployments_dir(write_dir: &Path) -> PathBuf {
+    write_dir.join("deployments")
+}
+
+/// The version the last successful deployment left running, if any.
+pub fn last_good(write_dir: &Path) -> Option<VersionId> {
+    let text = std::fs::read_to_string(deployments_dir(write_dir).join("last-good")).ok()?;
+    VersionId::parse(text.trim())
+}
+
+/// Writes `bytes` to `path` atomically and durably (directory fsync included), so a crash
+/// leaves the old record or the new, never half of one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    evergreen_durable::write_atomic(path, bytes, evergreen_durable::Mode::Default)
+}
+
+impl Deployer {
+    /// Deploys versions stored under `write_dir` (`evergreen.writeDirectory`), validated by
+    /// `loader`, waiting up to `readiness` for started components.
+    pub fn new(
+        supervisor: Addr<Supervisor>,
+        write_dir: &Path,
+        loader: std::sync::Arc<Loader>,
+        readiness: Duration,
+    ) -> Self {
+        Deployer {
+            supervisor,
+            store: VersionStore::open(write_dir),
+            dir: deployments_dir(write_dir),
+            loader,
+            readiness,
+            current: Mutex::new(None),
+            busy: tokio::sync::Mutex::new(()),
+            secrets: None,
+        }
+    }
+
+    /// Deployments resolve their secret resources through `secrets`.
+    pub fn with_secrets(
+        mut self,
+        secrets: std::sync::Arc<evergreen_secrets::SecretService>,
+        aws: std::sync::Arc<evergreen_aws::credentials::AwsAccess>,
+    ) -> Self {
+        self.secrets = Some((secrets, aws));
+        self
+    }
+
+    /// Resolves and installs `plan`'s secrets (see `evergreen_secrets`).
+    async fn install_secrets(&self, plan: &GroupPlan) -> Result<(), String> {
+        match &self.secrets {
+            Some((secrets, aws)) => secrets.deploy(plan, aws).await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts the previous plan's secrets back after a refused or failed
+    /// deployment; a failure is logged (its components keep running).
+    async fn restore_secrets(&self, previous: Option<&Current>) {
+        if let Some(prev) = previous {
+            if let Err(e) = self.install_secrets(&prev.plan).await {
+                log::error!("cannot restore the secrets of {}: {e}", prev.label);
+            }
+        }
+    }
+
+    /// Records what the runtime started with (a version, a file or the
+    /// embedded group), the rollback target of the first deployment.
+    pub fn set_current(&self, plan: GroupPlan, label: String) {
+        *lock(&self.current) = Some(Current { plan, label });
+    }
+
+    /// What runs now, for `evergreen status`.
+    pub fn current_label(&self) -> Option<String> {
+        lock(&self.current).as_ref().map(|c| c.label.clone())
+    }
+
+    fn history_path(&self) -> PathBuf {
+        self.dir.join("history.json")
+    }
+
+    /// Every recorded deployment, newest first.
+    pub fn history(&self) -> Result<Vec<DeploymentRecord>, String> {
+        let path = self.history_path();
+        let mut records: Vec<DeploymentRecord> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("deployment history {} is unreadable: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        records.reverse();
+        Ok(records)
+    }
+
+    /// Adds or updates `rec` in the history file. A history that cannot be
+    /// written is logged, never a reason to fail the deployment itself.
+    fn save(&self, rec: &DeploymentRecord) {
+        let mut records = self.history().unwrap_or_else(|e| {
+            log::warn!("{e}; starting a new history");
+            Vec::new()
+        });
+        records.reverse(); // oldest first on disk
+        match records
+            .iter_mut()
+            .find(|r| r.deployment_id == rec.deployment_id)
+        {
+            Some(r) => *r = rec.clone(),
+            None => records.push(rec.clone()),
+        }
+        let excess = records.len().saturating_sub(HISTORY_LIMIT);
+        records.drain(..excess);
+        let result = serde_json::to_vec_pretty(&records)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_atomic(&self.history_path(), &bytes));
+        if let Err(e) = result {
+            log::warn!("cannot record deployment {}: {e}", rec.deployment_id);
+        }
+    }
+
+    fn new_record(&self, kind: DeploymentType, version: Option<String>) -> DeploymentRecord {
+        let ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let mut id = ms;
+        // Ids are unique and increasing even for two deployments in one millisecond.
+        if let Some(last) = self
+            .history()
+            .ok()
+            .and_then(|h| h.first().and_then(|r| r.deployment_id.parse::<i128>().ok()))
+        {
+            id = id.max(last + 1);
+        }
+        let at = now();
+        DeploymentRecord {
+            deployment_id: id.to_string(),
+            deployment_type: kind,
+            group_version: version,
+            deployment_status: DeploymentStatus::Building,
+            error_message: None,
+            error_details: Vec::new(),
+            rolled_back: false,
+            created_at: at.clone(),
+            updated_at: at,
+        }
+    }
+
+    fn finish(
+        &self,
+        mut rec: DeploymentRecord,
+        status: DeploymentStatus,
+        error: Option<String>,
+    ) -> DeploymentRecord {
+        rec.deployment_status = status;
+        rec.error_message = error;
+        rec.updated_at = now();
+        self.save(&rec);
+        match status {
+            DeploymentStatus::Success => log::info!(
+                "deployment {} of group version {} succeeded",
+                rec.deployment_id,
+                rec.group_version.as_deref().unwrap_or("?")
+            ),
+            _ => log::error!(
+                "deployment {} failed: {}",
+                rec.deployment_id,
+                rec.error_message.as_deref().unwrap_or("")
+            ),
+        }
+        rec
+    }
+
+    /// Deploys the stored version `id_or_prefix`; returns when it succeeded or
+    /// failed (and, if needed, was rolled back).
+    pub async fn deploy(&self, id_or_prefix: &str, kind: DeploymentType) -> DeploymentRecord {
+        let _busy = self.busy.lock().await;
+        let mut rec = self.new_record(kind, None);
+        self.save(&rec);
+        let stored = match self.store.load(id_or_prefix) {
+            Ok(s) => s,
+            Err(e) => return self.finish(rec, DeploymentStatus::Failure, Some(e.to_string())),
+        };
+        let id = stored.id().clone();
+        rec.group_version = Some(id.as_str().to_string());
+        let label = format!("group version {}", id.short());
+        let plan = match self
+            .loader
+            .load(&stored.group, &label, stored.meta.base_dir.clone())
+        {
+            Ok(plan) => plan,
+            Err(LoadError::Invalid { errors, .. }) => {
+                rec.error_details = errors.iter().map(ToString::to_string).collect();
+                let msg = format!("{label} is not valid with this runtime's configuration");
+                return self.finish(rec, DeploymentStatus::Failure, Some(msg));
+            }
+            Err(e) => return self.finish(rec, DeploymentStatus::Failure, Some(e.to_string())),
+        };
+        rec.deployment_status = DeploymentStatus::InProgress;
+        rec.updated_at = now();
+        self.save(&rec);
+        log::info!("deployment {}: deploying {label}", rec.deployment_id);
+
+        let previous = lock(&self.current).clone();
+        // A secret that cannot be resolved fails the deployment before
+        // anything changes.
+        if let Err(e) = self.install_secrets(&plan).await {
+            return self.finish(rec, DeploymentStatus::Failure, Some(e));
+        }
+        let diff = match self.supervisor.send(Deploy(plan.clone())).await {
+            Ok(Ok(diff)) => diff,
+            // Refused before anything changed: nothing to roll back.
+            Ok(Err(e)) => {
+                self.restore_secrets(previous.as_ref()).await;
+                rec.error_details = e.0;
+                return self.finish(
+                    rec,
+                    DeploymentStatus::Failure,
+                    Some("the runtime refused the group".into()),
+                );
+            }
+            Err(e) => {
+                return self.finish(
+                    rec,
+                    DeploymentStatus::Failure,
+                    Some(format!("supervisor: {e}")),
+                )
+            }
+        };
+        // On-demand functions start with their first message, not now.
+        let pinned: Vec<String> = diff
+            .start
+            .iter()
+            .filter(|arn| plan.components.get(*arn).is_some_and(|c| c.pinned))
+            .cloned()
+            .collect();
+        match self.wait_ready(&pinned).await {
+            Ok(()) => {
+                let bytes = format!("{}\n", id.as_str());
+                if let Err(e) = write_atomic(&self.dir.join("last-good"), bytes.as_bytes()) {
+                    log::error!("cannot record the last good deployment: {e}");
+                }
+                *lock(&self.current) = Some(Current { plan, label });
+                self.finish(rec, DeploymentStatus::Success, None)
+            }
+            Err(reason) => {
+                self.restore_secrets(previous.as_ref()).await;
+                let restored = match previous {
+                    Some(prev) => match self.supervisor.send(Deploy(prev.plan.clone())).await {
+                        Ok(Ok(_)) => {
+                            rec.rolled_back = true;
+                            format!("rolled back to {}", prev.label)
+                        }
+                        Ok(Err(e)) => format!("rolling back to {} failed too: {e}", prev.label),
+                        Err(e) => format!("rolling back failed: supervisor: {e}"),
+                    },
+                    None => "nothing ran before it to roll back to".to_string(),
+                };
+                self.finish(
+                    rec,
+                    DeploymentStatus::Failure,
+                    Some(format!("{reason}; {restored}")),
+                )
+            }
+        }
+    }
+
+    /// Waits until every component in `started` is `Ready`; the first one
+    /// that exits, breaks the protocol or times out fails the deployment.
+    async fn wait_ready(&self, started: &[String]) -> Result<(), String> {
+        let deadline = Instant::now() + self.readiness + READY_MARGIN;
+        loop {
+            let statuses = match self.supervisor.send(Status).await {
+                Ok(s) => s,
+                Err(e) => return Err(format!("supervisor: {e}")),
+            };
+            let mut pending = Vec::new();
+            for arn in started {
+                let Some(s) = statuses.iter().find(|s| &s.arn == arn) else {
+                    pending.push(arn.as_str());
+                    continue;
+                };
+                let failed = s.restarts > 0
+                    || matches!(
+                        s.state,
+                        ComponentState::Backoff | ComponentState::Failed | ComponentState::Stopped
+                    );
+                if failed {
+                    let why = s
+                        .last_exit
+                        .as_ref()
+                        .map_or_else(|| "stopped".to_string(), ToString::to_string);
+                    return Err(format!("{arn} did not come up: {why}"));
+                }
+                if s.state != ComponentState::Running {
+                    pending.push(arn.as_str());
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not Ready in time: {}", pending.join(", ")));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Deploys again the version of deployment `deployment_id`.
+    pub async fn redeploy(&self, deployment_id: &str) -> Result<DeploymentRecord, String> {
+        let history = self.history()?;
+        let Some(version) = history
+            .iter()
+            .find(|r| r.deployment_id == deployment_id)
+            .map(|r| r.group_version.clone())
+        else {
+            return Err(format!("no deployment {deployment_id:?} in the history"));
+        };
+        let Some(version) = version else {
+            return Err(format!("deployment {deployment_id} names no group version"));
+        };
+        Ok(self.deploy(&version, DeploymentType::Redeployment).await)
+    }
+
+    /// Stops every component: deploys the empty group (stored as a version,
+    /// so a restart after a reset starts nothing too).
+    pub async fn reset(&self) -> Result<DeploymentRecord, String> {
+        let text = "{}";
+        let plan = self
+            .loader
+            .load(text, "the empty group", PathBuf::from("/"))
+            .map_err(|e| e.to_string())?;
+        let created = self
+            .store
+            .create(text, Path::new("/"), None, &plan)
+            .map_err(|e| e.to_string())?;
+        Ok(self
+            .deploy(created.id.as_str(), DeploymentType::ResetDeployment)
+            .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_use_the_greengrass_field_names() {
+        let rec = DeploymentRecord {
+            deployment_id: "1".into(),
+            deployment_type: DeploymentType::Redeployment,
+            group_version: Some("ab".into()),
+            deployment_status: DeploymentStatus::Failure,
+            error_message: Some("x".into()),
+            error_details: vec!["y".into()],
+            rolled_back: true,
+            created_at: "t0".into(),
+            updated_at: "t1".into(),
+        };
+        let json = serde_json::to_value(&rec).expect("json");
+        assert_eq!(json["DeploymentType"], "Redeployment");
+        assert_eq!(json["DeploymentStatus"], "Failure");
+        assert_eq!(json["ErrorDetails"][0], "y");
+        assert_eq!(json["GroupVersion"], "ab");
+        let back: DeploymentRecord = serde_json::from_value(json).expect("back");
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn last_good_is_read_back_and_garbage_is_ignored() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert_eq!(last_good(dir.path()), None);
+        let id = VersionId::of(b"{}");
+        write_atomic(
+            &deployments_dir(dir.path()).join("last-good"),
+            format!("{}\n", id.as_str()).as_bytes(),
+        )
+        .expect("write");
+        assert_eq!(last_good(dir.path()), Some(id));
+        write_atomic(&deployments_dir(dir.path()).join("last-good"), b"garbage").expect("write");
+        assert_eq!(last_good(dir.path()), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Evergreen's Python support files for Greengrass V1 functions, embedded in
+//! the binary and written to `<root>/runtime/python/` at start, and the
+//! command line and environment a Python function's child gets.
+//!
+//! The files (under `supervisor/runtime/python/`) are Evergreen's own code: the two
+//! modules `greengrasssdk` imports but does not ship (`greengrass_common`,
+//! `greengrass_ipc_python_sdk.ipc_client`) and the runtime loop
+//! `evergreen_lambda_runtime.py`. They are rewritten at every start so an
+//! upgrade never runs stale copies.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::{LambdaHub, MAX_INTERFACE_VERSION, ROUTER_ARN, SECRETS_ARN, SHADOW_ARN};
+
+/// The runtime loop's file name inside the runtime directory.
+pub const RUNTIME_SCRIPT: &str = "evergreen_lambda_runtime.py";
+
+/// Every embedded file: relative path and text.
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "greengrass_common/__init__.py",
+        include_str!("../../python/greengrass_common/__init__.py"),
+    ),
+    (
+        "greengrass_common/env_vars.py",
+        include_str!("../../python/greengrass_common/env_vars.py"),
+    ),
+    (
+        "greengrass_common/function_arn_fields.py",
+        include_str!("../../python/greengrass_common/function_arn_fields.py"),
+    ),
+    (
+        "greengrass_ipc_python_sdk/__init__.py",
+        include_str!("../../python/greengrass_ipc_python_sdk/__init__.py"),
+    ),
+    (
+        "greengrass_ipc_python_sdk/ipc_client.py",
+        include_str!("../../python/greengrass_ipc_python_sdk/ipc_client.py"),
+    ),
+    (
+        RUNTIME_SCRIPT,
+        include_str!("../../python/evergreen_lambda_runtime.py"),
+    ),
+];
+
+/// Writes the support files under `dir` (created if needed), world-readable
+/// so functions running as another user can import them.
+pub fn install(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (relative, text) in FILES {
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
+        }
+        // Write-then-rename: a function starting meanwhile never imports a
+        // half-written file.
+        evergreen_durable::write_atomic(&path, text.as_bytes(), evergreen_durable::Mode::Public)?;
+    }
+    Ok(())
+}
+
+/// The interpreter every Python function runs on: the gateway's `python3`
+/// (from `PATH`), whatever `Runtime` says. Greengrass V1 offered
+/// `python3.7` and `python3.8`; their functions run on any newer Python 3,
+/// and version-named programs are unreliable (pyenv shims exist for
+/// versions that are not installed).
+pub const INTERPRETER: &str = "python3";
+
+/// The interpreter for a function in a container, where only the system
+/// directories are bound: the first `python3` on `PATH` under `/usr` or
+/// `/bin` (a pyenv or venv one under `/root` or `/opt` would not be there),
+/// else `/usr/bin/python3`.
+pub fn container_interpreter(path_var: Option<&std::ffi::OsStr>) -> std::path::PathBuf {
+    path_var
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .filter(|dir| dir.starts_with("/usr") || dir.starts_with("/bin"))
+        .map(|dir| dir.join(INTERPRETER))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/python3"))
+}
+
+/// What a Python function's child needs beyond the common environment.
+#[derive(Debug, Clone)]
+pub struct PythonLaunch<'a> {
+    pub handler: &'a str,
+    pub code: &'a Path,
+    pub binary: bool,
+    pub timeout_ms: u64,
+    pub token: &'a str,
+}
+
+/// The environment variables of the contract (§1.2) plus Evergreen's own.
+pub fn environment(hub: &LambdaHub, launch: &PythonLaunch<'_>) -> Vec<(OsString, OsString)> {
+    let mut python_path = OsString::from(hub.runtime_dir().as_os_str());
+    python_path.push(":");
+    python_path.push(launch.code.as_os_str());
+    let pairs: Vec<(&str, OsString)> = vec![
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", launch.token.into()),
+        ("GG_DAEMON_PORT", hub.port().to_string().into()),
+        ("ROUTER_FUNCTION_ARN", ROUTER_ARN.into()),
+        ("SHADOW_FUNCTION_ARN", SHADOW_ARN.into()),
+        ("SECRETS_MANAGER_FUNCTION_ARN", SECRETS_ARN.into()),
+        ("GGC_MAX_INTERFACE_VERSION", MAX_INTERFACE_VERSION.into()),
+        (
+            "ENCODING_TYPE",
+            if launch.binary { "binary" } else { "json" }.into(),
+        ),
+        ("EVERGREEN_HANDLER", launch.handler.into()),
+        (
+            "EVERGREEN_FUNCTION_TIMEOUT_MS",
+            launch.timeout_ms.to_string().into(),
+        ),
+        ("PYTHONPATH", python_path),
+        // Lines reach the log as they are written, not at exit.
+        ("PYTHONUNBUFFERED", "1".into()),
+    ];
+    pairs.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_use_a_system_python() {
+        let path = std::ffi::OsString::from("/root/.pyenv/shims:/nonexistent/usr:/usr/bin");
+        let got = container_interpreter(Some(&path));
+        assert!(got.starts_with("/usr"), "{}", got.display());
+        assert_eq!(
+            container_interpreter(None),
+            std::path::PathBuf::from("/usr/bin/python3")
+        );
+    }
+
+    #[test]
+    fn files_install_and_overwrite() {
+        let dir = tempfile::tempdir().expect("tmp");
+        install(dir.path()).expect("install");
+        install(dir.path()).expect("again");
+        for (relative, text) in FILES {
+            let got = std::fs::read_to_string(dir.path().join(relative)).expect("read");
+            assert_eq!(&got, text);
+        }
+    }
+}

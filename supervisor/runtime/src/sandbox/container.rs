@@ -1,0 +1,308 @@
+//! `GreengrassContainer`: the component runs in its own namespaces, root and cgroup.
+//!
+//! This module turns a [`SpawnSpec`] into a [`JailSpec`] (resolving device
+//! numbers and group owners on the host at spawn time, since a USB serial
+//! adapter may appear after deployment), creates the cgroup, and starts the
+//! child with [`jail::run`] as its `pre_exec`. The jail itself, and the
+//! order of its steps, live in [`super::jail`].
+//!
+//! On the host a container leaves: its cgroup (removed when the child has
+//! exited, see [`ContainerGuard`]) and an empty mount-point directory under
+//! `<root>/containers/` (also removed). Mounts exist only in the child's
+//! mount namespace and vanish with it.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use super::cgroup::{CgroupManager, Cgroups, ComponentCgroup, DeviceRule, Limits};
+use super::jail::{self, BindMount, JailPlan, JailSpec, SystemPath, SYSTEM_PATHS};
+use super::{MountKind, Sandbox, SandboxError, SpawnSpec, Spawned};
+use evergreen_group::plan::Isolation;
+
+/// Tasks a component's cgroup may hold: enough for any sane connector or
+/// function, small enough to stop a fork bomb.
+pub const DEFAULT_PIDS_MAX: u64 = 512;
+
+/// The container sandbox.
+#[derive(Debug)]
+pub struct ContainerSandbox {
+    cgroups: Cgroups,
+    /// `<root>/containers`: mount points for container roots.
+    containers_dir: PathBuf,
+    pids_max: u64,
+}
+
+/// What a running container leaves on the host until its child has exited.
+#[derive(Debug)]
+pub struct ContainerGuard {
+    pub cgroup: ComponentCgroup,
+    root_dir: PathBuf,
+}
+
+impl ContainerGuard {
+    /// Whether the kernel's OOM killer acted in the component's cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.oom_kills() > 0
+    }
+
+    /// Removes the cgroup (killing anything left) and the mount point.
+    pub fn remove(&self) -> Result<(), String> {
+        self.cgroup.remove().map_err(|e| e.to_string())?;
+        match std::fs::remove_dir(&self.root_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", self.root_dir.display())),
+        }
+    }
+}
+
+/// Where pseudo-terminals live.
+const PTS_DIR: &str = "/dev/pts";
+
+impl ContainerSandbox {
+    /// Whether the devices controller restricts which nodes a container may
+    /// open (cgroup v1 with its devices hierarchy).
+    fn devices_controlled(&self) -> bool {
+        matches!(&self.cgroups, Cgroups::V1(v) if v.devices.is_some())
+    }
+
+    /// Uses `cgroups` and keeps container roots under `runtime_root`. Removes
+    /// what a previous run on the same root left (cgroups and mount points);
+    /// returns the sandbox and how many leftovers went.
+    pub fn new(cgroups: Cgroups, runtime_root: &Path) -> Result<(ContainerSandbox, usize), String> {
+        let containers_dir = runtime_root.join("containers");
+        std::fs::create_dir_all(&containers_dir)
+            .map_err(|e| format!("cannot create {}: {e}", containers_dir.display()))?;
+        let mut stale = cgroups.clean_stale().map_err(|e| e.to_string())?;
+        if let Ok(entries) = std::fs::read_dir(&containers_dir) {
+            for entry in entries.flatten() {
+                // Mount points are empty on the host; anything else is not ours.
+                if std::fs::remove_dir(entry.path()).is_ok() {
+                    stale += 1;
+                }
+            }
+        }
+        Ok((
+            ContainerSandbox {
+                cgroups,
+                containers_dir,
+                pids_max: DEFAULT_PIDS_MAX,
+            },
+            stale,
+        ))
+    }
+
+    /// Translates the spec into the jail's terms, reading the host as it is now.
+    /// The cgroup files are filled in once the cgroup exists.
+    fn jail_spec(&self, spec: &SpawnSpec) -> Result<(JailSpec, Vec<DeviceRule>), String> {
+        let mut binds = Vec::new();
+        let mut devices = Vec::new();
+        let mut groups = Vec::new();
+        let mut links = Vec::new();
+        for m in &spec.mounts {
+            let meta = std::fs::metadata(&m.source)
+                .map_err(|e| format!("resource {}: {}: {e}", m.resource_id, m.source.display()))?;
+            let device = m.kind == MountKind::Device;
+            if device {
+                let ft = meta.file_type();
+                let kind = if ft.is_char_device() {
+                    'c'
+                } else if ft.is_block_device() {
+                    'b'
+                } else {
+                    return Err(format!(
+                        "resource {}: {} is not a character or block device",
+                        m.resource_id,
+                        m.source.display()
+                    ));
+                };
+                let rdev = meta.rdev();
+                devices.push(DeviceRule {
+                    kind,
+                    major: libc::major(rdev) as u64,
+                    minor: libc::minor(rdev) as u64,
+                    write: m.read_write,
+                });
+            }
+            if m.auto_add_group_owner {
+                groups.push(meta.gid());
+            } else if let Some(name) = &m.group_owner {
+                groups.push(
+                    resolve_group(name).map_err(|e| format!("resource {}: {e}", m.resource_id))?,
+                );
+            }
+            // The node a link names (a socat link, /dev/serial/by-id/…).
+            let real = std::fs::canonicalize(&m.source).unwrap_or_else(|_| m.source.clone());
+            if device && real.starts_with(PTS_DIR) && self.devices_controlled() {
+                // A pseudo-terminal (a socat pair standing in for a serial
+                // line, a simulator's virtual port) is tied to its devpts
+                // entry: once its owner closes it, a bind of that entry is
+                // dead for good, even if a new pty gets the same number. So
+                // bind the devpts directory, where a recreated pty appears
+                // again, and let the devices controller (allow-listed above:
+                // only this pty's number) keep every other pty closed. Real
+                // serial devices are bound as nodes: opening one goes by its
+                // device number, so a replugged adapter with the same number
+                // is reopened in place.
+                if !binds
+                    .iter()
+                    .any(|b: &BindMount| b.source == Path::new(PTS_DIR))
+                {
+                    binds.push(BindMount {
+                        source: PathBuf::from(PTS_DIR),
+                        target: PathBuf::from(PTS_DIR),
+                        read_write: true,
+                        directory: true,
+                        device: true,
+                    });
+                }
+                if m.target != real {
+                    // The granted path is a link to the pty: the same link
+                    // inside, to the pty as it is now.
+                    links.push((m.target.clone(), real));
+                }
+                continue;
+            }
+            binds.push(BindMount {
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_write: m.read_write,
+                directory: meta.is_dir(),
+                device,
+            });
+        }
+        // The program itself, wherever it lives (a user function's directory
+        // is not a system path). Built-in connectors run `/proc/self/exe`,
+        // which means nothing inside the container: bind the real file.
+        let program = program_path(spec)?;
+        binds.push(BindMount {
+            source: program.clone(),
+            target: program,
+            read_write: false,
+            directory: false,
+            device: false,
+        });
+        groups.sort_unstable();
+        groups.dedup();
+        let system = SYSTEM_PATHS
+            .iter()
+            .filter_map(|p| SystemPath::probe(Path::new(p)))
+            .collect();
+        Ok((
+            JailSpec {
+                root_dir: self.containers_dir.join(&spec.instance),
+                hostname: spec.hostname.clone(),
+                cgroup_procs: Vec::new(),
+                system,
+                binds,
+                working_dir: spec.working_dir.clone(),
+                links,
+                uid: spec.run_as.uid,
+                gid: spec.run_as.gid,
+                groups,
+            },
+            devices,
+        ))
+    }
+}
+
+/// The program's real path on the host.
+fn program_path(spec: &SpawnSpec) -> Result<PathBuf, String> {
+    std::fs::canonicalize(&spec.program)
+        .map_err(|e| format!("program {}: {e}", spec.program.display()))
+}
+
+fn resolve_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("GroupOwner {name:?} is not a group on this host")),
+        Err(e) => Err(format!("cannot look up GroupOwner {name:?}: {e}")),
+    }
+}
+
+impl Sandbox for ContainerSandbox {
+    fn isolation(&self) -> Isolation {
+        Isolation::GreengrassContainer
+    }
+
+    fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SandboxError> {
+        let fail = |why: String| SandboxError::Container {
+            arn: spec.arn.clone(),
+            why,
+        };
+        // Resources first, so a missing device fails before a cgroup exists.
+        let (mut jail_spec, devices) = self.jail_spec(spec).map_err(fail)?;
+        let limits = Limits {
+            memory_bytes: spec.memory_kb.map(|kb| kb.saturating_mul(1024)),
+            pids_max: Some(self.pids_max),
+            devices,
+        };
+        let cgroup = self
+            .cgroups
+            .create(&spec.instance, &limits)
+            .map_err(|e| fail(e.to_string()))?;
+        jail_spec.cgroup_procs = cgroup.procs_files();
+        let guard = ContainerGuard {
+            cgroup,
+            root_dir: jail_spec.root_dir.clone(),
+        };
+        let built = std::fs::create_dir_all(&jail_spec.root_dir)
+            .map_err(|e| format!("cannot create {}: {e}", jail_spec.root_dir.display()))
+            .and_then(|()| JailPlan::build(&jail_spec).map_err(|e| e.to_string()));
+        let plan = match built {
+            Ok(plan) => plan,
+            Err(why) => {
+                let _ = guard.remove();
+                return Err(fail(why));
+            }
+        };
+        let program = match program_path(spec) {
+            Ok(p) => p,
+            Err(why) => {
+                let _ = guard.remove();
+                return Err(fail(why));
+            }
+        };
+        let mut cmd = Command::new(&program);
+        if let Some(arg0) = &spec.arg0 {
+            cmd.arg0(arg0);
+        }
+        cmd.args(&spec.args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // The identity switch and the working directory are jail steps: std
+        // would do them before pre_exec, that is before the mounts that need
+        // root and in the host's file system.
+        let supervisor = nix::unistd::Pid::this().as_raw();
+        // SAFETY: `jail::run` makes only async-signal-safe system calls on
+        // data prepared above (see its docs), as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(move || jail::run(&plan, supervisor));
+        }
+        match cmd.spawn() {
+            Ok(child) => Ok(Spawned {
+                child,
+                container: Some(guard),
+            }),
+            Err(source) => {
+                let _ = guard.remove();
+                Err(SandboxError::Spawn {
+                    arn: spec.arn.clone(),
+                    program: spec.program.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! How a component's process is started: the `Sandbox` trait and its variants.
+//!
+//! The supervisor describes *what* to run in a [`SpawnSpec`]; a sandbox
+//! decides *how*: [`PlainExec`] for `NoContainer`, [`ContainerSandbox`] (its
+//! own namespaces, root and cgroup; see [`jail`] and [`cgroup`]) for
+//! `GreengrassContainer`. Whatever the
+//! variant, the child gets its stdio as pipes (stdin/stdout carry frames,
+//! stderr is free text), its own process group (so the whole group can be
+//! signalled), and dies with the supervisor (`PR_SET_PDEATHSIG`). A sandbox
+//! never waits for or reaps the child: the component actor owns that.
+
+pub mod cgroup;
+pub mod check;
+mod container;
+pub mod jail;
+mod plain;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+pub use container::{ContainerGuard, ContainerSandbox};
+pub use plain::PlainExec;
+
+use evergreen_group::plan::{Isolation, RunAs};
+
+/// What to run, independent of the isolation used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnSpec {
+    /// The component's ARN, for errors and for the child's environment.
+    pub arn: String,
+    pub program: PathBuf,
+    /// `argv[0]` as `ps` should show it.
+    pub arg0: Option<OsString>,
+    pub args: Vec<OsString>,
+    /// The complete environment: nothing is inherited that is not listed.
+    pub env: Vec<(OsString, OsString)>,
+    pub run_as: RunAs,
+    pub working_dir: Option<PathBuf>,
+    /// `MemorySize` in KB; plain exec cannot enforce it (as in Greengrass's
+    /// NoContainer mode) and ignores it.
+    pub memory_kb: Option<u64>,
+    /// A name unique among this runtime's running children (component id
+    /// and generation): the container's cgroup and mount point.
+    pub instance: String,
+    /// The container's hostname.
+    pub hostname: String,
+    /// Granted resources to mount in a container (plain exec ignores them:
+    /// NoContainer components use host paths).
+    pub mounts: Vec<ResourceMount>,
+}
+
+/// What a granted resource is, for mounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    Device,
+    Volume,
+    Model,
+}
+
+/// A granted resource as a container mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceMount {
+    pub resource_id: String,
+    pub kind: MountKind,
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside the container.
+    pub target: PathBuf,
+    pub read_write: bool,
+    /// `AutoAddGroupOwner`: the source's group joins the process's groups.
+    pub auto_add_group_owner: bool,
+    /// `GroupOwner` (a name or gid) when not automatic.
+    pub group_owner: Option<String>,
+}
+
+/// A started child, and for a container what must be cleaned up after it.
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub container: Option<ContainerGuard>,
+}
+
+/// Why a child could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{arn}: cannot start {program}: {source}")]
+    Spawn {
+        arn: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{arn}: cannot run as uid {uid:?} gid {gid:?}: the supervisor runs as uid {own_uid} and only root may switch identity")]
+    Identity {
+        arn: String,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        own_uid: u32,
+    },
+    #[error("{arn}: GreengrassContainer isolation cannot run on this host: {why} (see `evergreen check`)")]
+    Unsupported { arn: String, why: String },
+    #[error("{arn}: cannot set up the container: {why}")]
+    Container { arn: String, why: String },
+}
+
+/// A way of starting component processes.
+pub trait Sandbox: fmt::Debug + Send + Sync {
+    /// The isolation mode this sandbox provides.
+    fn isolation(&self) -> Isolation;
+
+    /// Starts the child with piped stdio. Must be called on a thread that
+    /// outlives the child (the supervisor's main thread): Linux delivers the
+    /// parent-death signal when the *thread* that forked exits.
+    fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SandboxError>;
+}
+
+/// Picks the sandbox for an isolation mode, or says why there is none.
+#[derive(Debug)]
+pub struct Sandboxes {
+    plain: PlainExec,
+    /// The container sandbox, or why this host cannot have one.
+    container: Result<ContainerSandbox, String>,
+}
+
+impl Sandboxes {
+    /// The sandboxes this build and host provide, for the runtime whose root
+    /// is `runtime_root`. Container mode is set up only when the host check
+    /// passes; leftovers of a previous run on the same root are removed.
+    pub fn detect(runtime_root: &std::path::Path) -> Self {
+        let container = match crate::sandbox::check::container_support() {
+            Some(why) => Err(why.to_string()),
+            None => cgroup::Cgroups::detect_host(runtime_root)
+                .map_err(|e| e.to_string())
+                .and_then(|cgroups| ContainerSandbox::new(cgroups, runtime_root)),
+        }
+        .map(|(sandbox, stale)| {
+            if stale > 0 {
+                log::info!(
+                    "removed {stale} cgroups and container mount points left by a previous run"
+                );
+            }
+            sandbox
+        });
+        if let Err(why) = &container {
+            log::info!("container mode is not available: {why}");
+        }
+        Sandboxes {
+            plain: PlainExec::new(),
+            container,
+        }
+    }
+
+    /// What a clean stop leaves of container mode on the host, removed:
+    /// this runtime's (empty) cgroup instance directories and the empty
+    /// `<root>/containers` directory. Called once every component is gone.
+    pub fn release_host(runtime_root: &std::path::Path) {
+        if crate::sandbox::check::container_support().is_some() {
+            return;
+        }
+        if let Ok(cgroups) = cgroup::Cgroups::detect_host(runtime_root) {
+            cgroups.remove_instance();
+        }
+        let _ = std::fs::remove_dir(runtime_root.join("containers"));
+    }
+
+    /// Plain exec only, for tests of the supervisor that never start containers.
+    pub fn plain_only() -> Self {
+        Sandboxes {
+            plain: PlainExec::new(),
+            container: Err("container mode is disabled here".into()),
+        }
+    }
+
+    pub fn for_mode(&self, mode: Isolation, arn: &str) -> Result<&dyn Sandbox, SandboxError> {
+        match (mode, &self.container) {
+            (Isolation::NoContainer, _) => Ok(&self.plain),
+            (Isolation::GreengrassContainer, Ok(container)) => Ok(container),
+            (Isolation::GreengrassContainer, Err(why)) => Err(SandboxError::Unsupported {
+                arn: arn.to_string(),
+                why: why.clone(),
+            }),
+        }
+    }
+}

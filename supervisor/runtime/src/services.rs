@@ -1,0 +1,84 @@
+//! The two seams between the core and the services around it, so that the core names none of
+//! them: a [`PlanListener`] is told of every plan the supervisor deploys (the MQTT server's
+//! devices, the shadow service's synced things, the cloud bridge's subscriptions), and the
+//! component services ([`ShadowService`], [`SecretSource`]) answer what a component asks over
+//! its link (stdio frames or the Lambda endpoint). AWS credentials come from
+//! `evergreen_aws::credentials`, a library every component kind shares, not a service.
+
+use evergreen_group::plan::GroupPlan;
+use evergreen_ipc::SecretValue;
+
+/// Told of each plan the supervisor deploys, after the router's table is swapped and before
+/// the new components start.
+pub trait PlanListener: Send + Sync + std::fmt::Debug {
+    fn deployed(&self, plan: &GroupPlan);
+}
+
+/// Answers a component's shadow requests: the local shadow service.
+pub trait ShadowService: Send + Sync + std::fmt::Debug {
+    /// Handles the request `topic` (`$aws/things/<thing>/shadow[/name/<name>]/<op>`) from the
+    /// component `source`: `(accepted, answer document)`, or `None` when `topic` is not a
+    /// shadow request topic. Blocking (it may read and fsync a file): callers run it on the
+    /// blocking pool.
+    fn request(&self, source: &str, topic: &str, payload: &[u8]) -> Option<(bool, Vec<u8>)>;
+}
+
+/// Answers a component's secret requests: the deployed secrets granted to it.
+pub trait SecretSource: Send + Sync + std::fmt::Debug {
+    /// `component`'s request for `secret_id` at `stage` (default `AWSCURRENT`), or why it is
+    /// refused. Answered from memory; the caller logs refusals.
+    fn get(
+        &self,
+        component: &str,
+        secret_id: &str,
+        stage: Option<&str>,
+    ) -> Result<SecretValue, Refusal>;
+}
+
+/// Why a request was refused: an HTTP-like status (for the Lambda IPC's
+/// `{"Status","Message"}`) and a message naming the id, never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+/// The answer to every secret request when the runtime has no secret store: nothing is
+/// granted.
+#[derive(Debug, Default)]
+pub struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn get(&self, _: &str, secret_id: &str, _: Option<&str>) -> Result<SecretValue, Refusal> {
+        Err(Refusal {
+            status: 403,
+            message: format!("secret {secret_id:?} is not granted to this component"),
+        })
+    }
+}
+
+/// Longest `clientToken` a rejection echoes, as AWS IoT allows (the shadow service's limit).
+const MAX_CLIENT_TOKEN: usize = 64;
+/// Largest request whose `clientToken` is looked for (the shadow service's request limit).
+const MAX_REQUEST_BYTES: usize = 128 << 10;
+
+/// The shadow service's `/rejected` document (`code`, `message`, `timestamp`, and the
+/// request's `clientToken` when it has a valid one) for a shadow request the core answers
+/// itself: no shadow service, a full queue, a thing name that cannot form the topic.
+pub fn rejection_document(code: u16, message: &str, request: &[u8]) -> Vec<u8> {
+    let token = (request.len() <= MAX_REQUEST_BYTES)
+        .then(|| serde_json::from_slice::<serde_json::Value>(request).ok())
+        .flatten()
+        .and_then(|body| match body.get("clientToken") {
+            Some(serde_json::Value::String(s)) if s.len() <= MAX_CLIENT_TOKEN => Some(s.clone()),
+            _ => None,
+        });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut doc = serde_json::json!({ "code": code, "message": message, "timestamp": now });
+    if let (Some(token), serde_json::Value::Object(map)) = (token, &mut doc) {
+        map.insert("clientToken".into(), serde_json::Value::String(token));
+    }
+    doc.to_string().into_bytes()
+}
