@@ -1,31 +1,20 @@
-//! `evergreen run` and `evergreen validate`: loads the configuration and the
-//! group, starts the actor system, deploys, and waits for a signal.
-//!
-//! This is the one place that knows the order of start-up: configuration,
-//! runtime log, group validation, then actors, the control socket (bound
-//! before the deployment, so a second runtime on it starts nothing; served
-//! after it), the deployment. Everything before the actors fails with a typed
-//! [`RunError`] that maps to an exit code; nothing here panics on input.
+//! What `evergreen run`, `validate` and the `group` commands share: the configuration, the
+//! group [`loader`] with this host's options, the embedded default group, and the mapping of
+//! `CoreConfig` onto the runtime's own settings. Start-up itself is [`crate::run`]. Every
+//! failure is a typed [`RunError`] that maps to an exit code; nothing here panics on input.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use evergreen_config::{self as config, ConfigEnv, ConfigError, CoreConfig};
 use evergreen_group::plan::{GroupPlan, RunAs};
 use evergreen_group::{GroupFile, LoadError, Loader, ValidationOptions};
-use evergreen_ops::control::{ControlError, ControlSocket, ControlState, RuntimeInfo};
-use evergreen_ops::deploy::{self, Deployer};
-use evergreen_ops::notify::{watchdog_interval, Notifier};
+use evergreen_ops::control::ControlError;
 use evergreen_ops::store::{VersionId, VersionStore};
 use evergreen_runtime::component::{RestartSettings, RuntimeSettings, Slots};
-use evergreen_runtime::logs::SystemLogger;
-use evergreen_runtime::router::{Router, SubscriptionTable};
-use evergreen_runtime::sandbox::Sandboxes;
-use evergreen_runtime::services::{PlanListener, SecretSource};
-use evergreen_runtime::supervisor::{Deploy, DeployError, Shutdown, Supervisor};
-use evergreen_secrets::SecretService;
+use evergreen_runtime::services::SecretSource;
+use evergreen_runtime::supervisor::DeployError;
 
 use crate::catalogue;
 
@@ -68,6 +57,17 @@ pub enum RunError {
     DefaultRunAs(String),
     #[error("evergreen.aws: {0}")]
     Aws(String),
+    #[error("group version {id}: {source}")]
+    Version {
+        id: String,
+        source: evergreen_ops::store::StoreError,
+    },
+    #[error("cannot start the cloud bridge: {0}")]
+    Cloud(#[from] evergreen_cloud::bridge::BridgeError),
+    #[error("{0}: MQTT server")]
+    Mqtt(String),
+    #[error("the supervisor stopped unexpectedly: {0}")]
+    SupervisorGone(actix::MailboxError),
 }
 
 impl RunError {
@@ -81,7 +81,12 @@ impl RunError {
             | RunError::DefaultRunAs(_)
             | RunError::Aws(_) => crate::EXIT_CONFIG,
             // Another runtime on the socket may be gone by the next try.
-            RunError::Control(_) | RunError::Io { .. } => 1,
+            RunError::Control(_)
+            | RunError::Io { .. }
+            | RunError::Version { .. }
+            | RunError::Cloud(_)
+            | RunError::Mqtt(_)
+            | RunError::SupervisorGone(_) => 1,
         }
     }
 }
@@ -131,12 +136,12 @@ pub fn read_group_file(path: &Path, cfg: &CoreConfig) -> Result<GroupFile, RunEr
 }
 
 /// Loads and validates a stored group version.
-fn load_version(cfg: &CoreConfig, id: &VersionId) -> Result<GroupPlan, RunError> {
+pub(crate) fn load_version(cfg: &CoreConfig, id: &VersionId) -> Result<GroupPlan, RunError> {
     let stored = VersionStore::open(cfg.write_dir())
         .load(id.as_str())
-        .map_err(|e| RunError::Io {
-            what: format!("group version {}", id.short()),
-            source: std::io::Error::other(e.to_string()),
+        .map_err(|source| RunError::Version {
+            id: id.short().to_string(),
+            source,
         })?;
     load_group(
         &stored.group,
@@ -146,7 +151,7 @@ fn load_version(cfg: &CoreConfig, id: &VersionId) -> Result<GroupPlan, RunError>
     )
 }
 
-fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunError> {
+pub(crate) fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunError> {
     match path {
         Some(path) => read_group_file(path, cfg).map(|g| g.plan),
         None => {
@@ -298,7 +303,7 @@ fn restart_settings(r: &config::Restart) -> RestartSettings {
     }
 }
 
-fn settings(
+pub(crate) fn settings(
     cfg: &CoreConfig,
     plan: &GroupPlan,
     secrets: Arc<dyn SecretSource>,
@@ -358,371 +363,6 @@ fn settings(
         user_log_level: plan.loggers.user.level,
         user_log_space_kb: plan.loggers.user.space_kb,
     })
-}
-
-/// `evergreen run`: runs until SIGINT or SIGTERM, then stops every component.
-pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let started = std::time::Instant::now();
-    let cfg = load_config(opts.config.as_deref(), opts.root)?;
-    let log_root = cfg.log_dir();
-    let runtime_root = cfg.root().to_path_buf();
-    // The group says how the runtime log is kept (Logger `GreengrassSystem`),
-    // so it is read first; an invalid group is still logged, with defaults.
-    // With no --group, what the last successful deployment left running
-    // comes back (after a reboot or a crash); else the embedded group.
-    let mut restore_problem = None;
-    let restored = match opts.group {
-        Some(_) => None,
-        None => deploy::last_good(cfg.write_dir()).and_then(|id| match load_version(&cfg, &id) {
-            Ok(plan) => Some((id, plan)),
-            Err(e) => {
-                restore_problem = Some(format!(
-                    "cannot restore the last good deployment (group version {}): {e}; starting the embedded default group",
-                    id.short()
-                ));
-                None
-            }
-        }),
-    };
-    let (group, label) = match restored {
-        Some((id, plan)) => (
-            Ok(plan),
-            format!("group version {} (the last good deployment)", id.short()),
-        ),
-        None => (
-            read_group(opts.group.as_deref(), &cfg),
-            opts.group.as_ref().map_or_else(
-                || "the embedded default group".to_string(),
-                |p| {
-                    std::path::absolute(p)
-                        .unwrap_or_else(|_| p.clone())
-                        .display()
-                        .to_string()
-                },
-            ),
-        ),
-    };
-    let system_log = group.as_ref().map(|p| p.loggers.system).unwrap_or_default();
-    SystemLogger::install(
-        &log_root,
-        system_log.level,
-        system_log.space_kb,
-        cfg.evergreen.log_to_stderr,
-    )
-    .map_err(|source| RunError::Io {
-        what: format!("cannot open the runtime log under {}", log_root.display()),
-        source,
-    })?;
-    if let Some(problem) = &restore_problem {
-        log::error!("{problem}");
-    }
-    if label == "the embedded default group" {
-        if let (_, Some(note)) =
-            default_group_for(evergreen_runtime::sandbox::check::container_support())
-        {
-            log::warn!("{note}");
-            eprintln!("evergreen: {note}");
-        }
-    }
-    for key in cfg.ignored_keys() {
-        log::info!("configuration key {key} is accepted for Greengrass compatibility and ignored");
-    }
-    let plan = match group {
-        Ok(plan) => plan,
-        Err(e) => {
-            log::error!("{e}");
-            return Err(e);
-        }
-    };
-    for key in cfg.evergreen.components.keys() {
-        if !plan
-            .components
-            .values()
-            .any(|c| &c.id == key || &c.arn == key)
-        {
-            log::warn!("evergreen.components.{key}: no component with that Id or ARN in the group; its settings are unused");
-        }
-    }
-    let secrets = Arc::new(SecretService::new(&cfg.write_dir().join("secrets")));
-    let settings = settings(&cfg, &plan, secrets.clone())?;
-    log::info!("AWS credentials for connectors: {}", settings.aws.source());
-    let settings_readiness = settings.readiness_timeout;
-    let aws = settings.aws.clone();
-    let group_name = label.clone();
-    let components = plan.components.len();
-    let watch = if group_name == "the embedded default group" {
-        format!(
-            "; watch {}",
-            log_root
-                .join(DEFAULT_GROUP_LOG.replace("<region>", &plan.core.region))
-                .display()
-        )
-    } else {
-        String::new()
-    };
-
-    // Under systemd (Type=notify): readiness, stopping and watchdog keep-alives.
-    let notifier = match Notifier::new(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
-        Ok(n) => n.map(std::rc::Rc::new),
-        Err(e) => {
-            log::warn!("NOTIFY_SOCKET is set but unusable, not notifying the service manager: {e}");
-            None
-        }
-    };
-    let watchdog = watchdog_interval(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    );
-
-    // Python functions: Evergreen's support files, written before anything
-    // starts, and the port of their IPC endpoint.
-    let python_functions = plan
-        .components
-        .values()
-        .filter(|c| matches!(c.launch, evergreen_group::plan::Launch::Python { .. }))
-        .count();
-    let python_dir = runtime_root.join("runtime").join("python");
-    let daemon_port = cfg.core_thing.gg_daemon_port;
-    let mut lambda_ok = true;
-    if let Err(source) = evergreen_runtime::lambda::python::install(&python_dir) {
-        let what = format!(
-            "cannot write the Python runtime files to {}",
-            python_dir.display()
-        );
-        if python_functions > 0 {
-            return Err(RunError::Io { what, source });
-        }
-        log::warn!("{what}: {source}; Python functions cannot run");
-        lambda_ok = false;
-    }
-
-    let mqtt_setup = evergreen_mqtt::Setup::from_config(&cfg);
-    let has_devices = !plan.devices.is_empty();
-    // The local shadow service's files (see evergreen_shadow).
-    let shadow_dir = runtime_root.join("shadow");
-    // The cloud bridge (coreThing.iotHost): settings read and its spool
-    // opened now, so a bad TLS file or spool stops the start with a reason.
-    let cloud =
-        evergreen_cloud::bridge::Cloud::prepare(&cfg, &plan.core.thing_name).map_err(|e| {
-            log::error!("cloud bridge: {e}");
-            RunError::Io {
-                what: "cannot start the cloud bridge".into(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-    if cloud.is_none() {
-        log::info!("no coreThing.iotHost: no cloud connection; messages to \"cloud\" are dropped and counted");
-    }
-    let cloud_queue = cfg.evergreen.queue_capacity;
-
-    let control_path = cfg.control_socket();
-    let info = RuntimeInfo::new(started, opts.group.as_deref())
-        .with_log_file(&log_root.join(evergreen_runtime::logs::SYSTEM_LOG));
-
-    let system = actix_rt::System::new();
-    system.block_on(async move {
-        let router = Arc::new(Router::new(SubscriptionTable::default()));
-        let mut supervisor = Supervisor::new(settings, router.clone(), Sandboxes::detect(&runtime_root));
-        // The local shadow service (GGShadowService): attached to the router
-        // before the deployment routes to it. Without its directory the
-        // runtime runs on, and shadow requests are dropped and counted.
-        let shadow = match evergreen_shadow::ShadowHandle::start(&shadow_dir, router.clone()) {
-            Ok(shadow) => {
-                supervisor = supervisor.with_shadow(Arc::new(shadow.clone()));
-                Some(shadow)
-            }
-            Err(e) => {
-                log::error!("cannot start the local shadow service in {}: {e}", shadow_dir.display());
-                None
-            }
-        };
-        // The Lambda IPC endpoint: needed when the group has Python
-        // functions; otherwise a busy port is only worth a warning.
-        if lambda_ok {
-            match evergreen_runtime::lambda::bind(daemon_port).await {
-                Ok(listeners) => {
-                    let hub = evergreen_runtime::lambda::LambdaHub::new(router.clone(), daemon_port, python_dir);
-                    if let Some(shadow) = &shadow {
-                        hub.set_shadow(Arc::new(shadow.clone()));
-                    }
-                    hub.set_secrets(secrets.clone() as Arc<dyn SecretSource>);
-                    evergreen_runtime::lambda::serve(hub.clone(), listeners);
-                    log::info!("Lambda IPC endpoint on localhost:{daemon_port}");
-                    supervisor = supervisor.with_lambda(hub);
-                }
-                Err(source) => {
-                    let what = format!("cannot listen on localhost:{daemon_port} (coreThing.ggDaemonPort) for the Lambda IPC endpoint");
-                    if python_functions > 0 {
-                        log::error!("{what}: {source}");
-                        return Err(RunError::Io { what, source });
-                    }
-                    log::warn!("{what}: {source}; Python functions cannot run");
-                }
-            }
-        }
-        let mut cloud_spool = None;
-        let mut cloud_listener = None;
-        if let Some(cloud) = cloud {
-            match cloud.start(router.clone(), cloud_queue, shadow.clone()) {
-                Ok(bridge) => {
-                    cloud_spool = Some(bridge.spool().clone());
-                    cloud_listener = Some(Arc::new(bridge) as Arc<dyn PlanListener>);
-                }
-                Err(e) => {
-                    log::error!("{e}");
-                    return Err(RunError::Io {
-                        what: "cannot start the cloud bridge".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    });
-                }
-            }
-        }
-        // The local MQTT server for client devices: bound before the deployment.
-        let mqtt = evergreen_mqtt::MqttHub::new(router.clone(), mqtt_setup.queue_capacity);
-        if let Err(what) = evergreen_mqtt::start(&mqtt_setup, mqtt.clone(), has_devices) {
-            log::error!("{what}");
-            return Err(RunError::Io { what, source: std::io::Error::other("MQTT server") });
-        }
-        // Kept for the clean stop: the persistent sessions' store is flushed last.
-        let mqtt_sessions = mqtt.clone();
-        // Told of each deployed plan in this order: the MQTT server's devices, the shadow
-        // service's synced things, the cloud bridge's subscriptions.
-        supervisor = supervisor.with_listener(mqtt);
-        if let Some(shadow) = &shadow {
-            supervisor = supervisor.with_listener(Arc::new(shadow.clone()));
-        }
-        if let Some(bridge) = cloud_listener {
-            supervisor = supervisor.with_listener(bridge);
-        }
-        let supervisor = supervisor.start();
-        // Handlers first: a SIGTERM during start-up must stop the components
-        // gracefully too, not kill the runtime with them half started.
-        let mut signals = Signals::new().map_err(|source| RunError::Io {
-            what: "cannot install signal handlers".into(),
-            source,
-        })?;
-        // Bound before the deployment: a second runtime on the same socket
-        // must refuse before it starts a second copy of every component.
-        let control = ControlSocket::bind(&control_path).await.map_err(|e| {
-            log::error!("{e}");
-            RunError::Control(e)
-        })?;
-        // The group's secret resources, resolved and installed under a new
-        // data key before anything that may ask for them starts.
-        if let Err(e) = secrets.deploy(&plan, &aws).await {
-            let e = DeployError(vec![e.to_string()]);
-            log::error!("{e}");
-            return Err(RunError::Deploy(e));
-        }
-        let deployer = std::rc::Rc::new(
-            Deployer::new(
-                supervisor.clone(),
-                cfg.write_dir(),
-                Arc::new(loader(&cfg)),
-                settings_readiness,
-            )
-            .with_secrets(secrets, aws),
-        );
-        deployer.set_current(plan.clone(), label);
-        match supervisor.send(Deploy(plan)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                log::error!("{e}");
-                return Err(RunError::Deploy(e));
-            }
-            Err(e) => {
-                return Err(RunError::Io {
-                    what: "the supervisor stopped unexpectedly".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            }
-        }
-        // Served once deployed; it keeps answering while components stop.
-        let mut state = ControlState::new(supervisor.clone(), router, info);
-        state.deployer = Some(deployer);
-        let control = control.serve(state);
-        log::info!(
-            "evergreen {} running {group_name}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
-            env!("CARGO_PKG_VERSION"),
-            log_root.display()
-        );
-        if let Some(n) = &notifier {
-            n.notify(&format!("READY=1\nSTATUS=running {components} components"));
-            if let Some(every) = watchdog {
-                // The keep-alive runs on the actors' thread, so a wedged
-                // thread stops it and systemd restarts the runtime.
-                let n = n.clone();
-                actix_rt::spawn(async move {
-                    let mut tick = tokio::time::interval(every);
-                    loop {
-                        tick.tick().await;
-                        n.notify("WATCHDOG=1");
-                    }
-                });
-            }
-        }
-        let name = signals.next().await;
-        let first = std::time::Instant::now();
-        log::info!("{name} received: stopping components (send it again to exit at once)");
-        if let Some(n) = &notifier {
-            n.notify("STOPPING=1");
-        }
-        let shutdown = supervisor.send(Shutdown);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => {
-                    Sandboxes::release_host(&runtime_root);
-                    log::info!("all components stopped");
-                    break;
-                }
-                name = signals.next() => {
-                    // A signal sent to the whole process group (a terminal,
-                    // `timeout`, a service manager) can arrive twice at once;
-                    // only a deliberate second one, a moment later, skips the
-                    // graceful stop.
-                    if first.elapsed() >= REPEAT_SIGNAL_AFTER {
-                        log::warn!("{name} received again: exiting without waiting");
-                        break;
-                    }
-                }
-            }
-        }
-        control.shutdown().await;
-        if let Some(spool) = cloud_spool {
-            spool.flush();
-        }
-        mqtt_sessions.flush_sessions();
-        Ok(())
-    })
-}
-
-/// A second SIGINT/SIGTERM at least this long after the first exits at once.
-const REPEAT_SIGNAL_AFTER: Duration = Duration::from_secs(1);
-
-/// SIGINT and SIGTERM, whichever comes first. The supervisor is the one
-/// owner of these signals.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-    }
 }
 
 #[cfg(test)]

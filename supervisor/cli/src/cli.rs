@@ -282,7 +282,7 @@ pub fn main() -> ExitCode {
             group,
             root,
             config,
-        } => match app::run(RunOptions {
+        } => match crate::run::run(RunOptions {
             config,
             group,
             root,

@@ -1,13 +1,15 @@
-//! The `evergreen` binary as a library: the command line ([`cli`]) and the composition root
-//! ([`app`]), which maps the core configuration onto each crate's own settings, starts the
-//! services around the core, deploys the first group and waits for a signal. Also here: the
-//! built-in connector [`catalogue`], `evergreen logs` ([`tail`]) and `evergreen function
-//! package` ([`package`]). Every other crate of the workspace sits below this one.
+//! The `evergreen` binary as a library: the command line ([`cli`]) and the composition root:
+//! [`app`] maps the core configuration onto each crate's own settings and loads groups, and
+//! [`run`] starts the services around the core, deploys the first group and waits for a
+//! signal. Also here: the built-in connector [`catalogue`], `evergreen logs` ([`tail`]) and
+//! `evergreen function package` ([`package`]). Every other crate of the workspace sits below
+//! this one.
 
 pub mod app;
 pub mod catalogue;
 pub mod cli;
 pub mod package;
+pub mod run;
 pub mod tail;
 
 /// Exit status for an invalid configuration or group (`EX_CONFIG`): the

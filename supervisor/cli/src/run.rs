@@ -1,0 +1,502 @@
+//! `evergreen run`, in the order start-up must happen: [`prepare`] (configuration, the group to
+//! start, the runtime log, everything that can fail before a thread starts), [`start_services`]
+//! (the router, the shadow service, the Lambda endpoint, the cloud bridge, the MQTT server and
+//! the supervisor they plug into), [`first_deployment`] (control socket bound first, secrets,
+//! the deployment, readiness to systemd) and [`wait_for_signal`] (the graceful stop). Each step
+//! fails with a typed [`RunError`] that maps to an exit code; nothing here panics on input.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use evergreen_cloud::bridge::Cloud;
+use evergreen_cloud::spool::Spool;
+use evergreen_config::CoreConfig;
+use evergreen_group::plan::{GroupPlan, Launch};
+use evergreen_mqtt::MqttHub;
+use evergreen_ops::control::{ControlSocket, ControlState, RuntimeInfo};
+use evergreen_ops::deploy::{self, Deployer};
+use evergreen_ops::notify::{watchdog_interval, Notifier};
+use evergreen_runtime::component::RuntimeSettings;
+use evergreen_runtime::logs::SystemLogger;
+use evergreen_runtime::router::{Router, SubscriptionTable};
+use evergreen_runtime::sandbox::Sandboxes;
+use evergreen_runtime::services::{PlanListener, SecretSource};
+use evergreen_runtime::supervisor::{Deploy, DeployError, Shutdown, Supervisor};
+use evergreen_secrets::SecretService;
+use evergreen_shadow::ShadowHandle;
+
+use crate::app::{
+    default_group_for, load_config, load_version, loader, read_group, settings, RunError,
+    RunOptions, DEFAULT_GROUP_LOG,
+};
+
+/// What the label of the embedded default group reads.
+const EMBEDDED: &str = "the embedded default group";
+
+/// `evergreen run`: runs until SIGINT or SIGTERM, then stops every component.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let prepared = prepare(opts)?;
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let mut prepared = prepared;
+        let started = start_services(&mut prepared).await?;
+        let running = first_deployment(prepared, started).await?;
+        wait_for_signal(running).await;
+        Ok(())
+    })
+}
+
+/// Everything settled before the actor system starts.
+struct Prepared {
+    started: Instant,
+    cfg: CoreConfig,
+    plan: GroupPlan,
+    /// Names the group in the log: a file, a stored version or the embedded group.
+    label: String,
+    group_file: Option<PathBuf>,
+    settings: RuntimeSettings,
+    secrets: Arc<SecretService>,
+    notifier: Option<Rc<Notifier>>,
+    watchdog: Option<Duration>,
+    /// Python functions in the plan: they make the Lambda endpoint a requirement.
+    python_functions: usize,
+    /// `<root>/runtime/python`, or `None` when its files could not be written.
+    python_dir: Option<PathBuf>,
+    mqtt_setup: evergreen_mqtt::Setup,
+    cloud: Option<Cloud>,
+}
+
+/// Loads the configuration and the group to start (the `--group` file, else the last good
+/// deployment, else the embedded group), opens the runtime log, and prepares what can fail
+/// with a reason before any thread starts: the runtime settings, the Python support files and
+/// the cloud bridge's TLS files and spool.
+fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
+    let started = Instant::now();
+    let cfg = load_config(opts.config.as_deref(), opts.root)?;
+    let log_root = cfg.log_dir();
+    let runtime_root = cfg.root().to_path_buf();
+    // The group says how the runtime log is kept (Logger `GreengrassSystem`),
+    // so it is read first; an invalid group is still logged, with defaults.
+    // With no --group, what the last successful deployment left running
+    // comes back (after a reboot or a crash); else the embedded group.
+    let mut restore_problem = None;
+    let restored = match opts.group {
+        Some(_) => None,
+        None => deploy::last_good(cfg.write_dir()).and_then(|id| match load_version(&cfg, &id) {
+            Ok(plan) => Some((id, plan)),
+            Err(e) => {
+                restore_problem = Some(format!(
+                    "cannot restore the last good deployment (group version {}): {e}; starting the embedded default group",
+                    id.short()
+                ));
+                None
+            }
+        }),
+    };
+    let (group, label) = match restored {
+        Some((id, plan)) => (
+            Ok(plan),
+            format!("group version {} (the last good deployment)", id.short()),
+        ),
+        None => (
+            read_group(opts.group.as_deref(), &cfg),
+            opts.group.as_ref().map_or_else(
+                || EMBEDDED.to_string(),
+                |p| {
+                    std::path::absolute(p)
+                        .unwrap_or_else(|_| p.clone())
+                        .display()
+                        .to_string()
+                },
+            ),
+        ),
+    };
+    let system_log = group.as_ref().map(|p| p.loggers.system).unwrap_or_default();
+    SystemLogger::install(
+        &log_root,
+        system_log.level,
+        system_log.space_kb,
+        cfg.evergreen.log_to_stderr,
+    )
+    .map_err(|source| RunError::Io {
+        what: format!("cannot open the runtime log under {}", log_root.display()),
+        source,
+    })?;
+    if let Some(problem) = &restore_problem {
+        log::error!("{problem}");
+    }
+    if label == EMBEDDED {
+        if let (_, Some(note)) =
+            default_group_for(evergreen_runtime::sandbox::check::container_support())
+        {
+            log::warn!("{note}");
+            eprintln!("evergreen: {note}");
+        }
+    }
+    for key in cfg.ignored_keys() {
+        log::info!("configuration key {key} is accepted for Greengrass compatibility and ignored");
+    }
+    let plan = match group {
+        Ok(plan) => plan,
+        Err(e) => {
+            log::error!("{e}");
+            return Err(e);
+        }
+    };
+    for key in cfg.evergreen.components.keys() {
+        if !plan
+            .components
+            .values()
+            .any(|c| &c.id == key || &c.arn == key)
+        {
+            log::warn!("evergreen.components.{key}: no component with that Id or ARN in the group; its settings are unused");
+        }
+    }
+    let secrets = Arc::new(SecretService::new(&cfg.write_dir().join("secrets")));
+    let settings = settings(&cfg, &plan, secrets.clone())?;
+    log::info!("AWS credentials for connectors: {}", settings.aws.source());
+
+    // Under systemd (Type=notify): readiness, stopping and watchdog keep-alives.
+    let notifier = match Notifier::new(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
+        Ok(n) => n.map(Rc::new),
+        Err(e) => {
+            log::warn!("NOTIFY_SOCKET is set but unusable, not notifying the service manager: {e}");
+            None
+        }
+    };
+    let watchdog = watchdog_interval(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    );
+
+    // Python functions: Evergreen's support files, written before anything
+    // starts, and the port of their IPC endpoint.
+    let python_functions = plan
+        .components
+        .values()
+        .filter(|c| matches!(c.launch, Launch::Python { .. }))
+        .count();
+    let python_dir = runtime_root.join("runtime").join("python");
+    let python_dir = match evergreen_runtime::lambda::python::install(&python_dir) {
+        Ok(()) => Some(python_dir),
+        Err(source) => {
+            let what = format!(
+                "cannot write the Python runtime files to {}",
+                python_dir.display()
+            );
+            if python_functions > 0 {
+                return Err(RunError::Io { what, source });
+            }
+            log::warn!("{what}: {source}; Python functions cannot run");
+            None
+        }
+    };
+
+    let mqtt_setup = evergreen_mqtt::Setup::from_config(&cfg);
+    // The cloud bridge (coreThing.iotHost): settings read and its spool
+    // opened now, so a bad TLS file or spool stops the start with a reason.
+    let cloud = Cloud::prepare(&cfg, &plan.core.thing_name).map_err(|e| {
+        log::error!("cloud bridge: {e}");
+        RunError::Cloud(e)
+    })?;
+    if cloud.is_none() {
+        log::info!("no coreThing.iotHost: no cloud connection; messages to \"cloud\" are dropped and counted");
+    }
+    Ok(Prepared {
+        started,
+        cfg,
+        plan,
+        label,
+        group_file: opts.group,
+        settings,
+        secrets,
+        notifier,
+        watchdog,
+        python_functions,
+        python_dir,
+        mqtt_setup,
+        cloud,
+    })
+}
+
+/// The services around the core, started, and the supervisor they plug into.
+struct Started {
+    router: Arc<Router>,
+    supervisor: Addr<Supervisor>,
+    /// Flushed on a clean stop.
+    cloud_spool: Option<Arc<Spool>>,
+    /// Its persistent sessions' store is flushed last on a clean stop.
+    mqtt: Arc<MqttHub>,
+}
+
+/// Starts the router and the services that plug into the core, in the order each needs the
+/// one before: the shadow service (attached to the router before any deployment routes to
+/// it), the Lambda endpoint, the cloud bridge (which syncs shadows), the MQTT server (bound
+/// before the deployment); then the supervisor with all of them.
+async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
+    let runtime_root = p.cfg.root().to_path_buf();
+    let router = Arc::new(Router::new(SubscriptionTable::default()));
+    let mut supervisor = Supervisor::new(
+        p.settings.clone(),
+        router.clone(),
+        Sandboxes::detect(&runtime_root),
+    );
+    // The local shadow service (GGShadowService). Without its directory the
+    // runtime runs on, and shadow requests are dropped and counted.
+    let shadow_dir = runtime_root.join("shadow");
+    let shadow = match ShadowHandle::start(&shadow_dir, router.clone()) {
+        Ok(shadow) => {
+            supervisor = supervisor.with_shadow(Arc::new(shadow.clone()));
+            Some(shadow)
+        }
+        Err(e) => {
+            log::error!(
+                "cannot start the local shadow service in {}: {e}",
+                shadow_dir.display()
+            );
+            None
+        }
+    };
+    // The Lambda IPC endpoint: needed when the group has Python
+    // functions; otherwise a busy port is only worth a warning.
+    if let Some(python_dir) = &p.python_dir {
+        let daemon_port = p.cfg.core_thing.gg_daemon_port;
+        match evergreen_runtime::lambda::bind(daemon_port).await {
+            Ok(listeners) => {
+                let hub = evergreen_runtime::lambda::LambdaHub::new(
+                    router.clone(),
+                    daemon_port,
+                    python_dir.clone(),
+                );
+                if let Some(shadow) = &shadow {
+                    hub.set_shadow(Arc::new(shadow.clone()));
+                }
+                hub.set_secrets(p.secrets.clone() as Arc<dyn SecretSource>);
+                evergreen_runtime::lambda::serve(hub.clone(), listeners);
+                log::info!("Lambda IPC endpoint on localhost:{daemon_port}");
+                supervisor = supervisor.with_lambda(hub);
+            }
+            Err(source) => {
+                let what = format!("cannot listen on localhost:{daemon_port} (coreThing.ggDaemonPort) for the Lambda IPC endpoint");
+                if p.python_functions > 0 {
+                    log::error!("{what}: {source}");
+                    return Err(RunError::Io { what, source });
+                }
+                log::warn!("{what}: {source}; Python functions cannot run");
+            }
+        }
+    }
+    let mut cloud_spool = None;
+    let mut cloud_listener = None;
+    if let Some(cloud) = p.cloud.take() {
+        match cloud.start(
+            router.clone(),
+            p.cfg.evergreen.queue_capacity,
+            shadow.clone(),
+        ) {
+            Ok(bridge) => {
+                cloud_spool = Some(bridge.spool().clone());
+                cloud_listener = Some(Arc::new(bridge) as Arc<dyn PlanListener>);
+            }
+            Err(e) => {
+                log::error!("{e}");
+                return Err(RunError::Cloud(e));
+            }
+        }
+    }
+    // The local MQTT server for client devices: bound before the deployment.
+    let mqtt = MqttHub::new(router.clone(), p.mqtt_setup.queue_capacity);
+    if let Err(what) =
+        evergreen_mqtt::start(&p.mqtt_setup, mqtt.clone(), !p.plan.devices.is_empty())
+    {
+        log::error!("{what}");
+        return Err(RunError::Mqtt(what));
+    }
+    // Told of each deployed plan in this order: the MQTT server's devices, the shadow
+    // service's synced things, the cloud bridge's subscriptions.
+    supervisor = supervisor.with_listener(mqtt.clone());
+    if let Some(shadow) = &shadow {
+        supervisor = supervisor.with_listener(Arc::new(shadow.clone()));
+    }
+    if let Some(bridge) = cloud_listener {
+        supervisor = supervisor.with_listener(bridge);
+    }
+    Ok(Started {
+        router,
+        supervisor: supervisor.start(),
+        cloud_spool,
+        mqtt,
+    })
+}
+
+/// A runtime that has deployed its first group and serves its control socket.
+struct Running {
+    supervisor: Addr<Supervisor>,
+    signals: Signals,
+    control: evergreen_ops::control::ControlServer,
+    notifier: Option<Rc<Notifier>>,
+    runtime_root: PathBuf,
+    cloud_spool: Option<Arc<Spool>>,
+    mqtt: Arc<MqttHub>,
+}
+
+/// Installs the signal handlers, binds the control socket (so a second runtime on it refuses
+/// before it starts a second copy of every component), installs the group's secrets, deploys
+/// the plan, serves the control socket and tells systemd the runtime is ready.
+async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> {
+    // Handlers first: a SIGTERM during start-up must stop the components
+    // gracefully too, not kill the runtime with them half started.
+    let signals = Signals::new().map_err(|source| RunError::Io {
+        what: "cannot install signal handlers".into(),
+        source,
+    })?;
+    let control = ControlSocket::bind(&p.cfg.control_socket())
+        .await
+        .map_err(|e| {
+            log::error!("{e}");
+            RunError::Control(e)
+        })?;
+    // The group's secret resources, resolved and installed under a new
+    // data key before anything that may ask for them starts.
+    let aws = p.settings.aws.clone();
+    if let Err(e) = p.secrets.deploy(&p.plan, &aws).await {
+        let e = DeployError(vec![e.to_string()]);
+        log::error!("{e}");
+        return Err(RunError::Deploy(e));
+    }
+    let log_root = p.cfg.log_dir();
+    let components = p.plan.components.len();
+    let watch = if p.label == EMBEDDED {
+        format!(
+            "; watch {}",
+            log_root
+                .join(DEFAULT_GROUP_LOG.replace("<region>", &p.plan.core.region))
+                .display()
+        )
+    } else {
+        String::new()
+    };
+    let deployer = Rc::new(
+        Deployer::new(
+            s.supervisor.clone(),
+            p.cfg.write_dir(),
+            Arc::new(loader(&p.cfg)),
+            p.settings.readiness_timeout,
+        )
+        .with_secrets(p.secrets.clone(), aws),
+    );
+    deployer.set_current(p.plan.clone(), p.label.clone());
+    match s.supervisor.send(Deploy(p.plan)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            log::error!("{e}");
+            return Err(RunError::Deploy(e));
+        }
+        Err(e) => return Err(RunError::SupervisorGone(e)),
+    }
+    // Served once deployed; it keeps answering while components stop.
+    let info = RuntimeInfo::new(p.started, p.group_file.as_deref())
+        .with_log_file(&log_root.join(evergreen_runtime::logs::SYSTEM_LOG));
+    let mut state = ControlState::new(s.supervisor.clone(), s.router, info);
+    state.deployer = Some(deployer);
+    let control = control.serve(state);
+    log::info!(
+        "evergreen {} running {}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
+        env!("CARGO_PKG_VERSION"),
+        p.label,
+        log_root.display()
+    );
+    if let Some(n) = &p.notifier {
+        n.notify(&format!("READY=1\nSTATUS=running {components} components"));
+        if let Some(every) = p.watchdog {
+            // The keep-alive runs on the actors' thread, so a wedged
+            // thread stops it and systemd restarts the runtime.
+            let n = n.clone();
+            actix_rt::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    n.notify("WATCHDOG=1");
+                }
+            });
+        }
+    }
+    Ok(Running {
+        supervisor: s.supervisor,
+        signals,
+        control,
+        notifier: p.notifier,
+        runtime_root: p.cfg.root().to_path_buf(),
+        cloud_spool: s.cloud_spool,
+        mqtt: s.mqtt,
+    })
+}
+
+/// Waits for SIGINT or SIGTERM, then stops every component gracefully (a second signal, a
+/// moment later, exits at once), closes the control socket and flushes the spool and the
+/// session store.
+async fn wait_for_signal(mut r: Running) {
+    let name = r.signals.next().await;
+    let first = Instant::now();
+    log::info!("{name} received: stopping components (send it again to exit at once)");
+    if let Some(n) = &r.notifier {
+        n.notify("STOPPING=1");
+    }
+    let shutdown = r.supervisor.send(Shutdown);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                Sandboxes::release_host(&r.runtime_root);
+                log::info!("all components stopped");
+                break;
+            }
+            name = r.signals.next() => {
+                // A signal sent to the whole process group (a terminal,
+                // `timeout`, a service manager) can arrive twice at once;
+                // only a deliberate second one, a moment later, skips the
+                // graceful stop.
+                if first.elapsed() >= REPEAT_SIGNAL_AFTER {
+                    log::warn!("{name} received again: exiting without waiting");
+                    break;
+                }
+            }
+        }
+    }
+    r.control.shutdown().await;
+    if let Some(spool) = r.cloud_spool {
+        spool.flush();
+    }
+    r.mqtt.flush_sessions();
+}
+
+/// A second SIGINT/SIGTERM at least this long after the first exits at once.
+const REPEAT_SIGNAL_AFTER: Duration = Duration::from_secs(1);
+
+/// SIGINT and SIGTERM, whichever comes first. The supervisor is the one
+/// owner of these signals.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
