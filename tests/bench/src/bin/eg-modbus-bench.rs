@@ -199,7 +199,8 @@ impl Bench {
         } else {
             std::fs::canonicalize(&link).map_err(|e| e.to_string())?
         };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/modbus_slave.py");
+        // The tests' slave (tests/peers/), one directory above this crate.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/modbus_slave.py");
         let slave_log = dir.path().join("slave.log");
         let out = std::fs::File::create(&slave_log).map_err(|e| e.to_string())?;
         let slave = Command::new("python3")
