@@ -34,7 +34,8 @@ pub fn find_bin(name: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| {
             format!(
                 "{name} is not built next to {}: build the workspace's binaries \
-                 (`cargo test --workspace`, or `cargo build --release -p evergreen -p evergreen-tests`)",
+                 (`cargo test --workspace`, or for the benches \
+                 `cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench`)",
                 exe.display()
             )
         })

@@ -6,7 +6,7 @@
 //! Run (release build, both binaries from the same profile):
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-bench
 //! ```
 //!
 //! `target/release/eg-bench --quick` runs smaller counts (a smoke test).
@@ -55,11 +55,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
+use evergreen_bench::{bench_config, require_bin};
 use evergreen_ipc::codec::DEFAULT_MAX_FRAME;
 use evergreen_ipc::link::SupervisorLink;
 use evergreen_ipc::sdk::{Component, Event, Handle};
 use evergreen_ipc::{ComponentConfig, ComponentKind, Delivery, LogLevel};
-use evergreen_tests::{children_of, find_bin, fn_arn, sub, test_config, wait_for, REGION};
+use evergreen_tests::{children_of, fn_arn, sub, wait_for, REGION};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -88,23 +90,58 @@ const END_MARKERS: u32 = 250;
 /// baseline sender flushes as often.
 const BASELINE_BATCH: u64 = 64;
 
+/// End-to-end benchmark: component -> router -> component through the real
+/// `evergreen` binary, side by side with a baseline without the supervisor.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-bench",
+    after_help = "`sender` and `receiver` are child modes this bench starts itself.\n\
+                  Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench"
+)]
+struct Cli {
+    /// Run smaller counts (a smoke test).
+    #[arg(long)]
+    quick: bool,
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+/// The child modes: the driver runs this same executable as both ends.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// `sender <sdk|raw> <size> <count> <rate> <max_ms> <dir>`.
+    #[command(hide = true)]
+    Sender {
+        #[arg(num_args = 1.., allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// `receiver <size> <count> <rate> <max_ms> <dir>`.
+    #[command(hide = true)]
+    Receiver {
+        #[arg(num_args = 1.., allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    match words.first().copied() {
-        Some("sender") | Some("receiver") => child_main(&words),
-        None | Some("--quick") => match driver(words.first() == Some(&"--quick")) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("eg-bench: {e}");
-                ExitCode::FAILURE
+    let cli = Cli::parse();
+    let (role, words) = match cli.mode {
+        Some(Mode::Sender { words }) => ("sender", words),
+        Some(Mode::Receiver { words }) => ("receiver", words),
+        None => {
+            return match driver(cli.quick) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("eg-bench: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
-        _ => {
-            eprintln!("usage: eg-bench [--quick]   (sender/receiver are child modes)");
-            ExitCode::from(2)
         }
-    }
+    };
+    let words: Vec<&str> = std::iter::once(role)
+        .chain(words.iter().map(String::as_str))
+        .collect();
+    child_main(&words)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -904,7 +941,7 @@ fn run_evergreen(
     let config_path = files.dir.join("config.json");
     let me = std::env::current_exe()?;
     std::fs::write(&group_path, bench_group(&me, job, &files.dir).to_string())?;
-    let mut config = test_config(&root);
+    let mut config = bench_config(&root)?;
     config["evergreen"]["logToStderr"] = json!(false);
     std::fs::write(&config_path, config.to_string())?;
     let mut runtime = Reaped(
@@ -1088,7 +1125,7 @@ fn print_rss(runs: &[Run]) {
 }
 
 fn driver(quick: bool) -> Result<(), BoxError> {
-    let evergreen = find_bin("evergreen")?;
+    let evergreen = require_bin("evergreen")?;
     let work = tempfile::Builder::new().prefix("eg-bench-").tempdir()?;
     let scale = if quick { 10 } else { 1 };
     let cores = std::thread::available_parallelism().map_or(0, usize::from);

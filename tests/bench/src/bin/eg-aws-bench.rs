@@ -3,7 +3,7 @@
 //! asserts nothing (benchmarks report, tests assert).
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-aws-bench [N]
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-aws-bench [N]
 //! ```
 //!
 //! Cases, each with `N` (default 5000) messages fed by an `eg-fn feed`
@@ -23,6 +23,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use evergreen_bench::{require_bin, start_runtime};
 use evergreen_tests::iotanalytics_server::IotAnalyticsServer;
 use evergreen_tests::*;
 use serde_json::{json, Value};
@@ -30,13 +32,38 @@ use serde_json::{json, Value};
 const CHUNK: usize = 200;
 const WINDOW: usize = 1000;
 
-fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5000);
+/// Messages per second through the runtime into the IoT Analytics and SNS
+/// connectors' peers, and the connector processes' memory.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-aws-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  The SNS case needs moto_server (pip install 'moto[server]==5.2.1')."
+)]
+struct Cli {
+    /// Messages per case.
+    #[arg(default_value_t = 5000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    n: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let n = Cli::parse().n;
+    for bin in ["evergreen", "eg-fn"] {
+        if let Err(e) = require_bin(bin) {
+            eprintln!("eg-aws-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     iot_analytics(n);
     sns(n);
+    std::process::ExitCode::SUCCESS
+}
+
+/// [`start_runtime`], or `None` after saying why not.
+fn start(g: &Value, patch: &Value) -> Option<Runtime> {
+    start_runtime(g, patch)
+        .map_err(|e| eprintln!("eg-aws-bench: {e}"))
+        .ok()
 }
 
 fn append(file: &Path, lines: &[Value]) {
@@ -151,7 +178,9 @@ fn iot_analytics(n: usize) {
         json!({"MemorySize": "65535", "IsolationMode": "NoContainer", "PublishInterval": "0",
                "IotAnalyticsBatchSizePerChannel": "100", "IotAnalyticsQueueSizePerChannel": "10000"}),
     );
-    let rt = Runtime::start_config(&g, &aws_core_config(&server.url()), &[]);
+    let Some(rt) = start(&g, &aws_core_config(&server.url())) else {
+        return;
+    };
     let _ = wait_for(Duration::from_secs(10), || {
         (connector_rss(&rt, "IoTAnalytics") != "?").then_some(())
     });
@@ -218,7 +247,9 @@ fn sns(n: usize) {
         &record,
         json!({"DefaultSNSArn": topic, "IsolationMode": "NoContainer", "MessageQueueSize": "5000"}),
     );
-    let rt = Runtime::start_config(&g, &moto.core_config(), &[]);
+    let Some(rt) = start(&g, &moto.core_config()) else {
+        return;
+    };
     let _ = wait_for(Duration::from_secs(10), || {
         (connector_rss(&rt, "SNS") != "?").then_some(())
     });

@@ -5,7 +5,7 @@
 //! tests assert).
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench
 //! target/release/eg-cloud-bench [--count N] [--rate R]
 //! ```
 //!
@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::{Parser, Subcommand};
 use evergreen_aws::AwsClient;
+use evergreen_bench::{require_bin, start_runtime};
 use evergreen_ipc::sdk::{Component, Event};
 use evergreen_ipc::AwsCredentials;
 use evergreen_tests::*;
@@ -57,9 +59,44 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Records per second of the KinesisFirehose and CloudWatchMetrics
+/// connectors into moto, and each connector's RSS at rest and under load.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-cloud-bench",
+    after_help = "`load` and `count` are child modes the runtime runs as functions.\n\
+                  Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  Needs moto_server (pip install 'moto[server]==5.2.1')."
+)]
+struct Cli {
+    /// Records (Firehose) and metrics (CloudWatch) to send.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+    /// Messages per second each load function publishes.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+/// The child modes, run by the runtime as functions of the bench's group.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Publishes `count` messages at `rate`/s once `go` exists.
+    #[command(hide = true)]
+    Load {
+        kind: String,
+        count: u64,
+        rate: u64,
+        go: String,
+    },
+    /// Counts the statuses into `out`.
+    #[command(hide = true)]
+    Count { out: String },
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -70,25 +107,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match words.as_slice() {
-        ["load", kind, count, rate, go] => rt.block_on(load(kind, parse(count), parse(rate), go)),
-        ["count", out] => rt.block_on(count(out)),
-        _ => {
-            let mut count = 20_000;
-            let mut rate = 5_000;
-            let mut it = words.iter();
-            while let Some(w) = it.next() {
-                match (*w, it.next()) {
-                    ("--count", Some(v)) => count = parse(v),
-                    ("--rate", Some(v)) => rate = parse(v),
-                    _ => {
-                        eprintln!("usage: eg-cloud-bench [--count N] [--rate R]");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            rt.block_on(drive(count.max(1), rate.max(1)))
-        }
+    let result = match cli.mode {
+        Some(Mode::Load {
+            kind,
+            count,
+            rate,
+            go,
+        }) => rt.block_on(load(&kind, count, rate, &go)),
+        Some(Mode::Count { out }) => rt.block_on(count(&out)),
+        None => require_bin("evergreen")
+            .map_err(BoxError::from)
+            .and_then(|_| rt.block_on(drive(cli.count, cli.rate))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,10 +126,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn parse(s: &str) -> u64 {
-    s.parse().unwrap_or(0)
 }
 
 /// Child mode: publish `count` messages at `rate`/s once `go` exists.
@@ -410,7 +435,7 @@ async fn drive(count: u64, rate: u64) -> Result<(), BoxError> {
         { "Id": "sys", "Component": "GreengrassSystem", "Level": "INFO", "Type": "FileSystem", "Space": 4096 },
         { "Id": "user", "Component": "Lambda", "Level": "INFO", "Type": "FileSystem", "Space": 4096 }
     ]});
-    let rt = Runtime::start_config(&g, &moto.core_config(), &[]);
+    let rt = start_runtime(&g, &moto.core_config())?;
     let up = wait_for(Duration::from_secs(30), || {
         (connector_pid(rt.pid(), "KinesisFirehose").is_some()
             && connector_pid(rt.pid(), "CloudWatchMetrics").is_some())

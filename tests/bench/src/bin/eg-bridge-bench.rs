@@ -3,7 +3,7 @@
 //! arrives. It asserts nothing (benchmarks report, tests assert).
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-bridge-bench [N]
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-bridge-bench [N]
 //! ```
 //!
 //! Cases, each with `N` (default 20000) messages of `{"seq":…}` (about 12 B) published by an
@@ -16,20 +16,14 @@
 //!   started; the rate is how fast the spool drains upstream (PUBACK round trips, spool removals).
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use evergreen_tests::{fn_arn, function, group, sub, wait_for, Runtime};
+use clap::Parser;
+use evergreen_bench::{require_bin, start_runtime};
+use evergreen_tests::{fn_arn, free_port, function, group, sub, wait_for};
 use serde_json::json;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
 
 fn mosquitto_bin() -> PathBuf {
     if Path::new("/usr/sbin/mosquitto").exists() {
@@ -129,7 +123,12 @@ fn case(storage: &str, live: bool, n: usize) {
     let Ok(dir) = tempfile::tempdir() else {
         return;
     };
-    let port = free_port();
+    // mosquitto takes no port 0: one free a moment ago, the same for the
+    // broker's restart in the drain case (the spool's target must not move).
+    let Some(port) = free_port() else {
+        eprintln!("cannot find a free loopback port for mosquitto: skipped");
+        return;
+    };
     let out = dir.path().join("cloud.txt");
     // Register the persistent cloud-side session, so nothing is lost to start-up order.
     let mut b = broker(dir.path(), port);
@@ -164,7 +163,13 @@ fn case(storage: &str, live: bool, n: usize) {
             "spooler": { "storageType": storage, "maxSizeBytes": 64 * 1024 * 1024 }
         }
     });
-    let rt = Runtime::start_config(&g, &config, &[]);
+    let rt = match start_runtime(&g, &config) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eg-bridge-bench: {e}");
+            return;
+        }
+    };
     let label = format!("{} {storage}", if live { "live " } else { "drain" });
     let secs = if live {
         measure(&out, n, Duration::from_secs(300))
@@ -197,11 +202,27 @@ fn case(storage: &str, live: bool, n: usize) {
     drop(b);
 }
 
-fn main() {
-    let n = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20_000usize);
+/// Function -> cloud messages per second through the cloud spool and bridge.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-bridge-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  Needs Debian mosquitto and mosquitto-clients (the cloud side)."
+)]
+struct Cli {
+    /// Messages per case.
+    #[arg(default_value_t = 20_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    n: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let n = Cli::parse().n;
+    for bin in ["evergreen", "eg-fn"] {
+        if let Err(e) = require_bin(bin) {
+            eprintln!("eg-bridge-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     println!(
         "function -> cloud through the spool and bridge (QoS 1, up to 16 in flight), loopback mosquitto"
     );
@@ -209,4 +230,5 @@ fn main() {
         case(storage, true, n);
         case(storage, false, n);
     }
+    std::process::ExitCode::SUCCESS
 }

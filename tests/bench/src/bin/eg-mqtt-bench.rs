@@ -4,12 +4,13 @@
 //! Run (release build; needs Debian `mosquitto`, as `.ci/run` installs):
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-mqtt-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-mqtt-bench
 //! ```
 //!
 //! `--quick` sends fewer messages. `--broker evergreen|mosquitto`, `--pairs 1|10` and `--qos 0|1`
 //! run only the matching cases (for profiling one of them); `--count N` sets the messages per
-//! publisher. It asserts nothing (benchmarks report, tests assert).
+//! publisher; `--log` prints the runtime's MQTT and warning lines at the end. It asserts nothing
+//! (benchmarks report, tests assert). Both brokers listen on ports picked free at start.
 //!
 //! # What it measures
 //!
@@ -25,12 +26,14 @@
 //! (device `pub-i` → device `sub-i`); mosquitto by topic. The clients are a minimal MQTT 3.1.1
 //! client written here on tokio (CONNECT, SUBSCRIBE, PUBLISH, PUBACK), the same for both.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use evergreen_tests::{group, sub, wait_for, Runtime};
+use clap::Parser;
+use evergreen_bench::with_free_ports;
+use evergreen_tests::{free_port, group, sub, wait_for, Runtime};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
@@ -283,14 +286,7 @@ async fn run_case(
     Ok(out)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18830)
-}
-
-fn start_evergreen() -> (Runtime, SocketAddr) {
+fn start_evergreen() -> Result<(Runtime, SocketAddr), String> {
     let mut devices = Vec::new();
     let mut subs = Vec::new();
     for i in 0..10 {
@@ -306,21 +302,24 @@ fn start_evergreen() -> (Runtime, SocketAddr) {
     }
     let mut g = group(vec![], subs);
     g["DeviceDefinitionVersion"] = json!({ "Devices": devices });
-    let rt = Runtime::start_with(
-        &g,
-        &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
-    );
+    // The plain listener on port 0: the runtime writes the address it got.
+    let patch = with_free_ports(
+        &json!({ "evergreen": { "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } } }),
+    )?;
+    let rt = Runtime::start_config(&g, &patch, &[]);
     let file = rt.dir.path().join("root/run/mqtt-listeners.json");
     let addr = wait_for(Duration::from_secs(20), || {
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
         doc["plain"].as_str()?.parse().ok()
     })
-    .expect("Evergreen's plain MQTT listener");
-    (rt, addr)
+    .ok_or("Evergreen's plain MQTT listener did not come up within 20 s")?;
+    Ok((rt, addr))
 }
 
 fn start_mosquitto() -> Option<(Child, SocketAddr)> {
-    let port = free_port();
+    // mosquitto takes no port 0: a port free a moment ago (a race with
+    // another process is possible, and then mosquitto is left out).
+    let port = free_port()?;
     let child = Command::new("mosquitto")
         .args(["-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -342,19 +341,61 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// The value after `--name` on the command line, if any.
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    let at = args.iter().position(|a| a == name)?;
-    args.get(at + 1).cloned()
+/// Device -> device messages through Evergreen's local MQTT server and mosquitto.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-mqtt-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  Needs Debian mosquitto for the comparison (without it: Evergreen only)."
+)]
+struct Cli {
+    /// Send a tenth of the messages.
+    #[arg(long)]
+    quick: bool,
+    /// Run only this broker's cases.
+    #[arg(long, value_parser = ["evergreen", "mosquitto"])]
+    broker: Option<String>,
+    /// Run only the cases with this many publisher -> subscriber pairs (1 or 10).
+    #[arg(long, value_parser = parse_pairs)]
+    pairs: Option<usize>,
+    /// Run only the cases at this QoS (0 or 1).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: Option<u8>,
+    /// Messages per publisher (overrides the defaults and --quick).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    count: Option<usize>,
+    /// Print the runtime's MQTT and warning log lines at the end.
+    #[arg(long)]
+    log: bool,
 }
 
-fn main() -> std::io::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let only_broker = arg("--broker");
-    let only_pairs: Option<usize> = arg("--pairs").and_then(|v| v.parse().ok());
-    let only_qos: Option<u8> = arg("--qos").and_then(|v| v.parse().ok());
-    let count: Option<usize> = arg("--count").and_then(|v| v.parse().ok());
+fn parse_pairs(s: &str) -> Result<usize, String> {
+    match s {
+        "1" => Ok(1),
+        "10" => Ok(10),
+        _ => Err(format!("{s:?}: the cases have 1 or 10 pairs")),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eg-mqtt-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let Cli {
+        quick,
+        broker: only_broker,
+        pairs: only_pairs,
+        qos: only_qos,
+        count,
+        log,
+    } = cli;
     let per_pub = |pairs: usize, qos: u8| -> usize {
         if let Some(n) = count {
             return n;
@@ -370,8 +411,9 @@ fn main() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    let (rt, eg_addr) = start_evergreen();
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    let (rt, eg_addr) = start_evergreen()?;
     let mosquitto = start_mosquitto();
     if mosquitto.is_none() {
         eprintln!(
@@ -424,7 +466,7 @@ fn main() -> std::io::Result<()> {
         let _ = child.kill();
         let _ = child.wait();
     }
-    if std::env::args().any(|a| a == "--log") {
+    if log {
         // The server's counters and warnings, for profiling runs.
         let log = std::fs::read_to_string(rt.log_path("system/runtime.log")).unwrap_or_default();
         for line in log

@@ -3,7 +3,7 @@
 //! (benchmarks report, tests assert).
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-modbus-tcp-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-modbus-tcp-bench
 //! ```
 //!
 //! `--quick` runs each case for 1 s instead of 5 s.
@@ -21,14 +21,17 @@
 //!   MQTT to an `eg-fn record` function; counts the readings that arrive
 //!   (each reading is one MQTT message).
 
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use evergreen_bench::{require_bin, start_runtime};
 use evergreen_connector_modbus_tcp::config::Capability;
 use evergreen_connector_modbus_tcp::slave::{Data, Slave};
 use evergreen_connector_modbus_tcp::source::{Poller, Stats};
-use evergreen_tests::{fn_arn, function, group, records, sub, wait_for, Runtime};
+use evergreen_tests::{fn_arn, function, group, records, sub, wait_for};
 use serde_json::{json, Value};
 
 const TAGS: u16 = 20;
@@ -101,7 +104,13 @@ fn runtime_case(port: u16, limit: Duration) {
         "Id": "modbus-tcp", "ConnectorArn": connector,
         "Parameters": {"CapabilityConfiguration": capability(port, 2, 1).to_string()}
     }]});
-    let rt = Runtime::start(&g);
+    let rt = match start_runtime(&g, &json!({})) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("through evergreen: {e}");
+            return;
+        }
+    };
     if wait_for(Duration::from_secs(20), || {
         (!records(&record).is_empty()).then_some(())
     })
@@ -125,8 +134,27 @@ fn runtime_case(port: u16, limit: Duration) {
     drop(rt);
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+/// Modbus TCP reads per second against a loopback slave, through the
+/// ModbusTCPConnector's polling path.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-modbus-tcp-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench"
+)]
+struct Cli {
+    /// Run each case for 1 s instead of 5 s.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn main() -> ExitCode {
+    let quick = Cli::parse().quick;
+    for bin in ["evergreen", "eg-fn"] {
+        if let Err(e) = require_bin(bin) {
+            eprintln!("eg-modbus-tcp-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let limit = Duration::from_secs(if quick { 1 } else { 5 });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -136,7 +164,7 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start tokio: {e}");
-            return;
+            return ExitCode::FAILURE;
         }
     };
     let slave = Slave::new(&Data::default());
@@ -149,7 +177,7 @@ fn main() {
     });
     let Some(port) = port else {
         eprintln!("cannot bind a loopback port");
-        return;
+        return ExitCode::FAILURE;
     };
     println!(
         "Modbus TCP reads against a loopback tokio-modbus slave, {TAGS} float tags, {} s per case",
@@ -158,4 +186,5 @@ fn main() {
     rt.block_on(poller_case("poller, merged", port, 2, &slave, limit));
     rt.block_on(poller_case("poller, unmerged", port, 3, &slave, limit));
     runtime_case(port, limit);
+    ExitCode::SUCCESS
 }

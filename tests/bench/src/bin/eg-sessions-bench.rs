@@ -3,7 +3,7 @@
 //! Run (release build; needs Debian `mosquitto-clients`, as `.ci/run` installs):
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-sessions-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-sessions-bench
 //! ```
 //!
 //! It asserts nothing (benchmarks report, tests assert); it says so when a count is short.
@@ -25,7 +25,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use evergreen_tests::{evergreen_bin, group, sub, wait_for, Runtime};
+use clap::Parser;
+use evergreen_bench::{require_bin, with_free_ports};
+use evergreen_tests::{group, sub, wait_for, Runtime};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -137,9 +139,11 @@ fn system_log(rt: &Runtime) -> String {
     std::fs::read_to_string(rt.log_path("system/runtime.log")).unwrap_or_default()
 }
 
-fn restart(rt: &mut Runtime, group_file: &Path) -> Option<u16> {
+/// Starts the runtime again on the same root and configuration (the same
+/// Lambda endpoint port, the plain listener on a new free port).
+fn restart(rt: &mut Runtime, evergreen: &Path, group_file: &Path) -> Option<u16> {
     let _ = std::fs::remove_file(rt.dir.path().join("root/run/mqtt-listeners.json"));
-    rt.child = Command::new(evergreen_bin())
+    rt.child = Command::new(evergreen)
         .arg("run")
         .arg("--config")
         .arg(rt.path("config.json"))
@@ -157,7 +161,17 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// What durable persistent MQTT sessions cost and how fast they come back.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-sessions-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  Needs Debian mosquitto-clients (mosquitto_pub, mosquitto_sub)."
+)]
+struct Cli {}
+
 fn main() {
+    Cli::parse();
     if Command::new("mosquitto_sub")
         .arg("--help")
         .output()
@@ -166,12 +180,27 @@ fn main() {
         eprintln!("eg-sessions-bench needs mosquitto_pub/mosquitto_sub (Debian mosquitto-clients)");
         std::process::exit(2);
     }
-    let mut rt = Runtime::start_with(
-        &the_group(),
-        &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
-    );
+    let evergreen = match require_bin("evergreen") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("eg-sessions-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let patch = match with_free_ports(
+        &json!({ "evergreen": { "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } } }),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("eg-sessions-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut rt = Runtime::start_config(&the_group(), &patch, &[]);
     let Some(mut port) = plain_port(&rt) else {
         eprintln!("the runtime did not start its plain listener");
+        // exit() runs no destructors: stop the runtime first.
+        drop(rt);
         std::process::exit(1);
     };
     let group_file = rt.path("group.json");
@@ -199,7 +228,7 @@ fn main() {
         let before = system_log(&rt).len();
         let _ = rt.stop_with(stop, LIMIT);
         let restarted = Instant::now();
-        let Some(p) = restart(&mut rt, &group_file) else {
+        let Some(p) = restart(&mut rt, &evergreen, &group_file) else {
             eprintln!("round {round}: the runtime did not come back");
             break;
         };

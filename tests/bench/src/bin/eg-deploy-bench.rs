@@ -6,7 +6,7 @@
 //! Run (release build, all binaries from the same profile):
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-deploy-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-deploy-bench
 //! ```
 //!
 //! `target/release/eg-deploy-bench --reps 3` repeats each measurement 3
@@ -15,10 +15,10 @@
 //! # What it measures
 //!
 //! Every repetition starts a fresh `evergreen run` on a new temporary root,
-//! with the tests' configuration (`test_config`), `controlSocket` in the
-//! temporary directory and `logToStderr: false`, and the loggers at `INFO`;
-//! it stops the runtime with SIGTERM and waits for it (bounded) before the
-//! next one. Times are min / median / max over the repetitions, in ms.
+//! with the tests' configuration on free ports (`bench_config`: no fixed
+//! Lambda endpoint port), `controlSocket` in the temporary directory and
+//! `logToStderr: false`, and the loggers at `INFO`; it stops the runtime
+//! with SIGTERM and waits for it (bounded) before the next one. Times are min / median / max over the repetitions, in ms.
 //!
 //! 1. **Cold start**, N = 10 (the design target: all Ready in under 300 ms)
 //!    and N = 20 functions, three ways:
@@ -53,7 +53,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use evergreen_tests::{find_bin, fn_arn, group, test_config, vm_rss_kb, wait_for};
+use clap::Parser;
+use evergreen_bench::{bench_config, require_bin};
+use evergreen_tests::{fn_arn, group, vm_rss_kb, wait_for};
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -69,22 +71,20 @@ const STOP_LIMIT: Duration = Duration::from_secs(15);
 /// The function whose variable the one-component change modifies.
 const CHANGED: usize = 7;
 
+/// Cold start and deployment timings of the real `evergreen` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-deploy-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench"
+)]
+struct Cli {
+    /// Repetitions of each measurement (1 to 50; 1 is the quickest run).
+    #[arg(long, default_value_t = DEFAULT_REPS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=50))]
+    reps: usize,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let reps = match args.as_slice() {
-        [] => DEFAULT_REPS,
-        [flag, n] if flag == "--reps" => match n.parse::<usize>() {
-            Ok(n) if (1..=50).contains(&n) => n,
-            _ => {
-                eprintln!("eg-deploy-bench: --reps takes a number from 1 to 50");
-                return ExitCode::from(2);
-            }
-        },
-        _ => {
-            eprintln!("usage: eg-deploy-bench [--reps N]");
-            return ExitCode::from(2);
-        }
-    };
+    let reps = Cli::parse().reps;
     match driver(reps) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -177,7 +177,7 @@ impl Rt {
         let root = dir.join("root");
         let group_path = dir.join("group.json");
         let config = dir.join("config.json");
-        let mut cfg = test_config(&root);
+        let mut cfg = bench_config(&root)?;
         cfg["evergreen"]["controlSocket"] = json!(dir.join("control.sock"));
         cfg["evergreen"]["logToStderr"] = json!(false);
         std::fs::write(&group_path, group.to_string())?;
@@ -595,8 +595,8 @@ fn row(label: &str, unit: &str, samples: impl IntoIterator<Item = f64>) {
 
 fn driver(reps: usize) -> Result<(), BoxError> {
     let bins = Bins {
-        evergreen: find_bin("evergreen")?,
-        eg_fn: find_bin("eg-fn")?,
+        evergreen: require_bin("evergreen")?,
+        eg_fn: require_bin("eg-fn")?,
     };
     let work = tempfile::Builder::new()
         .prefix("eg-deploy-bench-")

@@ -4,7 +4,7 @@
 //! Run (release build; needs socat and pymodbus, as the tests do):
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-modbus-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-modbus-bench
 //! ```
 //!
 //! `--quick` runs fewer transactions. It asserts nothing (benchmarks report,
@@ -56,6 +56,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use evergreen_bench::{require_bin, start_runtime};
 use evergreen_tests::{fn_arn, function, group, read, sub, wait_for, Runtime};
 use serde_json::json;
 
@@ -63,8 +65,28 @@ const CONNECTOR: &str =
     "arn:aws:greengrass:us-east-1::/connectors/ModbusRTUProtocolAdapter/versions/3";
 const REGISTERS: u64 = 10;
 
+/// Modbus-RTU transactions per second through the whole runtime, against
+/// what the serial line itself allows.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-modbus-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  Needs socat and pymodbus (as the tests do)."
+)]
+struct Cli {
+    /// Run fewer transactions.
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> ExitCode {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = Cli::parse().quick;
+    for bin in ["evergreen", "eg-fn"] {
+        if let Err(e) = require_bin(bin) {
+            eprintln!("eg-modbus-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if !peers() {
         eprintln!("eg-modbus-bench: needs socat and pymodbus (apt-get install socat; pip install pymodbus==3.16.1 pyserial)");
         return ExitCode::FAILURE;
@@ -199,7 +221,8 @@ impl Bench {
         } else {
             std::fs::canonicalize(&link).map_err(|e| e.to_string())?
         };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/modbus_slave.py");
+        // The tests' slave (tests/peers/), one directory above this crate.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/modbus_slave.py");
         let slave_log = dir.path().join("slave.log");
         let out = std::fs::File::create(&slave_log).map_err(|e| e.to_string())?;
         let slave = Command::new("python3")
@@ -257,7 +280,7 @@ impl Bench {
             }
         }]});
         let mut bench = Bench {
-            rt: Runtime::start(&g),
+            rt: start_runtime(&g, &json!({}))?,
             feed,
             record,
             sent: 0,

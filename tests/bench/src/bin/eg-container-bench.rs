@@ -4,10 +4,10 @@
 //! host where `evergreen check` passes; otherwise it says why and exits 1.
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && sudo target/release/eg-container-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && sudo target/release/eg-container-bench
 //! ```
 //!
-//! `--reps R` (default 30) and `--n N` (default 1): each repetition starts a
+//! `--reps R` (default 30) and `--n N` (default 1), each 1 to 100: each repetition starts a
 //! fresh `evergreen run` on a new temporary root with N pinned functions
 //! running `eg-fn record /dev/null`, all `NoContainer` or all
 //! `GreengrassContainer` (RunAs 65534, MemorySize 16 MB), waits until all N
@@ -23,15 +23,16 @@
 //! IPC handshake. The report gives min / median / p90 / max over all
 //! R × N starts of each mode, and the median difference.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use evergreen_tests::{find_bin, fn_arn, group, test_config, wait_for};
+use clap::Parser;
+use evergreen_bench::{bench_config, require_bin};
+use evergreen_tests::{fn_arn, group, wait_for};
 use serde_json::{json, Value};
 
-fn functions(n: usize, container: bool) -> Vec<Value> {
-    let eg_fn = find_bin("eg-fn").unwrap_or_default();
+fn functions(eg_fn: &Path, n: usize, container: bool) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let name = format!("f{i}");
@@ -59,19 +60,19 @@ fn functions(n: usize, container: bool) -> Vec<Value> {
 }
 
 /// The `ready after X ms` figures of one run.
-fn one_run(evergreen: &Path, n: usize, container: bool) -> Result<Vec<f64>, String> {
+fn one_run(bins: &Bins, n: usize, container: bool) -> Result<Vec<f64>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root = dir.path().join("root");
-    let mut cfg = test_config(&root);
+    let mut cfg = bench_config(&root)?;
     cfg["evergreen"]["controlSocket"] = json!(dir.path().join("control.sock"));
-    let mut g = group(functions(n, container), vec![]);
+    let mut g = group(functions(&bins.eg_fn, n, container), vec![]);
     g["LoggerDefinitionVersion"]["Loggers"][0]["Level"] = json!("INFO");
     g["LoggerDefinitionVersion"]["Loggers"][1]["Level"] = json!("INFO");
     let group_path = dir.path().join("group.json");
     let config_path = dir.path().join("config.json");
     std::fs::write(&group_path, g.to_string()).map_err(|e| e.to_string())?;
     std::fs::write(&config_path, cfg.to_string()).map_err(|e| e.to_string())?;
-    let mut child = Command::new(evergreen)
+    let mut child = Command::new(&bins.evergreen)
         .args(["run", "--config"])
         .arg(&config_path)
         .arg("--group")
@@ -122,27 +123,44 @@ fn stats(label: &str, v: &mut [f64]) -> f64 {
     at(0.5)
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-        .clamp(1, 100)
+/// Container start overhead: spawn to `Ready`, container vs plain exec.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-container-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  Needs root and a host where `evergreen check` passes."
+)]
+struct Cli {
+    /// Repetitions of each mode (1 to 100).
+    #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100))]
+    reps: usize,
+    /// Functions per runtime (1 to 100).
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100))]
+    n: usize,
+}
+
+/// The programs a run starts.
+#[derive(Debug)]
+struct Bins {
+    evergreen: PathBuf,
+    eg_fn: PathBuf,
 }
 
 fn main() -> ExitCode {
-    let reps = arg("--reps", 30);
-    let n = arg("--n", 1);
-    let evergreen = match find_bin("evergreen") {
-        Ok(p) => p,
+    let Cli { reps, n } = Cli::parse();
+    let bins = match require_bin("evergreen").and_then(|evergreen| {
+        Ok(Bins {
+            evergreen,
+            eg_fn: require_bin("eg-fn")?,
+        })
+    }) {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("eg-container-bench: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let check = Command::new(&evergreen).arg("check").output();
+    let check = Command::new(&bins.evergreen).arg("check").output();
     if !check.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!("eg-container-bench: container mode cannot run here (run as root; see `evergreen check`)");
         return ExitCode::FAILURE;
@@ -153,7 +171,7 @@ fn main() -> ExitCode {
     let (mut plain, mut container) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         for (is_container, into) in [(false, &mut plain), (true, &mut container)] {
-            match one_run(&evergreen, n, is_container) {
+            match one_run(&bins, n, is_container) {
                 Ok(f) => into.extend(f),
                 Err(e) => {
                     eprintln!("eg-container-bench: {e}");

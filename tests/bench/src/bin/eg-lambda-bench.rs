@@ -7,7 +7,7 @@
 //! `EVERGREEN_GREENGRASSSDK`; `.ci/run` installs it).
 //!
 //! ```text
-//! cargo build --release -p evergreen -p evergreen-tests && target/release/eg-lambda-bench
+//! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-lambda-bench
 //! ```
 //!
 //! `--reps N` (default 500) round trips after 50 of warm-up, `--cold K`
@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use evergreen_tests::{
-    find_bin, fn_arn, greengrasssdk, group, sub, test_config, vendor_greengrasssdk, wait_for,
-};
+use clap::Parser;
+use evergreen_bench::{bench_config, require_bin};
+use evergreen_tests::{fn_arn, greengrasssdk, group, sub, vendor_greengrasssdk, wait_for};
 use serde_json::{json, Value};
 
 const DRIVER: &str = r#"
@@ -101,14 +101,6 @@ def handler(event, context):
     return {"ok": True}
 "#;
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn package(dir: &Path, sdk: &Path, file: &str, text: &str) -> Result<PathBuf, String> {
     vendor_greengrasssdk(sdk, dir).map_err(|e| e.to_string())?;
     std::fs::write(dir.join(file), text).map_err(|e| e.to_string())?;
@@ -149,13 +141,27 @@ fn stats(label: &str, values: &mut [f64]) {
     );
 }
 
-fn run() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().collect();
-    let reps = arg(&args, "--reps", 500);
-    let cold = arg(&args, "--cold", 10).max(1);
+/// Greengrass V1 Python functions under Evergreen: the invoke round trip
+/// and the worker cold start.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eg-lambda-bench",
+    after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
+                  Needs python3 and greengrasssdk 1.6.1 (see EVERGREEN_GREENGRASSSDK)."
+)]
+struct Cli {
+    /// Timed round trips, after 50 of warm-up.
+    #[arg(long, default_value_t = 500)]
+    reps: usize,
+    /// Cold starts (on-demand functions invoked once each; at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    cold: usize,
+}
+
+fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
     let sdk = greengrasssdk()?;
-    let evergreen = find_bin("evergreen")?;
-    let eg_fn = find_bin("eg-fn")?;
+    let evergreen = require_bin("evergreen")?;
+    let eg_fn = require_bin("eg-fn")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
     let cold_arn = fn_arn("NAME");
@@ -199,12 +205,8 @@ fn run() -> Result<(), String> {
     );
     g["LoggerDefinitionVersion"]["Loggers"][0]["Level"] = json!("INFO");
     g["LoggerDefinitionVersion"]["Loggers"][1]["Level"] = json!("INFO");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let mut cfg = test_config(&d.join("root"));
-    cfg["coreThing"]["ggDaemonPort"] = json!(port);
+    // The Python functions reach the runtime on ggDaemonPort: a free one.
+    let mut cfg = bench_config(&d.join("root"))?;
     cfg["evergreen"]["controlSocket"] = json!(d.join("control.sock"));
     let group_path = d.join("group.json");
     let config_path = d.join("config.json");
@@ -275,7 +277,7 @@ fn run() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eg-lambda-bench: {e}");
