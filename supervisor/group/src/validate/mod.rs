@@ -42,6 +42,7 @@
 //! never from each other, so there is no cycle among them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use evergreen_ipc::manifest::ConnectorManifest;
@@ -197,8 +198,11 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ValidationError::new(path, message));
+    /// Records one error; `message` is a string or one of this module's
+    /// typed errors, whose text is what the operator reads.
+    fn err(&mut self, path: impl Into<String>, message: impl fmt::Display) {
+        self.errors
+            .push(ValidationError::new(path, message.to_string()));
     }
 
     /// An entity `Id` (or resource `Name`): 1–128 of `[a-zA-Z0-9:_-]`.
@@ -344,21 +348,31 @@ fn show(value: &str) -> String {
     }
 }
 
-fn check_identifier(value: &str) -> Result<(), String> {
+/// Why a value is not an entity `Id` (or resource `Name`). The messages
+/// follow the member's path, so they start with the verb.
+#[derive(Debug, thiserror::Error)]
+enum IdError {
+    #[error("cannot be empty")]
+    Empty,
+    #[error("is {len} characters long; at most {max} are allowed", max = MAX_ID_LEN)]
+    TooLong { len: usize },
+    #[error("`{value}` contains {c:?}; only letters, digits, ':', '_' and '-' are allowed")]
+    BadChar { value: String, c: char },
+}
+
+fn check_identifier(value: &str) -> Result<(), IdError> {
     if value.is_empty() {
-        return Err("cannot be empty".to_string());
+        return Err(IdError::Empty);
     }
     let len = value.chars().count();
     if len > MAX_ID_LEN {
-        return Err(format!(
-            "is {len} characters long; at most {MAX_ID_LEN} are allowed"
-        ));
+        return Err(IdError::TooLong { len });
     }
     if let Some(c) = value.chars().find(|c| !is_id_char(*c)) {
-        return Err(format!(
-            "`{}` contains {c:?}; only letters, digits, ':', '_' and '-' are allowed",
-            show(value)
-        ));
+        return Err(IdError::BadChar {
+            value: show(value),
+            c,
+        });
     }
     Ok(())
 }
@@ -367,23 +381,31 @@ fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == ':' || c == '_' || c == '-'
 }
 
+/// Why a value is not an absolute path this crate accepts.
+#[derive(Debug, thiserror::Error)]
+enum PathError {
+    #[error("a path cannot contain NUL")]
+    Nul,
+    #[error("`{0}` is not an absolute path")]
+    NotAbsolute(String),
+    #[error("`{0}` contains `..`; write the path without it")]
+    ParentDir(String),
+}
+
 /// `value` as an absolute path without `..`, normalised.
-fn normalise_absolute(value: &str) -> Result<PathBuf, String> {
+fn normalise_absolute(value: &str) -> Result<PathBuf, PathError> {
     if value.contains('\0') {
-        return Err("a path cannot contain NUL".to_string());
+        return Err(PathError::Nul);
     }
     if !value.starts_with('/') {
-        return Err(format!("`{}` is not an absolute path", show(value)));
+        return Err(PathError::NotAbsolute(show(value)));
     }
     let mut out = PathBuf::from("/");
     for component in Path::new(value).components() {
         match component {
             Component::Normal(part) => out.push(part),
             Component::ParentDir => {
-                return Err(format!(
-                    "`{}` contains `..`; write the path without it",
-                    show(value)
-                ));
+                return Err(PathError::ParentDir(show(value)));
             }
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
