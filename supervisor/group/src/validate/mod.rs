@@ -65,7 +65,7 @@ mod subscriptions;
 mod tests;
 
 /// The secret-name prefix the default Greengrass service role can read.
-pub const DEFAULT_SECRET_NAME_PREFIX: &str = "greengrass-";
+const DEFAULT_SECRET_NAME_PREFIX: &str = "greengrass-";
 
 const MAX_ID_LEN: usize = 128;
 /// Greengrass defaults for a function without `MemorySize`/`Timeout`.
@@ -108,7 +108,7 @@ impl Default for ValidationOptions {
 }
 
 /// Checks every rule and builds the plan, or returns every problem found.
-pub fn validate(
+pub(crate) fn validate(
     group: &GroupDefinition,
     registry: &ConnectorRegistry,
     opts: &ValidationOptions,
