@@ -54,10 +54,6 @@ impl Loader {
         Loader { registry, options }
     }
 
-    pub fn registry(&self) -> &ConnectorRegistry {
-        &self.registry
-    }
-
     /// Parses and validates a group text; `name` names it in messages, and relative paths in
     /// it resolve against `base_dir`.
     pub fn load(&self, text: &str, name: &str, base_dir: PathBuf) -> Result<GroupPlan, LoadError> {

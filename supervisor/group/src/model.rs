@@ -35,7 +35,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ValidationError {
             path: path.into(),
             message: message.into(),
@@ -47,318 +47,318 @@ impl ValidationError {
 /// GroupVersion. `{}` is a valid (empty) group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct GroupDefinition {
+pub(crate) struct GroupDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub core_definition_version: Option<CoreDefinitionVersion>,
+    pub(crate) core_definition_version: Option<CoreDefinitionVersion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_definition_version: Option<DeviceDefinitionVersion>,
+    pub(crate) device_definition_version: Option<DeviceDefinitionVersion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function_definition_version: Option<FunctionDefinitionVersion>,
+    pub(crate) function_definition_version: Option<FunctionDefinitionVersion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscription_definition_version: Option<SubscriptionDefinitionVersion>,
+    pub(crate) subscription_definition_version: Option<SubscriptionDefinitionVersion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_definition_version: Option<ResourceDefinitionVersion>,
+    pub(crate) resource_definition_version: Option<ResourceDefinitionVersion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connector_definition_version: Option<ConnectorDefinitionVersion>,
+    pub(crate) connector_definition_version: Option<ConnectorDefinitionVersion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logger_definition_version: Option<LoggerDefinitionVersion>,
+    pub(crate) logger_definition_version: Option<LoggerDefinitionVersion>,
 }
 
 // ---------------------------------------------------------------- cores, devices
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CoreDefinitionVersion {
+pub(crate) struct CoreDefinitionVersion {
     #[serde(default)]
-    pub cores: Vec<Core>,
+    pub(crate) cores: Vec<Core>,
 }
 
 /// The group's core. `Id`, `ThingArn` and `CertificateArn` are required by
 /// the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Core {
-    pub id: String,
-    pub thing_arn: String,
-    pub certificate_arn: String,
+pub(crate) struct Core {
+    pub(crate) id: String,
+    pub(crate) thing_arn: String,
+    pub(crate) certificate_arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_shadow: Option<bool>,
+    pub(crate) sync_shadow: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct DeviceDefinitionVersion {
+pub(crate) struct DeviceDefinitionVersion {
     #[serde(default)]
-    pub devices: Vec<Device>,
+    pub(crate) devices: Vec<Device>,
 }
 
 /// A client device allowed to connect to the core's MQTT server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Device {
-    pub id: String,
-    pub thing_arn: String,
-    pub certificate_arn: String,
+pub(crate) struct Device {
+    pub(crate) id: String,
+    pub(crate) thing_arn: String,
+    pub(crate) certificate_arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_shadow: Option<bool>,
+    pub(crate) sync_shadow: Option<bool>,
 }
 
 // ---------------------------------------------------------------- functions
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct FunctionDefinitionVersion {
+pub(crate) struct FunctionDefinitionVersion {
     /// Group-wide defaults for `IsolationMode` and `RunAs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_config: Option<FunctionDefaultConfig>,
+    pub(crate) default_config: Option<FunctionDefaultConfig>,
     #[serde(default)]
-    pub functions: Vec<Function>,
+    pub(crate) functions: Vec<Function>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct FunctionDefaultConfig {
+pub(crate) struct FunctionDefaultConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution: Option<FunctionExecutionConfig>,
+    pub(crate) execution: Option<FunctionExecutionConfig>,
 }
 
 /// `FunctionExecutionConfig` (and `FunctionDefaultExecutionConfig`, which has
 /// the same members).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct FunctionExecutionConfig {
+pub(crate) struct FunctionExecutionConfig {
     /// `GreengrassContainer` or `NoContainer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isolation_mode: Option<String>,
+    pub(crate) isolation_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_as: Option<FunctionRunAsConfig>,
+    pub(crate) run_as: Option<FunctionRunAsConfig>,
 }
 
 /// Either id may be given alone; the other stays the default identity's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct FunctionRunAsConfig {
+pub(crate) struct FunctionRunAsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<i64>,
+    pub(crate) uid: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gid: Option<i64>,
+    pub(crate) gid: Option<i64>,
 }
 
 /// A user function. Only `Id` is required by the API; validation requires
 /// `FunctionArn` and `FunctionConfiguration.Executable` as well.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Function {
-    pub id: String,
+pub(crate) struct Function {
+    pub(crate) id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function_arn: Option<String>,
+    pub(crate) function_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function_configuration: Option<FunctionConfiguration>,
+    pub(crate) function_configuration: Option<FunctionConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct FunctionConfiguration {
+pub(crate) struct FunctionConfiguration {
     /// `json` (default) or `binary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encoding_type: Option<String>,
+    pub(crate) encoding_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<FunctionConfigurationEnvironment>,
+    pub(crate) environment: Option<FunctionConfigurationEnvironment>,
     /// Arguments, split on whitespace by validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec_args: Option<String>,
+    pub(crate) exec_args: Option<String>,
     /// The program to run; relative paths resolve against the group file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub executable: Option<String>,
+    pub(crate) executable: Option<String>,
     /// KB, as in Greengrass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_size: Option<i64>,
+    pub(crate) memory_size: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pinned: Option<bool>,
+    pub(crate) pinned: Option<bool>,
     /// Seconds per invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<i64>,
+    pub(crate) timeout: Option<i64>,
     /// Accepted for compatibility; Evergreen runs `Executable` directly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function_runtime_override: Option<String>,
+    pub(crate) function_runtime_override: Option<String>,
     /// Evergreen extension: where a Lambda-style function's code is, a
     /// directory or a `.zip` (relative paths resolve against the group
     /// file). With it, `Executable` is the handler `module.function`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code_uri: Option<String>,
+    pub(crate) code_uri: Option<String>,
     /// The Lambda runtime (`python3.7`, `python3.8`, … ; default `python3`
     /// when `CodeUri` is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    pub(crate) runtime: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct FunctionConfigurationEnvironment {
+pub(crate) struct FunctionConfigurationEnvironment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_sysfs: Option<bool>,
+    pub(crate) access_sysfs: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution: Option<FunctionExecutionConfig>,
+    pub(crate) execution: Option<FunctionExecutionConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resource_access_policies: Vec<ResourceAccessPolicy>,
+    pub(crate) resource_access_policies: Vec<ResourceAccessPolicy>,
     #[serde(
         default,
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "string_map"
     )]
-    pub variables: BTreeMap<String, String>,
+    pub(crate) variables: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ResourceAccessPolicy {
-    pub resource_id: String,
+pub(crate) struct ResourceAccessPolicy {
+    pub(crate) resource_id: String,
     /// `ro` or `rw`; optional in the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub permission: Option<String>,
+    pub(crate) permission: Option<String>,
 }
 
 // ---------------------------------------------------------------- subscriptions
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct SubscriptionDefinitionVersion {
+pub(crate) struct SubscriptionDefinitionVersion {
     #[serde(default)]
-    pub subscriptions: Vec<Subscription>,
+    pub(crate) subscriptions: Vec<Subscription>,
 }
 
 /// One route: messages from `Source` on topics matching `Subject` go to
 /// `Target`. All four members are required.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Subscription {
-    pub id: String,
-    pub source: String,
-    pub subject: String,
-    pub target: String,
+pub(crate) struct Subscription {
+    pub(crate) id: String,
+    pub(crate) source: String,
+    pub(crate) subject: String,
+    pub(crate) target: String,
 }
 
 // ---------------------------------------------------------------- resources
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ResourceDefinitionVersion {
+pub(crate) struct ResourceDefinitionVersion {
     #[serde(default)]
-    pub resources: Vec<Resource>,
+    pub(crate) resources: Vec<Resource>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Resource {
-    pub id: String,
-    pub name: String,
-    pub resource_data_container: ResourceDataContainer,
+pub(crate) struct Resource {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) resource_data_container: ResourceDataContainer,
 }
 
 /// Must hold exactly one member; the shape allows any number, validation
 /// checks it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ResourceDataContainer {
+pub(crate) struct ResourceDataContainer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_device_resource_data: Option<LocalDeviceResourceData>,
+    pub(crate) local_device_resource_data: Option<LocalDeviceResourceData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_volume_resource_data: Option<LocalVolumeResourceData>,
+    pub(crate) local_volume_resource_data: Option<LocalVolumeResourceData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3_machine_learning_model_resource_data: Option<S3MachineLearningModelResourceData>,
+    pub(crate) s3_machine_learning_model_resource_data: Option<S3MachineLearningModelResourceData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sage_maker_machine_learning_model_resource_data:
+    pub(crate) sage_maker_machine_learning_model_resource_data:
         Option<SageMakerMachineLearningModelResourceData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets_manager_secret_resource_data: Option<SecretsManagerSecretResourceData>,
+    pub(crate) secrets_manager_secret_resource_data: Option<SecretsManagerSecretResourceData>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct LocalDeviceResourceData {
+pub(crate) struct LocalDeviceResourceData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_path: Option<String>,
+    pub(crate) source_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_owner_setting: Option<GroupOwnerSetting>,
+    pub(crate) group_owner_setting: Option<GroupOwnerSetting>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct LocalVolumeResourceData {
+pub(crate) struct LocalVolumeResourceData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_path: Option<String>,
+    pub(crate) source_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_path: Option<String>,
+    pub(crate) destination_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_owner_setting: Option<GroupOwnerSetting>,
+    pub(crate) group_owner_setting: Option<GroupOwnerSetting>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct GroupOwnerSetting {
+pub(crate) struct GroupOwnerSetting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_add_group_owner: Option<bool>,
+    pub(crate) auto_add_group_owner: Option<bool>,
     /// Ignored when `AutoAddGroupOwner` is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_owner: Option<String>,
+    pub(crate) group_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct S3MachineLearningModelResourceData {
+pub(crate) struct S3MachineLearningModelResourceData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3_uri: Option<String>,
+    pub(crate) s3_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_path: Option<String>,
+    pub(crate) destination_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_setting: Option<ResourceDownloadOwnerSetting>,
+    pub(crate) owner_setting: Option<ResourceDownloadOwnerSetting>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct SageMakerMachineLearningModelResourceData {
+pub(crate) struct SageMakerMachineLearningModelResourceData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sage_maker_job_arn: Option<String>,
+    pub(crate) sage_maker_job_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_path: Option<String>,
+    pub(crate) destination_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_setting: Option<ResourceDownloadOwnerSetting>,
+    pub(crate) owner_setting: Option<ResourceDownloadOwnerSetting>,
 }
 
 /// Both members are required by the API when the setting is present.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ResourceDownloadOwnerSetting {
-    pub group_owner: String,
+pub(crate) struct ResourceDownloadOwnerSetting {
+    pub(crate) group_owner: String,
     /// `ro` or `rw`.
-    pub group_permission: String,
+    pub(crate) group_permission: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct SecretsManagerSecretResourceData {
+pub(crate) struct SecretsManagerSecretResourceData {
     #[serde(rename = "ARN", default, skip_serializing_if = "Option::is_none")]
-    pub arn: Option<String>,
+    pub(crate) arn: Option<String>,
     /// `AWSCURRENT` is always included and need not be listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub additional_staging_labels_to_download: Vec<String>,
+    pub(crate) additional_staging_labels_to_download: Vec<String>,
 }
 
 // ---------------------------------------------------------------- connectors
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ConnectorDefinitionVersion {
+pub(crate) struct ConnectorDefinitionVersion {
     #[serde(default)]
-    pub connectors: Vec<Connector>,
+    pub(crate) connectors: Vec<Connector>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Connector {
-    pub id: String,
+pub(crate) struct Connector {
+    pub(crate) id: String,
     /// `arn:aws:greengrass:<region>::/connectors/<Name>/versions/<N>`.
-    pub connector_arn: String,
+    pub(crate) connector_arn: String,
     /// Always strings in the API; bare numbers and booleans are accepted
     /// and kept as their JSON text.
     #[serde(
@@ -366,32 +366,32 @@ pub struct Connector {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "parameter_map"
     )]
-    pub parameters: BTreeMap<String, String>,
+    pub(crate) parameters: BTreeMap<String, String>,
 }
 
 // ---------------------------------------------------------------- loggers
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct LoggerDefinitionVersion {
+pub(crate) struct LoggerDefinitionVersion {
     #[serde(default)]
-    pub loggers: Vec<Logger>,
+    pub(crate) loggers: Vec<Logger>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Logger {
-    pub id: String,
+pub(crate) struct Logger {
+    pub(crate) id: String,
     /// `GreengrassSystem` or `Lambda`.
-    pub component: String,
+    pub(crate) component: String,
     /// `DEBUG`, `INFO`, `WARN`, `ERROR` or `FATAL`.
-    pub level: String,
+    pub(crate) level: String,
     /// `FileSystem` or `AWSCloudWatch`.
     #[serde(rename = "Type")]
-    pub logger_type: String,
+    pub(crate) logger_type: String,
     /// KB of local storage, for `FileSystem`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub space: Option<i64>,
+    pub(crate) space: Option<i64>,
 }
 
 // ---------------------------------------------------------------- parsing
@@ -400,7 +400,7 @@ pub struct Logger {
 /// [`ValidationError`] whose path points at the offending member (serde stops
 /// at the first one); everything else is left to validation, which reports
 /// all problems at once.
-pub fn parse(json: &str) -> Result<GroupDefinition, Vec<ValidationError>> {
+pub(crate) fn parse(json: &str) -> Result<GroupDefinition, Vec<ValidationError>> {
     // serde would also read a struct from a JSON array (by position);
     // a group file is an object, and saying so beats a puzzling error.
     if !json.trim_start().starts_with('{') {

@@ -15,7 +15,7 @@ use regex::Regex;
 
 /// The ARN names of every AWS-provided Greengrass V1 connector (the summary
 /// table of the connector reference), whether or not this build has them.
-pub const GREENGRASS_CONNECTORS: &[&str] = &[
+pub(crate) const GREENGRASS_CONNECTORS: &[&str] = &[
     "ModbusRTUProtocolAdapter",
     "SerialStream",
     "TwilioNotifications",
@@ -41,7 +41,7 @@ pub const GREENGRASS_CONNECTORS: &[&str] = &[
 ];
 
 /// Whether `name` is one of the AWS-provided Greengrass V1 connectors.
-pub fn is_greengrass_connector(name: &str) -> bool {
+pub(crate) fn is_greengrass_connector(name: &str) -> bool {
     GREENGRASS_CONNECTORS.contains(&name)
 }
 
@@ -64,7 +64,7 @@ impl ConnectorRegistry {
     }
 
     /// The manifest for the connector whose ARN name is `name`.
-    pub fn get(&self, name: &str) -> Option<&'static ConnectorManifest> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'static ConnectorManifest> {
         self.manifests.get(name).copied()
     }
 
@@ -74,7 +74,7 @@ impl ConnectorRegistry {
     }
 
     /// The names of the built-in connectors, ordered, for messages.
-    pub fn names(&self) -> Vec<&'static str> {
+    pub(crate) fn names(&self) -> Vec<&'static str> {
         self.manifests.keys().copied().collect()
     }
 
@@ -91,7 +91,7 @@ impl ConnectorRegistry {
 /// value. Greengrass patterns are written both anchored (`^a$|^b$`) and not
 /// (`[0-9]+`); the manifest is the contract, and "the value matches" means
 /// all of it, so the pattern is wrapped in `^(?:…)$`.
-pub fn anchored_pattern(pattern: &str) -> Result<Regex, regex::Error> {
+pub(crate) fn anchored_pattern(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
 }
 

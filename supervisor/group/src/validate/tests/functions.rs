@@ -1,0 +1,268 @@
+//! Tests of validation: user functions, Python functions, identities and resource grants.
+
+use super::*;
+
+#[test]
+fn good_function_to_function() {
+    let plan = plan(fixture!("good", "function-to-function"));
+    assert!(plan.core.sync_shadow);
+    let producer = component(&plan, &fn_arn("producer", "1"));
+    assert_eq!(producer.kind, ComponentKind::Function);
+    assert_eq!(producer.name, "producer");
+    assert_eq!(
+        producer.launch,
+        Launch::Executable {
+            path: PathBuf::from("/srv/groups/demo/bin/producer"),
+            args: vec!["--interval".into(), "5".into(), "--verbose".into()],
+        }
+    );
+    assert!(producer.pinned);
+    assert_eq!((producer.memory_kb, producer.timeout_s), (Some(32768), 10));
+    assert_eq!(producer.isolation, Isolation::GreengrassContainer);
+    assert_eq!(producer.run_as, RunAs::default());
+    assert_eq!(
+        producer.log_file,
+        PathBuf::from("user/eu-west-1/123456789012/producer.log")
+    );
+
+    let consumer = component(&plan, &fn_arn("consumer", "live"));
+    assert_eq!(
+        consumer.launch,
+        Launch::Executable {
+            path: PathBuf::from("/usr/local/bin/consumer"),
+            args: vec![],
+        }
+    );
+    assert!(!consumer.pinned);
+    assert_eq!(
+        (consumer.memory_kb, consumer.timeout_s),
+        (Some(DEFAULT_MEMORY_KB), DEFAULT_TIMEOUT_S)
+    );
+    assert_eq!(
+        consumer.parameters.get("THRESHOLD").map(String::as_str),
+        Some("30")
+    );
+    assert_eq!(plan.subscriptions.len(), 3);
+    assert_eq!(plan.subscriptions[0].subject, "sensors/+/temperature");
+}
+
+#[test]
+fn good_python_functions() {
+    let plan = plan(fixture!("good", "python-functions"));
+    assert_eq!(
+        component(&plan, &fn_arn("hello", "1")).launch,
+        Launch::Python {
+            handler: "greengrassHelloWorld.function_handler".into(),
+            code: PathBuf::from("/srv/groups/demo/functions/hello"),
+            runtime: "python3.7".into(),
+            binary: false,
+        }
+    );
+    assert_eq!(
+        component(&plan, &fn_arn("bin", "2")).launch,
+        Launch::Python {
+            handler: "pkg.handlers.on_bytes".into(),
+            code: PathBuf::from("/opt/functions/bin.zip"),
+            runtime: "python3".into(),
+            binary: true,
+        }
+    );
+}
+
+bad_fixture!(
+    bad_python_functions,
+    "python-functions",
+    [
+        (
+            &format!("{F}[0].FunctionConfiguration.Executable"),
+            "is not a Python handler: use module.function"
+        ),
+        (
+            &format!("{F}[1].FunctionConfiguration.Runtime"),
+            "`nodejs12.x` is not a supported runtime"
+        ),
+        (
+            &format!("{F}[2].FunctionConfiguration.CodeUri"),
+            "CodeUri is required for a Python function"
+        ),
+        (
+            &format!("{F}[3].FunctionConfiguration.ExecArgs"),
+            "ExecArgs does not apply to a Python function"
+        ),
+    ]
+);
+
+bad_fixture!(
+    bad_function_arn_latest,
+    "function-arn-latest",
+    [(&format!("{F}[0].FunctionArn"), "$LATEST is not supported")]
+);
+
+bad_fixture!(
+    bad_function_arn_unqualified,
+    "function-arn-unqualified",
+    [(&format!("{F}[0].FunctionArn"), "it has no version or alias")]
+);
+
+bad_fixture!(
+    bad_function_arn_duplicate,
+    "function-arn-duplicate",
+    [(&format!("{F}[1].FunctionArn"), "duplicate FunctionArn")]
+);
+
+bad_fixture!(
+    bad_function_required_members,
+    "function-required-members",
+    [
+        (&format!("{F}[0].FunctionArn"), "FunctionArn is required"),
+        (
+            &format!("{F}[1].FunctionConfiguration"),
+            "FunctionConfiguration is required"
+        ),
+        (
+            &format!("{F}[2].FunctionConfiguration.Executable"),
+            "Executable is required"
+        ),
+    ]
+);
+
+bad_fixture!(
+    bad_run_as_root,
+    "run-as-root",
+    [
+        (
+            &format!("{F}[0].FunctionConfiguration.Environment.Execution.RunAs"),
+            "lambda(s) [arn:aws:lambda:eu-west-1:123456789012:function:root-fn:1] are configured to run as root \
+             while Greengrass is not configured to run lambdas with root permissions"
+        ),
+        (
+            "$.FunctionDefinitionVersion.DefaultConfig.Execution.RunAs",
+            "lambda(s) [arn:aws:lambda:eu-west-1:123456789012:function:inherits:1] are configured to run as root"
+        ),
+    ]
+);
+
+bad_fixture!(
+    bad_memory_timeout,
+    "memory-timeout",
+    [
+        (
+            &format!("{F}[0].FunctionConfiguration.MemorySize"),
+            "positive number of KB (found 0)"
+        ),
+        (
+            &format!("{F}[0].FunctionConfiguration.Timeout"),
+            "positive number of seconds (found -1)"
+        ),
+    ]
+);
+
+bad_fixture!(
+    bad_function_enum_values,
+    "function-enum-values",
+    [
+        (
+            &format!("{F}[0].FunctionConfiguration.EncodingType"),
+            "`xml` is not an encoding type"
+        ),
+        (
+            &format!("{F}[0].FunctionConfiguration.Environment.Execution.IsolationMode"),
+            "`Docker` is not an isolation mode"
+        ),
+        (
+            &format!("{F}[0].FunctionConfiguration.Environment.Execution.RunAs.Uid"),
+            "-5 is not a user or group id"
+        ),
+    ]
+);
+
+bad_fixture!(
+    bad_environment_variables,
+    "environment-variables",
+    [(
+        &format!("{F}[0].FunctionConfiguration.Environment.Variables[\"A=B\"]"),
+        "cannot be empty or contain '='"
+    )]
+);
+
+#[test]
+fn root_is_fine_when_allowed() {
+    let opts = ValidationOptions {
+        allow_root: true,
+        ..options()
+    };
+    let plan = match check(fixture!("bad", "run-as-root"), &opts) {
+        Ok(plan) => plan,
+        Err(errors) => panic!("{}", list(&errors)),
+    };
+    let root = component(&plan, &fn_arn("root-fn", "1"));
+    assert_eq!(
+        root.run_as,
+        RunAs {
+            uid: Some(0),
+            gid: Some(0)
+        }
+    );
+    // The function's own RunAs replaces DefaultConfig's as a whole.
+    let own = component(&plan, &fn_arn("own-identity", "1"));
+    assert_eq!(
+        own.run_as,
+        RunAs {
+            uid: Some(1001),
+            gid: Some(1001)
+        }
+    );
+    let inherits = component(&plan, &fn_arn("inherits", "1"));
+    assert_eq!(
+        inherits.run_as,
+        RunAs {
+            uid: None,
+            gid: Some(0)
+        }
+    );
+}
+
+bad_fixture!(
+    bad_resource_policy_unknown,
+    "resource-policy-unknown",
+    [(
+        &format!("{F}[0].FunctionConfiguration.Environment.ResourceAccessPolicies[0].ResourceId"),
+        "`nope` is not the Id of a resource"
+    )]
+);
+
+bad_fixture!(
+    bad_permission_invalid,
+    "permission-invalid",
+    [(
+        &format!("{F}[0].FunctionConfiguration.Environment.ResourceAccessPolicies[0].Permission"),
+        "`wr` is not a permission"
+    )]
+);
+
+bad_fixture!(
+    bad_secret_rw,
+    "secret-rw",
+    [(
+        &format!("{F}[0].FunctionConfiguration.Environment.ResourceAccessPolicies[0].Permission"),
+        "a secret can only be granted read-only"
+    )]
+);
+
+bad_fixture!(
+    bad_proc_volume_rw,
+    "proc-volume-rw",
+    [(
+        &format!("{F}[0].FunctionConfiguration.Environment.ResourceAccessPolicies[0].Permission"),
+        "a volume from /proc can only be granted read-only"
+    )]
+);
+
+bad_fixture!(
+    bad_no_container_local_resource,
+    "no-container-local-resource",
+    [(
+        &format!("{F}[0].FunctionConfiguration.Environment.ResourceAccessPolicies"),
+        "runs with NoContainer isolation but is granted local resources [serial]"
+    )]
+);
