@@ -1,25 +1,18 @@
 //! Unit tests of the manifest and the settings.
 
 use super::*;
+use evergreen_connector_kit::testing;
 
 fn config(version: u32, params: &[(&str, &str)]) -> ComponentConfig {
-    ComponentConfig {
-        core_thing_name: "test-core".into(),
-        ..ComponentConfig::connector(MANIFEST.arn("us-east-1", version), params)
-    }
+    testing::config(&MANIFEST, version, params)
+        .core("test-core")
+        .build()
 }
 
 const ARN: &str = "arn:aws:firehose:us-east-1:123456789012:deliverystream/s1";
 
 fn matches(name: &str, value: &str) -> bool {
-    let pattern = MANIFEST
-        .parameter(name)
-        .and_then(|p| p.pattern)
-        .expect("pattern");
-    // Validation anchors every pattern the same way.
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .expect("compiles")
-        .is_match(value)
+    testing::matches(&MANIFEST, name, value)
 }
 
 #[test]
