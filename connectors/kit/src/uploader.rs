@@ -138,3 +138,18 @@ impl<D: Send + 'static> Uploads<D> {
         }
     }
 }
+
+/// The one call out of a connector that sends a batch at a time (Splunk,
+/// ServiceNow): its result once it ends, `None` when its task panicked or
+/// was cancelled. Pending forever while no call is out, so it can sit in a
+/// `select!` beside the event stream.
+pub async fn wait_call<T>(call: &mut Option<tokio::task::JoinHandle<T>>) -> Option<T> {
+    match call.as_mut() {
+        Some(h) => {
+            let out = h.await.ok();
+            *call = None;
+            out
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -56,9 +56,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use evergreen_connector_kit::uploader::wait_call;
+use evergreen_connector_kit::{status, Backoff, Notes, Params};
 use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
+use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -140,57 +142,31 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let parameter = |name: &str| config.parameters.get(name).map(|v| v.trim().to_string());
-        let mut number = |name: &str, default: u64, min: u64, max: u64| match parameter(name)
-            .map(|v| v.parse::<u64>())
-        {
-            Some(Ok(n)) if (min..=max).contains(&n) => n,
-            Some(Ok(n)) => {
-                let used = n.clamp(min, max);
-                notes.push((LogLevel::Warn, format!("{name} {n} is taken as {used}")));
-                used
-            }
-            _ => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!("{name} is missing or not a number; using {default}"),
-                ));
-                default
-            }
-        };
-        let interval = number(PUBLISH_INTERVAL, 10, 1, 900);
-        let batch_size = number(BATCH_SIZE, 100, 1, 100_000) as usize;
-        let max_retain = number(MAX_RETAIN, 1000, 1, 10_000_000) as usize;
-        let instance = parameter(INSTANCE).unwrap_or_default();
-        let base = match config.endpoints.get("servicenow") {
-            Some(url) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("MetricBase at {url} (endpoint override)"),
-                ));
-                url.trim_end_matches('/').to_string()
-            }
-            None => format!("https://{instance}.service-now.com"),
-        };
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let text = |p: &Params<'_>, name: &str| p.trimmed(name).unwrap_or_default().to_string();
+        let interval = p.clamped(PUBLISH_INTERVAL, 10, 1, 900);
+        let batch_size = p.clamped(BATCH_SIZE, 100, 1, 100_000) as usize;
+        let max_retain = p.clamped(MAX_RETAIN, 1000, 1, 10_000_000) as usize;
+        let instance = text(&p, INSTANCE);
+        let base = p
+            .endpoint_override("servicenow", "MetricBase")
+            .unwrap_or_else(|| format!("https://{instance}.service-now.com"));
         if max_retain < batch_size {
-            notes.push((
-                LogLevel::Warn,
-                format!("{MAX_RETAIN} {max_retain} is below {BATCH_SIZE} {batch_size}: batches never fill"),
+            p.warn(format!(
+                "{MAX_RETAIN} {max_retain} is below {BATCH_SIZE} {batch_size}: batches never fill"
             ));
         }
-        (
-            Settings {
-                interval: Duration::from_secs(interval),
-                batch_size,
-                max_retain,
-                default_table: parameter(DEFAULT_TABLE).unwrap_or_default(),
-                base,
-                secret_arn: parameter(SECRET_ARN).unwrap_or_default(),
-            },
-            notes,
-        )
+        let default_table = text(&p, DEFAULT_TABLE);
+        let secret_arn = text(&p, SECRET_ARN);
+        p.finish(Settings {
+            interval: Duration::from_secs(interval),
+            batch_size,
+            max_retain,
+            default_table,
+            base,
+            secret_arn,
+        })
     }
 }
 
@@ -376,12 +352,7 @@ pub fn success_status(series: &Series, processed_on: &str, response_id: &str) ->
 
 /// A failure status.
 pub fn fail_status(error: &str, message: &str, id: Option<&str>) -> Value {
-    let mut v =
-        json!({ "response": { "error": error, "error_message": message, "status": "fail" } });
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    v
+    status::failure(error, message, id)
 }
 
 /// Basic-auth credentials from the secret's JSON.
@@ -544,17 +515,6 @@ async fn read_credentials(handle: &Handle, arn: &str) -> Result<Credentials, Str
 
 type Sending = tokio::task::JoinHandle<Outcome>;
 
-async fn wait_sending(sending: &mut Option<Sending>) -> Option<Outcome> {
-    match sending.as_mut() {
-        Some(h) => {
-            let out = h.await.ok();
-            *sending = None;
-            out
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
     let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
@@ -570,7 +530,7 @@ pub async fn run() -> Result<(), SdkError> {
     };
     let mut buffer: VecDeque<Metric> = VecDeque::new();
     let mut sending: Option<Sending> = None;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut not_before = Instant::now();
     let mut last_publish = Instant::now();
     let mut counter = 0u64;
@@ -590,8 +550,7 @@ pub async fn run() -> Result<(), SdkError> {
                     Err(e) => {
                         handle.warn(format!("{e}; {} metrics kept buffered", buffer.len()));
                         publish(&handle, &fail_status("SecretError", &e, None)).await?;
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        not_before = Instant::now() + backoff.next_delay();
                     }
                 }
             }
@@ -623,7 +582,7 @@ pub async fn run() -> Result<(), SdkError> {
         };
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
-            done = wait_sending(&mut sending) => {
+            done = wait_call(&mut sending) => {
                 let Some(outcome) = done else {
                     handle.error("a batch's sender stopped unexpectedly");
                     continue;
@@ -632,10 +591,10 @@ pub async fn run() -> Result<(), SdkError> {
                     publish(&handle, status).await?;
                 }
                 match outcome.retry {
-                    None => backoff = FIRST_BACKOFF,
+                    None => backoff.reset(),
                     Some((unsent, message)) => {
                         let count: usize = unsent.iter().map(|s| s.values.len()).sum();
-                        handle.warn(format!("{count} metric values not sent ({message}); retrying in {} ms", backoff.as_millis()));
+                        handle.warn(format!("{count} metric values not sent ({message}); retrying in {} ms", backoff.peek().as_millis()));
                         for m in unsent.into_iter().flat_map(Series::into_metrics).collect::<Vec<_>>().into_iter().rev() {
                             buffer.push_front(m);
                         }
@@ -644,8 +603,7 @@ pub async fn run() -> Result<(), SdkError> {
                                 report_dropped(&handle, &old, settings.max_retain).await?;
                             }
                         }
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        not_before = Instant::now() + backoff.next_delay();
                         retry_pending = true;
                     }
                 }

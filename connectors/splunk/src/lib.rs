@@ -63,9 +63,11 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evergreen_connector_kit::uploader::wait_call;
+use evergreen_connector_kit::{secret, status, Backoff, Notes, Params};
 use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
+use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -171,77 +173,44 @@ pub fn collector_url(endpoint: &str) -> String {
     }
 }
 
-fn number(
-    config: &ComponentConfig,
-    name: &str,
-    default: usize,
-    notes: &mut Vec<(LogLevel, String)>,
-) -> usize {
-    match config
-        .parameters
-        .get(name)
-        .map(|v| v.trim().parse::<usize>())
-    {
-        Some(Ok(n)) => n,
-        Some(Err(_)) | None => {
-            notes.push((
-                LogLevel::Warn,
-                format!("{name} is missing or not a number; using {default}"),
-            ));
-            default
-        }
-    }
-}
-
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let url = collector_url(config.parameters.get(ENDPOINT).map_or("", String::as_str));
-        let memory_kb = number(config, MEMORY_SIZE, 0, &mut notes);
-        let mut queue_size = number(config, QUEUE_SIZE, 1000, &mut notes);
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let url = collector_url(p.raw(ENDPOINT).unwrap_or(""));
+        let memory_kb: usize = p.number(MEMORY_SIZE, 0);
+        let mut queue_size: usize = p.number(QUEUE_SIZE, 1000);
         if queue_size == 0 {
-            notes.push((LogLevel::Warn, format!("{QUEUE_SIZE} 0 is taken as 1")));
+            p.warn(format!("{QUEUE_SIZE} 0 is taken as 1"));
             queue_size = 1;
         }
-        let flush = number(config, FLUSH_INTERVAL, 0, &mut notes).min(900);
-        let secret_arn = config
-            .parameters
-            .get(SECRET_ARN)
-            .cloned()
-            .unwrap_or_default();
-        let custom_ca = config
-            .parameters
-            .get(CUSTOM_CA)
-            .filter(|p| !p.trim().is_empty())
+        let flush = p.number::<usize>(FLUSH_INTERVAL, 0).min(900);
+        let secret_arn = p.raw(SECRET_ARN).unwrap_or_default().to_string();
+        let custom_ca = p
+            .raw(CUSTOM_CA)
+            .filter(|v| !v.trim().is_empty())
             .map(PathBuf::from);
-        notes.push((
-            LogLevel::Info,
-            format!(
-                "sending to {url}: up to {queue_size} events{} waiting, {}",
-                if memory_kb > 0 {
-                    format!(" and {memory_kb} KB")
-                } else {
-                    String::new()
-                },
-                if flush == 0 {
-                    "sent as they arrive".to_string()
-                } else {
-                    format!("a batch every {flush} s")
-                }
-            ),
-        ));
-        (
-            Settings {
-                url,
-                memory_bytes: memory_kb.saturating_mul(1024),
-                queue_size,
-                flush_interval: (flush > 0).then(|| Duration::from_secs(flush as u64)),
-                secret_arn,
-                custom_ca,
+        p.info(format!(
+            "sending to {url}: up to {queue_size} events{} waiting, {}",
+            if memory_kb > 0 {
+                format!(" and {memory_kb} KB")
+            } else {
+                String::new()
             },
-            notes,
-        )
+            if flush == 0 {
+                "sent as they arrive".to_string()
+            } else {
+                format!("a batch every {flush} s")
+            }
+        ));
+        p.finish(Settings {
+            url,
+            memory_bytes: memory_kb.saturating_mul(1024),
+            queue_size,
+            flush_interval: (flush > 0).then(|| Duration::from_secs(flush as u64)),
+            secret_arn,
+            custom_ca,
+        })
     }
 }
 
@@ -472,12 +441,7 @@ pub fn status(succeeded: &[Item], failed: &[Item]) -> Value {
 
 /// A message for the error topic.
 pub fn error_message(error: &str, message: &str, id: Option<&str>) -> Value {
-    let mut v =
-        json!({ "response": { "error": error, "error_message": message, "status": "fail" } });
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    v
+    status::failure(error, message, id)
 }
 
 async fn publish(handle: &Handle, topic: &str, message: &Value) -> Result<(), SdkError> {
@@ -485,16 +449,7 @@ async fn publish(handle: &Handle, topic: &str, message: &Value) -> Result<(), Sd
 }
 
 async fn read_token(handle: &Handle, arn: &str) -> Result<String, String> {
-    match handle.get_secret(arn, None).await {
-        Ok(secret) => match secret.secret_string {
-            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            Some(_) => Err(format!("secret {arn} is empty")),
-            None => Err(format!(
-                "secret {arn} is binary; the HEC token must be a text secret"
-            )),
-        },
-        Err(e) => Err(format!("cannot read the HEC token secret {arn}: {e}")),
-    }
+    secret::read_text(handle, arn, "HEC token", "HEC token secret").await
 }
 
 fn load_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
@@ -508,17 +463,6 @@ fn load_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
 }
 
 type Sending = tokio::task::JoinHandle<(Vec<Item>, Result<(), SendError>)>;
-
-async fn wait_sending(sending: &mut Option<Sending>) -> Option<(Vec<Item>, Result<(), SendError>)> {
-    match sending.as_mut() {
-        Some(h) => {
-            let out = h.await.ok();
-            *sending = None;
-            out
-        }
-        None => std::future::pending().await,
-    }
-}
 
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
@@ -553,7 +497,7 @@ pub async fn run() -> Result<(), SdkError> {
     };
     let mut queue = Queue::new(settings.queue_size, settings.memory_bytes);
     let mut sending: Option<Sending> = None;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut not_before = Instant::now();
     let mut flush_due = false;
     let tick = settings.flush_interval.unwrap_or(Duration::from_secs(3600));
@@ -577,8 +521,7 @@ pub async fn run() -> Result<(), SdkError> {
                             &error_message("SecretError", &e, None),
                         )
                         .await?;
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        not_before = Instant::now() + backoff.next_delay();
                     }
                 }
             }
@@ -597,14 +540,14 @@ pub async fn run() -> Result<(), SdkError> {
         tokio::select! {
             _ = ticker.tick(), if settings.flush_interval.is_some() => flush_due = true,
             _ = retry_wait, if sending.is_none() && due && !queue.is_empty() && Instant::now() < not_before => {}
-            done = wait_sending(&mut sending) => {
+            done = wait_call(&mut sending) => {
                 let Some((batch, result)) = done else {
                     handle.error("a batch's sender stopped unexpectedly");
                     continue;
                 };
                 match result {
                     Ok(()) => {
-                        backoff = FIRST_BACKOFF;
+                        backoff.reset();
                         handle.debug(format!("{} events sent", batch.len()));
                         publish(&handle, STATUS_TOPIC, &status(&batch, &[])).await?;
                         // More waiting than one batch: keep going.
@@ -613,16 +556,15 @@ pub async fn run() -> Result<(), SdkError> {
                     Err(SendError::Retry { error, message }) => {
                         handle.warn(format!(
                             "batch of {} events not sent ({error}: {message}); retrying in {} ms",
-                            batch.len(), backoff.as_millis()
+                            batch.len(), backoff.peek().as_millis()
                         ));
                         let dropped = queue.requeue(batch);
                         report_dropped(&handle, &dropped).await?;
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        not_before = Instant::now() + backoff.next_delay();
                         flush_due = true;
                     }
                     Err(SendError::Fail { error, message }) => {
-                        backoff = FIRST_BACKOFF;
+                        backoff.reset();
                         handle.error(format!("batch of {} events refused ({error}): {message}", batch.len()));
                         publish(&handle, STATUS_TOPIC, &status(&[], &batch)).await?;
                         publish(&handle, ERROR_TOPIC, &error_message(error, &message, None)).await?;

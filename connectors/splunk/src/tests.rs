@@ -1,19 +1,14 @@
 //! Unit tests: the manifest, settings, input checks and the queue.
 
 use super::*;
+use evergreen_ipc::LogLevel;
 
 fn config(params: &[(&str, &str)]) -> ComponentConfig {
-    ComponentConfig::connector(MANIFEST.arn("us-east-1", 4), params)
+    evergreen_connector_kit::testing::config(&MANIFEST, 4, params).build()
 }
 
 fn matches(name: &str, value: &str) -> bool {
-    let pattern = MANIFEST
-        .parameter(name)
-        .and_then(|p| p.pattern)
-        .expect("pattern");
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .expect("compiles")
-        .is_match(value)
+    evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
 }
 
 #[test]

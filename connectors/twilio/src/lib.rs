@@ -56,9 +56,10 @@
 
 use std::time::Duration;
 
+use evergreen_connector_kit::{secret, Backoff, Notes, Params};
 use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
+use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -133,46 +134,28 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let parameter = |name: &str| {
-            config
-                .parameters
-                .get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let account_sid = parameter(ACCOUNT_SID).unwrap_or_else(|| {
-            notes.push((
-                LogLevel::Error,
-                format!("{ACCOUNT_SID} is missing; Twilio will refuse every request"),
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let account_sid = p.text(ACCOUNT_SID).unwrap_or_else(|| {
+            p.error(format!(
+                "{ACCOUNT_SID} is missing; Twilio will refuse every request"
             ));
             String::new()
         });
-        let secret_arn = parameter(SECRET_ARN).unwrap_or_else(|| {
-            notes.push((LogLevel::Error, format!("{SECRET_ARN} is missing")));
+        let secret_arn = p.text(SECRET_ARN).unwrap_or_else(|| {
+            p.error(format!("{SECRET_ARN} is missing"));
             String::new()
         });
-        let default_from = parameter(DEFAULT_FROM);
-        let base = match config.endpoints.get("twilio") {
-            Some(url) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("Twilio API at {url} (endpoint override)"),
-                ));
-                url.trim_end_matches('/').to_string()
-            }
-            None => DEFAULT_BASE.to_string(),
-        };
-        (
-            Settings {
-                account_sid,
-                secret_arn,
-                default_from,
-                base,
-            },
-            notes,
-        )
+        let default_from = p.text(DEFAULT_FROM);
+        let base = p
+            .endpoint_override("twilio", "Twilio API")
+            .unwrap_or_else(|| DEFAULT_BASE.to_string());
+        p.finish(Settings {
+            account_sid,
+            secret_arn,
+            default_from,
+            base,
+        })
     }
 }
 
@@ -476,16 +459,7 @@ pub async fn send_once(
 
 /// The auth token, asked from the supervisor.
 async fn read_token(handle: &Handle, arn: &str) -> Result<String, String> {
-    match handle.get_secret(arn, None).await {
-        Ok(secret) => match secret.secret_string {
-            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            Some(_) => Err(format!("secret {arn} is empty")),
-            None => Err(format!(
-                "secret {arn} is binary; the Twilio auth token must be a text secret"
-            )),
-        },
-        Err(e) => Err(format!("cannot read the auth token secret {arn}: {e}")),
-    }
+    secret::read_text(handle, arn, "Twilio auth token", "auth token secret").await
 }
 
 async fn publish(handle: &Handle, status: &Value) -> Result<(), SdkError> {
@@ -527,7 +501,7 @@ async fn worker(
         let Some(tok) = token.as_deref() else {
             continue;
         };
-        let mut delay = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut attempt = 0;
         let status = loop {
             match send_once(&client, &settings, tok, &request).await {
@@ -540,6 +514,7 @@ async fn worker(
                 }
                 Err(e) if e.is_transient() && attempt < request.retries => {
                     attempt += 1;
+                    let delay = backoff.next_delay();
                     handle.warn(format!(
                         "request {}: {e:?}; retrying in {} ms ({attempt} of {})",
                         request.id,
@@ -547,7 +522,6 @@ async fn worker(
                         request.retries
                     ));
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
                     handle.warn(format!("request {} failed: {e:?}", request.id));

@@ -1,25 +1,16 @@
 //! Unit tests: the manifest, input checks and status shapes.
 
 use super::*;
+use evergreen_ipc::LogLevel;
 
 fn config(params: &[(&str, &str)], endpoints: &[(&str, &str)]) -> ComponentConfig {
-    ComponentConfig {
-        endpoints: endpoints
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..ComponentConfig::connector(MANIFEST.arn("us-east-1", 5), params)
-    }
+    evergreen_connector_kit::testing::config(&MANIFEST, 5, params)
+        .endpoints(endpoints)
+        .build()
 }
 
 fn matches(name: &str, value: &str) -> bool {
-    let pattern = MANIFEST
-        .parameter(name)
-        .and_then(|p| p.pattern)
-        .expect("pattern");
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .expect("compiles")
-        .is_match(value)
+    evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
 }
 
 #[test]
