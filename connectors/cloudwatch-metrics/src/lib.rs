@@ -149,35 +149,18 @@ impl Settings {
     /// The settings, and what to log about them once the link is up.
     pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
         let mut p = Params::new(config);
-        let interval = match p.raw(PUBLISH_INTERVAL).map(str::parse::<u64>) {
-            Some(Ok(s)) if s <= MAX_INTERVAL_S => s,
-            Some(Ok(s)) => {
-                p.warn(format!(
-                    "{PUBLISH_INTERVAL} {s} is above {MAX_INTERVAL_S}; using {MAX_INTERVAL_S}"
-                ));
-                MAX_INTERVAL_S
-            }
-            _ => {
-                p.warn(format!(
-                    "{PUBLISH_INTERVAL} is missing or not a number; using 0 (publish as received)"
-                ));
-                0
-            }
-        };
-        let max_metrics = match p.raw(MAX_METRICS).map(str::parse::<usize>) {
-            Some(Ok(n)) if n >= MIN_RETAIN => n,
-            other => {
-                p.warn(format!("{MAX_METRICS} {other:?} is not a number of {MIN_RETAIN} or more; using {MIN_RETAIN}"));
-                MIN_RETAIN
-            }
-        };
+        let interval = p.capped(
+            PUBLISH_INTERVAL,
+            MAX_INTERVAL_S,
+            0,
+            "0 (publish as received)",
+        );
+        let max_metrics = p.at_least(MAX_METRICS, MIN_RETAIN);
         let region = match p.raw(PUBLISH_REGION) {
             Some(r) if !r.is_empty() => r.to_string(),
             _ => config.region.clone(),
         };
-        if let Some(memory) = p.raw(MEMORY_SIZE) {
-            p.info(format!("{MEMORY_SIZE} {memory} KB noted; Evergreen does not cap the connector's memory with it"));
-        }
+        p.note_memory_size(MEMORY_SIZE);
         p.info(format!(
             "publishing to CloudWatch in {region} {}, keeping at most {max_metrics} metrics, coreName {}",
             if interval == 0 {

@@ -186,31 +186,9 @@ impl Settings {
         let (queue_size, interval) = if version < 2 {
             (V1_QUEUE_SIZE, 0)
         } else {
-            let queue_size = match p.raw(QUEUE_SIZE).map(str::parse::<usize>) {
-                Some(Ok(n)) if n >= V1_QUEUE_SIZE => n,
-                other => {
-                    p.warn(format!("{QUEUE_SIZE} {other:?} is not a number of 2000 or more; using {V1_QUEUE_SIZE}"));
-                    V1_QUEUE_SIZE
-                }
-            };
-            let interval = match p.raw(PUBLISH_INTERVAL).map(str::parse::<u64>) {
-                Some(Ok(s)) if s <= MAX_INTERVAL_S => s,
-                Some(Ok(s)) => {
-                    p.warn(format!(
-                        "{PUBLISH_INTERVAL} {s} is above {MAX_INTERVAL_S}; using {MAX_INTERVAL_S}"
-                    ));
-                    MAX_INTERVAL_S
-                }
-                _ => {
-                    p.warn(format!(
-                        "{PUBLISH_INTERVAL} is missing or not a number; using 0 (no batching)"
-                    ));
-                    0
-                }
-            };
-            if let Some(memory) = p.raw(MEMORY_SIZE) {
-                p.info(format!("{MEMORY_SIZE} {memory} KB noted; Evergreen does not cap the connector's memory with it"));
-            }
+            let queue_size = p.at_least(QUEUE_SIZE, V1_QUEUE_SIZE);
+            let interval = p.capped(PUBLISH_INTERVAL, MAX_INTERVAL_S, 0, "0 (no batching)");
+            p.note_memory_size(MEMORY_SIZE);
             (queue_size, interval)
         };
         p.info(format!(

@@ -4,6 +4,7 @@
 //! group validation has already refused what the manifest forbids.
 
 use std::fmt::Display;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use evergreen_ipc::{ComponentConfig, LogLevel};
@@ -89,6 +90,52 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// A number of at most `max`, as given (untrimmed): a larger one is
+    /// `max`, noted "`<name>` `<n>` is above `<max>`; using `<max>`"; a
+    /// missing or unreadable one is `fallback`, noted "`<name>` is missing
+    /// or not a number; using `<fallback_text>`".
+    pub fn capped(&mut self, name: &str, max: u64, fallback: u64, fallback_text: &str) -> u64 {
+        match self.raw(name).map(str::parse::<u64>) {
+            Some(Ok(n)) if n <= max => n,
+            Some(Ok(n)) => {
+                self.warn(format!("{name} {n} is above {max}; using {max}"));
+                max
+            }
+            _ => {
+                self.warn(format!(
+                    "{name} is missing or not a number; using {fallback_text}"
+                ));
+                fallback
+            }
+        }
+    }
+
+    /// A count of at least `min`, as given (untrimmed); anything else is
+    /// `min`, noted with what was read ("`<name>` `Some(Ok(5))` is not a
+    /// number of `<min>` or more; using `<min>`": the Debug form is the
+    /// logged text operators already know).
+    pub fn at_least(&mut self, name: &str, min: usize) -> usize {
+        match self.raw(name).map(str::parse::<usize>) {
+            Some(Ok(n)) if n >= min => n,
+            other => {
+                self.warn(format!(
+                    "{name} {other:?} is not a number of {min} or more; using {min}"
+                ));
+                min
+            }
+        }
+    }
+
+    /// Notes a `MemorySize`-style parameter that Evergreen accepts but does
+    /// not enforce (connector memory is not capped with it).
+    pub fn note_memory_size(&mut self, name: &str) {
+        if let Some(memory) = self.raw(name) {
+            self.info(format!(
+                "{name} {memory} KB noted; Evergreen does not cap the connector's memory with it"
+            ));
+        }
+    }
+
     /// The base URL of `service` when the core configuration overrides it
     /// (tests point connectors at local stand-ins), without a trailing `/`,
     /// noted as "`<what>` at `<url>` (endpoint override)".
@@ -99,20 +146,20 @@ impl<'a> Params<'a> {
     }
 
     /// Where the resource `resource_param` names was granted, else the
-    /// path in `path_param` (see `ComponentConfig::resource_or_parameter`),
-    /// noted at INFO with `describe(path, from)`; `None` (and no note: the
-    /// caller says what that costs) when neither is there.
+    /// path in `path_param`: see [`resource_path`].
     pub fn resource_or_parameter(
         &mut self,
         resource_param: &str,
         path_param: &str,
-        describe: impl FnOnce(&std::path::Path, &str) -> String,
-    ) -> Option<std::path::PathBuf> {
-        let (path, from) = self
-            .config
-            .resource_or_parameter(resource_param, path_param)?;
-        self.info(describe(&path, &from));
-        Some(path)
+        describe: impl FnOnce(&Path, &str) -> String,
+    ) -> Option<PathBuf> {
+        resource_path(
+            self.config,
+            &mut self.notes,
+            resource_param,
+            path_param,
+            describe,
+        )
     }
 
     pub fn note(&mut self, level: LogLevel, message: impl Into<String>) {
@@ -140,6 +187,23 @@ impl<'a> Params<'a> {
     pub fn finish<S>(self, settings: S) -> (S, Notes) {
         (settings, self.notes)
     }
+}
+
+/// Where the resource `resource_param` names was granted, else the path in
+/// `path_param` (see `ComponentConfig::resource_or_parameter`), noted at
+/// INFO as `describe(path, from)`; `None`, without a note (the caller says
+/// what that costs), when neither is there. A free function for settings
+/// readers that keep their own `notes`.
+pub fn resource_path(
+    config: &ComponentConfig,
+    notes: &mut Notes,
+    resource_param: &str,
+    path_param: &str,
+    describe: impl FnOnce(&Path, &str) -> String,
+) -> Option<PathBuf> {
+    let (path, from) = config.resource_or_parameter(resource_param, path_param)?;
+    notes.push((LogLevel::Info, describe(&path, &from)));
+    Some(path)
 }
 
 #[cfg(test)]
@@ -170,6 +234,42 @@ mod tests {
             ]
         );
         assert!(notes.iter().all(|(l, _)| *l == LogLevel::Warn));
+    }
+
+    #[test]
+    fn capped_numbers() {
+        let c = config(&[("A", "901"), ("B", "5"), ("C", " 5")]);
+        let mut p = Params::new(&c);
+        assert_eq!(p.capped("A", 900, 0, "0 (off)"), 900);
+        assert_eq!(p.capped("B", 900, 0, "0 (off)"), 5);
+        assert_eq!(p.capped("C", 900, 0, "0 (off)"), 0, "untrimmed");
+        let (_, notes) = p.finish(());
+        assert_eq!(notes[0].1, "A 901 is above 900; using 900");
+        assert_eq!(notes[1].1, "C is missing or not a number; using 0 (off)");
+    }
+
+    #[test]
+    fn at_least_and_memory_notes() {
+        let c = config(&[("Q", "5"), ("R", "x"), ("M", "64")]);
+        let mut p = Params::new(&c);
+        assert_eq!(p.at_least("Q", 2000), 2000);
+        assert_eq!(p.at_least("R", 2000), 2000);
+        p.note_memory_size("M");
+        p.note_memory_size("N");
+        let (_, notes) = p.finish(());
+        assert_eq!(
+            notes[0].1,
+            "Q Some(Ok(5)) is not a number of 2000 or more; using 2000"
+        );
+        assert_eq!(
+            notes[1].1,
+            "R Some(Err(ParseIntError { kind: InvalidDigit })) is not a number of 2000 or more; using 2000"
+        );
+        assert_eq!(
+            notes[2].1,
+            "M 64 KB noted; Evergreen does not cap the connector's memory with it"
+        );
+        assert_eq!(notes.len(), 3);
     }
 
     #[test]
