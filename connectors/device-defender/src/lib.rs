@@ -45,6 +45,7 @@ pub mod procnet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evergreen_connector_kit::params::resource_path;
 use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
@@ -190,22 +191,22 @@ impl Settings {
             None => sample,
         };
 
-        let proc_root = match config.resource_or_parameter(PROC_RESOURCE_ID, PROC_DESTINATION) {
-            Some((path, from)) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("reading /proc from {} {from}", path.display()),
-                ));
-                path
-            }
-            None => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!("neither a granted {PROC_RESOURCE_ID} nor {PROC_DESTINATION}; reading /proc"),
-                ));
-                PathBuf::from("/proc")
-            }
-        };
+        let proc_root = resource_path(
+            config,
+            &mut notes,
+            PROC_RESOURCE_ID,
+            PROC_DESTINATION,
+            |path, from| format!("reading /proc from {} {from}", path.display()),
+        )
+        .unwrap_or_else(|| {
+            notes.push((
+                LogLevel::Warn,
+                format!(
+                    "neither a granted {PROC_RESOURCE_ID} nor {PROC_DESTINATION}; reading /proc"
+                ),
+            ));
+            PathBuf::from("/proc")
+        });
 
         let topic = format!(
             "$aws/things/{}/defender/metrics/json",
@@ -335,35 +336,17 @@ fn quote(payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::{ComponentKind, ResourceGrant};
-    use std::collections::BTreeMap;
+    use evergreen_connector_kit::testing;
 
     fn config(params: &[(&str, &str)], grant: Option<&str>) -> ComponentConfig {
-        ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 3),
-            kind: ComponentKind::Connector,
-            id: "dd".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: grant
-                .map(|path| {
-                    BTreeMap::from([(
-                        "host-proc".to_string(),
-                        ResourceGrant {
-                            path: path.into(),
-                            read_write: false,
-                        },
-                    )])
-                })
-                .unwrap_or_default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "test-core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
+        let builder = testing::config(&MANIFEST, 3, params)
+            .id("dd")
+            .core("test-core");
+        match grant {
+            Some(path) => builder.grant("host-proc", path, false),
+            None => builder,
         }
+        .build()
     }
 
     const BASE: [(&str, &str); 3] = [
@@ -375,14 +358,7 @@ mod tests {
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
         let matches = |name: &str, value: &str| {
-            let pattern = MANIFEST
-                .parameter(name)
-                .and_then(|p| p.pattern)
-                .expect("pattern");
-            // Validation anchors every pattern the same way.
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .expect("compiles")
-                .is_match(value)
+            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
         };
         for ok in ["300", "301", "399", "400", "999", "1000", "86400", "0300"] {
             assert!(matches("SampleIntervalSeconds", ok), "{ok}");

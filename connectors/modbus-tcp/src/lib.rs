@@ -299,35 +299,16 @@ async fn publish_or_log(handle: &Handle, topic: &str, payload: Vec<u8>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::ComponentKind;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
-        ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 3),
-            kind: ComponentKind::Connector,
-            id: "modbus-tcp".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: Default::default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "test-core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
-        }
+        evergreen_connector_kit::testing::config(&MANIFEST, 3, params)
+            .id("modbus-tcp")
+            .core("test-core")
+            .build()
     }
 
     fn matches(name: &str, value: &str) -> bool {
-        let pattern = MANIFEST
-            .parameter(name)
-            .and_then(|p| p.pattern)
-            .expect("pattern");
-        // Validation anchors every pattern the same way (registry::anchored_pattern).
-        regex::Regex::new(&format!("^(?:{pattern})$"))
-            .expect("compiles")
-            .is_match(value)
+        evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
     }
 
     #[test]

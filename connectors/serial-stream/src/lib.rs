@@ -333,19 +333,11 @@ async fn enqueue(jobs: &mpsc::Sender<Job>, job: Job, handle: &Handle) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::{ComponentConfig, ComponentKind, LogLevel};
 
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
         let matches = |name: &str, value: &str| {
-            let pattern = MANIFEST
-                .parameter(name)
-                .and_then(|p| p.pattern)
-                .expect("pattern");
-            // Validation anchors every pattern the same way.
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .expect("compiles")
-                .is_match(value)
+            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
         };
         for ok in ["110", "9600", "14400", "56000", "115200", "230400"] {
             assert!(matches("BaudRate", ok), "{ok}");
@@ -433,26 +425,18 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        let config = ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 3),
-            kind: ComponentKind::Connector,
-            id: "serial".into(),
-            parameters: [
+        let config = evergreen_connector_kit::testing::config(
+            &MANIFEST,
+            3,
+            &[
                 ("BaudRate", "9600"),
                 ("Timeout", "1"),
                 ("SerialPort", "/dev/ttyS3"),
                 ("PollingRead", "false"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            resources: Default::default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
-        };
+            ],
+        )
+        .id("serial")
+        .build();
         Settings::from_config(&config).0
     }
 
