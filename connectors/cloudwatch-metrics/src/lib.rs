@@ -72,9 +72,10 @@ pub mod status;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evergreen_aws::{AwsClient, AwsError};
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::uploader::{Calls, Uploader, Uploads};
 use evergreen_connector_kit::{Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, Delivery};
 use tokio::time::Instant;
@@ -86,7 +87,6 @@ const PUBLISH_INTERVAL: &str = "PublishInterval";
 const PUBLISH_REGION: &str = "PublishRegion";
 const MEMORY_SIZE: &str = "MemorySize";
 const MAX_METRICS: &str = "MaxMetricsToRetain";
-const ISOLATION_MODE: &str = "IsolationMode";
 
 /// The error of a metric refused because the buffer is full.
 pub const BUFFER_FULL: &str = "BufferFullException";
@@ -118,17 +118,11 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         )
         .required()
         .pattern("^([2-9]\\d{3}|[1-9]\\d{4,})$"),
-        ParameterSpec::new(ISOLATION_MODE, "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(4),
+        manifest::isolation_mode(4),
     ],
     inputs: &[request::INPUT_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };
@@ -396,6 +390,7 @@ pub async fn run() -> Result<(), SdkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_connector_kit::manifest::ISOLATION_MODE;
     use evergreen_ipc::LogLevel;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {

@@ -45,8 +45,9 @@ pub mod procnet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::params::resource_path;
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 
@@ -108,10 +109,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[ACCEPTED_FILTER, REJECTED_FILTER],
     outputs: &[OUTPUT_FILTER],
     // Greengrass: container only.
-    isolation: IsolationSupport {
-        container: true,
-        no_container: false,
-    },
+    isolation: manifest::CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };

@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::{Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
 use evergreen_ipc::ComponentConfig;
 use serde_json::json;
@@ -33,10 +34,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     outputs: &[TOPIC],
     // Container mode arrives with the container issue; until then the
     // connector only claims what it can be run in.
-    isolation: IsolationSupport {
-        container: false,
-        no_container: true,
-    },
+    isolation: manifest::NO_CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };

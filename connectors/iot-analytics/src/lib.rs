@@ -66,9 +66,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use evergreen_aws::{AwsClient, AwsError};
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::status as kit_status;
 use evergreen_connector_kit::{Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
@@ -101,7 +102,6 @@ const DROP_BEHAVIOR: &str = "IotAnalyticsQueueDropBehavior";
 const QUEUE_SIZE: &str = "IotAnalyticsQueueSizePerChannel";
 const BATCH_SIZE: &str = "IotAnalyticsBatchSizePerChannel";
 const DEFAULT_CHANNEL: &str = "IotAnalyticsDefaultChannelName";
-const ISOLATION_MODE: &str = "IsolationMode";
 
 pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     name: "IoTAnalytics",
@@ -149,21 +149,12 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
             "Channel for messages on topics other than iotanalytics/channels/+/messages/…",
         )
         .pattern("^$|^[a-zA-Z0-9_]+$"),
-        ParameterSpec::new(
-            ISOLATION_MODE,
-            "GreengrassContainer (default) or NoContainer.",
-        )
-        .pattern("^NoContainer$|^GreengrassContainer$")
-        .default_value("GreengrassContainer")
-        .since(4),
+        manifest::isolation_mode(4),
     ],
     // Any topic: customer-defined topics go to the default channel.
     inputs: &[PUT_FILTER, BINARY_PUT_FILTER, "#"],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };

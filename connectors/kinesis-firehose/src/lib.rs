@@ -78,11 +78,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use evergreen_aws::{AwsClient, AwsError};
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::uploader::{Calls, Uploader, Uploads};
 use evergreen_connector_kit::{Notes, Params};
-use evergreen_ipc::manifest::{
-    parse_connector_arn, ConnectorManifest, IsolationSupport, ParameterSpec,
-};
+use evergreen_ipc::manifest::{parse_connector_arn, ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, Delivery, LogLevel};
 use tokio::time::Instant;
@@ -96,7 +95,6 @@ const DEFAULT_STREAM: &str = "DefaultDeliveryStreamArn";
 const QUEUE_SIZE: &str = "DeliveryStreamQueueSize";
 const MEMORY_SIZE: &str = "MemorySize";
 const PUBLISH_INTERVAL: &str = "PublishInterval";
-const ISOLATION_MODE: &str = "IsolationMode";
 
 /// The status code of a record refused because its stream's queue is full.
 pub const QUEUE_FULL: &str = "QueueFullException";
@@ -136,17 +134,11 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         .required()
         .pattern("[0-9]|[1-9]\\d|[1-9]\\d\\d|900")
         .since(2),
-        ParameterSpec::new(ISOLATION_MODE, "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(5),
+        manifest::isolation_mode(5),
     ],
     inputs: &[request::JSON_TOPIC, "kinesisfirehose/message/binary/#"],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };

@@ -1,6 +1,7 @@
 //! Unit tests of the manifest and the settings.
 
 use super::*;
+use evergreen_connector_kit::manifest::ISOLATION_MODE;
 use evergreen_connector_kit::testing;
 
 fn config(version: u32, params: &[(&str, &str)]) -> ComponentConfig {

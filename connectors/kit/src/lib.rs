@@ -10,6 +10,7 @@
 
 pub mod backoff;
 pub mod batch;
+pub mod manifest;
 pub mod params;
 pub mod secret;
 pub mod status;

@@ -7,8 +7,9 @@
 //! `MaxPayloadBytes` so a flood of large messages cannot fill the disk faster
 //! than the log rotation expects.
 
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::{Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
 use evergreen_ipc::ComponentConfig;
 
@@ -23,10 +24,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &["#"],
     outputs: &[],
-    isolation: IsolationSupport {
-        container: false,
-        no_container: true,
-    },
+    isolation: manifest::NO_CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };

@@ -66,7 +66,8 @@ pub mod source;
 
 use std::sync::Arc;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_connector_kit::manifest;
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 use tokio::sync::mpsc;
@@ -110,10 +111,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[REQUEST_TOPIC],
     outputs: &[STREAM_FILTER, STATUS_TOPIC, RESPONSE_TOPIC],
     // Greengrass runs this connector natively: NoContainer only.
-    isolation: IsolationSupport {
-        container: false,
-        no_container: true,
-    },
+    isolation: manifest::NO_CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };

@@ -43,9 +43,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::params::resource_path;
 use evergreen_connector_kit::Backoff;
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 use tokio::sync::mpsc;
@@ -124,10 +125,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[INPUT_TOPIC],
     outputs: &[OUTPUT_TOPIC],
     // Greengrass: container only.
-    isolation: IsolationSupport {
-        container: true,
-        no_container: false,
-    },
+    isolation: manifest::CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };

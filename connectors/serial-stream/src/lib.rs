@@ -97,7 +97,8 @@ pub mod worker;
 
 use std::time::Duration;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_connector_kit::manifest;
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use tokio::sync::mpsc;
 
@@ -192,10 +193,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[READ_FILTER, WRITE_FILTER],
     outputs: &[STATUS_FILTER, READ_RESPONSE_FILTER],
     // Greengrass: container only.
-    isolation: IsolationSupport {
-        container: true,
-        no_container: false,
-    },
+    isolation: manifest::CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };

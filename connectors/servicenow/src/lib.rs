@@ -56,9 +56,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::uploader::wait_call;
 use evergreen_connector_kit::{status, Backoff, Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
@@ -108,22 +109,13 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         .pattern("^[0-9]+$"),
         ParameterSpec::new(SECRET_ARN, "ARN of the secret with the keys user and password.")
             .required()
-            .pattern("arn:aws:secretsmanager:[a-z0-9\\-]+:[0-9]{12}:secret:([a-zA-Z0-9\\\\]+/)*[a-zA-Z0-9/_+=,.@\\-]+-[a-zA-Z0-9]+"),
-        ParameterSpec::new(SECRET_RESOURCE, "Id of the group's secret resource for that secret.")
-            .required()
-            .pattern(".+")
-            .resource(ResourceKind::Secret),
-        ParameterSpec::new("IsolationMode", "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(4),
+            .pattern(manifest::SECRET_ARN_PATTERN),
+        manifest::secret_resource(SECRET_RESOURCE),
+        manifest::isolation_mode(4),
     ],
     inputs: &[INPUT_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: false,
 };

@@ -1,6 +1,7 @@
 //! Unit tests: the manifest, settings, input checks, series and statuses.
 
 use super::*;
+use evergreen_ipc::manifest::ResourceKind;
 use evergreen_ipc::LogLevel;
 
 fn config(params: &[(&str, &str)], endpoints: &[(&str, &str)]) -> ComponentConfig {

@@ -55,8 +55,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use evergreen_aws::{xml_value, AwsClient, AwsError};
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::{status, Backoff, Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
@@ -85,7 +86,6 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
 
 const DEFAULT_ARN: &str = "DefaultSNSArn";
 const QUEUE_SIZE: &str = "MessageQueueSize";
-const ISOLATION_MODE: &str = "IsolationMode";
 /// The guide's pattern for topic ARNs (validation anchors it at both ends).
 const TOPIC_ARN_PATTERN: &str = r"arn:aws:sns:([a-z]{2}-[a-z]+-\d{1}):(\d{12}):([a-zA-Z0-9-_]+)$";
 
@@ -104,13 +104,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         )
         .required()
         .pattern(TOPIC_ARN_PATTERN),
-        ParameterSpec::new(
-            ISOLATION_MODE,
-            "GreengrassContainer (default) or NoContainer.",
-        )
-        .pattern("^NoContainer$|^GreengrassContainer$")
-        .default_value("GreengrassContainer")
-        .since(4),
+        manifest::isolation_mode(4),
         ParameterSpec::new(
             QUEUE_SIZE,
             "Evergreen extension: messages held while SNS cannot be reached (1-100000, default 1000); \
@@ -120,10 +114,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &[INPUT_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };
@@ -484,6 +475,7 @@ async fn publish(aws: &AwsClient, p: &Publish) -> Result<String, AwsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_connector_kit::manifest::ISOLATION_MODE;
     use evergreen_ipc::LogLevel;
 
     const ARN: &str = "arn:aws:sns:us-east-1:123456789012:alerts";

@@ -63,9 +63,10 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::uploader::wait_call;
 use evergreen_connector_kit::{secret, status, Backoff, Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
@@ -118,26 +119,17 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         ParameterSpec::new(SECRET_ARN, "ARN of the text secret holding the HEC token.")
             .required()
             .pattern("arn:aws:secretsmanager:[a-z]{2}-[a-z]+-\\d{1}:\\d{12}?:secret:[a-zA-Z0-9-_]+-[a-zA-Z0-9-_]+"),
-        ParameterSpec::new(SECRET_RESOURCE, "Id of the group's secret resource for that secret.")
-            .required()
-            .pattern(".+")
-            .resource(ResourceKind::Secret),
+        manifest::secret_resource(SECRET_RESOURCE),
         ParameterSpec::new(
             CUSTOM_CA,
             "A PEM file of CA certificates to trust besides the system's (e.g. /etc/ssl/certs/splunk.crt).",
         )
         .pattern("^$|/.*"),
-        ParameterSpec::new("IsolationMode", "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(4),
+        manifest::isolation_mode(4),
     ],
     inputs: &[INPUT_TOPIC],
     outputs: &[STATUS_TOPIC, ERROR_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: false,
 };

@@ -56,8 +56,9 @@
 
 use std::time::Duration;
 
+use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::{secret, Backoff, Notes, Params};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
@@ -94,30 +95,18 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
             "ARN of the Secrets Manager secret holding the Twilio auth token (plain text).",
         )
         .required()
-        .pattern("arn:aws:secretsmanager:[a-z0-9\\-]+:[0-9]{12}:secret:([a-zA-Z0-9\\\\]+/)*[a-zA-Z0-9/_+=,.@\\-]+-[a-zA-Z0-9]+"),
-        ParameterSpec::new(
-            SECRET_RESOURCE,
-            "Id of the group's secret resource for that secret.",
-        )
-        .required()
-        .pattern(".+")
-        .resource(ResourceKind::Secret),
+        .pattern(manifest::SECRET_ARN_PATTERN),
+        manifest::secret_resource(SECRET_RESOURCE),
         ParameterSpec::new(
             DEFAULT_FROM,
             "Default sender number; a request's from_number overrides it, and is required without it.",
         )
         .pattern("^$|\\+[0-9]+"),
-        ParameterSpec::new("IsolationMode", "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(5),
+        manifest::isolation_mode(5),
     ],
     inputs: &[TXT_TOPIC, CALL_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: false,
     aws: false,
 };
