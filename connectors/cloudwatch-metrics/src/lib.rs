@@ -73,7 +73,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evergreen_aws::{AwsClient, AwsError};
 use evergreen_connector_kit::manifest;
-use evergreen_connector_kit::uploader::{Calls, Uploader, Uploads};
+use evergreen_connector_kit::uploader::{self, Calls, Uploader};
 use evergreen_connector_kit::{Notes, Params};
 use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Handle, SdkError};
@@ -229,8 +229,13 @@ impl Connector {
             ));
         }
     }
+}
 
-    async fn accept(&mut self, payload: &[u8]) -> Result<(), SdkError> {
+impl Uploader for Connector {
+    type Done = Done;
+
+    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
+        let payload = m.payload.as_slice();
         let metric = match request::parse(payload, &self.settings.core_name, now_ms()) {
             Ok(m) => m,
             Err(e) => {
@@ -272,7 +277,7 @@ impl Connector {
         }
     }
 
-    fn start_calls(&mut self, calls: &Calls<Done>) {
+    async fn send_ready(&mut self, calls: &Calls<Done>) -> Result<(), SdkError> {
         for batch in self
             .buffer
             .take_ready(Instant::now().into_std(), api::estimated_size)
@@ -286,9 +291,10 @@ impl Connector {
                 Done { batch, answer }
             });
         }
+        Ok(())
     }
 
-    async fn settle(&mut self, done: Done) -> Result<(), SdkError> {
+    async fn on_done(&mut self, done: Done) -> Result<(), SdkError> {
         let Done { batch, answer } = done;
         let n = batch.data.len();
         let now = Instant::now().into_std();
@@ -318,23 +324,6 @@ impl Connector {
                     .await
             }
         }
-    }
-}
-
-impl Uploader for Connector {
-    type Done = Done;
-
-    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
-        self.accept(&m.payload).await
-    }
-
-    async fn on_done(&mut self, done: Done) -> Result<(), SdkError> {
-        self.settle(done).await
-    }
-
-    async fn send_ready(&mut self, calls: &Calls<Done>) -> Result<(), SdkError> {
-        self.start_calls(calls);
-        Ok(())
     }
 
     fn on_tick(&mut self) {
@@ -370,15 +359,7 @@ pub async fn run() -> Result<(), SdkError> {
         replaced: 0,
         refused: 0,
     };
-    let mut uploads = Uploads::new();
-    let shutdown = uploads
-        .run(&mut component, &handle, &mut connector, interval)
-        .await?;
-    if let Some(deadline) = shutdown {
-        uploads
-            .drain(&mut connector, Instant::now() + deadline / 2)
-            .await;
-    }
+    uploader::run(&mut component, &handle, &mut connector, interval).await?;
     let left = connector.buffer.held();
     handle.info(format!(
         "stopping: {left} metrics not published; while the buffer was full {} were dropped and {} refused",

@@ -330,16 +330,8 @@ pub fn read_input(
         });
     }
     let channel = channel.unwrap_or_default();
-    let value: Value = serde_json::from_slice(payload).map_err(|e| Rejected {
-        id: None,
-        message: format!("the message is not JSON: {e}"),
-    })?;
-    let Value::Object(root) = value else {
-        return Err(Rejected {
-            id: None,
-            message: "the message is not a JSON object".into(),
-        });
-    };
+    let root = kit_status::json_object(payload, "message")
+        .map_err(|message| Rejected { id: None, message })?;
     let raw_id = root.get("id").cloned();
     let fail = |message: String| Rejected {
         id: raw_id.clone(),

@@ -79,7 +79,7 @@ use std::time::Duration;
 
 use evergreen_aws::{AwsClient, AwsError};
 use evergreen_connector_kit::manifest;
-use evergreen_connector_kit::uploader::{Calls, Uploader, Uploads};
+use evergreen_connector_kit::uploader::{self, Calls, Uploader};
 use evergreen_connector_kit::{Notes, Params};
 use evergreen_ipc::manifest::{parse_connector_arn, ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Handle, SdkError};
@@ -245,8 +245,23 @@ impl Connector {
             .await
     }
 
+    fn client_for(&mut self, region: &str) -> AwsClient {
+        if region == self.client.region() {
+            return self.client.clone();
+        }
+        self.regional
+            .entry(region.to_string())
+            .or_insert_with(|| self.client.with_region(region))
+            .clone()
+    }
+}
+
+impl Uploader for Connector {
+    type Done = Done;
+
     /// One message from an input topic.
-    async fn accept(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), SdkError> {
+    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
+        let (topic, payload) = (m.topic.as_str(), m.payload);
         let parsed = if request::is_binary(topic) {
             request::parse_binary(topic, payload)
         } else {
@@ -285,18 +300,8 @@ impl Connector {
         Ok(())
     }
 
-    fn client_for(&mut self, region: &str) -> AwsClient {
-        if region == self.client.region() {
-            return self.client.clone();
-        }
-        self.regional
-            .entry(region.to_string())
-            .or_insert_with(|| self.client.with_region(region))
-            .clone()
-    }
-
     /// Starts a call for every batch that is ready.
-    fn start_calls(&mut self, calls: &Calls<Done>) {
+    async fn send_ready(&mut self, calls: &Calls<Done>) -> Result<(), SdkError> {
         for batch in self.queues.take_ready(Instant::now().into_std()) {
             let client = self.client_for(&batch.stream.region);
             let batched = self.settings.batched();
@@ -320,11 +325,12 @@ impl Connector {
                 }
             });
         }
+        Ok(())
     }
 
     /// A call is over: statuses for the records that are done, the others
     /// back in the queue.
-    async fn settle(&mut self, done: Done) -> Result<(), SdkError> {
+    async fn on_done(&mut self, done: Done) -> Result<(), SdkError> {
         let Done { batch, answer } = done;
         let n = batch.records.len();
         let results = if self.settings.batched() {
@@ -384,23 +390,6 @@ impl Connector {
         }
         Ok(())
     }
-}
-
-impl Uploader for Connector {
-    type Done = Done;
-
-    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
-        self.accept(&m.topic, m.payload).await
-    }
-
-    async fn on_done(&mut self, done: Done) -> Result<(), SdkError> {
-        self.settle(done).await
-    }
-
-    async fn send_ready(&mut self, calls: &Calls<Done>) -> Result<(), SdkError> {
-        self.start_calls(calls);
-        Ok(())
-    }
 
     fn on_tick(&mut self) {
         self.queues.mark_all_due();
@@ -435,16 +424,7 @@ pub async fn run() -> Result<(), SdkError> {
         regional: BTreeMap::new(),
         refused_full: 0,
     };
-    let mut uploads = Uploads::new();
-    let shutdown = uploads
-        .run(&mut component, &handle, &mut connector, interval)
-        .await?;
-    // A last send of what is queued, within half the grace period.
-    if let Some(deadline) = shutdown {
-        uploads
-            .drain(&mut connector, Instant::now() + deadline / 2)
-            .await;
-    }
+    uploader::run(&mut component, &handle, &mut connector, interval).await?;
     let left = connector.queues.total_held();
     if left > 0 {
         handle.warn(format!("stopping with {left} records not delivered"));

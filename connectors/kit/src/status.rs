@@ -30,6 +30,17 @@ pub fn failure(error: &str, message: &str, id: Option<&str>) -> Value {
     )
 }
 
+/// An input payload read as a JSON object, or why not: "the `<what>` is
+/// not JSON: …" or "the `<what>` is not a JSON object" (`what` is how the
+/// connector's reference names its input: payload, message).
+pub fn json_object(payload: &[u8], what: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice(payload) {
+        Ok(Value::Object(top)) => Ok(top),
+        Ok(_) => Err(format!("the {what} is not a JSON object")),
+        Err(e) => Err(format!("the {what} is not JSON: {e}")),
+    }
+}
+
 /// What kind of JSON value `v` is, for "must be a string, not …" messages.
 pub fn kind(v: &Value) -> &'static str {
     match v {
@@ -67,6 +78,14 @@ mod tests {
         );
         assert_eq!(with_id(json!(1), Some(json!(7)))["id"], 7);
         assert_eq!(kind(&json!([])), "an array");
+        assert_eq!(json_object(b"{}", "payload"), Ok(Map::new()));
+        assert_eq!(
+            json_object(b"[1]", "message"),
+            Err("the message is not a JSON object".to_string())
+        );
+        assert!(
+            json_object(b"x", "payload").is_err_and(|e| e.starts_with("the payload is not JSON: "))
+        );
         assert_eq!(clip("héllo", 2), "hé…");
         assert_eq!(clip("hé", 2), "hé");
     }

@@ -139,6 +139,23 @@ impl<D: Send + 'static> Uploads<D> {
     }
 }
 
+/// Runs `uploader` until the supervisor says stop, then makes the last
+/// send ([`Uploads::drain`]) within half of the shutdown grace period, so
+/// the other half is left for the connector's own goodbye and exit.
+pub async fn run<U: Uploader>(
+    component: &mut Component,
+    handle: &Handle,
+    uploader: &mut U,
+    interval: Option<Duration>,
+) -> Result<(), SdkError> {
+    let mut uploads = Uploads::new();
+    let shutdown = uploads.run(component, handle, uploader, interval).await?;
+    if let Some(deadline) = shutdown {
+        uploads.drain(uploader, Instant::now() + deadline / 2).await;
+    }
+    Ok(())
+}
+
 /// The one call out of a connector that sends a batch at a time (Splunk,
 /// ServiceNow): its result once it ends, `None` when its task panicked or
 /// was cancelled. Pending forever while no call is out, so it can sit in a

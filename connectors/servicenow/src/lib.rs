@@ -201,16 +201,8 @@ pub fn is_timestamp(s: &str) -> bool {
 
 /// Checks an input against the reference; `now` is the default timestamp.
 pub fn parse_input(payload: &[u8], default_table: &str, now: &str) -> Result<Metric, Invalid> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| Invalid {
-        id: None,
-        message: format!("the payload is not JSON: {e}"),
-    })?;
-    let Value::Object(top) = value else {
-        return Err(Invalid {
-            id: None,
-            message: "the payload is not a JSON object".into(),
-        });
-    };
+    let top =
+        status::json_object(payload, "payload").map_err(|message| Invalid { id: None, message })?;
     let id = top.get("id").and_then(Value::as_str).map(str::to_string);
     let fail = |message: String| {
         Err(Invalid {

@@ -220,11 +220,7 @@ pub fn parse_request(
     default_topic_arn: Option<&str>,
 ) -> Result<Publish, Rejection> {
     let reject = |id: Option<Value>, message: String| Rejection { id, message };
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| reject(None, format!("the message is not JSON: {e}")))?;
-    let Value::Object(root) = value else {
-        return Err(reject(None, "the message is not a JSON object".into()));
-    };
+    let root = status::json_object(payload, "message").map_err(|e| reject(None, e))?;
     let raw_id = root.get("id").cloned();
     let id = match &raw_id {
         None | Some(Value::Null) => None,

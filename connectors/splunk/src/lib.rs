@@ -223,16 +223,8 @@ pub struct Invalid {
 
 /// Checks an input against the reference.
 pub fn parse_input(payload: &[u8]) -> Result<Item, Invalid> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| Invalid {
-        id: None,
-        message: format!("the payload is not JSON: {e}"),
-    })?;
-    let Value::Object(top) = value else {
-        return Err(Invalid {
-            id: None,
-            message: "the payload is not a JSON object".into(),
-        });
-    };
+    let top =
+        status::json_object(payload, "payload").map_err(|message| Invalid { id: None, message })?;
     let id = match top.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),

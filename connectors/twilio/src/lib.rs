@@ -57,7 +57,7 @@
 use std::time::Duration;
 
 use evergreen_connector_kit::manifest;
-use evergreen_connector_kit::{secret, Backoff, Notes, Params};
+use evergreen_connector_kit::{secret, status, Backoff, Notes, Params};
 use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::ComponentConfig;
@@ -202,11 +202,7 @@ pub fn parse_request(
             ))
         }
     };
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| invalid(None, format!("the payload is not JSON: {e}")))?;
-    let Value::Object(top) = &value else {
-        return Err(invalid(None, "the payload is not a JSON object".into()));
-    };
+    let top = status::json_object(payload, "payload").map_err(|e| invalid(None, e))?;
     let id = match top.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) => return Err(invalid(None, "id cannot be empty".into())),
