@@ -406,9 +406,7 @@ mod tests {
             MANIFEST.parameter(ISOLATION_MODE).map(|p| p.since_version),
             Some(4)
         );
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         assert!(MANIFEST.aws && MANIFEST.pinned);
     }
 

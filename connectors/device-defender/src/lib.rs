@@ -376,14 +376,13 @@ mod tests {
             assert!(!matches("DevelopmentSampleIntervalSeconds", bad), "{bad}");
         }
         assert_eq!(
-            MANIFEST
-                .parameter("ProcDestinationPath-ResourceId")
-                .and_then(|p| p.resource),
+            evergreen_connector_kit::testing::resource_kind(
+                &MANIFEST,
+                "ProcDestinationPath-ResourceId"
+            ),
             Some(ResourceKind::LocalVolume)
         );
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         // The rest of what the supervisor's `registry::manifest_problems`
         // checks (this crate cannot depend on the supervisor).
         let newest = MANIFEST.versions.iter().copied().max().unwrap_or(0);

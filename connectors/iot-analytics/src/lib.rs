@@ -562,9 +562,7 @@ mod tests {
         }
         assert!(matches(DROP_BEHAVIOR, "DROP_OLDEST") && !matches(DROP_BEHAVIOR, "DROP"));
         assert!(matches(DEFAULT_CHANNEL, "my_channel1") && !matches(DEFAULT_CHANNEL, "a-b"));
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         for p in MANIFEST.parameters {
             if let Some(d) = p.default {
                 assert!(matches(p.name, d), "{} default {d}", p.name);

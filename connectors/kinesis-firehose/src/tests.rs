@@ -45,9 +45,7 @@ fn manifest_patterns_say_what_the_reference_says() {
     assert_eq!(since(PUBLISH_INTERVAL), Some(2));
     assert_eq!(since(MEMORY_SIZE), Some(2));
     assert_eq!(since(ISOLATION_MODE), Some(5));
-    for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-        evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-    }
+    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
     assert!(MANIFEST.aws && MANIFEST.pinned);
     assert!(MANIFEST.isolation.container && MANIFEST.isolation.no_container);
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use evergreen_ipc::manifest::ConnectorManifest;
+use evergreen_ipc::manifest::{ConnectorManifest, ResourceKind};
 use evergreen_ipc::{ComponentConfig, ResourceGrant};
 
 /// Builds the configuration a connector is started with.
@@ -76,4 +76,22 @@ pub fn matches(manifest: &ConnectorManifest, name: &str, value: &str) -> bool {
     regex::Regex::new(&format!("^(?:{pattern})$"))
         .unwrap_or_else(|e| panic!("{name}'s pattern does not compile: {e}"))
         .is_match(value)
+}
+
+/// Asserts that every input and output of `manifest` is a valid topic
+/// filter, as group validation requires of subscriptions to it.
+pub fn assert_filters_valid(manifest: &ConnectorManifest) {
+    for filter in manifest.inputs.iter().chain(manifest.outputs) {
+        if let Err(e) = evergreen_ipc::topic::validate_filter(filter) {
+            panic!(
+                "{} declares the invalid filter {filter:?}: {e}",
+                manifest.name
+            );
+        }
+    }
+}
+
+/// The kind of resource parameter `name` of `manifest` names, if any.
+pub fn resource_kind(manifest: &ConnectorManifest, name: &str) -> Option<ResourceKind> {
+    manifest.parameter(name).and_then(|p| p.resource)
 }

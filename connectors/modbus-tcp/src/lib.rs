@@ -323,9 +323,7 @@ mod tests {
         for bad in ["10GB", "-1"] {
             assert!(!matches(MAX_BUFFER, bad), "{bad:?}");
         }
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         for (i, p) in MANIFEST.parameters.iter().enumerate() {
             assert!(!MANIFEST.parameters[..i].iter().any(|q| q.name == p.name));
             assert!(

@@ -537,8 +537,6 @@ mod tests {
                 .and_then(|p| p.resource),
             Some(ResourceKind::LocalDevice)
         );
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
     }
 }

@@ -384,9 +384,7 @@ mod tests {
             assert!(!matches("Parity", bad), "{bad}");
         }
         assert_eq!(
-            MANIFEST
-                .parameter("SerialPort-ResourceId")
-                .and_then(|p| p.resource),
+            evergreen_connector_kit::testing::resource_kind(&MANIFEST, "SerialPort-ResourceId"),
             Some(ResourceKind::LocalDevice)
         );
         let required: Vec<&str> = MANIFEST
@@ -407,9 +405,7 @@ mod tests {
         );
         // The rest of what the supervisor's `registry::manifest_problems`
         // checks (this crate cannot depend on the supervisor).
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         for (i, p) in MANIFEST.parameters.iter().enumerate() {
             assert!(
                 !MANIFEST.parameters[..i].iter().any(|q| q.name == p.name),

@@ -34,15 +34,11 @@ fn manifest_says_what_the_reference_says() {
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-ServiceNowAuth-AbCdEf"
     ));
     assert_eq!(
-        MANIFEST
-            .parameter("AuthSecretArn-ResourceId")
-            .and_then(|p| p.resource),
+        evergreen_connector_kit::testing::resource_kind(&MANIFEST, "AuthSecretArn-ResourceId"),
         Some(ResourceKind::Secret)
     );
     assert!(!MANIFEST.aws);
-    for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-        evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-    }
+    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
 }
 
 #[test]

@@ -38,15 +38,14 @@ fn manifest_says_what_the_reference_says() {
     assert!(matches("SplunkCustomCALocation", ""));
     assert!(!matches("SplunkCustomCALocation", "splunk.crt"));
     assert_eq!(
-        MANIFEST
-            .parameter("SplunkTokenSecretArn-ResourceId")
-            .and_then(|p| p.resource),
+        evergreen_connector_kit::testing::resource_kind(
+            &MANIFEST,
+            "SplunkTokenSecretArn-ResourceId"
+        ),
         Some(ResourceKind::Secret)
     );
     assert!(!MANIFEST.aws);
-    for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-        evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-    }
+    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
 }
 
 #[test]

@@ -29,16 +29,15 @@ fn manifest_says_what_the_reference_says() {
     assert!(!matches("DefaultFromPhoneNumber", "19999999999"));
     assert!(matches("IsolationMode", "NoContainer"));
     assert_eq!(
-        MANIFEST
-            .parameter("TwilioAuthTokenSecretArn-ResourceId")
-            .and_then(|p| p.resource),
+        evergreen_connector_kit::testing::resource_kind(
+            &MANIFEST,
+            "TwilioAuthTokenSecretArn-ResourceId"
+        ),
         Some(ResourceKind::Secret)
     );
     assert!(MANIFEST.isolation.container && MANIFEST.isolation.no_container);
     assert!(!MANIFEST.aws);
-    for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-        evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-    }
+    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
 }
 
 #[test]
