@@ -31,6 +31,11 @@ pub trait Uploader {
     /// A call started through [`Calls::spawn`] is over.
     async fn on_done(&mut self, done: Self::Done) -> Result<(), SdkError>;
 
+    /// A call's task ended without an answer (it panicked). Nothing can say
+    /// which call it was, so by default nothing changes (the call stays
+    /// out); a connector with one call at a time logs it and starts the next.
+    fn on_lost(&mut self) {}
+
     /// Starts every call that is ready now. Called after each step.
     async fn send_ready(&mut self, calls: &Calls<Self::Done>) -> Result<(), SdkError>;
 
@@ -45,10 +50,11 @@ pub trait Uploader {
     fn calling(&self) -> bool;
 }
 
-/// Where calls report back to the loop.
+/// Where calls report back to the loop: their answer, or `None` when the
+/// call's task panicked.
 #[derive(Debug)]
 pub struct Calls<D> {
-    tx: mpsc::UnboundedSender<D>,
+    tx: mpsc::UnboundedSender<Option<D>>,
 }
 
 impl<D: Send + 'static> Calls<D> {
@@ -57,9 +63,12 @@ impl<D: Send + 'static> Calls<D> {
     /// service never holds up deliveries.
     pub fn spawn(&self, call: impl Future<Output = D> + Send + 'static) {
         let tx = self.tx.clone();
+        // The call on a task of its own, so that a panic in it still
+        // reports back (as `None`) instead of leaving the call out forever.
+        let task = tokio::spawn(call);
         tokio::spawn(async move {
             // The loop has stopped only when the connector is exiting.
-            let _ = tx.send(call.await);
+            let _ = tx.send(task.await.ok());
         });
     }
 }
@@ -68,7 +77,7 @@ impl<D: Send + 'static> Calls<D> {
 #[derive(Debug)]
 pub struct Uploads<D> {
     calls: Calls<D>,
-    done: mpsc::UnboundedReceiver<D>,
+    done: mpsc::UnboundedReceiver<Option<D>>,
 }
 
 impl<D: Send + 'static> Default for Uploads<D> {
@@ -112,7 +121,10 @@ impl<D: Send + 'static> Uploads<D> {
                     }
                     Some(Event::Message(m)) => uploader.on_message(m).await?,
                 },
-                Some(done) = self.done.recv() => uploader.on_done(done).await?,
+                Some(done) = self.done.recv() => match done {
+                    Some(done) => uploader.on_done(done).await?,
+                    None => uploader.on_lost(),
+                },
                 _ = ticker.tick(), if interval.is_some() => uploader.on_tick(),
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -128,11 +140,12 @@ impl<D: Send + 'static> Uploads<D> {
         }
         while uploader.calling() {
             match tokio::time::timeout_at(until, self.done.recv()).await {
-                Ok(Some(done)) => {
+                Ok(Some(Some(done))) => {
                     if uploader.on_done(done).await.is_err() {
                         break;
                     }
                 }
+                Ok(Some(None)) => uploader.on_lost(),
                 _ => break,
             }
         }
@@ -154,19 +167,4 @@ pub async fn run<U: Uploader>(
         uploads.drain(uploader, Instant::now() + deadline / 2).await;
     }
     Ok(())
-}
-
-/// The one call out of a connector that sends a batch at a time (Splunk,
-/// ServiceNow): its result once it ends, `None` when its task panicked or
-/// was cancelled. Pending forever while no call is out, so it can sit in a
-/// `select!` beside the event stream.
-pub async fn wait_call<T>(call: &mut Option<tokio::task::JoinHandle<T>>) -> Option<T> {
-    match call.as_mut() {
-        Some(h) => {
-            let out = h.await.ok();
-            *call = None;
-            out
-        }
-        None => std::future::pending().await,
-    }
 }

@@ -64,11 +64,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use evergreen_connector_kit::manifest;
-use evergreen_connector_kit::uploader::wait_call;
+use evergreen_connector_kit::uploader::{Calls, Uploader, Uploads};
 use evergreen_connector_kit::{secret, status, Backoff, Notes, Params};
 use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
-use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::ComponentConfig;
+use evergreen_ipc::sdk::{Component, Handle, SdkError};
+use evergreen_ipc::{ComponentConfig, Delivery};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -446,7 +446,162 @@ fn load_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(certs.into_iter().map(|c| c.to_vec()).collect())
 }
 
-type Sending = tokio::task::JoinHandle<(Vec<Item>, Result<(), SendError>)>;
+/// A batch's call, as it comes back: the batch and how it ended.
+type Sent = (Vec<Item>, Result<(), SendError>);
+
+/// The connector's state between events.
+struct Connector {
+    settings: Settings,
+    handle: Handle,
+    client: reqwest::Client,
+    /// `None` while the secret cannot be read; read again before a send.
+    token: Option<String>,
+    queue: Queue,
+    /// A batch is out; one at a time.
+    calling: bool,
+    backoff: Backoff,
+    /// No send (nor secret read) before this, after a failure.
+    not_before: Instant,
+    /// The flush interval elapsed (or a retry or more events are waiting).
+    flush_due: bool,
+}
+
+impl Connector {
+    /// Whether a batch should go now: nothing out, events waiting, and
+    /// either no flush interval or one that elapsed.
+    fn due(&self) -> bool {
+        !self.calling
+            && (self.settings.flush_interval.is_none() || self.flush_due)
+            && !self.queue.is_empty()
+    }
+}
+
+impl Uploader for Connector {
+    type Done = Sent;
+
+    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
+        let handle = &self.handle;
+        match parse_input(&m.payload) {
+            Ok(item) => match self.queue.push(item) {
+                Ok(dropped) => report_dropped(handle, &dropped).await,
+                Err(item) => {
+                    let message = format!(
+                        "request is {} bytes, more than {MEMORY_SIZE} allows ({} bytes)",
+                        item.body.len(),
+                        self.settings.memory_bytes
+                    );
+                    handle.warn(format!("input refused: {message}"));
+                    publish(
+                        handle,
+                        ERROR_TOPIC,
+                        &error_message("InvalidInputException", &message, item.id.as_deref()),
+                    )
+                    .await
+                }
+            },
+            Err(invalid) => {
+                handle.warn(format!("input refused: {}", invalid.message));
+                publish(
+                    handle,
+                    ERROR_TOPIC,
+                    &error_message(
+                        "InvalidInputException",
+                        &invalid.message,
+                        invalid.id.as_deref(),
+                    ),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn send_ready(&mut self, calls: &Calls<Sent>) -> Result<(), SdkError> {
+        if !self.due() || Instant::now() < self.not_before {
+            return Ok(());
+        }
+        let handle = &self.handle;
+        let arn = &self.settings.secret_arn;
+        if self.token.is_none() {
+            match read_token(handle, arn).await {
+                Ok(t) => {
+                    handle.info(format!("HEC token secret {arn} read"));
+                    self.token = Some(t);
+                }
+                Err(e) => {
+                    handle.warn(format!("{e}; {} events kept queued", self.queue.len()));
+                    publish(handle, ERROR_TOPIC, &error_message("SecretError", &e, None)).await?;
+                    self.not_before = Instant::now() + self.backoff.next_delay();
+                }
+            }
+        }
+        if let Some(tok) = self.token.clone() {
+            let batch = self.queue.take_batch(MAX_BATCH_BYTES);
+            let client = self.client.clone();
+            let url = self.settings.url.clone();
+            self.flush_due = false;
+            self.calling = true;
+            calls.spawn(async move {
+                let result = send_batch(&client, &url, &tok, &batch).await;
+                (batch, result)
+            });
+        }
+        Ok(())
+    }
+
+    async fn on_done(&mut self, (batch, result): Sent) -> Result<(), SdkError> {
+        self.calling = false;
+        let handle = &self.handle;
+        match result {
+            Ok(()) => {
+                self.backoff.reset();
+                handle.debug(format!("{} events sent", batch.len()));
+                publish(handle, STATUS_TOPIC, &status(&batch, &[])).await?;
+                // More waiting than one batch: keep going.
+                self.flush_due = self.flush_due || !self.queue.is_empty();
+            }
+            Err(SendError::Retry { error, message }) => {
+                handle.warn(format!(
+                    "batch of {} events not sent ({error}: {message}); retrying in {} ms",
+                    batch.len(),
+                    self.backoff.peek().as_millis()
+                ));
+                let dropped = self.queue.requeue(batch);
+                report_dropped(handle, &dropped).await?;
+                self.not_before = Instant::now() + self.backoff.next_delay();
+                self.flush_due = true;
+            }
+            Err(SendError::Fail { error, message }) => {
+                self.backoff.reset();
+                handle.error(format!(
+                    "batch of {} events refused ({error}): {message}",
+                    batch.len()
+                ));
+                publish(handle, STATUS_TOPIC, &status(&[], &batch)).await?;
+                publish(handle, ERROR_TOPIC, &error_message(error, &message, None)).await?;
+                self.flush_due = self.flush_due || !self.queue.is_empty();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_lost(&mut self) {
+        self.calling = false;
+        self.handle.error("a batch's sender stopped unexpectedly");
+    }
+
+    fn on_tick(&mut self) {
+        self.flush_due = true;
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        // The end of a backoff with a batch waiting for it.
+        (self.due() && Instant::now() < self.not_before).then_some(self.not_before)
+    }
+
+    fn calling(&self) -> bool {
+        self.calling
+    }
+}
 
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
@@ -472,117 +627,34 @@ pub async fn run() -> Result<(), SdkError> {
             return Err(SdkError::Closed);
         }
     };
-    let mut token = match read_token(&handle, &settings.secret_arn).await {
+    let token = match read_token(&handle, &settings.secret_arn).await {
         Ok(t) => Some(t),
         Err(e) => {
             handle.error(format!("{e}; events are kept queued until it can be read"));
             None
         }
     };
-    let mut queue = Queue::new(settings.queue_size, settings.memory_bytes);
-    let mut sending: Option<Sending> = None;
-    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
-    let mut not_before = Instant::now();
-    let mut flush_due = false;
-    let tick = settings.flush_interval.unwrap_or(Duration::from_secs(3600));
-    let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // Start a batch when one is due and nothing is in flight.
-        let due = settings.flush_interval.is_none() || flush_due;
-        if sending.is_none() && due && !queue.is_empty() && Instant::now() >= not_before {
-            if token.is_none() {
-                match read_token(&handle, &settings.secret_arn).await {
-                    Ok(t) => {
-                        handle.info(format!("HEC token secret {} read", settings.secret_arn));
-                        token = Some(t);
-                    }
-                    Err(e) => {
-                        handle.warn(format!("{e}; {} events kept queued", queue.len()));
-                        publish(
-                            &handle,
-                            ERROR_TOPIC,
-                            &error_message("SecretError", &e, None),
-                        )
-                        .await?;
-                        not_before = Instant::now() + backoff.next_delay();
-                    }
-                }
-            }
-            if let Some(tok) = token.clone() {
-                let batch = queue.take_batch(MAX_BATCH_BYTES);
-                let client = client.clone();
-                let url = settings.url.clone();
-                flush_due = false;
-                sending = Some(tokio::spawn(async move {
-                    let result = send_batch(&client, &url, &tok, &batch).await;
-                    (batch, result)
-                }));
-            }
-        }
-        let retry_wait = tokio::time::sleep_until(not_before);
-        tokio::select! {
-            _ = ticker.tick(), if settings.flush_interval.is_some() => flush_due = true,
-            _ = retry_wait, if sending.is_none() && due && !queue.is_empty() && Instant::now() < not_before => {}
-            done = wait_call(&mut sending) => {
-                let Some((batch, result)) = done else {
-                    handle.error("a batch's sender stopped unexpectedly");
-                    continue;
-                };
-                match result {
-                    Ok(()) => {
-                        backoff.reset();
-                        handle.debug(format!("{} events sent", batch.len()));
-                        publish(&handle, STATUS_TOPIC, &status(&batch, &[])).await?;
-                        // More waiting than one batch: keep going.
-                        flush_due = flush_due || !queue.is_empty();
-                    }
-                    Err(SendError::Retry { error, message }) => {
-                        handle.warn(format!(
-                            "batch of {} events not sent ({error}: {message}); retrying in {} ms",
-                            batch.len(), backoff.peek().as_millis()
-                        ));
-                        let dropped = queue.requeue(batch);
-                        report_dropped(&handle, &dropped).await?;
-                        not_before = Instant::now() + backoff.next_delay();
-                        flush_due = true;
-                    }
-                    Err(SendError::Fail { error, message }) => {
-                        backoff.reset();
-                        handle.error(format!("batch of {} events refused ({error}): {message}", batch.len()));
-                        publish(&handle, STATUS_TOPIC, &status(&[], &batch)).await?;
-                        publish(&handle, ERROR_TOPIC, &error_message(error, &message, None)).await?;
-                        flush_due = flush_due || !queue.is_empty();
-                    }
-                }
-            }
-            event = component.next_event() => match event {
-                None | Some(Event::Shutdown { .. }) => break,
-                Some(Event::Refused { topic, reason }) => {
-                    handle.warn(format!("publish on {topic} refused: {reason}"))
-                }
-                Some(Event::Message(m)) => match parse_input(&m.payload) {
-                    Ok(item) => match queue.push(item) {
-                        Ok(dropped) => report_dropped(&handle, &dropped).await?,
-                        Err(item) => {
-                            let message = format!(
-                                "request is {} bytes, more than {MEMORY_SIZE} allows ({} bytes)",
-                                item.body.len(), settings.memory_bytes
-                            );
-                            handle.warn(format!("input refused: {message}"));
-                            publish(&handle, ERROR_TOPIC, &error_message("InvalidInputException", &message, item.id.as_deref())).await?;
-                        }
-                    },
-                    Err(invalid) => {
-                        handle.warn(format!("input refused: {}", invalid.message));
-                        publish(&handle, ERROR_TOPIC, &error_message("InvalidInputException", &invalid.message, invalid.id.as_deref())).await?;
-                    }
-                },
-            }
-        }
-    }
-    if !queue.is_empty() {
-        handle.warn(format!("stopping with {} events not sent", queue.len()));
+    let interval = settings.flush_interval;
+    let mut connector = Connector {
+        queue: Queue::new(settings.queue_size, settings.memory_bytes),
+        settings,
+        handle: handle.clone(),
+        client,
+        token,
+        calling: false,
+        backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+        not_before: Instant::now(),
+        flush_due: false,
+    };
+    // No last send at shutdown: what is queued is reported as not sent.
+    Uploads::new()
+        .run(&mut component, &handle, &mut connector, interval)
+        .await?;
+    if !connector.queue.is_empty() {
+        handle.warn(format!(
+            "stopping with {} events not sent",
+            connector.queue.len()
+        ));
     }
     handle.info("stopping");
     Ok(())
