@@ -57,7 +57,6 @@
 pub mod credentials;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -239,6 +238,19 @@ impl AwsError {
         match self {
             AwsError::Service { message, .. } if !message.is_empty() => message.clone(),
             other => other.to_string(),
+        }
+    }
+
+    /// The `error` and `error_message` of the batching connectors'
+    /// statuses (CloudWatchMetrics, KinesisFirehose): the service's code and
+    /// message, else a name for the kind (`InvalidResponse` for an answer
+    /// that cannot be read) and the bare detail.
+    pub fn code_and_detail(&self) -> (String, String) {
+        match self {
+            AwsError::Service { code, message, .. } => (code.clone(), message.clone()),
+            AwsError::Transport(m) => ("ConnectionError".to_string(), m.clone()),
+            AwsError::Credentials(m) => ("NoCredentialsError".to_string(), m.clone()),
+            AwsError::Decode(m) => ("InvalidResponse".to_string(), m.clone()),
         }
     }
 
@@ -749,54 +761,32 @@ fn decode_entities(s: &str) -> String {
 
 /// Exponential backoff with jitter: each delay doubles up to `max`, and is
 /// drawn from its upper half (equal jitter), so retries of several
-/// connectors after the same outage spread out without ever retrying at once.
+/// connectors after the same outage spread out without ever retrying at
+/// once. The kit's [`evergreen_connector_kit::Backoff`], always jittered:
+/// AWS callers (and the supervisor) get the spread without asking for it.
 #[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-    seed: u64,
-}
+pub struct Backoff(evergreen_connector_kit::Backoff);
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let seed = now_ms()
-            ^ (u64::from(std::process::id()) << 32)
-            ^ COUNTER
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let max = max.max(initial);
-        Backoff {
-            initial,
-            max,
-            current: initial,
-            seed: seed | 1,
-        }
+        Backoff(evergreen_connector_kit::Backoff::jittered(initial, max))
     }
 
     /// The delay before the next try; the one after it is twice as long.
     pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        // xorshift64: jitter needs spread, not quality.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let half = base / 2;
-        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(self.seed % nanos.saturating_add(1))
+        self.0.next_delay()
     }
 
     /// Back to the initial delay (after a success).
     pub fn reset(&mut self) {
-        self.current = self.initial;
+        self.0.reset();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn the_http_client_takes_the_preconfigured_rustls_config() {

@@ -1,11 +1,13 @@
 //! The metric buffer: per-namespace queues under one `MaxMetricsToRetain`
 //! bound, the oldest metric of the same namespace dropped when it is full,
 //! batches of at most 20 metrics (one `PutMetricData`), retries put back at
-//! the front so they go in the next batch, and the backoff between them.
-//! Pure bookkeeping with the clock passed in; it never calls the service.
+//! the front so they go in the next batch, and the backoff between them,
+//! as rules for the kit's batching queue. Pure bookkeeping with the clock passed in; it never calls the service.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use evergreen_connector_kit::batch::{self, BatchQueue, Capacity, Policy, RetryTo, WhenFull};
+use evergreen_connector_kit::Backoff;
 
 use crate::request::Datum;
 
@@ -20,14 +22,7 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(20);
 
 /// What became of a metric offered to the buffer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Admission {
-    Queued,
-    /// The buffer was full: the namespace's oldest queued metric was dropped.
-    ReplacedOldest(Datum),
-    /// The buffer was full and this namespace has nothing queued to drop.
-    Refused(Datum),
-}
+pub type Admission = batch::Admission<Datum>;
 
 /// Metrics taken from one namespace for one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,154 +31,85 @@ pub struct Batch {
     pub data: Vec<Datum>,
 }
 
-#[derive(Debug, Default)]
-struct Namespace {
-    queue: VecDeque<Datum>,
-    /// Metrics whose call is out; they count against the bound, so putting
-    /// them back always fits.
-    in_flight: usize,
-    calling: bool,
-    due: bool,
-    failures: u32,
-    retry_at: Option<Instant>,
-}
-
-/// The buffer of every namespace.
+/// The buffer of every namespace: the kit's batching queue with
+/// CloudWatch's rules (one bound across namespaces, the namespace's oldest
+/// replaced when full, 20 metrics per call, retries first in the next).
 #[derive(Debug)]
 pub struct Buffer {
-    max: usize,
-    /// `PublishInterval` 0: send as soon as anything is queued.
-    immediate: bool,
-    held: usize,
-    namespaces: BTreeMap<String, Namespace>,
+    inner: BatchQueue<String, Datum>,
 }
 
 impl Buffer {
     pub fn new(max: usize, immediate: bool) -> Self {
         Buffer {
-            max: max.max(1),
-            immediate,
-            held: 0,
-            namespaces: BTreeMap::new(),
+            inner: BatchQueue::new(Policy {
+                max_batch_items: MAX_BATCH_METRICS,
+                max_batch_bytes: MAX_BATCH_BYTES,
+                // Only a count of 20 makes a batch full: the byte estimate
+                // cuts batches but never sends one early.
+                full_by_bytes: false,
+                capacity: max,
+                scope: Capacity::Total,
+                when_full: WhenFull::ReplaceOldestOfKey,
+                retry_to: RetryTo::Front,
+                immediate,
+                backoff_initial: BACKOFF_INITIAL,
+                backoff_max: BACKOFF_MAX,
+            }),
         }
     }
 
     /// Buffers `datum` for `namespace`, dropping that namespace's oldest
     /// queued metric when the buffer is full.
     pub fn offer(&mut self, namespace: &str, datum: Datum) -> Admission {
-        let ns = self.namespaces.entry(namespace.to_string()).or_default();
-        if self.held < self.max {
-            ns.queue.push_back(datum);
-            self.held += 1;
-            return Admission::Queued;
-        }
-        match ns.queue.pop_front() {
-            Some(oldest) => {
-                ns.queue.push_back(datum);
-                Admission::ReplacedOldest(oldest)
-            }
-            None => Admission::Refused(datum),
-        }
+        self.inner.offer(&namespace.to_string(), datum)
     }
 
     /// The publish interval elapsed: every namespace sends what it has.
     pub fn mark_all_due(&mut self) {
-        for ns in self.namespaces.values_mut() {
-            if !ns.queue.is_empty() {
-                ns.due = true;
-            }
-        }
+        self.inner.mark_all_due();
     }
 
     /// Batches to send now: one per namespace that has no call out, is not
     /// backing off, and has 20 metrics, is due, or sends immediately.
     pub fn take_ready(&mut self, now: Instant, size: impl Fn(&Datum) -> usize) -> Vec<Batch> {
-        let mut out = Vec::new();
-        for (name, ns) in &mut self.namespaces {
-            if ns.calling || ns.queue.is_empty() || ns.retry_at.is_some_and(|t| now < t) {
-                continue;
-            }
-            if !(ns.queue.len() >= MAX_BATCH_METRICS || ns.due || self.immediate) {
-                continue;
-            }
-            ns.retry_at = None;
-            let mut data = Vec::new();
-            let mut bytes = 0;
-            while let Some(front) = ns.queue.front() {
-                let more = size(front);
-                if data.len() >= MAX_BATCH_METRICS
-                    || (!data.is_empty() && bytes + more > MAX_BATCH_BYTES)
-                {
-                    break;
-                }
-                let Some(datum) = ns.queue.pop_front() else {
-                    break;
-                };
-                bytes += more;
-                data.push(datum);
-            }
-            ns.in_flight += data.len();
-            ns.calling = true;
-            if ns.queue.is_empty() {
-                ns.due = false;
-            }
-            out.push(Batch {
-                namespace: name.clone(),
-                data,
-            });
-        }
-        out
+        self.inner
+            .take_ready(now, size)
+            .into_iter()
+            .map(|b| Batch {
+                namespace: b.key,
+                data: b.items,
+            })
+            .collect()
     }
 
     /// A call for `namespace` is over: `settled` metrics are done and
     /// `retry` go back to the front of the queue, in their order, for the
     /// next batch. Any retry starts (or lengthens) the backoff.
     pub fn finish(&mut self, namespace: &str, settled: usize, retry: Vec<Datum>, now: Instant) {
-        let Some(ns) = self.namespaces.get_mut(namespace) else {
-            return;
-        };
-        ns.calling = false;
-        let done = (settled + retry.len()).min(ns.in_flight);
-        ns.in_flight -= done;
-        self.held -= settled.min(self.held);
-        if retry.is_empty() {
-            ns.failures = 0;
-            return;
-        }
-        ns.failures = ns.failures.saturating_add(1);
-        ns.retry_at = Some(now + backoff(ns.failures));
-        ns.due = true;
-        for datum in retry.into_iter().rev() {
-            ns.queue.push_front(datum);
-        }
+        self.inner
+            .finish(&namespace.to_string(), settled, retry, now);
     }
 
     /// When the earliest backoff ends, if a namespace waits one out.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.namespaces
-            .values()
-            .filter(|ns| !ns.calling && !ns.queue.is_empty())
-            .filter_map(|ns| ns.retry_at)
-            .min()
+        self.inner.next_retry()
     }
 
     /// Metrics held (queued and in flight) across namespaces.
     pub fn held(&self) -> usize {
-        self.held
+        self.inner.held()
     }
 
     pub fn calling(&self) -> bool {
-        self.namespaces.values().any(|ns| ns.calling)
+        self.inner.calling()
     }
 }
 
 /// The wait after `failures` retryable failures in a row:
 /// 250 ms, 500 ms, 1 s, … up to 20 s.
 pub fn backoff(failures: u32) -> Duration {
-    let shift = failures.saturating_sub(1).min(16);
-    BACKOFF_INITIAL
-        .saturating_mul(1u32 << shift)
-        .min(BACKOFF_MAX)
+    Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX).delay_after(failures)
 }
 
 #[cfg(test)]

@@ -72,10 +72,12 @@ pub mod status;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evergreen_aws::{AwsClient, AwsError};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
-use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
-use tokio::sync::mpsc;
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::uploader::{self, Calls, Uploader};
+use evergreen_connector_kit::{Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
+use evergreen_ipc::sdk::{Component, Handle, SdkError};
+use evergreen_ipc::{ComponentConfig, Delivery};
 use tokio::time::Instant;
 
 use crate::buffer::{Admission, Batch, Buffer};
@@ -85,7 +87,6 @@ const PUBLISH_INTERVAL: &str = "PublishInterval";
 const PUBLISH_REGION: &str = "PublishRegion";
 const MEMORY_SIZE: &str = "MemorySize";
 const MAX_METRICS: &str = "MaxMetricsToRetain";
-const ISOLATION_MODE: &str = "IsolationMode";
 
 /// The error of a metric refused because the buffer is full.
 pub const BUFFER_FULL: &str = "BufferFullException";
@@ -117,17 +118,11 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         )
         .required()
         .pattern("^([2-9]\\d{3}|[1-9]\\d{4,})$"),
-        ParameterSpec::new(ISOLATION_MODE, "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(4),
+        manifest::isolation_mode(4),
     ],
     inputs: &[request::INPUT_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };
@@ -146,69 +141,35 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let parameter = |name: &str| config.parameters.get(name).map(String::as_str);
-        let interval = match parameter(PUBLISH_INTERVAL).map(str::parse::<u64>) {
-            Some(Ok(s)) if s <= MAX_INTERVAL_S => s,
-            Some(Ok(s)) => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!(
-                        "{PUBLISH_INTERVAL} {s} is above {MAX_INTERVAL_S}; using {MAX_INTERVAL_S}"
-                    ),
-                ));
-                MAX_INTERVAL_S
-            }
-            _ => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!("{PUBLISH_INTERVAL} is missing or not a number; using 0 (publish as received)"),
-                ));
-                0
-            }
-        };
-        let max_metrics = match parameter(MAX_METRICS).map(str::parse::<usize>) {
-            Some(Ok(n)) if n >= MIN_RETAIN => n,
-            other => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!("{MAX_METRICS} {other:?} is not a number of {MIN_RETAIN} or more; using {MIN_RETAIN}"),
-                ));
-                MIN_RETAIN
-            }
-        };
-        let region = match parameter(PUBLISH_REGION) {
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let interval = p.capped(
+            PUBLISH_INTERVAL,
+            MAX_INTERVAL_S,
+            0,
+            "0 (publish as received)",
+        );
+        let max_metrics = p.at_least(MAX_METRICS, MIN_RETAIN);
+        let region = match p.raw(PUBLISH_REGION) {
             Some(r) if !r.is_empty() => r.to_string(),
             _ => config.region.clone(),
         };
-        if let Some(memory) = parameter(MEMORY_SIZE) {
-            notes.push((
-                LogLevel::Info,
-                format!("{MEMORY_SIZE} {memory} KB noted; Evergreen does not cap the connector's memory with it"),
-            ));
-        }
-        notes.push((
-            LogLevel::Info,
-            format!(
-                "publishing to CloudWatch in {region} {}, keeping at most {max_metrics} metrics, coreName {}",
-                if interval == 0 {
-                    "as metrics arrive".to_string()
-                } else {
-                    format!("every {interval} s or per 20 metrics of a namespace")
-                },
-                config.core_thing_name
-            ),
-        ));
-        (
-            Settings {
-                publish_interval: Duration::from_secs(interval),
-                region,
-                max_metrics,
-                core_name: config.core_thing_name.clone(),
+        p.note_memory_size(MEMORY_SIZE);
+        p.info(format!(
+            "publishing to CloudWatch in {region} {}, keeping at most {max_metrics} metrics, coreName {}",
+            if interval == 0 {
+                "as metrics arrive".to_string()
+            } else {
+                format!("every {interval} s or per 20 metrics of a namespace")
             },
-            notes,
-        )
+            config.core_thing_name
+        ));
+        p.finish(Settings {
+            publish_interval: Duration::from_secs(interval),
+            region,
+            max_metrics,
+            core_name: config.core_thing_name.clone(),
+        })
     }
 }
 
@@ -226,12 +187,7 @@ fn now_ms() -> i64 {
 }
 
 fn error_code(e: &AwsError) -> (String, String) {
-    match e {
-        AwsError::Service { code, message, .. } => (code.clone(), message.clone()),
-        AwsError::Transport(m) => ("ConnectionError".to_string(), m.clone()),
-        AwsError::Credentials(m) => ("NoCredentialsError".to_string(), m.clone()),
-        AwsError::Decode(m) => ("InvalidResponse".to_string(), m.clone()),
-    }
+    e.code_and_detail()
 }
 
 /// The connector's state between events.
@@ -240,7 +196,6 @@ struct Connector {
     handle: Handle,
     client: AwsClient,
     buffer: Buffer,
-    done_tx: mpsc::UnboundedSender<Done>,
     /// Metrics dropped to make room (the oldest of their namespace).
     replaced: u64,
     /// New metrics refused (their namespace had nothing to replace).
@@ -274,8 +229,13 @@ impl Connector {
             ));
         }
     }
+}
 
-    async fn on_message(&mut self, payload: &[u8]) -> Result<(), SdkError> {
+impl Uploader for Connector {
+    type Done = Done;
+
+    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
+        let payload = m.payload.as_slice();
         let metric = match request::parse(payload, &self.settings.core_name, now_ms()) {
             Ok(m) => m,
             Err(e) => {
@@ -317,21 +277,21 @@ impl Connector {
         }
     }
 
-    fn send_ready(&mut self) {
+    async fn send_ready(&mut self, calls: &Calls<Done>) -> Result<(), SdkError> {
         for batch in self
             .buffer
             .take_ready(Instant::now().into_std(), api::estimated_size)
         {
             let client = self.client.clone();
-            let tx = self.done_tx.clone();
-            tokio::spawn(async move {
+            calls.spawn(async move {
                 let params = api::params(&batch.namespace, &batch.data);
                 let answer = client
                     .query(api::SERVICE, api::VERSION, api::ACTION, &params)
                     .await;
-                let _ = tx.send(Done { batch, answer });
+                Done { batch, answer }
             });
         }
+        Ok(())
     }
 
     async fn on_done(&mut self, done: Done) -> Result<(), SdkError> {
@@ -365,6 +325,18 @@ impl Connector {
             }
         }
     }
+
+    fn on_tick(&mut self) {
+        self.buffer.mark_all_due();
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.buffer.next_retry().map(Instant::from_std)
+    }
+
+    fn calling(&self) -> bool {
+        self.buffer.calling()
+    }
 }
 
 /// Runs the connector over stdio until the supervisor says stop.
@@ -376,71 +348,18 @@ pub async fn run() -> Result<(), SdkError> {
     } else {
         base.with_region(&settings.region)
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let immediate = settings.publish_interval.is_zero();
+    // Interval 0 never ticks: `immediate` sends at once.
+    let interval = (!immediate).then_some(settings.publish_interval);
     let mut connector = Connector {
         buffer: Buffer::new(settings.max_metrics, immediate),
         settings,
         handle: handle.clone(),
         client,
-        done_tx,
         replaced: 0,
         refused: 0,
     };
-    // Interval 0 never ticks (`immediate` sends at once); the timer still
-    // needs a period.
-    let period = if immediate {
-        Duration::from_secs(3600)
-    } else {
-        connector.settings.publish_interval
-    };
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let far = Duration::from_secs(3600);
-    let shutdown_deadline = loop {
-        let retry_at = connector
-            .buffer
-            .next_retry()
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + far);
-        tokio::select! {
-            event = component.next_event() => match event {
-                None => break None,
-                Some(Event::Shutdown { deadline }) => break Some(deadline),
-                Some(Event::Refused { topic, reason }) => {
-                    handle.warn(format!("publish on {topic} refused: {reason}"));
-                }
-                Some(Event::Message(m)) => {
-                    connector.on_message(&m.payload).await?;
-                    connector.send_ready();
-                }
-            },
-            Some(done) = done_rx.recv() => {
-                connector.on_done(done).await?;
-                connector.send_ready();
-            }
-            _ = ticker.tick(), if !immediate => {
-                connector.buffer.mark_all_due();
-                connector.send_ready();
-            }
-            _ = tokio::time::sleep_until(retry_at) => connector.send_ready(),
-        }
-    };
-    if let Some(deadline) = shutdown_deadline {
-        let until = Instant::now() + deadline / 2;
-        connector.buffer.mark_all_due();
-        connector.send_ready();
-        while connector.buffer.calling() {
-            match tokio::time::timeout_at(until, done_rx.recv()).await {
-                Ok(Some(done)) => {
-                    if connector.on_done(done).await.is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-    }
+    uploader::run(&mut component, &handle, &mut connector, interval).await?;
     let left = connector.buffer.held();
     handle.info(format!(
         "stopping: {left} metrics not published; while the buffer was full {} were dropped and {} refused",
@@ -452,22 +371,17 @@ pub async fn run() -> Result<(), SdkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_connector_kit::manifest::ISOLATION_MODE;
+    use evergreen_ipc::LogLevel;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
-        ComponentConfig {
-            core_thing_name: "test-core".into(),
-            ..ComponentConfig::connector(MANIFEST.arn("us-east-1", 5), params)
-        }
+        evergreen_connector_kit::testing::config(&MANIFEST, 5, params)
+            .core("test-core")
+            .build()
     }
 
     fn matches(name: &str, value: &str) -> bool {
-        let pattern = MANIFEST
-            .parameter(name)
-            .and_then(|p| p.pattern)
-            .expect("pattern");
-        regex::Regex::new(&format!("^(?:{pattern})$"))
-            .expect("compiles")
-            .is_match(value)
+        evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
     }
 
     #[test]
@@ -492,9 +406,7 @@ mod tests {
             MANIFEST.parameter(ISOLATION_MODE).map(|p| p.since_version),
             Some(4)
         );
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         assert!(MANIFEST.aws && MANIFEST.pinned);
     }
 

@@ -2,6 +2,7 @@
 //! namespace, or into the failure that names the bad field. Never panics
 //! on outside input; knows nothing of buffers or the service.
 
+use evergreen_connector_kit::status::{clip, kind};
 use serde_json::{Map, Value};
 
 /// The input topic.
@@ -283,22 +284,9 @@ fn parse_datum(data: &Map<String, Value>, core_name: &str, now_ms: i64) -> Resul
     })
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
+/// At most 100 characters of `s`, for messages.
 fn short(s: &str) -> String {
-    match s.char_indices().nth(100) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_string(),
-    }
+    clip(s, 100)
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ pub mod procnet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::params::resource_path;
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 
@@ -107,10 +109,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[ACCEPTED_FILTER, REJECTED_FILTER],
     outputs: &[OUTPUT_FILTER],
     // Greengrass: container only.
-    isolation: IsolationSupport {
-        container: true,
-        no_container: false,
-    },
+    isolation: manifest::CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };
@@ -190,22 +189,22 @@ impl Settings {
             None => sample,
         };
 
-        let proc_root = match config.resource_or_parameter(PROC_RESOURCE_ID, PROC_DESTINATION) {
-            Some((path, from)) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("reading /proc from {} {from}", path.display()),
-                ));
-                path
-            }
-            None => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!("neither a granted {PROC_RESOURCE_ID} nor {PROC_DESTINATION}; reading /proc"),
-                ));
-                PathBuf::from("/proc")
-            }
-        };
+        let proc_root = resource_path(
+            config,
+            &mut notes,
+            PROC_RESOURCE_ID,
+            PROC_DESTINATION,
+            |path, from| format!("reading /proc from {} {from}", path.display()),
+        )
+        .unwrap_or_else(|| {
+            notes.push((
+                LogLevel::Warn,
+                format!(
+                    "neither a granted {PROC_RESOURCE_ID} nor {PROC_DESTINATION}; reading /proc"
+                ),
+            ));
+            PathBuf::from("/proc")
+        });
 
         let topic = format!(
             "$aws/things/{}/defender/metrics/json",
@@ -335,35 +334,17 @@ fn quote(payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::{ComponentKind, ResourceGrant};
-    use std::collections::BTreeMap;
+    use evergreen_connector_kit::testing;
 
     fn config(params: &[(&str, &str)], grant: Option<&str>) -> ComponentConfig {
-        ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 3),
-            kind: ComponentKind::Connector,
-            id: "dd".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: grant
-                .map(|path| {
-                    BTreeMap::from([(
-                        "host-proc".to_string(),
-                        ResourceGrant {
-                            path: path.into(),
-                            read_write: false,
-                        },
-                    )])
-                })
-                .unwrap_or_default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "test-core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
+        let builder = testing::config(&MANIFEST, 3, params)
+            .id("dd")
+            .core("test-core");
+        match grant {
+            Some(path) => builder.grant("host-proc", path, false),
+            None => builder,
         }
+        .build()
     }
 
     const BASE: [(&str, &str); 3] = [
@@ -375,14 +356,7 @@ mod tests {
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
         let matches = |name: &str, value: &str| {
-            let pattern = MANIFEST
-                .parameter(name)
-                .and_then(|p| p.pattern)
-                .expect("pattern");
-            // Validation anchors every pattern the same way.
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .expect("compiles")
-                .is_match(value)
+            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
         };
         for ok in ["300", "301", "399", "400", "999", "1000", "86400", "0300"] {
             assert!(matches("SampleIntervalSeconds", ok), "{ok}");
@@ -402,14 +376,13 @@ mod tests {
             assert!(!matches("DevelopmentSampleIntervalSeconds", bad), "{bad}");
         }
         assert_eq!(
-            MANIFEST
-                .parameter("ProcDestinationPath-ResourceId")
-                .and_then(|p| p.resource),
+            evergreen_connector_kit::testing::resource_kind(
+                &MANIFEST,
+                "ProcDestinationPath-ResourceId"
+            ),
             Some(ResourceKind::LocalVolume)
         );
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         // The rest of what the supervisor's `registry::manifest_problems`
         // checks (this crate cannot depend on the supervisor).
         let newest = MANIFEST.versions.iter().copied().max().unwrap_or(0);

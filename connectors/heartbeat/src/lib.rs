@@ -10,8 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::{Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
+use evergreen_ipc::ComponentConfig;
 use serde_json::json;
 
 /// The topic every heartbeat is published on.
@@ -31,26 +34,47 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     outputs: &[TOPIC],
     // Container mode arrives with the container issue; until then the
     // connector only claims what it can be run in.
-    isolation: IsolationSupport {
-        container: false,
-        no_container: true,
-    },
+    isolation: manifest::NO_CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };
 
+/// What the connector runs with, from its `ComponentConfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Seconds between heartbeats; 5 when the parameter is missing or 0.
+    pub interval: u64,
+    pub proc_path: PathBuf,
+    pub core: String,
+}
+
+impl Settings {
+    /// The settings; the manifest's pattern already refused bad values, so
+    /// a fallback needs no note.
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let p = Params::new(config);
+        let interval = p
+            .raw("IntervalSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(5);
+        let proc_path = PathBuf::from(p.raw("ProcPath").unwrap_or("/proc"));
+        p.finish(Settings {
+            interval,
+            proc_path,
+            core: config.core_thing_name.clone(),
+        })
+    }
+}
+
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
-    let mut component = Component::connect().await?;
-    let handle = component.handle();
-    let interval = component
-        .parameter("IntervalSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(5);
-    let proc_path = PathBuf::from(component.parameter("ProcPath").unwrap_or("/proc"));
-    let core = component.config().core_thing_name.clone();
-    component.ready().await?;
+    let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
+    let Settings {
+        interval,
+        proc_path,
+        core,
+    } = settings;
     handle.info(format!("publishing on {TOPIC} every {interval} s"));
     let mut ticker = tokio::time::interval(Duration::from_secs(interval));
     let mut seq: u64 = 0;

@@ -66,10 +66,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use evergreen_aws::{AwsClient, AwsError};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::status as kit_status;
+use evergreen_connector_kit::{Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
-use serde_json::{json, Map, Value};
+use evergreen_ipc::ComponentConfig;
+use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::queue::{Batch, DropBehavior, Item, Outcome, QueueConfig, Queues};
@@ -99,7 +102,6 @@ const DROP_BEHAVIOR: &str = "IotAnalyticsQueueDropBehavior";
 const QUEUE_SIZE: &str = "IotAnalyticsQueueSizePerChannel";
 const BATCH_SIZE: &str = "IotAnalyticsBatchSizePerChannel";
 const DEFAULT_CHANNEL: &str = "IotAnalyticsDefaultChannelName";
-const ISOLATION_MODE: &str = "IsolationMode";
 
 pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     name: "IoTAnalytics",
@@ -147,21 +149,12 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
             "Channel for messages on topics other than iotanalytics/channels/+/messages/…",
         )
         .pattern("^$|^[a-zA-Z0-9_]+$"),
-        ParameterSpec::new(
-            ISOLATION_MODE,
-            "GreengrassContainer (default) or NoContainer.",
-        )
-        .pattern("^NoContainer$|^GreengrassContainer$")
-        .default_value("GreengrassContainer")
-        .since(4),
+        manifest::isolation_mode(4),
     ],
     // Any topic: customer-defined topics go to the default channel.
     inputs: &[PUT_FILTER, BINARY_PUT_FILTER, "#"],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };
@@ -176,62 +169,47 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let param = |name: &str| {
-            config
-                .parameters
-                .get(name)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-        };
-        let mut number = |name: &str, default: u64, min: u64, max: u64| -> u64 {
-            match param(name).map(str::parse::<u64>) {
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        // Unlike Params::clamped, a missing value is the default without a
+        // note, and one below the range is the default, not the minimum.
+        let number = |p: &mut Params<'_>, name: &str, default: u64, min: u64, max: u64| -> u64 {
+            match p.text(name).map(|v| v.parse::<u64>()) {
                 None => default,
                 Some(Ok(n)) if (min..=max).contains(&n) => n,
                 Some(Ok(n)) if n > max => {
-                    notes.push((
-                        LogLevel::Warn,
-                        format!("{name} {n} is above {max}; using {max}"),
-                    ));
+                    p.warn(format!("{name} {n} is above {max}; using {max}"));
                     max
                 }
                 Some(_) => {
-                    notes.push((
-                        LogLevel::Warn,
-                        format!("{name} is not a number from {min} to {max}; using {default}"),
+                    p.warn(format!(
+                        "{name} is not a number from {min} to {max}; using {default}"
                     ));
                     default
                 }
             }
         };
-        let interval = number(PUBLISH_INTERVAL, 1, 0, 24 * 3600);
-        let max_channels = number(MAX_CHANNELS, 50, 1, 100_000);
-        let queue_size = number(QUEUE_SIZE, 2048, 1, 10_000_000);
-        let batch_size = number(BATCH_SIZE, 5, 1, MAX_BATCH as u64);
-        let drop = match param(DROP_BEHAVIOR) {
+        let interval = number(&mut p, PUBLISH_INTERVAL, 1, 0, 24 * 3600);
+        let max_channels = number(&mut p, MAX_CHANNELS, 50, 1, 100_000);
+        let queue_size = number(&mut p, QUEUE_SIZE, 2048, 1, 10_000_000);
+        let batch_size = number(&mut p, BATCH_SIZE, 5, 1, MAX_BATCH as u64);
+        let drop = match p.text(DROP_BEHAVIOR).as_deref() {
             None | Some("DROP_NEWEST") => DropBehavior::DropNewest,
             Some("DROP_OLDEST") => DropBehavior::DropOldest,
             Some(other) => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!("{DROP_BEHAVIOR} {other:?} is not DROP_NEWEST or DROP_OLDEST; using DROP_NEWEST"),
-                ));
+                p.warn(format!("{DROP_BEHAVIOR} {other:?} is not DROP_NEWEST or DROP_OLDEST; using DROP_NEWEST"));
                 DropBehavior::DropNewest
             }
         };
-        let default_channel = match param(DEFAULT_CHANNEL) {
+        let default_channel = match p.text(DEFAULT_CHANNEL) {
             None => None,
-            Some(c) if valid_channel(c) => Some(c.to_string()),
+            Some(c) if valid_channel(&c) => Some(c),
             Some(c) => {
-                notes.push((
-                    LogLevel::Error,
-                    format!("{DEFAULT_CHANNEL} {c:?} is not a channel name; messages on other topics will fail"),
-                ));
+                p.error(format!("{DEFAULT_CHANNEL} {c:?} is not a channel name; messages on other topics will fail"));
                 None
             }
         };
-        let region = param(PUBLISH_REGION).map(str::to_string);
+        let region = p.text(PUBLISH_REGION);
         let settings = Settings {
             queues: QueueConfig {
                 queue_size: usize::try_from(queue_size).unwrap_or(usize::MAX),
@@ -243,16 +221,13 @@ impl Settings {
             region,
             default_channel,
         };
-        notes.push((
-            LogLevel::Info,
-            format!(
-                "batches of up to {batch_size} every {interval} s, {queue_size} messages per channel ({drop:?} when \
-                 full), up to {max_channels} channels, region {}, default channel {}",
-                settings.region.as_deref().unwrap_or(&config.region),
-                settings.default_channel.as_deref().unwrap_or("(none)")
-            ),
+        p.info(format!(
+            "batches of up to {batch_size} every {interval} s, {queue_size} messages per channel ({drop:?} when \
+             full), up to {max_channels} channels, region {}, default channel {}",
+            settings.region.as_deref().unwrap_or(&config.region),
+            settings.default_channel.as_deref().unwrap_or("(none)")
         ));
-        (settings, notes)
+        p.finish(settings)
     }
 }
 
@@ -355,16 +330,8 @@ pub fn read_input(
         });
     }
     let channel = channel.unwrap_or_default();
-    let value: Value = serde_json::from_slice(payload).map_err(|e| Rejected {
-        id: None,
-        message: format!("the message is not JSON: {e}"),
-    })?;
-    let Value::Object(root) = value else {
-        return Err(Rejected {
-            id: None,
-            message: "the message is not a JSON object".into(),
-        });
-    };
+    let root = kit_status::json_object(payload, "message")
+        .map_err(|message| Rejected { id: None, message })?;
     let raw_id = root.get("id").cloned();
     let fail = |message: String| Rejected {
         id: raw_id.clone(),
@@ -433,23 +400,16 @@ pub fn batch_body(batch: &Batch) -> Value {
 pub fn status(outcome: &Outcome) -> Value {
     let response = match &outcome.error {
         None => json!({"status": "success"}),
-        Some((error, message)) => {
-            json!({"status": "fail", "error": error, "error_message": message})
-        }
+        Some((error, message)) => kit_status::fail_response(error, message),
     };
     json!({"response": response, "id": outcome.id})
 }
 
 fn rejected_status(r: &Rejected) -> Value {
-    let mut out = Map::new();
-    out.insert(
-        "response".into(),
-        json!({"status": "fail", "error": "InvalidInputException", "error_message": r.message}),
-    );
-    if let Some(id) = &r.id {
-        out.insert("id".into(), id.clone());
-    }
-    Value::Object(out)
+    kit_status::with_id(
+        kit_status::fail_response("InvalidInputException", &r.message),
+        r.id.clone(),
+    )
 }
 
 type Sent = (Batch, Result<Value, AwsError>);
@@ -580,21 +540,16 @@ async fn answer(handle: &Handle, status: Value) -> Result<(), SdkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_ipc::LogLevel;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
-        ComponentConfig::connector(MANIFEST.arn("us-east-1", 4), params)
+        evergreen_connector_kit::testing::config(&MANIFEST, 4, params).build()
     }
 
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
         let matches = |name: &str, value: &str| {
-            let pattern = MANIFEST
-                .parameter(name)
-                .and_then(|p| p.pattern)
-                .expect("pattern");
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .expect("compiles")
-                .is_match(value)
+            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
         };
         assert!(matches(MEMORY_SIZE, "65535") && !matches(MEMORY_SIZE, "64k"));
         assert!(matches(PUBLISH_REGION, "") && matches(PUBLISH_REGION, "eu-west-1"));
@@ -607,9 +562,7 @@ mod tests {
         }
         assert!(matches(DROP_BEHAVIOR, "DROP_OLDEST") && !matches(DROP_BEHAVIOR, "DROP"));
         assert!(matches(DEFAULT_CHANNEL, "my_channel1") && !matches(DEFAULT_CHANNEL, "a-b"));
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         for p in MANIFEST.parameters {
             if let Some(d) = p.default {
                 assert!(matches(p.name, d), "{} default {d}", p.name);

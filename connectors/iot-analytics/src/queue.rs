@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use evergreen_aws::{AwsError, Backoff};
+use evergreen_aws::AwsError;
+use evergreen_connector_kit::Backoff;
 use serde_json::Value;
 
 /// First retry delay of a channel after a transient failure.
@@ -126,7 +127,7 @@ impl Queues {
                     in_flight: 0,
                     // The first message waits one interval for company.
                     next_send: now + self.config.interval,
-                    backoff: Backoff::new(RETRY_INITIAL, RETRY_MAX),
+                    backoff: Backoff::jittered(RETRY_INITIAL, RETRY_MAX),
                 },
             );
         }

@@ -78,12 +78,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use evergreen_aws::{AwsClient, AwsError};
-use evergreen_ipc::manifest::{
-    parse_connector_arn, ConnectorManifest, IsolationSupport, ParameterSpec,
-};
-use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
-use tokio::sync::mpsc;
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::uploader::{self, Calls, Uploader};
+use evergreen_connector_kit::{Notes, Params};
+use evergreen_ipc::manifest::{parse_connector_arn, ConnectorManifest, ParameterSpec};
+use evergreen_ipc::sdk::{Component, Handle, SdkError};
+use evergreen_ipc::{ComponentConfig, Delivery, LogLevel};
 use tokio::time::Instant;
 
 use crate::api::{CallFailure, RecordResult};
@@ -95,7 +95,6 @@ const DEFAULT_STREAM: &str = "DefaultDeliveryStreamArn";
 const QUEUE_SIZE: &str = "DeliveryStreamQueueSize";
 const MEMORY_SIZE: &str = "MemorySize";
 const PUBLISH_INTERVAL: &str = "PublishInterval";
-const ISOLATION_MODE: &str = "IsolationMode";
 
 /// The status code of a record refused because its stream's queue is full.
 pub const QUEUE_FULL: &str = "QueueFullException";
@@ -135,17 +134,11 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         .required()
         .pattern("[0-9]|[1-9]\\d|[1-9]\\d\\d|900")
         .since(2),
-        ParameterSpec::new(ISOLATION_MODE, "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(5),
+        manifest::isolation_mode(5),
     ],
     inputs: &[request::JSON_TOPIC, "kinesisfirehose/message/binary/#"],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };
@@ -165,90 +158,48 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let parameter = |name: &str| config.parameters.get(name).map(String::as_str);
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
         let version = parse_connector_arn(&config.arn).map_or(5, |(_, v)| v);
 
-        let default_stream = match parameter(DEFAULT_STREAM).map(StreamArn::parse) {
+        let default_stream = match p.raw(DEFAULT_STREAM).map(StreamArn::parse) {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
-                notes.push((
-                    LogLevel::Error,
-                    format!(
-                        "{DEFAULT_STREAM}: {e}; records without a delivery_stream_arn are refused"
-                    ),
+                p.error(format!(
+                    "{DEFAULT_STREAM}: {e}; records without a delivery_stream_arn are refused"
                 ));
                 None
             }
             None => {
-                notes.push((LogLevel::Error, format!("{DEFAULT_STREAM} is missing; records without a delivery_stream_arn are refused")));
+                p.error(format!("{DEFAULT_STREAM} is missing; records without a delivery_stream_arn are refused"));
                 None
             }
         };
         let (queue_size, interval) = if version < 2 {
             (V1_QUEUE_SIZE, 0)
         } else {
-            let queue_size = match parameter(QUEUE_SIZE).map(str::parse::<usize>) {
-                Some(Ok(n)) if n >= V1_QUEUE_SIZE => n,
-                other => {
-                    notes.push((
-                        LogLevel::Warn,
-                        format!("{QUEUE_SIZE} {other:?} is not a number of 2000 or more; using {V1_QUEUE_SIZE}"),
-                    ));
-                    V1_QUEUE_SIZE
-                }
-            };
-            let interval = match parameter(PUBLISH_INTERVAL).map(str::parse::<u64>) {
-                Some(Ok(s)) if s <= MAX_INTERVAL_S => s,
-                Some(Ok(s)) => {
-                    notes.push((
-                        LogLevel::Warn,
-                        format!("{PUBLISH_INTERVAL} {s} is above {MAX_INTERVAL_S}; using {MAX_INTERVAL_S}"),
-                    ));
-                    MAX_INTERVAL_S
-                }
-                _ => {
-                    notes.push((
-                        LogLevel::Warn,
-                        format!(
-                            "{PUBLISH_INTERVAL} is missing or not a number; using 0 (no batching)"
-                        ),
-                    ));
-                    0
-                }
-            };
-            if let Some(memory) = parameter(MEMORY_SIZE) {
-                notes.push((
-                    LogLevel::Info,
-                    format!("{MEMORY_SIZE} {memory} KB noted; Evergreen does not cap the connector's memory with it"),
-                ));
-            }
+            let queue_size = p.at_least(QUEUE_SIZE, V1_QUEUE_SIZE);
+            let interval = p.capped(PUBLISH_INTERVAL, MAX_INTERVAL_S, 0, "0 (no batching)");
+            p.note_memory_size(MEMORY_SIZE);
             (queue_size, interval)
         };
-        notes.push((
-            LogLevel::Info,
-            format!(
-                "version {version}: default stream {}, queue {queue_size} records per stream, {}",
-                default_stream.as_ref().map_or("(none)", |s| s.arn.as_str()),
-                if version < 2 {
-                    "one PutRecord per record".to_string()
-                } else if interval == 0 {
-                    "PutRecordBatch as records arrive".to_string()
-                } else {
-                    format!("PutRecordBatch every {interval} s or per full batch")
-                }
-            ),
+        p.info(format!(
+            "version {version}: default stream {}, queue {queue_size} records per stream, {}",
+            default_stream.as_ref().map_or("(none)", |s| s.arn.as_str()),
+            if version < 2 {
+                "one PutRecord per record".to_string()
+            } else if interval == 0 {
+                "PutRecordBatch as records arrive".to_string()
+            } else {
+                format!("PutRecordBatch every {interval} s or per full batch")
+            }
         ));
-        (
-            Settings {
-                version,
-                default_stream,
-                queue_size,
-                publish_interval: Duration::from_secs(interval),
-            },
-            notes,
-        )
+        p.finish(Settings {
+            version,
+            default_stream,
+            queue_size,
+            publish_interval: Duration::from_secs(interval),
+        })
     }
 
     fn batched(&self) -> bool {
@@ -264,12 +215,7 @@ struct Done {
 }
 
 fn failure(e: &AwsError) -> CallFailure {
-    let (code, message) = match e {
-        AwsError::Service { code, message, .. } => (code.clone(), message.clone()),
-        AwsError::Transport(m) => ("ConnectionError".to_string(), m.clone()),
-        AwsError::Credentials(m) => ("NoCredentialsError".to_string(), m.clone()),
-        AwsError::Decode(m) => ("InvalidResponse".to_string(), m.clone()),
-    };
+    let (code, message) = e.code_and_detail();
     CallFailure {
         retryable: e.is_retryable(),
         code,
@@ -285,7 +231,6 @@ struct Connector {
     /// One client per region a stream lives in.
     regional: BTreeMap<String, AwsClient>,
     queues: Queues,
-    done_tx: mpsc::UnboundedSender<Done>,
     /// Records refused because their queue was full, for the log.
     refused_full: u64,
 }
@@ -300,8 +245,23 @@ impl Connector {
             .await
     }
 
+    fn client_for(&mut self, region: &str) -> AwsClient {
+        if region == self.client.region() {
+            return self.client.clone();
+        }
+        self.regional
+            .entry(region.to_string())
+            .or_insert_with(|| self.client.with_region(region))
+            .clone()
+    }
+}
+
+impl Uploader for Connector {
+    type Done = Done;
+
     /// One message from an input topic.
-    async fn on_message(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), SdkError> {
+    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
+        let (topic, payload) = (m.topic.as_str(), m.payload);
         let parsed = if request::is_binary(topic) {
             request::parse_binary(topic, payload)
         } else {
@@ -340,23 +300,12 @@ impl Connector {
         Ok(())
     }
 
-    fn client_for(&mut self, region: &str) -> AwsClient {
-        if region == self.client.region() {
-            return self.client.clone();
-        }
-        self.regional
-            .entry(region.to_string())
-            .or_insert_with(|| self.client.with_region(region))
-            .clone()
-    }
-
     /// Starts a call for every batch that is ready.
-    fn send_ready(&mut self) {
+    async fn send_ready(&mut self, calls: &Calls<Done>) -> Result<(), SdkError> {
         for batch in self.queues.take_ready(Instant::now().into_std()) {
             let client = self.client_for(&batch.stream.region);
-            let tx = self.done_tx.clone();
             let batched = self.settings.batched();
-            tokio::spawn(async move {
+            calls.spawn(async move {
                 let answer = if batched {
                     client
                         .json(
@@ -370,12 +319,13 @@ impl Connector {
                         .json(api::SERVICE, api::PUT_RECORD, &api::put_record_body(&batch))
                         .await
                 };
-                let _ = tx.send(Done {
+                Done {
                     batch,
                     answer: answer.map_err(|e| failure(&e)),
-                });
+                }
             });
         }
+        Ok(())
     }
 
     /// A call is over: statuses for the records that are done, the others
@@ -440,84 +390,41 @@ impl Connector {
         }
         Ok(())
     }
+
+    fn on_tick(&mut self) {
+        self.queues.mark_all_due();
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.queues.next_retry().map(Instant::from_std)
+    }
+
+    fn calling(&self) -> bool {
+        self.queues.calling()
+    }
 }
 
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
     let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
     let client = AwsClient::new(component.config(), handle.clone());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let max_records = if settings.batched() {
         queue::MAX_BATCH_RECORDS
     } else {
         1
     };
     let immediate = settings.publish_interval.is_zero();
+    // Interval 0 never ticks: `immediate` sends at once.
+    let interval = (!immediate).then_some(settings.publish_interval);
     let mut connector = Connector {
         queues: Queues::new(settings.queue_size, max_records, immediate),
         settings,
         handle: handle.clone(),
         client,
         regional: BTreeMap::new(),
-        done_tx,
         refused_full: 0,
     };
-    // Interval 0 never ticks (`immediate` sends at once); the timer still
-    // needs a period.
-    let period = if immediate {
-        Duration::from_secs(3600)
-    } else {
-        connector.settings.publish_interval
-    };
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let far = Duration::from_secs(3600);
-    let shutdown_deadline = loop {
-        let retry_at = connector
-            .queues
-            .next_retry()
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + far);
-        tokio::select! {
-            event = component.next_event() => match event {
-                None => break None,
-                Some(Event::Shutdown { deadline }) => break Some(deadline),
-                Some(Event::Refused { topic, reason }) => {
-                    handle.warn(format!("publish on {topic} refused: {reason}"));
-                }
-                Some(Event::Message(m)) => {
-                    connector.on_message(&m.topic, m.payload).await?;
-                    connector.send_ready();
-                }
-            },
-            Some(done) = done_rx.recv() => {
-                connector.on_done(done).await?;
-                connector.send_ready();
-            }
-            _ = ticker.tick(), if !immediate => {
-                connector.queues.mark_all_due();
-                connector.send_ready();
-            }
-            _ = tokio::time::sleep_until(retry_at) => connector.send_ready(),
-        }
-    };
-    // A last send of what is queued, within half the grace period.
-    if let Some(deadline) = shutdown_deadline {
-        let until = Instant::now() + deadline / 2;
-        connector.queues.mark_all_due();
-        connector.send_ready();
-        while connector.queues.calling() {
-            match tokio::time::timeout_at(until, done_rx.recv()).await {
-                Ok(Some(done)) => {
-                    // Retries stay queued: no new calls now.
-                    if connector.on_done(done).await.is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-    }
+    uploader::run(&mut component, &handle, &mut connector, interval).await?;
     let left = connector.queues.total_held();
     if left > 0 {
         handle.warn(format!("stopping with {left} records not delivered"));

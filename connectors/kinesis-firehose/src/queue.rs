@@ -1,10 +1,13 @@
 //! The per-stream queues: admission against `DeliveryStreamQueueSize`,
 //! cutting batches (at most 500 records / 4 MiB per `PutRecordBatch`),
-//! putting retryable failures back, and the backoff that spaces retries.
-//! Pure bookkeeping with the clock passed in; it never calls the service.
+//! putting retryable failures back, and the backoff that spaces retries,
+//! as rules for the kit's batching queue. Pure bookkeeping with the clock
+//! passed in; it never calls the service.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use evergreen_connector_kit::batch::{Admission, BatchQueue, Capacity, Policy, RetryTo, WhenFull};
+use evergreen_connector_kit::Backoff;
 
 use crate::request::{Record, StreamArn};
 
@@ -24,37 +27,16 @@ pub struct Batch {
     pub records: Vec<Record>,
 }
 
-#[derive(Debug)]
-struct StreamQueue {
-    stream: StreamArn,
-    queue: VecDeque<Record>,
-    queued_bytes: usize,
-    /// Records taken for a call whose outcome is not known yet. They count
-    /// against the queue size, so putting them back always fits.
-    in_flight: usize,
-    /// A call is out; one at a time per stream.
-    calling: bool,
-    /// The interval elapsed: send what is queued, full batch or not.
-    due: bool,
-    /// Retryable failures in a row, for the backoff.
-    failures: u32,
-    retry_at: Option<Instant>,
-}
-
-impl StreamQueue {
-    fn held(&self) -> usize {
-        self.queue.len() + self.in_flight
-    }
-}
-
-/// Every stream's queue.
+/// Every stream's queue: the kit's batching queue with Firehose's rules
+/// (capacity per stream, new records refused when full, a full batch by
+/// count or bytes sent at once, retries to the end of the queue).
 #[derive(Debug)]
 pub struct Queues {
-    capacity: usize,
-    max_records: usize,
-    /// `PublishInterval` 0: send as soon as anything is queued.
-    immediate: bool,
-    streams: BTreeMap<String, StreamQueue>,
+    inner: BatchQueue<StreamArn, Record>,
+}
+
+fn size(record: &Record) -> usize {
+    record.data.len()
 }
 
 impl Queues {
@@ -62,86 +44,47 @@ impl Queues {
     /// most `max_records` (1 for the unbatched version 1).
     pub fn new(capacity: usize, max_records: usize, immediate: bool) -> Self {
         Queues {
-            capacity: capacity.max(1),
-            max_records: max_records.clamp(1, MAX_BATCH_RECORDS),
-            immediate,
-            streams: BTreeMap::new(),
+            inner: BatchQueue::new(Policy {
+                max_batch_items: max_records.clamp(1, MAX_BATCH_RECORDS),
+                max_batch_bytes: MAX_BATCH_BYTES,
+                full_by_bytes: true,
+                capacity,
+                scope: Capacity::PerKey,
+                when_full: WhenFull::RefuseNew,
+                retry_to: RetryTo::Back,
+                immediate,
+                backoff_initial: BACKOFF_INITIAL,
+                backoff_max: BACKOFF_MAX,
+            }),
         }
     }
 
     /// Queues `record` for `stream`, or hands it back when the stream
     /// already holds `capacity` records (new records are the ones refused).
     pub fn offer(&mut self, stream: &StreamArn, record: Record) -> Result<(), Record> {
-        let q = self
-            .streams
-            .entry(stream.arn.clone())
-            .or_insert_with(|| StreamQueue {
-                stream: stream.clone(),
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                in_flight: 0,
-                calling: false,
-                due: false,
-                failures: 0,
-                retry_at: None,
-            });
-        if q.held() >= self.capacity {
-            return Err(record);
+        match self.inner.offer(stream, record) {
+            Admission::Queued => Ok(()),
+            Admission::Refused(r) | Admission::ReplacedOldest(r) => Err(r),
         }
-        q.queued_bytes += record.data.len();
-        q.queue.push_back(record);
-        Ok(())
     }
 
     /// The publish interval elapsed: every stream sends what it has.
     pub fn mark_all_due(&mut self) {
-        for q in self.streams.values_mut() {
-            if !q.queue.is_empty() {
-                q.due = true;
-            }
-        }
+        self.inner.mark_all_due();
     }
 
     /// Batches to send now: one per stream that has no call out, is not
     /// waiting out a backoff, and has a full batch, is due, or sends
     /// immediately.
     pub fn take_ready(&mut self, now: Instant) -> Vec<Batch> {
-        let mut out = Vec::new();
-        for q in self.streams.values_mut() {
-            if q.calling || q.queue.is_empty() || q.retry_at.is_some_and(|t| now < t) {
-                continue;
-            }
-            let full = q.queue.len() >= self.max_records || q.queued_bytes >= MAX_BATCH_BYTES;
-            if !(full || q.due || self.immediate) {
-                continue;
-            }
-            q.retry_at = None;
-            let mut records = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(front) = q.queue.front() {
-                if records.len() >= self.max_records
-                    || (!records.is_empty() && bytes + front.data.len() > MAX_BATCH_BYTES)
-                {
-                    break;
-                }
-                let Some(record) = q.queue.pop_front() else {
-                    break;
-                };
-                bytes += record.data.len();
-                records.push(record);
-            }
-            q.queued_bytes -= bytes;
-            q.in_flight += records.len();
-            q.calling = true;
-            if q.queue.is_empty() {
-                q.due = false;
-            }
-            out.push(Batch {
-                stream: q.stream.clone(),
-                records,
-            });
-        }
-        out
+        self.inner
+            .take_ready(now, size)
+            .into_iter()
+            .map(|b| Batch {
+                stream: b.key,
+                records: b.items,
+            })
+            .collect()
     }
 
     /// A call for `stream` is over: `settled` records are done (delivered
@@ -149,63 +92,39 @@ impl Queues {
     /// the Greengrass connector does. Any retry starts (or lengthens) the
     /// stream's backoff; a call with none resets it.
     pub fn finish(&mut self, stream: &StreamArn, settled: usize, retry: Vec<Record>, now: Instant) {
-        let Some(q) = self.streams.get_mut(&stream.arn) else {
-            return;
-        };
-        q.calling = false;
-        q.in_flight = q.in_flight.saturating_sub(settled + retry.len());
-        if retry.is_empty() {
-            q.failures = 0;
-            return;
-        }
-        q.failures = q.failures.saturating_add(1);
-        q.retry_at = Some(now + backoff(q.failures));
-        // The retried records were sent because the stream was due (or
-        // full): they stay due.
-        q.due = true;
-        for record in retry {
-            q.queued_bytes += record.data.len();
-            q.queue.push_back(record);
-        }
+        self.inner.finish(stream, settled, retry, now);
     }
 
     /// When the earliest backoff ends, if any stream is waiting one out
     /// with records queued.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.streams
-            .values()
-            .filter(|q| !q.calling && !q.queue.is_empty())
-            .filter_map(|q| q.retry_at)
-            .min()
+        self.inner.next_retry()
     }
 
     /// Records held for `stream` (queued and in flight).
     pub fn held(&self, stream: &StreamArn) -> usize {
-        self.streams.get(&stream.arn).map_or(0, StreamQueue::held)
+        self.inner.held_by(stream)
     }
 
     /// Records held across all streams.
     pub fn total_held(&self) -> usize {
-        self.streams.values().map(StreamQueue::held).sum()
+        self.inner.held()
     }
 
     /// Whether any call is out.
     pub fn calling(&self) -> bool {
-        self.streams.values().any(|q| q.calling)
+        self.inner.calling()
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.inner.policy().capacity
     }
 }
 
 /// The wait after `failures` retryable failures in a row:
 /// 250 ms, 500 ms, 1 s, … up to 20 s.
 pub fn backoff(failures: u32) -> Duration {
-    let shift = failures.saturating_sub(1).min(16);
-    BACKOFF_INITIAL
-        .saturating_mul(1u32 << shift)
-        .min(BACKOFF_MAX)
+    Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX).delay_after(failures)
 }
 
 #[cfg(test)]

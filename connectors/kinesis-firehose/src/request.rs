@@ -2,6 +2,7 @@
 //! stream, or into the failure that names the bad field. Never panics on
 //! outside input; knows nothing of queues or the service.
 
+use evergreen_connector_kit::status::{clip, kind};
 use serde_json::Value;
 
 /// Largest record Firehose accepts (1,000 KiB before base64).
@@ -219,23 +220,9 @@ pub fn is_binary(topic: &str) -> bool {
     topic == BINARY_PREFIX || topic.starts_with(&format!("{BINARY_PREFIX}/"))
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// At most 200 characters of `s`, for messages.
 fn quote(s: &str) -> String {
-    match s.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_string(),
-    }
+    clip(s, 200)
 }
 
 #[cfg(test)]

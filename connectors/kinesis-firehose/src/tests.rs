@@ -1,25 +1,19 @@
 //! Unit tests of the manifest and the settings.
 
 use super::*;
+use evergreen_connector_kit::manifest::ISOLATION_MODE;
+use evergreen_connector_kit::testing;
 
 fn config(version: u32, params: &[(&str, &str)]) -> ComponentConfig {
-    ComponentConfig {
-        core_thing_name: "test-core".into(),
-        ..ComponentConfig::connector(MANIFEST.arn("us-east-1", version), params)
-    }
+    testing::config(&MANIFEST, version, params)
+        .core("test-core")
+        .build()
 }
 
 const ARN: &str = "arn:aws:firehose:us-east-1:123456789012:deliverystream/s1";
 
 fn matches(name: &str, value: &str) -> bool {
-    let pattern = MANIFEST
-        .parameter(name)
-        .and_then(|p| p.pattern)
-        .expect("pattern");
-    // Validation anchors every pattern the same way.
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .expect("compiles")
-        .is_match(value)
+    testing::matches(&MANIFEST, name, value)
 }
 
 #[test]
@@ -51,9 +45,7 @@ fn manifest_patterns_say_what_the_reference_says() {
     assert_eq!(since(PUBLISH_INTERVAL), Some(2));
     assert_eq!(since(MEMORY_SIZE), Some(2));
     assert_eq!(since(ISOLATION_MODE), Some(5));
-    for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-        evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-    }
+    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
     assert!(MANIFEST.aws && MANIFEST.pinned);
     assert!(MANIFEST.isolation.container && MANIFEST.isolation.no_container);
 }

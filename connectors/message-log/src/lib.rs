@@ -7,8 +7,11 @@
 //! `MaxPayloadBytes` so a flood of large messages cannot fill the disk faster
 //! than the log rotation expects.
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::{Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
+use evergreen_ipc::ComponentConfig;
 
 pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     name: "MessageLog",
@@ -21,23 +24,14 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &["#"],
     outputs: &[],
-    isolation: IsolationSupport {
-        container: false,
-        no_container: true,
-    },
+    isolation: manifest::NO_CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };
 
 /// Runs the connector over stdio until the supervisor says stop.
 pub async fn run() -> Result<(), SdkError> {
-    let mut component = Component::connect().await?;
-    let handle = component.handle();
-    let max = component
-        .parameter("MaxPayloadBytes")
-        .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(1024);
-    component.ready().await?;
+    let (mut component, handle, max) = Component::start(max_payload).await?;
     while let Some(event) = component.next_event().await {
         match event {
             Event::Message(m) => handle.info(format!(
@@ -53,6 +47,17 @@ pub async fn run() -> Result<(), SdkError> {
         }
     }
     Ok(())
+}
+
+/// `MaxPayloadBytes`, 1024 when missing (the manifest's pattern refused
+/// anything else, so no note).
+pub fn max_payload(config: &ComponentConfig) -> (usize, Notes) {
+    let p = Params::new(config);
+    let max = p
+        .raw("MaxPayloadBytes")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(1024);
+    p.finish(max)
 }
 
 /// A printable rendering of a payload, at most `max` bytes of it.

@@ -24,6 +24,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use evergreen_connector_kit::status::kind;
 use serde_json::{Map, Value};
 
 use crate::decode::{DstType, SrcType, Transform};
@@ -282,17 +283,6 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         path: path.into(),
         message: message.into(),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

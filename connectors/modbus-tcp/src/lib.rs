@@ -66,7 +66,8 @@ pub mod source;
 
 use std::sync::Arc;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_connector_kit::manifest;
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 use tokio::sync::mpsc;
@@ -110,10 +111,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[REQUEST_TOPIC],
     outputs: &[STREAM_FILTER, STATUS_TOPIC, RESPONSE_TOPIC],
     // Greengrass runs this connector natively: NoContainer only.
-    isolation: IsolationSupport {
-        container: false,
-        no_container: true,
-    },
+    isolation: manifest::NO_CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };
@@ -299,35 +297,16 @@ async fn publish_or_log(handle: &Handle, topic: &str, payload: Vec<u8>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::ComponentKind;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
-        ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 3),
-            kind: ComponentKind::Connector,
-            id: "modbus-tcp".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: Default::default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "test-core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
-        }
+        evergreen_connector_kit::testing::config(&MANIFEST, 3, params)
+            .id("modbus-tcp")
+            .core("test-core")
+            .build()
     }
 
     fn matches(name: &str, value: &str) -> bool {
-        let pattern = MANIFEST
-            .parameter(name)
-            .and_then(|p| p.pattern)
-            .expect("pattern");
-        // Validation anchors every pattern the same way (registry::anchored_pattern).
-        regex::Regex::new(&format!("^(?:{pattern})$"))
-            .expect("compiles")
-            .is_match(value)
+        evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
     }
 
     #[test]
@@ -344,9 +323,7 @@ mod tests {
         for bad in ["10GB", "-1"] {
             assert!(!matches(MAX_BUFFER, bad), "{bad:?}");
         }
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         for (i, p) in MANIFEST.parameters.iter().enumerate() {
             assert!(!MANIFEST.parameters[..i].iter().any(|q| q.name == p.name));
             assert!(

@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use evergreen_connector_kit::Backoff;
+
 use evergreen_connector_modbus::request::Request;
 use evergreen_connector_modbus::response::Response;
 use evergreen_ipc::LogLevel;
@@ -78,38 +80,8 @@ pub struct Stats {
 
 /// Spacing of reconnection attempts: doubles from [`BACKOFF_INITIAL`] to
 /// [`BACKOFF_MAX`], back to the start after a successful connection.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    delay: Duration,
-    not_before: Option<Instant>,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            delay: BACKOFF_INITIAL,
-            not_before: None,
-        }
-    }
-}
-
-impl Backoff {
-    /// Records a failure at `now`; returns the wait before the next attempt.
-    pub fn fail(&mut self, now: Instant) -> Duration {
-        let wait = self.delay;
-        self.not_before = Some(now + wait);
-        self.delay = (self.delay * 2).min(BACKOFF_MAX);
-        wait
-    }
-
-    pub fn reset(&mut self) {
-        *self = Backoff::default();
-    }
-
-    /// Whether an attempt may be made at `now`.
-    pub fn ready(&self, now: Instant) -> bool {
-        self.not_before.is_none_or(|t| now >= t)
-    }
+pub fn backoff() -> Backoff {
+    Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX)
 }
 
 /// What went wrong with one request.
@@ -149,7 +121,7 @@ impl Link {
         Link {
             source,
             ctx: None,
-            backoff: Backoff::default(),
+            backoff: backoff(),
             last_end: None,
             down: None,
             log,
@@ -582,7 +554,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {
-        let mut b = Backoff::default();
+        let mut b = backoff();
         let t0 = Instant::now();
         assert!(b.ready(t0));
         let waits: Vec<u128> = (0..8).map(|_| b.fail(t0).as_millis()).collect();

@@ -43,7 +43,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::params::resource_path;
+use evergreen_connector_kit::Backoff;
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, LogLevel};
 use tokio::sync::mpsc;
@@ -122,10 +125,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[INPUT_TOPIC],
     outputs: &[OUTPUT_TOPIC],
     // Greengrass: container only.
-    isolation: IsolationSupport {
-        container: true,
-        no_container: false,
-    },
+    isolation: manifest::CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };
@@ -156,24 +156,16 @@ impl Settings {
         let mut notes = Vec::new();
         let parameter = |name: &str| config.parameters.get(name).map(String::as_str);
 
-        let port = match config.resource_or_parameter(PORT_RESOURCE_ID, PORT) {
-            Some((path, from)) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("serial port {} {from}", path.display()),
-                ));
-                path
-            }
-            None => {
-                notes.push((
-                    LogLevel::Error,
-                    format!(
-                        "neither a granted {PORT_RESOURCE_ID} nor {PORT}: every request will fail"
-                    ),
-                ));
-                PathBuf::new()
-            }
-        };
+        let port = resource_path(config, &mut notes, PORT_RESOURCE_ID, PORT, |path, from| {
+            format!("serial port {} {from}", path.display())
+        })
+        .unwrap_or_else(|| {
+            notes.push((
+                LogLevel::Error,
+                format!("neither a granted {PORT_RESOURCE_ID} nor {PORT}: every request will fail"),
+            ));
+            PathBuf::new()
+        });
 
         let mut number = |name: &str, default: u64, min: u64, max: u64| -> u64 {
             match parameter(name).map(str::parse::<u64>) {
@@ -322,7 +314,7 @@ struct Bus {
     /// The device number of the open port, to notice the path now naming
     /// another device.
     opened: Option<u64>,
-    backoff: Duration,
+    backoff: Backoff,
     next_open: Instant,
     /// Why the port is closed, for the answers meanwhile.
     why_closed: String,
@@ -335,7 +327,7 @@ impl Bus {
             handle,
             ctx: None,
             opened: None,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             next_open: Instant::now(),
             why_closed: "not opened yet".into(),
         }
@@ -385,7 +377,7 @@ impl Bus {
                 self.handle.info(format!("opened {}", s.describe()));
                 self.opened = std::fs::metadata(&s.port).ok().map(|m| m.rdev());
                 self.ctx = Some(tokio_modbus::client::rtu::attach(stream));
-                self.backoff = BACKOFF_MIN;
+                self.backoff.reset();
             }
             Err(e) => {
                 let why = format!("cannot open serial port {path}: {e}");
@@ -397,8 +389,7 @@ impl Bus {
                     ));
                 }
                 self.why_closed = why;
-                self.next_open = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                self.next_open = Instant::now() + self.backoff.next_delay();
             }
         }
     }
@@ -408,7 +399,7 @@ impl Bus {
         self.ctx = None;
         self.opened = None;
         self.why_closed = why;
-        self.backoff = BACKOFF_MIN;
+        self.backoff.reset();
         self.next_open = Instant::now() + BACKOFF_MIN;
     }
 
@@ -460,35 +451,17 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::{ComponentKind, ResourceGrant};
-    use std::collections::BTreeMap;
+    use evergreen_connector_kit::testing;
 
     fn config(params: &[(&str, &str)], grant: Option<&str>) -> ComponentConfig {
-        ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 3),
-            kind: ComponentKind::Connector,
-            id: "modbus".into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            resources: grant
-                .map(|path| {
-                    BTreeMap::from([(
-                        "serial".to_string(),
-                        ResourceGrant {
-                            path: path.into(),
-                            read_write: true,
-                        },
-                    )])
-                })
-                .unwrap_or_default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
+        let builder = testing::config(&MANIFEST, 3, params)
+            .id("modbus")
+            .core("core");
+        match grant {
+            Some(path) => builder.grant("serial", path, true),
+            None => builder,
         }
+        .build()
     }
 
     const BASE: [(&str, &str); 2] = [
@@ -546,13 +519,7 @@ mod tests {
     #[test]
     fn manifest_is_consistent() {
         let matches = |name: &str, value: &str| {
-            let pattern = MANIFEST
-                .parameter(name)
-                .and_then(|p| p.pattern)
-                .expect("pattern");
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .expect("compiles")
-                .is_match(value)
+            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
         };
         for p in MANIFEST.parameters {
             if let Some(default) = p.default {
@@ -570,8 +537,6 @@ mod tests {
                 .and_then(|p| p.resource),
             Some(ResourceKind::LocalDevice)
         );
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
     }
 }

@@ -97,7 +97,8 @@ pub mod worker;
 
 use std::time::Duration;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_connector_kit::manifest;
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec, ResourceKind};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
 use tokio::sync::mpsc;
 
@@ -192,10 +193,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     inputs: &[READ_FILTER, WRITE_FILTER],
     outputs: &[STATUS_FILTER, READ_RESPONSE_FILTER],
     // Greengrass: container only.
-    isolation: IsolationSupport {
-        container: true,
-        no_container: false,
-    },
+    isolation: manifest::CONTAINER_ONLY,
     pinned: true,
     aws: false,
 };
@@ -333,19 +331,11 @@ async fn enqueue(jobs: &mpsc::Sender<Job>, job: Job, handle: &Handle) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evergreen_ipc::{ComponentConfig, ComponentKind, LogLevel};
 
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
         let matches = |name: &str, value: &str| {
-            let pattern = MANIFEST
-                .parameter(name)
-                .and_then(|p| p.pattern)
-                .expect("pattern");
-            // Validation anchors every pattern the same way.
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .expect("compiles")
-                .is_match(value)
+            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
         };
         for ok in ["110", "9600", "14400", "56000", "115200", "230400"] {
             assert!(matches("BaudRate", ok), "{ok}");
@@ -394,9 +384,7 @@ mod tests {
             assert!(!matches("Parity", bad), "{bad}");
         }
         assert_eq!(
-            MANIFEST
-                .parameter("SerialPort-ResourceId")
-                .and_then(|p| p.resource),
+            evergreen_connector_kit::testing::resource_kind(&MANIFEST, "SerialPort-ResourceId"),
             Some(ResourceKind::LocalDevice)
         );
         let required: Vec<&str> = MANIFEST
@@ -417,9 +405,7 @@ mod tests {
         );
         // The rest of what the supervisor's `registry::manifest_problems`
         // checks (this crate cannot depend on the supervisor).
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         for (i, p) in MANIFEST.parameters.iter().enumerate() {
             assert!(
                 !MANIFEST.parameters[..i].iter().any(|q| q.name == p.name),
@@ -433,26 +419,18 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        let config = ComponentConfig {
-            arn: MANIFEST.arn("us-east-1", 3),
-            kind: ComponentKind::Connector,
-            id: "serial".into(),
-            parameters: [
+        let config = evergreen_connector_kit::testing::config(
+            &MANIFEST,
+            3,
+            &[
                 ("BaudRate", "9600"),
                 ("Timeout", "1"),
                 ("SerialPort", "/dev/ttyS3"),
                 ("PollingRead", "false"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            resources: Default::default(),
-            secrets: vec![],
-            log_level: LogLevel::Info,
-            core_thing_name: "core".into(),
-            region: "us-east-1".into(),
-            endpoints: Default::default(),
-        };
+            ],
+        )
+        .id("serial")
+        .build();
         Settings::from_config(&config).0
     }
 

@@ -12,6 +12,7 @@
 //! be a non-empty string, and is echoed as given either way.
 
 use base64::Engine as _;
+use evergreen_connector_kit::status::kind as kind_of;
 use serde_json::{Map, Value};
 
 use crate::{MAX_READ_LENGTH, MAX_WRITE_LENGTH};
@@ -278,17 +279,6 @@ fn too_long(id: &Option<Value>, len: usize) -> Rejection {
         id,
         format!("data is {len} bytes, above the write limit of {MAX_WRITE_LENGTH} bytes"),
     )
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A value quoted in a message, cut short: requests may be large.

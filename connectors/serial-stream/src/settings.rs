@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evergreen_connector_kit::params::resource_path;
 use evergreen_ipc::{ComponentConfig, LogLevel};
 
 use crate::request::Encoding;
@@ -145,22 +146,22 @@ impl Settings {
         let rts_cts = switch(RTS_CTS);
         let xon_xoff = switch(XON_XOFF);
 
-        let device = match config.resource_or_parameter(SERIAL_PORT_RESOURCE, SERIAL_PORT) {
-            Some((path, from)) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("serial port {} {from}", path.display()),
-                ));
-                path
-            }
-            None => {
-                notes.push((
-                    LogLevel::Error,
-                    format!("neither a granted {SERIAL_PORT_RESOURCE} nor {SERIAL_PORT}: no port to open"),
-                ));
-                PathBuf::new()
-            }
-        };
+        let device = resource_path(
+            config,
+            &mut notes,
+            SERIAL_PORT_RESOURCE,
+            SERIAL_PORT,
+            |path, from| format!("serial port {} {from}", path.display()),
+        )
+        .unwrap_or_else(|| {
+            notes.push((
+                LogLevel::Error,
+                format!(
+                    "neither a granted {SERIAL_PORT_RESOURCE} nor {SERIAL_PORT}: no port to open"
+                ),
+            ));
+            PathBuf::new()
+        });
         // The topics name the port as the user wrote it in `SerialPort`
         // (validation checks it is the resource's SourcePath).
         let topic_port = parameter(SERIAL_PORT)

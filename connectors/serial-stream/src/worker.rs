@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use evergreen_connector_kit::Backoff;
 use evergreen_ipc::sdk::{Handle, SdkError};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -49,7 +50,7 @@ pub struct Worker {
     port: Option<SerialStream>,
     /// Why the port is not open, for fail statuses.
     last_error: String,
-    backoff: Duration,
+    backoff: Backoff,
     next_attempt: Instant,
 }
 
@@ -60,7 +61,7 @@ impl Worker {
             handle,
             port: None,
             last_error: "not opened yet".to_string(),
-            backoff: FIRST_BACKOFF,
+            backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
             next_attempt: Instant::now(),
         }
     }
@@ -136,7 +137,7 @@ impl Worker {
         self.handle.warn(format!(
             "serial port {} failed ({error}); reopening in {} s",
             self.settings.device.display(),
-            self.backoff.as_secs()
+            self.backoff.peek().as_secs()
         ));
         self.port = None;
         self.last_error = error;
@@ -144,8 +145,7 @@ impl Worker {
     }
 
     fn fail_later(&mut self) {
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.next_attempt = Instant::now() + self.backoff.next_delay();
     }
 
     async fn serve(&mut self, job: Job) -> Result<(), SdkError> {
@@ -201,7 +201,7 @@ impl Worker {
         };
         match port::write_within(stream, data, limit).await {
             Ok(()) => {
-                self.backoff = FIRST_BACKOFF;
+                self.backoff.reset();
                 Ok(())
             }
             // The port is fine, the line is held (flow control): keep it.
@@ -241,7 +241,7 @@ impl Worker {
         let (data, end) = port::read_up_to(stream, length, timeout).await;
         let answer = match end {
             ReadEnd::Complete => {
-                self.backoff = FIRST_BACKOFF;
+                self.backoff.reset();
                 Ok(())
             }
             ReadEnd::TimedOut if data.is_empty() => Err(format!(

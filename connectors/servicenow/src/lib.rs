@@ -56,9 +56,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
-use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::uploader::{Calls, Uploader, Uploads};
+use evergreen_connector_kit::{status, Backoff, Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
+use evergreen_ipc::sdk::{Component, Handle, SdkError};
+use evergreen_ipc::{ComponentConfig, Delivery};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -106,22 +109,13 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         .pattern("^[0-9]+$"),
         ParameterSpec::new(SECRET_ARN, "ARN of the secret with the keys user and password.")
             .required()
-            .pattern("arn:aws:secretsmanager:[a-z0-9\\-]+:[0-9]{12}:secret:([a-zA-Z0-9\\\\]+/)*[a-zA-Z0-9/_+=,.@\\-]+-[a-zA-Z0-9]+"),
-        ParameterSpec::new(SECRET_RESOURCE, "Id of the group's secret resource for that secret.")
-            .required()
-            .pattern(".+")
-            .resource(ResourceKind::Secret),
-        ParameterSpec::new("IsolationMode", "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(4),
+            .pattern(manifest::SECRET_ARN_PATTERN),
+        manifest::secret_resource(SECRET_RESOURCE),
+        manifest::isolation_mode(4),
     ],
     inputs: &[INPUT_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: false,
 };
@@ -140,57 +134,31 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let parameter = |name: &str| config.parameters.get(name).map(|v| v.trim().to_string());
-        let mut number = |name: &str, default: u64, min: u64, max: u64| match parameter(name)
-            .map(|v| v.parse::<u64>())
-        {
-            Some(Ok(n)) if (min..=max).contains(&n) => n,
-            Some(Ok(n)) => {
-                let used = n.clamp(min, max);
-                notes.push((LogLevel::Warn, format!("{name} {n} is taken as {used}")));
-                used
-            }
-            _ => {
-                notes.push((
-                    LogLevel::Warn,
-                    format!("{name} is missing or not a number; using {default}"),
-                ));
-                default
-            }
-        };
-        let interval = number(PUBLISH_INTERVAL, 10, 1, 900);
-        let batch_size = number(BATCH_SIZE, 100, 1, 100_000) as usize;
-        let max_retain = number(MAX_RETAIN, 1000, 1, 10_000_000) as usize;
-        let instance = parameter(INSTANCE).unwrap_or_default();
-        let base = match config.endpoints.get("servicenow") {
-            Some(url) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("MetricBase at {url} (endpoint override)"),
-                ));
-                url.trim_end_matches('/').to_string()
-            }
-            None => format!("https://{instance}.service-now.com"),
-        };
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let text = |p: &Params<'_>, name: &str| p.trimmed(name).unwrap_or_default().to_string();
+        let interval = p.clamped(PUBLISH_INTERVAL, 10, 1, 900);
+        let batch_size = p.clamped(BATCH_SIZE, 100, 1, 100_000) as usize;
+        let max_retain = p.clamped(MAX_RETAIN, 1000, 1, 10_000_000) as usize;
+        let instance = text(&p, INSTANCE);
+        let base = p
+            .endpoint_override("servicenow", "MetricBase")
+            .unwrap_or_else(|| format!("https://{instance}.service-now.com"));
         if max_retain < batch_size {
-            notes.push((
-                LogLevel::Warn,
-                format!("{MAX_RETAIN} {max_retain} is below {BATCH_SIZE} {batch_size}: batches never fill"),
+            p.warn(format!(
+                "{MAX_RETAIN} {max_retain} is below {BATCH_SIZE} {batch_size}: batches never fill"
             ));
         }
-        (
-            Settings {
-                interval: Duration::from_secs(interval),
-                batch_size,
-                max_retain,
-                default_table: parameter(DEFAULT_TABLE).unwrap_or_default(),
-                base,
-                secret_arn: parameter(SECRET_ARN).unwrap_or_default(),
-            },
-            notes,
-        )
+        let default_table = text(&p, DEFAULT_TABLE);
+        let secret_arn = text(&p, SECRET_ARN);
+        p.finish(Settings {
+            interval: Duration::from_secs(interval),
+            batch_size,
+            max_retain,
+            default_table,
+            base,
+            secret_arn,
+        })
     }
 }
 
@@ -233,16 +201,8 @@ pub fn is_timestamp(s: &str) -> bool {
 
 /// Checks an input against the reference; `now` is the default timestamp.
 pub fn parse_input(payload: &[u8], default_table: &str, now: &str) -> Result<Metric, Invalid> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| Invalid {
-        id: None,
-        message: format!("the payload is not JSON: {e}"),
-    })?;
-    let Value::Object(top) = value else {
-        return Err(Invalid {
-            id: None,
-            message: "the payload is not a JSON object".into(),
-        });
-    };
+    let top =
+        status::json_object(payload, "payload").map_err(|message| Invalid { id: None, message })?;
     let id = top.get("id").and_then(Value::as_str).map(str::to_string);
     let fail = |message: String| {
         Err(Invalid {
@@ -376,12 +336,7 @@ pub fn success_status(series: &Series, processed_on: &str, response_id: &str) ->
 
 /// A failure status.
 pub fn fail_status(error: &str, message: &str, id: Option<&str>) -> Value {
-    let mut v =
-        json!({ "response": { "error": error, "error_message": message, "status": "fail" } });
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    v
+    status::failure(error, message, id)
 }
 
 /// Basic-auth credentials from the secret's JSON.
@@ -542,16 +497,151 @@ async fn read_credentials(handle: &Handle, arn: &str) -> Result<Credentials, Str
     }
 }
 
-type Sending = tokio::task::JoinHandle<Outcome>;
+/// The connector's state between events.
+struct Connector {
+    settings: Settings,
+    handle: Handle,
+    client: reqwest::Client,
+    /// `None` while the secret cannot be read; read again before a send.
+    credentials: Option<Credentials>,
+    buffer: VecDeque<Metric>,
+    /// A batch is out; one at a time.
+    calling: bool,
+    backoff: Backoff,
+    /// No send (nor secret read) before this, after a failure.
+    not_before: Instant,
+    last_publish: Instant,
+    /// Series counted so far, for the response ids.
+    counter: u64,
+    /// A retryable failure: try again once the backoff ends.
+    retry_pending: bool,
+}
 
-async fn wait_sending(sending: &mut Option<Sending>) -> Option<Outcome> {
-    match sending.as_mut() {
-        Some(h) => {
-            let out = h.await.ok();
-            *sending = None;
-            out
+impl Uploader for Connector {
+    type Done = Outcome;
+
+    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
+        let now = format_time(time::OffsetDateTime::now_utc());
+        match parse_input(&m.payload, &self.settings.default_table, &now) {
+            Ok(metric) => {
+                if self.buffer.len() >= self.settings.max_retain {
+                    if let Some(old) = self.buffer.pop_front() {
+                        report_dropped(&self.handle, &old, self.settings.max_retain).await?;
+                    }
+                }
+                self.buffer.push_back(metric);
+                Ok(())
+            }
+            Err(invalid) => {
+                self.handle
+                    .warn(format!("input refused: {}", invalid.message));
+                publish(
+                    &self.handle,
+                    &fail_status(
+                        "InvalidInputException",
+                        &invalid.message,
+                        invalid.id.as_deref(),
+                    ),
+                )
+                .await
+            }
         }
-        None => std::future::pending().await,
+    }
+
+    async fn send_ready(&mut self, calls: &Calls<Outcome>) -> Result<(), SdkError> {
+        let due = self.retry_pending
+            || self.buffer.len() >= self.settings.batch_size
+            || self.last_publish.elapsed() >= self.settings.interval;
+        if self.calling || !due || self.buffer.is_empty() || Instant::now() < self.not_before {
+            return Ok(());
+        }
+        let handle = &self.handle;
+        let arn = &self.settings.secret_arn;
+        if self.credentials.is_none() {
+            match read_credentials(handle, arn).await {
+                Ok(c) => {
+                    handle.info(format!("credentials secret {arn} read"));
+                    self.credentials = Some(c);
+                }
+                Err(e) => {
+                    handle.warn(format!("{e}; {} metrics kept buffered", self.buffer.len()));
+                    publish(handle, &fail_status("SecretError", &e, None)).await?;
+                    self.not_before = Instant::now() + self.backoff.next_delay();
+                }
+            }
+        }
+        if let Some(creds) = self.credentials.clone() {
+            let n = self.settings.batch_size.min(self.buffer.len());
+            let batch: Vec<Metric> = self.buffer.drain(..n).collect();
+            let series = group(batch);
+            let first = self.counter;
+            self.counter += series.len() as u64;
+            self.last_publish = Instant::now();
+            self.retry_pending = false;
+            self.calling = true;
+            calls.spawn(send_all(
+                self.client.clone(),
+                self.settings.base.clone(),
+                creds,
+                series,
+                first,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn on_done(&mut self, outcome: Outcome) -> Result<(), SdkError> {
+        self.calling = false;
+        for status in &outcome.statuses {
+            publish(&self.handle, status).await?;
+        }
+        match outcome.retry {
+            None => self.backoff.reset(),
+            Some((unsent, message)) => {
+                let count: usize = unsent.iter().map(|s| s.values.len()).sum();
+                self.handle.warn(format!(
+                    "{count} metric values not sent ({message}); retrying in {} ms",
+                    self.backoff.peek().as_millis()
+                ));
+                let metrics: Vec<Metric> =
+                    unsent.into_iter().flat_map(Series::into_metrics).collect();
+                for m in metrics.into_iter().rev() {
+                    self.buffer.push_front(m);
+                }
+                while self.buffer.len() > self.settings.max_retain {
+                    if let Some(old) = self.buffer.pop_front() {
+                        report_dropped(&self.handle, &old, self.settings.max_retain).await?;
+                    }
+                }
+                self.not_before = Instant::now() + self.backoff.next_delay();
+                self.retry_pending = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_lost(&mut self) {
+        self.calling = false;
+        self.handle.error("a batch's sender stopped unexpectedly");
+    }
+
+    /// No publish-interval ticker: the interval runs from the last
+    /// publish, which [`Uploader::next_wake`] follows.
+    fn on_tick(&mut self) {}
+
+    fn next_wake(&self) -> Option<Instant> {
+        // The interval's end, or the end of a backoff.
+        if self.buffer.is_empty() || self.calling {
+            None
+        } else if self.retry_pending {
+            Some(self.not_before)
+        } else {
+            Some((self.last_publish + self.settings.interval).max(self.not_before))
+        }
+    }
+
+    fn calling(&self) -> bool {
+        self.calling
     }
 }
 
@@ -559,7 +649,7 @@ async fn wait_sending(sending: &mut Option<Sending>) -> Option<Outcome> {
 pub async fn run() -> Result<(), SdkError> {
     let (mut component, handle, settings) = Component::start(Settings::from_config).await?;
     let client = evergreen_aws::http_client();
-    let mut credentials = match read_credentials(&handle, &settings.secret_arn).await {
+    let credentials = match read_credentials(&handle, &settings.secret_arn).await {
         Ok(c) => Some(c),
         Err(e) => {
             handle.error(format!(
@@ -568,115 +658,28 @@ pub async fn run() -> Result<(), SdkError> {
             None
         }
     };
-    let mut buffer: VecDeque<Metric> = VecDeque::new();
-    let mut sending: Option<Sending> = None;
-    let mut backoff = FIRST_BACKOFF;
-    let mut not_before = Instant::now();
-    let mut last_publish = Instant::now();
-    let mut counter = 0u64;
-    // A retryable failure: try again once the backoff ends.
-    let mut retry_pending = false;
-    loop {
-        let due = retry_pending
-            || buffer.len() >= settings.batch_size
-            || last_publish.elapsed() >= settings.interval;
-        if sending.is_none() && due && !buffer.is_empty() && Instant::now() >= not_before {
-            if credentials.is_none() {
-                match read_credentials(&handle, &settings.secret_arn).await {
-                    Ok(c) => {
-                        handle.info(format!("credentials secret {} read", settings.secret_arn));
-                        credentials = Some(c);
-                    }
-                    Err(e) => {
-                        handle.warn(format!("{e}; {} metrics kept buffered", buffer.len()));
-                        publish(&handle, &fail_status("SecretError", &e, None)).await?;
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
-            }
-            if let Some(creds) = credentials.clone() {
-                let n = settings.batch_size.min(buffer.len());
-                let batch: Vec<Metric> = buffer.drain(..n).collect();
-                let series = group(batch);
-                let first = counter;
-                counter += series.len() as u64;
-                last_publish = Instant::now();
-                retry_pending = false;
-                sending = Some(tokio::spawn(send_all(
-                    client.clone(),
-                    settings.base.clone(),
-                    creds,
-                    series,
-                    first,
-                )));
-            }
-        }
-        // When to look again without an event: the interval's end, or the
-        // end of a backoff.
-        let wake = if buffer.is_empty() || sending.is_some() {
-            Instant::now() + Duration::from_secs(3600)
-        } else if retry_pending {
-            not_before
-        } else {
-            (last_publish + settings.interval).max(not_before)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => {}
-            done = wait_sending(&mut sending) => {
-                let Some(outcome) = done else {
-                    handle.error("a batch's sender stopped unexpectedly");
-                    continue;
-                };
-                for status in &outcome.statuses {
-                    publish(&handle, status).await?;
-                }
-                match outcome.retry {
-                    None => backoff = FIRST_BACKOFF,
-                    Some((unsent, message)) => {
-                        let count: usize = unsent.iter().map(|s| s.values.len()).sum();
-                        handle.warn(format!("{count} metric values not sent ({message}); retrying in {} ms", backoff.as_millis()));
-                        for m in unsent.into_iter().flat_map(Series::into_metrics).collect::<Vec<_>>().into_iter().rev() {
-                            buffer.push_front(m);
-                        }
-                        while buffer.len() > settings.max_retain {
-                            if let Some(old) = buffer.pop_front() {
-                                report_dropped(&handle, &old, settings.max_retain).await?;
-                            }
-                        }
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        retry_pending = true;
-                    }
-                }
-            }
-            event = component.next_event() => match event {
-                None | Some(Event::Shutdown { .. }) => break,
-                Some(Event::Refused { topic, reason }) => {
-                    handle.warn(format!("publish on {topic} refused: {reason}"))
-                }
-                Some(Event::Message(m)) => {
-                    let now = format_time(time::OffsetDateTime::now_utc());
-                    match parse_input(&m.payload, &settings.default_table, &now) {
-                        Ok(metric) => {
-                            if buffer.len() >= settings.max_retain {
-                                if let Some(old) = buffer.pop_front() {
-                                    report_dropped(&handle, &old, settings.max_retain).await?;
-                                }
-                            }
-                            buffer.push_back(metric);
-                        }
-                        Err(invalid) => {
-                            handle.warn(format!("input refused: {}", invalid.message));
-                            publish(&handle, &fail_status("InvalidInputException", &invalid.message, invalid.id.as_deref())).await?;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if !buffer.is_empty() {
-        handle.warn(format!("stopping with {} metrics not sent", buffer.len()));
+    let mut connector = Connector {
+        settings,
+        handle: handle.clone(),
+        client,
+        credentials,
+        buffer: VecDeque::new(),
+        calling: false,
+        backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+        not_before: Instant::now(),
+        last_publish: Instant::now(),
+        counter: 0,
+        retry_pending: false,
+    };
+    // No last send at shutdown: what is buffered is reported as not sent.
+    Uploads::new()
+        .run(&mut component, &handle, &mut connector, None)
+        .await?;
+    if !connector.buffer.is_empty() {
+        handle.warn(format!(
+            "stopping with {} metrics not sent",
+            connector.buffer.len()
+        ));
     }
     handle.info("stopping");
     Ok(())

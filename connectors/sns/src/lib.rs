@@ -54,11 +54,13 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use evergreen_aws::{xml_value, AwsClient, AwsError, Backoff};
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec};
+use evergreen_aws::{xml_value, AwsClient, AwsError};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::{status, Backoff, Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
-use serde_json::{json, Map, Value};
+use evergreen_ipc::ComponentConfig;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 /// The request topic.
@@ -84,7 +86,6 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
 
 const DEFAULT_ARN: &str = "DefaultSNSArn";
 const QUEUE_SIZE: &str = "MessageQueueSize";
-const ISOLATION_MODE: &str = "IsolationMode";
 /// The guide's pattern for topic ARNs (validation anchors it at both ends).
 const TOPIC_ARN_PATTERN: &str = r"arn:aws:sns:([a-z]{2}-[a-z]+-\d{1}):(\d{12}):([a-zA-Z0-9-_]+)$";
 
@@ -103,13 +104,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         )
         .required()
         .pattern(TOPIC_ARN_PATTERN),
-        ParameterSpec::new(
-            ISOLATION_MODE,
-            "GreengrassContainer (default) or NoContainer.",
-        )
-        .pattern("^NoContainer$|^GreengrassContainer$")
-        .default_value("GreengrassContainer")
-        .since(4),
+        manifest::isolation_mode(4),
         ParameterSpec::new(
             QUEUE_SIZE,
             "Evergreen extension: messages held while SNS cannot be reached (1-100000, default 1000); \
@@ -119,10 +114,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &[INPUT_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: true,
 };
@@ -137,59 +129,44 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let default_topic_arn = match config.parameters.get(DEFAULT_ARN) {
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let default_topic_arn = match p.raw(DEFAULT_ARN) {
             Some(arn) if is_topic_arn(arn) => {
-                notes.push((LogLevel::Info, format!("default topic {arn}")));
-                Some(arn.clone())
+                p.info(format!("default topic {arn}"));
+                Some(arn.to_string())
             }
             Some(arn) => {
-                notes.push((
-                    LogLevel::Error,
-                    format!(
-                        "{DEFAULT_ARN} {arn:?} is not an SNS topic ARN; requests without \
-                         sns_topic_arn will fail"
-                    ),
+                p.error(format!(
+                    "{DEFAULT_ARN} {arn:?} is not an SNS topic ARN; requests without \
+                     sns_topic_arn will fail"
                 ));
                 None
             }
             None => {
-                notes.push((
-                    LogLevel::Error,
-                    format!("{DEFAULT_ARN} is missing; requests without sns_topic_arn will fail"),
+                p.error(format!(
+                    "{DEFAULT_ARN} is missing; requests without sns_topic_arn will fail"
                 ));
                 None
             }
         };
-        let queue_size = match config
-            .parameters
-            .get(QUEUE_SIZE)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-        {
+        let queue_size = match p.text(QUEUE_SIZE) {
             None => DEFAULT_QUEUE_SIZE,
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=MAX_QUEUE_SIZE).contains(&n) => n,
                 _ => {
-                    notes.push((
-                        LogLevel::Warn,
-                        format!(
-                            "{QUEUE_SIZE} {v:?} is not 1-{MAX_QUEUE_SIZE}; using {DEFAULT_QUEUE_SIZE}"
-                        ),
+                    p.warn(format!(
+                        "{QUEUE_SIZE} {v:?} is not 1-{MAX_QUEUE_SIZE}; using {DEFAULT_QUEUE_SIZE}"
                     ));
                     DEFAULT_QUEUE_SIZE
                 }
             },
         };
-        notes.push((LogLevel::Info, format!("queue of {queue_size} messages")));
-        (
-            Settings {
-                default_topic_arn,
-                queue_size,
-            },
-            notes,
-        )
+        p.info(format!("queue of {queue_size} messages"));
+        p.finish(Settings {
+            default_topic_arn,
+            queue_size,
+        })
     }
 }
 
@@ -243,11 +220,7 @@ pub fn parse_request(
     default_topic_arn: Option<&str>,
 ) -> Result<Publish, Rejection> {
     let reject = |id: Option<Value>, message: String| Rejection { id, message };
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| reject(None, format!("the message is not JSON: {e}")))?;
-    let Value::Object(root) = value else {
-        return Err(reject(None, "the message is not a JSON object".into()));
-    };
+    let root = status::json_object(payload, "message").map_err(|e| reject(None, e))?;
     let raw_id = root.get("id").cloned();
     let id = match &raw_id {
         None | Some(Value::Null) => None,
@@ -353,27 +326,15 @@ fn check_subject(s: &str) -> Result<(), String> {
 
 /// A success status.
 pub fn success_status(id: Option<&str>, message_id: &str) -> Value {
-    status(
-        id.map(|i| Value::String(i.to_string())),
+    status::with_id(
         json!({"sns_message_id": message_id, "status": "success"}),
+        id.map(|i| Value::String(i.to_string())),
     )
 }
 
-/// A failure status.
+/// A failure status; `id` as the request gave it (not always a string).
 pub fn failure_status(id: Option<Value>, error: &str, message: &str) -> Value {
-    status(
-        id,
-        json!({"error": error, "error_message": message, "status": "fail"}),
-    )
-}
-
-fn status(id: Option<Value>, response: Value) -> Value {
-    let mut out = Map::new();
-    out.insert("response".into(), response);
-    if let Some(id) = id {
-        out.insert("id".into(), id);
-    }
-    Value::Object(out)
+    status::with_id(status::fail_response(error, message), id)
 }
 
 /// Runs the connector over stdio until the supervisor says stop.
@@ -453,7 +414,7 @@ async fn answer(handle: &Handle, status: Value) -> Result<(), SdkError> {
 
 /// Sends queued messages one at a time, retrying transient failures.
 async fn publisher(aws: AwsClient, handle: Handle, mut pending: mpsc::Receiver<Publish>) {
-    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+    let mut backoff = Backoff::jittered(RETRY_INITIAL, RETRY_MAX);
     while let Some(p) = pending.recv().await {
         let client = match arn_region(&p.topic_arn) {
             Some(region) if region != aws.region() => aws.with_region(region),
@@ -510,11 +471,13 @@ async fn publish(aws: &AwsClient, p: &Publish) -> Result<String, AwsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_connector_kit::manifest::ISOLATION_MODE;
+    use evergreen_ipc::LogLevel;
 
     const ARN: &str = "arn:aws:sns:us-east-1:123456789012:alerts";
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
-        ComponentConfig::connector(MANIFEST.arn("us-east-1", 4), params)
+        evergreen_connector_kit::testing::config(&MANIFEST, 4, params).build()
     }
 
     fn rejected(payload: &str) -> Rejection {
@@ -524,13 +487,7 @@ mod tests {
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
         let matches = |name: &str, value: &str| {
-            let pattern = MANIFEST
-                .parameter(name)
-                .and_then(|p| p.pattern)
-                .expect("pattern");
-            regex::Regex::new(&format!("^(?:{pattern})$"))
-                .expect("compiles")
-                .is_match(value)
+            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
         };
         assert!(matches(DEFAULT_ARN, ARN));
         assert!(matches(
@@ -550,9 +507,7 @@ mod tests {
         assert!(!matches(ISOLATION_MODE, "Container"));
         assert!(matches(QUEUE_SIZE, "1") && matches(QUEUE_SIZE, "100000"));
         assert!(!matches(QUEUE_SIZE, "0") && !matches(QUEUE_SIZE, "1000000"));
-        for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-            evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-        }
+        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
         assert!(MANIFEST.aws);
     }
 

@@ -63,9 +63,12 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
-use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::uploader::{Calls, Uploader, Uploads};
+use evergreen_connector_kit::{secret, status, Backoff, Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
+use evergreen_ipc::sdk::{Component, Handle, SdkError};
+use evergreen_ipc::{ComponentConfig, Delivery};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -116,26 +119,17 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
         ParameterSpec::new(SECRET_ARN, "ARN of the text secret holding the HEC token.")
             .required()
             .pattern("arn:aws:secretsmanager:[a-z]{2}-[a-z]+-\\d{1}:\\d{12}?:secret:[a-zA-Z0-9-_]+-[a-zA-Z0-9-_]+"),
-        ParameterSpec::new(SECRET_RESOURCE, "Id of the group's secret resource for that secret.")
-            .required()
-            .pattern(".+")
-            .resource(ResourceKind::Secret),
+        manifest::secret_resource(SECRET_RESOURCE),
         ParameterSpec::new(
             CUSTOM_CA,
             "A PEM file of CA certificates to trust besides the system's (e.g. /etc/ssl/certs/splunk.crt).",
         )
         .pattern("^$|/.*"),
-        ParameterSpec::new("IsolationMode", "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(4),
+        manifest::isolation_mode(4),
     ],
     inputs: &[INPUT_TOPIC],
     outputs: &[STATUS_TOPIC, ERROR_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: true,
     aws: false,
 };
@@ -171,77 +165,44 @@ pub fn collector_url(endpoint: &str) -> String {
     }
 }
 
-fn number(
-    config: &ComponentConfig,
-    name: &str,
-    default: usize,
-    notes: &mut Vec<(LogLevel, String)>,
-) -> usize {
-    match config
-        .parameters
-        .get(name)
-        .map(|v| v.trim().parse::<usize>())
-    {
-        Some(Ok(n)) => n,
-        Some(Err(_)) | None => {
-            notes.push((
-                LogLevel::Warn,
-                format!("{name} is missing or not a number; using {default}"),
-            ));
-            default
-        }
-    }
-}
-
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let url = collector_url(config.parameters.get(ENDPOINT).map_or("", String::as_str));
-        let memory_kb = number(config, MEMORY_SIZE, 0, &mut notes);
-        let mut queue_size = number(config, QUEUE_SIZE, 1000, &mut notes);
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let url = collector_url(p.raw(ENDPOINT).unwrap_or(""));
+        let memory_kb: usize = p.number(MEMORY_SIZE, 0);
+        let mut queue_size: usize = p.number(QUEUE_SIZE, 1000);
         if queue_size == 0 {
-            notes.push((LogLevel::Warn, format!("{QUEUE_SIZE} 0 is taken as 1")));
+            p.warn(format!("{QUEUE_SIZE} 0 is taken as 1"));
             queue_size = 1;
         }
-        let flush = number(config, FLUSH_INTERVAL, 0, &mut notes).min(900);
-        let secret_arn = config
-            .parameters
-            .get(SECRET_ARN)
-            .cloned()
-            .unwrap_or_default();
-        let custom_ca = config
-            .parameters
-            .get(CUSTOM_CA)
-            .filter(|p| !p.trim().is_empty())
+        let flush = p.number::<usize>(FLUSH_INTERVAL, 0).min(900);
+        let secret_arn = p.raw(SECRET_ARN).unwrap_or_default().to_string();
+        let custom_ca = p
+            .raw(CUSTOM_CA)
+            .filter(|v| !v.trim().is_empty())
             .map(PathBuf::from);
-        notes.push((
-            LogLevel::Info,
-            format!(
-                "sending to {url}: up to {queue_size} events{} waiting, {}",
-                if memory_kb > 0 {
-                    format!(" and {memory_kb} KB")
-                } else {
-                    String::new()
-                },
-                if flush == 0 {
-                    "sent as they arrive".to_string()
-                } else {
-                    format!("a batch every {flush} s")
-                }
-            ),
-        ));
-        (
-            Settings {
-                url,
-                memory_bytes: memory_kb.saturating_mul(1024),
-                queue_size,
-                flush_interval: (flush > 0).then(|| Duration::from_secs(flush as u64)),
-                secret_arn,
-                custom_ca,
+        p.info(format!(
+            "sending to {url}: up to {queue_size} events{} waiting, {}",
+            if memory_kb > 0 {
+                format!(" and {memory_kb} KB")
+            } else {
+                String::new()
             },
-            notes,
-        )
+            if flush == 0 {
+                "sent as they arrive".to_string()
+            } else {
+                format!("a batch every {flush} s")
+            }
+        ));
+        p.finish(Settings {
+            url,
+            memory_bytes: memory_kb.saturating_mul(1024),
+            queue_size,
+            flush_interval: (flush > 0).then(|| Duration::from_secs(flush as u64)),
+            secret_arn,
+            custom_ca,
+        })
     }
 }
 
@@ -262,16 +223,8 @@ pub struct Invalid {
 
 /// Checks an input against the reference.
 pub fn parse_input(payload: &[u8]) -> Result<Item, Invalid> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| Invalid {
-        id: None,
-        message: format!("the payload is not JSON: {e}"),
-    })?;
-    let Value::Object(top) = value else {
-        return Err(Invalid {
-            id: None,
-            message: "the payload is not a JSON object".into(),
-        });
-    };
+    let top =
+        status::json_object(payload, "payload").map_err(|message| Invalid { id: None, message })?;
     let id = match top.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -472,12 +425,7 @@ pub fn status(succeeded: &[Item], failed: &[Item]) -> Value {
 
 /// A message for the error topic.
 pub fn error_message(error: &str, message: &str, id: Option<&str>) -> Value {
-    let mut v =
-        json!({ "response": { "error": error, "error_message": message, "status": "fail" } });
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    v
+    status::failure(error, message, id)
 }
 
 async fn publish(handle: &Handle, topic: &str, message: &Value) -> Result<(), SdkError> {
@@ -485,16 +433,7 @@ async fn publish(handle: &Handle, topic: &str, message: &Value) -> Result<(), Sd
 }
 
 async fn read_token(handle: &Handle, arn: &str) -> Result<String, String> {
-    match handle.get_secret(arn, None).await {
-        Ok(secret) => match secret.secret_string {
-            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            Some(_) => Err(format!("secret {arn} is empty")),
-            None => Err(format!(
-                "secret {arn} is binary; the HEC token must be a text secret"
-            )),
-        },
-        Err(e) => Err(format!("cannot read the HEC token secret {arn}: {e}")),
-    }
+    secret::read_text(handle, arn, "HEC token", "HEC token secret").await
 }
 
 fn load_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
@@ -507,16 +446,160 @@ fn load_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(certs.into_iter().map(|c| c.to_vec()).collect())
 }
 
-type Sending = tokio::task::JoinHandle<(Vec<Item>, Result<(), SendError>)>;
+/// A batch's call, as it comes back: the batch and how it ended.
+type Sent = (Vec<Item>, Result<(), SendError>);
 
-async fn wait_sending(sending: &mut Option<Sending>) -> Option<(Vec<Item>, Result<(), SendError>)> {
-    match sending.as_mut() {
-        Some(h) => {
-            let out = h.await.ok();
-            *sending = None;
-            out
+/// The connector's state between events.
+struct Connector {
+    settings: Settings,
+    handle: Handle,
+    client: reqwest::Client,
+    /// `None` while the secret cannot be read; read again before a send.
+    token: Option<String>,
+    queue: Queue,
+    /// A batch is out; one at a time.
+    calling: bool,
+    backoff: Backoff,
+    /// No send (nor secret read) before this, after a failure.
+    not_before: Instant,
+    /// The flush interval elapsed (or a retry or more events are waiting).
+    flush_due: bool,
+}
+
+impl Connector {
+    /// Whether a batch should go now: nothing out, events waiting, and
+    /// either no flush interval or one that elapsed.
+    fn due(&self) -> bool {
+        !self.calling
+            && (self.settings.flush_interval.is_none() || self.flush_due)
+            && !self.queue.is_empty()
+    }
+}
+
+impl Uploader for Connector {
+    type Done = Sent;
+
+    async fn on_message(&mut self, m: Delivery) -> Result<(), SdkError> {
+        let handle = &self.handle;
+        match parse_input(&m.payload) {
+            Ok(item) => match self.queue.push(item) {
+                Ok(dropped) => report_dropped(handle, &dropped).await,
+                Err(item) => {
+                    let message = format!(
+                        "request is {} bytes, more than {MEMORY_SIZE} allows ({} bytes)",
+                        item.body.len(),
+                        self.settings.memory_bytes
+                    );
+                    handle.warn(format!("input refused: {message}"));
+                    publish(
+                        handle,
+                        ERROR_TOPIC,
+                        &error_message("InvalidInputException", &message, item.id.as_deref()),
+                    )
+                    .await
+                }
+            },
+            Err(invalid) => {
+                handle.warn(format!("input refused: {}", invalid.message));
+                publish(
+                    handle,
+                    ERROR_TOPIC,
+                    &error_message(
+                        "InvalidInputException",
+                        &invalid.message,
+                        invalid.id.as_deref(),
+                    ),
+                )
+                .await
+            }
         }
-        None => std::future::pending().await,
+    }
+
+    async fn send_ready(&mut self, calls: &Calls<Sent>) -> Result<(), SdkError> {
+        if !self.due() || Instant::now() < self.not_before {
+            return Ok(());
+        }
+        let handle = &self.handle;
+        let arn = &self.settings.secret_arn;
+        if self.token.is_none() {
+            match read_token(handle, arn).await {
+                Ok(t) => {
+                    handle.info(format!("HEC token secret {arn} read"));
+                    self.token = Some(t);
+                }
+                Err(e) => {
+                    handle.warn(format!("{e}; {} events kept queued", self.queue.len()));
+                    publish(handle, ERROR_TOPIC, &error_message("SecretError", &e, None)).await?;
+                    self.not_before = Instant::now() + self.backoff.next_delay();
+                }
+            }
+        }
+        if let Some(tok) = self.token.clone() {
+            let batch = self.queue.take_batch(MAX_BATCH_BYTES);
+            let client = self.client.clone();
+            let url = self.settings.url.clone();
+            self.flush_due = false;
+            self.calling = true;
+            calls.spawn(async move {
+                let result = send_batch(&client, &url, &tok, &batch).await;
+                (batch, result)
+            });
+        }
+        Ok(())
+    }
+
+    async fn on_done(&mut self, (batch, result): Sent) -> Result<(), SdkError> {
+        self.calling = false;
+        let handle = &self.handle;
+        match result {
+            Ok(()) => {
+                self.backoff.reset();
+                handle.debug(format!("{} events sent", batch.len()));
+                publish(handle, STATUS_TOPIC, &status(&batch, &[])).await?;
+                // More waiting than one batch: keep going.
+                self.flush_due = self.flush_due || !self.queue.is_empty();
+            }
+            Err(SendError::Retry { error, message }) => {
+                handle.warn(format!(
+                    "batch of {} events not sent ({error}: {message}); retrying in {} ms",
+                    batch.len(),
+                    self.backoff.peek().as_millis()
+                ));
+                let dropped = self.queue.requeue(batch);
+                report_dropped(handle, &dropped).await?;
+                self.not_before = Instant::now() + self.backoff.next_delay();
+                self.flush_due = true;
+            }
+            Err(SendError::Fail { error, message }) => {
+                self.backoff.reset();
+                handle.error(format!(
+                    "batch of {} events refused ({error}): {message}",
+                    batch.len()
+                ));
+                publish(handle, STATUS_TOPIC, &status(&[], &batch)).await?;
+                publish(handle, ERROR_TOPIC, &error_message(error, &message, None)).await?;
+                self.flush_due = self.flush_due || !self.queue.is_empty();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_lost(&mut self) {
+        self.calling = false;
+        self.handle.error("a batch's sender stopped unexpectedly");
+    }
+
+    fn on_tick(&mut self) {
+        self.flush_due = true;
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        // The end of a backoff with a batch waiting for it.
+        (self.due() && Instant::now() < self.not_before).then_some(self.not_before)
+    }
+
+    fn calling(&self) -> bool {
+        self.calling
     }
 }
 
@@ -544,119 +627,34 @@ pub async fn run() -> Result<(), SdkError> {
             return Err(SdkError::Closed);
         }
     };
-    let mut token = match read_token(&handle, &settings.secret_arn).await {
+    let token = match read_token(&handle, &settings.secret_arn).await {
         Ok(t) => Some(t),
         Err(e) => {
             handle.error(format!("{e}; events are kept queued until it can be read"));
             None
         }
     };
-    let mut queue = Queue::new(settings.queue_size, settings.memory_bytes);
-    let mut sending: Option<Sending> = None;
-    let mut backoff = FIRST_BACKOFF;
-    let mut not_before = Instant::now();
-    let mut flush_due = false;
-    let tick = settings.flush_interval.unwrap_or(Duration::from_secs(3600));
-    let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // Start a batch when one is due and nothing is in flight.
-        let due = settings.flush_interval.is_none() || flush_due;
-        if sending.is_none() && due && !queue.is_empty() && Instant::now() >= not_before {
-            if token.is_none() {
-                match read_token(&handle, &settings.secret_arn).await {
-                    Ok(t) => {
-                        handle.info(format!("HEC token secret {} read", settings.secret_arn));
-                        token = Some(t);
-                    }
-                    Err(e) => {
-                        handle.warn(format!("{e}; {} events kept queued", queue.len()));
-                        publish(
-                            &handle,
-                            ERROR_TOPIC,
-                            &error_message("SecretError", &e, None),
-                        )
-                        .await?;
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
-            }
-            if let Some(tok) = token.clone() {
-                let batch = queue.take_batch(MAX_BATCH_BYTES);
-                let client = client.clone();
-                let url = settings.url.clone();
-                flush_due = false;
-                sending = Some(tokio::spawn(async move {
-                    let result = send_batch(&client, &url, &tok, &batch).await;
-                    (batch, result)
-                }));
-            }
-        }
-        let retry_wait = tokio::time::sleep_until(not_before);
-        tokio::select! {
-            _ = ticker.tick(), if settings.flush_interval.is_some() => flush_due = true,
-            _ = retry_wait, if sending.is_none() && due && !queue.is_empty() && Instant::now() < not_before => {}
-            done = wait_sending(&mut sending) => {
-                let Some((batch, result)) = done else {
-                    handle.error("a batch's sender stopped unexpectedly");
-                    continue;
-                };
-                match result {
-                    Ok(()) => {
-                        backoff = FIRST_BACKOFF;
-                        handle.debug(format!("{} events sent", batch.len()));
-                        publish(&handle, STATUS_TOPIC, &status(&batch, &[])).await?;
-                        // More waiting than one batch: keep going.
-                        flush_due = flush_due || !queue.is_empty();
-                    }
-                    Err(SendError::Retry { error, message }) => {
-                        handle.warn(format!(
-                            "batch of {} events not sent ({error}: {message}); retrying in {} ms",
-                            batch.len(), backoff.as_millis()
-                        ));
-                        let dropped = queue.requeue(batch);
-                        report_dropped(&handle, &dropped).await?;
-                        not_before = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        flush_due = true;
-                    }
-                    Err(SendError::Fail { error, message }) => {
-                        backoff = FIRST_BACKOFF;
-                        handle.error(format!("batch of {} events refused ({error}): {message}", batch.len()));
-                        publish(&handle, STATUS_TOPIC, &status(&[], &batch)).await?;
-                        publish(&handle, ERROR_TOPIC, &error_message(error, &message, None)).await?;
-                        flush_due = flush_due || !queue.is_empty();
-                    }
-                }
-            }
-            event = component.next_event() => match event {
-                None | Some(Event::Shutdown { .. }) => break,
-                Some(Event::Refused { topic, reason }) => {
-                    handle.warn(format!("publish on {topic} refused: {reason}"))
-                }
-                Some(Event::Message(m)) => match parse_input(&m.payload) {
-                    Ok(item) => match queue.push(item) {
-                        Ok(dropped) => report_dropped(&handle, &dropped).await?,
-                        Err(item) => {
-                            let message = format!(
-                                "request is {} bytes, more than {MEMORY_SIZE} allows ({} bytes)",
-                                item.body.len(), settings.memory_bytes
-                            );
-                            handle.warn(format!("input refused: {message}"));
-                            publish(&handle, ERROR_TOPIC, &error_message("InvalidInputException", &message, item.id.as_deref())).await?;
-                        }
-                    },
-                    Err(invalid) => {
-                        handle.warn(format!("input refused: {}", invalid.message));
-                        publish(&handle, ERROR_TOPIC, &error_message("InvalidInputException", &invalid.message, invalid.id.as_deref())).await?;
-                    }
-                },
-            }
-        }
-    }
-    if !queue.is_empty() {
-        handle.warn(format!("stopping with {} events not sent", queue.len()));
+    let interval = settings.flush_interval;
+    let mut connector = Connector {
+        queue: Queue::new(settings.queue_size, settings.memory_bytes),
+        settings,
+        handle: handle.clone(),
+        client,
+        token,
+        calling: false,
+        backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+        not_before: Instant::now(),
+        flush_due: false,
+    };
+    // No last send at shutdown: what is queued is reported as not sent.
+    Uploads::new()
+        .run(&mut component, &handle, &mut connector, interval)
+        .await?;
+    if !connector.queue.is_empty() {
+        handle.warn(format!(
+            "stopping with {} events not sent",
+            connector.queue.len()
+        ));
     }
     handle.info("stopping");
     Ok(())

@@ -1,19 +1,15 @@
 //! Unit tests: the manifest, settings, input checks and the queue.
 
 use super::*;
+use evergreen_ipc::manifest::ResourceKind;
+use evergreen_ipc::LogLevel;
 
 fn config(params: &[(&str, &str)]) -> ComponentConfig {
-    ComponentConfig::connector(MANIFEST.arn("us-east-1", 4), params)
+    evergreen_connector_kit::testing::config(&MANIFEST, 4, params).build()
 }
 
 fn matches(name: &str, value: &str) -> bool {
-    let pattern = MANIFEST
-        .parameter(name)
-        .and_then(|p| p.pattern)
-        .expect("pattern");
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .expect("compiles")
-        .is_match(value)
+    evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
 }
 
 #[test]
@@ -42,15 +38,14 @@ fn manifest_says_what_the_reference_says() {
     assert!(matches("SplunkCustomCALocation", ""));
     assert!(!matches("SplunkCustomCALocation", "splunk.crt"));
     assert_eq!(
-        MANIFEST
-            .parameter("SplunkTokenSecretArn-ResourceId")
-            .and_then(|p| p.resource),
+        evergreen_connector_kit::testing::resource_kind(
+            &MANIFEST,
+            "SplunkTokenSecretArn-ResourceId"
+        ),
         Some(ResourceKind::Secret)
     );
     assert!(!MANIFEST.aws);
-    for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-        evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-    }
+    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
 }
 
 #[test]

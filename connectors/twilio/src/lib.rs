@@ -56,9 +56,11 @@
 
 use std::time::Duration;
 
-use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_connector_kit::manifest;
+use evergreen_connector_kit::{secret, status, Backoff, Notes, Params};
+use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
-use evergreen_ipc::{ComponentConfig, LogLevel};
+use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -93,30 +95,18 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
             "ARN of the Secrets Manager secret holding the Twilio auth token (plain text).",
         )
         .required()
-        .pattern("arn:aws:secretsmanager:[a-z0-9\\-]+:[0-9]{12}:secret:([a-zA-Z0-9\\\\]+/)*[a-zA-Z0-9/_+=,.@\\-]+-[a-zA-Z0-9]+"),
-        ParameterSpec::new(
-            SECRET_RESOURCE,
-            "Id of the group's secret resource for that secret.",
-        )
-        .required()
-        .pattern(".+")
-        .resource(ResourceKind::Secret),
+        .pattern(manifest::SECRET_ARN_PATTERN),
+        manifest::secret_resource(SECRET_RESOURCE),
         ParameterSpec::new(
             DEFAULT_FROM,
             "Default sender number; a request's from_number overrides it, and is required without it.",
         )
         .pattern("^$|\\+[0-9]+"),
-        ParameterSpec::new("IsolationMode", "GreengrassContainer (default) or NoContainer.")
-            .pattern("^NoContainer$|^GreengrassContainer$")
-            .default_value("GreengrassContainer")
-            .since(5),
+        manifest::isolation_mode(5),
     ],
     inputs: &[TXT_TOPIC, CALL_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: IsolationSupport {
-        container: true,
-        no_container: true,
-    },
+    isolation: manifest::EITHER_MODE,
     pinned: false,
     aws: false,
 };
@@ -133,46 +123,28 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, and what to log about them once the link is up.
-    pub fn from_config(config: &ComponentConfig) -> (Settings, Vec<(LogLevel, String)>) {
-        let mut notes = Vec::new();
-        let parameter = |name: &str| {
-            config
-                .parameters
-                .get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let account_sid = parameter(ACCOUNT_SID).unwrap_or_else(|| {
-            notes.push((
-                LogLevel::Error,
-                format!("{ACCOUNT_SID} is missing; Twilio will refuse every request"),
+    pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
+        let mut p = Params::new(config);
+        let account_sid = p.text(ACCOUNT_SID).unwrap_or_else(|| {
+            p.error(format!(
+                "{ACCOUNT_SID} is missing; Twilio will refuse every request"
             ));
             String::new()
         });
-        let secret_arn = parameter(SECRET_ARN).unwrap_or_else(|| {
-            notes.push((LogLevel::Error, format!("{SECRET_ARN} is missing")));
+        let secret_arn = p.text(SECRET_ARN).unwrap_or_else(|| {
+            p.error(format!("{SECRET_ARN} is missing"));
             String::new()
         });
-        let default_from = parameter(DEFAULT_FROM);
-        let base = match config.endpoints.get("twilio") {
-            Some(url) => {
-                notes.push((
-                    LogLevel::Info,
-                    format!("Twilio API at {url} (endpoint override)"),
-                ));
-                url.trim_end_matches('/').to_string()
-            }
-            None => DEFAULT_BASE.to_string(),
-        };
-        (
-            Settings {
-                account_sid,
-                secret_arn,
-                default_from,
-                base,
-            },
-            notes,
-        )
+        let default_from = p.text(DEFAULT_FROM);
+        let base = p
+            .endpoint_override("twilio", "Twilio API")
+            .unwrap_or_else(|| DEFAULT_BASE.to_string());
+        p.finish(Settings {
+            account_sid,
+            secret_arn,
+            default_from,
+            base,
+        })
     }
 }
 
@@ -230,11 +202,7 @@ pub fn parse_request(
             ))
         }
     };
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| invalid(None, format!("the payload is not JSON: {e}")))?;
-    let Value::Object(top) = &value else {
-        return Err(invalid(None, "the payload is not a JSON object".into()));
-    };
+    let top = status::json_object(payload, "payload").map_err(|e| invalid(None, e))?;
     let id = match top.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) => return Err(invalid(None, "id cannot be empty".into())),
@@ -476,16 +444,7 @@ pub async fn send_once(
 
 /// The auth token, asked from the supervisor.
 async fn read_token(handle: &Handle, arn: &str) -> Result<String, String> {
-    match handle.get_secret(arn, None).await {
-        Ok(secret) => match secret.secret_string {
-            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            Some(_) => Err(format!("secret {arn} is empty")),
-            None => Err(format!(
-                "secret {arn} is binary; the Twilio auth token must be a text secret"
-            )),
-        },
-        Err(e) => Err(format!("cannot read the auth token secret {arn}: {e}")),
-    }
+    secret::read_text(handle, arn, "Twilio auth token", "auth token secret").await
 }
 
 async fn publish(handle: &Handle, status: &Value) -> Result<(), SdkError> {
@@ -527,7 +486,7 @@ async fn worker(
         let Some(tok) = token.as_deref() else {
             continue;
         };
-        let mut delay = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut attempt = 0;
         let status = loop {
             match send_once(&client, &settings, tok, &request).await {
@@ -540,6 +499,7 @@ async fn worker(
                 }
                 Err(e) if e.is_transient() && attempt < request.retries => {
                     attempt += 1;
+                    let delay = backoff.next_delay();
                     handle.warn(format!(
                         "request {}: {e:?}; retrying in {} ms ({attempt} of {})",
                         request.id,
@@ -547,7 +507,6 @@ async fn worker(
                         request.retries
                     ));
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
                     handle.warn(format!("request {} failed: {e:?}", request.id));

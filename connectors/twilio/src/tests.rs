@@ -1,25 +1,17 @@
 //! Unit tests: the manifest, input checks and status shapes.
 
 use super::*;
+use evergreen_ipc::manifest::ResourceKind;
+use evergreen_ipc::LogLevel;
 
 fn config(params: &[(&str, &str)], endpoints: &[(&str, &str)]) -> ComponentConfig {
-    ComponentConfig {
-        endpoints: endpoints
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..ComponentConfig::connector(MANIFEST.arn("us-east-1", 5), params)
-    }
+    evergreen_connector_kit::testing::config(&MANIFEST, 5, params)
+        .endpoints(endpoints)
+        .build()
 }
 
 fn matches(name: &str, value: &str) -> bool {
-    let pattern = MANIFEST
-        .parameter(name)
-        .and_then(|p| p.pattern)
-        .expect("pattern");
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .expect("compiles")
-        .is_match(value)
+    evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
 }
 
 #[test]
@@ -37,16 +29,15 @@ fn manifest_says_what_the_reference_says() {
     assert!(!matches("DefaultFromPhoneNumber", "19999999999"));
     assert!(matches("IsolationMode", "NoContainer"));
     assert_eq!(
-        MANIFEST
-            .parameter("TwilioAuthTokenSecretArn-ResourceId")
-            .and_then(|p| p.resource),
+        evergreen_connector_kit::testing::resource_kind(
+            &MANIFEST,
+            "TwilioAuthTokenSecretArn-ResourceId"
+        ),
         Some(ResourceKind::Secret)
     );
     assert!(MANIFEST.isolation.container && MANIFEST.isolation.no_container);
     assert!(!MANIFEST.aws);
-    for filter in MANIFEST.inputs.iter().chain(MANIFEST.outputs) {
-        evergreen_ipc::topic::validate_filter(filter).expect("valid filter");
-    }
+    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
 }
 
 #[test]

@@ -1,0 +1,92 @@
+//! JSON helpers for the status and error messages connectors publish, and
+//! for describing bad input in them. The shapes are the reference's
+//! (`{"response":{…,"status":"fail"},"id":…}`); helpers build values only,
+//! the connectors choose topics and when to publish.
+
+use serde_json::{json, Map, Value};
+
+/// `{"error":…,"error_message":…,"status":"fail"}`: the failure response
+/// most connectors answer with.
+pub fn fail_response(error: &str, message: &str) -> Value {
+    json!({ "error": error, "error_message": message, "status": "fail" })
+}
+
+/// `{"response":<response>,"id":<id>}`, without `id` when there is none.
+pub fn with_id(response: Value, id: Option<Value>) -> Value {
+    let mut out = Map::new();
+    out.insert("response".into(), response);
+    if let Some(id) = id {
+        out.insert("id".into(), id);
+    }
+    Value::Object(out)
+}
+
+/// A failure message: `{"response":{"error":…,"error_message":…,"status":"fail"}}`
+/// with the input's string `id` when it had one.
+pub fn failure(error: &str, message: &str, id: Option<&str>) -> Value {
+    with_id(
+        fail_response(error, message),
+        id.map(|i| Value::String(i.to_string())),
+    )
+}
+
+/// An input payload read as a JSON object, or why not: "the `<what>` is
+/// not JSON: …" or "the `<what>` is not a JSON object" (`what` is how the
+/// connector's reference names its input: payload, message).
+pub fn json_object(payload: &[u8], what: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice(payload) {
+        Ok(Value::Object(top)) => Ok(top),
+        Ok(_) => Err(format!("the {what} is not a JSON object")),
+        Err(e) => Err(format!("the {what} is not JSON: {e}")),
+    }
+}
+
+/// What kind of JSON value `v` is, for "must be a string, not …" messages.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// At most `chars` characters of `s`, with `…` when cut: outside input is
+/// quoted in messages, and must not make them unbounded.
+pub fn clip(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        assert_eq!(
+            failure("E", "m", Some("r1")).to_string(),
+            r#"{"id":"r1","response":{"error":"E","error_message":"m","status":"fail"}}"#
+        );
+        assert_eq!(
+            failure("E", "m", None),
+            json!({"response": {"error": "E", "error_message": "m", "status": "fail"}})
+        );
+        assert_eq!(with_id(json!(1), Some(json!(7)))["id"], 7);
+        assert_eq!(kind(&json!([])), "an array");
+        assert_eq!(json_object(b"{}", "payload"), Ok(Map::new()));
+        assert_eq!(
+            json_object(b"[1]", "message"),
+            Err("the message is not a JSON object".to_string())
+        );
+        assert!(
+            json_object(b"x", "payload").is_err_and(|e| e.starts_with("the payload is not JSON: "))
+        );
+        assert_eq!(clip("héllo", 2), "hé…");
+        assert_eq!(clip("hé", 2), "hé");
+    }
+}
