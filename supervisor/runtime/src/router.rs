@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 /// Deepest subject accepted, in levels. The lookup recurses once per level of the trie, so this
 /// bounds its stack use; 256 levels is more than the 255 slashes of a 256-byte AWS IoT topic.
-pub const MAX_FILTER_LEVELS: usize = 256;
+pub(crate) const MAX_FILTER_LEVELS: usize = 256;
 
 // ---------------------------------------------------------------------------------------------
 // The table
@@ -332,12 +332,13 @@ impl SubscriptionTable {
     }
 
     /// The index of a target endpoint, if any subscription names it.
-    pub fn target_idx(&self, name: &str) -> Option<TargetIdx> {
+    #[cfg(test)]
+    pub(crate) fn target_idx(&self, name: &str) -> Option<TargetIdx> {
         self.target_index.get(name).copied()
     }
 
     /// Every target endpoint, in index order.
-    pub fn targets_list(&self) -> impl ExactSizeIterator<Item = (TargetIdx, &str)> + '_ {
+    pub(crate) fn targets_list(&self) -> impl ExactSizeIterator<Item = (TargetIdx, &str)> + '_ {
         self.target_names
             .iter()
             .enumerate()
@@ -678,7 +679,7 @@ impl Router {
 
     /// Swaps in a new table atomically: each publish sees the old table or the new one, whole.
     /// Sinks stay attached by endpoint name; counters carry on by name.
-    pub fn replace_table(&self, table: SubscriptionTable) {
+    pub(crate) fn replace_table(&self, table: SubscriptionTable) {
         self.update(|registry| registry.table = Arc::new(table));
     }
 

@@ -32,12 +32,12 @@ use crate::sandbox::{ContainerGuard, Sandboxes};
 /// Stop the component: resolves once its child is gone.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Stop;
+pub(crate) struct Stop;
 
 /// Ask for the component's status.
 #[derive(Debug, Message)]
 #[rtype(result = "ComponentStatus")]
-pub struct GetStatus;
+pub(crate) struct GetStatus;
 
 /// How often `Timeout` and idleness are checked.
 const LIFECYCLE_TICK: Duration = Duration::from_millis(100);
@@ -59,7 +59,7 @@ struct Instance {
 }
 
 /// The actor owning one component.
-pub struct ComponentActor {
+pub(crate) struct ComponentActor {
     spec: Arc<ComponentSpec>,
     plan_env: Arc<ComponentEnv>,
     settings: Arc<RuntimeSettings>,
@@ -109,7 +109,7 @@ impl fmt::Debug for ComponentActor {
 }
 
 impl ComponentActor {
-    pub fn new(
+    pub(crate) fn new(
         spec: Arc<ComponentSpec>,
         plan_env: ComponentEnv,
         settings: Arc<RuntimeSettings>,
@@ -585,7 +585,7 @@ impl Handler<Wake> for ComponentActor {
 
 impl ComponentActor {
     /// Gives an on-demand component its waker (before it starts).
-    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+    pub(crate) fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
         self.wake = Some(wake);
         self
     }
@@ -679,13 +679,13 @@ impl Actor for ComponentActor {
 
 impl ComponentActor {
     /// Connects a Python function to the Lambda IPC endpoint (before it starts).
-    pub fn with_lambda(mut self, hub: Rc<LambdaHub>) -> Self {
+    pub(crate) fn with_lambda(mut self, hub: Rc<LambdaHub>) -> Self {
         self.lambda = Some(hub);
         self
     }
 
     /// Answers the child's shadow requests with this shadow service.
-    pub fn with_shadow(mut self, shadow: Arc<dyn crate::services::ShadowService>) -> Self {
+    pub(crate) fn with_shadow(mut self, shadow: Arc<dyn crate::services::ShadowService>) -> Self {
         self.shadow = Some(shadow);
         self
     }
@@ -777,15 +777,23 @@ impl Handler<Stop> for ComponentActor {
 /// now (forgetting its failures), or stop a running one gracefully and start
 /// it again.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<String, String>")]
-pub struct Retry;
+#[rtype(result = "Result<String, RetryError>")]
+pub(crate) struct Retry;
+
+/// Why an operator's restart was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RetryError {
+    /// The component is being stopped for good (a redeployment or shutdown).
+    #[error("{0} is being stopped")]
+    Stopping(String),
+}
 
 impl Handler<Retry> for ComponentActor {
-    type Result = Result<String, String>;
+    type Result = Result<String, RetryError>;
 
     fn handle(&mut self, _: Retry, ctx: &mut Self::Context) -> Self::Result {
         if self.stopping {
-            return Err(format!("{} is being stopped", self.spec.arn));
+            return Err(RetryError::Stopping(self.spec.arn.clone()));
         }
         self.failures = 0;
         self.failure_times.clear();

@@ -37,11 +37,11 @@ use std::time::Duration;
 use evergreen_group::plan::RunAs;
 use evergreen_ipc::{ComponentKind, LogLevel};
 
-pub use actor::{ComponentActor, GetStatus, Retry, Stop};
-pub use policy::{AfterExit, ExitReason, RestartSettings};
+pub(crate) use actor::{ComponentActor, GetStatus, Retry, Stop};
+pub use policy::{ExitReason, RestartSettings};
 pub use shared::Slots;
 pub(crate) use shared::{SharedInFlight, SharedLog};
-pub use spawn::ComponentEnv;
+pub(crate) use spawn::ComponentEnv;
 
 /// Settings every component actor shares (from the core configuration).
 #[derive(Debug, Clone)]

@@ -32,7 +32,7 @@ pub struct RestartSettings {
 
 /// What follows the end of a child.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AfterExit {
+pub(crate) enum AfterExit {
     /// Start it again after this delay.
     Restart(Duration),
     /// Leave it stopped, for the given reason (its restart policy).
@@ -44,7 +44,7 @@ pub enum AfterExit {
 impl RestartSettings {
     /// The delay before restart number `failures + 1`; `unit` is a random
     /// number in [0, 1).
-    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
+    pub(crate) fn delay(&self, failures: u32, unit: f64) -> Duration {
         let base = self.initial.as_secs_f64() * self.multiplier.powi(failures.min(64) as i32);
         let capped = base.min(self.max.as_secs_f64());
         let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
@@ -55,7 +55,7 @@ impl RestartSettings {
     /// failures since the child last ran healthily (it sets the backoff);
     /// `in_window` counts the failures within the crash-loop window,
     /// this one included.
-    pub fn decide(
+    pub(crate) fn decide(
         &self,
         reason: &ExitReason,
         consecutive: u32,
@@ -95,7 +95,7 @@ pub enum ExitReason {
 
 impl ExitReason {
     /// Anything but a clean exit with status 0 is a failure.
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         !matches!(self, ExitReason::Exited(0))
     }
 }

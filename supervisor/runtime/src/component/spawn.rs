@@ -15,7 +15,7 @@ use crate::sandbox::{MountKind, ResourceMount, SpawnSpec};
 /// What a component needs from the group beyond its own spec: the resources
 /// it was granted, resolved to paths, and for a container what to mount.
 #[derive(Debug, Clone, Default)]
-pub struct ComponentEnv {
+pub(crate) struct ComponentEnv {
     pub resources: std::collections::BTreeMap<String, ResourceGrant>,
     pub mounts: Vec<ResourceMount>,
 }
@@ -30,7 +30,11 @@ impl ComponentEnv {
     /// its `DestinationPath`. Model resources are read from
     /// `<resource_root>/ml/<resource id>` on the host: this build does not
     /// download models, the operator places them there.
-    pub fn for_component(spec: &ComponentSpec, plan: &GroupPlan, resource_root: &Path) -> Self {
+    pub(crate) fn for_component(
+        spec: &ComponentSpec,
+        plan: &GroupPlan,
+        resource_root: &Path,
+    ) -> Self {
         let container = spec.isolation == Isolation::GreengrassContainer;
         let mut resources = std::collections::BTreeMap::new();
         let mut mounts = Vec::new();

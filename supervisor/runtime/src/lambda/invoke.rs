@@ -60,7 +60,7 @@ pub(super) async fn invoke(
         Target::Router => {
             let custom = match custom_context(context) {
                 Ok(c) => c,
-                Err(e) => return Response::error(400, &e),
+                Err(e) => return Response::error(400, &e.to_string()),
             };
             let Some(topic) = custom.get("subject").and_then(Value::as_str) else {
                 return Response::error(
@@ -90,7 +90,7 @@ pub(super) async fn invoke(
             if let Some(shadow) = shadow {
                 let custom = match custom_context(context) {
                     Ok(c) => c,
-                    Err(e) => return Response::error(400, &e),
+                    Err(e) => return Response::error(400, &e.to_string()),
                 };
                 let Some(topic) = custom.get("subject").and_then(Value::as_str) else {
                     return Response::error(
@@ -228,14 +228,24 @@ fn secret_answer(
     }
 }
 
+/// Why an invoke's client context was refused (answered 400 with this text).
+#[derive(Debug, thiserror::Error)]
+enum ContextError {
+    #[error("X-Amz-Client-Context is not base64")]
+    NotBase64,
+    #[error("X-Amz-Client-Context is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("X-Amz-Client-Context has no custom object")]
+    NoCustom,
+}
+
 /// The `custom` object of a base64 JSON client context.
-fn custom_context(context: &str) -> Result<serde_json::Map<String, Value>, String> {
-    let bytes = base64_decode(context.trim()).ok_or("X-Amz-Client-Context is not base64")?;
-    let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("X-Amz-Client-Context is not JSON: {e}"))?;
+fn custom_context(context: &str) -> Result<serde_json::Map<String, Value>, ContextError> {
+    let bytes = base64_decode(context.trim()).ok_or(ContextError::NotBase64)?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(ContextError::NotJson)?;
     match doc.get("custom") {
         Some(Value::Object(custom)) => Ok(custom.clone()),
-        _ => Err("X-Amz-Client-Context has no custom object".to_string()),
+        _ => Err(ContextError::NoCustom),
     }
 }
 
@@ -289,12 +299,15 @@ mod tests {
         );
         assert!(custom_context("%%%")
             .expect_err("refused")
+            .to_string()
             .contains("base64"));
         assert!(custom_context(&base64_encode(b"nope"))
             .expect_err("refused")
+            .to_string()
             .contains("JSON"));
         assert!(custom_context(&base64_encode(b"{}"))
             .expect_err("refused")
+            .to_string()
             .contains("custom"));
     }
 }

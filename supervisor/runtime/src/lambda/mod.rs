@@ -57,16 +57,16 @@ use crate::router::{QueueReceiver, Router};
 pub use server::{bind, serve};
 
 /// The router as the SDK addresses it (`ROUTER_FUNCTION_ARN`).
-pub const ROUTER_ARN: &str = "arn:aws:lambda:::function:GGRouter";
+pub(crate) const ROUTER_ARN: &str = "arn:aws:lambda:::function:GGRouter";
 /// The local shadow service (`SHADOW_FUNCTION_ARN`).
-pub const SHADOW_ARN: &str = "arn:aws:lambda:::function:GGShadowService";
+pub(crate) const SHADOW_ARN: &str = "arn:aws:lambda:::function:GGShadowService";
 /// The secret service (`SECRETS_MANAGER_FUNCTION_ARN`), qualified as Greengrass sets it.
-pub const SECRETS_ARN: &str = "arn:aws:lambda:::function:GGSecretManager:1";
+pub(crate) const SECRETS_ARN: &str = "arn:aws:lambda:::function:GGSecretManager:1";
 /// The interface version Greengrass 1.9+ cores announce.
-pub const MAX_INTERFACE_VERSION: &str = "1.5";
+pub(crate) const MAX_INTERFACE_VERSION: &str = "1.5";
 
 /// Largest request body: Lambda's synchronous payload limit.
-pub const MAX_BODY: usize = 6 << 20;
+pub(crate) const MAX_BODY: usize = 6 << 20;
 /// Results (RequestResponse invokes) kept at once, fetched or not.
 const MAX_RESULTS: usize = 4096;
 /// An unfetched result is forgotten after this.
@@ -134,7 +134,7 @@ impl std::fmt::Debug for Worker {
 
 /// One registered Python function.
 #[derive(Debug)]
-pub struct FunctionLink {
+pub(crate) struct FunctionLink {
     serial: u64,
     arn: String,
     /// The ARN without its qualifier, for unqualified invokes.
@@ -273,7 +273,7 @@ impl LambdaHub {
     }
 
     /// Where the Python support files were written.
-    pub fn runtime_dir(&self) -> &std::path::Path {
+    pub(crate) fn runtime_dir(&self) -> &std::path::Path {
         &self.runtime_dir
     }
 

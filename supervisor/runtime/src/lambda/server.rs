@@ -104,7 +104,7 @@ async fn handle(hub: &Rc<LambdaHub>, req: &Request) -> Response {
     };
     let path = match percent_decode(&req.path) {
         Ok(p) => p,
-        Err(e) => return Response::error(400, &e),
+        Err(e) => return Response::error(400, &e.to_string()),
     };
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return Response::error(404, &format!("no such resource: {path}"));

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 /// Host paths bound read-only into every container when they exist. A path
 /// that is a symbolic link on the host (merged-/usr systems link `/bin`,
 /// `/lib`… into `/usr`) becomes the same link instead.
-pub const SYSTEM_PATHS: &[&str] = &[
+pub(crate) const SYSTEM_PATHS: &[&str] = &[
     "/usr",
     "/bin",
     "/sbin",
@@ -59,7 +59,8 @@ pub const SYSTEM_PATHS: &[&str] = &[
 ];
 
 /// The device nodes every container gets, bound from the host.
-pub const BASIC_DEVICE_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+pub(crate) const BASIC_DEVICE_NODES: &[&str] =
+    &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The highest capability number to drop from the bounding set. Numbers
 /// the kernel does not know are skipped (`EINVAL`).
@@ -67,7 +68,7 @@ const LAST_CAP: libc::c_int = 63;
 
 /// One host path made visible inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindMount {
+pub(crate) struct BindMount {
     pub source: PathBuf,
     /// Absolute path inside the container.
     pub target: PathBuf,
@@ -80,7 +81,7 @@ pub struct BindMount {
 
 /// What a container needs, in host terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JailSpec {
+pub(crate) struct JailSpec {
     /// An empty host directory the new root's tmpfs is mounted on (only in
     /// the child's mount namespace: the host sees it empty).
     pub root_dir: PathBuf,
@@ -104,7 +105,7 @@ pub struct JailSpec {
 
 /// A system path as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SystemPath {
+pub(crate) struct SystemPath {
     pub path: PathBuf,
     pub link: Option<PathBuf>,
     pub directory: bool,
@@ -116,7 +117,7 @@ impl SystemPath {
     /// link; a link to a file (`/etc/resolv.conf` → `../run/…` under
     /// systemd-resolved) is bound as the file it points to, since its
     /// target's directory is not in the container.
-    pub fn probe(path: &Path) -> Option<SystemPath> {
+    pub(super) fn probe(path: &Path) -> Option<SystemPath> {
         let meta = std::fs::symlink_metadata(path).ok()?;
         if meta.file_type().is_symlink() {
             let target = std::fs::metadata(path).ok()?;
@@ -146,7 +147,7 @@ impl SystemPath {
 /// One step of the jail. Paths are absolute host paths before
 /// [`Step::PivotRoot`] and container paths after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     DieWithParent,
     JoinCgroup(CString),
     Unshare,
@@ -191,7 +192,7 @@ pub enum Step {
 
 impl Step {
     /// The step's name, for the message written when it fails.
-    pub fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Step::DieWithParent => "set the parent-death signal",
             Step::JoinCgroup(_) => "join the cgroup",
@@ -221,7 +222,7 @@ impl Step {
 
 /// Why a plan could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum JailError {
+pub(crate) enum JailError {
     #[error("path {0} contains a NUL byte")]
     Nul(String),
     #[error("{what} {path} must be an absolute path without `..`")]
@@ -259,14 +260,14 @@ const MS_HARDEN: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
 /// The built sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JailPlan {
+pub(crate) struct JailPlan {
     pub steps: Vec<Step>,
 }
 
 impl JailPlan {
     /// Builds the sequence for `spec`; fails only on paths that cannot be
     /// mounted as asked.
-    pub fn build(spec: &JailSpec) -> Result<JailPlan, JailError> {
+    pub(super) fn build(spec: &JailSpec) -> Result<JailPlan, JailError> {
         let root = &spec.root_dir;
         check_absolute("container root", root)?;
         let mut steps = vec![Step::DieWithParent];
@@ -528,12 +529,12 @@ mod sys {
         s.map_or(ptr::null(), CStr::as_ptr)
     }
 
-    pub fn errno() -> i32 {
+    pub(super) fn errno() -> i32 {
         // SAFETY: the errno location is thread-local and always valid.
         unsafe { *libc::__errno_location() }
     }
 
-    pub fn mount(
+    pub(super) fn mount(
         source: Option<&CStr>,
         target: &CStr,
         fstype: Option<&CStr>,
@@ -552,23 +553,23 @@ mod sys {
         }
     }
 
-    pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
+    pub(super) fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
         // SAFETY: the prctl options used here take integer arguments only.
         unsafe { libc::prctl(option, arg, 0, 0, 0) }
     }
 
-    pub fn getppid() -> libc::pid_t {
+    pub(super) fn getppid() -> libc::pid_t {
         // SAFETY: no arguments, cannot fail.
         unsafe { libc::getppid() }
     }
 
-    pub fn exit_now(code: libc::c_int) -> ! {
+    pub(super) fn exit_now(code: libc::c_int) -> ! {
         // SAFETY: ends the forked child without running the parent's
         // atexit handlers or flushing its copied buffers.
         unsafe { libc::_exit(code) }
     }
 
-    pub fn write_zero_to(path: &CStr) -> libc::c_int {
+    pub(super) fn write_zero_to(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string; the fd is closed before return.
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -585,7 +586,7 @@ mod sys {
         }
     }
 
-    pub fn touch(path: &CStr) -> libc::c_int {
+    pub(super) fn touch(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string; the fd is closed before return.
         unsafe {
             let fd = libc::open(
@@ -601,65 +602,65 @@ mod sys {
         }
     }
 
-    pub fn unshare(flags: libc::c_int) -> libc::c_int {
+    pub(super) fn unshare(flags: libc::c_int) -> libc::c_int {
         // SAFETY: integer flags only.
         unsafe { libc::unshare(flags) }
     }
 
-    pub fn fork() -> libc::pid_t {
+    pub(super) fn fork() -> libc::pid_t {
         // SAFETY: called in a single-threaded forked child (std's pre_exec),
         // so the second fork has no other threads whose locks it could copy.
         unsafe { libc::fork() }
     }
 
-    pub fn sethostname(name: &CStr) -> libc::c_int {
+    pub(super) fn sethostname(name: &CStr) -> libc::c_int {
         // SAFETY: pointer and length describe the string's bytes.
         unsafe { libc::sethostname(name.as_ptr(), name.to_bytes().len()) }
     }
 
-    pub fn mkdir(path: &CStr) -> libc::c_int {
+    pub(super) fn mkdir(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::mkdir(path.as_ptr(), 0o755) }
     }
 
-    pub fn symlink(target: &CStr, link: &CStr) -> libc::c_int {
+    pub(super) fn symlink(target: &CStr, link: &CStr) -> libc::c_int {
         // SAFETY: both are valid C strings.
         unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }
     }
 
-    pub fn chdir(path: &CStr) -> libc::c_int {
+    pub(super) fn chdir(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::chdir(path.as_ptr()) }
     }
 
-    pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> libc::c_int {
+    pub(super) fn pivot_root(new_root: &CStr, put_old: &CStr) -> libc::c_int {
         // SAFETY: both are valid C strings; the raw syscall has no wrapper in libc.
         unsafe {
             libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) as libc::c_int
         }
     }
 
-    pub fn umount_detach(path: &CStr) -> libc::c_int {
+    pub(super) fn umount_detach(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) }
     }
 
-    pub fn rmdir(path: &CStr) -> libc::c_int {
+    pub(super) fn rmdir(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::rmdir(path.as_ptr()) }
     }
 
-    pub fn setgroups(groups: &[libc::gid_t]) -> libc::c_int {
+    pub(super) fn setgroups(groups: &[libc::gid_t]) -> libc::c_int {
         // SAFETY: pointer and length describe the slice.
         unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }
     }
 
-    pub fn setresgid(gid: libc::gid_t) -> libc::c_int {
+    pub(super) fn setresgid(gid: libc::gid_t) -> libc::c_int {
         // SAFETY: integer arguments only.
         unsafe { libc::setresgid(gid, gid, gid) }
     }
 
-    pub fn setresuid(uid: libc::uid_t) -> libc::c_int {
+    pub(super) fn setresuid(uid: libc::uid_t) -> libc::c_int {
         // SAFETY: integer arguments only.
         unsafe { libc::setresuid(uid, uid, uid) }
     }
@@ -673,7 +674,7 @@ mod sys {
 /// Must be called only in a child between fork and exec (std's `pre_exec`):
 /// it changes the calling process's namespaces, mounts and identity, and the
 /// waiter it leaves behind never returns.
-pub fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
+pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
     let mut parent = supervisor;
     for step in &plan.steps {
         let result = match step {

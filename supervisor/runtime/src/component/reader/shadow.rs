@@ -45,28 +45,37 @@ pub(super) struct ShadowJob {
     payload: Vec<u8>,
 }
 
+/// Why a thing name cannot form a shadow topic; the text is the 400's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ThingNameError {
+    #[error("Invalid thing name: it is empty")]
+    Empty,
+    #[error("Invalid thing name: {0} bytes long, at most {MAX_THING_NAME}")]
+    TooLong(usize),
+    #[error("Invalid thing name: {name:?} contains {c:?}, which cannot be in a shadow topic")]
+    Reserved { name: String, c: char },
+}
+
 /// The request topic for `op` on the classic shadow of `thing_name`, or why
 /// the name cannot form one. Only what would change the topic's meaning
 /// (another level, a wildcard) or break it (NUL, empty) is checked here;
 /// the service itself rejects the other names AWS IoT refuses, with its
 /// own 400.
-fn shadow_topic(thing_name: &str, op: ShadowOp) -> Result<String, String> {
+fn shadow_topic(thing_name: &str, op: ShadowOp) -> Result<String, ThingNameError> {
     if thing_name.is_empty() {
-        return Err("Invalid thing name: it is empty".into());
+        return Err(ThingNameError::Empty);
     }
     if thing_name.len() > MAX_THING_NAME {
-        return Err(format!(
-            "Invalid thing name: {} bytes long, at most {MAX_THING_NAME}",
-            thing_name.len()
-        ));
+        return Err(ThingNameError::TooLong(thing_name.len()));
     }
     if let Some(c) = thing_name
         .chars()
         .find(|c| matches!(c, '/' | '+' | '#' | '\0'))
     {
-        return Err(format!(
-            "Invalid thing name: {thing_name:?} contains {c:?}, which cannot be in a shadow topic"
-        ));
+        return Err(ThingNameError::Reserved {
+            name: thing_name.to_owned(),
+            c,
+        });
     }
     Ok(format!("$aws/things/{thing_name}/shadow/{}", op.as_str()))
 }
@@ -99,7 +108,7 @@ pub(super) fn shadow_request(
     };
     let topic = match shadow_topic(thing_name, op) {
         Ok(topic) => topic,
-        Err(why) => return refuse(400, why, &payload),
+        Err(why) => return refuse(400, why.to_string(), &payload),
     };
     let Some(shadow) = &env.shadow else {
         return refuse(
@@ -216,7 +225,11 @@ mod tests {
             shadow_topic(&longest, ShadowOp::Delete),
             Ok(format!("$aws/things/{longest}/shadow/delete"))
         );
-        let refused = |name: &str| shadow_topic(name, ShadowOp::Get).expect_err(name);
+        let refused = |name: &str| {
+            shadow_topic(name, ShadowOp::Get)
+                .expect_err(name)
+                .to_string()
+        };
         assert_eq!(refused(""), "Invalid thing name: it is empty");
         assert!(
             refused(&"t".repeat(MAX_THING_NAME + 1)).contains("129 bytes long, at most 128"),
