@@ -84,6 +84,10 @@ pub(crate) const DEFAULT_SPACE_KB: u64 = 128;
 /// Smallest `Space` honoured: 4 KiB per file holds a few full lines.
 pub(crate) const MIN_SPACE_KB: u64 = 16;
 
+/// A component's log, shared on the actor system's thread by its actor, its
+/// tasks and the Lambda endpoint.
+pub(crate) type SharedLog = std::rc::Rc<std::cell::RefCell<LogFile>>;
+
 /// Room kept for ` [truncated <n> bytes]` (n has at most 20 digits).
 const MARKER_ROOM: usize = 40;
 

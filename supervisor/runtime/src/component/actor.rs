@@ -19,13 +19,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::events::{waiter_task, InstanceEvent, InstanceEventKind};
 use super::policy::{exit_reason, AfterExit, ExitReason, RestartSettings};
 use super::reader::{reader_task, ReaderEnv};
-use super::shared::{InFlight, SharedInFlight, SharedLog};
 use super::spawn::{component_config, spawn_spec, ComponentEnv};
 use super::stderr::stderr_task;
 use super::writer::{writer_task, WriterCmd};
 use super::{ComponentState, ComponentStatus, RuntimeSettings};
+use crate::inflight::{InFlight, SharedInFlight};
 use crate::lambda::{FunctionLink, LambdaHub};
 use crate::logs::LogFile;
+use crate::logs::SharedLog;
 use crate::router::{QueueReceiver, Router};
 use crate::sandbox::{ContainerGuard, Sandboxes};
 

@@ -18,15 +18,17 @@
 //! The modules follow those seams: [`actor`] owns the child's life cycle,
 //! [`policy`] decides restarts (pure), [`spawn`] builds what the sandbox
 //! starts, [`writer`], [`reader`] (with its shadow requests), [`stderr`] and
-//! [`events`] (the waiter) are the child's tasks, and [`shared`] holds the
-//! state they share. The tasks know nothing of the actor: they report
+//! [`events`] (the waiter) are the child's tasks, and [`slots`] limits the
+//! on-demand children. What the tasks and the Lambda endpoint share lives
+//! outside: the deliveries in flight in `crate::inflight`, the log in
+//! `crate::logs`. The tasks know nothing of the actor: they report
 //! through a `Recipient` of [`events::InstanceEvent`].
 
 mod actor;
 mod events;
 mod policy;
 mod reader;
-mod shared;
+mod slots;
 mod spawn;
 mod stderr;
 mod writer;
@@ -39,8 +41,7 @@ use evergreen_ipc::{ComponentKind, LogLevel};
 
 pub(crate) use actor::{ComponentActor, GetStatus, Retry, Stop};
 pub use policy::{ExitReason, RestartSettings};
-pub use shared::Slots;
-pub(crate) use shared::{SharedInFlight, SharedLog};
+pub use slots::Slots;
 pub(crate) use spawn::ComponentEnv;
 
 /// Settings every component actor shares (from the core configuration).

@@ -14,8 +14,9 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
 use super::events::{InstanceEvent, InstanceEventKind};
-use super::shared::{SharedInFlight, SharedLog};
 use super::writer::WriterCmd;
+use crate::inflight::SharedInFlight;
+use crate::logs::SharedLog;
 use crate::router::Router;
 use shadow::{shadow_request, ShadowJob};
 

@@ -5,7 +5,7 @@
 use evergreen_ipc::LogLevel;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use super::shared::SharedLog;
+use crate::logs::SharedLog;
 
 /// Longest stderr line kept whole; longer ones are cut so a child that never
 /// writes a newline cannot make us buffer without bound.

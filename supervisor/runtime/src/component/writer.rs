@@ -9,7 +9,8 @@ use evergreen_ipc::{ComponentConfig, LogLevel};
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
-use super::shared::{SharedInFlight, SharedLog};
+use crate::inflight::SharedInFlight;
+use crate::logs::SharedLog;
 use crate::router::QueueReceiver;
 
 /// Deliveries written before a flush, so a busy target still sees its

@@ -52,7 +52,8 @@ use evergreen_ipc::LogLevel;
 use serde_json::json;
 use tokio::sync::{oneshot, Notify};
 
-use crate::component::{SharedInFlight, SharedLog};
+use crate::inflight::SharedInFlight;
+use crate::logs::SharedLog;
 use crate::router::{QueueReceiver, Router};
 pub use server::{bind, serve};
 

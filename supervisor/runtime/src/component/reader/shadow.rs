@@ -25,9 +25,9 @@ use std::sync::Arc;
 use evergreen_ipc::{LogLevel, ShadowOp};
 use tokio::sync::mpsc;
 
-use super::super::shared::SharedLog;
 use super::super::writer::WriterCmd;
 use super::ReaderEnv;
+use crate::logs::SharedLog;
 
 /// Shadow requests of one child that may wait for its shadow task; more are
 /// answered 429 at once. The SDK waits for each answer, so only a child
@@ -206,7 +206,7 @@ mod tests {
     use std::rc::Rc;
     use std::time::Duration;
 
-    use crate::component::shared::InFlight;
+    use crate::inflight::InFlight;
     use crate::logs::LogFile;
     use crate::router::Router;
 
