@@ -6,6 +6,7 @@
 //! through the two traits of [`services`]; this crate names none of them.
 
 pub mod component;
+mod inflight;
 pub mod lambda;
 pub mod logs;
 pub mod router;

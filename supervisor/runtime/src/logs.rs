@@ -78,17 +78,22 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 pub const ROTATED_FILES: u32 = 3;
 
 /// Greengrass's `Space` when no Logger definition is deployed.
-pub const DEFAULT_SPACE_KB: u64 = 128;
+#[cfg(test)]
+pub(crate) const DEFAULT_SPACE_KB: u64 = 128;
 
 /// Smallest `Space` honoured: 4 KiB per file holds a few full lines.
-pub const MIN_SPACE_KB: u64 = 16;
+pub(crate) const MIN_SPACE_KB: u64 = 16;
+
+/// A component's log, shared on the actor system's thread by its actor, its
+/// tasks and the Lambda endpoint.
+pub(crate) type SharedLog = std::rc::Rc<std::cell::RefCell<LogFile>>;
 
 /// Room kept for ` [truncated <n> bytes]` (n has at most 20 digits).
 const MARKER_ROOM: usize = 40;
 
 /// One log file with its rotated predecessors.
 #[derive(Debug)]
-pub struct LogFile {
+pub(crate) struct LogFile {
     path: PathBuf,
     arn: String,
     level: LogLevel,
@@ -106,7 +111,7 @@ impl LogFile {
     /// Opens `<log_root>/<relative>` for appending, creating it (mode 0640)
     /// and its missing parent directories (mode 0750). `relative` must stay
     /// under `log_root`: no `..`, no absolute path.
-    pub fn open(
+    pub(crate) fn open(
         log_root: &Path,
         relative: &Path,
         arn: &str,
@@ -142,7 +147,7 @@ impl LogFile {
     /// Appends one line, unless `level` is below the file's level (then it
     /// is dropped and this returns `Ok`). An error (disk full, file removed
     /// from under us with no way to recreate it) is returned, never a panic.
-    pub fn write(&mut self, level: LogLevel, message: &str) -> io::Result<()> {
+    pub(crate) fn write(&mut self, level: LogLevel, message: &str) -> io::Result<()> {
         if level < self.level {
             return Ok(());
         }
@@ -150,18 +155,22 @@ impl LogFile {
         self.append(&line)
     }
 
-    /// Changes the lowest level kept (a new deployment's Logger definition).
-    pub fn set_level(&mut self, level: LogLevel) {
+    /// Changes the lowest level kept. Only tests change it: a deployment's
+    /// Logger definition applies to the next component actor's new file.
+    #[cfg(test)]
+    pub(crate) fn set_level(&mut self, level: LogLevel) {
         self.level = level;
     }
 
     /// The lowest level kept.
-    pub fn level(&self) -> LogLevel {
+    #[cfg(test)]
+    pub(crate) fn level(&self) -> LogLevel {
         self.level
     }
 
     /// The current file.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -409,8 +418,9 @@ impl SystemLogger {
         Ok(logger)
     }
 
-    /// Changes the lowest level kept.
-    pub fn set_level(&self, level: LogLevel) {
+    /// Changes the lowest level kept (only tests do, today).
+    #[cfg(test)]
+    pub(crate) fn set_level(&self, level: LogLevel) {
         lock(&self.inner).file.set_level(level);
         if self.installed {
             log::set_max_level(level_filter(level));

@@ -43,11 +43,13 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// The answer to every secret request when the runtime has no secret store: nothing is
-/// granted.
+/// The answer to every secret request when there is no secret store: nothing is granted.
+/// Only tests need one; the runtime always has a store.
+#[cfg(test)]
 #[derive(Debug, Default)]
-pub struct NoSecrets;
+pub(crate) struct NoSecrets;
 
+#[cfg(test)]
 impl SecretSource for NoSecrets {
     fn get(&self, _: &str, secret_id: &str, _: Option<&str>) -> Result<SecretValue, Refusal> {
         Err(Refusal {
@@ -65,7 +67,7 @@ const MAX_REQUEST_BYTES: usize = 128 << 10;
 /// The shadow service's `/rejected` document (`code`, `message`, `timestamp`, and the
 /// request's `clientToken` when it has a valid one) for a shadow request the core answers
 /// itself: no shadow service, a full queue, a thing name that cannot form the topic.
-pub fn rejection_document(code: u16, message: &str, request: &[u8]) -> Vec<u8> {
+pub(crate) fn rejection_document(code: u16, message: &str, request: &[u8]) -> Vec<u8> {
     let token = (request.len() <= MAX_REQUEST_BYTES)
         .then(|| serde_json::from_slice::<serde_json::Value>(request).ok())
         .flatten()

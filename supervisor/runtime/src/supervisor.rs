@@ -34,7 +34,10 @@ pub struct DeploymentDiff {
 
 /// Compares the running specs with a new plan. A component whose spec changed
 /// in any way is stopped and started again.
-pub fn diff(running: &BTreeMap<String, Arc<ComponentSpec>>, plan: &GroupPlan) -> DeploymentDiff {
+pub(crate) fn diff(
+    running: &BTreeMap<String, Arc<ComponentSpec>>,
+    plan: &GroupPlan,
+) -> DeploymentDiff {
     let mut d = DeploymentDiff::default();
     for (arn, spec) in running {
         match plan.components.get(arn) {
@@ -366,7 +369,7 @@ impl Handler<RestartComponent> for Supervisor {
             let (arn, addr) = found?;
             match addr.send(Retry).await {
                 Ok(Ok(message)) => Ok((arn, message)),
-                Ok(Err(e)) => Err(e),
+                Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(format!("{arn}: {e}")),
             }
         })

@@ -13,13 +13,13 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest request head (request line and headers) accepted.
-pub const MAX_HEAD: usize = 16 << 10;
+pub(crate) const MAX_HEAD: usize = 16 << 10;
 /// Most headers accepted in one request; `urllib` sends about eight.
-pub const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 
 /// One parsed request. Header names are lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -28,7 +28,7 @@ pub struct Request {
 
 impl Request {
     /// The first header called `name` (lower case), if any.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -38,7 +38,7 @@ impl Request {
 
 /// Why no request could be read.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("connection closed before a complete request")]
     Closed,
     #[error("cannot read the request: {0}")]
@@ -55,7 +55,7 @@ pub enum HttpError {
 
 impl HttpError {
     /// The status to answer with, if the connection can still take one.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             HttpError::Closed | HttpError::Io(_) => None,
             HttpError::Malformed(_) => Some(400),
@@ -68,7 +68,7 @@ impl HttpError {
 
 /// Reads one request. The head is parsed as soon as it is complete, so a
 /// client can never make this buffer more than `MAX_HEAD + max_body` bytes.
-pub async fn read_request<R: AsyncRead + Unpin>(
+pub(crate) async fn read_request<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_body: usize,
 ) -> Result<Request, HttpError> {
@@ -144,14 +144,14 @@ pub async fn read_request<R: AsyncRead + Unpin>(
 
 /// A response to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn new(status: u16) -> Self {
+    pub(crate) fn new(status: u16) -> Self {
         Response {
             status,
             headers: Vec::new(),
@@ -159,25 +159,25 @@ impl Response {
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
 
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
     /// An error in the shape Lambda uses: `{"errorMessage": …}`.
-    pub fn error(status: u16, message: &str) -> Self {
+    pub(crate) fn error(status: u16, message: &str) -> Self {
         Response::new(status)
             .header("Content-Type", "application/json")
             .body(serde_json::json!({ "errorMessage": message }).to_string())
     }
 
     /// Writes the response and flushes; the connection is closed after.
-    pub async fn write<W: AsyncWrite + Unpin>(&self, writer: &mut W) -> std::io::Result<()> {
+    pub(crate) async fn write<W: AsyncWrite + Unpin>(&self, writer: &mut W) -> std::io::Result<()> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             // Values come from our own code or from a caller's header that
@@ -215,8 +215,17 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Why a request path could not be decoded (answered 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PathError {
+    #[error("bad %-escape in {0:?}")]
+    BadEscape(String),
+    #[error("path {0:?} is not UTF-8")]
+    NotUtf8(String),
+}
+
 /// Decodes `%XX` escapes in a path (an ARN's `:` may arrive as `%3A`).
-pub fn percent_decode(path: &str) -> Result<String, String> {
+pub(crate) fn percent_decode(path: &str) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -226,7 +235,7 @@ pub fn percent_decode(path: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad %-escape in {path:?}"))?;
+                .ok_or_else(|| PathError::BadEscape(path.to_owned()))?;
             out.push(hex);
             i += 3;
         } else {
@@ -234,7 +243,7 @@ pub fn percent_decode(path: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("path {path:?} is not UTF-8"))
+    String::from_utf8(out).map_err(|_| PathError::NotUtf8(path.to_owned()))
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -14,10 +14,10 @@ use std::path::Path;
 use super::{LambdaHub, MAX_INTERFACE_VERSION, ROUTER_ARN, SECRETS_ARN, SHADOW_ARN};
 
 /// The runtime loop's file name inside the runtime directory.
-pub const RUNTIME_SCRIPT: &str = "evergreen_lambda_runtime.py";
+pub(crate) const RUNTIME_SCRIPT: &str = "evergreen_lambda_runtime.py";
 
 /// Every embedded file: relative path and text.
-pub const FILES: &[(&str, &str)] = &[
+pub(crate) const FILES: &[(&str, &str)] = &[
     (
         "greengrass_common/__init__.py",
         include_str!("../../python/greengrass_common/__init__.py"),
@@ -66,13 +66,13 @@ pub fn install(dir: &Path) -> std::io::Result<()> {
 /// `python3.7` and `python3.8`; their functions run on any newer Python 3,
 /// and version-named programs are unreliable (pyenv shims exist for
 /// versions that are not installed).
-pub const INTERPRETER: &str = "python3";
+pub(crate) const INTERPRETER: &str = "python3";
 
 /// The interpreter for a function in a container, where only the system
 /// directories are bound: the first `python3` on `PATH` under `/usr` or
 /// `/bin` (a pyenv or venv one under `/root` or `/opt` would not be there),
 /// else `/usr/bin/python3`.
-pub fn container_interpreter(path_var: Option<&std::ffi::OsStr>) -> std::path::PathBuf {
+pub(crate) fn container_interpreter(path_var: Option<&std::ffi::OsStr>) -> std::path::PathBuf {
     path_var
         .into_iter()
         .flat_map(std::env::split_paths)
@@ -84,7 +84,7 @@ pub fn container_interpreter(path_var: Option<&std::ffi::OsStr>) -> std::path::P
 
 /// What a Python function's child needs beyond the common environment.
 #[derive(Debug, Clone)]
-pub struct PythonLaunch<'a> {
+pub(crate) struct PythonLaunch<'a> {
     pub handler: &'a str,
     pub code: &'a Path,
     pub binary: bool,
@@ -93,7 +93,7 @@ pub struct PythonLaunch<'a> {
 }
 
 /// The environment variables of the contract (§1.2) plus Evergreen's own.
-pub fn environment(hub: &LambdaHub, launch: &PythonLaunch<'_>) -> Vec<(OsString, OsString)> {
+pub(crate) fn environment(hub: &LambdaHub, launch: &PythonLaunch<'_>) -> Vec<(OsString, OsString)> {
     let mut python_path = OsString::from(hub.runtime_dir().as_os_str());
     python_path.push(":");
     python_path.push(launch.code.as_os_str());

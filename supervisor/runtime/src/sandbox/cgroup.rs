@@ -33,14 +33,14 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 /// The directory under each hierarchy that Evergreen owns.
-pub const BASE: &str = "evergreen";
+pub(crate) const BASE: &str = "evergreen";
 
 /// How long removing a cgroup waits for its last processes to be reaped.
 const REMOVE_WAIT: Duration = Duration::from_secs(2);
 
 /// The cgroup hierarchy in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupVersion {
+pub(crate) enum CgroupVersion {
     V1,
     V2,
 }
@@ -56,7 +56,7 @@ impl fmt::Display for CgroupVersion {
 
 /// A device node a component may use, for the v1 devices controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceRule {
+pub(crate) struct DeviceRule {
     /// `'c'` or `'b'`.
     pub kind: char,
     pub major: u64,
@@ -72,7 +72,7 @@ impl DeviceRule {
 }
 
 /// The device nodes every container gets (see the container's `/dev`).
-pub const BASIC_DEVICES: &[(u64, u64)] = &[
+pub(crate) const BASIC_DEVICES: &[(u64, u64)] = &[
     (1, 3), // null
     (1, 5), // zero
     (1, 7), // full
@@ -83,7 +83,7 @@ pub const BASIC_DEVICES: &[(u64, u64)] = &[
 
 /// What one component's cgroup enforces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub memory_bytes: Option<u64>,
     pub pids_max: Option<u64>,
     /// Granted device resources; the basic nodes are always allowed.
@@ -92,7 +92,7 @@ pub struct Limits {
 
 /// A cgroup operation that failed, with the file it was on.
 #[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     #[error("cgroup {path}: {step}: {source}")]
     Io {
         path: PathBuf,
@@ -112,9 +112,7 @@ fn io_err<'a>(path: &'a Path, step: &'static str) -> impl FnOnce(io::Error) -> C
 }
 
 /// The operations the sandbox needs, whatever the hierarchy.
-pub trait CgroupManager: fmt::Debug + Send + Sync {
-    fn version(&self) -> CgroupVersion;
-
+pub(crate) trait CgroupManager: fmt::Debug + Send + Sync {
     /// Creates `<instance>/<name>` in every hierarchy used and writes the
     /// limits. A leftover of the same name is removed first.
     fn create(&self, name: &str, limits: &Limits) -> Result<ComponentCgroup, CgroupError>;
@@ -126,7 +124,7 @@ pub trait CgroupManager: fmt::Debug + Send + Sync {
 
 /// One component child's cgroup, in one or several hierarchies.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComponentCgroup {
+pub(crate) struct ComponentCgroup {
     pub version: CgroupVersion,
     /// Every directory created, memory first.
     pub dirs: Vec<PathBuf>,
@@ -134,17 +132,17 @@ pub struct ComponentCgroup {
 
 impl ComponentCgroup {
     /// The `cgroup.procs` files the child writes `0` into to join.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
     /// The memory cgroup directory.
-    pub fn memory_dir(&self) -> Option<&Path> {
+    pub(crate) fn memory_dir(&self) -> Option<&Path> {
         self.dirs.first().map(PathBuf::as_path)
     }
 
     /// How many times the kernel's OOM killer acted in this cgroup.
-    pub fn oom_kills(&self) -> u64 {
+    pub(crate) fn oom_kills(&self) -> u64 {
         let Some(dir) = self.memory_dir() else {
             return 0;
         };
@@ -159,7 +157,8 @@ impl ComponentCgroup {
     }
 
     /// The memory limit as the kernel holds it, in bytes (`None` = no limit).
-    pub fn memory_limit(&self) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn memory_limit(&self) -> Option<u64> {
         let dir = self.memory_dir()?;
         let file = match self.version {
             CgroupVersion::V1 => "memory.limit_in_bytes",
@@ -170,7 +169,7 @@ impl ComponentCgroup {
 
     /// Kills anything still inside and removes the directories. Waits (bounded)
     /// for the kernel to release exited tasks, which it does asynchronously.
-    pub fn remove(&self) -> Result<(), CgroupError> {
+    pub(crate) fn remove(&self) -> Result<(), CgroupError> {
         for dir in self.dirs.iter().rev() {
             remove_cgroup_dir(dir)?;
         }
@@ -242,14 +241,14 @@ fn make_dir(path: &Path) -> Result<(), CgroupError> {
 }
 
 /// The per-runtime directory name under [`BASE`].
-pub fn instance_name(runtime_root: &Path) -> String {
+pub(crate) fn instance_name(runtime_root: &Path) -> String {
     let digest = Sha256::digest(runtime_root.as_os_str().as_encoded_bytes());
     let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     format!("rt-{hex}")
 }
 
 /// A component name made safe as a directory name.
-pub fn cgroup_name(id: &str, generation: u64) -> String {
+pub(crate) fn cgroup_name(id: &str, generation: u64) -> String {
     let safe: String = id
         .chars()
         .map(|c| {
@@ -266,7 +265,7 @@ pub fn cgroup_name(id: &str, generation: u64) -> String {
 
 /// cgroup v1: one directory per controller hierarchy.
 #[derive(Debug, Clone)]
-pub struct CgroupV1 {
+pub(crate) struct CgroupV1 {
     /// `<memory mount>/evergreen/<instance>`.
     pub memory: PathBuf,
     pub pids: Option<PathBuf>,
@@ -274,10 +273,6 @@ pub struct CgroupV1 {
 }
 
 impl CgroupManager for CgroupV1 {
-    fn version(&self) -> CgroupVersion {
-        CgroupVersion::V1
-    }
-
     fn create(&self, name: &str, limits: &Limits) -> Result<ComponentCgroup, CgroupError> {
         let mut dirs = Vec::new();
         for base in [
@@ -357,7 +352,7 @@ impl CgroupManager for CgroupV1 {
 
 /// cgroup v2: one unified directory.
 #[derive(Debug, Clone)]
-pub struct CgroupV2 {
+pub(crate) struct CgroupV2 {
     /// The cgroup2 mount point.
     pub mount: PathBuf,
     /// `<mount>/evergreen/<instance>`.
@@ -391,10 +386,6 @@ impl CgroupV2 {
 }
 
 impl CgroupManager for CgroupV2 {
-    fn version(&self) -> CgroupVersion {
-        CgroupVersion::V2
-    }
-
     fn create(&self, name: &str, limits: &Limits) -> Result<ComponentCgroup, CgroupError> {
         self.enable_controllers()?;
         let dir = self.base.join(name);
@@ -448,19 +439,12 @@ fn clean_children(base: &Path) -> Result<usize, CgroupError> {
 
 /// The hierarchy chosen for this host, dispatching to its variant.
 #[derive(Debug, Clone)]
-pub enum Cgroups {
+pub(crate) enum Cgroups {
     V1(CgroupV1),
     V2(CgroupV2),
 }
 
 impl CgroupManager for Cgroups {
-    fn version(&self) -> CgroupVersion {
-        match self {
-            Cgroups::V1(v) => v.version(),
-            Cgroups::V2(v) => v.version(),
-        }
-    }
-
     fn create(&self, name: &str, limits: &Limits) -> Result<ComponentCgroup, CgroupError> {
         match self {
             Cgroups::V1(v) => v.create(name, limits),
@@ -480,7 +464,7 @@ impl Cgroups {
     /// Removes this runtime's instance directories when they are empty (at
     /// a clean stop, after every component's own cgroup is gone). One that
     /// still holds a component's cgroup is left for the next start.
-    pub fn remove_instance(&self) {
+    pub(crate) fn remove_instance(&self) {
         let bases: Vec<&PathBuf> = match self {
             Cgroups::V1(v) => [Some(&v.memory), v.pids.as_ref(), v.devices.as_ref()]
                 .into_iter()
@@ -496,7 +480,7 @@ impl Cgroups {
 
 /// A cgroup file system found in `mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupMount {
+pub(crate) struct CgroupMount {
     pub mount_point: PathBuf,
     pub version: CgroupVersion,
     /// v1: the controllers of this hierarchy (from the super options);
@@ -505,7 +489,7 @@ pub struct CgroupMount {
 }
 
 /// The cgroup mounts listed in a `/proc/<pid>/mountinfo` text.
-pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+pub(crate) fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
     let mut mounts = Vec::new();
     for line in mountinfo.lines() {
         // `id parent major:minor root mount-point options [optional...] - fstype source super-options`
@@ -569,7 +553,7 @@ fn unescape_mount(s: &str) -> String {
 }
 
 /// The controllers a v2 mount offers (`cgroup.controllers` of its root).
-pub fn v2_controllers(mount_point: &Path) -> Vec<String> {
+pub(crate) fn v2_controllers(mount_point: &Path) -> Vec<String> {
     fs::read_to_string(mount_point.join("cgroup.controllers"))
         .map(|t| t.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default()
@@ -578,7 +562,7 @@ pub fn v2_controllers(mount_point: &Path) -> Vec<String> {
 impl Cgroups {
     /// Chooses the hierarchy from `mountinfo` text, for the runtime whose
     /// root is `runtime_root`. The error says what is missing.
-    pub fn detect(mountinfo: &str, runtime_root: &Path) -> Result<Cgroups, CgroupError> {
+    pub(crate) fn detect(mountinfo: &str, runtime_root: &Path) -> Result<Cgroups, CgroupError> {
         let mounts = cgroup_mounts(mountinfo);
         let instance = instance_name(runtime_root);
         let v1 = |controller: &str| {
@@ -612,7 +596,7 @@ impl Cgroups {
     }
 
     /// Detection on this host.
-    pub fn detect_host(runtime_root: &Path) -> Result<Cgroups, CgroupError> {
+    pub(crate) fn detect_host(runtime_root: &Path) -> Result<Cgroups, CgroupError> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
             .map_err(io_err(Path::new("/proc/self/mountinfo"), "read"))?;
         Cgroups::detect(&mountinfo, runtime_root)

@@ -20,11 +20,11 @@ use std::sync::OnceLock;
 use crate::sandbox::cgroup::{cgroup_mounts, v2_controllers, CgroupVersion};
 
 /// Lowest kernel version Greengrass supports for container mode.
-pub const MIN_KERNEL: (u32, u32) = (4, 4);
+pub(crate) const MIN_KERNEL: (u32, u32) = (4, 4);
 
 /// Where the checks read from.
 #[derive(Debug, Clone)]
-pub struct HostPaths {
+pub(crate) struct HostPaths {
     /// Usually `/proc`.
     pub proc: PathBuf,
 }
@@ -39,7 +39,7 @@ impl Default for HostPaths {
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub what: String,
     pub ok: bool,
     pub detail: String,
@@ -49,13 +49,13 @@ pub struct Finding {
 
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     pub findings: Vec<Finding>,
 }
 
 impl Report {
     /// `None` when container mode can run; otherwise every reason it cannot.
-    pub fn blockers(&self) -> Option<String> {
+    pub(crate) fn blockers(&self) -> Option<String> {
         let missing: Vec<String> = self
             .findings
             .iter()
@@ -66,7 +66,7 @@ impl Report {
     }
 
     /// The text `evergreen check` prints.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for f in &self.findings {
             let mark = match (f.ok, f.required) {
@@ -102,7 +102,7 @@ fn finding(what: &str, ok: bool, detail: impl Into<String>, required: bool) -> F
 }
 
 /// `major.minor` from a kernel release string such as `6.1.0-18-arm64`.
-pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+pub(crate) fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
@@ -110,7 +110,7 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
 }
 
 /// The checks that read files only (no privileges needed, fixture-testable).
-pub fn static_findings(paths: &HostPaths) -> Vec<Finding> {
+pub(crate) fn static_findings(paths: &HostPaths) -> Vec<Finding> {
     let mut out = Vec::new();
     let release =
         std::fs::read_to_string(paths.proc.join("sys/kernel/osrelease")).unwrap_or_default();
@@ -269,7 +269,7 @@ pub fn static_findings(paths: &HostPaths) -> Vec<Finding> {
 
 /// Forks a child that creates the namespaces container mode uses and mounts
 /// a tmpfs in them, and reports whether it could.
-pub fn live_probe() -> Finding {
+pub(crate) fn live_probe() -> Finding {
     // SAFETY: the child only makes async-signal-safe system calls and leaves
     // with _exit; the parent waits for it below.
     let pid = unsafe { libc::fork() };
@@ -339,7 +339,7 @@ pub fn live_probe() -> Finding {
 }
 
 /// The full report for this host.
-pub fn host_report() -> Report {
+pub(crate) fn host_report() -> Report {
     let mut findings = static_findings(&HostPaths::default());
     // Without the privilege the probe can only fail; say so once.
     if findings.iter().any(|f| f.what == "privileges" && f.ok) {

@@ -20,15 +20,14 @@ use tokio::process::Command;
 use super::cgroup::{CgroupManager, Cgroups, ComponentCgroup, DeviceRule, Limits};
 use super::jail::{self, BindMount, JailPlan, JailSpec, SystemPath, SYSTEM_PATHS};
 use super::{MountKind, Sandbox, SandboxError, SpawnSpec, Spawned};
-use evergreen_group::plan::Isolation;
 
 /// Tasks a component's cgroup may hold: enough for any sane connector or
 /// function, small enough to stop a fork bomb.
-pub const DEFAULT_PIDS_MAX: u64 = 512;
+pub(crate) const DEFAULT_PIDS_MAX: u64 = 512;
 
 /// The container sandbox.
 #[derive(Debug)]
-pub struct ContainerSandbox {
+pub(crate) struct ContainerSandbox {
     cgroups: Cgroups,
     /// `<root>/containers`: mount points for container roots.
     containers_dir: PathBuf,
@@ -37,19 +36,19 @@ pub struct ContainerSandbox {
 
 /// What a running container leaves on the host until its child has exited.
 #[derive(Debug)]
-pub struct ContainerGuard {
+pub(crate) struct ContainerGuard {
     pub cgroup: ComponentCgroup,
     root_dir: PathBuf,
 }
 
 impl ContainerGuard {
     /// Whether the kernel's OOM killer acted in the component's cgroup.
-    pub fn oom_killed(&self) -> bool {
+    pub(crate) fn oom_killed(&self) -> bool {
         self.cgroup.oom_kills() > 0
     }
 
     /// Removes the cgroup (killing anything left) and the mount point.
-    pub fn remove(&self) -> Result<(), String> {
+    pub(crate) fn remove(&self) -> Result<(), String> {
         self.cgroup.remove().map_err(|e| e.to_string())?;
         match std::fs::remove_dir(&self.root_dir) {
             Ok(()) => Ok(()),
@@ -72,7 +71,10 @@ impl ContainerSandbox {
     /// Uses `cgroups` and keeps container roots under `runtime_root`. Removes
     /// what a previous run on the same root left (cgroups and mount points);
     /// returns the sandbox and how many leftovers went.
-    pub fn new(cgroups: Cgroups, runtime_root: &Path) -> Result<(ContainerSandbox, usize), String> {
+    pub(crate) fn new(
+        cgroups: Cgroups,
+        runtime_root: &Path,
+    ) -> Result<(ContainerSandbox, usize), String> {
         let containers_dir = runtime_root.join("containers");
         std::fs::create_dir_all(&containers_dir)
             .map_err(|e| format!("cannot create {}: {e}", containers_dir.display()))?;
@@ -227,10 +229,6 @@ fn resolve_group(name: &str) -> Result<u32, String> {
 }
 
 impl Sandbox for ContainerSandbox {
-    fn isolation(&self) -> Isolation {
-        Isolation::GreengrassContainer
-    }
-
     fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SandboxError> {
         let fail = |why: String| SandboxError::Container {
             arn: spec.arn.clone(),

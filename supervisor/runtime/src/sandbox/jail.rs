@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 /// Host paths bound read-only into every container when they exist. A path
 /// that is a symbolic link on the host (merged-/usr systems link `/bin`,
 /// `/lib`… into `/usr`) becomes the same link instead.
-pub const SYSTEM_PATHS: &[&str] = &[
+pub(crate) const SYSTEM_PATHS: &[&str] = &[
     "/usr",
     "/bin",
     "/sbin",
@@ -59,7 +59,8 @@ pub const SYSTEM_PATHS: &[&str] = &[
 ];
 
 /// The device nodes every container gets, bound from the host.
-pub const BASIC_DEVICE_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+pub(crate) const BASIC_DEVICE_NODES: &[&str] =
+    &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The highest capability number to drop from the bounding set. Numbers
 /// the kernel does not know are skipped (`EINVAL`).
@@ -67,7 +68,7 @@ const LAST_CAP: libc::c_int = 63;
 
 /// One host path made visible inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindMount {
+pub(crate) struct BindMount {
     pub source: PathBuf,
     /// Absolute path inside the container.
     pub target: PathBuf,
@@ -80,7 +81,7 @@ pub struct BindMount {
 
 /// What a container needs, in host terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JailSpec {
+pub(crate) struct JailSpec {
     /// An empty host directory the new root's tmpfs is mounted on (only in
     /// the child's mount namespace: the host sees it empty).
     pub root_dir: PathBuf,
@@ -104,7 +105,7 @@ pub struct JailSpec {
 
 /// A system path as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SystemPath {
+pub(crate) struct SystemPath {
     pub path: PathBuf,
     pub link: Option<PathBuf>,
     pub directory: bool,
@@ -116,7 +117,7 @@ impl SystemPath {
     /// link; a link to a file (`/etc/resolv.conf` → `../run/…` under
     /// systemd-resolved) is bound as the file it points to, since its
     /// target's directory is not in the container.
-    pub fn probe(path: &Path) -> Option<SystemPath> {
+    pub(super) fn probe(path: &Path) -> Option<SystemPath> {
         let meta = std::fs::symlink_metadata(path).ok()?;
         if meta.file_type().is_symlink() {
             let target = std::fs::metadata(path).ok()?;
@@ -146,7 +147,7 @@ impl SystemPath {
 /// One step of the jail. Paths are absolute host paths before
 /// [`Step::PivotRoot`] and container paths after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     DieWithParent,
     JoinCgroup(CString),
     Unshare,
@@ -191,7 +192,7 @@ pub enum Step {
 
 impl Step {
     /// The step's name, for the message written when it fails.
-    pub fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Step::DieWithParent => "set the parent-death signal",
             Step::JoinCgroup(_) => "join the cgroup",
@@ -221,7 +222,7 @@ impl Step {
 
 /// Why a plan could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum JailError {
+pub(crate) enum JailError {
     #[error("path {0} contains a NUL byte")]
     Nul(String),
     #[error("{what} {path} must be an absolute path without `..`")]
@@ -259,14 +260,14 @@ const MS_HARDEN: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
 /// The built sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JailPlan {
+pub(crate) struct JailPlan {
     pub steps: Vec<Step>,
 }
 
 impl JailPlan {
     /// Builds the sequence for `spec`; fails only on paths that cannot be
     /// mounted as asked.
-    pub fn build(spec: &JailSpec) -> Result<JailPlan, JailError> {
+    pub(super) fn build(spec: &JailSpec) -> Result<JailPlan, JailError> {
         let root = &spec.root_dir;
         check_absolute("container root", root)?;
         let mut steps = vec![Step::DieWithParent];
@@ -528,12 +529,12 @@ mod sys {
         s.map_or(ptr::null(), CStr::as_ptr)
     }
 
-    pub fn errno() -> i32 {
+    pub(super) fn errno() -> i32 {
         // SAFETY: the errno location is thread-local and always valid.
         unsafe { *libc::__errno_location() }
     }
 
-    pub fn mount(
+    pub(super) fn mount(
         source: Option<&CStr>,
         target: &CStr,
         fstype: Option<&CStr>,
@@ -552,23 +553,23 @@ mod sys {
         }
     }
 
-    pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
+    pub(super) fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
         // SAFETY: the prctl options used here take integer arguments only.
         unsafe { libc::prctl(option, arg, 0, 0, 0) }
     }
 
-    pub fn getppid() -> libc::pid_t {
+    pub(super) fn getppid() -> libc::pid_t {
         // SAFETY: no arguments, cannot fail.
         unsafe { libc::getppid() }
     }
 
-    pub fn exit_now(code: libc::c_int) -> ! {
+    pub(super) fn exit_now(code: libc::c_int) -> ! {
         // SAFETY: ends the forked child without running the parent's
         // atexit handlers or flushing its copied buffers.
         unsafe { libc::_exit(code) }
     }
 
-    pub fn write_zero_to(path: &CStr) -> libc::c_int {
+    pub(super) fn write_zero_to(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string; the fd is closed before return.
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -585,7 +586,7 @@ mod sys {
         }
     }
 
-    pub fn touch(path: &CStr) -> libc::c_int {
+    pub(super) fn touch(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string; the fd is closed before return.
         unsafe {
             let fd = libc::open(
@@ -601,65 +602,65 @@ mod sys {
         }
     }
 
-    pub fn unshare(flags: libc::c_int) -> libc::c_int {
+    pub(super) fn unshare(flags: libc::c_int) -> libc::c_int {
         // SAFETY: integer flags only.
         unsafe { libc::unshare(flags) }
     }
 
-    pub fn fork() -> libc::pid_t {
+    pub(super) fn fork() -> libc::pid_t {
         // SAFETY: called in a single-threaded forked child (std's pre_exec),
         // so the second fork has no other threads whose locks it could copy.
         unsafe { libc::fork() }
     }
 
-    pub fn sethostname(name: &CStr) -> libc::c_int {
+    pub(super) fn sethostname(name: &CStr) -> libc::c_int {
         // SAFETY: pointer and length describe the string's bytes.
         unsafe { libc::sethostname(name.as_ptr(), name.to_bytes().len()) }
     }
 
-    pub fn mkdir(path: &CStr) -> libc::c_int {
+    pub(super) fn mkdir(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::mkdir(path.as_ptr(), 0o755) }
     }
 
-    pub fn symlink(target: &CStr, link: &CStr) -> libc::c_int {
+    pub(super) fn symlink(target: &CStr, link: &CStr) -> libc::c_int {
         // SAFETY: both are valid C strings.
         unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }
     }
 
-    pub fn chdir(path: &CStr) -> libc::c_int {
+    pub(super) fn chdir(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::chdir(path.as_ptr()) }
     }
 
-    pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> libc::c_int {
+    pub(super) fn pivot_root(new_root: &CStr, put_old: &CStr) -> libc::c_int {
         // SAFETY: both are valid C strings; the raw syscall has no wrapper in libc.
         unsafe {
             libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) as libc::c_int
         }
     }
 
-    pub fn umount_detach(path: &CStr) -> libc::c_int {
+    pub(super) fn umount_detach(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) }
     }
 
-    pub fn rmdir(path: &CStr) -> libc::c_int {
+    pub(super) fn rmdir(path: &CStr) -> libc::c_int {
         // SAFETY: path is a valid C string.
         unsafe { libc::rmdir(path.as_ptr()) }
     }
 
-    pub fn setgroups(groups: &[libc::gid_t]) -> libc::c_int {
+    pub(super) fn setgroups(groups: &[libc::gid_t]) -> libc::c_int {
         // SAFETY: pointer and length describe the slice.
         unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }
     }
 
-    pub fn setresgid(gid: libc::gid_t) -> libc::c_int {
+    pub(super) fn setresgid(gid: libc::gid_t) -> libc::c_int {
         // SAFETY: integer arguments only.
         unsafe { libc::setresgid(gid, gid, gid) }
     }
 
-    pub fn setresuid(uid: libc::uid_t) -> libc::c_int {
+    pub(super) fn setresuid(uid: libc::uid_t) -> libc::c_int {
         // SAFETY: integer arguments only.
         unsafe { libc::setresuid(uid, uid, uid) }
     }
@@ -673,7 +674,7 @@ mod sys {
 /// Must be called only in a child between fork and exec (std's `pre_exec`):
 /// it changes the calling process's namespaces, mounts and identity, and the
 /// waiter it leaves behind never returns.
-pub fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
+pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
     let mut parent = supervisor;
     for step in &plan.steps {
         let result = match step {
@@ -882,202 +883,4 @@ fn wait_and_mirror(child: libc::pid_t) -> ! {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> JailSpec {
-        JailSpec {
-            root_dir: PathBuf::from("/rt/containers/fn.1"),
-            hostname: "fn".into(),
-            cgroup_procs: vec![
-                PathBuf::from("/cg/memory/evergreen/rt-1/fn.1/cgroup.procs"),
-                PathBuf::from("/cg/pids/evergreen/rt-1/fn.1/cgroup.procs"),
-            ],
-            system: vec![
-                SystemPath {
-                    path: "/usr".into(),
-                    link: None,
-                    directory: true,
-                },
-                SystemPath {
-                    path: "/lib".into(),
-                    link: Some("usr/lib".into()),
-                    directory: false,
-                },
-                SystemPath {
-                    path: "/etc/resolv.conf".into(),
-                    link: None,
-                    directory: false,
-                },
-            ],
-            binds: vec![
-                BindMount {
-                    source: "/dev/ttyUSB0".into(),
-                    target: "/dev/ttyUSB0".into(),
-                    read_write: true,
-                    directory: false,
-                    device: true,
-                },
-                BindMount {
-                    source: "/srv/data".into(),
-                    target: "/data/in".into(),
-                    read_write: false,
-                    directory: true,
-                    device: false,
-                },
-                BindMount {
-                    source: "/usr/bin/evergreen".into(),
-                    target: "/usr/bin/evergreen".into(),
-                    read_write: false,
-                    directory: false,
-                    device: false,
-                },
-            ],
-            working_dir: None,
-            links: vec![("/dev/ttyV0".into(), "/dev/pts/3".into())],
-            uid: Some(1001),
-            gid: Some(1002),
-            groups: vec![20, 1002],
-        }
-    }
-
-    fn position(plan: &JailPlan, wanted: impl Fn(&Step) -> bool) -> usize {
-        plan.steps.iter().position(wanted).expect("step present")
-    }
-
-    fn c(s: &str) -> CString {
-        CString::new(s).expect("no nul")
-    }
-
-    #[test]
-    fn the_sequence_is_in_the_jailer_order() {
-        let plan = JailPlan::build(&spec()).expect("plan");
-        let cgroup = position(&plan, |s| matches!(s, Step::JoinCgroup(_)));
-        let unshare = position(&plan, |s| *s == Step::Unshare);
-        let fork = position(&plan, |s| *s == Step::ForkInit);
-        let private = position(&plan, |s| *s == Step::MakeMountsPrivate);
-        let first_bind = position(&plan, |s| matches!(s, Step::Bind { .. }));
-        let pivot = position(&plan, |s| matches!(s, Step::PivotRoot { .. }));
-        let detach = position(&plan, |s| matches!(s, Step::DetachOldRoot(_)));
-        let caps = position(&plan, |s| *s == Step::DropBoundingCapabilities);
-        let setuid = position(&plan, |s| matches!(s, Step::SetUid(1001)));
-        let clear = position(&plan, |s| *s == Step::ClearCapabilities);
-        let nnp = position(&plan, |s| *s == Step::NoNewPrivileges);
-        assert_eq!(plan.steps[0], Step::DieWithParent);
-        assert!(cgroup < unshare && unshare < fork && fork < private);
-        assert_eq!(
-            plan.steps[fork + 1],
-            Step::DieWithParent,
-            "PID 1 dies with its waiter"
-        );
-        assert!(private < first_bind && first_bind < pivot && pivot < detach);
-        assert!(detach < caps && caps < setuid && setuid < clear && clear < nnp);
-        assert_eq!(
-            nnp,
-            plan.steps.len() - 1,
-            "no_new_privs is the last step before exec"
-        );
-    }
-
-    #[test]
-    fn system_paths_are_read_only_and_links_stay_links() {
-        let plan = JailPlan::build(&spec()).expect("plan");
-        assert!(plan.steps.contains(&Step::Bind {
-            source: c("/usr"),
-            target: c("/rt/containers/fn.1/usr"),
-            remount: libc::MS_RDONLY | MS_HARDEN,
-        }));
-        assert!(plan.steps.contains(&Step::Symlink {
-            target: c("usr/lib"),
-            link: c("/rt/containers/fn.1/lib"),
-        }));
-        assert!(plan
-            .steps
-            .contains(&Step::Touch(c("/rt/containers/fn.1/etc/resolv.conf"))));
-    }
-
-    #[test]
-    fn resources_keep_their_access_and_devices_keep_dev() {
-        let plan = JailPlan::build(&spec()).expect("plan");
-        assert!(plan.steps.contains(&Step::Bind {
-            source: c("/dev/ttyUSB0"),
-            target: c("/rt/containers/fn.1/dev/ttyUSB0"),
-            remount: libc::MS_NOSUID,
-        }));
-        assert!(plan.steps.contains(&Step::Bind {
-            source: c("/srv/data"),
-            target: c("/rt/containers/fn.1/data/in"),
-            remount: libc::MS_NOSUID | libc::MS_RDONLY | libc::MS_NODEV,
-        }));
-        // The executable under /usr is already visible: no second mount.
-        assert!(!plan.steps.iter().any(|s| matches!(s,
-            Step::Bind { source, .. } if source.as_bytes() == b"/usr/bin/evergreen")));
-        // /data is created once, before /data/in.
-        let data = position(&plan, |s| {
-            *s == Step::MakeDir(c("/rt/containers/fn.1/data"))
-        });
-        let data_in = position(&plan, |s| {
-            *s == Step::MakeDir(c("/rt/containers/fn.1/data/in"))
-        });
-        assert!(data < data_in);
-    }
-
-    #[test]
-    fn host_links_to_files_are_bound_and_links_to_dirs_kept() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let dir = tmp.path().join("real-dir");
-        let file = tmp.path().join("stub-resolv.conf");
-        std::fs::create_dir(&dir).expect("dir");
-        std::fs::write(&file, "nameserver 127.0.0.53\n").expect("file");
-        let dir_link = tmp.path().join("lib");
-        let file_link = tmp.path().join("resolv.conf");
-        std::os::unix::fs::symlink("real-dir", &dir_link).expect("link");
-        std::os::unix::fs::symlink("stub-resolv.conf", &file_link).expect("link");
-        let dangling = tmp.path().join("gone");
-        std::os::unix::fs::symlink("nowhere", &dangling).expect("link");
-        let d = SystemPath::probe(&dir_link).expect("dir link");
-        assert_eq!(d.link, Some(PathBuf::from("real-dir")));
-        let f = SystemPath::probe(&file_link).expect("file link");
-        assert_eq!((f.link, f.directory), (None, false));
-        assert_eq!(SystemPath::probe(&dangling), None);
-    }
-
-    #[test]
-    fn device_links_are_made_inside_the_container() {
-        let plan = JailPlan::build(&spec()).expect("plan");
-        let link = position(&plan, |s| {
-            *s == Step::Symlink {
-                target: c("/dev/pts/3"),
-                link: c("/rt/containers/fn.1/dev/ttyV0"),
-            }
-        });
-        let pivot = position(&plan, |s| matches!(s, Step::PivotRoot { .. }));
-        assert!(link < pivot);
-    }
-
-    #[test]
-    fn groups_put_the_primary_group_first_once() {
-        let plan = JailPlan::build(&spec()).expect("plan");
-        assert!(plan.steps.contains(&Step::SetGroups(vec![1002, 20])));
-    }
-
-    #[test]
-    fn a_destination_inside_a_system_path_is_refused() {
-        let mut s = spec();
-        s.binds.push(BindMount {
-            source: "/srv/x".into(),
-            target: "/usr/share/x".into(),
-            read_write: true,
-            directory: true,
-            device: false,
-        });
-        let err = JailPlan::build(&s).expect_err("refused");
-        assert!(
-            err.to_string().contains("read-only system path /usr"),
-            "{err}"
-        );
-        let mut s = spec();
-        s.binds[1].target = "/data/../etc".into();
-        assert!(JailPlan::build(&s).is_err());
-    }
-}
+mod tests;

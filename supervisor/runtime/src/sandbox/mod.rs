@@ -9,24 +9,24 @@
 //! signalled), and dies with the supervisor (`PR_SET_PDEATHSIG`). A sandbox
 //! never waits for or reaps the child: the component actor owns that.
 
-pub mod cgroup;
+pub(crate) mod cgroup;
 pub mod check;
 mod container;
-pub mod jail;
+pub(crate) mod jail;
 mod plain;
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use container::{ContainerGuard, ContainerSandbox};
-pub use plain::PlainExec;
+pub(crate) use container::{ContainerGuard, ContainerSandbox};
+pub(crate) use plain::PlainExec;
 
 use evergreen_group::plan::{Isolation, RunAs};
 
 /// What to run, independent of the isolation used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpawnSpec {
+pub(crate) struct SpawnSpec {
     /// The component's ARN, for errors and for the child's environment.
     pub arn: String,
     pub program: PathBuf,
@@ -52,7 +52,7 @@ pub struct SpawnSpec {
 
 /// What a granted resource is, for mounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MountKind {
+pub(crate) enum MountKind {
     Device,
     Volume,
     Model,
@@ -60,7 +60,7 @@ pub enum MountKind {
 
 /// A granted resource as a container mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceMount {
+pub(crate) struct ResourceMount {
     pub resource_id: String,
     pub kind: MountKind,
     /// Host path.
@@ -76,14 +76,14 @@ pub struct ResourceMount {
 
 /// A started child, and for a container what must be cleaned up after it.
 #[derive(Debug)]
-pub struct Spawned {
+pub(crate) struct Spawned {
     pub child: tokio::process::Child,
     pub container: Option<ContainerGuard>,
 }
 
 /// Why a child could not be started.
 #[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
+pub(crate) enum SandboxError {
     #[error("{arn}: cannot start {program}: {source}")]
     Spawn {
         arn: String,
@@ -104,10 +104,7 @@ pub enum SandboxError {
 }
 
 /// A way of starting component processes.
-pub trait Sandbox: fmt::Debug + Send + Sync {
-    /// The isolation mode this sandbox provides.
-    fn isolation(&self) -> Isolation;
-
+pub(crate) trait Sandbox: fmt::Debug + Send + Sync {
     /// Starts the child with piped stdio. Must be called on a thread that
     /// outlives the child (the supervisor's main thread): Linux delivers the
     /// parent-death signal when the *thread* that forked exits.
@@ -171,7 +168,11 @@ impl Sandboxes {
         }
     }
 
-    pub fn for_mode(&self, mode: Isolation, arn: &str) -> Result<&dyn Sandbox, SandboxError> {
+    pub(crate) fn for_mode(
+        &self,
+        mode: Isolation,
+        arn: &str,
+    ) -> Result<&dyn Sandbox, SandboxError> {
         match (mode, &self.container) {
             (Isolation::NoContainer, _) => Ok(&self.plain),
             (Isolation::GreengrassContainer, Ok(container)) => Ok(container),

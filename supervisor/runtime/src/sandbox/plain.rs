@@ -11,25 +11,20 @@ use nix::unistd::{getuid, Pid};
 use tokio::process::Command;
 
 use super::{Sandbox, SandboxError, SpawnSpec, Spawned};
-use evergreen_group::plan::Isolation;
 
 /// The plain-exec sandbox.
 #[derive(Debug, Default)]
-pub struct PlainExec {
+pub(crate) struct PlainExec {
     _private: (),
 }
 
 impl PlainExec {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         PlainExec { _private: () }
     }
 }
 
 impl Sandbox for PlainExec {
-    fn isolation(&self) -> Isolation {
-        Isolation::NoContainer
-    }
-
     fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SandboxError> {
         let own_uid = getuid().as_raw();
         let wants_switch = spec.run_as.uid.is_some_and(|u| u != own_uid)

@@ -1,0 +1,278 @@
+//! What a child is started with: the resources granted to the component
+//! (resolved to paths and mounts), its handshake configuration, and the
+//! sandbox's `SpawnSpec` (program, arguments, environment, identity).
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use evergreen_group::plan::{ComponentSpec, GroupPlan, Isolation, Launch, ResourceData, RunAs};
+use evergreen_ipc::{ComponentConfig, ComponentKind, ResourceGrant};
+
+use super::RuntimeSettings;
+use crate::lambda::{self, LambdaHub};
+use crate::sandbox::{MountKind, ResourceMount, SpawnSpec};
+
+/// What a component needs from the group beyond its own spec: the resources
+/// it was granted, resolved to paths, and for a container what to mount.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ComponentEnv {
+    pub resources: std::collections::BTreeMap<String, ResourceGrant>,
+    pub mounts: Vec<ResourceMount>,
+}
+
+impl ComponentEnv {
+    /// Resolves the resources `spec` was granted in `plan`.
+    ///
+    /// In `NoContainer` mode nothing is mounted, so a grant's path is the
+    /// host path (the volume's `SourcePath`), as Greengrass's NoContainer
+    /// functions see it. In a container the grant's path is where the
+    /// resource is mounted: a device at its own path, a volume or model at
+    /// its `DestinationPath`. Model resources are read from
+    /// `<resource_root>/ml/<resource id>` on the host: this build does not
+    /// download models, the operator places them there.
+    pub(crate) fn for_component(
+        spec: &ComponentSpec,
+        plan: &GroupPlan,
+        resource_root: &Path,
+    ) -> Self {
+        let container = spec.isolation == Isolation::GreengrassContainer;
+        let mut resources = std::collections::BTreeMap::new();
+        let mut mounts = Vec::new();
+        for access in &spec.resources {
+            let Some(res) = plan.resources.get(&access.resource_id) else {
+                continue;
+            };
+            let (kind, source, target, owner) = match &res.data {
+                ResourceData::LocalDevice {
+                    source_path,
+                    group_owner,
+                } => (
+                    MountKind::Device,
+                    source_path.clone(),
+                    source_path.clone(),
+                    (group_owner.auto_add, group_owner.group.clone()),
+                ),
+                ResourceData::LocalVolume {
+                    source_path,
+                    destination_path,
+                    group_owner,
+                } => (
+                    MountKind::Volume,
+                    source_path.clone(),
+                    destination_path.clone(),
+                    (group_owner.auto_add, group_owner.group.clone()),
+                ),
+                ResourceData::MachineLearningModel {
+                    destination_path,
+                    group_owner,
+                    ..
+                } => (
+                    MountKind::Model,
+                    resource_root.join("ml").join(&access.resource_id),
+                    destination_path.clone(),
+                    (false, group_owner.clone()),
+                ),
+                ResourceData::Secret { .. } => continue,
+            };
+            let seen = if container || kind == MountKind::Model {
+                &target
+            } else {
+                &source
+            };
+            resources.insert(
+                access.resource_id.clone(),
+                ResourceGrant {
+                    path: seen.display().to_string(),
+                    read_write: access.read_write,
+                },
+            );
+            if container {
+                mounts.push(ResourceMount {
+                    resource_id: access.resource_id.clone(),
+                    kind,
+                    source,
+                    target,
+                    read_write: access.read_write,
+                    auto_add_group_owner: owner.0,
+                    group_owner: owner.1,
+                });
+            }
+        }
+        ComponentEnv { resources, mounts }
+    }
+}
+
+/// The configuration the child is handed in the handshake.
+pub(super) fn component_config(
+    spec: &ComponentSpec,
+    plan_env: &ComponentEnv,
+    settings: &RuntimeSettings,
+) -> ComponentConfig {
+    ComponentConfig {
+        arn: spec.arn.clone(),
+        kind: spec.kind,
+        id: spec.id.clone(),
+        parameters: spec.parameters.clone(),
+        resources: plan_env.resources.clone(),
+        secrets: spec.secrets.clone(),
+        log_level: settings.user_log_level,
+        core_thing_name: settings.core_thing_name.clone(),
+        region: settings.region.clone(),
+        endpoints: settings.aws.endpoints().clone(),
+    }
+}
+
+/// What the sandbox starts for child `generation` of `spec`. `lambda` is the
+/// Lambda endpoint and the token of the next child, for Python functions.
+pub(super) fn spawn_spec(
+    spec: &ComponentSpec,
+    s: &RuntimeSettings,
+    plan_env: &ComponentEnv,
+    lambda: Option<(&LambdaHub, &str)>,
+    generation: u64,
+) -> SpawnSpec {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let path = std::env::var_os("PATH").unwrap_or_else(|| {
+        OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    });
+    env.push(("PATH".into(), path));
+    for key in ["LANG", "LC_ALL", "TZ"] {
+        if let Some(v) = std::env::var_os(key) {
+            env.push((key.into(), v));
+        }
+    }
+    if spec.kind == ComponentKind::Function {
+        for (k, v) in &spec.parameters {
+            env.push((k.into(), v.into()));
+        }
+    }
+    // Identity variables come last so that they are truthful whatever the
+    // function's own variables say.
+    let mut identity = vec![
+        ("AWS_IOT_THING_NAME", s.core_thing_name.as_str()),
+        ("AWS_IOT_THING_ARN", s.core_thing_arn.as_str()),
+        ("AWS_REGION", s.region.as_str()),
+        ("AWS_DEFAULT_REGION", s.region.as_str()),
+        ("EVERGREEN_COMPONENT_ARN", spec.arn.as_str()),
+    ];
+    if spec.kind == ComponentKind::Function {
+        identity.push(("MY_FUNCTION_ARN", spec.arn.as_str()));
+    }
+    for (k, v) in identity {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.into(), v.into()));
+    }
+    let mut working_dir = None;
+    let mut mounts = plan_env.mounts.clone();
+    if let (
+        Launch::Python {
+            handler,
+            code,
+            binary,
+            ..
+        },
+        Some((hub, token)),
+    ) = (&spec.launch, lambda)
+    {
+        let launch = lambda::python::PythonLaunch {
+            handler,
+            code,
+            binary: *binary,
+            timeout_ms: spec.timeout_s.saturating_mul(1000),
+            token,
+        };
+        for (k, v) in lambda::python::environment(hub, &launch) {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k, v));
+        }
+        // The function's own directory is its working directory, as
+        // in Greengrass (code that opens files next to itself).
+        if code.is_dir() {
+            working_dir = Some(code.clone());
+        }
+        // In a container the code and Evergreen's Python files are
+        // bound read-only at their host paths, so PYTHONPATH holds.
+        if spec.isolation == Isolation::GreengrassContainer {
+            for (id, path) in [
+                ("function-code", code),
+                ("evergreen-python", &hub.runtime_dir().to_path_buf()),
+            ] {
+                mounts.push(ResourceMount {
+                    resource_id: id.to_string(),
+                    kind: MountKind::Volume,
+                    source: path.clone(),
+                    target: path.clone(),
+                    read_write: false,
+                    auto_add_group_owner: false,
+                    group_owner: None,
+                });
+            }
+        }
+    }
+    let (program, arg0, args) = match &spec.launch {
+        Launch::Executable { path, args } => (
+            path.clone(),
+            None,
+            args.iter().map(OsString::from).collect(),
+        ),
+        Launch::Python { .. } => (
+            match spec.isolation {
+                Isolation::NoContainer => std::path::PathBuf::from(lambda::python::INTERPRETER),
+                Isolation::GreengrassContainer => {
+                    lambda::python::container_interpreter(std::env::var_os("PATH").as_deref())
+                }
+            },
+            None,
+            lambda.map_or_else(Vec::new, |(hub, _)| {
+                vec![hub
+                    .runtime_dir()
+                    .join(lambda::python::RUNTIME_SCRIPT)
+                    .into_os_string()]
+            }),
+        ),
+        Launch::Connector { name, .. } => (
+            s.self_exe.clone(),
+            Some(OsString::from("evergreen")),
+            vec![OsString::from("connector"), OsString::from(name)],
+        ),
+    };
+    SpawnSpec {
+        arn: spec.arn.clone(),
+        program,
+        arg0,
+        args,
+        env,
+        // The group's RunAs wins; what it leaves out comes from the
+        // configured default identity.
+        run_as: RunAs {
+            uid: spec.run_as.uid.or(s.default_run_as.uid),
+            gid: spec.run_as.gid.or(s.default_run_as.gid),
+        },
+        working_dir,
+        memory_kb: spec.memory_kb,
+        instance: crate::sandbox::cgroup::cgroup_name(&spec.id, generation),
+        hostname: hostname(&spec.name),
+        mounts,
+    }
+}
+
+/// A hostname for a component's container: its name, limited to what a
+/// hostname may hold.
+fn hostname(name: &str) -> String {
+    let h: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if h.is_empty() {
+        "component".into()
+    } else {
+        h
+    }
+}

@@ -1,0 +1,138 @@
+//! A worker's side of the lambda link: taking the next piece of work
+//! (`GET …/work`, a long poll) and answering it (`POST …/work`), which
+//! completes the caller's result and the component's in-flight count.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use evergreen_ipc::LogLevel;
+use serde_json::{json, Value};
+
+use super::http::{base64_encode, Request, Response};
+use super::{epoch_ms, invocation_id, note, FunctionLink, LambdaHub, Outcome, WorkItem};
+use crate::router::Message;
+
+/// How long a worker's `GET …/work` waits before an empty 204; the runtime
+/// polls again. Bounded so a vanished worker's poll cannot linger.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+/// Answers `GET …/work`: the next piece of work, or 204 after a long poll.
+pub(super) async fn next_work(link: &Rc<FunctionLink>, token: &str) -> Response {
+    let mut ended: Option<String> = None;
+    {
+        let mut slot = link.worker.borrow_mut();
+        let Some(worker) = slot.as_mut().filter(|w| w.token == token) else {
+            return Response::error(403, "not the current worker of this function");
+        };
+        // Polling again without answering gives the invocation up.
+        if let Some(id) = worker.handling.take() {
+            worker.inflight.borrow_mut().finish(Instant::now());
+            ended = Some(id);
+        }
+    }
+    if let Some(id) = ended {
+        note(
+            link,
+            LogLevel::Warn,
+            &format!("invocation {id} was not answered"),
+        );
+    }
+    let item = tokio::select! {
+        item = take_work(link) => item,
+        _ = tokio::time::sleep(LONG_POLL) => None,
+    };
+    let Some(item) = item else {
+        return Response::new(204);
+    };
+    {
+        let mut slot = link.worker.borrow_mut();
+        match slot.as_mut().filter(|w| w.token == token) {
+            Some(worker) => {
+                worker.inflight.borrow_mut().begin(Instant::now());
+                worker.handling = Some(item.id.clone());
+            }
+            None => return Response::error(403, "this worker was replaced"),
+        }
+    }
+    let deadline = epoch_ms() + link.timeout.as_millis();
+    Response::new(200)
+        .header("X-Amz-InvocationId", item.id)
+        .header("X-Amz-Client-Context", item.client_context)
+        .header("Lambda-Runtime-Deadline-Ms", deadline.to_string())
+        .body(item.payload.to_vec())
+}
+
+/// The next work item: a direct invoke first, else a routed message.
+async fn take_work(link: &FunctionLink) -> Option<WorkItem> {
+    let mut inbox = link.inbox.lock().await;
+    loop {
+        if let Some(item) = link.direct.borrow_mut().pop_front() {
+            return Some(item);
+        }
+        tokio::select! {
+            biased;
+            _ = link.direct_ready.notified() => continue,
+            msg = inbox.recv() => return msg.map(|m| routed(&m)),
+        }
+    }
+}
+
+/// A subscription delivery as work: the topic travels in `custom.subject`.
+fn routed(msg: &Message) -> WorkItem {
+    let context = json!({ "custom": { "subject": &*msg.topic, "source": &*msg.source } });
+    WorkItem {
+        id: invocation_id(),
+        payload: msg.payload.clone(),
+        client_context: base64_encode(context.to_string().as_bytes()),
+    }
+}
+
+/// Answers `POST …/work`: the worker's result for the invocation it holds.
+pub(super) fn work_result(
+    hub: &LambdaHub,
+    link: &FunctionLink,
+    token: &str,
+    req: &Request,
+) -> Response {
+    let Some(id) = req.header("x-amz-invocationid") else {
+        return Response::error(400, "X-Amz-InvocationId is required to post a result");
+    };
+    {
+        let mut slot = link.worker.borrow_mut();
+        let Some(worker) = slot.as_mut().filter(|w| w.token == token) else {
+            return Response::error(403, "not the current worker of this function");
+        };
+        if worker.handling.as_deref() != Some(id) {
+            return Response::error(
+                409,
+                &format!("invocation {id} is not the one this worker is handling"),
+            );
+        }
+        worker.handling = None;
+        worker.inflight.borrow_mut().finish(Instant::now());
+    }
+    let function_error = req.header("x-amz-function-error").unwrap_or("").to_string();
+    if !function_error.is_empty() {
+        let message = serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|v| {
+                v.get("errorMessage")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| String::from_utf8_lossy(&req.body).into_owned());
+        note(
+            link,
+            LogLevel::Error,
+            &format!("invocation {id}: {function_error} error: {message}"),
+        );
+    }
+    hub.complete(
+        id,
+        Outcome {
+            function_error,
+            payload: req.body.clone(),
+        },
+    );
+    Response::new(202)
+}
