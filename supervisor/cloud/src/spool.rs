@@ -425,7 +425,7 @@ impl Drop for Spool {
 /// The router's sink for the `cloud` target: a bounded hand-off to the spool's writer thread,
 /// so `offer` never waits for a disk commit.
 #[derive(Debug, Clone)]
-pub struct SpoolSink {
+pub(crate) struct SpoolSink {
     tx: mpsc::SyncSender<(Arc<str>, Arc<[u8]>)>,
 }
 
@@ -442,7 +442,7 @@ impl DeliverySink for SpoolSink {
 
 /// Starts the writer thread of `spool` and returns the sink that feeds it (`capacity` messages
 /// may wait for the writer). The thread ends when every sink is dropped.
-pub fn spool_sink(spool: Arc<Spool>, capacity: usize) -> std::io::Result<SpoolSink> {
+pub(crate) fn spool_sink(spool: Arc<Spool>, capacity: usize) -> std::io::Result<SpoolSink> {
     let (tx, rx) = mpsc::sync_channel::<(Arc<str>, Arc<[u8]>)>(capacity.max(1));
     std::thread::Builder::new()
         .name("cloud-spool".into())

@@ -66,7 +66,7 @@ const QUEUED: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("qu
 const EXPIRY: TableDefinition<'_, &str, (u32, u64)> = TableDefinition::new("expiry");
 
 /// Writes waiting for the writer thread; past it a queued message is kept in memory only.
-pub const HANDOFF: usize = 4096;
+pub(crate) const HANDOFF: usize = 4096;
 
 /// Most writes the writer thread commits in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -110,7 +110,7 @@ pub struct StoredSession {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -33,10 +33,10 @@
 //! the requested id. No value is ever logged, shown in a status or put in an
 //! error message: errors name resources, ARNs and ids only.
 
-pub mod crypto;
-pub mod fetch;
+mod crypto;
+mod fetch;
 pub mod names;
-pub mod store;
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
