@@ -769,30 +769,55 @@ pub fn listeners_file(root: &std::path::Path) -> std::path::PathBuf {
 /// Binds the listeners and starts serving. Without certificates the TLS listener stays off
 /// (with a warning when the group has devices); a listener that cannot be bound, or TLS files
 /// that are named but unusable, stop the start-up.
+/// Why the local MQTT server could not start; each message names the setting or file to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error("the local MQTT server's persistent sessions: {0}")]
+    Sessions(#[source] sessions::SessionStoreError),
+    #[error("cannot listen on {addr} (evergreen.listeners.{listener}) for MQTT: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        /// `mqttPlain` or `mqttTls`, the key under `evergreen.listeners`.
+        listener: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the local MQTT server's TLS files: {0}")]
+    Tls(#[source] server::TlsError),
+    #[error("cannot start the MQTT server thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), String> {
+    // The CLI keeps the message as a String; the typed error stays in this crate.
+    start_listeners(setup, hub, has_devices).map_err(|e| e.to_string())
+}
+
+fn start_listeners(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), StartError> {
     let store_path = sessions_file(&setup.write_dir);
-    let (store, stored) = SessionStore::open(&store_path, OFFLINE_QUEUE)
-        .map_err(|e| format!("the local MQTT server's persistent sessions: {e}"))?;
+    let (store, stored) =
+        SessionStore::open(&store_path, OFFLINE_QUEUE).map_err(StartError::Sessions)?;
     hub.restore(store, stored);
     let mut bound = server::Bound::default();
     if let Some(addr) = setup.plain_addr {
-        let l = server::bind(addr).map_err(|e| {
-            format!("cannot listen on {addr} (evergreen.listeners.mqttPlain) for MQTT: {e}")
+        let l = server::bind(addr).map_err(|source| StartError::Bind {
+            addr,
+            listener: "mqttPlain",
+            source,
         })?;
         bound.plain = Some(l);
     }
     let files = &setup.files;
     let present = files.ca.exists() && files.cert.exists() && files.key.exists();
     if present || setup.files_configured {
-        let config = server::tls_config(files)
-            .map_err(|e| format!("the local MQTT server's TLS files: {e}"))?;
+        let config = server::tls_config(files).map_err(StartError::Tls)?;
         match server::bind(setup.tls_addr) {
             Ok(l) => bound.tls = Some((l, config)),
-            Err(e) => {
-                let what = format!(
-                    "cannot listen on {} (evergreen.listeners.mqttTls) for MQTT: {e}",
-                    setup.tls_addr
-                );
+            Err(source) => {
+                let what = StartError::Bind {
+                    addr: setup.tls_addr,
+                    listener: "mqttTls",
+                    source,
+                };
                 if has_devices {
                     return Err(what);
                 }
@@ -824,7 +849,7 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
     if let Err(e) = std::fs::write(&path, doc.to_string()) {
         log::warn!("cannot write {}: {e}", path.display());
     }
-    server::serve(hub, bound).map_err(|e| format!("cannot start the MQTT server thread: {e}"))
+    server::serve(hub, bound).map_err(StartError::Thread)
 }
 
 /// Each deployed plan says which devices may connect and what they may hear.

@@ -89,8 +89,8 @@ impl ValueKind {
 /// contain a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{0}")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] names::NameError),
     #[error("the value is {0} bytes; Secrets Manager values are at most {MAX_SECRET_BYTES} bytes")]
     TooLarge(usize),
     #[error(transparent)]

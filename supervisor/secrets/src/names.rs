@@ -74,9 +74,18 @@ pub fn request_matches(secret_id: &str, arn: &str) -> bool {
     }
 }
 
+/// Why a name cannot be stored; the CLI prints the message as it is.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{0:?} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account-id>:secret:<name>)")]
+    NotAnArn(String),
+    #[error("{0:?} is not a secret name: 1 to 512 characters from A-Z a-z 0-9 / _ + = . @ -")]
+    NotAName(String),
+}
+
 /// Whether `name` may be stored: a Secrets Manager ARN, or a secret name of
 /// 1 to 512 characters from `A-Za-z0-9/_+=.@-` (Secrets Manager's set).
-pub fn check_local_name(name: &str) -> Result<(), String> {
+pub fn check_local_name(name: &str) -> Result<(), NameError> {
     let plain = |n: &str| {
         !n.is_empty()
             && n.len() <= 512
@@ -86,17 +95,13 @@ pub fn check_local_name(name: &str) -> Result<(), String> {
     if name.starts_with("arn:") {
         return match arn_name(name) {
             Some(n) if plain(n) => Ok(()),
-            _ => Err(format!(
-                "{name:?} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account-id>:secret:<name>)"
-            )),
+            _ => Err(NameError::NotAnArn(name.to_owned())),
         };
     }
     if plain(name) {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a secret name: 1 to 512 characters from A-Z a-z 0-9 / _ + = . @ -"
-        ))
+        Err(NameError::NotAName(name.to_owned()))
     }
 }
 

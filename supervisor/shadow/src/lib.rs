@@ -179,19 +179,32 @@ struct Store {
     dir: PathBuf,
 }
 
+/// Why a stored shadow could not be read; logged, never sent to a component
+/// (which gets only "Internal service failure").
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a shadow document", path.display())]
+    NotAShadow { path: PathBuf },
+}
+
 impl Store {
-    fn load(&self, t: &ShadowTopic<'_>) -> Result<Option<Shadow>, String> {
+    fn load(&self, t: &ShadowTopic<'_>) -> Result<Option<Shadow>, LoadError> {
         let path = self.dir.join(t.file_name());
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(LoadError::Read { path, source }),
         };
         serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| Shadow::from_disk(&v))
             .map(Some)
-            .ok_or_else(|| format!("{} is not a shadow document", path.display()))
+            .ok_or(LoadError::NotAShadow { path })
     }
 
     /// Writes atomically and durably: temporary file, fsync, rename, fsync of the directory.
@@ -210,7 +223,7 @@ pub(crate) struct Core {
     synced: BTreeSet<String>,
 }
 
-fn internal(e: &str) -> Rejection {
+fn internal(e: &dyn std::fmt::Display) -> Rejection {
     log::error!("{ENDPOINT}: {e}");
     Rejection::new(500, "Internal service failure")
 }
@@ -239,7 +252,13 @@ impl Core {
     }
 
     /// Handles one message from `source`.
-    pub(crate) fn handle(&mut self, source: &str, topic: &str, payload: &[u8], now: u64) -> Handled {
+    pub(crate) fn handle(
+        &mut self,
+        source: &str,
+        topic: &str,
+        payload: &[u8],
+        now: u64,
+    ) -> Handled {
         let Some(t) = parse_topic(topic) else {
             log::debug!("{ENDPOINT}: ignoring {topic:?} from {source}: not a shadow topic");
             return Handled::default();

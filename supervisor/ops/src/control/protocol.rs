@@ -106,27 +106,38 @@ pub(crate) fn encode_response(response: &Response) -> String {
     })
 }
 
-/// Parses one request line. The error is the text sent back to the peer.
-pub(crate) fn parse_request(line: &[u8]) -> Result<Request, String> {
+/// Why a request line was refused. The message is the text sent back to the
+/// peer, so its wording is part of the protocol.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RequestError {
+    #[error("invalid request: not JSON: {0}")]
+    NotJson(String),
+    #[error(r#"invalid request: a request is a JSON object with an "op" string, e.g. {{"op":"status"}}"#)]
+    NoOp,
+    /// The op, already cut to 64 characters so the error never echoes a whole line.
+    #[error("unknown op {op:?}; known: {}", Request::OPS.join(", "))]
+    UnknownOp { op: String },
+    #[error("invalid {op} request: {message}")]
+    Invalid { op: String, message: String },
+}
+
+/// Parses one request line.
+pub(crate) fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     let value: Value =
-        serde_json::from_slice(line).map_err(|e| format!("invalid request: not JSON: {e}"))?;
+        serde_json::from_slice(line).map_err(|e| RequestError::NotJson(e.to_string()))?;
     let op = match value.get("op") {
         Some(Value::String(op)) => op.clone(),
-        _ => {
-            return Err(
-                r#"invalid request: a request is a JSON object with an "op" string, e.g. {"op":"status"}"#
-                    .to_string(),
-            )
-        }
+        _ => return Err(RequestError::NoOp),
     };
     if !Request::OPS.contains(&op.as_str()) {
-        return Err(format!(
-            "unknown op {:?}; known: {}",
-            truncate(&op, 64),
-            Request::OPS.join(", ")
-        ));
+        return Err(RequestError::UnknownOp {
+            op: truncate(&op, 64),
+        });
     }
-    serde_json::from_value(value).map_err(|e| format!("invalid {op} request: {e}"))
+    serde_json::from_value(value).map_err(|e| RequestError::Invalid {
+        message: e.to_string(),
+        op,
+    })
 }
 
 /// At most `max` characters of `s`, so an error never echoes a whole line.
@@ -161,19 +172,25 @@ mod tests {
                 "{op} is listed and parses"
             );
         }
-        let err = parse_request(b"{nope").expect_err("not json");
+        let err = parse_request(b"{nope").expect_err("not json").to_string();
         assert!(err.starts_with("invalid request: not JSON"), "{err}");
-        let err = parse_request(b"[1,2]").expect_err("no op");
+        let err = parse_request(b"[1,2]").expect_err("no op").to_string();
         assert!(err.contains(r#"an "op" string"#), "{err}");
-        let err = parse_request(br#"{"op":"launch"}"#).expect_err("unknown op");
+        let err = parse_request(br#"{"op":"launch"}"#)
+            .expect_err("unknown op")
+            .to_string();
         assert_eq!(
             err,
             r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart"#
         );
-        let err = parse_request(br#"{"op":"deploy"}"#).expect_err("missing version");
+        let err = parse_request(br#"{"op":"deploy"}"#)
+            .expect_err("missing version")
+            .to_string();
         assert!(err.contains("version"), "{err}");
         let long = format!(r#"{{"op":"{}"}}"#, "x".repeat(1000));
-        let err = parse_request(long.as_bytes()).expect_err("unknown op");
+        let err = parse_request(long.as_bytes())
+            .expect_err("unknown op")
+            .to_string();
         assert!(err.len() < 200, "the op is not echoed whole: {err}");
     }
 

@@ -384,7 +384,8 @@ async fn connection(
                 }
                 match parse_request(&line) {
                     Ok(request) => handle(request, &state).await,
-                    Err(error) => Err(error),
+                    // The refusal's wording is the answer the peer reads.
+                    Err(error) => Err(error.to_string()),
                 }
             }
         };
@@ -527,7 +528,7 @@ mod tests {
     use super::*;
     use actix::Actor;
     use evergreen_config::RestartPolicy;
-    
+
     use evergreen_ipc::LogLevel;
     use evergreen_runtime::component::{RestartSettings, RuntimeSettings};
     use evergreen_runtime::router::SubscriptionTable;
