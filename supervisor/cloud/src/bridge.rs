@@ -329,10 +329,24 @@ fn tls_config(files: &TlsFiles, port: u16) -> Result<rustls::ClientConfig, Bridg
     Ok(config)
 }
 
+/// Why one connection to the broker failed or ended; logged, and the bridge
+/// tries again after its backoff. ntex's errors are kept as they print.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("no CONNACK in time")]
+    NoConnack,
+    #[error("SUBSCRIBE: {0}")]
+    Subscribe(String),
+    #[error("UNSUBSCRIBE: {0}")]
+    Unsubscribe(String),
+}
+
 async fn connect(
     s: &BridgeSettings,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<v3::client::Client, String> {
+) -> Result<v3::client::Client, LinkError> {
     let request = v3::client::Connect::new(format!("{}:{}", s.host, s.port))
         .client_id(s.client_id.as_str())
         .clean_session()
@@ -345,21 +359,27 @@ async fn connect(
                 let service = connector
                     .pipeline(SharedCfg::default())
                     .await
-                    .map_err(|e| format!("{e:?}"))?;
-                service.call(request).await.map_err(|e| format!("{e}"))
+                    .map_err(|e| LinkError::Connect(format!("{e:?}")))?;
+                service
+                    .call(request)
+                    .await
+                    .map_err(|e| LinkError::Connect(e.to_string()))
             }
             None => {
                 let service = v3::client::MqttConnector::new()
                     .pipeline(SharedCfg::default())
                     .await
-                    .map_err(|e| format!("{e:?}"))?;
-                service.call(request).await.map_err(|e| format!("{e}"))
+                    .map_err(|e| LinkError::Connect(format!("{e:?}")))?;
+                service
+                    .call(request)
+                    .await
+                    .map_err(|e| LinkError::Connect(e.to_string()))
             }
         }
     };
     ntex::time::timeout(s.operation_timeout.max(Duration::from_secs(5)), attempt)
         .await
-        .map_err(|_| "no CONNACK in time".to_string())?
+        .map_err(|_| LinkError::NoConnack)?
 }
 
 async fn run(
@@ -406,7 +426,7 @@ async fn run(
 
 /// Subscribes to every filter of `filters`, in SUBSCRIBE packets of at most
 /// [`FILTERS_PER_SUBSCRIBE`]; logs the refused ones.
-async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), String> {
+async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), LinkError> {
     for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
         let mut builder = sink.subscribe();
         for f in chunk {
@@ -415,7 +435,7 @@ async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), Strin
         let codes = builder
             .send()
             .await
-            .map_err(|e| format!("SUBSCRIBE: {e:?}"))?;
+            .map_err(|e| LinkError::Subscribe(format!("{e:?}")))?;
         for (f, code) in chunk.iter().zip(codes) {
             if matches!(code, v3::codec::SubscribeReturnCode::Failure) {
                 log::error!("cloud bridge: the broker refused the subscription to {f:?}");
@@ -427,7 +447,7 @@ async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), Strin
     Ok(())
 }
 
-async fn unsubscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), String> {
+async fn unsubscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), LinkError> {
     if filters.is_empty() {
         return Ok(());
     }
@@ -438,7 +458,7 @@ async fn unsubscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), Str
     builder
         .send()
         .await
-        .map_err(|e| format!("UNSUBSCRIBE: {e:?}"))
+        .map_err(|e| LinkError::Unsubscribe(format!("{e:?}")))
 }
 
 /// Runs one connection until it ends; returns why it ended.
@@ -510,11 +530,11 @@ async fn session(
             let remove: Vec<&String> = subscribed.difference(&wanted).collect();
             if let Err(e) = unsubscribe(&sink, &remove).await {
                 sink.force_close();
-                return e;
+                return e.to_string();
             }
             if let Err(e) = subscribe(&sink, &add).await {
                 sink.force_close();
-                return e;
+                return e.to_string();
             }
             subscribed = wanted;
         }

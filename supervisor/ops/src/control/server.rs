@@ -413,11 +413,14 @@ async fn handle(request: Request, state: &ControlState) -> Response {
             Ok(Reply::Deployment { deployment })
         }
         Request::Redeploy { deployment_id } => {
-            let deployment = deployer()?.redeploy(&deployment_id).await?;
+            let deployment = deployer()?
+                .redeploy(&deployment_id)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Reply::Deployment { deployment })
         }
         Request::Reset => {
-            let deployment = deployer()?.reset().await?;
+            let deployment = deployer()?.reset().await.map_err(|e| e.to_string())?;
             Ok(Reply::Deployment { deployment })
         }
         Request::Restart { component } => {
@@ -428,7 +431,7 @@ async fn handle(request: Request, state: &ControlState) -> Response {
             }
         }
         Request::Deployments => Ok(Reply::Deployments {
-            deployments: deployer()?.history()?,
+            deployments: deployer()?.history().map_err(|e| e.to_string())?,
         }),
         Request::Ping => Ok(Reply::Ping {
             version: env!("CARGO_PKG_VERSION").to_string(),
