@@ -3,6 +3,8 @@
 //! owns the encoding and the wording of a refused line; it never touches a
 //! socket.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -73,9 +75,6 @@ pub enum Reply {
     },
 }
 
-/// A response: a reply, or the reason the request failed.
-pub(crate) type Response = Result<Reply, String>;
-
 #[derive(Serialize)]
 struct OkLine<'a> {
     ok: bool,
@@ -90,11 +89,14 @@ struct ErrorLine<'a> {
 }
 
 /// One response line, without its newline: `{"ok":true,"op":…,…}` or
-/// `{"ok":false,"error":"…"}`.
-pub(crate) fn encode_response(response: &Response) -> String {
+/// `{"ok":false,"error":"…"}`, the error as its message reads.
+pub(crate) fn encode_response<E: fmt::Display>(response: &Result<Reply, E>) -> String {
     let encoded = match response {
         Ok(reply) => serde_json::to_string(&OkLine { ok: true, reply }),
-        Err(error) => serde_json::to_string(&ErrorLine { ok: false, error }),
+        Err(error) => serde_json::to_string(&ErrorLine {
+            ok: false,
+            error: &error.to_string(),
+        }),
     };
     // Serializing these plain structs cannot fail (string keys, no maps with
     // other keys); should it ever, the peer still gets a well-formed line.
@@ -200,16 +202,17 @@ mod tests {
             version: "1.2.3".into(),
         };
         assert_eq!(
-            encode_response(&Ok(pong.clone())),
+            encode_response(&Ok::<_, String>(pong.clone())),
             r#"{"ok":true,"op":"ping","version":"1.2.3"}"#
         );
         assert_eq!(
-            encode_response(&Err(
-                "permission denied: uid 7 is not allowed on this socket".into()
+            encode_response(&Err::<Reply, _>(
+                "permission denied: uid 7 is not allowed on this socket"
             )),
             r#"{"ok":false,"error":"permission denied: uid 7 is not allowed on this socket"}"#
         );
-        let value: Value = serde_json::from_str(&encode_response(&Ok(pong.clone()))).expect("json");
+        let value: Value =
+            serde_json::from_str(&encode_response(&Ok::<_, String>(pong.clone()))).expect("json");
         assert_eq!(serde_json::from_value::<Reply>(value).expect("reply"), pong);
     }
 }

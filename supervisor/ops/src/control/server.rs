@@ -17,10 +17,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use super::peer::{peer_allowed, Ids};
-use super::protocol::{encode_response, parse_request, Reply, Request, Response};
+use super::protocol::{encode_response, parse_request, Reply, Request, RequestError};
 use super::status::{build_status, RuntimeInfo};
 use super::*;
-use crate::deploy::{Deployer, DeploymentType};
+use crate::deploy::{DeployError, Deployer, DeploymentType};
 use evergreen_config::MAX_SOCKET_PATH;
 use evergreen_runtime::router::Router;
 use evergreen_runtime::supervisor::{RestartComponent, Status, Supervisor};
@@ -328,10 +328,7 @@ async fn connection(
             state.owner.uid,
             state.owner.gid
         );
-        let error = format!(
-            "permission denied: uid {} is not allowed on this socket",
-            peer.uid
-        );
+        let error = Refusal::PermissionDenied { uid: peer.uid };
         let _ = write_response(&mut stream, &Err(error), limits.idle).await;
         return;
     }
@@ -340,10 +337,7 @@ async fn connection(
             "control socket: refused pid {pid}: {} connections are already open",
             limits.max_connections
         );
-        let error = format!(
-            "too many connections: at most {} at once; try again later",
-            limits.max_connections
-        );
+        let error = Refusal::TooManyConnections(limits.max_connections);
         let _ = write_response(&mut stream, &Err(error), limits.idle).await;
         return;
     };
@@ -362,19 +356,13 @@ async fn connection(
         };
         let response = match read {
             Err(_) => {
-                let error = format!(
-                    "idle for {} s: closing the connection",
-                    limits.idle.as_secs_f32()
-                );
+                let error = Refusal::Idle(limits.idle);
                 let _ = write_response(&mut write, &Err(error), limits.idle).await;
                 return;
             }
             Ok(Err(_)) | Ok(Ok(LineRead::End)) => return,
             Ok(Ok(LineRead::TooLong)) => {
-                let error = format!(
-                    "request line longer than {} bytes: closing the connection",
-                    limits.max_line
-                );
+                let error = Refusal::LineTooLong(limits.max_line);
                 let _ = write_response(&mut write, &Err(error), limits.idle).await;
                 return;
             }
@@ -384,8 +372,7 @@ async fn connection(
                 }
                 match parse_request(&line) {
                     Ok(request) => handle(request, &state).await,
-                    // The refusal's wording is the answer the peer reads.
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => Err(error.into()),
                 }
             }
         };
@@ -398,13 +385,40 @@ async fn connection(
     }
 }
 
+/// Why a request, or a whole connection, was refused. The message is the
+/// `error` of the response line, so its wording is what the CLI shows.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error(transparent)]
+    BadRequest(#[from] RequestError),
+    #[error("permission denied: uid {uid} is not allowed on this socket")]
+    PermissionDenied { uid: u32 },
+    #[error("too many connections: at most {0} at once; try again later")]
+    TooManyConnections(usize),
+    #[error("idle for {} s: closing the connection", .0.as_secs_f32())]
+    Idle(Duration),
+    #[error("request line longer than {0} bytes: closing the connection")]
+    LineTooLong(usize),
+    #[error("this runtime accepts no deployments")]
+    NoDeployments,
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    /// The supervisor's own answer to `restart` (e.g. no such component).
+    #[error("{0}")]
+    Restart(String),
+    #[error("the supervisor is not running")]
+    SupervisorGone,
+    #[error("the supervisor is not running: {0}")]
+    SupervisorMailbox(actix::MailboxError),
+    #[error("the supervisor did not answer within {} s", .0.as_secs())]
+    SupervisorSlow(Duration),
+}
+
+/// A response: a reply, or why the request was refused.
+type Response = Result<Reply, Refusal>;
+
 async fn handle(request: Request, state: &ControlState) -> Response {
-    let deployer = || {
-        state
-            .deployer
-            .clone()
-            .ok_or_else(|| "this runtime accepts no deployments".to_string())
-    };
+    let deployer = || state.deployer.clone().ok_or(Refusal::NoDeployments);
     match request {
         Request::Deploy { version } => {
             let deployment = deployer()?
@@ -413,25 +427,22 @@ async fn handle(request: Request, state: &ControlState) -> Response {
             Ok(Reply::Deployment { deployment })
         }
         Request::Redeploy { deployment_id } => {
-            let deployment = deployer()?
-                .redeploy(&deployment_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let deployment = deployer()?.redeploy(&deployment_id).await?;
             Ok(Reply::Deployment { deployment })
         }
         Request::Reset => {
-            let deployment = deployer()?.reset().await.map_err(|e| e.to_string())?;
+            let deployment = deployer()?.reset().await?;
             Ok(Reply::Deployment { deployment })
         }
         Request::Restart { component } => {
             match state.supervisor.send(RestartComponent(component)).await {
                 Ok(Ok((arn, message))) => Ok(Reply::Restart { arn, message }),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(format!("the supervisor is not running: {e}")),
+                Ok(Err(e)) => Err(Refusal::Restart(e)),
+                Err(e) => Err(Refusal::SupervisorMailbox(e)),
             }
         }
         Request::Deployments => Ok(Reply::Deployments {
-            deployments: deployer()?.history().map_err(|e| e.to_string())?,
+            deployments: deployer()?.history()?,
         }),
         Request::Ping => Ok(Reply::Ping {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -441,13 +452,8 @@ async fn handle(request: Request, state: &ControlState) -> Response {
                 match tokio::time::timeout(SUPERVISOR_TIMEOUT, state.supervisor.send(Status)).await
                 {
                     Ok(Ok(components)) => components,
-                    Ok(Err(_)) => return Err("the supervisor is not running".to_string()),
-                    Err(_) => {
-                        return Err(format!(
-                            "the supervisor did not answer within {} s",
-                            SUPERVISOR_TIMEOUT.as_secs()
-                        ))
-                    }
+                    Ok(Err(_)) => return Err(Refusal::SupervisorGone),
+                    Err(_) => return Err(Refusal::SupervisorSlow(SUPERVISOR_TIMEOUT)),
                 };
             // What runs changes with each deployment.
             let mut info = state.info.clone();
