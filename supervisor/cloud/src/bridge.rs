@@ -62,7 +62,7 @@ const FILTERS_PER_SUBSCRIBE: usize = 8;
 /// Messages sent upstream and not yet acknowledged, at most. Strict order is kept (the broker
 /// sees them in spool order; a reconnect resends from the oldest unacknowledged), while a
 /// round trip no longer caps the rate at one message per RTT as in Greengrass.
-pub const IN_FLIGHT: usize = 16;
+pub(crate) const IN_FLIGHT: usize = 16;
 
 /// A sent message awaiting its PUBACK: sequence number, topic (for messages), the ack.
 type InFlight = (
@@ -84,7 +84,7 @@ pub struct TlsFiles {
 
 /// How to reach the upstream broker.
 #[derive(Debug, Clone)]
-pub struct BridgeSettings {
+pub(crate) struct BridgeSettings {
     pub host: String,
     pub port: u16,
     /// `None` = plain TCP.
@@ -133,7 +133,7 @@ impl BridgeHandle {
 /// The subjects of the subscriptions whose source is `cloud`, plus the cloud
 /// shadow service's answers for every thing whose shadow is synced
 /// (`SyncShadow`: the core and devices), which go to the local shadow service.
-pub fn cloud_subjects(plan: &GroupPlan) -> BTreeSet<String> {
+pub(crate) fn cloud_subjects(plan: &GroupPlan) -> BTreeSet<String> {
     let mut subjects: BTreeSet<String> = plan
         .subscriptions
         .iter()

@@ -60,42 +60,42 @@ use sessions::{SessionStore, StoredSession};
 /// 16 halves the time a message spends queued. At 8 throughput fell, and under the longer
 /// holds a few publishes per run whose payload arrived split across reads never got the rest
 /// from ntex-mqtt 8.2.1 (hence the payload guard in `server.rs`); at 16 and 32 none did.
-pub const HIGH_WATER: usize = 16;
+pub(crate) const HIGH_WATER: usize = 16;
 
 /// QoS 1 messages kept for one offline persistent session.
 pub const OFFLINE_QUEUE: usize = 1000;
 
 /// A device of the deployed group.
 #[derive(Debug, Clone)]
-pub struct DeviceEntry {
-    pub thing_arn: Arc<str>,
+pub(crate) struct DeviceEntry {
+    pub(crate) thing_arn: Arc<str>,
     /// Subjects of the subscriptions whose target is this device.
-    pub deliverable: Vec<String>,
+    pub(crate) deliverable: Vec<String>,
 }
 
 /// Counters of the server, for logs and status.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub connections_accepted: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub publishes_routed: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) publishes_routed: AtomicU64,
     /// Device publishes no subscription accepts, or to a wildcard topic.
-    pub publishes_dropped: AtomicU64,
-    pub subscribes_refused: AtomicU64,
-    pub delivered: AtomicU64,
+    pub(crate) publishes_dropped: AtomicU64,
+    pub(crate) subscribes_refused: AtomicU64,
+    pub(crate) delivered: AtomicU64,
     /// QoS 1 messages queued for an offline persistent session.
-    pub queued_offline: AtomicU64,
+    pub(crate) queued_offline: AtomicU64,
     /// Messages lost because a session's offline queue was full.
-    pub dropped_offline: AtomicU64,
+    pub(crate) dropped_offline: AtomicU64,
     /// Device publishes routed after waiting the whole hold for a full device queue.
-    pub held_too_long: AtomicU64,
+    pub(crate) held_too_long: AtomicU64,
     /// Device publishes whose payload never finished arriving (dropped).
-    pub payload_timeouts: AtomicU64,
+    pub(crate) payload_timeouts: AtomicU64,
 }
 
 impl Counters {
     /// One line with every counter, for the periodic log.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "connections accepted {} refused {}; publishes routed {} dropped {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; held too long {}; payload timeouts {}",
@@ -119,11 +119,11 @@ fn bump(c: &AtomicU64) {
 
 /// One message on its way to a device.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub msg: Message,
-    pub qos1: bool,
+pub(crate) struct Outgoing {
+    pub(crate) msg: Message,
+    pub(crate) qos1: bool,
     /// Its key in the session store, if it was queued there (removed once acknowledged).
-    pub stored: Option<u64>,
+    pub(crate) stored: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -152,13 +152,13 @@ impl SessionInner {
 /// One thing's MQTT session: its subscriptions and, while it is offline and persistent, its
 /// queued QoS 1 messages. Also the router's delivery sink for the thing's ARN.
 #[derive(Debug)]
-pub struct DeviceSession {
-    pub thing_arn: Arc<str>,
+pub(crate) struct DeviceSession {
+    pub(crate) thing_arn: Arc<str>,
     inner: Mutex<SessionInner>,
     counters: Arc<Counters>,
     /// Signalled by the connection's writer when its queue drains below half of
     /// [`HIGH_WATER`].
-    pub room: tokio::sync::Notify,
+    pub(crate) room: tokio::sync::Notify,
     /// The durable copy of the session while it is persistent (none in unit tests).
     store: Option<Arc<SessionStore>>,
 }
@@ -169,7 +169,7 @@ impl DeviceSession {
     }
 
     /// Messages waiting for the connected device (0 when offline).
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.lock()
             .online
             .as_ref()
@@ -177,7 +177,7 @@ impl DeviceSession {
     }
 
     /// Records granted filters (replacing a filter subscribed again).
-    pub fn subscribe(&self, filter: &str, qos1: bool) {
+    pub(crate) fn subscribe(&self, filter: &str, qos1: bool) {
         let changed = {
             let mut inner = self.lock();
             inner.subs.retain(|(f, _)| f != filter);
@@ -187,7 +187,7 @@ impl DeviceSession {
         self.store_subs(changed);
     }
 
-    pub fn unsubscribe(&self, filter: &str) {
+    pub(crate) fn unsubscribe(&self, filter: &str) {
         let changed = {
             let mut inner = self.lock();
             inner.subs.retain(|(f, _)| f != filter);
@@ -197,13 +197,13 @@ impl DeviceSession {
     }
 
     /// Takes the messages queued while offline, oldest first.
-    pub fn take_offline(&self) -> Vec<Outgoing> {
+    pub(crate) fn take_offline(&self) -> Vec<Outgoing> {
         self.lock().offline.drain(..).collect()
     }
 
     /// A QoS 1 message the device did not acknowledge: kept for the next connection if the
     /// session is persistent (stored, unless it already is).
-    pub fn requeue(&self, mut out: Outgoing) {
+    pub(crate) fn requeue(&self, mut out: Outgoing) {
         let mut inner = self.lock();
         if inner.persistent && inner.offline.len() < OFFLINE_QUEUE {
             if let (None, Some(store)) = (out.stored, &self.store) {
@@ -218,7 +218,7 @@ impl DeviceSession {
 
     /// The session expiry interval of the MQTT 5 CONNECT that opened or resumed this session
     /// (`u32::MAX`: never, as for MQTT 3.1.1), counted from the device's disconnection.
-    pub fn set_expiry(&self, secs: u32) {
+    pub(crate) fn set_expiry(&self, secs: u32) {
         let (persistent, old, new) = {
             let mut inner = self.lock();
             let old = inner.expiry;
@@ -235,7 +235,7 @@ impl DeviceSession {
     }
 
     /// The device acknowledged `out`: its stored copy goes.
-    pub fn acked(&self, out: &Outgoing) {
+    pub(crate) fn acked(&self, out: &Outgoing) {
         self.unstore(out);
     }
 
@@ -332,7 +332,7 @@ pub struct MqttHub {
     router: Arc<Router>,
     devices: RwLock<Arc<HashMap<String, DeviceEntry>>>,
     sessions: Mutex<HashMap<Arc<str>, Arc<DeviceSession>>>,
-    pub counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     next_conn: AtomicU64,
     /// Messages waiting to be written to one connected device (`evergreen.queueCapacity`, as
     /// for every other delivery target); past it they are dropped and the router counts them.
@@ -364,11 +364,11 @@ pub enum Refusal {
 
 /// A connected device, as the protocol side sees it.
 #[derive(Debug)]
-pub struct Connected {
-    pub session: Arc<DeviceSession>,
-    pub conn_id: u64,
-    pub session_present: bool,
-    pub rx: mpsc::Receiver<Outgoing>,
+pub(crate) struct Connected {
+    pub(crate) session: Arc<DeviceSession>,
+    pub(crate) conn_id: u64,
+    pub(crate) session_present: bool,
+    pub(crate) rx: mpsc::Receiver<Outgoing>,
 }
 
 impl MqttHub {
@@ -384,13 +384,15 @@ impl MqttHub {
         })
     }
 
-    pub fn router(&self) -> &Router {
+    // Only the tests look at the hub's router; the hub itself keeps it private.
+    #[cfg(test)]
+    pub(crate) fn router(&self) -> &Router {
         &self.router
     }
 
     /// Follows a deployed plan: its devices and what may be delivered to each. Sessions of
     /// things no longer in the group end; granted filters no longer deliverable are removed.
-    pub fn update_plan(&self, plan: &GroupPlan) {
+    pub(crate) fn update_plan(&self, plan: &GroupPlan) {
         let mut map = HashMap::new();
         for device in plan.devices.values() {
             let deliverable = plan
@@ -431,7 +433,7 @@ impl MqttHub {
     }
 
     /// The device named `thing`, if it is in the group.
-    pub fn device(&self, thing: &str) -> Option<DeviceEntry> {
+    pub(crate) fn device(&self, thing: &str) -> Option<DeviceEntry> {
         self.devices
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -441,7 +443,7 @@ impl MqttHub {
 
     /// Checks a CONNECT and, if accepted, opens (or resumes) the thing's session. `cert_cn` is
     /// the client certificate's subject CN on the TLS listener, `None` on the plain one.
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         client_id: &str,
         cert_cn: Option<Option<&str>>,
@@ -536,7 +538,7 @@ impl MqttHub {
 
     /// Connection `conn_id` of `session` ended. A clean session ends with it; a persistent one
     /// stays attached so QoS 1 messages queue for its return.
-    pub fn disconnected(&self, session: &Arc<DeviceSession>, conn_id: u64) {
+    pub(crate) fn disconnected(&self, session: &Arc<DeviceSession>, conn_id: u64) {
         let (persistent, expiry) = {
             let mut inner = session.lock();
             match &inner.online {
@@ -571,7 +573,7 @@ impl MqttHub {
     /// at once, so messages for a device still offline after the restart keep queueing. The
     /// first deployed plan ([`MqttHub::update_plan`]) then ends those of things not in the
     /// group. Called once, before the first deployment.
-    pub fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
+    pub(crate) fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
         if self.store.set(store.clone()).is_err() {
             log::error!("MQTT: the session store was opened twice; the second is ignored");
             return;
@@ -615,7 +617,7 @@ impl MqttHub {
 
     /// Ends the persistent sessions whose device has been offline longer than their MQTT 5
     /// session expiry (in memory and in the store). Called periodically by the server.
-    pub fn expire_sessions(&self, now: u64) {
+    pub(crate) fn expire_sessions(&self, now: u64) {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|arn, session| {
             if !session.lock().expired(now) {
@@ -640,7 +642,7 @@ impl MqttHub {
     }
 
     /// Whether `filter` may be granted to the device `entry`.
-    pub fn may_subscribe(&self, thing_arn: &str, filter: &str) -> bool {
+    pub(crate) fn may_subscribe(&self, thing_arn: &str, filter: &str) -> bool {
         let devices = self.devices.read().unwrap_or_else(PoisonError::into_inner);
         let ok = evergreen_ipc::topic::validate_filter(filter).is_ok()
             && devices.values().any(|d| {
@@ -659,7 +661,7 @@ impl MqttHub {
     /// drain before it is routed: flow control back to the publishing device (its PUBACK and
     /// its next packets wait), instead of a long queue (latency) or drops at a subscriber that
     /// is only momentarily slower.
-    pub fn busy_targets(&self, source: &str, topic: &str) -> Vec<Arc<DeviceSession>> {
+    pub(crate) fn busy_targets(&self, source: &str, topic: &str) -> Vec<Arc<DeviceSession>> {
         let table = self.router.table();
         let mut targets = Vec::new();
         table.targets(source, topic, &mut targets);
@@ -676,7 +678,7 @@ impl MqttHub {
     }
 
     /// Routes a device's publish. `Err` names why it was dropped (and counted).
-    pub fn publish(
+    pub(crate) fn publish(
         &self,
         thing_arn: &str,
         topic: &str,
@@ -706,7 +708,7 @@ impl MqttHub {
 
 /// Why a device's publish was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PublishRefusal {
+pub(crate) enum PublishRefusal {
     TopicInvalid,
     NotAuthorized,
 }
@@ -714,15 +716,15 @@ pub enum PublishRefusal {
 /// Where the server listens, from the core configuration.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    pub tls_addr: std::net::SocketAddr,
-    pub files: certs::ServerFiles,
+    pub(crate) tls_addr: std::net::SocketAddr,
+    pub(crate) files: certs::ServerFiles,
     /// Whether any of the TLS files was named in the configuration.
-    pub files_configured: bool,
-    pub plain_addr: Option<std::net::SocketAddr>,
-    pub root: std::path::PathBuf,
+    pub(crate) files_configured: bool,
+    pub(crate) plain_addr: Option<std::net::SocketAddr>,
+    pub(crate) root: std::path::PathBuf,
     /// `writeDirectory` (default the root): where the persistent sessions are stored, as the
     /// cloud spool is (state, not configuration).
-    pub write_dir: std::path::PathBuf,
+    pub(crate) write_dir: std::path::PathBuf,
     pub queue_capacity: usize,
 }
 
@@ -757,7 +759,7 @@ impl Setup {
 
 /// The durable store of persistent sessions ([`sessions`]), under `writeDirectory` (default
 /// the root).
-pub fn sessions_file(write_dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn sessions_file(write_dir: &std::path::Path) -> std::path::PathBuf {
     write_dir.join("mqtt").join("sessions.redb")
 }
 

@@ -155,7 +155,7 @@ enum ReadyError {
 }
 
 /// `<write dir>/deployments`.
-pub fn deployments_dir(write_dir: &Path) -> PathBuf {
+pub(crate) fn deployments_dir(write_dir: &Path) -> PathBuf {
     write_dir.join("deployments")
 }
 
@@ -230,7 +230,7 @@ impl Deployer {
     }
 
     /// What runs now, for `evergreen status`.
-    pub fn current_label(&self) -> Option<String> {
+    pub(crate) fn current_label(&self) -> Option<String> {
         lock(&self.current).as_ref().map(|c| c.label.clone())
     }
 

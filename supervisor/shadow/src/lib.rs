@@ -732,7 +732,9 @@ impl ShadowHandle {
     }
 
     /// Cloud-bound sync messages lost so far.
-    pub fn cloud_dropped(&self) -> u64 {
+    // Read only by the tests; the runtime logs each drop instead.
+    #[cfg(test)]
+    pub(crate) fn cloud_dropped(&self) -> u64 {
         self.inner.cloud_dropped.load(Ordering::Relaxed)
     }
 }
