@@ -119,7 +119,8 @@ pub(crate) const SYSTEM_ROOT: &str = "/var/lib/evergreen";
 
 /// A thing ARN that parses, so a configuration without a cloud still has a
 /// thing name, region and account to hand to connectors.
-pub(crate) const DEFAULT_THING_ARN: &str = "arn:aws:iot:us-east-1:000000000000:thing/evergreen-core";
+pub(crate) const DEFAULT_THING_ARN: &str =
+    "arn:aws:iot:us-east-1:000000000000:thing/evergreen-core";
 
 /// Longest a Unix socket path can be on Linux (`sun_path` is 108 bytes with
 /// its terminating NUL): `evergreen.controlSocket` is checked against it.
