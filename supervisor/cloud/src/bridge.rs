@@ -1,9 +1,9 @@
 //! The cloud bridge: Evergreen's MQTT 3.1.1 client to the upstream broker (`coreThing.iotHost`).
 //!
 //! Owns the one upstream connection, what it subscribes to, and the drain of the cloud spool
-//! ([`crate::spool`]). `cloud` as a *target*: the router hands messages to the spool's sink
+//! (`crate::spool`). `cloud` as a *target*: the router hands messages to the spool's sink
 //! (attached for endpoint `"cloud"`); this client publishes spooled messages in order with
-//! QoS 1, at most [`IN_FLIGHT`] unacknowledged at a time, and removes each from the spool on
+//! QoS 1, at most `IN_FLIGHT` unacknowledged at a time, and removes each from the spool on
 //! its PUBACK. Greengrass sent the next message only after the previous PUBACK, which caps the
 //! rate at one message per round trip (20 msg/s at 50 ms); the bounded window keeps the order
 //! and lifts that cap. `cloud` as a *source*: the client

@@ -142,7 +142,7 @@ impl Default for Runtime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Evergreen {
-    /// Always `Some` after [`load`]: the default is computed from [`ConfigEnv`].
+    /// Always `Some` after `load`: the default is computed from `ConfigEnv`.
     pub root: Option<PathBuf>,
     /// `None` = `<root>/run/control.sock`, computed when read (see
     /// [`CoreConfig::control_socket`]) so that `--root` moves it too.
@@ -303,7 +303,7 @@ pub struct Listeners {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TlsListener {
     pub address: IpAddr,
-    /// Always `Some` after [`load`]: defaults to `coreThing.ggMqttPort`.
+    /// Always `Some` after `load`: defaults to `coreThing.ggMqttPort`.
     pub port: Option<u16>,
     /// The group CA, server certificate and key; `None` = the files
     /// `evergreen certs init` writes under `<root>/certs/local`.

@@ -2,10 +2,10 @@
 //! who may connect, what each device may subscribe to, and delivery to devices.
 //!
 //! [`MqttHub`] is the protocol-free part, shared by every connection: the group's devices
-//! (rebuilt from each deployed plan by [`MqttHub::update_plan`]), the sessions (one per thing,
-//! kept across reconnects when persistent) and the counters. [`server`] speaks MQTT 3.1.1 and 5
+//! (rebuilt from each deployed plan by `MqttHub::update_plan`), the sessions (one per thing,
+//! kept across reconnects when persistent) and the counters. `server` speaks MQTT 3.1.1 and 5
 //! over TLS (mutual authentication) and, when enabled, plain TCP on loopback. [`certs`] makes the
-//! group CA and certificates. [`client`] is the cloud bridge: the upstream connection, fed by
+//! group CA and certificates. `client` is the cloud bridge: the upstream connection, fed by
 //! the durable spool (`evergreen_cloud::spool`).
 //!
 //! Rules (Greengrass V1's, made explicit):
@@ -21,10 +21,10 @@
 //! - a persistent session (v3 clean session 0, v5 clean start 0 with a session expiry) keeps its
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
 //!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Persistent sessions
-//!   (granted filters and queued messages) are also kept in [`sessions`], a redb store under
+//!   (granted filters and queued messages) are also kept in `sessions`, a redb store under
 //!   `<writeDirectory>/mqtt/` (default the root, as for the cloud spool), and restored when the
 //!   server starts: a restart, a crash or `kill -9` of the runtime loses neither (fsync policy
-//!   in [`sessions`]). A session of a thing no longer in
+//!   in `sessions`). A session of a thing no longer in
 //!   the deployed group is deleted from the store. An MQTT 5 session ends when its device has
 //!   been offline longer than the CONNECT's session expiry interval (checked when the device
 //!   returns, every 30 s, and when the store is loaded; a device connected when the runtime
@@ -32,7 +32,7 @@
 //!   with a clean connect or the device's removal from the group. The expiry a v5 DISCONNECT
 //!   may set is not read (the CONNECT's stands);
 //! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
-//!   a device's publish (QoS 0 or 1) routed to a device whose queue holds [`HIGH_WATER`] or
+//!   a device's publish (QoS 0 or 1) routed to a device whose queue holds `HIGH_WATER` or
 //!   more waits (at most a second) for it to drain, so a fast publisher is slowed to its
 //!   subscribers' pace instead of filling the queue; past that second the message is routed
 //!   anyway and dropped (counted) at a full queue.

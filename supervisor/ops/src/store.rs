@@ -109,7 +109,7 @@ impl VersionId {
         &self.0
     }
 
-    /// The first [`Self::SHORT_LEN`] digits, for people.
+    /// The first `Self::SHORT_LEN` digits, for people.
     pub fn short(&self) -> &str {
         &self.0[..Self::SHORT_LEN]
     }
@@ -393,7 +393,7 @@ impl VersionStore {
     }
 
     /// The version whose id is or starts with `id_or_prefix` (at least
-    /// [`MIN_PREFIX_LEN`] hex digits, case ignored), its content checked.
+    /// `MIN_PREFIX_LEN` hex digits, case ignored), its content checked.
     pub fn load(&self, id_or_prefix: &str) -> Result<StoredVersion, StoreError> {
         let id = self.resolve(id_or_prefix)?;
         self.read_verified(&id)

@@ -538,7 +538,7 @@ impl SecretService {
         Ok(())
     }
 
-    /// [`Self::resolve`] then [`Self::install`]: what a deployment does
+    /// `Self::resolve` then `Self::install`: what a deployment does
     /// before the supervisor starts anything.
     pub async fn deploy(
         &self,

@@ -4,7 +4,7 @@
 //!
 //! It owns the shadow files (`<root>/shadow/`), the service thread that takes requests from the
 //! router, and the sync rules. The document rules (merge, delta, versions, payload shapes) live
-//! in [`document`].
+//! in `document`.
 //!
 //! Requests: `$aws/things/<thing>/shadow[/name/<shadow>]/{get,update,delete}` routed to the
 //! endpoint `GGShadowService` by the group's subscriptions (or invoked by a Python function

@@ -7,9 +7,9 @@
 //! status document, and the client the CLI uses.
 //!
 //! It must never change the runtime except through messages to the
-//! [`Supervisor`] actor, never block the actix thread it runs on (every wait
+//! `Supervisor` actor, never block the actix thread it runs on (every wait
 //! is a task with a deadline), and never trust a peer: a connection is served
-//! only after its credentials pass [`peer_allowed`], and a line that is too
+//! only after its credentials pass `peer_allowed`, and a line that is too
 //! long, not JSON or not a known operation is answered with an error, never a
 //! panic.
 //!
@@ -19,10 +19,10 @@
 //! `{"op":"ping"}`. A success is `{"ok":true,"op":<op>,...}` ([`Reply`]), a
 //! failure `{"ok":false,"error":"<why>"}`. A bad line (invalid JSON, unknown
 //! op) gets an error and the connection stays usable; a line longer than
-//! [`MAX_LINE`] bytes gets an error and the connection is closed, since the
+//! `MAX_LINE` bytes gets an error and the connection is closed, since the
 //! rest of it cannot be told from the next request. Blank lines are ignored.
-//! A connection that sends no complete line for [`IDLE_TIMEOUT`] is closed;
-//! at most [`MAX_CONNECTIONS`] are served at once.
+//! A connection that sends no complete line for `IDLE_TIMEOUT` is closed;
+//! at most `MAX_CONNECTIONS` are served at once.
 //!
 //! # Who may connect
 //!
@@ -34,9 +34,9 @@
 //!
 //! # Layout
 //!
-//! [`protocol`] is the wire format, [`status`] the status document and its
-//! table, `peer` the credentials rule, [`server`] the socket and its
-//! connections, [`client`] the CLI's side. Only `server` depends on actix.
+//! `protocol` is the wire format, `status` the status document and its
+//! table, `peer` the credentials rule, `server` the socket and its
+//! connections, `client` the CLI's side. Only `server` depends on actix.
 
 mod client;
 mod peer;

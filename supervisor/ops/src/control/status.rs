@@ -23,9 +23,9 @@ pub struct RuntimeStatus {
     pub version: String,
     pub pid: u32,
     pub uptime_ms: u64,
-    /// The group file's path, or [`EMBEDDED_GROUP`].
+    /// The group file's path, or `EMBEDDED_GROUP`.
     pub group: String,
-    /// The cloud connection; [`CLOUD_NOT_CONFIGURED`] until the bridge exists.
+    /// The cloud connection; `CLOUD_NOT_CONFIGURED` until the bridge exists.
     pub cloud: String,
     /// The runtime's own resident set (children not included).
     pub rss_kib: Option<u64>,
