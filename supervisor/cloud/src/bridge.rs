@@ -1,9 +1,9 @@
 //! The cloud bridge: Evergreen's MQTT 3.1.1 client to the upstream broker (`coreThing.iotHost`).
 //!
 //! Owns the one upstream connection, what it subscribes to, and the drain of the cloud spool
-//! ([`crate::spool`]). `cloud` as a *target*: the router hands messages to the spool's sink
+//! (`crate::spool`). `cloud` as a *target*: the router hands messages to the spool's sink
 //! (attached for endpoint `"cloud"`); this client publishes spooled messages in order with
-//! QoS 1, at most [`IN_FLIGHT`] unacknowledged at a time, and removes each from the spool on
+//! QoS 1, at most `IN_FLIGHT` unacknowledged at a time, and removes each from the spool on
 //! its PUBACK. Greengrass sent the next message only after the previous PUBACK, which caps the
 //! rate at one message per round trip (20 msg/s at 50 ms); the bounded window keeps the order
 //! and lifts that cap. `cloud` as a *source*: the client
@@ -62,7 +62,7 @@ const FILTERS_PER_SUBSCRIBE: usize = 8;
 /// Messages sent upstream and not yet acknowledged, at most. Strict order is kept (the broker
 /// sees them in spool order; a reconnect resends from the oldest unacknowledged), while a
 /// round trip no longer caps the rate at one message per RTT as in Greengrass.
-pub const IN_FLIGHT: usize = 16;
+pub(crate) const IN_FLIGHT: usize = 16;
 
 /// A sent message awaiting its PUBACK: sequence number, topic (for messages), the ack.
 type InFlight = (
@@ -84,7 +84,7 @@ pub struct TlsFiles {
 
 /// How to reach the upstream broker.
 #[derive(Debug, Clone)]
-pub struct BridgeSettings {
+pub(crate) struct BridgeSettings {
     pub host: String,
     pub port: u16,
     /// `None` = plain TCP.
@@ -133,7 +133,7 @@ impl BridgeHandle {
 /// The subjects of the subscriptions whose source is `cloud`, plus the cloud
 /// shadow service's answers for every thing whose shadow is synced
 /// (`SyncShadow`: the core and devices), which go to the local shadow service.
-pub fn cloud_subjects(plan: &GroupPlan) -> BTreeSet<String> {
+pub(crate) fn cloud_subjects(plan: &GroupPlan) -> BTreeSet<String> {
     let mut subjects: BTreeSet<String> = plan
         .subscriptions
         .iter()
@@ -329,10 +329,24 @@ fn tls_config(files: &TlsFiles, port: u16) -> Result<rustls::ClientConfig, Bridg
     Ok(config)
 }
 
+/// Why one connection to the broker failed or ended; logged, and the bridge
+/// tries again after its backoff. ntex's errors are kept as they print.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("no CONNACK in time")]
+    NoConnack,
+    #[error("SUBSCRIBE: {0}")]
+    Subscribe(String),
+    #[error("UNSUBSCRIBE: {0}")]
+    Unsubscribe(String),
+}
+
 async fn connect(
     s: &BridgeSettings,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<v3::client::Client, String> {
+) -> Result<v3::client::Client, LinkError> {
     let request = v3::client::Connect::new(format!("{}:{}", s.host, s.port))
         .client_id(s.client_id.as_str())
         .clean_session()
@@ -345,21 +359,27 @@ async fn connect(
                 let service = connector
                     .pipeline(SharedCfg::default())
                     .await
-                    .map_err(|e| format!("{e:?}"))?;
-                service.call(request).await.map_err(|e| format!("{e}"))
+                    .map_err(|e| LinkError::Connect(format!("{e:?}")))?;
+                service
+                    .call(request)
+                    .await
+                    .map_err(|e| LinkError::Connect(e.to_string()))
             }
             None => {
                 let service = v3::client::MqttConnector::new()
                     .pipeline(SharedCfg::default())
                     .await
-                    .map_err(|e| format!("{e:?}"))?;
-                service.call(request).await.map_err(|e| format!("{e}"))
+                    .map_err(|e| LinkError::Connect(format!("{e:?}")))?;
+                service
+                    .call(request)
+                    .await
+                    .map_err(|e| LinkError::Connect(e.to_string()))
             }
         }
     };
     ntex::time::timeout(s.operation_timeout.max(Duration::from_secs(5)), attempt)
         .await
-        .map_err(|_| "no CONNACK in time".to_string())?
+        .map_err(|_| LinkError::NoConnack)?
 }
 
 async fn run(
@@ -406,7 +426,7 @@ async fn run(
 
 /// Subscribes to every filter of `filters`, in SUBSCRIBE packets of at most
 /// [`FILTERS_PER_SUBSCRIBE`]; logs the refused ones.
-async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), String> {
+async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), LinkError> {
     for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
         let mut builder = sink.subscribe();
         for f in chunk {
@@ -415,7 +435,7 @@ async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), Strin
         let codes = builder
             .send()
             .await
-            .map_err(|e| format!("SUBSCRIBE: {e:?}"))?;
+            .map_err(|e| LinkError::Subscribe(format!("{e:?}")))?;
         for (f, code) in chunk.iter().zip(codes) {
             if matches!(code, v3::codec::SubscribeReturnCode::Failure) {
                 log::error!("cloud bridge: the broker refused the subscription to {f:?}");
@@ -427,7 +447,7 @@ async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), Strin
     Ok(())
 }
 
-async fn unsubscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), String> {
+async fn unsubscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), LinkError> {
     if filters.is_empty() {
         return Ok(());
     }
@@ -438,7 +458,7 @@ async fn unsubscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), Str
     builder
         .send()
         .await
-        .map_err(|e| format!("UNSUBSCRIBE: {e:?}"))
+        .map_err(|e| LinkError::Unsubscribe(format!("{e:?}")))
 }
 
 /// Runs one connection until it ends; returns why it ended.
@@ -510,11 +530,11 @@ async fn session(
             let remove: Vec<&String> = subscribed.difference(&wanted).collect();
             if let Err(e) = unsubscribe(&sink, &remove).await {
                 sink.force_close();
-                return e;
+                return e.to_string();
             }
             if let Err(e) = subscribe(&sink, &add).await {
                 sink.force_close();
-                return e;
+                return e.to_string();
             }
             subscribed = wanted;
         }

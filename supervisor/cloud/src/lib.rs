@@ -2,4 +2,4 @@
 //! durable spool that holds what the group sends to `cloud` until the broker has acknowledged it.
 
 pub mod bridge;
-pub mod spool;
+mod spool;

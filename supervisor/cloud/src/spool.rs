@@ -67,7 +67,7 @@ pub enum SpoolError {
 
 /// One spooled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spooled {
+pub(crate) struct Spooled {
     /// Increasing; the key in the store.
     pub seq: u64,
     pub topic: Arc<str>,
@@ -137,7 +137,7 @@ fn decode(bytes: &[u8]) -> Option<(Arc<str>, Arc<[u8]>)> {
 
 impl Spool {
     /// A spool in memory only (`storageType: "Memory"`).
-    pub fn memory(max_bytes: u64) -> Spool {
+    pub(crate) fn memory(max_bytes: u64) -> Spool {
         Spool {
             state: Mutex::new(State::default()),
             store: None,
@@ -149,7 +149,7 @@ impl Spool {
 
     /// Opens (or creates) the durable spool at `path` and loads what it holds, in order. A
     /// store redb cannot open is set aside (see the module docs) and a new one started.
-    pub fn open(path: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+    pub(crate) fn open(path: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
         let db = evergreen_durable::redb_file::open_or_set_aside(
             path,
             "cloud spool",
@@ -261,7 +261,7 @@ impl Spool {
 
     /// Accepts `msgs` at the back, in order, dropping the oldest to make room. With a store,
     /// returns once they are on stable storage. Returns how many were accepted.
-    pub fn push_batch(&self, msgs: Vec<(Arc<str>, Arc<[u8]>)>) -> Result<usize, SpoolError> {
+    pub(crate) fn push_batch(&self, msgs: Vec<(Arc<str>, Arc<[u8]>)>) -> Result<usize, SpoolError> {
         let mut state = self.lock();
         let mut added = Vec::with_capacity(msgs.len());
         let mut dropped = Vec::new();
@@ -339,12 +339,13 @@ impl Spool {
     }
 
     /// The oldest message, left in place.
-    pub fn front(&self) -> Option<Spooled> {
+    #[cfg(test)]
+    pub(crate) fn front(&self) -> Option<Spooled> {
         self.lock().queue.front().cloned()
     }
 
     /// Up to `n` of the oldest messages whose sequence number is above `after`, left in place.
-    pub fn next_after(&self, after: Option<u64>, n: usize) -> Vec<Spooled> {
+    pub(crate) fn next_after(&self, after: Option<u64>, n: usize) -> Vec<Spooled> {
         let state = self.lock();
         state
             .queue
@@ -356,7 +357,7 @@ impl Spool {
     }
 
     /// Removes a delivered message. One dropped meanwhile (spool full) is already gone.
-    pub fn remove(&self, seq: u64) -> Result<(), SpoolError> {
+    pub(crate) fn remove(&self, seq: u64) -> Result<(), SpoolError> {
         let mut state = self.lock();
         let Some(at) = state.queue.iter().position(|m| m.seq == seq) else {
             return Ok(());
@@ -397,21 +398,24 @@ impl Spool {
         self.ready.notified().await;
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().queue.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Bytes held (topics plus payloads).
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
         self.lock().bytes
     }
 
     /// Messages lost because the spool was full, since it was opened.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
@@ -425,7 +429,7 @@ impl Drop for Spool {
 /// The router's sink for the `cloud` target: a bounded hand-off to the spool's writer thread,
 /// so `offer` never waits for a disk commit.
 #[derive(Debug, Clone)]
-pub struct SpoolSink {
+pub(crate) struct SpoolSink {
     tx: mpsc::SyncSender<(Arc<str>, Arc<[u8]>)>,
 }
 
@@ -442,7 +446,7 @@ impl DeliverySink for SpoolSink {
 
 /// Starts the writer thread of `spool` and returns the sink that feeds it (`capacity` messages
 /// may wait for the writer). The thread ends when every sink is dropped.
-pub fn spool_sink(spool: Arc<Spool>, capacity: usize) -> std::io::Result<SpoolSink> {
+pub(crate) fn spool_sink(spool: Arc<Spool>, capacity: usize) -> std::io::Result<SpoolSink> {
     let (tx, rx) = mpsc::sync_channel::<(Arc<str>, Arc<[u8]>)>(capacity.max(1));
     std::thread::Builder::new()
         .name("cloud-spool".into())

@@ -20,7 +20,7 @@ use rcgen::{
 };
 
 /// Where the generated files live under the runtime root.
-pub fn local_dir(root: &Path) -> PathBuf {
+pub(crate) fn local_dir(root: &Path) -> PathBuf {
     root.join("certs").join("local")
 }
 
@@ -33,7 +33,7 @@ pub struct ServerFiles {
 }
 
 impl ServerFiles {
-    pub fn default_under(root: &Path) -> Self {
+    pub(crate) fn default_under(root: &Path) -> Self {
         let dir = local_dir(root);
         ServerFiles {
             ca: dir.join("ca.pem"),

@@ -2,10 +2,10 @@
 //! who may connect, what each device may subscribe to, and delivery to devices.
 //!
 //! [`MqttHub`] is the protocol-free part, shared by every connection: the group's devices
-//! (rebuilt from each deployed plan by [`MqttHub::update_plan`]), the sessions (one per thing,
-//! kept across reconnects when persistent) and the counters. [`server`] speaks MQTT 3.1.1 and 5
+//! (rebuilt from each deployed plan by `MqttHub::update_plan`), the sessions (one per thing,
+//! kept across reconnects when persistent) and the counters. `server` speaks MQTT 3.1.1 and 5
 //! over TLS (mutual authentication) and, when enabled, plain TCP on loopback. [`certs`] makes the
-//! group CA and certificates. [`client`] is the cloud bridge: the upstream connection, fed by
+//! group CA and certificates. `client` is the cloud bridge: the upstream connection, fed by
 //! the durable spool (`evergreen_cloud::spool`).
 //!
 //! Rules (Greengrass V1's, made explicit):
@@ -21,10 +21,10 @@
 //! - a persistent session (v3 clean session 0, v5 clean start 0 with a session expiry) keeps its
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
 //!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Persistent sessions
-//!   (granted filters and queued messages) are also kept in [`sessions`], a redb store under
+//!   (granted filters and queued messages) are also kept in `sessions`, a redb store under
 //!   `<writeDirectory>/mqtt/` (default the root, as for the cloud spool), and restored when the
 //!   server starts: a restart, a crash or `kill -9` of the runtime loses neither (fsync policy
-//!   in [`sessions`]). A session of a thing no longer in
+//!   in `sessions`). A session of a thing no longer in
 //!   the deployed group is deleted from the store. An MQTT 5 session ends when its device has
 //!   been offline longer than the CONNECT's session expiry interval (checked when the device
 //!   returns, every 30 s, and when the store is loaded; a device connected when the runtime
@@ -32,15 +32,15 @@
 //!   with a clean connect or the device's removal from the group. The expiry a v5 DISCONNECT
 //!   may set is not read (the CONNECT's stands);
 //! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
-//!   a device's publish (QoS 0 or 1) routed to a device whose queue holds [`HIGH_WATER`] or
+//!   a device's publish (QoS 0 or 1) routed to a device whose queue holds `HIGH_WATER` or
 //!   more waits (at most a second) for it to drain, so a fast publisher is slowed to its
 //!   subscribers' pace instead of filling the queue; past that second the message is routed
 //!   anyway and dropped (counted) at a full queue.
 
 pub mod certs;
 
-pub mod server;
-pub mod sessions;
+mod server;
+mod sessions;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,42 +60,42 @@ use sessions::{SessionStore, StoredSession};
 /// 16 halves the time a message spends queued. At 8 throughput fell, and under the longer
 /// holds a few publishes per run whose payload arrived split across reads never got the rest
 /// from ntex-mqtt 8.2.1 (hence the payload guard in `server.rs`); at 16 and 32 none did.
-pub const HIGH_WATER: usize = 16;
+pub(crate) const HIGH_WATER: usize = 16;
 
 /// QoS 1 messages kept for one offline persistent session.
 pub const OFFLINE_QUEUE: usize = 1000;
 
 /// A device of the deployed group.
 #[derive(Debug, Clone)]
-pub struct DeviceEntry {
-    pub thing_arn: Arc<str>,
+pub(crate) struct DeviceEntry {
+    pub(crate) thing_arn: Arc<str>,
     /// Subjects of the subscriptions whose target is this device.
-    pub deliverable: Vec<String>,
+    pub(crate) deliverable: Vec<String>,
 }
 
 /// Counters of the server, for logs and status.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub connections_accepted: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub publishes_routed: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) publishes_routed: AtomicU64,
     /// Device publishes no subscription accepts, or to a wildcard topic.
-    pub publishes_dropped: AtomicU64,
-    pub subscribes_refused: AtomicU64,
-    pub delivered: AtomicU64,
+    pub(crate) publishes_dropped: AtomicU64,
+    pub(crate) subscribes_refused: AtomicU64,
+    pub(crate) delivered: AtomicU64,
     /// QoS 1 messages queued for an offline persistent session.
-    pub queued_offline: AtomicU64,
+    pub(crate) queued_offline: AtomicU64,
     /// Messages lost because a session's offline queue was full.
-    pub dropped_offline: AtomicU64,
+    pub(crate) dropped_offline: AtomicU64,
     /// Device publishes routed after waiting the whole hold for a full device queue.
-    pub held_too_long: AtomicU64,
+    pub(crate) held_too_long: AtomicU64,
     /// Device publishes whose payload never finished arriving (dropped).
-    pub payload_timeouts: AtomicU64,
+    pub(crate) payload_timeouts: AtomicU64,
 }
 
 impl Counters {
     /// One line with every counter, for the periodic log.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "connections accepted {} refused {}; publishes routed {} dropped {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; held too long {}; payload timeouts {}",
@@ -119,11 +119,11 @@ fn bump(c: &AtomicU64) {
 
 /// One message on its way to a device.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub msg: Message,
-    pub qos1: bool,
+pub(crate) struct Outgoing {
+    pub(crate) msg: Message,
+    pub(crate) qos1: bool,
     /// Its key in the session store, if it was queued there (removed once acknowledged).
-    pub stored: Option<u64>,
+    pub(crate) stored: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -152,13 +152,13 @@ impl SessionInner {
 /// One thing's MQTT session: its subscriptions and, while it is offline and persistent, its
 /// queued QoS 1 messages. Also the router's delivery sink for the thing's ARN.
 #[derive(Debug)]
-pub struct DeviceSession {
-    pub thing_arn: Arc<str>,
+pub(crate) struct DeviceSession {
+    pub(crate) thing_arn: Arc<str>,
     inner: Mutex<SessionInner>,
     counters: Arc<Counters>,
     /// Signalled by the connection's writer when its queue drains below half of
     /// [`HIGH_WATER`].
-    pub room: tokio::sync::Notify,
+    pub(crate) room: tokio::sync::Notify,
     /// The durable copy of the session while it is persistent (none in unit tests).
     store: Option<Arc<SessionStore>>,
 }
@@ -169,7 +169,7 @@ impl DeviceSession {
     }
 
     /// Messages waiting for the connected device (0 when offline).
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.lock()
             .online
             .as_ref()
@@ -177,7 +177,7 @@ impl DeviceSession {
     }
 
     /// Records granted filters (replacing a filter subscribed again).
-    pub fn subscribe(&self, filter: &str, qos1: bool) {
+    pub(crate) fn subscribe(&self, filter: &str, qos1: bool) {
         let changed = {
             let mut inner = self.lock();
             inner.subs.retain(|(f, _)| f != filter);
@@ -187,7 +187,7 @@ impl DeviceSession {
         self.store_subs(changed);
     }
 
-    pub fn unsubscribe(&self, filter: &str) {
+    pub(crate) fn unsubscribe(&self, filter: &str) {
         let changed = {
             let mut inner = self.lock();
             inner.subs.retain(|(f, _)| f != filter);
@@ -197,13 +197,13 @@ impl DeviceSession {
     }
 
     /// Takes the messages queued while offline, oldest first.
-    pub fn take_offline(&self) -> Vec<Outgoing> {
+    pub(crate) fn take_offline(&self) -> Vec<Outgoing> {
         self.lock().offline.drain(..).collect()
     }
 
     /// A QoS 1 message the device did not acknowledge: kept for the next connection if the
     /// session is persistent (stored, unless it already is).
-    pub fn requeue(&self, mut out: Outgoing) {
+    pub(crate) fn requeue(&self, mut out: Outgoing) {
         let mut inner = self.lock();
         if inner.persistent && inner.offline.len() < OFFLINE_QUEUE {
             if let (None, Some(store)) = (out.stored, &self.store) {
@@ -218,7 +218,7 @@ impl DeviceSession {
 
     /// The session expiry interval of the MQTT 5 CONNECT that opened or resumed this session
     /// (`u32::MAX`: never, as for MQTT 3.1.1), counted from the device's disconnection.
-    pub fn set_expiry(&self, secs: u32) {
+    pub(crate) fn set_expiry(&self, secs: u32) {
         let (persistent, old, new) = {
             let mut inner = self.lock();
             let old = inner.expiry;
@@ -235,7 +235,7 @@ impl DeviceSession {
     }
 
     /// The device acknowledged `out`: its stored copy goes.
-    pub fn acked(&self, out: &Outgoing) {
+    pub(crate) fn acked(&self, out: &Outgoing) {
         self.unstore(out);
     }
 
@@ -332,7 +332,7 @@ pub struct MqttHub {
     router: Arc<Router>,
     devices: RwLock<Arc<HashMap<String, DeviceEntry>>>,
     sessions: Mutex<HashMap<Arc<str>, Arc<DeviceSession>>>,
-    pub counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     next_conn: AtomicU64,
     /// Messages waiting to be written to one connected device (`evergreen.queueCapacity`, as
     /// for every other delivery target); past it they are dropped and the router counts them.
@@ -364,11 +364,11 @@ pub enum Refusal {
 
 /// A connected device, as the protocol side sees it.
 #[derive(Debug)]
-pub struct Connected {
-    pub session: Arc<DeviceSession>,
-    pub conn_id: u64,
-    pub session_present: bool,
-    pub rx: mpsc::Receiver<Outgoing>,
+pub(crate) struct Connected {
+    pub(crate) session: Arc<DeviceSession>,
+    pub(crate) conn_id: u64,
+    pub(crate) session_present: bool,
+    pub(crate) rx: mpsc::Receiver<Outgoing>,
 }
 
 impl MqttHub {
@@ -384,13 +384,15 @@ impl MqttHub {
         })
     }
 
-    pub fn router(&self) -> &Router {
+    // Only the tests look at the hub's router; the hub itself keeps it private.
+    #[cfg(test)]
+    pub(crate) fn router(&self) -> &Router {
         &self.router
     }
 
     /// Follows a deployed plan: its devices and what may be delivered to each. Sessions of
     /// things no longer in the group end; granted filters no longer deliverable are removed.
-    pub fn update_plan(&self, plan: &GroupPlan) {
+    pub(crate) fn update_plan(&self, plan: &GroupPlan) {
         let mut map = HashMap::new();
         for device in plan.devices.values() {
             let deliverable = plan
@@ -431,7 +433,7 @@ impl MqttHub {
     }
 
     /// The device named `thing`, if it is in the group.
-    pub fn device(&self, thing: &str) -> Option<DeviceEntry> {
+    pub(crate) fn device(&self, thing: &str) -> Option<DeviceEntry> {
         self.devices
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -441,7 +443,7 @@ impl MqttHub {
 
     /// Checks a CONNECT and, if accepted, opens (or resumes) the thing's session. `cert_cn` is
     /// the client certificate's subject CN on the TLS listener, `None` on the plain one.
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         client_id: &str,
         cert_cn: Option<Option<&str>>,
@@ -536,7 +538,7 @@ impl MqttHub {
 
     /// Connection `conn_id` of `session` ended. A clean session ends with it; a persistent one
     /// stays attached so QoS 1 messages queue for its return.
-    pub fn disconnected(&self, session: &Arc<DeviceSession>, conn_id: u64) {
+    pub(crate) fn disconnected(&self, session: &Arc<DeviceSession>, conn_id: u64) {
         let (persistent, expiry) = {
             let mut inner = session.lock();
             match &inner.online {
@@ -571,7 +573,7 @@ impl MqttHub {
     /// at once, so messages for a device still offline after the restart keep queueing. The
     /// first deployed plan ([`MqttHub::update_plan`]) then ends those of things not in the
     /// group. Called once, before the first deployment.
-    pub fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
+    pub(crate) fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
         if self.store.set(store.clone()).is_err() {
             log::error!("MQTT: the session store was opened twice; the second is ignored");
             return;
@@ -615,7 +617,7 @@ impl MqttHub {
 
     /// Ends the persistent sessions whose device has been offline longer than their MQTT 5
     /// session expiry (in memory and in the store). Called periodically by the server.
-    pub fn expire_sessions(&self, now: u64) {
+    pub(crate) fn expire_sessions(&self, now: u64) {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|arn, session| {
             if !session.lock().expired(now) {
@@ -640,7 +642,7 @@ impl MqttHub {
     }
 
     /// Whether `filter` may be granted to the device `entry`.
-    pub fn may_subscribe(&self, thing_arn: &str, filter: &str) -> bool {
+    pub(crate) fn may_subscribe(&self, thing_arn: &str, filter: &str) -> bool {
         let devices = self.devices.read().unwrap_or_else(PoisonError::into_inner);
         let ok = evergreen_ipc::topic::validate_filter(filter).is_ok()
             && devices.values().any(|d| {
@@ -659,7 +661,7 @@ impl MqttHub {
     /// drain before it is routed: flow control back to the publishing device (its PUBACK and
     /// its next packets wait), instead of a long queue (latency) or drops at a subscriber that
     /// is only momentarily slower.
-    pub fn busy_targets(&self, source: &str, topic: &str) -> Vec<Arc<DeviceSession>> {
+    pub(crate) fn busy_targets(&self, source: &str, topic: &str) -> Vec<Arc<DeviceSession>> {
         let table = self.router.table();
         let mut targets = Vec::new();
         table.targets(source, topic, &mut targets);
@@ -676,7 +678,7 @@ impl MqttHub {
     }
 
     /// Routes a device's publish. `Err` names why it was dropped (and counted).
-    pub fn publish(
+    pub(crate) fn publish(
         &self,
         thing_arn: &str,
         topic: &str,
@@ -706,7 +708,7 @@ impl MqttHub {
 
 /// Why a device's publish was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PublishRefusal {
+pub(crate) enum PublishRefusal {
     TopicInvalid,
     NotAuthorized,
 }
@@ -714,15 +716,15 @@ pub enum PublishRefusal {
 /// Where the server listens, from the core configuration.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    pub tls_addr: std::net::SocketAddr,
-    pub files: certs::ServerFiles,
+    pub(crate) tls_addr: std::net::SocketAddr,
+    pub(crate) files: certs::ServerFiles,
     /// Whether any of the TLS files was named in the configuration.
-    pub files_configured: bool,
-    pub plain_addr: Option<std::net::SocketAddr>,
-    pub root: std::path::PathBuf,
+    pub(crate) files_configured: bool,
+    pub(crate) plain_addr: Option<std::net::SocketAddr>,
+    pub(crate) root: std::path::PathBuf,
     /// `writeDirectory` (default the root): where the persistent sessions are stored, as the
     /// cloud spool is (state, not configuration).
-    pub write_dir: std::path::PathBuf,
+    pub(crate) write_dir: std::path::PathBuf,
     pub queue_capacity: usize,
 }
 
@@ -757,7 +759,7 @@ impl Setup {
 
 /// The durable store of persistent sessions ([`sessions`]), under `writeDirectory` (default
 /// the root).
-pub fn sessions_file(write_dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn sessions_file(write_dir: &std::path::Path) -> std::path::PathBuf {
     write_dir.join("mqtt").join("sessions.redb")
 }
 
@@ -769,30 +771,55 @@ pub fn listeners_file(root: &std::path::Path) -> std::path::PathBuf {
 /// Binds the listeners and starts serving. Without certificates the TLS listener stays off
 /// (with a warning when the group has devices); a listener that cannot be bound, or TLS files
 /// that are named but unusable, stop the start-up.
+/// Why the local MQTT server could not start; each message names the setting or file to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error("the local MQTT server's persistent sessions: {0}")]
+    Sessions(#[source] sessions::SessionStoreError),
+    #[error("cannot listen on {addr} (evergreen.listeners.{listener}) for MQTT: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        /// `mqttPlain` or `mqttTls`, the key under `evergreen.listeners`.
+        listener: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the local MQTT server's TLS files: {0}")]
+    Tls(#[source] server::TlsError),
+    #[error("cannot start the MQTT server thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), String> {
+    // The CLI keeps the message as a String; the typed error stays in this crate.
+    start_listeners(setup, hub, has_devices).map_err(|e| e.to_string())
+}
+
+fn start_listeners(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), StartError> {
     let store_path = sessions_file(&setup.write_dir);
-    let (store, stored) = SessionStore::open(&store_path, OFFLINE_QUEUE)
-        .map_err(|e| format!("the local MQTT server's persistent sessions: {e}"))?;
+    let (store, stored) =
+        SessionStore::open(&store_path, OFFLINE_QUEUE).map_err(StartError::Sessions)?;
     hub.restore(store, stored);
     let mut bound = server::Bound::default();
     if let Some(addr) = setup.plain_addr {
-        let l = server::bind(addr).map_err(|e| {
-            format!("cannot listen on {addr} (evergreen.listeners.mqttPlain) for MQTT: {e}")
+        let l = server::bind(addr).map_err(|source| StartError::Bind {
+            addr,
+            listener: "mqttPlain",
+            source,
         })?;
         bound.plain = Some(l);
     }
     let files = &setup.files;
     let present = files.ca.exists() && files.cert.exists() && files.key.exists();
     if present || setup.files_configured {
-        let config = server::tls_config(files)
-            .map_err(|e| format!("the local MQTT server's TLS files: {e}"))?;
+        let config = server::tls_config(files).map_err(StartError::Tls)?;
         match server::bind(setup.tls_addr) {
             Ok(l) => bound.tls = Some((l, config)),
-            Err(e) => {
-                let what = format!(
-                    "cannot listen on {} (evergreen.listeners.mqttTls) for MQTT: {e}",
-                    setup.tls_addr
-                );
+            Err(source) => {
+                let what = StartError::Bind {
+                    addr: setup.tls_addr,
+                    listener: "mqttTls",
+                    source,
+                };
                 if has_devices {
                     return Err(what);
                 }
@@ -824,7 +851,7 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
     if let Err(e) = std::fs::write(&path, doc.to_string()) {
         log::warn!("cannot write {}: {e}", path.display());
     }
-    server::serve(hub, bound).map_err(|e| format!("cannot start the MQTT server thread: {e}"))
+    server::serve(hub, bound).map_err(StartError::Thread)
 }
 
 /// Each deployed plan says which devices may connect and what they may hear.
@@ -835,366 +862,4 @@ impl evergreen_runtime::services::PlanListener for MqttHub {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use evergreen_group::plan::{CoreSpec, DeviceSpec, LoggerPlan, SubscriptionSpec};
-    use evergreen_runtime::router::{Subscription, SubscriptionTable};
-
-    const DEV: &str = "arn:aws:iot:us-east-1:123456789012:thing/display-1";
-    const SENSOR: &str = "arn:aws:iot:us-east-1:123456789012:thing/sensor-1";
-    const FUNC: &str = "arn:aws:lambda:us-east-1:123456789012:function:cmd:1";
-
-    fn plan(devices: &[(&str, &str)], subs: &[(&str, &str, &str)]) -> GroupPlan {
-        GroupPlan {
-            core: CoreSpec {
-                thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/core".into(),
-                thing_name: "core".into(),
-                region: "us-east-1".into(),
-                account: "123456789012".into(),
-                sync_shadow: false,
-            },
-            components: BTreeMap::new(),
-            subscriptions: subs
-                .iter()
-                .enumerate()
-                .map(|(i, (source, subject, target))| SubscriptionSpec {
-                    id: format!("s{i}"),
-                    source: (*source).into(),
-                    subject: (*subject).into(),
-                    target: (*target).into(),
-                })
-                .collect(),
-            devices: devices
-                .iter()
-                .map(|(name, arn)| {
-                    (
-                        (*arn).to_owned(),
-                        DeviceSpec {
-                            id: (*name).into(),
-                            thing_arn: (*arn).into(),
-                            thing_name: (*name).into(),
-                            certificate_arn: String::new(),
-                            sync_shadow: false,
-                        },
-                    )
-                })
-                .collect(),
-            resources: BTreeMap::new(),
-            loggers: LoggerPlan::default(),
-        }
-    }
-
-    fn hub_for(p: &GroupPlan) -> Arc<MqttHub> {
-        let table = SubscriptionTable::build(
-            p.subscriptions
-                .iter()
-                .map(|s| Subscription::new(&s.id, &s.source, &s.subject, &s.target)),
-        )
-        .expect("table");
-        let hub = MqttHub::new(Arc::new(Router::new(table)), 16);
-        hub.update_plan(p);
-        hub
-    }
-
-    fn sample() -> GroupPlan {
-        plan(
-            &[("display-1", DEV), ("sensor-1", SENSOR)],
-            &[
-                (FUNC, "display/+/cmd", DEV),
-                (SENSOR, "sensors/+/temp", DEV),
-            ],
-        )
-    }
-
-    #[test]
-    fn connect_checks_group_certificate_and_features() {
-        let hub = hub_for(&sample());
-        assert_eq!(
-            hub.connect("ghost", None, false, false).err(),
-            Some(Refusal::UnknownThing)
-        );
-        assert_eq!(
-            hub.connect("display-1", Some(Some("sensor-1")), false, false)
-                .err(),
-            Some(Refusal::IdMismatch)
-        );
-        assert_eq!(
-            hub.connect("display-1", Some(None), false, false).err(),
-            Some(Refusal::NoCertificate)
-        );
-        assert!(matches!(
-            hub.connect("display-1", Some(Some("display-1")), false, true),
-            Err(Refusal::Unsupported(_))
-        ));
-        assert!(hub
-            .connect("display-1", Some(Some("display-1")), false, false)
-            .is_ok());
-        assert_eq!(hub.counters.connections_refused.load(Ordering::Relaxed), 4);
-    }
-
-    #[test]
-    fn subscribe_only_what_some_subscription_delivers() {
-        let hub = hub_for(&sample());
-        assert!(hub.may_subscribe(DEV, "display/#"));
-        assert!(hub.may_subscribe(DEV, "sensors/kitchen/temp"));
-        assert!(hub.may_subscribe(DEV, "#"));
-        assert!(!hub.may_subscribe(DEV, "secret/#"));
-        assert!(!hub.may_subscribe(DEV, "display/1/status"));
-        assert!(!hub.may_subscribe(DEV, "display/#/x"), "invalid filter");
-        // Nothing targets the sensor.
-        assert!(!hub.may_subscribe(SENSOR, "display/#"));
-        assert_eq!(hub.counters.subscribes_refused.load(Ordering::Relaxed), 4);
-    }
-
-    #[test]
-    fn publish_is_routed_or_dropped_and_counted() {
-        let hub = hub_for(&sample());
-        assert_eq!(hub.publish(SENSOR, "sensors/a/temp", b"1"), Ok(()));
-        assert_eq!(
-            hub.publish(SENSOR, "sensors/a/humidity", b"1"),
-            Err(PublishRefusal::NotAuthorized)
-        );
-        assert_eq!(
-            hub.publish(SENSOR, "sensors/+/temp", b"1"),
-            Err(PublishRefusal::TopicInvalid)
-        );
-        assert_eq!(hub.counters.publishes_dropped.load(Ordering::Relaxed), 2);
-    }
-
-    #[test]
-    fn persistent_session_queues_qos1_while_offline() {
-        let hub = hub_for(&sample());
-        let c = hub
-            .connect("display-1", None, true, false)
-            .expect("connect");
-        assert!(!c.session_present);
-        c.session.subscribe("display/#", true);
-        c.session.subscribe("sensors/#", false);
-        hub.disconnected(&c.session, c.conn_id);
-        drop(c.rx);
-        let router = hub.router();
-        router
-            .publish(FUNC, "display/1/cmd", Arc::from(&b"on"[..]))
-            .expect("publish");
-        // QoS 0 subscription: nothing is kept for an offline device.
-        let out = router
-            .publish(SENSOR, "sensors/a/temp", Arc::from(&b"20"[..]))
-            .expect("publish");
-        assert_eq!(out.closed, 1);
-        let again = hub
-            .connect("display-1", None, true, false)
-            .expect("reconnect");
-        assert!(again.session_present);
-        let queued = again.session.take_offline();
-        assert_eq!(queued.len(), 1);
-        assert_eq!(&*queued[0].msg.topic, "display/1/cmd");
-
-        // Bounded: past OFFLINE_QUEUE messages are dropped and counted.
-        hub.disconnected(&again.session, again.conn_id);
-        for _ in 0..OFFLINE_QUEUE + 5 {
-            let _ = router.publish(FUNC, "display/1/cmd", Arc::from(&b"x"[..]));
-        }
-        assert_eq!(hub.counters.dropped_offline.load(Ordering::Relaxed), 5);
-
-        // A clean connection discards the old session.
-        let clean = hub.connect("display-1", None, false, false).expect("clean");
-        assert!(!clean.session_present);
-        assert!(clean.session.take_offline().is_empty());
-    }
-
-    /// A hub as `run.rs` makes it: the store restored before the first plan.
-    fn hub_with_store(p: &GroupPlan, path: &std::path::Path) -> (Arc<MqttHub>, Arc<SessionStore>) {
-        let table = SubscriptionTable::build(
-            p.subscriptions
-                .iter()
-                .map(|s| Subscription::new(&s.id, &s.source, &s.subject, &s.target)),
-        )
-        .expect("table");
-        let hub = MqttHub::new(Arc::new(Router::new(table)), 16);
-        let (store, stored) = SessionStore::open(path, OFFLINE_QUEUE).expect("open store");
-        hub.restore(store.clone(), stored);
-        hub.update_plan(p);
-        (hub, store)
-    }
-
-    fn cmd(hub: &MqttHub, i: usize) {
-        hub.router()
-            .publish(FUNC, &format!("display/{i}/cmd"), Arc::from(&b"x"[..]))
-            .expect("publish");
-    }
-
-    fn topics(out: &[Outgoing]) -> Vec<String> {
-        out.iter().map(|o| o.msg.topic.to_string()).collect()
-    }
-
-    #[test]
-    fn a_stored_session_comes_back_with_its_queue_in_order() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("mqtt/sessions.redb");
-        let p = sample();
-        {
-            let (hub, store) = hub_with_store(&p, &path);
-            let c = hub
-                .connect("display-1", None, true, false)
-                .expect("connect");
-            c.session.subscribe("display/#", true);
-            hub.disconnected(&c.session, c.conn_id);
-            for i in 0..5 {
-                cmd(&hub, i);
-            }
-            assert!(store.close());
-        }
-        // The restart: the restored session is the router's sink again at once.
-        let (hub, store) = hub_with_store(&p, &path);
-        for i in 5..7 {
-            cmd(&hub, i);
-        }
-        let c = hub
-            .connect("display-1", None, true, false)
-            .expect("reconnect");
-        assert!(c.session_present, "a restored session is present");
-        let queued = c.session.take_offline();
-        let want: Vec<String> = (0..7).map(|i| format!("display/{i}/cmd")).collect();
-        assert_eq!(topics(&queued), want);
-        assert!(queued.iter().all(|o| o.qos1 && o.stored.is_some()));
-        // Three acknowledged; one not (connection lost): it goes back, already stored.
-        for out in &queued[..3] {
-            c.session.acked(out);
-        }
-        let mut rest = queued.into_iter().skip(3);
-        let unacked = rest.next().expect("fourth");
-        c.session.requeue(unacked);
-        // A live message the device did not acknowledge is stored when requeued.
-        c.session.requeue(Outgoing {
-            msg: Message {
-                topic: Arc::from("display/9/cmd"),
-                payload: Arc::from(&b"x"[..]),
-                source: Arc::from(FUNC),
-            },
-            qos1: true,
-            stored: None,
-        });
-        hub.disconnected(&c.session, c.conn_id);
-        assert!(store.close());
-        drop(hub);
-
-        let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].subs, vec![("display/#".to_string(), true)]);
-        let left: Vec<String> = found[0]
-            .queued
-            .iter()
-            .map(|(_, m)| m.topic.to_string())
-            .collect();
-        // The requeued 4th keeps its place (its key); the others were never taken.
-        assert_eq!(
-            left,
-            vec![
-                "display/3/cmd",
-                "display/4/cmd",
-                "display/5/cmd",
-                "display/6/cmd",
-                "display/9/cmd"
-            ]
-        );
-    }
-
-    #[test]
-    fn clean_connects_and_new_plans_delete_stored_sessions() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("sessions.redb");
-        let p = sample();
-        {
-            let (hub, store) = hub_with_store(&p, &path);
-            let c = hub
-                .connect("display-1", None, true, false)
-                .expect("connect");
-            c.session.subscribe("display/#", true);
-            hub.disconnected(&c.session, c.conn_id);
-            cmd(&hub, 1);
-            assert!(store.close());
-        }
-        {
-            // Restored, then a plan without the device: deleted from the store.
-            let (hub, store) = hub_with_store(&p, &path);
-            hub.update_plan(&plan(&[("sensor-1", SENSOR)], &[]));
-            assert!(store.close());
-        }
-        let (hub, store) = hub_with_store(&p, &path);
-        let c = hub
-            .connect("display-1", None, true, false)
-            .expect("connect");
-        assert!(!c.session_present, "the removed device's session is gone");
-        c.session.subscribe("display/#", true);
-        hub.disconnected(&c.session, c.conn_id);
-        cmd(&hub, 2);
-        // A clean connect replaces the persistent session, in memory and on disk.
-        let clean = hub.connect("display-1", None, false, false).expect("clean");
-        assert!(clean.session.take_offline().is_empty());
-        assert!(store.close());
-        drop(hub);
-        let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
-        assert!(found.is_empty(), "{found:?}");
-    }
-
-    #[test]
-    fn mqtt5_sessions_expire_after_their_interval_offline() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("sessions.redb");
-        let p = sample();
-        let (hub, store) = hub_with_store(&p, &path);
-        let c = hub
-            .connect("display-1", None, true, false)
-            .expect("connect");
-        c.session.set_expiry(60);
-        c.session.subscribe("display/#", true);
-        hub.disconnected(&c.session, c.conn_id);
-        cmd(&hub, 1);
-        let since = c.session.lock().offline_since.expect("offline since");
-        // Within the interval: kept; past it: the sweep ends it, in memory and in the store.
-        hub.expire_sessions(since + 59);
-        assert_eq!(c.session.lock().offline.len(), 1);
-        hub.expire_sessions(since + 60);
-        let again = hub
-            .connect("display-1", None, true, false)
-            .expect("reconnect");
-        assert!(!again.session_present, "an expired session is not resumed");
-        assert!(again.session.take_offline().is_empty());
-        // A device returning after its interval, before any sweep, does not resume it either.
-        again.session.set_expiry(5);
-        again.session.subscribe("display/#", true);
-        hub.disconnected(&again.session, again.conn_id);
-        cmd(&hub, 2);
-        again.session.lock().offline_since = Some(sessions::unix_now() - 10);
-        let third = hub.connect("display-1", None, true, false).expect("third");
-        assert!(!third.session_present);
-        assert!(third.session.take_offline().is_empty());
-        // MQTT 3.1.1 (or 0xFFFFFFFF): never.
-        third.session.set_expiry(u32::MAX);
-        hub.disconnected(&third.session, third.conn_id);
-        hub.expire_sessions(u64::MAX);
-        assert!(
-            hub.connect("display-1", None, true, false)
-                .expect("fourth")
-                .session_present
-        );
-        assert!(store.close());
-    }
-
-    #[test]
-    fn a_new_plan_ends_sessions_of_removed_devices() {
-        let hub = hub_for(&sample());
-        let mut c = hub
-            .connect("display-1", None, true, false)
-            .expect("connect");
-        hub.update_plan(&plan(&[("sensor-1", SENSOR)], &[]));
-        assert!(hub.device("display-1").is_none());
-        // The connection's queue closed: its writer stops and closes the connection.
-        assert!(matches!(
-            c.rx.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
-        ));
-    }
-}
+mod tests;

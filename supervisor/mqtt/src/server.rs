@@ -54,7 +54,7 @@ impl TryFrom<ServerError> for v5::PublishAck {
 
 /// Why the TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,
@@ -91,7 +91,7 @@ fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// The server's rustls settings: its certificate, and client certificates required and
 /// verified against the group CA.
-pub fn tls_config(files: &ServerFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub(crate) fn tls_config(files: &ServerFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in pem_certs(&files.ca)? {
@@ -688,29 +688,29 @@ fn mqtt_service<F: ntex::io::Filter>(
 
 /// Listeners bound before the deployment (so a busy port is a start-up error).
 #[derive(Debug, Default)]
-pub struct Bound {
+pub(crate) struct Bound {
     pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     pub plain: Option<TcpListener>,
 }
 
 impl Bound {
-    pub fn tls_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
-    pub fn plain_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn plain_addr(&self) -> Option<SocketAddr> {
         self.plain.as_ref().and_then(|l| l.local_addr().ok())
     }
 }
 
 /// Binds a listener as the server wants it (non-blocking, address reuse left to the OS).
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
 /// Serves the bound listeners on the `mqtt-server` thread until the process exits.
-pub fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
+pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
     if bound.tls.is_none() && bound.plain.is_none() {
         return Ok(());
     }

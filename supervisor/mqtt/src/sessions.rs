@@ -27,7 +27,7 @@
 //!   up in one transaction (group commit), so a burst costs one fsync per batch, not per message.
 //!   A message still in the hand-off when the process dies is lost, as any message not yet
 //!   queued. A full hand-off is never waited for: that message is kept in memory only (it is
-//!   still delivered unless the runtime stops first), counted in [`SessionStore::not_stored`]
+//!   still delivered unless the runtime stops first), counted in `SessionStore::not_stored`
 //!   and logged.
 //! * **Removals** after the device's PUBACK are committed with `Durability::Eventual` (no fsync)
 //!   unless the same batch holds other writes: after a crash or power loss an already delivered
@@ -66,7 +66,7 @@ const QUEUED: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("qu
 const EXPIRY: TableDefinition<'_, &str, (u32, u64)> = TableDefinition::new("expiry");
 
 /// Writes waiting for the writer thread; past it a queued message is kept in memory only.
-pub const HANDOFF: usize = 4096;
+pub(crate) const HANDOFF: usize = 4096;
 
 /// Most writes the writer thread commits in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -76,7 +76,7 @@ const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionStoreError {
+pub(crate) enum SessionStoreError {
     #[error("MQTT session store {}: {source}", path.display())]
     Store {
         path: PathBuf,
@@ -98,7 +98,7 @@ fn store_err(path: &Path, e: impl Into<redb::Error>) -> SessionStoreError {
 
 /// A persistent session as the store holds it.
 #[derive(Debug, Clone)]
-pub struct StoredSession {
+pub(crate) struct StoredSession {
     pub thing_arn: Arc<str>,
     /// Granted filters and whether at QoS 1.
     pub subs: Vec<(String, bool)>,
@@ -110,7 +110,7 @@ pub struct StoredSession {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -141,12 +141,14 @@ enum Op {
     /// Commits with an fsync and answers.
     Flush(mpsc::SyncSender<()>),
     /// Commits, closes the database (releasing its lock) and answers; the writer ends.
+    /// Only the tests close a store (to open its file again); the runtime flushes.
+    #[cfg(test)]
     Close(mpsc::SyncSender<()>),
 }
 
 /// The store: a hand-off to its writer thread, shared by the hub and every session.
 #[derive(Debug)]
-pub struct SessionStore {
+pub(crate) struct SessionStore {
     tx: mpsc::SyncSender<Op>,
     next_seq: AtomicU64,
     not_stored: AtomicU64,
@@ -379,7 +381,9 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
                 } => {
                     expiry.insert(&**arn, *e).map_err(boxed)?;
                 }
-                Op::Flush(_) | Op::Close(_) => {}
+                Op::Flush(_) => {}
+                #[cfg(test)]
+                Op::Close(_) => {}
             }
         }
     }
@@ -407,16 +411,20 @@ fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Op>) {
                 batch.len()
             );
         }
+        // Only the tests close a store; the runtime's clean stop flushes it.
+        #[cfg(test)]
         let mut closing = None;
         for op in batch {
             match op {
                 Op::Flush(done) => {
                     let _ = done.try_send(());
                 }
+                #[cfg(test)]
                 Op::Close(done) => closing = Some(done),
                 _ => {}
             }
         }
+        #[cfg(test)]
         if let Some(done) = closing {
             drop(db);
             let _ = done.try_send(());
@@ -446,7 +454,7 @@ fn send_bounded(tx: &mpsc::SyncSender<Op>, mut op: Op) -> bool {
 impl SessionStore {
     /// Opens (or creates) the store at `path`, returns what it holds (at most `bound` queued
     /// messages per session, oldest first) and starts its writer thread.
-    pub fn open(
+    pub(crate) fn open(
         path: &Path,
         bound: usize,
     ) -> Result<(Arc<SessionStore>, Vec<StoredSession>), SessionStoreError> {
@@ -538,7 +546,7 @@ impl SessionStore {
     }
 
     /// Stores the session's granted filters (and creates its row if needed).
-    pub fn set_subs(&self, arn: &Arc<str>, subs: Vec<(String, bool)>) {
+    pub(crate) fn set_subs(&self, arn: &Arc<str>, subs: Vec<(String, bool)>) {
         self.known().insert(arn.clone());
         self.control(Op::Subs {
             arn: arn.clone(),
@@ -547,7 +555,7 @@ impl SessionStore {
     }
 
     /// A new session for `arn`: whatever was stored for it goes; a persistent one begins empty.
-    pub fn reset(&self, arn: &Arc<str>, persistent: bool) {
+    pub(crate) fn reset(&self, arn: &Arc<str>, persistent: bool) {
         let had = if persistent {
             !self.known().insert(arn.clone())
         } else {
@@ -564,13 +572,13 @@ impl SessionStore {
 
     /// The session of `arn` ended for good (a clean session took over, or the device left the
     /// group).
-    pub fn forget(&self, arn: &Arc<str>) {
+    pub(crate) fn forget(&self, arn: &Arc<str>) {
         self.reset(arn, false);
     }
 
     /// Queues `msg` for the offline session of `arn` and returns its key. Never waits: a full
     /// hand-off leaves the message in memory only (counted and logged).
-    pub fn queue(&self, arn: &Arc<str>, msg: &Message) -> u64 {
+    pub(crate) fn queue(&self, arn: &Arc<str>, msg: &Message) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let op = Op::Queue {
             arn: arn.clone(),
@@ -596,7 +604,7 @@ impl SessionStore {
 
     /// The session's MQTT 5 expiry (`None`: never) and since when its device is offline
     /// (`None`: connected).
-    pub fn set_expiry(&self, arn: &Arc<str>, expiry: Option<(u32, Option<u64>)>) {
+    pub(crate) fn set_expiry(&self, arn: &Arc<str>, expiry: Option<(u32, Option<u64>)>) {
         self.control(Op::Expiry {
             arn: arn.clone(),
             expiry: expiry.map(|(secs, since)| (secs, since.unwrap_or(0))),
@@ -604,7 +612,7 @@ impl SessionStore {
     }
 
     /// The message `seq` of `arn` was delivered (PUBACK): removed without an fsync.
-    pub fn remove(&self, arn: &Arc<str>, seq: u64) {
+    pub(crate) fn remove(&self, arn: &Arc<str>, seq: u64) {
         // A full hand-off only costs a duplicate after a restart.
         let _ = self.tx.try_send(Op::Remove {
             arn: arn.clone(),
@@ -613,14 +621,15 @@ impl SessionStore {
     }
 
     /// Commits everything handed off so far with an fsync (a clean stop). Bounded wait.
-    pub fn flush(&self) -> bool {
+    pub(crate) fn flush(&self) -> bool {
         let (done, wait) = mpsc::sync_channel(1);
         send_bounded(&self.tx, Op::Flush(done)) && wait.recv_timeout(FLUSH_WAIT).is_ok()
     }
 
     /// Commits everything handed off so far and closes the file (its lock released); later
     /// writes are not stored. Bounded wait.
-    pub fn close(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn close(&self) -> bool {
         let (done, wait) = mpsc::sync_channel(1);
         send_bounded(&self.tx, Op::Close(done)) && wait.recv_timeout(FLUSH_WAIT).is_ok()
     }
@@ -631,7 +640,9 @@ impl SessionStore {
     }
 
     /// Queued messages kept in memory only because the hand-off was full.
-    pub fn not_stored(&self) -> u64 {
+    // Read only by the tests; the runtime logs each message not stored.
+    #[cfg(test)]
+    pub(crate) fn not_stored(&self) -> u64 {
         self.not_stored.load(Ordering::Relaxed)
     }
 }

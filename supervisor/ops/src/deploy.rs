@@ -118,8 +118,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Why `redeploy`, `reset` or reading the history failed; the control
+/// socket sends the message to the CLI as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("deployment history {} is unreadable: {source}", path.display())]
+    HistoryUnreadable {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    HistoryRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no deployment {0:?} in the history")]
+    UnknownDeployment(String),
+    #[error("deployment {0} names no group version")]
+    NoVersion(String),
+    #[error(transparent)]
+    Group(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Why the started components did not all become `Ready`: the deployment
+/// fails and is rolled back, and this is its error message.
+#[derive(Debug, thiserror::Error)]
+enum ReadyError {
+    #[error("supervisor: {0}")]
+    Supervisor(actix::MailboxError),
+    #[error("{arn} did not come up: {why}")]
+    DidNotComeUp { arn: String, why: String },
+    #[error("not Ready in time: {}", .0.join(", "))]
+    NotReadyInTime(Vec<String>),
+}
+
 /// `<write dir>/deployments`.
-pub fn deployments_dir(write_dir: &Path) -> PathBuf {
+pub(crate) fn deployments_dir(write_dir: &Path) -> PathBuf {
     write_dir.join("deployments")
 }
 
@@ -167,9 +203,12 @@ impl Deployer {
     }
 
     /// Resolves and installs `plan`'s secrets (see `evergreen_secrets`).
-    async fn install_secrets(&self, plan: &GroupPlan) -> Result<(), String> {
+    async fn install_secrets(
+        &self,
+        plan: &GroupPlan,
+    ) -> Result<(), evergreen_secrets::SecretError> {
         match &self.secrets {
-            Some((secrets, aws)) => secrets.deploy(plan, aws).await.map_err(|e| e.to_string()),
+            Some((secrets, aws)) => secrets.deploy(plan, aws).await,
             None => Ok(()),
         }
     }
@@ -191,7 +230,7 @@ impl Deployer {
     }
 
     /// What runs now, for `evergreen status`.
-    pub fn current_label(&self) -> Option<String> {
+    pub(crate) fn current_label(&self) -> Option<String> {
         lock(&self.current).as_ref().map(|c| c.label.clone())
     }
 
@@ -200,13 +239,15 @@ impl Deployer {
     }
 
     /// Every recorded deployment, newest first.
-    pub fn history(&self) -> Result<Vec<DeploymentRecord>, String> {
+    pub fn history(&self) -> Result<Vec<DeploymentRecord>, DeployError> {
         let path = self.history_path();
         let mut records: Vec<DeploymentRecord> = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("deployment history {} is unreadable: {e}", path.display()))?,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(records) => records,
+                Err(source) => return Err(DeployError::HistoryUnreadable { path, source }),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(DeployError::HistoryRead { path, source }),
         };
         records.reverse();
         Ok(records)
@@ -321,7 +362,7 @@ impl Deployer {
         // A secret that cannot be resolved fails the deployment before
         // anything changes.
         if let Err(e) = self.install_secrets(&plan).await {
-            return self.finish(rec, DeploymentStatus::Failure, Some(e));
+            return self.finish(rec, DeploymentStatus::Failure, Some(e.to_string()));
         }
         let diff = match self.supervisor.send(Deploy(plan.clone())).await {
             Ok(Ok(diff)) => diff,
@@ -383,12 +424,12 @@ impl Deployer {
 
     /// Waits until every component in `started` is `Ready`; the first one
     /// that exits, breaks the protocol or times out fails the deployment.
-    async fn wait_ready(&self, started: &[String]) -> Result<(), String> {
+    async fn wait_ready(&self, started: &[String]) -> Result<(), ReadyError> {
         let deadline = Instant::now() + self.readiness + READY_MARGIN;
         loop {
             let statuses = match self.supervisor.send(Status).await {
                 Ok(s) => s,
-                Err(e) => return Err(format!("supervisor: {e}")),
+                Err(e) => return Err(ReadyError::Supervisor(e)),
             };
             let mut pending = Vec::new();
             for arn in started {
@@ -406,7 +447,10 @@ impl Deployer {
                         .last_exit
                         .as_ref()
                         .map_or_else(|| "stopped".to_string(), ToString::to_string);
-                    return Err(format!("{arn} did not come up: {why}"));
+                    return Err(ReadyError::DidNotComeUp {
+                        arn: arn.clone(),
+                        why,
+                    });
                 }
                 if s.state != ComponentState::Running {
                     pending.push(arn.as_str());
@@ -416,40 +460,38 @@ impl Deployer {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!("not Ready in time: {}", pending.join(", ")));
+                return Err(ReadyError::NotReadyInTime(
+                    pending.iter().map(|a| a.to_string()).collect(),
+                ));
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
     /// Deploys again the version of deployment `deployment_id`.
-    pub async fn redeploy(&self, deployment_id: &str) -> Result<DeploymentRecord, String> {
+    pub async fn redeploy(&self, deployment_id: &str) -> Result<DeploymentRecord, DeployError> {
         let history = self.history()?;
         let Some(version) = history
             .iter()
             .find(|r| r.deployment_id == deployment_id)
             .map(|r| r.group_version.clone())
         else {
-            return Err(format!("no deployment {deployment_id:?} in the history"));
+            return Err(DeployError::UnknownDeployment(deployment_id.to_owned()));
         };
         let Some(version) = version else {
-            return Err(format!("deployment {deployment_id} names no group version"));
+            return Err(DeployError::NoVersion(deployment_id.to_owned()));
         };
         Ok(self.deploy(&version, DeploymentType::Redeployment).await)
     }
 
     /// Stops every component: deploys the empty group (stored as a version,
     /// so a restart after a reset starts nothing too).
-    pub async fn reset(&self) -> Result<DeploymentRecord, String> {
+    pub async fn reset(&self) -> Result<DeploymentRecord, DeployError> {
         let text = "{}";
         let plan = self
             .loader
-            .load(text, "the empty group", PathBuf::from("/"))
-            .map_err(|e| e.to_string())?;
-        let created = self
-            .store
-            .create(text, Path::new("/"), None, &plan)
-            .map_err(|e| e.to_string())?;
+            .load(text, "the empty group", PathBuf::from("/"))?;
+        let created = self.store.create(text, Path::new("/"), None, &plan)?;
         Ok(self
             .deploy(created.id.as_str(), DeploymentType::ResetDeployment)
             .await)

@@ -64,15 +64,15 @@ use time::OffsetDateTime;
 use evergreen_group::plan::GroupPlan;
 
 /// Where versions live, relative to the write directory.
-pub const VERSIONS_DIR: &str = "deployments/versions";
+pub(crate) const VERSIONS_DIR: &str = "deployments/versions";
 /// The stored group, in canonical form; its SHA-256 is the id.
-pub const GROUP_FILE: &str = "group.json";
+pub(crate) const GROUP_FILE: &str = "group.json";
 /// What is known about a version besides its content.
-pub const META_FILE: &str = "meta.json";
+pub(crate) const META_FILE: &str = "meta.json";
 /// The shortest prefix that selects a version: 6 hex digits are 16.7 million
 /// values, so a gateway's few hundred versions rarely collide, and a typo
 /// rarely selects the wrong one.
-pub const MIN_PREFIX_LEN: usize = 6;
+pub(crate) const MIN_PREFIX_LEN: usize = 6;
 
 const FILE_MODE: u32 = 0o440;
 const DIR_MODE: u32 = 0o750;
@@ -85,9 +85,9 @@ pub struct VersionId(String);
 
 impl VersionId {
     /// Length of an id in hex digits.
-    pub const LEN: usize = 64;
+    pub(crate) const LEN: usize = 64;
     /// Length of the short form shown in tables.
-    pub const SHORT_LEN: usize = 12;
+    pub(crate) const SHORT_LEN: usize = 12;
 
     /// The id of this content (the canonical group's bytes).
     pub fn of(content: &[u8]) -> Self {
@@ -109,7 +109,7 @@ impl VersionId {
         &self.0
     }
 
-    /// The first [`Self::SHORT_LEN`] digits, for people.
+    /// The first `Self::SHORT_LEN` digits, for people.
     pub fn short(&self) -> &str {
         &self.0[..Self::SHORT_LEN]
     }
@@ -393,7 +393,7 @@ impl VersionStore {
     }
 
     /// The version whose id is or starts with `id_or_prefix` (at least
-    /// [`MIN_PREFIX_LEN`] hex digits, case ignored), its content checked.
+    /// `MIN_PREFIX_LEN` hex digits, case ignored), its content checked.
     pub fn load(&self, id_or_prefix: &str) -> Result<StoredVersion, StoreError> {
         let id = self.resolve(id_or_prefix)?;
         self.read_verified(&id)
@@ -602,7 +602,7 @@ fn absolutize_executables(group: &mut Value, base: &Path) -> Result<(), StoreErr
 
 /// The canonical form (see the module documentation): compact, object keys
 /// sorted by their UTF-8 bytes.
-pub fn canonical_json(value: &Value) -> String {
+pub(crate) fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
     out

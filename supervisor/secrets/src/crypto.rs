@@ -24,7 +24,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
 /// Bytes in a key (AES-256).
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Associated data of a wrapped data key.
@@ -32,7 +32,7 @@ const WRAP_AAD: &[u8] = b"evergreen/secrets/data-key/v1";
 
 /// A 256-bit key, wiped from memory when dropped; `Debug` never shows it.
 #[derive(Clone)]
-pub struct Key([u8; KEY_LEN]);
+pub(crate) struct Key([u8; KEY_LEN]);
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,7 +53,7 @@ impl Drop for Key {
 
 impl Key {
     /// A fresh random key from the kernel's generator.
-    pub fn random() -> Result<Key, CryptoError> {
+    pub(crate) fn random() -> Result<Key, CryptoError> {
         let mut bytes = [0u8; KEY_LEN];
         random_bytes(&mut bytes)?;
         Ok(Key(bytes))
@@ -87,14 +87,14 @@ pub enum CryptoError {
 }
 
 /// Fills `buf` from the operating system's generator.
-pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(buf))
         .map_err(|e| CryptoError::Random(format!("/dev/urandom: {e}")))
 }
 
 /// Encrypts `plaintext` under `key`, bound to `aad`.
-pub fn seal(key: &Key, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn seal(key: &Key, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce)?;
     let ct = key
@@ -114,7 +114,7 @@ pub fn seal(key: &Key, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoEr
 }
 
 /// Decrypts what [`seal`] produced with the same key and `aad`.
-pub fn open(key: &Key, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn open(key: &Key, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(CryptoError::Truncated(sealed.len()));
     }
@@ -125,12 +125,12 @@ pub fn open(key: &Key, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError
 }
 
 /// `data_key` sealed under `core`.
-pub fn wrap(core: &Key, data_key: &Key) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn wrap(core: &Key, data_key: &Key) -> Result<Vec<u8>, CryptoError> {
     seal(core, &data_key.0, WRAP_AAD)
 }
 
 /// The data key inside `wrapped`.
-pub fn unwrap(core: &Key, wrapped: &[u8]) -> Result<Key, CryptoError> {
+pub(crate) fn unwrap(core: &Key, wrapped: &[u8]) -> Result<Key, CryptoError> {
     let mut bytes = open(core, wrapped, WRAP_AAD)?;
     let key = Key::from_slice(&bytes).ok_or(CryptoError::Authentication);
     bytes.iter_mut().for_each(|b| *b = 0);
@@ -139,7 +139,7 @@ pub fn unwrap(core: &Key, wrapped: &[u8]) -> Result<Key, CryptoError> {
 
 /// The secrets directory, created 0700 (and tightened to 0700 if it exists
 /// with wider permissions).
-pub fn ensure_dir(dir: &Path) -> Result<(), CryptoError> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), CryptoError> {
     let err = |message: String| CryptoError::KeyFile {
         path: dir.to_path_buf(),
         message,
@@ -155,7 +155,7 @@ pub fn ensure_dir(dir: &Path) -> Result<(), CryptoError> {
 
 /// The core key of the store in `dir` (`dir/core.key`), created on first
 /// use. An existing key file must be exactly 32 bytes and owner-only.
-pub fn core_key(dir: &Path) -> Result<Key, CryptoError> {
+pub(crate) fn core_key(dir: &Path) -> Result<Key, CryptoError> {
     ensure_dir(dir)?;
     let path = dir.join("core.key");
     let err = |message: String| CryptoError::KeyFile {
@@ -206,7 +206,7 @@ pub fn core_key(dir: &Path) -> Result<Key, CryptoError> {
 }
 
 /// Writes `bytes` to `path` owner-only, atomically and durably.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     evergreen_durable::write_atomic(path, bytes, evergreen_durable::Mode::Private)
 }
 

@@ -11,7 +11,7 @@ use evergreen_runtime::lambda::http::base64_decode;
 
 /// Why a download failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The secret or the staging label does not exist (or is deleted).
     NotFound(String),
     /// No answer, 5xx, throttling: worth falling back on an earlier copy.
@@ -22,7 +22,7 @@ pub enum FetchError {
 
 /// One `GetSecretValue` answer as a version. Never puts the value in an
 /// error message.
-pub fn parse_answer(answer: &Value, stage: &str) -> Result<PlainVersion, FetchError> {
+pub(crate) fn parse_answer(answer: &Value, stage: &str) -> Result<PlainVersion, FetchError> {
     let bad = |what: &str| FetchError::Failed(format!("GetSecretValue({stage}) answer: {what}"));
     let version_id = answer
         .get("VersionId")
@@ -73,7 +73,7 @@ pub fn parse_answer(answer: &Value, stage: &str) -> Result<PlainVersion, FetchEr
 
 /// Merges per-stage answers into one secret: a version answered for two
 /// labels appears once, with both.
-pub fn merge(resource: &str, arn: &str, answers: Vec<PlainVersion>) -> Resolved {
+pub(crate) fn merge(resource: &str, arn: &str, answers: Vec<PlainVersion>) -> Resolved {
     let mut versions: Vec<PlainVersion> = Vec::new();
     for v in answers {
         match versions.iter_mut().find(|k| k.version_id == v.version_id) {
@@ -102,7 +102,7 @@ const ATTEMPTS: u32 = 3;
 /// Downloads `arn` at every label of `stages`, signed with `creds`, from
 /// the `secretsmanager` endpoint of `aws` (an override, or the public one
 /// for the core's region — the ARN's own region when it names another).
-pub async fn fetch(
+pub(crate) async fn fetch(
     aws: &evergreen_aws::credentials::AwsAccess,
     creds: evergreen_ipc::AwsCredentials,
     resource: &str,

@@ -33,10 +33,10 @@
 //! the requested id. No value is ever logged, shown in a status or put in an
 //! error message: errors name resources, ARNs and ids only.
 
-pub mod crypto;
-pub mod fetch;
+mod crypto;
+mod fetch;
 pub mod names;
-pub mod store;
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -69,7 +69,7 @@ pub enum ValueKind {
 
 impl ValueKind {
     /// Valid UTF-8 is a string; anything else binary.
-    pub fn of(value: &[u8]) -> ValueKind {
+    pub(crate) fn of(value: &[u8]) -> ValueKind {
         if std::str::from_utf8(value).is_ok() {
             ValueKind::String
         } else {
@@ -89,8 +89,8 @@ impl ValueKind {
 /// contain a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{0}")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] names::NameError),
     #[error("the value is {0} bytes; Secrets Manager values are at most {MAX_SECRET_BYTES} bytes")]
     TooLarge(usize),
     #[error(transparent)]
@@ -127,7 +127,7 @@ impl SecretError {
 }
 
 /// A random version id in the UUID layout Secrets Manager uses.
-pub fn random_uuid() -> Result<String, crypto::CryptoError> {
+pub(crate) fn random_uuid() -> Result<String, crypto::CryptoError> {
     let mut b = [0u8; 16];
     crypto::random_bytes(&mut b)?;
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -146,7 +146,7 @@ pub fn random_uuid() -> Result<String, crypto::CryptoError> {
 /// Where a deployed copy came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Origin {
+pub(crate) enum Origin {
     /// `evergreen secrets put`.
     Local,
     /// AWS Secrets Manager `GetSecretValue`.
@@ -155,7 +155,7 @@ pub enum Origin {
 
 /// One version of a secret, in clear, between resolution and sealing.
 #[derive(Clone)]
-pub struct PlainVersion {
+pub(crate) struct PlainVersion {
     pub version_id: String,
     pub stages: Vec<String>,
     pub created_ms: u64,
@@ -182,7 +182,7 @@ impl Drop for PlainVersion {
 
 /// A secret resolved for a deployment, in clear.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub resource_id: String,
     pub arn: String,
     /// The friendly name (`Name` in answers).
@@ -259,7 +259,7 @@ pub struct SecretService {
 }
 
 /// An id as it may appear in a log line: quoted, and cut short.
-pub fn show_id(id: &str) -> String {
+pub(crate) fn show_id(id: &str) -> String {
     let mut end = id.len().min(256);
     while !id.is_char_boundary(end) {
         end -= 1;
@@ -274,10 +274,6 @@ impl SecretService {
             dir: dir.to_path_buf(),
             state: RwLock::new(None),
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, Option<State>> {
@@ -349,7 +345,7 @@ impl SecretService {
 
     /// Resolves every secret resource of `plan` (local store, then Secrets
     /// Manager through `aws`, see the module docs). Changes nothing.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         plan: &GroupPlan,
         aws: &evergreen_aws::credentials::AwsAccess,
@@ -468,7 +464,11 @@ impl SecretService {
 
     /// Seals `resolved` under a fresh data key, writes `deployed.json` and
     /// makes it (with `plan`'s grants) what requests are answered from.
-    pub fn install(&self, plan: &GroupPlan, resolved: Vec<Resolved>) -> Result<(), SecretError> {
+    pub(crate) fn install(
+        &self,
+        plan: &GroupPlan,
+        resolved: Vec<Resolved>,
+    ) -> Result<(), SecretError> {
         if resolved.is_empty() {
             // Nothing to keep: no key file is created for a group without
             // secrets, and the previous deployment's copies are deleted.
@@ -538,7 +538,7 @@ impl SecretService {
         Ok(())
     }
 
-    /// [`Self::resolve`] then [`Self::install`]: what a deployment does
+    /// `Self::resolve` then `Self::install`: what a deployment does
     /// before the supervisor starts anything.
     pub async fn deploy(
         &self,
@@ -551,7 +551,7 @@ impl SecretService {
 
     /// Answers `component`'s request for `secret_id` at `stage` (default
     /// `AWSCURRENT`), or refuses it. The caller logs refusals.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         component: &str,
         secret_id: &str,

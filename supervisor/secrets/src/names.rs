@@ -26,7 +26,7 @@ pub fn arn_name(arn: &str) -> Option<&str> {
 }
 
 /// `name` without Secrets Manager's `-XXXXXX` suffix, when it has one.
-pub fn without_suffix(name: &str) -> Option<&str> {
+pub(crate) fn without_suffix(name: &str) -> Option<&str> {
     let (base, suffix) = name.rsplit_once('-')?;
     (suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric()) && !base.is_empty())
         .then_some(base)
@@ -34,14 +34,14 @@ pub fn without_suffix(name: &str) -> Option<&str> {
 
 /// The friendly name a `GetSecretValue` answer carries for `arn`: the name
 /// part without its suffix.
-pub fn friendly_name(arn: &str) -> String {
+pub(crate) fn friendly_name(arn: &str) -> String {
     let name = arn_name(arn).unwrap_or(arn);
     without_suffix(name).unwrap_or(name).to_string()
 }
 
 /// How well a local store NAME serves the resource secret `arn`: `Some`
 /// rank (lower is better) or `None` when it does not.
-pub fn store_match(local: &str, arn: &str) -> Option<u8> {
+pub(crate) fn store_match(local: &str, arn: &str) -> Option<u8> {
     if local == arn {
         return Some(0);
     }
@@ -56,7 +56,7 @@ pub fn store_match(local: &str, arn: &str) -> Option<u8> {
 }
 
 /// Whether a request's `SecretId` names the secret `arn`.
-pub fn request_matches(secret_id: &str, arn: &str) -> bool {
+pub(crate) fn request_matches(secret_id: &str, arn: &str) -> bool {
     if secret_id == arn {
         return true;
     }
@@ -74,9 +74,18 @@ pub fn request_matches(secret_id: &str, arn: &str) -> bool {
     }
 }
 
+/// Why a name cannot be stored; the CLI prints the message as it is.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{0:?} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account-id>:secret:<name>)")]
+    NotAnArn(String),
+    #[error("{0:?} is not a secret name: 1 to 512 characters from A-Z a-z 0-9 / _ + = . @ -")]
+    NotAName(String),
+}
+
 /// Whether `name` may be stored: a Secrets Manager ARN, or a secret name of
 /// 1 to 512 characters from `A-Za-z0-9/_+=.@-` (Secrets Manager's set).
-pub fn check_local_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_local_name(name: &str) -> Result<(), NameError> {
     let plain = |n: &str| {
         !n.is_empty()
             && n.len() <= 512
@@ -86,17 +95,13 @@ pub fn check_local_name(name: &str) -> Result<(), String> {
     if name.starts_with("arn:") {
         return match arn_name(name) {
             Some(n) if plain(n) => Ok(()),
-            _ => Err(format!(
-                "{name:?} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account-id>:secret:<name>)"
-            )),
+            _ => Err(NameError::NotAnArn(name.to_owned())),
         };
     }
     if plain(name) {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a secret name: 1 to 512 characters from A-Z a-z 0-9 / _ + = . @ -"
-        ))
+        Err(NameError::NotAName(name.to_owned()))
     }
 }
 

@@ -173,7 +173,10 @@ impl LocalStore {
 
     /// The stored value that serves the resource secret `arn` (see
     /// [`names::store_match`]), decrypted.
-    pub fn find_for_arn(&self, arn: &str) -> Result<Option<(StoredInfo, Vec<u8>)>, SecretError> {
+    pub(crate) fn find_for_arn(
+        &self,
+        arn: &str,
+    ) -> Result<Option<(StoredInfo, Vec<u8>)>, SecretError> {
         let (list, _) = self.list();
         let best = list
             .into_iter()
@@ -187,7 +190,7 @@ impl LocalStore {
     }
 
     /// The decrypted value stored as `name`.
-    pub fn read_value(&self, name: &str) -> Result<Vec<u8>, SecretError> {
+    pub(crate) fn read_value(&self, name: &str) -> Result<Vec<u8>, SecretError> {
         let path = self.path_for(name);
         let entry = self.read_entry(&path)?;
         let core = crypto::core_key(&self.dir)?;

@@ -8,27 +8,27 @@
 use serde_json::{json, Map, Value};
 
 /// Largest request payload accepted: AWS IoT's MQTT message limit.
-pub const MAX_REQUEST_BYTES: usize = 128 << 10;
+pub(crate) const MAX_REQUEST_BYTES: usize = 128 << 10;
 /// Largest `state` (desired and reported, as JSON text, without metadata) a shadow may hold:
 /// AWS IoT's classic limit for a shadow's state document.
-pub const MAX_STATE_BYTES: usize = 8 << 10;
+pub(crate) const MAX_STATE_BYTES: usize = 8 << 10;
 /// Deepest nesting inside `desired` or `reported`, as AWS IoT allows.
-pub const MAX_DEPTH: usize = 6;
+pub(crate) const MAX_DEPTH: usize = 6;
 /// Longest `clientToken`, as AWS IoT allows.
-pub const MAX_CLIENT_TOKEN: usize = 64;
+pub(crate) const MAX_CLIENT_TOKEN: usize = 64;
 /// A deleted shadow's version is remembered this long; a shadow created again within it
 /// continues the old numbering (AWS IoT: 48 hours).
-pub const TOMBSTONE_SECS: u64 = 48 * 3600;
+pub(crate) const TOMBSTONE_SECS: u64 = 48 * 3600;
 
 /// A refused request: the `code` and `message` of a `/rejected` payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     pub code: u16,
     pub message: String,
 }
 
 impl Rejection {
-    pub fn new(code: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, message: impl Into<String>) -> Self {
         Rejection {
             code,
             message: message.into(),
@@ -36,7 +36,7 @@ impl Rejection {
     }
 
     /// The `/rejected` payload.
-    pub fn payload(&self, client_token: Option<&str>, now: u64) -> Value {
+    pub(crate) fn payload(&self, client_token: Option<&str>, now: u64) -> Value {
         let mut out = json!({ "code": self.code, "message": self.message, "timestamp": now });
         add_token(&mut out, client_token);
         out
@@ -51,7 +51,7 @@ fn add_token(out: &mut Value, client_token: Option<&str>) {
 
 /// A stored shadow, live or deleted (a tombstone keeps the version numbering going).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Shadow {
+pub(crate) struct Shadow {
     pub desired: Option<Map<String, Value>>,
     pub reported: Option<Map<String, Value>>,
     pub meta_desired: Option<Map<String, Value>>,
@@ -64,14 +64,14 @@ pub struct Shadow {
 
 /// The fields common to every request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Common {
+pub(crate) struct Common {
     pub client_token: Option<String>,
     pub version: Option<u64>,
 }
 
 /// A checked `/update` request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Update {
+pub(crate) struct Update {
     pub common: Common,
     /// `None`: not in the request; `Some(None)`: `null`, which deletes the whole section.
     pub desired: Option<Option<Map<String, Value>>>,
@@ -82,7 +82,7 @@ pub struct Update {
 
 /// Parses a request body as a JSON object; an empty body is an empty object (the
 /// greengrasssdk sends no body for get and delete).
-pub fn parse_body(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+pub(crate) fn parse_body(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
     if payload.len() > MAX_REQUEST_BYTES {
         return Err(Rejection::new(
             413,
@@ -103,7 +103,7 @@ pub fn parse_body(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
 }
 
 /// The `clientToken` of a body if it is a valid one: echoed even when another field is bad.
-pub fn client_token_of(body: &Map<String, Value>) -> Option<String> {
+pub(crate) fn client_token_of(body: &Map<String, Value>) -> Option<String> {
     match body.get("clientToken") {
         Some(Value::String(s)) if s.len() <= MAX_CLIENT_TOKEN => Some(s.clone()),
         _ => None,
@@ -111,7 +111,7 @@ pub fn client_token_of(body: &Map<String, Value>) -> Option<String> {
 }
 
 /// Checks `clientToken` and `version`.
-pub fn parse_common(body: &Map<String, Value>) -> Result<Common, Rejection> {
+pub(crate) fn parse_common(body: &Map<String, Value>) -> Result<Common, Rejection> {
     let client_token = match body.get("clientToken") {
         None => None,
         Some(Value::String(s)) if s.len() <= MAX_CLIENT_TOKEN => Some(s.clone()),
@@ -136,7 +136,7 @@ pub fn parse_common(body: &Map<String, Value>) -> Result<Common, Rejection> {
 }
 
 /// Checks an `/update` body.
-pub fn parse_update(body: &Map<String, Value>) -> Result<Update, Rejection> {
+pub(crate) fn parse_update(body: &Map<String, Value>) -> Result<Update, Rejection> {
     let common = parse_common(body)?;
     let state = match body.get("state") {
         None => return Err(Rejection::new(400, "Missing required node: state")),
@@ -192,7 +192,7 @@ fn depth(map: &Map<String, Value>) -> usize {
 
 /// The metadata of a value set at `now`: the value's shape with a `{"timestamp"}` per leaf
 /// (arrays get one per element, as AWS IoT does).
-pub fn metadata_of(value: &Value, now: u64) -> Value {
+pub(crate) fn metadata_of(value: &Value, now: u64) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
@@ -220,7 +220,7 @@ fn request_metadata(value: &Value, now: u64) -> Value {
 
 /// Merges `patch` into `target` (and its metadata): a `null` deletes the key, an object merges
 /// key by key, anything else (arrays included) replaces. An object emptied by `null`s goes too.
-pub fn merge(
+pub(crate) fn merge(
     target: &mut Map<String, Value>,
     meta: &mut Map<String, Value>,
     patch: &Map<String, Value>,
@@ -271,7 +271,7 @@ pub fn merge(
 
 /// What `desired` asks that `reported` does not have: keys missing from or different in
 /// `reported`, objects compared key by key, arrays and leaves as whole values.
-pub fn delta(
+pub(crate) fn delta(
     desired: &Map<String, Value>,
     reported: Option<&Map<String, Value>>,
 ) -> Map<String, Value> {
@@ -313,7 +313,7 @@ fn delta_metadata(delta: &Map<String, Value>, meta: Option<&Map<String, Value>>)
 
 impl Shadow {
     /// A live shadow's delta, if desired asks for anything.
-    pub fn delta(&self) -> Option<Map<String, Value>> {
+    pub(crate) fn delta(&self) -> Option<Map<String, Value>> {
         let desired = self.desired.as_ref()?;
         let d = delta(desired, self.reported.as_ref());
         (!d.is_empty()).then_some(d)
@@ -342,12 +342,12 @@ impl Shadow {
     }
 
     /// The stored form (also what `/update/documents` carries as `previous`/`current`).
-    pub fn document(&self) -> Value {
+    pub(crate) fn document(&self) -> Value {
         json!({ "state": self.state_value(), "metadata": self.metadata_value(), "version": self.version })
     }
 
     /// What is written to disk.
-    pub fn to_disk(&self) -> Value {
+    pub(crate) fn to_disk(&self) -> Value {
         if self.deleted {
             return json!({ "deleted": true, "version": self.version, "timestamp": self.timestamp });
         }
@@ -359,7 +359,7 @@ impl Shadow {
     }
 
     /// Reads the stored form back; `None` if it is not one.
-    pub fn from_disk(value: &Value) -> Option<Shadow> {
+    pub(crate) fn from_disk(value: &Value) -> Option<Shadow> {
         let obj = value.as_object()?;
         let version = obj.get("version")?.as_u64()?;
         let timestamp = obj.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
@@ -389,7 +389,7 @@ impl Shadow {
     }
 
     /// `/get/accepted`.
-    pub fn get_accepted(&self, client_token: Option<&str>, now: u64) -> Value {
+    pub(crate) fn get_accepted(&self, client_token: Option<&str>, now: u64) -> Value {
         let mut state = self.state_value();
         if let (Some(d), Value::Object(s)) = (self.delta(), &mut state) {
             s.insert("delta".into(), Value::Object(d));
@@ -405,7 +405,7 @@ impl Shadow {
     }
 
     /// `/update/delta` for the current state, if desired differs from reported.
-    pub fn delta_message(&self, client_token: Option<&str>, now: u64) -> Option<Value> {
+    pub(crate) fn delta_message(&self, client_token: Option<&str>, now: u64) -> Option<Value> {
         let d = self.delta()?;
         let meta = delta_metadata(&d, self.meta_desired.as_ref());
         let mut out =
@@ -422,7 +422,7 @@ impl Shadow {
 
 /// What an accepted update produced.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Updated {
+pub(crate) struct Updated {
     pub shadow: Shadow,
     pub accepted: Value,
     pub documents: Value,
@@ -430,7 +430,7 @@ pub struct Updated {
 }
 
 /// Applies an update to `current` (`None`: never existed or its tombstone has expired).
-pub fn apply_update(
+pub(crate) fn apply_update(
     current: Option<&Shadow>,
     update: &Update,
     now: u64,
@@ -509,7 +509,7 @@ pub fn apply_update(
 }
 
 /// Deletes `current`: the tombstone to store and the `/delete/accepted` payload.
-pub fn apply_delete(
+pub(crate) fn apply_delete(
     current: Option<&Shadow>,
     common: &Common,
     name: &str,
@@ -535,12 +535,12 @@ pub fn apply_delete(
 }
 
 /// The 404 AWS IoT answers for a shadow that does not exist.
-pub fn not_found(name: &str) -> Rejection {
+pub(crate) fn not_found(name: &str) -> Rejection {
     Rejection::new(404, format!("No shadow exists with name: '{name}'"))
 }
 
 /// A stored shadow as the service should see it at `now`: an expired tombstone is no shadow.
-pub fn effective(stored: Option<Shadow>, now: u64) -> Option<Shadow> {
+pub(crate) fn effective(stored: Option<Shadow>, now: u64) -> Option<Shadow> {
     stored.filter(|s| !(s.deleted && now.saturating_sub(s.timestamp) > TOMBSTONE_SECS))
 }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 /// Credentials this close to expiry are fetched again before being handed out,
 /// so a connector never signs with keys that lapse mid-request.
-pub const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
 
 /// The core's certificate, key and the CA that signs the endpoint's
 /// certificate (`coreThing.caPath`, `certPath`, `keyPath`).
@@ -29,7 +29,7 @@ pub struct TlsFiles {
 }
 
 #[derive(Debug)]
-pub struct IotProvider {
+pub(crate) struct IotProvider {
     url: String,
     thing_name: String,
     http: reqwest::Client,
@@ -51,24 +51,46 @@ struct Fields {
     expiration: String,
 }
 
+/// Why the IoT credentials provider cannot be set up or did not answer with
+/// credentials. The messages reach the runtime's log and a connector's
+/// status, so they name the setting or URL involved.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IotError {
+    #[error("iotRoleAlias {0:?} is not a role alias name")]
+    BadRoleAlias(String),
+    #[error("{what} {}: {message}", path.display())]
+    TlsFile {
+        /// The configuration key that named the file.
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{0}")]
+    Tls(rustls::Error),
+    #[error("the core's certificate and key: {0}")]
+    CertAndKey(rustls::Error),
+    #[error("cannot build the HTTPS client: {0}")]
+    Client(reqwest::Error),
+    #[error("the AWS IoT credentials provider at {url} failed: {why}")]
+    Provider { url: String, why: String },
+}
+
 impl IotProvider {
     /// `endpoint` is a host name (`<prefix>.credentials.iot.<region>.amazonaws.com`)
     /// or a URL (`https://host:port`, for tests and proxies).
-    pub fn new(
+    pub(crate) fn new(
         endpoint: &str,
         role_alias: &str,
         thing_name: &str,
         files: &TlsFiles,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, IotError> {
         let base = if endpoint.contains("://") {
             endpoint.trim_end_matches('/').to_string()
         } else {
             format!("https://{endpoint}")
         };
         if role_alias.is_empty() || role_alias.contains('/') {
-            return Err(format!(
-                "iotRoleAlias {role_alias:?} is not a role alias name"
-            ));
+            return Err(IotError::BadRoleAlias(role_alias.to_owned()));
         }
         let tls = tls_config(files)?;
         let http = reqwest::Client::builder()
@@ -76,7 +98,7 @@ impl IotProvider {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
             .build()
-            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+            .map_err(IotError::Client)?;
         Ok(IotProvider {
             url: format!("{base}/role-aliases/{role_alias}/credentials"),
             thing_name: thing_name.to_string(),
@@ -87,7 +109,7 @@ impl IotProvider {
 
     /// Cached credentials while they have more than [`REFRESH_BEFORE`] left,
     /// else fresh ones. Concurrent askers wait for one fetch.
-    pub async fn credentials(&self) -> Result<AwsCredentials, String> {
+    pub(crate) async fn credentials(&self) -> Result<AwsCredentials, IotError> {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.as_ref().filter(|c| fresh(c, now_ms())) {
             return Ok(c.clone());
@@ -97,12 +119,10 @@ impl IotProvider {
         Ok(fetched)
     }
 
-    async fn fetch(&self) -> Result<AwsCredentials, String> {
-        let why = |e: &dyn std::fmt::Display| {
-            format!(
-                "the AWS IoT credentials provider at {} failed: {e}",
-                self.url
-            )
+    async fn fetch(&self) -> Result<AwsCredentials, IotError> {
+        let why = |e: &dyn std::fmt::Display| IotError::Provider {
+            url: self.url.clone(),
+            why: e.to_string(),
         };
         let response = self
             .http
@@ -150,11 +170,13 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, String> {
+fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, IotError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |what: &str, path: &PathBuf, e: &dyn std::fmt::Display| {
-        format!("{what} {}: {e}", path.display())
+    let bad = |what: &'static str, path: &PathBuf, e: &dyn std::fmt::Display| IotError::TlsFile {
+        what,
+        path: path.clone(),
+        message: e.to_string(),
     };
     let mut roots = rustls::RootCertStore::empty();
     match &files.ca {
@@ -184,10 +206,10 @@ fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, String> {
         .map_err(|e| bad("coreThing.keyPath", &files.key, &e))?;
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(IotError::Tls)?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("the core's certificate and key: {e}"))
+        .map_err(IotError::CertAndKey)
 }
 
 #[cfg(test)]
@@ -419,7 +441,10 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let e = rt.block_on(iot.credentials()).expect_err("refused");
+        let e = rt
+            .block_on(iot.credentials())
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("credentials provider"), "{e}");
         let _ = server.join();
     }
@@ -431,7 +456,9 @@ mod tests {
             cert: "/nonexistent".into(),
             key: "/nonexistent".into(),
         };
-        let e = IotProvider::new("example.com", "a/b", "core", &files).expect_err("refused");
+        let e = IotProvider::new("example.com", "a/b", "core", &files)
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("role alias"), "{e}");
     }
 }

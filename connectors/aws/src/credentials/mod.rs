@@ -104,6 +104,25 @@ impl AwsEnv {
     }
 }
 
+/// Why the credentials chain could not be resolved: the operator named a
+/// source that cannot be used. No credentials at all is not an error.
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    #[error("iotCredEndpoint needs the core's certificate and key (coreThing.certPath, coreThing.keyPath)")]
+    IotNeedsCoreFiles,
+    #[error("iotCredEndpoint and iotRoleAlias go together; one is missing")]
+    IotHalfConfigured,
+    #[error("cannot read the shared credentials file {}: {source}", path.display())]
+    SharedFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("profile [{profile}] in {} has no aws_access_key_id and aws_secret_access_key", path.display())]
+    ProfileIncomplete { profile: String, path: PathBuf },
+    #[error(transparent)]
+    Iot(#[from] iot::IotError),
+}
+
 /// Credentials and endpoints for the components of one runtime.
 #[derive(Debug, Clone)]
 pub struct AwsAccess {
@@ -132,14 +151,22 @@ impl AwsAccess {
         region: &str,
         core: Option<(&str, iot::TlsFiles)>,
     ) -> Result<Arc<Self>, String> {
+        // The callers (the CLI's start-up, the runtime) hold the message as a
+        // String; the typed error stays inside this module.
+        Self::resolve_typed(config, env, region, core).map_err(|e| e.to_string())
+    }
+
+    fn resolve_typed(
+        config: &AwsConfig,
+        env: &AwsEnv,
+        region: &str,
+        core: Option<(&str, iot::TlsFiles)>,
+    ) -> Result<Arc<Self>, ResolveError> {
         let mut iot_provider = None;
         let (credentials, source) = match (&config.iot_cred_endpoint, &config.iot_role_alias) {
             _ if config.credentials.is_some() => chain(config, env)?,
             (Some(endpoint), Some(alias)) => {
-                let (thing, files) = core.ok_or_else(|| {
-                    "iotCredEndpoint needs the core's certificate and key (coreThing.certPath, coreThing.keyPath)"
-                        .to_string()
-                })?;
+                let (thing, files) = core.ok_or(ResolveError::IotNeedsCoreFiles)?;
                 iot_provider = Some(Arc::new(iot::IotProvider::new(
                     endpoint, alias, thing, &files,
                 )?));
@@ -151,9 +178,7 @@ impl AwsAccess {
                     },
                 )
             }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err("iotCredEndpoint and iotRoleAlias go together; one is missing".into())
-            }
+            (Some(_), None) | (None, Some(_)) => return Err(ResolveError::IotHalfConfigured),
             (None, None) => chain(config, env)?,
         };
         let mut endpoints = BTreeMap::new();
@@ -201,7 +226,8 @@ impl AwsAccess {
     /// The credentials for a component that asked, or why there are none.
     pub async fn credentials(&self) -> Result<AwsCredentials, String> {
         if let Some(iot) = &self.iot {
-            return iot.credentials().await;
+            // A component's request carries the answer as text (see the runtime).
+            return iot.credentials().await.map_err(|e| e.to_string());
         }
         self.credentials.clone().ok_or_else(|| {
             "the core has no AWS credentials: set evergreen.aws in the core configuration, \
@@ -214,7 +240,7 @@ impl AwsAccess {
 
 /// Service keys `evergreen.aws.endpointUrl` applies to: the AWS services
 /// Evergreen calls. (Twilio is not AWS; it only takes an explicit entry.)
-pub const SERVICE_KEYS: [&str; 5] = [
+pub(crate) const SERVICE_KEYS: [&str; 5] = [
     "sns",
     "firehose",
     "monitoring",
@@ -222,7 +248,10 @@ pub const SERVICE_KEYS: [&str; 5] = [
     "secretsmanager",
 ];
 
-fn chain(config: &AwsConfig, env: &AwsEnv) -> Result<(Option<AwsCredentials>, Source), String> {
+fn chain(
+    config: &AwsConfig,
+    env: &AwsEnv,
+) -> Result<(Option<AwsCredentials>, Source), ResolveError> {
     if let Some(c) = &config.credentials {
         return Ok((
             Some(AwsCredentials {
@@ -264,19 +293,11 @@ fn chain(config: &AwsConfig, env: &AwsEnv) -> Result<(Option<AwsCredentials>, So
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
             return Ok((None, Source::None))
         }
-        Err(e) => {
-            return Err(format!(
-                "cannot read the shared credentials file {}: {e}",
-                path.display()
-            ))
-        }
+        Err(source) => return Err(ResolveError::SharedFile { path, source }),
     };
     match profile_credentials(&text, &profile) {
         Some(c) => Ok((Some(c), Source::SharedFile { path, profile })),
-        None if config.profile.is_some() => Err(format!(
-            "profile [{profile}] in {} has no aws_access_key_id and aws_secret_access_key",
-            path.display()
-        )),
+        None if config.profile.is_some() => Err(ResolveError::ProfileIncomplete { profile, path }),
         None => Ok((None, Source::None)),
     }
 }
@@ -403,6 +424,7 @@ mod tests {
         config.profile = Some("missing".into());
         assert!(chain(&config, &file_env)
             .expect_err("missing profile")
+            .to_string()
             .contains("[missing]"));
 
         let mut both = file_env.clone();

@@ -1,0 +1,572 @@
+//! The serde model of `config.json`: one struct per section, the defaults
+//! of every key that does not depend on the environment, and the accessors
+//! that resolve a loaded configuration into paths and addresses. It never
+//! reads a file or the environment (that is `load`) and checks nothing
+//! beyond what the types say (that is `check`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{DEFAULT_THING_ARN, SYSTEM_ROOT};
+
+/// A Greengrass key that is accepted and ignored: its value is skipped
+/// unread, only its presence is kept (for [`CoreConfig::ignored_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ignored;
+
+impl<'de> Deserialize<'de> for Ignored {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer).map(|_| Ignored)
+    }
+}
+
+/// The runtime's configuration, validated, with every computed default
+/// filled in (`evergreen.root`, `evergreen.listeners.mqttTls.port`), so it
+/// is the effective configuration and serializes as such.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CoreConfig {
+    #[serde(default)]
+    pub core_thing: CoreThing,
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(default)]
+    pub write_directory: Option<PathBuf>,
+    #[serde(default)]
+    pub evergreen: Evergreen,
+
+    #[serde(default, skip_serializing)]
+    crypto: Option<Ignored>,
+    #[serde(default, skip_serializing)]
+    managed_respawn: Option<Ignored>,
+    /// Seconds; the cloud bridge's reconnect backoff stops growing here.
+    #[serde(default = "default_mqtt_max_retry")]
+    pub mqtt_max_connection_retry_interval: u64,
+    #[serde(default, skip_serializing)]
+    pid_file_directory: Option<Ignored>,
+}
+
+/// `coreThing`: who the core is and how it reaches the upstream broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CoreThing {
+    pub thing_arn: String,
+    pub iot_host: Option<String>,
+    pub iot_mqtt_port: u16,
+    pub gg_mqtt_port: u16,
+    pub gg_daemon_port: u16,
+    pub keep_alive: u64,
+    pub mqtt_operation_timeout: u64,
+    pub ca_path: Option<PathBuf>,
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+
+    #[serde(skip_serializing)]
+    gg_host: Option<Ignored>,
+    #[serde(skip_serializing)]
+    iot_http_port: Option<Ignored>,
+    #[serde(skip_serializing)]
+    gg_http_port: Option<Ignored>,
+    #[serde(skip_serializing)]
+    system_component_auth_timeout: Option<Ignored>,
+    #[serde(skip_serializing)]
+    network_proxy: Option<Ignored>,
+}
+
+impl Default for CoreThing {
+    fn default() -> Self {
+        CoreThing {
+            thing_arn: DEFAULT_THING_ARN.to_owned(),
+            iot_host: None,
+            iot_mqtt_port: 8883,
+            gg_mqtt_port: 8883,
+            gg_daemon_port: 8000,
+            keep_alive: 600,
+            mqtt_operation_timeout: 5,
+            ca_path: None,
+            cert_path: None,
+            key_path: None,
+            gg_host: None,
+            iot_http_port: None,
+            gg_http_port: None,
+            system_component_auth_timeout: None,
+            network_proxy: None,
+        }
+    }
+}
+
+/// Greengrass's yes/no strings, kept as strings in the file for migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YesNo {
+    Yes,
+    #[default]
+    No,
+}
+
+/// `runtime`: limits on functions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Runtime {
+    pub allow_functions_to_run_as_root: YesNo,
+    pub max_work_item_count: u64,
+    pub max_concurrent_limit: u64,
+    pub post_start_health_check_timeout: u64,
+
+    #[serde(skip_serializing)]
+    lru_size: Option<Ignored>,
+    #[serde(skip_serializing)]
+    mount_all_block_devices: Option<Ignored>,
+    #[serde(skip_serializing)]
+    cgroup: Option<Ignored>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            allow_functions_to_run_as_root: YesNo::No,
+            max_work_item_count: 1024,
+            max_concurrent_limit: 25,
+            post_start_health_check_timeout: 30_000,
+            lru_size: None,
+            mount_all_block_devices: None,
+            cgroup: None,
+        }
+    }
+}
+
+/// `evergreen`: settings Greengrass did not have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Evergreen {
+    /// Always `Some` after `load`: the default is computed from `ConfigEnv`.
+    pub root: Option<PathBuf>,
+    /// `None` = `<root>/run/control.sock`, computed when read (see
+    /// [`CoreConfig::control_socket`]) so that `--root` moves it too.
+    pub control_socket: Option<PathBuf>,
+    pub max_frame_bytes: usize,
+    pub queue_capacity: usize,
+    pub readiness_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub term_grace_ms: u64,
+    pub on_demand_idle_ms: u64,
+    pub restart: Restart,
+    pub components: std::collections::BTreeMap<String, ComponentSettings>,
+    pub listeners: Listeners,
+    pub spooler: Spooler,
+    pub secret_name_prefix: String,
+    pub log_to_stderr: bool,
+    pub default_run_as: DefaultRunAs,
+    /// Mutual TLS to the upstream broker; `false` = plain TCP.
+    pub cloud_tls: bool,
+    /// AWS credentials and endpoints for connectors (see `evergreen_aws::credentials`).
+    pub aws: AwsConfig,
+}
+
+pub use evergreen_aws::credentials::{AwsConfig, StaticCredentials};
+
+/// `evergreen.defaultRunAs`: the identity components run as when their
+/// group gives no `RunAs` (Greengrass's `ggc_user`/`ggc_group`). Names are
+/// resolved when the runtime starts; `null` keeps the runtime's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DefaultRunAs {
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+impl Default for Evergreen {
+    fn default() -> Self {
+        Evergreen {
+            root: None,
+            control_socket: None,
+            default_run_as: DefaultRunAs::default(),
+            max_frame_bytes: evergreen_ipc::DEFAULT_MAX_FRAME,
+            queue_capacity: 1024,
+            readiness_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+            term_grace_ms: 2_000,
+            on_demand_idle_ms: 60_000,
+            restart: Restart::default(),
+            components: std::collections::BTreeMap::new(),
+            listeners: Listeners::default(),
+            spooler: Spooler::default(),
+            secret_name_prefix: "greengrass-".to_owned(),
+            log_to_stderr: true,
+            cloud_tls: true,
+            aws: AwsConfig::default(),
+        }
+    }
+}
+
+/// `evergreen.restart`: when a child is restarted, and how long after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Restart {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub multiplier: f64,
+    pub jitter: f64,
+    pub reset_after_ms: u64,
+    pub policy: RestartPolicy,
+    pub crash_loop_limit: u32,
+    pub crash_loop_window_ms: u64,
+    pub failed_cooldown_ms: u64,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            initial_backoff_ms: 250,
+            max_backoff_ms: 30_000,
+            multiplier: 2.0,
+            jitter: 0.2,
+            reset_after_ms: 60_000,
+            // Components are long-lived services on a gateway nobody can
+            // reach by hand: bring them back whatever the exit.
+            policy: RestartPolicy::Always,
+            // Greengrass V2 gives up after 3 failures an hour; 5 in 5 minutes
+            // rides out a flapping peer yet stops a hot loop quickly, and a
+            // Failed component is tried again after the cool-down instead of
+            // staying down until someone logs in.
+            crash_loop_limit: 5,
+            crash_loop_window_ms: 300_000,
+            failed_cooldown_ms: 600_000,
+        }
+    }
+}
+
+/// Whether a child that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    #[serde(rename = "always")]
+    Always,
+    #[serde(rename = "on-failure")]
+    OnFailure,
+    #[serde(rename = "never")]
+    Never,
+}
+
+/// `evergreen.restart` keys a component may override; absent = the global value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartOverride {
+    pub initial_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub multiplier: Option<f64>,
+    pub jitter: Option<f64>,
+    pub reset_after_ms: Option<u64>,
+    pub policy: Option<RestartPolicy>,
+    pub crash_loop_limit: Option<u32>,
+    pub crash_loop_window_ms: Option<u64>,
+    pub failed_cooldown_ms: Option<u64>,
+}
+
+impl Restart {
+    /// These settings with `o`'s present keys applied.
+    pub fn with(&self, o: &RestartOverride) -> Restart {
+        Restart {
+            initial_backoff_ms: o.initial_backoff_ms.unwrap_or(self.initial_backoff_ms),
+            max_backoff_ms: o.max_backoff_ms.unwrap_or(self.max_backoff_ms),
+            multiplier: o.multiplier.unwrap_or(self.multiplier),
+            jitter: o.jitter.unwrap_or(self.jitter),
+            reset_after_ms: o.reset_after_ms.unwrap_or(self.reset_after_ms),
+            policy: o.policy.unwrap_or(self.policy),
+            crash_loop_limit: o.crash_loop_limit.unwrap_or(self.crash_loop_limit),
+            crash_loop_window_ms: o.crash_loop_window_ms.unwrap_or(self.crash_loop_window_ms),
+            failed_cooldown_ms: o.failed_cooldown_ms.unwrap_or(self.failed_cooldown_ms),
+        }
+    }
+}
+
+/// `evergreen.components.<Id or ARN>`: settings for one component.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentSettings {
+    #[serde(default)]
+    pub restart: RestartOverride,
+}
+
+/// `evergreen.listeners`: where the local MQTT server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Listeners {
+    pub mqtt_tls: TlsListener,
+    pub mqtt_plain: PlainListener,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TlsListener {
+    pub address: IpAddr,
+    /// Always `Some` after `load`: defaults to `coreThing.ggMqttPort`.
+    pub port: Option<u16>,
+    /// The group CA, server certificate and key; `None` = the files
+    /// `evergreen certs init` writes under `<root>/certs/local`.
+    pub ca_path: Option<PathBuf>,
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+}
+
+impl Default for TlsListener {
+    fn default() -> Self {
+        TlsListener {
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: None,
+            ca_path: None,
+            cert_path: None,
+            key_path: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PlainListener {
+    pub enabled: bool,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+impl Default for PlainListener {
+    fn default() -> Self {
+        // Off, and loopback-only when on: plain MQTT carries no client
+        // identity, so it is for local tools, not for devices.
+        PlainListener {
+            enabled: false,
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 1883,
+        }
+    }
+}
+
+/// Greengrass's `mqttMaxConnectionRetryInterval` default, seconds.
+fn default_mqtt_max_retry() -> u64 {
+    60
+}
+
+/// Where cloud-bound QoS 1 messages wait while the upstream is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StorageType {
+    Memory,
+    #[default]
+    FileSystem,
+}
+
+/// `evergreen.spooler` (Greengrass's `GG_CONFIG_STORAGE_TYPE` and
+/// `GG_CONFIG_MAX_SIZE_BYTES`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Spooler {
+    pub storage_type: StorageType,
+    pub max_size_bytes: u64,
+}
+
+impl Default for Spooler {
+    fn default() -> Self {
+        Spooler {
+            storage_type: StorageType::FileSystem,
+            max_size_bytes: 2_621_440,
+        }
+    }
+}
+
+/// The pieces of `arn:<partition>:iot:<region>:<account>:thing/<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThingArn<'a> {
+    pub(crate) region: &'a str,
+    pub(crate) account: &'a str,
+    pub(crate) name: &'a str,
+}
+
+pub(crate) fn parse_thing_arn(arn: &str) -> Result<ThingArn<'_>, &'static str> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(
+            "does not have the six parts arn:<partition>:iot:<region>:<account>:thing/<name>",
+        );
+    };
+    if !partition.starts_with("aws") {
+        return Err("partition must be aws, aws-cn or aws-us-gov");
+    }
+    if service != "iot" {
+        return Err("service must be iot");
+    }
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("region must be like us-east-1");
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("account must be 12 digits");
+    }
+    let Some(name) = resource.strip_prefix("thing/") else {
+        return Err("resource must be thing/<name>");
+    };
+    // AWS IoT's thing-name rule; the name becomes an MQTT client id and a
+    // topic level, so nothing else may get through.
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-:".contains(&b))
+    {
+        return Err("thing name must be 1 to 128 of a-z A-Z 0-9 _ - :");
+    }
+    Ok(ThingArn {
+        region,
+        account,
+        name,
+    })
+}
+
+impl CoreConfig {
+    pub(crate) fn raw_default() -> CoreConfig {
+        CoreConfig {
+            core_thing: CoreThing::default(),
+            runtime: Runtime::default(),
+            write_directory: None,
+            evergreen: Evergreen::default(),
+            crypto: None,
+            managed_respawn: None,
+            mqtt_max_connection_retry_interval: default_mqtt_max_retry(),
+            pid_file_directory: None,
+        }
+    }
+
+    fn thing(&self) -> Option<ThingArn<'_>> {
+        parse_thing_arn(&self.core_thing.thing_arn).ok()
+    }
+
+    /// The core's thing name (its MQTT client id upstream).
+    pub fn thing_name(&self) -> &str {
+        // Validation guarantees the ARN parses; "" only for a hand-edited value.
+        self.thing().map_or("", |t| t.name)
+    }
+
+    /// The region from `coreThing.thingArn`.
+    pub fn region(&self) -> &str {
+        self.thing().map_or("", |t| t.region)
+    }
+
+    /// The account from `coreThing.thingArn`.
+    pub fn account(&self) -> &str {
+        self.thing().map_or("", |t| t.account)
+    }
+
+    /// The runtime root.
+    pub fn root(&self) -> &Path {
+        // Always set by `load`; the fallback only serves a hand-built value.
+        self.evergreen
+            .root
+            .as_deref()
+            .unwrap_or(Path::new(SYSTEM_ROOT))
+    }
+
+    /// The control socket: `evergreen.controlSocket`, else
+    /// `<root>/run/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.evergreen
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| self.root().join("run/control.sock"))
+    }
+
+    /// Where state and logs are written: `writeDirectory`, else the root.
+    pub fn write_dir(&self) -> &Path {
+        self.write_directory.as_deref().unwrap_or(self.root())
+    }
+
+    /// `<write dir>/var/log`, the root of every log file.
+    pub fn log_dir(&self) -> PathBuf {
+        self.write_dir().join("var/log")
+    }
+
+    /// Whether functions may run as uid or gid 0.
+    pub fn allow_root(&self) -> bool {
+        self.runtime.allow_functions_to_run_as_root == YesNo::Yes
+    }
+
+    fn cert_file(&self, p: Option<&Path>) -> Option<PathBuf> {
+        // Greengrass resolved these under <root>/certs; join keeps an
+        // absolute path as it is.
+        p.map(|p| self.root().join("certs").join(p))
+    }
+
+    /// `coreThing.caPath`, resolved.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        self.cert_file(self.core_thing.ca_path.as_deref())
+    }
+
+    /// `coreThing.certPath`, resolved.
+    pub fn cert_path(&self) -> Option<PathBuf> {
+        self.cert_file(self.core_thing.cert_path.as_deref())
+    }
+
+    /// `coreThing.keyPath`, resolved.
+    pub fn key_path(&self) -> Option<PathBuf> {
+        self.cert_file(self.core_thing.key_path.as_deref())
+    }
+
+    /// Address of the local MQTT server's TLS listener (port 0 = any).
+    pub fn mqtt_tls_addr(&self) -> SocketAddr {
+        let tls = &self.evergreen.listeners.mqtt_tls;
+        SocketAddr::new(
+            tls.address,
+            tls.port.unwrap_or(self.core_thing.gg_mqtt_port),
+        )
+    }
+
+    /// Address of the plain MQTT listener, if it is enabled.
+    pub fn mqtt_plain_addr(&self) -> Option<SocketAddr> {
+        let plain = &self.evergreen.listeners.mqtt_plain;
+        plain.enabled.then(|| plain.addr())
+    }
+
+    /// The accepted-but-ignored Greengrass keys present in the file, by path.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let ct = &self.core_thing;
+        let rt = &self.runtime;
+        [
+            ("crypto", self.crypto.is_some()),
+            ("managedRespawn", self.managed_respawn.is_some()),
+            ("pidFileDirectory", self.pid_file_directory.is_some()),
+            ("coreThing.ggHost", ct.gg_host.is_some()),
+            ("coreThing.iotHttpPort", ct.iot_http_port.is_some()),
+            ("coreThing.ggHttpPort", ct.gg_http_port.is_some()),
+            (
+                "coreThing.systemComponentAuthTimeout",
+                ct.system_component_auth_timeout.is_some(),
+            ),
+            ("coreThing.networkProxy", ct.network_proxy.is_some()),
+            ("runtime.lruSize", rt.lru_size.is_some()),
+            (
+                "runtime.mountAllBlockDevices",
+                rt.mount_all_block_devices.is_some(),
+            ),
+            ("runtime.cgroup", rt.cgroup.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, present)| present.then_some(key))
+        .collect()
+    }
+}
+
+impl PlainListener {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}

@@ -1,0 +1,453 @@
+//! The status document `evergreen status` shows: built from the
+//! supervisor's and the router's answers and `/proc`, serialized on the
+//! wire, and printed as a table. It owns the units people read (`5m07s`,
+//! `12.3 MiB`); it never asks the runtime anything itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use evergreen_ipc::ComponentKind;
+use serde::{Deserialize, Serialize};
+
+use super::CLOUD_NOT_CONFIGURED;
+use super::EMBEDDED_GROUP;
+use evergreen_runtime::component::{ComponentState, ComponentStatus};
+use evergreen_runtime::router::RouterStats;
+
+/// The answer to `{"op":"status"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeStatus {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    /// The group file's path, or `EMBEDDED_GROUP`.
+    pub group: String,
+    /// The cloud connection; `CLOUD_NOT_CONFIGURED` until the bridge exists.
+    pub cloud: String,
+    /// The runtime's own resident set (children not included).
+    pub rss_kib: Option<u64>,
+    /// The runtime's own log (`<log root>/system/runtime.log`), absolute;
+    /// `None` when not known (a runtime built before it was reported).
+    #[serde(default)]
+    pub log_file: Option<String>,
+    pub counts: Counts,
+    /// In ARN order.
+    pub components: Vec<ComponentReport>,
+}
+
+/// How many components are in each state, and how many subscriptions route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub components: usize,
+    pub starting: usize,
+    pub running: usize,
+    pub stopping: usize,
+    pub backoff: usize,
+    pub failed: usize,
+    pub stopped: usize,
+    pub subscriptions: usize,
+}
+
+/// One component in the status document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentReport {
+    pub arn: String,
+    pub id: String,
+    pub name: String,
+    pub kind: ComponentKind,
+    pub state: ComponentState,
+    pub pid: Option<u32>,
+    /// Since its current child was started; `None` without a child.
+    pub uptime_ms: Option<u64>,
+    pub restarts: u64,
+    /// How its previous child ended, in words.
+    pub last_exit: Option<String>,
+    /// The child's resident set (`VmRSS`), not counting its own children.
+    pub rss_kib: Option<u64>,
+    /// Messages the router delivered into its queue.
+    pub messages_in: u64,
+    /// Messages it published (valid topics, routed or not).
+    pub messages_out: u64,
+    /// Messages waiting in its queue.
+    pub queue_depth: usize,
+    /// Messages for it that were lost: queue full, or nothing attached.
+    pub drops: u64,
+    /// Its log file, absolute; empty from a runtime built before it was
+    /// reported. Text, like `group`, so a path that is not UTF-8 cannot make
+    /// the whole status unencodable.
+    #[serde(default)]
+    pub log_file: String,
+}
+
+/// What the status says about the runtime itself, fixed at start.
+#[derive(Debug, Clone)]
+pub struct RuntimeInfo {
+    pub started: Instant,
+    pub group: String,
+    /// The runtime's own log, absolute.
+    pub log_file: Option<PathBuf>,
+}
+
+impl RuntimeInfo {
+    /// `group` is the group file, `None` for the embedded default group.
+    pub fn new(started: Instant, group: Option<&Path>) -> Self {
+        let group = group.map_or_else(
+            || EMBEDDED_GROUP.to_string(),
+            // Absolute, so the status means the same from any directory.
+            |p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .display()
+                    .to_string()
+            },
+        );
+        RuntimeInfo {
+            started,
+            group,
+            log_file: None,
+        }
+    }
+
+    /// Reports `path` (made absolute) as the runtime's own log.
+    pub fn with_log_file(mut self, path: &Path) -> Self {
+        self.log_file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        self
+    }
+}
+
+/// `VmRSS` of process `pid` in KiB, from `<proc_root>/<pid>/status`; `None`
+/// if the process is gone or has no memory of its own (a zombie).
+pub(crate) fn vm_rss_kib(proc_root: &Path, pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Puts the status document together from the supervisor's answer and the
+/// router's counters. `proc_root` is `/proc` outside tests.
+pub(crate) fn build_status(
+    info: &RuntimeInfo,
+    components: Vec<ComponentStatus>,
+    stats: &RouterStats,
+    depths: &BTreeMap<String, usize>,
+    subscriptions: usize,
+    proc_root: &Path,
+) -> RuntimeStatus {
+    let mut counts = Counts {
+        components: components.len(),
+        subscriptions,
+        ..Counts::default()
+    };
+    let mut reports = Vec::with_capacity(components.len());
+    for c in components {
+        *match c.state {
+            ComponentState::Starting => &mut counts.starting,
+            ComponentState::Running => &mut counts.running,
+            ComponentState::Stopping => &mut counts.stopping,
+            ComponentState::Backoff => &mut counts.backoff,
+            ComponentState::Failed => &mut counts.failed,
+            ComponentState::Stopped => &mut counts.stopped,
+        } += 1;
+        let target = stats.targets.get(&c.arn).copied().unwrap_or_default();
+        let source = stats.sources.get(&c.arn).copied().unwrap_or_default();
+        reports.push(ComponentReport {
+            rss_kib: c.pid.and_then(|pid| vm_rss_kib(proc_root, pid)),
+            messages_in: target.delivered,
+            messages_out: source.published,
+            queue_depth: depths.get(&c.arn).copied().unwrap_or(0),
+            drops: target.dropped_full + target.dropped_unattached,
+            uptime_ms: c.uptime.map(millis),
+            last_exit: c.last_exit.map(|e| e.to_string()),
+            arn: c.arn,
+            id: c.id,
+            name: c.name,
+            kind: c.kind,
+            state: c.state,
+            pid: c.pid,
+            restarts: c.restarts,
+            log_file: c.log_file.display().to_string(),
+        });
+    }
+    let pid = std::process::id();
+    RuntimeStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid,
+        uptime_ms: millis(info.started.elapsed()),
+        group: info.group.clone(),
+        cloud: CLOUD_NOT_CONFIGURED.to_string(),
+        rss_kib: vm_rss_kib(proc_root, pid),
+        log_file: info.log_file.as_ref().map(|p| p.display().to_string()),
+        counts,
+        components: reports,
+    }
+}
+
+/// A duration as people read uptimes: `42s`, `5m07s`, `3h12m`, `2d04h`.
+pub(crate) fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// KiB as `812K`, `12.3M` or `1.2G`.
+pub(crate) fn human_kib(kib: u64) -> String {
+    const MIB: u64 = 1024;
+    const GIB: u64 = 1024 * 1024;
+    match kib {
+        0..MIB => format!("{kib}K"),
+        MIB..GIB => format!("{:.1}M", kib as f64 / MIB as f64),
+        _ => format!("{:.1}G", kib as f64 / GIB as f64),
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+impl fmt::Display for RuntimeStatus {
+    /// The table `evergreen status` prints: a line for the runtime, then one
+    /// row per component.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        let mut states = vec![format!("{} running", c.running)];
+        for (n, what) in [
+            (c.starting, "starting"),
+            (c.backoff, "in backoff"),
+            (c.failed, "failed"),
+            (c.stopping, "stopping"),
+            (c.stopped, "stopped"),
+        ] {
+            if n > 0 {
+                states.push(format!("{n} {what}"));
+            }
+        }
+        writeln!(
+            f,
+            "evergreen {} pid {} up {} rss {}; group {}; {} ({}), {}; cloud {}",
+            self.version,
+            self.pid,
+            human_duration(self.uptime_ms),
+            self.rss_kib.map_or_else(|| "-".to_string(), human_kib),
+            self.group,
+            plural(c.components, "component"),
+            states.join(", "),
+            plural(c.subscriptions, "subscription"),
+            self.cloud,
+        )?;
+        let dash = || "-".to_string();
+        let mut rows = vec![[
+            "NAME",
+            "STATE",
+            "PID",
+            "UPTIME",
+            "RESTARTS",
+            "RSS",
+            "IN/OUT",
+            "QUEUE",
+            "DROPS",
+            "LAST EXIT",
+        ]
+        .map(str::to_string)];
+        for comp in &self.components {
+            rows.push([
+                comp.name.clone(),
+                format!("{:?}", comp.state),
+                comp.pid.map_or_else(dash, |p| p.to_string()),
+                comp.uptime_ms.map_or_else(dash, human_duration),
+                comp.restarts.to_string(),
+                comp.rss_kib.map_or_else(dash, human_kib),
+                format!("{}/{}", comp.messages_in, comp.messages_out),
+                comp.queue_depth.to_string(),
+                comp.drops.to_string(),
+                comp.last_exit.clone().unwrap_or_else(dash),
+            ]);
+        }
+        let mut widths = [0usize; 10];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in &rows {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<w$}  "));
+                }
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use evergreen_runtime::component::ExitReason;
+    use evergreen_runtime::router::{SourceStats, TargetStats};
+
+    const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:f:1";
+
+    fn component(state: ComponentState, pid: Option<u32>) -> ComponentStatus {
+        ComponentStatus {
+            arn: ARN.into(),
+            id: "f".into(),
+            name: "f".into(),
+            kind: ComponentKind::Function,
+            state,
+            pid,
+            uptime: pid.map(|_| Duration::from_millis(61_500)),
+            restarts: 2,
+            last_exit: Some(ExitReason::Exited(3)),
+            log_file: PathBuf::from("/var/log/user/f.log"),
+        }
+    }
+
+    #[test]
+    fn status_combines_supervisor_router_and_proc() {
+        let proc = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(proc.path().join("4242")).expect("mkdir");
+        std::fs::write(
+            proc.path().join("4242/status"),
+            "Name:\tf\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t1\n",
+        )
+        .expect("write");
+        let mut stats = RouterStats::default();
+        stats.targets.insert(
+            ARN.into(),
+            TargetStats {
+                delivered: 10,
+                dropped_full: 3,
+                dropped_unattached: 1,
+                closed: 0,
+            },
+        );
+        stats.sources.insert(
+            ARN.into(),
+            SourceStats {
+                published: 7,
+                unrouted: 1,
+                refused: 0,
+            },
+        );
+        let depths = BTreeMap::from([(ARN.to_string(), 5)]);
+        let info = RuntimeInfo::new(Instant::now(), None)
+            .with_log_file(Path::new("/var/log/system/runtime.log"));
+        let status = build_status(
+            &info,
+            vec![component(ComponentState::Running, Some(4242))],
+            &stats,
+            &depths,
+            4,
+            proc.path(),
+        );
+        assert_eq!(status.group, EMBEDDED_GROUP);
+        assert_eq!(status.cloud, "not configured");
+        assert_eq!(status.pid, std::process::id());
+        assert_eq!(status.rss_kib, None, "no such pid in the fake /proc");
+        assert_eq!(
+            status.counts,
+            Counts {
+                components: 1,
+                running: 1,
+                subscriptions: 4,
+                ..Counts::default()
+            }
+        );
+        let c = &status.components[0];
+        assert_eq!(c.rss_kib, Some(1234));
+        assert_eq!((c.messages_in, c.messages_out), (10, 7));
+        assert_eq!((c.queue_depth, c.drops), (5, 4));
+        assert_eq!(c.uptime_ms, Some(61_500));
+        assert_eq!(c.last_exit.as_deref(), Some("exited with status 3"));
+
+        let json = serde_json::to_value(&status).expect("json");
+        for key in [
+            "version", "pid", "uptimeMs", "group", "cloud", "rssKib", "counts",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+        assert_eq!(json["components"][0]["state"], "Running");
+        assert_eq!(json["components"][0]["kind"], "Function");
+        assert_eq!(json["components"][0]["queueDepth"], 5);
+        assert_eq!(json["logFile"], "/var/log/system/runtime.log");
+        assert_eq!(json["components"][0]["logFile"], "/var/log/user/f.log");
+
+        let table = status.to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("evergreen "), "{table}");
+        assert!(
+            lines[0].contains("1 component (1 running), 4 subscriptions"),
+            "{table}"
+        );
+        assert!(lines[1].starts_with("NAME"), "{table}");
+        assert!(lines[2].starts_with("f "), "{table}");
+        for cell in [
+            "Running",
+            "4242",
+            "1m01s",
+            "1.2M",
+            "10/7",
+            "exited with status 3",
+        ] {
+            assert!(lines[2].contains(cell), "{cell} in {table}");
+        }
+
+        // A component between children has no pid, uptime or rss.
+        let status = build_status(
+            &info,
+            vec![component(ComponentState::Backoff, None)],
+            &stats,
+            &depths,
+            0,
+            proc.path(),
+        );
+        assert_eq!(status.counts.backoff, 1);
+        assert_eq!(status.components[0].uptime_ms, None);
+        assert!(status.to_string().contains("1 in backoff"));
+    }
+
+    #[test]
+    fn rss_of_this_process_is_read_from_proc() {
+        let rss = vm_rss_kib(Path::new("/proc"), std::process::id());
+        assert!(rss.is_some_and(|k| k > 0), "{rss:?}");
+        assert_eq!(vm_rss_kib(Path::new("/nonexistent"), 1), None);
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_duration(999), "0s");
+        assert_eq!(human_duration(59_999), "59s");
+        assert_eq!(human_duration(307_000), "5m07s");
+        assert_eq!(human_duration(3 * 3_600_000 + 12 * 60_000), "3h12m");
+        assert_eq!(human_duration(2 * 86_400_000 + 4 * 3_600_000), "2d04h");
+        assert_eq!(human_kib(812), "812K");
+        assert_eq!(human_kib(12_595), "12.3M");
+        assert_eq!(human_kib(1_258_291), "1.2G");
+    }
+}
