@@ -3,17 +3,19 @@
 //! `CoreConfig` onto the runtime's own settings. Start-up itself is [`crate::run`]. Every
 //! failure is a typed [`RunError`] that maps to an exit code; nothing here panics on input.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use evergreen_aws::credentials::{AwsAccess, AwsSettings, StaticKeys};
 use evergreen_config::{self as config, ConfigEnv, ConfigError, CoreConfig};
 use evergreen_group::plan::{GroupPlan, RunAs};
 use evergreen_group::{GroupFile, LoadError, Loader, ValidationOptions};
 use evergreen_ops::control::ControlError;
 use evergreen_ops::store::{VersionId, VersionStore};
-use evergreen_runtime::component::{RestartSettings, RuntimeSettings, Slots};
-use evergreen_runtime::services::SecretSource;
+use evergreen_runtime::component::{RestartPolicy, RestartSettings, RuntimeSettings, Slots};
+use evergreen_runtime::services::{CredentialSource, CredentialsAnswer, SecretSource};
 use evergreen_runtime::supervisor::DeployError;
 
 use crate::catalogue;
@@ -291,7 +293,11 @@ pub fn default_run_as(d: &config::DefaultRunAs) -> Result<RunAs, RunError> {
 
 fn restart_settings(r: &config::Restart) -> RestartSettings {
     RestartSettings {
-        policy: r.policy,
+        policy: match r.policy {
+            config::RestartPolicy::Always => RestartPolicy::Always,
+            config::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+            config::RestartPolicy::Never => RestartPolicy::Never,
+        },
         initial: Duration::from_millis(r.initial_backoff_ms),
         max: Duration::from_millis(r.max_backoff_ms),
         multiplier: r.multiplier,
@@ -303,10 +309,64 @@ fn restart_settings(r: &config::Restart) -> RestartSettings {
     }
 }
 
+/// The core's AWS credentials chain (`evergreen.aws`, the IoT credentials provider with the
+/// core's certificate, the environment, the shared file), fixed at start.
+pub(crate) fn aws_access(cfg: &CoreConfig, plan: &GroupPlan) -> Result<Arc<AwsAccess>, RunError> {
+    AwsAccess::resolve_with_iot(
+        &aws_settings(&cfg.evergreen.aws),
+        &evergreen_aws::credentials::AwsEnv::from_process(),
+        &plan.core.region,
+        cfg.cert_path().zip(cfg.key_path()).map(|(cert, key)| {
+            (
+                plan.core.thing_name.as_str(),
+                evergreen_aws::credentials::iot::TlsFiles {
+                    ca: cfg.ca_path(),
+                    cert,
+                    key,
+                },
+            )
+        }),
+    )
+    .map_err(RunError::Aws)
+}
+
+/// `evergreen.aws` as the credentials chain takes it.
+fn aws_settings(aws: &config::AwsConfig) -> AwsSettings {
+    AwsSettings {
+        credentials: aws.credentials.as_ref().map(|c| StaticKeys {
+            access_key_id: c.access_key_id.clone(),
+            secret_access_key: c.secret_access_key.clone(),
+            session_token: c.session_token.clone(),
+        }),
+        profile: aws.profile.clone(),
+        endpoint_url: aws.endpoint_url.clone(),
+        endpoints: aws.endpoints.clone(),
+        iot_cred_endpoint: aws.iot_cred_endpoint.clone(),
+        iot_role_alias: aws.iot_role_alias.clone(),
+    }
+}
+
+/// The credentials chain as the runtime's components ask it.
+#[derive(Debug)]
+struct ChainCredentials(Arc<AwsAccess>);
+
+impl CredentialSource for ChainCredentials {
+    fn credentials(&self) -> CredentialsAnswer {
+        let aws = self.0.clone();
+        Box::pin(async move { aws.credentials().await })
+    }
+
+    fn endpoints(&self) -> BTreeMap<String, String> {
+        self.0.endpoints().clone()
+    }
+}
+
+/// `CoreConfig` and the plan's core, as the runtime's components need them.
 pub(crate) fn settings(
     cfg: &CoreConfig,
     plan: &GroupPlan,
     secrets: Arc<dyn SecretSource>,
+    aws: Arc<AwsAccess>,
 ) -> Result<RuntimeSettings, RunError> {
     let e = &cfg.evergreen;
     // Re-executing /proc/self/exe works even when a package upgrade replaced
@@ -343,22 +403,7 @@ pub(crate) fn settings(
         core_thing_name: plan.core.thing_name.clone(),
         core_thing_arn: plan.core.thing_arn.clone(),
         region: plan.core.region.clone(),
-        aws: evergreen_aws::credentials::AwsAccess::resolve_with_iot(
-            &e.aws,
-            &evergreen_aws::credentials::AwsEnv::from_process(),
-            &plan.core.region,
-            cfg.cert_path().zip(cfg.key_path()).map(|(cert, key)| {
-                (
-                    plan.core.thing_name.as_str(),
-                    evergreen_aws::credentials::iot::TlsFiles {
-                        ca: cfg.ca_path(),
-                        cert,
-                        key,
-                    },
-                )
-            }),
-        )
-        .map_err(RunError::Aws)?,
+        aws: Arc::new(ChainCredentials(aws)),
         secrets,
         user_log_level: plan.loggers.user.level,
         user_log_space_kb: plan.loggers.user.space_kb,

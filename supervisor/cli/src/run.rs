@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
+use evergreen_aws::credentials::AwsAccess;
 use evergreen_cloud::bridge::Cloud;
-use evergreen_cloud::spool::Spool;
+use evergreen_cloud::Spool;
 use evergreen_config::CoreConfig;
 use evergreen_group::plan::{GroupPlan, Launch};
 use evergreen_mqtt::MqttHub;
 use evergreen_ops::control::{ControlSocket, ControlState, RuntimeInfo};
-use evergreen_ops::deploy::{self, Deployer};
+use evergreen_ops::deploy::{self, Deployer, Installing, SecretInstaller};
 use evergreen_ops::notify::{watchdog_interval, Notifier};
 use evergreen_runtime::component::RuntimeSettings;
 use evergreen_runtime::logs::SystemLogger;
@@ -29,8 +30,8 @@ use evergreen_secrets::SecretService;
 use evergreen_shadow::ShadowHandle;
 
 use crate::app::{
-    default_group_for, load_config, load_version, loader, read_group, settings, RunError,
-    RunOptions, DEFAULT_GROUP_LOG,
+    aws_access, default_group_for, load_config, load_version, loader, read_group, settings,
+    RunError, RunOptions, DEFAULT_GROUP_LOG,
 };
 
 /// What the label of the embedded default group reads.
@@ -59,6 +60,8 @@ struct Prepared {
     group_file: Option<PathBuf>,
     settings: RuntimeSettings,
     secrets: Arc<SecretService>,
+    /// The credentials chain the deployer fetches secrets with.
+    aws: Arc<AwsAccess>,
     notifier: Option<Rc<Notifier>>,
     watchdog: Option<Duration>,
     /// Python functions in the plan: they make the Lambda endpoint a requirement.
@@ -156,8 +159,9 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         }
     }
     let secrets = Arc::new(SecretService::new(&cfg.write_dir().join("secrets")));
-    let settings = settings(&cfg, &plan, secrets.clone())?;
-    log::info!("AWS credentials for connectors: {}", settings.aws.source());
+    let aws = aws_access(&cfg, &plan)?;
+    log::info!("AWS credentials for connectors: {}", aws.source());
+    let settings = settings(&cfg, &plan, secrets.clone(), aws.clone())?;
 
     // Under systemd (Type=notify): readiness, stopping and watchdog keep-alives.
     let notifier = match Notifier::new(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
@@ -214,6 +218,7 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         group_file: opts.group,
         settings,
         secrets,
+        aws,
         notifier,
         watchdog,
         python_functions,
@@ -362,7 +367,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         })?;
     // The group's secret resources, resolved and installed under a new
     // data key before anything that may ask for them starts.
-    let aws = p.settings.aws.clone();
+    let aws = p.aws.clone();
     if let Err(e) = p.secrets.deploy(&p.plan, &aws).await {
         let e = DeployError(vec![e.to_string()]);
         log::error!("{e}");
@@ -387,7 +392,10 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
             Arc::new(loader(&p.cfg)),
             p.settings.readiness_timeout,
         )
-        .with_secrets(p.secrets.clone(), aws),
+        .with_secrets(Arc::new(StoreSecrets {
+            secrets: p.secrets.clone(),
+            aws,
+        })),
     );
     deployer.set_current(p.plan.clone(), p.label.clone());
     match s.supervisor.send(Deploy(p.plan)).await {
@@ -472,6 +480,25 @@ async fn wait_for_signal(mut r: Running) {
         spool.flush();
     }
     r.mqtt.flush_sessions();
+}
+
+/// The secret store, fetching with the core's credentials, as the deployer installs each
+/// plan's secret resources.
+#[derive(Debug)]
+struct StoreSecrets {
+    secrets: Arc<SecretService>,
+    aws: Arc<AwsAccess>,
+}
+
+impl SecretInstaller for StoreSecrets {
+    fn install<'a>(&'a self, plan: &'a GroupPlan) -> Installing<'a> {
+        Box::pin(async move {
+            self.secrets
+                .deploy(plan, &self.aws)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+        })
+    }
 }
 
 /// A second SIGINT/SIGTERM at least this long after the first exits at once.

@@ -3,3 +3,5 @@
 
 pub mod bridge;
 mod spool;
+
+pub use spool::Spool;

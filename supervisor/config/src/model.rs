@@ -162,11 +162,65 @@ pub struct Evergreen {
     pub default_run_as: DefaultRunAs,
     /// Mutual TLS to the upstream broker; `false` = plain TCP.
     pub cloud_tls: bool,
-    /// AWS credentials and endpoints for connectors (see `evergreen_aws::credentials`).
+    /// AWS credentials and endpoints for connectors (the CLI maps them onto `evergreen_aws`).
     pub aws: AwsConfig,
 }
 
-pub use evergreen_aws::credentials::{AwsConfig, StaticCredentials};
+/// `evergreen.aws`: where connectors' AWS credentials come from and which
+/// endpoints they call. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Static keys; the chain's first source (see `evergreen_aws::credentials`, which the CLI hands these settings to).
+    pub credentials: Option<StaticCredentials>,
+    /// The shared credentials file's profile (default `AWS_PROFILE`, then
+    /// `default`).
+    pub profile: Option<String>,
+    /// One endpoint for every AWS service (a VPC endpoint proxy, a test
+    /// server); `endpoints` entries win over it.
+    pub endpoint_url: Option<String>,
+    /// Endpoint per service key (`sns`, `firehose`, `monitoring`,
+    /// `iotanalytics`, `secretsmanager`, `twilio`).
+    pub endpoints: std::collections::BTreeMap<String, String>,
+    /// The AWS IoT credentials provider endpoint
+    /// (`<prefix>.credentials.iot.<region>.amazonaws.com`, or a URL); with
+    /// `iotRoleAlias`, the core exchanges its certificate for credentials.
+    pub iot_cred_endpoint: Option<String>,
+    pub iot_role_alias: Option<String>,
+}
+
+/// `evergreen.aws.credentials`. Serialized redacted, so the effective
+/// configuration (`evergreen config`) never prints the secret.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for StaticCredentials {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("StaticCredentials", 3)?;
+        st.serialize_field("accessKeyId", &self.access_key_id)?;
+        st.serialize_field("secretAccessKey", "<redacted>")?;
+        st.serialize_field(
+            "sessionToken",
+            &self.session_token.as_ref().map(|_| "<redacted>"),
+        )?;
+        st.end()
+    }
+}
 
 /// `evergreen.defaultRunAs`: the identity components run as when their
 /// group gives no `RunAs` (Greengrass's `ggc_user`/`ggc_group`). Names are

@@ -102,11 +102,20 @@ pub struct Deployer {
     /// The secret store and the credentials it fetches with: every plan's
     /// secrets are resolved and installed (under a new data key) before the
     /// supervisor gets the plan.
-    secrets: Option<(
-        std::sync::Arc<evergreen_secrets::SecretService>,
-        std::sync::Arc<evergreen_aws::credentials::AwsAccess>,
-    )>,
+    secrets: Option<std::sync::Arc<dyn SecretInstaller>>,
 }
+
+/// What installs a plan's secret resources before the supervisor gets it (the secret store,
+/// fetching with the core's credentials): resolved and stored under a new data key, or why
+/// not. The deployment fails, before anything changes, when it cannot.
+pub trait SecretInstaller: std::fmt::Debug {
+    fn install<'a>(&'a self, plan: &'a GroupPlan) -> Installing<'a>;
+}
+
+/// A [`SecretInstaller`]'s work in progress, awaited on the actors' thread.
+pub type Installing<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> + 'a>,
+>;
 
 fn now() -> String {
     format_time(OffsetDateTime::now_utc()).unwrap_or_else(|_| "unknown".to_string())
@@ -192,23 +201,16 @@ impl Deployer {
         }
     }
 
-    /// Deployments resolve their secret resources through `secrets`.
-    pub fn with_secrets(
-        mut self,
-        secrets: std::sync::Arc<evergreen_secrets::SecretService>,
-        aws: std::sync::Arc<evergreen_aws::credentials::AwsAccess>,
-    ) -> Self {
-        self.secrets = Some((secrets, aws));
+    /// Deployments install their secret resources through `secrets`.
+    pub fn with_secrets(mut self, secrets: std::sync::Arc<dyn SecretInstaller>) -> Self {
+        self.secrets = Some(secrets);
         self
     }
 
-    /// Resolves and installs `plan`'s secrets (see `evergreen_secrets`).
-    async fn install_secrets(
-        &self,
-        plan: &GroupPlan,
-    ) -> Result<(), evergreen_secrets::SecretError> {
+    /// Resolves and installs `plan`'s secrets.
+    async fn install_secrets(&self, plan: &GroupPlan) -> Result<(), Box<dyn std::error::Error>> {
         match &self.secrets {
-            Some((secrets, aws)) => secrets.deploy(plan, aws).await,
+            Some(secrets) => secrets.install(plan).await,
             None => Ok(()),
         }
     }

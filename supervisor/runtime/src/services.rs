@@ -1,12 +1,15 @@
 //! The two seams between the core and the services around it, so that the core names none of
 //! them: a [`PlanListener`] is told of every plan the supervisor deploys (the MQTT server's
 //! devices, the shadow service's synced things, the cloud bridge's subscriptions), and the
-//! component services ([`ShadowService`], [`SecretSource`]) answer what a component asks over
-//! its link (stdio frames or the Lambda endpoint). AWS credentials come from
-//! `evergreen_aws::credentials`, a library every component kind shares, not a service.
+//! component services ([`ShadowService`], [`SecretSource`], [`CredentialSource`]) answer what a
+//! component asks over its link (stdio frames or the Lambda endpoint).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use evergreen_group::plan::GroupPlan;
-use evergreen_ipc::SecretValue;
+use evergreen_ipc::{AwsCredentials, SecretValue};
 
 /// Told of each plan the supervisor deploys, after the router's table is swapped and before
 /// the new components start.
@@ -33,6 +36,20 @@ pub trait SecretSource: Send + Sync + std::fmt::Debug {
         secret_id: &str,
         stage: Option<&str>,
     ) -> Result<SecretValue, Refusal>;
+}
+
+/// The answer to a credentials request, awaited on the actors' thread.
+pub type CredentialsAnswer = Pin<Box<dyn Future<Output = Result<AwsCredentials, String>>>>;
+
+/// Answers the AWS credential requests of components whose manifest declares AWS access (the
+/// core's credentials chain), and names the endpoints their AWS calls go to.
+pub trait CredentialSource: Send + Sync + std::fmt::Debug {
+    /// Credentials for one request: may call out (the IoT credentials provider), so the
+    /// answer is a future the caller awaits without holding up the component's reader.
+    fn credentials(&self) -> CredentialsAnswer;
+    /// Endpoint overrides by service key (`sns`, `firehose`, …), handed to connectors in
+    /// their configuration.
+    fn endpoints(&self) -> BTreeMap<String, String>;
 }
 
 /// Why a request was refused: an HTTP-like status (for the Lambda IPC's

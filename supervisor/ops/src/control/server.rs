@@ -536,7 +536,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use actix::Actor;
-    use evergreen_config::RestartPolicy;
+    use evergreen_runtime::component::RestartPolicy;
 
     use evergreen_ipc::LogLevel;
     use evergreen_runtime::component::{RestartSettings, RuntimeSettings};
@@ -587,6 +587,20 @@ mod tests {
         );
     }
 
+    /// No AWS access: no component of these tests asks for credentials.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl evergreen_runtime::services::CredentialSource for NoCredentials {
+        fn credentials(&self) -> evergreen_runtime::services::CredentialsAnswer {
+            Box::pin(async { Err("no AWS credentials in this test".to_string()) })
+        }
+
+        fn endpoints(&self) -> BTreeMap<String, String> {
+            BTreeMap::new()
+        }
+    }
+
     fn settings() -> RuntimeSettings {
         let restart = RestartSettings {
             policy: RestartPolicy::Always,
@@ -616,7 +630,7 @@ mod tests {
             core_thing_name: "core".into(),
             core_thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/core".into(),
             region: "us-east-1".into(),
-            aws: evergreen_aws::credentials::AwsAccess::none("us-east-1"),
+            aws: Arc::new(NoCredentials),
             secrets: Arc::new(evergreen_secrets::SecretService::new(std::path::Path::new(
                 "/nonexistent",
             ))),

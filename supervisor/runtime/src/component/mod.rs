@@ -40,7 +40,7 @@ use evergreen_group::plan::RunAs;
 use evergreen_ipc::{ComponentKind, LogLevel};
 
 pub(crate) use actor::{ComponentActor, GetStatus, Retry, Stop};
-pub use policy::{ExitReason, RestartSettings};
+pub use policy::{ExitReason, RestartPolicy, RestartSettings};
 pub use slots::Slots;
 pub(crate) use spawn::ComponentEnv;
 
@@ -66,8 +66,9 @@ pub struct RuntimeSettings {
     pub core_thing_name: String,
     pub core_thing_arn: String,
     pub region: String,
-    /// AWS credentials and endpoint overrides for connectors (`evergreen_aws::credentials`).
-    pub aws: Arc<evergreen_aws::credentials::AwsAccess>,
+    /// AWS credentials and endpoint overrides for connectors whose manifest declares AWS
+    /// access (the composition root hands in the core's credentials chain).
+    pub aws: Arc<dyn crate::services::CredentialSource>,
     /// The deployed secrets components may ask for (`evergreen_secrets`).
     pub secrets: Arc<dyn crate::services::SecretSource>,
     /// How long an on-demand (not `Pinned`) function's child may sit idle

@@ -7,7 +7,17 @@ use std::fmt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use evergreen_config::RestartPolicy;
+/// Whether a child that exited is started again (`evergreen.restart.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// After any exit, clean or not.
+    #[default]
+    Always,
+    /// After a failure (a non-zero status, a signal, a broken protocol, no readiness).
+    OnFailure,
+    /// Never: the component stays stopped.
+    Never,
+}
 
 /// When a child is restarted, and after how long.
 #[derive(Debug, Clone, Copy, PartialEq)]

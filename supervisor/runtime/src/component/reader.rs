@@ -32,7 +32,7 @@ pub(super) struct ReaderEnv {
     pub(super) max_frame: usize,
     pub(super) inflight: SharedInFlight,
     /// `Some` for a connector whose manifest sets `aws`.
-    pub(super) aws: Option<Arc<evergreen_aws::credentials::AwsAccess>>,
+    pub(super) aws: Option<Arc<dyn crate::services::CredentialSource>>,
     /// Answers `GetSecret` from the secrets granted to this component.
     pub(super) secrets: Arc<dyn crate::services::SecretSource>,
     /// Answers `Shadow`; `None` when the runtime has no shadow service.
@@ -153,8 +153,9 @@ pub(super) async fn reader_task<R: AsyncRead + Unpin>(
                     // The chain may have to call out (the IoT credentials
                     // provider); answer from a task so the reader keeps going.
                     let cmds = env.cmds.clone();
+                    let answer = aws.credentials();
                     actix_rt::spawn(async move {
-                        let result = aws.credentials().await;
+                        let result = answer.await;
                         if let Some(tx) = cmds.upgrade() {
                             let _ = tx.send(WriterCmd::Credentials { request_id, result });
                         }

@@ -118,7 +118,7 @@ pub(super) fn component_config(
         log_level: settings.user_log_level,
         core_thing_name: settings.core_thing_name.clone(),
         region: settings.region.clone(),
-        endpoints: settings.aws.endpoints().clone(),
+        endpoints: settings.aws.endpoints(),
     }
 }
 

@@ -29,8 +29,6 @@ use std::sync::Arc;
 
 use evergreen_ipc::AwsCredentials;
 
-use serde::{Deserialize, Serialize};
-
 /// Where the credentials in use come from, for the start-up log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -137,7 +135,7 @@ impl AwsAccess {
     /// Resolves the chain once. An unreadable shared file is an error (the
     /// operator pointed at it); no credentials at all is not: connectors
     /// that need them then say so in their status messages.
-    pub fn resolve(config: &AwsConfig, env: &AwsEnv, region: &str) -> Result<Arc<Self>, String> {
+    pub fn resolve(config: &AwsSettings, env: &AwsEnv, region: &str) -> Result<Arc<Self>, String> {
         Self::resolve_with_iot(config, env, region, None)
     }
 
@@ -146,7 +144,7 @@ impl AwsAccess {
     /// one. Naming only one of `iotCredEndpoint` and `iotRoleAlias` is an
     /// error, as is the provider without certificate files.
     pub fn resolve_with_iot(
-        config: &AwsConfig,
+        config: &AwsSettings,
         env: &AwsEnv,
         region: &str,
         core: Option<(&str, iot::TlsFiles)>,
@@ -157,7 +155,7 @@ impl AwsAccess {
     }
 
     fn resolve_typed(
-        config: &AwsConfig,
+        config: &AwsSettings,
         env: &AwsEnv,
         region: &str,
         core: Option<(&str, iot::TlsFiles)>,
@@ -249,7 +247,7 @@ pub(crate) const SERVICE_KEYS: [&str; 5] = [
 ];
 
 fn chain(
-    config: &AwsConfig,
+    config: &AwsSettings,
     env: &AwsEnv,
 ) -> Result<(Option<AwsCredentials>, Source), ResolveError> {
     if let Some(c) = &config.credentials {
@@ -329,59 +327,39 @@ fn profile_credentials(text: &str, profile: &str) -> Option<AwsCredentials> {
     })
 }
 
-/// `evergreen.aws`: where connectors' AWS credentials come from and which
-/// endpoints they call. Every key is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct AwsConfig {
-    /// Static keys; the chain's first source (see `evergreen_aws::credentials`).
-    pub credentials: Option<StaticCredentials>,
-    /// The shared credentials file's profile (default `AWS_PROFILE`, then
-    /// `default`).
+/// Where connectors' AWS credentials come from and which endpoints they call: the core
+/// configuration's `evergreen.aws`, as the composition root hands it over. Every field is
+/// optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsSettings {
+    /// Static keys; the chain's first source.
+    pub credentials: Option<StaticKeys>,
+    /// The shared credentials file's profile (default `AWS_PROFILE`, then `default`).
     pub profile: Option<String>,
-    /// One endpoint for every AWS service (a VPC endpoint proxy, a test
-    /// server); `endpoints` entries win over it.
+    /// One endpoint for every AWS service; `endpoints` entries win over it.
     pub endpoint_url: Option<String>,
-    /// Endpoint per service key (`sns`, `firehose`, `monitoring`,
-    /// `iotanalytics`, `secretsmanager`, `twilio`).
-    pub endpoints: std::collections::BTreeMap<String, String>,
-    /// The AWS IoT credentials provider endpoint
-    /// (`<prefix>.credentials.iot.<region>.amazonaws.com`, or a URL); with
-    /// `iotRoleAlias`, the core exchanges its certificate for credentials.
+    /// Endpoint per service key (`sns`, `firehose`, `monitoring`, `iotanalytics`,
+    /// `secretsmanager`, `twilio`).
+    pub endpoints: BTreeMap<String, String>,
+    /// The AWS IoT credentials provider endpoint; with `iot_role_alias`, the core exchanges
+    /// its certificate for credentials.
     pub iot_cred_endpoint: Option<String>,
     pub iot_role_alias: Option<String>,
 }
 
-/// `evergreen.aws.credentials`. Serialized redacted, so the effective
-/// configuration (`evergreen config`) never prints the secret.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StaticCredentials {
+/// Static keys (`evergreen.aws.credentials`). `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticKeys {
     pub access_key_id: String,
     pub secret_access_key: String,
-    #[serde(default)]
     pub session_token: Option<String>,
 }
 
-impl std::fmt::Debug for StaticCredentials {
+impl std::fmt::Debug for StaticKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticCredentials")
+        f.debug_struct("StaticKeys")
             .field("access_key_id", &self.access_key_id)
             .finish_non_exhaustive()
-    }
-}
-
-impl Serialize for StaticCredentials {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("StaticCredentials", 3)?;
-        st.serialize_field("accessKeyId", &self.access_key_id)?;
-        st.serialize_field("secretAccessKey", "<redacted>")?;
-        st.serialize_field(
-            "sessionToken",
-            &self.session_token.as_ref().map(|_| "<redacted>"),
-        )?;
-        st.end()
     }
 }
 
@@ -408,7 +386,7 @@ mod tests {
         )
         .expect("write");
         let file_env = env(&[("AWS_SHARED_CREDENTIALS_FILE", file.to_str().expect("utf8"))]);
-        let mut config = AwsConfig::default();
+        let mut config = AwsSettings::default();
         let (c, s) = chain(&config, &file_env).expect("chain");
         assert_eq!(c.expect("creds").access_key_id, "FILEKEY");
         assert!(matches!(s, Source::SharedFile { ref profile, .. } if profile == "default"));
@@ -438,7 +416,7 @@ mod tests {
             ("ENVKEY".to_string(), Source::Environment)
         );
 
-        config.credentials = Some(StaticCredentials {
+        config.credentials = Some(StaticKeys {
             access_key_id: "CFGKEY".into(),
             secret_access_key: "cfgsecret".into(),
             session_token: None,
@@ -453,7 +431,7 @@ mod tests {
     #[test]
     fn no_source_is_not_an_error_but_a_named_refusal() {
         let access = AwsAccess::resolve(
-            &AwsConfig::default(),
+            &AwsSettings::default(),
             &env(&[("HOME", "/nonexistent")]),
             "eu-west-1",
         )
@@ -465,10 +443,10 @@ mod tests {
 
     #[test]
     fn endpoint_url_applies_to_every_aws_service_and_endpoints_override_it() {
-        let config = AwsConfig {
+        let config = AwsSettings {
             endpoint_url: Some("http://127.0.0.1:5000/".into()),
             endpoints: BTreeMap::from([("sns".to_string(), "http://127.0.0.1:6000".to_string())]),
-            ..AwsConfig::default()
+            ..AwsSettings::default()
         };
         let access = AwsAccess::resolve(&config, &env(&[]), "eu-west-1").expect("resolve");
         assert_eq!(access.endpoints()["firehose"], "http://127.0.0.1:5000");
@@ -478,13 +456,13 @@ mod tests {
 
     #[test]
     fn the_iot_provider_needs_both_keys_and_the_core_certificate() {
-        let half = AwsConfig {
+        let half = AwsSettings {
             iot_cred_endpoint: Some("x.credentials.iot.eu-west-1.amazonaws.com".into()),
-            ..AwsConfig::default()
+            ..AwsSettings::default()
         };
         let e = AwsAccess::resolve(&half, &env(&[]), "eu-west-1").expect_err("half");
         assert!(e.contains("iotRoleAlias"), "{e}");
-        let both = AwsConfig {
+        let both = AwsSettings {
             iot_role_alias: Some("role".into()),
             ..half
         };
