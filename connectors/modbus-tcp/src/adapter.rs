@@ -23,13 +23,12 @@
 //! for polling; while the endpoint is down requests are answered
 //! `No Response` without waiting.
 
-use evergreen_connector_modbus::exec::{execute_with_outcome, Outcome};
-use evergreen_connector_modbus::request::{parse_request, type_name, Request};
+use evergreen_connector_modbus::request::{parse_request, type_name};
 use evergreen_connector_modbus::response::{Response, NO_RESPONSE_MESSAGE};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::source::{Command, Link, REQUEST_TIMEOUT};
+use crate::source::Command;
 use crate::Running;
 
 /// Where requests arrive.
@@ -61,7 +60,7 @@ pub enum Routed {
 pub fn route(payload: &[u8], targets: &Targets<'_>) -> Routed {
     let req = match parse_request(payload) {
         Ok(req) => req,
-        Err(response) => return Routed::Answer(response),
+        Err(invalid) => return Routed::Answer(Box::new(Response::from(*invalid))),
     };
     let fail = |message: String| Routed::Answer(Box::new(Response::no_response(&req, message)));
     let sources = match targets {
@@ -121,34 +120,6 @@ pub fn route(payload: &[u8], targets: &Targets<'_>) -> Routed {
             )))
         }
     }
-}
-
-/// Runs one request on `link` (the source task calls this between polls).
-pub async fn run_on(link: &mut Link, req: &Request) -> Response {
-    if let Err(why) = link.connected().await {
-        return Response::no_response(req, format!("{NO_RESPONSE_MESSAGE} (endpoint down: {why})"));
-    }
-    link.pace().await;
-    let ctx = match link.connected().await {
-        Ok(ctx) => ctx,
-        Err(why) => {
-            return Response::no_response(
-                req,
-                format!("{NO_RESPONSE_MESSAGE} (endpoint down: {why})"),
-            )
-        }
-    };
-    let (response, outcome) = execute_with_outcome(ctx, req, REQUEST_TIMEOUT).await;
-    link.request_done();
-    match outcome {
-        Outcome::Answered => {}
-        Outcome::TimedOut => link.transport_failed(format!(
-            "no response within {} s to an adapter request",
-            REQUEST_TIMEOUT.as_secs()
-        )),
-        Outcome::Mismatch(why) | Outcome::Transport(why) => link.transport_failed(why),
-    }
-    response
 }
 
 #[cfg(test)]

@@ -33,8 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evergreen_connector_kit::Backoff;
 
+use evergreen_connector_modbus::exec::{execute_with_outcome, Outcome};
 use evergreen_connector_modbus::request::Request;
-use evergreen_connector_modbus::response::Response;
+use evergreen_connector_modbus::response::{Response, NO_RESPONSE_MESSAGE};
 use evergreen_ipc::LogLevel;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
@@ -522,7 +523,7 @@ pub async fn run_source(
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Adapter { request, reply }) => {
-                    let response = crate::adapter::run_on(&mut poller.link, &request).await;
+                    let response = run_on(&mut poller.link, &request).await;
                     // The requester may be gone (connector stopping): nothing to do.
                     let _ = reply.send(response);
                 }
@@ -546,6 +547,34 @@ pub async fn run_source(
             }
         }
     }
+}
+
+/// Runs one request on `link` (the source task calls this between polls).
+pub(crate) async fn run_on(link: &mut Link, req: &Request) -> Response {
+    if let Err(why) = link.connected().await {
+        return Response::no_response(req, format!("{NO_RESPONSE_MESSAGE} (endpoint down: {why})"));
+    }
+    link.pace().await;
+    let ctx = match link.connected().await {
+        Ok(ctx) => ctx,
+        Err(why) => {
+            return Response::no_response(
+                req,
+                format!("{NO_RESPONSE_MESSAGE} (endpoint down: {why})"),
+            )
+        }
+    };
+    let (response, outcome) = execute_with_outcome(ctx, req, REQUEST_TIMEOUT).await;
+    link.request_done();
+    match outcome {
+        Outcome::Answered => {}
+        Outcome::TimedOut => link.transport_failed(format!(
+            "no response within {} s to an adapter request",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+        Outcome::Mismatch(why) | Outcome::Transport(why) => link.transport_failed(why),
+    }
+    response
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 //!
 //! # Reusable API (stable; the Modbus-TCP connector builds on it)
 //!
-//! * [`request::parse_request`]`(&[u8]) -> Result<`[`request::Request`]`, Box<`[`response::Response`]`>>`:
+//! * [`request::parse_request`]`(&[u8]) -> Result<`[`request::Request`]`, Box<`[`request::Invalid`]`>>`:
 //!   parses and validates a Greengrass request message
 //!   `{"request":{"operation":…,"device":…,…},"id":…}` (all ten operations).
-//!   The error is the complete failure response to publish.
+//!   The error ([`request::Invalid`]) says why, with what could be read;
+//!   `Response::from` turns it into the failure response to publish.
 //! * [`exec::execute`]`(&mut tokio_modbus::client::Context, &Request, Duration) -> Response`:
 //!   one transaction on any tokio-modbus transport (RTU or TCP), bounded by
 //!   the timeout. [`exec::execute_with_outcome`] also returns an

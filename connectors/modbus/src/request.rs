@@ -13,8 +13,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::response::Response;
-
 /// Largest request message accepted, in bytes. The biggest valid request
 /// (1968 coil values) is under 8 KiB even with generous spacing; anything
 /// far beyond that is a mistake or abuse, answered without parsing.
@@ -177,18 +175,27 @@ impl Operation {
     }
 }
 
-/// Parses one request message. On any problem the error is the complete
-/// failure [`Response`] to publish (status `fail`, error `No Response`,
-/// payload `{"error": <message>}`), echoing whatever `id`, `device` and
-/// `operation` could be read.
-pub fn parse_request(bytes: &[u8]) -> Result<Request, Box<Response>> {
+/// A request that could not be parsed: why, and whatever `id`, `device` and `operation` could
+/// be read, for the failure response that echoes them (`Response::invalid`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub id: Value,
+    pub device: Value,
+    pub operation: Value,
+    pub message: String,
+}
+
+/// Parses one request message. On any problem the error says why, with what
+/// could be read; the caller publishes it as the failure response (status
+/// `fail`, error `No Response`, payload `{"error": <message>}`).
+pub fn parse_request(bytes: &[u8]) -> Result<Request, Box<Invalid>> {
     let fail = |id: &Value, device: &Value, operation: &Value, message: String| {
-        Box::new(Response::invalid(
-            id.clone(),
-            device.clone(),
-            operation.clone(),
+        Box::new(Invalid {
+            id: id.clone(),
+            device: device.clone(),
+            operation: operation.clone(),
             message,
-        ))
+        })
     };
     let null = Value::Null;
     if bytes.len() > MAX_REQUEST_BYTES {
@@ -499,8 +506,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(v: Value) -> Result<Request, Box<Response>> {
+    fn parse(v: Value) -> Result<Request, Box<crate::response::Response>> {
         parse_request(v.to_string().as_bytes())
+            .map_err(|invalid| Box::new(crate::response::Response::from(*invalid)))
     }
 
     fn msg(v: Value) -> String {
@@ -875,14 +883,15 @@ mod tests {
             (b"\"x\"", "Invalid request. Expected a JSON object, got str"),
             (b"\xff\xfe", "Invalid request. Expected a JSON object: "),
         ] {
-            let resp = parse_request(bytes).expect_err("must fail");
+            let resp =
+                crate::response::Response::from(*parse_request(bytes).expect_err("must fail"));
             let wire: Value = serde_json::from_slice(&resp.to_json()).expect("json");
             let m = wire["response"]["error_message"].as_str().unwrap_or("");
             assert!(m.starts_with(want), "{m}");
             assert_eq!(wire["id"], Value::Null);
         }
         let big = vec![b' '; MAX_REQUEST_BYTES + 1];
-        let resp = parse_request(&big).expect_err("oversize");
+        let resp = crate::response::Response::from(*parse_request(&big).expect_err("oversize"));
         assert!(resp
             .error_message()
             .unwrap_or("")

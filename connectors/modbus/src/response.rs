@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::request::{Operation, Request};
+use crate::request::{Invalid, Operation, Request};
 
 /// `response.error` on a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -265,6 +265,18 @@ pub fn exception_name(code: u8) -> &'static str {
         0x0A => "Gateway Path Unavailable",
         0x0B => "Gateway Target Device Failed to Respond",
         _ => "Unknown Exception",
+    }
+}
+
+/// The failure response to a request that could not be parsed.
+impl From<Invalid> for Response {
+    fn from(invalid: Invalid) -> Response {
+        Response::invalid(
+            invalid.id,
+            invalid.device,
+            invalid.operation,
+            invalid.message,
+        )
     }
 }
 

@@ -257,12 +257,13 @@ pub async fn run() -> Result<(), SdkError> {
             Some(Event::Message(m)) => {
                 let answer = match parse_request(&m.payload) {
                     Err(invalid) => {
+                        let invalid = Response::from(*invalid);
                         handle.warn(format!(
                             "invalid request from {}: {}",
                             m.source,
                             invalid.error_message().unwrap_or_default()
                         ));
-                        *invalid
+                        invalid
                     }
                     Ok(request) => match queue.try_send(request) {
                         Ok(()) => continue,
