@@ -58,7 +58,7 @@ pub enum RunError {
     #[error("evergreen.defaultRunAs: {0}")]
     DefaultRunAs(String),
     #[error("evergreen.aws: {0}")]
-    Aws(String),
+    Aws(#[from] evergreen_aws::credentials::ResolveError),
     #[error("group version {id}: {source}")]
     Version {
         id: String,
@@ -67,7 +67,7 @@ pub enum RunError {
     #[error("cannot start the cloud bridge: {0}")]
     Cloud(#[from] evergreen_cloud::bridge::BridgeError),
     #[error("{0}: MQTT server")]
-    Mqtt(String),
+    Mqtt(#[from] evergreen_mqtt::StartError),
     #[error("the supervisor stopped unexpectedly: {0}")]
     SupervisorGone(actix::MailboxError),
 }

@@ -42,6 +42,9 @@ pub mod certs;
 mod server;
 mod sessions;
 
+pub use server::TlsError;
+pub use sessions::SessionStoreError;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -773,7 +776,7 @@ pub fn listeners_file(root: &std::path::Path) -> std::path::PathBuf {
 /// that are named but unusable, stop the start-up.
 /// Why the local MQTT server could not start; each message names the setting or file to fix.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StartError {
+pub enum StartError {
     #[error("the local MQTT server's persistent sessions: {0}")]
     Sessions(#[source] sessions::SessionStoreError),
     #[error("cannot listen on {addr} (evergreen.listeners.{listener}) for MQTT: {source}")]
@@ -789,12 +792,7 @@ pub(crate) enum StartError {
     Thread(#[source] std::io::Error),
 }
 
-pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), String> {
-    // The CLI keeps the message as a String; the typed error stays in this crate.
-    start_listeners(setup, hub, has_devices).map_err(|e| e.to_string())
-}
-
-fn start_listeners(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), StartError> {
+pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), StartError> {
     let store_path = sessions_file(&setup.write_dir);
     let (store, stored) =
         SessionStore::open(&store_path, OFFLINE_QUEUE).map_err(StartError::Sessions)?;

@@ -54,7 +54,7 @@ impl TryFrom<ServerError> for v5::PublishAck {
 
 /// Why the TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TlsError {
+pub enum TlsError {
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,

@@ -76,7 +76,7 @@ const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SessionStoreError {
+pub enum SessionStoreError {
     #[error("MQTT session store {}: {source}", path.display())]
     Store {
         path: PathBuf,

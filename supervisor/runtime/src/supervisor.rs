@@ -338,11 +338,27 @@ impl Handler<Shutdown> for Supervisor {
 /// Start a component again (by name, Id or ARN); answers its ARN and what
 /// was done, or why not.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(String, String), String>")]
+#[rtype(result = "Result<(String, String), RestartError>")]
 pub struct RestartComponent(pub String);
 
+/// Why an operator's restart was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartError {
+    #[error("no component named {0:?} runs")]
+    Unknown(String),
+    #[error("{key:?} names several components; use an ARN: {}", arns.join(", "))]
+    Ambiguous { key: String, arns: Vec<String> },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{arn}: {source}")]
+    Gone {
+        arn: String,
+        source: actix::MailboxError,
+    },
+}
+
 impl Handler<RestartComponent> for Supervisor {
-    type Result = ResponseFuture<Result<(String, String), String>>;
+    type Result = ResponseFuture<Result<(String, String), RestartError>>;
 
     fn handle(
         &mut self,
@@ -356,21 +372,18 @@ impl Handler<RestartComponent> for Supervisor {
             .collect();
         let found = match matches.as_slice() {
             [(arn, r)] => Ok(((*arn).clone(), r.addr.clone())),
-            [] => Err(format!("no component named {key:?} runs")),
-            many => Err(format!(
-                "{key:?} names several components; use an ARN: {}",
-                many.iter()
-                    .map(|(a, _)| a.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            [] => Err(RestartError::Unknown(key.clone())),
+            many => Err(RestartError::Ambiguous {
+                key: key.clone(),
+                arns: many.iter().map(|(a, _)| (*a).clone()).collect(),
+            }),
         };
         Box::pin(async move {
             let (arn, addr) = found?;
             match addr.send(Retry).await {
                 Ok(Ok(message)) => Ok((arn, message)),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("{arn}: {e}")),
+                Ok(Err(e)) => Err(RestartError::Refused(e.to_string())),
+                Err(source) => Err(RestartError::Gone { arn, source }),
             }
         })
     }

@@ -55,7 +55,7 @@ struct Fields {
 /// credentials. The messages reach the runtime's log and a connector's
 /// status, so they name the setting or URL involved.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum IotError {
+pub enum IotError {
     #[error("iotRoleAlias {0:?} is not a role alias name")]
     BadRoleAlias(String),
     #[error("{what} {}: {message}", path.display())]

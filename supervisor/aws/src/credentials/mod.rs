@@ -105,7 +105,7 @@ impl AwsEnv {
 /// Why the credentials chain could not be resolved: the operator named a
 /// source that cannot be used. No credentials at all is not an error.
 #[derive(Debug, thiserror::Error)]
-enum ResolveError {
+pub enum ResolveError {
     #[error("iotCredEndpoint needs the core's certificate and key (coreThing.certPath, coreThing.keyPath)")]
     IotNeedsCoreFiles,
     #[error("iotCredEndpoint and iotRoleAlias go together; one is missing")]
@@ -135,7 +135,11 @@ impl AwsAccess {
     /// Resolves the chain once. An unreadable shared file is an error (the
     /// operator pointed at it); no credentials at all is not: connectors
     /// that need them then say so in their status messages.
-    pub fn resolve(config: &AwsSettings, env: &AwsEnv, region: &str) -> Result<Arc<Self>, String> {
+    pub fn resolve(
+        config: &AwsSettings,
+        env: &AwsEnv,
+        region: &str,
+    ) -> Result<Arc<Self>, ResolveError> {
         Self::resolve_with_iot(config, env, region, None)
     }
 
@@ -148,10 +152,8 @@ impl AwsAccess {
         env: &AwsEnv,
         region: &str,
         core: Option<(&str, iot::TlsFiles)>,
-    ) -> Result<Arc<Self>, String> {
-        // The callers (the CLI's start-up, the runtime) hold the message as a
-        // String; the typed error stays inside this module.
-        Self::resolve_typed(config, env, region, core).map_err(|e| e.to_string())
+    ) -> Result<Arc<Self>, ResolveError> {
+        Self::resolve_typed(config, env, region, core)
     }
 
     fn resolve_typed(
@@ -461,13 +463,13 @@ mod tests {
             ..AwsSettings::default()
         };
         let e = AwsAccess::resolve(&half, &env(&[]), "eu-west-1").expect_err("half");
-        assert!(e.contains("iotRoleAlias"), "{e}");
+        assert!(e.to_string().contains("iotRoleAlias"), "{e}");
         let both = AwsSettings {
             iot_role_alias: Some("role".into()),
             ..half
         };
         let e = AwsAccess::resolve(&both, &env(&[]), "eu-west-1").expect_err("no cert");
-        assert!(e.contains("coreThing.certPath"), "{e}");
+        assert!(e.to_string().contains("coreThing.certPath"), "{e}");
     }
 
     fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {

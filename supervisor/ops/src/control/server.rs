@@ -404,8 +404,8 @@ pub(crate) enum Refusal {
     #[error(transparent)]
     Deploy(#[from] DeployError),
     /// The supervisor's own answer to `restart` (e.g. no such component).
-    #[error("{0}")]
-    Restart(String),
+    #[error(transparent)]
+    Restart(#[from] evergreen_runtime::supervisor::RestartError),
     #[error("the supervisor is not running")]
     SupervisorGone,
     #[error("the supervisor is not running: {0}")]

@@ -17,7 +17,7 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use super::cgroup::{CgroupManager, Cgroups, ComponentCgroup, DeviceRule, Limits};
+use super::cgroup::{CgroupError, CgroupManager, Cgroups, ComponentCgroup, DeviceRule, Limits};
 use super::jail::{self, BindMount, JailPlan, JailSpec, SystemPath, SYSTEM_PATHS};
 use super::{MountKind, Sandbox, SandboxError, SpawnSpec, Spawned};
 
@@ -48,14 +48,58 @@ impl ContainerGuard {
     }
 
     /// Removes the cgroup (killing anything left) and the mount point.
-    pub(crate) fn remove(&self) -> Result<(), String> {
-        self.cgroup.remove().map_err(|e| e.to_string())?;
+    pub(crate) fn remove(&self) -> Result<(), ContainerError> {
+        self.cgroup.remove()?;
         match std::fs::remove_dir(&self.root_dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", self.root_dir.display())),
+            Err(source) => Err(ContainerError::RemoveDir {
+                path: self.root_dir.clone(),
+                source,
+            }),
         }
     }
+}
+
+/// Why a container could not be set up or taken down; the wording is what the component's
+/// status and the runtime log show.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ContainerError {
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    RemoveDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Jail(#[from] super::jail::JailError),
+    #[error("resource {id}: {}: {source}", path.display())]
+    Resource {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("resource {id}: {} is not a character or block device", path.display())]
+    NotADevice { id: String, path: PathBuf },
+    #[error("resource {id}: GroupOwner {name:?} is not a group on this host")]
+    NoSuchGroup { id: String, name: String },
+    #[error("resource {id}: cannot look up GroupOwner {name:?}: {source}")]
+    GroupLookup {
+        id: String,
+        name: String,
+        source: nix::Error,
+    },
+    #[error("program {}: {source}", path.display())]
+    Program {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where pseudo-terminals live.
@@ -74,11 +118,13 @@ impl ContainerSandbox {
     pub(crate) fn new(
         cgroups: Cgroups,
         runtime_root: &Path,
-    ) -> Result<(ContainerSandbox, usize), String> {
+    ) -> Result<(ContainerSandbox, usize), ContainerError> {
         let containers_dir = runtime_root.join("containers");
-        std::fs::create_dir_all(&containers_dir)
-            .map_err(|e| format!("cannot create {}: {e}", containers_dir.display()))?;
-        let mut stale = cgroups.clean_stale().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&containers_dir).map_err(|source| ContainerError::CreateDir {
+            path: containers_dir.clone(),
+            source,
+        })?;
+        let mut stale = cgroups.clean_stale()?;
         if let Ok(entries) = std::fs::read_dir(&containers_dir) {
             for entry in entries.flatten() {
                 // Mount points are empty on the host; anything else is not ours.
@@ -99,14 +145,17 @@ impl ContainerSandbox {
 
     /// Translates the spec into the jail's terms, reading the host as it is now.
     /// The cgroup files are filled in once the cgroup exists.
-    fn jail_spec(&self, spec: &SpawnSpec) -> Result<(JailSpec, Vec<DeviceRule>), String> {
+    fn jail_spec(&self, spec: &SpawnSpec) -> Result<(JailSpec, Vec<DeviceRule>), ContainerError> {
         let mut binds = Vec::new();
         let mut devices = Vec::new();
         let mut groups = Vec::new();
         let mut links = Vec::new();
         for m in &spec.mounts {
-            let meta = std::fs::metadata(&m.source)
-                .map_err(|e| format!("resource {}: {}: {e}", m.resource_id, m.source.display()))?;
+            let meta = std::fs::metadata(&m.source).map_err(|source| ContainerError::Resource {
+                id: m.resource_id.clone(),
+                path: m.source.clone(),
+                source,
+            })?;
             let device = m.kind == MountKind::Device;
             if device {
                 let ft = meta.file_type();
@@ -115,11 +164,10 @@ impl ContainerSandbox {
                 } else if ft.is_block_device() {
                     'b'
                 } else {
-                    return Err(format!(
-                        "resource {}: {} is not a character or block device",
-                        m.resource_id,
-                        m.source.display()
-                    ));
+                    return Err(ContainerError::NotADevice {
+                        id: m.resource_id.clone(),
+                        path: m.source.clone(),
+                    });
                 };
                 let rdev = meta.rdev();
                 devices.push(DeviceRule {
@@ -132,9 +180,7 @@ impl ContainerSandbox {
             if m.auto_add_group_owner {
                 groups.push(meta.gid());
             } else if let Some(name) = &m.group_owner {
-                groups.push(
-                    resolve_group(name).map_err(|e| format!("resource {}: {e}", m.resource_id))?,
-                );
+                groups.push(resolve_group(&m.resource_id, name)?);
             }
             // The node a link names (a socat link, /dev/serial/by-id/…).
             let real = std::fs::canonicalize(&m.source).unwrap_or_else(|_| m.source.clone());
@@ -212,25 +258,35 @@ impl ContainerSandbox {
 }
 
 /// The program's real path on the host.
-fn program_path(spec: &SpawnSpec) -> Result<PathBuf, String> {
-    std::fs::canonicalize(&spec.program)
-        .map_err(|e| format!("program {}: {e}", spec.program.display()))
+fn program_path(spec: &SpawnSpec) -> Result<PathBuf, ContainerError> {
+    std::fs::canonicalize(&spec.program).map_err(|source| ContainerError::Program {
+        path: spec.program.clone(),
+        source,
+    })
 }
 
-fn resolve_group(name: &str) -> Result<u32, String> {
+/// The id of resource `id`'s `GroupOwner` `name` (a number, or a group on this host).
+fn resolve_group(id: &str, name: &str) -> Result<u32, ContainerError> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("GroupOwner {name:?} is not a group on this host")),
-        Err(e) => Err(format!("cannot look up GroupOwner {name:?}: {e}")),
+        Ok(None) => Err(ContainerError::NoSuchGroup {
+            id: id.to_string(),
+            name: name.to_string(),
+        }),
+        Err(source) => Err(ContainerError::GroupLookup {
+            id: id.to_string(),
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
 impl Sandbox for ContainerSandbox {
     fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SandboxError> {
-        let fail = |why: String| SandboxError::Container {
+        let fail = |why: ContainerError| SandboxError::Container {
             arn: spec.arn.clone(),
             why,
         };
@@ -244,15 +300,18 @@ impl Sandbox for ContainerSandbox {
         let cgroup = self
             .cgroups
             .create(&spec.instance, &limits)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
         jail_spec.cgroup_procs = cgroup.procs_files();
         let guard = ContainerGuard {
             cgroup,
             root_dir: jail_spec.root_dir.clone(),
         };
         let built = std::fs::create_dir_all(&jail_spec.root_dir)
-            .map_err(|e| format!("cannot create {}: {e}", jail_spec.root_dir.display()))
-            .and_then(|()| JailPlan::build(&jail_spec).map_err(|e| e.to_string()));
+            .map_err(|source| ContainerError::CreateDir {
+                path: jail_spec.root_dir.clone(),
+                source,
+            })
+            .and_then(|()| Ok(JailPlan::build(&jail_spec)?));
         let plan = match built {
             Ok(plan) => plan,
             Err(why) => {

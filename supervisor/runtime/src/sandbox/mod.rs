@@ -100,7 +100,10 @@ pub(crate) enum SandboxError {
     #[error("{arn}: GreengrassContainer isolation cannot run on this host: {why} (see `evergreen check`)")]
     Unsupported { arn: String, why: String },
     #[error("{arn}: cannot set up the container: {why}")]
-    Container { arn: String, why: String },
+    Container {
+        arn: String,
+        why: container::ContainerError,
+    },
 }
 
 /// A way of starting component processes.
@@ -128,7 +131,9 @@ impl Sandboxes {
             Some(why) => Err(why.to_string()),
             None => cgroup::Cgroups::detect_host(runtime_root)
                 .map_err(|e| e.to_string())
-                .and_then(|cgroups| ContainerSandbox::new(cgroups, runtime_root)),
+                .and_then(|cgroups| {
+                    ContainerSandbox::new(cgroups, runtime_root).map_err(|e| e.to_string())
+                }),
         }
         .map(|(sandbox, stale)| {
             if stale > 0 {
