@@ -122,9 +122,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &[request::INPUT_TOPIC],
     outputs: &[STATUS_TOPIC],
-    isolation: manifest::EITHER_MODE,
-    pinned: true,
-    aws: true,
+    ..manifest::AWS_SERVICE
 };
 
 /// What the connector runs with, from its `ComponentConfig`.

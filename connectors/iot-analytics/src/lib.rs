@@ -154,9 +154,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     // Any topic: customer-defined topics go to the default channel.
     inputs: &[PUT_FILTER, BINARY_PUT_FILTER, "#"],
     outputs: &[STATUS_TOPIC],
-    isolation: manifest::EITHER_MODE,
-    pinned: true,
-    aws: true,
+    ..manifest::AWS_SERVICE
 };
 
 /// What the connector runs with, from its `ComponentConfig`.

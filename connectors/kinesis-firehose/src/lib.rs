@@ -138,9 +138,7 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     ],
     inputs: &[request::JSON_TOPIC, "kinesisfirehose/message/binary/#"],
     outputs: &[STATUS_TOPIC],
-    isolation: manifest::EITHER_MODE,
-    pinned: true,
-    aws: true,
+    ..manifest::AWS_SERVICE
 };
 
 /// What the connector runs with, from its `ComponentConfig`.

@@ -3,7 +3,7 @@
 //! ARN pattern and the isolation support sets. `const`, so manifests stay
 //! statics; what a connector shares here it must mean the same way.
 
-use evergreen_ipc::manifest::{IsolationSupport, ParameterSpec, ResourceKind};
+use evergreen_ipc::manifest::{ConnectorManifest, IsolationSupport, ParameterSpec, ResourceKind};
 
 /// Runs in a Greengrass container or without one.
 pub const EITHER_MODE: IsolationSupport = IsolationSupport {
@@ -21,6 +21,21 @@ pub const CONTAINER_ONLY: IsolationSupport = IsolationSupport {
 pub const NO_CONTAINER_ONLY: IsolationSupport = IsolationSupport {
     container: false,
     no_container: true,
+};
+
+/// What the AWS service connectors (SNS, IoT Analytics, Kinesis Firehose, CloudWatch Metrics)
+/// declare alike: either isolation mode, pinned, and the core's AWS credentials. Each names
+/// the rest of its manifest and takes these with `..manifest::AWS_SERVICE`.
+pub const AWS_SERVICE: ConnectorManifest = ConnectorManifest {
+    name: "",
+    versions: &[],
+    description: "",
+    parameters: &[],
+    inputs: &[],
+    outputs: &[],
+    isolation: EITHER_MODE,
+    pinned: true,
+    aws: true,
 };
 
 /// The Secrets Manager ARN pattern the reference prints for the connectors
