@@ -70,7 +70,7 @@ use evergreen_connector_kit::manifest;
 use evergreen_connector_kit::status as kit_status;
 use evergreen_connector_kit::{Notes, Params};
 use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
-use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
+use evergreen_ipc::sdk::{Component, Event, SdkError};
 use evergreen_ipc::ComponentConfig;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -427,7 +427,7 @@ pub async fn run() -> Result<(), SdkError> {
         let now = Instant::now();
         let (batches, dropped) = queues.due(now);
         for o in &dropped {
-            answer(&handle, status(o)).await?;
+            evergreen_connector_kit::status::publish(&handle, STATUS_TOPIC, status(o)).await?;
         }
         for batch in batches {
             let aws = aws.clone();
@@ -477,14 +477,14 @@ pub async fn run() -> Result<(), SdkError> {
                     match read_input(&m.topic, &m.payload, settings.default_channel.as_deref(), &mut ids) {
                         Err(r) => {
                             handle.warn(format!("message on {} rejected: {}", m.topic, r.message));
-                            answer(&handle, rejected_status(&r)).await?;
+                            evergreen_connector_kit::status::publish(&handle, STATUS_TOPIC, rejected_status(&r)).await?;
                         }
                         Ok(a) => {
                             if let Some(o) = queues.admit(&a.channel, a.item, Instant::now()) {
                                 if let Some((_, text)) = &o.error {
                                     handle.warn(format!("message {}: {text}", o.id));
                                 }
-                                answer(&handle, status(&o)).await?;
+                                evergreen_connector_kit::status::publish(&handle, STATUS_TOPIC, status(&o)).await?;
                             }
                             if stop_at.is_some() {
                                 queues.hurry(Instant::now());
@@ -512,7 +512,7 @@ pub async fn run() -> Result<(), SdkError> {
                     handle.debug(format!("channel {channel}: batch of {count} answered"));
                 }
                 for o in &outcomes {
-                    answer(&handle, status(o)).await?;
+                    evergreen_connector_kit::status::publish(&handle, STATUS_TOPIC, status(o)).await?;
                 }
                 if stop_at.is_some() {
                     queues.hurry(Instant::now());
@@ -527,12 +527,6 @@ pub async fn run() -> Result<(), SdkError> {
     in_flight.abort_all();
     handle.info("stopping");
     Ok(())
-}
-
-async fn answer(handle: &Handle, status: Value) -> Result<(), SdkError> {
-    handle
-        .publish_or_log(STATUS_TOPIC, status.to_string())
-        .await
 }
 
 #[cfg(test)]

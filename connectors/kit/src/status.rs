@@ -62,6 +62,16 @@ pub fn clip(s: &str, chars: usize) -> String {
     }
 }
 
+/// Publishes a status document on `topic`; only a closed link is an error (see
+/// `Handle::publish_or_log`).
+pub async fn publish(
+    handle: &evergreen_ipc::sdk::Handle,
+    topic: &str,
+    status: Value,
+) -> Result<(), evergreen_ipc::sdk::SdkError> {
+    handle.publish_or_log(topic, status.to_string()).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -361,8 +361,9 @@ pub async fn run() -> Result<(), SdkError> {
                 match parse_request(&m.payload, settings.default_topic_arn.as_deref()) {
                     Err(r) => {
                         handle.warn(format!("request from {} rejected: {}", m.source, r.message));
-                        answer(
+                        evergreen_connector_kit::status::publish(
                             &handle,
+                            STATUS_TOPIC,
                             failure_status(r.id, "InvalidInputException", &r.message),
                         )
                         .await?;
@@ -374,8 +375,9 @@ pub async fn run() -> Result<(), SdkError> {
                                 settings.queue_size
                             );
                             handle.warn(format!("request {:?}: {text}", p.id));
-                            answer(
+                            evergreen_connector_kit::status::publish(
                                 &handle,
+                                STATUS_TOPIC,
                                 failure_status(
                                     p.id.map(Value::String),
                                     "QueueFullException",
@@ -402,12 +404,6 @@ pub async fn run() -> Result<(), SdkError> {
     }
     handle.info("stopping");
     Ok(())
-}
-
-async fn answer(handle: &Handle, status: Value) -> Result<(), SdkError> {
-    handle
-        .publish_or_log(STATUS_TOPIC, status.to_string())
-        .await
 }
 
 /// Sends queued messages one at a time, retrying transient failures.
@@ -450,7 +446,10 @@ async fn publisher(aws: AwsClient, handle: Handle, mut pending: mpsc::Receiver<P
             }
         };
         backoff.reset();
-        if answer(&handle, status).await.is_err() {
+        if evergreen_connector_kit::status::publish(&handle, STATUS_TOPIC, status)
+            .await
+            .is_err()
+        {
             return;
         }
     }
