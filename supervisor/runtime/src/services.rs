@@ -76,28 +76,46 @@ impl SecretSource for NoSecrets {
     }
 }
 
-/// Longest `clientToken` a rejection echoes, as AWS IoT allows (the shadow service's limit).
-const MAX_CLIENT_TOKEN: usize = 64;
-/// Largest request whose `clientToken` is looked for (the shadow service's request limit).
-const MAX_REQUEST_BYTES: usize = 128 << 10;
+/// Largest shadow request payload: AWS IoT's MQTT message limit. The shadow service refuses
+/// larger ones (413); the core looks for no `clientToken` in them.
+pub const MAX_SHADOW_REQUEST: usize = 128 << 10;
+/// Longest `clientToken`, as AWS IoT allows; a longer one is not echoed.
+pub const MAX_CLIENT_TOKEN: usize = 64;
 
-/// The shadow service's `/rejected` document (`code`, `message`, `timestamp`, and the
-/// request's `clientToken` when it has a valid one) for a shadow request the core answers
-/// itself: no shadow service, a full queue, a thing name that cannot form the topic.
+/// The `clientToken` of a request body if it is a valid one: echoed even when another field is
+/// bad.
+pub fn client_token(body: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    match body.get("clientToken") {
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_CLIENT_TOKEN => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The shadow service's `/rejected` document: `code`, `message`, `timestamp` (seconds since
+/// the epoch), and `clientToken` when the request had a valid one. One shape for the shadow
+/// service and for the requests the core answers itself.
+pub fn rejected(code: u16, message: &str, token: Option<&str>, now: u64) -> serde_json::Value {
+    let mut doc = serde_json::json!({ "code": code, "message": message, "timestamp": now });
+    if let (Some(token), serde_json::Value::Object(map)) = (token, &mut doc) {
+        map.insert(
+            "clientToken".into(),
+            serde_json::Value::String(token.into()),
+        );
+    }
+    doc
+}
+
+/// The `/rejected` document for a shadow request the core answers itself: no shadow service,
+/// a full queue, a thing name that cannot form the topic.
 pub(crate) fn rejection_document(code: u16, message: &str, request: &[u8]) -> Vec<u8> {
-    let token = (request.len() <= MAX_REQUEST_BYTES)
+    let token = (request.len() <= MAX_SHADOW_REQUEST)
         .then(|| serde_json::from_slice::<serde_json::Value>(request).ok())
         .flatten()
-        .and_then(|body| match body.get("clientToken") {
-            Some(serde_json::Value::String(s)) if s.len() <= MAX_CLIENT_TOKEN => Some(s.clone()),
-            _ => None,
-        });
+        .and_then(|body| body.as_object().and_then(client_token));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut doc = serde_json::json!({ "code": code, "message": message, "timestamp": now });
-    if let (Some(token), serde_json::Value::Object(map)) = (token, &mut doc) {
-        map.insert("clientToken".into(), serde_json::Value::String(token));
-    }
-    doc.to_string().into_bytes()
+    rejected(code, message, token.as_deref(), now)
+        .to_string()
+        .into_bytes()
 }

@@ -7,15 +7,16 @@
 
 use serde_json::{json, Map, Value};
 
-/// Largest request payload accepted: AWS IoT's MQTT message limit.
-pub(crate) const MAX_REQUEST_BYTES: usize = 128 << 10;
+/// Largest request payload accepted, and the longest `clientToken`: AWS IoT's limits, as the
+/// core uses them for the requests it answers itself.
+pub(crate) use evergreen_runtime::services::{
+    MAX_CLIENT_TOKEN, MAX_SHADOW_REQUEST as MAX_REQUEST_BYTES,
+};
 /// Largest `state` (desired and reported, as JSON text, without metadata) a shadow may hold:
 /// AWS IoT's classic limit for a shadow's state document.
 pub(crate) const MAX_STATE_BYTES: usize = 8 << 10;
 /// Deepest nesting inside `desired` or `reported`, as AWS IoT allows.
 pub(crate) const MAX_DEPTH: usize = 6;
-/// Longest `clientToken`, as AWS IoT allows.
-pub(crate) const MAX_CLIENT_TOKEN: usize = 64;
 /// A deleted shadow's version is remembered this long; a shadow created again within it
 /// continues the old numbering (AWS IoT: 48 hours).
 pub(crate) const TOMBSTONE_SECS: u64 = 48 * 3600;
@@ -37,9 +38,7 @@ impl Rejection {
 
     /// The `/rejected` payload.
     pub(crate) fn payload(&self, client_token: Option<&str>, now: u64) -> Value {
-        let mut out = json!({ "code": self.code, "message": self.message, "timestamp": now });
-        add_token(&mut out, client_token);
-        out
+        evergreen_runtime::services::rejected(self.code, &self.message, client_token, now)
     }
 }
 
@@ -104,10 +103,7 @@ pub(crate) fn parse_body(payload: &[u8]) -> Result<Map<String, Value>, Rejection
 
 /// The `clientToken` of a body if it is a valid one: echoed even when another field is bad.
 pub(crate) fn client_token_of(body: &Map<String, Value>) -> Option<String> {
-    match body.get("clientToken") {
-        Some(Value::String(s)) if s.len() <= MAX_CLIENT_TOKEN => Some(s.clone()),
-        _ => None,
-    }
+    evergreen_runtime::services::client_token(body)
 }
 
 /// Checks `clientToken` and `version`.
