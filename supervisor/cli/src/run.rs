@@ -39,10 +39,9 @@ const EMBEDDED: &str = "the embedded default group";
 
 /// `evergreen run`: runs until SIGINT or SIGTERM, then stops every component.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let prepared = prepare(opts)?;
+    let mut prepared = prepare(opts)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let mut prepared = prepared;
         let started = start_services(&mut prepared).await?;
         let running = first_deployment(prepared, started).await?;
         wait_for_signal(running).await;
