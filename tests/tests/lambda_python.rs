@@ -702,11 +702,15 @@ fn a_function_packaged_as_a_zip_runs_from_it() {
     );
     let got = wait_for(LIMIT, || on_topic(&out, "zip/hello").into_iter().next());
     let got = got.unwrap_or_else(|| panic!("{}", read(&rt.function_log("zipped"))));
+    // The version carries its code: the zip runs from the artefact store, not from where
+    // the group file named it.
+    let artefacts = rt.dir.path().join("root/deployments/artefacts");
+    let name = zip.file_name().and_then(|n| n.to_str()).expect("zip name");
     assert!(
-        got["from"]
-            .as_str()
-            .is_some_and(|f| f.starts_with(&zip.display().to_string())),
-        "imported from inside the zip: {got}"
+        got["from"].as_str().is_some_and(|f| {
+            f.starts_with(&artefacts.display().to_string()) && f.contains(&format!("/{name}/"))
+        }),
+        "imported from inside the stored zip: {got}"
     );
 }
 
@@ -755,7 +759,15 @@ fn a_python_function_runs_in_a_container() {
     );
     let got = wait_for(LIMIT, || on_topic(&out, "box/view").into_iter().next());
     let got = got.unwrap_or_else(|| panic!("{}", read(&rt.function_log("boxed"))));
-    assert_eq!(got["cwd"], code.display().to_string(), "{got}");
+    // Its working directory is its own (stored) code directory.
+    let artefacts = rt.dir.path().join("root/deployments/artefacts");
+    assert!(
+        got["cwd"].as_str().is_some_and(|cwd| {
+            cwd.starts_with(&artefacts.display().to_string()) && cwd.ends_with("/boxed")
+        }),
+        "{got} (code from {})",
+        code.display()
+    );
     assert_eq!(got["hostname"], "boxed", "its own UTS namespace: {got}");
     assert_eq!(
         got["sees_tmp_root"], false,

@@ -64,6 +64,11 @@ pub enum RunError {
         id: String,
         source: evergreen_ops::store::StoreError,
     },
+    #[error("cannot store {file} as a group version: {source}")]
+    Store {
+        file: String,
+        source: evergreen_ops::store::StoreError,
+    },
     #[error("cannot start the cloud bridge: {0}")]
     Cloud(#[from] evergreen_cloud::bridge::BridgeError),
     #[error("{0}: MQTT server")]
@@ -82,10 +87,19 @@ impl RunError {
             | RunError::Deploy(_)
             | RunError::DefaultRunAs(_)
             | RunError::Aws(_) => crate::EXIT_CONFIG,
+            // A program or code directory the group names is missing or unusable: fixed in
+            // the group, not by restarting.
+            RunError::Store {
+                source: evergreen_ops::store::StoreError::Artefact(e),
+                ..
+            } if !matches!(e, evergreen_ops::artefacts::ArtefactError::Write { .. }) => {
+                crate::EXIT_CONFIG
+            }
             // Another runtime on the socket may be gone by the next try.
             RunError::Control(_)
             | RunError::Io { .. }
             | RunError::Version { .. }
+            | RunError::Store { .. }
             | RunError::Cloud(_)
             | RunError::Mqtt(_)
             | RunError::SupervisorGone(_) => 1,
@@ -148,9 +162,26 @@ pub(crate) fn load_version(cfg: &CoreConfig, id: &VersionId) -> Result<GroupPlan
     load_group(
         &stored.group,
         &format!("group version {}", id.short()),
-        stored.meta.base_dir.clone(),
+        stored.base_dir.clone(),
         cfg,
     )
+}
+
+/// Reads and validates a group file, stores it as a version with its artefacts, and loads the
+/// stored version: `run --group FILE` runs what `deploy FILE` would, from the same stored copy.
+pub(crate) fn store_group_file(
+    path: &Path,
+    cfg: &CoreConfig,
+) -> Result<(VersionId, GroupPlan), RunError> {
+    let group = read_group_file(path, cfg)?;
+    let created = VersionStore::open(cfg.write_dir())
+        .create(&group.text, &group.base_dir, Some(path), &group.plan)
+        .map_err(|source| RunError::Store {
+            file: path.display().to_string(),
+            source,
+        })?;
+    let plan = load_version(cfg, &created.id)?;
+    Ok((created.id, plan))
 }
 
 pub(crate) fn read_group(path: Option<&Path>, cfg: &CoreConfig) -> Result<GroupPlan, RunError> {

@@ -80,14 +80,16 @@ pub enum Command {
     /// the component is unknown or ambiguous, 78 when the configuration
     /// cannot be read.
     Logs(crate::tail::LogsArgs),
-    /// Deploy a stored group version (id or unique prefix), or a group file
-    /// (stored as a version first), to the running runtime.
+    /// Deploy a stored group version (id or unique prefix), a group file
+    /// (stored as a version with its programs and code first), or a group
+    /// bundle (`group export`; imported first, every digest checked), to the
+    /// running runtime.
     ///
     /// Only what changed restarts; if a started component does not become
     /// Ready, the previous group is deployed again. Exit status 0 on
     /// success, 1 on failure.
     Deploy {
-        /// Group version id (or prefix), or a group file.
+        /// Group version id (or prefix), a group file or a bundle.
         target: String,
         #[command(flatten)]
         conn: ConnArgs,
@@ -262,6 +264,31 @@ pub enum GroupCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Write a stored version and every program and code directory it runs
+    /// as one bundle file (a tar): what `group import` or `deploy` on another
+    /// gateway takes.
+    ///
+    /// Exit status 0 when written, 1 otherwise.
+    Export {
+        /// Version id, or a unique prefix of at least 6 hex digits.
+        id: String,
+        /// The bundle to write [default: group-<short id>.tar in the current directory].
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Store the version in a bundle (`group export`), every digest checked
+    /// and the group validated, as `create-version` stores a file.
+    ///
+    /// Prints the version id on the first line of stdout. Exit status 0 when
+    /// stored, 1 when the bundle is damaged, invalid or cannot be stored.
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print a stored version's group, its content checked against its id.
     Show {
         /// Version id, or a unique prefix of at least 6 hex digits.
@@ -397,6 +424,116 @@ fn group(command: GroupCommand) -> ExitCode {
         GroupCommand::CreateVersion { file, store } => create_version(&file, store),
         GroupCommand::List { json, store } => list_versions(json, store),
         GroupCommand::Show { id, json, store } => show_version(&id, json, store),
+        GroupCommand::Export { id, output, store } => export_version(&id, output, store),
+        GroupCommand::Import { file, store } => {
+            let cfg = match app::load_config(store.config.as_deref(), store.root) {
+                Ok(cfg) => cfg,
+                Err(e) => return run_failed(&e),
+            };
+            match import_bundle(&file, &cfg) {
+                Ok(id) => {
+                    println!("{id}");
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+    }
+}
+
+fn export_version(id: &str, output: Option<PathBuf>, args: StoreArgs) -> ExitCode {
+    let store = match open_store(args) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let full = match store.resolve(id) {
+        Ok(full) => full,
+        Err(e) => return store_failed(&e),
+    };
+    let output = output.unwrap_or_else(|| PathBuf::from(format!("group-{}.tar", full.short())));
+    // Written beside its final name and renamed, so a failed export leaves no half bundle.
+    let tmp = output.with_extension("tar.part");
+    let written = std::fs::File::create(&tmp)
+        .map_err(|source| evergreen_ops::bundle::BundleError::Io {
+            path: tmp.clone(),
+            source,
+        })
+        .and_then(|file| {
+            let mut out = std::io::BufWriter::new(file);
+            evergreen_ops::bundle::export(&store, full.as_str(), &mut out)?;
+            out.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .map_err(|source| evergreen_ops::bundle::BundleError::Io {
+                    path: tmp.clone(),
+                    source,
+                })
+        })
+        .and_then(|()| {
+            std::fs::rename(&tmp, &output).map_err(|source| {
+                evergreen_ops::bundle::BundleError::Io {
+                    path: output.clone(),
+                    source,
+                }
+            })
+        });
+    match written {
+        Ok(()) => {
+            println!("{}", output.display());
+            eprintln!(
+                "group version {} exported to {}",
+                full.short(),
+                output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!("evergreen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Imports a bundle into the store of `cfg`'s root; the version id, or the exit code after
+/// saying why not.
+fn import_bundle(file: &Path, cfg: &evergreen_config::CoreConfig) -> Result<String, ExitCode> {
+    let name = file.display().to_string();
+    let store = VersionStore::open(cfg.write_dir());
+    let imported = std::fs::File::open(file)
+        .map_err(|source| evergreen_ops::bundle::BundleError::Io {
+            path: file.to_path_buf(),
+            source,
+        })
+        .and_then(|f| {
+            evergreen_ops::bundle::import(
+                &store,
+                &app::loader(cfg),
+                std::io::BufReader::new(f),
+                &name,
+            )
+        });
+    match imported {
+        Ok(created) => {
+            eprintln!(
+                "{name}: {} group version {}",
+                if created.existed {
+                    "already stored:"
+                } else {
+                    "imported"
+                },
+                created.id.short()
+            );
+            Ok(created.id.as_str().to_string())
+        }
+        Err(evergreen_ops::bundle::BundleError::Invalid(evergreen_group::LoadError::Invalid {
+            errors,
+            ..
+        })) => Err(print_invalid(&name, &errors)),
+        Err(e) => {
+            eprintln!("evergreen: {name}: {e}");
+            Err(ExitCode::from(1))
+        }
     }
 }
 
@@ -791,6 +928,12 @@ fn deploy(target: &str, conn: ConnArgs) -> ExitCode {
             Ok(cfg) => cfg,
             Err(e) => return run_failed(&e),
         };
+        if evergreen_ops::bundle::is_bundle(file) {
+            return match import_bundle(file, &cfg) {
+                Ok(version) => deployment_call(&conn, &Request::Deploy { version }),
+                Err(code) => code,
+            };
+        }
         let group = match app::read_group_file(file, &cfg) {
             Ok(group) => group,
             Err(RunError::Group(evergreen_group::LoadError::Invalid { errors, .. })) => {

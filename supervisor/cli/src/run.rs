@@ -31,7 +31,7 @@ use evergreen_shadow::ShadowHandle;
 
 use crate::app::{
     aws_access, default_group_for, load_config, load_version, loader, read_group, settings,
-    RunError, RunOptions, DEFAULT_GROUP_LOG,
+    store_group_file, RunError, RunOptions, DEFAULT_GROUP_LOG,
 };
 
 /// What the label of the embedded default group reads.
@@ -103,18 +103,21 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
             Ok(plan),
             format!("group version {} (the last good deployment)", id.short()),
         ),
-        None => (
-            read_group(opts.group.as_deref(), &cfg),
-            opts.group.as_ref().map_or_else(
-                || EMBEDDED.to_string(),
-                |p| {
-                    std::path::absolute(p)
-                        .unwrap_or_else(|_| p.clone())
-                        .display()
-                        .to_string()
-                },
-            ),
-        ),
+        None => match opts.group.as_deref() {
+            // The file is stored as a version with its code first, exactly as `deploy FILE`
+            // stores it, and the stored copy is what runs.
+            Some(path) => {
+                let file = std::path::absolute(path)
+                    .unwrap_or_else(|_| path.to_path_buf())
+                    .display()
+                    .to_string();
+                match store_group_file(path, &cfg) {
+                    Ok((id, plan)) => (Ok(plan), format!("{file} (group version {})", id.short())),
+                    Err(e) => (Err(e), file),
+                }
+            }
+            None => (read_group(None, &cfg), EMBEDDED.to_string()),
+        },
     };
     let system_log = group.as_ref().map(|p| p.loggers.system).unwrap_or_default();
     SystemLogger::install(

@@ -345,7 +345,7 @@ impl Deployer {
         let label = format!("group version {}", id.short());
         let plan = match self
             .loader
-            .load(&stored.group, &label, stored.meta.base_dir.clone())
+            .load(&stored.group, &label, stored.base_dir.clone())
         {
             Ok(plan) => plan,
             Err(LoadError::Invalid { errors, .. }) => {

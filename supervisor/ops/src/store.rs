@@ -31,12 +31,15 @@
 //! here rather than left to serde_json's map order, which a `preserve_order`
 //! feature turned on anywhere in the build would change.
 //!
-//! Relative `Executable`s are made absolute against the group file's
-//! directory (lexically: `.` dropped, symlinks kept) *before* hashing, so a
-//! stored version runs the same programs from wherever it is read, and the
-//! same file in two directories, which runs two different programs, gets two
-//! ids. Keeping the base directory in `meta.json` instead would give both the
-//! same id, and the second would silently run the first one's programs.
+//! A version carries its code: every function artefact the group names (a program's
+//! `Executable`, a Python function's `CodeUri`) is copied into the content-addressed
+//! [`ArtefactStore`](crate::artefacts) *before* hashing, and the stored group names it as
+//! `artefacts/<digest>/<name>`, relative to `<write dir>/deployments` (the stored version's
+//! base directory). Changing a program after `create-version` therefore changes nothing that
+//! runs; changing it and storing again gives a new id; the same group and code stored from two
+//! directories, or on two gateways with different roots, gets one id. A version written by an
+//! Evergreen before artefacts (`meta.json` without `layout`) is read as it was written: with
+//! its absolute `Executable`s and its `baseDir`.
 //!
 //! # Immutability
 //!
@@ -62,6 +65,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use evergreen_group::plan::GroupPlan;
+
+use crate::artefacts::{self, ArtefactError, ArtefactStore};
 
 /// Where versions live, relative to the write directory.
 pub(crate) const VERSIONS_DIR: &str = "deployments/versions";
@@ -177,22 +182,34 @@ pub struct VersionMeta {
     pub created: String,
     /// The group file it was read from (absolute), if it came from a file.
     pub source: Option<PathBuf>,
-    /// The directory relative `Executable`s were resolved against (absolute);
-    /// the stored group holds the resolved paths, this is for people.
+    /// The directory the group file's relative paths were resolved against
+    /// (absolute); the stored group names its artefacts instead, this is for people.
     pub base_dir: PathBuf,
     pub summary: VersionSummary,
     /// `evergreen <version>` that stored it.
     pub created_by: String,
+    /// 2 when the group's artefacts are in the artefact store (relative paths resolve against
+    /// `<write dir>/deployments`); absent (0) for versions stored before artefacts existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub layout: u32,
+}
+
+/// The layout of versions whose code is in the artefact store.
+pub(crate) const LAYOUT_ARTEFACTS: u32 = 2;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A stored version read back, its content checked against its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredVersion {
     pub meta: VersionMeta,
-    /// `group.json` as stored: the canonical form, compact. Relative
-    /// `Executable`s are already absolute, so any base directory will do when
-    /// validating it again.
+    /// `group.json` as stored: the canonical form, compact.
     pub group: String,
+    /// The directory its relative paths (artefact references) resolve against: pass it to
+    /// the loader.
+    pub base_dir: PathBuf,
 }
 
 impl StoredVersion {
@@ -250,6 +267,8 @@ pub enum StoreError {
     },
     #[error("no stored group version matches {prefix}")]
     NotFound { prefix: String },
+    #[error(transparent)]
+    Artefact(#[from] ArtefactError),
 }
 
 impl StoreError {
@@ -270,6 +289,9 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreErr
 #[derive(Debug, Clone)]
 pub struct VersionStore {
     root: PathBuf,
+    artefacts: ArtefactStore,
+    /// `<write dir>/deployments`: what stored groups' relative paths resolve against.
+    base: PathBuf,
 }
 
 impl VersionStore {
@@ -278,6 +300,8 @@ impl VersionStore {
     pub fn open(write_dir: &Path) -> Self {
         VersionStore {
             root: write_dir.join(VERSIONS_DIR),
+            artefacts: ArtefactStore::open(write_dir),
+            base: write_dir.join(artefacts::BASE_DIR),
         }
     }
 
@@ -291,9 +315,20 @@ impl VersionStore {
         self.root.join(id.as_str())
     }
 
+    /// `<write dir>/deployments`: the base directory stored groups are validated with.
+    pub fn base_dir(&self) -> &Path {
+        &self.base
+    }
+
+    /// The artefact store beside the versions.
+    pub fn artefacts(&self) -> &ArtefactStore {
+        &self.artefacts
+    }
+
     /// Stores `text`, a group file already validated into `plan`, read from
-    /// `source` in `base_dir`. Returns the id; an existing version with that
-    /// id is checked and kept, never rewritten.
+    /// `source` in `base_dir`, with its artefacts (copied from under `base_dir`, or
+    /// references already in the artefact store, checked). Returns the id; an existing
+    /// version with that id is checked and kept, never rewritten.
     pub fn create(
         &self,
         text: &str,
@@ -320,7 +355,7 @@ impl VersionStore {
         let mut value: Value = serde_json::from_str(text).map_err(|e| StoreError::NotJson {
             message: e.to_string(),
         })?;
-        absolutize_executables(&mut value, &base_dir)?;
+        self.store_artefacts(&mut value, &base_dir)?;
         let content = canonical_json(&value);
         let id = VersionId::of(content.as_bytes());
 
@@ -337,6 +372,7 @@ impl VersionStore {
             base_dir,
             summary: VersionSummary::of(plan),
             created_by: format!("evergreen {}", env!("CARGO_PKG_VERSION")),
+            layout: LAYOUT_ARTEFACTS,
         };
         let mut meta_text = serde_json::to_string_pretty(&meta).map_err(|e| StoreError::Io {
             what: "cannot encode the metadata of",
@@ -394,9 +430,43 @@ impl VersionStore {
 
     /// The version whose id is or starts with `id_or_prefix` (at least
     /// `MIN_PREFIX_LEN` hex digits, case ignored), its content checked.
+    /// Its artefacts are checked against their digests too: what is about to run is what
+    /// was stored.
     pub fn load(&self, id_or_prefix: &str) -> Result<StoredVersion, StoreError> {
         let id = self.resolve(id_or_prefix)?;
-        self.read_verified(&id)
+        let version = self.read_verified(&id)?;
+        if version.meta.layout >= LAYOUT_ARTEFACTS {
+            let group: Value =
+                serde_json::from_str(&version.group).map_err(|e| StoreError::Corrupt {
+                    id: id.clone(),
+                    reason: format!("{GROUP_FILE} is not JSON: {e}"),
+                })?;
+            for slot in artefacts::slots(&group) {
+                if let Some(reference) = group.pointer(&slot.pointer).and_then(Value::as_str) {
+                    self.artefacts.check(reference, &slot.field)?;
+                }
+            }
+        }
+        Ok(version)
+    }
+
+    /// Replaces every artefact field of `group` by its reference in the artefact store,
+    /// copying files in; a field that already is a reference is checked.
+    fn store_artefacts(&self, group: &mut Value, base_dir: &Path) -> Result<(), StoreError> {
+        for slot in artefacts::slots(group) {
+            let Some(Value::String(path)) = group.pointer_mut(&slot.pointer) else {
+                continue;
+            };
+            let reference = if artefacts::parse_reference(path).is_some() {
+                self.artefacts.check(path, &slot.field)?;
+                path.clone()
+            } else {
+                let source = base_dir.join(path.as_str());
+                self.artefacts.add(&source, slot.role, &slot.field)?
+            };
+            *path = reference;
+        }
+        Ok(())
     }
 
     /// The one stored id that `id_or_prefix` selects.
@@ -496,7 +566,16 @@ impl VersionStore {
                 meta.id.short()
             )));
         }
-        Ok(StoredVersion { meta, group })
+        let base_dir = if meta.layout >= LAYOUT_ARTEFACTS {
+            self.base.clone()
+        } else {
+            meta.base_dir.clone()
+        };
+        Ok(StoredVersion {
+            meta,
+            group,
+            base_dir,
+        })
     }
 
     /// A fresh, empty directory beside the versions, on the same file
@@ -568,36 +647,6 @@ pub(crate) fn format_time(now: OffsetDateTime) -> Result<String, StoreError> {
     evergreen_durable::format_time(now).map_err(|e| StoreError::Clock {
         message: e.to_string(),
     })
-}
-
-/// Makes every relative `FunctionConfiguration.Executable` absolute against
-/// `base` (absolute), as validation resolves it, dropping `.` components.
-fn absolutize_executables(group: &mut Value, base: &Path) -> Result<(), StoreError> {
-    let Some(functions) = group
-        .pointer_mut("/FunctionDefinitionVersion/Functions")
-        .and_then(Value::as_array_mut)
-    else {
-        return Ok(());
-    };
-    for function in functions {
-        let Some(Value::String(exe)) = function.pointer_mut("/FunctionConfiguration/Executable")
-        else {
-            continue;
-        };
-        let path = Path::new(exe.as_str());
-        if path.is_absolute() {
-            continue;
-        }
-        let resolved: PathBuf = base.join(path).components().collect();
-        let resolved = resolved
-            .to_str()
-            .ok_or_else(|| StoreError::NonUtf8Path {
-                path: resolved.clone(),
-            })?
-            .to_string();
-        *exe = resolved;
-    }
-    Ok(())
 }
 
 /// The canonical form (see the module documentation): compact, object keys
@@ -675,7 +724,7 @@ mod tests {
         { "Id": "producer", "FunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:producer:1",
           "FunctionConfiguration": { "Executable": "./bin/producer", "Pinned": true } },
         { "Id": "consumer", "FunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:consumer:1",
-          "FunctionConfiguration": { "Executable": "/opt/consumer" } }
+          "FunctionConfiguration": { "Executable": "/bin/sh" } }
       ] },
       "SubscriptionDefinitionVersion": { "Subscriptions": [
         { "Id": "s1", "Source": "arn:aws:lambda:eu-west-1:123456789012:function:producer:1",
@@ -688,7 +737,7 @@ mod tests {
     // executable spelt without `./`.
     const GROUP_REORDERED: &str = r#"{"SubscriptionDefinitionVersion":{"Subscriptions":[{"Target":"arn:aws:lambda:eu-west-1:123456789012:function:consumer:1","Subject":"readings/+","Source":"arn:aws:lambda:eu-west-1:123456789012:function:producer:1","Id":"s1"}]},
 "FunctionDefinitionVersion":{"Functions":[{"FunctionConfiguration":{"Pinned":true,"Executable":"bin/producer"},"Id":"producer","FunctionArn":"arn:aws:lambda:eu-west-1:123456789012:function:producer:1"},
-{"Id":"consumer","FunctionArn":"arn:aws:lambda:eu-west-1:123456789012:function:consumer:1","FunctionConfiguration":{"Executable":"/opt/consumer"}}]}}"#;
+{"Id":"consumer","FunctionArn":"arn:aws:lambda:eu-west-1:123456789012:function:consumer:1","FunctionConfiguration":{"Executable":"/bin/sh"}}]}}"#;
 
     fn cfg() -> CoreConfig {
         let env = ConfigEnv {
@@ -700,7 +749,7 @@ mod tests {
     }
 
     fn plan(text: &str) -> GroupPlan {
-        load_group(text, "test", PathBuf::from("/srv/g"), &cfg()).expect("valid group")
+        load_group(text, "test", PathBuf::from("/"), &cfg()).expect("valid group")
     }
 
     fn at(seconds: i64) -> OffsetDateTime {
@@ -710,20 +759,50 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         store: VersionStore,
+        /// The write directory.
+        root: PathBuf,
+        /// A group's directory, with `bin/producer`.
+        g: PathBuf,
+        /// Another directory with the same `bin/producer`.
+        same: PathBuf,
+        /// Another directory whose `bin/producer` differs.
+        changed: PathBuf,
+    }
+
+    const PRODUCER: &[u8] = b"#!/bin/sh\necho producer\n";
+
+    fn program(dir: &Path, content: &[u8]) -> PathBuf {
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).expect("mkdir");
+        let path = bin.join("producer");
+        fs::write(&path, content).expect("write");
+        fs::set_permissions(&path, Permissions::from_mode(0o755)).expect("chmod");
+        path
     }
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = VersionStore::open(dir.path());
-        Fixture { _dir: dir, store }
+        let root = dir.path().join("root");
+        let [g, same, changed] = ["g", "same", "changed"].map(|d| dir.path().join(d));
+        program(&g, PRODUCER);
+        program(&same, PRODUCER);
+        program(&changed, b"#!/bin/sh\necho changed\n");
+        Fixture {
+            store: VersionStore::open(&root),
+            _dir: dir,
+            root,
+            g,
+            same,
+            changed,
+        }
     }
 
-    fn create(store: &VersionStore, text: &str, base: &str, seconds: i64) -> Created {
+    fn create(store: &VersionStore, text: &str, base: &Path, seconds: i64) -> Created {
         store
             .create_at(
                 text,
-                Path::new(base),
-                Some(&Path::new(base).join("group.json")),
+                base,
+                Some(&base.join("group.json")),
                 &plan(text),
                 at(seconds),
             )
@@ -744,12 +823,12 @@ mod tests {
     #[test]
     fn same_content_twice_is_one_version_written_once() {
         let f = fixture();
-        let first = create(&f.store, GROUP, "/srv/g", 0);
+        let first = create(&f.store, GROUP, &f.g, 0);
         assert!(!first.existed);
         let group_file = f.store.version_dir(&first.id).join(GROUP_FILE);
         let before = fs::symlink_metadata(&group_file).expect("stat");
 
-        let second = create(&f.store, GROUP, "/srv/g", 60);
+        let second = create(&f.store, GROUP, &f.g, 60);
         assert_eq!(second.id, first.id);
         assert!(second.existed);
         // Not rewritten: same inode, and meta still has the first time.
@@ -766,8 +845,8 @@ mod tests {
     #[test]
     fn whitespace_and_key_order_do_not_change_the_id() {
         let f = fixture();
-        let a = create(&f.store, GROUP, "/srv/g", 0);
-        let b = create(&f.store, GROUP_REORDERED, "/srv/g", 1);
+        let a = create(&f.store, GROUP, &f.g, 0);
+        let b = create(&f.store, GROUP_REORDERED, &f.g, 1);
         assert_eq!(a.id, b.id);
         assert!(b.existed);
     }
@@ -775,57 +854,124 @@ mod tests {
     #[test]
     fn different_content_is_a_different_id() {
         let f = fixture();
-        let a = create(&f.store, GROUP, "/srv/g", 0);
+        let a = create(&f.store, GROUP, &f.g, 0);
         let changed = GROUP.replace("readings/+", "readings/#");
-        let b = create(&f.store, &changed, "/srv/g", 1);
+        let b = create(&f.store, &changed, &f.g, 1);
         assert_ne!(a.id, b.id);
         assert!(!b.existed);
     }
 
     #[test]
-    fn the_same_file_in_another_directory_runs_other_programs_so_is_another_version() {
+    fn the_same_group_and_code_from_another_directory_is_the_same_version() {
         let f = fixture();
-        let a = create(&f.store, GROUP, "/srv/g", 0);
-        let b = create(&f.store, GROUP, "/srv/other", 1);
-        assert_ne!(a.id, b.id);
+        let a = create(&f.store, GROUP, &f.g, 0);
+        let b = create(&f.store, GROUP, &f.same, 1);
+        assert_eq!(a.id, b.id);
+        assert!(b.existed);
     }
 
     #[test]
-    fn relative_executables_are_stored_absolute_and_the_id_is_the_files_sha256() {
+    fn changed_code_is_another_version_and_the_old_one_keeps_its_code() {
         let f = fixture();
-        let created = create(&f.store, GROUP, "/srv/g", 0);
-        let stored = f.store.load(created.id.as_str()).expect("load");
-        let group: Value = serde_json::from_str(&stored.group).expect("json");
-        let exe = |i: usize| {
-            group
-                .pointer(&format!(
-                    "/FunctionDefinitionVersion/Functions/{i}/FunctionConfiguration/Executable"
-                ))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        assert_eq!(exe(0).as_deref(), Some("/srv/g/bin/producer"));
-        assert_eq!(exe(1).as_deref(), Some("/opt/consumer"));
-        assert_eq!(stored.meta.base_dir, Path::new("/srv/g"));
+        let a = create(&f.store, GROUP, &f.g, 0);
+        let b = create(&f.store, GROUP, &f.changed, 1);
+        assert_ne!(a.id, b.id);
+        // Changing the program in place after storing changes nothing stored.
+        program(&f.g, b"#!/bin/sh\necho edited later\n");
+        let stored = f.store.load(a.id.as_str()).expect("load");
+        let exe = executable(&stored, 0);
         assert_eq!(
-            stored.meta.source.as_deref(),
-            Some(Path::new("/srv/g/group.json"))
+            fs::read(stored.base_dir.join(&exe)).expect("read"),
+            PRODUCER
         );
+    }
 
-        // The stored group validates, and runs the same programs, from
-        // whatever directory it is read with.
-        let again = load_group(&stored.group, "stored", PathBuf::from("/elsewhere"), &cfg())
+    fn executable(stored: &StoredVersion, i: usize) -> String {
+        let group: Value = serde_json::from_str(&stored.group).expect("json");
+        group
+            .pointer(&format!(
+                "/FunctionDefinitionVersion/Functions/{i}/FunctionConfiguration/Executable"
+            ))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .expect("an executable")
+    }
+
+    #[test]
+    fn a_tampered_artefact_is_reported_corrupt_and_the_version_not_returned() {
+        let f = fixture();
+        let created = create(&f.store, GROUP, &f.g, 0);
+        let stored = f.store.load(created.id.as_str()).expect("load");
+        let path = stored.base_dir.join(executable(&stored, 0));
+        overwrite(&path, b"#!/bin/sh\necho evil\n");
+        match f.store.load(created.id.as_str()) {
+            Err(StoreError::Artefact(ArtefactError::Corrupt { reference, .. })) => {
+                assert!(reference.ends_with("/producer"), "{reference}");
+            }
+            other => panic!("expected a corrupt artefact, got {other:?}"),
+        }
+        fs::remove_file(&path).expect("rm");
+        assert!(matches!(
+            f.store.load(created.id.as_str()),
+            Err(StoreError::Artefact(ArtefactError::Missing { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_missing_program_is_refused_naming_the_field() {
+        let f = fixture();
+        let text = GROUP.replace("./bin/producer", "./bin/absent");
+        let err = f
+            .store
+            .create_at(&text, &f.g, None, &plan(&text), at(0))
+            .expect_err("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Functions[0].FunctionConfiguration.Executable") && msg.contains("absent"),
+            "{msg}"
+        );
+        assert!(f.store.list().expect("list").versions.is_empty());
+    }
+
+    #[test]
+    fn programs_are_stored_by_digest_and_host_programs_stay_where_they_are() {
+        let f = fixture();
+        let created = create(&f.store, GROUP, &f.g, 0);
+        let stored = f.store.load(created.id.as_str()).expect("load");
+        let digest = artefacts::hex(&Sha256::digest(PRODUCER));
+        assert_eq!(
+            executable(&stored, 0),
+            format!("artefacts/{digest}/producer")
+        );
+        assert_eq!(executable(&stored, 1), "/bin/sh");
+        assert_eq!(stored.meta.base_dir, f.g);
+        assert_eq!(stored.base_dir, f.root.join("deployments"));
+        assert_eq!(stored.meta.layout, LAYOUT_ARTEFACTS);
+        assert_eq!(stored.meta.source, Some(f.g.join("group.json")));
+        let copy = stored.base_dir.join(executable(&stored, 0));
+        assert_eq!(mode(&copy), 0o555);
+        assert_eq!(fs::read(&copy).expect("read"), PRODUCER);
+
+        // Validated with its base directory, the stored group runs the stored copy.
+        let again = load_group(&stored.group, "stored", stored.base_dir.clone(), &cfg())
             .expect("still valid");
-        assert_eq!(again, plan_in(GROUP, "/srv/g"));
+        let launch = again
+            .components
+            .values()
+            .find(|c| c.id == "producer")
+            .map(|c| c.launch.clone());
+        assert_eq!(
+            launch,
+            Some(evergreen_group::plan::Launch::Executable {
+                path: copy,
+                args: Vec::new()
+            })
+        );
 
         let bytes = fs::read(f.store.version_dir(&created.id).join(GROUP_FILE)).expect("read");
         assert_eq!(VersionId::of(&bytes), created.id);
         assert_eq!(stored.meta.summary.components, 2);
         assert_eq!(stored.meta.summary.subscriptions, 1);
-    }
-
-    fn plan_in(text: &str, base: &str) -> GroupPlan {
-        load_group(text, "test", PathBuf::from(base), &cfg()).expect("valid group")
     }
 
     #[test]
@@ -842,7 +988,7 @@ mod tests {
     #[test]
     fn stored_files_are_read_only_and_directories_0750() {
         let f = fixture();
-        let created = create(&f.store, GROUP, "/srv/g", 0);
+        let created = create(&f.store, GROUP, &f.g, 0);
         let dir = f.store.version_dir(&created.id);
         assert_eq!(mode(&dir), 0o750);
         assert_eq!(mode(&dir.join(GROUP_FILE)), 0o440);
@@ -858,7 +1004,7 @@ mod tests {
     #[test]
     fn a_tampered_group_is_reported_corrupt_and_never_returned() {
         let f = fixture();
-        let created = create(&f.store, GROUP, "/srv/g", 0);
+        let created = create(&f.store, GROUP, &f.g, 0);
         let path = f.store.version_dir(&created.id).join(GROUP_FILE);
         let text = fs::read_to_string(&path).expect("read");
         overwrite(&path, text.replace("readings/+", "readings/#").as_bytes());
@@ -872,7 +1018,7 @@ mod tests {
         // Creating it again does not repair (rewrite) it either.
         let again = f
             .store
-            .create_at(GROUP, Path::new("/srv/g"), None, &plan(GROUP), at(5));
+            .create_at(GROUP, Path::new(&f.g), None, &plan(GROUP), at(5));
         assert!(
             matches!(again, Err(StoreError::Corrupt { .. })),
             "{again:?}"
@@ -885,13 +1031,8 @@ mod tests {
     #[test]
     fn missing_or_mismatched_meta_is_corrupt() {
         let f = fixture();
-        let a = create(&f.store, GROUP, "/srv/g", 0);
-        let b = create(
-            &f.store,
-            &GROUP.replace("readings/+", "other/+"),
-            "/srv/g",
-            1,
-        );
+        let a = create(&f.store, GROUP, &f.g, 0);
+        let b = create(&f.store, &GROUP.replace("readings/+", "other/+"), &f.g, 1);
         let meta_b = fs::read(f.store.version_dir(&b.id).join(META_FILE)).expect("read");
         overwrite(&f.store.version_dir(&a.id).join(META_FILE), &meta_b);
         let err = f.store.load(a.id.as_str()).expect_err("meta of b");
@@ -905,7 +1046,7 @@ mod tests {
     #[test]
     fn prefixes_select_one_version_or_say_why_not() {
         let f = fixture();
-        let created = create(&f.store, GROUP, "/srv/g", 0);
+        let created = create(&f.store, GROUP, &f.g, 0);
         let id = created.id.as_str();
         assert_eq!(f.store.resolve(&id[..6]).expect("6 digits"), created.id);
         assert_eq!(
@@ -952,9 +1093,9 @@ mod tests {
     #[test]
     fn list_is_newest_first_and_ignores_other_entries() {
         let f = fixture();
-        let old = create(&f.store, GROUP, "/srv/g", 0);
-        let new = create(&f.store, &GROUP.replace("readings/+", "b/+"), "/srv/g", 100);
-        let mid = create(&f.store, &GROUP.replace("readings/+", "c/+"), "/srv/g", 50);
+        let old = create(&f.store, GROUP, &f.g, 0);
+        let new = create(&f.store, &GROUP.replace("readings/+", "b/+"), &f.g, 100);
+        let mid = create(&f.store, &GROUP.replace("readings/+", "c/+"), &f.g, 50);
         fs::create_dir(f.store.dir().join(".tmp-leftover")).expect("mkdir");
         fs::write(f.store.dir().join("README"), "x").expect("write");
         let list = f.store.list().expect("list");
