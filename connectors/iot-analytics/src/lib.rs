@@ -349,19 +349,9 @@ pub fn read_input(
             "channel {channel:?} in topic {topic} is not a channel name (1-128 letters, digits, _)"
         )));
     }
-    let request = match root.get("request") {
-        Some(Value::Object(r)) => r,
-        Some(_) => return Err(fail("request must be an object".into())),
-        None => return Err(fail("request is missing".into())),
-    };
-    let message = match request.get("message") {
-        Some(Value::String(m)) if m.is_empty() => {
-            return Err(fail("request.message must not be empty".into()))
-        }
-        Some(Value::String(m)) => m,
-        Some(_) => return Err(fail("request.message must be a string".into())),
-        None => return Err(fail("request.message is missing".into())),
-    };
+    let request = kit_status::object_field(&root, "request").map_err(fail)?;
+    let message =
+        kit_status::nonempty_string(request, "message", "request.message").map_err(fail)?;
     check_size(message.len(), "request.message").map_err(fail)?;
     Ok(Accepted {
         channel: channel.to_string(),

@@ -41,6 +41,34 @@ pub fn json_object(payload: &[u8], what: &str) -> Result<Map<String, Value>, Str
     }
 }
 
+/// The object under `key` of an input (`request` in most connectors' messages), or why not:
+/// "`key` must be an object" / "`key` is missing".
+pub fn object_field<'a>(
+    root: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a Map<String, Value>, String> {
+    match root.get(key) {
+        Some(Value::Object(object)) => Ok(object),
+        Some(_) => Err(format!("{key} must be an object")),
+        None => Err(format!("{key} is missing")),
+    }
+}
+
+/// A string field of `object` that must be present and not empty; `what` names it in the
+/// message (`request.message`).
+pub fn nonempty_string<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> Result<&'a str, String> {
+    match object.get(key) {
+        Some(Value::String(s)) if s.is_empty() => Err(format!("{what} must not be empty")),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("{what} must be a string")),
+        None => Err(format!("{what} is missing")),
+    }
+}
+
 /// What kind of JSON value `v` is, for "must be a string, not …" messages.
 pub fn kind(v: &Value) -> &'static str {
     match v {

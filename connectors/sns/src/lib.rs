@@ -226,25 +226,15 @@ pub fn parse_request(
         Some(_) => return Err(reject(raw_id, "id must be a string".into())),
     };
     let fail = |message: String| reject(raw_id.clone(), message);
-    let request = match root.get("request") {
-        Some(Value::Object(r)) => r,
-        Some(_) => return Err(fail("request must be an object".into())),
-        None => return Err(fail("request is missing".into())),
-    };
-    let message = match request.get("message") {
-        Some(Value::String(m)) if m.is_empty() => {
-            return Err(fail("request.message must not be empty".into()))
-        }
-        Some(Value::String(m)) if m.len() > MAX_MESSAGE_BYTES => {
-            return Err(fail(format!(
-                "request.message is {} bytes, more than SNS's {MAX_MESSAGE_BYTES}",
-                m.len()
-            )))
-        }
-        Some(Value::String(m)) => m.clone(),
-        Some(_) => return Err(fail("request.message must be a string".into())),
-        None => return Err(fail("request.message is missing".into())),
-    };
+    let request = status::object_field(&root, "request").map_err(fail)?;
+    let message = status::nonempty_string(request, "message", "request.message").map_err(fail)?;
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(fail(format!(
+            "request.message is {} bytes, more than SNS's {MAX_MESSAGE_BYTES}",
+            message.len()
+        )));
+    }
+    let message = message.to_string();
     let subject = match request.get("subject") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
