@@ -237,6 +237,12 @@ impl ComponentActor {
                 }
             }
         }
+        // The instance name comes from the runtime-wide counter, not from
+        // `generation`: another actor of this component (the one a
+        // redeployment replaces, or a rollback brings back) counts its own
+        // generations, and its container must not share a name with ours.
+        let instance = self.sandboxes.next_instance();
+        let mut instance_name = String::new();
         let spawned = self
             .sandboxes
             .for_mode(self.spec.isolation, &self.spec.arn)
@@ -245,13 +251,9 @@ impl ComponentActor {
                     .lambda
                     .as_deref()
                     .map(|hub| (hub, self.lambda_token.as_str()));
-                sandbox.spawn(&spawn_spec(
-                    &self.spec,
-                    &self.settings,
-                    &self.plan_env,
-                    lambda,
-                    self.generation,
-                ))
+                let spec = spawn_spec(&self.spec, &self.settings, &self.plan_env, lambda, instance);
+                instance_name.clone_from(&spec.instance);
+                sandbox.spawn(&spec)
             });
         let (mut child, container) = match spawned {
             Ok(spawned) => (spawned.child, spawned.container),
@@ -284,9 +286,17 @@ impl ComponentActor {
             );
             return;
         };
+        let container_note = if container.is_some() {
+            format!("; container {instance_name}")
+        } else {
+            String::new()
+        };
         self.note(
             LogLevel::Info,
-            &format!("started pid {} (generation {generation})", pid.unwrap_or(0)),
+            &format!(
+                "started pid {} (generation {generation}){container_note}",
+                pid.unwrap_or(0)
+            ),
         );
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let addr = ctx.address();
