@@ -59,6 +59,21 @@ struct Instance {
     container: Option<ContainerGuard>,
 }
 
+impl Instance {
+    /// The component's own pid as the host sees it, for `status`. `pid` is
+    /// the process the sandbox started, which signals reach the component
+    /// through; in a container that is the waiter (a fork of the
+    /// supervisor), whose pid and memory say nothing of the component. Until
+    /// the container's component is forked, the waiter is all there is.
+    fn component_pid(&self) -> Option<u32> {
+        let pid = self.pid?;
+        if self.container.is_none() {
+            return Some(pid);
+        }
+        Some(crate::sandbox::component_pid(std::path::Path::new("/proc"), pid).unwrap_or(pid))
+    }
+}
+
 /// The actor owning one component.
 pub(crate) struct ComponentActor {
     spec: Arc<ComponentSpec>,
@@ -845,7 +860,7 @@ impl Handler<GetStatus> for ComponentActor {
             name: self.spec.name.clone(),
             kind: self.spec.kind,
             state: self.state,
-            pid: self.instance.as_ref().and_then(|i| i.pid),
+            pid: self.instance.as_ref().and_then(Instance::component_pid),
             uptime: self.instance.as_ref().map(|i| i.started.elapsed()),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),

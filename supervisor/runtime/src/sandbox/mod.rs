@@ -20,7 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use container::{ContainerGuard, ContainerSandbox};
+pub(crate) use container::{component_pid, ContainerGuard, ContainerSandbox};
 pub(crate) use plain::PlainExec;
 
 use evergreen_group::plan::{Isolation, RunAs};
