@@ -394,7 +394,7 @@ fn a_sigkilled_serial_connector_is_restarted_and_opens_its_port_again() {
         "after the kill",
     );
     assert!(
-        !log().contains("busy"),
+        !log().contains("resource busy"),
         "the port was never refused as busy:\n{}",
         log()
     );
