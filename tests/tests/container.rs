@@ -75,11 +75,13 @@ fn container_function(name: &str, args: &str, memory_kb: u64, run_as: Option<u32
 }
 
 /// The memory cgroup directory of the component whose command line
-/// contains `needle`: a grandchild of the runtime, under the container's
-/// waiter (a fork of the runtime, so its command line is the runtime's).
+/// contains `needle`: a great-grandchild of the runtime, under the
+/// container's waiter and the namespace's init (both forks of the runtime,
+/// so their command line is the runtime's).
 fn memory_cgroup_of(runtime: i32, needle: &str) -> Option<PathBuf> {
     let pid = children_of(runtime)
         .into_iter()
+        .flat_map(children_of)
         .flat_map(children_of)
         .find(|p| cmdline(*p).contains(needle))?;
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
@@ -159,8 +161,15 @@ fn a_container_function_sees_only_its_sandbox() {
         serde_json::from_str(report["payload"].as_str().expect("payload")).expect("json");
     eprintln!("probe report: {report:#}");
 
-    assert_eq!(report["pid"], 1, "PID 1 of its own PID namespace");
-    assert_eq!(report["pids"], json!([1]), "sees no host process");
+    assert_eq!(
+        report["pid"], 2,
+        "PID 2 of its own PID namespace, under the namespace's init"
+    );
+    assert_eq!(
+        report["pids"],
+        json!([1, 2]),
+        "sees its init and itself, no host process"
+    );
     assert_eq!(report["hostname"], "probe", "its own hostname");
     let host = report["host_file"].as_str().unwrap_or_default();
     assert!(host.contains("No such file"), "host file invisible: {host}");
@@ -325,8 +334,8 @@ fn kill_9_of_the_runtime_leaves_nothing_running_and_a_restart_cleans_up() {
     let inside = procs(&cgroup);
     assert_eq!(
         inside.len(),
-        2,
-        "the waiter and the namespace's PID 1: {inside:?}"
+        3,
+        "the waiter, the namespace's init and the component: {inside:?}"
     );
 
     rt.stop_with(Signal::SIGKILL, LIMIT)

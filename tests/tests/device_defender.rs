@@ -103,9 +103,10 @@ fn device_defender_reports_flow_with_increasing_ids_and_our_listener() {
     );
 
     // The connector's footprint once it is running, for the record.
-    // In its container, under the container's waiter.
+    // In its container, under the container's waiter and the namespace's init.
     let connector = children_of(rt.pid())
         .into_iter()
+        .flat_map(|p| std::iter::once(p).chain(children_of(p)))
         .flat_map(|p| std::iter::once(p).chain(children_of(p)))
         .find(|pid| cmdline(*pid).contains("connector DeviceDefender"));
     match connector {

@@ -313,9 +313,11 @@ impl Rig {
     }
 
     fn connector_pid(&self) -> Option<i32> {
-        // A direct child, or in container mode under the container's waiter.
+        // A direct child, or in container mode under the container's waiter
+        // and the namespace's init.
         children_of(self.rt.pid())
             .into_iter()
+            .flat_map(|p| std::iter::once(p).chain(children_of(p)))
             .flat_map(|p| std::iter::once(p).chain(children_of(p)))
             .find(|pid| cmdline(*pid).contains("connector ModbusRTUProtocolAdapter"))
     }
@@ -623,6 +625,49 @@ fn modbus_rtu_port_vanishes_and_comes_back() {
     let log = read(&rig.connector_log());
     assert!(log.matches("opened ").count() >= 2, "{log}");
     eprintln!("connector log:\n{log}");
+}
+
+#[test]
+fn modbus_rtu_a_sigkilled_connector_is_restarted_and_opens_its_port_again() {
+    if !peers_available() {
+        return;
+    }
+    let line = Line::start();
+    let rig = start(&line, &[]);
+    let pid = rig.connector_pid().expect("connector child");
+    let r = rig.ask(read_request(
+        "before",
+        1,
+        "ReadHoldingRegistersRequest",
+        0,
+        1,
+    ));
+    assert_success(&r, json!({"function_code": 3, "registers": [1000]}));
+
+    // kill -9 of the connector itself: no chance to release the port.
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9 the connector");
+    let log = || read(&rig.connector_log());
+    wait_for(LIMIT, || log().contains("(generation 2)").then_some(()))
+        .unwrap_or_else(|| panic!("restarted by its restart policy:\n{}", log()));
+    let again = wait_for(LIMIT, || rig.connector_pid().filter(|p| *p != pid))
+        .unwrap_or_else(|| panic!("a new connector process:\n{}", log()));
+    assert!(alive(again));
+
+    // The restarted connector has the line again: requests are answered.
+    let mut n = 0;
+    let back = wait_for(LIMIT, || {
+        n += 1;
+        let id = format!("after{n}");
+        rig.send(&read_request(&id, 1, "ReadHoldingRegistersRequest", 0, 1));
+        rig.wait_response(&id, Duration::from_secs(3))
+            .filter(|r| r["response"]["status"] == "success")
+    });
+    assert!(back.is_some(), "no success after the restart:\n{}", log());
+    assert!(
+        !log().contains("resource busy"),
+        "the port was never refused as busy:\n{}",
+        log()
+    );
 }
 
 #[test]

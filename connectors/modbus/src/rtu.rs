@@ -371,7 +371,13 @@ impl Bus {
                 .data_bits(tokio_serial::DataBits::Eight)
                 .parity(parity)
                 .stop_bits(stop_bits)
-                .flow_control(tokio_serial::FlowControl::None),
+                .flow_control(tokio_serial::FlowControl::None)
+                // Not exclusive, as Greengrass's connector (pyserial) opened
+                // it: serialport's default TIOCEXCL outlives a SIGKILLed
+                // connector while anyone else holds the line, and a jailed
+                // connector without CAP_SYS_ADMIN can never open it again
+                // ("Device or resource busy").
+                .exclusive(false),
         );
         match opened {
             Ok(stream) => {

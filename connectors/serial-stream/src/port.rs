@@ -70,6 +70,13 @@ pub fn open(
         .stop_bits(StopBits::One)
         .parity(parity)
         .flow_control(flow)
+        // Not exclusive, as Greengrass's connector (pyserial) opened it.
+        // serialport's default sets TIOCEXCL, which stays on the tty after
+        // a SIGKILLed connector as long as anyone else holds the line (the
+        // peer of a pty pair, a second opener), and which only a process
+        // with CAP_SYS_ADMIN may override: the restarted connector, jailed
+        // without capabilities, then got "Device or resource busy" for good.
+        .exclusive(false)
         .open_native_async()
         .map_err(|source| OpenError::Open {
             path: name.clone(),

@@ -59,6 +59,21 @@ struct Instance {
     container: Option<ContainerGuard>,
 }
 
+impl Instance {
+    /// The component's own pid as the host sees it, for `status`. `pid` is
+    /// the process the sandbox started, which signals reach the component
+    /// through; in a container that is the waiter (a fork of the
+    /// supervisor), whose pid and memory say nothing of the component. Until
+    /// the container's component is forked, the waiter is all there is.
+    fn component_pid(&self) -> Option<u32> {
+        let pid = self.pid?;
+        if self.container.is_none() {
+            return Some(pid);
+        }
+        Some(crate::sandbox::component_pid(std::path::Path::new("/proc"), pid).unwrap_or(pid))
+    }
+}
+
 /// The actor owning one component.
 pub(crate) struct ComponentActor {
     spec: Arc<ComponentSpec>,
@@ -237,6 +252,12 @@ impl ComponentActor {
                 }
             }
         }
+        // The instance name comes from the runtime-wide counter, not from
+        // `generation`: another actor of this component (the one a
+        // redeployment replaces, or a rollback brings back) counts its own
+        // generations, and its container must not share a name with ours.
+        let instance = self.sandboxes.next_instance();
+        let mut instance_name = String::new();
         let spawned = self
             .sandboxes
             .for_mode(self.spec.isolation, &self.spec.arn)
@@ -245,13 +266,9 @@ impl ComponentActor {
                     .lambda
                     .as_deref()
                     .map(|hub| (hub, self.lambda_token.as_str()));
-                sandbox.spawn(&spawn_spec(
-                    &self.spec,
-                    &self.settings,
-                    &self.plan_env,
-                    lambda,
-                    self.generation,
-                ))
+                let spec = spawn_spec(&self.spec, &self.settings, &self.plan_env, lambda, instance);
+                instance_name.clone_from(&spec.instance);
+                sandbox.spawn(&spec)
             });
         let (mut child, container) = match spawned {
             Ok(spawned) => (spawned.child, spawned.container),
@@ -284,9 +301,17 @@ impl ComponentActor {
             );
             return;
         };
+        let container_note = if container.is_some() {
+            format!("; container {instance_name}")
+        } else {
+            String::new()
+        };
         self.note(
             LogLevel::Info,
-            &format!("started pid {} (generation {generation})", pid.unwrap_or(0)),
+            &format!(
+                "started pid {} (generation {generation}){container_note}",
+                pid.unwrap_or(0)
+            ),
         );
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let addr = ctx.address();
@@ -835,7 +860,7 @@ impl Handler<GetStatus> for ComponentActor {
             name: self.spec.name.clone(),
             kind: self.spec.kind,
             state: self.state,
-            pid: self.instance.as_ref().and_then(|i| i.pid),
+            pid: self.instance.as_ref().and_then(Instance::component_pid),
             uptime: self.instance.as_ref().map(|i| i.started.elapsed()),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),

@@ -122,14 +122,15 @@ pub(super) fn component_config(
     }
 }
 
-/// What the sandbox starts for child `generation` of `spec`. `lambda` is the
+/// What the sandbox starts for `spec` as instance number `instance` (from
+/// `Sandboxes::next_instance`, unique in the runtime). `lambda` is the
 /// Lambda endpoint and the token of the next child, for Python functions.
 pub(super) fn spawn_spec(
     spec: &ComponentSpec,
     s: &RuntimeSettings,
     plan_env: &ComponentEnv,
     lambda: Option<(&LambdaHub, &str)>,
-    generation: u64,
+    instance: u64,
 ) -> SpawnSpec {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let path = std::env::var_os("PATH").unwrap_or_else(|| {
@@ -250,7 +251,7 @@ pub(super) fn spawn_spec(
         },
         working_dir,
         memory_kb: spec.memory_kb,
-        instance: crate::sandbox::cgroup::cgroup_name(&spec.id, generation),
+        instance: crate::sandbox::cgroup::cgroup_name(&spec.id, instance),
         hostname: hostname(&spec.name),
         mounts,
     }

@@ -247,8 +247,10 @@ pub(crate) fn instance_name(runtime_root: &Path) -> String {
     format!("rt-{hex}")
 }
 
-/// A component name made safe as a directory name.
-pub(crate) fn cgroup_name(id: &str, generation: u64) -> String {
+/// The directory name of a component's instance: its `Id` made safe as a
+/// directory name, then the runtime-wide instance number that keeps two
+/// instances of one component apart.
+pub(crate) fn cgroup_name(id: &str, instance: u64) -> String {
     let safe: String = id
         .chars()
         .map(|c| {
@@ -260,7 +262,7 @@ pub(crate) fn cgroup_name(id: &str, generation: u64) -> String {
         })
         .take(64)
         .collect();
-    format!("{safe}.{generation}")
+    format!("{safe}.{instance}")
 }
 
 /// cgroup v1: one directory per controller hierarchy.

@@ -61,6 +61,46 @@ impl ContainerGuard {
     }
 }
 
+/// The host pid of the component in the container whose waiter (the
+/// process the supervisor started, see [`super::jail`]) is `waiter`: the
+/// waiter's child is the namespace's init, and the component is the init's
+/// child that is PID 2 in the namespace (init's other children are
+/// orphans it adopted). `None` while they are still being forked, or once
+/// gone. `proc_root` is `/proc` but for tests.
+pub(crate) fn component_pid(proc_root: &Path, waiter: u32) -> Option<u32> {
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(
+            proc_root
+                .join(pid.to_string())
+                .join("task")
+                .join(pid.to_string())
+                .join("children"),
+        )
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    // `NSpid:` lists the pid in each namespace, the innermost last.
+    let inner_pid = |pid: u32| -> Option<u32> {
+        let status =
+            std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()
+    };
+    let init = children(waiter).into_iter().next()?;
+    children(init)
+        .into_iter()
+        .find(|pid| inner_pid(*pid) == Some(2))
+}
+
 /// Why a container could not be set up or taken down; the wording is what the component's
 /// status and the runtime log show.
 #[derive(Debug, thiserror::Error)]
@@ -361,5 +401,44 @@ impl Sandbox for ContainerSandbox {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake `/proc` entry: its children and its `NSpid`.
+    fn process(proc_root: &Path, pid: u32, children: &[u32], nspid: &str) {
+        let task = proc_root
+            .join(pid.to_string())
+            .join("task")
+            .join(pid.to_string());
+        std::fs::create_dir_all(&task).expect("task dir");
+        let list: Vec<String> = children.iter().map(u32::to_string).collect();
+        std::fs::write(task.join("children"), list.join(" ") + " ").expect("children");
+        std::fs::write(
+            proc_root.join(pid.to_string()).join("status"),
+            format!("Name:\tx\nNSpid:\t{nspid}\nVmRSS:\t 100 kB\n"),
+        )
+        .expect("status");
+    }
+
+    #[test]
+    fn the_status_pid_is_the_component_not_the_waiter_or_init() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let proc_root = dir.path();
+        // waiter 100 -> init 101 (PID 1 inside) -> orphan 150 (PID 7) and
+        // the component 102 (PID 2), listed after the orphan.
+        process(proc_root, 100, &[101], "100");
+        process(proc_root, 101, &[150, 102], "101\t1");
+        process(proc_root, 150, &[], "150\t7");
+        process(proc_root, 102, &[], "102\t2");
+        assert_eq!(component_pid(proc_root, 100), Some(102));
+        // Between the forks there is no component yet.
+        process(proc_root, 200, &[201], "200");
+        process(proc_root, 201, &[], "201\t1");
+        assert_eq!(component_pid(proc_root, 200), None);
+        assert_eq!(component_pid(proc_root, 999), None, "a waiter that is gone");
     }
 }

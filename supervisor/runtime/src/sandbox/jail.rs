@@ -15,8 +15,9 @@
 //!    as in Greengrass);
 //! 4. fork: the forked child is PID 1 of the new PID namespace and goes on;
 //!    the process the supervisor started stays outside as a small waiter that
-//!    holds no file descriptors and leaves with its child's exact status, so
-//!    the supervisor's view (pid, exit status, process group) is unchanged;
+//!    holds no file descriptor but the read end of a status pipe, and leaves
+//!    with the component's exact status (as PID 1 reports it on that pipe),
+//!    so the supervisor's view (exit status, process group) is unchanged;
 //! 5. PID 1 also dies with its waiter, and when PID 1 dies the kernel kills
 //!    everything else in the namespace: no process outlives the component,
 //!    even after a `kill -9` of the supervisor;
@@ -28,7 +29,16 @@
 //!    remounted read-only;
 //! 9. drop every capability from the bounding set, switch to the `RunAs`
 //!    groups and user, clear the remaining capability sets (also for uid 0),
-//!    and set `no_new_privs`; then std's `Command` execs the program.
+//!    and set `no_new_privs`;
+//! 10. fork again: the forked child, PID 2, is the component (its own
+//!     process group, the signal mask it was started with); std's `Command`
+//!     execs the program in it. PID 1 stays as the namespace's *init* (see
+//!     `jail/init.rs`): jailed like the component but holding none of its file
+//!     descriptors, it forwards termination signals to the component, reaps
+//!     orphans, and exits when the component does. Without it the component
+//!     itself would be PID 1, which the kernel shields from every signal it
+//!     has no handler for: a program that relies on SIGTERM's default action
+//!     (a Python worker) would ignore it and end only in SIGKILL.
 
 use std::ffi::CString;
 use std::io;
@@ -188,6 +198,9 @@ pub(crate) enum Step {
     SetUid(libc::uid_t),
     ClearCapabilities,
     NoNewPrivileges,
+    /// PID 1 stays as the namespace's init; the forked child (the
+    /// component) goes on to exec.
+    ForkComponent,
 }
 
 impl Step {
@@ -216,6 +229,7 @@ impl Step {
             Step::SetUid(_) => "set the user id",
             Step::ClearCapabilities => "clear capabilities",
             Step::NoNewPrivileges => "set no_new_privs",
+            Step::ForkComponent => "fork the component under the namespace's init",
         }
     }
 }
@@ -465,6 +479,8 @@ impl JailPlan {
         }
         steps.push(Step::ClearCapabilities);
         steps.push(Step::NoNewPrivileges);
+        // 10. init stays PID 1, as jailed as the component it serves.
+        steps.push(Step::ForkComponent);
         Ok(JailPlan { steps })
     }
 }
@@ -607,6 +623,33 @@ mod sys {
         unsafe { libc::unshare(flags) }
     }
 
+    /// A pipe whose ends close at exec: `(read, write)`.
+    pub(super) fn pipe_cloexec() -> Option<(libc::c_int, libc::c_int)> {
+        let mut fds = [-1 as libc::c_int; 2];
+        // SAFETY: fds is a valid array of two ints for the kernel to fill.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        (r == 0).then_some((fds[0], fds[1]))
+    }
+
+    pub(super) fn close(fd: libc::c_int) {
+        // SAFETY: closes a descriptor this process owns and no longer uses;
+        // an error (EBADF) leaves nothing to do.
+        unsafe { libc::close(fd) };
+    }
+
+    /// Closes every descriptor but `keep`.
+    pub(super) fn close_all_but(keep: libc::c_int) {
+        // SAFETY: close_range takes integer arguments only; the caller
+        // uses no descriptor but `keep` from here on (ranges with
+        // first > last, when keep is 0, fail with EINVAL and close nothing).
+        unsafe {
+            if keep > 0 {
+                libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+        }
+    }
+
     pub(super) fn fork() -> libc::pid_t {
         // SAFETY: called in a single-threaded forked child (std's pre_exec),
         // so the second fork has no other threads whose locks it could copy.
@@ -676,6 +719,8 @@ mod sys {
 /// waiter it leaves behind never returns.
 pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
     let mut parent = supervisor;
+    // The write end of the status pipe, in PID 1 (see `ForkInit`).
+    let mut status_pipe: libc::c_int = -1;
     for step in &plan.steps {
         let result = match step {
             Step::DieWithParent => {
@@ -693,13 +738,22 @@ pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
             Step::Unshare => sys::unshare(
                 libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
             ),
-            Step::ForkInit => match sys::fork() {
-                pid if pid < 0 => -1,
-                0 => {
-                    parent = sys::getppid();
-                    0
-                }
-                pid => wait_and_mirror(pid),
+            // PID 1 tells the waiter how the component ended over a pipe:
+            // its own exit status can say "128 + signal" at best, since
+            // the kernel does not let a namespace's init die of a signal it
+            // sends itself.
+            Step::ForkInit => match sys::pipe_cloexec() {
+                None => -1,
+                Some((read_end, write_end)) => match sys::fork() {
+                    pid if pid < 0 => -1,
+                    0 => {
+                        sys::close(read_end);
+                        status_pipe = write_end;
+                        parent = sys::getppid();
+                        0
+                    }
+                    pid => wait_and_mirror(pid, read_end),
+                },
             },
             Step::SetHostname(name) => sys::sethostname(name),
             Step::MakeMountsPrivate => {
@@ -793,6 +847,7 @@ pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
             Step::SetUid(uid) => sys::setresuid(*uid),
             Step::ClearCapabilities => clear_capabilities(),
             Step::NoNewPrivileges => sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1),
+            Step::ForkComponent => init::fork_component(status_pipe),
         };
         check(step, result)?;
     }
@@ -836,15 +891,17 @@ fn clear_capabilities() -> libc::c_int {
     }
 }
 
-/// The waiter: holds nothing open (so the supervisor's pipes and std's
-/// exec-error pipe see only PID 1), ignores the termination signals the
-/// supervisor sends to the process group (PID 1 gets them too and decides),
-/// and leaves exactly as PID 1 did. Never returns.
+/// The waiter: holds nothing open but the status pipe's read end (so the
+/// supervisor's pipes and std's exec-error pipe see only the container),
+/// ignores the termination signals the supervisor sends to the process
+/// group (PID 1 gets them too and forwards them to the component), and
+/// leaves exactly as the component did: with the status PID 1 reports on
+/// `status_pipe`, or with PID 1's own when it reported none (it was
+/// killed, or a jail step failed). Never returns.
 ///
 /// Called in the forked child; async-signal-safe calls only.
-fn wait_and_mirror(child: libc::pid_t) -> ! {
-    // SAFETY: closing every descriptor of this process, which uses none.
-    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+fn wait_and_mirror(child: libc::pid_t, status_pipe: libc::c_int) -> ! {
+    sys::close_all_but(status_pipe);
     for sig in [
         libc::SIGTERM,
         libc::SIGINT,
@@ -864,6 +921,16 @@ fn wait_and_mirror(child: libc::pid_t) -> ! {
             break;
         }
     }
+    // PID 1 has exited, so every process of the namespace is gone (the
+    // kernel reaps them before PID 1's own exit completes) and nothing
+    // holds the write end: this read cannot block.
+    let mut reported: libc::c_int = 0;
+    let size = std::mem::size_of::<libc::c_int>();
+    // SAFETY: reads at most `size` bytes into a local int.
+    let n = unsafe { libc::read(status_pipe, (&raw mut reported).cast(), size) };
+    if usize::try_from(n) == Ok(size) {
+        status = reported;
+    }
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         // SAFETY: restore the default action and die of the same signal, so
@@ -881,6 +948,8 @@ fn wait_and_mirror(child: libc::pid_t) -> ! {
     // SAFETY: ends this process without running the parent's exit handlers.
     unsafe { libc::_exit(code) }
 }
+
+mod init;
 
 #[cfg(test)]
 mod tests;

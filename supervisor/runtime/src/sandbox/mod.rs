@@ -18,8 +18,9 @@ mod plain;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use container::{ContainerGuard, ContainerSandbox};
+pub(crate) use container::{component_pid, ContainerGuard, ContainerSandbox};
 pub(crate) use plain::PlainExec;
 
 use evergreen_group::plan::{Isolation, RunAs};
@@ -40,8 +41,11 @@ pub(crate) struct SpawnSpec {
     /// `MemorySize` in KB; plain exec cannot enforce it (as in Greengrass's
     /// NoContainer mode) and ignores it.
     pub memory_kb: Option<u64>,
-    /// A name unique among this runtime's running children (component id
-    /// and generation): the container's cgroup and mount point.
+    /// A name no other started child of this runtime shares (component id
+    /// and the runtime-wide instance number, see [`Sandboxes::next_instance`]):
+    /// the container's cgroup and mount point. Per component it is not
+    /// enough: a redeployment starts the new actor of a component while the
+    /// old one is still stopping, and both actors count from 1.
     pub instance: String,
     /// The container's hostname.
     pub hostname: String,
@@ -120,6 +124,8 @@ pub struct Sandboxes {
     plain: PlainExec,
     /// The container sandbox, or why this host cannot have one.
     container: Result<ContainerSandbox, String>,
+    /// The last instance number handed out (see [`Sandboxes::next_instance`]).
+    instances: AtomicU64,
 }
 
 impl Sandboxes {
@@ -149,6 +155,7 @@ impl Sandboxes {
         Sandboxes {
             plain: PlainExec::new(),
             container,
+            instances: AtomicU64::new(0),
         }
     }
 
@@ -170,7 +177,20 @@ impl Sandboxes {
         Sandboxes {
             plain: PlainExec::new(),
             container: Err("container mode is disabled here".into()),
+            instances: AtomicU64::new(0),
         }
+    }
+
+    /// A number no other child started by this runtime has had, for its
+    /// [`SpawnSpec::instance`]. One counter for every component: the old
+    /// and the new actor of a redeployed (or rolled back) component each
+    /// count their own generations from 1, so a per-actor number would give
+    /// both instances the same cgroup, and creating or removing one would
+    /// kill the other. Leftovers of an earlier run on the same root are
+    /// removed before the first child starts, so numbering anew at every
+    /// start cannot meet a live instance.
+    pub(crate) fn next_instance(&self) -> u64 {
+        self.instances.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn for_mode(
@@ -186,5 +206,40 @@ impl Sandboxes {
                 why: why.clone(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_started_instance_of_a_component_gets_its_own_name() {
+        // The defect: a redeployed connector's old and new actor both
+        // named their first child `<Id>.1`. The names now come from one
+        // counter shared by every actor of the runtime.
+        let sandboxes = std::sync::Arc::new(Sandboxes::plain_only());
+        let old_actor_first = cgroup::cgroup_name("SerialStream", sandboxes.next_instance());
+        let new_actor_first = cgroup::cgroup_name("SerialStream", sandboxes.next_instance());
+        assert_ne!(old_actor_first, new_actor_first);
+        assert_eq!(old_actor_first, "SerialStream.1");
+        assert_eq!(new_actor_first, "SerialStream.2");
+        // Actors run on one thread today, but the counter must hold if
+        // they ever do not: numbers taken from several threads never repeat.
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = sandboxes.clone();
+                std::thread::spawn(move || (0..1000).map(|_| s.next_instance()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_default())
+            .collect();
+        assert_eq!(all.len(), 4000);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4000, "an instance number was handed out twice");
+        assert!(all.iter().all(|n| *n > 2));
     }
 }

@@ -91,8 +91,13 @@ fn the_sequence_is_in_the_jailer_order() {
     assert!(detach < caps && caps < setuid && setuid < clear && clear < nnp);
     assert_eq!(
         nnp,
-        plan.steps.len() - 1,
-        "no_new_privs is the last step before exec"
+        plan.steps.len() - 2,
+        "no_new_privs is the last jail step"
+    );
+    assert_eq!(
+        plan.steps.last(),
+        Some(&Step::ForkComponent),
+        "init stays PID 1 only once it is as jailed as the component"
     );
 }
 
