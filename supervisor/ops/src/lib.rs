@@ -1,8 +1,9 @@
 //! Operating a running runtime: the [`store`] of immutable group versions, the [`deploy`]er that
-//! applies one and rolls back a failed one, the [`control`] socket the CLI talks to, and the
-//! systemd [`notify`] protocol.
+//! applies one and rolls back a failed one, the [`control`] socket the CLI talks to, the systemd
+//! [`notify`] protocol, and the [`lock`] that keeps a second runtime off a root.
 
 pub mod control;
 pub mod deploy;
+pub mod lock;
 pub mod notify;
 pub mod store;
