@@ -435,7 +435,10 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
     assert!(
         services["secret"]
             .as_str()
-            .is_some_and(|s| s.starts_with("SecretsManagerError") && s.contains("not granted")),
+            // The group has no secret resources: not found, as Secrets Manager answers.
+            .is_some_and(|s| s.starts_with("SecretsManagerError")
+                && s.contains("error code 404")
+                && s.contains("ResourceNotFoundException")),
         "{services}"
     );
     assert!(
@@ -773,4 +776,83 @@ fn a_python_function_runs_in_a_container() {
         got["sees_tmp_root"], false,
         "only its code is bound, not its neighbours: {got}"
     );
+}
+
+// A pinned function that says hello once it runs.
+const HELLO: &str = r#"
+import greengrasssdk
+
+greengrasssdk.client("iot-data").publish(topic="hello/relative", payload="from a relative group")
+
+
+def handler(event, context):
+    return None
+"#;
+
+/// Issue 17: the temp-monitor walk-through failed when `--group` was a
+/// relative path (`evergreen run --group examples/temp-monitor/group.json`):
+/// the group's directory stayed relative, so the function's relative
+/// `CodeUri` became a relative entry of its Python path, which the worker
+/// (started in another directory) could not import from. The group's
+/// directory is made absolute when the file is read.
+#[test]
+fn a_group_given_by_a_relative_path_runs_its_python_function_from_a_relative_code_uri() {
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    // As the walk-through lays it out: the group file next to `function/`.
+    let walk = dir.path().join("walk");
+    let code = walk.join("function");
+    vendor_greengrasssdk(&sdk, &code).expect("vendor greengrasssdk");
+    std::fs::write(code.join("hello.py"), HELLO).expect("function");
+    let out = dir.path().join("got.jsonl");
+    let mut hello = py_function("hello", Path::new("function"), "hello.handler", true, 3);
+    hello["FunctionConfiguration"]["CodeUri"] = json!("function");
+    let g = group(
+        vec![hello, function("rec", &format!("record {}", out.display()))],
+        vec![sub("hi", &fn_arn("hello"), "hello/#", &fn_arn("rec"))],
+    );
+    std::fs::write(walk.join("group.json"), g.to_string()).expect("group");
+    let mut config = test_config(&dir.path().join("root"));
+    merge(
+        &mut config,
+        &json!({ "coreThing": { "ggDaemonPort": free_port() } }),
+    );
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+    // Relative paths, resolved against the directory the command runs in.
+    let child = std::process::Command::new(evergreen_bin())
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--config",
+            "config.json",
+            "--group",
+            "walk/group.json",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start evergreen");
+    let rt = Runtime {
+        dir: tempfile::tempdir().expect("tmp"),
+        child,
+    };
+    let got = wait_for(LIMIT, || {
+        records(&out)
+            .into_iter()
+            .find(|r| r["topic"] == "hello/relative")
+    });
+    let log = read(
+        &dir.path()
+            .join("root/var/log/user")
+            .join(REGION)
+            .join(ACCOUNT)
+            .join("hello.log"),
+    );
+    assert!(got.is_some(), "the function ran from walk/function: {log}");
+    assert_eq!(got.expect("record")["payload"], "from a relative group");
+    assert!(!log.contains("ModuleNotFoundError"), "{log}");
+    drop(rt);
 }

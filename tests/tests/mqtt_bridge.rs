@@ -895,3 +895,91 @@ fn device_to_cloud_and_cloud_to_device() {
     drop(rt);
     drop(broker);
 }
+
+/// `evergreen status` of `rt`: the text and the `--json` document.
+fn status_of(rt: &Runtime) -> (String, Value) {
+    let run = |json: bool| {
+        let mut cmd = Command::new(evergreen_bin());
+        cmd.arg("status")
+            .arg("--config")
+            .arg(rt.path("config.json"));
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.stdin(Stdio::null())
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    };
+    let text = String::from_utf8_lossy(&run(false)).into_owned();
+    let doc = serde_json::from_slice(&run(true)).unwrap_or(Value::Null);
+    (text, doc)
+}
+
+/// Issue 17: `evergreen status` said "cloud not configured" (hard-coded) even
+/// while the bridge carried traffic. It reports the bridge's real state, in
+/// text and in `--json`: connected to a real mosquitto, then disconnected
+/// with the last error once the broker is gone.
+#[test]
+fn status_reports_the_cloud_bridge_state_connected_then_disconnected() {
+    let Some(bin) = require_mosquitto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let broker = Broker::start(&bin, dir.path(), port);
+    let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
+    cloud.wait_subscribed(port, "up/probe");
+    let g = group(
+        vec![function("pub", "publish up/data 3 20")],
+        vec![sub("to-cloud", &fn_arn("pub"), "up/#", "cloud")],
+    );
+    let rt = Runtime::start_config(&g, &cloud_config(port, "Memory"), &[]);
+    // Traffic first, so the state is checked while the bridge carries it.
+    let got = wait_for(LIMIT, || {
+        (cloud.payloads("up/data").len() >= 3).then_some(())
+    });
+    assert!(got.is_some(), "function -> cloud");
+    let endpoint = format!("127.0.0.1:{port}");
+    let connected = wait_for(LIMIT, || {
+        let (text, doc) = status_of(&rt);
+        (doc["cloudLink"]["state"] == "connected").then_some((text, doc))
+    });
+    let (text, doc) = connected.unwrap_or_else(|| panic!("connected: {:?}", status_of(&rt)));
+    assert_eq!(doc["cloudLink"]["endpoint"], endpoint.as_str(), "{doc}");
+    assert_eq!(
+        doc["cloud"],
+        format!("connected to {endpoint} (0 spooled)"),
+        "{doc}"
+    );
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.ends_with(&format!("; cloud connected to {endpoint} (0 spooled)"))),
+        "{text}"
+    );
+    assert!(!text.contains("not configured"), "{text}");
+
+    drop(cloud);
+    broker.stop();
+    let down = wait_for(LIMIT, || {
+        let (text, doc) = status_of(&rt);
+        (doc["cloudLink"]["state"] == "disconnected" && text.contains("cloud disconnected"))
+            .then_some((text, doc))
+    });
+    let (text, doc) = down.unwrap_or_else(|| panic!("disconnected: {:?}", status_of(&rt)));
+    let error = doc["cloudLink"]["lastError"].as_str().unwrap_or_default();
+    assert!(!error.is_empty(), "a last error: {doc}");
+    // The text and the document come from two calls; the error may have
+    // changed in between (a failed reconnect), the state words not.
+    assert!(
+        text.contains(&format!("cloud disconnected from {endpoint}: ")),
+        "{text}"
+    );
+    assert!(
+        doc["cloud"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("disconnected from {endpoint}: {error}"))),
+        "{doc}"
+    );
+}

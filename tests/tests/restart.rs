@@ -180,3 +180,38 @@ fn an_operator_restart_revives_a_failed_component_and_restarts_a_running_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no component named \"nobody\""));
 }
+
+/// Issue 17: `evergreen restart --json` ignored `--json` and printed text.
+/// It prints the answer as a JSON object with the component's ARN and what
+/// the runtime did.
+#[test]
+fn restart_with_json_prints_the_answer_as_json() {
+    let rt = Runtime::start(&group(vec![function("steady", "record /dev/null")], vec![]));
+    let steady = rt.function_log("steady");
+    let ready = wait_for(LIMIT, || {
+        read(&steady).contains("ready after").then_some(())
+    });
+    assert!(ready.is_some(), "{}", read(&steady));
+    let out = std::process::Command::new(evergreen_bin())
+        .args(["restart", "steady", "--json", "--config"])
+        .arg(rt.path("config.json"))
+        .output()
+        .expect("run evergreen restart --json");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(doc["arn"], fn_arn("steady"), "{doc}");
+    assert_eq!(
+        doc["message"], "stopping gracefully, then starting again",
+        "{doc}"
+    );
+    let restarted = wait_for(LIMIT, || {
+        (count(&read(&steady), "ready after") >= 2).then_some(())
+    });
+    assert!(restarted.is_some(), "{}", read(&steady));
+}

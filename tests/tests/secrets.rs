@@ -351,7 +351,7 @@ fn granted_functions_read_string_and_binary_secrets_and_the_rest_is_refused_and_
         "{system}"
     );
 
-    // An id the reader was not granted is refused too.
+    // An id the group does not have is not found, as Secrets Manager says it.
     std::fs::write(
         dir.join("feed.jsonl"),
         "{\"topic\":\"poke/reader\",\"payload\":\"greengrass-nope\"}\n",
@@ -361,7 +361,8 @@ fn granted_functions_read_string_and_binary_secrets_and_the_rest_is_refused_and_
     assert!(
         reader[1]["error"]
             .as_str()
-            .is_some_and(|e| e.contains("not granted")),
+            .is_some_and(|e| e.contains("ResourceNotFoundException: ")
+                && e.contains("not a secret resource of this group")),
         "{reader:?}"
     );
 
@@ -478,6 +479,35 @@ fn a_secret_that_cannot_be_resolved_fails_the_start_naming_resource_and_secret()
         "{t}"
     );
     assert!(!rig.path("r.jsonl").exists(), "nothing started");
+    // Issue 17: a clear error, not a Rust panic after it.
+    assert!(
+        !t.contains("panicked") && !t.contains("stack backtrace"),
+        "{t}"
+    );
+    assert!(
+        t.contains("evergreen: deployment refused:\n  secret resource \"Gone\""),
+        "{t}"
+    );
+    // Issue 17: in the runtime log, the refusal's lines are lines of their
+    // own, each with the full prefix, not one line holding a literal `\n`.
+    let log = read(&rig.path("root/var/log/system/runtime.log"));
+    assert!(!log.contains("\\n"), "{log}");
+    let refusal: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.ends_with("evergreen::run: deployment refused:"))
+        .take(2)
+        .collect();
+    assert_eq!(refusal.len(), 2, "{log}");
+    assert!(
+        refusal
+            .iter()
+            .all(|l| l.starts_with('[') && l.contains("][ERROR]-(")),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal[1].contains("secret resource \"Gone\""),
+        "{refusal:?}"
+    );
 }
 
 #[test]
@@ -964,4 +994,98 @@ fn a_secret_missing_from_secrets_manager_fails_the_deployment() {
             && t.contains("ResourceNotFoundException"),
         "{t}"
     );
+}
+
+/// A Python function asking, at start, for a secret of the group it was not
+/// granted and for one the group does not have, writing each answer (or the
+/// SDK's error) to `$OUT` as a JSON line.
+const PY_ASKER: &str = r#"
+import json
+import os
+
+import greengrasssdk
+
+sm = greengrasssdk.client("secretsmanager")
+
+for secret_id in ["greengrass-other", "greengrass-absent"]:
+    try:
+        sm.get_secret_value(SecretId=secret_id)
+        result = {"ok": True}
+    except Exception as e:
+        result = {"error": "%s: %s" % (type(e).__name__, e)}
+    result["id"] = secret_id
+    with open(os.environ["OUT"], "a") as f:
+        f.write(json.dumps(result) + "\n")
+
+
+def handler(event, context):
+    return None
+"#;
+
+/// Issue 17: a Python function asking for a secret that is not in the group
+/// got 403. As Secrets Manager does, a secret the group does not have is
+/// answered 404 `ResourceNotFoundException`; one the group has but did not
+/// grant to the function stays 403 `AccessDeniedException`. With the real
+/// greengrasssdk, whose `SecretsManagerError` carries both.
+#[test]
+fn a_python_function_asking_for_a_secret_not_in_the_group_gets_404_and_an_ungranted_one_403() {
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
+    let port = free_port().expect("a free port");
+    let rig = Rig::new(&json!({ "coreThing": { "ggDaemonPort": port } }));
+    rig.put_file("greengrass-str", STR_VALUE.as_bytes());
+    rig.put_file("greengrass-other", OTHER_VALUE.as_bytes());
+    let code = rig.path("functions/asker");
+    vendor_greengrasssdk(&sdk, &code).expect("vendor greengrasssdk");
+    std::fs::write(code.join("asker.py"), PY_ASKER).expect("function");
+    let out = rig.path("asker.jsonl");
+    let g = with_resources(
+        group(
+            vec![json!({
+                "Id": "asker",
+                "FunctionArn": fn_arn("asker"),
+                "FunctionConfiguration": {
+                    "Executable": "asker.handler",
+                    "CodeUri": code,
+                    "Runtime": "python3.8",
+                    "Pinned": true,
+                    "Timeout": 10,
+                    "EncodingType": "json",
+                    "Environment": {
+                        "Variables": { "OUT": out },
+                        "Execution": { "IsolationMode": "NoContainer" },
+                        "ResourceAccessPolicies": [ { "ResourceId": "Str", "Permission": "ro" } ]
+                    }
+                }
+            })],
+            vec![],
+        ),
+        vec![
+            secret_resource("Str", &secret_arn("greengrass-str-AbCdEf"), &[]),
+            secret_resource("Other", &secret_arn("greengrass-other-QwErTy"), &[]),
+        ],
+    );
+    let rt = rig.start(&g);
+    let a = answers(&out, 2);
+    let denied = a[0]["error"].as_str().unwrap_or_default();
+    assert_eq!(a[0]["id"], "greengrass-other", "{a:?}");
+    assert!(
+        denied.starts_with("SecretsManagerError")
+            && denied.contains("error code 403")
+            && denied.contains("AccessDeniedException")
+            && denied.contains("not granted"),
+        "{denied}"
+    );
+    let missing = a[1]["error"].as_str().unwrap_or_default();
+    assert_eq!(a[1]["id"], "greengrass-absent", "{a:?}");
+    assert!(
+        missing.starts_with("SecretsManagerError")
+            && missing.contains("error code 404")
+            && missing.contains("ResourceNotFoundException")
+            && missing.contains("\"greengrass-absent\""),
+        "{missing}"
+    );
+    assert!(!denied.contains(OTHER_VALUE) && !missing.contains(OTHER_VALUE));
+    drop(rt);
 }

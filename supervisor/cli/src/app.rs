@@ -75,6 +75,8 @@ pub enum RunError {
     Mqtt(#[from] evergreen_mqtt::StartError),
     #[error("the supervisor stopped unexpectedly: {0}")]
     SupervisorGone(actix::MailboxError),
+    #[error(transparent)]
+    Locked(#[from] evergreen_ops::lock::LockError),
 }
 
 impl RunError {
@@ -103,6 +105,10 @@ impl RunError {
             | RunError::Cloud(_)
             | RunError::Mqtt(_)
             | RunError::SupervisorGone(_) => 1,
+            // Its own status, so a script (or a unit's RestartPreventExitStatus=) can tell
+            // "another runtime has this root" from a failure of this one.
+            RunError::Locked(evergreen_ops::lock::LockError::Held { .. }) => crate::EXIT_LOCKED,
+            RunError::Locked(evergreen_ops::lock::LockError::Io { .. }) => 1,
         }
     }
 }

@@ -1059,7 +1059,11 @@ fn restart(component: &str, conn: &ConnArgs) -> ExitCode {
     };
     match ask(conn, CLIENT_TIMEOUT, &request) {
         Ok(Reply::Restart { arn, message }) => {
-            println!("{arn}: {message}");
+            if conn.json {
+                print_json(&serde_json::json!({ "arn": arn, "message": message }));
+            } else {
+                println!("{arn}: {message}");
+            }
             ExitCode::SUCCESS
         }
         Ok(other) => unexpected(&other),

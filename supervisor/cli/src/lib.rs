@@ -18,3 +18,7 @@ pub mod tail;
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit status for a command-line mistake (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
+/// Exit status of an `evergreen run` refused because another runtime holds
+/// the root (`EX_TEMPFAIL`): nothing was touched, and the same command works
+/// once the other runtime stops.
+pub const EXIT_LOCKED: u8 = 75;

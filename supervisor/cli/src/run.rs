@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use evergreen_aws::credentials::AwsAccess;
-use evergreen_cloud::bridge::Cloud;
+use evergreen_cloud::bridge::{BridgeHandle, Cloud, LinkState};
 use evergreen_cloud::Spool;
 use evergreen_config::CoreConfig;
 use evergreen_group::plan::{GroupPlan, Launch};
 use evergreen_mqtt::MqttHub;
-use evergreen_ops::control::{ControlSocket, ControlState, RuntimeInfo};
+use evergreen_ops::control::{
+    CloudLink, CloudReport, CloudState, ControlSocket, ControlState, RuntimeInfo,
+};
 use evergreen_ops::deploy::{self, Deployer, Installing, SecretInstaller};
+use evergreen_ops::lock::RootLock;
 use evergreen_ops::notify::{watchdog_interval, Notifier};
 use evergreen_runtime::component::RuntimeSettings;
 use evergreen_runtime::logs::SystemLogger;
@@ -43,14 +46,28 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let started = start_services(&mut prepared).await?;
-        let running = first_deployment(prepared, started).await?;
-        wait_for_signal(running).await;
-        Ok(())
+        let supervisor = started.supervisor.clone();
+        match first_deployment(prepared, started).await {
+            Ok(running) => {
+                wait_for_signal(running).await;
+                Ok(())
+            }
+            Err(e) => {
+                // The supervisor must have run and stopped before the system is
+                // dropped: actix starts an actor that never ran when its context
+                // is dropped, outside any reactor, and that panics. Stopping it
+                // also stops anything the refused deployment started.
+                let _ = supervisor.send(Shutdown).await;
+                Err(e)
+            }
+        }
     })
 }
 
 /// Everything settled before the actor system starts.
 struct Prepared {
+    /// Held for the whole run: no second runtime on this root.
+    _lock: RootLock,
     started: Instant,
     cfg: CoreConfig,
     plan: GroupPlan,
@@ -78,6 +95,9 @@ struct Prepared {
 fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
     let started = Instant::now();
     let cfg = load_config(opts.config.as_deref(), opts.root)?;
+    // First of all: a second runtime on this root must change nothing, not even
+    // append to the runtime log, let alone clean up the first one's cgroups.
+    let lock = RootLock::acquire(cfg.write_dir())?;
     let log_root = cfg.log_dir();
     let runtime_root = cfg.root().to_path_buf();
     // The group says how the runtime log is kept (Logger `GreengrassSystem`),
@@ -213,6 +233,7 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         log::info!("no coreThing.iotHost: no cloud connection; messages to \"cloud\" are dropped and counted");
     }
     Ok(Prepared {
+        _lock: lock,
         started,
         cfg,
         plan,
@@ -236,6 +257,8 @@ struct Started {
     supervisor: Addr<Supervisor>,
     /// Flushed on a clean stop.
     cloud_spool: Option<Arc<Spool>>,
+    /// The bridge's connection state, for `evergreen status`.
+    cloud_link: Option<Arc<dyn CloudLink>>,
     /// Its persistent sessions' store is flushed last on a clean stop.
     mqtt: Arc<MqttHub>,
 }
@@ -298,6 +321,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         }
     }
     let mut cloud_spool = None;
+    let mut cloud_link = None;
     let mut cloud_listener = None;
     if let Some(cloud) = p.cloud.take() {
         match cloud.start(
@@ -307,6 +331,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         ) {
             Ok(bridge) => {
                 cloud_spool = Some(bridge.spool().clone());
+                cloud_link = Some(Arc::new(BridgeStatus(bridge.clone())) as Arc<dyn CloudLink>);
                 cloud_listener = Some(Arc::new(bridge) as Arc<dyn PlanListener>);
             }
             Err(e) => {
@@ -336,12 +361,15 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         router,
         supervisor: supervisor.start(),
         cloud_spool,
+        cloud_link,
         mqtt,
     })
 }
 
 /// A runtime that has deployed its first group and serves its control socket.
 struct Running {
+    /// Released only after every component has stopped.
+    _lock: RootLock,
     supervisor: Addr<Supervisor>,
     signals: Signals,
     control: evergreen_ops::control::ControlServer,
@@ -409,8 +437,11 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         Err(e) => return Err(RunError::SupervisorGone(e)),
     }
     // Served once deployed; it keeps answering while components stop.
-    let info = RuntimeInfo::new(p.started, p.group_file.as_deref())
+    let mut info = RuntimeInfo::new(p.started, p.group_file.as_deref())
         .with_log_file(&log_root.join(evergreen_runtime::logs::SYSTEM_LOG));
+    if let Some(link) = s.cloud_link {
+        info = info.with_cloud(link);
+    }
     let mut state = ControlState::new(s.supervisor.clone(), s.router, info);
     state.deployer = Some(deployer);
     let control = control.serve(state);
@@ -436,6 +467,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         }
     }
     Ok(Running {
+        _lock: p._lock,
         supervisor: s.supervisor,
         signals,
         control,
@@ -482,6 +514,27 @@ async fn wait_for_signal(mut r: Running) {
         spool.flush();
     }
     r.mqtt.flush_sessions();
+}
+
+/// The cloud bridge's connection state, as the control socket's status reports it (the ops
+/// crate knows no cloud crate; this maps one's words onto the other's).
+#[derive(Debug)]
+struct BridgeStatus(BridgeHandle);
+
+impl CloudLink for BridgeStatus {
+    fn report(&self) -> CloudReport {
+        let link = self.0.link();
+        CloudReport {
+            state: match link.state {
+                LinkState::Connecting => CloudState::Connecting,
+                LinkState::Connected => CloudState::Connected,
+                LinkState::Disconnected => CloudState::Disconnected,
+            },
+            endpoint: link.endpoint,
+            last_error: link.last_error,
+            spooled: link.spooled,
+        }
+    }
 }
 
 /// The secret store, fetching with the core's credentials, as the deployer installs each

@@ -31,12 +31,14 @@
 //!   the reconnect (QoS 1 allows the duplicates).
 //! * Reconnect: exponential backoff from 1 s, doubling, capped by
 //!   `mqttMaxConnectionRetryInterval`; reset after a successful connection.
+//! * State: the client thread records whether it is connecting, connected or disconnected and
+//!   why the last attempt or connection ended ([`BridgeHandle::link`]), for `evergreen status`.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ntex::service::fn_service;
@@ -103,11 +105,54 @@ pub struct Cloud {
     spool: Arc<Spool>,
 }
 
+/// Where the upstream connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// The first connection is being made, or the next one after a failure.
+    Connecting,
+    Connected,
+    /// Between attempts: the last one failed or the connection ended.
+    Disconnected,
+}
+
+/// The upstream connection as the bridge knows it, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkReport {
+    pub state: LinkState,
+    /// `host:port` of the broker.
+    pub endpoint: String,
+    /// Why the last attempt failed or the last connection ended; cleared on connecting.
+    pub last_error: Option<String>,
+    /// Messages waiting in the spool.
+    pub spooled: usize,
+}
+
+/// What the client thread writes and the status reads: a few words, behind a lock held for
+/// no longer than a copy.
+#[derive(Debug)]
+struct Link {
+    state: LinkState,
+    last_error: Option<String>,
+}
+
+type SharedLink = Arc<Mutex<Link>>;
+
+fn set_link(link: &SharedLink, state: LinkState, error: Option<String>) {
+    let mut l = link.lock().unwrap_or_else(PoisonError::into_inner);
+    l.state = state;
+    // A new attempt keeps the reason of the previous failure until it succeeds.
+    if error.is_some() || state == LinkState::Connected {
+        l.last_error = error;
+    }
+}
+
 /// Follows deployments: hands the bridge the subjects it must subscribe to.
 #[derive(Debug, Clone)]
 pub struct BridgeHandle {
     subjects: watch::Sender<BTreeSet<String>>,
     spool: Arc<Spool>,
+    link: SharedLink,
+    endpoint: String,
 }
 
 impl BridgeHandle {
@@ -127,6 +172,20 @@ impl BridgeHandle {
     /// The spool the bridge drains.
     pub fn spool(&self) -> &Arc<Spool> {
         &self.spool
+    }
+
+    /// The upstream connection now.
+    pub fn link(&self) -> LinkReport {
+        let (state, last_error) = {
+            let l = self.link.lock().unwrap_or_else(PoisonError::into_inner);
+            (l.state, l.last_error.clone())
+        };
+        LinkReport {
+            state,
+            endpoint: self.endpoint.clone(),
+            last_error,
+            spooled: self.spool.len(),
+        }
     }
 }
 
@@ -268,6 +327,12 @@ impl Cloud {
         let spool = self.spool.clone();
         let Cloud { settings, tls, .. } = self;
         let thread_spool = spool.clone();
+        let endpoint = format!("{}:{}", settings.host, settings.port);
+        let link: SharedLink = Arc::new(Mutex::new(Link {
+            state: LinkState::Connecting,
+            last_error: None,
+        }));
+        let thread_link = link.clone();
         std::thread::Builder::new()
             .name("mqtt-bridge".into())
             .spawn(move || {
@@ -275,12 +340,22 @@ impl Cloud {
                     .name("mqtt-bridge")
                     .disable_signals()
                     .build(ntex::rt::DefaultRuntime);
-                system.block_on(run(settings, tls, router, thread_spool, rx, shadow));
+                system.block_on(run(
+                    settings,
+                    tls,
+                    router,
+                    thread_spool,
+                    rx,
+                    shadow,
+                    thread_link,
+                ));
             })
             .map_err(BridgeError::Thread)?;
         Ok(BridgeHandle {
             subjects: tx,
             spool,
+            link,
+            endpoint,
         })
     }
 }
@@ -389,13 +464,16 @@ async fn run(
     spool: Arc<Spool>,
     mut subjects: watch::Receiver<BTreeSet<String>>,
     shadow: Option<ShadowHandle>,
+    link: SharedLink,
 ) {
     let max = settings.max_retry.max(Duration::from_secs(1));
     let mut backoff = INITIAL_BACKOFF.min(max);
     let target = format!("{}:{}", settings.host, settings.port);
     loop {
+        set_link(&link, LinkState::Connecting, None);
         match connect(&settings, tls.as_ref()).await {
             Ok(client) => {
+                set_link(&link, LinkState::Connected, None);
                 backoff = INITIAL_BACKOFF.min(max);
                 log::info!(
                     "cloud bridge connected to {target} as {:?}; {} messages spooled",
@@ -406,18 +484,38 @@ async fn run(
                     // What changed on either side while apart is reconciled.
                     shadow.resync();
                 }
-                let why = session(client, &settings, &router, &spool, &mut subjects, shadow.as_ref()).await;
+                let why = session(
+                    client,
+                    &settings,
+                    &router,
+                    &spool,
+                    &mut subjects,
+                    shadow.as_ref(),
+                )
+                .await;
                 log::warn!("cloud bridge: connection to {target} ended: {why}");
+                set_link(
+                    &link,
+                    LinkState::Disconnected,
+                    Some(format!("the connection ended: {why}")),
+                );
                 if subjects.has_changed().is_err() {
                     // The runtime dropped the handle: it is shutting down.
                     return;
                 }
             }
-            Err(e) => log::warn!(
-                "cloud bridge: cannot connect to {target}: {e}; next try in {} s ({} messages spooled)",
-                backoff.as_secs(),
-                spool.len()
-            ),
+            Err(e) => {
+                log::warn!(
+                    "cloud bridge: cannot connect to {target}: {e}; next try in {} s ({} messages spooled)",
+                    backoff.as_secs(),
+                    spool.len()
+                );
+                set_link(
+                    &link,
+                    LinkState::Disconnected,
+                    Some(format!("cannot connect: {e}")),
+                );
+            }
         }
         ntex::time::sleep(backoff).await;
         backoff = (backoff * 2).min(max);

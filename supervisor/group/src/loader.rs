@@ -81,6 +81,12 @@ impl Loader {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
+        // Absolute now, against the directory the command was run in: a
+        // relative base would make every path resolved against it (a
+        // `CodeUri`, an `Executable`) relative too, and a child process
+        // whose working directory is elsewhere (a Python function's
+        // `sys.path`) would look in the wrong place.
+        let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
         let plan = self.load(&text, &path.display().to_string(), base_dir.clone())?;
         Ok(GroupFile {
             text,

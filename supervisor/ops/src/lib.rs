@@ -1,11 +1,12 @@
-//! Operating a running runtime: the [`store`] of immutable group versions and the
-//! [`artefacts`] they carry, the [`deploy`]er that
-//! applies one and rolls back a failed one, the [`control`] socket the CLI talks to, and the
-//! systemd [`notify`] protocol.
+//! Operating a running runtime: the [`store`] of immutable group versions, the [`artefacts`]
+//! they carry and the [`bundle`]s they travel in, the [`deploy`]er that applies one and rolls
+//! back a failed one, the [`control`] socket the CLI talks to, the systemd [`notify`] protocol,
+//! and the [`lock`] that keeps a second runtime off a root.
 
 pub mod artefacts;
 pub mod bundle;
 pub mod control;
 pub mod deploy;
+pub mod lock;
 pub mod notify;
 pub mod store;

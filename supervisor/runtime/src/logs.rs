@@ -8,7 +8,8 @@
 //! `Space` come from the caller. It must never panic on a failed write (a
 //! full disk must not take the runtime down), never let one message become
 //! more or less than one line (a component must not be able to forge a line
-//! that looks like someone else's), never buffer a line (`tail -f` sees it
+//! that looks like someone else's; only the runtime's own log splits a
+//! multi-line message into lines, each with the full prefix), never buffer a line (`tail -f` sees it
 //! at once), and never write outside the log root it is given.
 //!
 //! # Line format
@@ -434,9 +435,18 @@ impl SystemLogger {
         if level < inner.file.level {
             return;
         }
-        let line = inner
-            .file
-            .render(OffsetDateTime::now_utc(), level, Some(target), message);
+        // The runtime's own multi-line messages (a refused deployment lists
+        // its problems, one per line) become one line per line, each with
+        // the full prefix: no line holds a literal `\n`, and a line cannot
+        // pass for another writer's, since every one starts with ours.
+        let now = OffsetDateTime::now_utc();
+        let line: String = strip_line_end(message)
+            .split('\n')
+            .map(|part| {
+                let part = part.strip_suffix('\r').unwrap_or(part);
+                inner.file.render(now, level, Some(target), part)
+            })
+            .collect();
         let result = inner.file.append(&line);
         // Holding the lock while echoing keeps stderr in the file's order.
         let mut stderr = io::stderr().lock();
@@ -872,19 +882,22 @@ mod tests {
         );
 
         let got = lines(&dir.path().join(SYSTEM_LOG));
-        let messages: Vec<(&str, &str)> = ["WARN", "INFO", "FATAL", "DEBUG"]
+        let messages: Vec<(&str, &str)> = ["WARN", "INFO", "FATAL", "DEBUG", "DEBUG"]
             .iter()
             .zip(&got)
             .map(|(level, line)| (*level, parse_line(line, level, SYSTEM_ARN)))
             .collect();
-        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got.len(), 5, "{got:?}");
+        // A multi-line message is split into lines, each with the full prefix,
+        // never one line with a literal `\n`.
         assert_eq!(
             messages,
             [
                 ("WARN", "evergreen::router: queue 3 full"),
                 ("INFO", "evergreen::supervisor: started"),
                 ("FATAL", "evergreen: cannot go on"),
-                ("DEBUG", "evergreen::supervisor: kept\\nnow"),
+                ("DEBUG", "evergreen::supervisor: kept"),
+                ("DEBUG", "evergreen::supervisor: now"),
             ]
         );
     }

@@ -473,6 +473,11 @@ impl DeliverySink for QueueSink {
 }
 
 impl QueueReceiver {
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// The next message; `None` once every sender (the router's included) is gone.
     pub async fn recv(&mut self) -> Option<Message> {
         self.rx.recv().await

@@ -53,11 +53,23 @@ pub trait CredentialSource: Send + Sync + std::fmt::Debug {
 }
 
 /// Why a request was refused: an HTTP-like status (for the Lambda IPC's
-/// `{"Status","Message"}`) and a message naming the id, never a value.
+/// `{"Status","Message"}`), the error code Secrets Manager gives for the same
+/// case (`ResourceNotFoundException` with 404 for a secret the group does not
+/// have, `AccessDeniedException` with 403 for one not granted to the caller),
+/// and a message naming the id, never a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub status: u16,
+    pub code: &'static str,
     pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    /// `<code>: <message>`: the text a component is answered with, so code
+    /// written against Secrets Manager finds the exception's name in it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
 }
 
 /// The answer to every secret request when there is no secret store: nothing is granted.
@@ -70,8 +82,9 @@ pub(crate) struct NoSecrets;
 impl SecretSource for NoSecrets {
     fn get(&self, _: &str, secret_id: &str, _: Option<&str>) -> Result<SecretValue, Refusal> {
         Err(Refusal {
-            status: 403,
-            message: format!("secret {secret_id:?} is not granted to this component"),
+            status: 404,
+            code: "ResourceNotFoundException",
+            message: format!("secret {secret_id:?} is not a secret resource of this group"),
         })
     }
 }

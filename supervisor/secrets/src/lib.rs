@@ -558,8 +558,20 @@ impl SecretService {
         stage: Option<&str>,
     ) -> Result<SecretValue, Refusal> {
         let stage = stage.filter(|s| !s.is_empty()).unwrap_or(AWSCURRENT);
+        // As Secrets Manager answers: a secret the group does not have is not
+        // found (404); one it has but did not grant to the caller is denied (403).
+        let not_found = || Refusal {
+            status: 404,
+            code: "ResourceNotFoundException",
+            message: format!(
+                "secret {} is not a secret resource of this group (add it to the group's \
+                 ResourceDefinitionVersion and grant it to the component)",
+                show_id(secret_id)
+            ),
+        };
         let not_granted = || Refusal {
             status: 403,
+            code: "AccessDeniedException",
             message: format!(
                 "secret {} is not granted to this component (grant its secret resource: \
                  ResourceAccessPolicies, or the connector's …-ResourceId parameter)",
@@ -569,13 +581,21 @@ impl SecretService {
         if secret_id.is_empty() {
             return Err(Refusal {
                 status: 400,
+                code: "InvalidParameterException",
                 message: "SecretId is empty".into(),
             });
         }
         let guard = self.read_state();
         let Some(state) = guard.as_ref() else {
-            return Err(not_granted());
+            return Err(not_found());
         };
+        let in_group = state
+            .secrets
+            .values()
+            .any(|s| names::request_matches(secret_id, &s.arn));
+        if !in_group {
+            return Err(not_found());
+        }
         let Some(granted) = state.grants.get(component) else {
             return Err(not_granted());
         };
@@ -593,6 +613,7 @@ impl SecretService {
         else {
             return Err(Refusal {
                 status: 404,
+                code: "ResourceNotFoundException",
                 message: format!(
                     "secret {}: version stage {} was not downloaded to this core (AWSCURRENT always is; \
                      others must be listed in AdditionalStagingLabelsToDownload)",
@@ -612,6 +633,7 @@ impl SecretService {
                 );
                 Refusal {
                     status: 500,
+                    code: "InternalServiceError",
                     message: format!(
                         "secret {}: the local copy cannot be decrypted (see the runtime log)",
                         show_id(secret_id)
@@ -804,8 +826,16 @@ mod tests {
             .expect("by name");
         assert_eq!(v.arn, ARN);
         let r = service.get(OTHER, ARN, None).expect_err("not granted");
-        assert_eq!(r.status, 403);
+        assert_eq!((r.status, r.code), (403, "AccessDeniedException"));
         assert!(r.message.contains("not granted") && !r.message.contains("AC-token"));
+        // A secret the group does not have is not found, whoever asks.
+        for who in [TWILIO, OTHER] {
+            let r = service
+                .get(who, "greengrass-not-in-the-group", None)
+                .expect_err("not in the group");
+            assert_eq!((r.status, r.code), (404, "ResourceNotFoundException"));
+            assert!(r.to_string().starts_with("ResourceNotFoundException: "));
+        }
         let r = service
             .get(TWILIO, ARN, Some("AWSPREVIOUS"))
             .expect_err("stage");

@@ -49,7 +49,9 @@ use std::time::Duration;
 pub use client::{Client, ClientError};
 pub use protocol::{Reply, Request};
 pub use server::{ControlError, ControlServer, ControlSocket, ControlState};
-pub use status::{ComponentReport, Counts, RuntimeInfo, RuntimeStatus};
+pub use status::{
+    CloudLink, CloudReport, CloudState, ComponentReport, Counts, RuntimeInfo, RuntimeStatus,
+};
 
 /// Longest request line, in bytes without its newline. Requests are small
 /// (a deployment request names a file, it does not carry one); the bound is
@@ -73,7 +75,7 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// What the status says about the cloud until the cloud bridge exists.
+/// What the status says about the cloud when no cloud bridge is configured.
 pub(crate) const CLOUD_NOT_CONFIGURED: &str = "not configured";
 /// The group source when no group file was given.
 pub(crate) const EMBEDDED_GROUP: &str = "embedded default group";

@@ -25,8 +25,13 @@ pub struct RuntimeStatus {
     pub uptime_ms: u64,
     /// The group file's path, or `EMBEDDED_GROUP`.
     pub group: String,
-    /// The cloud connection; `CLOUD_NOT_CONFIGURED` until the bridge exists.
+    /// The cloud connection in words: `not configured`, or the bridge's
+    /// state, endpoint and last error (see [`CloudReport::describe`]).
     pub cloud: String,
+    /// The cloud bridge's state, for scripts; `None` without a bridge (and
+    /// from a runtime built before it was reported).
+    #[serde(default)]
+    pub cloud_link: Option<CloudReport>,
     /// The runtime's own resident set (children not included).
     pub rss_kib: Option<u64>,
     /// The runtime's own log (`<log root>/system/runtime.log`), absolute;
@@ -84,6 +89,58 @@ pub struct ComponentReport {
     pub log_file: String,
 }
 
+/// The state of the connection to the cloud, as the bridge knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudState {
+    /// The first connection is being made.
+    Connecting,
+    /// Connected: messages to `cloud` leave the spool.
+    Connected,
+    /// Not connected (refused, unreachable, or the connection ended): the
+    /// bridge tries again after its backoff, messages wait in the spool.
+    Disconnected,
+}
+
+/// What the status says about the cloud bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudReport {
+    pub state: CloudState,
+    /// `host:port` of the upstream broker.
+    pub endpoint: String,
+    /// Why the last connection attempt failed or the last connection ended.
+    pub last_error: Option<String>,
+    /// Messages waiting in the spool.
+    pub spooled: usize,
+}
+
+impl CloudReport {
+    /// The report in words, as the status line shows it.
+    pub fn describe(&self) -> String {
+        let spooled = format!("{} spooled", self.spooled);
+        match (self.state, &self.last_error) {
+            (CloudState::Connected, _) => format!("connected to {} ({spooled})", self.endpoint),
+            (CloudState::Connecting, None) => format!("connecting to {}", self.endpoint),
+            (CloudState::Connecting, Some(e)) => format!(
+                "connecting to {} (last error: {e}; {spooled})",
+                self.endpoint
+            ),
+            (CloudState::Disconnected, e) => format!(
+                "disconnected from {}: {}; retrying ({spooled})",
+                self.endpoint,
+                e.as_deref().unwrap_or("no reason known")
+            ),
+        }
+    }
+}
+
+/// Where the status reads the cloud connection's state: the composition root
+/// hands in the cloud bridge's, so this crate names no cloud crate.
+pub trait CloudLink: Send + Sync + fmt::Debug {
+    fn report(&self) -> CloudReport;
+}
+
 /// What the status says about the runtime itself, fixed at start.
 #[derive(Debug, Clone)]
 pub struct RuntimeInfo {
@@ -91,6 +148,8 @@ pub struct RuntimeInfo {
     pub group: String,
     /// The runtime's own log, absolute.
     pub log_file: Option<PathBuf>,
+    /// The cloud bridge; `None` when no cloud is configured.
+    pub cloud: Option<std::sync::Arc<dyn CloudLink>>,
 }
 
 impl RuntimeInfo {
@@ -110,7 +169,14 @@ impl RuntimeInfo {
             started,
             group,
             log_file: None,
+            cloud: None,
         }
+    }
+
+    /// Reports the cloud connection as `link` tells it.
+    pub fn with_cloud(mut self, link: std::sync::Arc<dyn CloudLink>) -> Self {
+        self.cloud = Some(link);
+        self
     }
 
     /// Reports `path` (made absolute) as the runtime's own log.
@@ -182,12 +248,16 @@ pub(crate) fn build_status(
         });
     }
     let pid = std::process::id();
+    let cloud_link = info.cloud.as_ref().map(|link| link.report());
     RuntimeStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid,
         uptime_ms: millis(info.started.elapsed()),
         group: info.group.clone(),
-        cloud: CLOUD_NOT_CONFIGURED.to_string(),
+        cloud: cloud_link
+            .as_ref()
+            .map_or_else(|| CLOUD_NOT_CONFIGURED.to_string(), CloudReport::describe),
+        cloud_link,
         rss_kib: vm_rss_kib(proc_root, pid),
         log_file: info.log_file.as_ref().map(|p| p.display().to_string()),
         counts,
@@ -368,6 +438,7 @@ mod tests {
         );
         assert_eq!(status.group, EMBEDDED_GROUP);
         assert_eq!(status.cloud, "not configured");
+        assert_eq!(status.cloud_link, None);
         assert_eq!(status.pid, std::process::id());
         assert_eq!(status.rss_kib, None, "no such pid in the fake /proc");
         assert_eq!(

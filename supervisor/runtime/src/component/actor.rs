@@ -446,7 +446,10 @@ impl ComponentActor {
         if self.idle_stopping && !self.stopping {
             self.idle_stopping = false;
             self.state = ComponentState::Stopped;
-            if self.wake_pending {
+            // A message queued just before the idle stop began woke a running
+            // child (nothing to remember then) that never took it.
+            let queued = self.inbox.try_lock().is_ok_and(|inbox| !inbox.is_empty());
+            if self.wake_pending || queued {
                 self.wake_pending = false;
                 self.note(
                     LogLevel::Info,
@@ -467,8 +470,10 @@ impl ComponentActor {
         if ran >= self.restart.reset_after {
             self.failures = 0;
         }
-        let failed = reason.is_failure();
-        if failed {
+        // Only crashes count (see `policy`): a handler timeout restarts the
+        // function without bringing it closer to `Failed`.
+        let crashed = reason.is_crash();
+        if crashed {
             let now = Instant::now();
             self.failure_times.push_back(now);
             while self
@@ -485,7 +490,7 @@ impl ComponentActor {
             .decide(&reason, self.failures, self.failure_times.len(), unit)
         {
             AfterExit::Restart(delay) => {
-                if failed {
+                if crashed {
                     self.failures = self.failures.saturating_add(1);
                 }
                 self.restarts += 1;
@@ -602,9 +607,16 @@ impl Handler<Wake> for ComponentActor {
                 self.wake_pending = false;
                 self.launch(ctx);
             }
-            // Running: the writer delivers it. Starting, stopping for idleness,
-            // or backing off: remember, so the exit starts it again.
-            _ => self.wake_pending = true,
+            // A child is stopping because it sat idle: it will not take the
+            // message, so its exit must start the next one.
+            (Some(_), _) if self.idle_stopping => self.wake_pending = true,
+            // A child is starting or running: it takes the message from the
+            // inbox itself. Remembering this wake would restart the function
+            // right after its next idle stop, with nothing to do.
+            (Some(_), _) => {}
+            // Backing off, Failed or waiting for a slot: the pending start
+            // (backoff timer, cool-down, freed slot) delivers it.
+            (None, _) => self.wake_pending = true,
         }
     }
 }
@@ -771,7 +783,11 @@ impl Handler<InstanceEvent> for ComponentActor {
                 if let (Some(hub), Some(link)) = (&self.lambda, &self.lambda_link) {
                     hub.detach_worker(link, generation, &reason.to_string());
                 }
-                let level = if self.stopping {
+                // A stop the runtime asked for (deployment removal, shutdown,
+                // idle stop, an operator's restart) is normal operation,
+                // however the child ended; only an exit nobody asked for is
+                // an error.
+                let level = if self.stopping || self.idle_stopping {
                     LogLevel::Info
                 } else {
                     LogLevel::Error

@@ -2,6 +2,20 @@
 //! when to give up (`Stop`, or `Fail` on a crash loop), from the settings,
 //! the exit and the failure counts the actor keeps. No clock, no randomness
 //! of its own: the caller passes both in, so every decision is testable.
+//!
+//! # What counts as a crash
+//!
+//! A child that exits with a non-zero status, is killed by a signal it did
+//! not get from the runtime's stop, breaks the protocol, is not Ready in
+//! time or cannot be started *crashed*: each crash grows the backoff, and
+//! `crash_loop_limit` crashes within `crash_loop_window` mark the component
+//! `Failed` for `failed_cooldown`. A function whose handler exceeds its
+//! `Timeout` is killed and started again too, but that is not a crash: the
+//! process was healthy, the handler slow. Timeouts never grow the backoff
+//! and never mark a function `Failed` — Greengrass V1 kept invoking such a
+//! function, and so does Evergreen. A timeout counts against the crash loop
+//! only through what follows it: if the restarted process itself dies
+//! repeatedly, those deaths are crashes.
 
 use std::fmt;
 use std::process::ExitStatus;
@@ -32,8 +46,8 @@ pub struct RestartSettings {
     /// A child that ran this long counts as healthy: its next failure starts
     /// the backoff from `initial` again.
     pub reset_after: Duration,
-    /// Failures within `crash_loop_window` that mark the component `Failed`
-    /// (0 = never).
+    /// Crashes (every failure but a handler timeout) within
+    /// `crash_loop_window` that mark the component `Failed` (0 = never).
     pub crash_loop_limit: u32,
     pub crash_loop_window: Duration,
     /// How long a `Failed` component waits before it is tried again.
@@ -62,9 +76,11 @@ impl RestartSettings {
     }
 
     /// Decides what follows an exit for `reason`. `consecutive` counts the
-    /// failures since the child last ran healthily (it sets the backoff);
-    /// `in_window` counts the failures within the crash-loop window,
-    /// this one included.
+    /// crashes since the child last ran healthily (it sets the backoff);
+    /// `in_window` counts the crashes within the crash-loop window, this one
+    /// included. The caller counts only exits for which
+    /// [`ExitReason::is_crash`] holds: a handler timeout restarts the
+    /// function after the initial delay and never marks it `Failed`.
     pub(crate) fn decide(
         &self,
         reason: &ExitReason,
@@ -82,10 +98,11 @@ impl RestartSettings {
             }
             RestartPolicy::Always | RestartPolicy::OnFailure => {}
         }
-        if failed && self.crash_loop_limit > 0 && in_window >= self.crash_loop_limit as usize {
+        let crashed = reason.is_crash();
+        if crashed && self.crash_loop_limit > 0 && in_window >= self.crash_loop_limit as usize {
             return AfterExit::Fail;
         }
-        AfterExit::Restart(self.delay(if failed { consecutive } else { 0 }, unit))
+        AfterExit::Restart(self.delay(if crashed { consecutive } else { 0 }, unit))
     }
 }
 
@@ -104,9 +121,21 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    /// Anything but a clean exit with status 0 is a failure.
+    /// Anything but a clean exit with status 0 is a failure (for the
+    /// `on-failure` policy).
     pub(crate) fn is_failure(&self) -> bool {
         !matches!(self, ExitReason::Exited(0))
+    }
+
+    /// Whether the exit counts toward the crash loop and grows the backoff:
+    /// every failure but a handler timeout. A function that exceeds its
+    /// `Timeout` is killed by the runtime although its process was healthy;
+    /// Greengrass V1 went on invoking such a function, so a slow handler
+    /// never parks its messages behind a `Failed` cool-down. Only a process
+    /// that itself dies (or breaks the protocol, or never becomes Ready)
+    /// repeatedly is a crash loop.
+    pub(crate) fn is_crash(&self) -> bool {
+        self.is_failure() && !matches!(self, ExitReason::HandlerTimeout(_))
     }
 }
 
@@ -224,6 +253,18 @@ mod tests {
                 "{reason}"
             );
         }
+
+        let timeout = ExitReason::HandlerTimeout(Duration::from_secs(1));
+        assert!(timeout.is_failure() && !timeout.is_crash());
+        assert_eq!(
+            always.decide(&timeout, 0, 50, 0.5),
+            AfterExit::Restart(Duration::from_millis(100)),
+            "a handler timeout never marks the function Failed nor grows the backoff"
+        );
+        assert!(matches!(
+            on_failure.decide(&timeout, 0, 50, 0.5),
+            AfterExit::Restart(_)
+        ));
 
         let unlimited = RestartSettings {
             crash_loop_limit: 0,

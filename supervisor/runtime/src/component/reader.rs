@@ -123,7 +123,8 @@ pub(super) async fn reader_task<R: AsyncRead + Unpin>(
                         let line = format!("secret request refused: {}", refusal.message);
                         let _ = env.log.borrow_mut().write(LogLevel::Warn, &line);
                         log::warn!("{}: {line}", env.arn);
-                        refusal.message
+                        // With the error code first, as Secrets Manager names the case.
+                        refusal.to_string()
                     });
                 if let Ok(value) = &result {
                     let _ = env.log.borrow_mut().write(

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::http::{base64_decode, base64_encode, Request, Response};
 use super::{invocation_id, note, FunctionLink, LambdaHub, Outcome, Target, WorkItem};
+use crate::services::Refusal;
 
 /// A caller waits for a result up to the target's `Timeout` plus this.
 const RESULT_WAIT_MARGIN: Duration = Duration::from_secs(5);
@@ -171,34 +172,45 @@ fn secret_answer(
     caller: &FunctionLink,
     body: &[u8],
 ) -> Vec<u8> {
-    let refuse = |status: u16, message: String| {
-        let line = format!("secret request refused: {message}");
+    // The SDK raises `SecretsManagerError` with the status and the message;
+    // the message starts with Secrets Manager's error code for the case.
+    let refuse = |r: Refusal| {
+        let line = format!("secret request refused: {}", r.message);
         note(caller, LogLevel::Warn, &line);
         log::warn!("{}: {line}", caller.arn);
-        json!({ "Status": status, "Message": message })
+        json!({ "Status": r.status, "Message": r.to_string() })
             .to_string()
             .into_bytes()
     };
+    let bad = |message: &str| Refusal {
+        status: 400,
+        code: "InvalidParameterException",
+        message: message.to_string(),
+    };
     let Some(secrets) = secrets else {
-        return refuse(503, "the secret store is not running".into());
+        return refuse(Refusal {
+            status: 503,
+            code: "InternalServiceError",
+            message: "the secret store is not running".into(),
+        });
     };
     let request: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => return refuse(400, "the request is not a JSON object".into()),
+        _ => return refuse(bad("the request is not a JSON object")),
     };
     let Some(secret_id) = request.get("SecretId").and_then(Value::as_str) else {
-        return refuse(400, "SecretId is missing or not a string".into());
+        return refuse(bad("SecretId is missing or not a string"));
     };
     if request.get("VersionId").is_some_and(|v| !v.is_null()) {
-        return refuse(400, "VersionId is not supported; use VersionStage".into());
+        return refuse(bad("VersionId is not supported; use VersionStage"));
     }
     let stage = match request.get("VersionStage") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),
-        Some(_) => return refuse(400, "VersionStage is not a string".into()),
+        Some(_) => return refuse(bad("VersionStage is not a string")),
     };
     match secrets.get(&caller.arn, secret_id, stage) {
-        Err(r) => refuse(r.status, r.message),
+        Err(r) => refuse(r),
         Ok(v) => {
             note(
                 caller,
