@@ -11,10 +11,27 @@ struct Root {
 }
 
 impl Root {
+    /// A directory with a configuration and the two programs the example group names
+    /// (`bin/producer`, `bin/consumer`): a version carries its programs, so they must exist.
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(dir.path().join("config.json"), "{}").expect("write config");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        for name in ["producer", "consumer"] {
+            let program = bin.join(name);
+            std::fs::write(&program, format!("#!/bin/sh\necho {name}\n")).expect("write");
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
         Root { dir }
+    }
+
+    /// A copy of `examples/<name>` beside the programs.
+    fn example(&self, name: &str) -> PathBuf {
+        let copy = self.path().join(name);
+        std::fs::copy(example(name), &copy).expect("copy the example");
+        copy
     }
 
     fn path(&self) -> &Path {
@@ -78,7 +95,7 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn create_version_stores_the_example_once_and_prints_its_id() {
     let root = Root::new();
-    let file = example("function-to-function.json");
+    let file = root.example("function-to-function.json");
     let id = root.create(&file);
 
     let dir = root.versions().join(&id);
@@ -87,7 +104,7 @@ fn create_version_stores_the_example_once_and_prints_its_id() {
     assert_eq!(mode(&dir.join("group.json")), 0o440);
     assert_eq!(mode(&dir.join("meta.json")), 0o440);
 
-    // The relative Executable now names the program next to the original file.
+    // The relative Executable now names the stored copy of the program, by digest.
     let stored: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("group.json")).expect("read"))
             .expect("json");
@@ -95,8 +112,15 @@ fn create_version_stores_the_example_once_and_prints_its_id() {
         .pointer("/FunctionDefinitionVersion/Functions/0/FunctionConfiguration/Executable")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    assert!(exe.starts_with('/'), "{exe}");
-    assert!(exe.ends_with("examples/bin/producer"), "{exe}");
+    assert!(
+        exe.starts_with("artefacts/") && exe.ends_with("/producer"),
+        "{exe}"
+    );
+    let copy = root.runtime_root().join("deployments").join(exe);
+    assert_eq!(
+        std::fs::read_to_string(copy).expect("the stored program"),
+        "#!/bin/sh\necho producer\n"
+    );
 
     // Again: the same id, nothing written.
     let before = std::fs::read(dir.join("meta.json")).expect("read");
@@ -149,7 +173,7 @@ fn list_shows_every_version_newest_first() {
         serde_json::json!([])
     );
 
-    let file = example("function-to-function.json");
+    let file = root.example("function-to-function.json");
     let first = root.create(&file);
     let other = root.path().join("other.json");
     std::fs::write(
@@ -192,7 +216,7 @@ fn list_shows_every_version_newest_first() {
 #[test]
 fn show_accepts_a_unique_prefix_and_refuses_others() {
     let root = Root::new();
-    let id = root.create(&example("function-to-function.json"));
+    let id = root.create(&root.example("function-to-function.json"));
 
     let out = root.group(&["show", &id[..8]]);
     assert!(out.status.success(), "{}", text(&out));
@@ -304,7 +328,7 @@ fn a_missing_configuration_file_is_a_configuration_error() {
 #[test]
 fn a_tampered_version_is_reported_and_never_used() {
     let root = Root::new();
-    let file = example("function-to-function.json");
+    let file = root.example("function-to-function.json");
     let id = root.create(&file);
     let stored = root.versions().join(&id).join("group.json");
     let original = std::fs::read_to_string(&stored).expect("read");
