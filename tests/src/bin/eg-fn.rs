@@ -21,6 +21,12 @@
 //!   `host_file` can be read, whether `granted_dev` can be opened for
 //!   writing (it writes `probe-hello\n` to it), whether `other_dev` can be
 //!   opened, and whether `/` is writable. For the container tests.
+//! - `escape <topic>`: after Ready, try each way out of a container that issue 18 lists and
+//!   publish on `topic` how each ended (`"ok"` or `"error: …"`): writing back the current
+//!   value of `kernel.core_pattern` and `vm.overcommit_memory` (so a success changes nothing),
+//!   opening `/proc/sysrq-trigger` for writing (nothing is written), reading `/proc/kcore`,
+//!   writing `/proc/self/oom_score_adj`, `unshare` of a user and of a mount namespace and
+//!   `clone` with `CLONE_NEWUSER` (each in a forked child), `mount` of a tmpfs, and `keyctl`.
 //! - `hog <mb_per_10ms>`: after Ready, allocate and touch memory without
 //!   end (stops at 4 GiB), to be OOM-killed at its cgroup limit.
 //! - `feed <file>`: follow `file` (which need not exist yet) and publish each
@@ -71,6 +77,7 @@ async fn main() -> ExitCode {
             probe(topic, host_file, granted, other).await
         }
         ["hog", mb] => hog(parse(mb)).await,
+        ["escape", topic] => escape(topic).await,
         ["secret", id, stage, file] => secret(id, stage, file).await,
         ["shadow", file] => shadow(file).await,
         _ => {
@@ -351,6 +358,120 @@ async fn probe(
         "other_device": other_result,
         "root_write": outcome(std::fs::write("/probe-was-here", b"x")),
         "tmp_write": outcome(std::fs::write("/tmp/probe-was-here", b"x")),
+    });
+    handle.publish(topic, report.to_string()).await?;
+    idle(&mut component).await;
+    Ok(())
+}
+
+fn outcome(r: std::io::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Writes the current content of a `/proc/sys` file back into it: a success changes nothing.
+fn write_back(path: &str) -> String {
+    outcome(std::fs::read(path).and_then(|now| std::fs::write(path, now)))
+}
+
+/// Runs `attempt` in a forked child (a namespace change must not touch this process) and
+/// reports how it ended: the child exits 0 on success, else with the errno.
+fn in_child(attempt: fn() -> libc::c_long) -> String {
+    // SAFETY: the child only makes the system call of `attempt` and `_exit`s; the parent
+    // waits for it. No lock or allocation in the child.
+    match unsafe { libc::fork() } {
+        -1 => format!("error: fork: {}", std::io::Error::last_os_error()),
+        0 => {
+            let r = attempt();
+            let code = if r < 0 {
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(255)
+            } else {
+                0
+            };
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waits for the child just forked; status is a valid int.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+                Some(0) => "ok".into(),
+                Some(errno) => format!("error: {}", std::io::Error::from_raw_os_error(errno)),
+                None => format!("error: the child ended with status {status}"),
+            }
+        }
+    }
+}
+
+fn unshare_user() -> libc::c_long {
+    // SAFETY: integer flags only; runs in a child about to exit.
+    libc::c_long::from(unsafe { libc::unshare(libc::CLONE_NEWUSER) })
+}
+
+fn unshare_mount() -> libc::c_long {
+    // SAFETY: integer flags only; runs in a child about to exit.
+    libc::c_long::from(unsafe { libc::unshare(libc::CLONE_NEWNS) })
+}
+
+fn clone_newuser() -> libc::c_long {
+    let flags = libc::c_long::from(libc::CLONE_NEWUSER | libc::SIGCHLD);
+    // SAFETY: a fork-like clone (no new stack, no shared memory): the new process returns
+    // 0 here and exits at once.
+    let r = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    if r == 0 {
+        // SAFETY: ends the cloned process at once.
+        unsafe { libc::_exit(0) }
+    }
+    r
+}
+
+fn mount_tmpfs() -> libc::c_long {
+    // SAFETY: valid C strings and a null data pointer; runs in a child about to exit.
+    libc::c_long::from(unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c"/tmp".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    })
+}
+
+/// `KEYCTL_GET_KEYRING_ID` of the session keyring, creating it.
+fn keyctl_session() -> libc::c_long {
+    // SAFETY: integer arguments only; runs in a child about to exit.
+    unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 1) }
+}
+
+async fn escape(topic: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    component.ready().await?;
+    let kcore = std::fs::File::open("/proc/kcore").and_then(|mut f| {
+        let mut buf = [0u8; 16];
+        match std::io::Read::read(&mut f, &mut buf)? {
+            0 => Err(std::io::Error::other("read nothing (masked)")),
+            _ => Ok(()),
+        }
+    });
+    let report = serde_json::json!({
+        "uid": status_field(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), "Uid:"),
+        "core_pattern": write_back("/proc/sys/kernel/core_pattern"),
+        "overcommit_memory": write_back("/proc/sys/vm/overcommit_memory"),
+        "sysrq_trigger": outcome(std::fs::OpenOptions::new().write(true).open("/proc/sysrq-trigger").map(|_| ())),
+        "kcore": outcome(kcore),
+        "oom_score_adj": write_back("/proc/self/oom_score_adj"),
+        "unshare_user": in_child(unshare_user),
+        "unshare_mount": in_child(unshare_mount),
+        "clone_newuser": in_child(clone_newuser),
+        "mount": in_child(mount_tmpfs),
+        "keyctl": in_child(keyctl_session),
     });
     handle.publish(topic, report.to_string()).await?;
     idle(&mut component).await;

@@ -249,6 +249,20 @@ pub(crate) fn static_findings(paths: &HostPaths) -> Vec<Finding> {
         },
         true,
     ));
+    // The jail installs its seccomp filter on every architecture it has one for, and a
+    // container does not start without it: a kernel without filters cannot run containers.
+    let seccomp = status.lines().any(|l| l.starts_with("Seccomp:"));
+    let filter = super::jail::seccomp::SUPPORTED;
+    out.push(finding(
+        "seccomp",
+        seccomp && filter,
+        match (filter, seccomp) {
+            (true, true) => "filters supported: containers run under Evergreen's",
+            (true, false) => "this kernel has no seccomp filters (CONFIG_SECCOMP_FILTER)",
+            (false, _) => "no filter for this architecture: containers run without one",
+        },
+        filter,
+    ));
     let sys_admin = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -386,7 +400,7 @@ fn fixture(
     write("self/mountinfo", mountinfo);
     write(
         "self/status",
-        &format!("Name:\tevergreen\nCapEff:\t{cap_eff}\nNoNewPrivs:\t0\n"),
+        &format!("Name:\tevergreen\nCapEff:\t{cap_eff}\nNoNewPrivs:\t0\nSeccomp:\t0\n"),
     );
     write("filesystems", "nodev\ttmpfs\nnodev\tproc\nnodev\toverlay\n");
     for ns in namespaces {

@@ -23,13 +23,16 @@
 //!    even after a `kill -9` of the supervisor;
 //! 6. hostname; all mounts private, so nothing below propagates to the host;
 //! 7. a fresh tmpfs root with read-only bind mounts of what programs need,
-//!    a minimal `/dev`, `/proc` of the new PID namespace, a private `/tmp`,
-//!    the granted resources and the component's own executable;
+//!    a minimal `/dev`, `/proc` of the new PID namespace (read-only, with the
+//!    kernel's settings read-only and its memory, keys and timers masked, as
+//!    runc does: [`PROC_READ_ONLY`], [`PROC_MASKED`]), a private `/tmp`, the
+//!    granted resources and the component's own executable;
 //! 8. `pivot_root` into it and detach the old root; the root is then
 //!    remounted read-only;
 //! 9. drop every capability from the bounding set, switch to the `RunAs`
 //!    groups and user, clear the remaining capability sets (also for uid 0),
-//!    and set `no_new_privs`;
+//!    set `no_new_privs`, and install the seccomp filter (`jail/seccomp.rs`:
+//!    no new namespaces, mounts, keyrings, BPF, module loading, ptrace…);
 //! 10. fork again: the forked child, PID 2, is the component (its own
 //!     process group, the signal mask it was started with); std's `Command`
 //!     execs the program in it. PID 1 stays as the namespace's *init* (see
@@ -66,6 +69,32 @@ pub(crate) const SYSTEM_PATHS: &[&str] = &[
     "/etc/localtime",
     "/etc/ld.so.cache",
     "/etc/alternatives",
+];
+
+/// Paths of the container's `/proc` made read-only, as runc and youki do: the kernel's
+/// settings (`/proc/sys`: `kernel.core_pattern`, `vm.overcommit_memory`…), the SysRq trigger,
+/// interrupt affinity, bus and file-system settings. `/proc` itself is mounted read-only too.
+pub(crate) const PROC_READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Paths of the container's `/proc` masked, as runc and youki do: kernel memory, keys and
+/// timing detail a component has no business reading.
+pub(crate) const PROC_MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
 ];
 
 /// The device nodes every container gets, bound from the host.
@@ -185,6 +214,12 @@ pub(crate) enum Step {
         remount: libc::c_ulong,
     },
     MountProc(CString),
+    /// A path of the container's `/proc` made read-only where it is (skipped when this
+    /// kernel has no such path).
+    ReadOnly(CString),
+    /// A path of the container's `/proc` hidden: a file under `/dev/null`, a directory under
+    /// an empty read-only tmpfs (skipped when this kernel has no such path).
+    Mask(CString),
     PivotRoot {
         new_root: CString,
         put_old: CString,
@@ -198,6 +233,8 @@ pub(crate) enum Step {
     SetUid(libc::uid_t),
     ClearCapabilities,
     NoNewPrivileges,
+    /// The seccomp filter ([`seccomp`]): init and the component run under it.
+    Seccomp(seccomp::Filter),
     /// PID 1 stays as the namespace's init; the forked child (the
     /// component) goes on to exec.
     ForkComponent,
@@ -219,6 +256,8 @@ impl Step {
             Step::Symlink { .. } => "create a symbolic link",
             Step::Bind { .. } => "bind-mount a path",
             Step::MountProc(_) => "mount /proc",
+            Step::ReadOnly(_) => "make a /proc path read-only",
+            Step::Mask(_) => "mask a /proc path",
             Step::PivotRoot { .. } => "pivot_root",
             Step::DetachOldRoot(_) => "detach the old root",
             Step::RemountRootReadOnly => "remount the root read-only",
@@ -229,6 +268,7 @@ impl Step {
             Step::SetUid(_) => "set the user id",
             Step::ClearCapabilities => "clear capabilities",
             Step::NoNewPrivileges => "set no_new_privs",
+            Step::Seccomp(_) => "install the seccomp filter",
             Step::ForkComponent => "fork the component under the namespace's init",
         }
     }
@@ -392,6 +432,14 @@ impl JailPlan {
         let proc_dir = under(root, Path::new("/proc"));
         steps.push(Step::MakeDir(cstr(&proc_dir)?));
         steps.push(Step::MountProc(cstr(&proc_dir)?));
+        // The kernel's knobs stay out of reach even of a uid 0 without capabilities, which
+        // owns them by file mode (kernel.core_pattern would run a program on the host).
+        for path in PROC_READ_ONLY {
+            steps.push(Step::ReadOnly(cstr(&under(root, Path::new(path)))?));
+        }
+        for path in PROC_MASKED {
+            steps.push(Step::Mask(cstr(&under(root, Path::new(path)))?));
+        }
         made.push(PathBuf::from("/proc"));
         let tmp = under(root, Path::new("/tmp"));
         steps.push(Step::MakeDir(cstr(&tmp)?));
@@ -479,6 +527,9 @@ impl JailPlan {
         }
         steps.push(Step::ClearCapabilities);
         steps.push(Step::NoNewPrivileges);
+        if let Some(filter) = seccomp::Filter::build() {
+            steps.push(Step::Seccomp(filter));
+        }
         // 10. init stays PID 1, as jailed as the component it serves.
         steps.push(Step::ForkComponent);
         Ok(JailPlan { steps })
@@ -600,6 +651,16 @@ mod sys {
                 -1
             }
         }
+    }
+
+    /// Whether `path` is a directory; `None` when it does not exist (or cannot be looked at,
+    /// which the mount that follows would report).
+    pub(super) fn is_dir(path: &CStr) -> Option<bool> {
+        // SAFETY: an all-zero `stat` is a valid value for the kernel to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: path is a valid C string and st a valid, writable stat buffer.
+        let r = unsafe { libc::stat(path.as_ptr(), &mut st) };
+        (r == 0).then_some(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
     pub(super) fn touch(path: &CStr) -> libc::c_int {
@@ -801,9 +862,33 @@ pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
                 Some(c"proc"),
                 target,
                 Some(c"proc"),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 None,
             ),
+            Step::ReadOnly(path) => {
+                match sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None) {
+                    r if r < 0 && sys::errno() == libc::ENOENT => 0,
+                    r if r < 0 => r,
+                    _ => sys::mount(
+                        None,
+                        path,
+                        None,
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | MS_HARDEN,
+                        None,
+                    ),
+                }
+            }
+            Step::Mask(path) => match sys::is_dir(path) {
+                None => 0,
+                Some(true) => sys::mount(
+                    Some(c"tmpfs"),
+                    path,
+                    Some(c"tmpfs"),
+                    libc::MS_RDONLY | MS_HARDEN,
+                    Some(c"size=0,mode=0555"),
+                ),
+                Some(false) => sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None),
+            },
             Step::PivotRoot { new_root, put_old } => match sys::chdir(new_root) {
                 r if r < 0 => r,
                 _ => sys::pivot_root(new_root, put_old),
@@ -847,6 +932,7 @@ pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
             Step::SetUid(uid) => sys::setresuid(*uid),
             Step::ClearCapabilities => clear_capabilities(),
             Step::NoNewPrivileges => sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1),
+            Step::Seccomp(filter) => filter.install(),
             Step::ForkComponent => init::fork_component(status_pipe),
         };
         check(step, result)?;
@@ -950,6 +1036,7 @@ fn wait_and_mirror(child: libc::pid_t, status_pipe: libc::c_int) -> ! {
 }
 
 mod init;
+pub(crate) mod seccomp;
 
 #[cfg(test)]
 mod tests;

@@ -89,11 +89,27 @@ fn the_sequence_is_in_the_jailer_order() {
     );
     assert!(private < first_bind && first_bind < pivot && pivot < detach);
     assert!(detach < caps && caps < setuid && setuid < clear && clear < nnp);
+    // The seccomp filter needs no_new_privs and comes last, so no jail step runs under it;
+    // on an architecture without a filter, no_new_privs is the last step.
+    let filtered = usize::from(seccomp::SUPPORTED);
     assert_eq!(
         nnp,
-        plan.steps.len() - 2,
-        "no_new_privs is the last jail step"
+        plan.steps.len() - 2 - filtered,
+        "no_new_privs is the last jail step before the filter"
     );
+    if seccomp::SUPPORTED {
+        assert!(matches!(plan.steps[nnp + 1], Step::Seccomp(_)));
+    }
+    // /proc is mounted, then its kernel settings made read-only and its secrets masked,
+    // all before the root is switched.
+    let proc_mount = position(&plan, |s| matches!(s, Step::MountProc(_)));
+    let sys = position(&plan, |s| {
+        *s == Step::ReadOnly(c("/rt/containers/fn.1/proc/sys"))
+    });
+    let kcore = position(&plan, |s| {
+        *s == Step::Mask(c("/rt/containers/fn.1/proc/kcore"))
+    });
+    assert!(proc_mount < sys && sys < kcore && kcore < pivot);
     assert_eq!(
         plan.steps.last(),
         Some(&Step::ForkComponent),
