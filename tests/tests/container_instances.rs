@@ -34,8 +34,9 @@ impl PtyPair {
         let a = dir.join("pty-a");
         let b = dir.join("pty-b");
         let child = Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            // Group read-write: the connector runs as `nobody` with the pty's group added.
+            .arg(format!("pty,raw,echo=0,mode=0660,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,mode=0660,link={}", b.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

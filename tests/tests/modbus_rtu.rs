@@ -124,8 +124,10 @@ impl Line {
     fn start_socat(&mut self) {
         let child = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", self.slave_end.display()))
+            // The connector runs as `nobody` in its container: the device's group (added by
+            // AutoAddGroupOwner) must be able to read and write it, as `dialout` can a real one.
             .arg(format!(
-                "pty,raw,echo=0,link={}",
+                "pty,raw,echo=0,mode=0660,link={}",
                 self.connector_link().display()
             ))
             .stdout(Stdio::null())

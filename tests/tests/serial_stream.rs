@@ -48,8 +48,10 @@ impl Socat {
         let child = match Command::new("socat")
             .arg("-d")
             .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            // The connector runs as `nobody` in its container: the pty's group (added by
+            // AutoAddGroupOwner) must be able to read and write it, as `dialout` can a real port.
+            .arg(format!("pty,raw,echo=0,mode=0660,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,mode=0660,link={}", b.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

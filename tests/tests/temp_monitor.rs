@@ -80,7 +80,9 @@ impl Line {
         let slave_end = dir.path().join("slave");
         let socat = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", slave_end.display()))
-            .arg(format!("pty,raw,echo=0,link={}", port.display()))
+            // Group read-write: in a container the connector runs as `nobody` with the pty's
+            // group added (AutoAddGroupOwner).
+            .arg(format!("pty,raw,echo=0,mode=0660,link={}", port.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

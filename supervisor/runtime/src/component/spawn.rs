@@ -122,6 +122,33 @@ pub(super) fn component_config(
     }
 }
 
+/// The uid and gid of the overflow user (`nobody` / `nogroup` on Debian): what a container
+/// component of a root runtime runs as when neither its group nor the configuration names an
+/// identity.
+pub(crate) const CONTAINER_DEFAULT_ID: u32 = 65534;
+
+/// The identity `spec` runs as. The group's `RunAs` wins; what it leaves out comes from the
+/// configured `defaultRunAs`. A container component of a root runtime with neither never
+/// runs as uid 0: it gets [`CONTAINER_DEFAULT_ID`] (Greengrass V1 ran container functions as
+/// `ggc_user`; a uid 0 inside a container, even without capabilities, owns files by mode that
+/// it has no business writing). Uid 0 in a container needs the group to ask for it (`RunAs`
+/// `Uid` 0, which validation allows only with `allowFunctionsToRunAsRoot`). A NoContainer
+/// component keeps the runtime's own identity, as before.
+fn run_identity(
+    run_as: RunAs,
+    default: RunAs,
+    isolation: Isolation,
+    runtime_is_root: bool,
+) -> RunAs {
+    let mut uid = run_as.uid.or(default.uid);
+    let mut gid = run_as.gid.or(default.gid);
+    if isolation == Isolation::GreengrassContainer && runtime_is_root {
+        uid = uid.or(Some(CONTAINER_DEFAULT_ID));
+        gid = gid.or(Some(CONTAINER_DEFAULT_ID));
+    }
+    RunAs { uid, gid }
+}
+
 /// What the sandbox starts for `spec` as instance number `instance` (from
 /// `Sandboxes::next_instance`, unique in the runtime). `lambda` is the
 /// Lambda endpoint and the token of the next child, for Python functions.
@@ -243,12 +270,12 @@ pub(super) fn spawn_spec(
         arg0,
         args,
         env,
-        // The group's RunAs wins; what it leaves out comes from the
-        // configured default identity.
-        run_as: RunAs {
-            uid: spec.run_as.uid.or(s.default_run_as.uid),
-            gid: spec.run_as.gid.or(s.default_run_as.gid),
-        },
+        run_as: run_identity(
+            spec.run_as,
+            s.default_run_as,
+            spec.isolation,
+            nix::unistd::geteuid().is_root(),
+        ),
         working_dir,
         memory_kb: spec.memory_kb,
         instance: crate::sandbox::cgroup::cgroup_name(&spec.id, instance),
@@ -275,5 +302,45 @@ fn hostname(name: &str) -> String {
         "component".into()
     } else {
         h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONE: RunAs = RunAs {
+        uid: None,
+        gid: None,
+    };
+
+    fn ids(uid: Option<u32>, gid: Option<u32>) -> RunAs {
+        RunAs { uid, gid }
+    }
+
+    #[test]
+    fn a_root_runtimes_container_component_is_never_uid_0_unless_asked() {
+        let box_ = Isolation::GreengrassContainer;
+        let nobody = Some(CONTAINER_DEFAULT_ID);
+        assert_eq!(run_identity(NONE, NONE, box_, true), ids(nobody, nobody));
+        // The configured default, then the group's RunAs, win over the fallback.
+        let default = ids(Some(998), Some(997));
+        assert_eq!(run_identity(NONE, default, box_, true), default);
+        assert_eq!(
+            run_identity(ids(Some(1000), None), default, box_, true),
+            ids(Some(1000), Some(997))
+        );
+        assert_eq!(
+            run_identity(ids(Some(1000), None), NONE, box_, true),
+            ids(Some(1000), nobody)
+        );
+        // Uid 0 only when the group says so.
+        assert_eq!(
+            run_identity(ids(Some(0), Some(0)), NONE, box_, true),
+            ids(Some(0), Some(0))
+        );
+        // NoContainer keeps the runtime's identity; a non-root runtime has no other to give.
+        assert_eq!(run_identity(NONE, NONE, Isolation::NoContainer, true), NONE);
+        assert_eq!(run_identity(NONE, NONE, box_, false), NONE);
     }
 }

@@ -204,7 +204,8 @@ impl Bench {
         };
         let socat = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", slave_end.display()))
-            .arg(format!("pty,raw,echo=0,link={}", link.display()))
+            // Group read-write: the connector runs as `nobody` with the pty's group added.
+            .arg(format!("pty,raw,echo=0,mode=0660,link={}", link.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
