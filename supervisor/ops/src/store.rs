@@ -52,6 +52,7 @@
 //! not covered by the id; a missing or unreadable one still makes the version
 //! corrupt, since its id and summary cannot be trusted.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -441,9 +442,12 @@ impl VersionStore {
                     id: id.clone(),
                     reason: format!("{GROUP_FILE} is not JSON: {e}"),
                 })?;
+            let mut checked = BTreeSet::new();
             for slot in artefacts::slots(&group) {
                 if let Some(reference) = group.pointer(&slot.pointer).and_then(Value::as_str) {
-                    self.artefacts.check(reference, &slot.field)?;
+                    if checked.insert(reference) {
+                        self.artefacts.check(reference, &slot.field)?;
+                    }
                 }
             }
         }
@@ -452,18 +456,26 @@ impl VersionStore {
 
     /// Replaces every artefact field of `group` by its reference in the artefact store,
     /// copying files in; a field that already is a reference is checked.
+    /// A program named by several functions is read once.
     fn store_artefacts(&self, group: &mut Value, base_dir: &Path) -> Result<(), StoreError> {
+        let mut done: BTreeMap<(String, bool), String> = BTreeMap::new();
         for slot in artefacts::slots(group) {
             let Some(Value::String(path)) = group.pointer_mut(&slot.pointer) else {
                 continue;
             };
-            let reference = if artefacts::parse_reference(path).is_some() {
-                self.artefacts.check(path, &slot.field)?;
-                path.clone()
-            } else {
-                let source = base_dir.join(path.as_str());
-                self.artefacts.add(&source, slot.role, &slot.field)?
+            let key = (path.clone(), slot.role == artefacts::Role::Program);
+            let reference = match done.get(&key) {
+                Some(reference) => reference.clone(),
+                None if artefacts::parse_reference(path).is_some() => {
+                    self.artefacts.check(path, &slot.field)?;
+                    path.clone()
+                }
+                None => {
+                    let source = base_dir.join(path.as_str());
+                    self.artefacts.add(&source, slot.role, &slot.field)?
+                }
             };
+            done.insert(key, reference.clone());
             *path = reference;
         }
         Ok(())
