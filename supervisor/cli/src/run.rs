@@ -306,7 +306,16 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
                     hub.set_shadow(Arc::new(shadow.clone()));
                 }
                 hub.set_secrets(p.secrets.clone() as Arc<dyn SecretSource>);
-                evergreen_runtime::lambda::serve(hub.clone(), listeners);
+                let l = &p.cfg.evergreen.lambda_endpoint;
+                let limits = evergreen_runtime::lambda::EndpointLimits {
+                    head_timeout: Duration::from_millis(l.head_timeout_ms),
+                    body_timeout: Duration::from_millis(l.body_timeout_ms),
+                    max_head_bytes: l.max_head_bytes,
+                    max_body_bytes: l.max_body_bytes,
+                    max_pending_connections: l.max_pending_connections,
+                    max_connections_per_function: l.max_connections_per_function,
+                };
+                evergreen_runtime::lambda::serve(hub.clone(), listeners, limits);
                 log::info!("Lambda IPC endpoint on localhost:{daemon_port}");
                 supervisor = supervisor.with_lambda(hub);
             }

@@ -146,6 +146,9 @@ impl CoreConfig {
             check_restart(p, &format!("evergreen.components.{name}.restart"), &merged);
         }
 
+        check_mqtt_limits(p, &eg.mqtt_limits);
+        check_lambda_endpoint(p, &eg.lambda_endpoint);
+
         if eg.spooler.max_size_bytes < MIN_SPOOL_BYTES {
             p.push(
                 "evergreen.spooler.maxSizeBytes",
@@ -172,6 +175,78 @@ impl CoreConfig {
         let addr = self.mqtt_tls_addr();
         (addr.port() != 0).then_some(addr)
     }
+}
+
+/// `evergreen.mqttLimits`: every bound on, none so loose it stops bounding.
+fn check_mqtt_limits(p: &mut Problems, m: &crate::MqttLimits) {
+    const KEY: &str = "evergreen.mqttLimits";
+    // MQTT's own largest remaining length.
+    const MQTT_MAX: u32 = 268_435_455;
+    p.between(
+        &format!("{KEY}.maxPacketBytesBeforeConnect"),
+        m.max_packet_bytes_before_connect,
+        256,
+        1 << 20,
+    );
+    p.between(
+        &format!("{KEY}.maxPacketBytes"),
+        m.max_packet_bytes,
+        m.max_packet_bytes_before_connect,
+        MQTT_MAX,
+    );
+    p.between(
+        &format!("{KEY}.connectTimeoutSecs"),
+        m.connect_timeout_secs,
+        1,
+        300,
+    );
+    p.at_least(&format!("{KEY}.maxConnections"), m.max_connections, 1);
+    p.between(
+        &format!("{KEY}.maxConnectionsPerIp"),
+        m.max_connections_per_ip,
+        1,
+        m.max_connections.max(1),
+    );
+    p.at_least(
+        &format!("{KEY}.maxKeepAliveSecs"),
+        m.max_keep_alive_secs,
+        30,
+    );
+    p.between(
+        &format!("{KEY}.readTimeoutSecs"),
+        m.read_timeout_secs,
+        1,
+        3600,
+    );
+}
+
+/// `evergreen.lambdaEndpoint`.
+fn check_lambda_endpoint(p: &mut Problems, l: &crate::LambdaEndpoint) {
+    const KEY: &str = "evergreen.lambdaEndpoint";
+    p.at_least(&format!("{KEY}.headTimeoutMs"), l.head_timeout_ms, 100);
+    p.at_least(&format!("{KEY}.bodyTimeoutMs"), l.body_timeout_ms, 100);
+    p.between(
+        &format!("{KEY}.maxHeadBytes"),
+        l.max_head_bytes,
+        1024,
+        1 << 20,
+    );
+    p.between(
+        &format!("{KEY}.maxBodyBytes"),
+        l.max_body_bytes,
+        1024,
+        MAX_FRAME_BYTES,
+    );
+    p.at_least(
+        &format!("{KEY}.maxPendingConnections"),
+        l.max_pending_connections,
+        1,
+    );
+    p.at_least(
+        &format!("{KEY}.maxConnectionsPerFunction"),
+        l.max_connections_per_function,
+        2,
+    );
 }
 
 /// Ranges and rules of one set of restart settings, reported under `prefix`.
@@ -227,6 +302,21 @@ mod tests {
     fn bad_component_override_unknown_key() {
         let err = bad("component-override-unknown-key.json");
         assert_eq!(parse_path(&err), "evergreen.components.a.restart.retries");
+    }
+
+    #[test]
+    fn bad_peer_limits_out_of_range() {
+        let err = bad("peer-limits-out-of-range.json");
+        assert_eq!(
+            invalid(&err),
+            [
+                "evergreen.mqttLimits.maxPacketBytes: must be between 8192 and 268435455, got 4096",
+                "evergreen.mqttLimits.connectTimeoutSecs: must be between 1 and 300, got 0",
+                "evergreen.mqttLimits.maxConnectionsPerIp: must be between 1 and 10, got 11",
+                "evergreen.lambdaEndpoint.headTimeoutMs: must be at least 100, got 0",
+                "evergreen.lambdaEndpoint.maxConnectionsPerFunction: must be at least 2, got 1",
+            ]
+        );
     }
 
     #[test]

@@ -75,6 +75,19 @@
 //! | `evergreen.listeners.mqttPlain.enabled` | `false` | also serve MQTT without TLS |
 //! | `evergreen.listeners.mqttPlain.address` | `"127.0.0.1"` | IP address of the plain listener |
 //! | `evergreen.listeners.mqttPlain.port` | `1883` | port; 0 = any free port |
+//! | `evergreen.mqttLimits.maxPacketBytesBeforeConnect` | `4096` | largest MQTT packet (remaining length) before the CONNECT is accepted, 256..1048576; a bigger one closes the connection before it is read |
+//! | `evergreen.mqttLimits.maxPacketBytes` | `1048576` | largest MQTT packet of a connected device, at least `maxPacketBytesBeforeConnect`, at most 268435455 |
+//! | `evergreen.mqttLimits.connectTimeoutSecs` | `10` | seconds from accept (TLS handshake included) to a complete CONNECT, 1..300; then the connection is closed |
+//! | `evergreen.mqttLimits.maxConnections` | `4096` | MQTT connections open at once on both listeners, at least 1; more are closed at accept (counted, logged at most every 10 s) |
+//! | `evergreen.mqttLimits.maxConnectionsPerIp` | `256` | MQTT connections open at once from one IP address, 1..`maxConnections` |
+//! | `evergreen.mqttLimits.maxKeepAliveSecs` | `1200` | a device's keep-alive is capped at this (AWS IoT's cap), 30..65535; a device silent for 1.5 times its keep-alive is disconnected |
+//! | `evergreen.mqttLimits.readTimeoutSecs` | `30` | seconds a started packet may take to arrive, extended while at least 1 KiB arrives per period; 1..3600 |
+//! | `evergreen.lambdaEndpoint.headTimeoutMs` | `10000` | ms a Lambda IPC connection has to send its request head, at least 100 |
+//! | `evergreen.lambdaEndpoint.bodyTimeoutMs` | `30000` | ms an authenticated request has to send its body, at least 100 |
+//! | `evergreen.lambdaEndpoint.maxHeadBytes` | `16384` | largest request head, 1024..1048576 |
+//! | `evergreen.lambdaEndpoint.maxBodyBytes` | `6291456` | largest request body (Lambda's 6 MB), 1024..67108864 |
+//! | `evergreen.lambdaEndpoint.maxPendingConnections` | `256` | connections whose token is not checked yet, at least 1; a new one closes the oldest |
+//! | `evergreen.lambdaEndpoint.maxConnectionsPerFunction` | `64` | connections one function may have open at once, at least 2 (its long poll and one more) |
 //! | `evergreen.spooler.storageType` | `"FileSystem"` | `"FileSystem"` (survives restarts) or `"Memory"`; Greengrass defaulted to memory |
 //! | `evergreen.spooler.maxSizeBytes` | `2621440` | cloud spool size, at least 262144 |
 //! | `evergreen.cloudTls` | `true` | mutual TLS to `coreThing.iotHost` with `caPath`/`certPath`/`keyPath` (AWS IoT Core); `false` = plain TCP, for tests and brokers inside a trusted network |
@@ -106,9 +119,9 @@ use std::path::PathBuf;
 
 pub use load::load;
 pub use model::{
-    AwsConfig, ComponentSettings, CoreConfig, CoreThing, DefaultRunAs, Evergreen, Listeners,
-    PlainListener, Restart, RestartOverride, RestartPolicy, Runtime, Spooler, StaticCredentials,
-    StorageType, TlsListener, YesNo,
+    AwsConfig, ComponentSettings, CoreConfig, CoreThing, DefaultRunAs, Evergreen, LambdaEndpoint,
+    Listeners, MqttLimits, PlainListener, Restart, RestartOverride, RestartPolicy, Runtime,
+    Spooler, StaticCredentials, StorageType, TlsListener, YesNo,
 };
 
 /// Where the configuration is read from when no `--config` is given.

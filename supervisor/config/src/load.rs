@@ -89,6 +89,8 @@ const SECTIONS: &[(&str, &str)] = &[
         "/evergreen/listeners/mqttPlain",
     ),
     ("evergreen.spooler", "/evergreen/spooler"),
+    ("evergreen.mqttLimits", "/evergreen/mqttLimits"),
+    ("evergreen.lambdaEndpoint", "/evergreen/lambdaEndpoint"),
 ];
 
 /// Validates, then fills in the computed defaults.

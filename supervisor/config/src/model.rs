@@ -164,6 +164,87 @@ pub struct Evergreen {
     pub cloud_tls: bool,
     /// AWS credentials and endpoints for connectors (the CLI maps them onto `evergreen_aws`).
     pub aws: AwsConfig,
+    /// Bounds on MQTT peers before and after they are trusted (the CLI maps them onto
+    /// `evergreen_mqtt::PeerLimits`).
+    pub mqtt_limits: MqttLimits,
+    /// Bounds on the Lambda IPC endpoint's peers (the CLI maps them onto
+    /// `evergreen_runtime::lambda::EndpointLimits`).
+    pub lambda_endpoint: LambdaEndpoint,
+}
+
+/// `evergreen.mqttLimits`: what the local MQTT server grants a peer, before its CONNECT is
+/// accepted (little: it is nobody yet) and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MqttLimits {
+    /// Largest packet (remaining length) before the CONNECT is accepted: the CONNECT itself.
+    pub max_packet_bytes_before_connect: u32,
+    /// Largest packet of a connected device.
+    pub max_packet_bytes: u32,
+    /// Seconds from accept (TLS handshake included) to a complete CONNECT.
+    pub connect_timeout_secs: u16,
+    /// Connections open at once on both listeners; more are closed at accept.
+    pub max_connections: u32,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: u32,
+    /// A device's keep-alive is capped at this (as AWS IoT does): a peer silent for 1.5 times
+    /// it is closed, so a half-open connection does not live for a day.
+    pub max_keep_alive_secs: u16,
+    /// Seconds a packet that started arriving may take to arrive (more while bytes keep
+    /// coming at a useful rate).
+    pub read_timeout_secs: u16,
+}
+
+impl Default for MqttLimits {
+    fn default() -> Self {
+        MqttLimits {
+            // A CONNECT is a client id (at most 128 bytes here), maybe a user name and
+            // password and a few MQTT 5 properties: 4 KiB leaves room and costs nothing.
+            max_packet_bytes_before_connect: 4096,
+            // The largest IPC frame (`maxFrameBytes`) by default: a bigger message could not
+            // reach a component anyway.
+            max_packet_bytes: 1 << 20,
+            connect_timeout_secs: 10,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            max_keep_alive_secs: 1200,
+            read_timeout_secs: 30,
+        }
+    }
+}
+
+/// `evergreen.lambdaEndpoint`: what the Lambda IPC endpoint (`coreThing.ggDaemonPort`)
+/// grants a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LambdaEndpoint {
+    /// Milliseconds a connection has to send its whole request head.
+    pub head_timeout_ms: u64,
+    /// Milliseconds an authenticated request has to send its body after its head.
+    pub body_timeout_ms: u64,
+    /// Largest request head (request line and headers).
+    pub max_head_bytes: usize,
+    /// Largest request body (Lambda's synchronous payload limit by default).
+    pub max_body_bytes: usize,
+    /// Connections whose token is not checked yet; when more arrive the oldest is closed.
+    pub max_pending_connections: usize,
+    /// Connections one function (one token) may have open at once.
+    pub max_connections_per_function: usize,
+}
+
+impl Default for LambdaEndpoint {
+    fn default() -> Self {
+        LambdaEndpoint {
+            head_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_head_bytes: 16 << 10,
+            max_body_bytes: 6 << 20,
+            max_pending_connections: 256,
+            // A worker's long poll, its publishes, and invokes waiting for results from
+            // several threads of a handler.
+            max_connections_per_function: 64,
+        }
+    }
 }
 
 /// `evergreen.aws`: where connectors' AWS credentials come from and which
@@ -252,6 +333,8 @@ impl Default for Evergreen {
             log_to_stderr: true,
             cloud_tls: true,
             aws: AwsConfig::default(),
+            mqtt_limits: MqttLimits::default(),
+            lambda_endpoint: LambdaEndpoint::default(),
         }
     }
 }

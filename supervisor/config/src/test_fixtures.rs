@@ -91,6 +91,7 @@ const FIXTURES: &[&str] = &[
     "bad/many-errors.json",
     "bad/retry-interval-zero.json",
     "bad/cloud-tls-not-bool.json",
+    "bad/peer-limits-out-of-range.json",
 ];
 
 #[test]

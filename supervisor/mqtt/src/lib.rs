@@ -39,9 +39,11 @@
 
 pub mod certs;
 
+mod admission;
 mod server;
 mod sessions;
 
+pub use admission::PeerLimits;
 pub use server::TlsError;
 pub use sessions::SessionStoreError;
 
@@ -729,6 +731,22 @@ pub struct Setup {
     /// cloud spool is (state, not configuration).
     pub(crate) write_dir: std::path::PathBuf,
     pub queue_capacity: usize,
+    /// Bounds on peers before and after they are trusted (`evergreen.mqttLimits`).
+    pub limits: PeerLimits,
+}
+
+impl From<&evergreen_config::MqttLimits> for PeerLimits {
+    fn from(m: &evergreen_config::MqttLimits) -> Self {
+        PeerLimits {
+            max_packet_bytes_before_connect: m.max_packet_bytes_before_connect,
+            max_packet_bytes: m.max_packet_bytes,
+            connect_timeout: std::time::Duration::from_secs(u64::from(m.connect_timeout_secs)),
+            max_connections: m.max_connections,
+            max_connections_per_ip: m.max_connections_per_ip,
+            max_keep_alive_secs: m.max_keep_alive_secs,
+            read_timeout_secs: m.read_timeout_secs,
+        }
+    }
 }
 
 impl Setup {
@@ -756,6 +774,7 @@ impl Setup {
             write_dir: cfg.write_dir().to_path_buf(),
             root,
             queue_capacity: cfg.evergreen.queue_capacity,
+            limits: PeerLimits::from(&cfg.evergreen.mqtt_limits),
         }
     }
 }
@@ -849,7 +868,7 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
     if let Err(e) = std::fs::write(&path, doc.to_string()) {
         log::warn!("cannot write {}: {e}", path.display());
     }
-    server::serve(hub, bound).map_err(StartError::Thread)
+    server::serve(hub, bound, setup.limits.clone()).map_err(StartError::Thread)
 }
 
 /// Each deployed plan says which devices may connect and what they may hear.

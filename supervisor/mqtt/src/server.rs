@@ -10,14 +10,19 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use ntex::io::types::PeerAddr;
+use ntex::io::IoConfig;
 use ntex::server::rustls::{PeerCert, TlsAcceptor};
+use ntex::service::dev::ApplyCtx;
 use ntex::service::{
-    chain_factory, fn_factory_with_config, fn_service, Service, ServiceCtx, ServiceFactory,
+    apply_fn_factory, chain_factory, fn_factory_with_config, fn_service, Service, ServiceCtx,
+    ServiceFactory,
 };
 use ntex::util::{ByteString, Bytes};
 use ntex::SharedCfg;
@@ -25,6 +30,7 @@ use ntex_mqtt::{v3, v5, MqttError, MqttServer, MqttServiceConfig, QoS};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 
+use super::admission::{Admission, PeerLimits};
 use super::certs::ServerFiles;
 use super::{Connected, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER};
 
@@ -505,12 +511,30 @@ fn grant(qos: QoS) -> QoS {
     }
 }
 
+/// The peer's address, as the TCP stream (under any TLS layer) knows it.
+fn peer_addr(io: &ntex::io::IoBoxed) -> Option<SocketAddr> {
+    io.query::<PeerAddr>().get().map(|p| p.0)
+}
+
+/// The idle timeout of a connection whose device asked for `keep_alive` seconds (0: none),
+/// with the keep-alive capped at `max`: MQTT's 1.5 times the keep-alive, so a half-open
+/// connection is closed instead of held for up to 65535 s.
+fn capped_keep_alive(keep_alive: u16, max: u16) -> u16 {
+    if keep_alive == 0 || keep_alive > max {
+        max
+    } else {
+        keep_alive
+    }
+}
+
 async fn handshake_v3(
     hub: Arc<MqttHub>,
+    admission: Arc<Admission>,
     tls: bool,
     hs: v3::Handshake,
 ) -> Result<v3::HandshakeAck<Conn>, ServerError> {
     let pkt = hs.packet();
+    let peer = peer_addr(hs.io());
     let cn = tls.then(|| peer_cn(hs.io()));
     let result = hub.connect(
         &pkt.client_id,
@@ -525,8 +549,20 @@ async fn handshake_v3(
                 // MQTT 3.1.1 sessions never expire.
                 c.session.set_expiry(u32::MAX);
             }
+            let keep_alive =
+                capped_keep_alive(pkt.keep_alive, admission.limits.max_keep_alive_secs);
             let conn = Conn::new(hub, c, AnySink::V3(hs.sink()));
-            hs.ack(conn, present)
+            if let Some(peer) = peer {
+                admission.connected(peer);
+            }
+            let ack = hs.ack(conn, present).idle_timeout(ntex::time::Seconds(
+                keep_alive.saturating_add(keep_alive / 2),
+            ));
+            // Trusted now: the connected device's packet limit replaces the CONNECT's.
+            match NonZeroU32::new(admission.limits.max_packet_bytes) {
+                Some(max) => ack.max_packet_size(max),
+                None => ack,
+            }
         }
         Err(Refusal::IdMismatch) => hs.identifier_rejected(),
         Err(_) => hs.not_authorized(),
@@ -535,10 +571,13 @@ async fn handshake_v3(
 
 async fn handshake_v5(
     hub: Arc<MqttHub>,
+    admission: Arc<Admission>,
     tls: bool,
     hs: v5::Handshake,
 ) -> Result<v5::HandshakeAck<Conn>, ServerError> {
     let pkt = hs.packet();
+    let peer = peer_addr(hs.io());
+    let asked_keep_alive = pkt.keep_alive;
     let cn = tls.then(|| peer_cn(hs.io()));
     let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
     let result = hub.connect(
@@ -553,13 +592,30 @@ async fn handshake_v5(
             if persistent {
                 c.session.set_expiry(pkt.session_expiry_interval_secs);
             }
+            let limits = &admission.limits;
+            let keep_alive = capped_keep_alive(asked_keep_alive, limits.max_keep_alive_secs);
+            let max_packet = NonZeroU32::new(limits.max_packet_bytes).map(NonZeroU32::get);
             let conn = Conn::new(hub, c, AnySink::V5(hs.sink()));
-            hs.ack(conn).with(|ack| {
-                ack.session_present = present;
-                ack.retain_available = false;
-                ack.shared_subscription_available = false;
-                ack.subscription_identifiers_available = false;
-            })
+            if let Some(peer) = peer {
+                admission.connected(peer);
+            }
+            hs.ack(conn)
+                // The idle timeout; never 0 (keep_alive is at least 30, checked in config).
+                .keep_alive(keep_alive.saturating_add(keep_alive / 2).max(1))
+                .with(|ack| {
+                    ack.session_present = present;
+                    ack.retain_available = false;
+                    ack.shared_subscription_available = false;
+                    ack.subscription_identifiers_available = false;
+                    // Told to the device (MQTT 5 Server Keep Alive) when it differs from
+                    // what it asked.
+                    if keep_alive != asked_keep_alive {
+                        ack.server_keepalive_sec = Some(keep_alive);
+                    }
+                    // Trusted now: ntex-mqtt sets the codec's limit from this field after
+                    // the CONNACK, replacing the CONNECT's.
+                    ack.max_packet_size = max_packet;
+                })
         }
         Err(Refusal::IdMismatch) => {
             hs.failed(v5::codec::ConnectAckReason::ClientIdentifierNotValid)
@@ -571,19 +627,95 @@ async fn handshake_v5(
     })
 }
 
-fn mqtt_config() -> impl Into<SharedCfg> {
-    SharedCfg::new("MQTT").add(
-        MqttServiceConfig::new()
-            .set_max_qos(QoS::AtLeastOnce)
-            // `mosquitto_pub -m` sends PUBLISH then DISCONNECT at once (TOOLCHAIN.md).
-            .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
-            .set_connect_timeout(ntex::time::Seconds(10)),
+/// Rate, in bytes per read-timeout period, at which a packet that keeps arriving has its read
+/// timeout extended (ntex's frame read rate): a device on a slow link gets its large publish
+/// through, a peer trickling a byte now and then does not hold the connection.
+const READ_RATE: u32 = 1024;
+
+fn mqtt_config(limits: &PeerLimits) -> impl Into<SharedCfg> {
+    let deadline = ntex::time::Seconds(
+        u16::try_from(limits.connect_timeout.as_secs())
+            .unwrap_or(u16::MAX)
+            .max(1),
+    );
+    SharedCfg::new("MQTT")
+        .add(
+            MqttServiceConfig::new()
+                .set_max_qos(QoS::AtLeastOnce)
+                // `mosquitto_pub -m` sends PUBLISH then DISCONNECT at once (TOOLCHAIN.md).
+                .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
+                // Until the CONNECT is accepted a peer is nobody: its packets (the CONNECT)
+                // are small, and a bigger length closes the connection at the fixed header,
+                // before anything is buffered (ntex-mqtt reserves a non-PUBLISH packet's whole
+                // length at once). The handshakes raise it to `max_packet_bytes`.
+                .set_max_size(limits.max_packet_bytes_before_connect)
+                // The admission deadline (`admitted`) covers accept to CONNECT; these are
+                // ntex-mqtt's own, each bounding one step by the same time.
+                .protocol_version_timeout(deadline)
+                .set_connect_timeout(deadline),
+        )
+        .add(IoConfig::new().set_frame_read_rate(
+            ntex::time::Seconds(limits.read_timeout_secs.max(1)),
+            ntex::time::Seconds::ZERO,
+            READ_RATE,
+        ))
+        .add(ntex::tls::TlsConfig::new().set_handshake_timeout(deadline))
+}
+
+/// Admission in front of a listener's service: the connection limits, checked at accept
+/// before a byte is read (or a TLS handshake started), and the CONNECT deadline, which
+/// closes a connection whose CONNECT was not accepted in time.
+fn admitted<F, S>(
+    admission: Arc<Admission>,
+    inner: S,
+) -> impl ServiceFactory<
+    ntex::io::Io<F>,
+    SharedCfg,
+    Response = (),
+    Error = MqttError<ServerError>,
+    InitError = (),
+> + 'static
+where
+    F: ntex::io::Filter,
+    S: ServiceFactory<
+            ntex::io::Io<F>,
+            SharedCfg,
+            Response = (),
+            Error = MqttError<ServerError>,
+            InitError = (),
+        > + 'static,
+{
+    apply_fn_factory(
+        inner,
+        async move |io: ntex::io::Io<F>, svc: &ApplyCtx<'_, S::Service>| {
+            let Some(peer) = io.query::<PeerAddr>().get().map(|p| p.0) else {
+                // Not a TCP stream (never on these listeners): nothing to count it by.
+                return svc.call(io).await;
+            };
+            let Ok(ticket) = admission.admit(peer) else {
+                // Dropping the stream closes it: nothing was read, nothing is answered.
+                return Ok(());
+            };
+            let handle = io.get_ref();
+            let call = svc.call(io);
+            tokio::pin!(call);
+            tokio::select! {
+                result = &mut call => return result,
+                () = tokio::time::sleep(admission.limits.connect_timeout) => {}
+            }
+            if !ticket.connected() {
+                admission.expired(peer);
+                handle.terminate();
+            }
+            call.await
+        },
     )
 }
 
 /// The MQTT service (both protocol versions) for one listener.
 fn mqtt_service<F: ntex::io::Filter>(
     hub: Arc<MqttHub>,
+    admission: Arc<Admission>,
     tls: bool,
 ) -> impl ServiceFactory<
     ntex::io::Io<F>,
@@ -593,9 +725,10 @@ fn mqtt_service<F: ntex::io::Filter>(
     InitError = (),
 > + 'static {
     let (h3, h5) = (hub.clone(), hub);
+    let (a3, a5) = (admission.clone(), admission);
     MqttServer::new()
         .v3(
-            v3::MqttServer::new(move |hs| handshake_v3(h3.clone(), tls, hs))
+            v3::MqttServer::new(move |hs| handshake_v3(h3.clone(), a3.clone(), tls, hs))
                 .protocol(fn_factory_with_config(
                     async |session: v3::Session<Conn>| {
                         Ok::<_, ServerError>(fn_service(move |msg: v3::ProtocolMessage| {
@@ -639,7 +772,7 @@ fn mqtt_service<F: ntex::io::Filter>(
                 )),
         )
         .v5(
-            v5::MqttServer::new(move |hs| handshake_v5(h5.clone(), tls, hs))
+            v5::MqttServer::new(move |hs| handshake_v5(h5.clone(), a5.clone(), tls, hs))
                 .protocol(fn_factory_with_config(
                     async |session: v5::Session<Conn>| {
                         Ok::<_, ServerError>(fn_service(move |msg: v5::ProtocolMessage| {
@@ -710,10 +843,19 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Serves the bound listeners on the `mqtt-server` thread until the process exits.
-pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
+pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::Result<()> {
     if bound.tls.is_none() && bound.plain.is_none() {
         return Ok(());
     }
+    let admission = Admission::new(limits);
+    let max_connections = usize::try_from(admission.limits.max_connections).unwrap_or(usize::MAX);
+    // ntex-tls lets a worker run 256 TLS handshakes at once and, past that, stops accepting
+    // on every listener of the worker until one ends: 256 sockets that never send a
+    // ClientHello held new devices (and the plain listener) for the handshake timeout, and
+    // 1,500 of them for many seconds. Admission bounds connections itself, so the handshake
+    // counter is set to that bound and never stops the accept loop. Set before the worker
+    // thread starts: the counter is thread-local, initialised from this value.
+    ntex::tls::max_concurrent_ssl_accept(max_connections);
     std::thread::Builder::new()
         .name("mqtt-server".into())
         .spawn(move || {
@@ -722,38 +864,59 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound) -> io::Result<()> {
                 .disable_signals()
                 .build(ntex::rt::DefaultRuntime)
                 .block_on(async move {
-                    let mut builder = ntex::server::build().workers(1).disable_signals();
+                    let mut builder = ntex::server::build()
+                        .workers(1)
+                        .disable_signals()
+                        // ntex's own per-worker limit stops the accept loop; it sits above
+                        // admission's so that admission refuses (counted, logged) first.
+                        .maxconn(max_connections.saturating_add(64));
                     if let Some((listener, config)) = bound.tls {
                         let hub = hub.clone();
+                        let admission = admission.clone();
+                        let cfg = mqtt_config(&admission.limits);
                         builder = builder
                             .listen("mqtt-tls", listener, async move |_| {
-                                chain_factory(TlsAcceptor::new(config.clone()))
-                                    .map_err(|e| {
-                                        log::info!("MQTT: TLS handshake failed: {e}");
-                                        MqttError::Service(ServerError)
-                                    })
-                                    .and_then(mqtt_service(hub.clone(), true))
+                                admitted(
+                                    admission.clone(),
+                                    chain_factory(TlsAcceptor::new(config.clone()))
+                                        .map_err(|e| {
+                                            log::info!("MQTT: TLS handshake failed: {e}");
+                                            MqttError::Service(ServerError)
+                                        })
+                                        .and_then(mqtt_service(
+                                            hub.clone(),
+                                            admission.clone(),
+                                            true,
+                                        )),
+                                )
                             })?
-                            .config("mqtt-tls", mqtt_config());
+                            .config("mqtt-tls", cfg);
                     }
                     if let Some(listener) = bound.plain {
                         let hub = hub.clone();
+                        let admission = admission.clone();
+                        let cfg = mqtt_config(&admission.limits);
                         builder = builder
                             .listen("mqtt-plain", listener, async move |_| {
-                                mqtt_service(hub.clone(), false)
+                                admitted(
+                                    admission.clone(),
+                                    mqtt_service(hub.clone(), admission.clone(), false),
+                                )
                             })?
-                            .config("mqtt-plain", mqtt_config());
+                            .config("mqtt-plain", cfg);
                     }
                     // The counters, logged when they changed (every 30 s at most).
                     let counters = hub.counters.clone();
                     let hub_sweep = hub.clone();
+                    let admission_log = admission.clone();
                     ntex::rt::spawn(async move {
                         let mut last = String::new();
                         loop {
                             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                             // MQTT 5 session expiry (a returning device checks its own at once).
                             hub_sweep.expire_sessions(super::sessions::unix_now());
-                            let now = counters.summary();
+                            let now =
+                                format!("{}; {}", counters.summary(), admission_log.summary());
                             if now != last {
                                 log::info!("MQTT server: {now}");
                                 last = now;

@@ -4,15 +4,19 @@
 //!
 //! One request per connection: the SDK's `urllib` sends `Connection: close`
 //! on every request, so keep-alive would buy nothing and would need a
-//! second set of bounds. Heads are limited to [`MAX_HEAD`] bytes and
-//! [`MAX_HEADERS`] headers; bodies need a `Content-Length` (chunked bodies
-//! are refused: `urllib` never sends them for a bytes body) no larger than
-//! the caller's limit. Every malformed request is an [`HttpError`] that maps
-//! to a 4xx status, never a panic.
+//! second set of bounds. The head and the body are read apart
+//! ([`read_head`], [`read_body`]) so the server can check the caller's
+//! token in between and never read a body for an unknown caller. Heads are
+//! limited to the caller's byte limit and [`MAX_HEADERS`] headers; bodies
+//! need a `Content-Length` (chunked bodies are refused: `urllib` never sends
+//! them for a bytes body) no larger than the caller's limit, and are held
+//! only as far as they arrived. Every malformed request is an [`HttpError`]
+//! that maps to a 4xx status, never a panic.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Longest request head (request line and headers) accepted.
+/// Longest request head (request line and headers) by default
+/// (`evergreen.lambdaEndpoint.maxHeadBytes`).
 pub(crate) const MAX_HEAD: usize = 16 << 10;
 /// Most headers accepted in one request; `urllib` sends about eight.
 pub(crate) const MAX_HEADERS: usize = 32;
@@ -45,8 +49,8 @@ pub(crate) enum HttpError {
     Io(#[from] std::io::Error),
     #[error("malformed request: {0}")]
     Malformed(String),
-    #[error("request head larger than {MAX_HEAD} bytes or more than {MAX_HEADERS} headers")]
-    HeadTooLarge,
+    #[error("request head larger than {0} bytes or more than {MAX_HEADERS} headers")]
+    HeadTooLarge(usize),
     #[error("request body of {0} bytes is larger than the limit of {1} bytes")]
     BodyTooLarge(u64, usize),
     #[error("{0}")]
@@ -59,19 +63,44 @@ impl HttpError {
         match self {
             HttpError::Closed | HttpError::Io(_) => None,
             HttpError::Malformed(_) => Some(400),
-            HttpError::HeadTooLarge => Some(431),
+            HttpError::HeadTooLarge(_) => Some(431),
             HttpError::BodyTooLarge(..) => Some(413),
             HttpError::Unsupported(_) => Some(501),
         }
     }
 }
 
-/// Reads one request. The head is parsed as soon as it is complete, so a
-/// client can never make this buffer more than `MAX_HEAD + max_body` bytes.
+/// A request whose head was read and whose body was not (yet).
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// The request, its body empty.
+    pub request: Request,
+    /// The body's length, at most the limit given to [`read_head`].
+    pub length: usize,
+    /// Bytes read past the head: the start of the body.
+    pub rest: Vec<u8>,
+}
+
+/// Reads one request, head then body (for tests and callers that need no
+/// check in between).
+#[cfg(test)]
 pub(crate) async fn read_request<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_body: usize,
 ) -> Result<Request, HttpError> {
+    let head = read_head(reader, MAX_HEAD, max_body).await?;
+    read_body(reader, head).await
+}
+
+/// Reads a request's head. It is parsed as soon as it is complete, so a
+/// client can never make this buffer more than `max_head` bytes; a
+/// `Content-Length` over `max_body` is refused here, before any of the body
+/// is read.
+pub(crate) async fn read_head<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_head: usize,
+    max_body: usize,
+) -> Result<Head, HttpError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let (head_len, method, path, headers) = loop {
@@ -91,13 +120,13 @@ pub(crate) async fn read_request<R: AsyncRead + Unpin>(
                 break (n, method, path, headers);
             }
             Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge(max_head)),
             Err(e) => return Err(HttpError::Malformed(e.to_string())),
         }
-        if buf.len() >= MAX_HEAD {
-            return Err(HttpError::HeadTooLarge);
+        if buf.len() >= max_head {
+            return Err(HttpError::HeadTooLarge(max_head));
         }
-        let room = (MAX_HEAD - buf.len()).min(chunk.len());
+        let room = (max_head - buf.len()).min(chunk.len());
         let n = reader.read(&mut chunk[..room]).await?;
         if n == 0 {
             return Err(HttpError::Closed);
@@ -121,25 +150,42 @@ pub(crate) async fn read_request<R: AsyncRead + Unpin>(
     }
     // Bounded by max_body just above.
     let length = length as usize;
-    let mut body = buf.split_off(head_len);
-    body.truncate(length);
-    if body.len() < length {
-        let have = body.len();
-        body.resize(length, 0);
-        reader
-            .read_exact(&mut body[have..])
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => HttpError::Closed,
-                _ => HttpError::Io(e),
-            })?;
-    }
-    Ok(Request {
-        method,
-        path,
-        headers,
-        body,
+    let rest = buf.split_off(head_len);
+    Ok(Head {
+        request: Request {
+            method,
+            path,
+            headers,
+            body: Vec::new(),
+        },
+        length,
+        rest,
     })
+}
+
+/// Reads the body of `head`. The buffer grows as bytes arrive (never to
+/// the announced length at once), so a client that announces a large body
+/// and stalls holds only what it sent.
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    head: Head,
+) -> Result<Request, HttpError> {
+    let Head {
+        mut request,
+        length,
+        rest,
+    } = head;
+    let mut body = rest;
+    body.truncate(length);
+    let missing = (length - body.len()) as u64;
+    if missing > 0 {
+        reader.take(missing).read_to_end(&mut body).await?;
+        if body.len() < length {
+            return Err(HttpError::Closed);
+        }
+    }
+    request.body = body;
+    Ok(request)
 }
 
 /// A response to write.
@@ -205,6 +251,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         413 => "Payload Too Large",
         429 => "Too Many Requests",

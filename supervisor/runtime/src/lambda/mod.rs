@@ -55,7 +55,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::inflight::SharedInFlight;
 use crate::logs::SharedLog;
 use crate::router::{QueueReceiver, Router};
-pub use server::{bind, serve};
+pub use server::{bind, serve, EndpointLimits};
 
 /// The router as the SDK addresses it (`ROUTER_FUNCTION_ARN`).
 pub(crate) const ROUTER_ARN: &str = "arn:aws:lambda:::function:GGRouter";
@@ -162,7 +162,6 @@ pub struct LambdaHub {
     tokens: RefCell<HashMap<String, Rc<FunctionLink>>>,
     results: RefCell<HashMap<String, Pending>>,
     serial: Cell<u64>,
-    connections: Cell<usize>,
     /// Where `GGShadowService` invokes go, once set.
     shadow: RefCell<Option<Arc<dyn crate::services::ShadowService>>>,
     /// Where `GGSecretManager` invokes are answered from, once set.
@@ -252,7 +251,6 @@ impl LambdaHub {
             tokens: RefCell::new(HashMap::new()),
             results: RefCell::new(HashMap::new()),
             serial: Cell::new(0),
-            connections: Cell::new(0),
             shadow: RefCell::new(None),
             secrets: RefCell::new(None),
         })
