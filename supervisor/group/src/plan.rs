@@ -167,11 +167,30 @@ pub struct GroupOwner {
 }
 
 /// Logger settings for the runtime (`GreengrassSystem`) and for components
-/// (`Lambda`). Defaults as Greengrass: FileSystem, INFO, 128 KB.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// (`Lambda`). Defaults: FileSystem, INFO; 128 KB per component as in Greengrass, and
+/// [`DEFAULT_SYSTEM_SPACE_KB`] for the runtime's own log, which must keep hours of history
+/// even while a peer makes it warn (a group's `Space` sets either).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggerPlan {
     pub system: LogSettings,
     pub user: LogSettings,
+}
+
+/// The runtime log's `Space` when the group's `GreengrassSystem` logger gives none: 10 MB
+/// (its rotated files included), hours of history at the rates repeated warnings are
+/// limited to.
+pub const DEFAULT_SYSTEM_SPACE_KB: u64 = 10 * 1024;
+
+impl Default for LoggerPlan {
+    fn default() -> Self {
+        LoggerPlan {
+            system: LogSettings {
+                space_kb: DEFAULT_SYSTEM_SPACE_KB,
+                ..LogSettings::default()
+            },
+            user: LogSettings::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,12 +53,21 @@
 //!
 //! `log`'s `TRACE` has no Greengrass level and is dropped; Greengrass's
 //! `FATAL` has no `log` level and is written with [`SystemLogger::write`].
+//!
+//! **Repeated warnings** are limited, so a peer that makes the runtime warn
+//! on every connection or message cannot rotate its history away: each
+//! `WARN` or `ERROR` call site (file and line) writes at most [`REPEAT_BURST`]
+//! lines per [`REPEAT_WINDOW`]; what it would have written beyond that is
+//! counted, and once the window is over one line says so
+//! (`… 1234 more like this from <target> in the last 60 s were not written`).
 
+use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use evergreen_ipc::LogLevel;
 use time::macros::format_description;
@@ -74,6 +83,11 @@ pub const SYSTEM_ARN: &str = "arn:aws:lambda:::function:GGRuntime";
 /// trace line or a JSON document, short enough that a looping component
 /// cannot fill `Space` with a handful of writes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Lines one `WARN`/`ERROR` call site of the runtime writes per [`REPEAT_WINDOW`].
+pub const REPEAT_BURST: u32 = 10;
+/// The window over which repeated warnings are counted.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Rotated files kept besides the current one.
 pub const ROTATED_FILES: u32 = 3;
@@ -378,6 +392,77 @@ struct SystemInner {
     file: LogFile,
     /// The last write failed; reported once on stderr, not once per line.
     failing: bool,
+    repeats: Repeats,
+}
+
+/// Counts of `WARN`/`ERROR` lines per call site, for the limit on repeats.
+#[derive(Debug)]
+struct Repeats {
+    window: Duration,
+    sites: HashMap<(&'static str, u32), Site>,
+}
+
+#[derive(Debug)]
+struct Site {
+    started: Instant,
+    written: u32,
+    suppressed: u64,
+    level: LogLevel,
+    target: String,
+}
+
+impl Repeats {
+    fn new(window: Duration) -> Self {
+        Repeats {
+            window,
+            sites: HashMap::new(),
+        }
+    }
+
+    /// Whether a line from `site` may be written now, and the summaries of the windows
+    /// that are over (of every site: a site that went quiet still gets its summary).
+    fn admit(
+        &mut self,
+        site: (&'static str, u32),
+        level: LogLevel,
+        target: &str,
+        now: Instant,
+    ) -> (bool, Vec<(LogLevel, String, String)>) {
+        let window = self.window;
+        let mut summaries = Vec::new();
+        self.sites.retain(|_, s| {
+            if now.duration_since(s.started) < window {
+                return true;
+            }
+            if s.suppressed > 0 {
+                summaries.push((
+                    s.level,
+                    s.target.clone(),
+                    format!(
+                        "… {} more like this from {} in the last {} s were not written",
+                        s.suppressed,
+                        s.target,
+                        window.as_secs()
+                    ),
+                ));
+            }
+            false
+        });
+        let entry = self.sites.entry(site).or_insert_with(|| Site {
+            started: now,
+            written: 0,
+            suppressed: 0,
+            level,
+            target: target.to_string(),
+        });
+        let write = entry.written < REPEAT_BURST;
+        if write {
+            entry.written += 1;
+        } else {
+            entry.suppressed += 1;
+        }
+        (write, summaries)
+    }
 }
 
 impl SystemLogger {
@@ -394,6 +479,7 @@ impl SystemLogger {
             inner: Mutex::new(SystemInner {
                 file,
                 failing: false,
+                repeats: Repeats::new(REPEAT_WINDOW),
             }),
             to_stderr,
             installed: false,
@@ -481,6 +567,22 @@ impl log::Log for SystemLogger {
         let Some(level) = from_log_level(record.level()) else {
             return;
         };
+        if level >= LogLevel::Warn {
+            if let (Some(file), Some(line)) = (record.file_static(), record.line()) {
+                let (write, summaries) = lock(&self.inner).repeats.admit(
+                    (file, line),
+                    level,
+                    record.target(),
+                    Instant::now(),
+                );
+                for (level, target, summary) in summaries {
+                    self.write(level, &target, &summary);
+                }
+                if !write {
+                    return;
+                }
+            }
+        }
         match record.args().as_str() {
             Some(message) => self.write(level, record.target(), message),
             None => self.write(level, record.target(), &record.args().to_string()),
@@ -523,6 +625,57 @@ fn level_filter(level: LogLevel) -> log::LevelFilter {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    fn warn_from(logger: &SystemLogger, line: u32, n: u32) {
+        for i in 0..n {
+            log::Log::log(
+                logger,
+                &log::Record::builder()
+                    .level(log::Level::Warn)
+                    .target("evergreen_mqtt::server")
+                    .file_static(Some("supervisor/mqtt/src/server.rs"))
+                    .line(Some(line))
+                    .args(format_args!("refused a connection from 127.0.0.1:{i}"))
+                    .build(),
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_warnings_are_limited_per_call_site_and_summarised() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let logger = SystemLogger::open(dir.path(), LogLevel::Info, 128, false).expect("open");
+        lock(&logger.inner).repeats = Repeats::new(Duration::from_millis(300));
+        warn_from(&logger, 10, 1000);
+        warn_from(&logger, 20, 3);
+        let text = fs::read_to_string(dir.path().join(SYSTEM_LOG)).expect("read");
+        let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(
+            count("refused a connection"),
+            REPEAT_BURST as usize + 3,
+            "{text}"
+        );
+        // Once the window is over, the next warning from anywhere brings the summary.
+        std::thread::sleep(Duration::from_millis(350));
+        warn_from(&logger, 20, 1);
+        let text = fs::read_to_string(dir.path().join(SYSTEM_LOG)).expect("read");
+        let summary = text
+            .lines()
+            .find(|l| l.contains("more like this"))
+            .unwrap_or_else(|| panic!("no summary in {text}"));
+        assert!(
+            summary.contains("[WARN]")
+                && summary.contains(&format!("{} more like this", 1000 - REPEAT_BURST))
+                && summary.contains("evergreen_mqtt::server"),
+            "{summary}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.contains("more like this"))
+                .count(),
+            1
+        );
+    }
 
     const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:f:1";
 
@@ -810,6 +963,7 @@ mod tests {
             inner: Mutex::new(SystemInner {
                 file: log,
                 failing: false,
+                repeats: Repeats::new(REPEAT_WINDOW),
             }),
             to_stderr: false,
             installed: false,

@@ -8,7 +8,7 @@ use evergreen_ipc::LogLevel;
 
 use super::{show, Validator};
 use crate::model::GroupDefinition;
-use crate::plan::{LogSettings, LoggerPlan};
+use crate::plan::{LogSettings, LoggerPlan, DEFAULT_SYSTEM_SPACE_KB};
 
 const DEFAULT_LOG_SPACE_KB: u64 = 128;
 
@@ -88,16 +88,21 @@ impl Validator<'_> {
             chosen.insert((system, file_system), (level, space, path));
         }
         for (system, settings) in [(true, &mut plan.system), (false, &mut plan.user)] {
+            let default_space = if system {
+                DEFAULT_SYSTEM_SPACE_KB
+            } else {
+                DEFAULT_LOG_SPACE_KB
+            };
             if let Some((level, space, _)) = chosen.get(&(system, true)) {
                 *settings = LogSettings {
                     level: *level,
-                    space_kb: space.unwrap_or(DEFAULT_LOG_SPACE_KB),
+                    space_kb: space.unwrap_or(default_space),
                     file_system: true,
                 };
             } else if let Some((level, _, _)) = chosen.get(&(system, false)) {
                 *settings = LogSettings {
                     level: *level,
-                    space_kb: DEFAULT_LOG_SPACE_KB,
+                    space_kb: default_space,
                     file_system: false,
                 };
             }
