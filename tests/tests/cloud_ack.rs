@@ -713,26 +713,43 @@ fn a_full_hand_off_holds_the_device_and_every_loss_is_counted() {
 /// A QoS 1 PUBLISH whose payload arrives in a later read than its header, while earlier ones
 /// wait for the spool's commit, must still be read, stored and acknowledged.
 ///
-/// Fails today: with ~110-byte payloads written 256 at a time, one such publish's payload is
-/// never handed to the publish handler by ntex-mqtt 8.2.1 (the server's readiness says ready,
-/// the payload guard fires after 10 s, the connection ends). It does not happen while QoS 1
-/// PUBACKs are sent before the commit. Kept so the fix has its test; see issue 18's report.
+/// Fails today: in the setting of the test above (upstream broker down, a QoS 0 flood from
+/// another device at a one-message hand-off) with ~110-byte payloads written 256 at a time, one such
+/// publish's payload is never handed to the publish handler by ntex-mqtt 8.2.1 (the server's
+/// readiness says ready, the payload guard fires after 10 s and the connection ends, so the
+/// device is not acknowledged: nothing acknowledged is lost, but it stalls). Without the flood
+/// and with the broker up it passed in the runs tried; it never happened while QoS 1 PUBACKs
+/// were sent before the commit. Kept so the fix has its test; see issue 18's report.
 #[test]
 #[ignore = "known stall of split QoS 1 payloads while PUBACKs wait for the commit (ntex-mqtt 8.2.1)"]
 fn a_qos1_publish_split_across_reads_is_acknowledged_without_a_stall() {
     let Some(bin) = mosquitto() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("dir");
-    let upstream = free_port();
-    let _broker = Broker::start(&bin, dir.path(), upstream);
-    let _cloud = CloudSide::start(upstream, &dir.path().join("cloud.txt"));
-    let rt = Runtime::start_config(
-        &devices_to_cloud(&["held"]),
-        &config(upstream, 1024, 262_144),
-        &[],
-    );
-    let port = plain_port(&rt);
-    let sent = publish_qos1(port, "held", 0, 6000, 100, &AtomicU64::new(0));
-    assert_eq!(sent.acked.len(), 6000, "{}", system_log(&rt));
+    let _ = bin;
+    // It does not happen on every run (about one in two in test (b)'s setting on the 2-core
+    // machine): five fresh runtimes, each must acknowledge everything.
+    for attempt in 0..5 {
+        // Nothing listens upstream: the spool only fills.
+        let upstream = free_port();
+        let rt = Runtime::start_config(
+            &devices_to_cloud(&["held", "noisy"]),
+            &config(upstream, 1, 262_144),
+            &[],
+        );
+        let port = plain_port(&rt);
+        let noisy = std::thread::spawn(move || publish_qos0(port, "noisy", 4000, 100));
+        let sent = publish_qos1(port, "held", 0, 30_000, 100, &AtomicU64::new(0));
+        let _ = noisy.join();
+        assert_eq!(
+            sent.acked.len(),
+            30_000,
+            "attempt {attempt}: {}",
+            system_log(&rt)
+                .lines()
+                .filter(|l| l.contains("payload"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
