@@ -18,7 +18,7 @@ use evergreen_config::CoreConfig;
 use evergreen_group::plan::{GroupPlan, Launch};
 use evergreen_mqtt::MqttHub;
 use evergreen_ops::control::{
-    CloudLink, CloudReport, CloudState, ControlSocket, ControlState, RuntimeInfo,
+    CloudDrops, CloudLink, CloudReport, CloudState, ControlSocket, ControlState, RuntimeInfo,
 };
 use evergreen_ops::deploy::{self, Deployer, Installing, SecretInstaller};
 use evergreen_ops::lock::RootLock;
@@ -542,6 +542,11 @@ impl CloudLink for BridgeStatus {
             endpoint: link.endpoint,
             last_error: link.last_error,
             spooled: link.spooled,
+            drops: CloudDrops {
+                hand_off_full: link.drops.hand_off_full,
+                spool_full: link.drops.spool_full,
+                not_stored: link.drops.not_stored,
+            },
         }
     }
 }

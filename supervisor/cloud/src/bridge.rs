@@ -125,6 +125,8 @@ pub struct LinkReport {
     pub last_error: Option<String>,
     /// Messages waiting in the spool.
     pub spooled: usize,
+    /// Messages lost on their way to the cloud, by where.
+    pub drops: crate::SpoolDrops,
 }
 
 /// What the client thread writes and the status reads: a few words, behind a lock held for
@@ -185,6 +187,7 @@ impl BridgeHandle {
             endpoint: self.endpoint.clone(),
             last_error,
             spooled: self.spool.len(),
+            drops: self.spool.drops(),
         }
     }
 }

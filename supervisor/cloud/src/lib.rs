@@ -4,4 +4,4 @@
 pub mod bridge;
 mod spool;
 
-pub use spool::Spool;
+pub use spool::{Spool, SpoolDrops};

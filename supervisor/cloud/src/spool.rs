@@ -18,7 +18,9 @@
 //!   hands messages to a writer thread (see [`spool_sink`]) that commits whatever has queued up in
 //!   one transaction (group commit), so the fsync cost is paid per batch, not per message; a
 //!   message still in that hand-off queue when the process dies is lost, as any message not yet
-//!   accepted. Removals after a PUBACK are batched (every 256 deliveries, with the next accepted
+//!   accepted. A publisher that acknowledges its sender (a device's QoS 1 PUBACK) routes with a
+//!   [`Receipt`]: the writer settles it after the commit, so the acknowledgement follows the
+//!   fsync, and the publishers waiting meanwhile are what fills the next batch. Removals after a PUBACK are batched (every 256 deliveries, with the next accepted
 //!   batch, when the spool empties, and on a clean stop) and committed with
 //!   `Durability::Eventual` (no fsync): after a crash or power loss, an already delivered message
 //!   may come back and be sent again. That is a duplicate, which QoS 1 allows, never a loss.
@@ -26,6 +28,13 @@
 //!   message would push the total over `maxSizeBytes`, the oldest messages are dropped (counted
 //!   in [`Spool::dropped`], with a warning in the log), as Greengrass does; a single message
 //!   larger than the whole spool is refused and counted the same way.
+//! * **Hand-off bound**: at most `capacity` messages (`evergreen.queueCapacity`) wait for the
+//!   writer; past it a message without a receipt (QoS 0, a component) is refused and counted
+//!   ([`SpoolDrops::hand_off_full`]). One with a receipt is always taken: its publisher is held
+//!   until the commit, so the messages over the bound are at most one per waiting publisher, each
+//!   already held in memory by that publisher, and the wait is the backpressure.
+//! * **Counted**: every message that does not reach the spool or leaves it undelivered is in
+//!   [`Spool::drops`], which `evergreen status` shows.
 //! * **Memory** storage keeps the same queue without the store: lost on restart, as in Greengrass.
 //! * **A damaged store** (redb finds it corrupted, or it is not a redb file at all; see
 //!   `evergreen_durable::redb_file`) is renamed to `<file>.damaged-<unix time>` and a new one is started,
@@ -35,11 +44,11 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
-use evergreen_runtime::router::{DeliverySink, Message, OfferError};
+use evergreen_runtime::router::{DeliverySink, Message, OfferError, Receipt};
 
 /// Sequence number -> encoded message.
 const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages");
@@ -99,7 +108,31 @@ pub struct Spool {
     store: Option<(Database, PathBuf)>,
     max_bytes: u64,
     ready: tokio::sync::Notify,
+    /// Dropped because the spool was full (the oldest), or larger than the whole spool.
     dropped: AtomicU64,
+    /// Refused at a full hand-off queue (publishers without a receipt only).
+    hand_off_full: AtomicU64,
+    /// Taken by the writer but not committed (a store error), or refused by a closed hand-off.
+    not_stored: AtomicU64,
+}
+
+/// Messages bound for the cloud that were lost on the way, by where, since the runtime started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolDrops {
+    /// Refused because the writer's hand-off queue was full (QoS 0 and component publishes; a
+    /// publisher with a receipt is held instead).
+    pub hand_off_full: u64,
+    /// Dropped because the spool reached `maxSizeBytes` (the oldest go), or refused as larger
+    /// than the whole spool.
+    pub spool_full: u64,
+    /// Not committed: the store failed, or the writer was gone.
+    pub not_stored: u64,
+}
+
+impl SpoolDrops {
+    pub fn total(&self) -> u64 {
+        self.hand_off_full + self.spool_full + self.not_stored
+    }
 }
 
 impl std::fmt::Debug for Spool {
@@ -144,6 +177,8 @@ impl Spool {
             max_bytes,
             ready: tokio::sync::Notify::new(),
             dropped: AtomicU64::new(0),
+            hand_off_full: AtomicU64::new(0),
+            not_stored: AtomicU64::new(0),
         }
     }
 
@@ -195,6 +230,8 @@ impl Spool {
             max_bytes,
             ready: tokio::sync::Notify::new(),
             dropped: AtomicU64::new(0),
+            hand_off_full: AtomicU64::new(0),
+            not_stored: AtomicU64::new(0),
         };
         if !undecodable.is_empty() {
             log::error!(
@@ -260,17 +297,26 @@ impl Spool {
     }
 
     /// Accepts `msgs` at the back, in order, dropping the oldest to make room. With a store,
-    /// returns once they are on stable storage. Returns how many were accepted.
-    pub(crate) fn push_batch(&self, msgs: Vec<(Arc<str>, Arc<[u8]>)>) -> Result<usize, SpoolError> {
+    /// returns once they are on stable storage. Returns, per message, whether it was accepted
+    /// (and, with a store, is on stable storage): not when it is larger than the whole spool, nor
+    /// when later messages of the same batch pushed it out before it was written.
+    pub(crate) fn push_batch(
+        &self,
+        msgs: Vec<(Arc<str>, Arc<[u8]>)>,
+    ) -> Result<Vec<bool>, SpoolError> {
         let mut state = self.lock();
         let mut added = Vec::with_capacity(msgs.len());
         let mut dropped = Vec::new();
         let mut too_big = 0u64;
+        // Per message: its sequence number, `None` if refused.
+        let mut seqs = Vec::with_capacity(msgs.len());
         for (topic, payload) in msgs {
             if cost(&topic, &payload) > self.max_bytes {
                 too_big += 1;
+                seqs.push(None);
                 continue;
             }
+            seqs.push(Some(state.next_seq));
             let m = Spooled {
                 seq: state.next_seq,
                 topic,
@@ -330,9 +376,12 @@ impl Spool {
                 dropped.len()
             );
         }
-        let accepted = added.len();
+        let accepted: Vec<bool> = seqs
+            .iter()
+            .map(|seq| seq.is_some_and(|seq| !dropped.contains(&seq)))
+            .collect();
         drop(state);
-        if accepted > 0 {
+        if !added.is_empty() {
             self.ready.notify_one();
         }
         Ok(accepted)
@@ -418,6 +467,15 @@ impl Spool {
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Every message lost on its way to the cloud so far, by where.
+    pub fn drops(&self) -> SpoolDrops {
+        SpoolDrops {
+            hand_off_full: self.hand_off_full.load(Ordering::Relaxed),
+            spool_full: self.dropped.load(Ordering::Relaxed),
+            not_stored: self.not_stored.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Drop for Spool {
@@ -426,46 +484,196 @@ impl Drop for Spool {
     }
 }
 
-/// The router's sink for the `cloud` target: a bounded hand-off to the spool's writer thread,
-/// so `offer` never waits for a disk commit.
-#[derive(Debug, Clone)]
+/// One message waiting for the writer thread, with its publisher's receipt if it waits.
+struct Entry {
+    topic: Arc<str>,
+    payload: Arc<[u8]>,
+    receipt: Option<Receipt>,
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    /// Every sink is gone: the writer stops once the queue is empty.
+    closed: bool,
+    /// The writer thread is gone: nothing more can be stored.
+    writer_gone: bool,
+}
+
+/// The queue between publishers and the writer thread. A `Mutex` and a `Condvar` rather than a
+/// channel because its bound applies only to messages without a receipt (see the module docs).
+struct HandOff {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    capacity: usize,
+}
+
+impl HandOff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Each change is one push, one drain or one flag: consistent even after a panic.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Closes the hand-off when the last sink goes, so the writer thread ends.
+struct Closer(Arc<HandOff>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_all();
+    }
+}
+
+/// Marks the hand-off dead if the writer thread ends (or panics), so no later message waits
+/// on it, and what it still held is answered as not stored (its receipts drop unsettled).
+struct WriterGone {
+    hand_off: Arc<HandOff>,
+    spool: Arc<Spool>,
+}
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        let left = {
+            let mut q = self.hand_off.lock();
+            q.writer_gone = true;
+            std::mem::take(&mut q.entries)
+        };
+        if !left.is_empty() {
+            self.spool
+                .not_stored
+                .fetch_add(left.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The router's sink for the `cloud` target: the hand-off to the spool's writer thread, so
+/// `offer` never waits for a disk commit.
+#[derive(Clone)]
 pub(crate) struct SpoolSink {
-    tx: mpsc::SyncSender<(Arc<str>, Arc<[u8]>)>,
+    hand_off: Arc<HandOff>,
+    spool: Arc<Spool>,
+    _closer: Arc<Closer>,
+}
+
+impl std::fmt::Debug for SpoolSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolSink")
+            .field("capacity", &self.hand_off.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpoolSink {
+    fn enqueue(&self, msg: Message, receipt: Option<&Receipt>) -> Result<(), OfferError> {
+        let mut q = self.hand_off.lock();
+        if q.writer_gone {
+            drop(q);
+            bump(&self.spool.not_stored);
+            // `receipt` is not cloned: the router's settled hold alone would read as stored.
+            if let Some(r) = receipt {
+                r.clone().lost();
+            }
+            return Err(OfferError::Closed);
+        }
+        if receipt.is_none() && q.entries.len() >= self.hand_off.capacity {
+            drop(q);
+            bump(&self.spool.hand_off_full);
+            return Err(OfferError::Full);
+        }
+        q.entries.push_back(Entry {
+            topic: msg.topic,
+            payload: msg.payload,
+            receipt: receipt.cloned(),
+        });
+        drop(q);
+        self.hand_off.wake.notify_one();
+        Ok(())
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl DeliverySink for SpoolSink {
     fn offer(&self, msg: Message) -> Result<(), OfferError> {
-        self.tx
-            .try_send((msg.topic, msg.payload))
-            .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => OfferError::Full,
-                mpsc::TrySendError::Disconnected(_) => OfferError::Closed,
-            })
+        self.enqueue(msg, None)
+    }
+
+    fn offer_acked(&self, msg: Message, receipt: &Receipt) -> Result<(), OfferError> {
+        self.enqueue(msg, Some(receipt))
+    }
+
+    fn queued(&self) -> Option<usize> {
+        Some(self.hand_off.lock().entries.len())
     }
 }
 
 /// Starts the writer thread of `spool` and returns the sink that feeds it (`capacity` messages
-/// may wait for the writer). The thread ends when every sink is dropped.
+/// without a receipt may wait for the writer). The thread ends when every sink is dropped.
 pub(crate) fn spool_sink(spool: Arc<Spool>, capacity: usize) -> std::io::Result<SpoolSink> {
-    let (tx, rx) = mpsc::sync_channel::<(Arc<str>, Arc<[u8]>)>(capacity.max(1));
+    let hand_off = Arc::new(HandOff {
+        queue: Mutex::new(Queue::default()),
+        wake: Condvar::new(),
+        capacity: capacity.max(1),
+    });
+    let writer = WriterGone {
+        hand_off: hand_off.clone(),
+        spool: spool.clone(),
+    };
     std::thread::Builder::new()
         .name("cloud-spool".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
+        .spawn(move || write_loop(&writer))?;
+    Ok(SpoolSink {
+        _closer: Arc::new(Closer(hand_off.clone())),
+        hand_off,
+        spool,
+    })
+}
+
+/// The writer thread: commits whatever waits, up to [`MAX_BATCH`], in one transaction, then
+/// answers each message's receipt.
+fn write_loop(w: &WriterGone) {
+    loop {
+        let batch: Vec<Entry> = {
+            let mut q = w.hand_off.lock();
+            while q.entries.is_empty() && !q.closed {
+                q = w
+                    .hand_off
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if q.entries.is_empty() {
+                return;
+            }
+            let n = q.entries.len().min(MAX_BATCH);
+            q.entries.drain(..n).collect()
+        };
+        let msgs = batch
+            .iter()
+            .map(|e| (e.topic.clone(), e.payload.clone()))
+            .collect();
+        match w.spool.push_batch(msgs) {
+            Ok(accepted) => {
+                for (entry, ok) in batch.into_iter().zip(accepted) {
+                    match (entry.receipt, ok) {
+                        (Some(r), true) => r.stored(),
+                        // Too big, or pushed out by its own batch: counted as spool full.
+                        (Some(r), false) => r.lost(),
+                        (None, _) => {}
                     }
                 }
-                let n = batch.len();
-                if let Err(e) = spool.push_batch(batch) {
-                    log::error!("cloud spool: {n} messages not accepted: {e}");
-                }
             }
-        })?;
-    Ok(SpoolSink { tx })
+            Err(e) => {
+                let n = batch.len();
+                w.spool.not_stored.fetch_add(n as u64, Ordering::Relaxed);
+                log::error!("cloud spool: {n} messages not stored: {e}");
+                // Their receipts drop unsettled with `batch`: no publisher acknowledges them.
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -522,7 +730,7 @@ mod tests {
         let accepted = spool
             .push_batch(vec![(Arc::from("big"), Arc::from(vec![0u8; 300_000]))])
             .expect("push");
-        assert_eq!(accepted, 0);
+        assert_eq!(accepted, vec![false]);
         assert_eq!(spool.dropped(), 1);
         assert!(spool.is_empty());
     }
@@ -685,5 +893,83 @@ mod tests {
         }
         let want: Vec<String> = (0..200).map(|i| format!("t/{i}")).collect();
         assert_eq!(drain(&spool), want);
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn message(i: usize) -> Message {
+        let (topic, payload) = msg(i);
+        Message {
+            topic,
+            payload,
+            source: Arc::from("src"),
+        }
+    }
+
+    #[test]
+    fn an_acked_message_is_answered_stored_only_after_the_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let spool = Arc::new(Spool::open(&dir.path().join("cloud.redb"), 262_144).expect("open"));
+        let sink = spool_sink(spool.clone(), 1).expect("sink");
+        let mut waits = Vec::new();
+        for i in 0..300 {
+            let (receipt, stored) = Receipt::new();
+            // Never refused for a full hand-off: the publisher waits on `stored` instead.
+            sink.offer_acked(message(i), &receipt).expect("taken");
+            receipt.stored();
+            waits.push(stored);
+        }
+        for stored in waits {
+            assert!(block_on(stored), "every acked message is stored");
+        }
+        // Answered stored means committed: the spool holds every one.
+        assert_eq!(spool.len(), 300);
+        assert_eq!(spool.drops(), SpoolDrops::default());
+        drop(sink);
+    }
+
+    #[test]
+    fn a_message_too_big_for_the_spool_is_answered_not_stored_and_counted() {
+        let spool = Arc::new(Spool::memory(1000));
+        let sink = spool_sink(spool.clone(), 16).expect("sink");
+        let (receipt, stored) = Receipt::new();
+        let big = Message {
+            topic: Arc::from("t"),
+            payload: Arc::from(vec![0u8; 2000]),
+            source: Arc::from("src"),
+        };
+        sink.offer_acked(big, &receipt).expect("taken");
+        receipt.stored();
+        assert!(!block_on(stored));
+        assert_eq!(spool.drops().spool_full, 1);
+    }
+
+    #[test]
+    fn a_full_hand_off_refuses_unacked_messages_and_counts_each() {
+        let spool = Arc::new(Spool::memory(10_000_000));
+        let sink = spool_sink(spool.clone(), 1).expect("sink");
+        let mut refused = 0;
+        for i in 0..5000 {
+            if sink.offer(message(i)) == Err(OfferError::Full) {
+                refused += 1;
+            }
+        }
+        for _ in 0..500 {
+            if spool.len() + refused == 5000 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(spool.drops().hand_off_full, refused as u64);
+        assert_eq!(
+            spool.len() + refused,
+            5000,
+            "each message stored or counted"
+        );
     }
 }

@@ -16,6 +16,12 @@
 //! - a PUBLISH is routed with the device's thing ARN as source; one to a topic no subscription
 //!   from that device accepts (or with a wildcard) is dropped and counted (v5: PUBACK reason
 //!   0x87 not authorized / 0x90 topic name invalid);
+//! - a QoS 1 PUBLISH routed to a durable target (the cloud spool) is acknowledged only once that
+//!   target has committed it (a `Receipt` travels with the message); one it did not store gets
+//!   no PUBACK (3.1.1: the connection is closed, so the device sends it again; 5: PUBACK reason
+//!   0x80) and is counted in `not_stored`. While it waits it holds one of the connection's
+//!   publish slots, so a device faster than the store is held back, never acknowledged and
+//!   dropped;
 //! - a SUBSCRIBE filter is granted only if it intersects the subject of a subscription whose
 //!   target is that device (SUBACK 0x80 / v5 0x87 otherwise); QoS 2 is granted as 1;
 //! - a persistent session (v3 clean session 0, v5 clean start 0 with a session expiry) keeps its
@@ -55,7 +61,7 @@ use evergreen_ipc::topic::{filters_intersect, matches};
 use tokio::sync::mpsc;
 
 use evergreen_group::plan::GroupPlan;
-use evergreen_runtime::router::{DeliverySink, Message, OfferError, Router};
+use evergreen_runtime::router::{DeliverySink, Message, OfferError, Receipt, Router};
 use sessions::{SessionStore, StoredSession};
 
 /// Messages queued for a connected device above which publishes to it wait for it to drain.
@@ -96,6 +102,12 @@ pub struct Counters {
     pub(crate) held_too_long: AtomicU64,
     /// Device publishes whose payload never finished arriving (dropped).
     pub(crate) payload_timeouts: AtomicU64,
+    /// Copies of routed device publishes a target did not take: its queue was full (after the
+    /// hold), or nothing was attached for it (e.g. `cloud` without `coreThing.iotHost`).
+    pub(crate) lost_at_targets: AtomicU64,
+    /// QoS 1 publishes a durable target (the cloud spool) did not store: never acknowledged
+    /// (MQTT 3.1.1: the connection is closed instead; 5: a PUBACK with an error reason).
+    pub(crate) not_stored: AtomicU64,
 }
 
 impl Counters {
@@ -103,11 +115,13 @@ impl Counters {
     pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "connections accepted {} refused {}; publishes routed {} dropped {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; held too long {}; payload timeouts {}",
+            "connections accepted {} refused {}; publishes routed {} dropped {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; held too long {}; payload timeouts {}",
             g(&self.connections_accepted),
             g(&self.connections_refused),
             g(&self.publishes_routed),
             g(&self.publishes_dropped),
+            g(&self.lost_at_targets),
+            g(&self.not_stored),
             g(&self.subscribes_refused),
             g(&self.delivered),
             g(&self.queued_offline),
@@ -682,20 +696,37 @@ impl MqttHub {
             .collect()
     }
 
-    /// Routes a device's publish. `Err` names why it was dropped (and counted).
+    /// Routes a device's publish. `Err` names why it was dropped (and counted). With a
+    /// `receipt` (QoS 1), durable targets hold it until their commit (see [`Receipt`]).
     pub(crate) fn publish(
         &self,
         thing_arn: &str,
         topic: &str,
         payload: &[u8],
+        receipt: Option<Receipt>,
     ) -> Result<(), PublishRefusal> {
         if topic.contains(['+', '#']) {
             bump(&self.counters.publishes_dropped);
             return Err(PublishRefusal::TopicInvalid);
         }
-        match self.router.publish(thing_arn, topic, Arc::from(payload)) {
+        let payload = Arc::from(payload);
+        let routed = match receipt {
+            Some(receipt) => self
+                .router
+                .publish_acked(thing_arn, topic, payload, receipt),
+            None => self.router.publish(thing_arn, topic, payload),
+        };
+        match routed {
             Ok(outcome) if outcome.matched() > 0 => {
                 bump(&self.counters.publishes_routed);
+                // `closed` is not counted: a device target that is offline without a
+                // persistent session gets nothing, as MQTT says; its loss is no drop.
+                let lost = outcome.dropped_full + outcome.dropped_unattached;
+                if lost > 0 {
+                    self.counters
+                        .lost_at_targets
+                        .fetch_add(lost as u64, Ordering::Relaxed);
+                }
                 Ok(())
             }
             Ok(_) => {
@@ -716,6 +747,8 @@ impl MqttHub {
 pub(crate) enum PublishRefusal {
     TopicInvalid,
     NotAuthorized,
+    /// Routed, but a durable target (the cloud spool) did not store it: not to be acknowledged.
+    NotStored,
 }
 
 /// Where the server listens, from the core configuration.

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use super::admission::{Admission, PeerLimits};
 use super::certs::ServerFiles;
 use super::{Connected, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER};
+use evergreen_runtime::router::Receipt;
 
 /// The error type of every service; the details are logged where they happen.
 #[derive(Debug, Clone, Copy)]
@@ -363,6 +364,11 @@ async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
 /// Publish handlers of one connection that run at once.
 const PUBLISH_SLOTS: usize = 16;
 
+/// QoS 1 publishes of one connection routed to a durable target and waiting for its commit, at
+/// most. Group commit takes whatever waits, so this is what one device can put into one fsync;
+/// more than a device's usual in-flight window (mosquitto's 20, paho's 65535 is rarely reached).
+const UNSTORED: usize = 256;
+
 /// How long a publish waits for the rest of its payload (see [`PublishService::payload`]).
 const PAYLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -382,6 +388,9 @@ struct PublishService {
     /// Publishes whose payload is still arriving (a packet split across reads comes as
     /// payload chunks, which the dispatcher hands over only while the service is ready).
     reading: Rc<std::cell::Cell<usize>>,
+    /// QoS 1 publishes routed and waiting for a durable target's commit (see
+    /// [`PublishService::route`]).
+    unstored: Rc<tokio::sync::Semaphore>,
 }
 
 /// Counts a publish as reading its payload while it lives.
@@ -406,6 +415,7 @@ impl PublishService {
             conn: conn.clone(),
             slots: Rc::new(tokio::sync::Semaphore::new(PUBLISH_SLOTS)),
             reading: Rc::default(),
+            unstored: Rc::new(tokio::sync::Semaphore::new(UNSTORED)),
         }
     }
 
@@ -442,10 +452,43 @@ impl PublishService {
         }
     }
 
-    async fn route(&self, topic: &str, payload: &[u8]) -> Result<(), PublishRefusal> {
+    /// Routes the publish (in one of the connection's slots) and, for QoS 1, returns only once
+    /// every durable target (the cloud spool) has committed it, so the PUBACK the caller then
+    /// sends follows the fsync.
+    ///
+    /// The commit is waited for after the slot is given back, holding one of [`UNSTORED`]
+    /// permits instead: a device with that many publishes unstored is held (its next publish
+    /// waits for a permit in its slot, so the slots fill and nothing more is read), while a
+    /// slot never waits on the disk in the common case.
+    async fn route(
+        &self,
+        slot: tokio::sync::SemaphorePermit<'_>,
+        topic: &str,
+        payload: &[u8],
+        qos1: bool,
+    ) -> Result<(), PublishRefusal> {
+        let hub = &self.conn.hub;
         let thing = &self.conn.session.thing_arn;
-        wait_for_room(&self.conn.hub, thing, topic).await;
-        self.conn.hub.publish(thing, topic, payload)
+        wait_for_room(hub, thing, topic).await;
+        if !qos1 {
+            return hub.publish(thing, topic, payload, None);
+        }
+        // Closed never: the semaphore lives as long as the service.
+        let Ok(_unstored) = self.unstored.acquire().await else {
+            return Err(PublishRefusal::NotStored);
+        };
+        let (receipt, stored) = Receipt::new();
+        hub.publish(thing, topic, payload, Some(receipt))?;
+        drop(slot);
+        if stored.await {
+            Ok(())
+        } else {
+            super::bump(&hub.counters.not_stored);
+            log::warn!(
+                "MQTT: a QoS 1 publish of {thing} to {topic:?} was not stored for the cloud; not acknowledged"
+            );
+            Err(PublishRefusal::NotStored)
+        }
     }
 }
 
@@ -458,13 +501,19 @@ impl Service<v3::Publish> for PublishService {
     }
 
     async fn call(&self, p: v3::Publish, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
+        let qos1 = p.qos() != QoS::AtMostOnce;
         let Some(payload) = self.payload(p.publish_topic(), p.read_all()).await? else {
-            return Ok(());
+            // A PUBACK would say it was taken: a QoS 1 publish ends the connection instead.
+            return if qos1 { Err(ServerError) } else { Ok(()) };
         };
-        let _slot = self.slots.acquire().await.map_err(|_| ServerError)?;
-        // Dropped publishes are counted by the hub; MQTT 3.1.1 has no way to tell the device.
-        let _ = self.route(p.publish_topic(), &payload).await;
-        Ok(())
+        let slot = self.slots.acquire().await.map_err(|_| ServerError)?;
+        match self.route(slot, p.publish_topic(), &payload, qos1).await {
+            // MQTT 3.1.1 cannot refuse a publish in its PUBACK, and a PUBACK would say it is
+            // safe: the connection is closed instead, so the device sends it again.
+            Err(PublishRefusal::NotStored) => Err(ServerError),
+            // Other refusals are counted by the hub; MQTT 3.1.1 has no way to tell the device.
+            Ok(()) | Err(_) => Ok(()),
+        }
     }
 }
 
@@ -487,8 +536,9 @@ impl Service<v5::Publish> for PublishService {
                 .reason_code(v5::codec::PublishAckReason::UnspecifiedError)
                 .reason("the payload did not arrive in time".into()));
         };
-        let _slot = self.slots.acquire().await.map_err(|_| ServerError)?;
-        let result = self.route(p.publish_topic(), &payload).await;
+        let slot = self.slots.acquire().await.map_err(|_| ServerError)?;
+        let qos1 = p.qos() != QoS::AtMostOnce;
+        let result = self.route(slot, p.publish_topic(), &payload, qos1).await;
         let ack = p.ack();
         Ok(match result {
             Ok(()) => ack,
@@ -498,6 +548,9 @@ impl Service<v5::Publish> for PublishService {
             Err(PublishRefusal::NotAuthorized) => ack
                 .reason_code(v5::codec::PublishAckReason::NotAuthorized)
                 .reason("no subscription in the group accepts this topic from this device".into()),
+            Err(PublishRefusal::NotStored) => ack
+                .reason_code(v5::codec::PublishAckReason::UnspecifiedError)
+                .reason("not stored for the cloud; send it again".into()),
         })
     }
 }

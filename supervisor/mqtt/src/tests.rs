@@ -116,13 +116,13 @@ fn subscribe_only_what_some_subscription_delivers() {
 #[test]
 fn publish_is_routed_or_dropped_and_counted() {
     let hub = hub_for(&sample());
-    assert_eq!(hub.publish(SENSOR, "sensors/a/temp", b"1"), Ok(()));
+    assert_eq!(hub.publish(SENSOR, "sensors/a/temp", b"1", None), Ok(()));
     assert_eq!(
-        hub.publish(SENSOR, "sensors/a/humidity", b"1"),
+        hub.publish(SENSOR, "sensors/a/humidity", b"1", None),
         Err(PublishRefusal::NotAuthorized)
     );
     assert_eq!(
-        hub.publish(SENSOR, "sensors/+/temp", b"1"),
+        hub.publish(SENSOR, "sensors/+/temp", b"1", None),
         Err(PublishRefusal::TopicInvalid)
     );
     assert_eq!(hub.counters.publishes_dropped.load(Ordering::Relaxed), 2);

@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use evergreen_ipc::topic::{validate_filter, validate_topic, TopicError};
 use tokio::sync::mpsc;
 
+mod receipt;
+
+pub use receipt::{Receipt, Stored};
+
 /// Deepest subject accepted, in levels. The lookup recurses once per level of the trie, so this
 /// bounds its stack use; 256 levels is more than the 255 slashes of a 256-byte AWS IoT topic.
 pub(crate) const MAX_FILTER_LEVELS: usize = 256;
@@ -411,6 +415,17 @@ pub enum OfferError {
 pub trait DeliverySink: Send + Sync + 'static {
     fn offer(&self, msg: Message) -> Result<(), OfferError>;
 
+    /// Offers a message whose publisher acknowledges it only once it is stored (see
+    /// [`Receipt`]). A sink that stores messages durably keeps a clone of `receipt` with the
+    /// message and settles it after its commit; if it does not take the message it must leave
+    /// a clone unsettled (drop one), or the publisher would take a refusal for a store. The
+    /// default is for sinks that store nothing: they take the message as `offer` does and what
+    /// they promise is unchanged, so the receipt is not theirs to hold.
+    fn offer_acked(&self, msg: Message, receipt: &Receipt) -> Result<(), OfferError> {
+        let _ = receipt;
+        self.offer(msg)
+    }
+
     /// Messages waiting in this sink, if it queues them (for status displays).
     fn queued(&self) -> Option<usize> {
         None
@@ -741,6 +756,33 @@ impl Router {
         topic: &str,
         payload: Arc<[u8]>,
     ) -> Result<PublishOutcome, PublishError> {
+        self.route(source, topic, payload, None)
+    }
+
+    /// [`Router::publish`] for a publisher that acknowledges only what is stored: every
+    /// durable target (the cloud spool) holds a clone of `receipt` until its commit, and the
+    /// publisher's [`Stored`] tells whether all of them stored it. Never blocks either: the
+    /// publisher waits on its `Stored`, which is what holds it back when the store is slow.
+    pub fn publish_acked(
+        &self,
+        source: &str,
+        topic: &str,
+        payload: Arc<[u8]>,
+        receipt: Receipt,
+    ) -> Result<PublishOutcome, PublishError> {
+        let outcome = self.route(source, topic, payload, Some(&receipt));
+        // The router's own hold is no store: only the sinks' clones decide.
+        receipt.stored();
+        outcome
+    }
+
+    fn route(
+        &self,
+        source: &str,
+        topic: &str,
+        payload: Arc<[u8]>,
+        receipt: Option<&Receipt>,
+    ) -> Result<PublishOutcome, PublishError> {
         let snapshot = self.snapshot();
         let table = &snapshot.table;
         let source_idx = table.source_index.get(source).copied();
@@ -786,7 +828,11 @@ impl Router {
                     source: source_name.clone(),
                 })
                 .clone();
-            match sink.offer(msg) {
+            let offered = match receipt {
+                Some(receipt) => sink.offer_acked(msg, receipt),
+                None => sink.offer(msg),
+            };
+            match offered {
                 Ok(()) => {
                     outcome.delivered += 1;
                     bump(&counters.delivered);

@@ -50,7 +50,8 @@ pub use client::{Client, ClientError};
 pub use protocol::{Reply, Request};
 pub use server::{ControlError, ControlServer, ControlSocket, ControlState};
 pub use status::{
-    CloudLink, CloudReport, CloudState, ComponentReport, Counts, RuntimeInfo, RuntimeStatus,
+    CloudDrops, CloudLink, CloudReport, CloudState, ComponentReport, Counts, RuntimeInfo,
+    RuntimeStatus,
 };
 
 /// Longest request line, in bytes without its newline. Requests are small

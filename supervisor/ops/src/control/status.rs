@@ -113,12 +113,47 @@ pub struct CloudReport {
     pub last_error: Option<String>,
     /// Messages waiting in the spool.
     pub spooled: usize,
+    /// Messages lost on their way to the cloud since the start; zero from a runtime built
+    /// before they were reported.
+    #[serde(default)]
+    pub drops: CloudDrops,
+}
+
+/// Messages routed to the cloud and lost before the upstream broker acknowledged them, by where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudDrops {
+    /// Refused by the spool's full hand-off queue (publishers that wait for no acknowledgement:
+    /// QoS 0, components).
+    pub hand_off_full: u64,
+    /// Dropped because the spool reached `maxSizeBytes` (the oldest go), or larger than it.
+    pub spool_full: u64,
+    /// Not committed to the spool (a store error).
+    pub not_stored: u64,
+}
+
+impl CloudDrops {
+    pub fn total(&self) -> u64 {
+        self.hand_off_full + self.spool_full + self.not_stored
+    }
 }
 
 impl CloudReport {
     /// The report in words, as the status line shows it.
     pub fn describe(&self) -> String {
-        let spooled = format!("{} spooled", self.spooled);
+        let d = &self.drops;
+        let spooled = if d.total() == 0 {
+            format!("{} spooled", self.spooled)
+        } else {
+            format!(
+                "{} spooled; {} lost: {} spool full, {} hand-off full, {} not stored",
+                self.spooled,
+                d.total(),
+                d.spool_full,
+                d.hand_off_full,
+                d.not_stored
+            )
+        };
         match (self.state, &self.last_error) {
             (CloudState::Connected, _) => format!("connected to {} ({spooled})", self.endpoint),
             (CloudState::Connecting, None) => format!("connecting to {}", self.endpoint),

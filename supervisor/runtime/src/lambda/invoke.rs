@@ -71,7 +71,20 @@ pub(super) async fn invoke(
             };
             let all_or_error =
                 custom.get("queueFullPolicy").and_then(Value::as_str) == Some("AllOrError");
-            match hub.router.publish(&caller.arn, topic, Arc::from(req.body.as_slice())) {
+            let payload = Arc::from(req.body.as_slice());
+            // AllOrError answers only once every durable target (the cloud spool) has stored
+            // the message, so a success the SDK returns survives a crash of the runtime;
+            // BestEffort answers at once.
+            let (routed, stored) = if all_or_error {
+                let (receipt, stored) = crate::router::Receipt::new();
+                let routed = hub
+                    .router
+                    .publish_acked(&caller.arn, topic, payload, receipt);
+                (routed, Some(stored))
+            } else {
+                (hub.router.publish(&caller.arn, topic, payload), None)
+            };
+            match routed {
                 Err(e) => Response::error(400, &format!("publish on {topic:?} refused: {e}")),
                 Ok(outcome) if all_or_error && outcome.dropped_full > 0 => Response::error(
                     429,
@@ -80,10 +93,20 @@ pub(super) async fn invoke(
                         outcome.dropped_full
                     ),
                 ),
-                Ok(_) => accepted(Some(Outcome {
-                    function_error: String::new(),
-                    payload: Vec::new(),
-                })),
+                Ok(_) => {
+                    if let Some(stored) = stored {
+                        if !stored.await {
+                            return Response::error(
+                                503,
+                                &format!("publish on {topic:?}: not stored for the cloud (queueFullPolicy AllOrError); send it again"),
+                            );
+                        }
+                    }
+                    accepted(Some(Outcome {
+                        function_error: String::new(),
+                        payload: Vec::new(),
+                    }))
+                }
             }
         }
         Target::Shadow => {

@@ -479,6 +479,87 @@ fn naive(subs: &[Subscription], source: &str, topic: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// A durable sink as the cloud spool is: holds each acked message's receipt until `commit`.
+#[derive(Default)]
+struct HoldingSink {
+    held: Mutex<Vec<Receipt>>,
+}
+
+impl HoldingSink {
+    fn commit(&self, stored: bool) {
+        for r in self.held.lock().expect("lock").drain(..) {
+            if stored {
+                r.stored();
+            } else {
+                r.lost();
+            }
+        }
+    }
+}
+
+impl DeliverySink for HoldingSink {
+    fn offer(&self, _: Message) -> Result<(), OfferError> {
+        Ok(())
+    }
+
+    fn offer_acked(&self, _: Message, receipt: &Receipt) -> Result<(), OfferError> {
+        self.held.lock().expect("lock").push(receipt.clone());
+        Ok(())
+    }
+}
+
+fn poll_now(stored: &mut Stored) -> Option<bool> {
+    use std::future::Future;
+    let waker = std::task::Waker::noop();
+    match std::pin::Pin::new(stored).poll(&mut std::task::Context::from_waker(waker)) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[test]
+fn an_acked_publish_is_stored_only_when_its_durable_target_commits_it() {
+    let router = Router::new(table(vec![
+        sub("a", SENSOR, "t/#", "durable"),
+        sub("b", SENSOR, "t/#", "queue"),
+    ]));
+    let durable = Arc::new(HoldingSink::default());
+    router.attach("durable", durable.clone());
+    let (queue, mut rx) = bounded_queue(4);
+    router.attach("queue", Arc::new(queue));
+
+    let (receipt, mut stored) = Receipt::new();
+    let outcome = router
+        .publish_acked(SENSOR, "t/1", payload(b"x"), receipt)
+        .expect("valid topic");
+    assert_eq!(outcome.delivered, 2);
+    assert_eq!(drain(&mut rx).len(), 1, "a plain queue gets it at once");
+    assert_eq!(poll_now(&mut stored), None, "waits for the durable commit");
+    durable.commit(true);
+    assert_eq!(poll_now(&mut stored), Some(true));
+
+    let (receipt, mut stored) = Receipt::new();
+    router
+        .publish_acked(SENSOR, "t/2", payload(b"y"), receipt)
+        .expect("valid topic");
+    durable.commit(false);
+    assert_eq!(
+        poll_now(&mut stored),
+        Some(false),
+        "a failed commit is no store"
+    );
+}
+
+#[test]
+fn an_acked_publish_reaching_no_durable_target_is_answered_at_once() {
+    let (router, _receivers) = router_with(vec![sub("a", SENSOR, "t/#", "queue")], &["queue"]);
+    let (receipt, mut stored) = Receipt::new();
+    router
+        .publish_acked(SENSOR, "t/1", payload(b"x"), receipt)
+        .expect("valid topic");
+    assert_eq!(poll_now(&mut stored), Some(true));
+}
+
 proptest! {
     #[test]
     fn trie_agrees_with_naive_matcher(
