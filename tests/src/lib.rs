@@ -55,6 +55,27 @@ pub fn eg_fn_bin() -> PathBuf {
     workspace_bin("eg-fn")
 }
 
+/// Runs `evergreen <args> --config <config>` to its end, with stdin closed: the CLI as a user
+/// (or a script) runs it against a runtime.
+pub fn evergreen_with(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(evergreen_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run evergreen")
+}
+
+/// A finished command's stdout then stderr, as text: what a test searches and shows.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A qualified function ARN for the test account.
 pub fn fn_arn(name: &str) -> String {
     format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:1")

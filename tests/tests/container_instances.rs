@@ -186,13 +186,7 @@ fn write_through(
 
 /// Runs an `evergreen` subcommand against the runtime in `dir`.
 fn cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(evergreen_bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("config.json"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run evergreen")
+    evergreen_with(&dir.join("config.json"), args)
 }
 
 /// `(state, pid, rssKib)` of component `id` from `evergreen status --json`.

@@ -20,21 +20,11 @@ fn settings(rt_dir: &Path) -> Value {
 
 /// Runs an `evergreen` subcommand against the runtime in `dir`.
 fn cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(evergreen_bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("config.json"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run evergreen")
+    evergreen_with(&dir.join("config.json"), args)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 /// Component name → (state, pid), from `evergreen status --json`.

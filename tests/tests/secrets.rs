@@ -112,22 +112,12 @@ impl Rig {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 /// `evergreen <args>` against a started runtime's directory.
 fn cli_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(evergreen_bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("config.json"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run evergreen")
+    evergreen_with(&dir.join("config.json"), args)
 }
 
 /// A secret resource.

@@ -9,7 +9,7 @@
 //! change is a new version — and a deployment or redeployment runs exactly that version.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use evergreen_tests::*;
@@ -49,21 +49,11 @@ fn start(g: &Value) -> Runtime {
 }
 
 fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(evergreen_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run evergreen")
+    evergreen_with(config, args)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 /// A group: the Python function `marker` (code in `functions/marker`, relative to the group
