@@ -721,7 +721,7 @@ fn a_full_hand_off_holds_the_device_and_every_loss_is_counted() {
 /// and with the broker up it passed in the runs tried; it never happened while QoS 1 PUBACKs
 /// were sent before the commit. Kept so the fix has its test; see issue 18's report.
 #[test]
-#[ignore = "known stall of split QoS 1 payloads while PUBACKs wait for the commit (ntex-mqtt 8.2.1)"]
+#[ignore = "known stall of split QoS 1 payloads while PUBACKs wait for the commit: rarer since readiness notices a publish that starts reading (1 failed of 2 runs of 5 attempts), not gone"]
 fn a_qos1_publish_split_across_reads_is_acknowledged_without_a_stall() {
     let Some(bin) = mosquitto() else {
         return;

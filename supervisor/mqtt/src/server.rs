@@ -388,6 +388,9 @@ struct PublishService {
     /// Publishes whose payload is still arriving (a packet split across reads comes as
     /// payload chunks, which the dispatcher hands over only while the service is ready).
     reading: Rc<std::cell::Cell<usize>>,
+    /// Woken when a publish starts reading its payload, so a readiness check already waiting
+    /// for a slot lets that payload's chunks through (see [`PublishService::slot_free`]).
+    reading_started: Rc<tokio::sync::Notify>,
     /// QoS 1 publishes routed and waiting for a durable target's commit (see
     /// [`PublishService::route`]).
     unstored: Rc<tokio::sync::Semaphore>,
@@ -397,8 +400,9 @@ struct PublishService {
 struct Reading(Rc<std::cell::Cell<usize>>);
 
 impl Reading {
-    fn new(count: &Rc<std::cell::Cell<usize>>) -> Reading {
+    fn new(count: &Rc<std::cell::Cell<usize>>, started: &tokio::sync::Notify) -> Reading {
         count.set(count.get() + 1);
+        started.notify_waiters();
         Reading(count.clone())
     }
 }
@@ -415,17 +419,35 @@ impl PublishService {
             conn: conn.clone(),
             slots: Rc::new(tokio::sync::Semaphore::new(PUBLISH_SLOTS)),
             reading: Rc::default(),
+            reading_started: Rc::default(),
             unstored: Rc::new(tokio::sync::Semaphore::new(UNSTORED)),
         }
     }
 
     /// Ready once a slot is free, and always while a payload is arriving: its chunks must get
     /// through or the publish waiting for them never finishes (ntex-mqtt would wait forever).
+    ///
+    /// The dispatcher may ask for readiness before the publish it just handed over has begun
+    /// to read its payload; a check then waiting for a slot must notice that publish start
+    /// reading, or its chunks would wait for a slot that only the commits of earlier
+    /// publishes free (with a slow spool, longer than [`PAYLOAD_WAIT`]).
     async fn slot_free(&self) -> Result<(), ServerError> {
-        if self.slots.available_permits() == 0 && self.reading.get() == 0 {
-            drop(self.slots.acquire().await.map_err(|_| ServerError)?);
+        loop {
+            let started = self.reading_started.notified();
+            let mut started = std::pin::pin!(started);
+            // Registered before the check, so a publish that starts reading after it wakes us.
+            started.as_mut().enable();
+            if self.slots.available_permits() > 0 || self.reading.get() > 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                permit = self.slots.acquire() => {
+                    drop(permit.map_err(|_| ServerError)?);
+                    return Ok(());
+                }
+                () = started => {}
+            }
         }
-        Ok(())
     }
 
     /// The publish's whole payload, or `None` (logged and counted as dropped) if it did not
@@ -437,7 +459,7 @@ impl PublishService {
         topic: &str,
         read: impl Future<Output = Result<Bytes, ntex_mqtt::error::PayloadError>>,
     ) -> Result<Option<Bytes>, ServerError> {
-        let _reading = Reading::new(&self.reading);
+        let _reading = Reading::new(&self.reading, &self.reading_started);
         match tokio::time::timeout(PAYLOAD_WAIT, read).await {
             Ok(payload) => Ok(Some(payload?)),
             Err(_) => {
