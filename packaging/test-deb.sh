@@ -114,17 +114,24 @@ check "evergreen status --socket /run/evergreen/control.sock answers" test $ok =
 check "evergreen status (default config path)" timeout 5 /usr/bin/evergreen status
 check "evergreen logs MessageLog -n 2 (default config path)" timeout 5 /usr/bin/evergreen logs MessageLog -n 2
 # Components run as the package's unprivileged user (evergreen.defaultRunAs
-# in the installed config), the runtime itself as root. A container-mode
-# component (DeviceDefender) is the child of its container's waiter, a fork
-# of the runtime that stays root and only waits; connectors are the
-# processes whose arguments are `evergreen connector <Name>`.
+# in the installed config), the runtime itself as root. `timeout` runs the
+# runtime; a container-mode component (DeviceDefender) sits below its
+# container's waiter and the namespace's init (forks of the runtime that stay
+# root), so every descendant is looked at; connectors are the processes whose
+# arguments are `evergreen connector <Name>`.
+descendants() {
+    local child
+    for child in $(pgrep -P "$1"); do
+        echo "$child"
+        descendants "$child"
+    done
+}
 components_are_evergreen() {
-    local evg waiters users count
-    evg=$(pgrep -P "$runtime_pid" -x evergreen | head -n 1)
-    [ -n "$evg" ] || return 1
-    waiters=$(pgrep -P "$evg" | paste -sd, -)
-    users=$(ps -o user:32=,args= --ppid "$evg${waiters:+,$waiters}" | awk '$3 == "connector" {print $1}' | sort -u | paste -sd' ' -)
-    count=$(ps -o args= --ppid "$evg${waiters:+,$waiters}" | awk '$2 == "connector"' | wc -l)
+    local pids users count
+    pids=$(descendants "$runtime_pid" | paste -sd, -)
+    [ -n "$pids" ] || return 1
+    users=$(ps -o user:32=,args= -p "$pids" | awk '$3 == "connector" {print $1}' | sort -u | paste -sd' ' -)
+    count=$(ps -o args= -p "$pids" | awk '$2 == "connector"' | wc -l)
     echo "component users: ${users:-none} ($count connectors)"
     [ "$users" = evergreen ] && [ "$count" = 3 ]
 }
