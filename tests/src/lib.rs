@@ -76,6 +76,34 @@ pub fn output_text(out: &std::process::Output) -> String {
     )
 }
 
+/// Whether `program` is on `PATH` or in `/usr/sbin` (where Debian puts `mosquitto`).
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "command -v {program} || test -x /usr/sbin/{program}"
+        ))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The `mosquitto` broker to run, or `None` with a loud note when it or its clients are
+/// missing (`.ci/run` installs them).
+pub fn mosquitto_or_skip() -> Option<PathBuf> {
+    if !(have("mosquitto") && have("mosquitto_pub") && have("mosquitto_sub")) {
+        eprintln!(
+            "SKIPPED: mosquitto / mosquitto-clients are not installed (apt-get install mosquitto mosquitto-clients; .ci/run does)"
+        );
+        return None;
+    }
+    Some(if Path::new("/usr/sbin/mosquitto").exists() {
+        PathBuf::from("/usr/sbin/mosquitto")
+    } else {
+        PathBuf::from("mosquitto")
+    })
+}
+
 /// A qualified function ARN for the test account.
 pub fn fn_arn(name: &str) -> String {
     format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:1")

@@ -36,25 +36,7 @@ fn free_port() -> u16 {
 }
 
 fn mosquitto() -> Option<PathBuf> {
-    let have = |p: &str| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {p} || test -x /usr/sbin/{p}"))
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !(have("mosquitto") && have("mosquitto_pub") && have("mosquitto_sub")) {
-        eprintln!(
-            "SKIPPED: mosquitto / mosquitto-clients are not installed (.ci/run installs them)"
-        );
-        return None;
-    }
-    Some(if Path::new("/usr/sbin/mosquitto").exists() {
-        PathBuf::from("/usr/sbin/mosquitto")
-    } else {
-        PathBuf::from("mosquitto")
-    })
+    mosquitto_or_skip()
 }
 
 fn kill(child: &mut Child) {

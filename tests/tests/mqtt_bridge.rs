@@ -27,30 +27,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "command -v {program} || test -x /usr/sbin/{program}"
-        ))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// `None` (and a loud note) when mosquitto is missing: `.ci/run` installs it.
 fn require_mosquitto() -> Option<PathBuf> {
-    if !(have("mosquitto") && have("mosquitto_pub") && have("mosquitto_sub")) {
-        eprintln!(
-            "SKIPPED: mosquitto / mosquitto-clients are not installed (apt-get install mosquitto mosquitto-clients; .ci/run does)"
-        );
-        return None;
-    }
-    Some(if Path::new("/usr/sbin/mosquitto").exists() {
-        PathBuf::from("/usr/sbin/mosquitto")
-    } else {
-        PathBuf::from("mosquitto")
-    })
+    mosquitto_or_skip()
 }
 
 fn kill(child: &mut Child) {
