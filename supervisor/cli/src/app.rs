@@ -180,13 +180,22 @@ pub(crate) fn store_group_file(
     cfg: &CoreConfig,
 ) -> Result<(VersionId, GroupPlan), RunError> {
     let group = read_group_file(path, cfg)?;
-    let created = VersionStore::open(cfg.write_dir())
+    let store = VersionStore::open(cfg.write_dir());
+    let store_err = |source| RunError::Store {
+        file: path.display().to_string(),
+        source,
+    };
+    let created = store
         .create(&group.text, &group.base_dir, Some(path), &group.plan)
-        .map_err(|source| RunError::Store {
-            file: path.display().to_string(),
-            source,
-        })?;
-    let plan = load_version(cfg, &created.id)?;
+        .map_err(store_err)?;
+    // Its artefacts were hashed as they were stored, a moment ago: not again at start-up.
+    let stored = store.read_created(&created.id).map_err(store_err)?;
+    let plan = load_group(
+        &stored.group,
+        &format!("group version {}", created.id.short()),
+        stored.base_dir,
+        cfg,
+    )?;
     Ok((created.id, plan))
 }
 

@@ -294,7 +294,7 @@ impl ArtefactStore {
         }
         // The rename is durable once the directories holding it are synced.
         for dir in [&holder, &self.dir] {
-            sync_dir(dir).map_err(|source| ArtefactError::Write {
+            evergreen_durable::sync_dir(dir).map_err(|source| ArtefactError::Write {
                 path: dir.clone(),
                 source,
             })?;
@@ -622,10 +622,6 @@ fn hash_file(source: &Path, copy: Option<(&Path, u32)>) -> Result<(String, u64),
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Removes a temporary directory, making its read-only parts writable first.

@@ -54,7 +54,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -97,12 +97,7 @@ impl VersionId {
 
     /// The id of this content (the canonical group's bytes).
     pub fn of(content: &[u8]) -> Self {
-        let digest = Sha256::digest(content);
-        let mut hex = String::with_capacity(Self::LEN);
-        for byte in digest {
-            hex.push_str(&format!("{byte:02x}"));
-        }
-        VersionId(hex)
+        VersionId(artefacts::hex(&Sha256::digest(content)))
     }
 
     /// A full id as written (lowercase hex only), or `None`.
@@ -454,6 +449,14 @@ impl VersionStore {
         Ok(version)
     }
 
+    /// Reads version `id` with its group checked against the id, but its artefacts not hashed
+    /// again: for the caller that has just stored it with [`VersionStore::create`], which
+    /// hashed them as it copied them (`run --group` at start-up). Anything else uses
+    /// [`VersionStore::load`].
+    pub fn read_created(&self, id: &VersionId) -> Result<StoredVersion, StoreError> {
+        self.read_verified(id)
+    }
+
     /// Replaces every artefact field of `group` by its reference in the artefact store,
     /// copying files in; a field that already is a reference is checked.
     /// A program named by several functions is read once.
@@ -643,9 +646,7 @@ fn write_file(path: &Path, content: &[u8]) -> Result<(), StoreError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot sync directory", dir))
+    evergreen_durable::sync_dir(dir).map_err(io_err("cannot sync directory", dir))
 }
 
 /// Best effort: a leftover `.tmp-` directory is ignored by every reader.
