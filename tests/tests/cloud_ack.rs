@@ -695,15 +695,13 @@ fn a_full_hand_off_holds_the_device_and_every_loss_is_counted() {
 /// A QoS 1 PUBLISH whose payload arrives in a later read than its header, while earlier ones
 /// wait for the spool's commit, must still be read, stored and acknowledged.
 ///
-/// Fails today: in the setting of the test above (upstream broker down, a QoS 0 flood from
-/// another device at a one-message hand-off) with ~110-byte payloads written 256 at a time, one such
-/// publish's payload is never handed to the publish handler by ntex-mqtt 8.2.1 (the server's
-/// readiness says ready, the payload guard fires after 10 s and the connection ends, so the
-/// device is not acknowledged: nothing acknowledged is lost, but it stalls). Without the flood
-/// and with the broker up it passed in the runs tried; it never happened while QoS 1 PUBACKs
-/// were sent before the commit. Kept so the fix has its test; see issue 18's report.
+/// In the setting of the test above (upstream broker down, a QoS 0 flood from another device at
+/// a one-message hand-off) with ~110-byte payloads written 256 at a time, one such publish's
+/// payload chunk used to be handed over before its publish had taken its payload (the commit's
+/// wake from the spool thread let ntex-mqtt's dispatcher run ahead of the publishes it had
+/// spawned): the payload guard fired after 10 s and the connection ended. The MQTT server now
+/// passes the commit's wake on from its own thread (`PublishService::route`).
 #[test]
-#[ignore = "known stall of split QoS 1 payloads while PUBACKs wait for the commit: rarer since readiness notices a publish that starts reading (1 failed of 2 runs of 5 attempts), not gone"]
 fn a_qos1_publish_split_across_reads_is_acknowledged_without_a_stall() {
     let Some(bin) = mosquitto() else {
         return;

@@ -19,9 +19,12 @@
 //! - a QoS 1 PUBLISH routed to a durable target (the cloud spool) is acknowledged only once that
 //!   target has committed it (a `Receipt` travels with the message); one it did not store gets
 //!   no PUBACK (3.1.1: the connection is closed, so the device sends it again; 5: PUBACK reason
-//!   0x80) and is counted in `not_stored`. While it waits it holds one of the connection's
-//!   publish slots, so a device faster than the store is held back, never acknowledged and
-//!   dropped;
+//!   0x80) and is counted in `not_stored`. At most 256 of a connection's publishes wait for
+//!   the commit; past that the connection's publish lane fills and nothing more is read, so a
+//!   device faster than the store is held back, never acknowledged and dropped;
+//! - one device's publishes are routed in the order they arrived (MQTT-4.6.0-6), and all it
+//!   sent before its connection ended is routed before the connection is let go (`server`'s
+//!   publish lane and drain);
 //! - a SUBSCRIBE filter is granted only if it intersects the subject of a subscription whose
 //!   target is that device (SUBACK 0x80 / v5 0x87 otherwise); QoS 2 is granted as 1;
 //! - a persistent session (v3 clean session 0, v5 clean start 0 with a session expiry) keeps its
@@ -102,12 +105,18 @@ pub struct Counters {
     pub(crate) held_too_long: AtomicU64,
     /// Device publishes whose payload never finished arriving (dropped).
     pub(crate) payload_timeouts: AtomicU64,
+    /// Device publishes whose payload was lost mid-packet: the connection ended before the
+    /// rest arrived, or ntex-mqtt dropped it as the connection stopped (dropped).
+    pub(crate) payloads_lost: AtomicU64,
     /// Copies of routed device publishes a target did not take: its queue was full (after the
     /// hold), or nothing was attached for it (e.g. `cloud` without `coreThing.iotHost`).
     pub(crate) lost_at_targets: AtomicU64,
     /// QoS 1 publishes a durable target (the cloud spool) did not store: never acknowledged
     /// (MQTT 3.1.1: the connection is closed instead; 5: a PUBACK with an error reason).
     pub(crate) not_stored: AtomicU64,
+    /// Device publishes taken in but dropped unrouted because their connection ended and
+    /// they were still waiting after the drain bound (also in `publishes_dropped`).
+    pub(crate) lost_at_disconnect: AtomicU64,
 }
 
 impl Counters {
@@ -115,19 +124,21 @@ impl Counters {
     pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "connections accepted {} refused {}; publishes routed {} dropped {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; held too long {}; payload timeouts {}",
+            "connections accepted {} refused {}; publishes routed {} dropped {}; lost at targets {}; not stored (unacknowledged) {}; lost at disconnect {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; held too long {}; payload timeouts {}; payloads lost {}",
             g(&self.connections_accepted),
             g(&self.connections_refused),
             g(&self.publishes_routed),
             g(&self.publishes_dropped),
             g(&self.lost_at_targets),
             g(&self.not_stored),
+            g(&self.lost_at_disconnect),
             g(&self.subscribes_refused),
             g(&self.delivered),
             g(&self.queued_offline),
             g(&self.dropped_offline),
             g(&self.held_too_long),
             g(&self.payload_timeouts),
+            g(&self.payloads_lost),
         )
     }
 }

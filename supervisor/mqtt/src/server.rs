@@ -214,13 +214,15 @@ struct Conn {
     hub: Arc<MqttHub>,
     session: Arc<DeviceSession>,
     sink: AnySink,
+    /// The connection's stream, to see whether the peer has gone.
+    io: ntex::io::IoRef,
     /// Taken by the writer once the CONNACK is out.
     rx: Rc<RefCell<Option<mpsc::Receiver<Outgoing>>>>,
     _guard: Rc<Guard>,
 }
 
 impl Conn {
-    fn new(hub: Arc<MqttHub>, c: Connected, sink: AnySink) -> Conn {
+    fn new(hub: Arc<MqttHub>, c: Connected, sink: AnySink, io: ntex::io::IoRef) -> Conn {
         Conn {
             _guard: Rc::new(Guard {
                 hub: hub.clone(),
@@ -230,8 +232,15 @@ impl Conn {
             hub,
             session: c.session,
             sink,
+            io,
             rx: Rc::new(RefCell::new(Some(c.rx))),
         }
+    }
+
+    /// The peer closed the connection (or it failed): what it sent before is still to be
+    /// decoded and handled.
+    fn peer_gone(&self) -> bool {
+        self.io.is_closed()
     }
 
     /// Starts delivering to the device: first what queued while it was offline, then what
@@ -336,9 +345,9 @@ const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Waits (at most [`ROOM_WAIT`]) until every connected device queue the publish would reach
 /// is below [`HIGH_WATER`]; past the wait the message is routed anyway and a full queue drops
 /// (and counts) it, and the wait is counted in `held_too_long`. QoS 0 and QoS 1 publishes both
-/// wait: [`PublishService`] runs at most [`PUBLISH_SLOTS`] of them per connection and reads no
-/// further while they are busy, so the wait throttles the publishing device over TCP with
-/// bounded memory instead of dropping its QoS 0 messages under a burst.
+/// wait, in the connection's [`Lane`]: the publishes behind it queue (at most [`LANE_DEPTH`])
+/// and then the connection reads no further, so the wait throttles the publishing device over
+/// TCP with bounded memory instead of dropping its QoS 0 messages under a burst.
 async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
     let busy = hub.busy_targets(source, topic);
     if busy.is_empty() {
@@ -361,93 +370,236 @@ async fn wait_for_room(hub: &MqttHub, source: &str, topic: &str) {
     }
 }
 
-/// Publish handlers of one connection that run at once.
-const PUBLISH_SLOTS: usize = 16;
+/// Publishes of one connection taken in but not yet routed, at most; with more the connection
+/// reads nothing further (see [`PublishService`]'s readiness).
+const LANE_DEPTH: u64 = 64;
 
 /// QoS 1 publishes of one connection routed to a durable target and waiting for its commit, at
 /// most. Group commit takes whatever waits, so this is what one device can put into one fsync;
 /// more than a device's usual in-flight window (mosquitto's 20, paho's 65535 is rarely reached).
 const UNSTORED: usize = 256;
 
+/// How long a connection that ended waits for the publishes it took in to be routed (see
+/// [`PublishService::drain`]). Each waits at most [`ROOM_WAIT`] for room, so a lane of
+/// [`LANE_DEPTH`] behind a stalled subscriber could take longer; past this they are counted.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a publish waits for the rest of its payload (see [`PublishService::payload`]).
 const PAYLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A device's publishes: routed with the device's thing ARN as source.
+/// The order in which one connection's publishes are routed: the order they arrived in.
 ///
-/// Its readiness is the connection's flow control: while [`PUBLISH_SLOTS`] publishes of the
-/// connection are still being handled (waiting in [`wait_for_room`] for a full subscriber
-/// queue), the service is not ready, so ntex-mqtt's dispatcher decodes nothing more and the
-/// device is held back by TCP. ntex-mqtt 8.2.1's own in-flight middleware does not do this for
-/// a stream of publishes: its readiness check is skipped whenever the previous request was a
-/// publish (it waits for that publish's payload chunks), so under a QoS 0 flood it started
-/// thousands of handlers at once, each with its own hold deadline, which then all expired
-/// together and overflowed the subscriber's queue.
-struct PublishService {
-    conn: Conn,
-    slots: Rc<tokio::sync::Semaphore>,
+/// MQTT 3.1.1 §4.6 and MQTT 5 (MQTT-4.6.0-6) make every topic an Ordered Topic: a server
+/// forwards one client's messages on a topic in the order it received them. ntex-mqtt hands
+/// each publish to [`PublishService`] as its own future, and those run concurrently (the first
+/// inline in the dispatcher, later ones as spawned tasks) whenever one of them waits (for its
+/// payload's chunks, for room at a subscriber, for a commit permit). So each publish takes a
+/// ticket when it first runs, and routes only when the tickets before it have: one routing at
+/// a time, in ticket order. A QoS 1 publish's wait for the cloud spool's commit comes after
+/// its turn, so acknowledgements still overlap.
+///
+/// Tickets follow the order in which the publishes' futures are first polled. The dispatcher
+/// creates them in arrival order and the runtime (tokio's `LocalSet`) runs tasks woken on this
+/// thread first in, first out; a wake from another thread could let the dispatcher run ahead of
+/// the publishes it spawned, so none reaches a publish directly (see
+/// [`PublishService::route`]). `mqtt_4_6_0_6_order_per_topic_*` checks the order end to end.
+struct Lane {
+    /// The next ticket to hand out.
+    next: std::cell::Cell<u64>,
+    /// The ticket whose turn it is to route.
+    turn: std::cell::Cell<u64>,
     /// Publishes whose payload is still arriving (a packet split across reads comes as
     /// payload chunks, which the dispatcher hands over only while the service is ready).
-    reading: Rc<std::cell::Cell<usize>>,
-    /// Woken when a publish starts reading its payload, so a readiness check already waiting
-    /// for a slot lets that payload's chunks through (see [`PublishService::slot_free`]).
-    reading_started: Rc<tokio::sync::Notify>,
-    /// QoS 1 publishes routed and waiting for a durable target's commit (see
-    /// [`PublishService::route`]).
-    unstored: Rc<tokio::sync::Semaphore>,
+    reading: std::cell::Cell<usize>,
+    /// Tickets given up before their turn came (few: only a publish dropped mid-way).
+    abandoned: RefCell<Vec<u64>>,
+    /// Readiness checks and turns waiting for `turn` or `reading` to change.
+    waiters: RefCell<Vec<std::task::Waker>>,
+    counters: Arc<super::Counters>,
+}
+
+impl Lane {
+    fn new(counters: Arc<super::Counters>) -> Lane {
+        Lane {
+            next: std::cell::Cell::new(0),
+            turn: std::cell::Cell::new(0),
+            reading: std::cell::Cell::new(0),
+            abandoned: RefCell::default(),
+            waiters: RefCell::default(),
+            counters,
+        }
+    }
+
+    /// Publishes taken in and not yet routed.
+    fn depth(&self) -> u64 {
+        self.next.get() - self.turn.get()
+    }
+
+    fn wait(&self, cx: &std::task::Context<'_>) {
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+    }
+
+    fn wake(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// `ticket` is done with the lane: the turn moves past it (and past any later ticket given
+    /// up before its turn came), or, if its turn has not come, it is skipped when it does.
+    fn pass(&self, ticket: u64) {
+        if self.turn.get() != ticket {
+            self.abandoned.borrow_mut().push(ticket);
+            return;
+        }
+        let mut turn = ticket + 1;
+        {
+            let mut abandoned = self.abandoned.borrow_mut();
+            while let Some(i) = abandoned.iter().position(|&t| t == turn) {
+                abandoned.swap_remove(i);
+                turn += 1;
+            }
+        }
+        self.turn.set(turn);
+        self.wake();
+    }
+}
+
+/// A publish's place in its connection's [`Lane`], taken when its future first runs and given
+/// back when dropped, whatever the publish's outcome: a publish that ends early (its payload
+/// failed, its connection went) must not stop the lane.
+struct Ticket {
+    lane: Rc<Lane>,
+    n: u64,
+    /// The publish was routed (or refused, or its loss counted elsewhere): dropping the ticket
+    /// loses nothing.
+    settled: bool,
+}
+
+impl Ticket {
+    fn take(lane: &Rc<Lane>) -> Ticket {
+        let n = lane.next.get();
+        lane.next.set(n + 1);
+        Ticket {
+            lane: lane.clone(),
+            n,
+            settled: false,
+        }
+    }
+
+    /// Resolves when it is this ticket's turn to route.
+    async fn turn(&self) {
+        std::future::poll_fn(|cx| {
+            if self.lane.turn.get() == self.n {
+                std::task::Poll::Ready(())
+            } else {
+                self.lane.wait(cx);
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Taken in and never routed: its connection's dispatcher dropped it, which it does
+            // only past the drain wait (see `PublishService::drain`).
+            super::bump(&self.lane.counters.lost_at_disconnect);
+            super::bump(&self.lane.counters.publishes_dropped);
+        }
+        self.lane.pass(self.n);
+    }
 }
 
 /// Counts a publish as reading its payload while it lives.
-struct Reading(Rc<std::cell::Cell<usize>>);
+struct Reading<'a>(&'a Lane);
 
-impl Reading {
-    fn new(count: &Rc<std::cell::Cell<usize>>, started: &tokio::sync::Notify) -> Reading {
-        count.set(count.get() + 1);
-        started.notify_waiters();
-        Reading(count.clone())
+impl<'a> Reading<'a> {
+    fn new(lane: &'a Lane) -> Reading<'a> {
+        lane.reading.set(lane.reading.get() + 1);
+        lane.wake();
+        Reading(lane)
     }
 }
 
-impl Drop for Reading {
+impl Drop for Reading<'_> {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.0.reading.set(self.0.reading.get().saturating_sub(1));
     }
+}
+
+/// A device's publishes: routed with the device's thing ARN as source, in arrival order (see
+/// [`Lane`]).
+///
+/// Its readiness is the connection's flow control: while [`LANE_DEPTH`] publishes of the
+/// connection wait for their turn (behind one waiting in [`wait_for_room`] for a full
+/// subscriber queue), the service is not ready, so ntex-mqtt's dispatcher decodes nothing more
+/// and the device is held back by TCP. ntex-mqtt 8.2.1's own in-flight middleware does not do
+/// this for a stream of publishes: its readiness check is skipped whenever the previous request
+/// was a publish (it waits for that publish's payload chunks), so under a QoS 0 flood it
+/// started thousands of handlers at once, each with its own hold deadline, which then all
+/// expired together and overflowed the subscriber's queue.
+///
+/// Two exceptions keep it ready: a payload that is arriving (its chunks must get through or
+/// the publish waiting for them never finishes), and a connection whose peer has gone. The
+/// dispatcher discards whatever it has read but not decoded when the peer goes while the
+/// service is not ready; a device that sends a burst and disconnects (a cron script, a sleepy
+/// sensor) would lose its tail. Ready then, everything it sent is decoded and routed (bounded
+/// by the read buffer and the packet limit).
+#[derive(Clone)]
+struct PublishService {
+    conn: Conn,
+    lane: Rc<Lane>,
+    /// QoS 1 publishes routed and waiting for a durable target's commit (see
+    /// [`PublishService::route`]).
+    unstored: Rc<tokio::sync::Semaphore>,
 }
 
 impl PublishService {
     fn new(conn: &Conn) -> PublishService {
         PublishService {
             conn: conn.clone(),
-            slots: Rc::new(tokio::sync::Semaphore::new(PUBLISH_SLOTS)),
-            reading: Rc::default(),
-            reading_started: Rc::default(),
+            lane: Rc::new(Lane::new(conn.hub.counters.clone())),
             unstored: Rc::new(tokio::sync::Semaphore::new(UNSTORED)),
         }
     }
 
-    /// Ready once a slot is free, and always while a payload is arriving: its chunks must get
-    /// through or the publish waiting for them never finishes (ntex-mqtt would wait forever).
+    async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            let lane = &self.lane;
+            if lane.depth() < LANE_DEPTH || lane.reading.get() > 0 || self.conn.peer_gone() {
+                std::task::Poll::Ready(())
+            } else {
+                lane.wait(cx);
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Resolves once every publish taken in has been routed, or after [`DRAIN_WAIT`].
     ///
-    /// The dispatcher may ask for readiness before the publish it just handed over has begun
-    /// to read its payload; a check then waiting for a slot must notice that publish start
-    /// reading, or its chunks would wait for a slot that only the commits of earlier
-    /// publishes free (with a slow spool, longer than [`PAYLOAD_WAIT`]).
-    async fn slot_free(&self) -> Result<(), ServerError> {
-        loop {
-            let started = self.reading_started.notified();
-            let mut started = std::pin::pin!(started);
-            // Registered before the check, so a publish that starts reading after it wakes us.
-            started.as_mut().enable();
-            if self.slots.available_permits() > 0 || self.reading.get() > 0 {
-                return Ok(());
+    /// ntex-mqtt calls this when the connection ends (the device disconnected, or it went away),
+    /// and only then cancels the publishes still running: so everything the device sent before
+    /// it left is routed first, as MQTT expects of a server (issue 19: a burst sent just before
+    /// DISCONNECT used to be lost). A publish still waiting at the bound is dropped and counted
+    /// (`lost at disconnect`).
+    async fn drain(&self) {
+        let drained = std::future::poll_fn(|cx| {
+            if self.lane.depth() == 0 {
+                std::task::Poll::Ready(())
+            } else {
+                self.lane.wait(cx);
+                std::task::Poll::Pending
             }
-            tokio::select! {
-                permit = self.slots.acquire() => {
-                    drop(permit.map_err(|_| ServerError)?);
-                    return Ok(());
-                }
-                () = started => {}
-            }
-        }
+        });
+        let _ = tokio::time::timeout(DRAIN_WAIT, drained).await;
     }
 
     /// The publish's whole payload, or `None` (logged and counted as dropped) if it did not
@@ -456,35 +608,88 @@ impl PublishService {
     /// connection's flow control off.
     async fn payload(
         &self,
+        n: u64,
         topic: &str,
-        read: impl Future<Output = Result<Bytes, ntex_mqtt::error::PayloadError>>,
+        payload: ntex_mqtt::Payload,
     ) -> Result<Option<Bytes>, ServerError> {
-        let _reading = Reading::new(&self.reading, &self.reading_started);
-        match tokio::time::timeout(PAYLOAD_WAIT, read).await {
-            Ok(payload) => Ok(Some(payload?)),
+        let _reading = Reading::new(&self.lane);
+        match tokio::time::timeout(PAYLOAD_WAIT, payload.read_all()).await {
+            Ok(Ok(payload)) => Ok(Some(payload)),
+            Ok(Err(e)) => {
+                // The connection ended with the packet incomplete, or ntex-mqtt dropped the
+                // payload when the connection stopped: nothing to route.
+                super::bump(&self.conn.hub.counters.payloads_lost);
+                super::bump(&self.conn.hub.counters.publishes_dropped);
+                log::debug!(
+                    "MQTT: {} published to {topic:?} but its payload was lost: {e:?}",
+                    self.conn.session.thing_arn
+                );
+                Err(ServerError)
+            }
             Err(_) => {
                 super::bump(&self.conn.hub.counters.payload_timeouts);
                 super::bump(&self.conn.hub.counters.publishes_dropped);
                 log::warn!(
-                    "MQTT: {} published to {topic:?} but its payload did not arrive within {PAYLOAD_WAIT:?}; dropped",
-                    self.conn.session.thing_arn
+                    "MQTT: {} published to {topic:?} but its payload did not arrive within {PAYLOAD_WAIT:?}; dropped (ticket {n}; lane: {} taken in, turn {}, {} reading, {} unstored permits free)",
+                    self.conn.session.thing_arn,
+                    self.lane.next.get(),
+                    self.lane.turn.get(),
+                    self.lane.reading.get(),
+                    self.unstored.available_permits(),
                 );
                 Ok(None)
             }
         }
     }
 
-    /// Routes the publish (in one of the connection's slots) and, for QoS 1, returns only once
-    /// every durable target (the cloud spool) has committed it, so the PUBACK the caller then
-    /// sends follows the fsync.
+    /// Everything a publish does once taken in (`ticket`): its payload, its turn, its route.
+    /// `None`: its payload did not arrive (counted).
+    async fn take_in(
+        self,
+        mut ticket: Ticket,
+        topic: ByteString,
+        payload: ntex_mqtt::Payload,
+        qos1: bool,
+    ) -> Result<Option<Result<(), PublishRefusal>>, ServerError> {
+        let payload = self.payload(ticket.n, &topic, payload).await;
+        // A payload that failed is counted where it failed.
+        ticket.settled = !matches!(payload, Ok(Some(_)));
+        let Some(payload) = payload? else {
+            return Ok(None);
+        };
+        ticket.turn().await;
+        Ok(Some(self.route(ticket, &topic, &payload, qos1).await))
+    }
+
+    /// Takes a QoS 0 publish in without holding the dispatcher: what is left of it once it
+    /// waits (for its payload's rest, its turn, room) goes on in a task of its own, and the
+    /// call ends (there is no acknowledgement to wait for).
     ///
-    /// The commit is waited for after the slot is given back, holding one of [`UNSTORED`]
+    /// A call that stays pending occupies ntex-mqtt's one inline response slot, and while it
+    /// does the dispatcher hands every later packet, payload chunks included, to spawned tasks
+    /// that run only after its loop yields. When the device closes the connection right after
+    /// (a burst then DISCONNECT), that loop reaches the end of the stream first and drops the
+    /// pending payload before its chunk was handed over: a split publish was lost (issue 19,
+    /// defect 11).
+    async fn take_in_qos0(&self, ticket: Ticket, topic: ByteString, payload: ntex_mqtt::Payload) {
+        let mut work = Box::pin(self.clone().take_in(ticket, topic, payload, false));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+        if first.is_pending() {
+            ntex::rt::spawn(work);
+        }
+    }
+
+    /// Routes the publish in its turn and, for QoS 1, returns only once every durable target
+    /// (the cloud spool) has committed it, so the PUBACK the caller then sends follows the
+    /// fsync.
+    ///
+    /// The commit is waited for after the turn is passed on, holding one of [`UNSTORED`]
     /// permits instead: a device with that many publishes unstored is held (its next publish
-    /// waits for a permit in its slot, so the slots fill and nothing more is read), while a
-    /// slot never waits on the disk in the common case.
+    /// waits for a permit in its turn, so the lane fills and nothing more is read), while the
+    /// lane never waits on the disk in the common case.
     async fn route(
         &self,
-        slot: tokio::sync::SemaphorePermit<'_>,
+        mut ticket: Ticket,
         topic: &str,
         payload: &[u8],
         qos1: bool,
@@ -493,6 +698,7 @@ impl PublishService {
         let thing = &self.conn.session.thing_arn;
         wait_for_room(hub, thing, topic).await;
         if !qos1 {
+            ticket.settled = true;
             return hub.publish(thing, topic, payload, None);
         }
         // Closed never: the semaphore lives as long as the service.
@@ -500,9 +706,22 @@ impl PublishService {
             return Err(PublishRefusal::NotStored);
         };
         let (receipt, stored) = Receipt::new();
+        ticket.settled = true;
         hub.publish(thing, topic, payload, Some(receipt))?;
-        drop(slot);
-        if stored.await {
+        drop(ticket);
+        // The commit is signalled from the spool's writer thread. A wake from another thread
+        // queues the woken task on tokio's `LocalSet` apart from (and possibly ahead of) the
+        // tasks spawned on this thread; when this publish is the dispatcher's inline call,
+        // that lets the dispatcher run before the publishes it spawned have started, so a
+        // payload chunk could be handed over before its publish took its payload (ntex-mqtt
+        // then fails the connection; seen as a stall of split payloads). A local task takes
+        // the remote wake and passes it on from this thread, so the order stays first in,
+        // first out.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ntex::rt::spawn(async move {
+            let _ = tx.send(stored.await);
+        });
+        if rx.await.unwrap_or(false) {
             Ok(())
         } else {
             super::bump(&hub.counters.not_stored);
@@ -519,22 +738,31 @@ impl Service<v3::Publish> for PublishService {
     type Error = ServerError;
 
     async fn ready(&self, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
-        self.slot_free().await
+        self.ready().await;
+        Ok(())
     }
 
-    async fn call(&self, p: v3::Publish, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
-        let qos1 = p.qos() != QoS::AtMostOnce;
-        let Some(payload) = self.payload(p.publish_topic(), p.read_all()).await? else {
-            // A PUBACK would say it was taken: a QoS 1 publish ends the connection instead.
-            return if qos1 { Err(ServerError) } else { Ok(()) };
-        };
-        let slot = self.slots.acquire().await.map_err(|_| ServerError)?;
-        match self.route(slot, p.publish_topic(), &payload, qos1).await {
+    async fn shutdown(&self) {
+        self.drain().await;
+    }
+
+    async fn call(&self, mut p: v3::Publish, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
+        let ticket = Ticket::take(&self.lane);
+        let topic = p.packet().topic.clone();
+        let payload = p.take_payload();
+        if p.qos() == QoS::AtMostOnce {
+            self.take_in_qos0(ticket, topic, payload).await;
+            return Ok(());
+        }
+        match self.clone().take_in(ticket, topic, payload, true).await? {
+            // A PUBACK would say it was taken: a QoS 1 publish whose payload did not arrive
+            // ends the connection instead.
+            None => Err(ServerError),
             // MQTT 3.1.1 cannot refuse a publish in its PUBACK, and a PUBACK would say it is
             // safe: the connection is closed instead, so the device sends it again.
-            Err(PublishRefusal::NotStored) => Err(ServerError),
+            Some(Err(PublishRefusal::NotStored)) => Err(ServerError),
             // Other refusals are counted by the hub; MQTT 3.1.1 has no way to tell the device.
-            Ok(()) | Err(_) => Ok(()),
+            Some(Ok(()) | Err(_)) => Ok(()),
         }
     }
 }
@@ -544,23 +772,33 @@ impl Service<v5::Publish> for PublishService {
     type Error = ServerError;
 
     async fn ready(&self, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
-        self.slot_free().await
+        self.ready().await;
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        self.drain().await;
     }
 
     async fn call(
         &self,
-        p: v5::Publish,
+        mut p: v5::Publish,
         _: ServiceCtx<'_, Self>,
     ) -> Result<v5::PublishAck, ServerError> {
-        let Some(payload) = self.payload(p.publish_topic(), p.read_all()).await? else {
+        let ticket = Ticket::take(&self.lane);
+        let topic = p.packet().topic.clone();
+        let payload = p.take_payload();
+        if p.qos() == QoS::AtMostOnce {
+            // No acknowledgement goes out for QoS 0.
+            self.take_in_qos0(ticket, topic, payload).await;
+            return Ok(p.ack());
+        }
+        let Some(result) = self.clone().take_in(ticket, topic, payload, true).await? else {
             return Ok(p
                 .ack()
                 .reason_code(v5::codec::PublishAckReason::UnspecifiedError)
                 .reason("the payload did not arrive in time".into()));
         };
-        let slot = self.slots.acquire().await.map_err(|_| ServerError)?;
-        let qos1 = p.qos() != QoS::AtMostOnce;
-        let result = self.route(slot, p.publish_topic(), &payload, qos1).await;
         let ack = p.ack();
         Ok(match result {
             Ok(()) => ack,
@@ -626,7 +864,7 @@ async fn handshake_v3(
             }
             let keep_alive =
                 capped_keep_alive(pkt.keep_alive, admission.limits.max_keep_alive_secs);
-            let conn = Conn::new(hub, c, AnySink::V3(hs.sink()));
+            let conn = Conn::new(hub, c, AnySink::V3(hs.sink()), hs.io().get_ref());
             if let Some(peer) = peer {
                 admission.connected(peer);
             }
@@ -670,7 +908,7 @@ async fn handshake_v5(
             let limits = &admission.limits;
             let keep_alive = capped_keep_alive(asked_keep_alive, limits.max_keep_alive_secs);
             let max_packet = NonZeroU32::new(limits.max_packet_bytes).map(NonZeroU32::get);
-            let conn = Conn::new(hub, c, AnySink::V5(hs.sink()));
+            let conn = Conn::new(hub, c, AnySink::V5(hs.sink()), hs.io().get_ref());
             if let Some(peer) = peer {
                 admission.connected(peer);
             }
@@ -804,6 +1042,12 @@ fn mqtt_service<F: ntex::io::Filter>(
     MqttServer::new()
         .v3(
             v3::MqttServer::new(move |hs| handshake_v3(h3.clone(), a3.clone(), tls, hs))
+                // ntex-mqtt's in-flight middleware is replaced by `PublishService`'s own flow
+                // control (its `Lane`): the middleware counts every publish still waiting for
+                // the spool's commit against its limit of 16, so a device publishing to the
+                // cloud was held to 16 commits in flight instead of `UNSTORED` (the split-payload
+                // test in `cloud_ack.rs` took 72 s with it, 45 s without).
+                .replace_middlewares(ntex::service::Identity)
                 .protocol(fn_factory_with_config(
                     async |session: v3::Session<Conn>| {
                         Ok::<_, ServerError>(fn_service(move |msg: v3::ProtocolMessage| {
@@ -848,6 +1092,8 @@ fn mqtt_service<F: ntex::io::Filter>(
         )
         .v5(
             v5::MqttServer::new(move |hs| handshake_v5(h5.clone(), a5.clone(), tls, hs))
+                // As for MQTT 3.1.1 above.
+                .replace_middlewares(ntex::service::Identity)
                 .protocol(fn_factory_with_config(
                     async |session: v5::Session<Conn>| {
                         Ok::<_, ServerError>(fn_service(move |msg: v5::ProtocolMessage| {
