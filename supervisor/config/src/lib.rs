@@ -26,7 +26,11 @@
 //!
 //! Checking happens in two steps. Parsing checks what the types say (JSON
 //! syntax, unknown keys, a string where a number belongs, an enum value, an
-//! IP address) and stops at the first problem, reported with its JSON path.
+//! IP address) and the shape of the file (strictly, with `evergreen_json`: a
+//! section is an object, never an array taken by position; no key appears
+//! twice in one object; `"never"` is not `{"never": null}`; nothing follows
+//! the top-level object), and stops at the first problem, reported with its
+//! JSON path.
 //! Validation then checks ranges and rules between keys and reports *all*
 //! problems at once, each as `<key path>: <problem>`.
 //!
