@@ -5,6 +5,7 @@
 //!   the runtime buffering it; a socket that sends no CONNECT is closed at the deadline; the
 //!   per-IP and total connection limits refuse the next connection; 1,500 idle sockets on the
 //!   TLS port do not delay a new device.
+//! - MQTT, what `evergreen status` shows: the server's traffic and its refusals by reason.
 //! - Lambda IPC endpoint: idle connections do not lock a Python function out; a large body
 //!   announced with a wrong token is refused on the head, before it is read.
 //!
@@ -74,7 +75,17 @@ fn start_mqtt(
     certs: Option<&Path>,
     limits: Value,
 ) -> (Runtime, SocketAddr, Option<SocketAddr>) {
-    let mut g = group(vec![], vec![]);
+    start_routed(devices, vec![], certs, limits)
+}
+
+/// [`start_mqtt`] with subscriptions between the devices.
+fn start_routed(
+    devices: &[&str],
+    subscriptions: Vec<Value>,
+    certs: Option<&Path>,
+    limits: Value,
+) -> (Runtime, SocketAddr, Option<SocketAddr>) {
+    let mut g = group(vec![], subscriptions);
     g["DeviceDefinitionVersion"] = json!({ "Devices": devices.iter().map(|d| json!({
         "Id": d, "ThingArn": thing_arn(d),
         "CertificateArn": format!("arn:aws:iot:{REGION}:{ACCOUNT}:cert/abc123"),
@@ -150,10 +161,18 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
 /// `mosquitto_pub` of one QoS 1 message as `id` (CONNECT, PUBLISH, PUBACK, DISCONNECT),
 /// killed if it has not finished within `within`; returns its output and how long it took.
 fn timed_publish(args: &[String], id: &str, within: Duration) -> (Option<Output>, Duration) {
+    let mut args = args.to_vec();
+    args.extend(["-t", "probe/t", "-m", "hello", "-q", "1"].map(String::from));
+    timed_publish_to(&args, id, within)
+}
+
+/// `mosquitto_pub <args> -i <id>`, killed if it has not finished within `within`; returns
+/// its output and how long it took.
+fn timed_publish_to(args: &[String], id: &str, within: Duration) -> (Option<Output>, Duration) {
     let started = Instant::now();
     let mut child = Command::new("mosquitto_pub")
         .args(args)
-        .args(["-i", id, "-t", "probe/t", "-m", "hello", "-q", "1"])
+        .args(["-i", id])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -430,6 +449,200 @@ fn idle_tls_sockets_do_not_delay_a_new_device() {
     assert_eq!(held, 1500, "idle sockets were closed");
     drop(idle);
     drop(rt);
+}
+
+// ---- MQTT: what `evergreen status` counts ----
+
+/// `mosquitto_sub` as `client_id` on the plain listener, printing `topic payload` lines.
+struct Watcher {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Watcher {
+    /// Subscribes at QoS 1 to `filter`.
+    fn start(plain: SocketAddr, client_id: &str, filter: &str, out: PathBuf) -> Watcher {
+        Watcher::start_with(plain, client_id, filter, out, &["-q", "1"])
+    }
+
+    /// With `extra` options for `mosquitto_sub` (`-q 0`, MQTT 5 properties).
+    fn start_with(
+        plain: SocketAddr,
+        client_id: &str,
+        filter: &str,
+        out: PathBuf,
+        extra: &[&str],
+    ) -> Watcher {
+        let file = std::fs::File::create(&out).expect("watcher output");
+        let child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &plain.port().to_string()])
+            .args(["-i", client_id, "-t", filter, "-v"])
+            .args(extra)
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mosquitto_sub");
+        Watcher { child, out }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether a message on `topic` arrived within `within`.
+    fn got(&self, topic: &str, within: Duration) -> bool {
+        let prefix = format!("{topic} ");
+        wait_for(within, || {
+            self.lines()
+                .iter()
+                .any(|l| l.starts_with(&prefix))
+                .then_some(())
+        })
+        .is_some()
+    }
+
+    /// Publishes probes as `sender` on `<topic>` until one arrives (the subscription is in
+    /// place); returns how many were sent.
+    fn wait_ready(&self, plain: SocketAddr, sender: &str, topic: &str) -> u64 {
+        let mut sent = 0;
+        let ready = wait_for(LIMIT, || {
+            sent += 1;
+            assert!(
+                mosquitto_pub(plain, sender, topic, "probe"),
+                "{sender} could not publish"
+            );
+            self.got(topic, Duration::from_millis(300)).then_some(())
+        });
+        assert!(ready.is_some(), "mosquitto_sub never received a probe");
+        sent
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One QoS 1 `mosquitto_pub` as `client_id` on the plain listener; whether it succeeded.
+fn mosquitto_pub(plain: SocketAddr, client_id: &str, topic: &str, message: &str) -> bool {
+    let args: Vec<String> = ["-h", "127.0.0.1", "-p", &plain.port().to_string()]
+        .iter()
+        .map(|a| a.to_string())
+        .chain(["-t", topic, "-m", message, "-q", "1"].map(String::from))
+        .collect();
+    let (out, _) = timed_publish_to(&args, client_id, LIMIT);
+    out.is_some_and(|o| o.status.success())
+}
+
+/// `evergreen status --json` of `rt`.
+fn status_json(rt: &Runtime) -> Value {
+    let out = evergreen_with(&rt.path("config.json"), &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Issue 18, "every drop anywhere is counted in status": `evergreen status` (text and
+/// `--json`) shows the MQTT server's traffic and each refusal and drop by reason, driven here
+/// by real clients: a subscriber, publishes routed and delivered, one to a topic no
+/// subscription accepts, a CONNECT from a client that is not a device, and a connection over
+/// `maxConnectionsPerIp`.
+#[test]
+fn status_shows_the_mqtt_servers_traffic_and_every_refusal_by_reason() {
+    if missing_clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (rt, plain, _) = start_routed(
+        &["sender", "watcher"],
+        vec![sub(
+            "s-w",
+            &thing_arn("sender"),
+            "t/#",
+            &thing_arn("watcher"),
+        )],
+        None,
+        json!({ "maxConnectionsPerIp": 3, "connectTimeoutSecs": 120 }),
+    );
+    let watcher = Watcher::start(plain, "watcher", "t/#", dir.path().join("watcher.txt"));
+    let probes = watcher.wait_ready(plain, "sender", "t/probe");
+    for i in 0..3 {
+        assert!(mosquitto_pub(plain, "sender", &format!("t/{i}"), "m"));
+    }
+    assert!(watcher.got("t/2", LIMIT));
+    // Routed nowhere: no subscription from the sender accepts `other/x`.
+    assert!(mosquitto_pub(plain, "sender", "other/x", "m"));
+    // Not a device of the group: the CONNACK refuses it, so mosquitto_pub fails.
+    assert!(!mosquitto_pub(plain, "stranger", "t/x", "m"));
+    // With the watcher's connection, two idle sockets fill the three places of 127.0.0.1; a
+    // fourth connection is closed at accept. (Once the publishers' connections are gone.)
+    wait_for(LIMIT, || {
+        (status_json(&rt)["mqtt"]["connected"] == 1).then_some(())
+    })
+    .expect("only the watcher stays connected");
+    let mut idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(plain).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        idle.iter_mut().all(still_open),
+        "an idle socket within the limit was refused"
+    );
+    let mut over = TcpStream::connect(plain).expect("connect");
+    assert!(
+        closed_within(&mut over, Duration::from_secs(5)),
+        "the fourth connection was admitted"
+    );
+    drop(idle);
+
+    let doc = wait_for(LIMIT, || {
+        let doc = status_json(&rt);
+        let m = &doc["mqtt"];
+        (m["publishes"]["delivered"].as_u64() >= Some(3)
+            && m["connections"]["refusedMaxConnectionsPerIp"].as_u64() == Some(1))
+        .then_some(doc)
+    });
+    let doc = doc.unwrap_or_else(|| {
+        panic!(
+            "status --json never showed the traffic: {}",
+            status_json(&rt)
+        )
+    });
+    let m = &doc["mqtt"];
+    eprintln!("status --json mqtt: {m}");
+    let n = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
+    assert_eq!(n(&m["connected"]), 1, "the watcher: {m}");
+    let c = &m["connections"];
+    // The watcher, each probe and the four publishes of the sender.
+    assert_eq!(n(&c["accepted"]), 1 + probes + 4, "{m}");
+    assert_eq!(n(&c["refusedNotAuthorized"]), 1, "{m}");
+    assert_eq!(n(&c["refusedMaxConnectionsPerIp"]), 1, "{m}");
+    assert_eq!(n(&c["refusedMaxConnections"]), 0, "{m}");
+    let p = &m["publishes"];
+    assert_eq!(n(&p["routed"]), probes + 3, "{m}");
+    assert_eq!(n(&p["received"]), probes + 4, "{m}");
+    assert!((3..=probes + 3).contains(&n(&p["delivered"])), "{m}");
+    assert_eq!(n(&m["drops"]["notAuthorized"]), 1, "{m}");
+    assert_eq!(n(&m["drops"]["topicInvalid"]), 0, "{m}");
+
+    let out = evergreen_with(&rt.path("config.json"), &["status"]);
+    let text = output_text(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("mqtt "))
+        .unwrap_or_else(|| panic!("no mqtt line in the status:\n{text}"));
+    assert!(line.starts_with("mqtt 1 connected; "), "{line}");
+    for part in [
+        "2 refused (1 not authorized, 1 over maxConnectionsPerIp)",
+        &format!("publishes {} in, {} routed", probes + 4, probes + 3),
+        "1 dropped (1 not authorized)",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
 }
 
 // ---- Lambda IPC endpoint ----

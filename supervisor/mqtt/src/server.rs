@@ -26,13 +26,15 @@ use ntex::service::{
 };
 use ntex::util::{ByteString, Bytes};
 use ntex::SharedCfg;
-use ntex_mqtt::{v3, v5, MqttError, MqttServer, MqttServiceConfig, QoS};
+use ntex_mqtt::{v3, v5, HandshakeError, MqttError, MqttServer, MqttServiceConfig, QoS};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 
 use super::admission::{Admission, PeerLimits};
 use super::certs::ServerFiles;
-use super::{Connected, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER};
+use super::{
+    Connected, Counters, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER,
+};
 use evergreen_runtime::router::Receipt;
 
 /// The error type of every service; the details are logged where they happen.
@@ -464,7 +466,6 @@ impl PublishService {
             Ok(payload) => Ok(Some(payload?)),
             Err(_) => {
                 super::bump(&self.conn.hub.counters.payload_timeouts);
-                super::bump(&self.conn.hub.counters.publishes_dropped);
                 log::warn!(
                     "MQTT: {} published to {topic:?} but its payload did not arrive within {PAYLOAD_WAIT:?}; dropped",
                     self.conn.session.thing_arn
@@ -574,6 +575,29 @@ impl Service<v5::Publish> for PublishService {
                 .reason_code(v5::codec::PublishAckReason::UnspecifiedError)
                 .reason("not stored for the cloud; send it again".into()),
         })
+    }
+}
+
+/// Counts why the protocol layer closed a connection: the bound it hit, or another error.
+fn count_close(counters: &Counters, err: &ntex_mqtt::error::ProtocolError) {
+    use ntex_mqtt::error::{DecodeError, ProtocolError};
+    super::bump(match err {
+        ProtocolError::Decode(DecodeError::MaxSizeExceeded { .. }) => {
+            &counters.closed_packet_too_large
+        }
+        ProtocolError::KeepAliveTimeout => &counters.closed_keep_alive,
+        ProtocolError::ReadTimeout => &counters.closed_read_timeout,
+        _ => &counters.closed_protocol_error,
+    });
+}
+
+/// Counts a connected device's connection closed by the protocol layer (ntex-mqtt tells its
+/// control service before it stops). Answering `None` leaves ntex-mqtt's own reply as it is:
+/// MQTT 5 gets the DISCONNECT with the reason (0x95 packet too large, 0x8D keep-alive
+/// timeout, …), MQTT 3.1.1 the closed connection.
+fn count_stop(counters: &Counters, control: &ntex_mqtt::Control<ServerError>) {
+    if let ntex_mqtt::Control::Stop(ntex_mqtt::Reason::Protocol(err)) = control {
+        count_close(counters, err.get_ref());
     }
 }
 
@@ -775,7 +799,21 @@ where
             let call = svc.call(io);
             tokio::pin!(call);
             tokio::select! {
-                result = &mut call => return result,
+                result = &mut call => {
+                    // Before its CONNECT was accepted the connection has no control service:
+                    // what closed it comes back here.
+                    match &result {
+                        Err(MqttError::Handshake(HandshakeError::Protocol(err))) => {
+                            count_close(&admission.counters, err);
+                        }
+                        // ntex-mqtt's own CONNECT deadline, the same as ours, fired first.
+                        Err(MqttError::Handshake(HandshakeError::Timeout)) => {
+                            admission.expired(peer);
+                        }
+                        _ => {}
+                    }
+                    return result;
+                }
                 () = tokio::time::sleep(admission.limits.connect_timeout) => {}
             }
             if !ticket.connected() {
@@ -839,6 +877,17 @@ fn mqtt_service<F: ntex::io::Filter>(
                         }))
                     },
                 ))
+                .control(fn_factory_with_config(
+                    async |session: v3::Session<Conn>| {
+                        let counters = session.hub.counters.clone();
+                        Ok::<_, ServerError>(fn_service(
+                            move |control: ntex_mqtt::Control<ServerError>| {
+                                count_stop(&counters, &control);
+                                async { Ok::<Option<v3::codec::Encoded>, ServerError>(None) }
+                            },
+                        ))
+                    },
+                ))
                 .publish(fn_factory_with_config(
                     async |session: v3::Session<Conn>| {
                         session.start_writer();
@@ -885,6 +934,17 @@ fn mqtt_service<F: ntex::io::Filter>(
                         }))
                     },
                 ))
+                .control(fn_factory_with_config(
+                    async |session: v5::Session<Conn>| {
+                        let counters = session.hub.counters.clone();
+                        Ok::<_, ServerError>(fn_service(
+                            move |control: ntex_mqtt::Control<ServerError>| {
+                                count_stop(&counters, &control);
+                                async { Ok::<Option<v5::codec::Encoded>, ServerError>(None) }
+                            },
+                        ))
+                    },
+                ))
                 .publish(fn_factory_with_config(
                     async |session: v5::Session<Conn>| {
                         session.start_writer();
@@ -922,7 +982,7 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
     if bound.tls.is_none() && bound.plain.is_none() {
         return Ok(());
     }
-    let admission = Admission::new(limits);
+    let admission = Admission::new(limits, hub.counters.clone());
     let max_connections = usize::try_from(admission.limits.max_connections).unwrap_or(usize::MAX);
     // ntex-tls lets a worker run 256 TLS handshakes at once and, past that, stops accepting
     // on every listener of the worker until one ends: 256 sockets that never send a
@@ -983,15 +1043,13 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
                     // The counters, logged when they changed (every 30 s at most).
                     let counters = hub.counters.clone();
                     let hub_sweep = hub.clone();
-                    let admission_log = admission.clone();
                     ntex::rt::spawn(async move {
                         let mut last = String::new();
                         loop {
                             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                             // MQTT 5 session expiry (a returning device checks its own at once).
                             hub_sweep.expire_sessions(super::sessions::unix_now());
-                            let now =
-                                format!("{}; {}", counters.summary(), admission_log.summary());
+                            let now = counters.summary();
                             if now != last {
                                 log::info!("MQTT server: {now}");
                                 last = now;

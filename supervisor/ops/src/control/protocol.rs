@@ -55,8 +55,9 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Reply {
+    /// Boxed: the status is far larger than every other answer.
     Status {
-        status: RuntimeStatus,
+        status: Box<RuntimeStatus>,
     },
     Ping {
         version: String,
