@@ -699,7 +699,7 @@ async fn handshake_v5(
                 admission.connected(peer);
             }
             hs.ack(conn)
-                // The idle timeout; never 0 (keep_alive is at least 30, checked in config).
+                // The idle timeout; never 0 (the cap is at least 1, checked in config).
                 .keep_alive(keep_alive.saturating_add(keep_alive / 2).max(1))
                 .with(|ack| {
                     ack.session_present = present;
