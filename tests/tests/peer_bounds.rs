@@ -5,7 +5,11 @@
 //!   the runtime buffering it; a socket that sends no CONNECT is closed at the deadline; the
 //!   per-IP and total connection limits refuse the next connection; 1,500 idle sockets on the
 //!   TLS port do not delay a new device.
-//! - MQTT, what `evergreen status` shows: the server's traffic and its refusals by reason.
+//! - MQTT, a connected device: a packet over `maxPacketBytes` closes its connection (MQTT 5:
+//!   DISCONNECT 0x95), the keep-alive is capped at `maxKeepAliveSecs` (MQTT 5: Server Keep
+//!   Alive) and silence beyond 1.5 times it disconnects, a packet that stops arriving is
+//!   dropped after `readTimeoutSecs`; each close is counted in `evergreen status`, as are the
+//!   server's traffic and refusals.
 //! - Lambda IPC endpoint: idle connections do not lock a Python function out; a large body
 //!   announced with a wrong token is refused on the head, before it is read.
 //!
@@ -643,6 +647,483 @@ fn status_shows_the_mqtt_servers_traffic_and_every_refusal_by_reason() {
     ] {
         assert!(line.contains(part), "{part:?} in {line}");
     }
+}
+
+// ---- MQTT: bounds on a connected device ----
+
+/// MQTT's variable byte integer (a remaining length).
+fn var_int(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn mqtt_packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    var_int(body.len(), &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+fn mqtt_str(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&u16::try_from(s.len()).expect("short").to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A CONNECT (clean session, no will, no properties) at protocol level `level`: 4 is MQTT
+/// 3.1.1, 5 is MQTT 5.
+fn connect_packet(level: u8, client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    mqtt_str("MQTT", &mut body);
+    body.extend_from_slice(&[level, 0x02]);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    if level == 5 {
+        body.push(0); // no properties
+    }
+    mqtt_str(client_id, &mut body);
+    mqtt_packet(0x10, &body)
+}
+
+/// A QoS 0 PUBLISH (with the empty property list MQTT 5 needs when `level` is 5).
+fn publish_packet(level: u8, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    mqtt_str(topic, &mut body);
+    if level == 5 {
+        body.push(0);
+    }
+    body.extend_from_slice(payload);
+    mqtt_packet(0x30, &body)
+}
+
+/// One packet, `(first byte, body)`, or `None` at the end of the stream or after `within`.
+fn read_packet(s: &mut TcpStream, within: Duration) -> Option<(u8, Vec<u8>)> {
+    s.set_read_timeout(Some(within)).ok()?;
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).ok()?;
+    let mut len = 0usize;
+    for shift in 0..4 {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).ok()?;
+        len |= usize::from(b[0] & 0x7f) << (7 * shift);
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some((first[0], body))
+}
+
+/// A device connected as `client_id` over a raw socket, and its CONNACK's body.
+fn mqtt_connect(
+    addr: SocketAddr,
+    level: u8,
+    client_id: &str,
+    keep_alive: u16,
+) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(&connect_packet(level, client_id, keep_alive))
+        .expect("send CONNECT");
+    let (kind, body) = read_packet(&mut s, LIMIT).expect("a CONNACK");
+    assert_eq!(kind, 0x20, "a CONNACK: {body:?}");
+    assert_eq!(
+        body.get(1),
+        Some(&0),
+        "CONNECT of {client_id} accepted: {body:?}"
+    );
+    (s, body)
+}
+
+/// The numeric properties of an MQTT 5 CONNACK body, by identifier (strings are skipped).
+fn connack_properties(body: &[u8]) -> std::collections::BTreeMap<u8, u32> {
+    let mut props = std::collections::BTreeMap::new();
+    // Flags and reason code, then the properties' length.
+    let mut i = 2;
+    let mut len = 0usize;
+    for shift in 0..4 {
+        let b = body[i];
+        i += 1;
+        len |= usize::from(b & 0x7f) << (7 * shift);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = i + len;
+    let u16_at = |i: usize| u32::from(u16::from_be_bytes([body[i], body[i + 1]]));
+    while i < end {
+        let id = body[i];
+        i += 1;
+        match id {
+            // Four-byte integers: session expiry, maximum packet size.
+            0x11 | 0x27 => {
+                props.insert(
+                    id,
+                    u32::from_be_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]),
+                );
+                i += 4;
+            }
+            // Two-byte integers: server keep alive, receive maximum, topic alias maximum.
+            0x13 | 0x21 | 0x22 => {
+                props.insert(id, u16_at(i));
+                i += 2;
+            }
+            // Bytes: maximum QoS, retain / wildcard / subscription id / shared available.
+            0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
+                props.insert(id, u32::from(body[i]));
+                i += 1;
+            }
+            // Strings and binary data: skipped.
+            0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => i += 2 + u16_at(i) as usize,
+            0x26 => {
+                i += 2 + u16_at(i) as usize;
+                i += 2 + u16_at(i) as usize;
+            }
+            other => panic!("unexpected CONNACK property {other:#x} in {body:?}"),
+        }
+    }
+    props
+}
+
+/// The MQTT server's count of connections closed for `reason` (`closedKeepAlive`, …).
+fn closed_count(rt: &Runtime, reason: &str) -> u64 {
+    status_json(rt)["mqtt"]["connections"][reason]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Whether the runtime process is still running.
+fn running(rt: &mut Runtime) -> bool {
+    matches!(rt.child.try_wait(), Ok(None))
+}
+
+/// README, "Bounds before trust": "A connected device's packets may be up to
+/// `maxPacketBytes`". MQTT 3.1.1 has no way to tell the device, so the bound is only
+/// enforced: a PUBLISH whose remaining length is exactly the limit is read and routed; one
+/// byte more closes that connection at its fixed header, and the runtime and its other
+/// clients carry on.
+#[test]
+fn readme_a_connected_devices_packet_over_max_packet_bytes_closes_only_its_connection() {
+    if missing_clients() {
+        return;
+    }
+    const MAX: usize = 8192;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut rt, plain, _) = start_routed(
+        &["big", "watcher"],
+        vec![sub(
+            "big-watcher",
+            &thing_arn("big"),
+            "t/#",
+            &thing_arn("watcher"),
+        )],
+        None,
+        json!({ "maxPacketBytes": MAX }),
+    );
+    // At QoS 0, so what it receives is as large as what was sent (a QoS 1 copy is two bytes
+    // larger, over the limit: see the MQTT 5 [MQTT-3.1.2-25] test).
+    let watcher = Watcher::start_with(
+        plain,
+        "watcher",
+        "t/#",
+        dir.path().join("watcher.txt"),
+        &["-q", "0"],
+    );
+    watcher.wait_ready(plain, "big", "t/probe");
+
+    let (mut device, _) = mqtt_connect(plain, 4, "big", 60);
+    // Remaining length: the topic's two length bytes, the topic and the payload.
+    let at_limit = publish_packet(4, "t/at-limit", &vec![b'x'; MAX - 2 - "t/at-limit".len()]);
+    device.write_all(&at_limit).expect("send");
+    assert!(
+        watcher.got("t/at-limit", LIMIT),
+        "a packet of exactly maxPacketBytes was not routed"
+    );
+    // One byte over: the header and a little of the payload (so nothing is left unread in
+    // the server's socket when it closes, which would turn its FIN into a reset).
+    let over = publish_packet(4, "t/over", &vec![b'y'; MAX - 2 - "t/over".len() + 1]);
+    let sent = Instant::now();
+    device.write_all(&over[..64]).expect("send the header");
+    assert!(
+        closed_within(&mut device, Duration::from_secs(5)),
+        "the connection stayed open after a packet one byte over maxPacketBytes"
+    );
+    eprintln!(
+        "maxPacketBytes {MAX}: a PUBLISH of {} bytes routed; one of {} closed the connection after {:?}",
+        at_limit.len(),
+        over.len(),
+        sent.elapsed()
+    );
+    assert!(running(&mut rt), "the runtime stopped");
+    assert!(
+        mosquitto_pub(plain, "big", "t/after", "still here"),
+        "the device could not connect again"
+    );
+    assert!(
+        watcher.got("t/after", LIMIT),
+        "the other client stopped receiving"
+    );
+    assert!(
+        !watcher.got("t/over", Duration::ZERO),
+        "the oversized packet was routed"
+    );
+    assert_eq!(closed_count(&rt, "closedPacketTooLarge"), 1);
+}
+
+/// MQTT 5 [MQTT-3.2.2-15]: "The Client MUST NOT send packets exceeding Maximum Packet Size
+/// to the Server"; a Server that receives one "uses DISCONNECT with Reason Code 0x95 (Packet
+/// too large)". The CONNACK states `maxPacketBytes`; the server keeps serving others.
+#[test]
+fn mqtt5_3_2_2_15_a_packet_over_the_connack_maximum_packet_size_gets_disconnect_0x95() {
+    if missing_clients() {
+        return;
+    }
+    const MAX: usize = 8192;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut rt, plain, _) = start_routed(
+        &["big", "watcher"],
+        vec![sub(
+            "big-watcher",
+            &thing_arn("big"),
+            "t/#",
+            &thing_arn("watcher"),
+        )],
+        None,
+        json!({ "maxPacketBytes": MAX }),
+    );
+    let watcher = Watcher::start(plain, "watcher", "t/#", dir.path().join("watcher.txt"));
+    watcher.wait_ready(plain, "big", "t/probe");
+
+    let (mut device, connack) = mqtt_connect(plain, 5, "big", 60);
+    let props = connack_properties(&connack);
+    assert_eq!(
+        props.get(&0x27),
+        Some(&(MAX as u32)),
+        "the CONNACK's Maximum Packet Size: {props:?}"
+    );
+    device
+        .write_all(&publish_packet(5, "t/small", b"fits"))
+        .expect("send");
+    assert!(
+        watcher.got("t/small", LIMIT),
+        "a small packet was not routed"
+    );
+    let over = publish_packet(5, "t/over", &vec![b'y'; 2 * MAX]);
+    device.write_all(&over[..64]).expect("send the header");
+    let answer = read_packet(&mut device, Duration::from_secs(5));
+    assert_eq!(
+        answer
+            .as_ref()
+            .map(|(kind, body)| (*kind, body.first().copied())),
+        Some((0xe0, Some(0x95))),
+        "a DISCONNECT with reason 0x95, got {answer:?}"
+    );
+    assert!(
+        closed_within(&mut device, Duration::from_secs(5)),
+        "the connection stayed open after the DISCONNECT"
+    );
+    assert!(running(&mut rt), "the runtime stopped");
+    assert!(mosquitto_pub(plain, "big", "t/after", "still here"));
+    assert!(
+        watcher.got("t/after", LIMIT),
+        "the other client stopped receiving"
+    );
+    assert_eq!(closed_count(&rt, "closedPacketTooLarge"), 1);
+}
+
+/// Answers PINGREQs with PINGRESPs for `for_how_long`: whether every ping was answered and
+/// the connection stayed open.
+fn keep_pinging(mut s: TcpStream, every: Duration, for_how_long: Duration) -> bool {
+    let until = Instant::now() + for_how_long;
+    while Instant::now() < until {
+        std::thread::sleep(every);
+        if s.write_all(&[0xc0, 0]).is_err() {
+            return false;
+        }
+        if read_packet(&mut s, Duration::from_secs(5)).map(|(kind, _)| kind) != Some(0xd0) {
+            return false;
+        }
+    }
+    true
+}
+
+/// MQTT 3.1.1 [MQTT-3.1.2-24]: "If the Keep Alive value is non-zero and the Server does not
+/// receive a Control Packet from the Client within one and a half times the Keep Alive time
+/// period, it MUST disconnect the Network Connection". The keep-alive a device asks for is
+/// capped at `maxKeepAliveSecs` first (README), so a device asking for 65535 s (18 h) that
+/// goes silent is disconnected after 1.5 times the cap, while one that pings stays.
+#[test]
+fn mqtt_3_1_2_24_a_silent_device_is_disconnected_after_one_and_a_half_times_the_capped_keep_alive()
+{
+    let (mut rt, plain, _) =
+        start_mqtt(&["quiet", "chatty"], None, json!({ "maxKeepAliveSecs": 2 }));
+    let (mut quiet, _) = mqtt_connect(plain, 4, "quiet", u16::MAX);
+    let connected = Instant::now();
+    let (chatty, _) = mqtt_connect(plain, 4, "chatty", u16::MAX);
+    let pinger = std::thread::spawn(move || {
+        keep_pinging(chatty, Duration::from_secs(1), Duration::from_secs(8))
+    });
+    let closed = closed_within(&mut quiet, Duration::from_secs(15));
+    let after = connected.elapsed();
+    eprintln!(
+        "maxKeepAliveSecs 2, keep-alive asked 65535: a silent device was closed after {after:?}"
+    );
+    assert!(
+        closed,
+        "a silent device asking for a 65535 s keep-alive was still connected after 15 s"
+    );
+    assert!(
+        after >= Duration::from_secs(2) && after <= Duration::from_secs(6),
+        "closed after {after:?}, not at 1.5 × 2 s"
+    );
+    assert!(
+        pinger.join().expect("pinger"),
+        "a device pinging every second was disconnected"
+    );
+    assert!(running(&mut rt));
+    assert_eq!(closed_count(&rt, "closedKeepAlive"), 1);
+}
+
+/// MQTT 5 [MQTT-3.2.2-21]: "If the Server sends a Server Keep Alive on the CONNACK packet,
+/// the Client MUST use this value instead of the Keep Alive value the Client sent on CONNECT".
+/// A device asking for more than `maxKeepAliveSecs` is told the cap; one asking for less is
+/// told nothing; a silent device gets DISCONNECT 0x8D (Keep Alive timeout) after 1.5 times the
+/// cap ([MQTT-3.1.2-22]).
+#[test]
+fn mqtt5_3_2_2_21_server_keep_alive_is_the_cap_and_a_silent_device_gets_disconnect_0x8d() {
+    let (mut rt, plain, _) =
+        start_mqtt(&["quiet", "modest"], None, json!({ "maxKeepAliveSecs": 2 }));
+    let (_modest, connack) = mqtt_connect(plain, 5, "modest", 1);
+    let props = connack_properties(&connack);
+    assert_eq!(
+        props.get(&0x13),
+        None,
+        "keep-alive 1 is within the cap: {props:?}"
+    );
+    let (mut quiet, connack) = mqtt_connect(plain, 5, "quiet", u16::MAX);
+    let connected = Instant::now();
+    let props = connack_properties(&connack);
+    assert_eq!(
+        props.get(&0x13),
+        Some(&2),
+        "the CONNACK's Server Keep Alive: {props:?}"
+    );
+    let answer = read_packet(&mut quiet, Duration::from_secs(15));
+    let after = connected.elapsed();
+    eprintln!("MQTT 5, maxKeepAliveSecs 2, keep-alive asked 65535: {answer:?} after {after:?}");
+    assert_eq!(
+        answer
+            .as_ref()
+            .map(|(kind, body)| (*kind, body.first().copied())),
+        Some((0xe0, Some(0x8d))),
+        "a DISCONNECT with reason 0x8D, got {answer:?}"
+    );
+    assert!(
+        after >= Duration::from_secs(2) && after <= Duration::from_secs(6),
+        "disconnected after {after:?}, not at 1.5 × 2 s"
+    );
+    assert!(closed_within(&mut quiet, Duration::from_secs(5)));
+    assert!(running(&mut rt));
+    // `modest` asked for 1 s and was silent too.
+    assert_eq!(closed_count(&rt, "closedKeepAlive"), 2);
+}
+
+/// A SUBSCRIBE with `filters` filters of `len` characters each.
+fn subscribe_packet(filters: usize, len: usize) -> Vec<u8> {
+    let mut body = vec![0, 1]; // packet id 1
+    for i in 0..filters {
+        let filter = format!("w/{i}/{}", "a".repeat(len));
+        mqtt_str(&filter, &mut body);
+        body.push(0); // QoS 0
+    }
+    mqtt_packet(0x82, &body)
+}
+
+/// README, "Bounds before trust": "a packet that started arriving must complete within
+/// `readTimeoutSecs`, extended while at least 1 KiB per period arrives". A connected device
+/// that stops in the middle of a packet (a SUBSCRIBE, or a QoS 1 PUBLISH's payload) is dropped
+/// after the read timeout; one that sends nothing at all is not (that is the keep-alive's
+/// business); one whose large packet keeps arriving at 1.5 KiB a second gets its answer, long
+/// after the read timeout.
+#[test]
+fn readme_a_packet_that_stops_arriving_is_dropped_after_read_timeout_secs() {
+    let (mut rt, plain, _) = start_mqtt(
+        &["stalled", "halfway", "idle", "slow"],
+        None,
+        json!({ "readTimeoutSecs": 2 }),
+    );
+    let (mut idle, _) = mqtt_connect(plain, 4, "idle", 60);
+    let (mut stalled, _) = mqtt_connect(plain, 4, "stalled", 60);
+    let (mut halfway, _) = mqtt_connect(plain, 4, "halfway", 60);
+    let (mut slow, _) = mqtt_connect(plain, 4, "slow", 60);
+    // About 6 KiB, 1.5 KiB a second: four read-timeout periods' worth of arriving.
+    let big = subscribe_packet(6, 1000);
+    let slow_sender = std::thread::spawn(move || {
+        let started = Instant::now();
+        for chunk in big.chunks(1536) {
+            if slow.write_all(chunk).is_err() {
+                return Err(format!(
+                    "closed while sending, after {:?}",
+                    started.elapsed()
+                ));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        match read_packet(&mut slow, Duration::from_secs(10)) {
+            Some((0x90, _)) => Ok(started.elapsed()),
+            other => Err(format!(
+                "no SUBACK: {other:?} after {:?}",
+                started.elapsed()
+            )),
+        }
+    });
+    // The first 10 bytes of a 64-byte SUBSCRIBE, then nothing.
+    let mut partial = vec![0x82, 64, 0, 1, 0, 60];
+    partial.extend_from_slice(b"w/ab");
+    // A QoS 1 PUBLISH of 4 KiB: its header and 200 bytes, then nothing.
+    let mut body = Vec::new();
+    mqtt_str("t/x", &mut body);
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(&[b'z'; 4096]);
+    let publish = mqtt_packet(0x32, &body);
+    let started = Instant::now();
+    stalled.write_all(&partial).expect("send part of a packet");
+    halfway
+        .write_all(&publish[..200])
+        .expect("send part of a publish");
+    let mut dropped = Vec::new();
+    for (name, s) in [("SUBSCRIBE", &mut stalled), ("PUBLISH", &mut halfway)] {
+        let closed = closed_within(s, Duration::from_secs(15));
+        dropped.push((name, closed.then(|| started.elapsed())));
+    }
+    let slow_result = slow_sender.join().expect("slow sender");
+    eprintln!(
+        "readTimeoutSecs 2: stalled packets dropped after {dropped:?}; a 6 KiB SUBSCRIBE at 1.5 KiB/s was answered: {slow_result:?}"
+    );
+    for (name, after) in dropped {
+        let after =
+            after.unwrap_or_else(|| panic!("a device stalled mid-{name} was connected after 15 s"));
+        assert!(
+            after >= Duration::from_millis(1500) && after <= Duration::from_secs(6),
+            "{name}: dropped after {after:?}, not at the 2 s read timeout"
+        );
+    }
+    let took = slow_result.expect("a packet arriving at 1.5 KiB/s is read to its end");
+    // Four seconds of arriving, twice the read timeout: extended, not dropped.
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    assert!(
+        still_open(&mut idle),
+        "an idle device (not mid-packet) was dropped"
+    );
+    assert!(running(&mut rt));
+    assert_eq!(closed_count(&rt, "closedReadTimeout"), 2);
 }
 
 // ---- Lambda IPC endpoint ----
