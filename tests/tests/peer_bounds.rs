@@ -526,6 +526,13 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// Whether `mosquitto_sub` still runs (it ends when the server disconnects it).
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -936,6 +943,96 @@ fn mqtt5_3_2_2_15_a_packet_over_the_connack_maximum_packet_size_gets_disconnect_
         "the other client stopped receiving"
     );
     assert_eq!(closed_count(&rt, "closedPacketTooLarge"), 1);
+}
+
+/// MQTT 5 [MQTT-3.1.2-25]: "Where a Packet is too large to send, the Server MUST discard it
+/// without sending it and then behave as if it had completed sending that Application
+/// Message". A device whose CONNECT sets Maximum Packet Size 256 stays connected when a larger
+/// message is routed to it, and gets the next one. The same holds for an MQTT 3.1.1 device
+/// subscribed at QoS 1 to a publish of exactly `maxPacketBytes`: its copy is two bytes (the
+/// packet id) over the limit the server's codec also applies to what it sends. Each discarded
+/// message is counted in `evergreen status`.
+#[test]
+fn mqtt5_3_1_2_25_a_message_too_large_for_the_device_is_discarded_without_a_disconnect() {
+    if missing_clients() {
+        return;
+    }
+    const MAX: usize = 8192;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut rt, plain, _) = start_routed(
+        &["sender", "small", "qos1"],
+        vec![
+            sub("s-small", &thing_arn("sender"), "t/#", &thing_arn("small")),
+            sub("s-qos1", &thing_arn("sender"), "t/#", &thing_arn("qos1")),
+        ],
+        None,
+        json!({ "maxPacketBytes": MAX }),
+    );
+    let mut small = Watcher::start_with(
+        plain,
+        "small",
+        "t/#",
+        dir.path().join("small.txt"),
+        &[
+            "-q",
+            "0",
+            "-V",
+            "mqttv5",
+            "-D",
+            "connect",
+            "maximum-packet-size",
+            "256",
+        ],
+    );
+    let mut qos1 = Watcher::start(plain, "qos1", "t/#", dir.path().join("qos1.txt"));
+    small.wait_ready(plain, "sender", "t/probe-small");
+    qos1.wait_ready(plain, "sender", "t/probe-qos1");
+
+    let (mut sender, _) = mqtt_connect(plain, 4, "sender", 60);
+    // 1000 bytes: over the small device's 256, within the QoS 1 device's limit.
+    sender
+        .write_all(&publish_packet(4, "t/kilobyte", &[b'k'; 1000]))
+        .expect("send");
+    // Exactly maxPacketBytes: a QoS 1 copy is two bytes more.
+    let at_limit = publish_packet(4, "t/at-limit", &vec![b'x'; MAX - 2 - "t/at-limit".len()]);
+    sender.write_all(&at_limit).expect("send");
+    sender
+        .write_all(&publish_packet(4, "t/next", b"small"))
+        .expect("send");
+    assert!(
+        qos1.got("t/kilobyte", LIMIT),
+        "the QoS 1 device got the kilobyte"
+    );
+    let small_next = small.got("t/next", LIMIT);
+    let qos1_next = qos1.got("t/next", LIMIT);
+    eprintln!(
+        "after messages too large for them: the MQTT 5 device (Maximum Packet Size 256) got the next one: {small_next}, still connected: {}; the QoS 1 device: {qos1_next}, {}",
+        small.running(),
+        qos1.running()
+    );
+    assert!(
+        small.running() && small_next,
+        "the MQTT 5 device was disconnected instead of the message being discarded: {:?}",
+        small.lines()
+    );
+    assert!(
+        qos1.running() && qos1_next,
+        "the QoS 1 device lost the next message"
+    );
+    assert!(!small.got("t/kilobyte", Duration::ZERO) && !small.got("t/at-limit", Duration::ZERO));
+    assert!(!qos1.got("t/at-limit", Duration::ZERO));
+    assert!(running(&mut rt));
+    let doc = status_json(&rt);
+    assert_eq!(
+        doc["mqtt"]["drops"]["tooLargeForDevice"], 3,
+        "kilobyte and at-limit for the small device, at-limit for the QoS 1 one: {}",
+        doc["mqtt"]
+    );
+    assert_eq!(
+        doc["mqtt"]["drops"]["offlineQueueFull"], 0,
+        "{}",
+        doc["mqtt"]
+    );
 }
 
 /// Answers PINGREQs with PINGRESPs for `for_how_long`: whether every ping was answered and

@@ -569,6 +569,7 @@ impl MqttCounters for MqttStatus {
                 lost_at_targets: c.lost_at_targets,
                 not_stored: c.not_stored,
                 offline_queue_full: c.dropped_offline,
+                too_large_for_device: c.too_large_for_device,
             },
             subscribes_refused: c.subscribes_refused,
         }

@@ -116,6 +116,8 @@ pub struct Counters {
     pub(crate) queued_offline: AtomicU64,
     /// Messages lost because a session's offline queue was full.
     pub(crate) dropped_offline: AtomicU64,
+    /// Messages not sent to a device because they are larger than it accepts.
+    pub(crate) too_large_for_device: AtomicU64,
     /// Device publishes routed after waiting the whole hold for a full device queue.
     pub(crate) held_too_long: AtomicU64,
     /// Device publishes whose payload never finished arriving (dropped).
@@ -133,7 +135,7 @@ impl Counters {
     pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "connections accepted {} refused {}; refused at accept over maxConnections {} over maxConnectionsPerIp {}; CONNECT deadlines expired {}; closed: packet too large {} keep-alive {} read timeout {} protocol error {}; publishes routed {} dropped: not authorized {} topic invalid {} payload timeouts {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; held too long {}",
+            "connections accepted {} refused {}; refused at accept over maxConnections {} over maxConnectionsPerIp {}; CONNECT deadlines expired {}; closed: packet too large {} keep-alive {} read timeout {} protocol error {}; publishes routed {} dropped: not authorized {} topic invalid {} payload timeouts {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; too large for the device {}; held too long {}",
             g(&self.connections_accepted),
             g(&self.connections_refused),
             g(&self.refused_max_connections),
@@ -153,6 +155,7 @@ impl Counters {
             g(&self.delivered),
             g(&self.queued_offline),
             g(&self.dropped_offline),
+            g(&self.too_large_for_device),
             g(&self.held_too_long),
         )
     }
@@ -182,6 +185,7 @@ impl Counters {
             delivered: g(&self.delivered),
             queued_offline: g(&self.queued_offline),
             dropped_offline: g(&self.dropped_offline),
+            too_large_for_device: g(&self.too_large_for_device),
             held_too_long: g(&self.held_too_long),
         }
     }
@@ -231,6 +235,8 @@ pub struct CounterSnapshot {
     pub queued_offline: u64,
     /// Messages lost because an offline session's queue was full.
     pub dropped_offline: u64,
+    /// Messages not sent to a device because they are larger than it accepts.
+    pub too_large_for_device: u64,
     /// Device publishes routed after waiting the whole hold for a full device queue.
     pub held_too_long: u64,
 }

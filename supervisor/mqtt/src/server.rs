@@ -157,7 +157,30 @@ enum AnySink {
     V5(v5::MqttSink),
 }
 
-type AckFuture = Pin<Box<dyn Future<Output = bool>>>;
+type AckFuture = Pin<Box<dyn Future<Output = Written>>>;
+
+/// How writing a message to a device ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Written; at QoS 1, acknowledged by the device.
+    Done,
+    /// Never written: the packet is larger than the device accepts (its MQTT 5 Maximum Packet
+    /// Size, or `maxPacketBytes`, which ntex-mqtt's codec also applies to what it sends).
+    TooLarge,
+    /// The connection is gone.
+    Gone,
+}
+
+impl Written {
+    fn of(result: Result<(), ntex_mqtt::error::SendPacketError>) -> Written {
+        use ntex_mqtt::error::{EncodeError, SendPacketError};
+        match result {
+            Ok(()) => Written::Done,
+            Err(SendPacketError::Encode(EncodeError::OverMaxPacketSize)) => Written::TooLarge,
+            Err(_) => Written::Gone,
+        }
+    }
+}
 
 impl AnySink {
     async fn ready(&self) -> bool {
@@ -174,11 +197,11 @@ impl AnySink {
         }
     }
 
-    fn send0(&self, topic: ByteString, payload: Bytes) -> bool {
-        match self {
-            AnySink::V3(s) => s.publish(topic).send_at_most_once(payload).is_ok(),
-            AnySink::V5(s) => s.publish(topic).send_at_most_once(payload).is_ok(),
-        }
+    fn send0(&self, topic: ByteString, payload: Bytes) -> Written {
+        Written::of(match self {
+            AnySink::V3(s) => s.publish(topic).send_at_most_once(payload),
+            AnySink::V5(s) => s.publish(topic).send_at_most_once(payload),
+        })
     }
 
     /// Writes a QoS 1 publish now (the sink must be ready); the future tells whether it was
@@ -187,11 +210,11 @@ impl AnySink {
         match self {
             AnySink::V3(s) => {
                 let f = s.publish(topic).send_at_least_once(payload);
-                Box::pin(async move { f.await.is_ok() })
+                Box::pin(async move { Written::of(f.await) })
             }
             AnySink::V5(s) => {
                 let f = s.publish(topic).send_at_least_once(payload);
-                Box::pin(async move { f.await.is_ok() })
+                Box::pin(async move { Written::of(f.await.map(drop)) })
             }
         }
     }
@@ -301,13 +324,17 @@ async fn deliver(
         if !sink.ready().await {
             return false;
         }
-        let ok = sink.send0(topic, payload);
-        if ok {
-            hub.counters
-                .delivered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        return ok;
+        return match sink.send0(topic, payload) {
+            Written::Done => {
+                super::bump(&hub.counters.delivered);
+                true
+            }
+            Written::TooLarge => {
+                too_large(&hub.counters, session, &out);
+                true
+            }
+            Written::Gone => false,
+        };
     }
     // Waits for the device's receive window; then the publish is written at once, so
     // messages leave in order while up to a window of them await their PUBACK.
@@ -319,17 +346,34 @@ async fn deliver(
     let session = session.clone();
     let counters = hub.counters.clone();
     ntex::rt::spawn(async move {
-        if acked.await {
-            counters
-                .delivered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // A stored (offline-queued) message leaves the session store once acknowledged.
-            session.acked(&out);
-        } else {
-            session.requeue(out);
+        match acked.await {
+            Written::Done => {
+                super::bump(&counters.delivered);
+                // A stored (offline-queued) message leaves the session store once acknowledged.
+                session.acked(&out);
+            }
+            Written::TooLarge => {
+                too_large(&counters, &session, &out);
+                // As if it had been delivered: kept, it would be tried again at every reconnect.
+                session.acked(&out);
+            }
+            Written::Gone => session.requeue(out),
         }
     });
     true
+}
+
+/// A message larger than its device accepts: discarded and counted, the connection kept, as
+/// MQTT 5 says ([MQTT-3.1.2-25]: discard it and behave as if it had been sent). Closing the
+/// connection instead would let one large message disconnect every device it is routed to.
+fn too_large(counters: &Counters, session: &DeviceSession, out: &Outgoing) {
+    super::bump(&counters.too_large_for_device);
+    log::warn!(
+        "MQTT: a message on {:?} ({} bytes of payload) is larger than {} accepts (its MQTT 5 Maximum Packet Size, or evergreen.mqttLimits.maxPacketBytes); not sent",
+        out.msg.topic,
+        out.msg.payload.len(),
+        session.thing_arn
+    );
 }
 
 /// How long a device's publish waits for a full device queue it is routed to.

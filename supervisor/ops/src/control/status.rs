@@ -263,6 +263,11 @@ pub struct MqttDrops {
     pub not_stored: u64,
     /// Messages for an offline persistent session whose queue was full.
     pub offline_queue_full: u64,
+    /// Messages not sent to a device because they are larger than it accepts (its MQTT 5
+    /// Maximum Packet Size, or `maxPacketBytes`); the device stays connected. Zero from a
+    /// runtime built before it was counted.
+    #[serde(default)]
+    pub too_large_for_device: u64,
 }
 
 impl MqttDrops {
@@ -332,7 +337,7 @@ impl MqttReport {
                 ],
             ),
         ];
-        let lost = d.lost_at_targets + d.not_stored + d.offline_queue_full;
+        let lost = d.lost_at_targets + d.not_stored + d.offline_queue_full + d.too_large_for_device;
         if lost > 0 {
             parts.push(with_reasons(
                 lost,
@@ -341,6 +346,7 @@ impl MqttReport {
                     (d.lost_at_targets, "at targets"),
                     (d.not_stored, "not stored, unacknowledged"),
                     (d.offline_queue_full, "offline queue full"),
+                    (d.too_large_for_device, "too large for the device"),
                 ],
             ));
         }
