@@ -1,3 +1,6 @@
+//! Unit tests of the strict reader: each leniency of serde refused at depth with its path,
+//! and what must stay accepted (arrays for sequences, variants with data, ordinary documents).
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
