@@ -593,6 +593,189 @@ fn nothing_acknowledged_is_lost_across_kill_9() {
     );
 }
 
+// A V1 Python function, unmodified greengrasssdk, publishing a numbered stream to the cloud
+// from several threads with `queueFullPolicy='AllOrException'`. Each thread appends a line
+// after each publish returns: `ok <payload>` (no exception: the SDK says it is stored) or
+// `fail <payload> <why>`. One `os.write` per line on an O_APPEND descriptor, so lines of the
+// threads never interleave and a line written before a `kill -9` is in the file.
+const PY_STREAM: &str = r#"
+import os
+import threading
+
+import greengrasssdk
+
+client = greengrasssdk.client("iot-data")
+record = os.open("@RECORD@", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def stream(thread):
+    n = 0
+    while True:
+        payload = "%d-%d-%d" % (os.getpid(), thread, n)
+        try:
+            client.publish(topic="up/py", queueFullPolicy="AllOrException", payload=payload)
+            line = "ok %s\n" % payload
+        except Exception as e:
+            line = "fail %s %s\n" % (payload, str(e).replace("\n", " "))
+        os.write(record, line.encode())
+        n += 1
+
+
+for thread in range(4):
+    threading.Thread(target=stream, args=(thread,), daemon=True).start()
+
+
+def function_handler(event, context):
+    return
+"#;
+
+/// The payloads the function saw succeed, and how many publishes raised.
+fn py_outcomes(record: &Path) -> (BTreeSet<String>, usize) {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    let mut ok = BTreeSet::new();
+    let mut failed = 0;
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("ok", payload)) => {
+                ok.insert(payload.to_string());
+            }
+            Some(("fail", _)) => failed += 1,
+            _ => {}
+        }
+    }
+    (ok, failed)
+}
+
+/// Why the publishes that raised did, without their payloads (each reason once).
+fn py_failures(record: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("fail "))
+        .filter_map(|l| l.split_once(' ').map(|(_, why)| why.to_string()))
+        .collect()
+}
+
+/// README, "What an acknowledgement to the cloud means, per path": for a Python function's
+/// `publish(queueFullPolicy='AllOrException')`, "nothing the call returned for is lost" across
+/// `kill -9`. An unmodified V1 function streams to the cloud from four threads; the runtime is
+/// killed with SIGKILL mid-stream, several times, and restarted on the same root; in the middle
+/// round the upstream broker is down, so the kill finds everything of that round in the spool,
+/// unsent. Every publish that returned without an exception reaches the upstream broker
+/// (duplicates allowed).
+#[test]
+fn nothing_a_python_all_or_exception_publish_returned_for_is_lost_across_kill_9() {
+    const KILLS: usize = 3;
+    let Some(bin) = mosquitto() else {
+        return;
+    };
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let upstream = free_port();
+    let cloud_file = dir.path().join("cloud.txt");
+    let mut broker = Some(Broker::start(&bin, dir.path(), upstream));
+    let mut cloud = Some(CloudSide::start(upstream, &cloud_file));
+
+    let code = dir.path().join("functions/pystream");
+    vendor_greengrasssdk(&sdk, &code).expect("vendor greengrasssdk");
+    let record = dir.path().join("published.txt");
+    std::fs::write(
+        code.join("pystream.py"),
+        PY_STREAM.replace("@RECORD@", &record.display().to_string()),
+    )
+    .expect("write the function");
+    let arn = fn_arn("pystream");
+    let g = group(
+        vec![json!({
+            "Id": "pystream",
+            "FunctionArn": arn,
+            "FunctionConfiguration": {
+                "Executable": "pystream.function_handler",
+                "CodeUri": code,
+                "Runtime": "python3.8",
+                "Pinned": true,
+                "Timeout": 3,
+                "EncodingType": "binary",
+                "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+            }
+        })],
+        vec![sub("py-up", &arn, "up/py", "cloud")],
+    );
+    let mut cfg = config(upstream, 1024, 256 * 1024 * 1024);
+    merge(
+        &mut cfg,
+        &json!({ "coreThing": { "ggDaemonPort": free_port() } }),
+    );
+    let mut rt = Runtime::start_config(&g, &cfg, &[]);
+    plain_port(&rt);
+
+    let mut ok = BTreeSet::new();
+    let mut failed = 0;
+    for round in 0..KILLS {
+        match round {
+            // The broker goes away; the cloud side's persistent session stays in its store.
+            1 => {
+                drop(cloud.take());
+                if let Some(b) = broker.take() {
+                    b.stop();
+                }
+            }
+            2 => {
+                broker = Some(Broker::start(&bin, dir.path(), upstream));
+                cloud = Some(CloudSide::start(upstream, &cloud_file));
+            }
+            _ => {}
+        }
+        // The function is streaming: successes keep coming in this round.
+        let before = py_outcomes(&record).0.len();
+        let flowing = wait_for(Duration::from_secs(60), || {
+            (py_outcomes(&record).0.len() >= before + 200).then_some(())
+        });
+        assert!(
+            flowing.is_some(),
+            "round {round}: the function does not publish: {}",
+            system_log(&rt)
+        );
+        // Mid-stream, at a different moment each round.
+        std::thread::sleep(Duration::from_millis(300 + 400 * round as u64));
+        assert!(rt.stop_with(Signal::SIGKILL, LIMIT).is_some());
+        (ok, failed) = py_outcomes(&record);
+        eprintln!(
+            "round {round} (broker {}): {} publishes returned without an exception so far, {failed} raised; kill -9",
+            if broker.is_some() { "up" } else { "down" },
+            ok.len()
+        );
+        restart(&mut rt);
+    }
+
+    // The last runtime sends what the spool kept; wait (bounded) for every success seen up to
+    // the last kill (the restarted function goes on publishing; those are not in question).
+    let missing = |cloud: &CloudSide| -> Vec<String> {
+        let got = cloud.received().remove("up/py").unwrap_or_default();
+        ok.iter().filter(|p| !got.contains(*p)).cloned().collect()
+    };
+    let cloud = cloud.expect("the cloud side is back");
+    let done = wait_for(Duration::from_secs(120), || {
+        missing(&cloud).is_empty().then_some(())
+    });
+    let lost = missing(&cloud);
+    eprintln!(
+        "{} publishes returned without an exception ({failed} raised: {:?}) over {KILLS} kill -9s; {} missing upstream",
+        ok.len(),
+        py_failures(&record),
+        lost.len()
+    );
+    assert!(
+        done.is_some() && lost.is_empty(),
+        "returned without an exception but never reached the cloud ({} of {}): first {:?}",
+        lost.len(),
+        ok.len(),
+        lost.iter().take(20).collect::<Vec<_>>()
+    );
+}
+
 /// The spool's hand-off is as small as the configuration allows (`queueCapacity` 1) and the
 /// upstream broker is down, so the spool overflows: a QoS 1 device is held rather than
 /// acknowledged and dropped at the hand-off, a QoS 0 device's messages that do not fit are

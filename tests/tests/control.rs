@@ -204,8 +204,10 @@ fn evergreen_status_prints_a_table_and_json_and_says_when_nobody_listens() {
         lines[0].contains("3 components (3 running)") && lines[0].contains("cloud not configured"),
         "{text}"
     );
+    // The MQTT server's line, then the table.
+    assert!(lines[1].starts_with("mqtt 0 connected; "), "{text}");
     assert!(
-        lines[1].starts_with("NAME") && lines[1].contains("LAST EXIT"),
+        lines[2].starts_with("NAME") && lines[2].contains("LAST EXIT"),
         "{text}"
     );
     for name in ["ticker", "sink", "idle"] {

@@ -18,7 +18,8 @@ use evergreen_config::CoreConfig;
 use evergreen_group::plan::{GroupPlan, Launch};
 use evergreen_mqtt::MqttHub;
 use evergreen_ops::control::{
-    CloudDrops, CloudLink, CloudReport, CloudState, ControlSocket, ControlState, RuntimeInfo,
+    CloudDrops, CloudLink, CloudReport, CloudState, ControlSocket, ControlState, MqttConnections,
+    MqttCounters, MqttDrops, MqttPublishes, MqttReport, RuntimeInfo,
 };
 use evergreen_ops::deploy::{self, Deployer, Installing, SecretInstaller};
 use evergreen_ops::lock::RootLock;
@@ -447,7 +448,8 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
     }
     // Served once deployed; it keeps answering while components stop.
     let mut info = RuntimeInfo::new(p.started, p.group_file.as_deref())
-        .with_log_file(&log_root.join(evergreen_runtime::logs::SYSTEM_LOG));
+        .with_log_file(&log_root.join(evergreen_runtime::logs::SYSTEM_LOG))
+        .with_mqtt(Arc::new(MqttStatus(s.mqtt.clone())));
     if let Some(link) = s.cloud_link {
         info = info.with_cloud(link);
     }
@@ -529,6 +531,54 @@ async fn wait_for_signal(mut r: Running) {
 /// crate knows no cloud crate; this maps one's words onto the other's).
 #[derive(Debug)]
 struct BridgeStatus(BridgeHandle);
+
+/// The MQTT server's counters, as `evergreen status` reports them.
+#[derive(Debug)]
+struct MqttStatus(Arc<MqttHub>);
+
+impl MqttCounters for MqttStatus {
+    fn report(&self) -> MqttReport {
+        let c = self.0.snapshot();
+        MqttReport {
+            connected: c.connected,
+            connections: MqttConnections {
+                accepted: c.connections_accepted,
+                refused_not_authorized: c.connections_refused,
+                refused_max_connections: c.refused_max_connections,
+                refused_max_connections_per_ip: c.refused_max_connections_per_ip,
+                closed_connect_deadline: c.connect_deadlines_expired,
+                closed_packet_too_large: c.closed_packet_too_large,
+                closed_keep_alive: c.closed_keep_alive,
+                closed_read_timeout: c.closed_read_timeout,
+                closed_protocol_error: c.closed_protocol_error,
+            },
+            publishes: MqttPublishes {
+                received: c.publishes_routed
+                    + c.dropped_not_authorized
+                    + c.dropped_topic_invalid
+                    + c.payload_timeouts
+                    + c.payloads_lost
+                    + c.lost_at_disconnect,
+                routed: c.publishes_routed,
+                delivered: c.delivered,
+                queued_offline: c.queued_offline,
+                held_too_long: c.held_too_long,
+            },
+            drops: MqttDrops {
+                not_authorized: c.dropped_not_authorized,
+                topic_invalid: c.dropped_topic_invalid,
+                payload_timeout: c.payload_timeouts,
+                payload_lost: c.payloads_lost,
+                lost_at_disconnect: c.lost_at_disconnect,
+                lost_at_targets: c.lost_at_targets,
+                not_stored: c.not_stored,
+                offline_queue_full: c.dropped_offline,
+                too_large_for_device: c.too_large_for_device,
+            },
+            subscribes_refused: c.subscribes_refused,
+        }
+    }
+}
 
 impl CloudLink for BridgeStatus {
     fn report(&self) -> CloudReport {

@@ -26,7 +26,11 @@
 //!
 //! Checking happens in two steps. Parsing checks what the types say (JSON
 //! syntax, unknown keys, a string where a number belongs, an enum value, an
-//! IP address) and stops at the first problem, reported with its JSON path.
+//! IP address) and the shape of the file (strictly, with `evergreen_json`: a
+//! section is an object, never an array taken by position; no key appears
+//! twice in one object; `"never"` is not `{"never": null}`; nothing follows
+//! the top-level object), and stops at the first problem, reported with its
+//! JSON path.
 //! Validation then checks ranges and rules between keys and reports *all*
 //! problems at once, each as `<key path>: <problem>`.
 //!
@@ -80,7 +84,7 @@
 //! | `evergreen.mqttLimits.connectTimeoutSecs` | `10` | seconds from accept (TLS handshake included) to a complete CONNECT, 1..300; then the connection is closed |
 //! | `evergreen.mqttLimits.maxConnections` | `4096` | MQTT connections open at once on both listeners, at least 1; more are closed at accept (counted, logged at most every 10 s) |
 //! | `evergreen.mqttLimits.maxConnectionsPerIp` | `256` | MQTT connections open at once from one IP address, 1..`maxConnections` |
-//! | `evergreen.mqttLimits.maxKeepAliveSecs` | `1200` | a device's keep-alive is capped at this (AWS IoT's cap), 30..65535; a device silent for 1.5 times its keep-alive is disconnected |
+//! | `evergreen.mqttLimits.maxKeepAliveSecs` | `1200` | a device's keep-alive is capped at this (AWS IoT's cap), 1..65535 (below AWS IoT's 30 only for tests); a device silent for 1.5 times its keep-alive is disconnected |
 //! | `evergreen.mqttLimits.readTimeoutSecs` | `30` | seconds a started packet may take to arrive, extended while at least 1 KiB arrives per period; 1..3600 |
 //! | `evergreen.lambdaEndpoint.headTimeoutMs` | `10000` | ms a Lambda IPC connection has to send its request head, at least 100 |
 //! | `evergreen.lambdaEndpoint.bodyTimeoutMs` | `30000` | ms an authenticated request has to send its body, at least 100 |

@@ -43,55 +43,17 @@ fn load_optional(path: &Path, env: &ConfigEnv) -> Result<CoreConfig, ConfigError
 }
 
 fn parse(text: &str, path: &Path, env: &ConfigEnv) -> Result<CoreConfig, ConfigError> {
-    let parse_error = |json_path: String, e: serde_json::Error| ConfigError::Parse {
+    // Strictly (`evergreen_json`): a section given as an array (serde would take a struct's
+    // keys by position, so `"restart": [1, 2]` would load), a key given twice (a map such as
+    // `evergreen.components` would keep the last), `{"always": null}` for `"always"`, or
+    // anything after the object is an error at its key path, like an unknown key.
+    let raw: CoreConfig = evergreen_json::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        json_path,
-        message: e.to_string(),
-    };
-    let mut de = serde_json::Deserializer::from_str(text);
-    let raw: CoreConfig = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| parse_error(e.path().to_string(), e.into_inner()))?;
-    // Anything after the object (a second object, a stray brace) is an error,
-    // not something to ignore.
-    de.end().map_err(|e| parse_error(".".to_owned(), e))?;
-    // serde's derived structs also accept a JSON array of values in field
-    // order, so `"restart": [1, 2]` would load silently; only objects may
-    // stand for a section.
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| parse_error(".".to_owned(), e))?;
-    for (json_path, pointer) in SECTIONS {
-        if value.pointer(pointer).is_some_and(|v| !v.is_object()) {
-            return Err(ConfigError::Parse {
-                path: path.to_owned(),
-                json_path: (*json_path).to_owned(),
-                message: "must be a JSON object".to_owned(),
-            });
-        }
-    }
+        json_path: e.path().to_string(),
+        message: e.message().to_owned(),
+    })?;
     finish(raw, path, env)
 }
-
-/// Every place the file has a section (a struct), as (JSON path, JSON
-/// pointer), parents before children.
-const SECTIONS: &[(&str, &str)] = &[
-    (".", ""),
-    ("coreThing", "/coreThing"),
-    ("runtime", "/runtime"),
-    ("evergreen", "/evergreen"),
-    ("evergreen.restart", "/evergreen/restart"),
-    ("evergreen.listeners", "/evergreen/listeners"),
-    (
-        "evergreen.listeners.mqttTls",
-        "/evergreen/listeners/mqttTls",
-    ),
-    (
-        "evergreen.listeners.mqttPlain",
-        "/evergreen/listeners/mqttPlain",
-    ),
-    ("evergreen.spooler", "/evergreen/spooler"),
-    ("evergreen.mqttLimits", "/evergreen/mqttLimits"),
-    ("evergreen.lambdaEndpoint", "/evergreen/lambdaEndpoint"),
-];
 
 /// Validates, then fills in the computed defaults.
 fn finish(mut config: CoreConfig, path: &Path, env: &ConfigEnv) -> Result<CoreConfig, ConfigError> {
@@ -430,16 +392,63 @@ mod tests {
     fn bad_section_is_array() {
         let err = bad("section-is-array.json");
         assert_eq!(parse_path(&err), "evergreen.restart");
+        assert!(
+            err.to_string()
+                .contains("expected an object, found an array"),
+            "{err}"
+        );
+    }
+
+    // The sections below were not in the hand-kept list of sections checked for arrays, so
+    // each loaded: the override's keys taken by position, the default identity set to root,
+    // the static credentials set.
+    #[test]
+    fn bad_component_override_is_array() {
+        let err = bad("component-override-is-array.json");
+        assert_eq!(parse_path(&err), "evergreen.components.modbus.restart");
+    }
+
+    #[test]
+    fn bad_default_run_as_is_array() {
+        let err = bad("default-run-as-is-array.json");
+        assert_eq!(parse_path(&err), "evergreen.defaultRunAs");
+    }
+
+    #[test]
+    fn bad_aws_credentials_is_array() {
+        let err = bad("aws-credentials-is-array.json");
+        assert_eq!(parse_path(&err), "evergreen.aws.credentials");
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]
     fn bad_duplicate_key() {
         let err = bad("duplicate-key.json");
-        // serde notices the duplicate at the end of the object, so the path
-        // is the section; the message names the key and the line.
-        assert_eq!(parse_path(&err), "coreThing");
+        // The path names the repeated key; the message says it and gives the line.
+        assert_eq!(parse_path(&err), "coreThing.keepAlive");
         assert!(
-            err.to_string().contains("duplicate field `keepAlive`"),
+            err.to_string().contains("duplicate key `keepAlive`"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn bad_duplicate_component() {
+        // A map keeps the last of two equal keys: `never` was silently replaced by `always`.
+        let err = bad("duplicate-component.json");
+        assert_eq!(parse_path(&err), "evergreen.components.modbus");
+        assert!(err.to_string().contains("duplicate key `modbus`"), "{err}");
+    }
+
+    #[test]
+    fn bad_policy_as_object() {
+        // serde alone reads `{"never": null}` as `"never"`.
+        let err = bad("policy-as-object.json");
+        assert_eq!(parse_path(&err), "evergreen.restart.policy.never");
+        assert!(
+            err.to_string()
+                .contains("expected a string, found an object"),
             "{err}"
         );
     }

@@ -26,9 +26,13 @@ pub enum LoadError {
     },
 }
 
-/// Every error on a line of its own, indented under the heading.
+/// One error on the heading's line (what a file the parser refuses gives, so `evergreen run`
+/// says it in one line); several each on a line of its own, indented under the heading.
 pub(crate) fn list(errors: &[ValidationError]) -> String {
-    errors.iter().map(|e| format!("\n  {e}")).collect()
+    match errors {
+        [one] => format!(" {one}"),
+        _ => errors.iter().map(|e| format!("\n  {e}")).collect(),
+    }
 }
 
 /// A group file read and validated.
@@ -93,5 +97,27 @@ impl Loader {
             base_dir,
             plan,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_error_is_one_line_several_are_a_list() {
+        let invalid = |errors: Vec<ValidationError>| LoadError::Invalid {
+            name: "g.json".into(),
+            errors,
+        };
+        let one = ValidationError::new("$.A", "wrong");
+        assert_eq!(
+            invalid(vec![one.clone()]).to_string(),
+            "invalid group g.json: $.A: wrong"
+        );
+        assert_eq!(
+            invalid(vec![one.clone(), ValidationError::new("$.B", "also")]).to_string(),
+            "invalid group g.json:\n  $.A: wrong\n  $.B: also"
+        );
     }
 }

@@ -11,6 +11,10 @@
 //! Deliberate choices:
 //! * Unknown keys are errors at every level (a misspelt `Pinned` would
 //!   otherwise be silently ignored); they are reported with their JSON path.
+//! * The file is read strictly (`evergreen_json`): an array where an object
+//!   belongs, a key given twice and anything after the group are errors too,
+//!   at every level (serde alone would take a struct's members from an array
+//!   by position and keep the last of two equal map keys).
 //! * Enumerated values (`IsolationMode`, `Permission`, logger `Level`, …) are
 //!   kept as strings and numbers as `i64`, so that a wrong value is reported
 //!   by validation together with every other problem instead of stopping the
@@ -400,40 +404,32 @@ pub(crate) struct Logger {
 /// [`ValidationError`] whose path points at the offending member (serde stops
 /// at the first one); everything else is left to validation, which reports
 /// all problems at once.
+///
+/// The file is read strictly (`evergreen_json`): an array where an object
+/// belongs (serde would take a struct's members by position), a key given
+/// twice in one object and anything after the group are refused at every
+/// depth, like an unknown key.
 pub(crate) fn parse(json: &str) -> Result<GroupDefinition, Vec<ValidationError>> {
-    // serde would also read a struct from a JSON array (by position);
-    // a group file is an object, and saying so beats a puzzling error.
+    // The strict reader would say "expected an object, found an array" here too; at the top
+    // a sentence on what a group file is helps more.
     if !json.trim_start().starts_with('{') {
         return Err(vec![ValidationError::new(
             "$",
             "a group file is one JSON object whose keys are definition-version names (CoreDefinitionVersion, …)",
         )]);
     }
-    let mut de = serde_json::Deserializer::from_str(json);
-    let group = match serde_path_to_error::deserialize::<_, GroupDefinition>(&mut de) {
-        Ok(group) => group,
-        Err(e) => {
-            let path = json_path(e.path());
-            return Err(vec![ValidationError::new(path, e.into_inner().to_string())]);
-        }
-    };
-    // Trailing garbage after the object usually means two groups were pasted
-    // into one file; refuse rather than silently use the first.
-    if let Err(e) = de.end() {
-        return Err(vec![ValidationError::new("$", e.to_string())]);
-    }
-    Ok(group)
+    evergreen_json::from_str::<GroupDefinition>(json)
+        .map_err(|e| vec![ValidationError::new(json_path(e.path()), e.message())])
 }
 
-/// Renders a serde path as `$.A.B[2].C`.
-fn json_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
+/// Renders a document path as `$.A.B[2].C`.
+fn json_path(path: &evergreen_json::Path) -> String {
+    use evergreen_json::Segment;
     let mut out = String::from("$");
-    for segment in path.iter() {
+    for segment in path.segments() {
         match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } => out.push_str(&key_segment(key)),
-            Segment::Enum { variant } => out.push_str(&key_segment(variant)),
+            Segment::Index(index) => out.push_str(&format!("[{index}]")),
+            Segment::Key(key) => out.push_str(&key_segment(key)),
             Segment::Unknown => out.push_str(".?"),
         }
     }
@@ -457,12 +453,12 @@ pub(crate) fn key_segment(key: &str) -> String {
 
 /// `Parameters`: a map of strings, also accepting bare numbers and booleans
 /// (kept as their JSON text) because some AWS CLI examples write them so.
-/// A key given twice is an error rather than "last one wins".
+/// (A key given twice never gets here: the strict reader refuses it.)
 fn parameter_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     d.deserialize_map(StringMapVisitor { lenient: true })
 }
 
-/// `Variables`: a map of strings; a key given twice is an error.
+/// `Variables`: a map of strings.
 fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     d.deserialize_map(StringMapVisitor { lenient: false })
 }
@@ -490,9 +486,6 @@ impl<'de> Visitor<'de> for StringMapVisitor {
             } else {
                 map.next_value::<String>()?
             };
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("`{key}` is given twice")));
-            }
             out.insert(key, value);
         }
         Ok(out)
@@ -594,6 +587,50 @@ mod tests {
     }
 
     #[test]
+    fn an_array_where_an_object_belongs_is_refused_with_its_path() {
+        // serde takes a struct's members from an array by position: each of these parsed,
+        // the subscription as a route, the RunAs as uid 0 and gid 0.
+        for (json, path) in [
+            (
+                r#"{"FunctionDefinitionVersion": {"Functions": [{"Id": "a", "FunctionConfiguration": ["x.handler", null]}]}}"#,
+                "$.FunctionDefinitionVersion.Functions[0].FunctionConfiguration",
+            ),
+            (
+                r#"{"SubscriptionDefinitionVersion": {"Subscriptions": [["s", "cloud", "t/#", "cloud"]]}}"#,
+                "$.SubscriptionDefinitionVersion.Subscriptions[0]",
+            ),
+            (
+                r#"{"FunctionDefinitionVersion": {"Functions": [{"Id": "a", "FunctionConfiguration":
+                    {"Environment": {"Execution": {"RunAs": [0, 0]}}}}]}}"#,
+                "$.FunctionDefinitionVersion.Functions[0].FunctionConfiguration.Environment.Execution.RunAs",
+            ),
+            (
+                r#"{"CoreDefinitionVersion": [[]]}"#,
+                "$.CoreDefinitionVersion",
+            ),
+            (
+                r#"{"ResourceDefinitionVersion": {"Resources": [{"Id": "r", "Name": "R",
+                    "ResourceDataContainer": [{"SourcePath": "/dev/tty0"}]}]}}"#,
+                "$.ResourceDefinitionVersion.Resources[0].ResourceDataContainer",
+            ),
+        ] {
+            let e = parse_err(json);
+            assert_eq!(e.path, path, "{json}");
+            assert!(
+                e.message.starts_with("expected an object, found an array"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_data_is_refused_at_the_top() {
+        let e = parse_err(r#"{"CoreDefinitionVersion": {"Cores": []}} {"x": 1}"#);
+        assert_eq!(e.path, "$");
+        assert!(e.message.contains("trailing"), "{e}");
+    }
+
+    #[test]
     fn parameters_accept_numbers_and_booleans() {
         let group = parse(
             r#"{"ConnectorDefinitionVersion": {"Connectors": [{"Id": "c",
@@ -646,7 +683,11 @@ mod tests {
             r#"{"ConnectorDefinitionVersion": {"Connectors": [{"Id": "c", "ConnectorArn": "x",
                 "Parameters": {"A": "1", "A": "2"}}]}}"#,
         );
-        assert!(e.message.contains("`A` is given twice"), "{e}");
+        assert_eq!(
+            e.path,
+            "$.ConnectorDefinitionVersion.Connectors[0].Parameters.A"
+        );
+        assert!(e.message.contains("duplicate key `A`"), "{e}");
     }
 
     #[test]

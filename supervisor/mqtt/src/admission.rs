@@ -5,15 +5,17 @@
 //! accepted.
 //!
 //! It is protocol-free (the server in `server.rs` calls it with the peer's address) and never
-//! reads or writes a socket. Refusals and expired deadlines are counted; a refusal is logged
-//! at most every [`LOG_EVERY`] with the number of others since, so a flood of them cannot
-//! rotate the runtime log away.
+//! reads or writes a socket. Refusals and expired deadlines are counted in the server's
+//! [`Counters`]; a refusal is logged at most every [`LOG_EVERY`] with the number of others
+//! since, so a flood of them cannot rotate the runtime log away.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::Counters;
 
 /// The bounds on MQTT peers (`evergreen.mqttLimits`, mapped by the CLI).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,20 +73,13 @@ struct Inner {
     unlogged: u64,
 }
 
-/// Counters of admission, for the server's periodic log line.
-#[derive(Debug, Default)]
-pub(crate) struct AdmissionCounters {
-    pub(crate) refused_total: AtomicU64,
-    pub(crate) refused_per_ip: AtomicU64,
-    pub(crate) connect_deadline_expired: AtomicU64,
-}
-
 /// The connection limits and CONNECT deadlines of the server (both listeners).
 #[derive(Debug)]
 pub(crate) struct Admission {
     pub(crate) limits: PeerLimits,
     inner: Mutex<Inner>,
-    pub(crate) counters: AdmissionCounters,
+    /// The server's counters (refusals and expired deadlines go there).
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// An admitted connection: holds its place in the counts until dropped.
@@ -124,11 +119,11 @@ impl Drop for Ticket {
 }
 
 impl Admission {
-    pub(crate) fn new(limits: PeerLimits) -> Arc<Admission> {
+    pub(crate) fn new(limits: PeerLimits, counters: Arc<Counters>) -> Arc<Admission> {
         Arc::new(Admission {
             limits,
             inner: Mutex::default(),
-            counters: AdmissionCounters::default(),
+            counters,
         })
     }
 
@@ -152,8 +147,8 @@ impl Admission {
         };
         if let Some(why) = why {
             let counter = match why {
-                Refused::Total => &self.counters.refused_total,
-                Refused::PerIp => &self.counters.refused_per_ip,
+                Refused::Total => &self.counters.refused_max_connections,
+                Refused::PerIp => &self.counters.refused_max_connections_per_ip,
             };
             counter.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
@@ -203,7 +198,7 @@ impl Admission {
     /// A connection's CONNECT deadline passed (it is being closed).
     pub(crate) fn expired(&self, peer: SocketAddr) {
         self.counters
-            .connect_deadline_expired
+            .connect_deadlines_expired
             .fetch_add(1, Ordering::Relaxed);
         log::debug!(
             "MQTT: {peer} sent no CONNECT within {:?}; closed",
@@ -216,17 +211,6 @@ impl Admission {
     fn open(&self, ip: IpAddr) -> (u32, u32) {
         let inner = self.lock();
         (inner.total, inner.per_ip.get(&ip).copied().unwrap_or(0))
-    }
-
-    /// One line for the server's periodic log.
-    pub(crate) fn summary(&self) -> String {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "connections refused over maxConnections {} over maxConnectionsPerIp {}; CONNECT deadlines expired {}",
-            g(&self.counters.refused_total),
-            g(&self.counters.refused_per_ip),
-            g(&self.counters.connect_deadline_expired),
-        )
     }
 }
 
@@ -248,7 +232,7 @@ mod tests {
 
     #[test]
     fn the_connection_over_a_limit_is_refused_and_a_closed_one_frees_its_place() {
-        let adm = Admission::new(limits(3, 2));
+        let adm = Admission::new(limits(3, 2), Arc::default());
         let a1 = adm.admit(addr("10.0.0.1:1000")).expect("first");
         let a2 = adm.admit(addr("10.0.0.1:1001")).expect("second");
         assert_eq!(
@@ -265,8 +249,9 @@ mod tests {
             adm.admit(addr("10.0.0.3:1000")).map(|_| ()),
             Err(Refused::Total)
         );
-        assert_eq!(adm.counters.refused_per_ip.load(Ordering::Relaxed), 2);
-        assert_eq!(adm.counters.refused_total.load(Ordering::Relaxed), 1);
+        let counted = adm.counters.snapshot(0);
+        assert_eq!(counted.refused_max_connections_per_ip, 2);
+        assert_eq!(counted.refused_max_connections, 1);
         drop(a1);
         let ip = addr("10.0.0.1:0").ip();
         assert_eq!(adm.open(ip), (2, 1));
@@ -277,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_connect_clears_the_deadline_flag_of_that_peer_only() {
-        let adm = Admission::new(PeerLimits::default());
+        let adm = Admission::new(PeerLimits::default(), Arc::default());
         let a = adm.admit(addr("127.0.0.1:5000")).expect("a");
         let b = adm.admit(addr("127.0.0.1:5001")).expect("b");
         adm.connected(addr("127.0.0.1:5000"));

@@ -26,13 +26,15 @@ use ntex::service::{
 };
 use ntex::util::{ByteString, Bytes};
 use ntex::SharedCfg;
-use ntex_mqtt::{v3, v5, MqttError, MqttServer, MqttServiceConfig, QoS};
+use ntex_mqtt::{v3, v5, HandshakeError, MqttError, MqttServer, MqttServiceConfig, QoS};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 
 use super::admission::{Admission, PeerLimits};
 use super::certs::ServerFiles;
-use super::{Connected, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER};
+use super::{
+    Connected, Counters, DeviceSession, MqttHub, Outgoing, PublishRefusal, Refusal, HIGH_WATER,
+};
 use evergreen_runtime::router::Receipt;
 
 /// The error type of every service; the details are logged where they happen.
@@ -155,7 +157,30 @@ enum AnySink {
     V5(v5::MqttSink),
 }
 
-type AckFuture = Pin<Box<dyn Future<Output = bool>>>;
+type AckFuture = Pin<Box<dyn Future<Output = Written>>>;
+
+/// How writing a message to a device ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Written; at QoS 1, acknowledged by the device.
+    Done,
+    /// Never written: the packet is larger than the device accepts (its MQTT 5 Maximum Packet
+    /// Size, or `maxPacketBytes`, which ntex-mqtt's codec also applies to what it sends).
+    TooLarge,
+    /// The connection is gone.
+    Gone,
+}
+
+impl Written {
+    fn of(result: Result<(), ntex_mqtt::error::SendPacketError>) -> Written {
+        use ntex_mqtt::error::{EncodeError, SendPacketError};
+        match result {
+            Ok(()) => Written::Done,
+            Err(SendPacketError::Encode(EncodeError::OverMaxPacketSize)) => Written::TooLarge,
+            Err(_) => Written::Gone,
+        }
+    }
+}
 
 impl AnySink {
     async fn ready(&self) -> bool {
@@ -172,11 +197,11 @@ impl AnySink {
         }
     }
 
-    fn send0(&self, topic: ByteString, payload: Bytes) -> bool {
-        match self {
-            AnySink::V3(s) => s.publish(topic).send_at_most_once(payload).is_ok(),
-            AnySink::V5(s) => s.publish(topic).send_at_most_once(payload).is_ok(),
-        }
+    fn send0(&self, topic: ByteString, payload: Bytes) -> Written {
+        Written::of(match self {
+            AnySink::V3(s) => s.publish(topic).send_at_most_once(payload),
+            AnySink::V5(s) => s.publish(topic).send_at_most_once(payload),
+        })
     }
 
     /// Writes a QoS 1 publish now (the sink must be ready); the future tells whether it was
@@ -185,11 +210,11 @@ impl AnySink {
         match self {
             AnySink::V3(s) => {
                 let f = s.publish(topic).send_at_least_once(payload);
-                Box::pin(async move { f.await.is_ok() })
+                Box::pin(async move { Written::of(f.await) })
             }
             AnySink::V5(s) => {
                 let f = s.publish(topic).send_at_least_once(payload);
-                Box::pin(async move { f.await.is_ok() })
+                Box::pin(async move { Written::of(f.await.map(drop)) })
             }
         }
     }
@@ -308,13 +333,17 @@ async fn deliver(
         if !sink.ready().await {
             return false;
         }
-        let ok = sink.send0(topic, payload);
-        if ok {
-            hub.counters
-                .delivered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        return ok;
+        return match sink.send0(topic, payload) {
+            Written::Done => {
+                super::bump(&hub.counters.delivered);
+                true
+            }
+            Written::TooLarge => {
+                too_large(&hub.counters, session, &out);
+                true
+            }
+            Written::Gone => false,
+        };
     }
     // Waits for the device's receive window; then the publish is written at once, so
     // messages leave in order while up to a window of them await their PUBACK.
@@ -326,17 +355,34 @@ async fn deliver(
     let session = session.clone();
     let counters = hub.counters.clone();
     ntex::rt::spawn(async move {
-        if acked.await {
-            counters
-                .delivered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // A stored (offline-queued) message leaves the session store once acknowledged.
-            session.acked(&out);
-        } else {
-            session.requeue(out);
+        match acked.await {
+            Written::Done => {
+                super::bump(&counters.delivered);
+                // A stored (offline-queued) message leaves the session store once acknowledged.
+                session.acked(&out);
+            }
+            Written::TooLarge => {
+                too_large(&counters, &session, &out);
+                // As if it had been delivered: kept, it would be tried again at every reconnect.
+                session.acked(&out);
+            }
+            Written::Gone => session.requeue(out),
         }
     });
     true
+}
+
+/// A message larger than its device accepts: discarded and counted, the connection kept, as
+/// MQTT 5 says ([MQTT-3.1.2-25]: discard it and behave as if it had been sent). Closing the
+/// connection instead would let one large message disconnect every device it is routed to.
+fn too_large(counters: &Counters, session: &DeviceSession, out: &Outgoing) {
+    super::bump(&counters.too_large_for_device);
+    log::warn!(
+        "MQTT: a message on {:?} ({} bytes of payload) is larger than {} accepts (its MQTT 5 Maximum Packet Size, or evergreen.mqttLimits.maxPacketBytes); not sent",
+        out.msg.topic,
+        out.msg.payload.len(),
+        session.thing_arn
+    );
 }
 
 /// How long a device's publish waits for a full device queue it is routed to.
@@ -511,7 +557,6 @@ impl Drop for Ticket {
             // Taken in and never routed: its connection's dispatcher dropped it, which it does
             // only past the drain wait (see `PublishService::drain`).
             super::bump(&self.lane.counters.lost_at_disconnect);
-            super::bump(&self.lane.counters.publishes_dropped);
         }
         self.lane.pass(self.n);
     }
@@ -619,7 +664,6 @@ impl PublishService {
                 // The connection ended with the packet incomplete, or ntex-mqtt dropped the
                 // payload when the connection stopped: nothing to route.
                 super::bump(&self.conn.hub.counters.payloads_lost);
-                super::bump(&self.conn.hub.counters.publishes_dropped);
                 log::debug!(
                     "MQTT: {} published to {topic:?} but its payload was lost: {e:?}",
                     self.conn.session.thing_arn
@@ -628,7 +672,6 @@ impl PublishService {
             }
             Err(_) => {
                 super::bump(&self.conn.hub.counters.payload_timeouts);
-                super::bump(&self.conn.hub.counters.publishes_dropped);
                 log::warn!(
                     "MQTT: {} published to {topic:?} but its payload did not arrive within {PAYLOAD_WAIT:?}; dropped (ticket {n}; lane: {} taken in, turn {}, {} reading, {} unstored permits free)",
                     self.conn.session.thing_arn,
@@ -815,6 +858,29 @@ impl Service<v5::Publish> for PublishService {
     }
 }
 
+/// Counts why the protocol layer closed a connection: the bound it hit, or another error.
+fn count_close(counters: &Counters, err: &ntex_mqtt::error::ProtocolError) {
+    use ntex_mqtt::error::{DecodeError, ProtocolError};
+    super::bump(match err {
+        ProtocolError::Decode(DecodeError::MaxSizeExceeded { .. }) => {
+            &counters.closed_packet_too_large
+        }
+        ProtocolError::KeepAliveTimeout => &counters.closed_keep_alive,
+        ProtocolError::ReadTimeout => &counters.closed_read_timeout,
+        _ => &counters.closed_protocol_error,
+    });
+}
+
+/// Counts a connected device's connection closed by the protocol layer (ntex-mqtt tells its
+/// control service before it stops). Answering `None` leaves ntex-mqtt's own reply as it is:
+/// MQTT 5 gets the DISCONNECT with the reason (0x95 packet too large, 0x8D keep-alive
+/// timeout, …), MQTT 3.1.1 the closed connection.
+fn count_stop(counters: &Counters, control: &ntex_mqtt::Control<ServerError>) {
+    if let ntex_mqtt::Control::Stop(ntex_mqtt::Reason::Protocol(err)) = control {
+        count_close(counters, err.get_ref());
+    }
+}
+
 fn grant(qos: QoS) -> QoS {
     // QoS 2 is granted as 1: deliveries come from the router at most once per route anyway,
     // and exactly-once would need per-session state Evergreen does not keep.
@@ -913,7 +979,7 @@ async fn handshake_v5(
                 admission.connected(peer);
             }
             hs.ack(conn)
-                // The idle timeout; never 0 (keep_alive is at least 30, checked in config).
+                // The idle timeout; never 0 (the cap is at least 1, checked in config).
                 .keep_alive(keep_alive.saturating_add(keep_alive / 2).max(1))
                 .with(|ack| {
                     ack.session_present = present;
@@ -1013,7 +1079,21 @@ where
             let call = svc.call(io);
             tokio::pin!(call);
             tokio::select! {
-                result = &mut call => return result,
+                result = &mut call => {
+                    // Before its CONNECT was accepted the connection has no control service:
+                    // what closed it comes back here.
+                    match &result {
+                        Err(MqttError::Handshake(HandshakeError::Protocol(err))) => {
+                            count_close(&admission.counters, err);
+                        }
+                        // ntex-mqtt's own CONNECT deadline, the same as ours, fired first.
+                        Err(MqttError::Handshake(HandshakeError::Timeout)) => {
+                            admission.expired(peer);
+                        }
+                        _ => {}
+                    }
+                    return result;
+                }
                 () = tokio::time::sleep(admission.limits.connect_timeout) => {}
             }
             if !ticket.connected() {
@@ -1083,6 +1163,17 @@ fn mqtt_service<F: ntex::io::Filter>(
                         }))
                     },
                 ))
+                .control(fn_factory_with_config(
+                    async |session: v3::Session<Conn>| {
+                        let counters = session.hub.counters.clone();
+                        Ok::<_, ServerError>(fn_service(
+                            move |control: ntex_mqtt::Control<ServerError>| {
+                                count_stop(&counters, &control);
+                                async { Ok::<Option<v3::codec::Encoded>, ServerError>(None) }
+                            },
+                        ))
+                    },
+                ))
                 .publish(fn_factory_with_config(
                     async |session: v3::Session<Conn>| {
                         session.start_writer();
@@ -1131,6 +1222,17 @@ fn mqtt_service<F: ntex::io::Filter>(
                         }))
                     },
                 ))
+                .control(fn_factory_with_config(
+                    async |session: v5::Session<Conn>| {
+                        let counters = session.hub.counters.clone();
+                        Ok::<_, ServerError>(fn_service(
+                            move |control: ntex_mqtt::Control<ServerError>| {
+                                count_stop(&counters, &control);
+                                async { Ok::<Option<v5::codec::Encoded>, ServerError>(None) }
+                            },
+                        ))
+                    },
+                ))
                 .publish(fn_factory_with_config(
                     async |session: v5::Session<Conn>| {
                         session.start_writer();
@@ -1168,7 +1270,7 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
     if bound.tls.is_none() && bound.plain.is_none() {
         return Ok(());
     }
-    let admission = Admission::new(limits);
+    let admission = Admission::new(limits, hub.counters.clone());
     let max_connections = usize::try_from(admission.limits.max_connections).unwrap_or(usize::MAX);
     // ntex-tls lets a worker run 256 TLS handshakes at once and, past that, stops accepting
     // on every listener of the worker until one ends: 256 sockets that never send a
@@ -1229,15 +1331,13 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
                     // The counters, logged when they changed (every 30 s at most).
                     let counters = hub.counters.clone();
                     let hub_sweep = hub.clone();
-                    let admission_log = admission.clone();
                     ntex::rt::spawn(async move {
                         let mut last = String::new();
                         loop {
                             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                             // MQTT 5 session expiry (a returning device checks its own at once).
                             hub_sweep.expire_sessions(super::sessions::unix_now());
-                            let now =
-                                format!("{}; {}", counters.summary(), admission_log.summary());
+                            let now = counters.summary();
                             if now != last {
                                 log::info!("MQTT server: {now}");
                                 last = now;

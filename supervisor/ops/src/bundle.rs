@@ -329,8 +329,9 @@ fn import_into(
         }
     }
     let manifest = manifest.ok_or_else(|| format_err(format!("{MANIFEST} is missing")))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&manifest).map_err(|e| format_err(format!("{MANIFEST}: {e}")))?;
+    // Strictly: `["evergreen-bundle", 1, "<id>"]` or a key given twice is not a manifest.
+    let manifest: Manifest = evergreen_json::from_slice(&manifest)
+        .map_err(|e| format_err(format!("{MANIFEST}: {e}")))?;
     if manifest.format != FORMAT || manifest.format_version != FORMAT_VERSION {
         return Err(format_err(format!(
             "{MANIFEST} says {} version {}; this Evergreen reads {FORMAT} version {FORMAT_VERSION}",

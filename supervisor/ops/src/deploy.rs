@@ -134,7 +134,7 @@ pub enum DeployError {
     #[error("deployment history {} is unreadable: {source}", path.display())]
     HistoryUnreadable {
         path: PathBuf,
-        source: serde_json::Error,
+        source: evergreen_json::Error,
     },
     #[error("cannot read {}: {source}", path.display())]
     HistoryRead {
@@ -242,17 +242,7 @@ impl Deployer {
 
     /// Every recorded deployment, newest first.
     pub fn history(&self) -> Result<Vec<DeploymentRecord>, DeployError> {
-        let path = self.history_path();
-        let mut records: Vec<DeploymentRecord> = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(records) => records,
-                Err(source) => return Err(DeployError::HistoryUnreadable { path, source }),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(DeployError::HistoryRead { path, source }),
-        };
-        records.reverse();
-        Ok(records)
+        read_history(self.history_path())
     }
 
     /// Adds or updates `rec` in the history file. A history that cannot be
@@ -500,9 +490,46 @@ impl Deployer {
     }
 }
 
+/// The history file's records, newest first; none when there is no file. Read strictly: a
+/// record is an object (serde alone would take one from an array, by position).
+fn read_history(path: PathBuf) -> Result<Vec<DeploymentRecord>, DeployError> {
+    let mut records: Vec<DeploymentRecord> = match std::fs::read(&path) {
+        Ok(bytes) => match evergreen_json::from_slice(&bytes) {
+            Ok(records) => records,
+            Err(source) => return Err(DeployError::HistoryUnreadable { path, source }),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(DeployError::HistoryRead { path, source }),
+    };
+    records.reverse();
+    Ok(records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_record_in_array_form_is_unreadable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("history.json");
+        assert_eq!(read_history(path.clone()).expect("no file"), []);
+        let record = r#"{"DeploymentId":"1","DeploymentType":"NewDeployment","GroupVersion":null,
+            "DeploymentStatus":"Success","ErrorMessage":null,"CreatedAt":"t0","UpdatedAt":"t1"}"#;
+        std::fs::write(&path, format!("[{record}]")).expect("write");
+        assert_eq!(read_history(path.clone()).expect("reads").len(), 1);
+        std::fs::write(
+            &path,
+            r#"[["1", "NewDeployment", null, "Success", null, [], false, "t0", "t1"]]"#,
+        )
+        .expect("write");
+        let err = read_history(path).expect_err("array form");
+        assert!(
+            err.to_string()
+                .contains("[0]: expected an object, found an array"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn records_use_the_greengrass_field_names() {

@@ -573,7 +573,7 @@ impl VersionStore {
             }
             Err(e) => return Err(io_err("cannot read", &meta_path)(e)),
         };
-        let meta: VersionMeta = serde_json::from_slice(&meta_bytes)
+        let meta: VersionMeta = evergreen_json::from_slice(&meta_bytes)
             .map_err(|e| corrupt(format!("{META_FILE} cannot be read: {e}")))?;
         if &meta.id != id {
             return Err(corrupt(format!(
@@ -1039,6 +1039,30 @@ mod tests {
         let list = f.store.list().expect("list");
         assert!(list.versions.is_empty());
         assert_eq!(list.problems.len(), 1);
+    }
+
+    #[test]
+    fn meta_in_array_form_is_corrupt() {
+        let f = fixture();
+        let a = create(&f.store, GROUP, &f.g, 0);
+        let path = f.store.version_dir(&a.id).join(META_FILE);
+        let mut meta: Value =
+            serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+        let s = meta["summary"].clone();
+        // serde alone reads the summary from an array, by position.
+        meta["summary"] = serde_json::json!([
+            s["components"],
+            s["subscriptions"],
+            s["resources"],
+            s["devices"]
+        ]);
+        overwrite(&path, &serde_json::to_vec(&meta).expect("encode"));
+        let err = f.store.load(a.id.as_str()).expect_err("array form");
+        assert!(
+            err.to_string()
+                .contains("summary: expected an object, found an array"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -319,10 +319,11 @@ impl SecretService {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(SecretError::io(&path, e)),
         };
-        let file: DeployedFile = serde_json::from_slice(&bytes).map_err(|e| SecretError::Io {
-            what: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let file: DeployedFile =
+            evergreen_json::from_slice(&bytes).map_err(|e| SecretError::Io {
+                what: path.display().to_string(),
+                message: e.to_string(),
+            })?;
         let core = crypto::core_key(&self.dir)?;
         let wrapped = base64_decode(&file.data_key).ok_or_else(|| SecretError::Io {
             what: path.display().to_string(),
@@ -848,6 +849,39 @@ mod tests {
             .get("arn:unknown", ARN, None)
             .expect_err("unknown component");
         assert_eq!(r.status, 403);
+    }
+
+    #[test]
+    fn a_deployed_copy_in_array_form_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("secrets");
+        LocalStore::new(&dir)
+            .put("greengrass-tok", b"AC-token-value")
+            .expect("put");
+        let service = SecretService::new(&dir);
+        deploy(&service);
+        let path = dir.join(DEPLOYED_FILE);
+        let mut file: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        // serde alone reads a sealed secret from an array of its members, by position.
+        let s = file["secrets"][0].clone();
+        file["secrets"][0] = serde_json::json!([
+            s["resourceId"],
+            s["arn"],
+            s["name"],
+            s["origin"],
+            s["versions"]
+        ]);
+        std::fs::write(&path, file.to_string()).expect("write");
+        let err = SecretService::new(&dir)
+            .load_file()
+            .map(|_| ())
+            .expect_err("array form");
+        assert!(
+            err.to_string()
+                .contains("secrets[0]: expected an object, found an array"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl LocalStore {
 
     fn read_entry(&self, path: &Path) -> Result<EntryFile, SecretError> {
         let bytes = std::fs::read(path).map_err(|e| SecretError::io(path, e))?;
-        let entry: EntryFile = serde_json::from_slice(&bytes).map_err(|e| SecretError::Io {
+        let entry: EntryFile = evergreen_json::from_slice(&bytes).map_err(|e| SecretError::Io {
             what: path.display().to_string(),
             message: format!("not a secret entry: {e}"),
         })?;
@@ -259,6 +259,21 @@ mod tests {
         let e = store.read_value("greengrass-a").expect_err("tampered");
         assert!(e.to_string().contains("wrong key or tampered"), "{e}");
         assert!(!e.to_string().contains("alpha"));
+    }
+
+    #[test]
+    fn an_entry_with_a_key_given_twice_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = LocalStore::new(&tmp.path().join("secrets"));
+        store.put("greengrass-a", b"alpha").expect("put");
+        let path = store.path_for("greengrass-a");
+        let text = std::fs::read_to_string(&path).expect("read");
+        // Members serde skips (and so their repeats) are outside the sealed data: only the
+        // strict reader notices.
+        let edited = text.replacen('{', r#"{"note": 1, "note": 2,"#, 1);
+        std::fs::write(&path, edited).expect("write");
+        let e = store.read_value("greengrass-a").expect_err("key twice");
+        assert!(e.to_string().contains("duplicate key `note`"), "{e}");
     }
 
     #[test]

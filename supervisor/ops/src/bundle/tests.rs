@@ -184,6 +184,32 @@ fn a_changed_group_or_a_missing_artefact_is_refused() {
 }
 
 #[test]
+fn a_manifest_in_array_form_is_refused() {
+    // serde alone reads `["evergreen-bundle", 1, "<id>"]` as the manifest, by position.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (store, id) = stored(tmp.path());
+    let bytes = rewrite(&export_bytes(&store, &id), |path, data| {
+        Some(if path == "bundle.json" {
+            let manifest: Value = serde_json::from_slice(&data).expect("manifest");
+            serde_json::to_vec(&serde_json::json!([
+                manifest["format"],
+                manifest["formatVersion"],
+                manifest["version"]
+            ]))
+            .expect("encode")
+        } else {
+            data
+        })
+    });
+    let (msg, other, _keep) = refused(&bytes);
+    assert!(
+        msg.contains("bundle.json: expected an object, found an array"),
+        "{msg}"
+    );
+    nothing_stored(&other);
+}
+
+#[test]
 fn entries_outside_the_store_links_and_devices_are_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (store, id) = stored(tmp.path());

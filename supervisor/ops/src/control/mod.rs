@@ -50,8 +50,8 @@ pub use client::{Client, ClientError};
 pub use protocol::{Reply, Request};
 pub use server::{ControlError, ControlServer, ControlSocket, ControlState};
 pub use status::{
-    CloudDrops, CloudLink, CloudReport, CloudState, ComponentReport, Counts, RuntimeInfo,
-    RuntimeStatus,
+    CloudDrops, CloudLink, CloudReport, CloudState, ComponentReport, Counts, MqttConnections,
+    MqttCounters, MqttDrops, MqttPublishes, MqttReport, RuntimeInfo, RuntimeStatus,
 };
 
 /// Longest request line, in bytes without its newline. Requests are small

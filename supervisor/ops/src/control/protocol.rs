@@ -55,8 +55,9 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Reply {
+    /// Boxed: the status is far larger than every other answer.
     Status {
-        status: RuntimeStatus,
+        status: Box<RuntimeStatus>,
     },
     Ping {
         version: String,
@@ -125,8 +126,10 @@ pub(crate) enum RequestError {
 
 /// Parses one request line.
 pub(crate) fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    // Strictly: with `{"op":"status","op":"reset"}` a lenient reader keeps the last `op`,
+    // so what the request does would depend on who reads it.
     let value: Value =
-        serde_json::from_slice(line).map_err(|e| RequestError::NotJson(e.to_string()))?;
+        evergreen_json::from_slice(line).map_err(|e| RequestError::NotJson(e.to_string()))?;
     let op = match value.get("op") {
         Some(Value::String(op)) => op.clone(),
         _ => return Err(RequestError::NoOp),
@@ -153,6 +156,16 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_naming_op_twice_is_refused() {
+        // A lenient reader keeps the last `op`: this status request would reset the runtime.
+        let err = parse_request(br#"{"op":"status","op":"reset"}"#).expect_err("refused");
+        assert!(err.to_string().contains("duplicate key `op`"), "{err}");
+        let err = parse_request(br#"{"op":"deploy","version":"abc","version":"def"}"#)
+            .expect_err("refused");
+        assert!(err.to_string().contains("duplicate key `version`"), "{err}");
+    }
 
     #[test]
     fn requests_parse_and_bad_lines_are_explained() {

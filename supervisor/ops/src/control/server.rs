@@ -468,7 +468,9 @@ async fn handle(request: Request, state: &ControlState) -> Response {
                 state.router.table().len(),
                 &state.proc_root,
             );
-            Ok(Reply::Status { status })
+            Ok(Reply::Status {
+                status: Box::new(status),
+            })
         }
     }
 }

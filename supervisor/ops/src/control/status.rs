@@ -32,6 +32,10 @@ pub struct RuntimeStatus {
     /// from a runtime built before it was reported).
     #[serde(default)]
     pub cloud_link: Option<CloudReport>,
+    /// The local MQTT server's counters; `None` from a runtime built before they were
+    /// reported.
+    #[serde(default)]
+    pub mqtt: Option<MqttReport>,
     /// The runtime's own resident set (children not included).
     pub rss_kib: Option<u64>,
     /// The runtime's own log (`<log root>/system/runtime.log`), absolute;
@@ -170,6 +174,209 @@ impl CloudReport {
     }
 }
 
+/// What the local MQTT server counted since the runtime started: connections, publishes and
+/// every refusal, close and drop, by reason (the server's own names are in
+/// `evergreen_mqtt::CounterSnapshot`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttReport {
+    /// Devices connected now.
+    pub connected: u64,
+    pub connections: MqttConnections,
+    pub publishes: MqttPublishes,
+    /// Device publishes dropped, and copies of them lost, by reason.
+    pub drops: MqttDrops,
+    /// SUBSCRIBE filters refused (no subscription of the group delivers there).
+    pub subscribes_refused: u64,
+}
+
+/// Connections accepted, refused and closed by a bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttConnections {
+    /// CONNECTs accepted.
+    pub accepted: u64,
+    /// CONNECTs refused: not a device of the group, a client id that is not the certificate's
+    /// name, no certificate, a will.
+    pub refused_not_authorized: u64,
+    /// Closed at accept: `maxConnections` open on both listeners.
+    pub refused_max_connections: u64,
+    /// Closed at accept: `maxConnectionsPerIp` open from the peer's address.
+    pub refused_max_connections_per_ip: u64,
+    /// Closed: no CONNECT accepted within `connectTimeoutSecs`.
+    pub closed_connect_deadline: u64,
+    /// Closed: a packet over `maxPacketBytesBeforeConnect` / `maxPacketBytes`.
+    pub closed_packet_too_large: u64,
+    /// Closed: 1.5 times the (capped) keep-alive without a packet.
+    pub closed_keep_alive: u64,
+    /// Closed: a started packet did not arrive within `readTimeoutSecs`.
+    pub closed_read_timeout: u64,
+    /// Closed: another protocol error.
+    pub closed_protocol_error: u64,
+}
+
+impl MqttConnections {
+    pub fn refused(&self) -> u64 {
+        self.refused_not_authorized
+            + self.refused_max_connections
+            + self.refused_max_connections_per_ip
+    }
+
+    pub fn closed(&self) -> u64 {
+        self.closed_connect_deadline
+            + self.closed_packet_too_large
+            + self.closed_keep_alive
+            + self.closed_read_timeout
+            + self.closed_protocol_error
+    }
+}
+
+/// Device publishes in, and messages out to devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttPublishes {
+    /// Device publishes read: routed or dropped.
+    pub received: u64,
+    /// Device publishes that reached at least one subscription.
+    pub routed: u64,
+    /// Messages written to devices (QoS 1: acknowledged by the device).
+    pub delivered: u64,
+    /// QoS 1 messages queued for offline persistent sessions.
+    pub queued_offline: u64,
+    /// Device publishes routed only after the whole hold for a full device queue.
+    pub held_too_long: u64,
+}
+
+/// Why device publishes (or copies of them) were lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttDrops {
+    /// No subscription from the device accepts the topic.
+    pub not_authorized: u64,
+    /// A wildcard or invalid topic.
+    pub topic_invalid: u64,
+    /// The payload never finished arriving.
+    pub payload_timeout: u64,
+    /// The payload was lost mid-packet as the connection ended. Zero from a runtime built
+    /// before it was counted.
+    #[serde(default)]
+    pub payload_lost: u64,
+    /// Taken in, and still unrouted when the connection's drain bound (30 s) passed. Zero
+    /// from a runtime built before it was counted.
+    #[serde(default)]
+    pub lost_at_disconnect: u64,
+    /// Copies a target did not take (its queue full, or nothing attached for it).
+    pub lost_at_targets: u64,
+    /// QoS 1 publishes the cloud spool did not store (never acknowledged).
+    pub not_stored: u64,
+    /// Messages for an offline persistent session whose queue was full.
+    pub offline_queue_full: u64,
+    /// Messages not sent to a device because they are larger than it accepts (its MQTT 5
+    /// Maximum Packet Size, or `maxPacketBytes`); the device stays connected. Zero from a
+    /// runtime built before it was counted.
+    #[serde(default)]
+    pub too_large_for_device: u64,
+}
+
+impl MqttDrops {
+    /// Publishes dropped whole (the others are copies lost at one target).
+    pub fn dropped(&self) -> u64 {
+        self.not_authorized
+            + self.topic_invalid
+            + self.payload_timeout
+            + self.payload_lost
+            + self.lost_at_disconnect
+    }
+}
+
+/// `n what (3 a, 1 b)` with the reasons that are not zero, or `n what`.
+fn with_reasons(n: u64, what: &str, reasons: &[(u64, &str)]) -> String {
+    let named: Vec<String> = reasons
+        .iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, why)| format!("{count} {why}"))
+        .collect();
+    if named.is_empty() {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what} ({})", named.join(", "))
+    }
+}
+
+impl MqttReport {
+    /// The report in words, as the status's second line shows it.
+    pub fn describe(&self) -> String {
+        let c = &self.connections;
+        let p = &self.publishes;
+        let d = &self.drops;
+        let mut parts = vec![
+            format!("{} connected", self.connected),
+            format!(
+                "connections {} accepted, {}, {}",
+                c.accepted,
+                with_reasons(
+                    c.refused(),
+                    "refused",
+                    &[
+                        (c.refused_not_authorized, "not authorized"),
+                        (c.refused_max_connections, "over maxConnections"),
+                        (c.refused_max_connections_per_ip, "over maxConnectionsPerIp"),
+                    ]
+                ),
+                with_reasons(
+                    c.closed(),
+                    "closed by a bound",
+                    &[
+                        (c.closed_connect_deadline, "no CONNECT in time"),
+                        (c.closed_packet_too_large, "packet too large"),
+                        (c.closed_keep_alive, "keep-alive expired"),
+                        (c.closed_read_timeout, "read timeout"),
+                        (c.closed_protocol_error, "protocol error"),
+                    ]
+                ),
+            ),
+            format!(
+                "publishes {} in, {} routed, {} delivered",
+                p.received, p.routed, p.delivered
+            ),
+            with_reasons(
+                d.dropped(),
+                "dropped",
+                &[
+                    (d.not_authorized, "not authorized"),
+                    (d.topic_invalid, "topic invalid"),
+                    (d.payload_timeout, "payload timeout"),
+                    (d.payload_lost, "payload lost at disconnect"),
+                    (d.lost_at_disconnect, "unrouted at disconnect"),
+                ],
+            ),
+        ];
+        let lost = d.lost_at_targets + d.not_stored + d.offline_queue_full + d.too_large_for_device;
+        if lost > 0 {
+            parts.push(with_reasons(
+                lost,
+                "lost",
+                &[
+                    (d.lost_at_targets, "at targets"),
+                    (d.not_stored, "not stored, unacknowledged"),
+                    (d.offline_queue_full, "offline queue full"),
+                    (d.too_large_for_device, "too large for the device"),
+                ],
+            ));
+        }
+        if self.subscribes_refused > 0 {
+            parts.push(format!("{} subscribes refused", self.subscribes_refused));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Where the status reads the MQTT server's counters: the composition root hands in the
+/// server's, so this crate names no MQTT crate.
+pub trait MqttCounters: Send + Sync + fmt::Debug {
+    fn report(&self) -> MqttReport;
+}
+
 /// Where the status reads the cloud connection's state: the composition root
 /// hands in the cloud bridge's, so this crate names no cloud crate.
 pub trait CloudLink: Send + Sync + fmt::Debug {
@@ -185,6 +392,8 @@ pub struct RuntimeInfo {
     pub log_file: Option<PathBuf>,
     /// The cloud bridge; `None` when no cloud is configured.
     pub cloud: Option<std::sync::Arc<dyn CloudLink>>,
+    /// The local MQTT server.
+    pub mqtt: Option<std::sync::Arc<dyn MqttCounters>>,
 }
 
 impl RuntimeInfo {
@@ -205,7 +414,14 @@ impl RuntimeInfo {
             group,
             log_file: None,
             cloud: None,
+            mqtt: None,
         }
+    }
+
+    /// Reports the MQTT server's counters as `server` tells them.
+    pub fn with_mqtt(mut self, server: std::sync::Arc<dyn MqttCounters>) -> Self {
+        self.mqtt = Some(server);
+        self
     }
 
     /// Reports the cloud connection as `link` tells it.
@@ -293,6 +509,7 @@ pub(crate) fn build_status(
             .as_ref()
             .map_or_else(|| CLOUD_NOT_CONFIGURED.to_string(), CloudReport::describe),
         cloud_link,
+        mqtt: info.mqtt.as_ref().map(|server| server.report()),
         rss_kib: vm_rss_kib(proc_root, pid),
         log_file: info.log_file.as_ref().map(|p| p.display().to_string()),
         counts,
@@ -360,6 +577,9 @@ impl fmt::Display for RuntimeStatus {
             plural(c.subscriptions, "subscription"),
             self.cloud,
         )?;
+        if let Some(mqtt) = &self.mqtt {
+            writeln!(f, "mqtt {}", mqtt.describe())?;
+        }
         let dash = || "-".to_string();
         let mut rows = vec![[
             "NAME",
@@ -536,6 +756,74 @@ mod tests {
         assert_eq!(status.counts.backoff, 1);
         assert_eq!(status.components[0].uptime_ms, None);
         assert!(status.to_string().contains("1 in backoff"));
+    }
+
+    #[derive(Debug)]
+    struct FakeMqtt(MqttReport);
+
+    impl MqttCounters for FakeMqtt {
+        fn report(&self) -> MqttReport {
+            self.0
+        }
+    }
+
+    #[test]
+    fn mqtt_counters_are_in_the_status_by_reason() {
+        let report = MqttReport {
+            connected: 2,
+            connections: MqttConnections {
+                accepted: 5,
+                refused_not_authorized: 1,
+                refused_max_connections_per_ip: 3,
+                closed_packet_too_large: 1,
+                closed_read_timeout: 2,
+                ..MqttConnections::default()
+            },
+            publishes: MqttPublishes {
+                received: 12,
+                routed: 9,
+                delivered: 7,
+                ..MqttPublishes::default()
+            },
+            drops: MqttDrops {
+                not_authorized: 2,
+                topic_invalid: 1,
+                lost_at_targets: 4,
+                ..MqttDrops::default()
+            },
+            subscribes_refused: 0,
+        };
+        let info =
+            RuntimeInfo::new(Instant::now(), None).with_mqtt(std::sync::Arc::new(FakeMqtt(report)));
+        let status = build_status(
+            &info,
+            Vec::new(),
+            &RouterStats::default(),
+            &BTreeMap::new(),
+            0,
+            Path::new("/nonexistent"),
+        );
+        assert_eq!(status.mqtt, Some(report));
+        let json = serde_json::to_value(&status).expect("json");
+        assert_eq!(json["mqtt"]["connected"], 2);
+        assert_eq!(json["mqtt"]["connections"]["refusedMaxConnectionsPerIp"], 3);
+        assert_eq!(json["mqtt"]["connections"]["closedReadTimeout"], 2);
+        assert_eq!(json["mqtt"]["publishes"]["received"], 12);
+        assert_eq!(json["mqtt"]["drops"]["notAuthorized"], 2);
+        assert_eq!(json["mqtt"]["drops"]["lostAtTargets"], 4);
+        let table = status.to_string();
+        let line = table.lines().nth(1).expect("second line");
+        assert_eq!(
+            line,
+            "mqtt 2 connected; connections 5 accepted, 4 refused (1 not authorized, 3 over maxConnectionsPerIp), \
+             3 closed by a bound (1 packet too large, 2 read timeout); publishes 12 in, 9 routed, 7 delivered; \
+             3 dropped (2 not authorized, 1 topic invalid); 4 lost (4 at targets)"
+        );
+        // From a runtime built before the counters were reported.
+        let mut old = json.clone();
+        old.as_object_mut().expect("object").remove("mqtt");
+        let back: RuntimeStatus = serde_json::from_value(old).expect("older status");
+        assert_eq!(back.mqtt, None);
     }
 
     #[test]

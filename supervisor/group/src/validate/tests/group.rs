@@ -215,7 +215,7 @@ fn the_loader_reads_resolves_and_reports() {
         Err(e @ crate::loader::LoadError::Invalid { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("bad.json:\n  $.CoreDefinitionVersion.Cores[1]: "),
+                text.contains("bad.json: $.CoreDefinitionVersion.Cores[1]: "),
                 "{text}"
             );
         }

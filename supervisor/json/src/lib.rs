@@ -1,0 +1,156 @@
+//! JSON that comes from outside the runtime — group and configuration files, bundle manifests,
+//! secret-store files, control-socket requests — read strictly, every error located by its
+//! path.
+//!
+//! serde's derived types and maps are lenient in ways a hand-written or hostile document must
+//! not exploit:
+//! - a struct also reads from a JSON *array*, its fields taken by position, so
+//!   `"FunctionConfiguration": ["x", …]` or `"restart": [250, 30000]` would load;
+//! - a map (`BTreeMap`, `serde_json::Value`) keeps the last of two equal keys without a word
+//!   (derived structs refuse a repeated *known* field, but skip repeated unknown ones), so
+//!   `{"op":"status","op":"reset"}` means whatever the last reader decides;
+//! - an enum variant without data also reads from an object, `{"always": null}`.
+//!
+//! [`from_str`] and [`from_slice`] refuse all three at every depth, and anything after the
+//! document, with messages such as `Functions[0].FunctionConfiguration: expected an object,
+//! found an array at line 3 column 31`. Numbers are never read as strings nor strings as
+//! numbers (serde_json's own rule, kept).
+//!
+//! This crate owns those rules and nothing else: it knows no document's shape, reads no file,
+//! and callers turn [`Error`] into their own messages (its [`Path`] by segments, or as text).
+//!
+//! Limit: content serde buffers before it knows its type (`#[serde(flatten)]`, internally
+//! tagged and untagged enums) is read back by serde's own deserializer. Duplicate keys inside
+//! it are still refused (they are met while it is buffered), an array standing for a struct is
+//! not.
+
+mod strict;
+
+use std::fmt;
+
+use serde::Deserialize;
+
+pub use strict::NOT_AN_OBJECT;
+
+/// Reads one JSON document into `T` strictly (see the crate documentation).
+pub fn from_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Error> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let value =
+        serde_path_to_error::deserialize(strict::Strict::new(&mut json)).map_err(Error::located)?;
+    json.end().map_err(Error::at_root)?;
+    Ok(value)
+}
+
+/// [`from_str`] for bytes (which must be UTF-8, as JSON is).
+pub fn from_slice<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value =
+        serde_path_to_error::deserialize(strict::Strict::new(&mut json)).map_err(Error::located)?;
+    json.end().map_err(Error::at_root)?;
+    Ok(value)
+}
+
+/// Why a document was refused, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    path: Path,
+    message: String,
+}
+
+impl Error {
+    fn located(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+        let path = Path(
+            e.path()
+                .iter()
+                .map(|segment| match segment {
+                    serde_path_to_error::Segment::Seq { index } => Segment::Index(*index),
+                    serde_path_to_error::Segment::Map { key } => Segment::Key(key.clone()),
+                    serde_path_to_error::Segment::Enum { variant } => Segment::Key(variant.clone()),
+                    serde_path_to_error::Segment::Unknown => Segment::Unknown,
+                })
+                .collect(),
+        );
+        Error {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    }
+
+    fn at_root(e: serde_json::Error) -> Error {
+        Error {
+            path: Path::default(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Where in the document the problem is; the root for a syntax error or trailing data.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What is wrong, with serde_json's line and column when it knows them.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    /// `<path>: <message>`, or the message alone at the root.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_root() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A place in a document: object keys and array indexes from the root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Path(Vec<Segment>);
+
+/// One step of a [`Path`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// An object member (or an enum variant).
+    Key(String),
+    /// An array element.
+    Index(usize),
+    /// A step serde could not name (never for plain JSON documents).
+    Unknown,
+}
+
+impl Path {
+    pub fn segments(&self) -> &[Segment] {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Path {
+    /// `a.b[2].c`, and `.` for the root (serde_path_to_error's form, which messages already
+    /// used).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str(".");
+        }
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Index(index) => write!(f, "[{index}]")?,
+                Segment::Key(key) if i == 0 => f.write_str(key)?,
+                Segment::Key(key) => write!(f, ".{key}")?,
+                Segment::Unknown if i == 0 => f.write_str("?")?,
+                Segment::Unknown => f.write_str(".?")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
