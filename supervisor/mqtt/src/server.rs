@@ -459,8 +459,12 @@ struct Lane {
     reading: std::cell::Cell<usize>,
     /// Tickets given up before their turn came (few: only a publish dropped mid-way).
     abandoned: RefCell<Vec<u64>>,
-    /// Readiness checks and turns waiting for `turn` or `reading` to change.
+    /// Readiness checks and the drain, waiting for `turn` or `reading` to change (one or two:
+    /// the dispatcher's, the shutdown's).
     waiters: RefCell<Vec<std::task::Waker>>,
+    /// Publishes waiting for their turn, by ticket: only the one whose turn came is woken, so
+    /// a full lane costs one wake per routed publish, not one per waiting publish.
+    turn_wakers: RefCell<std::collections::HashMap<u64, std::task::Waker>>,
     counters: Arc<super::Counters>,
 }
 
@@ -472,6 +476,7 @@ impl Lane {
             reading: std::cell::Cell::new(0),
             abandoned: RefCell::default(),
             waiters: RefCell::default(),
+            turn_wakers: RefCell::default(),
             counters,
         }
     }
@@ -499,6 +504,7 @@ impl Lane {
     /// up before its turn came), or, if its turn has not come, it is skipped when it does.
     fn pass(&self, ticket: u64) {
         if self.turn.get() != ticket {
+            self.turn_wakers.borrow_mut().remove(&ticket);
             self.abandoned.borrow_mut().push(ticket);
             return;
         }
@@ -511,6 +517,10 @@ impl Lane {
             }
         }
         self.turn.set(turn);
+        let next = self.turn_wakers.borrow_mut().remove(&turn);
+        if let Some(w) = next {
+            w.wake();
+        }
         self.wake();
     }
 }
@@ -543,7 +553,10 @@ impl Ticket {
             if self.lane.turn.get() == self.n {
                 std::task::Poll::Ready(())
             } else {
-                self.lane.wait(cx);
+                self.lane
+                    .turn_wakers
+                    .borrow_mut()
+                    .insert(self.n, cx.waker().clone());
                 std::task::Poll::Pending
             }
         })
