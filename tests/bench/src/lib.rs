@@ -4,7 +4,14 @@
 //! and nothing here may make one fail silently.
 //!
 //! The test harness itself (starting `evergreen run`, group builders, moto)
-//! stays in `evergreen_tests`, which the integration tests also use.
+//! stays in `evergreen_tests`, which the integration tests also use. Here are
+//! only what several benches share beyond it: the MQTT 3.1.1 packets of the
+//! benches' own clients ([`mqtt`]), mosquitto as the upstream broker with
+//! persistence ([`mosquitto`]) and what `eg-soak` counts ([`soak`]).
+
+pub mod mosquitto;
+pub mod mqtt;
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 

@@ -16,22 +16,15 @@
 //!   started; the rate is how fast the spool drains upstream (PUBACK round trips, spool removals).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use evergreen_bench::mosquitto::Mosquitto;
 use evergreen_bench::{require_bin, start_runtime};
 use evergreen_tests::{fn_arn, free_port, function, group, sub, wait_for};
 use serde_json::json;
-
-fn mosquitto_bin() -> PathBuf {
-    if Path::new("/usr/sbin/mosquitto").exists() {
-        PathBuf::from("/usr/sbin/mosquitto")
-    } else {
-        PathBuf::from("mosquitto")
-    }
-}
 
 struct Proc(Child);
 
@@ -40,29 +33,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn broker(dir: &Path, port: u16) -> Option<Proc> {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\nmax_inflight_messages 0\n",
-            dir.display()
-        ),
-    )
-    .ok()?;
-    let child = Command::new(mosquitto_bin())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    wait_for(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })?;
-    Some(Proc(child))
 }
 
 fn subscriber(port: u16, out: &Path) -> Option<Proc> {
@@ -119,7 +89,7 @@ fn measure(out: &Path, n: usize, limit: Duration) -> Option<f64> {
     }
 }
 
-fn case(storage: &str, live: bool, n: usize) {
+fn case(mosquitto: &Path, storage: &str, live: bool, n: usize) {
     let Ok(dir) = tempfile::tempdir() else {
         return;
     };
@@ -131,22 +101,22 @@ fn case(storage: &str, live: bool, n: usize) {
     };
     let out = dir.path().join("cloud.txt");
     // Register the persistent cloud-side session, so nothing is lost to start-up order.
-    let mut b = broker(dir.path(), port);
+    let mut b = match Mosquitto::start(mosquitto, dir.path(), port) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}: skipped");
+            return;
+        }
+    };
     let s = subscriber(port, &out);
-    if b.is_none() || s.is_none() || !probe(port, &out) {
-        eprintln!("mosquitto / mosquitto_sub unavailable: skipped");
+    if s.is_none() || !probe(port, &out) {
+        eprintln!("mosquitto_sub unavailable: skipped");
         return;
     }
     drop(s);
     if !live {
-        if let Some(Proc(child)) = b.as_mut() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
-        }
-        b = None;
+        // A clean stop: the subscriber's persistent session is saved for the restart.
+        b.stop();
     }
     let _ = std::fs::write(&out, "");
     let s = if live { subscriber(port, &out) } else { None };
@@ -186,7 +156,10 @@ fn case(storage: &str, live: bool, n: usize) {
             eprintln!("{label}: the messages were not all spooled");
             return;
         }
-        b = broker(dir.path(), port);
+        if let Err(e) = b.restart() {
+            eprintln!("{label}: {e}");
+            return;
+        }
         let _s = subscriber(port, &out);
         measure(&out, n, Duration::from_secs(300))
     };
@@ -217,6 +190,9 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let n = Cli::parse().n;
+    let Some(mosquitto) = evergreen_tests::mosquitto_or_skip() else {
+        return std::process::ExitCode::FAILURE;
+    };
     for bin in ["evergreen", "eg-fn"] {
         if let Err(e) = require_bin(bin) {
             eprintln!("eg-bridge-bench: {e}");
@@ -227,8 +203,8 @@ fn main() -> std::process::ExitCode {
         "function -> cloud through the spool and bridge (QoS 1, up to 16 in flight), loopback mosquitto"
     );
     for storage in ["Memory", "FileSystem"] {
-        case(storage, true, n);
-        case(storage, false, n);
+        case(&mosquitto, storage, true, n);
+        case(&mosquitto, storage, false, n);
     }
     std::process::ExitCode::SUCCESS
 }

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use evergreen_bench::mqtt::{connect as connect_packet, packet, string, subscribe};
 use evergreen_bench::with_free_ports;
 use evergreen_tests::{free_port, group, sub, wait_for, Runtime};
 use serde_json::{json, Value};
@@ -45,32 +46,6 @@ const WINDOW: usize = 16;
 
 fn thing_arn(name: &str) -> String {
     format!("arn:aws:iot:us-east-1:123456789012:thing/{name}")
-}
-
-fn remaining_len(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_len(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
 }
 
 /// Reads one packet: (first byte, body).
@@ -99,11 +74,7 @@ async fn connect(
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
-    let mut body = Vec::new();
-    string("MQTT", &mut body);
-    body.extend_from_slice(&[4, 0x02, 0, 60]);
-    string(id, &mut body);
-    w.write_all(&packet(0x10, &body)).await?;
+    w.write_all(&connect_packet(id, true, 60)).await?;
     let (first, ack) = read_packet(&mut r).await?;
     if first != 0x20 || ack.get(1) != Some(&0) {
         return Err(std::io::Error::other(format!(
@@ -130,10 +101,7 @@ async fn subscriber(
     ready: Arc<Semaphore>,
 ) -> std::io::Result<(usize, Option<Instant>, Vec<u64>)> {
     let (mut r, mut w) = connect(addr, &id).await?;
-    let mut body = vec![0, 1];
-    string(&topic, &mut body);
-    body.push(qos);
-    w.write_all(&packet(0x82, &body)).await?;
+    w.write_all(&subscribe(1, &topic, qos)).await?;
     let (first, ack) = read_packet(&mut r).await?;
     if first != 0x90 || ack.get(2).is_none_or(|c| *c >= 0x80) {
         return Err(std::io::Error::other(format!(
