@@ -594,12 +594,62 @@ fn peer_addr(io: &ntex::io::IoBoxed) -> Option<SocketAddr> {
 /// The idle timeout of a connection whose device asked for `keep_alive` seconds (0: none),
 /// with the keep-alive capped at `max`: MQTT's 1.5 times the keep-alive, so a half-open
 /// connection is closed instead of held for up to 65535 s.
-fn capped_keep_alive(keep_alive: u16, max: u16) -> u16 {
+pub(crate) fn capped_keep_alive(keep_alive: u16, max: u16) -> u16 {
     if keep_alive == 0 || keep_alive > max {
         max
     } else {
         keep_alive
     }
+}
+
+/// Checks an MQTT 3.1.1 CONNECT and opens (or resumes) the device's session: the decision of
+/// the v3 handshake, apart from ntex's handshake object so the fuzz target
+/// (`crate::fuzzing`) runs the same code on decoded packets. `cert_cn` as for
+/// [`MqttHub::connect`].
+pub(crate) fn connect_v3(
+    hub: &MqttHub,
+    pkt: &v3::codec::Connect,
+    cert_cn: Option<Option<&str>>,
+) -> Result<Connected, Refusal> {
+    let persistent = !pkt.clean_session;
+    let c = hub.connect(&pkt.client_id, cert_cn, persistent, pkt.last_will.is_some())?;
+    if persistent {
+        // MQTT 3.1.1 sessions never expire.
+        c.session.set_expiry(u32::MAX);
+    }
+    Ok(c)
+}
+
+/// [`connect_v3`] for an MQTT 5 CONNECT: a session is persistent with clean start 0 and a
+/// session expiry interval above 0.
+pub(crate) fn connect_v5(
+    hub: &MqttHub,
+    pkt: &v5::codec::Connect,
+    cert_cn: Option<Option<&str>>,
+) -> Result<Connected, Refusal> {
+    let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
+    let c = hub.connect(&pkt.client_id, cert_cn, persistent, pkt.last_will.is_some())?;
+    if persistent {
+        c.session.set_expiry(pkt.session_expiry_interval_secs);
+    }
+    Ok(c)
+}
+
+/// One SUBSCRIBE filter of a connected device: the QoS granted (and recorded in its session),
+/// or `None` when the group delivers nothing it matches to this device. Both protocol
+/// versions answer with it; the fuzz target calls it on decoded packets.
+pub(crate) fn subscribe(
+    hub: &MqttHub,
+    session: &DeviceSession,
+    filter: &str,
+    qos: QoS,
+) -> Option<QoS> {
+    if !hub.may_subscribe(&session.thing_arn, filter) {
+        return None;
+    }
+    let q = grant(qos);
+    session.subscribe(filter, q == QoS::AtLeastOnce);
+    Some(q)
 }
 
 async fn handshake_v3(
@@ -611,19 +661,10 @@ async fn handshake_v3(
     let pkt = hs.packet();
     let peer = peer_addr(hs.io());
     let cn = tls.then(|| peer_cn(hs.io()));
-    let result = hub.connect(
-        &pkt.client_id,
-        cn.as_ref().map(Option::as_deref),
-        !pkt.clean_session,
-        pkt.last_will.is_some(),
-    );
+    let result = connect_v3(&hub, pkt, cn.as_ref().map(Option::as_deref));
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
-            if !pkt.clean_session {
-                // MQTT 3.1.1 sessions never expire.
-                c.session.set_expiry(u32::MAX);
-            }
             let keep_alive =
                 capped_keep_alive(pkt.keep_alive, admission.limits.max_keep_alive_secs);
             let conn = Conn::new(hub, c, AnySink::V3(hs.sink()));
@@ -654,19 +695,10 @@ async fn handshake_v5(
     let peer = peer_addr(hs.io());
     let asked_keep_alive = pkt.keep_alive;
     let cn = tls.then(|| peer_cn(hs.io()));
-    let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
-    let result = hub.connect(
-        &pkt.client_id,
-        cn.as_ref().map(Option::as_deref),
-        persistent,
-        pkt.last_will.is_some(),
-    );
+    let result = connect_v5(&hub, pkt, cn.as_ref().map(Option::as_deref));
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
-            if persistent {
-                c.session.set_expiry(pkt.session_expiry_interval_secs);
-            }
             let limits = &admission.limits;
             let keep_alive = capped_keep_alive(asked_keep_alive, limits.max_keep_alive_secs);
             let max_packet = NonZeroU32::new(limits.max_packet_bytes).map(NonZeroU32::get);
@@ -813,16 +845,14 @@ fn mqtt_service<F: ntex::io::Filter>(
                                     v3::ProtocolMessage::Subscribe(mut s) => {
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
-                                            if conn
-                                                .hub
-                                                .may_subscribe(&conn.session.thing_arn, &filter)
-                                            {
-                                                let q = grant(sub.qos());
-                                                conn.session
-                                                    .subscribe(&filter, q == QoS::AtLeastOnce);
-                                                sub.confirm(q);
-                                            } else {
-                                                sub.fail();
+                                            match subscribe(
+                                                &conn.hub,
+                                                &conn.session,
+                                                &filter,
+                                                sub.qos(),
+                                            ) {
+                                                Some(q) => sub.confirm(q),
+                                                None => sub.fail(),
                                             }
                                         }
                                         s.ack()
@@ -857,18 +887,13 @@ fn mqtt_service<F: ntex::io::Filter>(
                                     v5::ProtocolMessage::Subscribe(mut s) => {
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
-                                            if conn
-                                                .hub
-                                                .may_subscribe(&conn.session.thing_arn, &filter)
+                                            let qos = sub.options().qos;
+                                            match subscribe(&conn.hub, &conn.session, &filter, qos)
                                             {
-                                                let q = grant(sub.options().qos);
-                                                conn.session
-                                                    .subscribe(&filter, q == QoS::AtLeastOnce);
-                                                sub.confirm(q);
-                                            } else {
-                                                sub.fail(
+                                                Some(q) => sub.confirm(q),
+                                                None => sub.fail(
                                                     v5::codec::SubscribeAckReason::NotAuthorized,
-                                                );
+                                                ),
                                             }
                                         }
                                         s.ack()
