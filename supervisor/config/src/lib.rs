@@ -121,7 +121,7 @@ mod test_fixtures;
 use std::io;
 use std::path::PathBuf;
 
-pub use load::load;
+pub use load::{load, load_str};
 pub use model::{
     AwsConfig, ComponentSettings, CoreConfig, CoreThing, DefaultRunAs, Evergreen, LambdaEndpoint,
     Listeners, MqttLimits, PlainListener, Restart, RestartOverride, RestartPolicy, Runtime,

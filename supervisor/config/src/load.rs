@@ -19,6 +19,13 @@ pub fn load(path: Option<&Path>, env: &ConfigEnv) -> Result<CoreConfig, ConfigEr
     }
 }
 
+/// Parses and validates a configuration text exactly as [`load`] does a file's text; `path`
+/// only names it in errors. For callers that already hold the text (the fuzz target of
+/// `tests/fuzz` feeds it arbitrary bytes through here).
+pub fn load_str(text: &str, path: &Path, env: &ConfigEnv) -> Result<CoreConfig, ConfigError> {
+    parse(text, path, env)
+}
+
 fn load_file(path: &Path, env: &ConfigEnv) -> Result<CoreConfig, ConfigError> {
     let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_owned(),

@@ -49,6 +49,8 @@
 pub mod certs;
 
 mod admission;
+#[doc(hidden)]
+pub mod fuzzing;
 mod server;
 mod sessions;
 

@@ -789,6 +789,29 @@ impl PublishService {
     }
 }
 
+/// Whether a decoded PUBLISH's payload fits in its packet (`packet_size`: the remaining length).
+///
+/// ntex-mqtt 8.2.1 (the newest 8.x) computes the payload's length as the remaining length
+/// minus the header's (topic, packet id, v5 properties) without checking that the header
+/// fits: a header longer than its packet wraps, in a release build, to a payload of about
+/// 4 GiB that the codec then reads from the bytes that follow, past every packet-size limit
+/// (a debug build panics in the codec instead). A payload larger than its packet is that,
+/// never a real publish, so the connection is closed before any of it is read. Found by the
+/// `mqtt_packets` fuzz target.
+fn payload_fits(packet_size: u32, payload_size: usize) -> bool {
+    u64::try_from(payload_size).is_ok_and(|p| p <= u64::from(packet_size))
+}
+
+/// Logs and counts a publish refused by [`payload_fits`].
+fn malformed_publish(conn: &Conn, packet_size: u32, payload_size: usize) -> ServerError {
+    super::bump(&conn.hub.counters.closed_protocol_error);
+    log::warn!(
+        "MQTT: {} sent a PUBLISH whose header is longer than its packet ({payload_size} payload bytes in a packet of {packet_size}); connection closed",
+        conn.session.thing_arn
+    );
+    ServerError
+}
+
 impl Service<v3::Publish> for PublishService {
     type Response = ();
     type Error = ServerError;
@@ -803,6 +826,13 @@ impl Service<v3::Publish> for PublishService {
     }
 
     async fn call(&self, mut p: v3::Publish, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
+        if !payload_fits(p.packet_size(), p.payload_size()) {
+            return Err(malformed_publish(
+                &self.conn,
+                p.packet_size(),
+                p.payload_size(),
+            ));
+        }
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
@@ -841,6 +871,13 @@ impl Service<v5::Publish> for PublishService {
         mut p: v5::Publish,
         _: ServiceCtx<'_, Self>,
     ) -> Result<v5::PublishAck, ServerError> {
+        if !payload_fits(p.packet_size(), p.payload_size()) {
+            return Err(malformed_publish(
+                &self.conn,
+                p.packet_size(),
+                p.payload_size(),
+            ));
+        }
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
@@ -911,12 +948,62 @@ fn peer_addr(io: &ntex::io::IoBoxed) -> Option<SocketAddr> {
 /// The idle timeout of a connection whose device asked for `keep_alive` seconds (0: none),
 /// with the keep-alive capped at `max`: MQTT's 1.5 times the keep-alive, so a half-open
 /// connection is closed instead of held for up to 65535 s.
-fn capped_keep_alive(keep_alive: u16, max: u16) -> u16 {
+pub(crate) fn capped_keep_alive(keep_alive: u16, max: u16) -> u16 {
     if keep_alive == 0 || keep_alive > max {
         max
     } else {
         keep_alive
     }
+}
+
+/// Checks an MQTT 3.1.1 CONNECT and opens (or resumes) the device's session: the decision of
+/// the v3 handshake, apart from ntex's handshake object so the fuzz target
+/// (`crate::fuzzing`) runs the same code on decoded packets. `cert_cn` as for
+/// [`MqttHub::connect`].
+pub(crate) fn connect_v3(
+    hub: &MqttHub,
+    pkt: &v3::codec::Connect,
+    cert_cn: Option<Option<&str>>,
+) -> Result<Connected, Refusal> {
+    let persistent = !pkt.clean_session;
+    let c = hub.connect(&pkt.client_id, cert_cn, persistent, pkt.last_will.is_some())?;
+    if persistent {
+        // MQTT 3.1.1 sessions never expire.
+        c.session.set_expiry(u32::MAX);
+    }
+    Ok(c)
+}
+
+/// [`connect_v3`] for an MQTT 5 CONNECT: a session is persistent with clean start 0 and a
+/// session expiry interval above 0.
+pub(crate) fn connect_v5(
+    hub: &MqttHub,
+    pkt: &v5::codec::Connect,
+    cert_cn: Option<Option<&str>>,
+) -> Result<Connected, Refusal> {
+    let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
+    let c = hub.connect(&pkt.client_id, cert_cn, persistent, pkt.last_will.is_some())?;
+    if persistent {
+        c.session.set_expiry(pkt.session_expiry_interval_secs);
+    }
+    Ok(c)
+}
+
+/// One SUBSCRIBE filter of a connected device: the QoS granted (and recorded in its session),
+/// or `None` when the group delivers nothing it matches to this device. Both protocol
+/// versions answer with it; the fuzz target calls it on decoded packets.
+pub(crate) fn subscribe(
+    hub: &MqttHub,
+    session: &DeviceSession,
+    filter: &str,
+    qos: QoS,
+) -> Option<QoS> {
+    if !hub.may_subscribe(&session.thing_arn, filter) {
+        return None;
+    }
+    let q = grant(qos);
+    session.subscribe(filter, q == QoS::AtLeastOnce);
+    Some(q)
 }
 
 async fn handshake_v3(
@@ -928,19 +1015,10 @@ async fn handshake_v3(
     let pkt = hs.packet();
     let peer = peer_addr(hs.io());
     let cn = tls.then(|| peer_cn(hs.io()));
-    let result = hub.connect(
-        &pkt.client_id,
-        cn.as_ref().map(Option::as_deref),
-        !pkt.clean_session,
-        pkt.last_will.is_some(),
-    );
+    let result = connect_v3(&hub, pkt, cn.as_ref().map(Option::as_deref));
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
-            if !pkt.clean_session {
-                // MQTT 3.1.1 sessions never expire.
-                c.session.set_expiry(u32::MAX);
-            }
             let keep_alive =
                 capped_keep_alive(pkt.keep_alive, admission.limits.max_keep_alive_secs);
             let conn = Conn::new(hub, c, AnySink::V3(hs.sink()), hs.io().get_ref());
@@ -971,19 +1049,10 @@ async fn handshake_v5(
     let peer = peer_addr(hs.io());
     let asked_keep_alive = pkt.keep_alive;
     let cn = tls.then(|| peer_cn(hs.io()));
-    let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
-    let result = hub.connect(
-        &pkt.client_id,
-        cn.as_ref().map(Option::as_deref),
-        persistent,
-        pkt.last_will.is_some(),
-    );
+    let result = connect_v5(&hub, pkt, cn.as_ref().map(Option::as_deref));
     Ok(match result {
         Ok(c) => {
             let present = c.session_present;
-            if persistent {
-                c.session.set_expiry(pkt.session_expiry_interval_secs);
-            }
             let limits = &admission.limits;
             let keep_alive = capped_keep_alive(asked_keep_alive, limits.max_keep_alive_secs);
             let max_packet = NonZeroU32::new(limits.max_packet_bytes).map(NonZeroU32::get);
@@ -1150,16 +1219,14 @@ fn mqtt_service<F: ntex::io::Filter>(
                                     v3::ProtocolMessage::Subscribe(mut s) => {
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
-                                            if conn
-                                                .hub
-                                                .may_subscribe(&conn.session.thing_arn, &filter)
-                                            {
-                                                let q = grant(sub.qos());
-                                                conn.session
-                                                    .subscribe(&filter, q == QoS::AtLeastOnce);
-                                                sub.confirm(q);
-                                            } else {
-                                                sub.fail();
+                                            match subscribe(
+                                                &conn.hub,
+                                                &conn.session,
+                                                &filter,
+                                                sub.qos(),
+                                            ) {
+                                                Some(q) => sub.confirm(q),
+                                                None => sub.fail(),
                                             }
                                         }
                                         s.ack()
@@ -1207,18 +1274,13 @@ fn mqtt_service<F: ntex::io::Filter>(
                                     v5::ProtocolMessage::Subscribe(mut s) => {
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
-                                            if conn
-                                                .hub
-                                                .may_subscribe(&conn.session.thing_arn, &filter)
+                                            let qos = sub.options().qos;
+                                            match subscribe(&conn.hub, &conn.session, &filter, qos)
                                             {
-                                                let q = grant(sub.options().qos);
-                                                conn.session
-                                                    .subscribe(&filter, q == QoS::AtLeastOnce);
-                                                sub.confirm(q);
-                                            } else {
-                                                sub.fail(
+                                                Some(q) => sub.confirm(q),
+                                                None => sub.fail(
                                                     v5::codec::SubscribeAckReason::NotAuthorized,
-                                                );
+                                                ),
                                             }
                                         }
                                         s.ack()
@@ -1367,4 +1429,48 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntex::codec::Decoder;
+    use ntex::util::BytesMut;
+
+    /// A PUBLISH of remaining length 3 whose header claims 8 bytes (topic length 0, a
+    /// properties length of 5): ntex-mqtt 8.2.1's v5 codec computes its payload as 3 - 8.
+    const V5_HEADER_PAST_PACKET: &[u8] = &[0x30, 0x03, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0];
+    /// The same for 3.1.1: remaining length 2, a topic of 5 bytes.
+    const V3_HEADER_PAST_PACKET: &[u8] = &[0x30, 0x02, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e'];
+
+    // The upstream bug the publish guard exists for, as the fuzz target found it: with
+    // overflow checks (test builds) the codec panics; a release build wraps. When a new
+    // ntex-mqtt refuses these packets instead, these tests fail: the guard can then go.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "subtract with overflow")]
+    fn ntex_mqtt_v5_codec_underflows_on_a_publish_header_past_its_packet() {
+        let mut buf = BytesMut::from(V5_HEADER_PAST_PACKET);
+        let _ = v5::codec::Codec::new().decode(&mut buf);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "subtract with overflow")]
+    fn ntex_mqtt_v3_codec_underflows_on_a_publish_header_past_its_packet() {
+        let mut buf = BytesMut::from(V3_HEADER_PAST_PACKET);
+        let _ = v3::codec::Codec::new().decode(&mut buf);
+    }
+
+    #[test]
+    fn a_payload_longer_than_its_packet_is_refused() {
+        // What the release codec hands over for the packets above.
+        assert!(!payload_fits(3, 3u32.wrapping_sub(8) as usize));
+        assert!(!payload_fits(2, 2u32.wrapping_sub(7) as usize));
+        assert!(!payload_fits(0, 1));
+        // Real publishes: a payload is at most the packet less its header.
+        assert!(payload_fits(16, 14));
+        assert!(payload_fits(1 << 20, (1 << 20) - 2));
+        assert!(payload_fits(2, 0));
+    }
 }

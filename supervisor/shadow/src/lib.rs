@@ -44,6 +44,8 @@
 //! the same time converge on the order the cloud applied them: last writer wins.
 
 mod document;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

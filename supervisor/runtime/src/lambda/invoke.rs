@@ -265,7 +265,7 @@ fn secret_answer(
 
 /// Why an invoke's client context was refused (answered 400 with this text).
 #[derive(Debug, thiserror::Error)]
-enum ContextError {
+pub(super) enum ContextError {
     #[error("X-Amz-Client-Context is not base64")]
     NotBase64,
     #[error("X-Amz-Client-Context is not JSON: {0}")]
@@ -275,7 +275,9 @@ enum ContextError {
 }
 
 /// The `custom` object of a base64 JSON client context.
-fn custom_context(context: &str) -> Result<serde_json::Map<String, Value>, ContextError> {
+pub(super) fn custom_context(
+    context: &str,
+) -> Result<serde_json::Map<String, Value>, ContextError> {
     let bytes = base64_decode(context.trim()).ok_or(ContextError::NotBase64)?;
     let doc: Value = serde_json::from_slice(&bytes).map_err(ContextError::NotJson)?;
     match doc.get("custom") {

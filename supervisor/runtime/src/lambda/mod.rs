@@ -36,6 +36,8 @@
 //!   and is logged in the caller's log and the runtime log.
 //! * Everything runs on the actor system's thread: no locks, no `Send`.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod invoke;
 pub mod python;
