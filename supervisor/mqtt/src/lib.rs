@@ -306,11 +306,51 @@ pub(crate) struct DeviceSession {
     /// Signalled by the connection's writer when its queue drains below half of
     /// [`HIGH_WATER`].
     pub(crate) room: tokio::sync::Notify,
+    /// The gate of the device's latest connection's publish lane: the next connection routes
+    /// nothing before it opens (see `server::Lane`).
+    lane_gate: Mutex<Option<Arc<LaneGate>>>,
     /// The durable copy of the session while it is persistent (none in unit tests).
     store: Option<Arc<SessionStore>>,
 }
 
+/// Opens once a connection's publish lane is gone, that is once everything the connection
+/// took in has been routed (or counted as lost). A device's next connection waits for it
+/// before routing, so what it sent before a reconnect is routed before what it sends after
+/// (MQTT-4.6.0-6 across connections: a burst, DISCONNECT, a new connection, another burst).
+#[derive(Debug, Default)]
+pub(crate) struct LaneGate {
+    open: std::sync::atomic::AtomicBool,
+    opened: tokio::sync::Notify,
+}
+
+impl LaneGate {
+    pub(crate) fn open(&self) {
+        self.open.store(true, Ordering::Release);
+        self.opened.notify_waiters();
+    }
+
+    pub(crate) async fn wait(&self) {
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            opened.await;
+        }
+    }
+}
+
 impl DeviceSession {
+    /// Makes `gate` the latest connection's, returning the one before it (to wait for).
+    pub(crate) fn next_lane(&self, gate: Arc<LaneGate>) -> Option<Arc<LaneGate>> {
+        self.lane_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(gate)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SessionInner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -663,6 +703,7 @@ impl MqttHub {
                     inner: Mutex::default(),
                     counters: self.counters.clone(),
                     room: tokio::sync::Notify::new(),
+                    lane_gate: Mutex::default(),
                     store: self.store.get().cloned(),
                 }),
                 false,
@@ -766,6 +807,7 @@ impl MqttHub {
                 }),
                 counters: self.counters.clone(),
                 room: tokio::sync::Notify::new(),
+                lane_gate: Mutex::default(),
                 store: Some(store.clone()),
             });
             self.router

@@ -466,11 +466,25 @@ struct Lane {
     /// a full lane costs one wake per routed publish, not one per waiting publish.
     turn_wakers: RefCell<std::collections::HashMap<u64, std::task::Waker>>,
     counters: Arc<super::Counters>,
+    /// Opened when this lane is dropped (see [`super::LaneGate`]).
+    gate: Arc<super::LaneGate>,
+    /// The device's previous connection's gate: the first publish waits for it.
+    after: RefCell<Option<Arc<super::LaneGate>>>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.gate.open();
+    }
 }
 
 impl Lane {
-    fn new(counters: Arc<super::Counters>) -> Lane {
+    fn new(counters: Arc<super::Counters>, session: &DeviceSession) -> Lane {
+        let gate = Arc::new(super::LaneGate::default());
+        let after = session.next_lane(gate.clone());
         Lane {
+            gate,
+            after: RefCell::new(after),
             next: std::cell::Cell::new(0),
             turn: std::cell::Cell::new(0),
             reading: std::cell::Cell::new(0),
@@ -549,6 +563,12 @@ impl Ticket {
 
     /// Resolves when it is this ticket's turn to route.
     async fn turn(&self) {
+        // Only the lane's first ticket can find a previous connection's gate here.
+        let after = self.lane.after.borrow().clone();
+        if let Some(after) = after {
+            after.wait().await;
+            self.lane.after.borrow_mut().take();
+        }
         std::future::poll_fn(|cx| {
             if self.lane.turn.get() == self.n {
                 std::task::Poll::Ready(())
@@ -623,7 +643,7 @@ impl PublishService {
     fn new(conn: &Conn) -> PublishService {
         PublishService {
             conn: conn.clone(),
-            lane: Rc::new(Lane::new(conn.hub.counters.clone())),
+            lane: Rc::new(Lane::new(conn.hub.counters.clone(), &conn.session)),
             unstored: Rc::new(tokio::sync::Semaphore::new(UNSTORED)),
         }
     }
