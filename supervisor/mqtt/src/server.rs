@@ -514,6 +514,29 @@ impl PublishService {
     }
 }
 
+/// Whether a decoded PUBLISH's payload fits in its packet (`packet_size`: the remaining length).
+///
+/// ntex-mqtt 8.2.1 (the newest 8.x) computes the payload's length as the remaining length
+/// minus the header's (topic, packet id, v5 properties) without checking that the header
+/// fits: a header longer than its packet wraps, in a release build, to a payload of about
+/// 4 GiB that the codec then reads from the bytes that follow, past every packet-size limit
+/// (a debug build panics in the codec instead). A payload larger than its packet is that,
+/// never a real publish, so the connection is closed before any of it is read. Found by the
+/// `mqtt_packets` fuzz target.
+fn payload_fits(packet_size: u32, payload_size: usize) -> bool {
+    u64::try_from(payload_size).is_ok_and(|p| p <= u64::from(packet_size))
+}
+
+/// Logs and counts a publish refused by [`payload_fits`].
+fn malformed_publish(conn: &Conn, packet_size: u32, payload_size: usize) -> ServerError {
+    super::bump(&conn.hub.counters.publishes_dropped);
+    log::warn!(
+        "MQTT: {} sent a PUBLISH whose header is longer than its packet ({payload_size} payload bytes in a packet of {packet_size}); connection closed",
+        conn.session.thing_arn
+    );
+    ServerError
+}
+
 impl Service<v3::Publish> for PublishService {
     type Response = ();
     type Error = ServerError;
@@ -523,6 +546,13 @@ impl Service<v3::Publish> for PublishService {
     }
 
     async fn call(&self, p: v3::Publish, _: ServiceCtx<'_, Self>) -> Result<(), ServerError> {
+        if !payload_fits(p.packet_size(), p.payload_size()) {
+            return Err(malformed_publish(
+                &self.conn,
+                p.packet_size(),
+                p.payload_size(),
+            ));
+        }
         let qos1 = p.qos() != QoS::AtMostOnce;
         let Some(payload) = self.payload(p.publish_topic(), p.read_all()).await? else {
             // A PUBACK would say it was taken: a QoS 1 publish ends the connection instead.
@@ -552,6 +582,13 @@ impl Service<v5::Publish> for PublishService {
         p: v5::Publish,
         _: ServiceCtx<'_, Self>,
     ) -> Result<v5::PublishAck, ServerError> {
+        if !payload_fits(p.packet_size(), p.payload_size()) {
+            return Err(malformed_publish(
+                &self.conn,
+                p.packet_size(),
+                p.payload_size(),
+            ));
+        }
         let Some(payload) = self.payload(p.publish_topic(), p.read_all()).await? else {
             return Ok(p
                 .ack()
@@ -1033,4 +1070,48 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntex::codec::Decoder;
+    use ntex::util::BytesMut;
+
+    /// A PUBLISH of remaining length 3 whose header claims 8 bytes (topic length 0, a
+    /// properties length of 5): ntex-mqtt 8.2.1's v5 codec computes its payload as 3 - 8.
+    const V5_HEADER_PAST_PACKET: &[u8] = &[0x30, 0x03, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0];
+    /// The same for 3.1.1: remaining length 2, a topic of 5 bytes.
+    const V3_HEADER_PAST_PACKET: &[u8] = &[0x30, 0x02, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e'];
+
+    // The upstream bug the publish guard exists for, as the fuzz target found it: with
+    // overflow checks (test builds) the codec panics; a release build wraps. When a new
+    // ntex-mqtt refuses these packets instead, these tests fail: the guard can then go.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "subtract with overflow")]
+    fn ntex_mqtt_v5_codec_underflows_on_a_publish_header_past_its_packet() {
+        let mut buf = BytesMut::from(V5_HEADER_PAST_PACKET);
+        let _ = v5::codec::Codec::new().decode(&mut buf);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "subtract with overflow")]
+    fn ntex_mqtt_v3_codec_underflows_on_a_publish_header_past_its_packet() {
+        let mut buf = BytesMut::from(V3_HEADER_PAST_PACKET);
+        let _ = v3::codec::Codec::new().decode(&mut buf);
+    }
+
+    #[test]
+    fn a_payload_longer_than_its_packet_is_refused() {
+        // What the release codec hands over for the packets above.
+        assert!(!payload_fits(3, 3u32.wrapping_sub(8) as usize));
+        assert!(!payload_fits(2, 2u32.wrapping_sub(7) as usize));
+        assert!(!payload_fits(0, 1));
+        // Real publishes: a payload is at most the packet less its header.
+        assert!(payload_fits(16, 14));
+        assert!(payload_fits(1 << 20, (1 << 20) - 2));
+        assert!(payload_fits(2, 0));
+    }
 }
