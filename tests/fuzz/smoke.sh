@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The fuzz smoke run of CI: builds every fuzz target (unoptimised, `--dev`: a release build
 # of this dependency tree takes over ten CPU minutes) and runs each for a short while
-# (FUZZ_SECONDS, default 20) over its seeds, two at a time (CI has 2 cores). Fails when a
+# (FUZZ_SECONDS, default 15) over its seeds, two at a time (CI has 2 cores). Fails when a
 # target crashes, leaks, times out or runs out of memory; the input that did it is kept
 # under tests/fuzz/artifacts/<target>/ and its path is printed. Needs cargo-fuzz
 # (`cargo install cargo-fuzz --locked`); builds on stable with RUSTC_BOOTSTRAP=1 (README.md).
 set -euxo pipefail
 cd "$(dirname "$0")"
-seconds=${FUZZ_SECONDS:-20}
+seconds=${FUZZ_SECONDS:-15}
 export RUSTC_BOOTSTRAP=1
 
 cargo fuzz build --dev
