@@ -4,6 +4,7 @@
 //! the runtime writes.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -157,16 +158,28 @@ impl Follower {
     /// With `close_after`, the reader stops reading (and closes the pipe)
     /// after the first line containing it.
     fn start(sock: &Path, args: &[&str], close_after: Option<&str>) -> Follower {
-        let mut child = Command::new(evergreen_bin())
+        let mut command = Command::new(evergreen_bin());
+        command
             .arg("logs")
             .args(args)
             .arg("-f")
             .arg("--socket")
             .arg(sock)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start evergreen logs -f");
+            .stdout(Stdio::piped());
+        // A follower ends on Ctrl-C by SIGINT's default action. A test run started in the
+        // background of a shell without job control (`.ci/run &`) inherits SIGINT ignored,
+        // and so would the follower: it gets the default back, as a terminal's would have.
+        // SAFETY: between fork and exec only `sigaction`, which is async-signal-safe, runs in
+        // the child; nothing is allocated or locked.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigDfl)
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = command.spawn().expect("start evergreen logs -f");
         let out = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         let close_after = close_after.map(str::to_string);
