@@ -300,6 +300,10 @@ def mqtt_packets():
           + unsubscribe(2, ["sensor-1/cmd"], v5=True) + PING + DISCONNECT + connect5("sensor-1", clean=False, expiry=3600))
     write(t, "v5-no-cert", b"\x07" + connect5("display-1"))
     write(t, "v3-oversized-before-connect", b"\x00" + b"\x10\xff\xff\x7f")
+    # A PUBLISH whose header (properties length 5) runs past its packet (remaining length 3):
+    # what ntex-mqtt 8.2.1's codec underflows on (README.md, "Known upstream bug").
+    write(t, "v5-publish-header-past-packet", b"\x01" + connect5("sensor-1")
+          + bytes([0x30, 0x03, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0]))
 
 
 def main():
