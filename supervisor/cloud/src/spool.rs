@@ -20,10 +20,13 @@
 //!   message still in that hand-off queue when the process dies is lost, as any message not yet
 //!   accepted. A publisher that acknowledges its sender (a device's QoS 1 PUBACK) routes with a
 //!   [`Receipt`]: the writer settles it after the commit, so the acknowledgement follows the
-//!   fsync, and the publishers waiting meanwhile are what fills the next batch. Removals after a PUBACK are batched (every 256 deliveries, with the next accepted
-//!   batch, when the spool empties, and on a clean stop) and committed with
-//!   `Durability::Eventual` (no fsync): after a crash or power loss, an already delivered message
-//!   may come back and be sent again. That is a duplicate, which QoS 1 allows, never a loss.
+//!   fsync, and the publishers waiting meanwhile are what fills the next batch. The spool's
+//!   lock is not held across that commit (a batch joins the queue once committed), so the
+//!   bridge keeps sending and removing while the disk works. Removals after a PUBACK are
+//!   batched (every 256 deliveries, with the next accepted batch, when the spool empties, and
+//!   on a clean stop) and committed with `Durability::Eventual` (no fsync): after a crash or
+//!   power loss, an already delivered message may come back and be sent again. That is a
+//!   duplicate, which QoS 1 allows, never a loss.
 //! * **Size**: a message costs its topic length plus its payload length. When an accepted
 //!   message would push the total over `maxSizeBytes`, the oldest messages are dropped (counted
 //!   in [`Spool::dropped`], with a warning in the log), as Greengrass does; a single message
@@ -114,6 +117,10 @@ pub struct Spool {
     hand_off_full: AtomicU64,
     /// Taken by the writer but not committed (a store error), or refused by a closed hand-off.
     not_stored: AtomicU64,
+    /// Called by [`Spool::push_batch`] just before a batch's commit: a test holds the commit
+    /// there to see what the bridge can do meanwhile.
+    #[cfg(test)]
+    before_commit: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
 
 /// Messages bound for the cloud that were lost on the way, by where, since the runtime started.
@@ -179,6 +186,8 @@ impl Spool {
             dropped: AtomicU64::new(0),
             hand_off_full: AtomicU64::new(0),
             not_stored: AtomicU64::new(0),
+            #[cfg(test)]
+            before_commit: Mutex::new(None),
         }
     }
 
@@ -232,6 +241,8 @@ impl Spool {
             dropped: AtomicU64::new(0),
             hand_off_full: AtomicU64::new(0),
             not_stored: AtomicU64::new(0),
+            #[cfg(test)]
+            before_commit: Mutex::new(None),
         };
         if !undecodable.is_empty() {
             log::error!(
@@ -297,43 +308,56 @@ impl Spool {
     }
 
     /// Accepts `msgs` at the back, in order, dropping the oldest to make room. With a store,
-    /// returns once they are on stable storage. Returns, per message, whether it was accepted
-    /// (and, with a store, is on stable storage): not when it is larger than the whole spool, nor
-    /// when later messages of the same batch pushed it out before it was written.
+    /// returns once they are on stable storage, and only then can the bridge take them
+    /// ([`Spool::next_after`]). Returns, per message, whether it was accepted (and, with a
+    /// store, is on stable storage): not when it is larger than the whole spool, nor when later
+    /// messages of the same batch pushed it out before it was written.
+    ///
+    /// The state lock is not held across the commit: the batch is numbered and room made under
+    /// it before, and the committed batch appended under it after. Meanwhile the bridge takes
+    /// the next messages and removes delivered ones, so the drain upstream does not stop for
+    /// every commit (with devices acknowledged per commit there are hundreds a second, each an
+    /// fsync). Only the writer thread appends, so the queue stays in sequence order.
     pub(crate) fn push_batch(
         &self,
         msgs: Vec<(Arc<str>, Arc<[u8]>)>,
     ) -> Result<Vec<bool>, SpoolError> {
-        let mut state = self.lock();
-        let mut added = Vec::with_capacity(msgs.len());
+        let mut added: VecDeque<Spooled> = VecDeque::with_capacity(msgs.len());
+        // Pushed out to make room: from the queue (in the store) or from this batch (never
+        // written).
         let mut dropped = Vec::new();
         let mut too_big = 0u64;
         // Per message: its sequence number, `None` if refused.
         let mut seqs = Vec::with_capacity(msgs.len());
-        for (topic, payload) in msgs {
-            if cost(&topic, &payload) > self.max_bytes {
-                too_big += 1;
-                seqs.push(None);
-                continue;
-            }
-            seqs.push(Some(state.next_seq));
-            let m = Spooled {
-                seq: state.next_seq,
-                topic,
-                payload,
-            };
-            state.next_seq += 1;
-            state.bytes += m.cost();
-            state.queue.push_back(m.clone());
-            added.push(m);
-            while state.bytes > self.max_bytes {
-                let Some(old) = state.queue.pop_front() else {
-                    break;
+        let unremoved = {
+            let mut state = self.lock();
+            for (topic, payload) in msgs {
+                if cost(&topic, &payload) > self.max_bytes {
+                    too_big += 1;
+                    seqs.push(None);
+                    continue;
+                }
+                let m = Spooled {
+                    seq: state.next_seq,
+                    topic,
+                    payload,
                 };
-                state.bytes -= old.cost();
-                dropped.push(old.seq);
+                seqs.push(Some(m.seq));
+                state.next_seq += 1;
+                state.bytes += m.cost();
+                added.push_back(m);
+                while state.bytes > self.max_bytes {
+                    // The oldest go first: the queue's, then this batch's own.
+                    let Some(old) = state.queue.pop_front().or_else(|| added.pop_front()) else {
+                        break;
+                    };
+                    state.bytes -= old.cost();
+                    dropped.push(old.seq);
+                }
             }
-        }
+            // Deleted by this commit; a removal arriving meanwhile waits for the next one.
+            std::mem::take(&mut state.unremoved)
+        };
         if let Some((db, path)) = &self.store {
             let write = || -> Result<(), SpoolError> {
                 let mut txn = db.begin_write().map_err(|e| store_err(path, e))?;
@@ -341,32 +365,42 @@ impl Spool {
                 {
                     let mut table = txn.open_table(MESSAGES).map_err(|e| store_err(path, e))?;
                     for m in &added {
-                        // Added and dropped in this same batch: never written.
-                        if dropped.contains(&m.seq) {
-                            continue;
-                        }
                         table
                             .insert(m.seq, encode(&m.topic, &m.payload).as_slice())
                             .map_err(|e| store_err(path, e))?;
                     }
-                    for seq in dropped.iter().chain(&state.unremoved) {
+                    for seq in dropped.iter().chain(&unremoved) {
                         table.remove(seq).map_err(|e| store_err(path, e))?;
                     }
                 }
                 txn.commit().map_err(|e| store_err(path, e))?;
                 Ok(())
             };
+            #[cfg(test)]
+            if let Some(hook) = self
+                .before_commit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            {
+                hook();
+            }
             if let Err(e) = write() {
-                // Not accepted: take the batch back out so memory and disk agree.
-                let first = added.first().map(|m| m.seq);
-                if let Some(first) = first {
-                    state.queue.retain(|m| m.seq < first);
-                    state.bytes = state.queue.iter().map(Spooled::cost).sum();
-                }
+                // Not accepted: the batch never enters the queue, and the deletions wait for
+                // the next commit. (What it pushed out of the queue stays out: on disk it is
+                // still there, so after a restart it is sent, a duplicate at worst.)
+                let mut state = self.lock();
+                state.bytes -= added.iter().map(Spooled::cost).sum::<u64>();
+                state.unremoved.extend(unremoved);
                 return Err(e);
             }
         }
-        state.unremoved.clear();
+        let accepted: Vec<bool> = seqs
+            .iter()
+            .map(|seq| seq.is_some_and(|seq| !dropped.contains(&seq)))
+            .collect();
+        let any = !added.is_empty();
+        self.lock().queue.extend(added);
         let lost = dropped.len() as u64 + too_big;
         if lost > 0 {
             let total = self.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
@@ -376,12 +410,7 @@ impl Spool {
                 dropped.len()
             );
         }
-        let accepted: Vec<bool> = seqs
-            .iter()
-            .map(|seq| seq.is_some_and(|seq| !dropped.contains(&seq)))
-            .collect();
-        drop(state);
-        if !added.is_empty() {
+        if any {
             self.ready.notify_one();
         }
         Ok(accepted)
@@ -679,6 +708,7 @@ fn write_loop(w: &WriterGone) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn msg(i: usize) -> (Arc<str>, Arc<[u8]>) {
         (
@@ -788,6 +818,57 @@ mod tests {
         assert_eq!(first.len(), 3);
         drop(first);
         assert_eq!(Spool::open(&path, 262_144).expect("reopen").len(), 3);
+    }
+
+    #[test]
+    fn the_drain_is_not_held_by_a_commit_and_sees_a_batch_only_after_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let spool = Arc::new(Spool::open(&dir.path().join("cloud.redb"), 262_144).expect("open"));
+        spool.push_batch((0..10).map(msg).collect()).expect("push");
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        *spool.before_commit.lock().expect("hook") = Some(Box::new(move || {
+            let _ = entered_tx.send(());
+            // Bounded, so a failing test ends.
+            let _ = released
+                .lock()
+                .expect("release")
+                .recv_timeout(Duration::from_secs(10));
+        }));
+        let writer = {
+            let spool = spool.clone();
+            std::thread::spawn(move || spool.push_batch((10..20).map(msg).collect()))
+        };
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the second batch's commit began");
+        // While that commit runs (an fsync, milliseconds on a busy disk, hundreds a second with
+        // devices acknowledged per commit), the bridge takes the next messages and removes a
+        // delivered one.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let bridge = {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                let next = spool.next_after(Some(8), 5);
+                if let Some(first) = spool.next_after(None, 1).pop() {
+                    spool.remove(first.seq).expect("remove");
+                }
+                let _ = done_tx.send(next.iter().map(|m| m.topic.to_string()).collect::<Vec<_>>());
+            })
+        };
+        let during = done.recv_timeout(Duration::from_secs(5));
+        let _ = release.send(());
+        writer.join().expect("writer").expect("stored");
+        bridge.join().expect("bridge");
+        assert_eq!(
+            during,
+            Ok(vec!["t/9".to_string()]),
+            "the bridge went on during the commit, and saw only committed messages"
+        );
+        // Once committed, the batch follows what was left, in order.
+        let want: Vec<String> = (1..20).map(|i| format!("t/{i}")).collect();
+        assert_eq!(drain(&spool), want);
     }
 
     #[test]
