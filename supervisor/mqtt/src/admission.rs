@@ -4,7 +4,7 @@
 //! CONNECT deadline of every admitted connection, which ends once the device's CONNECT was
 //! accepted.
 //!
-//! It is protocol-free (the server in `server.rs` calls it with the peer's address) and never
+//! It is protocol-free (the `server` module calls it with the peer's address) and never
 //! reads or writes a socket. Refusals and expired deadlines are counted in the server's
 //! [`Counters`]; a refusal is logged at most every [`LOG_EVERY`] with the number of others
 //! since, so a flood of them cannot rotate the runtime log away.

@@ -1,7 +1,7 @@
 //! Entry points for the fuzz target of `tests/fuzz` (hidden from the docs; not an API other
 //! crates may use): the server's own handling of decoded MQTT packets, without sockets, TLS
 //! or ntex's dispatcher. It owns no rule: admission, the CONNECT decision, SUBSCRIBE grants
-//! and publish routing are the calls `server.rs` makes ([`crate::server::connect_v3`],
+//! and publish routing are the calls the `server` module makes ([`crate::server::connect_v3`],
 //! [`crate::server::subscribe`], [`MqttHub::publish`], …), so the fuzzer exercises exactly
 //! that code on what ntex-mqtt's codecs decode.
 

@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::sessions::SessionStore;
 use evergreen_group::plan::{CoreSpec, DeviceSpec, LoggerPlan, SubscriptionSpec};
+use evergreen_runtime::router::{Message, Router};
 use evergreen_runtime::router::{Subscription, SubscriptionTable};
+use std::sync::atomic::Ordering;
 
 const DEV: &str = "arn:aws:iot:us-east-1:123456789012:thing/display-1";
 const SENSOR: &str = "arn:aws:iot:us-east-1:123456789012:thing/sensor-1";

@@ -1,0 +1,405 @@
+//! The protocol-free hub every connection shares: the group's devices, the sessions by thing, and
+//! connecting, subscribing and publishing under the group's authorization.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+use evergreen_ipc::topic::filters_intersect;
+use tokio::sync::mpsc;
+
+use crate::sessions::{self, SessionStore, StoredSession};
+use evergreen_group::plan::GroupPlan;
+use evergreen_runtime::router::{Receipt, Router};
+
+use crate::counters::{bump, CounterSnapshot, Counters};
+use crate::session::{DeviceSession, Outgoing, SessionInner, SessionSink};
+use crate::{Connected, DeviceEntry, PublishRefusal, Refusal, HIGH_WATER};
+
+/// The server's shared state.
+pub struct MqttHub {
+    router: Arc<Router>,
+    devices: RwLock<Arc<HashMap<String, DeviceEntry>>>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<DeviceSession>>>,
+    pub(crate) counters: Arc<Counters>,
+    next_conn: AtomicU64,
+    /// Messages waiting to be written to one connected device (`evergreen.queueCapacity`, as
+    /// for every other delivery target); past it they are dropped and the router counts them.
+    queue_capacity: usize,
+    /// The durable copy of the persistent sessions, once [`MqttHub::restore`] set it.
+    store: OnceLock<Arc<SessionStore>>,
+}
+
+impl std::fmt::Debug for MqttHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttHub")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttHub {
+    pub fn new(router: Arc<Router>, queue_capacity: usize) -> Arc<Self> {
+        Arc::new(MqttHub {
+            router,
+            devices: RwLock::new(Arc::default()),
+            sessions: Mutex::default(),
+            counters: Arc::default(),
+            next_conn: AtomicU64::new(1),
+            queue_capacity: queue_capacity.max(1),
+            store: OnceLock::new(),
+        })
+    }
+
+    /// The server's counters now, with the number of devices connected.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let connected = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|s| s.lock().online.is_some())
+            .count();
+        self.counters.snapshot(connected as u64)
+    }
+
+    // Only the tests look at the hub's router; the hub itself keeps it private.
+    #[cfg(test)]
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Follows a deployed plan: its devices and what may be delivered to each. Sessions of
+    /// things no longer in the group end; granted filters no longer deliverable are removed.
+    pub(crate) fn update_plan(&self, plan: &GroupPlan) {
+        let mut map = HashMap::new();
+        for device in plan.devices.values() {
+            let deliverable = plan
+                .subscriptions
+                .iter()
+                .filter(|s| s.target == device.thing_arn)
+                .map(|s| s.subject.clone())
+                .collect();
+            map.insert(
+                device.thing_name.clone(),
+                DeviceEntry {
+                    thing_arn: Arc::from(device.thing_arn.as_str()),
+                    deliverable,
+                },
+            );
+        }
+        let map = Arc::new(map);
+        *self.devices.write().unwrap_or_else(PoisonError::into_inner) = map.clone();
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.retain(
+            |arn, session| match map.values().find(|d| &d.thing_arn == arn) {
+                Some(entry) => {
+                    session.drop_unauthorized(&entry.deliverable);
+                    true
+                }
+                None => {
+                    log::info!("MQTT: {arn} left the group; its session ends");
+                    session.lock().online = None;
+                    self.router.detach(arn);
+                    if let Some(store) = &session.store {
+                        store.forget(arn);
+                        log::info!("MQTT: the stored session of {arn} is deleted");
+                    }
+                    false
+                }
+            },
+        );
+    }
+
+    /// The device named `thing`, if it is in the group.
+    pub(crate) fn device(&self, thing: &str) -> Option<DeviceEntry> {
+        self.devices
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(thing)
+            .cloned()
+    }
+
+    /// Checks a CONNECT and, if accepted, opens (or resumes) the thing's session. `cert_cn` is
+    /// the client certificate's subject CN on the TLS listener, `None` on the plain one.
+    pub(crate) fn connect(
+        &self,
+        client_id: &str,
+        cert_cn: Option<Option<&str>>,
+        persistent: bool,
+        has_will: bool,
+    ) -> Result<Connected, Refusal> {
+        let result = self.connect_inner(client_id, cert_cn, persistent, has_will);
+        match &result {
+            Ok(c) => {
+                bump(&self.counters.connections_accepted);
+                log::info!(
+                    "MQTT: {client_id} connected ({} session{})",
+                    if persistent { "persistent" } else { "clean" },
+                    if c.session_present { ", resumed" } else { "" }
+                );
+            }
+            Err(why) => {
+                bump(&self.counters.connections_refused);
+                log::warn!("MQTT: connection from client id {client_id:?} refused: {why:?}");
+            }
+        }
+        result
+    }
+
+    fn connect_inner(
+        &self,
+        client_id: &str,
+        cert_cn: Option<Option<&str>>,
+        persistent: bool,
+        has_will: bool,
+    ) -> Result<Connected, Refusal> {
+        match cert_cn {
+            Some(None) => return Err(Refusal::NoCertificate),
+            Some(Some(cn)) if cn != client_id => return Err(Refusal::IdMismatch),
+            _ => {}
+        }
+        let entry = self.device(client_id).ok_or(Refusal::UnknownThing)?;
+        if has_will {
+            return Err(Refusal::Unsupported("will messages"));
+        }
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let existing = sessions.get(&entry.thing_arn).cloned();
+        let resumable = |s: &DeviceSession| {
+            let inner = s.lock();
+            if inner.expired(sessions::unix_now()) {
+                log::info!("MQTT: the persistent session of {} expired (MQTT 5 session expiry); a new one begins", s.thing_arn);
+                return false;
+            }
+            inner.persistent
+        };
+        let (session, session_present) = match existing {
+            Some(s) if persistent && resumable(&s) => (s, true),
+            _ => (
+                Arc::new(DeviceSession {
+                    thing_arn: entry.thing_arn.clone(),
+                    inner: Mutex::default(),
+                    counters: self.counters.clone(),
+                    room: tokio::sync::Notify::new(),
+                    lane_gate: Mutex::default(),
+                    store: self.store.get().cloned(),
+                }),
+                false,
+            ),
+        };
+        {
+            let mut inner = session.lock();
+            // A second connection with the same client id takes over: the old one's queue
+            // closes, which ends its writer.
+            inner.online = Some((conn_id, tx));
+            inner.persistent = persistent;
+            inner.offline_since = None;
+        }
+        sessions.insert(entry.thing_arn.clone(), session.clone());
+        self.router
+            .attach(&entry.thing_arn, Arc::new(SessionSink(session.clone())));
+        drop(sessions);
+        // A new session replaces whatever the store held for the thing. After the hub's lock
+        // (this may wait for room in the store's hand-off); nothing is queued for the session
+        // meanwhile (it is online) and its SUBSCRIBEs come after the CONNACK, so the store
+        // still sees the reset first.
+        if let (false, Some(store)) = (session_present, &session.store) {
+            store.reset(&entry.thing_arn, persistent);
+        }
+        Ok(Connected {
+            session,
+            conn_id,
+            session_present,
+            rx,
+        })
+    }
+
+    /// Connection `conn_id` of `session` ended. A clean session ends with it; a persistent one
+    /// stays attached so QoS 1 messages queue for its return.
+    pub(crate) fn disconnected(&self, session: &Arc<DeviceSession>, conn_id: u64) {
+        let (persistent, expiry) = {
+            let mut inner = session.lock();
+            match &inner.online {
+                Some((id, _)) if *id == conn_id => inner.online = None,
+                _ => return,
+            }
+            let now = sessions::unix_now();
+            if inner.persistent {
+                inner.offline_since = Some(now);
+            }
+            (inner.persistent, inner.expiry.map(|secs| (secs, Some(now))))
+        };
+        // The expiry counts from now, after a restart too. Outside the session's lock: this may
+        // wait for room in the store's hand-off.
+        if let (true, Some(expiry), Some(store)) = (persistent, expiry, &session.store) {
+            store.set_expiry(&session.thing_arn, Some(expiry));
+        }
+        log::info!("MQTT: {} disconnected", session.thing_arn);
+        if !persistent {
+            let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            if sessions
+                .get(&session.thing_arn)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                sessions.remove(&session.thing_arn);
+                self.router.detach(&session.thing_arn);
+            }
+        }
+    }
+
+    /// Takes the persistent sessions the store held at start-up: each is attached to the router
+    /// at once, so messages for a device still offline after the restart keep queueing. The
+    /// first deployed plan ([`MqttHub::update_plan`]) then ends those of things not in the
+    /// group. Called once, before the first deployment.
+    pub(crate) fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
+        if self.store.set(store.clone()).is_err() {
+            log::error!("MQTT: the session store was opened twice; the second is ignored");
+            return;
+        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in stored {
+            log::info!(
+                "MQTT: restored the persistent session of {}: {} filters, {} queued messages",
+                s.thing_arn,
+                s.subs.len(),
+                s.queued.len()
+            );
+            let offline = s
+                .queued
+                .into_iter()
+                .map(|(seq, msg)| Outgoing {
+                    msg,
+                    qos1: true,
+                    stored: Some(seq),
+                })
+                .collect();
+            let session = Arc::new(DeviceSession {
+                thing_arn: s.thing_arn.clone(),
+                inner: Mutex::new(SessionInner {
+                    subs: s.subs,
+                    online: None,
+                    persistent: true,
+                    offline,
+                    expiry: s.expiry.map(|(secs, _)| secs),
+                    offline_since: Some(s.expiry.map_or_else(sessions::unix_now, |(_, t)| t)),
+                }),
+                counters: self.counters.clone(),
+                room: tokio::sync::Notify::new(),
+                lane_gate: Mutex::default(),
+                store: Some(store.clone()),
+            });
+            self.router
+                .attach(&s.thing_arn, Arc::new(SessionSink(session.clone())));
+            sessions.insert(s.thing_arn, session);
+        }
+    }
+
+    /// Ends the persistent sessions whose device has been offline longer than their MQTT 5
+    /// session expiry (in memory and in the store). Called periodically by the server.
+    pub(crate) fn expire_sessions(&self, now: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.retain(|arn, session| {
+            if !session.lock().expired(now) {
+                return true;
+            }
+            log::info!("MQTT: the persistent session of {arn} expired (MQTT 5 session expiry); its queued messages are dropped");
+            self.router.detach(arn);
+            if let Some(store) = &session.store {
+                store.forget(arn);
+            }
+            false
+        });
+    }
+
+    /// Commits the session store with an fsync (a clean stop: nothing delivered comes again).
+    pub fn flush_sessions(&self) {
+        if let Some(store) = self.store.get() {
+            if !store.flush() {
+                log::warn!("MQTT: the session store could not be flushed; delivered messages may be sent again after the restart");
+            }
+        }
+    }
+
+    /// Whether `filter` may be granted to the device `entry`.
+    pub(crate) fn may_subscribe(&self, thing_arn: &str, filter: &str) -> bool {
+        let devices = self.devices.read().unwrap_or_else(PoisonError::into_inner);
+        let ok = evergreen_ipc::topic::validate_filter(filter).is_ok()
+            && devices.values().any(|d| {
+                &*d.thing_arn == thing_arn
+                    && d.deliverable.iter().any(|s| filters_intersect(s, filter))
+            });
+        if !ok {
+            bump(&self.counters.subscribes_refused);
+            log::warn!("MQTT: {thing_arn} may not subscribe to {filter:?}: no subscription in the group delivers it to this device");
+        }
+        ok
+    }
+
+    /// Sessions of connected devices that `topic` from `source` would reach and whose queue
+    /// holds [`HIGH_WATER`] messages or more. A device's publish waits (bounded) for them to
+    /// drain before it is routed: flow control back to the publishing device (its PUBACK and
+    /// its next packets wait), instead of a long queue (latency) or drops at a subscriber that
+    /// is only momentarily slower.
+    pub(crate) fn busy_targets(&self, source: &str, topic: &str) -> Vec<Arc<DeviceSession>> {
+        let table = self.router.table();
+        let mut targets = Vec::new();
+        table.targets(source, topic, &mut targets);
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        targets
+            .iter()
+            .filter_map(|idx| sessions.get(table.target_name(*idx)))
+            .filter(|session| session.queued() >= HIGH_WATER)
+            .cloned()
+            .collect()
+    }
+
+    /// Routes a device's publish. `Err` names why it was dropped (and counted). With a
+    /// `receipt` (QoS 1), durable targets hold it until their commit (see [`Receipt`]).
+    pub(crate) fn publish(
+        &self,
+        thing_arn: &str,
+        topic: &str,
+        payload: &[u8],
+        receipt: Option<Receipt>,
+    ) -> Result<(), PublishRefusal> {
+        if topic.contains(['+', '#']) {
+            bump(&self.counters.dropped_topic_invalid);
+            return Err(PublishRefusal::TopicInvalid);
+        }
+        let payload = Arc::from(payload);
+        let routed = match receipt {
+            Some(receipt) => self
+                .router
+                .publish_acked(thing_arn, topic, payload, receipt),
+            None => self.router.publish(thing_arn, topic, payload),
+        };
+        match routed {
+            Ok(outcome) if outcome.matched() > 0 => {
+                bump(&self.counters.publishes_routed);
+                // `closed` is not counted: a device target that is offline without a
+                // persistent session gets nothing, as MQTT says; its loss is no drop.
+                let lost = outcome.dropped_full + outcome.dropped_unattached;
+                if lost > 0 {
+                    self.counters
+                        .lost_at_targets
+                        .fetch_add(lost as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Ok(_) => {
+                bump(&self.counters.dropped_not_authorized);
+                log::debug!("MQTT: {thing_arn} published to {topic:?}, which no subscription from it accepts; dropped");
+                Err(PublishRefusal::NotAuthorized)
+            }
+            Err(_) => {
+                bump(&self.counters.dropped_topic_invalid);
+                Err(PublishRefusal::TopicInvalid)
+            }
+        }
+    }
+}

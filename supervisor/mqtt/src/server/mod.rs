@@ -1,0 +1,432 @@
+//! The MQTT 3.1.1 and 5 protocol side of the local server (ntex-mqtt 8.2 on ntex 3, tokio):
+//! listeners, TLS with client certificates, CONNECT/SUBSCRIBE/PUBLISH handling, and the
+//! per-connection writer that delivers routed messages to a device.
+//!
+//! The server runs on its own thread (`mqtt-server`) with its own ntex system, signals off:
+//! the actix system on the main thread owns signals. Everything it shares with the rest of the
+//! runtime goes through [`MqttHub`] (thread-safe).
+
+mod connect;
+mod deliver;
+mod lane;
+mod publish;
+mod tls;
+
+pub(crate) use connect::{capped_keep_alive, connect_v3, connect_v5, subscribe};
+pub(crate) use tls::tls_config;
+pub use tls::TlsError;
+
+use connect::{handshake_v3, handshake_v5};
+use deliver::Conn;
+use publish::PublishService;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use ntex::io::types::PeerAddr;
+use ntex::io::IoConfig;
+use ntex::server::rustls::TlsAcceptor;
+use ntex::service::dev::ApplyCtx;
+use ntex::service::{
+    apply_fn_factory, chain_factory, fn_factory_with_config, fn_service, ServiceFactory,
+};
+use ntex::SharedCfg;
+use ntex_mqtt::{v3, v5, HandshakeError, MqttError, MqttServer, MqttServiceConfig, QoS};
+
+use super::admission::{Admission, PeerLimits};
+use super::{Counters, MqttHub};
+
+/// The error type of every service; the details are logged where they happen.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerError;
+
+impl From<()> for ServerError {
+    fn from((): ()) -> Self {
+        ServerError
+    }
+}
+
+impl From<ntex_mqtt::error::PayloadError> for ServerError {
+    fn from(_: ntex_mqtt::error::PayloadError) -> Self {
+        ServerError
+    }
+}
+
+impl TryFrom<ServerError> for v5::PublishAck {
+    type Error = ServerError;
+
+    fn try_from(err: ServerError) -> Result<Self, Self::Error> {
+        Err(err)
+    }
+}
+
+/// Counts why the protocol layer closed a connection: the bound it hit, or another error.
+fn count_close(counters: &Counters, err: &ntex_mqtt::error::ProtocolError) {
+    use ntex_mqtt::error::{DecodeError, ProtocolError};
+    crate::bump(match err {
+        ProtocolError::Decode(DecodeError::MaxSizeExceeded { .. }) => {
+            &counters.closed_packet_too_large
+        }
+        ProtocolError::KeepAliveTimeout => &counters.closed_keep_alive,
+        ProtocolError::ReadTimeout => &counters.closed_read_timeout,
+        _ => &counters.closed_protocol_error,
+    });
+}
+
+/// Counts a connected device's connection closed by the protocol layer (ntex-mqtt tells its
+/// control service before it stops). Answering `None` leaves ntex-mqtt's own reply as it is:
+/// MQTT 5 gets the DISCONNECT with the reason (0x95 packet too large, 0x8D keep-alive
+/// timeout, …), MQTT 3.1.1 the closed connection.
+fn count_stop(counters: &Counters, control: &ntex_mqtt::Control<ServerError>) {
+    if let ntex_mqtt::Control::Stop(ntex_mqtt::Reason::Protocol(err)) = control {
+        count_close(counters, err.get_ref());
+    }
+}
+/// The peer's address, as the TCP stream (under any TLS layer) knows it.
+fn peer_addr(io: &ntex::io::IoBoxed) -> Option<SocketAddr> {
+    io.query::<PeerAddr>().get().map(|p| p.0)
+}
+
+/// Rate, in bytes per read-timeout period, at which a packet that keeps arriving has its read
+/// timeout extended (ntex's frame read rate): a device on a slow link gets its large publish
+/// through, a peer trickling a byte now and then does not hold the connection.
+const READ_RATE: u32 = 1024;
+
+fn mqtt_config(limits: &PeerLimits) -> impl Into<SharedCfg> {
+    let deadline = ntex::time::Seconds(
+        u16::try_from(limits.connect_timeout.as_secs())
+            .unwrap_or(u16::MAX)
+            .max(1),
+    );
+    SharedCfg::new("MQTT")
+        .add(
+            MqttServiceConfig::new()
+                .set_max_qos(QoS::AtLeastOnce)
+                // `mosquitto_pub -m` sends PUBLISH then DISCONNECT at once (TOOLCHAIN.md).
+                .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
+                // Until the CONNECT is accepted a peer is nobody: its packets (the CONNECT)
+                // are small, and a bigger length closes the connection at the fixed header,
+                // before anything is buffered (ntex-mqtt reserves a non-PUBLISH packet's whole
+                // length at once). The handshakes raise it to `max_packet_bytes`.
+                .set_max_size(limits.max_packet_bytes_before_connect)
+                // The admission deadline (`admitted`) covers accept to CONNECT; these are
+                // ntex-mqtt's own, each bounding one step by the same time.
+                .protocol_version_timeout(deadline)
+                .set_connect_timeout(deadline),
+        )
+        .add(IoConfig::new().set_frame_read_rate(
+            ntex::time::Seconds(limits.read_timeout_secs.max(1)),
+            ntex::time::Seconds::ZERO,
+            READ_RATE,
+        ))
+        .add(ntex::tls::TlsConfig::new().set_handshake_timeout(deadline))
+}
+
+/// Admission in front of a listener's service: the connection limits, checked at accept
+/// before a byte is read (or a TLS handshake started), and the CONNECT deadline, which
+/// closes a connection whose CONNECT was not accepted in time.
+fn admitted<F, S>(
+    admission: Arc<Admission>,
+    inner: S,
+) -> impl ServiceFactory<
+    ntex::io::Io<F>,
+    SharedCfg,
+    Response = (),
+    Error = MqttError<ServerError>,
+    InitError = (),
+> + 'static
+where
+    F: ntex::io::Filter,
+    S: ServiceFactory<
+            ntex::io::Io<F>,
+            SharedCfg,
+            Response = (),
+            Error = MqttError<ServerError>,
+            InitError = (),
+        > + 'static,
+{
+    apply_fn_factory(
+        inner,
+        async move |io: ntex::io::Io<F>, svc: &ApplyCtx<'_, S::Service>| {
+            let Some(peer) = io.query::<PeerAddr>().get().map(|p| p.0) else {
+                // Not a TCP stream (never on these listeners): nothing to count it by.
+                return svc.call(io).await;
+            };
+            let Ok(ticket) = admission.admit(peer) else {
+                // Dropping the stream closes it: nothing was read, nothing is answered.
+                return Ok(());
+            };
+            let handle = io.get_ref();
+            let call = svc.call(io);
+            tokio::pin!(call);
+            tokio::select! {
+                result = &mut call => {
+                    // Before its CONNECT was accepted the connection has no control service:
+                    // what closed it comes back here.
+                    match &result {
+                        Err(MqttError::Handshake(HandshakeError::Protocol(err))) => {
+                            count_close(&admission.counters, err);
+                        }
+                        // ntex-mqtt's own CONNECT deadline, the same as ours, fired first.
+                        Err(MqttError::Handshake(HandshakeError::Timeout)) => {
+                            admission.expired(peer);
+                        }
+                        _ => {}
+                    }
+                    return result;
+                }
+                () = tokio::time::sleep(admission.limits.connect_timeout) => {}
+            }
+            if !ticket.connected() {
+                admission.expired(peer);
+                handle.terminate();
+            }
+            call.await
+        },
+    )
+}
+
+/// The MQTT service (both protocol versions) for one listener.
+fn mqtt_service<F: ntex::io::Filter>(
+    hub: Arc<MqttHub>,
+    admission: Arc<Admission>,
+    tls: bool,
+) -> impl ServiceFactory<
+    ntex::io::Io<F>,
+    SharedCfg,
+    Response = (),
+    Error = MqttError<ServerError>,
+    InitError = (),
+> + 'static {
+    let (h3, h5) = (hub.clone(), hub);
+    let (a3, a5) = (admission.clone(), admission);
+    MqttServer::new()
+        .v3(
+            v3::MqttServer::new(move |hs| handshake_v3(h3.clone(), a3.clone(), tls, hs))
+                // ntex-mqtt's in-flight middleware is replaced by `PublishService`'s own flow
+                // control (its `Lane`): the middleware counts every publish still waiting for
+                // the spool's commit against its limit of 16, so a device publishing to the
+                // cloud was held to 16 commits in flight instead of `UNSTORED` (the split-payload
+                // test in `cloud_ack.rs` took 72 s with it, 45 s without).
+                .replace_middlewares(ntex::service::Identity)
+                .protocol(fn_factory_with_config(
+                    async |session: v3::Session<Conn>| {
+                        Ok::<_, ServerError>(fn_service(move |msg: v3::ProtocolMessage| {
+                            let conn = session.clone();
+                            async move {
+                                Ok::<_, ServerError>(match msg {
+                                    v3::ProtocolMessage::Subscribe(mut s) => {
+                                        for mut sub in s.iter_mut() {
+                                            let filter = sub.topic().to_string();
+                                            match subscribe(
+                                                &conn.hub,
+                                                &conn.session,
+                                                &filter,
+                                                sub.qos(),
+                                            ) {
+                                                Some(q) => sub.confirm(q),
+                                                None => sub.fail(),
+                                            }
+                                        }
+                                        s.ack()
+                                    }
+                                    v3::ProtocolMessage::Unsubscribe(u) => {
+                                        for t in u.iter() {
+                                            conn.session.unsubscribe(t);
+                                        }
+                                        u.ack()
+                                    }
+                                    other => other.ack(),
+                                })
+                            }
+                        }))
+                    },
+                ))
+                .control(fn_factory_with_config(
+                    async |session: v3::Session<Conn>| {
+                        let counters = session.hub.counters.clone();
+                        Ok::<_, ServerError>(fn_service(
+                            move |control: ntex_mqtt::Control<ServerError>| {
+                                count_stop(&counters, &control);
+                                async { Ok::<Option<v3::codec::Encoded>, ServerError>(None) }
+                            },
+                        ))
+                    },
+                ))
+                .publish(fn_factory_with_config(
+                    async |session: v3::Session<Conn>| {
+                        session.start_writer();
+                        Ok::<_, ServerError>(PublishService::new(&session))
+                    },
+                )),
+        )
+        .v5(
+            v5::MqttServer::new(move |hs| handshake_v5(h5.clone(), a5.clone(), tls, hs))
+                // As for MQTT 3.1.1 above.
+                .replace_middlewares(ntex::service::Identity)
+                .protocol(fn_factory_with_config(
+                    async |session: v5::Session<Conn>| {
+                        Ok::<_, ServerError>(fn_service(move |msg: v5::ProtocolMessage| {
+                            let conn = session.clone();
+                            async move {
+                                Ok::<_, ServerError>(match msg {
+                                    v5::ProtocolMessage::Subscribe(mut s) => {
+                                        for mut sub in s.iter_mut() {
+                                            let filter = sub.topic().to_string();
+                                            let qos = sub.options().qos;
+                                            match subscribe(&conn.hub, &conn.session, &filter, qos)
+                                            {
+                                                Some(q) => sub.confirm(q),
+                                                None => sub.fail(
+                                                    v5::codec::SubscribeAckReason::NotAuthorized,
+                                                ),
+                                            }
+                                        }
+                                        s.ack()
+                                    }
+                                    v5::ProtocolMessage::Unsubscribe(u) => {
+                                        for t in u.iter() {
+                                            conn.session.unsubscribe(t);
+                                        }
+                                        u.ack()
+                                    }
+                                    other => other.ack(),
+                                })
+                            }
+                        }))
+                    },
+                ))
+                .control(fn_factory_with_config(
+                    async |session: v5::Session<Conn>| {
+                        let counters = session.hub.counters.clone();
+                        Ok::<_, ServerError>(fn_service(
+                            move |control: ntex_mqtt::Control<ServerError>| {
+                                count_stop(&counters, &control);
+                                async { Ok::<Option<v5::codec::Encoded>, ServerError>(None) }
+                            },
+                        ))
+                    },
+                ))
+                .publish(fn_factory_with_config(
+                    async |session: v5::Session<Conn>| {
+                        session.start_writer();
+                        Ok::<_, ServerError>(PublishService::new(&session))
+                    },
+                )),
+        )
+}
+
+/// Listeners bound before the deployment (so a busy port is a start-up error).
+#[derive(Debug, Default)]
+pub(crate) struct Bound {
+    pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    pub plain: Option<TcpListener>,
+}
+
+impl Bound {
+    pub(crate) fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+    pub(crate) fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// Binds a listener as the server wants it (non-blocking, address reuse left to the OS).
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves the bound listeners on the `mqtt-server` thread until the process exits.
+pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::Result<()> {
+    if bound.tls.is_none() && bound.plain.is_none() {
+        return Ok(());
+    }
+    let admission = Admission::new(limits, hub.counters.clone());
+    let max_connections = usize::try_from(admission.limits.max_connections).unwrap_or(usize::MAX);
+    // ntex-tls lets a worker run 256 TLS handshakes at once and, past that, stops accepting
+    // on every listener of the worker until one ends: 256 sockets that never send a
+    // ClientHello held new devices (and the plain listener) for the handshake timeout, and
+    // 1,500 of them for many seconds. Admission bounds connections itself, so the handshake
+    // counter is set to that bound and never stops the accept loop. Set before the worker
+    // thread starts: the counter is thread-local, initialised from this value.
+    ntex::tls::max_concurrent_ssl_accept(max_connections);
+    std::thread::Builder::new()
+        .name("mqtt-server".into())
+        .spawn(move || {
+            let result = ntex::rt::System::build()
+                .name("mqtt-server")
+                .disable_signals()
+                .build(ntex::rt::DefaultRuntime)
+                .block_on(async move {
+                    let mut builder = ntex::server::build()
+                        .workers(1)
+                        .disable_signals()
+                        // ntex's own per-worker limit stops the accept loop; it sits above
+                        // admission's so that admission refuses (counted, logged) first.
+                        .maxconn(max_connections.saturating_add(64));
+                    if let Some((listener, config)) = bound.tls {
+                        let hub = hub.clone();
+                        let admission = admission.clone();
+                        let cfg = mqtt_config(&admission.limits);
+                        builder = builder
+                            .listen("mqtt-tls", listener, async move |_| {
+                                admitted(
+                                    admission.clone(),
+                                    chain_factory(TlsAcceptor::new(config.clone()))
+                                        .map_err(|e| {
+                                            log::info!("MQTT: TLS handshake failed: {e}");
+                                            MqttError::Service(ServerError)
+                                        })
+                                        .and_then(mqtt_service(
+                                            hub.clone(),
+                                            admission.clone(),
+                                            true,
+                                        )),
+                                )
+                            })?
+                            .config("mqtt-tls", cfg);
+                    }
+                    if let Some(listener) = bound.plain {
+                        let hub = hub.clone();
+                        let admission = admission.clone();
+                        let cfg = mqtt_config(&admission.limits);
+                        builder = builder
+                            .listen("mqtt-plain", listener, async move |_| {
+                                admitted(
+                                    admission.clone(),
+                                    mqtt_service(hub.clone(), admission.clone(), false),
+                                )
+                            })?
+                            .config("mqtt-plain", cfg);
+                    }
+                    // The counters, logged when they changed (every 30 s at most).
+                    let counters = hub.counters.clone();
+                    let hub_sweep = hub.clone();
+                    ntex::rt::spawn(async move {
+                        let mut last = String::new();
+                        loop {
+                            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                            // MQTT 5 session expiry (a returning device checks its own at once).
+                            hub_sweep.expire_sessions(crate::sessions::unix_now());
+                            let now = counters.summary();
+                            if now != last {
+                                log::info!("MQTT server: {now}");
+                                last = now;
+                            }
+                        }
+                    });
+                    if let Err(e) = builder.run().await {
+                        log::error!("MQTT server: {e:?}");
+                    }
+                    Ok::<_, io::Error>(())
+                });
+            if let Err(e) = result {
+                log::error!("MQTT server stopped: {e}");
+            }
+        })?;
+    Ok(())
+}

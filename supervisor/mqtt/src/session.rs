@@ -1,0 +1,265 @@
+//! One device's MQTT session in memory: granted filters, the connection's queue, the offline queue,
+//! and its router sink; the store keeps the durable copy (`sessions`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use evergreen_ipc::topic::{filters_intersect, matches};
+use tokio::sync::mpsc;
+
+use crate::sessions::SessionStore;
+use evergreen_runtime::router::{DeliverySink, Message, OfferError};
+
+use crate::counters::{bump, Counters};
+use crate::OFFLINE_QUEUE;
+
+/// One message on its way to a device.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) msg: Message,
+    pub(crate) qos1: bool,
+    /// Its key in the session store, if it was queued there (removed once acknowledged).
+    pub(crate) stored: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SessionInner {
+    /// Granted filters and whether at QoS 1.
+    pub(crate) subs: Vec<(String, bool)>,
+    pub(crate) online: Option<(u64, mpsc::Sender<Outgoing>)>,
+    pub(crate) persistent: bool,
+    pub(crate) offline: VecDeque<Outgoing>,
+    /// MQTT 5 session expiry interval in seconds; `None`: never (MQTT 3.1.1, or 0xFFFFFFFF).
+    pub(crate) expiry: Option<u32>,
+    /// Since when (unix seconds) the device of this persistent session is offline.
+    pub(crate) offline_since: Option<u64>,
+}
+
+impl SessionInner {
+    /// Whether this persistent session's device has been offline longer than its expiry.
+    pub(crate) fn expired(&self, now: u64) -> bool {
+        match (&self.online, self.expiry, self.offline_since) {
+            (None, Some(secs), Some(since)) => since.saturating_add(u64::from(secs)) <= now,
+            _ => false,
+        }
+    }
+}
+
+/// One thing's MQTT session: its subscriptions and, while it is offline and persistent, its
+/// queued QoS 1 messages. Also the router's delivery sink for the thing's ARN.
+#[derive(Debug)]
+pub(crate) struct DeviceSession {
+    pub(crate) thing_arn: Arc<str>,
+    pub(crate) inner: Mutex<SessionInner>,
+    pub(crate) counters: Arc<Counters>,
+    /// Signalled by the connection's writer when its queue drains below half of
+    /// [`HIGH_WATER`].
+    pub(crate) room: tokio::sync::Notify,
+    /// The gate of the device's latest connection's publish lane: the next connection routes
+    /// nothing before it opens (see `server::Lane`).
+    pub(crate) lane_gate: Mutex<Option<Arc<LaneGate>>>,
+    /// The durable copy of the session while it is persistent (none in unit tests).
+    pub(crate) store: Option<Arc<SessionStore>>,
+}
+
+/// Opens once a connection's publish lane is gone, that is once everything the connection
+/// took in has been routed (or counted as lost). A device's next connection waits for it
+/// before routing, so what it sent before a reconnect is routed before what it sends after
+/// (MQTT-4.6.0-6 across connections: a burst, DISCONNECT, a new connection, another burst).
+#[derive(Debug, Default)]
+pub(crate) struct LaneGate {
+    open: std::sync::atomic::AtomicBool,
+    opened: tokio::sync::Notify,
+}
+
+impl LaneGate {
+    pub(crate) fn open(&self) {
+        self.open.store(true, Ordering::Release);
+        self.opened.notify_waiters();
+    }
+
+    pub(crate) async fn wait(&self) {
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            opened.await;
+        }
+    }
+}
+
+impl DeviceSession {
+    /// Makes `gate` the latest connection's, returning the one before it (to wait for).
+    pub(crate) fn next_lane(&self, gate: Arc<LaneGate>) -> Option<Arc<LaneGate>> {
+        self.lane_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(gate)
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, SessionInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Messages waiting for the connected device (0 when offline).
+    pub(crate) fn queued(&self) -> usize {
+        self.lock()
+            .online
+            .as_ref()
+            .map_or(0, |(_, tx)| tx.max_capacity() - tx.capacity())
+    }
+
+    /// Records granted filters (replacing a filter subscribed again).
+    pub(crate) fn subscribe(&self, filter: &str, qos1: bool) {
+        let changed = {
+            let mut inner = self.lock();
+            inner.subs.retain(|(f, _)| f != filter);
+            inner.subs.push((filter.to_owned(), qos1));
+            persisted_subs(&inner)
+        };
+        self.store_subs(changed);
+    }
+
+    pub(crate) fn unsubscribe(&self, filter: &str) {
+        let changed = {
+            let mut inner = self.lock();
+            inner.subs.retain(|(f, _)| f != filter);
+            persisted_subs(&inner)
+        };
+        self.store_subs(changed);
+    }
+
+    /// Takes the messages queued while offline, oldest first.
+    pub(crate) fn take_offline(&self) -> Vec<Outgoing> {
+        self.lock().offline.drain(..).collect()
+    }
+
+    /// A QoS 1 message the device did not acknowledge: kept for the next connection if the
+    /// session is persistent (stored, unless it already is).
+    pub(crate) fn requeue(&self, mut out: Outgoing) {
+        let mut inner = self.lock();
+        if inner.persistent && inner.offline.len() < OFFLINE_QUEUE {
+            if let (None, Some(store)) = (out.stored, &self.store) {
+                out.stored = Some(store.queue(&self.thing_arn, &out.msg));
+            }
+            inner.offline.push_back(out);
+        } else {
+            bump(&self.counters.dropped_offline);
+            self.unstore(&out);
+        }
+    }
+
+    /// The session expiry interval of the MQTT 5 CONNECT that opened or resumed this session
+    /// (`u32::MAX`: never, as for MQTT 3.1.1), counted from the device's disconnection.
+    pub(crate) fn set_expiry(&self, secs: u32) {
+        let (persistent, old, new) = {
+            let mut inner = self.lock();
+            let old = inner.expiry;
+            inner.expiry = (secs != u32::MAX).then_some(secs);
+            (inner.persistent, old, inner.expiry)
+        };
+        // Outside the session's lock (the router's path takes it): this may wait for room in
+        // the store's hand-off.
+        if let (true, Some(store)) = (persistent, &self.store) {
+            if old.is_some() || new.is_some() {
+                store.set_expiry(&self.thing_arn, new.map(|s| (s, None)));
+            }
+        }
+    }
+
+    /// The device acknowledged `out`: its stored copy goes.
+    pub(crate) fn acked(&self, out: &Outgoing) {
+        self.unstore(out);
+    }
+
+    fn unstore(&self, out: &Outgoing) {
+        if let (Some(seq), Some(store)) = (out.stored, &self.store) {
+            store.remove(&self.thing_arn, seq);
+        }
+    }
+
+    /// Stores the filters of a persistent session, outside its lock (the router's path takes
+    /// it, and this may wait for room in the store's hand-off).
+    fn store_subs(&self, subs: Option<Vec<(String, bool)>>) {
+        if let (Some(subs), Some(store)) = (subs, &self.store) {
+            store.set_subs(&self.thing_arn, subs);
+        }
+    }
+
+    pub(crate) fn drop_unauthorized(&self, deliverable: &[String]) {
+        let changed = {
+            let mut inner = self.lock();
+            let before = inner.subs.len();
+            inner
+                .subs
+                .retain(|(f, _)| deliverable.iter().any(|d| filters_intersect(d, f)));
+            if inner.subs.len() == before {
+                None
+            } else {
+                persisted_subs(&inner)
+            }
+        };
+        self.store_subs(changed);
+    }
+}
+
+/// The filters to store, if the session is persistent.
+fn persisted_subs(inner: &SessionInner) -> Option<Vec<(String, bool)>> {
+    inner.persistent.then(|| inner.subs.clone())
+}
+
+pub(crate) struct SessionSink(pub(crate) Arc<DeviceSession>);
+
+impl DeliverySink for SessionSink {
+    fn offer(&self, msg: Message) -> Result<(), OfferError> {
+        let session = &self.0;
+        let mut inner = session.lock();
+        let mut want: Option<bool> = None;
+        for (filter, qos1) in &inner.subs {
+            if matches(filter, &msg.topic) {
+                want = Some(want.unwrap_or(false) || *qos1);
+            }
+        }
+        // Routed to the device but not subscribed to by it: MQTT delivers nothing.
+        let Some(qos1) = want else {
+            return Ok(());
+        };
+        if let Some((_, tx)) = &inner.online {
+            match tx.try_send(Outgoing {
+                msg: msg.clone(),
+                qos1,
+                stored: None,
+            }) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(OfferError::Full),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        if inner.persistent && qos1 {
+            if inner.offline.len() >= OFFLINE_QUEUE {
+                bump(&session.counters.dropped_offline);
+                return Err(OfferError::Full);
+            }
+            let stored = session
+                .store
+                .as_ref()
+                .map(|store| store.queue(&session.thing_arn, &msg));
+            inner.offline.push_back(Outgoing {
+                msg,
+                qos1: true,
+                stored,
+            });
+            bump(&session.counters.queued_offline);
+            return Ok(());
+        }
+        Err(OfferError::Closed)
+    }
+
+    fn queued(&self) -> Option<usize> {
+        Some(self.0.lock().offline.len())
+    }
+}
