@@ -574,6 +574,7 @@ impl MqttCounters for MqttStatus {
                 not_stored: c.not_stored,
                 offline_queue_full: c.dropped_offline,
                 too_large_for_device: c.too_large_for_device,
+                expired: c.expired,
             },
             subscribes_refused: c.subscribes_refused,
         }

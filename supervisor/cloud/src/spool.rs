@@ -957,6 +957,7 @@ mod tests {
                     topic: topic.clone(),
                     payload: payload.clone(),
                     source: Arc::from("src"),
+                    meta: Default::default(),
                 });
                 if offer.is_ok() {
                     sent += 1;
@@ -989,6 +990,7 @@ mod tests {
             topic,
             payload,
             source: Arc::from("src"),
+            meta: Default::default(),
         }
     }
 
@@ -1023,6 +1025,7 @@ mod tests {
             topic: Arc::from("t"),
             payload: Arc::from(vec![0u8; 2000]),
             source: Arc::from("src"),
+            meta: Default::default(),
         };
         sink.offer_acked(big, &receipt).expect("taken");
         receipt.stored();

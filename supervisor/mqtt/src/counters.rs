@@ -38,6 +38,8 @@ pub struct Counters {
     pub(crate) too_large_for_device: AtomicU64,
     /// Device publishes routed after waiting the whole hold for a full device queue.
     pub(crate) held_too_long: AtomicU64,
+    /// Messages not delivered because their MQTT 5 Message Expiry Interval had passed.
+    pub(crate) expired: AtomicU64,
     /// Device publishes whose payload never finished arriving (dropped).
     pub(crate) payload_timeouts: AtomicU64,
     /// Device publishes whose payload was lost mid-packet: the connection ended before the
@@ -59,7 +61,7 @@ impl Counters {
     pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "connections accepted {} refused {}; refused at accept over maxConnections {} over maxConnectionsPerIp {}; CONNECT deadlines expired {}; closed: packet too large {} keep-alive {} read timeout {} protocol error {}; publishes routed {} dropped: not authorized {} topic invalid {} payload timeouts {} payloads lost {} lost at disconnect {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; too large for the device {}; held too long {}",
+            "connections accepted {} refused {}; refused at accept over maxConnections {} over maxConnectionsPerIp {}; CONNECT deadlines expired {}; closed: packet too large {} keep-alive {} read timeout {} protocol error {}; publishes routed {} dropped: not authorized {} topic invalid {} payload timeouts {} payloads lost {} lost at disconnect {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; too large for the device {}; held too long {}; expired {}",
             g(&self.connections_accepted),
             g(&self.connections_refused),
             g(&self.refused_max_connections),
@@ -83,6 +85,7 @@ impl Counters {
             g(&self.dropped_offline),
             g(&self.too_large_for_device),
             g(&self.held_too_long),
+            g(&self.expired),
         )
     }
 
@@ -115,6 +118,7 @@ impl Counters {
             dropped_offline: g(&self.dropped_offline),
             too_large_for_device: g(&self.too_large_for_device),
             held_too_long: g(&self.held_too_long),
+            expired: g(&self.expired),
         }
     }
 }
@@ -171,6 +175,8 @@ pub struct CounterSnapshot {
     pub too_large_for_device: u64,
     /// Device publishes routed after waiting the whole hold for a full device queue.
     pub held_too_long: u64,
+    /// Messages not delivered because their MQTT 5 Message Expiry Interval had passed.
+    pub expired: u64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use evergreen_group::plan::GroupPlan;
-use evergreen_runtime::router::{Router, Subscription, SubscriptionTable};
+use evergreen_runtime::router::{Meta, Router, Subscription, SubscriptionTable};
 use ntex_mqtt::{v3, v5, QoS};
 use tokio::sync::mpsc;
 
@@ -168,7 +168,7 @@ impl Server {
 
     /// One SUBSCRIBE filter: the QoS granted, or `None` (refused).
     pub fn subscribe(&self, conn: &Connection, filter: &str, qos: QoS) -> Option<QoS> {
-        subscribe(&self.hub, &conn.session, filter, qos)
+        subscribe(&self.hub, &conn.session, filter, qos, false).ok()
     }
 
     /// One UNSUBSCRIBE filter.
@@ -179,7 +179,13 @@ impl Server {
     /// A PUBLISH of the connected device: `Err` says why it was dropped.
     pub fn publish(&self, conn: &Connection, topic: &str, payload: &[u8]) -> Result<(), String> {
         self.hub
-            .publish(&conn.session.thing_arn, topic, payload, None)
+            .publish(
+                &conn.session.thing_arn,
+                topic,
+                payload,
+                Meta::default(),
+                None,
+            )
             .map_err(|why: PublishRefusal| format!("{why:?}"))
     }
 

@@ -5,16 +5,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use evergreen_ipc::topic::filters_intersect;
 use tokio::sync::mpsc;
 
 use crate::sessions::{self, SessionStore, StoredSession};
 use evergreen_group::plan::GroupPlan;
-use evergreen_runtime::router::{Receipt, Router};
+use evergreen_runtime::router::{Meta, Receipt, Router};
 
 use crate::counters::{bump, CounterSnapshot, Counters};
-use crate::session::{DeviceSession, Outgoing, SessionInner, SessionSink};
-use crate::{Connected, DeviceEntry, PublishRefusal, Refusal, HIGH_WATER};
+use crate::filter::reachable;
+use crate::session::{DeviceSession, Ended, Outgoing, SessionInner, SessionSink};
+use crate::{Connected, DeviceEntry, PublishRefusal, Refusal, SubRefusal, HIGH_WATER};
 
 /// The server's shared state.
 pub struct MqttHub {
@@ -99,7 +99,10 @@ impl MqttHub {
                 }
                 None => {
                     log::info!("MQTT: {arn} left the group; its session ends");
-                    session.lock().online = None;
+                    let conn = session.lock().online.as_ref().map(|(id, _)| *id);
+                    if let Some(conn) = conn {
+                        session.end(conn, Ended::LeftGroup);
+                    }
                     self.router.detach(arn);
                     if let Some(store) = &session.store {
                         store.forget(arn);
@@ -122,14 +125,19 @@ impl MqttHub {
 
     /// Checks a CONNECT and, if accepted, opens (or resumes) the thing's session. `cert_cn` is
     /// the client certificate's subject CN on the TLS listener, `None` on the plain one.
+    /// `clean_start` discards a previous session (MQTT 3.1.1 clean session 1, MQTT 5 Clean
+    /// Start 1); `persistent` keeps this one after the connection ends (3.1.1 clean session 0,
+    /// 5 a Session Expiry Interval above 0). In MQTT 5 the two are independent: Clean Start 1
+    /// with an expiry starts afresh *and* is kept.
     pub(crate) fn connect(
         &self,
         client_id: &str,
         cert_cn: Option<Option<&str>>,
+        clean_start: bool,
         persistent: bool,
         has_will: bool,
     ) -> Result<Connected, Refusal> {
-        let result = self.connect_inner(client_id, cert_cn, persistent, has_will);
+        let result = self.connect_inner(client_id, cert_cn, clean_start, persistent, has_will);
         match &result {
             Ok(c) => {
                 bump(&self.counters.connections_accepted);
@@ -151,6 +159,7 @@ impl MqttHub {
         &self,
         client_id: &str,
         cert_cn: Option<Option<&str>>,
+        clean_start: bool,
         persistent: bool,
         has_will: bool,
     ) -> Result<Connected, Refusal> {
@@ -175,8 +184,17 @@ impl MqttHub {
             }
             inner.persistent
         };
+        // A connection with the same client id is taken over, whatever either's session
+        // (MQTT-3.1.4-3): the server ends the older one.
+        if let Some(old) = &existing {
+            let conn = old.lock().online.as_ref().map(|(id, _)| *id);
+            if let Some(conn) = conn {
+                log::info!("MQTT: a new connection of {client_id} takes its session over; the older one is closed");
+                old.end(conn, Ended::TakenOver);
+            }
+        }
         let (session, session_present) = match existing {
-            Some(s) if persistent && resumable(&s) => (s, true),
+            Some(s) if !clean_start && resumable(&s) => (s, true),
             _ => (
                 Arc::new(DeviceSession {
                     thing_arn: entry.thing_arn.clone(),
@@ -185,6 +203,7 @@ impl MqttHub {
                     room: tokio::sync::Notify::new(),
                     lane_gate: Mutex::default(),
                     store: self.store.get().cloned(),
+                    ended: Mutex::default(),
                 }),
                 false,
             ),
@@ -273,6 +292,8 @@ impl MqttHub {
                     msg,
                     qos1: true,
                     stored: Some(seq),
+                    // Whether it was sent before the restart is not stored.
+                    dup: false,
                 })
                 .collect();
             let session = Arc::new(DeviceSession {
@@ -289,6 +310,7 @@ impl MqttHub {
                 room: tokio::sync::Notify::new(),
                 lane_gate: Mutex::default(),
                 store: Some(store.clone()),
+                ended: Mutex::default(),
             });
             self.router
                 .attach(&s.thing_arn, Arc::new(SessionSink(session.clone())));
@@ -322,19 +344,38 @@ impl MqttHub {
         }
     }
 
-    /// Whether `filter` may be granted to the device `entry`.
-    pub(crate) fn may_subscribe(&self, thing_arn: &str, filter: &str) -> bool {
-        let devices = self.devices.read().unwrap_or_else(PoisonError::into_inner);
-        let ok = evergreen_ipc::topic::validate_filter(filter).is_ok()
-            && devices.values().any(|d| {
-                &*d.thing_arn == thing_arn
-                    && d.deliverable.iter().any(|s| filters_intersect(s, filter))
+    /// Whether `filter` may be granted to the device `thing_arn`: a valid filter, not a shared
+    /// subscription (not supported: MQTT 5 SUBACK 0x9E), that can match a topic some
+    /// subscription of the group delivers to the device (the group decides who hears what).
+    pub(crate) fn may_subscribe(&self, thing_arn: &str, filter: &str) -> Result<(), SubRefusal> {
+        let why = if filter.starts_with("$share/") {
+            Err(SubRefusal::SharedUnsupported)
+        } else if evergreen_ipc::topic::validate_filter(filter).is_err() {
+            Err(SubRefusal::FilterInvalid)
+        } else {
+            let devices = self.devices.read().unwrap_or_else(PoisonError::into_inner);
+            let deliverable = devices.values().any(|d| {
+                &*d.thing_arn == thing_arn && d.deliverable.iter().any(|s| reachable(s, filter))
             });
-        if !ok {
+            if deliverable {
+                Ok(())
+            } else {
+                Err(SubRefusal::NotAuthorized)
+            }
+        };
+        if let Err(why) = why {
             bump(&self.counters.subscribes_refused);
-            log::warn!("MQTT: {thing_arn} may not subscribe to {filter:?}: no subscription in the group delivers it to this device");
+            log::warn!(
+                "MQTT: {thing_arn} may not subscribe to {filter:?}: {}",
+                match why {
+                    SubRefusal::SharedUnsupported => "shared subscriptions are not supported",
+                    SubRefusal::FilterInvalid => "not a valid topic filter",
+                    SubRefusal::NotAuthorized =>
+                        "no subscription in the group delivers it to this device",
+                }
+            );
         }
-        ok
+        why
     }
 
     /// Sessions of connected devices that `topic` from `source` would reach and whose queue
@@ -365,6 +406,7 @@ impl MqttHub {
         thing_arn: &str,
         topic: &str,
         payload: &[u8],
+        meta: Meta,
         receipt: Option<Receipt>,
     ) -> Result<(), PublishRefusal> {
         if topic.contains(['+', '#']) {
@@ -372,12 +414,9 @@ impl MqttHub {
             return Err(PublishRefusal::TopicInvalid);
         }
         let payload = Arc::from(payload);
-        let routed = match receipt {
-            Some(receipt) => self
-                .router
-                .publish_acked(thing_arn, topic, payload, receipt),
-            None => self.router.publish(thing_arn, topic, payload),
-        };
+        let routed = self
+            .router
+            .publish_with(thing_arn, topic, payload, meta, receipt);
         match routed {
             Ok(outcome) if outcome.matched() > 0 => {
                 bump(&self.counters.publishes_routed);

@@ -50,6 +50,7 @@ pub mod certs;
 
 mod admission;
 mod counters;
+mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hub;
@@ -122,6 +123,17 @@ pub(crate) enum PublishRefusal {
     NotAuthorized,
     /// Routed, but a durable target (the cloud spool) did not store it: not to be acknowledged.
     NotStored,
+}
+
+/// Why a SUBSCRIBE filter was not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubRefusal {
+    /// No subscription of the group delivers what it matches to this device (v5 0x87).
+    NotAuthorized,
+    /// `$share/...`: shared subscriptions are not supported (v5 0x9E).
+    SharedUnsupported,
+    /// Not a valid topic filter (v5 0x8F).
+    FilterInvalid,
 }
 
 /// Each deployed plan says which devices may connect and what they may hear.

@@ -5,10 +5,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use evergreen_ipc::topic::{filters_intersect, matches};
 use tokio::sync::mpsc;
 
-use crate::sessions::SessionStore;
+use crate::filter::{mqtt_matches, reachable};
+use crate::sessions::{Grant, SessionStore};
 use evergreen_runtime::router::{DeliverySink, Message, OfferError};
 
 use crate::counters::{bump, Counters};
@@ -21,12 +21,26 @@ pub(crate) struct Outgoing {
     pub(crate) qos1: bool,
     /// Its key in the session store, if it was queued there (removed once acknowledged).
     pub(crate) stored: Option<u64>,
+    /// Sent before to a connection that ended without acknowledging it: sent again with DUP
+    /// set (MQTT-3.3.1-1).
+    pub(crate) dup: bool,
+}
+
+/// Why the server ended a device's connection itself (the writer tells the device, in an
+/// MQTT 5 DISCONNECT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Another connection with the same client id took the session over (MQTT-3.1.4-3;
+    /// MQTT 5 reason 0x8E Session taken over).
+    TakenOver,
+    /// The device left the deployed group (MQTT 5 reason 0x87 Not authorized).
+    LeftGroup,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct SessionInner {
-    /// Granted filters and whether at QoS 1.
-    pub(crate) subs: Vec<(String, bool)>,
+    /// Granted filters.
+    pub(crate) subs: Vec<Grant>,
     pub(crate) online: Option<(u64, mpsc::Sender<Outgoing>)>,
     pub(crate) persistent: bool,
     pub(crate) offline: VecDeque<Outgoing>,
@@ -61,6 +75,8 @@ pub(crate) struct DeviceSession {
     pub(crate) lane_gate: Mutex<Option<Arc<LaneGate>>>,
     /// The durable copy of the session while it is persistent (none in unit tests).
     pub(crate) store: Option<Arc<SessionStore>>,
+    /// Connections the server ended itself, and why (read by their writers).
+    pub(crate) ended: Mutex<Vec<(u64, Ended)>>,
 }
 
 /// Opens once a connection's publish lane is gone, that is once everything the connection
@@ -113,12 +129,37 @@ impl DeviceSession {
             .map_or(0, |(_, tx)| tx.max_capacity() - tx.capacity())
     }
 
-    /// Records granted filters (replacing a filter subscribed again).
-    pub(crate) fn subscribe(&self, filter: &str, qos1: bool) {
+    /// Ends connection `conn_id` for `why`: its queue closes (the writer then ends the
+    /// connection) and the writer finds out why ([`DeviceSession::why_ended`]).
+    pub(crate) fn end(&self, conn_id: u64, why: Ended) {
+        let tx = {
+            let mut inner = self.lock();
+            match &inner.online {
+                Some((id, _)) if *id == conn_id => inner.online.take(),
+                _ => None,
+            }
+        };
+        if tx.is_some() {
+            let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+            // Bounded: one entry per connection ended and not yet looked at by its writer.
+            ended.retain(|(id, _)| *id != conn_id);
+            ended.push((conn_id, why));
+        }
+    }
+
+    /// Why the server ended connection `conn_id`, if it did (asked once, by its writer).
+    pub(crate) fn why_ended(&self, conn_id: u64) -> Option<Ended> {
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = ended.iter().position(|(id, _)| *id == conn_id)?;
+        Some(ended.swap_remove(at).1)
+    }
+
+    /// Records a granted filter (replacing the same filter subscribed again, MQTT-3.8.4-3).
+    pub(crate) fn subscribe(&self, grant: Grant) {
         let changed = {
             let mut inner = self.lock();
-            inner.subs.retain(|(f, _)| f != filter);
-            inner.subs.push((filter.to_owned(), qos1));
+            inner.subs.retain(|g| g.filter != grant.filter);
+            inner.subs.push(grant);
             persisted_subs(&inner)
         };
         self.store_subs(changed);
@@ -127,7 +168,7 @@ impl DeviceSession {
     pub(crate) fn unsubscribe(&self, filter: &str) {
         let changed = {
             let mut inner = self.lock();
-            inner.subs.retain(|(f, _)| f != filter);
+            inner.subs.retain(|g| g.filter != filter);
             persisted_subs(&inner)
         };
         self.store_subs(changed);
@@ -184,7 +225,7 @@ impl DeviceSession {
 
     /// Stores the filters of a persistent session, outside its lock (the router's path takes
     /// it, and this may wait for room in the store's hand-off).
-    fn store_subs(&self, subs: Option<Vec<(String, bool)>>) {
+    fn store_subs(&self, subs: Option<Vec<Grant>>) {
         if let (Some(subs), Some(store)) = (subs, &self.store) {
             store.set_subs(&self.thing_arn, subs);
         }
@@ -196,7 +237,7 @@ impl DeviceSession {
             let before = inner.subs.len();
             inner
                 .subs
-                .retain(|(f, _)| deliverable.iter().any(|d| filters_intersect(d, f)));
+                .retain(|g| deliverable.iter().any(|d| reachable(d, &g.filter)));
             if inner.subs.len() == before {
                 None
             } else {
@@ -208,7 +249,7 @@ impl DeviceSession {
 }
 
 /// The filters to store, if the session is persistent.
-fn persisted_subs(inner: &SessionInner) -> Option<Vec<(String, bool)>> {
+fn persisted_subs(inner: &SessionInner) -> Option<Vec<Grant>> {
     inner.persistent.then(|| inner.subs.clone())
 }
 
@@ -219,20 +260,28 @@ impl DeliverySink for SessionSink {
         let session = &self.0;
         let mut inner = session.lock();
         let mut want: Option<bool> = None;
-        for (filter, qos1) in &inner.subs {
-            if matches(filter, &msg.topic) {
-                want = Some(want.unwrap_or(false) || *qos1);
+        for g in &inner.subs {
+            // No Local (MQTT-3.8.3-3): not the device's own publishes on this filter.
+            if g.no_local && msg.source == session.thing_arn {
+                continue;
+            }
+            if mqtt_matches(&g.filter, &msg.topic) {
+                want = Some(want.unwrap_or(false) || g.qos1);
             }
         }
         // Routed to the device but not subscribed to by it: MQTT delivers nothing.
-        let Some(qos1) = want else {
+        let Some(granted_qos1) = want else {
             return Ok(());
         };
+        // The delivered QoS is the lower of the published and the granted (MQTT 3.1.1 §3.8.4,
+        // MQTT 5 §3.8.4): a QoS 0 publish goes out at QoS 0 to a QoS 1 subscription too.
+        let qos1 = granted_qos1 && !msg.meta.at_most_once;
         if let Some((_, tx)) = &inner.online {
             match tx.try_send(Outgoing {
                 msg: msg.clone(),
                 qos1,
                 stored: None,
+                dup: false,
             }) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(OfferError::Full),
@@ -252,6 +301,7 @@ impl DeliverySink for SessionSink {
                 msg,
                 qos1: true,
                 stored,
+                dup: false,
             });
             bump(&session.counters.queued_offline);
             return Ok(());

@@ -101,7 +101,7 @@ fn store_err(path: &Path, e: impl Into<redb::Error>) -> SessionStoreError {
 pub(crate) struct StoredSession {
     pub thing_arn: Arc<str>,
     /// Granted filters and whether at QoS 1.
-    pub subs: Vec<(String, bool)>,
+    pub subs: Vec<Grant>,
     /// Queued QoS 1 messages, oldest first, with their key.
     pub queued: Vec<(u64, Message)>,
     /// MQTT 5 session expiry: the interval and when the device went offline (unix seconds;
@@ -120,10 +120,7 @@ pub(crate) fn unix_now() -> u64 {
 #[derive(Debug)]
 enum Op {
     /// The session's granted filters (creates the session row).
-    Subs {
-        arn: Arc<str>,
-        subs: Vec<(String, bool)>,
-    },
+    Subs { arn: Arc<str>, subs: Vec<Grant> },
     /// Ends the stored session (row and queue); with `persistent`, a new empty one begins.
     Reset { arn: Arc<str>, persistent: bool },
     Queue {
@@ -172,23 +169,49 @@ fn get_str<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a str> {
     Some(s)
 }
 
-/// `[qos1 u8][u16 length][filter]…`
-fn encode_subs(subs: &[(String, bool)]) -> Vec<u8> {
+/// A filter granted to a device, with what its SUBSCRIBE asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub(crate) filter: String,
+    /// Granted QoS 1 (else 0).
+    pub(crate) qos1: bool,
+    /// MQTT 5 No Local: the device's own publishes are not delivered to it on this filter.
+    pub(crate) no_local: bool,
+}
+
+/// Bit of a grant's flags byte: granted QoS 1.
+const GRANT_QOS1: u8 = 1;
+/// Bit of a grant's flags byte: No Local. Stores written before it have only 0 or 1 there.
+const GRANT_NO_LOCAL: u8 = 2;
+
+/// `[flags u8][u16 length][filter]…` (flags: [`GRANT_QOS1`], [`GRANT_NO_LOCAL`]).
+fn encode_subs(subs: &[Grant]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (filter, qos1) in subs {
-        out.push(u8::from(*qos1));
-        put_str(&mut out, filter);
+    for g in subs {
+        let mut flags = 0;
+        if g.qos1 {
+            flags |= GRANT_QOS1;
+        }
+        if g.no_local {
+            flags |= GRANT_NO_LOCAL;
+        }
+        out.push(flags);
+        put_str(&mut out, &g.filter);
     }
     out
 }
 
-fn decode_subs(bytes: &[u8]) -> Option<Vec<(String, bool)>> {
+fn decode_subs(bytes: &[u8]) -> Option<Vec<Grant>> {
     let mut subs = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let qos1 = *bytes.get(at)? != 0;
+        let flags = *bytes.get(at)?;
         at += 1;
-        subs.push((get_str(bytes, &mut at)?.to_owned(), qos1));
+        subs.push(Grant {
+            filter: get_str(bytes, &mut at)?.to_owned(),
+            qos1: flags & GRANT_QOS1 != 0,
+            no_local: flags & GRANT_NO_LOCAL != 0,
+        });
     }
     Some(subs)
 }
@@ -210,6 +233,7 @@ fn decode_msg(bytes: &[u8]) -> Option<Message> {
         topic,
         source,
         payload: Arc::from(bytes.get(at..)?),
+        meta: Default::default(),
     })
 }
 
@@ -242,7 +266,7 @@ struct Loaded {
 }
 
 /// A session's filters and queue while loading.
-type Loading = (Vec<(String, bool)>, VecDeque<(u64, Message)>);
+type Loading = (Vec<Grant>, VecDeque<(u64, Message)>);
 
 fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStoreError> {
     let read = db.begin_read().map_err(|e| store_err(path, e))?;
@@ -546,7 +570,7 @@ impl SessionStore {
     }
 
     /// Stores the session's granted filters (and creates its row if needed).
-    pub(crate) fn set_subs(&self, arn: &Arc<str>, subs: Vec<(String, bool)>) {
+    pub(crate) fn set_subs(&self, arn: &Arc<str>, subs: Vec<Grant>) {
         self.known().insert(arn.clone());
         self.control(Op::Subs {
             arn: arn.clone(),
@@ -659,6 +683,15 @@ mod tests {
             topic: Arc::from(format!("t/{i}").as_str()),
             payload: Arc::from(format!("payload {i}").into_bytes()),
             source: Arc::from("src"),
+            meta: Default::default(),
+        }
+    }
+
+    fn grant(filter: &str, qos1: bool) -> Grant {
+        Grant {
+            filter: filter.into(),
+            qos1,
+            no_local: false,
         }
     }
 
@@ -682,7 +715,7 @@ mod tests {
         assert!(found.is_empty());
         let (a, b) = (arn(A), arn(B));
         store.reset(&a, true);
-        store.set_subs(&a, vec![("x/#".into(), true), ("y".into(), false)]);
+        store.set_subs(&a, vec![grant("x/#", true), grant("y", false)]);
         store.reset(&b, true);
         // Interleaved: each session keeps its own order.
         for i in 0..100 {
@@ -693,10 +726,7 @@ mod tests {
         let (store, found) = SessionStore::open(&path, 1000).expect("reopen");
         assert_eq!(found.len(), 2);
         let sa = find(&found, A).expect("a");
-        assert_eq!(
-            sa.subs,
-            vec![("x/#".to_string(), true), ("y".to_string(), false)]
-        );
+        assert_eq!(sa.subs, vec![grant("x/#", true), grant("y", false)]);
         let want_a: Vec<String> = (0..100)
             .filter(|i| i % 3 != 0)
             .map(|i| format!("t/{i}"))
@@ -895,8 +925,14 @@ mod tests {
 
     #[test]
     fn encodings_round_trip_and_reject_garbage() {
-        let subs = vec![("a/+/b".to_string(), true), ("#".to_string(), false)];
+        let mut subs = vec![grant("a/+/b", true), grant("#", false), grant("c", true)];
+        subs[2].no_local = true;
         assert_eq!(decode_subs(&encode_subs(&subs)), Some(subs));
+        // A store written before No Local has only 0 or 1 as a grant's flags byte.
+        assert_eq!(
+            decode_subs(&[1, 1, 0, b'x', 0, 1, 0, b'y']),
+            Some(vec![grant("x", true), grant("y", false)])
+        );
         let m = msg(3);
         let back = decode_msg(&encode_msg(&m)).expect("decode");
         assert_eq!(back.topic, m.topic);

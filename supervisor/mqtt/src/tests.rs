@@ -10,6 +10,21 @@ use evergreen_runtime::router::{Message, Router};
 use evergreen_runtime::router::{Subscription, SubscriptionTable};
 use std::sync::atomic::Ordering;
 
+use crate::sessions::Grant;
+use evergreen_runtime::router::Meta;
+
+fn grant(filter: &str, qos1: bool) -> Grant {
+    Grant {
+        filter: filter.into(),
+        qos1,
+        no_local: false,
+    }
+}
+
+fn may(hub: &MqttHub, thing: &str, filter: &str) -> bool {
+    hub.may_subscribe(thing, filter).is_ok()
+}
+
 const DEV: &str = "arn:aws:iot:us-east-1:123456789012:thing/display-1";
 const SENSOR: &str = "arn:aws:iot:us-east-1:123456789012:thing/sensor-1";
 const FUNC: &str = "arn:aws:lambda:us-east-1:123456789012:function:cmd:1";
@@ -80,24 +95,25 @@ fn sample() -> GroupPlan {
 fn connect_checks_group_certificate_and_features() {
     let hub = hub_for(&sample());
     assert_eq!(
-        hub.connect("ghost", None, false, false).err(),
+        hub.connect("ghost", None, true, false, false).err(),
         Some(Refusal::UnknownThing)
     );
     assert_eq!(
-        hub.connect("display-1", Some(Some("sensor-1")), false, false)
+        hub.connect("display-1", Some(Some("sensor-1")), true, false, false)
             .err(),
         Some(Refusal::IdMismatch)
     );
     assert_eq!(
-        hub.connect("display-1", Some(None), false, false).err(),
+        hub.connect("display-1", Some(None), true, false, false)
+            .err(),
         Some(Refusal::NoCertificate)
     );
     assert!(matches!(
-        hub.connect("display-1", Some(Some("display-1")), false, true),
+        hub.connect("display-1", Some(Some("display-1")), true, false, true),
         Err(Refusal::Unsupported(_))
     ));
     assert!(hub
-        .connect("display-1", Some(Some("display-1")), false, false)
+        .connect("display-1", Some(Some("display-1")), true, false, false)
         .is_ok());
     assert_eq!(hub.counters.connections_refused.load(Ordering::Relaxed), 4);
 }
@@ -105,27 +121,30 @@ fn connect_checks_group_certificate_and_features() {
 #[test]
 fn subscribe_only_what_some_subscription_delivers() {
     let hub = hub_for(&sample());
-    assert!(hub.may_subscribe(DEV, "display/#"));
-    assert!(hub.may_subscribe(DEV, "sensors/kitchen/temp"));
-    assert!(hub.may_subscribe(DEV, "#"));
-    assert!(!hub.may_subscribe(DEV, "secret/#"));
-    assert!(!hub.may_subscribe(DEV, "display/1/status"));
-    assert!(!hub.may_subscribe(DEV, "display/#/x"), "invalid filter");
+    assert!(may(&hub, DEV, "display/#"));
+    assert!(may(&hub, DEV, "sensors/kitchen/temp"));
+    assert!(may(&hub, DEV, "#"));
+    assert!(!may(&hub, DEV, "secret/#"));
+    assert!(!may(&hub, DEV, "display/1/status"));
+    assert!(!may(&hub, DEV, "display/#/x"), "invalid filter");
     // Nothing targets the sensor.
-    assert!(!hub.may_subscribe(SENSOR, "display/#"));
+    assert!(!may(&hub, SENSOR, "display/#"));
     assert_eq!(hub.counters.subscribes_refused.load(Ordering::Relaxed), 4);
 }
 
 #[test]
 fn publish_is_routed_or_dropped_and_counted() {
     let hub = hub_for(&sample());
-    assert_eq!(hub.publish(SENSOR, "sensors/a/temp", b"1", None), Ok(()));
     assert_eq!(
-        hub.publish(SENSOR, "sensors/a/humidity", b"1", None),
+        hub.publish(SENSOR, "sensors/a/temp", b"1", Meta::default(), None),
+        Ok(())
+    );
+    assert_eq!(
+        hub.publish(SENSOR, "sensors/a/humidity", b"1", Meta::default(), None),
         Err(PublishRefusal::NotAuthorized)
     );
     assert_eq!(
-        hub.publish(SENSOR, "sensors/+/temp", b"1", None),
+        hub.publish(SENSOR, "sensors/+/temp", b"1", Meta::default(), None),
         Err(PublishRefusal::TopicInvalid)
     );
     let s = hub.snapshot();
@@ -140,11 +159,11 @@ fn publish_is_routed_or_dropped_and_counted() {
 fn persistent_session_queues_qos1_while_offline() {
     let hub = hub_for(&sample());
     let c = hub
-        .connect("display-1", None, true, false)
+        .connect("display-1", None, false, true, false)
         .expect("connect");
     assert!(!c.session_present);
-    c.session.subscribe("display/#", true);
-    c.session.subscribe("sensors/#", false);
+    c.session.subscribe(grant("display/#", true));
+    c.session.subscribe(grant("sensors/#", false));
     hub.disconnected(&c.session, c.conn_id);
     drop(c.rx);
     let router = hub.router();
@@ -157,7 +176,7 @@ fn persistent_session_queues_qos1_while_offline() {
         .expect("publish");
     assert_eq!(out.closed, 1);
     let again = hub
-        .connect("display-1", None, true, false)
+        .connect("display-1", None, false, true, false)
         .expect("reconnect");
     assert!(again.session_present);
     let queued = again.session.take_offline();
@@ -172,7 +191,9 @@ fn persistent_session_queues_qos1_while_offline() {
     assert_eq!(hub.counters.dropped_offline.load(Ordering::Relaxed), 5);
 
     // A clean connection discards the old session.
-    let clean = hub.connect("display-1", None, false, false).expect("clean");
+    let clean = hub
+        .connect("display-1", None, true, false, false)
+        .expect("clean");
     assert!(!clean.session_present);
     assert!(clean.session.take_offline().is_empty());
 }
@@ -210,9 +231,9 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
     {
         let (hub, store) = hub_with_store(&p, &path);
         let c = hub
-            .connect("display-1", None, true, false)
+            .connect("display-1", None, false, true, false)
             .expect("connect");
-        c.session.subscribe("display/#", true);
+        c.session.subscribe(grant("display/#", true));
         hub.disconnected(&c.session, c.conn_id);
         for i in 0..5 {
             cmd(&hub, i);
@@ -225,7 +246,7 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
         cmd(&hub, i);
     }
     let c = hub
-        .connect("display-1", None, true, false)
+        .connect("display-1", None, false, true, false)
         .expect("reconnect");
     assert!(c.session_present, "a restored session is present");
     let queued = c.session.take_offline();
@@ -245,8 +266,10 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
             topic: Arc::from("display/9/cmd"),
             payload: Arc::from(&b"x"[..]),
             source: Arc::from(FUNC),
+            meta: Default::default(),
         },
         qos1: true,
+        dup: true,
         stored: None,
     });
     hub.disconnected(&c.session, c.conn_id);
@@ -255,7 +278,7 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
 
     let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].subs, vec![("display/#".to_string(), true)]);
+    assert_eq!(found[0].subs, vec![grant("display/#", true)]);
     let left: Vec<String> = found[0]
         .queued
         .iter()
@@ -282,9 +305,9 @@ fn clean_connects_and_new_plans_delete_stored_sessions() {
     {
         let (hub, store) = hub_with_store(&p, &path);
         let c = hub
-            .connect("display-1", None, true, false)
+            .connect("display-1", None, false, true, false)
             .expect("connect");
-        c.session.subscribe("display/#", true);
+        c.session.subscribe(grant("display/#", true));
         hub.disconnected(&c.session, c.conn_id);
         cmd(&hub, 1);
         assert!(store.close());
@@ -297,14 +320,16 @@ fn clean_connects_and_new_plans_delete_stored_sessions() {
     }
     let (hub, store) = hub_with_store(&p, &path);
     let c = hub
-        .connect("display-1", None, true, false)
+        .connect("display-1", None, false, true, false)
         .expect("connect");
     assert!(!c.session_present, "the removed device's session is gone");
-    c.session.subscribe("display/#", true);
+    c.session.subscribe(grant("display/#", true));
     hub.disconnected(&c.session, c.conn_id);
     cmd(&hub, 2);
     // A clean connect replaces the persistent session, in memory and on disk.
-    let clean = hub.connect("display-1", None, false, false).expect("clean");
+    let clean = hub
+        .connect("display-1", None, true, false, false)
+        .expect("clean");
     assert!(clean.session.take_offline().is_empty());
     assert!(store.close());
     drop(hub);
@@ -319,10 +344,10 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
     let p = sample();
     let (hub, store) = hub_with_store(&p, &path);
     let c = hub
-        .connect("display-1", None, true, false)
+        .connect("display-1", None, false, true, false)
         .expect("connect");
     c.session.set_expiry(60);
-    c.session.subscribe("display/#", true);
+    c.session.subscribe(grant("display/#", true));
     hub.disconnected(&c.session, c.conn_id);
     cmd(&hub, 1);
     let since = c.session.lock().offline_since.expect("offline since");
@@ -331,17 +356,19 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
     assert_eq!(c.session.lock().offline.len(), 1);
     hub.expire_sessions(since + 60);
     let again = hub
-        .connect("display-1", None, true, false)
+        .connect("display-1", None, false, true, false)
         .expect("reconnect");
     assert!(!again.session_present, "an expired session is not resumed");
     assert!(again.session.take_offline().is_empty());
     // A device returning after its interval, before any sweep, does not resume it either.
     again.session.set_expiry(5);
-    again.session.subscribe("display/#", true);
+    again.session.subscribe(grant("display/#", true));
     hub.disconnected(&again.session, again.conn_id);
     cmd(&hub, 2);
     again.session.lock().offline_since = Some(sessions::unix_now() - 10);
-    let third = hub.connect("display-1", None, true, false).expect("third");
+    let third = hub
+        .connect("display-1", None, false, true, false)
+        .expect("third");
     assert!(!third.session_present);
     assert!(third.session.take_offline().is_empty());
     // MQTT 3.1.1 (or 0xFFFFFFFF): never.
@@ -349,7 +376,7 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
     hub.disconnected(&third.session, third.conn_id);
     hub.expire_sessions(u64::MAX);
     assert!(
-        hub.connect("display-1", None, true, false)
+        hub.connect("display-1", None, false, true, false)
             .expect("fourth")
             .session_present
     );
@@ -360,7 +387,7 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
 fn a_new_plan_ends_sessions_of_removed_devices() {
     let hub = hub_for(&sample());
     let mut c = hub
-        .connect("display-1", None, true, false)
+        .connect("display-1", None, false, true, false)
         .expect("connect");
     hub.update_plan(&plan(&[("sensor-1", SENSOR)], &[]));
     assert!(hub.device("display-1").is_none());

@@ -399,6 +399,37 @@ pub struct Message {
     pub topic: Arc<str>,
     pub payload: Arc<[u8]>,
     pub source: Arc<str>,
+    /// How it was published, beyond topic and payload (default for components).
+    pub meta: Meta,
+}
+
+/// What a publisher said about a message beyond its topic and payload: an MQTT device's QoS 0
+/// and, from an MQTT 5 device, its PUBLISH properties. The router carries it to every target
+/// untouched; only the local MQTT server reads it (components and the cloud ignore it, as the
+/// IPC carries topic and payload only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Published at QoS 0: delivered at most once, whatever QoS a subscriber was granted
+    /// (MQTT: the delivered QoS is the lower of the two).
+    pub at_most_once: bool,
+    /// MQTT 5 PUBLISH properties, forwarded unaltered to MQTT devices (MQTT-3.3.2-x).
+    pub props: Option<Arc<PublishProps>>,
+}
+
+/// The MQTT 5 PUBLISH properties a server forwards to subscribers (topic alias and
+/// subscription identifiers are per connection, so not among them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishProps {
+    /// User properties, in order (a name may repeat).
+    pub user: Vec<(String, String)>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub content_type: Option<String>,
+    /// Payload Format Indicator: `Some(true)` UTF-8 text, `Some(false)` unspecified bytes.
+    pub utf8_payload: Option<bool>,
+    /// When the message expires (Unix seconds), from its Message Expiry Interval: a server
+    /// delivers it only until then, with the interval that is left.
+    pub expires_at: Option<u64>,
 }
 
 /// Why a sink did not take a message.
@@ -756,7 +787,7 @@ impl Router {
         topic: &str,
         payload: Arc<[u8]>,
     ) -> Result<PublishOutcome, PublishError> {
-        self.route(source, topic, payload, None)
+        self.route(source, topic, payload, Meta::default(), None)
     }
 
     /// [`Router::publish`] for a publisher that acknowledges only what is stored: every
@@ -770,7 +801,23 @@ impl Router {
         payload: Arc<[u8]>,
         receipt: Receipt,
     ) -> Result<PublishOutcome, PublishError> {
-        let outcome = self.route(source, topic, payload, Some(&receipt));
+        self.publish_with(source, topic, payload, Meta::default(), Some(receipt))
+    }
+
+    /// [`Router::publish`] (without `receipt`) or [`Router::publish_acked`] (with it) of a
+    /// message that carries `meta` (an MQTT device's publish).
+    pub fn publish_with(
+        &self,
+        source: &str,
+        topic: &str,
+        payload: Arc<[u8]>,
+        meta: Meta,
+        receipt: Option<Receipt>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let Some(receipt) = receipt else {
+            return self.route(source, topic, payload, meta, None);
+        };
+        let outcome = self.route(source, topic, payload, meta, Some(&receipt));
         // The router's own hold is no store: only the sinks' clones decide.
         receipt.stored();
         outcome
@@ -781,6 +828,7 @@ impl Router {
         source: &str,
         topic: &str,
         payload: Arc<[u8]>,
+        meta: Meta,
         receipt: Option<&Receipt>,
     ) -> Result<PublishOutcome, PublishError> {
         let snapshot = self.snapshot();
@@ -826,6 +874,7 @@ impl Router {
                     topic: Arc::from(topic),
                     payload: payload.clone(),
                     source: source_name.clone(),
+                    meta: meta.clone(),
                 })
                 .clone();
             let offered = match receipt {

@@ -622,6 +622,7 @@ impl ShadowHandle {
                     topic: Arc::from(topic.as_str()),
                     payload: Arc::from(payload.to_string().into_bytes()),
                     source: source.clone(),
+                    meta: Default::default(),
                 })
             });
             if !matches!(sent, Some(Ok(()))) {
@@ -730,6 +731,7 @@ impl ShadowHandle {
             topic: Arc::from(topic),
             payload,
             source: Arc::from(CLOUD),
+            meta: Default::default(),
         })
     }
 

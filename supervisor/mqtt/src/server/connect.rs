@@ -9,7 +9,58 @@ use super::deliver::{AnySink, Conn};
 use super::tls::peer_cn;
 use super::{peer_addr, ServerError};
 use crate::admission::Admission;
-use crate::{Connected, DeviceSession, MqttHub, Refusal};
+use crate::sessions::Grant;
+use crate::{Connected, DeviceSession, MqttHub, Refusal, SubRefusal};
+
+/// What the first bytes of a connection say about the protocol it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// Not enough bytes yet.
+    NeedMore,
+    /// A CONNECT for MQTT 3.1.1 (level 4) or 5.
+    Supported,
+    /// A CONNECT for a level this server does not speak: MQTT 3.1 (`MQIsdp`, level 3) or an
+    /// `MQTT` level other than 4 and 5. MQTT-3.1.2-2: answered with CONNACK 0x01.
+    UnsupportedLevel,
+    /// Anything else (not a CONNECT, another protocol name): ntex-mqtt closes it.
+    Other,
+    /// The connection ended before it said.
+    Closed,
+}
+
+/// Reads the opening of a connection from `buf` (nothing is consumed): the fixed header, the
+/// protocol name and the level of a CONNECT.
+pub(crate) fn opening(buf: &[u8]) -> Opening {
+    let Some(&first) = buf.first() else {
+        return Opening::NeedMore;
+    };
+    if first != 0x10 {
+        return Opening::Other;
+    }
+    // The remaining length: 1 to 4 bytes of 7 bits.
+    let mut at = 1;
+    loop {
+        match buf.get(at) {
+            None => return Opening::NeedMore,
+            Some(b) if b & 0x80 == 0 => break,
+            Some(_) if at == 4 => return Opening::Other,
+            Some(_) => at += 1,
+        }
+    }
+    let header = &buf[at + 1..];
+    let (Some(&hi), Some(&lo)) = (header.first(), header.get(1)) else {
+        return Opening::NeedMore;
+    };
+    let name_len = usize::from(u16::from_be_bytes([hi, lo]));
+    let Some(level) = header.get(2 + name_len) else {
+        return Opening::NeedMore;
+    };
+    match (&header[2..2 + name_len], level) {
+        (b"MQTT", 4 | 5) => Opening::Supported,
+        (b"MQTT" | b"MQIsdp", _) => Opening::UnsupportedLevel,
+        _ => Opening::Other,
+    }
+}
 
 pub(super) fn grant(qos: QoS) -> QoS {
     // QoS 2 is granted as 1: deliveries come from the router at most once per route anyway,
@@ -41,7 +92,13 @@ pub(crate) fn connect_v3(
     cert_cn: Option<Option<&str>>,
 ) -> Result<Connected, Refusal> {
     let persistent = !pkt.clean_session;
-    let c = hub.connect(&pkt.client_id, cert_cn, persistent, pkt.last_will.is_some())?;
+    let c = hub.connect(
+        &pkt.client_id,
+        cert_cn,
+        pkt.clean_session,
+        persistent,
+        pkt.last_will.is_some(),
+    )?;
     if persistent {
         // MQTT 3.1.1 sessions never expire.
         c.session.set_expiry(u32::MAX);
@@ -49,36 +106,46 @@ pub(crate) fn connect_v3(
     Ok(c)
 }
 
-/// [`connect_v3`] for an MQTT 5 CONNECT: a session is persistent with clean start 0 and a
-/// session expiry interval above 0.
+/// [`connect_v3`] for an MQTT 5 CONNECT: Clean Start 1 discards a previous session, and a
+/// Session Expiry Interval above 0 keeps this one after the connection ends (MQTT-3.1.2-4,
+/// MQTT-3.1.2-23), whatever Clean Start says.
 pub(crate) fn connect_v5(
     hub: &MqttHub,
     pkt: &v5::codec::Connect,
     cert_cn: Option<Option<&str>>,
 ) -> Result<Connected, Refusal> {
-    let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
-    let c = hub.connect(&pkt.client_id, cert_cn, persistent, pkt.last_will.is_some())?;
+    let persistent = pkt.session_expiry_interval_secs > 0;
+    let c = hub.connect(
+        &pkt.client_id,
+        cert_cn,
+        pkt.clean_start,
+        persistent,
+        pkt.last_will.is_some(),
+    )?;
     if persistent {
         c.session.set_expiry(pkt.session_expiry_interval_secs);
     }
     Ok(c)
 }
 
-/// One SUBSCRIBE filter of a connected device: the QoS granted (and recorded in its session),
-/// or `None` when the group delivers nothing it matches to this device. Both protocol
-/// versions answer with it; the fuzz target calls it on decoded packets.
+/// One SUBSCRIBE filter of a connected device: the QoS granted (and recorded in its session,
+/// with its MQTT 5 No Local option), or why not. Both protocol versions answer with it; the
+/// fuzz target calls it on decoded packets.
 pub(crate) fn subscribe(
     hub: &MqttHub,
     session: &DeviceSession,
     filter: &str,
     qos: QoS,
-) -> Option<QoS> {
-    if !hub.may_subscribe(&session.thing_arn, filter) {
-        return None;
-    }
+    no_local: bool,
+) -> Result<QoS, SubRefusal> {
+    hub.may_subscribe(&session.thing_arn, filter)?;
     let q = grant(qos);
-    session.subscribe(filter, q == QoS::AtLeastOnce);
-    Some(q)
+    session.subscribe(Grant {
+        filter: filter.to_owned(),
+        qos1: q == QoS::AtLeastOnce,
+        no_local,
+    });
+    Ok(q)
 }
 
 pub(super) async fn handshake_v3(
@@ -161,4 +228,35 @@ pub(super) async fn handshake_v5(
         }
         Err(_) => hs.failed(v5::codec::ConnectAckReason::NotAuthorized),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(name: &[u8], level: u8) -> Vec<u8> {
+        let mut v = vec![0x10, 0];
+        v.extend_from_slice(&u16::try_from(name.len()).expect("short").to_be_bytes());
+        v.extend_from_slice(name);
+        v.extend_from_slice(&[level, 2, 0, 30, 0, 1, b'x']);
+        v[1] = u8::try_from(v.len() - 2).expect("short");
+        v
+    }
+
+    #[test]
+    fn the_opening_names_the_protocol_level() {
+        assert_eq!(opening(&connect(b"MQTT", 4)), Opening::Supported);
+        assert_eq!(opening(&connect(b"MQTT", 5)), Opening::Supported);
+        assert_eq!(opening(&connect(b"MQTT", 3)), Opening::UnsupportedLevel);
+        assert_eq!(opening(&connect(b"MQTT", 6)), Opening::UnsupportedLevel);
+        assert_eq!(opening(&connect(b"MQIsdp", 3)), Opening::UnsupportedLevel);
+        assert_eq!(opening(&connect(b"HTTP", 4)), Opening::Other);
+        assert_eq!(opening(b"GET / HTTP/1.1"), Opening::Other);
+        let full = connect(b"MQTT", 4);
+        for cut in 0..9 {
+            assert_eq!(opening(&full[..cut]), Opening::NeedMore, "{cut} bytes");
+        }
+        // A remaining length of more than 4 bytes is no MQTT.
+        assert_eq!(opening(&[0x10, 0x80, 0x80, 0x80, 0x80, 1]), Opening::Other);
+    }
 }

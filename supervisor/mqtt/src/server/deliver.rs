@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use ntex::util::{ByteString, Bytes};
 use ntex_mqtt::{v3, v5};
 use tokio::sync::mpsc;
 
+use crate::session::Ended;
 use crate::{Connected, Counters, DeviceSession, MqttHub, Outgoing, HIGH_WATER};
 
 /// The sending side of a connection, whichever protocol version it speaks.
@@ -53,34 +55,80 @@ impl AnySink {
         }
     }
 
-    pub(super) fn close(&self) {
-        match self {
-            AnySink::V3(s) => s.close(),
-            AnySink::V5(s) => s.close(),
+    /// Ends the connection; MQTT 5 tells the device why when the server ended it itself.
+    pub(super) fn close(&self, why: Option<Ended>) {
+        use v5::codec::{Disconnect, DisconnectReasonCode};
+        match (self, why) {
+            (AnySink::V3(s), _) => s.close(),
+            (AnySink::V5(s), None) => s.close(),
+            (AnySink::V5(s), Some(why)) => s.close_with_reason(Disconnect {
+                reason_code: match why {
+                    Ended::TakenOver => DisconnectReasonCode::SessionTakenOver,
+                    Ended::LeftGroup => DisconnectReasonCode::NotAuthorized,
+                },
+                ..Disconnect::default()
+            }),
         }
     }
 
-    pub(super) fn send0(&self, topic: ByteString, payload: Bytes) -> Written {
+    /// Writes a QoS 0 publish now.
+    pub(super) fn send0(&self, out: &Outgoing, expiry: Option<u32>) -> Written {
+        let payload = Bytes::copy_from_slice(&out.msg.payload);
         Written::of(match self {
-            AnySink::V3(s) => s.publish(topic).send_at_most_once(payload),
-            AnySink::V5(s) => s.publish(topic).send_at_most_once(payload),
+            AnySink::V3(s) => s.publish(topic(out)).send_at_most_once(payload),
+            AnySink::V5(s) => v5_publish(s, out, expiry).send_at_most_once(payload),
         })
     }
 
     /// Writes a QoS 1 publish now (the sink must be ready); the future tells whether it was
     /// acknowledged.
-    pub(super) fn send1(&self, topic: ByteString, payload: Bytes) -> AckFuture {
+    pub(super) fn send1(&self, out: &Outgoing, expiry: Option<u32>) -> AckFuture {
+        let payload = Bytes::copy_from_slice(&out.msg.payload);
         match self {
             AnySink::V3(s) => {
-                let f = s.publish(topic).send_at_least_once(payload);
+                let f = s
+                    .publish(topic(out))
+                    .dup(out.dup)
+                    .send_at_least_once(payload);
                 Box::pin(async move { Written::of(f.await) })
             }
             AnySink::V5(s) => {
-                let f = s.publish(topic).send_at_least_once(payload);
+                let f = v5_publish(s, out, expiry)
+                    .dup(out.dup)
+                    .send_at_least_once(payload);
                 Box::pin(async move { Written::of(f.await.map(drop)) })
             }
         }
     }
+}
+
+fn topic(out: &Outgoing) -> ByteString {
+    ByteString::from(&*out.msg.topic)
+}
+
+/// An MQTT 5 PUBLISH with the properties its publisher sent, unaltered (MQTT-3.3.2-x: user
+/// properties in order, response topic, correlation data, content type, payload format
+/// indicator), and the Message Expiry Interval that is left (`expiry`, MQTT-3.3.2-6).
+fn v5_publish(sink: &v5::MqttSink, out: &Outgoing, expiry: Option<u32>) -> v5::PublishBuilder {
+    let builder = sink.publish(topic(out));
+    let Some(props) = out.msg.meta.props.as_deref() else {
+        return builder;
+    };
+    builder.properties(|p| {
+        p.user_properties = props
+            .user
+            .iter()
+            .map(|(k, v)| (ByteString::from(k.as_str()), ByteString::from(v.as_str())))
+            .collect();
+        p.response_topic = props.response_topic.as_deref().map(ByteString::from);
+        p.correlation_data = props
+            .correlation_data
+            .as_deref()
+            .map(Bytes::copy_from_slice);
+        p.content_type = props.content_type.as_deref().map(ByteString::from);
+        p.is_utf8_payload = props.utf8_payload == Some(true);
+        p.message_expiry_interval = expiry.and_then(NonZeroU32::new);
+    })
 }
 
 /// Ends the session's connection in the hub when the last handle of the connection drops.
@@ -101,6 +149,7 @@ impl Drop for Guard {
 pub(super) struct Conn {
     pub(super) hub: Arc<MqttHub>,
     pub(super) session: Arc<DeviceSession>,
+    conn_id: u64,
     sink: AnySink,
     /// The connection's stream, to see whether the peer has gone.
     io: ntex::io::IoRef,
@@ -119,6 +168,7 @@ impl Conn {
             }),
             hub,
             session: c.session,
+            conn_id: c.conn_id,
             sink,
             io,
             rx: Rc::new(RefCell::new(Some(c.rx))),
@@ -142,6 +192,7 @@ impl Conn {
             self.sink.clone(),
             self.session.clone(),
             self.hub.clone(),
+            self.conn_id,
         ));
     }
 }
@@ -151,6 +202,7 @@ pub(super) async fn writer(
     sink: AnySink,
     session: Arc<DeviceSession>,
     hub: Arc<MqttHub>,
+    conn_id: u64,
 ) {
     let mut alive = true;
     for out in session.take_offline() {
@@ -171,7 +223,7 @@ pub(super) async fn writer(
     // The queue closes when this connection ended, when another connection with the same
     // client id took the session over (MQTT: the older one is disconnected) and when the
     // device left the group: in each case this connection is done.
-    sink.close();
+    sink.close(session.why_ended(conn_id));
     // Whatever is still queued for a connection that is gone waits for the next one (QoS 1).
     rx.close();
     while let Ok(out) = rx.try_recv() {
@@ -187,8 +239,20 @@ pub(super) async fn deliver(
     session: &Arc<DeviceSession>,
     hub: &MqttHub,
 ) -> bool {
-    let topic = ByteString::from(&*out.msg.topic);
-    let payload = Bytes::copy_from_slice(&out.msg.payload);
+    // A message past its MQTT 5 Message Expiry Interval is not delivered (MQTT-3.3.2-5); one
+    // still valid goes with the interval that is left (MQTT-3.3.2-6).
+    let expiry = match out.msg.meta.props.as_ref().and_then(|p| p.expires_at) {
+        None => None,
+        Some(at) => {
+            let now = crate::sessions::unix_now();
+            if at <= now {
+                crate::bump(&hub.counters.expired);
+                session.acked(&out);
+                return true;
+            }
+            Some(u32::try_from(at - now).unwrap_or(u32::MAX))
+        }
+    };
     if !out.qos1 {
         // `ready` also waits out the connection's write backpressure: without it a QoS 0
         // flood piles up in the write buffer (unbounded, and seconds deep) instead of
@@ -196,7 +260,7 @@ pub(super) async fn deliver(
         if !sink.ready().await {
             return false;
         }
-        return match sink.send0(topic, payload) {
+        return match sink.send0(&out, expiry) {
             Written::Done => {
                 crate::bump(&hub.counters.delivered);
                 true
@@ -214,25 +278,44 @@ pub(super) async fn deliver(
         session.requeue(out);
         return false;
     }
-    let acked = sink.send1(topic, payload);
-    let session = session.clone();
+    let mut acked = sink.send1(&out, expiry);
+    // ntex-mqtt writes the publish and counts it against the device's Receive Maximum only
+    // when its future first runs: run it once now, so the next `ready` sees it in flight (left
+    // to the task alone, a backlog went out all at once past the device's window:
+    // `mqtt_3_3_4_9_receive_maximum_is_honoured_v5`).
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(acked.as_mut().poll(cx))).await;
     let counters = hub.counters.clone();
-    ntex::rt::spawn(async move {
-        match acked.await {
-            Written::Done => {
-                crate::bump(&counters.delivered);
-                // A stored (offline-queued) message leaves the session store once acknowledged.
-                session.acked(&out);
-            }
-            Written::TooLarge => {
-                too_large(&counters, &session, &out);
-                // As if it had been delivered: kept, it would be tried again at every reconnect.
-                session.acked(&out);
-            }
-            Written::Gone => session.requeue(out),
+    match first {
+        std::task::Poll::Ready(written) => settle(written, out, session, &counters),
+        std::task::Poll::Pending => {
+            let session = session.clone();
+            ntex::rt::spawn(async move { settle(acked.await, out, &session, &counters) });
         }
-    });
+    }
     true
+}
+
+/// What a QoS 1 delivery's outcome does to the session.
+fn settle(written: Written, out: Outgoing, session: &DeviceSession, counters: &Counters) {
+    match written {
+        Written::Done => {
+            crate::bump(&counters.delivered);
+            // A stored (offline-queued) message leaves the session store once acknowledged.
+            session.acked(&out);
+        }
+        Written::TooLarge => {
+            too_large(counters, session, &out);
+            // As if it had been delivered: kept, it would be tried again at every reconnect.
+            session.acked(&out);
+        }
+        Written::Gone => {
+            // Sent and not acknowledged: the next connection gets it again, marked as a
+            // duplicate (MQTT-3.3.1-1).
+            let mut out = out;
+            out.dup = true;
+            session.requeue(out);
+        }
+    }
 }
 
 /// A message larger than its device accepts: discarded and counted, the connection kept, as

@@ -12,7 +12,7 @@ mod lane;
 mod publish;
 mod tls;
 
-pub(crate) use connect::{capped_keep_alive, connect_v3, connect_v5, subscribe};
+pub(crate) use connect::{capped_keep_alive, connect_v3, connect_v5, subscribe, Opening};
 pub(crate) use tls::tls_config;
 pub use tls::TlsError;
 
@@ -35,7 +35,7 @@ use ntex::SharedCfg;
 use ntex_mqtt::{v3, v5, HandshakeError, MqttError, MqttServer, MqttServiceConfig, QoS};
 
 use super::admission::{Admission, PeerLimits};
-use super::{Counters, MqttHub};
+use super::{Counters, MqttHub, SubRefusal};
 
 /// The error type of every service; the details are logged where they happen.
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +157,23 @@ where
                 // Dropping the stream closes it: nothing was read, nothing is answered.
                 return Ok(());
             };
+            match tokio::time::timeout(admission.limits.connect_timeout, opening(&io)).await {
+                Ok(Opening::Supported | Opening::Other | Opening::NeedMore) => {}
+                Ok(Opening::UnsupportedLevel) => {
+                    // MQTT-3.1.2-2: CONNACK 0x01 (unacceptable protocol level), then close.
+                    crate::bump(&admission.counters.connections_refused);
+                    log::warn!("MQTT: a client at {peer} asked for a protocol level this server does not speak (it speaks MQTT 3.1.1 and 5); CONNACK 0x01 sent");
+                    let _ = io.encode_slice(&CONNACK_UNACCEPTABLE_LEVEL);
+                    let _ = io.flush(true).await;
+                    io.close();
+                    return Ok(());
+                }
+                Ok(Opening::Closed) => return Ok(()),
+                Err(_) => {
+                    admission.expired(peer);
+                    return Ok(());
+                }
+            }
             let handle = io.get_ref();
             let call = svc.call(io);
             tokio::pin!(call);
@@ -185,6 +202,32 @@ where
             call.await
         },
     )
+}
+
+/// An MQTT 3.1.1 CONNACK with return code 0x01, "unacceptable protocol level".
+const CONNACK_UNACCEPTABLE_LEVEL: [u8; 4] = [0x20, 0x02, 0x00, 0x01];
+
+/// Waits for a connection's first bytes (without taking them) and tells what they open with.
+async fn opening<F: ntex::io::Filter>(io: &ntex::io::Io<F>) -> Opening {
+    loop {
+        let seen = io.with_read_buf(|buf| connect::opening(buf));
+        if seen != Opening::NeedMore {
+            return seen;
+        }
+        if !matches!(io.read_notify().await, Ok(Some(()))) {
+            return Opening::Closed;
+        }
+    }
+}
+
+/// The MQTT 5 SUBACK reason for a filter not granted.
+fn suback_reason(why: SubRefusal) -> v5::codec::SubscribeAckReason {
+    use v5::codec::SubscribeAckReason;
+    match why {
+        SubRefusal::NotAuthorized => SubscribeAckReason::NotAuthorized,
+        SubRefusal::SharedUnsupported => SubscribeAckReason::SharedSubscriptionNotSupported,
+        SubRefusal::FilterInvalid => SubscribeAckReason::TopicFilterInvalid,
+    }
 }
 
 /// The MQTT service (both protocol versions) for one listener.
@@ -224,9 +267,10 @@ fn mqtt_service<F: ntex::io::Filter>(
                                                 &conn.session,
                                                 &filter,
                                                 sub.qos(),
+                                                false,
                                             ) {
-                                                Some(q) => sub.confirm(q),
-                                                None => sub.fail(),
+                                                Ok(q) => sub.confirm(q),
+                                                Err(_) => sub.fail(),
                                             }
                                         }
                                         s.ack()
@@ -274,13 +318,16 @@ fn mqtt_service<F: ntex::io::Filter>(
                                     v5::ProtocolMessage::Subscribe(mut s) => {
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
-                                            let qos = sub.options().qos;
-                                            match subscribe(&conn.hub, &conn.session, &filter, qos)
-                                            {
-                                                Some(q) => sub.confirm(q),
-                                                None => sub.fail(
-                                                    v5::codec::SubscribeAckReason::NotAuthorized,
-                                                ),
+                                            let options = sub.options();
+                                            match subscribe(
+                                                &conn.hub,
+                                                &conn.session,
+                                                &filter,
+                                                options.qos,
+                                                options.no_local,
+                                            ) {
+                                                Ok(q) => sub.confirm(q),
+                                                Err(why) => sub.fail(suback_reason(why)),
                                             }
                                         }
                                         s.ack()

@@ -12,7 +12,8 @@ use super::deliver::Conn;
 use super::lane::{Lane, Reading, Ticket};
 use super::ServerError;
 use crate::{MqttHub, PublishRefusal, HIGH_WATER};
-use evergreen_runtime::router::Receipt;
+use evergreen_runtime::router::{Meta, PublishProps, Receipt};
+use std::sync::Arc;
 
 /// How long a device's publish waits for a full device queue it is routed to.
 pub(super) const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -175,7 +176,7 @@ impl PublishService {
         mut ticket: Ticket,
         topic: ByteString,
         payload: ntex_mqtt::Payload,
-        qos1: bool,
+        meta: Meta,
     ) -> Result<Option<Result<(), PublishRefusal>>, ServerError> {
         let payload = self.payload(ticket.n, &topic, payload).await;
         // A payload that failed is counted where it failed.
@@ -184,7 +185,7 @@ impl PublishService {
             return Ok(None);
         };
         ticket.turn().await;
-        Ok(Some(self.route(ticket, &topic, &payload, qos1).await))
+        Ok(Some(self.route(ticket, &topic, &payload, meta).await))
     }
 
     /// Takes a QoS 0 publish in without holding the dispatcher: what is left of it once it
@@ -202,8 +203,9 @@ impl PublishService {
         ticket: Ticket,
         topic: ByteString,
         payload: ntex_mqtt::Payload,
+        meta: Meta,
     ) {
-        let mut work = Box::pin(self.clone().take_in(ticket, topic, payload, false));
+        let mut work = Box::pin(self.clone().take_in(ticket, topic, payload, meta));
         let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
         if first.is_pending() {
             ntex::rt::spawn(work);
@@ -223,14 +225,14 @@ impl PublishService {
         mut ticket: Ticket,
         topic: &str,
         payload: &[u8],
-        qos1: bool,
+        meta: Meta,
     ) -> Result<(), PublishRefusal> {
         let hub = &self.conn.hub;
         let thing = &self.conn.session.thing_arn;
         wait_for_room(hub, thing, topic).await;
-        if !qos1 {
+        if meta.at_most_once {
             ticket.settled = true;
-            return hub.publish(thing, topic, payload, None);
+            return hub.publish(thing, topic, payload, meta, None);
         }
         // Closed never: the semaphore lives as long as the service.
         let Ok(_unstored) = self.unstored.acquire().await else {
@@ -238,7 +240,7 @@ impl PublishService {
         };
         let (receipt, stored) = Receipt::new();
         ticket.settled = true;
-        hub.publish(thing, topic, payload, Some(receipt))?;
+        hub.publish(thing, topic, payload, meta, Some(receipt))?;
         drop(ticket);
         // The commit is signalled from the spool's writer thread. A wake from another thread
         // queues the woken task on tokio's `LocalSet` apart from (and possibly ahead of) the
@@ -262,6 +264,35 @@ impl PublishService {
             Err(PublishRefusal::NotStored)
         }
     }
+}
+
+/// The properties of an MQTT 5 PUBLISH that travel with the message to its subscribers
+/// (`None` when it has none of them, the common case: nothing is allocated). The expiry
+/// interval becomes a deadline, so the time a message waits counts against it.
+fn v5_props(p: &v5::codec::PublishProperties) -> Option<Arc<PublishProps>> {
+    let none = p.user_properties.is_empty()
+        && p.response_topic.is_none()
+        && p.correlation_data.is_none()
+        && p.content_type.is_none()
+        && !p.is_utf8_payload
+        && p.message_expiry_interval.is_none();
+    if none {
+        return None;
+    }
+    Some(Arc::new(PublishProps {
+        user: p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        response_topic: p.response_topic.as_ref().map(ToString::to_string),
+        correlation_data: p.correlation_data.as_ref().map(|d| d.to_vec()),
+        content_type: p.content_type.as_ref().map(ToString::to_string),
+        utf8_payload: p.is_utf8_payload.then_some(true),
+        expires_at: p
+            .message_expiry_interval
+            .map(|secs| crate::sessions::unix_now().saturating_add(u64::from(secs.get()))),
+    }))
 }
 
 /// Whether a decoded PUBLISH's payload fits in its packet (`packet_size`: the remaining length).
@@ -312,10 +343,18 @@ impl Service<v3::Publish> for PublishService {
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
         if p.qos() == QoS::AtMostOnce {
-            self.take_in_qos0(ticket, topic, payload).await;
+            let meta = Meta {
+                at_most_once: true,
+                props: None,
+            };
+            self.take_in_qos0(ticket, topic, payload, meta).await;
             return Ok(());
         }
-        match self.clone().take_in(ticket, topic, payload, true).await? {
+        match self
+            .clone()
+            .take_in(ticket, topic, payload, Meta::default())
+            .await?
+        {
             // A PUBACK would say it was taken: a QoS 1 publish whose payload did not arrive
             // ends the connection instead.
             None => Err(ServerError),
@@ -356,12 +395,16 @@ impl Service<v5::Publish> for PublishService {
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
-        if p.qos() == QoS::AtMostOnce {
+        let meta = Meta {
+            at_most_once: p.qos() == QoS::AtMostOnce,
+            props: v5_props(&p.packet().properties),
+        };
+        if meta.at_most_once {
             // No acknowledgement goes out for QoS 0.
-            self.take_in_qos0(ticket, topic, payload).await;
+            self.take_in_qos0(ticket, topic, payload, meta).await;
             return Ok(p.ack());
         }
-        let Some(result) = self.clone().take_in(ticket, topic, payload, true).await? else {
+        let Some(result) = self.clone().take_in(ticket, topic, payload, meta).await? else {
             return Ok(p
                 .ack()
                 .reason_code(v5::codec::PublishAckReason::UnspecifiedError)

@@ -276,6 +276,10 @@ pub struct MqttDrops {
     /// runtime built before it was counted.
     #[serde(default)]
     pub too_large_for_device: u64,
+    /// Messages not delivered because their MQTT 5 Message Expiry Interval had passed. Zero
+    /// from a runtime built before it was counted.
+    #[serde(default)]
+    pub expired: u64,
 }
 
 impl MqttDrops {
@@ -351,7 +355,11 @@ impl MqttReport {
                 ],
             ),
         ];
-        let lost = d.lost_at_targets + d.not_stored + d.offline_queue_full + d.too_large_for_device;
+        let lost = d.lost_at_targets
+            + d.not_stored
+            + d.offline_queue_full
+            + d.too_large_for_device
+            + d.expired;
         if lost > 0 {
             parts.push(with_reasons(
                 lost,
@@ -361,6 +369,7 @@ impl MqttReport {
                     (d.not_stored, "not stored, unacknowledged"),
                     (d.offline_queue_full, "offline queue full"),
                     (d.too_large_for_device, "too large for the device"),
+                    (d.expired, "expired (MQTT 5 message expiry)"),
                 ],
             ));
         }

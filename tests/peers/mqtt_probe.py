@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""MQTT conformance probes with paho-mqtt 2.x, an unmodified off-the-shelf client.
+
+tests/tests/mqtt_conformance.rs runs one probe per test against the runtime's plain
+listener and asserts on the JSON it prints: what the client saw, never a verdict. Usage:
+
+    mqtt_probe.py PROBE PORT VERSION      (VERSION: 311 or 5)
+
+Every wait is bounded (WAIT seconds); a probe that sees nothing reports empty lists.
+"""
+
+import json
+import queue
+import socket
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+HOST = "127.0.0.1"
+WAIT = 5.0
+
+
+class Dev:
+    """One device connection: its events on queues, the network loop on paho's thread."""
+
+    def __init__(self, name, version, manual_ack=False, clean=True):
+        """`clean`: MQTT 3.1.1's clean session flag, or MQTT 5's Clean Start."""
+        self.v5 = version == "5"
+        self.clean = clean
+        self.c = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=name,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else clean,
+            manual_ack=manual_ack,
+        )
+        self.msgs = queue.Queue()
+        self.connacks = queue.Queue()
+        self.subacks = queue.Queue()
+        self.disconnects = queue.Queue()
+        self.c.on_message = lambda c, u, m: self.msgs.put(m)
+        self.c.on_connect = lambda c, u, f, rc, p: self.connacks.put((f.session_present, rc.value))
+        self.c.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put([r.value for r in rcs])
+        self.c.on_disconnect = lambda c, u, f, rc, p: self.disconnects.put(rc.value)
+
+    def connect(self, port, expiry=None, receive_max=None):
+        """Connects and waits for the CONNACK: (session present, reason code)."""
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            if expiry is not None:
+                props.SessionExpiryInterval = expiry
+            if receive_max is not None:
+                props.ReceiveMaximum = receive_max
+            self.c.connect(HOST, port, keepalive=30, clean_start=self.clean, properties=props)
+        else:
+            self.c.connect(HOST, port, keepalive=30)
+        self.c.loop_start()
+        return self.connacks.get(timeout=WAIT)
+
+    def subscribe(self, topic, qos=1, no_local=False):
+        """Subscribes and waits for the SUBACK's codes (granted QoS, or a failure code)."""
+        if self.v5:
+            self.c.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=no_local))
+        else:
+            self.c.subscribe(topic, qos=qos)
+        return self.subacks.get(timeout=WAIT)
+
+    def publish(self, topic, payload, qos=1, props=None):
+        info = self.c.publish(topic, payload, qos=qos, properties=props)
+        if qos > 0:
+            info.wait_for_publish(timeout=WAIT)
+
+    def received(self, n, wait=WAIT):
+        """Up to `n` messages, waiting at most `wait` seconds in all."""
+        out = []
+        deadline = time.monotonic() + wait
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                out.append(self.msgs.get(timeout=left))
+            except queue.Empty:
+                break
+        return out
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def raw_v5_connect(port, client_id):
+    """A bare MQTT 5 CONNECT (Clean Start, keep-alive 30 s) over a socket of our own: paho
+    2.1 drops the reason code of a server's DISCONNECT whose remaining length is 2 (reason
+    and an empty property length), so a probe that must see that code reads the bytes."""
+    cid = client_id.encode()
+    var = b"\x00\x04MQTT" + bytes([5, 0x02, 0, 30, 0]) + len(cid).to_bytes(2, "big") + cid
+    sock = socket.create_connection((HOST, port), timeout=WAIT)
+    sock.sendall(bytes([0x10, len(var)]) + var)
+    kind, _ = read_packet(sock)
+    assert kind == 0x20, "CONNACK expected, got %#x" % kind
+    return sock
+
+
+def read_packet(sock):
+    """(first byte, body) of the next packet, or (None, b"") once the connection ends."""
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+    head = exact(1)
+    if head is None:
+        return None, b""
+    length, shift = 0, 0
+    while True:
+        b = exact(1)
+        if b is None:
+            return None, b""
+        length |= (b[0] & 0x7F) << shift
+        shift += 7
+        if b[0] < 0x80:
+            break
+    return head[0], exact(length) or b""
+
+
+def brief(m):
+    return {"topic": m.topic, "payload": m.payload.decode(errors="replace"), "qos": m.qos, "dup": bool(m.dup)}
+
+
+def probe_properties(port, version):
+    """MQTT-3.3.2-x: a server forwards a PUBLISH's properties to subscribers unaltered."""
+    sub, pub = Dev("dev-a", version), Dev("dev-b", version)
+    sub.connect(port)
+    sub.subscribe("t/#")
+    pub.connect(port)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("a", "1"), ("b", "2"), ("a", "3")]
+    props.ResponseTopic = "reply/dev-b"
+    props.CorrelationData = b"\x01\x02req-7"
+    props.ContentType = "text/plain"
+    props.PayloadFormatIndicator = 1
+    props.MessageExpiryInterval = 60
+    pub.publish("t/1", b"hello", props=props)
+    got = sub.received(1)
+    out = []
+    for m in got:
+        p = m.properties
+        out.append({
+            "user": [list(kv) for kv in getattr(p, "UserProperty", [])],
+            "response_topic": getattr(p, "ResponseTopic", None),
+            "correlation_data": getattr(p, "CorrelationData", b"").hex(),
+            "content_type": getattr(p, "ContentType", None),
+            "payload_format": getattr(p, "PayloadFormatIndicator", None),
+            "expiry": getattr(p, "MessageExpiryInterval", None),
+        })
+    sub.close()
+    pub.close()
+    return {"received": out}
+
+
+def probe_clean_start_expiry(port, version):
+    """MQTT-3.1.2-4/-23 (v5): Clean Start 1 with a Session Expiry Interval starts a new
+    session that is kept after the disconnect; messages for it queue while it is away."""
+    a = Dev("dev-a", version, clean=True)
+    first = a.connect(port, expiry=300)
+    a.subscribe("t/#")
+    a.close()
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    for i in range(3):
+        pub.publish("t/%d" % i, b"offline-%d" % i)
+    pub.close()
+    a2 = Dev("dev-a", version, clean=False)
+    again = a2.connect(port, expiry=300)
+    got = [brief(m) for m in a2.received(3)]
+    a2.close()
+    return {"first_connack": first, "second_connack": again, "received": got}
+
+
+def probe_takeover(port, version):
+    """MQTT-3.1.4-3: a second connection with the same client id ends the first (v5: a
+    DISCONNECT with reason 0x8E Session taken over)."""
+    raw = None
+    if version == "5":
+        raw = raw_v5_connect(port, "dev-a")
+    else:
+        first = Dev("dev-a", version)
+        first.connect(port)
+    second = Dev("dev-a", version)
+    second.connect(port)
+    reason = None
+    if raw is not None:
+        kind, body = read_packet(raw)
+        disconnected = kind is None or kind == 0xE0
+        if kind == 0xE0:
+            reason = body[0] if body else 0
+        raw.close()
+    else:
+        try:
+            first.disconnects.get(timeout=WAIT)
+            disconnected = True
+        except queue.Empty:
+            disconnected = False
+        first.c.loop_stop()
+    # The second connection works: it receives what dev-b sends.
+    second.subscribe("t/#")
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    pub.publish("t/x", b"after takeover")
+    got = [brief(m) for m in second.received(1)]
+    second.close()
+    pub.close()
+    return {"first_disconnected": disconnected, "reason": reason, "second_received": got}
+
+
+def probe_dollar(port, version):
+    """MQTT-4.7.2-1: `#` does not match `$aws/...`; the shadow's answer reaches only a filter
+    that names `$aws` itself. A plain topic still reaches `#`."""
+    wild, exact, pub = Dev("dev-a", version), Dev("dev-c", version), Dev("dev-b", version)
+    wild.connect(port)
+    wild.subscribe("#")
+    exact.connect(port)
+    exact.subscribe("$aws/things/dev-a/shadow/#")
+    pub.connect(port)
+    pub.publish("$aws/things/dev-a/shadow/get", b"")
+    pub.publish("plain/x", b"plain")
+    got_wild = [brief(m) for m in wild.received(2, wait=3)]
+    got_exact = [brief(m) for m in exact.received(1)]
+    for d in (wild, exact, pub):
+        d.close()
+    return {"wildcard": got_wild, "exact": got_exact}
+
+
+def probe_parent_level(port, version):
+    """MQTT-4.7.1-2: the filter `t/#` matches `t` itself."""
+    sub, pub = Dev("dev-a", version), Dev("dev-b", version)
+    sub.connect(port)
+    codes = sub.subscribe("t/#")
+    pub.connect(port)
+    pub.publish("t", b"parent")
+    pub.publish("t/x", b"child")
+    got = [brief(m) for m in sub.received(2)]
+    sub.close()
+    pub.close()
+    return {"suback": codes, "received": got}
+
+
+def probe_qos_min(port, version):
+    """MQTT 3.1.1 §3.8.4 / 5 §3.8.4: delivered QoS = min(published QoS, granted QoS)."""
+    sub, pub = Dev("dev-a", version), Dev("dev-b", version)
+    sub.connect(port)
+    sub.subscribe("t/#", qos=1)
+    pub.connect(port)
+    pub.publish("t/0", b"zero", qos=0)
+    pub.publish("t/1", b"one", qos=1)
+    got = [brief(m) for m in sub.received(2)]
+    sub.close()
+    pub.close()
+    return {"received": got}
+
+
+def probe_no_local(port, version):
+    """MQTT-3.8.3-3 (v5): with No Local the server does not send a client its own publishes."""
+    a, b = Dev("dev-a", version), Dev("dev-b", version)
+    a.connect(port)
+    a.subscribe("t/#", no_local=True)
+    b.connect(port)
+    a.publish("t/own", b"own")
+    b.publish("t/other", b"other")
+    got = [brief(m) for m in a.received(2, wait=3)]
+    # The same subscription without No Local hears its own publish (the control).
+    a.subscribe("t/#", no_local=False)
+    a.publish("t/own2", b"own2")
+    got_after = [brief(m) for m in a.received(1)]
+    a.close()
+    b.close()
+    return {"with_no_local": got, "without": got_after}
+
+
+def probe_shared(port, version):
+    """Shared subscriptions are refused: v5 SUBACK 0x9E, v3 0x80."""
+    a = Dev("dev-a", version)
+    a.connect(port)
+    codes = a.subscribe("$share/g/t/#")
+    a.close()
+    return {"suback": codes}
+
+
+def probe_dup(port, version):
+    """MQTT-3.3.1-1: a QoS 1 message sent again because it was not acknowledged has DUP 1."""
+    # MQTT 3.1.1: a persistent session is clean session 0; MQTT 5: a session expiry.
+    expiry = 300 if version == "5" else None
+    a = Dev("dev-a", version, manual_ack=True, clean=version == "5")
+    a.connect(port, expiry=expiry)
+    a.subscribe("t/#")
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    pub.publish("t/1", b"first")
+    first = [brief(m) for m in a.received(1)]
+    # Gone without acknowledging it.
+    a.c.disconnect()
+    a.c.loop_stop()
+    time.sleep(0.3)
+    a2 = Dev("dev-a", version, clean=False)
+    a2.connect(port, expiry=expiry)
+    again = [brief(m) for m in a2.received(1)]
+    a2.close()
+    pub.close()
+    return {"first": first, "again": again}
+
+
+def probe_receive_max(port, version):
+    """MQTT-3.3.4-9 (v5): the server sends no more unacknowledged QoS 1 PUBLISHes than the
+    client's Receive Maximum, before the first acknowledgement and after each."""
+    a = Dev("dev-a", version, manual_ack=True)
+    a.connect(port, receive_max=2)
+    a.subscribe("t/#")
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    for i in range(10):
+        pub.publish("t/%d" % i, b"%d" % i)
+    # Each round: what arrives while nothing is acknowledged, then acknowledge it all.
+    windows, total = [], 0
+    deadline = time.monotonic() + WAIT * 3
+    while total < 10 and time.monotonic() < deadline:
+        held = a.received(10, wait=1)
+        windows.append(len(held))
+        total += len(held)
+        for m in held:
+            a.c.ack(m.mid, m.qos)
+    a.close()
+    pub.close()
+    return {"windows": windows, "total": total}
+
+
+def probe_unsupported_level(port, version):
+    """MQTT-3.1.2-2: a CONNECT for a protocol level the server does not support gets CONNACK
+    0x01 (unacceptable protocol level) and the connection closes. Sent as raw bytes: MQTT 3.1
+    (`MQIsdp`, level 3) and `MQTT` levels 3 and 6; `version` is not used."""
+    out = {}
+    for name, level in ((b"MQIsdp", 3), (b"MQTT", 3), (b"MQTT", 6)):
+        var = len(name).to_bytes(2, "big") + name + bytes([level, 0x02, 0, 30]) + b"\x00\x05dev-a"
+        sock = socket.create_connection((HOST, port), timeout=WAIT)
+        sock.sendall(bytes([0x10, len(var)]) + var)
+        kind, body = read_packet(sock)
+        after, _ = read_packet(sock)
+        sock.close()
+        out["%s/%d" % (name.decode(), level)] = {
+            "connack": None if kind is None else [kind] + list(body),
+            "closed_after": after is None,
+        }
+    return out
+
+
+def probe_keep_alive_0(port, version):
+    """MQTT-3.2.2-21 (v5): a server that will not let a connection idle forever (Keep Alive
+    0) tells the client the Server Keep Alive it must use instead."""
+    props = Properties(PacketTypes.CONNECT)
+    seen = queue.Queue()
+    c = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id="dev-a",
+        protocol=mqtt.MQTTv5,
+    )
+    c.on_connect = lambda cl, u, f, rc, p: seen.put(getattr(p, "ServerKeepAlive", None))
+    c.connect(HOST, port, keepalive=0, clean_start=True, properties=props)
+    c.loop_start()
+    server_keep_alive = seen.get(timeout=WAIT)
+    c.disconnect()
+    c.loop_stop()
+    return {"server_keep_alive": server_keep_alive}
+
+
+def probe_wildcard_publish(port, version):
+    """MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards. Sent as raw bytes (clients
+    refuse to send it): what comes back, and whether the connection stays open."""
+    cid = b"dev-b"
+    if version == "5":
+        sock = raw_v5_connect(port, "dev-b")
+    else:
+        var = b"\x00\x04MQTT" + bytes([4, 0x02, 0, 30]) + len(cid).to_bytes(2, "big") + cid
+        sock = socket.create_connection((HOST, port), timeout=WAIT)
+        sock.sendall(bytes([0x10, len(var)]) + var)
+        read_packet(sock)
+    topic = b"t/+"
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00\x07" + (b"\x00" if version == "5" else b"") + b"x"
+    sock.sendall(bytes([0x32, len(body)]) + body)
+    kind, reply = read_packet(sock)
+    after, _ = (None, b"") if kind is None else read_packet(sock)
+    sock.close()
+    return {"reply": None if kind is None else [kind] + list(reply), "closed": after is None}
+
+
+def probe_expiry(port, version):
+    """MQTT-3.3.2-5 (v5): a message whose Message Expiry Interval passed while it waited for an
+    offline session is not delivered; one still valid is, with the interval left."""
+    a = Dev("dev-a", version, clean=True)
+    a.connect(port, expiry=300)
+    a.subscribe("t/#")
+    a.close()
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    for payload, secs in ((b"short", 1), (b"long", 60)):
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = secs
+        pub.publish("t/e", payload, props=props)
+    pub.close()
+    time.sleep(2.5)
+    a2 = Dev("dev-a", version, clean=False)
+    a2.connect(port, expiry=300)
+    got = a2.received(2, wait=3)
+    a2.close()
+    return {"received": [dict(brief(m), expiry=getattr(m.properties, "MessageExpiryInterval", None)) for m in got]}
+
+
+PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.startswith("probe_")}
+
+if __name__ == "__main__":
+    name, port, version = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    print(json.dumps(PROBES[name](port, version)))

@@ -1,0 +1,393 @@
+//! MQTT 3.1.1 and 5 conformance of the local server, each test named after the normative
+//! statement it checks, with paho-mqtt 2.x (an unmodified off-the-shelf client, driven by
+//! `tests/peers/mqtt_probe.py`) as the devices on the plain listener. The probe prints what the
+//! client saw; the assertions are here.
+//!
+//! Needs python3 with paho-mqtt (installed by `.ci/run`); without it each test says so and
+//! skips.
+
+use std::process::Command;
+use std::time::Duration;
+
+use evergreen_tests::{group, sub, wait_for, Runtime, ACCOUNT, REGION};
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn thing_arn(name: &str) -> String {
+    format!("arn:aws:iot:{REGION}:{ACCOUNT}:thing/{name}")
+}
+
+fn paho_missing() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: python3 with paho-mqtt is not installed (pip install paho-mqtt==2.1.0)"
+        );
+    }
+    !ok
+}
+
+/// A runtime with the plain listener on and three devices: `dev-b` may send `dev-a` the
+/// topics `t`, `t/...` and `plain/...`, `dev-a` may send itself `t/...` (for No Local), and the
+/// shadow service answers `dev-a`'s shadow requests to `dev-a` and `dev-c`.
+fn start() -> (Runtime, u16) {
+    let (a, b, c) = (thing_arn("dev-a"), thing_arn("dev-b"), thing_arn("dev-c"));
+    let shadow = "$aws/things/dev-a/shadow";
+    let mut g = group(
+        vec![],
+        vec![
+            sub("s1", &b, "t", &a),
+            sub("s2", &b, "t/#", &a),
+            sub("s3", &a, "t/#", &a),
+            sub("s4", &b, "plain/#", &a),
+            sub("s5", &b, &format!("{shadow}/get"), "GGShadowService"),
+            sub("s6", "GGShadowService", &format!("{shadow}/#"), &a),
+            sub("s7", "GGShadowService", &format!("{shadow}/#"), &c),
+        ],
+    );
+    let device = |name: &str| {
+        json!({
+            "Id": name,
+            "ThingArn": thing_arn(name),
+            "CertificateArn": format!("arn:aws:iot:{REGION}:{ACCOUNT}:cert/abc123"),
+        })
+    };
+    g["DeviceDefinitionVersion"] =
+        json!({ "Devices": [device("dev-a"), device("dev-b"), device("dev-c")] });
+    let rt = Runtime::start_with(
+        &g,
+        &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
+    );
+    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
+    let port = wait_for(LIMIT, || {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+        doc["plain"].as_str()?.rsplit(':').next()?.parse().ok()
+    })
+    .expect("the runtime names its plain listener's port");
+    (rt, port)
+}
+
+/// Runs `probe` against a fresh runtime with MQTT `version` ("311" or "5"); `None` when paho
+/// is missing (the test skips).
+fn probe(name: &str, version: &str) -> Option<Value> {
+    if paho_missing() {
+        return None;
+    }
+    let (rt, port) = start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/mqtt_probe.py");
+    let out = Command::new("timeout")
+        .args(["120", "python3", script, name, &port.to_string(), version])
+        .output()
+        .expect("run the paho probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe {name} (MQTT {version}) failed: {}\n{stdout}\nruntime log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(rt.log_path("system/runtime.log")).unwrap_or_default()
+    );
+    let doc: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("probe {name} printed no JSON ({e}): {stdout}"));
+    eprintln!("probe {name} (MQTT {version}): {doc}");
+    Some(doc)
+}
+
+fn payloads(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|l| {
+            l.iter()
+                .map(|m| m["payload"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// MQTT-3.3.2-x (v5): user properties (in order, a name repeated), response topic, correlation
+/// data, content type and payload format indicator reach the subscriber unaltered; the
+/// Message Expiry Interval arrives reduced by the time waited (MQTT-3.3.2-6), never above it.
+#[test]
+fn mqtt_3_3_2_publish_properties_are_forwarded_v5() {
+    let Some(doc) = probe("properties", "5") else {
+        return;
+    };
+    let got = &doc["received"][0];
+    assert_eq!(
+        got["user"],
+        json!([["a", "1"], ["b", "2"], ["a", "3"]]),
+        "{doc}"
+    );
+    assert_eq!(got["response_topic"], "reply/dev-b", "{doc}");
+    assert_eq!(got["correlation_data"], hex(b"\x01\x02req-7"), "{doc}");
+    assert_eq!(got["content_type"], "text/plain", "{doc}");
+    assert_eq!(got["payload_format"], 1, "{doc}");
+    let expiry = got["expiry"].as_u64().expect("a Message Expiry Interval");
+    assert!((55..=60).contains(&expiry), "{doc}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// MQTT-3.1.2-4 and MQTT-3.1.2-23 (v5): Clean Start 1 with a Session Expiry Interval above 0
+/// starts a new session (CONNACK session present 0) that outlives the connection: messages
+/// queue while the device is away and the next connection (Clean Start 0) resumes it.
+#[test]
+fn mqtt_3_1_2_23_clean_start_session_with_expiry_is_kept_v5() {
+    let Some(doc) = probe("clean_start_expiry", "5") else {
+        return;
+    };
+    assert_eq!(doc["first_connack"], json!([false, 0]), "{doc}");
+    assert_eq!(doc["second_connack"], json!([true, 0]), "{doc}");
+    assert_eq!(
+        payloads(&doc["received"]),
+        ["offline-0", "offline-1", "offline-2"],
+        "{doc}"
+    );
+}
+
+/// MQTT-3.1.4-3: a CONNECT with the client id of a connected client makes the server
+/// disconnect the existing one (v5 with DISCONNECT reason 0x8E Session taken over); the new
+/// connection works.
+fn takeover(version: &str) {
+    let Some(doc) = probe("takeover", version) else {
+        return;
+    };
+    assert_eq!(doc["first_disconnected"], true, "{doc}");
+    if version == "5" {
+        assert_eq!(doc["reason"], 0x8E, "{doc}");
+    }
+    assert_eq!(
+        payloads(&doc["second_received"]),
+        ["after takeover"],
+        "{doc}"
+    );
+}
+
+#[test]
+fn mqtt_3_1_4_3_takeover_disconnects_the_older_connection_v311() {
+    takeover("311");
+}
+
+#[test]
+fn mqtt_3_1_4_3_takeover_disconnects_the_older_connection_v5() {
+    takeover("5");
+}
+
+/// MQTT-4.7.2-1: a filter starting with a wildcard does not match a `$` topic: the device on
+/// `#` does not get the shadow's `$aws/...` answer routed to it, a device on
+/// `$aws/things/dev-a/shadow/#` does, and `#` still gets a plain topic.
+fn dollar(version: &str) {
+    let Some(doc) = probe("dollar", version) else {
+        return;
+    };
+    let wild: Vec<String> = doc["wildcard"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["topic"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(wild, ["plain/x"], "{doc}");
+    let exact = doc["exact"][0]["topic"].as_str().unwrap_or_default();
+    assert!(
+        exact.starts_with("$aws/things/dev-a/shadow/get/"),
+        "the shadow's answer reaches the filter naming $aws: {doc}"
+    );
+}
+
+#[test]
+fn mqtt_4_7_2_1_wildcard_filters_do_not_match_dollar_topics_v311() {
+    dollar("311");
+}
+
+#[test]
+fn mqtt_4_7_2_1_wildcard_filters_do_not_match_dollar_topics_v5() {
+    dollar("5");
+}
+
+/// MQTT-4.7.1-2: a device's filter `t/#` matches `t` (its parent level) as well as `t/x`.
+/// The group's subjects keep Greengrass's rule; this is the device's own filter.
+fn parent_level(version: &str) {
+    let Some(doc) = probe("parent_level", version) else {
+        return;
+    };
+    assert_eq!(doc["suback"], json!([1]), "{doc}");
+    assert_eq!(payloads(&doc["received"]), ["parent", "child"], "{doc}");
+}
+
+#[test]
+fn mqtt_4_7_1_2_multi_level_wildcard_matches_parent_v311() {
+    parent_level("311");
+}
+
+#[test]
+fn mqtt_4_7_1_2_multi_level_wildcard_matches_parent_v5() {
+    parent_level("5");
+}
+
+/// MQTT 3.1.1 §3.8.4 and 5 §3.8.4 (MQTT-3.8.4-8 in 5): a message is delivered at the lower of
+/// its published QoS and the subscription's granted QoS: QoS 0 to a QoS 1 subscriber stays 0.
+fn qos_min(version: &str) {
+    let Some(doc) = probe("qos_min", version) else {
+        return;
+    };
+    let got: Vec<(String, u64)> = doc["received"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["payload"].as_str().unwrap_or_default().to_owned(),
+                m["qos"].as_u64().unwrap_or(9),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("zero".into(), 0), ("one".into(), 1)], "{doc}");
+}
+
+#[test]
+fn mqtt_3_8_4_delivered_qos_is_the_minimum_v311() {
+    qos_min("311");
+}
+
+#[test]
+fn mqtt_3_8_4_delivered_qos_is_the_minimum_v5() {
+    qos_min("5");
+}
+
+/// MQTT-3.8.3-3 (v5): with No Local set, the device's own publishes are not sent back to it;
+/// subscribed again without it, they are.
+#[test]
+fn mqtt_3_8_3_3_no_local_v5() {
+    let Some(doc) = probe("no_local", "5") else {
+        return;
+    };
+    assert_eq!(payloads(&doc["with_no_local"]), ["other"], "{doc}");
+    assert_eq!(payloads(&doc["without"]), ["own2"], "{doc}");
+}
+
+/// Shared subscriptions are not supported: MQTT 5 answers `$share/...` with SUBACK reason
+/// 0x9E (Shared Subscriptions not supported, as the CONNACK announces); MQTT 3.1.1 with 0x80.
+#[test]
+fn mqtt_3_9_3_shared_subscription_refused_with_0x9e_v5() {
+    let Some(doc) = probe("shared", "5") else {
+        return;
+    };
+    assert_eq!(doc["suback"], json!([0x9E]), "{doc}");
+}
+
+#[test]
+fn mqtt_3_9_3_shared_subscription_refused_v311() {
+    let Some(doc) = probe("shared", "311") else {
+        return;
+    };
+    assert_eq!(doc["suback"], json!([0x80]), "{doc}");
+}
+
+/// MQTT-3.3.1-1: a QoS 1 message the device did not acknowledge before its connection ended
+/// is sent again on its persistent session's next connection, with DUP 1.
+fn dup(version: &str) {
+    let Some(doc) = probe("dup", version) else {
+        return;
+    };
+    assert_eq!(doc["first"][0]["dup"], false, "{doc}");
+    assert_eq!(doc["again"][0]["payload"], "first", "{doc}");
+    assert_eq!(doc["again"][0]["dup"], true, "{doc}");
+}
+
+#[test]
+fn mqtt_3_3_1_1_redelivery_sets_dup_v311() {
+    dup("311");
+}
+
+#[test]
+fn mqtt_3_3_1_1_redelivery_sets_dup_v5() {
+    dup("5");
+}
+
+/// MQTT-3.3.4-9 (v5): the server never has more unacknowledged QoS 1 PUBLISHes out to a
+/// client than the Receive Maximum its CONNECT set; acknowledging lets the rest through.
+#[test]
+fn mqtt_3_3_4_9_receive_maximum_is_honoured_v5() {
+    let Some(doc) = probe("receive_max", "5") else {
+        return;
+    };
+    let windows: Vec<u64> = doc["windows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(windows.first(), Some(&2), "{doc}");
+    assert!(windows.iter().all(|&w| w <= 2), "{doc}");
+    assert_eq!(doc["total"], 10, "{doc}");
+}
+
+/// MQTT-3.1.2-2: an unsupported protocol level (MQTT 3.1's `MQIsdp` 3, `MQTT` 3 or 6) gets
+/// CONNACK 0x01 and the connection is closed.
+#[test]
+fn mqtt_3_1_2_2_unsupported_protocol_level_gets_connack_0x01() {
+    let Some(doc) = probe("unsupported_level", "311") else {
+        return;
+    };
+    for case in ["MQIsdp/3", "MQTT/3", "MQTT/6"] {
+        assert_eq!(doc[case]["connack"], json!([0x20, 0, 1]), "{case}: {doc}");
+        assert_eq!(doc[case]["closed_after"], true, "{case}: {doc}");
+    }
+}
+
+/// MQTT-3.2.2-21 (v5): a connection asking for Keep Alive 0 is told the Server Keep Alive it
+/// must use (the runtime bounds idle connections by `maxKeepAliveSecs`), instead of being
+/// closed without warning.
+#[test]
+fn mqtt_3_2_2_21_keep_alive_0_gets_a_server_keep_alive_v5() {
+    let Some(doc) = probe("keep_alive_0", "5") else {
+        return;
+    };
+    assert!(
+        doc["server_keep_alive"].as_u64().is_some_and(|s| s > 0),
+        "{doc}"
+    );
+}
+
+/// MQTT-3.3.2-2: a PUBLISH whose topic holds a wildcard is a protocol violation: the
+/// connection is closed (v5 after a DISCONNECT with reason 0x82 Protocol Error), nothing is
+/// routed. (The README's feature table says the same.)
+fn wildcard_publish(version: &str) {
+    let Some(doc) = probe("wildcard_publish", version) else {
+        return;
+    };
+    assert_eq!(doc["closed"], true, "{doc}");
+    if version == "5" {
+        assert_eq!(doc["reply"][0], 0xE0, "a DISCONNECT: {doc}");
+        assert_eq!(doc["reply"][1], 0x82, "Protocol Error: {doc}");
+    } else {
+        assert_eq!(doc["reply"], Value::Null, "no answer but the close: {doc}");
+    }
+}
+
+#[test]
+fn mqtt_3_3_2_2_wildcard_in_a_publish_topic_closes_the_connection_v311() {
+    wildcard_publish("311");
+}
+
+#[test]
+fn mqtt_3_3_2_2_wildcard_in_a_publish_topic_closes_the_connection_v5() {
+    wildcard_publish("5");
+}
+
+/// MQTT-3.3.2-5 (v5): a message whose Message Expiry Interval passes while it is queued for an
+/// offline session is not delivered; one still valid arrives with what is left of its interval
+/// (MQTT-3.3.2-6).
+#[test]
+fn mqtt_3_3_2_5_expired_messages_are_not_delivered_v5() {
+    let Some(doc) = probe("expiry", "5") else {
+        return;
+    };
+    assert_eq!(payloads(&doc["received"]), ["long"], "{doc}");
+    let left = doc["received"][0]["expiry"].as_u64().unwrap_or(0);
+    assert!((50..=58).contains(&left), "{doc}");
+}
