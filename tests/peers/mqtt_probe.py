@@ -61,16 +61,19 @@ class Dev:
         self.c.loop_start()
         return self.connacks.get(timeout=WAIT)
 
-    def subscribe(self, topic, qos=1, no_local=False):
+    def subscribe(self, topic, qos=1, no_local=False, retain_handling=0, rap=False):
         """Subscribes and waits for the SUBACK's codes (granted QoS, or a failure code)."""
         if self.v5:
-            self.c.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=no_local))
+            opts = SubscribeOptions(
+                qos=qos, noLocal=no_local, retainAsPublished=rap, retainHandling=retain_handling
+            )
+            self.c.subscribe(topic, options=opts)
         else:
             self.c.subscribe(topic, qos=qos)
         return self.subacks.get(timeout=WAIT)
 
-    def publish(self, topic, payload, qos=1, props=None):
-        info = self.c.publish(topic, payload, qos=qos, properties=props)
+    def publish(self, topic, payload, qos=1, props=None, retain=False):
+        info = self.c.publish(topic, payload, qos=qos, properties=props, retain=retain)
         if qos > 0:
             info.wait_for_publish(timeout=WAIT)
 
@@ -132,7 +135,13 @@ def read_packet(sock):
 
 
 def brief(m):
-    return {"topic": m.topic, "payload": m.payload.decode(errors="replace"), "qos": m.qos, "dup": bool(m.dup)}
+    return {
+        "topic": m.topic,
+        "payload": m.payload.decode(errors="replace"),
+        "qos": m.qos,
+        "dup": bool(m.dup),
+        "retain": bool(m.retain),
+    }
 
 
 def probe_properties(port, version):
@@ -419,6 +428,79 @@ def probe_expiry(port, version):
     got = a2.received(2, wait=3)
     a2.close()
     return {"received": [dict(brief(m), expiry=getattr(m.properties, "MessageExpiryInterval", None)) for m in got]}
+
+
+def probe_retained(port, version):
+    """MQTT-3.3.1-5/-6/-10: the server keeps the last retained message per topic and sends it
+    with RETAIN 1 to a new subscription; a live delivery has RETAIN 0 (MQTT-3.3.1-9/-12); an
+    empty retained payload clears the topic. Evergreen's rule on top: a retained message goes
+    only to a device the group routes its (source, topic) to at that moment."""
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    pub.publish("t/r", b"keep", retain=True)
+    pub.publish("u/x", b"for c", retain=True)
+    a = Dev("dev-a", version)
+    a.connect(port)
+    a.subscribe("t/#")
+    on_subscribe = [brief(m) for m in a.received(1)]
+    pub.publish("t/r", b"live", retain=True)
+    live = [brief(m) for m in a.received(1)]
+    c = Dev("dev-c", version)
+    c.connect(port)
+    c.subscribe("#")
+    for_c = [brief(m) for m in c.received(2, wait=2)]
+    pub.publish("t/r", b"", retain=True)
+    a.received(1)  # the empty one, live
+    a.close()
+    a2 = Dev("dev-a", version)
+    a2.connect(port)
+    a2.subscribe("t/#")
+    after_clear = [brief(m) for m in a2.received(1, wait=2)]
+    for d in (a2, c, pub):
+        d.close()
+    return {"on_subscribe": on_subscribe, "live": live, "for_c": for_c, "after_clear": after_clear}
+
+
+def probe_retain_handling(port, version):
+    """MQTT-3.3.1-9/-10/-11 (v5 Retain Handling 2, 1, 0) and MQTT-3.3.1-12/-13 (Retain As
+    Published)."""
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    pub.publish("t/r", b"kept", retain=True)
+    a = Dev("dev-a", version)
+    a.connect(port)
+    a.subscribe("t/#", retain_handling=2)
+    never = [brief(m) for m in a.received(1, wait=1.5)]
+    a.subscribe("t/#", retain_handling=1)
+    existing = [brief(m) for m in a.received(1, wait=1.5)]
+    a.c.unsubscribe("t/#")
+    time.sleep(0.3)
+    a.subscribe("t/#", retain_handling=1, rap=True)
+    new = [brief(m) for m in a.received(1)]
+    pub.publish("t/r", b"live", retain=True)
+    live_rap = [brief(m) for m in a.received(1)]
+    a.close()
+    pub.close()
+    return {"never": never, "existing": existing, "new": new, "live_rap": live_rap}
+
+
+def probe_retain_set(port, version):
+    """First half of a restart test: a retained message is published (and acknowledged)."""
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    pub.publish("t/r", b"durable", retain=True)
+    pub.close()
+    return {"published": True}
+
+
+def probe_retain_get(port, version):
+    """Second half: what a new subscription gets."""
+    a = Dev("dev-a", version)
+    a.connect(port)
+    a.subscribe("t/#")
+    got = [brief(m) for m in a.received(1, wait=3)]
+    a.close()
+    return {"received": got}
 
 
 PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.startswith("probe_")}

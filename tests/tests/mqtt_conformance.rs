@@ -32,8 +32,9 @@ fn paho_missing() -> bool {
 }
 
 /// A runtime with the plain listener on and three devices: `dev-b` may send `dev-a` the
-/// topics `t`, `t/...` and `plain/...`, `dev-a` may send itself `t/...` (for No Local), and the
-/// shadow service answers `dev-a`'s shadow requests to `dev-a` and `dev-c`.
+/// topics `t`, `t/...` and `plain/...` and `dev-c` the topics `u/...`, `dev-a` may send itself
+/// `t/...` (for No Local), and the shadow service answers `dev-a`'s shadow requests to `dev-a`
+/// and `dev-c`.
 fn start() -> (Runtime, u16) {
     let (a, b, c) = (thing_arn("dev-a"), thing_arn("dev-b"), thing_arn("dev-c"));
     let shadow = "$aws/things/dev-a/shadow";
@@ -47,6 +48,7 @@ fn start() -> (Runtime, u16) {
             sub("s5", &b, &format!("{shadow}/get"), "GGShadowService"),
             sub("s6", "GGShadowService", &format!("{shadow}/#"), &a),
             sub("s7", "GGShadowService", &format!("{shadow}/#"), &c),
+            sub("s8", &b, "u/#", &c),
         ],
     );
     let device = |name: &str| {
@@ -78,6 +80,11 @@ fn probe(name: &str, version: &str) -> Option<Value> {
         return None;
     }
     let (rt, port) = start();
+    Some(run_probe(&rt, port, name, version))
+}
+
+/// Runs `probe` against the runtime `rt` listening on `port`.
+fn run_probe(rt: &Runtime, port: u16, name: &str, version: &str) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/mqtt_probe.py");
     let out = Command::new("timeout")
         .args(["120", "python3", script, name, &port.to_string(), version])
@@ -93,7 +100,7 @@ fn probe(name: &str, version: &str) -> Option<Value> {
     let doc: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("probe {name} printed no JSON ({e}): {stdout}"));
     eprintln!("probe {name} (MQTT {version}): {doc}");
-    Some(doc)
+    doc
 }
 
 fn payloads(list: &Value) -> Vec<String> {
@@ -390,4 +397,104 @@ fn mqtt_3_3_2_5_expired_messages_are_not_delivered_v5() {
     assert_eq!(payloads(&doc["received"]), ["long"], "{doc}");
     let left = doc["received"][0]["expiry"].as_u64().unwrap_or(0);
     assert!((50..=58).contains(&left), "{doc}");
+}
+
+fn flags(list: &Value) -> Vec<(String, bool)> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["payload"].as_str().unwrap_or_default().to_owned(),
+                m["retain"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// MQTT-3.3.1-5 and -6: the last retained message of a topic goes to a new subscription with
+/// RETAIN 1; MQTT-3.3.1-9 (3.1.1) / -12 (5): a live delivery has RETAIN 0; MQTT-3.3.1-10
+/// (3.1.1: a zero-byte retained message clears the topic). The group decides at delivery
+/// time: `dev-c` on `#` gets the retained `u/x` the group routes to it, never `t/r`.
+fn retained(version: &str) {
+    let Some(doc) = probe("retained", version) else {
+        return;
+    };
+    assert_eq!(
+        flags(&doc["on_subscribe"]),
+        [("keep".into(), true)],
+        "{doc}"
+    );
+    assert_eq!(flags(&doc["live"]), [("live".into(), false)], "{doc}");
+    assert_eq!(flags(&doc["for_c"]), [("for c".into(), true)], "{doc}");
+    assert_eq!(flags(&doc["after_clear"]), [], "{doc}");
+}
+
+#[test]
+fn mqtt_3_3_1_5_retained_message_to_new_subscribers_under_the_group_v311() {
+    retained("311");
+}
+
+#[test]
+fn mqtt_3_3_1_5_retained_message_to_new_subscribers_under_the_group_v5() {
+    retained("5");
+}
+
+/// MQTT 5 Retain Handling (MQTT-3.3.1-9: 0 sends, -10: 1 only for a new subscription, -11: 2
+/// never) and Retain As Published (MQTT-3.3.1-13: the live delivery keeps RETAIN 1).
+#[test]
+fn mqtt_3_3_1_9_retain_handling_and_retain_as_published_v5() {
+    let Some(doc) = probe("retain_handling", "5") else {
+        return;
+    };
+    assert_eq!(flags(&doc["never"]), [], "{doc}");
+    assert_eq!(flags(&doc["existing"]), [], "{doc}");
+    assert_eq!(flags(&doc["new"]), [("kept".into(), true)], "{doc}");
+    assert_eq!(flags(&doc["live_rap"]), [("live".into(), true)], "{doc}");
+}
+
+/// Retained messages are durable: after `kill -9` and a restart on the same root a new
+/// subscription still gets the retained message (README: committed in the session store's
+/// next batch, milliseconds after the PUBACK).
+fn retained_survives_kill_9(version: &str) {
+    if paho_missing() {
+        return;
+    }
+    let (mut rt, port) = start();
+    run_probe(&rt, port, "retain_set", version);
+    // The store commits in its next batch, off the publish path.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(rt
+        .stop_with(nix::sys::signal::Signal::SIGKILL, LIMIT)
+        .is_some());
+    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
+    let _ = std::fs::remove_file(&file);
+    rt.child = Command::new(evergreen_tests::evergreen_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(rt.path("config.json"))
+        .arg("--group")
+        .arg(rt.path("group.json"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("restart evergreen");
+    let port = wait_for(LIMIT, || {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+        doc["plain"].as_str()?.rsplit(':').next()?.parse().ok()
+    })
+    .expect("the restarted runtime names its port");
+    let doc = run_probe(&rt, port, "retain_get", version);
+    assert_eq!(flags(&doc["received"]), [("durable".into(), true)], "{doc}");
+}
+
+#[test]
+fn retained_message_survives_kill_9_v311() {
+    retained_survives_kill_9("311");
+}
+
+#[test]
+fn retained_message_survives_kill_9_v5() {
+    retained_survives_kill_9("5");
 }

@@ -40,6 +40,8 @@ pub struct Counters {
     pub(crate) held_too_long: AtomicU64,
     /// Messages not delivered because their MQTT 5 Message Expiry Interval had passed.
     pub(crate) expired: AtomicU64,
+    /// Retained publishes not kept because the retained bounds were reached.
+    pub(crate) retained_full: AtomicU64,
     /// Device publishes whose payload never finished arriving (dropped).
     pub(crate) payload_timeouts: AtomicU64,
     /// Device publishes whose payload was lost mid-packet: the connection ended before the
@@ -61,7 +63,7 @@ impl Counters {
     pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "connections accepted {} refused {}; refused at accept over maxConnections {} over maxConnectionsPerIp {}; CONNECT deadlines expired {}; closed: packet too large {} keep-alive {} read timeout {} protocol error {}; publishes routed {} dropped: not authorized {} topic invalid {} payload timeouts {} payloads lost {} lost at disconnect {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; too large for the device {}; held too long {}; expired {}",
+            "connections accepted {} refused {}; refused at accept over maxConnections {} over maxConnectionsPerIp {}; CONNECT deadlines expired {}; closed: packet too large {} keep-alive {} read timeout {} protocol error {}; publishes routed {} dropped: not authorized {} topic invalid {} payload timeouts {} payloads lost {} lost at disconnect {}; lost at targets {}; not stored (unacknowledged) {}; subscribes refused {}; delivered {}; queued offline {} dropped offline {}; too large for the device {}; held too long {}; expired {}; retained full {}",
             g(&self.connections_accepted),
             g(&self.connections_refused),
             g(&self.refused_max_connections),
@@ -86,6 +88,7 @@ impl Counters {
             g(&self.too_large_for_device),
             g(&self.held_too_long),
             g(&self.expired),
+            g(&self.retained_full),
         )
     }
 
@@ -119,6 +122,7 @@ impl Counters {
             too_large_for_device: g(&self.too_large_for_device),
             held_too_long: g(&self.held_too_long),
             expired: g(&self.expired),
+            retained_full: g(&self.retained_full),
         }
     }
 }
@@ -177,6 +181,8 @@ pub struct CounterSnapshot {
     pub held_too_long: u64,
     /// Messages not delivered because their MQTT 5 Message Expiry Interval had passed.
     pub expired: u64,
+    /// Retained publishes not kept because the retained bounds were reached.
+    pub retained_full: u64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {

@@ -168,7 +168,9 @@ impl Server {
 
     /// One SUBSCRIBE filter: the QoS granted, or `None` (refused).
     pub fn subscribe(&self, conn: &Connection, filter: &str, qos: QoS) -> Option<QoS> {
-        subscribe(&self.hub, &conn.session, filter, qos, false).ok()
+        subscribe(&self.hub, &conn.session, filter, qos, Default::default())
+            .ok()
+            .map(|(q, _)| q)
     }
 
     /// One UNSUBSCRIBE filter.

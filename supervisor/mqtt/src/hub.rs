@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 
 use crate::sessions::{self, SessionStore, StoredSession};
 use evergreen_group::plan::GroupPlan;
-use evergreen_runtime::router::{Meta, Receipt, Router};
+use evergreen_runtime::router::{Message, Meta, Receipt, Router};
+
+use crate::retained::{Retained, RetainedFull, MAX_RETAINED, MAX_RETAINED_BYTES};
 
 use crate::counters::{bump, CounterSnapshot, Counters};
 use crate::filter::reachable;
@@ -28,6 +30,8 @@ pub struct MqttHub {
     queue_capacity: usize,
     /// The durable copy of the persistent sessions, once [`MqttHub::restore`] set it.
     store: OnceLock<Arc<SessionStore>>,
+    /// Retained messages (`retained`).
+    retained: Retained,
 }
 
 impl std::fmt::Debug for MqttHub {
@@ -48,6 +52,7 @@ impl MqttHub {
             next_conn: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
             store: OnceLock::new(),
+            retained: Retained::default(),
         })
     }
 
@@ -272,10 +277,19 @@ impl MqttHub {
     /// at once, so messages for a device still offline after the restart keep queueing. The
     /// first deployed plan ([`MqttHub::update_plan`]) then ends those of things not in the
     /// group. Called once, before the first deployment.
-    pub(crate) fn restore(&self, store: Arc<SessionStore>, stored: Vec<StoredSession>) {
+    pub(crate) fn restore(
+        &self,
+        store: Arc<SessionStore>,
+        stored: Vec<StoredSession>,
+        retained: Vec<(String, Vec<u8>)>,
+    ) {
         if self.store.set(store.clone()).is_err() {
             log::error!("MQTT: the session store was opened twice; the second is ignored");
             return;
+        }
+        let (kept, dropped) = self.retained.restore(store.clone(), retained);
+        if kept + dropped > 0 {
+            log::info!("MQTT: restored {kept} retained messages ({dropped} expired, unreadable or over the bounds, deleted)");
         }
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         for s in stored {
@@ -294,6 +308,7 @@ impl MqttHub {
                     stored: Some(seq),
                     // Whether it was sent before the restart is not stored.
                     dup: false,
+                    retain: false,
                 })
                 .collect();
             let session = Arc::new(DeviceSession {
@@ -413,13 +428,18 @@ impl MqttHub {
             bump(&self.counters.dropped_topic_invalid);
             return Err(PublishRefusal::TopicInvalid);
         }
-        let payload = Arc::from(payload);
+        let payload: Arc<[u8]> = Arc::from(payload);
+        let keep = meta.retain.then(|| (payload.clone(), meta.clone()));
         let routed = self
             .router
             .publish_with(thing_arn, topic, payload, meta, receipt);
         match routed {
             Ok(outcome) if outcome.matched() > 0 => {
                 bump(&self.counters.publishes_routed);
+                // Kept only once the group accepted the publish from this device.
+                if let Some((payload, meta)) = keep {
+                    self.retain(thing_arn, topic, payload, meta);
+                }
                 // `closed` is not counted: a device target that is offline without a
                 // persistent session gets nothing, as MQTT says; its loss is no drop.
                 let lost = outcome.dropped_full + outcome.dropped_unattached;
@@ -440,5 +460,58 @@ impl MqttHub {
                 Err(PublishRefusal::TopicInvalid)
             }
         }
+    }
+
+    /// Keeps a device's authorized retained publish (or clears its topic, empty payload).
+    fn retain(&self, thing_arn: &str, topic: &str, payload: Arc<[u8]>, meta: Meta) {
+        let msg = Message {
+            topic: Arc::from(topic),
+            payload,
+            source: Arc::from(thing_arn),
+            meta,
+        };
+        if self.retained.set(msg) == Err(RetainedFull) {
+            bump(&self.counters.retained_full);
+            log::warn!("MQTT: the retained message of {thing_arn} on {topic:?} is not kept: {MAX_RETAINED} topics or {MAX_RETAINED_BYTES} bytes are retained already (it was routed as usual)");
+        }
+    }
+
+    /// The retained messages a new subscription `filter` of `session` gets: those whose topic it
+    /// matches and that the deployed group routes from their source to this device now, each
+    /// at the lower of its published QoS and `qos1` (granted), with the RETAIN flag.
+    pub(crate) fn retained_for(
+        &self,
+        session: &DeviceSession,
+        filter: &str,
+        qos1: bool,
+    ) -> Vec<Outgoing> {
+        let found = self.retained.matching(filter);
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let table = self.router.table();
+        let mut targets = Vec::new();
+        found
+            .into_iter()
+            .filter(|m| {
+                targets.clear();
+                table.targets(&m.source, &m.topic, &mut targets);
+                targets
+                    .iter()
+                    .any(|t| table.target_name(*t) == &*session.thing_arn)
+            })
+            .map(|msg| Outgoing {
+                qos1: qos1 && !msg.meta.at_most_once,
+                msg,
+                stored: None,
+                dup: false,
+                retain: true,
+            })
+            .collect()
+    }
+
+    /// Topics with a retained message now.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
     }
 }

@@ -54,6 +54,7 @@ mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hub;
+mod retained;
 mod server;
 mod session;
 mod sessions;

@@ -24,6 +24,9 @@ pub(crate) struct Outgoing {
     /// Sent before to a connection that ended without acknowledging it: sent again with DUP
     /// set (MQTT-3.3.1-1).
     pub(crate) dup: bool,
+    /// Sent with the RETAIN flag: a retained message for a new subscription, or a live one
+    /// to a v5 subscription with Retain As Published.
+    pub(crate) retain: bool,
 }
 
 /// Why the server ended a device's connection itself (the writer tells the device, in an
@@ -155,14 +158,28 @@ impl DeviceSession {
     }
 
     /// Records a granted filter (replacing the same filter subscribed again, MQTT-3.8.4-3).
-    pub(crate) fn subscribe(&self, grant: Grant) {
-        let changed = {
+    /// Returns whether the filter was subscribed already (MQTT 5 Retain Handling 1).
+    pub(crate) fn subscribe(&self, grant: Grant) -> bool {
+        let (existed, changed) = {
             let mut inner = self.lock();
+            let before = inner.subs.len();
             inner.subs.retain(|g| g.filter != grant.filter);
+            let existed = inner.subs.len() != before;
             inner.subs.push(grant);
-            persisted_subs(&inner)
+            (existed, persisted_subs(&inner))
         };
         self.store_subs(changed);
+        existed
+    }
+
+    /// Queues `out` for the connected device now (retained messages for a new subscription).
+    /// `false`: not connected, or its queue is full.
+    pub(crate) fn send_now(&self, out: Outgoing) -> bool {
+        let inner = self.lock();
+        inner
+            .online
+            .as_ref()
+            .is_some_and(|(_, tx)| tx.try_send(out).is_ok())
     }
 
     pub(crate) fn unsubscribe(&self, filter: &str) {
@@ -260,6 +277,7 @@ impl DeliverySink for SessionSink {
         let session = &self.0;
         let mut inner = session.lock();
         let mut want: Option<bool> = None;
+        let mut retain = false;
         for g in &inner.subs {
             // No Local (MQTT-3.8.3-3): not the device's own publishes on this filter.
             if g.no_local && msg.source == session.thing_arn {
@@ -267,6 +285,9 @@ impl DeliverySink for SessionSink {
             }
             if mqtt_matches(&g.filter, &msg.topic) {
                 want = Some(want.unwrap_or(false) || g.qos1);
+                // MQTT-3.3.1-12/-13: the flag is 0 on a live delivery unless Retain As
+                // Published (MQTT 3.1.1: always 0, MQTT-3.3.1-9).
+                retain |= g.retain_as_published && msg.meta.retain;
             }
         }
         // Routed to the device but not subscribed to by it: MQTT delivers nothing.
@@ -282,6 +303,7 @@ impl DeliverySink for SessionSink {
                 qos1,
                 stored: None,
                 dup: false,
+                retain,
             }) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(OfferError::Full),
@@ -302,6 +324,7 @@ impl DeliverySink for SessionSink {
                 qos1: true,
                 stored,
                 dup: false,
+                retain,
             });
             bump(&session.counters.queued_offline);
             return Ok(());

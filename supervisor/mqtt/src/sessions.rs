@@ -65,6 +65,9 @@ const QUEUED: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("qu
 /// the interval 0xFFFFFFFF).
 const EXPIRY: TableDefinition<'_, &str, (u32, u64)> = TableDefinition::new("expiry");
 
+/// Topic -> its retained message, as `crate::retained` encodes it (the store keeps the bytes).
+const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
+
 /// Writes waiting for the writer thread; past it a queued message is kept in memory only.
 pub(crate) const HANDOFF: usize = 4096;
 
@@ -109,6 +112,22 @@ pub(crate) struct StoredSession {
     pub expiry: Option<(u32, u64)>,
 }
 
+/// What [`SessionStore::open`] found: the store, its persistent sessions and its retained
+/// messages (topic, encoded).
+pub(crate) struct Opened {
+    pub store: Arc<SessionStore>,
+    pub sessions: Vec<StoredSession>,
+    pub retained: Vec<(String, Vec<u8>)>,
+}
+
+#[cfg(test)]
+impl Opened {
+    /// The store and its sessions (what most tests look at).
+    pub(crate) fn pair(self) -> (Arc<SessionStore>, Vec<StoredSession>) {
+        (self.store, self.sessions)
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -134,6 +153,11 @@ enum Op {
     Expiry {
         arn: Arc<str>,
         expiry: Option<(u32, u64)>,
+    },
+    /// A topic's retained message (encoded), or none.
+    Retain {
+        topic: Arc<str>,
+        value: Option<Vec<u8>>,
     },
     /// Commits with an fsync and answers.
     Flush(mpsc::SyncSender<()>),
@@ -177,12 +201,16 @@ pub(crate) struct Grant {
     pub(crate) qos1: bool,
     /// MQTT 5 No Local: the device's own publishes are not delivered to it on this filter.
     pub(crate) no_local: bool,
+    /// MQTT 5 Retain As Published: live messages keep the RETAIN flag they were published with.
+    pub(crate) retain_as_published: bool,
 }
 
 /// Bit of a grant's flags byte: granted QoS 1.
 const GRANT_QOS1: u8 = 1;
 /// Bit of a grant's flags byte: No Local. Stores written before it have only 0 or 1 there.
 const GRANT_NO_LOCAL: u8 = 2;
+/// Bit of a grant's flags byte: Retain As Published.
+const GRANT_RAP: u8 = 4;
 
 /// `[flags u8][u16 length][filter]…` (flags: [`GRANT_QOS1`], [`GRANT_NO_LOCAL`]).
 fn encode_subs(subs: &[Grant]) -> Vec<u8> {
@@ -194,6 +222,9 @@ fn encode_subs(subs: &[Grant]) -> Vec<u8> {
         }
         if g.no_local {
             flags |= GRANT_NO_LOCAL;
+        }
+        if g.retain_as_published {
+            flags |= GRANT_RAP;
         }
         out.push(flags);
         put_str(&mut out, &g.filter);
@@ -211,6 +242,7 @@ fn decode_subs(bytes: &[u8]) -> Option<Vec<Grant>> {
             filter: get_str(bytes, &mut at)?.to_owned(),
             qos1: flags & GRANT_QOS1 != 0,
             no_local: flags & GRANT_NO_LOCAL != 0,
+            retain_as_published: flags & GRANT_RAP != 0,
         });
     }
     Some(subs)
@@ -263,6 +295,8 @@ struct Loaded {
     expired: Vec<Arc<str>>,
     /// Sessions whose device was connected when the runtime stopped: offline from now on.
     stamped: Vec<(Arc<str>, (u32, u64))>,
+    /// Retained messages, by topic (encoded).
+    retained: Vec<(String, Vec<u8>)>,
 }
 
 /// A session's filters and queue while loading.
@@ -273,6 +307,12 @@ fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStore
     let sessions_t = read.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
     let queued_t = read.open_table(QUEUED).map_err(|e| store_err(path, e))?;
     let expiry_t = read.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
+    let retained_t = read.open_table(RETAINED).map_err(|e| store_err(path, e))?;
+    let mut retained = Vec::new();
+    for row in retained_t.iter().map_err(|e| store_err(path, e))? {
+        let (k, v) = row.map_err(|e| store_err(path, e))?;
+        retained.push((k.value().to_owned(), v.value().to_vec()));
+    }
     let now = unix_now();
     let mut expiries = BTreeMap::new();
     for row in expiry_t.iter().map_err(|e| store_err(path, e))? {
@@ -350,6 +390,7 @@ fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStore
         unreadable,
         expired,
         stamped,
+        retained,
     })
 }
 
@@ -370,6 +411,7 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
         let mut sessions = txn.open_table(SESSIONS).map_err(boxed)?;
         let mut queued = txn.open_table(QUEUED).map_err(boxed)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(boxed)?;
+        let mut retained = txn.open_table(RETAINED).map_err(boxed)?;
         for op in batch {
             match op {
                 Op::Subs { arn, subs } => {
@@ -404,6 +446,15 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
                     expiry: Some(e),
                 } => {
                     expiry.insert(&**arn, *e).map_err(boxed)?;
+                }
+                Op::Retain { topic, value: None } => {
+                    retained.remove(&**topic).map_err(boxed)?;
+                }
+                Op::Retain {
+                    topic,
+                    value: Some(v),
+                } => {
+                    retained.insert(&**topic, v.as_slice()).map_err(boxed)?;
                 }
                 Op::Flush(_) => {}
                 #[cfg(test)]
@@ -478,16 +529,14 @@ fn send_bounded(tx: &mpsc::SyncSender<Op>, mut op: Op) -> bool {
 impl SessionStore {
     /// Opens (or creates) the store at `path`, returns what it holds (at most `bound` queued
     /// messages per session, oldest first) and starts its writer thread.
-    pub(crate) fn open(
-        path: &Path,
-        bound: usize,
-    ) -> Result<(Arc<SessionStore>, Vec<StoredSession>), SessionStoreError> {
+    pub(crate) fn open(path: &Path, bound: usize) -> Result<Opened, SessionStoreError> {
         let db = open_db(path)?;
         // Both tables exist from the first open on, so reads never meet a missing table.
         let txn = db.begin_write().map_err(|e| store_err(path, e))?;
         txn.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
         txn.open_table(QUEUED).map_err(|e| store_err(path, e))?;
         txn.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
+        txn.open_table(RETAINED).map_err(|e| store_err(path, e))?;
         txn.commit().map_err(|e| store_err(path, e))?;
 
         let loaded = load(&db, path, bound)?;
@@ -554,7 +603,27 @@ impl SessionStore {
                     .collect(),
             ),
         });
-        Ok((store, loaded.sessions))
+        Ok(Opened {
+            store,
+            sessions: loaded.sessions,
+            retained: loaded.retained,
+        })
+    }
+
+    /// Stores `topic`'s retained message (`value`, encoded), or deletes it (`None`). Waits
+    /// (bounded) for room in the hand-off, never for the disk; the commit fsyncs.
+    pub(crate) fn set_retained(&self, topic: &str, value: Option<Vec<u8>>) {
+        let op = Op::Retain {
+            topic: Arc::from(topic),
+            value,
+        };
+        if !send_bounded(&self.tx, op) {
+            self.not_stored.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "MQTT session store {}: the retained message of {topic:?} was not stored (hand-off full or writer gone)",
+                self.path.display()
+            );
+        }
     }
 
     /// A session change: waits (bounded) for room in the hand-off, never for the disk, so it is
@@ -692,6 +761,7 @@ mod tests {
             filter: filter.into(),
             qos1,
             no_local: false,
+            retain_as_published: false,
         }
     }
 
@@ -711,7 +781,9 @@ mod tests {
     fn reopen_keeps_sessions_filters_and_order() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("mqtt/sessions.redb");
-        let (store, found) = SessionStore::open(&path, 1000).expect("open");
+        let (store, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
         assert!(found.is_empty());
         let (a, b) = (arn(A), arn(B));
         store.reset(&a, true);
@@ -723,7 +795,9 @@ mod tests {
         }
         assert!(store.close());
 
-        let (store, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (store, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert_eq!(found.len(), 2);
         let sa = find(&found, A).expect("a");
         assert_eq!(sa.subs, vec![grant("x/#", true), grant("y", false)]);
@@ -741,7 +815,9 @@ mod tests {
         let next = store.queue(&a, &msg(100));
         assert!(sa.queued.iter().all(|(seq, _)| *seq < next));
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         let sa = find(&found, A).expect("a");
         assert_eq!(topics(sa).last().map(String::as_str), Some("t/100"));
     }
@@ -750,7 +826,9 @@ mod tests {
     fn delivered_messages_and_ended_sessions_are_removed() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000).expect("open");
+        let (store, _) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
         let (a, b) = (arn(A), arn(B));
         store.reset(&a, true);
         store.reset(&b, true);
@@ -762,14 +840,18 @@ mod tests {
         // A clean session for b: nothing of it stays.
         store.forget(&b);
         assert!(store.close());
-        let (store, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (store, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert_eq!(found.len(), 1);
         let want: Vec<String> = (4..10).map(|i| format!("t/{i}")).collect();
         assert_eq!(topics(&found[0]), want);
         // A new persistent session replaces the old one: empty.
         store.reset(&a, true);
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert_eq!(found.len(), 1);
         assert!(found[0].queued.is_empty() && found[0].subs.is_empty());
     }
@@ -778,7 +860,9 @@ mod tests {
     fn flush_makes_the_writes_visible_to_the_next_open() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000).expect("open");
+        let (store, _) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
         let a = arn(A);
         store.reset(&a, true);
         store.queue(&a, &msg(1));
@@ -786,7 +870,9 @@ mod tests {
         // Still open: a second open is refused (a runtime on the same root), not damage.
         assert!(SessionStore::open(&path, 1000).is_err());
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert_eq!(found[0].queued.len(), 1);
         let aside = std::fs::read_dir(dir.path())
             .expect("list")
@@ -799,19 +885,25 @@ mod tests {
     fn loading_is_bounded_and_keeps_the_newest() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000).expect("open");
+        let (store, _) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
         let a = arn(A);
         store.reset(&a, true);
         for i in 0..50 {
             store.queue(&a, &msg(i));
         }
         assert!(store.close());
-        let (store, found) = SessionStore::open(&path, 20).expect("reopen bounded");
+        let (store, found) = SessionStore::open(&path, 20)
+            .map(Opened::pair)
+            .expect("reopen bounded");
         let want: Vec<String> = (30..50).map(|i| format!("t/{i}")).collect();
         assert_eq!(topics(&found[0]), want);
         assert!(store.close());
         // The excess was deleted, not only skipped.
-        let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert_eq!(topics(&found[0]), want);
     }
 
@@ -819,16 +911,22 @@ mod tests {
     fn queued_rows_without_a_session_are_dropped_on_load() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000).expect("open");
+        let (store, _) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
         // Queued for a thing whose session row never made it.
         store.queue(&arn(B), &msg(1));
         assert!(store.close());
-        let (store, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (store, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert!(found.is_empty());
         // And a later session of that thing does not inherit it.
         store.reset(&arn(B), true);
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert!(found[0].queued.is_empty());
     }
 
@@ -837,7 +935,9 @@ mod tests {
         for damage in ["truncate", "garbage"] {
             let dir = tempfile::tempdir().expect("dir");
             let path = dir.path().join("sessions.redb");
-            let (store, _) = SessionStore::open(&path, 1000).expect("open");
+            let (store, _) = SessionStore::open(&path, 1000)
+                .map(Opened::pair)
+                .expect("open");
             let a = arn(A);
             store.reset(&a, true);
             for i in 0..100 {
@@ -855,8 +955,9 @@ mod tests {
                 }
                 _ => std::fs::write(&path, vec![0xA5u8; 8192]).expect("overwrite"),
             }
-            let (store, found) =
-                SessionStore::open(&path, 1000).expect("a damaged store must not stop the runtime");
+            let (store, found) = SessionStore::open(&path, 1000)
+                .map(Opened::pair)
+                .expect("a damaged store must not stop the runtime");
             if found.is_empty() {
                 let aside = std::fs::read_dir(dir.path())
                     .expect("list")
@@ -871,7 +972,9 @@ mod tests {
             store.reset(&a, true);
             store.queue(&a, &msg(7));
             assert!(store.close());
-            let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+            let (_, found) = SessionStore::open(&path, 1000)
+                .map(Opened::pair)
+                .expect("reopen");
             assert_eq!(topics(&found[0]), vec!["t/7".to_string()], "{damage}");
         }
     }
@@ -880,7 +983,9 @@ mod tests {
     fn a_full_hand_off_never_blocks_the_router() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 100_000).expect("open");
+        let (store, _) = SessionStore::open(&path, 100_000)
+            .map(Opened::pair)
+            .expect("open");
         let a = arn(A);
         store.reset(&a, true);
         // Far more than the hand-off holds, as fast as possible: every call returns at once
@@ -890,7 +995,9 @@ mod tests {
             store.queue(&a, &msg(i));
         }
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 100_000).expect("reopen");
+        let (_, found) = SessionStore::open(&path, 100_000)
+            .map(Opened::pair)
+            .expect("reopen");
         let stored = found[0].queued.len() as u64;
         assert_eq!(stored + store.not_stored(), n as u64);
     }
@@ -899,7 +1006,9 @@ mod tests {
     fn sessions_expired_while_the_runtime_was_down_are_deleted() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000).expect("open");
+        let (store, _) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
         let (a, b) = (arn(A), arn(B));
         let now = unix_now();
         store.reset(&a, true);
@@ -910,7 +1019,9 @@ mod tests {
         store.queue(&b, &msg(2));
         store.set_expiry(&b, Some((3600, None)));
         assert!(store.close());
-        let (store, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (store, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(&*found[0].thing_arn, B);
         let (secs, since) = found[0].expiry.expect("b's expiry");
@@ -918,7 +1029,9 @@ mod tests {
         assert!(since >= now, "offline since the load");
         assert!(store.close());
         // a is gone from the store, not only skipped; b's offline time was written back.
-        let (_, found) = SessionStore::open(&path, 1000).expect("reopen");
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].expiry, Some((secs, since)));
     }
@@ -927,6 +1040,7 @@ mod tests {
     fn encodings_round_trip_and_reject_garbage() {
         let mut subs = vec![grant("a/+/b", true), grant("#", false), grant("c", true)];
         subs[2].no_local = true;
+        subs[1].retain_as_published = true;
         assert_eq!(decode_subs(&encode_subs(&subs)), Some(subs));
         // A store written before No Local has only 0 or 1 as a grant's flags byte.
         assert_eq!(

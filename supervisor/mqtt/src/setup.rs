@@ -104,9 +104,8 @@ pub enum StartError {
 
 pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), StartError> {
     let store_path = sessions_file(&setup.write_dir);
-    let (store, stored) =
-        SessionStore::open(&store_path, OFFLINE_QUEUE).map_err(StartError::Sessions)?;
-    hub.restore(store, stored);
+    let opened = SessionStore::open(&store_path, OFFLINE_QUEUE).map_err(StartError::Sessions)?;
+    hub.restore(opened.store, opened.sessions, opened.retained);
     let mut bound = server::Bound::default();
     if let Some(addr) = setup.plain_addr {
         let l = server::bind(addr).map_err(|source| StartError::Bind {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::sessions::SessionStore;
+use crate::sessions::{Opened, SessionStore};
 use evergreen_group::plan::{CoreSpec, DeviceSpec, LoggerPlan, SubscriptionSpec};
 use evergreen_runtime::router::{Message, Router};
 use evergreen_runtime::router::{Subscription, SubscriptionTable};
@@ -18,6 +18,7 @@ fn grant(filter: &str, qos1: bool) -> Grant {
         filter: filter.into(),
         qos1,
         no_local: false,
+        retain_as_published: false,
     }
 }
 
@@ -207,8 +208,10 @@ fn hub_with_store(p: &GroupPlan, path: &std::path::Path) -> (Arc<MqttHub>, Arc<S
     )
     .expect("table");
     let hub = MqttHub::new(Arc::new(Router::new(table)), 16);
-    let (store, stored) = SessionStore::open(path, OFFLINE_QUEUE).expect("open store");
-    hub.restore(store.clone(), stored);
+    let (store, stored) = SessionStore::open(path, OFFLINE_QUEUE)
+        .map(Opened::pair)
+        .expect("open store");
+    hub.restore(store.clone(), stored, Vec::new());
     hub.update_plan(p);
     (hub, store)
 }
@@ -270,13 +273,16 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
         },
         qos1: true,
         dup: true,
+        retain: false,
         stored: None,
     });
     hub.disconnected(&c.session, c.conn_id);
     assert!(store.close());
     drop(hub);
 
-    let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
+    let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE)
+        .map(Opened::pair)
+        .expect("reopen");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].subs, vec![grant("display/#", true)]);
     let left: Vec<String> = found[0]
@@ -333,7 +339,9 @@ fn clean_connects_and_new_plans_delete_stored_sessions() {
     assert!(clean.session.take_offline().is_empty());
     assert!(store.close());
     drop(hub);
-    let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE).expect("reopen");
+    let (_, found) = SessionStore::open(&path, OFFLINE_QUEUE)
+        .map(Opened::pair)
+        .expect("reopen");
     assert!(found.is_empty(), "{found:?}");
 }
 

@@ -412,6 +412,9 @@ pub struct Meta {
     /// Published at QoS 0: delivered at most once, whatever QoS a subscriber was granted
     /// (MQTT: the delivered QoS is the lower of the two).
     pub at_most_once: bool,
+    /// Published with MQTT's RETAIN flag (the local MQTT server keeps it for later
+    /// subscribers; v5 subscriptions with Retain As Published see the flag).
+    pub retain: bool,
     /// MQTT 5 PUBLISH properties, forwarded unaltered to MQTT devices (MQTT-3.3.2-x).
     pub props: Option<Arc<PublishProps>>,
 }

@@ -10,7 +10,7 @@ use super::tls::peer_cn;
 use super::{peer_addr, ServerError};
 use crate::admission::Admission;
 use crate::sessions::Grant;
-use crate::{Connected, DeviceSession, MqttHub, Refusal, SubRefusal};
+use crate::{Connected, DeviceSession, MqttHub, Outgoing, Refusal, SubRefusal};
 
 /// What the first bytes of a connection say about the protocol it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,24 +128,77 @@ pub(crate) fn connect_v5(
     Ok(c)
 }
 
+/// What a SUBSCRIBE asked of one filter beyond its QoS (MQTT 5 Subscription Options; an
+/// MQTT 3.1.1 filter has the defaults).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SubOptions {
+    pub(crate) no_local: bool,
+    pub(crate) retain_as_published: bool,
+    pub(crate) retained: RetainOnSubscribe,
+}
+
+/// MQTT 5 Retain Handling: whether the subscription gets the retained messages it matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum RetainOnSubscribe {
+    /// 0 (and MQTT 3.1.1): at every SUBSCRIBE.
+    #[default]
+    Send,
+    /// 1: only if the filter was not subscribed already.
+    SendIfNew,
+    /// 2: never.
+    No,
+}
+
 /// One SUBSCRIBE filter of a connected device: the QoS granted (and recorded in its session,
-/// with its MQTT 5 No Local option), or why not. Both protocol versions answer with it; the
-/// fuzz target calls it on decoded packets.
+/// with its options) and the retained messages it gets, to be queued once the SUBACK is out;
+/// or why not. Both protocol versions answer with it; the fuzz target calls it on decoded
+/// packets.
 pub(crate) fn subscribe(
     hub: &MqttHub,
     session: &DeviceSession,
     filter: &str,
     qos: QoS,
-    no_local: bool,
-) -> Result<QoS, SubRefusal> {
+    opts: SubOptions,
+) -> Result<(QoS, Vec<Outgoing>), SubRefusal> {
     hub.may_subscribe(&session.thing_arn, filter)?;
     let q = grant(qos);
-    session.subscribe(Grant {
+    let qos1 = q == QoS::AtLeastOnce;
+    let existed = session.subscribe(Grant {
         filter: filter.to_owned(),
-        qos1: q == QoS::AtLeastOnce,
-        no_local,
+        qos1,
+        no_local: opts.no_local,
+        retain_as_published: opts.retain_as_published,
     });
-    Ok(q)
+    let send = match opts.retained {
+        RetainOnSubscribe::Send => true,
+        RetainOnSubscribe::SendIfNew => !existed,
+        RetainOnSubscribe::No => false,
+    };
+    let retained = if send {
+        hub.retained_for(session, filter, qos1)
+    } else {
+        Vec::new()
+    };
+    Ok((q, retained))
+}
+
+/// Queues retained messages for a new subscription once its SUBACK has gone out (the protocol
+/// service answers first; a task that yields once runs after that answer is written). A
+/// message that finds the device's queue full is counted as lost at its target.
+pub(super) fn send_retained(conn: &Conn, retained: Vec<Outgoing>) {
+    if retained.is_empty() {
+        return;
+    }
+    let session = conn.session.clone();
+    let counters = conn.hub.counters.clone();
+    ntex::rt::spawn(async move {
+        tokio::task::yield_now().await;
+        for out in retained {
+            if !session.send_now(out) {
+                crate::bump(&counters.lost_at_targets);
+            }
+        }
+    });
 }
 
 pub(super) async fn handshake_v3(
@@ -207,7 +260,7 @@ pub(super) async fn handshake_v5(
                 .keep_alive(keep_alive.saturating_add(keep_alive / 2).max(1))
                 .with(|ack| {
                     ack.session_present = present;
-                    ack.retain_available = false;
+                    ack.retain_available = true;
                     ack.shared_subscription_available = false;
                     ack.subscription_identifiers_available = false;
                     // Told to the device (MQTT 5 Server Keep Alive) when it differs from

@@ -75,7 +75,7 @@ impl AnySink {
     pub(super) fn send0(&self, out: &Outgoing, expiry: Option<u32>) -> Written {
         let payload = Bytes::copy_from_slice(&out.msg.payload);
         Written::of(match self {
-            AnySink::V3(s) => s.publish(topic(out)).send_at_most_once(payload),
+            AnySink::V3(s) => v3_publish(s, out).send_at_most_once(payload),
             AnySink::V5(s) => v5_publish(s, out, expiry).send_at_most_once(payload),
         })
     }
@@ -86,10 +86,7 @@ impl AnySink {
         let payload = Bytes::copy_from_slice(&out.msg.payload);
         match self {
             AnySink::V3(s) => {
-                let f = s
-                    .publish(topic(out))
-                    .dup(out.dup)
-                    .send_at_least_once(payload);
+                let f = v3_publish(s, out).dup(out.dup).send_at_least_once(payload);
                 Box::pin(async move { Written::of(f.await) })
             }
             AnySink::V5(s) => {
@@ -109,8 +106,18 @@ fn topic(out: &Outgoing) -> ByteString {
 /// An MQTT 5 PUBLISH with the properties its publisher sent, unaltered (MQTT-3.3.2-x: user
 /// properties in order, response topic, correlation data, content type, payload format
 /// indicator), and the Message Expiry Interval that is left (`expiry`, MQTT-3.3.2-6).
-fn v5_publish(sink: &v5::MqttSink, out: &Outgoing, expiry: Option<u32>) -> v5::PublishBuilder {
+/// An MQTT 3.1.1 PUBLISH, with the RETAIN flag for a retained message.
+fn v3_publish(sink: &v3::MqttSink, out: &Outgoing) -> v3::PublishBuilder {
     let builder = sink.publish(topic(out));
+    if out.retain {
+        builder.retain()
+    } else {
+        builder
+    }
+}
+
+fn v5_publish(sink: &v5::MqttSink, out: &Outgoing, expiry: Option<u32>) -> v5::PublishBuilder {
+    let builder = sink.publish(topic(out)).retain(out.retain);
     let Some(props) = out.msg.meta.props.as_deref() else {
         return builder;
     };

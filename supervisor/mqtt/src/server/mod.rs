@@ -16,7 +16,7 @@ pub(crate) use connect::{capped_keep_alive, connect_v3, connect_v5, subscribe, O
 pub(crate) use tls::tls_config;
 pub use tls::TlsError;
 
-use connect::{handshake_v3, handshake_v5};
+use connect::{handshake_v3, handshake_v5, send_retained, RetainOnSubscribe, SubOptions};
 use deliver::Conn;
 use publish::PublishService;
 
@@ -220,6 +220,20 @@ async fn opening<F: ntex::io::Filter>(io: &ntex::io::Io<F>) -> Opening {
     }
 }
 
+/// A v5 subscription's options as the hub takes them.
+fn sub_options(o: &v5::codec::SubscriptionOptions) -> SubOptions {
+    use v5::codec::RetainHandling;
+    SubOptions {
+        no_local: o.no_local,
+        retain_as_published: o.retain_as_published,
+        retained: match o.retain_handling {
+            RetainHandling::AtSubscribe => RetainOnSubscribe::Send,
+            RetainHandling::AtSubscribeNew => RetainOnSubscribe::SendIfNew,
+            RetainHandling::NoAtSubscribe => RetainOnSubscribe::No,
+        },
+    }
+}
+
 /// The MQTT 5 SUBACK reason for a filter not granted.
 fn suback_reason(why: SubRefusal) -> v5::codec::SubscribeAckReason {
     use v5::codec::SubscribeAckReason;
@@ -260,6 +274,7 @@ fn mqtt_service<F: ntex::io::Filter>(
                             async move {
                                 Ok::<_, ServerError>(match msg {
                                     v3::ProtocolMessage::Subscribe(mut s) => {
+                                        let mut retained = Vec::new();
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
                                             match subscribe(
@@ -267,12 +282,16 @@ fn mqtt_service<F: ntex::io::Filter>(
                                                 &conn.session,
                                                 &filter,
                                                 sub.qos(),
-                                                false,
+                                                SubOptions::default(),
                                             ) {
-                                                Ok(q) => sub.confirm(q),
+                                                Ok((q, r)) => {
+                                                    sub.confirm(q);
+                                                    retained.extend(r);
+                                                }
                                                 Err(_) => sub.fail(),
                                             }
                                         }
+                                        send_retained(&conn, retained);
                                         s.ack()
                                     }
                                     v3::ProtocolMessage::Unsubscribe(u) => {
@@ -316,6 +335,7 @@ fn mqtt_service<F: ntex::io::Filter>(
                             async move {
                                 Ok::<_, ServerError>(match msg {
                                     v5::ProtocolMessage::Subscribe(mut s) => {
+                                        let mut retained = Vec::new();
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
                                             let options = sub.options();
@@ -324,12 +344,16 @@ fn mqtt_service<F: ntex::io::Filter>(
                                                 &conn.session,
                                                 &filter,
                                                 options.qos,
-                                                options.no_local,
+                                                sub_options(options),
                                             ) {
-                                                Ok(q) => sub.confirm(q),
+                                                Ok((q, r)) => {
+                                                    sub.confirm(q);
+                                                    retained.extend(r);
+                                                }
                                                 Err(why) => sub.fail(suback_reason(why)),
                                             }
                                         }
+                                        send_retained(&conn, retained);
                                         s.ack()
                                     }
                                     v5::ProtocolMessage::Unsubscribe(u) => {

@@ -342,19 +342,16 @@ impl Service<v3::Publish> for PublishService {
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
-        if p.qos() == QoS::AtMostOnce {
-            let meta = Meta {
-                at_most_once: true,
-                props: None,
-            };
+        let meta = Meta {
+            at_most_once: p.qos() == QoS::AtMostOnce,
+            retain: p.retain(),
+            props: None,
+        };
+        if meta.at_most_once {
             self.take_in_qos0(ticket, topic, payload, meta).await;
             return Ok(());
         }
-        match self
-            .clone()
-            .take_in(ticket, topic, payload, Meta::default())
-            .await?
-        {
+        match self.clone().take_in(ticket, topic, payload, meta).await? {
             // A PUBACK would say it was taken: a QoS 1 publish whose payload did not arrive
             // ends the connection instead.
             None => Err(ServerError),
@@ -397,6 +394,7 @@ impl Service<v5::Publish> for PublishService {
         let payload = p.take_payload();
         let meta = Meta {
             at_most_once: p.qos() == QoS::AtMostOnce,
+            retain: p.retain(),
             props: v5_props(&p.packet().properties),
         };
         if meta.at_most_once {
