@@ -503,6 +503,109 @@ def probe_retain_get(port, version):
     return {"received": got}
 
 
+def willing(version, payload, topic="t/will", delay=None, expiry=None, clean=True):
+    """dev-b connected with a will (QoS 1), its network loop run by hand so the probe can end
+    the connection abruptly (no DISCONNECT): the client object and its socket."""
+    v5 = version == "5"
+    c = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id="dev-b",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else clean,
+    )
+    will_props = None
+    if v5 and delay is not None:
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        will_props.WillDelayInterval = delay
+    c.will_set(topic, payload, qos=1, properties=will_props)
+    acked = []
+    c.on_connect = lambda cl, u, f, rc, p: acked.append(rc.value)
+    if v5:
+        props = Properties(PacketTypes.CONNECT)
+        if expiry is not None:
+            props.SessionExpiryInterval = expiry
+        c.connect(HOST, port_of[0], keepalive=30, clean_start=clean, properties=props)
+    else:
+        c.connect(HOST, port_of[0], keepalive=30)
+    deadline = time.monotonic() + WAIT
+    while not acked and time.monotonic() < deadline:
+        c.loop(timeout=0.1)
+    return c
+
+
+port_of = [0]
+
+
+def abrupt(c):
+    """Ends the connection without a DISCONNECT (as a network failure would)."""
+    sock = c.socket()
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def disconnect(c, **kw):
+    """Sends DISCONNECT, lets paho write it, then closes the socket if paho has not, so the
+    connection surely ends (a probe that only asked to disconnect could leave it open and see
+    no will for the wrong reason)."""
+    c.disconnect(**kw)
+    for _ in range(5):
+        c.loop(timeout=0.1)
+    sock = c.socket()
+    if sock is not None:
+        sock.close()
+
+
+def probe_will(port, version):
+    """MQTT-3.1.2-8/-10: the will is published when the connection ends without a DISCONNECT,
+    withdrawn by a DISCONNECT (v5: unless its reason is 0x04), and (Evergreen) authorized like a
+    publish from the device when it fires: a will to a topic the group does not route from it
+    reaches nobody."""
+    port_of[0] = port
+    a = Dev("dev-a", version)
+    a.connect(port)
+    a.subscribe("t/#")
+    out = {}
+    c = willing(version, b"gone-abrupt")
+    abrupt(c)
+    out["abrupt"] = [brief(m) for m in a.received(1)]
+    c = willing(version, b"gone-graceful")
+    disconnect(c)
+    out["graceful"] = [brief(m) for m in a.received(1, wait=1.5)]
+    c = willing(version, b"not-routed", topic="x/nope")
+    abrupt(c)
+    out["not_routed"] = [brief(m) for m in a.received(1, wait=1.5)]
+    if version == "5":
+        from paho.mqtt.reasoncodes import ReasonCode
+        c = willing(version, b"gone-0x04")
+        disconnect(c, reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        out["disconnect_with_will"] = [brief(m) for m in a.received(1)]
+    a.close()
+    return out
+
+
+def probe_will_delay(port, version):
+    """MQTT-3.1.3-9 (v5): a will waits its Will Delay Interval; a new connection of the same
+    session within it cancels the will; without one the will comes after the delay."""
+    port_of[0] = port
+    a = Dev("dev-a", version)
+    a.connect(port)
+    a.subscribe("t/#")
+    c = willing(version, b"cancelled", delay=2, expiry=60)
+    abrupt(c)
+    time.sleep(0.5)
+    back = Dev("dev-b", version, clean=False)
+    back.connect(port, expiry=60)
+    cancelled = [brief(m) for m in a.received(1, wait=3)]
+    back.close()
+    c = willing(version, b"delayed", delay=1, expiry=60)
+    start = time.monotonic()
+    abrupt(c)
+    delayed = [brief(m) for m in a.received(1, wait=4)]
+    waited = time.monotonic() - start
+    a.close()
+    return {"cancelled": cancelled, "delayed": delayed, "waited": waited}
+
+
 PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.startswith("probe_")}
 
 if __name__ == "__main__":

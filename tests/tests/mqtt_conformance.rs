@@ -498,3 +498,45 @@ fn retained_message_survives_kill_9_v311() {
 fn retained_message_survives_kill_9_v5() {
     retained_survives_kill_9("5");
 }
+
+/// MQTT-3.1.2-8 and -10: a will is published when the connection ends without a DISCONNECT
+/// and withdrawn by one (v5: except with reason 0x04 Disconnect with Will Message). Evergreen
+/// authorizes it as a publish from the device when it fires: a will to `x/nope`, which the
+/// group does not route from `dev-b`, reaches nobody.
+fn will(version: &str) {
+    let Some(doc) = probe("will", version) else {
+        return;
+    };
+    assert_eq!(payloads(&doc["abrupt"]), ["gone-abrupt"], "{doc}");
+    assert_eq!(payloads(&doc["graceful"]), Vec::<String>::new(), "{doc}");
+    assert_eq!(payloads(&doc["not_routed"]), Vec::<String>::new(), "{doc}");
+    if version == "5" {
+        assert_eq!(
+            payloads(&doc["disconnect_with_will"]),
+            ["gone-0x04"],
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn mqtt_3_1_2_8_will_published_unless_disconnected_v311() {
+    will("311");
+}
+
+#[test]
+fn mqtt_3_1_2_8_will_published_unless_disconnected_v5() {
+    will("5");
+}
+
+/// MQTT-3.1.3-9 (v5 Will Delay Interval): a new connection of the session within the delay
+/// cancels the will; without one it is published once the delay has passed.
+#[test]
+fn mqtt_3_1_3_9_will_delay_interval_v5() {
+    let Some(doc) = probe("will_delay", "5") else {
+        return;
+    };
+    assert_eq!(payloads(&doc["cancelled"]), Vec::<String>::new(), "{doc}");
+    assert_eq!(payloads(&doc["delayed"]), ["delayed"], "{doc}");
+    assert!(doc["waited"].as_f64().is_some_and(|w| w >= 0.9), "{doc}");
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     pub(crate) connections_accepted: AtomicU64,
     /// CONNECTs refused: not a device of the group, a client id that is not the certificate's
-    /// name, no certificate, a will.
+    /// name, no certificate.
     pub(crate) connections_refused: AtomicU64,
     /// Connections closed at accept: over `maxConnections`, over `maxConnectionsPerIp`.
     pub(crate) refused_max_connections: AtomicU64,
@@ -135,7 +135,7 @@ pub struct CounterSnapshot {
     pub connected: u64,
     /// CONNECTs accepted.
     pub connections_accepted: u64,
-    /// CONNECTs refused (not a device of the group, wrong client id, no certificate, a will).
+    /// CONNECTs refused (not a device of the group, wrong client id, no certificate).
     pub connections_refused: u64,
     /// Connections closed at accept, over `maxConnections` / `maxConnectionsPerIp`.
     pub refused_max_connections: u64,

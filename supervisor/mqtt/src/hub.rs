@@ -12,6 +12,8 @@ use evergreen_group::plan::GroupPlan;
 use evergreen_runtime::router::{Message, Meta, Receipt, Router};
 
 use crate::retained::{Retained, RetainedFull, MAX_RETAINED, MAX_RETAINED_BYTES};
+use crate::will::Will;
+use std::time::Duration;
 
 use crate::counters::{bump, CounterSnapshot, Counters};
 use crate::filter::reachable;
@@ -140,9 +142,8 @@ impl MqttHub {
         cert_cn: Option<Option<&str>>,
         clean_start: bool,
         persistent: bool,
-        has_will: bool,
     ) -> Result<Connected, Refusal> {
-        let result = self.connect_inner(client_id, cert_cn, clean_start, persistent, has_will);
+        let result = self.connect_inner(client_id, cert_cn, clean_start, persistent);
         match &result {
             Ok(c) => {
                 bump(&self.counters.connections_accepted);
@@ -166,7 +167,6 @@ impl MqttHub {
         cert_cn: Option<Option<&str>>,
         clean_start: bool,
         persistent: bool,
-        has_will: bool,
     ) -> Result<Connected, Refusal> {
         match cert_cn {
             Some(None) => return Err(Refusal::NoCertificate),
@@ -174,9 +174,6 @@ impl MqttHub {
             _ => {}
         }
         let entry = self.device(client_id).ok_or(Refusal::UnknownThing)?;
-        if has_will {
-            return Err(Refusal::Unsupported("will messages"));
-        }
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
@@ -460,6 +457,43 @@ impl MqttHub {
                 Err(PublishRefusal::TopicInvalid)
             }
         }
+    }
+
+    /// How long a will of `session` waits before it is published (see `will`): `None` at
+    /// once (no MQTT 5 Will Delay Interval, or a clean session, which ends with its
+    /// connection), else the delay or the session's expiry, whichever is shorter.
+    pub(crate) fn will_delay(&self, session: &DeviceSession, will: &Will) -> Option<Duration> {
+        let inner = session.lock();
+        if will.delay_secs == 0 || !inner.persistent {
+            return None;
+        }
+        let secs = will.delay_secs.min(inner.expiry.unwrap_or(u32::MAX));
+        Some(Duration::from_secs(u64::from(secs)))
+    }
+
+    /// Publishes `session`'s will as a publish from its device now (authorized by the group
+    /// as any publish), unless a new connection resumed the session meanwhile.
+    pub(crate) fn publish_will(&self, session: &DeviceSession, will: &Will) {
+        if session.lock().online.is_some() {
+            log::info!(
+                "MQTT: the will of {} is not published: the device reconnected within its Will Delay Interval",
+                session.thing_arn
+            );
+            return;
+        }
+        let meta = will.fired_meta(sessions::unix_now());
+        let result = self.publish(&session.thing_arn, &will.topic, &will.payload, meta, None);
+        log::info!(
+            "MQTT: the will of {} on {:?}: {}",
+            session.thing_arn,
+            will.topic,
+            match result {
+                Ok(()) => "published",
+                Err(PublishRefusal::NotAuthorized) =>
+                    "not published: no subscription in the group accepts it from this device",
+                Err(_) => "not published: not a valid topic",
+            }
+        );
     }
 
     /// Keeps a device's authorized retained publish (or clears its topic, empty payload).

@@ -26,7 +26,10 @@
 //!   sent before its connection ended is routed before the connection is let go (`server`'s
 //!   publish lane and drain);
 //! - a SUBSCRIBE filter is granted only if it intersects the subject of a subscription whose
-//!   target is that device (SUBACK 0x80 / v5 0x87 otherwise); QoS 2 is granted as 1;
+//!   target is that device (SUBACK 0x80 / v5 0x87 otherwise); QoS 2 is granted as 1; a
+//!   device's filter matches by MQTT's rules, a group subject by Greengrass's (`filter`);
+//! - retained messages and wills are authorized when they are delivered or fire, as a publish
+//!   from their device would be at that moment (`retained`, `will`);
 //! - a persistent session (v3 clean session 0, v5 clean start 0 with a session expiry) keeps its
 //!   subscriptions, and QoS 1 messages for it wait while it is offline, at most
 //!   [`OFFLINE_QUEUE`] of them (beyond that they are dropped and counted). Persistent sessions
@@ -59,6 +62,7 @@ mod server;
 mod session;
 mod sessions;
 mod setup;
+mod will;
 
 pub use admission::PeerLimits;
 pub use counters::{CounterSnapshot, Counters};
@@ -104,8 +108,6 @@ pub enum Refusal {
     IdMismatch,
     /// No usable client certificate (TLS listener).
     NoCertificate,
-    /// A feature Evergreen refuses (a will message).
-    Unsupported(&'static str),
 }
 
 /// A connected device, as the protocol side sees it.

@@ -96,27 +96,22 @@ fn sample() -> GroupPlan {
 fn connect_checks_group_certificate_and_features() {
     let hub = hub_for(&sample());
     assert_eq!(
-        hub.connect("ghost", None, true, false, false).err(),
+        hub.connect("ghost", None, true, false).err(),
         Some(Refusal::UnknownThing)
     );
     assert_eq!(
-        hub.connect("display-1", Some(Some("sensor-1")), true, false, false)
+        hub.connect("display-1", Some(Some("sensor-1")), true, false)
             .err(),
         Some(Refusal::IdMismatch)
     );
     assert_eq!(
-        hub.connect("display-1", Some(None), true, false, false)
-            .err(),
+        hub.connect("display-1", Some(None), true, false).err(),
         Some(Refusal::NoCertificate)
     );
-    assert!(matches!(
-        hub.connect("display-1", Some(Some("display-1")), true, false, true),
-        Err(Refusal::Unsupported(_))
-    ));
     assert!(hub
-        .connect("display-1", Some(Some("display-1")), true, false, false)
+        .connect("display-1", Some(Some("display-1")), true, false)
         .is_ok());
-    assert_eq!(hub.counters.connections_refused.load(Ordering::Relaxed), 4);
+    assert_eq!(hub.counters.connections_refused.load(Ordering::Relaxed), 3);
 }
 
 #[test]
@@ -160,7 +155,7 @@ fn publish_is_routed_or_dropped_and_counted() {
 fn persistent_session_queues_qos1_while_offline() {
     let hub = hub_for(&sample());
     let c = hub
-        .connect("display-1", None, false, true, false)
+        .connect("display-1", None, false, true)
         .expect("connect");
     assert!(!c.session_present);
     c.session.subscribe(grant("display/#", true));
@@ -177,7 +172,7 @@ fn persistent_session_queues_qos1_while_offline() {
         .expect("publish");
     assert_eq!(out.closed, 1);
     let again = hub
-        .connect("display-1", None, false, true, false)
+        .connect("display-1", None, false, true)
         .expect("reconnect");
     assert!(again.session_present);
     let queued = again.session.take_offline();
@@ -192,9 +187,7 @@ fn persistent_session_queues_qos1_while_offline() {
     assert_eq!(hub.counters.dropped_offline.load(Ordering::Relaxed), 5);
 
     // A clean connection discards the old session.
-    let clean = hub
-        .connect("display-1", None, true, false, false)
-        .expect("clean");
+    let clean = hub.connect("display-1", None, true, false).expect("clean");
     assert!(!clean.session_present);
     assert!(clean.session.take_offline().is_empty());
 }
@@ -234,7 +227,7 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
     {
         let (hub, store) = hub_with_store(&p, &path);
         let c = hub
-            .connect("display-1", None, false, true, false)
+            .connect("display-1", None, false, true)
             .expect("connect");
         c.session.subscribe(grant("display/#", true));
         hub.disconnected(&c.session, c.conn_id);
@@ -249,7 +242,7 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
         cmd(&hub, i);
     }
     let c = hub
-        .connect("display-1", None, false, true, false)
+        .connect("display-1", None, false, true)
         .expect("reconnect");
     assert!(c.session_present, "a restored session is present");
     let queued = c.session.take_offline();
@@ -311,7 +304,7 @@ fn clean_connects_and_new_plans_delete_stored_sessions() {
     {
         let (hub, store) = hub_with_store(&p, &path);
         let c = hub
-            .connect("display-1", None, false, true, false)
+            .connect("display-1", None, false, true)
             .expect("connect");
         c.session.subscribe(grant("display/#", true));
         hub.disconnected(&c.session, c.conn_id);
@@ -326,16 +319,14 @@ fn clean_connects_and_new_plans_delete_stored_sessions() {
     }
     let (hub, store) = hub_with_store(&p, &path);
     let c = hub
-        .connect("display-1", None, false, true, false)
+        .connect("display-1", None, false, true)
         .expect("connect");
     assert!(!c.session_present, "the removed device's session is gone");
     c.session.subscribe(grant("display/#", true));
     hub.disconnected(&c.session, c.conn_id);
     cmd(&hub, 2);
     // A clean connect replaces the persistent session, in memory and on disk.
-    let clean = hub
-        .connect("display-1", None, true, false, false)
-        .expect("clean");
+    let clean = hub.connect("display-1", None, true, false).expect("clean");
     assert!(clean.session.take_offline().is_empty());
     assert!(store.close());
     drop(hub);
@@ -352,7 +343,7 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
     let p = sample();
     let (hub, store) = hub_with_store(&p, &path);
     let c = hub
-        .connect("display-1", None, false, true, false)
+        .connect("display-1", None, false, true)
         .expect("connect");
     c.session.set_expiry(60);
     c.session.subscribe(grant("display/#", true));
@@ -364,7 +355,7 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
     assert_eq!(c.session.lock().offline.len(), 1);
     hub.expire_sessions(since + 60);
     let again = hub
-        .connect("display-1", None, false, true, false)
+        .connect("display-1", None, false, true)
         .expect("reconnect");
     assert!(!again.session_present, "an expired session is not resumed");
     assert!(again.session.take_offline().is_empty());
@@ -374,9 +365,7 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
     hub.disconnected(&again.session, again.conn_id);
     cmd(&hub, 2);
     again.session.lock().offline_since = Some(sessions::unix_now() - 10);
-    let third = hub
-        .connect("display-1", None, false, true, false)
-        .expect("third");
+    let third = hub.connect("display-1", None, false, true).expect("third");
     assert!(!third.session_present);
     assert!(third.session.take_offline().is_empty());
     // MQTT 3.1.1 (or 0xFFFFFFFF): never.
@@ -384,7 +373,7 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
     hub.disconnected(&third.session, third.conn_id);
     hub.expire_sessions(u64::MAX);
     assert!(
-        hub.connect("display-1", None, false, true, false)
+        hub.connect("display-1", None, false, true)
             .expect("fourth")
             .session_present
     );
@@ -395,7 +384,7 @@ fn mqtt5_sessions_expire_after_their_interval_offline() {
 fn a_new_plan_ends_sessions_of_removed_devices() {
     let hub = hub_for(&sample());
     let mut c = hub
-        .connect("display-1", None, false, true, false)
+        .connect("display-1", None, false, true)
         .expect("connect");
     hub.update_plan(&plan(&[("sensor-1", SENSOR)], &[]));
     assert!(hub.device("display-1").is_none());

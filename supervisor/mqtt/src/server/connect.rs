@@ -10,6 +10,7 @@ use super::tls::peer_cn;
 use super::{peer_addr, ServerError};
 use crate::admission::Admission;
 use crate::sessions::Grant;
+use crate::will::Will;
 use crate::{Connected, DeviceSession, MqttHub, Outgoing, Refusal, SubRefusal};
 
 /// What the first bytes of a connection say about the protocol it speaks.
@@ -92,13 +93,7 @@ pub(crate) fn connect_v3(
     cert_cn: Option<Option<&str>>,
 ) -> Result<Connected, Refusal> {
     let persistent = !pkt.clean_session;
-    let c = hub.connect(
-        &pkt.client_id,
-        cert_cn,
-        pkt.clean_session,
-        persistent,
-        pkt.last_will.is_some(),
-    )?;
+    let c = hub.connect(&pkt.client_id, cert_cn, pkt.clean_session, persistent)?;
     if persistent {
         // MQTT 3.1.1 sessions never expire.
         c.session.set_expiry(u32::MAX);
@@ -115,13 +110,7 @@ pub(crate) fn connect_v5(
     cert_cn: Option<Option<&str>>,
 ) -> Result<Connected, Refusal> {
     let persistent = pkt.session_expiry_interval_secs > 0;
-    let c = hub.connect(
-        &pkt.client_id,
-        cert_cn,
-        pkt.clean_start,
-        persistent,
-        pkt.last_will.is_some(),
-    )?;
+    let c = hub.connect(&pkt.client_id, cert_cn, pkt.clean_start, persistent)?;
     if persistent {
         c.session.set_expiry(pkt.session_expiry_interval_secs);
     }
@@ -216,7 +205,8 @@ pub(super) async fn handshake_v3(
             let present = c.session_present;
             let keep_alive =
                 capped_keep_alive(pkt.keep_alive, admission.limits.max_keep_alive_secs);
-            let conn = Conn::new(hub, c, AnySink::V3(hs.sink()), hs.io().get_ref());
+            let will = pkt.last_will.as_ref().map(Will::from_v3);
+            let conn = Conn::new(hub, c, AnySink::V3(hs.sink()), hs.io().get_ref(), will);
             if let Some(peer) = peer {
                 admission.connected(peer);
             }
@@ -251,7 +241,8 @@ pub(super) async fn handshake_v5(
             let limits = &admission.limits;
             let keep_alive = capped_keep_alive(asked_keep_alive, limits.max_keep_alive_secs);
             let max_packet = NonZeroU32::new(limits.max_packet_bytes).map(NonZeroU32::get);
-            let conn = Conn::new(hub, c, AnySink::V5(hs.sink()), hs.io().get_ref());
+            let will = pkt.last_will.as_ref().map(Will::from_v5);
+            let conn = Conn::new(hub, c, AnySink::V5(hs.sink()), hs.io().get_ref(), will);
             if let Some(peer) = peer {
                 admission.connected(peer);
             }
@@ -275,9 +266,6 @@ pub(super) async fn handshake_v5(
         }
         Err(Refusal::IdMismatch) => {
             hs.failed(v5::codec::ConnectAckReason::ClientIdentifierNotValid)
-        }
-        Err(Refusal::Unsupported(_)) => {
-            hs.failed(v5::codec::ConnectAckReason::ImplementationSpecificError)
         }
         Err(_) => hs.failed(v5::codec::ConnectAckReason::NotAuthorized),
     })

@@ -13,6 +13,7 @@ use ntex_mqtt::{v3, v5};
 use tokio::sync::mpsc;
 
 use crate::session::Ended;
+use crate::will::Will;
 use crate::{Connected, Counters, DeviceSession, MqttHub, Outgoing, HIGH_WATER};
 
 /// The sending side of a connection, whichever protocol version it speaks.
@@ -103,9 +104,6 @@ fn topic(out: &Outgoing) -> ByteString {
     ByteString::from(&*out.msg.topic)
 }
 
-/// An MQTT 5 PUBLISH with the properties its publisher sent, unaltered (MQTT-3.3.2-x: user
-/// properties in order, response topic, correlation data, content type, payload format
-/// indicator), and the Message Expiry Interval that is left (`expiry`, MQTT-3.3.2-6).
 /// An MQTT 3.1.1 PUBLISH, with the RETAIN flag for a retained message.
 fn v3_publish(sink: &v3::MqttSink, out: &Outgoing) -> v3::PublishBuilder {
     let builder = sink.publish(topic(out));
@@ -116,6 +114,9 @@ fn v3_publish(sink: &v3::MqttSink, out: &Outgoing) -> v3::PublishBuilder {
     }
 }
 
+/// An MQTT 5 PUBLISH with the properties its publisher sent, unaltered (MQTT-3.3.2-x: user
+/// properties in order, response topic, correlation data, content type, payload format
+/// indicator), and the Message Expiry Interval that is left (`expiry`, MQTT-3.3.2-6).
 fn v5_publish(sink: &v5::MqttSink, out: &Outgoing, expiry: Option<u32>) -> v5::PublishBuilder {
     let builder = sink.publish(topic(out)).retain(out.retain);
     let Some(props) = out.msg.meta.props.as_deref() else {
@@ -138,16 +139,31 @@ fn v5_publish(sink: &v5::MqttSink, out: &Outgoing, expiry: Option<u32>) -> v5::P
     })
 }
 
-/// Ends the session's connection in the hub when the last handle of the connection drops.
+/// Ends the session's connection in the hub when the last handle of the connection drops,
+/// and publishes the connection's will unless a DISCONNECT withdrew it.
 pub(super) struct Guard {
     hub: Arc<MqttHub>,
     session: Arc<DeviceSession>,
     conn_id: u64,
+    will: RefCell<Option<Will>>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         self.hub.disconnected(&self.session, self.conn_id);
+        let Some(will) = self.will.take() else {
+            return;
+        };
+        match self.hub.will_delay(&self.session, &will) {
+            None => self.hub.publish_will(&self.session, &will),
+            Some(delay) => {
+                let (hub, session) = (self.hub.clone(), self.session.clone());
+                ntex::rt::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    hub.publish_will(&session, &will);
+                });
+            }
+        }
     }
 }
 
@@ -162,16 +178,23 @@ pub(super) struct Conn {
     io: ntex::io::IoRef,
     /// Taken by the writer once the CONNACK is out.
     rx: Rc<RefCell<Option<mpsc::Receiver<Outgoing>>>>,
-    _guard: Rc<Guard>,
+    guard: Rc<Guard>,
 }
 
 impl Conn {
-    pub(super) fn new(hub: Arc<MqttHub>, c: Connected, sink: AnySink, io: ntex::io::IoRef) -> Conn {
+    pub(super) fn new(
+        hub: Arc<MqttHub>,
+        c: Connected,
+        sink: AnySink,
+        io: ntex::io::IoRef,
+        will: Option<Will>,
+    ) -> Conn {
         Conn {
-            _guard: Rc::new(Guard {
+            guard: Rc::new(Guard {
                 hub: hub.clone(),
                 session: c.session.clone(),
                 conn_id: c.conn_id,
+                will: RefCell::new(will),
             }),
             hub,
             session: c.session,
@@ -180,6 +203,12 @@ impl Conn {
             io,
             rx: Rc::new(RefCell::new(Some(c.rx))),
         }
+    }
+
+    /// A DISCONNECT (MQTT 5: other than 0x04 "with Will Message") withdrew the will
+    /// (MQTT-3.1.2-8 / MQTT-3.1.2-10).
+    pub(super) fn withdraw_will(&self) {
+        self.guard.will.borrow_mut().take();
     }
 
     /// The peer closed the connection (or it failed): what it sent before is still to be

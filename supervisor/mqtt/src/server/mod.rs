@@ -294,6 +294,11 @@ fn mqtt_service<F: ntex::io::Filter>(
                                         send_retained(&conn, retained);
                                         s.ack()
                                     }
+                                    v3::ProtocolMessage::Disconnect(d) => {
+                                        // MQTT-3.1.2-10: a DISCONNECT withdraws the will.
+                                        conn.withdraw_will();
+                                        d.ack()
+                                    }
                                     v3::ProtocolMessage::Unsubscribe(u) => {
                                         for t in u.iter() {
                                             conn.session.unsubscribe(t);
@@ -355,6 +360,15 @@ fn mqtt_service<F: ntex::io::Filter>(
                                         }
                                         send_retained(&conn, retained);
                                         s.ack()
+                                    }
+                                    v5::ProtocolMessage::Disconnect(d) => {
+                                        // MQTT-3.1.2-8: only reason 0x04 keeps the will.
+                                        if d.packet().reason_code
+                                            != v5::codec::DisconnectReasonCode::DisconnectWithWillMessage
+                                        {
+                                            conn.withdraw_will();
+                                        }
+                                        d.ack()
                                     }
                                     v5::ProtocolMessage::Unsubscribe(u) => {
                                         for t in u.iter() {

@@ -197,7 +197,7 @@ pub struct MqttConnections {
     /// CONNECTs accepted.
     pub accepted: u64,
     /// CONNECTs refused: not a device of the group, a client id that is not the certificate's
-    /// name, no certificate, a will.
+    /// name, no certificate.
     pub refused_not_authorized: u64,
     /// Closed at accept: `maxConnections` open on both listeners.
     pub refused_max_connections: u64,
