@@ -606,6 +606,75 @@ def probe_will_delay(port, version):
     return {"cancelled": cancelled, "delayed": delayed, "waited": waited}
 
 
+def raw_connect(port, version, client_id, clean=True, expiry=0):
+    """A bare CONNECT (keep-alive 30 s; v5 with a Session Expiry Interval) over a socket of our
+    own, for probes that must send what clients do not (a resent QoS 2 PUBLISH)."""
+    cid = client_id.encode()
+    flags = 0x02 if clean else 0
+    if version == "5":
+        props = bytes([0x11]) + expiry.to_bytes(4, "big") if expiry else b""
+        var = b"\x00\x04MQTT" + bytes([5, flags, 0, 30, len(props)]) + props
+    else:
+        var = b"\x00\x04MQTT" + bytes([4, flags, 0, 30])
+    var += len(cid).to_bytes(2, "big") + cid
+    sock = socket.create_connection((HOST, port), timeout=WAIT)
+    sock.sendall(bytes([0x10, len(var)]) + var)
+    kind, _ = read_packet(sock)
+    assert kind == 0x20, "CONNACK expected, got %r" % kind
+    return sock
+
+
+def raw_publish_qos2(sock, version, topic, payload, packet_id, dup):
+    body = len(topic).to_bytes(2, "big") + topic + packet_id.to_bytes(2, "big")
+    if version == "5":
+        body += b"\x00"
+    body += payload
+    sock.sendall(bytes([0x34 | (0x08 if dup else 0), len(body)]) + body)
+
+
+def probe_qos2(port, version):
+    """QoS 2 both ways: a subscription is granted QoS 2 and a QoS 2 publish reaches it at QoS 2
+    (PUBREC/PUBREL/PUBCOMP on each side); a QoS 1 publish arrives at QoS 1 (the lower)."""
+    a = Dev("dev-a", version)
+    a.connect(port)
+    granted = a.subscribe("t/#", qos=2)
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    pub.publish("t/2", b"two", qos=2)
+    pub.publish("t/1", b"one", qos=1)
+    got = [brief(m) for m in a.received(2)]
+    a.close()
+    pub.close()
+    return {"granted": granted, "received": got}
+
+
+def probe_qos2_resent(port, version):
+    """MQTT-4.3.3-9/-10: a QoS 2 PUBLISH sent again after a reconnect (DUP, same packet id,
+    before its PUBREL) is acknowledged again but not delivered twice; after the PUBREL the
+    server answers PUBCOMP."""
+    a = Dev("dev-a", version)
+    a.connect(port)
+    a.subscribe("t/#", qos=2)
+    sock = raw_connect(port, version, "dev-b", clean=True, expiry=300)
+    if version != "5":
+        sock.close()
+        sock = raw_connect(port, version, "dev-b", clean=False)
+    raw_publish_qos2(sock, version, b"t/once", b"once", 7, dup=False)
+    first = read_packet(sock)[0]
+    sock.close()
+    time.sleep(0.3)
+    sock = raw_connect(port, version, "dev-b", clean=False, expiry=300)
+    raw_publish_qos2(sock, version, b"t/once", b"once", 7, dup=True)
+    again = read_packet(sock)[0]
+    rel = bytes([0x62, 2, 0, 7])
+    sock.sendall(rel)
+    comp = read_packet(sock)[0]
+    sock.close()
+    got = [brief(m) for m in a.received(2, wait=2)]
+    a.close()
+    return {"pubrec": [first, again], "pubcomp": comp, "received": got}
+
+
 PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.startswith("probe_")}
 
 if __name__ == "__main__":

@@ -540,3 +540,63 @@ fn mqtt_3_1_3_9_will_delay_interval_v5() {
     assert_eq!(payloads(&doc["delayed"]), ["delayed"], "{doc}");
     assert!(doc["waited"].as_f64().is_some_and(|w| w >= 0.9), "{doc}");
 }
+
+fn qos_of(list: &Value) -> Vec<(String, u64)> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["payload"].as_str().unwrap_or_default().to_owned(),
+                m["qos"].as_u64().unwrap_or(9),
+            )
+        })
+        .collect()
+}
+
+/// QoS 2 (MQTT 3.1.1 and 5 §4.3.3): a filter is granted QoS 2 (MQTT-3.9.3 SUBACK 0x02), a
+/// QoS 2 publish is received with PUBREC/PUBREL/PUBCOMP and delivered at QoS 2 with the same
+/// flow, a QoS 1 publish goes at QoS 1.
+fn qos2(version: &str) {
+    let Some(doc) = probe("qos2", version) else {
+        return;
+    };
+    assert_eq!(doc["granted"], json!([2]), "{doc}");
+    assert_eq!(
+        qos_of(&doc["received"]),
+        [("two".into(), 2), ("one".into(), 1)],
+        "{doc}"
+    );
+}
+
+#[test]
+fn mqtt_4_3_3_qos2_both_ways_v311() {
+    qos2("311");
+}
+
+#[test]
+fn mqtt_4_3_3_qos2_both_ways_v5() {
+    qos2("5");
+}
+
+/// MQTT-4.3.3-9/-10 (5; 4.3.3 in 3.1.1): a QoS 2 PUBLISH resent after a reconnect with the
+/// same packet id, before its PUBREL, gets PUBREC again but is not delivered a second time;
+/// the PUBREL gets PUBCOMP.
+fn qos2_resent(version: &str) {
+    let Some(doc) = probe("qos2_resent", version) else {
+        return;
+    };
+    assert_eq!(doc["pubrec"], json!([0x50, 0x50]), "{doc}");
+    assert_eq!(doc["pubcomp"], 0x70, "{doc}");
+    assert_eq!(payloads(&doc["received"]), ["once"], "{doc}");
+}
+
+#[test]
+fn mqtt_4_3_3_qos2_resent_publish_is_delivered_once_v311() {
+    qos2_resent("311");
+}
+
+#[test]
+fn mqtt_4_3_3_qos2_resent_publish_is_delivered_once_v5() {
+    qos2_resent("5");
+}

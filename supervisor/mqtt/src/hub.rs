@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::counters::{bump, CounterSnapshot, Counters};
 use crate::filter::reachable;
-use crate::session::{DeviceSession, Ended, Outgoing, SessionInner, SessionSink};
+use crate::session::{delivered_qos, DeviceSession, Ended, Outgoing, SessionInner, SessionSink};
 use crate::{Connected, DeviceEntry, PublishRefusal, Refusal, SubRefusal, HIGH_WATER};
 
 /// The server's shared state.
@@ -206,6 +206,7 @@ impl MqttHub {
                     lane_gate: Mutex::default(),
                     store: self.store.get().cloned(),
                     ended: Mutex::default(),
+                    qos2_received: Mutex::default(),
                 }),
                 false,
             ),
@@ -302,6 +303,8 @@ impl MqttHub {
                 .map(|(seq, msg)| Outgoing {
                     msg,
                     qos1: true,
+                    // The store keeps no QoS: after a restart a QoS 2 message goes at QoS 1.
+                    qos2: false,
                     stored: Some(seq),
                     // Whether it was sent before the restart is not stored.
                     dup: false,
@@ -323,6 +326,7 @@ impl MqttHub {
                 lane_gate: Mutex::default(),
                 store: Some(store.clone()),
                 ended: Mutex::default(),
+                qos2_received: Mutex::default(),
             });
             self.router
                 .attach(&s.thing_arn, Arc::new(SessionSink(session.clone())));
@@ -512,12 +516,12 @@ impl MqttHub {
 
     /// The retained messages a new subscription `filter` of `session` gets: those whose topic it
     /// matches and that the deployed group routes from their source to this device now, each
-    /// at the lower of its published QoS and `qos1` (granted), with the RETAIN flag.
+    /// at the lower of its published QoS and `granted` (0, 1, 2), with the RETAIN flag.
     pub(crate) fn retained_for(
         &self,
         session: &DeviceSession,
         filter: &str,
-        qos1: bool,
+        granted: u8,
     ) -> Vec<Outgoing> {
         let found = self.retained.matching(filter);
         if found.is_empty() {
@@ -534,12 +538,16 @@ impl MqttHub {
                     .iter()
                     .any(|t| table.target_name(*t) == &*session.thing_arn)
             })
-            .map(|msg| Outgoing {
-                qos1: qos1 && !msg.meta.at_most_once,
-                msg,
-                stored: None,
-                dup: false,
-                retain: true,
+            .map(|msg| {
+                let (qos1, qos2) = delivered_qos(granted, &msg.meta);
+                Outgoing {
+                    qos1,
+                    qos2,
+                    msg,
+                    stored: None,
+                    dup: false,
+                    retain: true,
+                }
             })
             .collect()
     }

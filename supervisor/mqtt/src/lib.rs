@@ -26,7 +26,7 @@
 //!   sent before its connection ended is routed before the connection is let go (`server`'s
 //!   publish lane and drain);
 //! - a SUBSCRIBE filter is granted only if it intersects the subject of a subscription whose
-//!   target is that device (SUBACK 0x80 / v5 0x87 otherwise); QoS 2 is granted as 1; a
+//!   target is that device (SUBACK 0x80 / v5 0x87 otherwise), at the QoS asked; a
 //!   device's filter matches by MQTT's rules, a group subject by Greengrass's (`filter`);
 //! - retained messages and wills are authorized when they are delivered or fire, as a publish
 //!   from their device would be at that moment (`retained`, `will`);

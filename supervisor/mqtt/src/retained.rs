@@ -192,14 +192,14 @@ fn put_opt(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-/// `[FORMAT][QoS 0?][source][has props][props…][payload]`, strings as `[u16 le length][bytes]`;
+/// `[FORMAT][QoS: 1 for 0, 2 for 2, else 1][source][has props][props…][payload]`, strings as `[u16 le length][bytes]`;
 /// props: `[u16 count][name][value]…`, then response topic, correlation data and content type
 /// each as `[present][string]`, `[payload format: 0 none, 1 UTF-8]`, `[u64 le expires at, 0
 /// none]`. The topic is the row's key.
 fn encode(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + msg.source.len() + msg.payload.len());
     out.push(FORMAT);
-    out.push(u8::from(msg.meta.at_most_once));
+    out.push(u8::from(msg.meta.at_most_once) | (u8::from(msg.meta.exactly_once) << 1));
     put(&mut out, msg.source.as_bytes());
     match msg.meta.props.as_deref() {
         None => out.push(0),
@@ -262,7 +262,7 @@ fn decode(topic: &str, bytes: &[u8]) -> Option<Message> {
     if r.byte()? != FORMAT {
         return None;
     }
-    let at_most_once = r.byte()? != 0;
+    let qos = r.byte()?;
     let source = r.string()?;
     let props = match r.byte()? {
         0 => None,
@@ -294,7 +294,8 @@ fn decode(topic: &str, bytes: &[u8]) -> Option<Message> {
         payload: Arc::from(bytes.get(r.at..)?),
         source: Arc::from(source.as_str()),
         meta: Meta {
-            at_most_once,
+            at_most_once: qos & 1 != 0,
+            exactly_once: qos & 2 != 0,
             retain: true,
             props,
         },
@@ -312,6 +313,7 @@ mod tests {
             source: Arc::from("arn:aws:iot:us-east-1:123456789012:thing/s"),
             meta: Meta {
                 at_most_once: false,
+                exactly_once: false,
                 retain: true,
                 props: None,
             },
@@ -322,7 +324,7 @@ mod tests {
     fn the_stored_form_round_trips_and_rejects_garbage() {
         let mut m = msg("t/1", b"hello");
         assert_eq!(decode("t/1", &encode(&m)), Some(m.clone()));
-        m.meta.at_most_once = true;
+        m.meta.exactly_once = true;
         m.meta.props = Some(Arc::new(PublishProps {
             user: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
             response_topic: Some("r".into()),

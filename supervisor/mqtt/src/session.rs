@@ -18,7 +18,10 @@ use crate::OFFLINE_QUEUE;
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
     pub(crate) msg: Message,
+    /// Delivered at least once (QoS 1, or 2 with `qos2`).
     pub(crate) qos1: bool,
+    /// Delivered exactly once (QoS 2: PUBREC, PUBREL, PUBCOMP).
+    pub(crate) qos2: bool,
     /// Its key in the session store, if it was queued there (removed once acknowledged).
     pub(crate) stored: Option<u64>,
     /// Sent before to a connection that ended without acknowledging it: sent again with DUP
@@ -80,6 +83,10 @@ pub(crate) struct DeviceSession {
     pub(crate) store: Option<Arc<SessionStore>>,
     /// Connections the server ended itself, and why (read by their writers).
     pub(crate) ended: Mutex<Vec<(u64, Ended)>>,
+    /// Packet ids of the device's QoS 2 publishes routed and acknowledged with PUBREC, not yet
+    /// released by its PUBREL: a PUBLISH sent again with one of them (after a reconnect) is
+    /// not routed twice (MQTT-4.3.3-9 / -10). In memory: across reconnects, not restarts.
+    pub(crate) qos2_received: Mutex<std::collections::HashSet<u16>>,
 }
 
 /// Opens once a connection's publish lane is gone, that is once everything the connection
@@ -148,6 +155,30 @@ impl DeviceSession {
             ended.retain(|(id, _)| *id != conn_id);
             ended.push((conn_id, why));
         }
+    }
+
+    /// Whether a QoS 2 publish with packet id `id` was routed already and awaits its PUBREL.
+    pub(crate) fn qos2_seen(&self, id: u16) -> bool {
+        self.qos2_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&id)
+    }
+
+    /// A QoS 2 publish with packet id `id` was routed; its PUBREC goes out.
+    pub(crate) fn qos2_routed(&self, id: u16) {
+        self.qos2_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
+    }
+
+    /// The device's PUBREL for packet id `id`: the id may be used again.
+    pub(crate) fn qos2_released(&self, id: u16) {
+        self.qos2_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
     }
 
     /// Why the server ended connection `conn_id`, if it did (asked once, by its writer).
@@ -270,13 +301,33 @@ fn persisted_subs(inner: &SessionInner) -> Option<Vec<Grant>> {
     inner.persistent.then(|| inner.subs.clone())
 }
 
+/// A grant's QoS as a number.
+fn grant_level(g: &Grant) -> u8 {
+    u8::from(g.qos1) + u8::from(g.qos2)
+}
+
+/// (at least once, exactly once) for a message published with `meta` to a subscription
+/// granted `granted` (0, 1, 2): the lower of the two QoS.
+pub(crate) fn delivered_qos(granted: u8, meta: &evergreen_runtime::router::Meta) -> (bool, bool) {
+    let published = if meta.at_most_once {
+        0
+    } else if meta.exactly_once {
+        2
+    } else {
+        1
+    };
+    let level = granted.min(published);
+    (level >= 1, level == 2)
+}
+
 pub(crate) struct SessionSink(pub(crate) Arc<DeviceSession>);
 
 impl DeliverySink for SessionSink {
     fn offer(&self, msg: Message) -> Result<(), OfferError> {
         let session = &self.0;
         let mut inner = session.lock();
-        let mut want: Option<bool> = None;
+        // The highest QoS granted among the matching filters (0, 1 or 2).
+        let mut want: Option<u8> = None;
         let mut retain = false;
         for g in &inner.subs {
             // No Local (MQTT-3.8.3-3): not the device's own publishes on this filter.
@@ -284,23 +335,24 @@ impl DeliverySink for SessionSink {
                 continue;
             }
             if mqtt_matches(&g.filter, &msg.topic) {
-                want = Some(want.unwrap_or(false) || g.qos1);
+                want = Some(want.unwrap_or(0).max(grant_level(g)));
                 // MQTT-3.3.1-12/-13: the flag is 0 on a live delivery unless Retain As
                 // Published (MQTT 3.1.1: always 0, MQTT-3.3.1-9).
                 retain |= g.retain_as_published && msg.meta.retain;
             }
         }
         // Routed to the device but not subscribed to by it: MQTT delivers nothing.
-        let Some(granted_qos1) = want else {
+        let Some(granted) = want else {
             return Ok(());
         };
         // The delivered QoS is the lower of the published and the granted (MQTT 3.1.1 §3.8.4,
         // MQTT 5 §3.8.4): a QoS 0 publish goes out at QoS 0 to a QoS 1 subscription too.
-        let qos1 = granted_qos1 && !msg.meta.at_most_once;
+        let (qos1, qos2) = delivered_qos(granted, &msg.meta);
         if let Some((_, tx)) = &inner.online {
             match tx.try_send(Outgoing {
                 msg: msg.clone(),
                 qos1,
+                qos2,
                 stored: None,
                 dup: false,
                 retain,
@@ -322,6 +374,7 @@ impl DeliverySink for SessionSink {
             inner.offline.push_back(Outgoing {
                 msg,
                 qos1: true,
+                qos2,
                 stored,
                 dup: false,
                 retain,

@@ -197,8 +197,10 @@ fn get_str<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Grant {
     pub(crate) filter: String,
-    /// Granted QoS 1 (else 0).
+    /// Granted QoS 1 or 2 (else 0).
     pub(crate) qos1: bool,
+    /// Granted QoS 2.
+    pub(crate) qos2: bool,
     /// MQTT 5 No Local: the device's own publishes are not delivered to it on this filter.
     pub(crate) no_local: bool,
     /// MQTT 5 Retain As Published: live messages keep the RETAIN flag they were published with.
@@ -211,6 +213,8 @@ const GRANT_QOS1: u8 = 1;
 const GRANT_NO_LOCAL: u8 = 2;
 /// Bit of a grant's flags byte: Retain As Published.
 const GRANT_RAP: u8 = 4;
+/// Bit of a grant's flags byte: granted QoS 2 (with [`GRANT_QOS1`]).
+const GRANT_QOS2: u8 = 8;
 
 /// `[flags u8][u16 length][filter]…` (flags: [`GRANT_QOS1`], [`GRANT_NO_LOCAL`]).
 fn encode_subs(subs: &[Grant]) -> Vec<u8> {
@@ -225,6 +229,9 @@ fn encode_subs(subs: &[Grant]) -> Vec<u8> {
         }
         if g.retain_as_published {
             flags |= GRANT_RAP;
+        }
+        if g.qos2 {
+            flags |= GRANT_QOS2;
         }
         out.push(flags);
         put_str(&mut out, &g.filter);
@@ -241,6 +248,7 @@ fn decode_subs(bytes: &[u8]) -> Option<Vec<Grant>> {
         subs.push(Grant {
             filter: get_str(bytes, &mut at)?.to_owned(),
             qos1: flags & GRANT_QOS1 != 0,
+            qos2: flags & GRANT_QOS2 != 0,
             no_local: flags & GRANT_NO_LOCAL != 0,
             retain_as_published: flags & GRANT_RAP != 0,
         });
@@ -760,6 +768,7 @@ mod tests {
         Grant {
             filter: filter.into(),
             qos1,
+            qos2: false,
             no_local: false,
             retain_as_published: false,
         }

@@ -17,6 +17,7 @@ fn grant(filter: &str, qos1: bool) -> Grant {
     Grant {
         filter: filter.into(),
         qos1,
+        qos2: false,
         no_local: false,
         retain_as_published: false,
     }
@@ -265,6 +266,7 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
             meta: Default::default(),
         },
         qos1: true,
+        qos2: false,
         dup: true,
         retain: false,
         stored: None,

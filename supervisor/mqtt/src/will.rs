@@ -43,6 +43,7 @@ impl Will {
             payload: Arc::from(&w.message[..]),
             meta: Meta {
                 at_most_once: w.qos == QoS::AtMostOnce,
+                exactly_once: w.qos == QoS::ExactlyOnce,
                 retain: w.retain,
                 props: None,
             },
@@ -79,6 +80,7 @@ impl Will {
             payload: Arc::from(&w.message[..]),
             meta: Meta {
                 at_most_once: w.qos == QoS::AtMostOnce,
+                exactly_once: w.qos == QoS::ExactlyOnce,
                 retain: w.retain,
                 props,
             },

@@ -412,6 +412,8 @@ pub struct Meta {
     /// Published at QoS 0: delivered at most once, whatever QoS a subscriber was granted
     /// (MQTT: the delivered QoS is the lower of the two).
     pub at_most_once: bool,
+    /// Published at QoS 2 (exactly once): delivered at QoS 2 to a subscription granted QoS 2.
+    pub exactly_once: bool,
     /// Published with MQTT's RETAIN flag (the local MQTT server keeps it for later
     /// subscribers; v5 subscriptions with Retain As Published see the flag).
     pub retain: bool,

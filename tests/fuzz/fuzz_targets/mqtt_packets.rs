@@ -21,9 +21,10 @@
 //!
 //! Invariants: what the server grants, accepts and delivers follows the group's rules (see
 //! `evergreen_mqtt`'s crate docs): only a device of the group with matching CN connects; a
-//! granted filter is valid and intersects a subscription that targets the device, at most
-//! QoS 1; a publish with a wildcard is refused; a device receives only topics a subscription
-//! of the group routes to it.
+//! granted filter is valid and reaches a subscription that targets the device (intersects
+//! it, or through its parent level: a device's `t/#` matches `t`), at the QoS asked; a publish
+//! with a wildcard is refused; a device receives only topics a subscription of the group
+//! routes to it.
 
 #![no_main]
 
@@ -315,14 +316,16 @@ impl Device<'_> {
             validate_filter(filter).is_ok(),
             "granted invalid filter {filter:?}"
         );
+        // A device's filter follows MQTT: `t/#` also matches `t` (MQTT-4.7.1-2).
+        let parent = filter.strip_suffix("/#");
         assert!(
-            deliverable(conn.thing_arn())
-                .iter()
-                .any(|s| filters_intersect(s, filter)),
+            deliverable(conn.thing_arn()).iter().any(|s| {
+                filters_intersect(s, filter) || parent.is_some_and(|p| filters_intersect(s, p))
+            }),
             "{} granted {filter:?}, which nothing delivers to it",
             conn.thing_arn()
         );
-        assert_ne!(granted, QoS::ExactlyOnce);
+        assert_eq!(granted, qos, "granted another QoS than asked");
     }
 
     fn unsubscribe(&self, filter: &str) {

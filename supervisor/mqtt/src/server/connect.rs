@@ -63,12 +63,12 @@ pub(crate) fn opening(buf: &[u8]) -> Opening {
     }
 }
 
-pub(super) fn grant(qos: QoS) -> QoS {
-    // QoS 2 is granted as 1: deliveries come from the router at most once per route anyway,
-    // and exactly-once would need per-session state Evergreen does not keep.
+/// A QoS as a number (0, 1, 2).
+pub(super) fn level(qos: QoS) -> u8 {
     match qos {
-        QoS::AtMostOnce => QoS::AtMostOnce,
-        _ => QoS::AtLeastOnce,
+        QoS::AtMostOnce => 0,
+        QoS::AtLeastOnce => 1,
+        QoS::ExactlyOnce => 2,
     }
 }
 
@@ -150,11 +150,13 @@ pub(crate) fn subscribe(
     opts: SubOptions,
 ) -> Result<(QoS, Vec<Outgoing>), SubRefusal> {
     hub.may_subscribe(&session.thing_arn, filter)?;
-    let q = grant(qos);
-    let qos1 = q == QoS::AtLeastOnce;
+    // Every QoS is granted as asked, 2 included (MQTT-3.8.4-6 allows less; nothing here needs
+    // it).
+    let q = qos;
     let existed = session.subscribe(Grant {
         filter: filter.to_owned(),
-        qos1,
+        qos1: q != QoS::AtMostOnce,
+        qos2: q == QoS::ExactlyOnce,
         no_local: opts.no_local,
         retain_as_published: opts.retain_as_published,
     });
@@ -164,7 +166,7 @@ pub(crate) fn subscribe(
         RetainOnSubscribe::No => false,
     };
     let retained = if send {
-        hub.retained_for(session, filter, qos1)
+        hub.retained_for(session, filter, level(q))
     } else {
         Vec::new()
     };

@@ -81,6 +81,34 @@ impl AnySink {
         })
     }
 
+    /// Writes a QoS 2 publish now (the sink must be ready); the future tells whether it was
+    /// received (PUBREC), released (PUBREL) and completed (PUBCOMP).
+    pub(super) fn send2(&self, out: &Outgoing, expiry: Option<u32>) -> AckFuture {
+        let payload = Bytes::copy_from_slice(&out.msg.payload);
+        match self {
+            AnySink::V3(s) => {
+                let f = v3_publish(s, out).dup(out.dup).send_exactly_once(payload);
+                Box::pin(async move {
+                    match f.await {
+                        Ok(received) => Written::of(received.release().await),
+                        Err(e) => Written::of(Err(e)),
+                    }
+                })
+            }
+            AnySink::V5(s) => {
+                let f = v5_publish(s, out, expiry)
+                    .dup(out.dup)
+                    .send_exactly_once(payload);
+                Box::pin(async move {
+                    match f.await {
+                        Ok(received) => Written::of(received.release().await),
+                        Err(e) => Written::of(Err(e)),
+                    }
+                })
+            }
+        }
+    }
+
     /// Writes a QoS 1 publish now (the sink must be ready); the future tells whether it was
     /// acknowledged.
     pub(super) fn send1(&self, out: &Outgoing, expiry: Option<u32>) -> AckFuture {
@@ -314,7 +342,11 @@ pub(super) async fn deliver(
         session.requeue(out);
         return false;
     }
-    let mut acked = sink.send1(&out, expiry);
+    let mut acked = if out.qos2 {
+        sink.send2(&out, expiry)
+    } else {
+        sink.send1(&out, expiry)
+    };
     // ntex-mqtt writes the publish and counts it against the device's Receive Maximum only
     // when its future first runs: run it once now, so the next `ready` sees it in flight (left
     // to the task alone, a backlog went out all at once past the device's window:

@@ -102,9 +102,9 @@ fn mqtt_config(limits: &PeerLimits) -> impl Into<SharedCfg> {
     SharedCfg::new("MQTT")
         .add(
             MqttServiceConfig::new()
-                .set_max_qos(QoS::AtLeastOnce)
+                .set_max_qos(QoS::ExactlyOnce)
                 // `mosquitto_pub -m` sends PUBLISH then DISCONNECT at once (TOOLCHAIN.md).
-                .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
+                .set_handle_qos_after_disconnect(Some(QoS::ExactlyOnce))
                 // Until the CONNECT is accepted a peer is nobody: its packets (the CONNECT)
                 // are small, and a bigger length closes the connection at the fixed header,
                 // before anything is buffered (ntex-mqtt reserves a non-PUBLISH packet's whole
@@ -294,6 +294,10 @@ fn mqtt_service<F: ntex::io::Filter>(
                                         send_retained(&conn, retained);
                                         s.ack()
                                     }
+                                    v3::ProtocolMessage::PublishRelease(r) => {
+                                        conn.session.qos2_released(r.packet_id.get());
+                                        r.ack()
+                                    }
                                     v3::ProtocolMessage::Disconnect(d) => {
                                         // MQTT-3.1.2-10: a DISCONNECT withdraws the will.
                                         conn.withdraw_will();
@@ -360,6 +364,10 @@ fn mqtt_service<F: ntex::io::Filter>(
                                         }
                                         send_retained(&conn, retained);
                                         s.ack()
+                                    }
+                                    v5::ProtocolMessage::PublishRelease(r) => {
+                                        conn.session.qos2_released(r.packet().packet_id.get());
+                                        r.ack()
                                     }
                                     v5::ProtocolMessage::Disconnect(d) => {
                                         // MQTT-3.1.2-8: only reason 0x04 keeps the will.

@@ -266,6 +266,16 @@ impl PublishService {
     }
 }
 
+impl PublishService {
+    /// The packet id of a QoS 2 publish (exactly once: a resent one is not routed again).
+    fn qos2_id(&self, qos: QoS, id: Option<std::num::NonZeroU16>) -> Option<u16> {
+        (qos == QoS::ExactlyOnce)
+            .then_some(id)
+            .flatten()
+            .map(std::num::NonZeroU16::get)
+    }
+}
+
 /// The properties of an MQTT 5 PUBLISH that travel with the message to its subscribers
 /// (`None` when it has none of them, the common case: nothing is allocated). The expiry
 /// interval becomes a deadline, so the time a message waits counts against it.
@@ -339,11 +349,17 @@ impl Service<v3::Publish> for PublishService {
                 p.payload_size(),
             ));
         }
+        let qos2_id = self.qos2_id(p.qos(), p.id());
+        if qos2_id.is_some_and(|id| self.conn.session.qos2_seen(id)) {
+            // Routed before the reconnect; only its PUBREC is sent again.
+            return Ok(());
+        }
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
         let meta = Meta {
             at_most_once: p.qos() == QoS::AtMostOnce,
+            exactly_once: p.qos() == QoS::ExactlyOnce,
             retain: p.retain(),
             props: None,
         };
@@ -359,7 +375,12 @@ impl Service<v3::Publish> for PublishService {
             // safe: the connection is closed instead, so the device sends it again.
             Some(Err(PublishRefusal::NotStored)) => Err(ServerError),
             // Other refusals are counted by the hub; MQTT 3.1.1 has no way to tell the device.
-            Some(Ok(()) | Err(_)) => Ok(()),
+            Some(Ok(()) | Err(_)) => {
+                if let Some(id) = qos2_id {
+                    self.conn.session.qos2_routed(id);
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -389,11 +410,17 @@ impl Service<v5::Publish> for PublishService {
                 p.payload_size(),
             ));
         }
+        let qos2_id = self.qos2_id(p.qos(), p.id());
+        if qos2_id.is_some_and(|id| self.conn.session.qos2_seen(id)) {
+            // Routed before the reconnect; only its PUBREC is sent again.
+            return Ok(p.ack());
+        }
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
         let meta = Meta {
             at_most_once: p.qos() == QoS::AtMostOnce,
+            exactly_once: p.qos() == QoS::ExactlyOnce,
             retain: p.retain(),
             props: v5_props(&p.packet().properties),
         };
@@ -409,6 +436,9 @@ impl Service<v5::Publish> for PublishService {
                 .reason("the payload did not arrive in time".into()));
         };
         let ack = p.ack();
+        if let (Some(id), Ok(())) = (qos2_id, &result) {
+            self.conn.session.qos2_routed(id);
+        }
         Ok(match result {
             Ok(()) => ack,
             Err(PublishRefusal::TopicInvalid) => {
