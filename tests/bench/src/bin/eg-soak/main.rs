@@ -55,57 +55,51 @@
 //! number arrived that was never sent, or the runtime could not be started again; 2 when the
 //! soak could not be set up.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use evergreen_bench::mosquitto::Mosquitto;
-use evergreen_bench::mqtt::{self, Frames, Incoming};
-use evergreen_bench::soak::{first_lost, tally, Outcome, Rng, SeqSet};
-use evergreen_bench::{bench_config, require_bin};
-use evergreen_tests::{free_port, group, merge, sub, wait_for};
-use serde_json::{json, Value};
+use evergreen_bench::require_bin;
+use evergreen_bench::soak::{first_lost, tally, Outcome, Rng};
+use evergreen_tests::{free_port, wait_for};
+use serde_json::Value;
 
-const DEVICE: &str = "soak-device";
-const TOPIC: &str = "soak/dev";
-const CLOUD_CLIENT: &str = "soak-cloud";
-const FILTER: &str = "soak/#";
+mod cloud;
+mod connect;
+mod device;
+mod runtime;
+
+use cloud::CloudSide;
+use device::Device;
+use runtime::{log_summary, write_runtime_files, Core};
+
+pub(crate) const DEVICE: &str = "soak-device";
+pub(crate) const TOPIC: &str = "soak/dev";
 
 /// No PUBACK for this long while messages wait for one: the device gives up on the connection,
 /// as a client library's operation timeout would. The runtime acknowledges after its spool's
 /// commit, which takes milliseconds whatever the upstream broker does, so this is a stall.
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reconnect delays of both clients: short, so the figures measure the runtime rather than a
 /// client's patience (paho's default starts at 1 s).
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The clients' keep-alive, and how long they stay silent before a PINGREQ.
-const KEEP_ALIVE_SECS: u16 = 30;
-const PING_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const KEEP_ALIVE_SECS: u16 = 30;
+pub(crate) const PING_AFTER: Duration = Duration::from_secs(10);
 
 /// A connection attempt, and a CONNACK, take at most this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A (re)started runtime must name its listener within this.
-const START_LIMIT: Duration = Duration::from_secs(60);
-
-/// Starts of the runtime tried in a row before the soak gives up on it.
-const START_ATTEMPTS: usize = 3;
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The drain gives up when neither a PUBACK nor an arrival came for this long.
 const DRAIN_STALL: Duration = Duration::from_secs(30);
-
-/// Rotated files looked for beside the runtime log (`x.log.1`, …): the runtime keeps
-/// `evergreen_runtime::logs::ROTATED_FILES` (3); a missing one is skipped.
-const ROTATED_LOGS: u32 = 9;
 
 /// Fault intervals are capped at this many times their mean, so every wait is bounded.
 const INTERVAL_CAP: f64 = 10.0;
@@ -246,659 +240,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update under these locks is a few field writes: a panic elsewhere leaves them
     // consistent, and the soak must still report.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-// ---------------------------------------------------------------------------------------------
-// The runtime
-// ---------------------------------------------------------------------------------------------
-
-/// `evergreen run` on one root, started again after each kill with the same configuration.
-struct Core {
-    bin: PathBuf,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Core {
-    fn listeners_file(&self) -> PathBuf {
-        self.dir.join("root/run/mqtt-listeners.json")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.join("root/var/log/system/runtime.log")
-    }
-
-    /// Starts the runtime and waits until it names its plain listener; how long that took.
-    fn start(&mut self) -> Result<Duration, String> {
-        // A killed runtime leaves its file behind: only a new one says this start is up.
-        let _ = std::fs::remove_file(self.listeners_file());
-        let started = Instant::now();
-        let mut child = Command::new(&self.bin)
-            .arg("run")
-            .arg("--config")
-            .arg(self.dir.join("config.json"))
-            .arg("--group")
-            .arg(self.dir.join("group.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // A panic or a fatal start error belongs in the soak's log.
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
-        let file = self.listeners_file();
-        let up = wait_for(START_LIMIT, || {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(Err(format!("the runtime exited at start: {status}")));
-            }
-            let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-            doc["plain"].as_str().map(|_| Ok(()))
-        });
-        match up {
-            Some(Ok(())) => {
-                self.child = Some(child);
-                Ok(started.elapsed())
-            }
-            Some(Err(e)) => Err(e),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(format!(
-                    "the runtime did not open its device listener within {START_LIMIT:?}"
-                ))
-            }
-        }
-    }
-
-    /// `start`, tried [`START_ATTEMPTS`] times.
-    fn start_retrying(&mut self) -> Result<Duration, String> {
-        let mut last = String::new();
-        for attempt in 1..=START_ATTEMPTS {
-            match self.start() {
-                Ok(d) => return Ok(d),
-                Err(e) => {
-                    println!("  runtime start {attempt} of {START_ATTEMPTS} failed: {e}");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// Sends `sig` and waits (10 s) for the exit; SIGKILL after that.
-    fn signal(&mut self, sig: nix::sys::signal::Signal) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).ok()?);
-        let _ = nix::sys::signal::kill(pid, sig);
-        let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
-        if status.is_none() {
-            let _ = child.kill();
-            return child.wait().ok();
-        }
-        status
-    }
-
-    /// `evergreen status --json` (10 s at most): what the runtime says of its cloud link.
-    fn status(&self) -> Option<Value> {
-        let mut child = Command::new(&self.bin)
-            .arg("status")
-            .arg("--json")
-            .arg("--config")
-            .arg(self.dir.join("config.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        if wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten()).is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        let mut text = String::new();
-        child.stdout.take()?.read_to_string(&mut text).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// The runtime's exit status if it ended by itself.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
-        self.child = None;
-        Some(status)
-    }
-}
-
-impl Drop for Core {
-    fn drop(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-    }
-}
-
-fn thing_arn(name: &str) -> String {
-    format!("arn:aws:iot:us-east-1:123456789012:thing/{name}")
-}
-
-/// Writes the group and the configuration into `dir` (root `dir/root`).
-fn write_runtime_files(dir: &Path, upstream: u16, device_port: u16) -> Result<(), String> {
-    let mut g = group(
-        vec![],
-        vec![sub("soak-up", &thing_arn(DEVICE), TOPIC, "cloud")],
-    );
-    // INFO, not the tests' DEBUG, and room for an hour of kills and reconnects: the log is
-    // where a defect the soak finds is explained.
-    g["LoggerDefinitionVersion"] = json!({ "Loggers": [
-        { "Id": "sys", "Component": "GreengrassSystem", "Level": "INFO", "Type": "FileSystem", "Space": 65536 },
-        { "Id": "user", "Component": "Lambda", "Level": "INFO", "Type": "FileSystem", "Space": 4096 }
-    ]});
-    g["DeviceDefinitionVersion"] = json!({ "Devices": [{
-        "Id": DEVICE,
-        "ThingArn": thing_arn(DEVICE),
-        "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/abc123",
-    }]});
-    let mut config = bench_config(&dir.join("root"))?;
-    merge(
-        &mut config,
-        &json!({
-            "coreThing": { "iotHost": "127.0.0.1", "iotMqttPort": upstream },
-            // The bridge's reconnect backoff (from 1 s, doubling) capped at 1 s, so a broker
-            // outage costs its own length, not a minute of backoff.
-            "mqttMaxConnectionRetryInterval": 1,
-            "evergreen": {
-                "cloudTls": false,
-                // 256 MB: the spool never overflows during a broker outage at the soak's rates,
-                // which would be a counted loss by design, not a defect.
-                "spooler": { "storageType": "FileSystem", "maxSizeBytes": 256u64 * 1024 * 1024 },
-                // One port for the whole run, as a real device's broker address: a restarted
-                // runtime must bind it again.
-                "listeners": { "mqttPlain": { "enabled": true, "port": device_port } }
-            }
-        }),
-    );
-    let write = |name: &str, v: &Value| {
-        std::fs::write(dir.join(name), v.to_string())
-            .map_err(|e| format!("cannot write {name}: {e}"))
-    };
-    write("group.json", &g)?;
-    write("config.json", &config)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The device
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct DeviceState {
-    /// Generating new sequence numbers (false once the publishing phase is over).
-    publishing: bool,
-    /// Quit now (the drain's bound passed).
-    stop: bool,
-    /// The first sequence number never sent.
-    next: u64,
-    /// Sent and not acknowledged, in sending order: `(seq, packet id)`.
-    pending: VecDeque<(u64, u16)>,
-    ids: HashMap<u16, u64>,
-    last_id: u16,
-    acked: SeqSet,
-    /// The current connection's number; a PUBACK read on an older one is not counted.
-    conn: u64,
-    conn_open: bool,
-    /// When the oldest wait for a PUBACK began (the last PUBACK, or the send into an empty
-    /// window).
-    waiting_since: Instant,
-    longest_wait: Duration,
-    resent: u64,
-    connects: u64,
-    ack_timeouts: u64,
-    unknown_acks: u64,
-}
-
-struct Device {
-    state: Mutex<DeviceState>,
-    wake: Condvar,
-    addr: SocketAddr,
-    rate: f64,
-    window: usize,
-    payload: usize,
-    started: Instant,
-}
-
-impl Device {
-    /// Sequence numbers due by `now` at the configured rate.
-    fn due(&self, now: Instant) -> u64 {
-        (now.duration_since(self.started).as_secs_f64() * self.rate) as u64
-    }
-
-    fn payload(&self, seq: u64) -> Vec<u8> {
-        let mut p = format!("{seq} ").into_bytes();
-        if p.len() < self.payload {
-            p.resize(self.payload, b'x');
-        }
-        p
-    }
-
-    /// Reconnects until the drain is over or `deadline`.
-    fn run(&self, deadline: Instant) {
-        let mut backoff = MIN_BACKOFF;
-        while Instant::now() < deadline {
-            {
-                let s = lock(&self.state);
-                if s.stop || (!s.publishing && s.pending.is_empty()) {
-                    return;
-                }
-            }
-            if let Ok(connected) = connect(self.addr, DEVICE, true) {
-                let began = Instant::now();
-                self.session(connected, deadline);
-                if began.elapsed() > MAX_BACKOFF {
-                    backoff = MIN_BACKOFF;
-                }
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    fn next_id(s: &mut DeviceState) -> u16 {
-        // The window is far below 65535, so a free id is a few steps away at most.
-        loop {
-            s.last_id = s.last_id.wrapping_add(1).max(1);
-            if !s.ids.contains_key(&s.last_id) {
-                return s.last_id;
-            }
-        }
-    }
-
-    /// One connection: resend what has no PUBACK, then publish on schedule until the
-    /// connection ends, a PUBACK is overdue, or nothing is left to do.
-    fn session(&self, connected: Connected, deadline: Instant) {
-        let Connected { mut stream, frames } = connected;
-        let Ok(read_half) = stream.try_clone() else {
-            return;
-        };
-        // A write blocked this long means the runtime stopped reading: treated as a stall.
-        let _ = stream.set_write_timeout(Some(ACK_TIMEOUT));
-        let mut out = Vec::new();
-        let conn = {
-            let mut s = lock(&self.state);
-            s.conn += 1;
-            s.conn_open = true;
-            s.connects += 1;
-            // As a client does after a reconnect: everything unacknowledged, in order, as DUP.
-            for &(seq, id) in &s.pending {
-                mqtt::publish(TOPIC, &self.payload(seq), Some((id, true)), &mut out);
-            }
-            s.resent += s.pending.len() as u64;
-            s.waiting_since = Instant::now();
-            s.conn
-        };
-        // The reader is joined before this returns, so every PUBACK of this connection is
-        // counted before the next connection decides what to send again.
-        let why = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| self.read_acks(read_half, frames, conn));
-            let why = self.publish_loop(&mut stream, &out, conn, deadline);
-            lock(&self.state).conn_open = false;
-            if why.is_none() {
-                let _ = stream.write_all(&mqtt::DISCONNECT);
-            }
-            let _ = stream.shutdown(Shutdown::Both);
-            let _ = reader.join();
-            why
-        });
-        if let Some(why) = why {
-            println!(
-                "  [{:>7.1} s] device: connection ended: {why}",
-                self.started.elapsed().as_secs_f64()
-            );
-        }
-    }
-
-    /// Writes `resend`, then new messages as they fall due. `None` when there is nothing left
-    /// to send, else why the connection is given up.
-    fn publish_loop(
-        &self,
-        stream: &mut TcpStream,
-        resend: &[u8],
-        conn: u64,
-        deadline: Instant,
-    ) -> Option<String> {
-        if !resend.is_empty() {
-            if let Err(e) = stream.write_all(resend) {
-                return Some(format!("resend: {e}"));
-            }
-        }
-        let mut out = Vec::new();
-        let mut last_write = Instant::now();
-        let mut s = lock(&self.state);
-        loop {
-            let now = Instant::now();
-            if s.conn != conn || !s.conn_open {
-                return Some("closed by the runtime".into());
-            }
-            if s.stop || now >= deadline {
-                return Some("the drain's bound passed".into());
-            }
-            if !s.publishing && s.pending.is_empty() {
-                return None;
-            }
-            if !s.pending.is_empty() && now.duration_since(s.waiting_since) > ACK_TIMEOUT {
-                s.ack_timeouts += 1;
-                return Some(format!("no PUBACK within {ACK_TIMEOUT:?}: a stall"));
-            }
-            let due = if s.publishing { self.due(now) } else { s.next };
-            out.clear();
-            while s.pending.len() < self.window && s.next < due {
-                let id = Device::next_id(&mut s);
-                let seq = s.next;
-                if s.pending.is_empty() {
-                    s.waiting_since = now;
-                }
-                s.pending.push_back((seq, id));
-                s.ids.insert(id, seq);
-                s.next += 1;
-                mqtt::publish(TOPIC, &self.payload(seq), Some((id, false)), &mut out);
-            }
-            if out.is_empty() {
-                if last_write.elapsed() > PING_AFTER {
-                    out.extend_from_slice(&mqtt::PINGREQ);
-                } else {
-                    // Until the next number falls due, a PUBACK frees the window, or 100 ms.
-                    let next_due = Duration::from_secs_f64((s.next + 1) as f64 / self.rate);
-                    let wait = next_due
-                        .saturating_sub(now.duration_since(self.started))
-                        .clamp(Duration::from_millis(1), Duration::from_millis(100));
-                    s = self
-                        .wake
-                        .wait_timeout(s, wait)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                    continue;
-                }
-            }
-            drop(s);
-            if let Err(e) = stream.write_all(&out) {
-                let mut s = lock(&self.state);
-                if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut {
-                    s.ack_timeouts += 1;
-                    return Some(format!("a write blocked for {ACK_TIMEOUT:?}: a stall"));
-                }
-                return Some(format!("write: {e}"));
-            }
-            last_write = Instant::now();
-            s = lock(&self.state);
-        }
-    }
-
-    /// Reads PUBACKs of connection `conn` until it ends; `frames` holds what came with the
-    /// CONNACK.
-    fn read_acks(&self, mut stream: TcpStream, mut frames: Frames, conn: u64) {
-        let mut buf = vec![0u8; 64 * 1024];
-        // Nothing new yet: what came with the CONNACK first.
-        let mut n = 0;
-        'read: loop {
-            frames.push(&buf[..n]);
-            let mut s = lock(&self.state);
-            loop {
-                let packet = match frames.next_packet() {
-                    Ok(Some(p)) => p,
-                    Ok(None) => break,
-                    Err(e) => {
-                        println!("  device: the runtime's stream is not MQTT: {e}");
-                        break 'read;
-                    }
-                };
-                let packet_id = match mqtt::decode(packet.0, &packet.1) {
-                    Ok(Incoming::PubAck { packet_id }) => packet_id,
-                    Ok(Incoming::PingResp) => continue,
-                    // Anything else means the stream is out of step: reading on would hide it.
-                    other => {
-                        println!("  device: unexpected from the runtime: {other:?}");
-                        break 'read;
-                    }
-                };
-                if s.conn != conn {
-                    continue;
-                }
-                let Some(seq) = s.ids.remove(&packet_id) else {
-                    s.unknown_acks += 1;
-                    continue;
-                };
-                // PUBACKs come in order, so this is the front almost always.
-                if let Some(at) = s.pending.iter().position(|&(q, _)| q == seq) {
-                    s.pending.remove(at);
-                }
-                s.acked.insert(seq);
-                let now = Instant::now();
-                let waited = now.duration_since(s.waiting_since);
-                s.longest_wait = s.longest_wait.max(waited);
-                s.waiting_since = now;
-            }
-            drop(s);
-            self.wake.notify_all();
-            n = match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-        }
-        let mut s = lock(&self.state);
-        if s.conn == conn {
-            s.conn_open = false;
-        }
-        drop(s);
-        self.wake.notify_all();
-    }
-}
-
-/// An accepted MQTT connection: the stream, and the frame reader holding whatever arrived
-/// behind the CONNACK (a broker resuming a persistent session sends its queued PUBLISHes right
-/// after it, often in the same read).
-struct Connected {
-    stream: TcpStream,
-    frames: Frames,
-}
-
-/// Connects as `client_id` and waits for an accepting CONNACK.
-fn connect(addr: SocketAddr, client_id: &str, clean: bool) -> Result<Connected, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(CONNECT_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&mqtt::connect(client_id, clean, KEEP_ALIVE_SECS))
-        .map_err(|e| e.to_string())?;
-    let mut frames = Frames::default();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
-    while Instant::now() < deadline {
-        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed before CONNACK".into());
-        }
-        frames.push(&buf[..n]);
-        if let Some((first, body)) = frames.next_packet().map_err(|e| e.to_string())? {
-            return match mqtt::decode(first, &body) {
-                Ok(Incoming::ConnAck { code: 0, .. }) => {
-                    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
-                    Ok(Connected { stream, frames })
-                }
-                other => Err(format!("CONNACK refused: {other:?}")),
-            };
-        }
-    }
-    Err("no CONNACK".into())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The cloud side
-// ---------------------------------------------------------------------------------------------
-
-/// The subscriber on the upstream broker: every sequence number in arrival order.
-#[derive(Default)]
-struct CloudSide {
-    arrivals: Mutex<Vec<u64>>,
-    /// Distinct arrivals, kept alongside for the drain's polling.
-    seen: Mutex<SeqSet>,
-    unparsable: AtomicU64,
-    connects: AtomicU64,
-    subscribed: AtomicBool,
-    stop: AtomicBool,
-}
-
-impl CloudSide {
-    fn run(&self, addr: SocketAddr, started: Instant, deadline: Instant) {
-        let mut backoff = MIN_BACKOFF;
-        while !self.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let began = Instant::now();
-            let connects = self.connects.load(Ordering::Relaxed);
-            if let Err(e) = self.session(addr, deadline) {
-                // Refused connections while the broker is down are expected; an established
-                // one that ends says why.
-                if self.connects.load(Ordering::Relaxed) > connects {
-                    println!(
-                        "  [{:>7.1} s] cloud side: connection ended: {e}",
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-            }
-            if began.elapsed() > MAX_BACKOFF {
-                backoff = MIN_BACKOFF;
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    fn session(&self, addr: SocketAddr, deadline: Instant) -> Result<(), String> {
-        let Connected {
-            mut stream,
-            mut frames,
-        } = connect(addr, CLOUD_CLIENT, false)?;
-        self.connects.fetch_add(1, Ordering::Relaxed);
-        // Short reads, so the stop flag is noticed; the frame reader keeps partial packets.
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(|e| e.to_string())?;
-        stream
-            .write_all(&mqtt::subscribe(1, FILTER, 1))
-            .map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut acks = Vec::new();
-        let mut last_write = Instant::now();
-        // Nothing new yet: what came with the CONNACK first.
-        let mut n = 0;
-        while Instant::now() < deadline {
-            frames.push(&buf[..n]);
-            acks.clear();
-            {
-                let mut arrivals = lock(&self.arrivals);
-                let mut seen = lock(&self.seen);
-                while let Some((first, body)) = frames.next_packet().map_err(|e| e.to_string())? {
-                    match mqtt::decode(first, &body).map_err(|e| e.to_string())? {
-                        Incoming::SubAck { codes, .. } => {
-                            if codes.first().is_some_and(|&c| c <= 1) {
-                                self.subscribed.store(true, Ordering::Relaxed);
-                            } else {
-                                return Err(format!("SUBSCRIBE refused: {codes:?}"));
-                            }
-                        }
-                        Incoming::PingResp => {}
-                        Incoming::Publish {
-                            payload, packet_id, ..
-                        } => {
-                            // Recorded before the PUBACK: if the PUBACK is lost, mosquitto
-                            // sends it again and it counts as a duplicate, never as missing.
-                            match parse_seq(&payload) {
-                                Some(seq) => {
-                                    arrivals.push(seq);
-                                    seen.insert(seq);
-                                }
-                                None => {
-                                    self.unparsable.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            if let Some(id) = packet_id {
-                                acks.extend_from_slice(&mqtt::puback(id));
-                            }
-                        }
-                        // The stream is out of step, or mosquitto does what the soak does not
-                        // expect: reconnecting is safe, reading on could hide arrivals.
-                        other => return Err(format!("unexpected from mosquitto: {other:?}")),
-                    }
-                }
-            }
-            if !acks.is_empty() {
-                stream.write_all(&acks).map_err(|e| e.to_string())?;
-                last_write = Instant::now();
-            }
-            if self.stop.load(Ordering::Relaxed) {
-                let _ = stream.write_all(&mqtt::DISCONNECT);
-                return Ok(());
-            }
-            n = match stream.read(&mut buf) {
-                Ok(0) => return Err("closed".into()),
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if last_write.elapsed() > PING_AFTER {
-                        stream
-                            .write_all(&mqtt::PINGREQ)
-                            .map_err(|e| e.to_string())?;
-                        last_write = Instant::now();
-                    }
-                    0
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-        }
-        Ok(())
-    }
-}
-
-fn parse_seq(payload: &[u8]) -> Option<u64> {
-    let end = payload
-        .iter()
-        .position(|&b| b == b' ')
-        .unwrap_or(payload.len());
-    std::str::from_utf8(payload.get(..end)?).ok()?.parse().ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The run
-// ---------------------------------------------------------------------------------------------
-
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
-}
-
-/// Runtime log lines at WARN and ERROR in `log` and its rotated files, grouped with their
-/// numbers blanked: what the runtime complained about during the soak, most frequent first.
-fn log_summary(log: &Path) -> Vec<(usize, String)> {
-    let mut text = String::new();
-    for n in (1..=ROTATED_LOGS).rev() {
-        let mut rotated = log.as_os_str().to_owned();
-        rotated.push(format!(".{n}"));
-        text.push_str(&std::fs::read_to_string(PathBuf::from(rotated)).unwrap_or_default());
-    }
-    text.push_str(&std::fs::read_to_string(log).unwrap_or_default());
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for line in text.lines() {
-        let Some(level_at) = line.find("][WARN]").or_else(|| line.find("][ERROR]")) else {
-            continue;
-        };
-        let rest = &line[level_at + 1..];
-        let blanked: String = rest
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .take(150)
-            .collect();
-        *kinds.entry(blanked).or_default() += 1;
-    }
-    let mut out: Vec<(usize, String)> = kinds.into_iter().map(|(k, n)| (n, k)).collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    out
 }
 
 fn run(cli: &Cli) -> Result<bool, String> {
@@ -959,39 +308,17 @@ fn run(cli: &Cli) -> Result<bool, String> {
         return Err("the cloud side could not subscribe to mosquitto".into());
     }
 
-    let mut core = Core {
-        bin: evergreen,
-        dir: dir.clone(),
-        child: None,
-    };
+    let mut core = Core::new(evergreen, dir.clone());
     let first_start = core.start_retrying()?;
     println!("runtime up in {} ms", first_start.as_millis());
 
-    let device = Arc::new(Device {
-        state: Mutex::new(DeviceState {
-            publishing: true,
-            stop: false,
-            next: 0,
-            pending: VecDeque::new(),
-            ids: HashMap::new(),
-            last_id: 0,
-            acked: SeqSet::default(),
-            conn: 0,
-            conn_open: false,
-            waiting_since: started,
-            longest_wait: Duration::ZERO,
-            resent: 0,
-            connects: 0,
-            ack_timeouts: 0,
-            unknown_acks: 0,
-        }),
-        wake: Condvar::new(),
-        addr: loopback(device_port),
-        rate: set.rate,
-        window: set.window,
-        payload: set.payload,
+    let device = Arc::new(Device::new(
+        loopback(device_port),
+        set.rate,
+        set.window,
+        set.payload,
         started,
-    });
+    ));
     let device_thread = {
         let device = device.clone();
         std::thread::spawn(move || device.run(hard_deadline))
