@@ -338,14 +338,11 @@ mod tests {
     use evergreen_connector_kit::testing::ManifestChecks;
 
     fn config(params: &[(&str, &str)], grant: Option<&str>) -> ComponentConfig {
-        let builder = testing::config(&MANIFEST, 3, params)
+        testing::config(&MANIFEST, 3, params)
             .id("dd")
-            .core("test-core");
-        match grant {
-            Some(path) => builder.grant("host-proc", path, false),
-            None => builder,
-        }
-        .build()
+            .core("test-core")
+            .maybe_grant("host-proc", grant, false)
+            .build()
     }
 
     const BASE: [(&str, &str); 3] = [

@@ -61,6 +61,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// `grant(id, path, read_write)` when `path` is given; a test of the
+    /// missing grant passes `None`.
+    pub fn maybe_grant(self, id: &str, path: Option<&str>, read_write: bool) -> Self {
+        match path {
+            Some(path) => self.grant(id, path, read_write),
+            None => self,
+        }
+    }
+
     pub fn build(self) -> ComponentConfig {
         self.config
     }

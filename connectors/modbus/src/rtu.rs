@@ -462,14 +462,11 @@ mod tests {
     use evergreen_connector_kit::testing::ManifestChecks;
 
     fn config(params: &[(&str, &str)], grant: Option<&str>) -> ComponentConfig {
-        let builder = testing::config(&MANIFEST, 3, params)
+        testing::config(&MANIFEST, 3, params)
             .id("modbus")
-            .core("core");
-        match grant {
-            Some(path) => builder.grant("serial", path, true),
-            None => builder,
-        }
-        .build()
+            .core("core")
+            .maybe_grant("serial", grant, true)
+            .build()
     }
 
     const BASE: [(&str, &str); 2] = [
