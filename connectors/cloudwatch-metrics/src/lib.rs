@@ -370,6 +370,7 @@ pub async fn run() -> Result<(), SdkError> {
 mod tests {
     use super::*;
     use evergreen_connector_kit::manifest::ISOLATION_MODE;
+    use evergreen_connector_kit::testing::ManifestChecks;
     use evergreen_ipc::LogLevel;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
@@ -378,33 +379,29 @@ mod tests {
             .build()
     }
 
-    fn matches(name: &str, value: &str) -> bool {
-        evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-    }
-
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
         for ok in ["0", "10", "900", "999"] {
-            assert!(matches(PUBLISH_INTERVAL, ok), "{ok}");
+            assert!(MANIFEST.admits(PUBLISH_INTERVAL, ok), "{ok}");
         }
         for bad in ["", "1000", "-1", "05"] {
-            assert!(!matches(PUBLISH_INTERVAL, bad), "{bad}");
+            assert!(!MANIFEST.admits(PUBLISH_INTERVAL, bad), "{bad}");
         }
         for ok in ["", "us-west-2", "eu-central-1"] {
-            assert!(matches(PUBLISH_REGION, ok), "{ok}");
+            assert!(MANIFEST.admits(PUBLISH_REGION, ok), "{ok}");
         }
-        assert!(!matches(PUBLISH_REGION, "uswest2"));
+        assert!(!MANIFEST.admits(PUBLISH_REGION, "uswest2"));
         for ok in ["2000", "9999", "10000"] {
-            assert!(matches(MAX_METRICS, ok), "{ok}");
+            assert!(MANIFEST.admits(MAX_METRICS, ok), "{ok}");
         }
         for bad in ["1999", "100", "abc"] {
-            assert!(!matches(MAX_METRICS, bad), "{bad}");
+            assert!(!MANIFEST.admits(MAX_METRICS, bad), "{bad}");
         }
         assert_eq!(
             MANIFEST.parameter(ISOLATION_MODE).map(|p| p.since_version),
             Some(4)
         );
-        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+        MANIFEST.assert_filters_valid();
         assert!(MANIFEST.aws && MANIFEST.pinned);
     }
 

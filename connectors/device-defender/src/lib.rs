@@ -335,16 +335,14 @@ fn quote(payload: &[u8]) -> String {
 mod tests {
     use super::*;
     use evergreen_connector_kit::testing;
+    use evergreen_connector_kit::testing::ManifestChecks;
 
     fn config(params: &[(&str, &str)], grant: Option<&str>) -> ComponentConfig {
-        let builder = testing::config(&MANIFEST, 3, params)
+        testing::config(&MANIFEST, 3, params)
             .id("dd")
-            .core("test-core");
-        match grant {
-            Some(path) => builder.grant("host-proc", path, false),
-            None => builder,
-        }
-        .build()
+            .core("test-core")
+            .maybe_grant("host-proc", grant, false)
+            .build()
     }
 
     const BASE: [(&str, &str); 3] = [
@@ -355,34 +353,34 @@ mod tests {
 
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
-        let matches = |name: &str, value: &str| {
-            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-        };
         for ok in ["300", "301", "399", "400", "999", "1000", "86400", "0300"] {
-            assert!(matches("SampleIntervalSeconds", ok), "{ok}");
+            assert!(MANIFEST.admits("SampleIntervalSeconds", ok), "{ok}");
         }
         for bad in ["", "0", "1", "60", "299", "100", "-300", "300s"] {
-            assert!(!matches("SampleIntervalSeconds", bad), "{bad}");
+            assert!(!MANIFEST.admits("SampleIntervalSeconds", bad), "{bad}");
         }
-        assert!(matches("ProcDestinationPath", "/host_proc"));
-        assert!(!matches("ProcDestinationPath", "host_proc"));
-        assert!(!matches("ProcDestinationPath", "/a/b"));
-        assert!(matches("ProcDestinationPath-ResourceId", "host-proc_1"));
-        assert!(!matches("ProcDestinationPath-ResourceId", "a b"));
+        assert!(MANIFEST.admits("ProcDestinationPath", "/host_proc"));
+        assert!(!MANIFEST.admits("ProcDestinationPath", "host_proc"));
+        assert!(!MANIFEST.admits("ProcDestinationPath", "/a/b"));
+        assert!(MANIFEST.admits("ProcDestinationPath-ResourceId", "host-proc_1"));
+        assert!(!MANIFEST.admits("ProcDestinationPath-ResourceId", "a b"));
         for ok in ["1", "5", "300", "99999"] {
-            assert!(matches("DevelopmentSampleIntervalSeconds", ok), "{ok}");
+            assert!(
+                MANIFEST.admits("DevelopmentSampleIntervalSeconds", ok),
+                "{ok}"
+            );
         }
         for bad in ["0", "01", "100000", ""] {
-            assert!(!matches("DevelopmentSampleIntervalSeconds", bad), "{bad}");
+            assert!(
+                !MANIFEST.admits("DevelopmentSampleIntervalSeconds", bad),
+                "{bad}"
+            );
         }
         assert_eq!(
-            evergreen_connector_kit::testing::resource_kind(
-                &MANIFEST,
-                "ProcDestinationPath-ResourceId"
-            ),
+            MANIFEST.resource_kind("ProcDestinationPath-ResourceId"),
             Some(ResourceKind::LocalVolume)
         );
-        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+        MANIFEST.assert_filters_valid();
         // The rest of what the supervisor's `registry::manifest_problems`
         // checks (this crate cannot depend on the supervisor).
         let newest = MANIFEST.versions.iter().copied().max().unwrap_or(0);

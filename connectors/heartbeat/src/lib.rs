@@ -20,15 +20,18 @@ use serde_json::json;
 /// The topic every heartbeat is published on.
 pub const TOPIC: &str = "evergreen/heartbeat";
 
+const INTERVAL: &str = "IntervalSeconds";
+const PROC_PATH: &str = "ProcPath";
+
 pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     name: "Heartbeat",
     versions: &[1],
     description: "Publishes the core's uptime, load average and available memory every IntervalSeconds on evergreen/heartbeat.",
     parameters: &[
-        ParameterSpec::new("IntervalSeconds", "Seconds between heartbeats (1-86400).")
+        ParameterSpec::new(INTERVAL, "Seconds between heartbeats (1-86400).")
             .pattern("^([1-9][0-9]{0,3}|[1-7][0-9]{4}|8[0-5][0-9]{3}|86[0-3][0-9]{2}|86400)$")
             .default_value("5"),
-        ParameterSpec::new("ProcPath", "Where /proc is mounted (tests point it elsewhere).").default_value("/proc"),
+        ParameterSpec::new(PROC_PATH, "Where /proc is mounted (tests point it elsewhere).").default_value("/proc"),
     ],
     inputs: &[],
     outputs: &[TOPIC],
@@ -54,11 +57,11 @@ impl Settings {
     pub fn from_config(config: &ComponentConfig) -> (Settings, Notes) {
         let p = Params::new(config);
         let interval = p
-            .raw("IntervalSeconds")
+            .raw(INTERVAL)
             .and_then(|s| s.parse::<u64>().ok())
             .filter(|s| *s > 0)
             .unwrap_or(5);
-        let proc_path = PathBuf::from(p.raw("ProcPath").unwrap_or("/proc"));
+        let proc_path = PathBuf::from(p.raw(PROC_PATH).unwrap_or("/proc"));
         p.finish(Settings {
             interval,
             proc_path,

@@ -522,6 +522,7 @@ pub async fn run() -> Result<(), SdkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_connector_kit::testing::ManifestChecks;
     use evergreen_ipc::LogLevel;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
@@ -530,24 +531,32 @@ mod tests {
 
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
-        let matches = |name: &str, value: &str| {
-            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-        };
-        assert!(matches(MEMORY_SIZE, "65535") && !matches(MEMORY_SIZE, "64k"));
-        assert!(matches(PUBLISH_REGION, "") && matches(PUBLISH_REGION, "eu-west-1"));
-        assert!(!matches(PUBLISH_REGION, "eu-west-x"));
-        assert!(matches(PUBLISH_INTERVAL, "0") && matches(PUBLISH_INTERVAL, ""));
-        assert!(!matches(PUBLISH_INTERVAL, "1.5"));
+        assert!(MANIFEST.admits(MEMORY_SIZE, "65535") && !MANIFEST.admits(MEMORY_SIZE, "64k"));
+        assert!(
+            MANIFEST.admits(PUBLISH_REGION, "") && MANIFEST.admits(PUBLISH_REGION, "eu-west-1")
+        );
+        assert!(!MANIFEST.admits(PUBLISH_REGION, "eu-west-x"));
+        assert!(MANIFEST.admits(PUBLISH_INTERVAL, "0") && MANIFEST.admits(PUBLISH_INTERVAL, ""));
+        assert!(!MANIFEST.admits(PUBLISH_INTERVAL, "1.5"));
         for p in [MAX_CHANNELS, QUEUE_SIZE, BATCH_SIZE] {
-            assert!(matches(p, "") && matches(p, "10"), "{p}");
-            assert!(!matches(p, "0") && !matches(p, "010"), "{p}");
+            assert!(MANIFEST.admits(p, "") && MANIFEST.admits(p, "10"), "{p}");
+            assert!(
+                !MANIFEST.admits(p, "0") && !MANIFEST.admits(p, "010"),
+                "{p}"
+            );
         }
-        assert!(matches(DROP_BEHAVIOR, "DROP_OLDEST") && !matches(DROP_BEHAVIOR, "DROP"));
-        assert!(matches(DEFAULT_CHANNEL, "my_channel1") && !matches(DEFAULT_CHANNEL, "a-b"));
-        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+        assert!(
+            MANIFEST.admits(DROP_BEHAVIOR, "DROP_OLDEST")
+                && !MANIFEST.admits(DROP_BEHAVIOR, "DROP")
+        );
+        assert!(
+            MANIFEST.admits(DEFAULT_CHANNEL, "my_channel1")
+                && !MANIFEST.admits(DEFAULT_CHANNEL, "a-b")
+        );
+        MANIFEST.assert_filters_valid();
         for p in MANIFEST.parameters {
             if let Some(d) = p.default {
-                assert!(matches(p.name, d), "{} default {d}", p.name);
+                assert!(MANIFEST.admits(p.name, d), "{} default {d}", p.name);
             }
         }
     }

@@ -3,6 +3,7 @@
 use super::*;
 use evergreen_connector_kit::manifest::ISOLATION_MODE;
 use evergreen_connector_kit::testing;
+use evergreen_connector_kit::testing::ManifestChecks;
 
 fn config(version: u32, params: &[(&str, &str)]) -> ComponentConfig {
     testing::config(&MANIFEST, version, params)
@@ -12,40 +13,36 @@ fn config(version: u32, params: &[(&str, &str)]) -> ComponentConfig {
 
 const ARN: &str = "arn:aws:firehose:us-east-1:123456789012:deliverystream/s1";
 
-fn matches(name: &str, value: &str) -> bool {
-    testing::matches(&MANIFEST, name, value)
-}
-
 #[test]
 fn manifest_patterns_say_what_the_reference_says() {
-    assert!(matches(DEFAULT_STREAM, ARN));
-    assert!(!matches(
+    assert!(MANIFEST.admits(DEFAULT_STREAM, ARN));
+    assert!(!MANIFEST.admits(
         DEFAULT_STREAM,
         "arn:aws:firehose:us-east-1:1234:deliverystream/s1"
     ));
     for ok in ["2000", "5000", "9999", "10000", "123456"] {
-        assert!(matches(QUEUE_SIZE, ok), "{ok}");
+        assert!(MANIFEST.admits(QUEUE_SIZE, ok), "{ok}");
     }
     for bad in ["0", "1999", "999", "02000", "", "5k"] {
-        assert!(!matches(QUEUE_SIZE, bad), "{bad}");
+        assert!(!MANIFEST.admits(QUEUE_SIZE, bad), "{bad}");
     }
     for ok in ["0", "9", "10", "99", "100", "900", "999"] {
-        assert!(matches(PUBLISH_INTERVAL, ok), "{ok}");
+        assert!(MANIFEST.admits(PUBLISH_INTERVAL, ok), "{ok}");
     }
     for bad in ["", "01", "1000", "-1", "10s"] {
-        assert!(!matches(PUBLISH_INTERVAL, bad), "{bad}");
+        assert!(!MANIFEST.admits(PUBLISH_INTERVAL, bad), "{bad}");
     }
-    assert!(matches(MEMORY_SIZE, "65535"));
-    assert!(!matches(MEMORY_SIZE, "64k"));
-    assert!(matches(ISOLATION_MODE, "NoContainer"));
-    assert!(!matches(ISOLATION_MODE, "Container"));
+    assert!(MANIFEST.admits(MEMORY_SIZE, "65535"));
+    assert!(!MANIFEST.admits(MEMORY_SIZE, "64k"));
+    assert!(MANIFEST.admits(ISOLATION_MODE, "NoContainer"));
+    assert!(!MANIFEST.admits(ISOLATION_MODE, "Container"));
     let since = |name: &str| MANIFEST.parameter(name).map(|p| p.since_version);
     assert_eq!(since(DEFAULT_STREAM), Some(1));
     assert_eq!(since(QUEUE_SIZE), Some(2));
     assert_eq!(since(PUBLISH_INTERVAL), Some(2));
     assert_eq!(since(MEMORY_SIZE), Some(2));
     assert_eq!(since(ISOLATION_MODE), Some(5));
-    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+    MANIFEST.assert_filters_valid();
     assert!(MANIFEST.aws && MANIFEST.pinned);
     assert!(MANIFEST.isolation.container && MANIFEST.isolation.no_container);
 }

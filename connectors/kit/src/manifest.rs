@@ -49,7 +49,7 @@ pub const ISOLATION_MODE: &str = "IsolationMode";
 /// connector version `since`.
 pub const fn isolation_mode(since: u32) -> ParameterSpec {
     ParameterSpec::new(
-        "IsolationMode",
+        ISOLATION_MODE,
         "GreengrassContainer (default) or NoContainer.",
     )
     .pattern("^NoContainer$|^GreengrassContainer$")

@@ -5,6 +5,15 @@
 
 use serde_json::{json, Map, Value};
 
+/// Why an input is refused: the message names the field, and `id` is the
+/// input's own `id` (when it had a string one), which the failure status
+/// echoes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub id: Option<String>,
+    pub message: String,
+}
+
 /// `{"error":…,"error_message":…,"status":"fail"}`: the failure response
 /// most connectors answer with.
 pub fn fail_response(error: &str, message: &str) -> Value {

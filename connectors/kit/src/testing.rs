@@ -1,6 +1,7 @@
 //! Fixtures for connectors' unit tests: a `ComponentConfig` builder over
-//! `ComponentConfig::connector`, and the pattern check group validation
-//! applies to a manifest's parameters. Test-only (the `testing` feature);
+//! `ComponentConfig::connector`, and the checks of a manifest's parameters
+//! (the pattern check group validation applies, a parameter's resource
+//! kind, valid topic filters) as methods on the manifest ([`ManifestChecks`]). Test-only (the `testing` feature);
 //! nothing here talks to a supervisor.
 
 use std::collections::BTreeMap;
@@ -60,38 +61,58 @@ impl ConfigBuilder {
         self
     }
 
+    /// `grant(id, path, read_write)` when `path` is given; a test of the
+    /// missing grant passes `None`.
+    pub fn maybe_grant(self, id: &str, path: Option<&str>, read_write: bool) -> Self {
+        match path {
+            Some(path) => self.grant(id, path, read_write),
+            None => self,
+        }
+    }
+
     pub fn build(self) -> ComponentConfig {
         self.config
     }
 }
 
-/// Whether `value` matches the pattern of parameter `name`, anchored the
-/// way group validation anchors every pattern. Panics when the parameter
-/// has no pattern or it does not compile: a test's premise is wrong.
-pub fn matches(manifest: &ConnectorManifest, name: &str, value: &str) -> bool {
-    let pattern = manifest
-        .parameter(name)
-        .and_then(|p| p.pattern)
-        .unwrap_or_else(|| panic!("{name} has no pattern"));
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .unwrap_or_else(|e| panic!("{name}'s pattern does not compile: {e}"))
-        .is_match(value)
+/// What connectors' tests ask of their own manifest, as methods on it
+/// (`MANIFEST.admits("PublishInterval", "900")`), so no test module wraps
+/// the manifest in helpers of its own.
+pub trait ManifestChecks {
+    /// Whether `value` matches the pattern of parameter `name`, anchored
+    /// the way group validation anchors every pattern. Panics when the
+    /// parameter has no pattern or it does not compile: a test's premise is
+    /// wrong.
+    fn admits(&self, name: &str, value: &str) -> bool;
+
+    /// The kind of resource parameter `name` names, if any.
+    fn resource_kind(&self, name: &str) -> Option<ResourceKind>;
+
+    /// Asserts that every input and output is a valid topic filter, as
+    /// group validation requires of subscriptions to the connector.
+    fn assert_filters_valid(&self);
 }
 
-/// Asserts that every input and output of `manifest` is a valid topic
-/// filter, as group validation requires of subscriptions to it.
-pub fn assert_filters_valid(manifest: &ConnectorManifest) {
-    for filter in manifest.inputs.iter().chain(manifest.outputs) {
-        if let Err(e) = evergreen_ipc::topic::validate_filter(filter) {
-            panic!(
-                "{} declares the invalid filter {filter:?}: {e}",
-                manifest.name
-            );
+impl ManifestChecks for ConnectorManifest {
+    fn admits(&self, name: &str, value: &str) -> bool {
+        let pattern = self
+            .parameter(name)
+            .and_then(|p| p.pattern)
+            .unwrap_or_else(|| panic!("{name} has no pattern"));
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .unwrap_or_else(|e| panic!("{name}'s pattern does not compile: {e}"))
+            .is_match(value)
+    }
+
+    fn resource_kind(&self, name: &str) -> Option<ResourceKind> {
+        self.parameter(name).and_then(|p| p.resource)
+    }
+
+    fn assert_filters_valid(&self) {
+        for filter in self.inputs.iter().chain(self.outputs) {
+            if let Err(e) = evergreen_ipc::topic::validate_filter(filter) {
+                panic!("{} declares the invalid filter {filter:?}: {e}", self.name);
+            }
         }
     }
-}
-
-/// The kind of resource parameter `name` of `manifest` names, if any.
-pub fn resource_kind(manifest: &ConnectorManifest, name: &str) -> Option<ResourceKind> {
-    manifest.parameter(name).and_then(|p| p.resource)
 }

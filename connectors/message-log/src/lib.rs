@@ -13,12 +13,14 @@ use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, SdkError};
 use evergreen_ipc::ComponentConfig;
 
+const MAX_PAYLOAD: &str = "MaxPayloadBytes";
+
 pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     name: "MessageLog",
     versions: &[1],
     description: "Logs every message it receives (topic, source, payload) to its log file.",
     parameters: &[
-        ParameterSpec::new("MaxPayloadBytes", "Longest payload shown in full (bytes).")
+        ParameterSpec::new(MAX_PAYLOAD, "Longest payload shown in full (bytes).")
             .pattern("^[0-9]{1,7}$")
             .default_value("1024"),
     ],
@@ -54,7 +56,7 @@ pub async fn run() -> Result<(), SdkError> {
 pub fn max_payload(config: &ComponentConfig) -> (usize, Notes) {
     let p = Params::new(config);
     let max = p
-        .raw("MaxPayloadBytes")
+        .raw(MAX_PAYLOAD)
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(1024);
     p.finish(max)

@@ -25,6 +25,8 @@ use std::fmt;
 use std::time::Duration;
 
 use evergreen_connector_kit::status::kind;
+// The Modbus specification's quantity limits per read, kept in the shared Modbus crate.
+use evergreen_connector_modbus::request::{MAX_READ_BITS, MAX_READ_REGISTERS};
 use serde_json::{Map, Value};
 
 use crate::decode::{DstType, SrcType, Transform};
@@ -35,10 +37,6 @@ pub const NAMESPACE: &str = "iotsitewise:modbuscollector:1";
 pub const DEFAULT_PORT: u16 = 502;
 /// Default unit id when `endpoint.unitId` is absent (the SiteWise default).
 pub const DEFAULT_UNIT_ID: u8 = 1;
-/// Most registers one read may ask for (Modbus application protocol, 0x03/0x04).
-pub const MAX_REGISTERS: u16 = 125;
-/// Most bits one read may ask for (0x01/0x02).
-pub const MAX_BITS: u16 = 2000;
 /// Fastest poll rate accepted: a rate of 0 would spin.
 pub const MIN_RATE_MS: u64 = 1;
 /// Slowest poll rate and longest inter-request gap accepted (one day): a
@@ -81,9 +79,9 @@ impl Table {
     /// Most items one read of this table may ask for.
     pub fn max_per_read(self) -> u16 {
         if self.is_bits() {
-            MAX_BITS
+            MAX_READ_BITS
         } else {
-            MAX_REGISTERS
+            MAX_READ_REGISTERS
         }
     }
 }
@@ -638,7 +636,7 @@ fn parse_tag(t: &Fields<'_>, prefix: &str, errors: &mut Vec<ConfigError>) -> Opt
     let dst = t
         .string("dstDataType", true, errors)
         .and_then(|s| t.record(errors, "dstDataType", DstType::parse(&s)));
-    let size = t.integer("size", false, (1, u64::from(MAX_BITS)), errors);
+    let size = t.integer("size", false, (1, u64::from(MAX_READ_BITS)), errors);
     let (Some(address), Some(src), Some(dst)) = (address, src, dst) else {
         return None;
     };
@@ -701,11 +699,11 @@ fn check_size(table: Table, src: SrcType, size: Option<u64>) -> Result<u16, Stri
             "is required for {}: the number of registers to read",
             src.name()
         )),
-        (None, Some(n)) if n <= u64::from(MAX_REGISTERS) => {
+        (None, Some(n)) if n <= u64::from(MAX_READ_REGISTERS) => {
             u16::try_from(n).map_err(|_| format!("{n} is too large"))
         }
         (None, Some(n)) => Err(format!(
-            "{n} registers do not fit one read (at most {MAX_REGISTERS})"
+            "{n} registers do not fit one read (at most {MAX_READ_REGISTERS})"
         )),
     }
 }

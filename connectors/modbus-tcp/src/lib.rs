@@ -297,6 +297,7 @@ async fn publish_or_log(handle: &Handle, topic: &str, payload: Vec<u8>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_connector_kit::testing::ManifestChecks;
 
     fn config(params: &[(&str, &str)]) -> ComponentConfig {
         evergreen_connector_kit::testing::config(&MANIFEST, 3, params)
@@ -305,25 +306,21 @@ mod tests {
             .build()
     }
 
-    fn matches(name: &str, value: &str) -> bool {
-        evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-    }
-
     #[test]
     fn manifest_is_consistent() {
         for ok in ["/var/sitewise", "/", "", "  "] {
-            assert!(matches(LOCAL_STORAGE, ok), "{ok:?}");
+            assert!(MANIFEST.admits(LOCAL_STORAGE, ok), "{ok:?}");
         }
         for bad in ["var/sitewise", "x"] {
-            assert!(!matches(LOCAL_STORAGE, bad), "{bad:?}");
+            assert!(!MANIFEST.admits(LOCAL_STORAGE, bad), "{bad:?}");
         }
         for ok in ["10", "0", ""] {
-            assert!(matches(MAX_BUFFER, ok), "{ok:?}");
+            assert!(MANIFEST.admits(MAX_BUFFER, ok), "{ok:?}");
         }
         for bad in ["10GB", "-1"] {
-            assert!(!matches(MAX_BUFFER, bad), "{bad:?}");
+            assert!(!MANIFEST.admits(MAX_BUFFER, bad), "{bad:?}");
         }
-        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+        MANIFEST.assert_filters_valid();
         for (i, p) in MANIFEST.parameters.iter().enumerate() {
             assert!(!MANIFEST.parameters[..i].iter().any(|q| q.name == p.name));
             assert!(

@@ -459,16 +459,14 @@ impl Bus {
 mod tests {
     use super::*;
     use evergreen_connector_kit::testing;
+    use evergreen_connector_kit::testing::ManifestChecks;
 
     fn config(params: &[(&str, &str)], grant: Option<&str>) -> ComponentConfig {
-        let builder = testing::config(&MANIFEST, 3, params)
+        testing::config(&MANIFEST, 3, params)
             .id("modbus")
-            .core("core");
-        match grant {
-            Some(path) => builder.grant("serial", path, true),
-            None => builder,
-        }
-        .build()
+            .core("core")
+            .maybe_grant("serial", grant, true)
+            .build()
     }
 
     const BASE: [(&str, &str); 2] = [
@@ -525,25 +523,22 @@ mod tests {
 
     #[test]
     fn manifest_is_consistent() {
-        let matches = |name: &str, value: &str| {
-            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-        };
         for p in MANIFEST.parameters {
             if let Some(default) = p.default {
-                assert!(matches(p.name, default), "{}", p.name);
+                assert!(MANIFEST.admits(p.name, default), "{}", p.name);
             }
         }
-        assert!(matches("ModbusBaudRate", "115200"));
-        assert!(!matches("ModbusBaudRate", "0"));
-        assert!(matches("ModbusTimeoutMs", "10"));
-        assert!(!matches("ModbusTimeoutMs", "5"));
-        assert!(!matches("ModbusParity", "n"));
+        assert!(MANIFEST.admits("ModbusBaudRate", "115200"));
+        assert!(!MANIFEST.admits("ModbusBaudRate", "0"));
+        assert!(MANIFEST.admits("ModbusTimeoutMs", "10"));
+        assert!(!MANIFEST.admits("ModbusTimeoutMs", "5"));
+        assert!(!MANIFEST.admits("ModbusParity", "n"));
         assert_eq!(
             MANIFEST
                 .parameter(PORT_RESOURCE_ID)
                 .and_then(|p| p.resource),
             Some(ResourceKind::LocalDevice)
         );
-        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+        MANIFEST.assert_filters_valid();
     }
 }

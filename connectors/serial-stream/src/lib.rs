@@ -331,60 +331,61 @@ async fn enqueue(jobs: &mpsc::Sender<Job>, job: Job, handle: &Handle) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_connector_kit::testing::ManifestChecks;
 
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
-        let matches = |name: &str, value: &str| {
-            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-        };
         for ok in ["110", "9600", "14400", "56000", "115200", "230400"] {
-            assert!(matches("BaudRate", ok), "{ok}");
+            assert!(MANIFEST.admits("BaudRate", ok), "{ok}");
         }
         for bad in ["", "9601", "460800", "96000"] {
-            assert!(!matches("BaudRate", bad), "{bad}");
+            assert!(!MANIFEST.admits("BaudRate", bad), "{bad}");
         }
         for ok in ["1", "9", "10", "59"] {
-            assert!(matches("Timeout", ok), "{ok}");
+            assert!(MANIFEST.admits("Timeout", ok), "{ok}");
         }
         for bad in ["0", "60", "", "05"] {
-            assert!(!matches("Timeout", bad), "{bad}");
+            assert!(!MANIFEST.admits("Timeout", bad), "{bad}");
         }
-        assert!(matches("SerialPort", "/dev/ttyUSB0"));
-        assert!(!matches("SerialPort", "/dev/tty USB0"));
-        assert!(matches("SerialPort-ResourceId", "serial-port_1"));
+        assert!(MANIFEST.admits("SerialPort", "/dev/ttyUSB0"));
+        assert!(!MANIFEST.admits("SerialPort", "/dev/tty USB0"));
+        assert!(MANIFEST.admits("SerialPort-ResourceId", "serial-port_1"));
         for ok in ["true", "FALSE", "True"] {
-            assert!(matches("PollingRead", ok), "{ok}");
+            assert!(MANIFEST.admits("PollingRead", ok), "{ok}");
         }
-        assert!(!matches("PollingRead", ""));
+        assert!(!MANIFEST.admits("PollingRead", ""));
         for ok in [
             "", "1", "9999", "10000", "59999", "62999", "63899", "63989", "63994",
         ] {
-            assert!(matches("PollingReadLength", ok), "{ok}");
+            assert!(MANIFEST.admits("PollingReadLength", ok), "{ok}");
         }
         for bad in ["0", "63995", "64000", "99999", "01"] {
-            assert!(!matches("PollingReadLength", bad), "{bad}");
+            assert!(!MANIFEST.admits("PollingReadLength", bad), "{bad}");
         }
         for ok in ["", "1", "99", "999"] {
-            assert!(matches("PollingReadInterval", ok), "{ok}");
+            assert!(MANIFEST.admits("PollingReadInterval", ok), "{ok}");
         }
         for bad in ["0", "1000", "010"] {
-            assert!(!matches("PollingReadInterval", bad), "{bad}");
+            assert!(!MANIFEST.admits("PollingReadInterval", bad), "{bad}");
         }
         for ok in ["", "ascii", "ASCII", "Hex"] {
-            assert!(matches("PollingReadType", ok), "{ok}");
+            assert!(MANIFEST.admits("PollingReadType", ok), "{ok}");
         }
-        assert!(!matches("PollingReadType", "base64"));
+        assert!(!MANIFEST.admits("PollingReadType", "base64"));
         for ok in ["", "true", "False"] {
-            assert!(matches("RtsCts", ok) && matches("XonXoff", ok), "{ok}");
+            assert!(
+                MANIFEST.admits("RtsCts", ok) && MANIFEST.admits("XonXoff", ok),
+                "{ok}"
+            );
         }
         for ok in ["", "N", "e", "O", "s", "M"] {
-            assert!(matches("Parity", ok), "{ok}");
+            assert!(MANIFEST.admits("Parity", ok), "{ok}");
         }
         for bad in ["X", "NE", "none"] {
-            assert!(!matches("Parity", bad), "{bad}");
+            assert!(!MANIFEST.admits("Parity", bad), "{bad}");
         }
         assert_eq!(
-            evergreen_connector_kit::testing::resource_kind(&MANIFEST, "SerialPort-ResourceId"),
+            MANIFEST.resource_kind("SerialPort-ResourceId"),
             Some(ResourceKind::LocalDevice)
         );
         let required: Vec<&str> = MANIFEST
@@ -405,7 +406,7 @@ mod tests {
         );
         // The rest of what the supervisor's `registry::manifest_problems`
         // checks (this crate cannot depend on the supervisor).
-        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+        MANIFEST.assert_filters_valid();
         for (i, p) in MANIFEST.parameters.iter().enumerate() {
             assert!(
                 !MANIFEST.parameters[..i].iter().any(|q| q.name == p.name),
@@ -413,7 +414,7 @@ mod tests {
                 p.name
             );
             if let Some(default) = p.default {
-                assert!(matches(p.name, default), "default of {}", p.name);
+                assert!(MANIFEST.admits(p.name, default), "default of {}", p.name);
             }
         }
     }

@@ -172,12 +172,8 @@ pub struct Metric {
     pub timestamp: String,
 }
 
-/// Why an input is refused: the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub id: Option<String>,
-    pub message: String,
-}
+/// Why an input is refused (the kit's, shared with the other connectors that echo an `id`).
+pub use evergreen_connector_kit::status::Invalid;
 
 /// `YYYY-MM-DDTHH:MM:SS` in UTC.
 pub fn format_time(t: time::OffsetDateTime) -> String {

@@ -1,6 +1,7 @@
 //! Unit tests: the manifest, settings, input checks, series and statuses.
 
 use super::*;
+use evergreen_connector_kit::testing::ManifestChecks;
 use evergreen_ipc::manifest::ResourceKind;
 use evergreen_ipc::LogLevel;
 
@@ -10,35 +11,31 @@ fn config(params: &[(&str, &str)], endpoints: &[(&str, &str)]) -> ComponentConfi
         .build()
 }
 
-fn matches(name: &str, value: &str) -> bool {
-    evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-}
-
 #[test]
 fn manifest_says_what_the_reference_says() {
     for ok in ["1", "9", "10", "99", "100", "900"] {
-        assert!(matches("PublishInterval", ok), "{ok}");
+        assert!(MANIFEST.admits("PublishInterval", ok), "{ok}");
     }
     for bad in ["0", "", "1000"] {
-        assert!(!matches("PublishInterval", bad), "{bad}");
+        assert!(!MANIFEST.admits("PublishInterval", bad), "{bad}");
     }
     // [doc inconsistency] the pattern admits 901-999; settings clamp them.
-    assert!(matches("PublishInterval", "999"));
+    assert!(MANIFEST.admits("PublishInterval", "999"));
     let (s, notes) = Settings::from_config(&config(&[("PublishInterval", "999")], &[]));
     assert_eq!(s.interval, Duration::from_secs(900));
     assert!(notes
         .iter()
         .any(|(l, m)| *l == LogLevel::Warn && m.contains("PublishInterval 999")));
-    assert!(matches(
+    assert!(MANIFEST.admits(
         "AuthSecretArn",
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-ServiceNowAuth-AbCdEf"
     ));
     assert_eq!(
-        evergreen_connector_kit::testing::resource_kind(&MANIFEST, "AuthSecretArn-ResourceId"),
+        MANIFEST.resource_kind("AuthSecretArn-ResourceId"),
         Some(ResourceKind::Secret)
     );
     assert!(!MANIFEST.aws);
-    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+    MANIFEST.assert_filters_valid();
 }
 
 #[test]

@@ -459,6 +459,7 @@ async fn publish(aws: &AwsClient, p: &Publish) -> Result<String, AwsError> {
 mod tests {
     use super::*;
     use evergreen_connector_kit::manifest::ISOLATION_MODE;
+    use evergreen_connector_kit::testing::ManifestChecks;
     use evergreen_ipc::LogLevel;
 
     const ARN: &str = "arn:aws:sns:us-east-1:123456789012:alerts";
@@ -473,14 +474,8 @@ mod tests {
 
     #[test]
     fn manifest_patterns_say_what_the_reference_says() {
-        let matches = |name: &str, value: &str| {
-            evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-        };
-        assert!(matches(DEFAULT_ARN, ARN));
-        assert!(matches(
-            DEFAULT_ARN,
-            "arn:aws:sns:eu-west-1:000000000000:a_b-C9"
-        ));
+        assert!(MANIFEST.admits(DEFAULT_ARN, ARN));
+        assert!(MANIFEST.admits(DEFAULT_ARN, "arn:aws:sns:eu-west-1:000000000000:a_b-C9"));
         for bad in [
             "arn:aws:sns:us-east-1:12345678901:t",
             "arn:aws:sns:useast1:123456789012:t",
@@ -488,13 +483,13 @@ mod tests {
             "arn:aws:sns:us-east-1:123456789012:t.fifo",
             "",
         ] {
-            assert!(!matches(DEFAULT_ARN, bad), "{bad}");
+            assert!(!MANIFEST.admits(DEFAULT_ARN, bad), "{bad}");
         }
-        assert!(matches(ISOLATION_MODE, "NoContainer"));
-        assert!(!matches(ISOLATION_MODE, "Container"));
-        assert!(matches(QUEUE_SIZE, "1") && matches(QUEUE_SIZE, "100000"));
-        assert!(!matches(QUEUE_SIZE, "0") && !matches(QUEUE_SIZE, "1000000"));
-        evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+        assert!(MANIFEST.admits(ISOLATION_MODE, "NoContainer"));
+        assert!(!MANIFEST.admits(ISOLATION_MODE, "Container"));
+        assert!(MANIFEST.admits(QUEUE_SIZE, "1") && MANIFEST.admits(QUEUE_SIZE, "100000"));
+        assert!(!MANIFEST.admits(QUEUE_SIZE, "0") && !MANIFEST.admits(QUEUE_SIZE, "1000000"));
+        MANIFEST.assert_filters_valid();
         assert!(MANIFEST.aws);
     }
 

@@ -214,12 +214,8 @@ pub struct Item {
     pub body: String,
 }
 
-/// Why an input is refused: the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub id: Option<String>,
-    pub message: String,
-}
+/// Why an input is refused (the kit's, shared with the other connectors that echo an `id`).
+pub use evergreen_connector_kit::status::Invalid;
 
 /// Checks an input against the reference.
 pub fn parse_input(payload: &[u8]) -> Result<Item, Invalid> {

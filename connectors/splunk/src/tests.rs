@@ -1,6 +1,7 @@
 //! Unit tests: the manifest, settings, input checks and the queue.
 
 use super::*;
+use evergreen_connector_kit::testing::ManifestChecks;
 use evergreen_ipc::manifest::ResourceKind;
 use evergreen_ipc::LogLevel;
 
@@ -8,44 +9,31 @@ fn config(params: &[(&str, &str)]) -> ComponentConfig {
     evergreen_connector_kit::testing::config(&MANIFEST, 4, params).build()
 }
 
-fn matches(name: &str, value: &str) -> bool {
-    evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-}
-
 #[test]
 fn manifest_says_what_the_reference_says() {
-    assert!(matches(
-        "SplunkEndpoint",
-        "https://myinstance.cloud.splunk.com:8088"
-    ));
-    assert!(matches("SplunkEndpoint", "http://localhost:8088"));
-    assert!(matches("SplunkEndpoint", "myinstance.cloud.splunk.com"));
-    assert!(!matches("SplunkEndpoint", "ftp://x.com"));
+    assert!(MANIFEST.admits("SplunkEndpoint", "https://myinstance.cloud.splunk.com:8088"));
+    assert!(MANIFEST.admits("SplunkEndpoint", "http://localhost:8088"));
+    assert!(MANIFEST.admits("SplunkEndpoint", "myinstance.cloud.splunk.com"));
+    assert!(!MANIFEST.admits("SplunkEndpoint", "ftp://x.com"));
     for ok in ["0", "9", "10", "99", "100", "900"] {
-        assert!(matches("SplunkFlushIntervalSeconds", ok), "{ok}");
+        assert!(MANIFEST.admits("SplunkFlushIntervalSeconds", ok), "{ok}");
     }
     for bad in ["", "1000", "-1", "01"] {
-        assert!(!matches("SplunkFlushIntervalSeconds", bad), "{bad}");
+        assert!(!MANIFEST.admits("SplunkFlushIntervalSeconds", bad), "{bad}");
     }
-    assert!(matches(
+    assert!(MANIFEST.admits(
         "SplunkTokenSecretArn",
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-SplunkToken-AbCdEf"
     ));
-    assert!(matches(
-        "SplunkCustomCALocation",
-        "/etc/ssl/certs/splunk.crt"
-    ));
-    assert!(matches("SplunkCustomCALocation", ""));
-    assert!(!matches("SplunkCustomCALocation", "splunk.crt"));
+    assert!(MANIFEST.admits("SplunkCustomCALocation", "/etc/ssl/certs/splunk.crt"));
+    assert!(MANIFEST.admits("SplunkCustomCALocation", ""));
+    assert!(!MANIFEST.admits("SplunkCustomCALocation", "splunk.crt"));
     assert_eq!(
-        evergreen_connector_kit::testing::resource_kind(
-            &MANIFEST,
-            "SplunkTokenSecretArn-ResourceId"
-        ),
+        MANIFEST.resource_kind("SplunkTokenSecretArn-ResourceId"),
         Some(ResourceKind::Secret)
     );
     assert!(!MANIFEST.aws);
-    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+    MANIFEST.assert_filters_valid();
 }
 
 #[test]

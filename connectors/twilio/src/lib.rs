@@ -168,12 +168,8 @@ pub struct Request {
     pub retries: u64,
 }
 
-/// Why a payload is not a valid request: the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub id: Option<String>,
-    pub message: String,
-}
+/// Why an input is refused (the kit's, shared with the other connectors that echo an `id`).
+pub use evergreen_connector_kit::status::Invalid;
 
 /// E.164: `+` and 1–15 digits, the first not 0 (see the crate docs).
 pub fn is_phone_number(s: &str) -> bool {

@@ -1,6 +1,7 @@
 //! Unit tests: the manifest, input checks and status shapes.
 
 use super::*;
+use evergreen_connector_kit::testing::ManifestChecks;
 use evergreen_ipc::manifest::ResourceKind;
 use evergreen_ipc::LogLevel;
 
@@ -10,34 +11,24 @@ fn config(params: &[(&str, &str)], endpoints: &[(&str, &str)]) -> ComponentConfi
         .build()
 }
 
-fn matches(name: &str, value: &str) -> bool {
-    evergreen_connector_kit::testing::matches(&MANIFEST, name, value)
-}
-
 #[test]
 fn manifest_says_what_the_reference_says() {
-    assert!(matches(
+    assert!(MANIFEST.admits(
         "TwilioAuthTokenSecretArn",
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-TwilioAuthToken-AbCdEf"
     ));
-    assert!(!matches(
-        "TwilioAuthTokenSecretArn",
-        "greengrass-TwilioAuthToken"
-    ));
-    assert!(matches("DefaultFromPhoneNumber", ""));
-    assert!(matches("DefaultFromPhoneNumber", "+19999999999"));
-    assert!(!matches("DefaultFromPhoneNumber", "19999999999"));
-    assert!(matches("IsolationMode", "NoContainer"));
+    assert!(!MANIFEST.admits("TwilioAuthTokenSecretArn", "greengrass-TwilioAuthToken"));
+    assert!(MANIFEST.admits("DefaultFromPhoneNumber", ""));
+    assert!(MANIFEST.admits("DefaultFromPhoneNumber", "+19999999999"));
+    assert!(!MANIFEST.admits("DefaultFromPhoneNumber", "19999999999"));
+    assert!(MANIFEST.admits("IsolationMode", "NoContainer"));
     assert_eq!(
-        evergreen_connector_kit::testing::resource_kind(
-            &MANIFEST,
-            "TwilioAuthTokenSecretArn-ResourceId"
-        ),
+        MANIFEST.resource_kind("TwilioAuthTokenSecretArn-ResourceId"),
         Some(ResourceKind::Secret)
     );
     assert!(MANIFEST.isolation.container && MANIFEST.isolation.no_container);
     assert!(!MANIFEST.aws);
-    evergreen_connector_kit::testing::assert_filters_valid(&MANIFEST);
+    MANIFEST.assert_filters_valid();
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! Tests of the jail, kept apart from its code for length.
 
+use std::ffi::CString;
+use std::path::PathBuf;
+
 use super::*;
 
 fn spec() -> JailSpec {
