@@ -61,13 +61,17 @@ class Dev:
         self.c.loop_start()
         return self.connacks.get(timeout=WAIT)
 
-    def subscribe(self, topic, qos=1, no_local=False, retain_handling=0, rap=False):
+    def subscribe(self, topic, qos=1, no_local=False, retain_handling=0, rap=False, sub_id=None):
         """Subscribes and waits for the SUBACK's codes (granted QoS, or a failure code)."""
         if self.v5:
             opts = SubscribeOptions(
                 qos=qos, noLocal=no_local, retainAsPublished=rap, retainHandling=retain_handling
             )
-            self.c.subscribe(topic, options=opts)
+            props = None
+            if sub_id is not None:
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = sub_id
+            self.c.subscribe(topic, options=opts, properties=props)
         else:
             self.c.subscribe(topic, qos=qos)
         return self.subacks.get(timeout=WAIT)
@@ -673,6 +677,45 @@ def probe_qos2_resent(port, version):
     got = [brief(m) for m in a.received(2, wait=2)]
     a.close()
     return {"pubrec": [first, again], "pubcomp": comp, "received": got}
+
+
+def probe_sub_ids(port, version):
+    """MQTT-3.3.4-3/-4 (v5): a message carries the Subscription Identifiers of the
+    subscriptions it matches."""
+    a, pub = Dev("dev-a", version), Dev("dev-b", version)
+    a.connect(port)
+    a.subscribe("t/#", sub_id=7)
+    a.subscribe("t/x", sub_id=9)
+    pub.connect(port)
+    pub.publish("t/x", b"both")
+    pub.publish("t/y", b"one")
+    got = a.received(2)
+    out = [
+        {"payload": m.payload.decode(), "ids": sorted(getattr(m.properties, "SubscriptionIdentifier", []))}
+        for m in got
+    ]
+    a.close()
+    pub.close()
+    return {"received": out}
+
+
+def probe_topic_alias(port, version):
+    """MQTT-3.3.2-x (v5 Topic Alias, client to server): a PUBLISH that names its topic only by
+    an alias set earlier on the connection is routed to that topic."""
+    a, pub = Dev("dev-a", version), Dev("dev-b", version)
+    a.connect(port)
+    a.subscribe("t/#")
+    pub.connect(port)
+    first = Properties(PacketTypes.PUBLISH)
+    first.TopicAlias = 3
+    pub.publish("t/aliased", b"named", props=first)
+    again = Properties(PacketTypes.PUBLISH)
+    again.TopicAlias = 3
+    pub.publish("", b"by alias", props=again)
+    got = [brief(m) for m in a.received(2)]
+    a.close()
+    pub.close()
+    return {"received": got}
 
 
 PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.startswith("probe_")}

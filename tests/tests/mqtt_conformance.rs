@@ -600,3 +600,45 @@ fn mqtt_4_3_3_qos2_resent_publish_is_delivered_once_v311() {
 fn mqtt_4_3_3_qos2_resent_publish_is_delivered_once_v5() {
     qos2_resent("5");
 }
+
+/// MQTT-3.3.4-3 (v5): a message that matches several subscriptions of a client carries their
+/// Subscription Identifiers (here in one PUBLISH); MQTT-3.3.4-4: only those it matched.
+#[test]
+fn mqtt_3_3_4_3_subscription_identifiers_v5() {
+    let Some(doc) = probe("sub_ids", "5") else {
+        return;
+    };
+    assert_eq!(
+        doc["received"],
+        json!([{"payload": "both", "ids": [7, 9]}, {"payload": "one", "ids": [7]}]),
+        "{doc}"
+    );
+}
+
+/// MQTT-3.3.2-12 (v5 Topic Alias from the client): a PUBLISH with an empty topic and an alias
+/// set earlier on the connection is routed to the aliased topic.
+#[test]
+fn mqtt_3_3_2_12_topic_alias_from_the_client_v5() {
+    let Some(doc) = probe("topic_alias", "5") else {
+        return;
+    };
+    let got: Vec<(String, String)> = doc["received"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["topic"].as_str().unwrap_or_default().to_owned(),
+                m["payload"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("t/aliased".into(), "named".into()),
+            ("t/aliased".into(), "by alias".into())
+        ],
+        "{doc}"
+    );
+}

@@ -309,6 +309,8 @@ impl MqttHub {
                     // Whether it was sent before the restart is not stored.
                     dup: false,
                     retain: false,
+                    // Nor which subscriptions it matched.
+                    sub_ids: Vec::new(),
                 })
                 .collect();
             let session = Arc::new(DeviceSession {
@@ -522,6 +524,7 @@ impl MqttHub {
         session: &DeviceSession,
         filter: &str,
         granted: u8,
+        sub_id: Option<u32>,
     ) -> Vec<Outgoing> {
         let found = self.retained.matching(filter);
         if found.is_empty() {
@@ -547,6 +550,7 @@ impl MqttHub {
                     stored: None,
                     dup: false,
                     retain: true,
+                    sub_ids: sub_id.into_iter().collect(),
                 }
             })
             .collect()

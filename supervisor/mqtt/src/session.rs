@@ -30,6 +30,8 @@ pub(crate) struct Outgoing {
     /// Sent with the RETAIN flag: a retained message for a new subscription, or a live one
     /// to a v5 subscription with Retain As Published.
     pub(crate) retain: bool,
+    /// MQTT 5 Subscription Identifiers of the subscriptions it matched.
+    pub(crate) sub_ids: Vec<u32>,
 }
 
 /// Why the server ended a device's connection itself (the writer tells the device, in an
@@ -329,6 +331,7 @@ impl DeliverySink for SessionSink {
         // The highest QoS granted among the matching filters (0, 1 or 2).
         let mut want: Option<u8> = None;
         let mut retain = false;
+        let mut sub_ids = Vec::new();
         for g in &inner.subs {
             // No Local (MQTT-3.8.3-3): not the device's own publishes on this filter.
             if g.no_local && msg.source == session.thing_arn {
@@ -339,6 +342,7 @@ impl DeliverySink for SessionSink {
                 // MQTT-3.3.1-12/-13: the flag is 0 on a live delivery unless Retain As
                 // Published (MQTT 3.1.1: always 0, MQTT-3.3.1-9).
                 retain |= g.retain_as_published && msg.meta.retain;
+                sub_ids.extend(g.sub_id);
             }
         }
         // Routed to the device but not subscribed to by it: MQTT delivers nothing.
@@ -356,6 +360,7 @@ impl DeliverySink for SessionSink {
                 stored: None,
                 dup: false,
                 retain,
+                sub_ids: sub_ids.clone(),
             }) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(OfferError::Full),
@@ -378,6 +383,7 @@ impl DeliverySink for SessionSink {
                 stored,
                 dup: false,
                 retain,
+                sub_ids,
             });
             bump(&session.counters.queued_offline);
             return Ok(());

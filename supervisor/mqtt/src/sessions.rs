@@ -205,6 +205,9 @@ pub(crate) struct Grant {
     pub(crate) no_local: bool,
     /// MQTT 5 Retain As Published: live messages keep the RETAIN flag they were published with.
     pub(crate) retain_as_published: bool,
+    /// MQTT 5 Subscription Identifier of the SUBSCRIBE that granted it (sent with each message
+    /// it matches, MQTT-3.3.4-3).
+    pub(crate) sub_id: Option<u32>,
 }
 
 /// Bit of a grant's flags byte: granted QoS 1.
@@ -215,8 +218,11 @@ const GRANT_NO_LOCAL: u8 = 2;
 const GRANT_RAP: u8 = 4;
 /// Bit of a grant's flags byte: granted QoS 2 (with [`GRANT_QOS1`]).
 const GRANT_QOS2: u8 = 8;
+/// Bit of a grant's flags byte: a subscription identifier follows (`u32` little-endian).
+const GRANT_SUB_ID: u8 = 16;
 
-/// `[flags u8][u16 length][filter]…` (flags: [`GRANT_QOS1`], [`GRANT_NO_LOCAL`]).
+/// `[flags u8][sub id u32, if GRANT_SUB_ID][u16 length][filter]…` (flags: [`GRANT_QOS1`],
+/// [`GRANT_NO_LOCAL`], [`GRANT_RAP`], [`GRANT_QOS2`], [`GRANT_SUB_ID`]).
 fn encode_subs(subs: &[Grant]) -> Vec<u8> {
     let mut out = Vec::new();
     for g in subs {
@@ -233,7 +239,13 @@ fn encode_subs(subs: &[Grant]) -> Vec<u8> {
         if g.qos2 {
             flags |= GRANT_QOS2;
         }
+        if g.sub_id.is_some() {
+            flags |= GRANT_SUB_ID;
+        }
         out.push(flags);
+        if let Some(id) = g.sub_id {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
         put_str(&mut out, &g.filter);
     }
     out
@@ -245,7 +257,15 @@ fn decode_subs(bytes: &[u8]) -> Option<Vec<Grant>> {
     while at < bytes.len() {
         let flags = *bytes.get(at)?;
         at += 1;
+        let sub_id = if flags & GRANT_SUB_ID == 0 {
+            None
+        } else {
+            let id = bytes.get(at..at + 4)?;
+            at += 4;
+            Some(u32::from_le_bytes(id.try_into().ok()?))
+        };
         subs.push(Grant {
+            sub_id,
             filter: get_str(bytes, &mut at)?.to_owned(),
             qos1: flags & GRANT_QOS1 != 0,
             qos2: flags & GRANT_QOS2 != 0,
@@ -771,6 +791,7 @@ mod tests {
             qos2: false,
             no_local: false,
             retain_as_published: false,
+            sub_id: None,
         }
     }
 
@@ -1050,6 +1071,7 @@ mod tests {
         let mut subs = vec![grant("a/+/b", true), grant("#", false), grant("c", true)];
         subs[2].no_local = true;
         subs[1].retain_as_published = true;
+        subs[0].sub_id = Some(268_435_455);
         assert_eq!(decode_subs(&encode_subs(&subs)), Some(subs));
         // A store written before No Local has only 0 or 1 as a grant's flags byte.
         assert_eq!(

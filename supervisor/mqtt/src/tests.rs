@@ -20,6 +20,7 @@ fn grant(filter: &str, qos1: bool) -> Grant {
         qos2: false,
         no_local: false,
         retain_as_published: false,
+        sub_id: None,
     }
 }
 
@@ -269,6 +270,7 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
         qos2: false,
         dup: true,
         retain: false,
+        sub_ids: Vec::new(),
         stored: None,
     });
     hub.disconnected(&c.session, c.conn_id);

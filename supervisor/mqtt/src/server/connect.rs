@@ -121,6 +121,8 @@ pub(crate) fn connect_v5(
 /// MQTT 3.1.1 filter has the defaults).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SubOptions {
+    /// The SUBSCRIBE's MQTT 5 Subscription Identifier.
+    pub(crate) sub_id: Option<u32>,
     pub(crate) no_local: bool,
     pub(crate) retain_as_published: bool,
     pub(crate) retained: RetainOnSubscribe,
@@ -159,6 +161,7 @@ pub(crate) fn subscribe(
         qos2: q == QoS::ExactlyOnce,
         no_local: opts.no_local,
         retain_as_published: opts.retain_as_published,
+        sub_id: opts.sub_id,
     });
     let send = match opts.retained {
         RetainOnSubscribe::Send => true,
@@ -166,7 +169,7 @@ pub(crate) fn subscribe(
         RetainOnSubscribe::No => false,
     };
     let retained = if send {
-        hub.retained_for(session, filter, level(q))
+        hub.retained_for(session, filter, level(q), opts.sub_id)
     } else {
         Vec::new()
     };
@@ -255,7 +258,7 @@ pub(super) async fn handshake_v5(
                     ack.session_present = present;
                     ack.retain_available = true;
                     ack.shared_subscription_available = false;
-                    ack.subscription_identifiers_available = false;
+                    ack.subscription_identifiers_available = true;
                     // Told to the device (MQTT 5 Server Keep Alive) when it differs from
                     // what it asked.
                     if keep_alive != asked_keep_alive {

@@ -147,10 +147,19 @@ fn v3_publish(sink: &v3::MqttSink, out: &Outgoing) -> v3::PublishBuilder {
 /// indicator), and the Message Expiry Interval that is left (`expiry`, MQTT-3.3.2-6).
 fn v5_publish(sink: &v5::MqttSink, out: &Outgoing, expiry: Option<u32>) -> v5::PublishBuilder {
     let builder = sink.publish(topic(out)).retain(out.retain);
-    let Some(props) = out.msg.meta.props.as_deref() else {
+    let props = out.msg.meta.props.as_deref();
+    if props.is_none() && out.sub_ids.is_empty() {
         return builder;
-    };
+    }
     builder.properties(|p| {
+        p.subscription_ids = out
+            .sub_ids
+            .iter()
+            .filter_map(|&id| NonZeroU32::new(id))
+            .collect();
+        let Some(props) = props else {
+            return;
+        };
         p.user_properties = props
             .user
             .iter()

@@ -22,6 +22,7 @@ use publish::PublishService;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ntex::io::types::PeerAddr;
@@ -221,9 +222,10 @@ async fn opening<F: ntex::io::Filter>(io: &ntex::io::Io<F>) -> Opening {
 }
 
 /// A v5 subscription's options as the hub takes them.
-fn sub_options(o: &v5::codec::SubscriptionOptions) -> SubOptions {
+fn sub_options(o: &v5::codec::SubscriptionOptions, sub_id: Option<u32>) -> SubOptions {
     use v5::codec::RetainHandling;
     SubOptions {
+        sub_id,
         no_local: o.no_local,
         retain_as_published: o.retain_as_published,
         retained: match o.retain_handling {
@@ -345,6 +347,7 @@ fn mqtt_service<F: ntex::io::Filter>(
                                 Ok::<_, ServerError>(match msg {
                                     v5::ProtocolMessage::Subscribe(mut s) => {
                                         let mut retained = Vec::new();
+                                        let sub_id = s.packet().id.map(NonZeroU32::get);
                                         for mut sub in s.iter_mut() {
                                             let filter = sub.topic().to_string();
                                             let options = sub.options();
@@ -353,7 +356,7 @@ fn mqtt_service<F: ntex::io::Filter>(
                                                 &conn.session,
                                                 &filter,
                                                 options.qos,
-                                                sub_options(options),
+                                                sub_options(options, sub_id),
                                             ) {
                                                 Ok((q, r)) => {
                                                     sub.confirm(q);
