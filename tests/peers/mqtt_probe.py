@@ -299,12 +299,22 @@ def probe_no_local(port, version):
 
 
 def probe_shared(port, version):
-    """Shared subscriptions are refused: v5 SUBACK 0x9E, v3 0x80."""
-    a = Dev("dev-a", version)
+    """MQTT 5 §4.8.2 (shared subscriptions, accepted from 3.1.1 clients too): members of
+    `$share/g/s/#` get each message once between them; a member not routed by the group gets
+    nothing; a malformed `$share` filter is refused."""
+    a, c, pub = Dev("dev-a", version), Dev("dev-c", version), Dev("dev-b", version)
     a.connect(port)
-    codes = a.subscribe("$share/g/t/#")
-    a.close()
-    return {"suback": codes}
+    c.connect(port)
+    granted = [a.subscribe("$share/g/s/#"), c.subscribe("$share/g/s/#")]
+    malformed = a.subscribe("$share/g")
+    pub.connect(port)
+    for i in range(10):
+        pub.publish("s/%d" % i, b"%d" % i)
+    got_a = [m.payload.decode() for m in a.received(10, wait=3)]
+    got_c = [m.payload.decode() for m in c.received(10, wait=1)]
+    for d in (a, c, pub):
+        d.close()
+    return {"granted": granted, "malformed": malformed, "a": got_a, "c": got_c}
 
 
 def probe_dup(port, version):

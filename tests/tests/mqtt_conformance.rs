@@ -32,7 +32,7 @@ fn paho_missing() -> bool {
 }
 
 /// A runtime with the plain listener on and three devices: `dev-b` may send `dev-a` the
-/// topics `t`, `t/...` and `plain/...` and `dev-c` the topics `u/...`, `dev-a` may send itself
+/// topics `t`, `t/...` and `plain/...`, `dev-c` the topics `u/...`, both `s/...`, `dev-a` may send itself
 /// `t/...` (for No Local), and the shadow service answers `dev-a`'s shadow requests to `dev-a`
 /// and `dev-c`.
 fn start() -> (Runtime, u16) {
@@ -49,6 +49,8 @@ fn start() -> (Runtime, u16) {
             sub("s6", "GGShadowService", &format!("{shadow}/#"), &a),
             sub("s7", "GGShadowService", &format!("{shadow}/#"), &c),
             sub("s8", &b, "u/#", &c),
+            sub("s9", &b, "s/#", &a),
+            sub("s10", &b, "s/#", &c),
         ],
     );
     let device = |name: &str| {
@@ -276,22 +278,42 @@ fn mqtt_3_8_3_3_no_local_v5() {
     assert_eq!(payloads(&doc["without"]), ["own2"], "{doc}");
 }
 
-/// Shared subscriptions are not supported: MQTT 5 answers `$share/...` with SUBACK reason
-/// 0x9E (Shared Subscriptions not supported, as the CONNACK announces); MQTT 3.1.1 with 0x80.
-#[test]
-fn mqtt_3_9_3_shared_subscription_refused_with_0x9e_v5() {
-    let Some(doc) = probe("shared", "5") else {
+/// MQTT 5 §4.8.2 shared subscriptions (MQTT-4.8.2-x; accepted from MQTT 3.1.1 clients as
+/// mosquitto does): `dev-a` and `dev-c` on `$share/g/s/#` get each of ten messages exactly
+/// once between them, five each (round robin), and a malformed `$share/g` is refused
+/// (v5 0x8F Topic Filter invalid, v3 0x80).
+fn shared(version: &str) {
+    let Some(doc) = probe("shared", version) else {
         return;
     };
-    assert_eq!(doc["suback"], json!([0x9E]), "{doc}");
+    assert_eq!(doc["granted"], json!([[1], [1]]), "{doc}");
+    let refused = if version == "5" { 0x8F } else { 0x80 };
+    assert_eq!(doc["malformed"], json!([refused]), "{doc}");
+    let mut all: Vec<String> = payloads_of(&doc["a"]);
+    let c = payloads_of(&doc["c"]);
+    assert_eq!((all.len(), c.len()), (5, 5), "round robin: {doc}");
+    all.extend(c);
+    all.sort_by_key(|p| p.parse::<u32>().unwrap_or(u32::MAX));
+    let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert_eq!(all, want, "each message once: {doc}");
+}
+
+fn payloads_of(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect()
 }
 
 #[test]
-fn mqtt_3_9_3_shared_subscription_refused_v311() {
-    let Some(doc) = probe("shared", "311") else {
-        return;
-    };
-    assert_eq!(doc["suback"], json!([0x80]), "{doc}");
+fn mqtt_4_8_2_shared_subscription_delivers_each_message_once_v311() {
+    shared("311");
+}
+
+#[test]
+fn mqtt_4_8_2_shared_subscription_delivers_each_message_once_v5() {
+    shared("5");
 }
 
 /// MQTT-3.3.1-1: a QoS 1 message the device did not acknowledge before its connection ended

@@ -958,6 +958,7 @@ mod tests {
                     payload: payload.clone(),
                     source: Arc::from("src"),
                     meta: Default::default(),
+                    route: 0,
                 });
                 if offer.is_ok() {
                     sent += 1;
@@ -991,6 +992,7 @@ mod tests {
             payload,
             source: Arc::from("src"),
             meta: Default::default(),
+            route: 0,
         }
     }
 
@@ -1026,6 +1028,7 @@ mod tests {
             payload: Arc::from(vec![0u8; 2000]),
             source: Arc::from("src"),
             meta: Default::default(),
+            route: 0,
         };
         sink.offer_acked(big, &receipt).expect("taken");
         receipt.stored();

@@ -14,6 +14,29 @@
 
 use evergreen_ipc::topic::filters_intersect;
 
+/// A shared subscription's parts, `$share/{share}/{filter}` (MQTT 5 §4.8.2): `None` for an
+/// ordinary filter, `Some(Err(()))` for a malformed shared one (an empty share name or one
+/// with a wildcard, or no filter after it).
+pub(crate) fn shared(filter: &str) -> Option<Result<(&str, &str), ()>> {
+    let rest = filter.strip_prefix("$share/")?;
+    Some(match rest.split_once('/') {
+        Some((share, inner))
+            if !share.is_empty() && !share.contains(['+', '#']) && !inner.is_empty() =>
+        {
+            Ok((share, inner))
+        }
+        _ => Err(()),
+    })
+}
+
+/// The filter that matches topics: the inner filter of a shared subscription, else itself.
+pub(crate) fn matching_part(filter: &str) -> &str {
+    match shared(filter) {
+        Some(Ok((_, inner))) => inner,
+        _ => filter,
+    }
+}
+
 /// Whether the MQTT filter `filter` matches `topic` (both valid), by MQTT's rules.
 pub(crate) fn mqtt_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && filter.starts_with(['+', '#']) {
@@ -88,6 +111,18 @@ mod tests {
             "$aws/things/t/shadow/#",
             "$aws/things/t/shadow/update"
         ));
+    }
+
+    #[test]
+    fn shared_filters_are_parsed() {
+        assert_eq!(shared("t/#"), None);
+        assert_eq!(shared("$share/g/t/#"), Some(Ok(("g", "t/#"))));
+        assert_eq!(shared("$share/g/"), Some(Err(())));
+        assert_eq!(shared("$share//t"), Some(Err(())));
+        assert_eq!(shared("$share/g+/t"), Some(Err(())));
+        assert_eq!(shared("$share/g"), Some(Err(())));
+        assert_eq!(matching_part("$share/g/a/+"), "a/+");
+        assert_eq!(matching_part("a/+"), "a/+");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::will::Will;
 use std::time::Duration;
 
 use crate::counters::{bump, CounterSnapshot, Counters};
-use crate::filter::reachable;
+use crate::filter::{reachable, shared};
 use crate::session::{delivered_qos, DeviceSession, Ended, Outgoing, SessionInner, SessionSink};
+use crate::shared::Shared;
 use crate::{Connected, DeviceEntry, PublishRefusal, Refusal, SubRefusal, HIGH_WATER};
 
 /// The server's shared state.
@@ -34,6 +35,8 @@ pub struct MqttHub {
     store: OnceLock<Arc<SessionStore>>,
     /// Retained messages (`retained`).
     retained: Retained,
+    /// Shared subscription groups (`shared`).
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for MqttHub {
@@ -47,7 +50,6 @@ impl std::fmt::Debug for MqttHub {
 impl MqttHub {
     pub fn new(router: Arc<Router>, queue_capacity: usize) -> Arc<Self> {
         Arc::new(MqttHub {
-            router,
             devices: RwLock::new(Arc::default()),
             sessions: Mutex::default(),
             counters: Arc::default(),
@@ -55,6 +57,8 @@ impl MqttHub {
             queue_capacity: queue_capacity.max(1),
             store: OnceLock::new(),
             retained: Retained::default(),
+            shared: Arc::new(Shared::new(router.clone())),
+            router,
         })
     }
 
@@ -207,6 +211,8 @@ impl MqttHub {
                     store: self.store.get().cloned(),
                     ended: Mutex::default(),
                     qos2_received: Mutex::default(),
+                    shared: self.shared.clone(),
+                    alive: Arc::default(),
                 }),
                 false,
             ),
@@ -329,9 +335,12 @@ impl MqttHub {
                 store: Some(store.clone()),
                 ended: Mutex::default(),
                 qos2_received: Mutex::default(),
+                shared: self.shared.clone(),
+                alive: Arc::default(),
             });
             self.router
                 .attach(&s.thing_arn, Arc::new(SessionSink(session.clone())));
+            session.join_shared();
             sessions.insert(s.thing_arn, session);
         }
     }
@@ -362,31 +371,35 @@ impl MqttHub {
         }
     }
 
-    /// Whether `filter` may be granted to the device `thing_arn`: a valid filter, not a shared
-    /// subscription (not supported: MQTT 5 SUBACK 0x9E), that can match a topic some
-    /// subscription of the group delivers to the device (the group decides who hears what).
+    /// Whether `filter` may be granted to the device `thing_arn`: a valid filter (of a shared
+    /// subscription: its inner filter) that can match a topic some subscription of the group
+    /// delivers to the device (the group decides who hears what).
     pub(crate) fn may_subscribe(&self, thing_arn: &str, filter: &str) -> Result<(), SubRefusal> {
-        let why = if filter.starts_with("$share/") {
-            Err(SubRefusal::SharedUnsupported)
-        } else if evergreen_ipc::topic::validate_filter(filter).is_err() {
-            Err(SubRefusal::FilterInvalid)
-        } else {
-            let devices = self.devices.read().unwrap_or_else(PoisonError::into_inner);
-            let deliverable = devices.values().any(|d| {
-                &*d.thing_arn == thing_arn && d.deliverable.iter().any(|s| reachable(s, filter))
-            });
-            if deliverable {
-                Ok(())
-            } else {
-                Err(SubRefusal::NotAuthorized)
+        // A shared subscription is authorized by its filter.
+        let inner = match shared(filter) {
+            None => Some(filter),
+            Some(Ok((_, inner))) => Some(inner),
+            Some(Err(())) => None,
+        };
+        let why = match inner {
+            Some(f) if evergreen_ipc::topic::validate_filter(f).is_ok() => {
+                let devices = self.devices.read().unwrap_or_else(PoisonError::into_inner);
+                let deliverable = devices.values().any(|d| {
+                    &*d.thing_arn == thing_arn && d.deliverable.iter().any(|s| reachable(s, f))
+                });
+                if deliverable {
+                    Ok(())
+                } else {
+                    Err(SubRefusal::NotAuthorized)
+                }
             }
+            _ => Err(SubRefusal::FilterInvalid),
         };
         if let Err(why) = why {
             bump(&self.counters.subscribes_refused);
             log::warn!(
                 "MQTT: {thing_arn} may not subscribe to {filter:?}: {}",
                 match why {
-                    SubRefusal::SharedUnsupported => "shared subscriptions are not supported",
                     SubRefusal::FilterInvalid => "not a valid topic filter",
                     SubRefusal::NotAuthorized =>
                         "no subscription in the group delivers it to this device",
@@ -509,6 +522,7 @@ impl MqttHub {
             payload,
             source: Arc::from(thing_arn),
             meta,
+            route: 0,
         };
         if self.retained.set(msg) == Err(RetainedFull) {
             bump(&self.counters.retained_full);
@@ -554,6 +568,11 @@ impl MqttHub {
                 }
             })
             .collect()
+    }
+
+    /// `session` joins the group of the shared subscription `filter` (granted).
+    pub(crate) fn join_shared(&self, filter: &str, session: &DeviceSession) {
+        self.shared.join(filter, &session.thing_arn, &session.alive);
     }
 
     /// Topics with a retained message now.

@@ -62,6 +62,7 @@ mod server;
 mod session;
 mod sessions;
 mod setup;
+mod shared;
 mod will;
 
 pub use admission::PeerLimits;
@@ -133,9 +134,7 @@ pub(crate) enum PublishRefusal {
 pub(crate) enum SubRefusal {
     /// No subscription of the group delivers what it matches to this device (v5 0x87).
     NotAuthorized,
-    /// `$share/...`: shared subscriptions are not supported (v5 0x9E).
-    SharedUnsupported,
-    /// Not a valid topic filter (v5 0x8F).
+    /// Not a valid topic filter, or a malformed `$share/...` one (v5 0x8F).
     FilterInvalid,
 }
 

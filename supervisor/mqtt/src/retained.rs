@@ -156,6 +156,7 @@ impl Retained {
                 payload: Arc::from(&[][..]),
                 source: Arc::from(""),
                 meta: Meta::default(),
+                route: 0,
             });
         }
         found
@@ -299,6 +300,7 @@ fn decode(topic: &str, bytes: &[u8]) -> Option<Message> {
             retain: true,
             props,
         },
+        route: 0,
     })
 }
 
@@ -317,6 +319,7 @@ mod tests {
                 retain: true,
                 props: None,
             },
+            route: 0,
         }
     }
 

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
-use crate::filter::{mqtt_matches, reachable};
+use crate::filter::{matching_part, mqtt_matches, reachable, shared};
 use crate::sessions::{Grant, SessionStore};
+use crate::shared::Shared;
 use evergreen_runtime::router::{DeliverySink, Message, OfferError};
 
 use crate::counters::{bump, Counters};
@@ -89,6 +90,11 @@ pub(crate) struct DeviceSession {
     /// released by its PUBREL: a PUBLISH sent again with one of them (after a reconnect) is
     /// not routed twice (MQTT-4.3.3-9 / -10). In memory: across reconnects, not restarts.
     pub(crate) qos2_received: Mutex<std::collections::HashSet<u16>>,
+    /// The server's shared subscription groups, which this session's shared filters join.
+    pub(crate) shared: Arc<Shared>,
+    /// Held while the session lives: the groups hold it weakly, so a session that ended leaves
+    /// them by itself.
+    pub(crate) alive: Arc<()>,
 }
 
 /// Opens once a connection's publish lane is gone, that is once everything the connection
@@ -221,7 +227,25 @@ impl DeviceSession {
             inner.subs.retain(|g| g.filter != filter);
             persisted_subs(&inner)
         };
+        if let Some(Ok(_)) = shared(filter) {
+            self.shared.leave(filter, &self.thing_arn);
+        }
         self.store_subs(changed);
+    }
+
+    /// Joins the shared subscription groups of this session's shared filters (a session
+    /// restored from the store).
+    pub(crate) fn join_shared(&self) {
+        let filters: Vec<String> = self
+            .lock()
+            .subs
+            .iter()
+            .filter(|g| matches!(shared(&g.filter), Some(Ok(_))))
+            .map(|g| g.filter.clone())
+            .collect();
+        for f in filters {
+            self.shared.join(&f, &self.thing_arn, &self.alive);
+        }
     }
 
     /// Takes the messages queued while offline, oldest first.
@@ -285,9 +309,11 @@ impl DeviceSession {
         let changed = {
             let mut inner = self.lock();
             let before = inner.subs.len();
-            inner
-                .subs
-                .retain(|g| deliverable.iter().any(|d| reachable(d, &g.filter)));
+            inner.subs.retain(|g| {
+                deliverable
+                    .iter()
+                    .any(|d| reachable(d, matching_part(&g.filter)))
+            });
             if inner.subs.len() == before {
                 None
             } else {
@@ -333,11 +359,20 @@ impl DeliverySink for SessionSink {
         let mut retain = false;
         let mut sub_ids = Vec::new();
         for g in &inner.subs {
-            // No Local (MQTT-3.8.3-3): not the device's own publishes on this filter.
-            if g.no_local && msg.source == session.thing_arn {
-                continue;
-            }
-            if mqtt_matches(&g.filter, &msg.topic) {
+            let matched = match shared(&g.filter) {
+                // A shared subscription: one member of its group gets the message.
+                Some(Ok((_, inner_filter))) => {
+                    mqtt_matches(inner_filter, &msg.topic)
+                        && session.shared.picks(&g.filter, &session.thing_arn, &msg)
+                }
+                Some(Err(())) => false,
+                // No Local (MQTT-3.8.3-3): not the device's own publishes on this filter.
+                None => {
+                    !(g.no_local && msg.source == session.thing_arn)
+                        && mqtt_matches(&g.filter, &msg.topic)
+                }
+            };
+            if matched {
                 want = Some(want.unwrap_or(0).max(grant_level(g)));
                 // MQTT-3.3.1-12/-13: the flag is 0 on a live delivery unless Retain As
                 // Published (MQTT 3.1.1: always 0, MQTT-3.3.1-9).

@@ -294,6 +294,7 @@ fn decode_msg(bytes: &[u8]) -> Option<Message> {
         source,
         payload: Arc::from(bytes.get(at..)?),
         meta: Default::default(),
+        route: 0,
     })
 }
 
@@ -781,6 +782,7 @@ mod tests {
             payload: Arc::from(format!("payload {i}").into_bytes()),
             source: Arc::from("src"),
             meta: Default::default(),
+            route: 0,
         }
     }
 

@@ -265,6 +265,7 @@ fn a_stored_session_comes_back_with_its_queue_in_order() {
             payload: Arc::from(&b"x"[..]),
             source: Arc::from(FUNC),
             meta: Default::default(),
+            route: 0,
         },
         qos1: true,
         qos2: false,

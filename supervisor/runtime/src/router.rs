@@ -401,6 +401,10 @@ pub struct Message {
     pub source: Arc<str>,
     /// How it was published, beyond topic and payload (default for components).
     pub meta: Meta,
+    /// Which routing this copy comes from: every copy one [`Router`] call hands its targets
+    /// has the same number, and no other call's does (0: not from a router). The MQTT server's
+    /// shared subscriptions pick one member per routed message by it.
+    pub route: u64,
 }
 
 /// What a publisher said about a message beyond its topic and payload: an MQTT device's QoS 0
@@ -706,6 +710,8 @@ pub struct Router {
     /// Serialises attach, detach and table swaps so none of them loses another's change.
     registry: Mutex<Registry>,
     unknown_sources: SourceCounters,
+    /// The last [`Message::route`] handed out.
+    routes: AtomicU64,
 }
 
 impl fmt::Debug for Router {
@@ -730,6 +736,7 @@ impl Router {
             current: RwLock::new(Arc::new(snapshot)),
             registry: Mutex::new(registry),
             unknown_sources: SourceCounters::default(),
+            routes: AtomicU64::new(0),
         }
     }
 
@@ -880,6 +887,7 @@ impl Router {
                     payload: payload.clone(),
                     source: source_name.clone(),
                     meta: meta.clone(),
+                    route: self.routes.fetch_add(1, Ordering::Relaxed) + 1,
                 })
                 .clone();
             let offered = match receipt {

@@ -623,6 +623,7 @@ impl ShadowHandle {
                     payload: Arc::from(payload.to_string().into_bytes()),
                     source: source.clone(),
                     meta: Default::default(),
+                    route: 0,
                 })
             });
             if !matches!(sent, Some(Ok(()))) {
@@ -732,6 +733,7 @@ impl ShadowHandle {
             payload,
             source: Arc::from(CLOUD),
             meta: Default::default(),
+            route: 0,
         })
     }
 

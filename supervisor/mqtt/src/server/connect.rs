@@ -9,6 +9,7 @@ use super::deliver::{AnySink, Conn};
 use super::tls::peer_cn;
 use super::{peer_addr, ServerError};
 use crate::admission::Admission;
+use crate::filter::shared;
 use crate::sessions::Grant;
 use crate::will::Will;
 use crate::{Connected, DeviceSession, MqttHub, Outgoing, Refusal, SubRefusal};
@@ -163,11 +164,17 @@ pub(crate) fn subscribe(
         retain_as_published: opts.retain_as_published,
         sub_id: opts.sub_id,
     });
-    let send = match opts.retained {
-        RetainOnSubscribe::Send => true,
-        RetainOnSubscribe::SendIfNew => !existed,
-        RetainOnSubscribe::No => false,
-    };
+    let is_shared = matches!(shared(filter), Some(Ok(_)));
+    if is_shared {
+        hub.join_shared(filter, session);
+    }
+    // No retained message for a new shared subscription (MQTT 5 §4.8.2).
+    let send = !is_shared
+        && match opts.retained {
+            RetainOnSubscribe::Send => true,
+            RetainOnSubscribe::SendIfNew => !existed,
+            RetainOnSubscribe::No => false,
+        };
     let retained = if send {
         hub.retained_for(session, filter, level(q), opts.sub_id)
     } else {
@@ -257,7 +264,7 @@ pub(super) async fn handshake_v5(
                 .with(|ack| {
                     ack.session_present = present;
                     ack.retain_available = true;
-                    ack.shared_subscription_available = false;
+                    ack.shared_subscription_available = true;
                     ack.subscription_identifiers_available = true;
                     // Told to the device (MQTT 5 Server Keep Alive) when it differs from
                     // what it asked.

@@ -241,7 +241,6 @@ fn suback_reason(why: SubRefusal) -> v5::codec::SubscribeAckReason {
     use v5::codec::SubscribeAckReason;
     match why {
         SubRefusal::NotAuthorized => SubscribeAckReason::NotAuthorized,
-        SubRefusal::SharedUnsupported => SubscribeAckReason::SharedSubscriptionNotSupported,
         SubRefusal::FilterInvalid => SubscribeAckReason::TopicFilterInvalid,
     }
 }
