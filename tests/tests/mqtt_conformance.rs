@@ -102,6 +102,14 @@ fn run_probe(rt: &Runtime, port: u16, name: &str, version: &str) -> Value {
     let doc: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("probe {name} printed no JSON ({e}): {stdout}"));
     eprintln!("probe {name} (MQTT {version}): {doc}");
+    // The runtime's warnings, for whoever reads a failing test's output.
+    let log = std::fs::read_to_string(rt.log_path("system/runtime.log")).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("[WARN]") || l.contains("[ERROR]"))
+    {
+        eprintln!("  runtime: {line}");
+    }
     doc
 }
 

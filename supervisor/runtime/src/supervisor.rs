@@ -188,7 +188,7 @@ impl Supervisor {
                 log::warn!("{target}: {full} messages dropped because its queue was full (a slow or stopped target)");
             }
             if unattached > 0 {
-                log::warn!("{target}: {unattached} messages dropped because nothing in this build receives for it");
+                log::warn!("{target}: {unattached} messages not delivered: nothing was attached to receive them (an MQTT device not connected and without a persistent session, or a service that is not running, such as the cloud without coreThing.iotHost)");
             }
         }
         self.reported = now;
