@@ -728,6 +728,39 @@ def probe_topic_alias(port, version):
     return {"received": got}
 
 
+def probe_props_offline_set(port, version):
+    """First half of a restart test: dev-a's persistent session queues a message with
+    properties while dev-a is away."""
+    a = Dev("dev-a", version, clean=True)
+    a.connect(port, expiry=300)
+    a.subscribe("t/#")
+    a.close()
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("k", "v")]
+    props.ResponseTopic = "reply/x"
+    pub.publish("t/q", b"queued", props=props)
+    pub.close()
+    return {"published": True}
+
+
+def probe_props_offline_get(port, version):
+    """Second half: dev-a returns to its session."""
+    a = Dev("dev-a", version, clean=False)
+    a.connect(port, expiry=300)
+    got = a.received(1)
+    a.close()
+    return {"received": [
+        {
+            "payload": m.payload.decode(),
+            "user": [list(kv) for kv in getattr(m.properties, "UserProperty", [])],
+            "response_topic": getattr(m.properties, "ResponseTopic", None),
+        }
+        for m in got
+    ]}
+
+
 PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.startswith("probe_")}
 
 if __name__ == "__main__":

@@ -486,13 +486,10 @@ fn mqtt_3_3_1_9_retain_handling_and_retain_as_published_v5() {
 /// Retained messages are durable: after `kill -9` and a restart on the same root a new
 /// subscription still gets the retained message (README: committed in the session store's
 /// next batch, milliseconds after the PUBACK).
-fn retained_survives_kill_9(version: &str) {
-    if paho_missing() {
-        return;
-    }
-    let (mut rt, port) = start();
-    run_probe(&rt, port, "retain_set", version);
-    // The store commits in its next batch, off the publish path.
+/// `kill -9` of the runtime (after giving the session store's writer time for its commit: it
+/// commits off the publish path, milliseconds after the PUBACK) and a restart on the same root
+/// and group; the plain listener's new port.
+fn kill_and_restart(rt: &mut Runtime) -> u16 {
     std::thread::sleep(Duration::from_millis(500));
     assert!(rt
         .stop_with(nix::sys::signal::Signal::SIGKILL, LIMIT)
@@ -510,11 +507,20 @@ fn retained_survives_kill_9(version: &str) {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("restart evergreen");
-    let port = wait_for(LIMIT, || {
+    wait_for(LIMIT, || {
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
         doc["plain"].as_str()?.rsplit(':').next()?.parse().ok()
     })
-    .expect("the restarted runtime names its port");
+    .expect("the restarted runtime names its port")
+}
+
+fn retained_survives_kill_9(version: &str) {
+    if paho_missing() {
+        return;
+    }
+    let (mut rt, port) = start();
+    run_probe(&rt, port, "retain_set", version);
+    let port = kill_and_restart(&mut rt);
     let doc = run_probe(&rt, port, "retain_get", version);
     assert_eq!(flags(&doc["received"]), [("durable".into(), true)], "{doc}");
 }
@@ -671,4 +677,20 @@ fn mqtt_3_3_2_12_topic_alias_from_the_client_v5() {
         ],
         "{doc}"
     );
+}
+
+/// MQTT-3.3.2-x across a restart (v5): a message queued for an offline persistent session keeps
+/// its properties through `kill -9` of the runtime and arrives with them.
+#[test]
+fn mqtt_3_3_2_properties_of_queued_messages_survive_kill_9_v5() {
+    if paho_missing() {
+        return;
+    }
+    let (mut rt, port) = start();
+    run_probe(&rt, port, "props_offline_set", "5");
+    let port = kill_and_restart(&mut rt);
+    let doc = run_probe(&rt, port, "props_offline_get", "5");
+    assert_eq!(doc["received"][0]["payload"], "queued", "{doc}");
+    assert_eq!(doc["received"][0]["user"], json!([["k", "v"]]), "{doc}");
+    assert_eq!(doc["received"][0]["response_topic"], "reply/x", "{doc}");
 }

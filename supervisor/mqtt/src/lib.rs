@@ -57,6 +57,7 @@ mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hub;
+mod record;
 mod retained;
 mod server;
 mod session;

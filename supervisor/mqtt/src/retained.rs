@@ -24,7 +24,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use evergreen_runtime::router::{Message, Meta, PublishProps};
+use evergreen_runtime::router::{Message, Meta};
+
+use crate::record::{self, Reader};
 
 use crate::filter::mqtt_matches;
 use crate::sessions::{unix_now, SessionStore};
@@ -179,127 +181,30 @@ fn expired(msg: &Message, now: u64) -> bool {
 /// Version of the stored form (its first byte).
 const FORMAT: u8 = 1;
 
-fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Every field is an MQTT string or binary: at most 65535 bytes.
-    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&bytes[..usize::from(len)]);
-}
-
-fn put_opt(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    out.push(u8::from(bytes.is_some()));
-    if let Some(b) = bytes {
-        put(out, b);
-    }
-}
-
-/// `[FORMAT][QoS: 1 for 0, 2 for 2, else 1][source][has props][props…][payload]`, strings as `[u16 le length][bytes]`;
-/// props: `[u16 count][name][value]…`, then response topic, correlation data and content type
-/// each as `[present][string]`, `[payload format: 0 none, 1 UTF-8]`, `[u64 le expires at, 0
-/// none]`. The topic is the row's key.
+/// `[FORMAT][meta][source][payload]` (meta and strings as `record` writes them). The topic is
+/// the row's key.
 fn encode(msg: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + msg.source.len() + msg.payload.len());
+    let mut out = Vec::with_capacity(16 + msg.source.len() + msg.payload.len());
     out.push(FORMAT);
-    out.push(u8::from(msg.meta.at_most_once) | (u8::from(msg.meta.exactly_once) << 1));
-    put(&mut out, msg.source.as_bytes());
-    match msg.meta.props.as_deref() {
-        None => out.push(0),
-        Some(p) => {
-            out.push(1);
-            let n = u16::try_from(p.user.len()).unwrap_or(u16::MAX);
-            out.extend_from_slice(&n.to_le_bytes());
-            for (k, v) in p.user.iter().take(usize::from(n)) {
-                put(&mut out, k.as_bytes());
-                put(&mut out, v.as_bytes());
-            }
-            put_opt(&mut out, p.response_topic.as_deref().map(str::as_bytes));
-            put_opt(&mut out, p.correlation_data.as_deref());
-            put_opt(&mut out, p.content_type.as_deref().map(str::as_bytes));
-            out.push(u8::from(p.utf8_payload == Some(true)));
-            out.extend_from_slice(&p.expires_at.unwrap_or(0).to_le_bytes());
-        }
-    }
+    record::put_meta(&mut out, &msg.meta);
+    record::put(&mut out, msg.source.as_bytes());
     out.extend_from_slice(&msg.payload);
     out
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let b = self.bytes.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(b)
-    }
-    fn byte(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn field(&mut self) -> Option<&'a [u8]> {
-        let len = self.take(2)?;
-        self.take(usize::from(u16::from_le_bytes([len[0], len[1]])))
-    }
-    fn string(&mut self) -> Option<String> {
-        String::from_utf8(self.field()?.to_vec()).ok()
-    }
-    fn opt(&mut self) -> Option<Option<&'a [u8]>> {
-        match self.byte()? {
-            0 => Some(None),
-            _ => Some(Some(self.field()?)),
-        }
-    }
-    fn opt_string(&mut self) -> Option<Option<String>> {
-        match self.opt()? {
-            None => Some(None),
-            Some(b) => Some(Some(String::from_utf8(b.to_vec()).ok()?)),
-        }
-    }
-}
-
 fn decode(topic: &str, bytes: &[u8]) -> Option<Message> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     if r.byte()? != FORMAT {
         return None;
     }
-    let qos = r.byte()?;
+    let mut meta = record::read_meta(&mut r)?;
+    meta.retain = true;
     let source = r.string()?;
-    let props = match r.byte()? {
-        0 => None,
-        _ => {
-            let n = r.take(2)?;
-            let n = u16::from_le_bytes([n[0], n[1]]);
-            let mut user = Vec::with_capacity(usize::from(n));
-            for _ in 0..n {
-                user.push((r.string()?, r.string()?));
-            }
-            let response_topic = r.opt_string()?;
-            let correlation_data = r.opt()?.map(<[u8]>::to_vec);
-            let content_type = r.opt_string()?;
-            let utf8_payload = (r.byte()? != 0).then_some(true);
-            let at = r.take(8)?;
-            let at = u64::from_le_bytes(at.try_into().ok()?);
-            Some(Arc::new(PublishProps {
-                user,
-                response_topic,
-                correlation_data,
-                content_type,
-                utf8_payload,
-                expires_at: (at != 0).then_some(at),
-            }))
-        }
-    };
     Some(Message {
         topic: Arc::from(topic),
-        payload: Arc::from(bytes.get(r.at..)?),
+        payload: Arc::from(r.rest()),
         source: Arc::from(source.as_str()),
-        meta: Meta {
-            at_most_once: qos & 1 != 0,
-            exactly_once: qos & 2 != 0,
-            retain: true,
-            props,
-        },
+        meta,
         route: 0,
     })
 }
@@ -307,6 +212,7 @@ fn decode(topic: &str, bytes: &[u8]) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evergreen_runtime::router::PublishProps;
 
     fn msg(topic: &str, payload: &[u8]) -> Message {
         Message {

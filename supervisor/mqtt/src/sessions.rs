@@ -17,7 +17,9 @@
 //!   counter for the whole store, so iterating a thing's key range gives its messages in the
 //!   order they were queued. A third, `expiry`, holds an MQTT 5 session's expiry interval and
 //!   when its device went offline (0 while connected: after a restart it counts from the load);
-//!   a session past it is deleted when the store is loaded.
+//!   a session past it is deleted when the store is loaded. `queued_meta` holds, beside a
+//!   queued message, what it carries beyond its bytes when it has any (QoS 2, MQTT 5
+//!   properties: `crate::record`), and `retained` the retained messages (`crate::retained`).
 //! * **fsync policy**: a message counts as queued for an offline device only once it is
 //!   committed with `Durability::Immediate` (redb fsyncs before the commit returns). Session
 //!   changes (new persistent session, filters granted or removed, a session ended) are committed
@@ -52,7 +54,9 @@ use std::time::Duration;
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
-use evergreen_runtime::router::Message;
+use evergreen_runtime::router::{Message, Meta};
+
+use crate::record::{self, Reader};
 
 /// Thing ARN -> granted filters (see [`encode_subs`]).
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
@@ -64,6 +68,11 @@ const QUEUED: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("qu
 /// or 0 while it was connected). No row: the session never expires (MQTT 3.1.1, or v5 with
 /// the interval 0xFFFFFFFF).
 const EXPIRY: TableDefinition<'_, &str, (u32, u64)> = TableDefinition::new("expiry");
+
+/// (thing ARN, seq) -> the metadata of a queued message that has any (QoS 2, MQTT 5
+/// properties; `crate::record`), beside its row in [`QUEUED`]. Stores written before it have
+/// none: their messages come back as QoS 1 without properties.
+const QUEUED_META: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("queued_meta");
 
 /// Topic -> its retained message, as `crate::retained` encodes it (the store keeps the bytes).
 const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
@@ -337,6 +346,17 @@ fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStore
     let queued_t = read.open_table(QUEUED).map_err(|e| store_err(path, e))?;
     let expiry_t = read.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
     let retained_t = read.open_table(RETAINED).map_err(|e| store_err(path, e))?;
+    let meta_t = read
+        .open_table(QUEUED_META)
+        .map_err(|e| store_err(path, e))?;
+    let mut metas = BTreeMap::new();
+    for row in meta_t.iter().map_err(|e| store_err(path, e))? {
+        let (k, v) = row.map_err(|e| store_err(path, e))?;
+        let (arn, seq) = k.value();
+        if let Some(meta) = record::read_meta(&mut Reader::new(v.value())) {
+            metas.insert((arn.to_owned(), seq), meta);
+        }
+    }
     let mut retained = Vec::new();
     for row in retained_t.iter().map_err(|e| store_err(path, e))? {
         let (k, v) = row.map_err(|e| store_err(path, e))?;
@@ -367,7 +387,12 @@ fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStore
         let (arn, seq) = k.value();
         next_seq = next_seq.max(seq + 1);
         let arn: Arc<str> = Arc::from(arn);
-        let decoded = decode_msg(v.value());
+        let decoded = decode_msg(v.value()).map(|mut msg| {
+            if let Some(meta) = metas.remove(&(arn.to_string(), seq)) {
+                msg.meta = meta;
+            }
+            msg
+        });
         match (by_arn.get_mut(&arn), decoded) {
             (Some((_, queue)), Some(msg)) => {
                 queue.push_back((seq, msg));
@@ -441,6 +466,7 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
         let mut queued = txn.open_table(QUEUED).map_err(boxed)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(boxed)?;
         let mut retained = txn.open_table(RETAINED).map_err(boxed)?;
+        let mut queued_meta = txn.open_table(QUEUED_META).map_err(boxed)?;
         for op in batch {
             match op {
                 Op::Subs { arn, subs } => {
@@ -454,6 +480,9 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
                     queued
                         .retain_in((arn, 0u64)..=(arn, u64::MAX), |_, _| false)
                         .map_err(boxed)?;
+                    queued_meta
+                        .retain_in((arn, 0u64)..=(arn, u64::MAX), |_, _| false)
+                        .map_err(boxed)?;
                     expiry.remove(arn).map_err(boxed)?;
                     if *persistent {
                         sessions.insert(arn, &[][..]).map_err(boxed)?;
@@ -463,9 +492,17 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
                     queued
                         .insert((&**arn, *seq), encode_msg(msg).as_slice())
                         .map_err(boxed)?;
+                    if msg.meta != Meta::default() {
+                        let mut meta = Vec::new();
+                        record::put_meta(&mut meta, &msg.meta);
+                        queued_meta
+                            .insert((&**arn, *seq), meta.as_slice())
+                            .map_err(boxed)?;
+                    }
                 }
                 Op::Remove { arn, seq } => {
                     queued.remove((&**arn, *seq)).map_err(boxed)?;
+                    queued_meta.remove((&**arn, *seq)).map_err(boxed)?;
                 }
                 Op::Expiry { arn, expiry: None } => {
                     expiry.remove(&**arn).map_err(boxed)?;
@@ -566,6 +603,8 @@ impl SessionStore {
         txn.open_table(QUEUED).map_err(|e| store_err(path, e))?;
         txn.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
         txn.open_table(RETAINED).map_err(|e| store_err(path, e))?;
+        txn.open_table(QUEUED_META)
+            .map_err(|e| store_err(path, e))?;
         txn.commit().map_err(|e| store_err(path, e))?;
 
         let loaded = load(&db, path, bound)?;
@@ -886,6 +925,43 @@ mod tests {
             .expect("reopen");
         assert_eq!(found.len(), 1);
         assert!(found[0].queued.is_empty() && found[0].subs.is_empty());
+    }
+
+    /// A queued message's QoS 2 flag and MQTT 5 properties come back with it after a restart;
+    /// a delivered one's go with it.
+    #[test]
+    fn queued_metadata_survives_a_reopen() {
+        use evergreen_runtime::router::PublishProps;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sessions.redb");
+        let (store, _) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
+        let a = arn(A);
+        store.reset(&a, true);
+        let mut with_props = msg(1);
+        with_props.meta.exactly_once = true;
+        with_props.meta.props = Some(Arc::new(PublishProps {
+            user: vec![("k".into(), "v".into())],
+            response_topic: Some("r".into()),
+            correlation_data: Some(vec![1, 2]),
+            content_type: Some("c".into()),
+            utf8_payload: Some(true),
+            expires_at: Some(1_900_000_000),
+        }));
+        let first = store.queue(&a, &with_props);
+        store.queue(&a, &msg(2));
+        let delivered = store.queue(&a, &with_props);
+        store.remove(&a, delivered);
+        assert!(store.close());
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
+        let queued = &found[0].queued;
+        assert_eq!(queued.len(), 2);
+        assert_eq!(queued[0].0, first);
+        assert_eq!(queued[0].1.meta, with_props.meta);
+        assert_eq!(queued[1].1.meta, Meta::default());
     }
 
     #[test]
