@@ -57,7 +57,7 @@ impl MqttHub {
             queue_capacity: queue_capacity.max(1),
             store: OnceLock::new(),
             retained: Retained::default(),
-            shared: Arc::new(Shared::new(router.clone())),
+            shared: Arc::new(Shared::new(&router)),
             router,
         })
     }

@@ -29,7 +29,9 @@ const RECENT: usize = 64;
 /// The shared subscription groups of the server.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    router: Arc<Router>,
+    /// Weak: the router holds the sessions' sinks, the sessions hold this (a strong reference
+    /// here would make a cycle that outlives the hub).
+    router: Weak<Router>,
     groups: Mutex<HashMap<String, Group>>,
 }
 
@@ -43,9 +45,9 @@ struct Group {
 }
 
 impl Shared {
-    pub(crate) fn new(router: Arc<Router>) -> Shared {
+    pub(crate) fn new(router: &Arc<Router>) -> Shared {
         Shared {
-            router,
+            router: Arc::downgrade(router),
             groups: Mutex::default(),
         }
     }
@@ -87,7 +89,10 @@ impl Shared {
             return &**chosen == thing;
         }
         group.members.retain(|(_, w)| w.strong_count() > 0);
-        let table = self.router.table();
+        let Some(router) = self.router.upgrade() else {
+            return false;
+        };
+        let table = router.table();
         let mut targets = Vec::new();
         table.targets(&msg.source, &msg.topic, &mut targets);
         let eligible: Vec<&Arc<str>> = group
