@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use crate::counters::{bump, CounterSnapshot, Counters};
 use crate::filter::{reachable, shared};
-use crate::session::{delivered_qos, DeviceSession, Ended, Outgoing, SessionInner, SessionSink};
+use crate::session::{
+    delivered_qos, DeviceSession, Ended, LaneSlot, Outgoing, SessionInner, SessionSink,
+};
 use crate::shared::Shared;
 use crate::{Connected, DeviceEntry, PublishRefusal, Refusal, SubRefusal, HIGH_WATER};
 
@@ -37,6 +39,9 @@ pub struct MqttHub {
     retained: Retained,
     /// Shared subscription groups (`shared`).
     shared: Arc<Shared>,
+    /// Each thing's lane gate slot, kept across its session objects (see
+    /// [`DeviceSession::lane_gate`]); one per thing that has connected.
+    lane_slots: Mutex<HashMap<Arc<str>, LaneSlot>>,
 }
 
 impl std::fmt::Debug for MqttHub {
@@ -58,6 +63,7 @@ impl MqttHub {
             store: OnceLock::new(),
             retained: Retained::default(),
             shared: Arc::new(Shared::new(&router)),
+            lane_slots: Mutex::default(),
             router,
         })
     }
@@ -207,7 +213,7 @@ impl MqttHub {
                     inner: Mutex::default(),
                     counters: self.counters.clone(),
                     room: tokio::sync::Notify::new(),
-                    lane_gate: Mutex::default(),
+                    lane_gate: self.lane_slot(&entry.thing_arn),
                     store: self.store.get().cloned(),
                     ended: Mutex::default(),
                     qos2_received: Mutex::default(),
@@ -331,7 +337,7 @@ impl MqttHub {
                 }),
                 counters: self.counters.clone(),
                 room: tokio::sync::Notify::new(),
-                lane_gate: Mutex::default(),
+                lane_gate: self.lane_slot(&s.thing_arn),
                 store: Some(store.clone()),
                 ended: Mutex::default(),
                 qos2_received: Mutex::default(),
@@ -568,6 +574,16 @@ impl MqttHub {
                 }
             })
             .collect()
+    }
+
+    /// The lane gate slot of `thing_arn` (created at its first connection).
+    fn lane_slot(&self, thing_arn: &Arc<str>) -> LaneSlot {
+        self.lane_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(thing_arn.clone())
+            .or_default()
+            .clone()
     }
 
     /// `session` joins the group of the shared subscription `filter` (granted).
