@@ -1,6 +1,11 @@
 //! What `eg-mqtt-bench` reads about a broker's processes from `/proc`: the process and its
-//! descendants, their CPU time (utime + stime) and their resident size. The proc root is a
-//! parameter so the parsing is tested against files in a temporary directory. It only reads.
+//! descendants, their CPU time and their resident size. The proc root is a parameter so the
+//! parsing is tested against files in a temporary directory. It only reads.
+//!
+//! CPU time comes from each live thread's `schedstat` (nanoseconds) rather than from `stat`'s
+//! utime + stime alone (clock ticks, 10 ms): a short case costs a broker a few ticks, too
+//! coarse to compare per message. Threads that have exited are still counted, with tick
+//! precision: the process's `stat` total minus what its live threads' `stat` holds.
 
 use std::path::{Path, PathBuf};
 
@@ -79,13 +84,49 @@ impl Proc {
         out
     }
 
-    /// utime + stime of `pid` and its descendants, in clock ticks (0 for a process gone).
-    pub fn cpu_ticks(&self, pid: i32) -> u64 {
-        self.tree(pid)
-            .iter()
-            .filter_map(|p| self.stat(*p))
-            .map(|(_, t)| t)
-            .sum()
+    /// CPU time of `pid` and its descendants in ns: live threads to the nanosecond (their
+    /// `schedstat`), exited ones to the tick (see the module's comment). A process without
+    /// `schedstat` (a kernel without CONFIG_SCHED_INFO) is counted in ticks.
+    pub fn cpu_ns(&self, pid: i32, tick_ns: u64) -> u64 {
+        let mut total = 0;
+        for p in self.tree(pid) {
+            let Some((_, ticks)) = self.stat(p) else {
+                continue;
+            };
+            let tasks = self.root.join(p.to_string()).join("task");
+            let mut live_ticks = 0u64;
+            let mut live_ns = 0u64;
+            let mut precise = true;
+            if let Ok(entries) = std::fs::read_dir(&tasks) {
+                for entry in entries.flatten() {
+                    let dir = entry.path();
+                    let ns = std::fs::read_to_string(dir.join("schedstat"))
+                        .ok()
+                        .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+                    let stat = std::fs::read_to_string(dir.join("stat"))
+                        .ok()
+                        .and_then(|t| parse_stat(&t));
+                    match (ns, stat) {
+                        (Some(ns), Some((_, t))) => {
+                            live_ns += ns;
+                            live_ticks += t;
+                        }
+                        // A thread that exited between the listing and the read: its time
+                        // is in the process's total, counted below.
+                        (None, None) => {}
+                        _ => precise = false,
+                    }
+                }
+            } else {
+                precise = false;
+            }
+            total += if precise {
+                live_ns + ticks.saturating_sub(live_ticks) * tick_ns
+            } else {
+                ticks * tick_ns
+            };
+        }
+        total
     }
 
     /// Resident size of `pid` and its descendants in KiB (0 for a process gone).
@@ -141,9 +182,30 @@ mod tests {
         let mut tree = proc.tree(10);
         tree.sort_unstable();
         assert_eq!(tree, vec![10, 11, 12]);
-        assert_eq!(proc.cpu_ticks(10), 16);
         assert_eq!(proc.rss_kib(10), 1230);
-        assert_eq!(proc.cpu_ticks(99), 0);
+        // Without task directories, CPU time is counted in ticks: 16 of 10 ms.
+        assert_eq!(proc.cpu_ns(10, 10_000_000), 160_000_000);
+        assert_eq!(proc.cpu_ns(99, 10_000_000), 0);
+    }
+
+    #[test]
+    fn live_threads_count_in_ns_and_exited_ones_in_ticks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The process: 50 ticks in all; its two live threads hold 30 of them.
+        fake(dir.path(), 10, 1, (40, 10), 1000);
+        for (tid, ticks, ns) in [(10, 20, 201_000_000u64), (11, 10, 99_500_000)] {
+            let task = dir.path().join("10/task").join(tid.to_string());
+            std::fs::create_dir_all(&task).expect("mkdir");
+            std::fs::write(
+                task.join("stat"),
+                format!("{tid} (t) S 1 1 1 0 -1 0 0 0 0 0 {ticks} 0 0 0\n"),
+            )
+            .expect("stat");
+            std::fs::write(task.join("schedstat"), format!("{ns} 5 6\n")).expect("schedstat");
+        }
+        let proc = Proc::at(dir.path());
+        // 300.5 ms live, 20 ticks of 10 ms exited.
+        assert_eq!(proc.cpu_ns(10, 10_000_000), 300_500_000 + 200_000_000);
     }
 
     #[test]
