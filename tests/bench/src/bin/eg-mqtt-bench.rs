@@ -36,7 +36,9 @@ Sections (all by default; --section picks some, in this order):
   fanout   Fan-out: 1 publisher -> --fanout-subs subscribers of one topic, QoS 1, 16 B, at
            --fanout-rate messages per second for --fanout-secs.
   idle     --idle devices connect (3.1.1, clean session) and stay idle: connect time and the
-           broker's resident size with none and with all of them connected.
+           broker's resident size with none and with all of them connected, and the difference
+           per connection. Evergreen takes at most 2,500 (a group's maximum, as in Greengrass
+           V1); its per-connection figure is still comparable.
 
 Every message carries its publisher, a sequence number and its send time. Per case:
   msg/s         distinct messages received / (last first arrival - first publish)

@@ -18,6 +18,10 @@ use crate::mqtt::Version;
 /// The rumqttd release the bench was checked with (it builds with this repository's toolchain).
 pub const RUMQTTD_VERSION: &str = "0.20.0";
 
+/// Devices a group may have (Greengrass V1's limit, checked by `supervisor/group`'s
+/// validation): Evergreen accepts no more client ids than that, so no more connections.
+pub const EVERGREEN_MAX_DEVICES: usize = 2500;
+
 /// How long a broker may take to listen, and to stop before it is killed.
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -240,19 +244,20 @@ impl Broker {
         let rt = Runtime::start_config(&evergreen_group(plan), &patch, &[]);
         let file = rt.dir.path().join("root/run/mqtt-listeners.json");
         let mut rt = Box::new(rt);
-        let addr: Option<SocketAddr> = wait_for(LIMIT, || {
-            if let Ok(Some(_)) = rt.child.try_wait() {
-                return Some(None);
+        let addr = wait_for(LIMIT, || {
+            if let Ok(Some(status)) = rt.child.try_wait() {
+                return Some(Err(format!(
+                    "`evergreen run` exited at start ({status}); its standard error above says why"
+                )));
             }
             let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-            doc["plain"].as_str()?.parse().ok().map(Some)
+            doc["plain"].as_str()?.parse::<SocketAddr>().ok().map(Ok)
         })
-        .flatten();
-        let addr = addr.ok_or_else(|| {
-            format!(
+        .unwrap_or_else(|| {
+            Err(format!(
                 "Evergreen's plain MQTT listener did not come up within {LIMIT:?} (log: {})",
                 rt.log_path("system/runtime.log").display()
-            )
+            ))
         })?;
         Ok(Broker {
             kind: Kind::Evergreen,

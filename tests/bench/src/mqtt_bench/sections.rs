@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::broker::{Broker, Kind, Plan, Programs};
+use super::broker::{Broker, Kind, Plan, Programs, EVERGREEN_MAX_DEVICES};
 use super::idle::{run_idle, Idle};
 use super::run::{run_case, Case, Outcome, Pace, PubSpec, Reconnect, SubSpec};
 use super::table::{thousands, Table};
@@ -407,21 +407,37 @@ pub fn fanout(rt: &tokio::runtime::Runtime, s: &Settings) {
 }
 
 /// Idle devices: `idle` connections without traffic and the broker's memory for them.
+/// Evergreen gets at most [`EVERGREEN_MAX_DEVICES`] (its group's limit); its resident size per
+/// connection is still comparable, being a difference over the count.
 pub fn idle(rt: &tokio::runtime::Runtime, s: &Settings) {
-    let ids: Vec<String> = (0..s.idle).map(|i| format!("idle-{i}")).collect();
-    let plan = Plan {
-        devices: ids.clone(),
-        routes: Vec::new(),
-        max_connections: s.idle,
-    };
+    let all: Vec<String> = (0..s.idle).map(|i| format!("idle-{i}")).collect();
     let limit = Duration::from_secs(120);
     let mut notes = Vec::new();
     let mut results: Vec<Option<Idle>> = Vec::new();
     for kind in &s.brokers {
-        eprintln!("eg-mqtt-bench: {} {} idle connections", kind.name(), s.idle);
+        let ids = match kind {
+            Kind::Evergreen if all.len() > EVERGREEN_MAX_DEVICES => {
+                notes.push(format!(
+                    "evergreen: {} devices, the most a group may have (Greengrass V1's limit)",
+                    thousands(EVERGREEN_MAX_DEVICES as u64)
+                ));
+                &all[..EVERGREEN_MAX_DEVICES]
+            }
+            _ => &all[..],
+        };
+        let plan = Plan {
+            devices: ids.to_vec(),
+            routes: Vec::new(),
+            max_connections: ids.len(),
+        };
+        eprintln!(
+            "eg-mqtt-bench: {} {} idle connections",
+            kind.name(),
+            ids.len()
+        );
         match Broker::start(*kind, &plan, &s.programs) {
             Ok(broker) => {
-                let r = rt.block_on(run_idle(&broker, &ids, limit));
+                let r = rt.block_on(run_idle(&broker, ids, limit));
                 for e in &r.errors {
                     notes.push(format!("{}: {e}", kind.name()));
                 }
