@@ -7,10 +7,12 @@
 //! stays in `evergreen_tests`, which the integration tests also use. Here are
 //! only what several benches share beyond it: the MQTT 3.1.1 packets of the
 //! benches' own clients ([`mqtt`]), mosquitto as the upstream broker with
-//! persistence ([`mosquitto`]) and what `eg-soak` counts ([`soak`]).
+//! persistence ([`mosquitto`]), what `eg-soak` counts ([`soak`]) and
+//! `eg-mqtt-bench`'s cases and brokers ([`mqtt_bench`]).
 
 pub mod mosquitto;
 pub mod mqtt;
+pub mod mqtt_bench;
 pub mod soak;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,58 @@
 //! PUBACK, PINGREQ, DISCONNECT and their answers), written here so a bench knows exactly what
 //! went over the wire and when. Encoding, and splitting a byte stream into packets for a reader
 //! that may be interrupted by a read timeout between any two bytes. It never opens a socket.
+//! The MQTT 5 forms are in [`v5`]; [`Version`] picks one or the other for a client that speaks
+//! either.
+
+pub mod v5;
+
+/// The protocol level a bench client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
+    V3,
+    /// MQTT 5.0.
+    V5,
+}
+
+impl Version {
+    /// CONNECT at this level (see [`connect`] and [`v5::connect`]).
+    pub fn connect(self, client_id: &str, clean: bool, keep_alive_secs: u16) -> Vec<u8> {
+        match self {
+            Version::V3 => connect(client_id, clean, keep_alive_secs),
+            Version::V5 => v5::connect(client_id, clean, keep_alive_secs),
+        }
+    }
+
+    pub fn subscribe(self, packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
+        match self {
+            Version::V3 => subscribe(packet_id, filter, qos),
+            Version::V5 => v5::subscribe(packet_id, filter, qos),
+        }
+    }
+
+    pub fn publish(self, topic: &str, payload: &[u8], id: Option<(u16, bool)>, out: &mut Vec<u8>) {
+        match self {
+            Version::V3 => publish(topic, payload, id, out),
+            Version::V5 => v5::publish(topic, payload, id, out),
+        }
+    }
+
+    pub fn decode(self, first: u8, body: &[u8]) -> Result<Incoming, FrameError> {
+        match self {
+            Version::V3 => decode(first, body),
+            Version::V5 => v5::decode(first, body),
+        }
+    }
+
+    /// "v3" or "v5", for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Version::V3 => "v3",
+            Version::V5 => "v5",
+        }
+    }
+}
 
 /// Largest packet a bench client accepts: far above anything a bench sends, so a larger length
 /// means the stream is out of step, and nothing that size is allocated.
@@ -189,7 +241,7 @@ impl Frames {
     }
 }
 
-fn id_at(first: u8, body: &[u8], at: usize) -> Result<u16, FrameError> {
+pub(crate) fn id_at(first: u8, body: &[u8], at: usize) -> Result<u16, FrameError> {
     match body.get(at..at + 2) {
         Some(b) => Ok(u16::from_be_bytes([b[0], b[1]])),
         None => Err(FrameError::Short {
