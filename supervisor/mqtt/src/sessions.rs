@@ -219,6 +219,19 @@ pub(crate) struct Grant {
     pub(crate) sub_id: Option<u32>,
 }
 
+/// A plain grant of `filter` at QoS 0 or 1, no options (for the tests of this crate).
+#[cfg(test)]
+pub(crate) fn grant(filter: &str, qos1: bool) -> Grant {
+    Grant {
+        filter: filter.into(),
+        qos1,
+        qos2: false,
+        no_local: false,
+        retain_as_published: false,
+        sub_id: None,
+    }
+}
+
 /// Bit of a grant's flags byte: granted QoS 1.
 const GRANT_QOS1: u8 = 1;
 /// Bit of a grant's flags byte: No Local. Stores written before it have only 0 or 1 there.
@@ -822,17 +835,6 @@ mod tests {
             source: Arc::from("src"),
             meta: Default::default(),
             route: 0,
-        }
-    }
-
-    fn grant(filter: &str, qos1: bool) -> Grant {
-        Grant {
-            filter: filter.into(),
-            qos1,
-            qos2: false,
-            no_local: false,
-            retain_as_published: false,
-            sub_id: None,
         }
     }
 

@@ -10,19 +10,8 @@ use evergreen_runtime::router::{Message, Router};
 use evergreen_runtime::router::{Subscription, SubscriptionTable};
 use std::sync::atomic::Ordering;
 
-use crate::sessions::Grant;
+use crate::sessions::grant;
 use evergreen_runtime::router::Meta;
-
-fn grant(filter: &str, qos1: bool) -> Grant {
-    Grant {
-        filter: filter.into(),
-        qos1,
-        qos2: false,
-        no_local: false,
-        retain_as_published: false,
-        sub_id: None,
-    }
-}
 
 fn may(hub: &MqttHub, thing: &str, filter: &str) -> bool {
     hub.may_subscribe(thing, filter).is_ok()
