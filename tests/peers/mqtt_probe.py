@@ -761,6 +761,35 @@ def probe_props_offline_get(port, version):
     ]}
 
 
+def probe_disconnect_expiry(port, version):
+    """MQTT-3.14.2 (v5 DISCONNECT Session Expiry Interval): it replaces the CONNECT's. A
+    session opened with 1 s and closed with 5 s is still there after 3 s (with what queued);
+    one opened with 60 s and closed with 0 ends with its connection."""
+    def close_with(dev, secs):
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = secs
+        dev.c.disconnect(properties=props)
+        dev.c.loop_stop()
+    a = Dev("dev-a", version, clean=True)
+    a.connect(port, expiry=1)
+    a.subscribe("t/#")
+    close_with(a, 5)
+    time.sleep(3)
+    pub = Dev("dev-b", version)
+    pub.connect(port)
+    pub.publish("t/x", b"kept")
+    a2 = Dev("dev-a", version, clean=False)
+    longer = a2.connect(port, expiry=60)
+    got = [brief(m) for m in a2.received(1)]
+    close_with(a2, 0)
+    time.sleep(0.5)
+    a3 = Dev("dev-a", version, clean=False)
+    ended = a3.connect(port, expiry=60)
+    a3.close()
+    pub.close()
+    return {"longer": longer, "received": got, "ended": ended}
+
+
 PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.startswith("probe_")}
 
 if __name__ == "__main__":

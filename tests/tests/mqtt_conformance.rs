@@ -694,3 +694,20 @@ fn mqtt_3_3_2_properties_of_queued_messages_survive_kill_9_v5() {
     assert_eq!(doc["received"][0]["user"], json!([["k", "v"]]), "{doc}");
     assert_eq!(doc["received"][0]["response_topic"], "reply/x", "{doc}");
 }
+
+/// MQTT 5 §3.14.2.2.2 (DISCONNECT Session Expiry Interval): it replaces the CONNECT's from the
+/// disconnection on; 0 ends the session with the connection (Eclipse Paho's interoperability
+/// `test_session_expiry`).
+#[test]
+fn mqtt_3_14_2_disconnect_session_expiry_replaces_the_connects_v5() {
+    let Some(doc) = probe("disconnect_expiry", "5") else {
+        return;
+    };
+    assert_eq!(
+        doc["longer"],
+        json!([true, 0]),
+        "session kept past 1 s: {doc}"
+    );
+    assert_eq!(payloads(&doc["received"]), ["kept"], "{doc}");
+    assert_eq!(doc["ended"], json!([false, 0]), "ended by expiry 0: {doc}");
+}

@@ -41,8 +41,8 @@
 //!   been offline longer than the CONNECT's session expiry interval (checked when the device
 //!   returns, every 30 s, and when the store is loaded; a device connected when the runtime
 //!   stopped counts as offline from the restart). MQTT 3.1.1 sessions never expire: they end
-//!   with a clean connect or the device's removal from the group. The expiry a v5 DISCONNECT
-//!   may set is not read (the CONNECT's stands);
+//!   with a clean connect or the device's removal from the group. A v5 DISCONNECT's session
+//!   expiry replaces the CONNECT's (0 ends the session with the connection);
 //! - deliveries to a connected device wait in a queue of `evergreen.queueCapacity` messages;
 //!   a device's publish (QoS 0 or 1) routed to a device whose queue holds `HIGH_WATER` or
 //!   more waits (at most a second) for it to drain, so a fast publisher is slowed to its

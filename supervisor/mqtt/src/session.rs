@@ -292,6 +292,31 @@ impl DeviceSession {
         }
     }
 
+    /// The Session Expiry Interval of an MQTT 5 DISCONNECT (MQTT-3.14.2-x): it replaces the
+    /// CONNECT's, from this disconnection on. 0 ends the session with the connection. A session
+    /// opened without one (expiry 0) cannot be given one now (a protocol error the server
+    /// ignores, logged).
+    pub(crate) fn disconnect_expiry(&self, secs: u32) {
+        let persistent = self.lock().persistent;
+        if !persistent {
+            if secs != 0 {
+                log::warn!(
+                    "MQTT: {} set a session expiry in its DISCONNECT after connecting without one (MQTT-3.14.2-2); ignored",
+                    self.thing_arn
+                );
+            }
+            return;
+        }
+        if secs == 0 {
+            self.lock().persistent = false;
+            if let Some(store) = &self.store {
+                store.reset(&self.thing_arn, false);
+            }
+            return;
+        }
+        self.set_expiry(secs);
+    }
+
     /// The device acknowledged `out`: its stored copy goes.
     pub(crate) fn acked(&self, out: &Outgoing) {
         self.unstore(out);

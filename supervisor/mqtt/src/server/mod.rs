@@ -378,6 +378,10 @@ fn mqtt_service<F: ntex::io::Filter>(
                                         {
                                             conn.withdraw_will();
                                         }
+                                        if let Some(secs) = d.packet().session_expiry_interval_secs
+                                        {
+                                            conn.session.disconnect_expiry(secs);
+                                        }
                                         d.ack()
                                     }
                                     v5::ProtocolMessage::Unsubscribe(u) => {
