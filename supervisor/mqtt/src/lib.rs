@@ -57,6 +57,7 @@ mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hub;
+mod meta;
 mod record;
 mod retained;
 mod server;

@@ -21,9 +21,11 @@
 
 use std::sync::Arc;
 
-use ntex_mqtt::{v3, v5, QoS};
+use ntex_mqtt::{v3, v5};
 
-use evergreen_runtime::router::{Meta, PublishProps};
+use evergreen_runtime::router::Meta;
+
+use crate::meta;
 
 /// A connection's will, as its CONNECT set it.
 #[derive(Debug, Clone)]
@@ -41,49 +43,26 @@ impl Will {
         Will {
             topic: w.topic.to_string(),
             payload: Arc::from(&w.message[..]),
-            meta: Meta {
-                at_most_once: w.qos == QoS::AtMostOnce,
-                exactly_once: w.qos == QoS::ExactlyOnce,
-                retain: w.retain,
-                props: None,
-            },
+            meta: meta::meta(w.qos, w.retain, None),
             delay_secs: 0,
         }
     }
 
     /// The will of an MQTT 5 CONNECT, with its properties (the message expiry interval counts
-    /// from when the will is published).
+    /// from when the will is published: kept in seconds until then, see `Will::fired_meta`).
     pub(crate) fn from_v5(w: &v5::codec::LastWill) -> Will {
-        let has_props = !w.user_properties.is_empty()
-            || w.response_topic.is_some()
-            || w.correlation_data.is_some()
-            || w.content_type.is_some()
-            || w.is_utf8_payload == Some(true)
-            || w.message_expiry_interval.is_some();
-        let props = has_props.then(|| {
-            Arc::new(PublishProps {
-                user: w
-                    .user_properties
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                response_topic: w.response_topic.as_ref().map(ToString::to_string),
-                correlation_data: w.correlation_data.as_ref().map(|d| d.to_vec()),
-                content_type: w.content_type.as_ref().map(ToString::to_string),
-                utf8_payload: (w.is_utf8_payload == Some(true)).then_some(true),
-                // Seconds for now; made a deadline when it fires (`Will::fired_meta`).
-                expires_at: w.message_expiry_interval.map(|s| u64::from(s.get())),
-            })
-        });
+        let props = meta::props(
+            &w.user_properties,
+            w.response_topic.as_ref(),
+            w.correlation_data.as_ref(),
+            w.content_type.as_ref(),
+            w.is_utf8_payload == Some(true),
+            w.message_expiry_interval.map(|s| u64::from(s.get())),
+        );
         Will {
             topic: w.topic.to_string(),
             payload: Arc::from(&w.message[..]),
-            meta: Meta {
-                at_most_once: w.qos == QoS::AtMostOnce,
-                exactly_once: w.qos == QoS::ExactlyOnce,
-                retain: w.retain,
-                props,
-            },
+            meta: meta::meta(w.qos, w.retain, props),
             delay_secs: w.will_delay_interval_sec.unwrap_or(0),
         }
     }

@@ -11,7 +11,7 @@ use ntex_mqtt::{v3, v5, QoS};
 use super::deliver::Conn;
 use super::lane::{Lane, Reading, Ticket};
 use super::ServerError;
-use crate::{MqttHub, PublishRefusal, HIGH_WATER};
+use crate::{meta, MqttHub, PublishRefusal, HIGH_WATER};
 use evergreen_runtime::router::{Meta, PublishProps, Receipt};
 use std::sync::Arc;
 
@@ -276,33 +276,20 @@ impl PublishService {
     }
 }
 
-/// The properties of an MQTT 5 PUBLISH that travel with the message to its subscribers
-/// (`None` when it has none of them, the common case: nothing is allocated). The expiry
-/// interval becomes a deadline, so the time a message waits counts against it.
+/// The properties of an MQTT 5 PUBLISH that travel with the message to its subscribers. The
+/// expiry interval becomes a deadline, so the time a message waits counts against it.
 fn v5_props(p: &v5::codec::PublishProperties) -> Option<Arc<PublishProps>> {
-    let none = p.user_properties.is_empty()
-        && p.response_topic.is_none()
-        && p.correlation_data.is_none()
-        && p.content_type.is_none()
-        && !p.is_utf8_payload
-        && p.message_expiry_interval.is_none();
-    if none {
-        return None;
-    }
-    Some(Arc::new(PublishProps {
-        user: p
-            .user_properties
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        response_topic: p.response_topic.as_ref().map(ToString::to_string),
-        correlation_data: p.correlation_data.as_ref().map(|d| d.to_vec()),
-        content_type: p.content_type.as_ref().map(ToString::to_string),
-        utf8_payload: p.is_utf8_payload.then_some(true),
-        expires_at: p
-            .message_expiry_interval
-            .map(|secs| crate::sessions::unix_now().saturating_add(u64::from(secs.get()))),
-    }))
+    let expires_at = p
+        .message_expiry_interval
+        .map(|secs| crate::sessions::unix_now().saturating_add(u64::from(secs.get())));
+    meta::props(
+        &p.user_properties,
+        p.response_topic.as_ref(),
+        p.correlation_data.as_ref(),
+        p.content_type.as_ref(),
+        p.is_utf8_payload,
+        expires_at,
+    )
 }
 
 /// Whether a decoded PUBLISH's payload fits in its packet (`packet_size`: the remaining length).
@@ -357,12 +344,7 @@ impl Service<v3::Publish> for PublishService {
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
-        let meta = Meta {
-            at_most_once: p.qos() == QoS::AtMostOnce,
-            exactly_once: p.qos() == QoS::ExactlyOnce,
-            retain: p.retain(),
-            props: None,
-        };
+        let meta = meta::meta(p.qos(), p.retain(), None);
         if meta.at_most_once {
             self.take_in_qos0(ticket, topic, payload, meta).await;
             return Ok(());
@@ -418,12 +400,7 @@ impl Service<v5::Publish> for PublishService {
         let ticket = Ticket::take(&self.lane);
         let topic = p.packet().topic.clone();
         let payload = p.take_payload();
-        let meta = Meta {
-            at_most_once: p.qos() == QoS::AtMostOnce,
-            exactly_once: p.qos() == QoS::ExactlyOnce,
-            retain: p.retain(),
-            props: v5_props(&p.packet().properties),
-        };
+        let meta = meta::meta(p.qos(), p.retain(), v5_props(&p.packet().properties));
         if meta.at_most_once {
             // No acknowledgement goes out for QoS 0.
             self.take_in_qos0(ticket, topic, payload, meta).await;
