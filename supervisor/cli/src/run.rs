@@ -24,12 +24,12 @@ use evergreen_ops::control::{
 use evergreen_ops::deploy::{self, Deployer, Installing, SecretInstaller};
 use evergreen_ops::lock::RootLock;
 use evergreen_ops::notify::{watchdog_interval, Notifier};
-use evergreen_runtime::component::RuntimeSettings;
+use evergreen_runtime::component::{ComponentState, RuntimeSettings};
 use evergreen_runtime::logs::SystemLogger;
 use evergreen_runtime::router::{Router, SubscriptionTable};
 use evergreen_runtime::sandbox::Sandboxes;
 use evergreen_runtime::services::{PlanListener, SecretSource};
-use evergreen_runtime::supervisor::{Deploy, DeployError, Shutdown, Supervisor};
+use evergreen_runtime::supervisor::{Deploy, DeployError, Shutdown, Status, Supervisor};
 use evergreen_secrets::SecretService;
 use evergreen_shadow::ShadowHandle;
 
@@ -477,6 +477,12 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
             });
         }
     }
+    // Start-up code runs once: once the components have come up, its pages are unmapped, so
+    // the runtime keeps mapped only the code it goes on using (see `resident`).
+    actix_rt::spawn(drop_start_up_code(
+        s.supervisor.clone(),
+        p.settings.readiness_timeout,
+    ));
     Ok(Running {
         _lock: p._lock,
         supervisor: s.supervisor,
@@ -487,6 +493,30 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         cloud_spool: s.cloud_spool,
         mqtt: s.mqtt,
     })
+}
+
+/// Waits until no component is starting any more (each is running, or has failed and backs
+/// off) or `readiness` has passed, then unmaps the start-up code's pages.
+async fn drop_start_up_code(supervisor: Addr<Supervisor>, readiness: Duration) {
+    let deadline = Instant::now() + readiness;
+    loop {
+        match supervisor.send(Status).await {
+            Ok(statuses) if statuses.iter().all(|s| s.state != ComponentState::Starting) => break,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Ok(_) => break,
+            // The supervisor is gone: the runtime is stopping.
+            Err(_) => return,
+        }
+    }
+    crate::resident::trim_heap();
+    match crate::resident::drop_code_pages() {
+        Ok(kb) => log::info!(
+            "start-up over: {kb} kB of the executable's pages unmapped (they come back from the page cache when used)"
+        ),
+        Err(e) => log::warn!("cannot unmap the start-up code's pages: {e}"),
+    }
 }
 
 /// Waits for SIGINT or SIGTERM, then stops every component gracefully (a second signal, a
