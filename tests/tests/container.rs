@@ -301,6 +301,77 @@ fn a_container_over_its_memory_limit_is_killed_reported_and_restarted() {
     assert!(status.success());
 }
 
+/// Resident kB of a process's brk heap (`[heap]` in its smaps), if it has one.
+fn heap_rss_kb(pid: i32) -> Option<u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut in_heap = false;
+    for line in smaps.lines() {
+        if line.ends_with("[heap]") {
+            in_heap = true;
+        } else if in_heap {
+            if let Some(rest) = line.strip_prefix("Rss:") {
+                return rest.split_whitespace().next()?.parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// The waiter and init are forks of the runtime and share its heap copy-on-write; as the
+/// runtime writes its heap they would come to hold all of it, per container component
+/// (issue 16's footprint: about 2 MB each). They give their copy back once their loops run.
+#[test]
+fn the_waiter_and_init_give_back_their_copy_of_the_runtimes_heap() {
+    require_containers!();
+    let scratch = tempfile::tempdir().expect("tmp");
+    let record = scratch.path().join("probe.jsonl");
+    let g = group(
+        vec![
+            container_function(
+                "probe",
+                "probe probe/report /nonexistent /dev/null /dev/null",
+                16384,
+                Some(NOBODY),
+            ),
+            function("rec", &format!("record {}", record.display())),
+        ],
+        vec![sub(
+            "report",
+            &fn_arn("probe"),
+            "probe/report",
+            &fn_arn("rec"),
+        )],
+    );
+    let mut rt = Runtime::start(&g);
+    wait_for(LIMIT, || records(&record).into_iter().next()).expect("the probe started");
+    let runtime_heap = heap_rss_kb(rt.pid()).expect("the runtime has a brk heap");
+    assert!(
+        runtime_heap >= 256,
+        "the runtime's heap is resident ({runtime_heap} kB), so a fork would share it"
+    );
+    let waiter_and_init: Vec<i32> = children_of(rt.pid())
+        .into_iter()
+        .filter(|w| {
+            children_of(*w)
+                .into_iter()
+                .flat_map(children_of)
+                .any(|c| cmdline(c).contains("probe probe/report"))
+        })
+        .flat_map(|w| std::iter::once(w).chain(children_of(w)))
+        .collect();
+    assert_eq!(waiter_and_init.len(), 2, "{waiter_and_init:?}");
+    for pid in waiter_and_init {
+        let heap = heap_rss_kb(pid).expect("the fork keeps the heap's mapping");
+        assert!(
+            heap <= 16,
+            "process {pid} ({}) still holds {heap} kB of the runtime's heap",
+            cmdline(pid)
+        );
+    }
+    let status = rt.stop_with(Signal::SIGTERM, LIMIT).expect("runtime stops");
+    assert!(status.success());
+}
+
 #[test]
 fn kill_9_of_the_runtime_leaves_nothing_running_and_a_restart_cleans_up() {
     require_containers!();

@@ -291,6 +291,7 @@ pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
 /// Called in the forked child; async-signal-safe calls only.
 fn wait_and_mirror(child: libc::pid_t, status_pipe: libc::c_int) -> ! {
     sys::close_all_but(status_pipe);
+    sys::release_heap();
     for sig in [
         libc::SIGTERM,
         libc::SIGINT,

@@ -22,6 +22,9 @@
 //!   child, orphans included, so none stays a zombie;
 //! - when the component has exited, init writes its raw wait status to the
 //!   waiter and exits with its code, or 128 + the signal that killed it.
+//! - init and the waiter give back their copy-on-write copy of the
+//!   supervisor's heap once their loops start (`sys::release_heap`): they never
+//!   read it, and without that each would end up holding all of it.
 //!
 //! Everything here runs in a forked child of the multi-threaded supervisor
 //! and must be async-signal-safe: system calls on stack data only, no
@@ -116,6 +119,7 @@ pub(super) fn fork_component(status_pipe: libc::c_int) -> libc::c_int {
 /// Init's loop: forward, reap, and leave with the component. Never returns.
 fn serve(component: libc::pid_t, status_pipe: libc::c_int, waited: &libc::sigset_t) -> ! {
     sys::close_all_but(status_pipe);
+    sys::release_heap();
     // The identity switch cleared the parent-death signal armed before it;
     // arm it again, so init (and with it the namespace) goes with the
     // waiter even if the waiter is killed alone.

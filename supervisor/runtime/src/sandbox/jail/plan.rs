@@ -282,6 +282,7 @@ impl JailPlan {
     pub(crate) fn build(spec: &JailSpec) -> Result<JailPlan, JailError> {
         let root = &spec.root_dir;
         check_absolute("container root", root)?;
+        super::sys::note_heap_start();
         let mut steps = vec![Step::DieWithParent];
         // 2. cgroups first: everything after runs under the limits.
         for procs in &spec.cgroup_procs {

@@ -4,6 +4,7 @@
 
 use std::ffi::CStr;
 use std::ptr;
+use std::sync::OnceLock;
 
 fn opt(s: Option<&CStr>) -> *const libc::c_char {
     s.map_or(ptr::null(), CStr::as_ptr)
@@ -216,5 +217,56 @@ pub(super) fn clear_capabilities() -> libc::c_int {
     // laid out as the kernel's capset structures (version 3: two data words).
     unsafe {
         libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) as libc::c_int
+    }
+}
+
+/// Where this process's brk heap starts and the page size, read once in the supervisor before
+/// any fork (see [`note_heap_start`]).
+static HEAP_START: OnceLock<(usize, usize)> = OnceLock::new();
+
+/// Reads where the runtime's brk heap starts (`start_brk`, field 47 of `/proc/self/stat`), so
+/// a forked waiter and init can give back their copy of the heap ([`release_heap`]). Called
+/// in the supervisor when a plan is built; the value never changes for a process.
+pub(crate) fn note_heap_start() {
+    HEAP_START.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+        (start_brk().unwrap_or(0), page)
+    });
+}
+
+fn start_brk() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(47 - 3)?.parse().ok()
+}
+
+/// Gives back this forked child's copy of the supervisor's brk heap (`MADV_DONTNEED`).
+///
+/// The waiter and init are forks of the supervisor: they share its heap's pages copy-on-write,
+/// and each page the supervisor later writes leaves the old copy to them alone, so over time
+/// each holds the whole heap as it was at the fork (about 2 MB each, per container component).
+/// Neither reads any of it: from their loop on they use only the stack, constants and system
+/// calls, and allocate nothing. Called only there, after the last fork and after the last
+/// read of the plan (which lives in the heap).
+pub(super) fn release_heap() {
+    let Some(&(start, page)) = HEAP_START.get() else {
+        return;
+    };
+    if start == 0 || page == 0 {
+        return;
+    }
+    // SAFETY: sbrk(0) only returns the current break; it moves nothing.
+    let end = unsafe { libc::sbrk(0) } as usize;
+    let start = start.next_multiple_of(page);
+    if end <= start {
+        return;
+    }
+    // SAFETY: [start, end) is this process's brk heap, private anonymous memory that only
+    // malloc's main arena uses. The caller allocates nothing and reads nothing from the heap
+    // from here on (see above), so the zero pages a later access would see are never looked at.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
     }
 }
