@@ -53,6 +53,7 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
+use tokio::sync::mpsc as handoff;
 
 use evergreen_runtime::router::{Message, Meta};
 
@@ -78,6 +79,9 @@ const QUEUED_META: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::ne
 const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
 
 /// Writes waiting for the writer thread; past it a queued message is kept in memory only.
+/// The channel (tokio's, which the writer thread reads with `blocking_recv`) takes memory for
+/// what is waiting, 32 slots at a time; std's `sync_channel` would hold all 4,096 slots
+/// (about 420 KB) from the start, for a store that is idle on most gateways.
 pub(crate) const HANDOFF: usize = 4096;
 
 /// Most writes the writer thread commits in one transaction.
@@ -179,7 +183,7 @@ enum Op {
 /// The store: a hand-off to its writer thread, shared by the hub and every session.
 #[derive(Debug)]
 pub(crate) struct SessionStore {
-    tx: mpsc::SyncSender<Op>,
+    tx: handoff::Sender<Op>,
     next_seq: AtomicU64,
     not_stored: AtomicU64,
     path: PathBuf,
@@ -350,10 +354,40 @@ struct Loaded {
     retained: Vec<(String, Vec<u8>)>,
 }
 
+impl Loaded {
+    /// What a store that does not exist yet holds.
+    fn empty() -> Loaded {
+        Loaded {
+            sessions: Vec::new(),
+            next_seq: 0,
+            delete: Vec::new(),
+            over_bound: 0,
+            unreadable: 0,
+            expired: Vec::new(),
+            stamped: Vec::new(),
+            retained: Vec::new(),
+        }
+    }
+}
+
 /// A session's filters and queue while loading.
 type Loading = (Vec<Grant>, VecDeque<(u64, Message)>);
 
+/// Creates every table, so reads never meet a missing one.
+fn create_tables(db: &Database, path: &Path) -> Result<(), SessionStoreError> {
+    let txn = db.begin_write().map_err(|e| store_err(path, e))?;
+    txn.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
+    txn.open_table(QUEUED).map_err(|e| store_err(path, e))?;
+    txn.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
+    txn.open_table(RETAINED).map_err(|e| store_err(path, e))?;
+    txn.open_table(QUEUED_META)
+        .map_err(|e| store_err(path, e))?;
+    txn.commit().map_err(|e| store_err(path, e))
+}
+
+/// Creates every table (a store written by an older build may lack one), then reads the store.
 fn load(db: &Database, path: &Path, bound: usize) -> Result<Loaded, SessionStoreError> {
+    create_tables(db, path)?;
     let read = db.begin_read().map_err(|e| store_err(path, e))?;
     let sessions_t = read.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
     let queued_t = read.open_table(QUEUED).map_err(|e| store_err(path, e))?;
@@ -545,8 +579,10 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), Box<redb::Error>> {
     Ok(())
 }
 
-fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
+/// The writer thread: commits each batch of what was handed off. `db` is `None` until the
+/// store file exists; the first batch that writes anything creates it.
+fn writer(mut db: Option<Database>, path: PathBuf, mut rx: handoff::Receiver<Op>) {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -554,7 +590,23 @@ fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = apply(&db, &batch) {
+        let writes = batch
+            .iter()
+            .any(|op| !matches!(op, Op::Flush(_)) && !is_close(op));
+        if db.is_none() && writes {
+            match open_db(&path).and_then(|created| {
+                create_tables(&created, &path)?;
+                Ok(created)
+            }) {
+                Ok(created) => db = Some(created),
+                Err(e) => log::error!(
+                    "MQTT session store {}: cannot create it ({e}); {} writes not stored",
+                    path.display(),
+                    batch.len()
+                ),
+            }
+        }
+        if let Some(Err(e)) = db.as_ref().filter(|_| writes).map(|db| apply(db, &batch)) {
             let queued = batch
                 .iter()
                 .filter(|op| matches!(op, Op::Queue { .. }))
@@ -580,21 +632,31 @@ fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Op>) {
         }
         #[cfg(test)]
         if let Some(done) = closing {
-            drop(db);
+            drop(db.take());
             let _ = done.try_send(());
             return;
         }
     }
 }
 
+/// Whether `op` closes the store (only the tests do).
+fn is_close(op: &Op) -> bool {
+    #[cfg(test)]
+    if matches!(op, Op::Close(_)) {
+        return true;
+    }
+    let _ = op;
+    false
+}
+
 /// `SyncSender::send` with a bound: retries `try_send` for up to [`FLUSH_WAIT`].
-fn send_bounded(tx: &mpsc::SyncSender<Op>, mut op: Op) -> bool {
+fn send_bounded(tx: &handoff::Sender<Op>, mut op: Op) -> bool {
     let deadline = std::time::Instant::now() + FLUSH_WAIT;
     loop {
         match tx.try_send(op) {
             Ok(()) => return true,
-            Err(mpsc::TrySendError::Disconnected(_)) => return false,
-            Err(mpsc::TrySendError::Full(back)) => {
+            Err(handoff::error::TrySendError::Closed(_)) => return false,
+            Err(handoff::error::TrySendError::Full(back)) => {
                 if std::time::Instant::now() >= deadline {
                     return false;
                 }
@@ -608,61 +670,30 @@ fn send_bounded(tx: &mpsc::SyncSender<Op>, mut op: Op) -> bool {
 impl SessionStore {
     /// Opens (or creates) the store at `path`, returns what it holds (at most `bound` queued
     /// messages per session, oldest first) and starts its writer thread.
+    ///
+    /// A store that does not exist yet is not created here: the writer thread creates it with
+    /// its first write. A gateway whose devices never have a persistent session or a retained
+    /// message has no file and spends no memory on one (redb holds about 1 MB for an open
+    /// store: its allocator's bitmaps and cached pages).
     pub(crate) fn open(path: &Path, bound: usize) -> Result<Opened, SessionStoreError> {
-        let db = open_db(path)?;
-        // Both tables exist from the first open on, so reads never meet a missing table.
-        let txn = db.begin_write().map_err(|e| store_err(path, e))?;
-        txn.open_table(SESSIONS).map_err(|e| store_err(path, e))?;
-        txn.open_table(QUEUED).map_err(|e| store_err(path, e))?;
-        txn.open_table(EXPIRY).map_err(|e| store_err(path, e))?;
-        txn.open_table(RETAINED).map_err(|e| store_err(path, e))?;
-        txn.open_table(QUEUED_META)
-            .map_err(|e| store_err(path, e))?;
-        txn.commit().map_err(|e| store_err(path, e))?;
-
-        let loaded = load(&db, path, bound)?;
-        let ops: Vec<Op> = loaded
-            .delete
-            .iter()
-            .map(|(arn, seq)| Op::Remove {
-                arn: arn.clone(),
-                seq: *seq,
-            })
-            .chain(loaded.expired.iter().map(|arn| Op::Reset {
-                arn: arn.clone(),
-                persistent: false,
-            }))
-            .chain(loaded.stamped.iter().map(|(arn, e)| Op::Expiry {
-                arn: arn.clone(),
-                expiry: Some(*e),
-            }))
-            .collect();
-        if !ops.is_empty() {
-            apply(&db, &ops).map_err(|source| SessionStoreError::Store {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let (db, loaded) = if path.exists() {
+            let db = open_db(path)?;
+            let loaded = load(&db, path, bound)?;
+            (Some(db), loaded)
+        } else {
+            // Where it will be created must exist (and a bad root shows now, not later).
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| SessionStoreError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            (None, Loaded::empty())
+        };
+        if let Some(db) = &db {
+            Self::tidy(db, path, &loaded, bound)?;
         }
-        for arn in &loaded.expired {
-            log::info!(
-                "MQTT: the stored session of {arn} expired while the runtime was down (MQTT 5 session expiry); deleted"
-            );
-        }
-        if loaded.unreadable > 0 {
-            log::error!(
-                "MQTT session store {}: {} unreadable records ignored",
-                path.display(),
-                loaded.unreadable
-            );
-        }
-        if loaded.over_bound > 0 {
-            log::warn!(
-                "MQTT session store {}: {} oldest queued messages dropped to keep at most {bound} per session",
-                path.display(),
-                loaded.over_bound
-            );
-        }
-        let (tx, rx) = mpsc::sync_channel(HANDOFF);
+        let (tx, rx) = handoff::channel(HANDOFF);
         let thread_path = path.to_path_buf();
         std::thread::Builder::new()
             .name("mqtt-sessions".into())
@@ -689,6 +720,58 @@ impl SessionStore {
             sessions: loaded.sessions,
             retained: loaded.retained,
         })
+    }
+
+    /// Deletes what [`load`] found stale (orphans, rows past the bound, expired sessions),
+    /// stamps sessions offline, and logs what was dropped.
+    fn tidy(
+        db: &Database,
+        path: &Path,
+        loaded: &Loaded,
+        bound: usize,
+    ) -> Result<(), SessionStoreError> {
+        let ops: Vec<Op> = loaded
+            .delete
+            .iter()
+            .map(|(arn, seq)| Op::Remove {
+                arn: arn.clone(),
+                seq: *seq,
+            })
+            .chain(loaded.expired.iter().map(|arn| Op::Reset {
+                arn: arn.clone(),
+                persistent: false,
+            }))
+            .chain(loaded.stamped.iter().map(|(arn, e)| Op::Expiry {
+                arn: arn.clone(),
+                expiry: Some(*e),
+            }))
+            .collect();
+        if !ops.is_empty() {
+            apply(db, &ops).map_err(|source| SessionStoreError::Store {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        for arn in &loaded.expired {
+            log::info!(
+                "MQTT: the stored session of {arn} expired while the runtime was down (MQTT 5 session expiry); deleted"
+            );
+        }
+        if loaded.unreadable > 0 {
+            log::error!(
+                "MQTT session store {}: {} unreadable records ignored",
+                path.display(),
+                loaded.unreadable
+            );
+        }
+        if loaded.over_bound > 0 {
+            log::warn!(
+                "MQTT session store {}: {} oldest queued messages dropped to keep at most {bound} per session",
+                path.display(),
+                loaded.over_bound
+            );
+        }
+        Ok(())
     }
 
     /// Stores `topic`'s retained message (`value`, encoded), or deletes it (`None`). Waits
@@ -764,8 +847,8 @@ impl SessionStore {
             // The first and then one in a thousand: a burst must not flood the log.
             if n == 1 || n.is_multiple_of(1000) {
                 let why = match e {
-                    mpsc::TrySendError::Full(_) => "the store's writer is behind",
-                    mpsc::TrySendError::Disconnected(_) => "the store's writer stopped",
+                    handoff::error::TrySendError::Full(_) => "the store's writer is behind",
+                    handoff::error::TrySendError::Closed(_) => "the store's writer stopped",
                 };
                 log::warn!(
                     "MQTT session store {}: a message queued for offline {arn} is kept in memory only ({why}); {n} so far would not survive a restart",
@@ -848,6 +931,33 @@ mod tests {
 
     fn find<'a>(all: &'a [StoredSession], thing: &str) -> Option<&'a StoredSession> {
         all.iter().find(|s| &*s.thing_arn == thing)
+    }
+
+    #[test]
+    fn a_store_is_created_by_its_first_write_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("mqtt/sessions.redb");
+        let (store, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open");
+        assert!(found.is_empty());
+        // A flush writes nothing: no file, and none after a reopen either.
+        assert!(store.flush());
+        assert!(store.close());
+        assert!(!path.exists(), "nothing was stored, so there is no file");
+        let (store, _) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("open again");
+        let a = arn(A);
+        store.reset(&a, true);
+        store.queue(&a, &msg(1));
+        assert!(store.close());
+        assert!(path.exists(), "the first write created the store");
+        let (_, found) = SessionStore::open(&path, 1000)
+            .map(Opened::pair)
+            .expect("reopen");
+        assert_eq!(found.len(), 1);
+        assert_eq!(topics(&found[0]), ["t/1"]);
     }
 
     #[test]
