@@ -80,7 +80,7 @@ use evergreen_ipc::sdk::{Component, Handle, SdkError};
 use evergreen_ipc::{ComponentConfig, Delivery};
 use tokio::time::Instant;
 
-use crate::buffer::{Admission, Batch, Buffer};
+use crate::buffer::{buffer, Admission, Batch, Buffer};
 use crate::status::STATUS_TOPIC;
 
 const PUBLISH_INTERVAL: &str = "PublishInterval";
@@ -282,7 +282,7 @@ impl Uploader for Connector {
         {
             let client = self.client.clone();
             calls.spawn(async move {
-                let params = api::params(&batch.namespace, &batch.data);
+                let params = api::params(&batch.key, &batch.items);
                 let answer = client
                     .query(api::SERVICE, api::VERSION, api::ACTION, &params)
                     .await;
@@ -294,31 +294,31 @@ impl Uploader for Connector {
 
     async fn on_done(&mut self, done: Done) -> Result<(), SdkError> {
         let Done { batch, answer } = done;
-        let n = batch.data.len();
+        let n = batch.items.len();
         let now = Instant::now().into_std();
         match answer {
             Ok(xml) => {
-                self.buffer.finish(&batch.namespace, n, vec![], now);
+                self.buffer.finish(&batch.key, n, vec![], now);
                 let rid = evergreen_aws::xml_value(&xml, "RequestId").unwrap_or_default();
-                self.publish(status::success(&batch.namespace, &rid)).await
+                self.publish(status::success(&batch.key, &rid)).await
             }
             Err(e) if e.is_retryable() => {
                 let (code, message) = error_code(&e);
                 self.handle.warn(format!(
                     "{n} metrics of namespace {}: {code} ({message}); will retry",
-                    batch.namespace
+                    batch.key
                 ));
-                self.buffer.finish(&batch.namespace, 0, batch.data, now);
+                self.buffer.finish(&batch.key, 0, batch.items, now);
                 Ok(())
             }
             Err(e) => {
                 let (code, message) = error_code(&e);
                 self.handle.error(format!(
                     "{n} metrics of namespace {} dropped: {code} ({message})",
-                    batch.namespace
+                    batch.key
                 ));
-                self.buffer.finish(&batch.namespace, n, vec![], now);
-                self.publish(status::failure(Some(&batch.namespace), &code, &message))
+                self.buffer.finish(&batch.key, n, vec![], now);
+                self.publish(status::failure(Some(&batch.key), &code, &message))
                     .await
             }
         }
@@ -350,7 +350,7 @@ pub async fn run() -> Result<(), SdkError> {
     // Interval 0 never ticks: `immediate` sends at once.
     let interval = (!immediate).then_some(settings.publish_interval);
     let mut connector = Connector {
-        buffer: Buffer::new(settings.max_metrics, immediate),
+        buffer: buffer(settings.max_metrics, immediate),
         settings,
         handle: handle.clone(),
         client,

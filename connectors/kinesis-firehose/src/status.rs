@@ -82,14 +82,11 @@ pub fn refusal(version: u32, id: Option<&str>, code: &str, message: &str) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(bytes: &[u8]) -> Value {
-        serde_json::from_slice(bytes).expect("JSON")
-    }
+    use evergreen_connector_kit::testing::json;
 
     #[test]
     fn batched_statuses_match_the_reference_example() {
-        let got = parse(&batch_status(vec![
+        let got = json(&batch_status(vec![
             entry(
                 Some("request123"),
                 &Outcome::Failed {
@@ -124,7 +121,7 @@ mod tests {
     #[test]
     fn version_one_statuses_match_the_reference_example() {
         assert_eq!(
-            parse(&single_status(
+            json(&single_status(
                 Some("request123"),
                 &Outcome::Delivered {
                     record_id: "1lxfuuu".into()
@@ -133,11 +130,11 @@ mod tests {
             json!({"response": {"firehose_record_id": "1lxfuuu", "status": "success"}, "id": "request123"})
         );
         assert_eq!(
-            parse(&refusal(1, Some("r"), "ResourceNotFoundException", "gone")),
+            json(&refusal(1, Some("r"), "ResourceNotFoundException", "gone")),
             json!({"response": {"error": "ResourceNotFoundException", "error_message": "gone", "status": "fail"}, "id": "r"})
         );
         assert_eq!(
-            parse(&refusal(5, None, "QueueFullException", "full")),
+            json(&refusal(5, None, "QueueFullException", "full")),
             json!({"response": [{"ErrorCode": "QueueFullException", "ErrorMessage": "full", "status": "fail"}]})
         );
     }

@@ -1,13 +1,22 @@
 //! Fixtures for connectors' unit tests: a `ComponentConfig` builder over
 //! `ComponentConfig::connector`, and the checks of a manifest's parameters
 //! (the pattern check group validation applies, a parameter's resource
-//! kind, valid topic filters) as methods on the manifest ([`ManifestChecks`]). Test-only (the `testing` feature);
-//! nothing here talks to a supervisor.
+//! kind, valid topic filters) as methods on the manifest ([`ManifestChecks`]), and [`json`] for
+//! reading what a connector published. Test-only (the `testing` feature); nothing here talks to
+//! a supervisor.
 
 use std::collections::BTreeMap;
 
 use evergreen_ipc::manifest::{ConnectorManifest, ResourceKind};
 use evergreen_ipc::{ComponentConfig, ResourceGrant};
+
+/// A published payload as JSON; panics (failing the test) when it is not JSON.
+pub fn json(payload: &[u8]) -> serde_json::Value {
+    match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => panic!("not JSON ({e}): {}", String::from_utf8_lossy(payload)),
+    }
+}
 
 /// Builds the configuration a connector is started with.
 #[derive(Debug, Clone)]

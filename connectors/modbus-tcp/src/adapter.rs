@@ -141,7 +141,7 @@ mod tests {
 
     fn answer(routed: Routed) -> serde_json::Value {
         match routed {
-            Routed::Answer(r) => serde_json::from_slice(&r.to_json()).expect("json"),
+            Routed::Answer(r) => evergreen_connector_kit::testing::json(&r.to_json()),
             Routed::Pending(_) => panic!("expected an immediate answer"),
         }
     }

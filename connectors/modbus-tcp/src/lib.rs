@@ -343,7 +343,7 @@ mod tests {
         let errors = s.capability.expect_err("invalid");
         assert_eq!(errors[0].path, "sources");
         let status: serde_json::Value =
-            serde_json::from_slice(&output::status_invalid(&errors)).expect("json");
+            evergreen_connector_kit::testing::json(&output::status_invalid(&errors));
         assert_eq!(status["status"], "fail");
         assert_eq!(status["errors"][0]["path"], "sources");
     }

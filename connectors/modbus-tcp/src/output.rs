@@ -110,7 +110,7 @@ mod tests {
             quality: Quality::Good,
             timestamp_ms: 1_700_000_000_123,
         };
-        let v: serde_json::Value = serde_json::from_slice(&r.to_payload()).expect("json");
+        let v: serde_json::Value = evergreen_connector_kit::testing::json(&r.to_payload());
         assert_eq!(
             v,
             json!({"alias":"P_TT-001","messages":[{"name":"TT-001","value":1.5,"timestamp":1_700_000_000_123u64,"quality":"GOOD"}]})
@@ -120,7 +120,7 @@ mod tests {
             quality: Quality::Bad,
             ..r
         };
-        let v: serde_json::Value = serde_json::from_slice(&bad.to_payload()).expect("json");
+        let v: serde_json::Value = evergreen_connector_kit::testing::json(&bad.to_payload());
         assert_eq!(v["messages"][0]["value"], serde_json::Value::Null);
         assert_eq!(v["messages"][0]["quality"], "BAD");
         evergreen_ipc::topic::validate_topic(&stream_topic("SiteWise_Stream 1.a-b,c"))

@@ -54,33 +54,30 @@ pub fn read_response(data: &[u8], encoding: Encoding, id: Option<&Value>) -> (Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parsed(bytes: &[u8]) -> Value {
-        serde_json::from_slice(bytes).expect("JSON")
-    }
+    use evergreen_connector_kit::testing::json;
 
     #[test]
     fn shapes() {
         let id = json!("abc123");
         assert_eq!(
-            parsed(&success(Some(&id))),
+            json(&success(Some(&id))),
             json!({"response":{"status":"success"},"id":"abc123"})
         );
         assert_eq!(
-            parsed(&success(None)),
+            json(&success(None)),
             json!({"response":{"status":"success"}})
         );
         assert_eq!(
-            parsed(&failure("Could not write to port", Some(&id))),
+            json(&failure("Could not write to port", Some(&id))),
             json!({"response":{"status":"fail","error_message":"Could not write to port"},"id":"abc123"})
         );
         let (body, replaced) = read_response(b"hello", Encoding::Ascii, Some(&id));
-        assert_eq!(parsed(&body), json!({"data":"hello","id":"abc123"}));
+        assert_eq!(json(&body), json!({"data":"hello","id":"abc123"}));
         assert!(!replaced);
         let (body, _) = read_response(&[0, 1, 2, 255], Encoding::Hex, None);
-        assert_eq!(parsed(&body), json!({"data":"AAEC/w=="}));
+        assert_eq!(json(&body), json!({"data":"AAEC/w=="}));
         let (body, replaced) = read_response(&[b'a', 0xff], Encoding::Ascii, None);
-        assert_eq!(parsed(&body), json!({"data":"a\u{fffd}"}));
+        assert_eq!(json(&body), json!({"data":"a\u{fffd}"}));
         assert!(replaced);
     }
 }
