@@ -5,6 +5,7 @@
 //! Every wait polls with a deadline; nothing sleeps a fixed time to "let
 //! things settle", and nothing binds a fixed port.
 
+pub mod broker;
 pub mod http_recorder;
 
 use std::path::{Path, PathBuf};

@@ -124,16 +124,34 @@ pub fn try_http_client_with_roots(extra_roots: &[Vec<u8>]) -> Result<reqwest::Cl
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// [`http_client`], or why the preconfigured TLS set-up failed.
-pub fn try_http_client() -> Result<reqwest::Client, String> {
+/// A client for large downloads (fleet bundles): the system's trusted roots, 5 s connect, and
+/// a 60 s limit on each read instead of one on the whole call, which a slow link and a large
+/// file would exceed.
+pub fn download_client() -> Result<reqwest::Client, String> {
+    let tls = platform_tls()?;
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(Duration::from_secs(60))
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// TLS with the system's trusted roots on ring, or why it could not be set up.
+fn platform_tls() -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| {
             rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(b)
                 .map(|b| b.with_no_client_auth())
         })
-        .map_err(|e| format!("no TLS verifier: {e}"))?;
+        .map_err(|e| format!("no TLS verifier: {e}"))
+}
+
+/// [`http_client`], or why the preconfigured TLS set-up failed.
+pub fn try_http_client() -> Result<reqwest::Client, String> {
+    let tls = platform_tls()?;
     // reqwest checks the preconfigured config's type at run time (`Any`):
     // it must be the rustls 0.23 `ClientConfig` reqwest itself links.
     reqwest::Client::builder()

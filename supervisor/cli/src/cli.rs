@@ -6,6 +6,7 @@
 
 mod certs;
 mod control;
+mod fleet;
 mod secrets;
 mod versions;
 
@@ -21,6 +22,7 @@ use evergreen_ops::store::StoreError;
 
 pub use certs::CertsCommand;
 pub use control::ConnArgs;
+pub use fleet::FleetCommand;
 pub use secrets::SecretsCommand;
 pub use versions::GroupCommand;
 
@@ -67,6 +69,11 @@ pub enum Command {
     Function {
         #[command(subcommand)]
         command: FunctionCommand,
+    },
+    /// Fleet deployments: make a signing key, sign a deployment document for a bundle.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
     },
     /// Store validated groups as immutable versions, and inspect them.
     Group {
@@ -227,6 +234,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Group { command } => versions::command(command),
+        Command::Fleet { command } => fleet::command(command),
         Command::Function {
             command: FunctionCommand::Package { dir, output },
         } => package_function(&dir, output),

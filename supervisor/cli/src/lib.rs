@@ -8,6 +8,7 @@
 pub mod app;
 pub mod catalogue;
 pub mod cli;
+mod fleet;
 pub mod package;
 pub mod resident;
 pub mod run;

@@ -260,6 +260,8 @@ struct Started {
     cloud_spool: Option<Arc<Spool>>,
     /// The bridge's connection state, for `evergreen status`.
     cloud_link: Option<Arc<dyn CloudLink>>,
+    /// The bridge, for the fleet agent.
+    bridge: Option<BridgeHandle>,
     /// Its persistent sessions' store is flushed last on a clean stop.
     mqtt: Arc<MqttHub>,
 }
@@ -333,6 +335,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
     let mut cloud_spool = None;
     let mut cloud_link = None;
     let mut cloud_listener = None;
+    let mut bridge_handle = None;
     if let Some(cloud) = p.cloud.take() {
         match cloud.start(
             router.clone(),
@@ -342,6 +345,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
             Ok(bridge) => {
                 cloud_spool = Some(bridge.spool().clone());
                 cloud_link = Some(Arc::new(BridgeStatus(bridge.clone())) as Arc<dyn CloudLink>);
+                bridge_handle = Some(bridge.clone());
                 cloud_listener = Some(Arc::new(bridge) as Arc<dyn PlanListener>);
             }
             Err(e) => {
@@ -372,6 +376,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         supervisor: supervisor.start(),
         cloud_spool,
         cloud_link,
+        bridge: bridge_handle,
         mqtt,
     })
 }
@@ -438,6 +443,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         })),
     );
     deployer.set_current(p.plan.clone(), p.label.clone());
+    let thing = p.plan.core.thing_name.clone();
     match s.supervisor.send(Deploy(p.plan)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -453,6 +459,13 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
     if let Some(link) = s.cloud_link {
         info = info.with_cloud(link);
     }
+    crate::fleet::start(
+        &p.cfg,
+        &thing,
+        s.bridge.as_ref(),
+        deployer.clone(),
+        loader(&p.cfg),
+    );
     let mut state = ControlState::new(s.supervisor.clone(), s.router, info);
     state.deployer = Some(deployer);
     let control = control.serve(state);

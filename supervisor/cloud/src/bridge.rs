@@ -155,13 +155,99 @@ pub struct BridgeHandle {
     spool: Arc<Spool>,
     link: SharedLink,
     endpoint: String,
+    internal: Arc<Internal>,
+}
+
+/// What the client thread shares with the handle: the link's state and the runtime's own
+/// traffic.
+struct Shared {
+    link: SharedLink,
+    internal: Arc<Internal>,
+}
+
+/// A service's topics and where their messages go.
+type Served = (
+    BTreeSet<String>,
+    tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
+);
+
+/// The runtime's own traffic on the upstream connection (the fleet agent's): topics whose
+/// messages go to a service instead of the router, and retained messages to publish.
+#[derive(Debug, Default)]
+struct Internal {
+    inbound: Mutex<Option<Served>>,
+    /// Topic -> newest payload not yet acknowledged by the broker.
+    outbox: Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    wake: tokio::sync::Notify,
+    /// The subjects of the deployed plan, which the internal topics are added to.
+    plan_subjects: Mutex<BTreeSet<String>>,
+}
+
+impl Internal {
+    /// The topics served to a service, if `topic` is one of them: where to send it.
+    fn route(&self, topic: &str) -> Option<tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>> {
+        let inbound = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
+        inbound
+            .as_ref()
+            .filter(|(topics, _)| topics.contains(topic))
+            .map(|(_, tx)| tx.clone())
+    }
+
+    fn wanted(&self) -> BTreeSet<String> {
+        let mut all = self
+            .plan_subjects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((topics, _)) = &*self.inbound.lock().unwrap_or_else(PoisonError::into_inner) {
+            all.extend(topics.iter().cloned());
+        }
+        all
+    }
 }
 
 impl BridgeHandle {
     /// Subscribes upstream to the `cloud`-sourced subjects of `plan` (and unsubscribes from the
     /// ones it no longer has).
     pub fn follow(&self, plan: &GroupPlan) {
-        let wanted = cloud_subjects(plan);
+        *self
+            .internal
+            .plan_subjects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = cloud_subjects(plan);
+        self.resubscribe();
+    }
+
+    /// Subscribes to `topics` (exact topic names, QoS 1) for the runtime itself: what arrives on
+    /// them is sent to the returned channel, never routed. Replaces an earlier call's topics.
+    pub fn serve_topics(
+        &self,
+        topics: impl IntoIterator<Item = String>,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self
+            .internal
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((topics.into_iter().collect(), tx));
+        self.resubscribe();
+        rx
+    }
+
+    /// Publishes `payload` on `topic` retained with QoS 1, for the runtime itself (not spooled:
+    /// only the newest payload of a topic is kept until the broker acknowledges it, across
+    /// reconnects but not across a restart).
+    pub fn publish_retained(&self, topic: &str, payload: Vec<u8>) {
+        self.internal
+            .outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.to_string(), payload);
+        self.internal.wake.notify_one();
+    }
+
+    fn resubscribe(&self) {
+        let wanted = self.internal.wanted();
         self.subjects.send_if_modified(|current| {
             if *current == wanted {
                 return false;
@@ -336,6 +422,8 @@ impl Cloud {
             last_error: None,
         }));
         let thread_link = link.clone();
+        let internal = Arc::new(Internal::default());
+        let thread_internal = internal.clone();
         std::thread::Builder::new()
             .name("mqtt-bridge".into())
             .spawn(move || {
@@ -350,7 +438,10 @@ impl Cloud {
                     thread_spool,
                     rx,
                     shadow,
-                    thread_link,
+                    Shared {
+                        link: thread_link,
+                        internal: thread_internal,
+                    },
                 ));
             })
             .map_err(BridgeError::Thread)?;
@@ -359,6 +450,7 @@ impl Cloud {
             spool,
             link,
             endpoint,
+            internal,
         })
     }
 }
@@ -467,8 +559,9 @@ async fn run(
     spool: Arc<Spool>,
     mut subjects: watch::Receiver<BTreeSet<String>>,
     shadow: Option<ShadowHandle>,
-    link: SharedLink,
+    shared: Shared,
 ) {
+    let Shared { link, internal } = shared;
     let max = settings.max_retry.max(Duration::from_secs(1));
     let mut backoff = INITIAL_BACKOFF.min(max);
     let target = format!("{}:{}", settings.host, settings.port);
@@ -494,6 +587,7 @@ async fn run(
                     &spool,
                     &mut subjects,
                     shadow.as_ref(),
+                    &internal,
                 )
                 .await;
                 log::warn!("cloud bridge: connection to {target} ended: {why}");
@@ -570,20 +664,31 @@ async fn session(
     spool: &Arc<Spool>,
     subjects: &mut watch::Receiver<BTreeSet<String>>,
     shadow: Option<&ShadowHandle>,
+    internal: &Arc<Internal>,
 ) -> String {
     let sink = client.sink();
     let (done_tx, mut done) = tokio::sync::oneshot::channel::<String>();
     let inbound = router.clone();
     let shadow = shadow.cloned();
+    let served = internal.clone();
     let _dispatcher = ntex::rt::spawn(async move {
         let handler = fn_service(move |msg: ProtocolMessage| {
             let router = inbound.clone();
             let shadow = shadow.clone();
+            let served = served.clone();
             async move {
                 if let ProtocolMessage::Publish(p) = &msg {
                     let topic = p.packet().topic.to_string();
                     match p.read_all().await {
                         Ok(payload) => {
+                            if let Some(service) = served.route(&topic) {
+                                if service.send((topic, payload.to_vec())).is_err() {
+                                    log::warn!(
+                                        "cloud bridge: the service of a runtime topic has stopped"
+                                    );
+                                }
+                                return Ok(msg.ack());
+                            }
                             match &shadow {
                                 Some(shadow) if is_shadow_answer(&topic) => {
                                     if let Err(e) =
@@ -653,6 +758,11 @@ async fn session(
                 .send_at_least_once(Bytes::copy_from_slice(&m.payload));
             inflight.push_back((m.seq, m.topic, Box::pin(send)));
         }
+        // The runtime's own retained messages (newest per topic), between the spool's.
+        if let Err(why) = send_outbox(&sink, internal, settings.operation_timeout).await {
+            sink.force_close();
+            return why;
+        }
         if let Some((seq, topic, send)) = inflight.front_mut() {
             match ntex::time::timeout(settings.operation_timeout, send).await {
                 Ok(Ok(())) => {
@@ -685,11 +795,55 @@ async fn session(
                 }
             }
             () = spool.ready() => {}
+            () = internal.wake.notified() => {}
             // Nothing in flight and the sink refused more (write buffer full): wait for it.
             open = sink.ready(), if !sink.is_ready() => {
                 if !open {
                     return "the connection closed".into();
                 }
+            }
+        }
+    }
+}
+
+/// Publishes each pending retained message and waits for its PUBACK; one that was replaced
+/// meanwhile stays pending with its newer payload. Returns why the connection must close.
+async fn send_outbox(
+    sink: &v3::MqttSink,
+    internal: &Internal,
+    timeout: Duration,
+) -> Result<(), String> {
+    loop {
+        let next = internal
+            .outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .next()
+            .map(|(t, p)| (t.clone(), p.clone()));
+        let Some((topic, payload)) = next else {
+            return Ok(());
+        };
+        let send = sink
+            .publish(ByteString::from(topic.as_str()))
+            .retain()
+            .send_at_least_once(Bytes::from(payload.clone()));
+        match ntex::time::timeout(timeout, send).await {
+            Ok(Ok(())) => {
+                let mut outbox = internal
+                    .outbox
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if outbox.get(&topic) == Some(&payload) {
+                    outbox.remove(&topic);
+                }
+            }
+            Ok(Err(e)) => return Err(format!("publish to {topic:?} failed: {e:?}")),
+            Err(_) => {
+                return Err(format!(
+                    "no PUBACK for a message to {topic:?} within {} s",
+                    timeout.as_secs()
+                ))
             }
         }
     }

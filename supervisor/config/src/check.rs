@@ -148,6 +148,9 @@ impl CoreConfig {
 
         check_mqtt_limits(p, &eg.mqtt_limits);
         check_lambda_endpoint(p, &eg.lambda_endpoint);
+        if let Some(fleet) = &eg.fleet {
+            check_fleet(p, fleet);
+        }
 
         if eg.spooler.max_size_bytes < MIN_SPOOL_BYTES {
             p.push(
@@ -246,6 +249,47 @@ fn check_lambda_endpoint(p: &mut Problems, l: &crate::LambdaEndpoint) {
     );
 }
 
+/// `evergreen.fleet`: keys that decode to Ed25519 public keys, topics MQTT takes.
+fn check_fleet(p: &mut Problems, f: &crate::Fleet) {
+    use base64::Engine as _;
+    const KEY: &str = "evergreen.fleet";
+    if f.trusted_keys.is_empty() {
+        p.push(
+            &format!("{KEY}.trustedKeys"),
+            "names no key: no document could ever be applied (evergreen fleet keygen prints one)",
+        );
+    }
+    for (i, k) in f.trusted_keys.iter().enumerate() {
+        match base64::engine::general_purpose::STANDARD.decode(k.trim()) {
+            Ok(raw) if raw.len() == 32 => {}
+            Ok(raw) => p.push(
+                &format!("{KEY}.trustedKeys[{i}]"),
+                format_args!("{} bytes, an Ed25519 public key is 32", raw.len()),
+            ),
+            Err(e) => p.push(
+                &format!("{KEY}.trustedKeys[{i}]"),
+                format_args!("not base64: {e}"),
+            ),
+        }
+    }
+    let bad = |s: &str| s.is_empty() || s.contains(['+', '#', '\0']);
+    if bad(&f.topic_prefix) || f.topic_prefix.ends_with('/') {
+        p.push(
+            &format!("{KEY}.topicPrefix"),
+            "must be a topic without wildcards or a trailing /",
+        );
+    }
+    for (i, g) in f.groups.iter().enumerate() {
+        if bad(g) || g.contains('/') {
+            p.push(
+                &format!("{KEY}.groups[{i}]"),
+                "must be one topic level: no /, + or #",
+            );
+        }
+    }
+    p.at_least(&format!("{KEY}.maxBundleBytes"), f.max_bundle_bytes, 1024);
+}
+
 /// Ranges and rules of one set of restart settings, reported under `prefix`.
 fn check_restart(p: &mut Problems, prefix: &str, r: &Restart) {
     p.at_least(
@@ -282,6 +326,39 @@ mod tests {
 
     use crate::test_fixtures::*;
     use crate::*;
+
+    #[test]
+    fn fleet_keys_topics_and_groups_are_checked() {
+        let mut p = super::Problems::default();
+        super::check_fleet(
+            &mut p,
+            &crate::Fleet {
+                trusted_keys: vec!["AAAA".into(), "not base64!".into()],
+                groups: vec!["line/1".into()],
+                topic_prefix: "fleet/#".into(),
+                max_bundle_bytes: 10,
+            },
+        );
+        let text = p.0.join("\n");
+        for want in [
+            "evergreen.fleet.trustedKeys[0]: 3 bytes, an Ed25519 public key is 32",
+            "evergreen.fleet.trustedKeys[1]: not base64",
+            "evergreen.fleet.topicPrefix: must be a topic without wildcards",
+            "evergreen.fleet.groups[0]: must be one topic level",
+            "evergreen.fleet.maxBundleBytes: must be at least 1024, got 10",
+        ] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+        let mut none = super::Problems::default();
+        super::check_fleet(
+            &mut none,
+            &crate::Fleet {
+                trusted_keys: vec!["A".repeat(43) + "="],
+                ..Default::default()
+            },
+        );
+        assert!(none.0.is_empty(), "{:?}", none.0);
+    }
 
     #[test]
     fn bad_component_override_out_of_range() {

@@ -170,6 +170,35 @@ pub struct Evergreen {
     /// Bounds on the Lambda IPC endpoint's peers (the CLI maps them onto
     /// `evergreen_runtime::lambda::EndpointLimits`).
     pub lambda_endpoint: LambdaEndpoint,
+    /// Deployments over the upstream broker; absent = this gateway takes none.
+    pub fleet: Option<Fleet>,
+}
+
+/// `evergreen.fleet`: deployment documents over the cloud bridge's connection (the
+/// `evergreen-fleet` crate documents the topics and the document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Fleet {
+    /// Ed25519 public keys (base64, as `evergreen fleet keygen` prints them) whose signed
+    /// documents this gateway applies. At least one.
+    pub trusted_keys: Vec<String>,
+    /// The fleet groups this gateway belongs to: it also takes the documents published to them.
+    pub groups: Vec<String>,
+    /// The topics' prefix on the upstream broker.
+    pub topic_prefix: String,
+    /// The largest bundle this gateway downloads.
+    pub max_bundle_bytes: u64,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            trusted_keys: Vec::new(),
+            groups: Vec::new(),
+            topic_prefix: "evergreen/fleet".to_owned(),
+            max_bundle_bytes: 512 << 20,
+        }
+    }
 }
 
 /// `evergreen.mqttLimits`: what the local MQTT server grants a peer, before its CONNECT is
@@ -335,6 +364,7 @@ impl Default for Evergreen {
             aws: AwsConfig::default(),
             mqtt_limits: MqttLimits::default(),
             lambda_endpoint: LambdaEndpoint::default(),
+            fleet: None,
         }
     }
 }

@@ -1,0 +1,152 @@
+//! `evergreen fleet keygen|sign`: the operator's side of fleet deployments, offline. `keygen`
+//! makes the Ed25519 key documents are signed with; `sign` writes the signed deployment
+//! document for a bundle, which the operator publishes retained on the gateways' (or their
+//! groups') deployment topic with any MQTT client. The document format and the topics are the
+//! `evergreen_fleet` crate's.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use evergreen_fleet::document::{BundleRef, Document, SigningKey, Targets};
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Make a signing key: writes it to KEY_FILE (owner-only; keep it secret) and prints the
+    /// public key to put in each gateway's `evergreen.fleet.trustedKeys`.
+    Keygen {
+        /// Where the private key is written (refused if it exists).
+        key_file: PathBuf,
+    },
+    /// Write the signed deployment document for BUNDLE (`evergreen group export`) to standard
+    /// output: its size and SHA-256, where gateways fetch it (--url) or the bundle itself
+    /// (--inline, for small groups), who it is for, and the fleet's next sequence number.
+    ///
+    /// Publish it retained on `evergreen/fleet/things/<thing>/deployment` or
+    /// `evergreen/fleet/groups/<group>/deployment`, e.g. with
+    /// `mosquitto_pub -r -q 1 -t … -f document.json`.
+    #[command(group(clap::ArgGroup::new("where").required(true).args(["url", "inline"])))]
+    #[command(group(clap::ArgGroup::new("who").required(true).multiple(true).args(["things", "groups"])))]
+    Sign {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// The signing key (`evergreen fleet keygen`).
+        #[arg(long, value_name = "KEY_FILE")]
+        key: PathBuf,
+        /// The fleet's name; sequences count per fleet.
+        #[arg(long)]
+        fleet: String,
+        /// This deployment's number: higher than any earlier one of the fleet.
+        #[arg(long)]
+        sequence: u64,
+        /// Where gateways download the bundle: https://, http:// or file://.
+        #[arg(long)]
+        url: Option<String>,
+        /// Put the bundle in the document (at most 64 KiB).
+        #[arg(long)]
+        inline: bool,
+        /// Thing names the document is for (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        things: Vec<String>,
+        /// Fleet groups the document is for (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+}
+
+/// The largest bundle `sign --inline` puts in a document: base64 makes it a third larger, and
+/// the whole document stays under `MAX_ENVELOPE_BYTES`.
+const MAX_INLINE: u64 = 64 * 1024;
+
+pub(super) fn command(command: FleetCommand) -> ExitCode {
+    let result = match command {
+        FleetCommand::Keygen { key_file } => keygen(&key_file),
+        FleetCommand::Sign {
+            bundle,
+            key,
+            fleet,
+            sequence,
+            url,
+            inline,
+            things,
+            groups,
+        } => sign(
+            &bundle,
+            &key,
+            Document {
+                fleet,
+                sequence,
+                created_at: Some(evergreen_fleet::agent::now()),
+                targets: Targets { things, groups },
+                bundle: BundleRef {
+                    sha256: String::new(),
+                    size: 0,
+                    url,
+                    inline: None,
+                },
+            },
+            inline,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("evergreen fleet: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn keygen(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (text, key) = SigningKey::generate()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!(
+        "wrote the private key to {} (keep it secret); the gateways' evergreen.fleet.trustedKeys takes:",
+        path.display()
+    );
+    println!("{}", key.public().to_base64());
+    Ok(())
+}
+
+fn sign(bundle: &Path, key: &Path, mut document: Document, inline: bool) -> Result<(), String> {
+    use base64::Engine as _;
+    let key_text = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key = SigningKey::parse(&key_text).map_err(|e| format!("{}: {e}", key.display()))?;
+    let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+    if !evergreen_ops::bundle::is_bundle(bundle) {
+        return Err(format!(
+            "{} is not a group bundle (evergreen group export writes one)",
+            bundle.display()
+        ));
+    }
+    document.bundle.size = bytes.len() as u64;
+    document.bundle.sha256 = evergreen_fleet::state::digest(&bytes);
+    if inline {
+        if document.bundle.size > MAX_INLINE {
+            return Err(format!(
+                "{} is {} bytes; --inline takes at most {MAX_INLINE} (use --url)",
+                bundle.display(),
+                bytes.len()
+            ));
+        }
+        document.bundle.inline = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+    }
+    let signed = key.sign(&document).map_err(|e| e.to_string())?;
+    println!("{}", String::from_utf8_lossy(&signed));
+    eprintln!(
+        "signed deployment {} of fleet {} for {} byte bundle {}",
+        document.sequence, document.fleet, document.bundle.size, document.bundle.sha256
+    );
+    Ok(())
+}

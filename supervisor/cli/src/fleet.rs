@@ -1,0 +1,118 @@
+//! The fleet agent in a running runtime: `evergreen.fleet` and the core's thing name make its
+//! settings, the cloud bridge carries its topics, and the version store and the deployer apply
+//! what it accepts (the `evergreen_fleet` crate does the rest).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use evergreen_cloud::bridge::BridgeHandle;
+use evergreen_config::CoreConfig;
+use evergreen_fleet::agent::{Agent, Apply, Deployed, Settings, Upstream};
+use evergreen_fleet::document::{Identity, TrustedKey};
+use evergreen_group::Loader;
+use evergreen_ops::deploy::{self, Deployer, DeploymentStatus, DeploymentType};
+use evergreen_ops::store::VersionStore;
+
+/// The bridge as the agent's upstream.
+struct Bridge(BridgeHandle);
+
+impl Upstream for Bridge {
+    fn publish_retained(&self, topic: &str, payload: Vec<u8>) {
+        self.0.publish_retained(topic, payload);
+    }
+}
+
+/// The version store and the deployer, as the agent applies bundles with them.
+struct Runtime {
+    store: VersionStore,
+    loader: Loader,
+    deployer: Rc<Deployer>,
+    write_dir: PathBuf,
+}
+
+impl Apply for Runtime {
+    fn import(&self, path: &Path, label: &str) -> Result<String, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        evergreen_ops::bundle::import(
+            &self.store,
+            &self.loader,
+            std::io::BufReader::new(file),
+            label,
+        )
+        .map(|created| created.id.as_str().to_string())
+        .map_err(|e| e.to_string())
+    }
+
+    async fn deploy(&self, id: &str) -> Deployed {
+        let record = self
+            .deployer
+            .deploy(id, DeploymentType::NewDeployment)
+            .await;
+        Deployed {
+            success: record.deployment_status == DeploymentStatus::Success,
+            rolled_back: record.rolled_back,
+            deployment_id: record.deployment_id,
+            message: record.error_message,
+        }
+    }
+
+    fn current(&self) -> Option<String> {
+        deploy::last_good(&self.write_dir).map(|v| v.as_str().to_string())
+    }
+}
+
+/// Starts the fleet agent on the actors' thread when `evergreen.fleet` is set: documents from
+/// the bridge's topics, one at a time. Without a bridge (no `coreThing.iotHost`) there is no
+/// fleet connection: said in the log, the runtime runs on.
+pub(crate) fn start(
+    cfg: &CoreConfig,
+    thing: &str,
+    bridge: Option<&BridgeHandle>,
+    deployer: Rc<Deployer>,
+    loader: Loader,
+) {
+    let Some(fleet) = &cfg.evergreen.fleet else {
+        return;
+    };
+    let Some(bridge) = bridge else {
+        log::error!("fleet: evergreen.fleet is set but there is no cloud connection (coreThing.iotHost): no deployment can arrive");
+        return;
+    };
+    // The configuration check refused keys that do not decode.
+    let trusted: Vec<TrustedKey> = fleet
+        .trusted_keys
+        .iter()
+        .filter_map(|k| TrustedKey::parse(k).ok())
+        .collect();
+    let settings = Settings {
+        me: Identity {
+            thing: thing.to_string(),
+            groups: fleet.groups.clone(),
+        },
+        topic_prefix: fleet.topic_prefix.clone(),
+        trusted,
+        max_bundle_bytes: fleet.max_bundle_bytes,
+        write_dir: cfg.write_dir().to_path_buf(),
+    };
+    let topics = settings.document_topics();
+    let runtime = Runtime {
+        store: VersionStore::open(cfg.write_dir()),
+        loader,
+        deployer,
+        write_dir: cfg.write_dir().to_path_buf(),
+    };
+    let mut agent = match Agent::new(settings, Bridge(bridge.clone()), runtime) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("fleet: cannot read the fleet state ({e}); no deployment is taken");
+            return;
+        }
+    };
+    log::info!("fleet: taking deployment documents on {topics:?}");
+    let mut documents = bridge.serve_topics(topics);
+    actix_rt::spawn(async move {
+        while let Some((topic, payload)) = documents.recv().await {
+            agent.on_document(&topic, &payload).await;
+        }
+    });
+}

@@ -1,0 +1,284 @@
+//! The gateway's fleet agent: takes deployment documents from the upstream broker, checks them,
+//! fetches and stores the bundle, deploys it, and publishes the gateway's status, retained.
+//!
+//! One document at a time, in the order they arrive. For each:
+//!
+//! 1. [`crate::document::verify`]: size, envelope, trusted key, signature, target, bundle
+//!    reference. A refusal is published as `Failure` with its code; nothing else happens.
+//! 2. [`crate::state::FleetState::judge`]: an older sequence (or the same one with other content)
+//!    is refused as `Replayed`; the document accepted last and finished is ignored (a retained
+//!    message comes again at every reconnect, and must not redeploy); the one accepted last and
+//!    not finished is resumed (the runtime stopped while applying it).
+//! 3. Accepted (recorded durably), then `Downloading`: [`crate::fetch`].
+//! 4. `Deploying`: [`Apply::import`] stores the bundle as a group version, [`Apply::deploy`]
+//!    runs it with the deployer, which rolls back by itself when the new group fails.
+//! 5. `Success`, `Failure` or `RolledBack`, recorded as the document's outcome and published.
+//!
+//! The status is published retained, so an operator sees each gateway's last word even if it
+//! connected later.
+
+use std::path::{Path, PathBuf};
+
+use crate::document::{self, Identity, TrustedKey};
+use crate::fetch;
+use crate::state::{FleetState, Verdict};
+use crate::topics::{self, State, Status};
+
+/// Where the agent publishes: the upstream connection (the cloud bridge).
+pub trait Upstream {
+    /// Publishes `payload` on `topic`, retained, QoS 1. Only the newest payload of a topic
+    /// matters: an older one not yet sent may be replaced.
+    fn publish_retained(&self, topic: &str, payload: Vec<u8>);
+}
+
+/// What became of a deployment the deployer ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    pub success: bool,
+    pub rolled_back: bool,
+    pub deployment_id: String,
+    pub message: Option<String>,
+}
+
+/// What the agent needs of the runtime: storing a bundle and deploying a stored version.
+#[allow(async_fn_in_trait)]
+pub trait Apply {
+    /// Stores the bundle at `path` as a group version; its id, or why not.
+    fn import(&self, path: &Path, label: &str) -> Result<String, String>;
+    /// Deploys the stored version `id` (waits until it succeeded, failed or rolled back).
+    async fn deploy(&self, id: &str) -> Deployed;
+    /// The group version running now, if known.
+    fn current(&self) -> Option<String>;
+}
+
+/// The agent's settings, from `evergreen.fleet` and the core's thing name.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub me: Identity,
+    pub topic_prefix: String,
+    pub trusted: Vec<TrustedKey>,
+    pub max_bundle_bytes: u64,
+    pub write_dir: PathBuf,
+}
+
+impl Settings {
+    /// The topics the agent takes documents from: the thing's own, then each group's.
+    pub fn document_topics(&self) -> Vec<String> {
+        std::iter::once(topics::thing_deployment(&self.topic_prefix, &self.me.thing))
+            .chain(
+                self.me
+                    .groups
+                    .iter()
+                    .map(|g| topics::group_deployment(&self.topic_prefix, g)),
+            )
+            .collect()
+    }
+}
+
+/// The agent.
+pub struct Agent<U, A> {
+    settings: Settings,
+    state: FleetState,
+    upstream: U,
+    apply: A,
+}
+
+impl<U, A> std::fmt::Debug for Agent<U, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("settings", &self.settings)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<U: Upstream, A: Apply> Agent<U, A> {
+    /// An agent over the state kept in the write directory.
+    pub fn new(settings: Settings, upstream: U, apply: A) -> Result<Self, String> {
+        let state = FleetState::open(&settings.write_dir)?;
+        Ok(Agent {
+            settings,
+            state,
+            upstream,
+            apply,
+        })
+    }
+
+    /// Handles one message from a document topic.
+    pub async fn on_document(&mut self, topic: &str, payload: &[u8]) {
+        if payload.is_empty() {
+            // A cleared retained message: nothing is asked.
+            return;
+        }
+        let s = &self.settings;
+        let document = match document::verify(payload, &s.trusted, &s.me, s.max_bundle_bytes) {
+            Ok(d) => d,
+            Err(refusal) => {
+                log::error!("fleet: a document on {topic} refused: {refusal}");
+                self.report(
+                    None,
+                    State::Failure,
+                    Some((refusal.code(), refusal.to_string())),
+                    None,
+                );
+                return;
+            }
+        };
+        // The signed text, to tell a redelivery from a replay (verify checked it parses).
+        let text = serde_json::from_slice::<document::Envelope>(payload)
+            .map(|e| e.document)
+            .unwrap_or_default();
+        match self.state.judge(&document, &text) {
+            Ok(Verdict::Apply) => {
+                if let Err(e) = self.state.accept(&document, &text) {
+                    log::error!(
+                        "fleet: cannot record document {} of {}: {e}",
+                        document.sequence,
+                        document.fleet
+                    );
+                    self.report(
+                        Some(&document),
+                        State::Failure,
+                        Some(("StateIo", e.to_string())),
+                        None,
+                    );
+                    return;
+                }
+                log::info!(
+                    "fleet: deployment {} of fleet {} accepted from {topic}",
+                    document.sequence,
+                    document.fleet
+                );
+            }
+            Ok(Verdict::Resume) => log::info!(
+                "fleet: resuming deployment {} of fleet {} (the runtime stopped while applying it)",
+                document.sequence,
+                document.fleet
+            ),
+            Ok(Verdict::Done(outcome)) => {
+                log::debug!(
+                    "fleet: deployment {} of fleet {} delivered again; it ended {outcome}, nothing to do",
+                    document.sequence,
+                    document.fleet
+                );
+                return;
+            }
+            Err(refusal) => {
+                log::error!("fleet: a document on {topic} refused: {refusal}");
+                self.report(
+                    Some(&document),
+                    State::Failure,
+                    Some((refusal.code(), refusal.to_string())),
+                    None,
+                );
+                return;
+            }
+        }
+        let outcome = self.apply_document(&document).await;
+        if let Err(e) = self.state.finish(&document.fleet, &format!("{outcome:?}")) {
+            log::error!(
+                "fleet: cannot record the outcome of deployment {}: {e}",
+                document.sequence
+            );
+        }
+    }
+
+    /// Fetches, stores and deploys; returns the final state (already published).
+    async fn apply_document(&mut self, document: &document::Document) -> State {
+        self.report(Some(document), State::Downloading, None, None);
+        let source = match document.bundle.source() {
+            Ok(s) => s,
+            Err(r) => return self.fail(document, r.code(), r.to_string()),
+        };
+        let b = &document.bundle;
+        let path = match fetch::fetch(&source, &b.sha256, b.size, &self.settings.write_dir).await {
+            Ok(p) => p,
+            Err(e) => return self.fail(document, e.code(), e.to_string()),
+        };
+        self.report(Some(document), State::Deploying, None, None);
+        let label = format!("fleet {} deployment {}", document.fleet, document.sequence);
+        let id = match self.apply.import(&path, &label) {
+            Ok(id) => id,
+            Err(e) => return self.fail(document, "InvalidBundle", e),
+        };
+        let deployed = self.apply.deploy(&id).await;
+        let state = if deployed.success {
+            State::Success
+        } else if deployed.rolled_back {
+            State::RolledBack
+        } else {
+            State::Failure
+        };
+        let failure = (!deployed.success).then(|| {
+            (
+                "DeploymentFailed",
+                deployed
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the deployment failed".into()),
+            )
+        });
+        log::info!(
+            "fleet: deployment {} of fleet {}: {state:?}{}",
+            document.sequence,
+            document.fleet,
+            failure
+                .as_ref()
+                .map(|(_, m)| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+        self.report(Some(document), state, failure, Some(deployed.deployment_id));
+        state
+    }
+
+    fn fail(&mut self, document: &document::Document, code: &str, reason: String) -> State {
+        log::error!(
+            "fleet: deployment {} of fleet {} failed: {reason}",
+            document.sequence,
+            document.fleet
+        );
+        self.report(Some(document), State::Failure, Some((code, reason)), None);
+        State::Failure
+    }
+
+    /// Publishes the gateway's status (retained).
+    fn report(
+        &mut self,
+        document: Option<&document::Document>,
+        state: State,
+        failure: Option<(&str, String)>,
+        deployment_id: Option<String>,
+    ) {
+        let (code, reason) = match failure {
+            Some((c, r)) => (Some(c.to_string()), Some(r)),
+            None => (None, None),
+        };
+        let status = Status {
+            thing: self.settings.me.thing.clone(),
+            fleet: document.map(|d| d.fleet.clone()),
+            sequence: document.map(|d| d.sequence),
+            state,
+            code,
+            reason,
+            version: self.apply.current(),
+            deployment_id,
+            updated_at: now(),
+        };
+        self.publish(&status);
+    }
+
+    fn publish(&self, status: &Status) {
+        match serde_json::to_vec(status) {
+            Ok(bytes) => self.upstream.publish_retained(
+                &topics::thing_status(&self.settings.topic_prefix, &self.settings.me.thing),
+                bytes,
+            ),
+            Err(e) => log::error!("fleet: cannot encode the status: {e}"),
+        }
+    }
+}
+
+/// Now, in RFC 3339 (UTC), as status messages and documents date themselves.
+pub fn now() -> String {
+    evergreen_durable::format_time(time::OffsetDateTime::now_utc()).unwrap_or_default()
+}

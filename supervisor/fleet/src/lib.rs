@@ -1,0 +1,11 @@
+//! Fleet deployments over the upstream broker: the signed deployment document
+//! ([`document`]), what a gateway has accepted ([`state`]), the topics and status messages
+//! ([`topics`]), fetching a bundle ([`fetch`]) and the gateway's agent that ties them to the
+//! version store and the deployer ([`agent`]). The MQTT connection is the cloud bridge's; this
+//! crate sees it only through [`agent::Upstream`].
+
+pub mod agent;
+pub mod document;
+pub mod fetch;
+pub mod state;
+pub mod topics;

@@ -1,0 +1,73 @@
+//! The fleet's topics on the upstream broker and the JSON a gateway publishes on them.
+//!
+//! With the default prefix `evergreen/fleet` (`evergreen.fleet.topicPrefix`):
+//!
+//! | topic | who publishes | retained | payload |
+//! |---|---|---|---|
+//! | `evergreen/fleet/things/<thing>/deployment` | operator | yes | a signed envelope ([`crate::document`]) for one gateway |
+//! | `evergreen/fleet/groups/<group>/deployment` | operator | yes | a signed envelope for every gateway of a fleet group |
+//! | `evergreen/fleet/things/<thing>/status` | gateway | yes | [`Status`] |
+//!
+//! Only exact topics are used (no wildcards), so an AWS IoT policy can grant each gateway its
+//! own topics and its groups' and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+/// The default topic prefix.
+pub const DEFAULT_PREFIX: &str = "evergreen/fleet";
+
+/// Where a thing's own deployment document is published.
+pub fn thing_deployment(prefix: &str, thing: &str) -> String {
+    format!("{prefix}/things/{thing}/deployment")
+}
+
+/// Where a fleet group's deployment document is published.
+pub fn group_deployment(prefix: &str, group: &str) -> String {
+    format!("{prefix}/groups/{group}/deployment")
+}
+
+/// Where a gateway reports on its deployments.
+pub fn thing_status(prefix: &str, thing: &str) -> String {
+    format!("{prefix}/things/{thing}/status")
+}
+
+/// A deployment's state, as the status message names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Accepted; the bundle is being fetched.
+    Downloading,
+    /// Fetched and stored; the deployer is running it.
+    Deploying,
+    Success,
+    /// Refused, or it could not be fetched, stored or deployed (nothing changed).
+    Failure,
+    /// Deployed, failed, and the previous group came back.
+    RolledBack,
+}
+
+/// The retained status message of a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub thing: String,
+    /// The fleet and sequence of the document this is about (absent when it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    pub state: State,
+    /// A stable code for a failure (`BadSignature`, `Replayed`, `DigestMismatch`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The sentence for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The group version running when this was published (its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The deployer's record id, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// RFC 3339.
+    pub updated_at: String,
+}

@@ -1,0 +1,88 @@
+//! A real mosquitto for tests: plain TCP on a loopback port, anonymous clients, its state in a
+//! directory the test owns; and `mosquitto_pub`/`mosquitto_sub` as an operator would run them.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::wait_for;
+
+/// A running mosquitto; killed when dropped.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// Starts `bin` on `port` with persistence in `dir` (retained messages survive its restart).
+    pub fn start(bin: &Path, dir: &Path, port: u16) -> Mosquitto {
+        let conf = dir.join("mosquitto.conf");
+        // As root (CI) mosquitto would drop to its own user, which cannot write here.
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                dir.display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let up = wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "mosquitto did not listen on {port}");
+        Mosquitto { child, port }
+    }
+
+    /// Publishes `payload` on `topic` with `mosquitto_pub` (QoS 1; `retain` as asked).
+    pub fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-q", "1", "-t", topic, "-s"]);
+        if retain {
+            cmd.arg("-r");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mosquitto_pub");
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(payload).expect("payload to mosquitto_pub");
+        }
+        let status = child.wait().expect("mosquitto_pub ends");
+        assert!(status.success(), "mosquitto_pub to {topic} failed");
+    }
+
+    /// The retained message on `topic`, if one is there (`mosquitto_sub`, 2 s at most).
+    pub fn retained(&self, topic: &str) -> Option<Vec<u8>> {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-t", topic, "-C", "1", "-W", "2", "--retained-only"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let mut payload = out.stdout;
+        // mosquitto_sub ends each message with a newline.
+        if payload.last() == Some(&b'\n') {
+            payload.pop();
+        }
+        (!payload.is_empty()).then_some(payload)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,315 @@
+//! Fleet deployments over a real mosquitto, with real runtimes (issue 20, the MQTT transport):
+//! the operator signs a bundle with `evergreen fleet sign` and publishes the document retained
+//! with `mosquitto_pub`, as the README says; each gateway's bridge takes it, the agent checks,
+//! fetches, stores and deploys it, and the gateway's retained status says how it ended.
+//!
+//! Checked here: a group document reaches every member, which all run the same version and
+//! report `Success`; a restarted gateway gets the retained document again and does not deploy
+//! it twice; unsigned, tampered, untrusted-key and replayed documents are refused with their
+//! reason and change nothing; a bundle whose pinned function never becomes ready is rolled
+//! back and reported as such. Three gateways stand in for the issue's twenty (CI time); the
+//! code path per gateway is the same.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use evergreen_tests::broker::Mosquitto;
+use evergreen_tests::*;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+fn cli(config: &Path, args: &[&str]) -> Output {
+    evergreen_with(config, args)
+}
+
+/// `evergreen fleet …` (no configuration needed).
+fn fleet(args: &[&str]) -> Output {
+    std::process::Command::new(evergreen_bin())
+        .arg("fleet")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run evergreen fleet")
+}
+
+/// The operator's workspace: a key, and bundles made with `group create-version` + `export`.
+struct Operator {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    public: String,
+    config: PathBuf,
+}
+
+impl Operator {
+    fn new() -> Operator {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = dir.path().join("fleet.key");
+        let made = fleet(&["keygen", &key.display().to_string()]);
+        assert!(made.status.success(), "{}", output_text(&made));
+        let public = String::from_utf8_lossy(&made.stdout).trim().to_string();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, test_config(&dir.path().join("root")).to_string()).expect("config");
+        Operator {
+            dir,
+            key,
+            public,
+            config,
+        }
+    }
+
+    /// A bundle of a group with one pinned function running eg-fn `args`; its version id.
+    fn bundle(&self, name: &str, args: &str) -> (PathBuf, String) {
+        let file = self.dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, group(vec![function(name, args)], vec![]).to_string())
+            .expect("group file");
+        let created = cli(
+            &self.config,
+            &["group", "create-version", &file.display().to_string()],
+        );
+        assert!(created.status.success(), "{}", output_text(&created));
+        let id = String::from_utf8_lossy(&created.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let bundle = self.dir.path().join(format!("{name}.tar"));
+        let exported = cli(
+            &self.config,
+            &["group", "export", &id, "-o", &bundle.display().to_string()],
+        );
+        assert!(exported.status.success(), "{}", output_text(&exported));
+        (bundle, id)
+    }
+
+    /// `evergreen fleet sign` of `bundle` (fetched from a file:// URL) for `target`.
+    fn sign(&self, bundle: &Path, sequence: u64, target: &[&str]) -> Vec<u8> {
+        self.sign_with(&self.key, bundle, sequence, target)
+    }
+
+    fn sign_with(&self, key: &Path, bundle: &Path, sequence: u64, target: &[&str]) -> Vec<u8> {
+        let url = format!("file://{}", bundle.display());
+        let mut args = vec![
+            "sign".to_string(),
+            bundle.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+            "--fleet".into(),
+            "factory".into(),
+            "--sequence".into(),
+            sequence.to_string(),
+            "--url".into(),
+            url,
+        ];
+        args.extend(target.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let signed = fleet(&refs);
+        assert!(signed.status.success(), "{}", output_text(&signed));
+        signed.stdout
+    }
+}
+
+/// A gateway: a runtime named `thing` whose bridge goes to `broker`, trusting `key`.
+fn gateway(broker: &Mosquitto, thing: &str, key: &str) -> Runtime {
+    Runtime::start_config(
+        &group(vec![], vec![]),
+        &gateway_config(broker, thing, key),
+        &[],
+    )
+}
+
+fn gateway_config(broker: &Mosquitto, thing: &str, key: &str) -> Value {
+    json!({
+        "coreThing": {
+            "thingArn": format!("arn:aws:iot:{REGION}:{ACCOUNT}:thing/{thing}"),
+            "iotHost": "127.0.0.1",
+            "iotMqttPort": broker.port
+        },
+        "mqttMaxConnectionRetryInterval": 1,
+        "evergreen": {
+            "cloudTls": false,
+            "fleet": { "trustedKeys": [key], "groups": ["line-1"] }
+        }
+    })
+}
+
+fn status_topic(thing: &str) -> String {
+    format!("evergreen/fleet/things/{thing}/status")
+}
+
+/// Waits for `thing`'s retained status to reach `state` for `sequence`; returns it.
+fn wait_status(broker: &Mosquitto, thing: &str, sequence: u64, state: &str) -> Value {
+    let mut last = Value::Null;
+    wait_for(LIMIT, || {
+        let v: Value = serde_json::from_slice(&broker.retained(&status_topic(thing))?).ok()?;
+        last = v.clone();
+        (v["sequence"] == json!(sequence) && v["state"] == state).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{thing} did not report {state} for {sequence}; last status {last}"))
+}
+
+/// Waits for `thing`'s retained status to be a failure with `code`.
+fn wait_refusal(broker: &Mosquitto, thing: &str, code: &str) -> Value {
+    let mut last = Value::Null;
+    wait_for(LIMIT, || {
+        let v: Value = serde_json::from_slice(&broker.retained(&status_topic(thing))?).ok()?;
+        last = v.clone();
+        (v["state"] == "Failure" && v["code"] == code).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{thing} did not report the refusal {code}; last status {last}"))
+}
+
+/// The runtime's deployment history (`evergreen deployments`), as JSON lines of text.
+fn deployments(rt: &Runtime) -> String {
+    let out = cli(&rt.dir.path().join("config.json"), &["deployments"]);
+    output_text(&out)
+}
+
+fn deployment_count(rt: &Runtime) -> usize {
+    deployments(rt)
+        .lines()
+        .filter(|l| l.contains("NewDeployment"))
+        .count()
+}
+
+#[test]
+fn fleet_group_document_deploys_on_every_member_once() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let things = ["gw-1", "gw-2", "gw-3"];
+    let mut gateways: Vec<Runtime> = things
+        .iter()
+        .map(|t| gateway(&broker, t, &op.public))
+        .collect();
+    let (bundle, id) = op.bundle("sleeper", "sleeper");
+    let document = op.sign(&bundle, 1, &["--groups", "line-1"]);
+    broker.publish("evergreen/fleet/groups/line-1/deployment", &document, true);
+    for (thing, rt) in things.iter().zip(&gateways) {
+        let status = wait_status(&broker, thing, 1, "Success");
+        assert_eq!(status["version"], json!(id), "{thing}: {status}");
+        // `evergreen deployments` shows the version's first 12 digits.
+        assert!(
+            deployments(rt).contains(&id[..12]),
+            "{thing}: {}",
+            deployments(rt)
+        );
+    }
+
+    // A restart: the retained document comes again with the new connection, and is not
+    // deployed a second time.
+    let before = deployment_count(&gateways[0]);
+    let dir = {
+        let rt = &mut gateways[0];
+        let stopped = rt
+            .stop_with(nix::sys::signal::Signal::SIGTERM, LIMIT)
+            .expect("stops");
+        assert!(stopped.success());
+        std::mem::replace(&mut rt.dir, tempfile::tempdir().expect("tmp"))
+    };
+    let again = Runtime::start_config_in(
+        dir,
+        &group(vec![], vec![]),
+        &gateway_config(&broker, "gw-1", &op.public),
+        &[],
+    );
+    // Connected again (the log says it subscribed to the document topics), then a while.
+    let log = again.log_path("system/runtime.log");
+    wait_for(LIMIT, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.matches("taking deployment documents").count() >= 2)
+    })
+    .expect("the restarted gateway takes documents again");
+    std::thread::sleep(Duration::from_secs(3));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        log_text.matches("accepted from").count(),
+        1,
+        "the document was accepted once, before the restart: {log_text}"
+    );
+    assert_eq!(deployment_count(&again), before, "{}", deployments(&again));
+}
+
+#[test]
+fn fleet_refuses_unsigned_tampered_untrusted_and_replayed_documents() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let rt = gateway(&broker, "gw-9", &op.public);
+    let topic = "evergreen/fleet/things/gw-9/deployment";
+    let (bundle, id) = op.bundle("sleeper", "sleeper");
+
+    // Unsigned: the document without its envelope.
+    let signed: Value =
+        serde_json::from_slice(&op.sign(&bundle, 5, &["--things", "gw-9"])).expect("json");
+    let inner = signed["document"].as_str().expect("document").to_string();
+    broker.publish(topic, inner.as_bytes(), true);
+    wait_refusal(&broker, "gw-9", "Unsigned");
+
+    // Tampered: another URL under the same signature.
+    let mut tampered = signed.clone();
+    tampered["document"] = json!(inner.replace("file://", "file:///evil"));
+    broker.publish(topic, tampered.to_string().as_bytes(), true);
+    wait_refusal(&broker, "gw-9", "BadSignature");
+
+    // Signed by a key the gateway does not trust.
+    let other = op.dir.path().join("other.key");
+    let made = fleet(&["keygen", &other.display().to_string()]);
+    assert!(made.status.success(), "{}", output_text(&made));
+    let untrusted = op.sign_with(&other, &bundle, 6, &["--things", "gw-9"]);
+    broker.publish(topic, &untrusted, true);
+    wait_refusal(&broker, "gw-9", "UntrustedKey");
+    assert_eq!(deployment_count(&rt), 0, "{}", deployments(&rt));
+
+    // The real one deploys; an older sequence afterwards is a replay.
+    broker.publish(topic, signed.to_string().as_bytes(), true);
+    let status = wait_status(&broker, "gw-9", 5, "Success");
+    assert_eq!(status["version"], json!(id));
+    let older = op.sign(&bundle, 4, &["--things", "gw-9"]);
+    broker.publish(topic, &older, true);
+    let refused = wait_refusal(&broker, "gw-9", "Replayed");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not newer than 5"),
+        "{refused}"
+    );
+    assert_eq!(deployment_count(&rt), 1, "{}", deployments(&rt));
+}
+
+#[test]
+fn fleet_bundle_that_never_becomes_ready_is_rolled_back_and_reported() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let rt = gateway(&broker, "gw-5", &op.public);
+    let topic = "evergreen/fleet/things/gw-5/deployment";
+    let (good, good_id) = op.bundle("sleeper", "sleeper");
+    broker.publish(topic, &op.sign(&good, 1, &["--things", "gw-5"]), true);
+    wait_status(&broker, "gw-5", 1, "Success");
+
+    // A function that exits at once never becomes ready: the deployer rolls back.
+    let (bad, _) = op.bundle("crasher", "exit 0 1");
+    broker.publish(topic, &op.sign(&bad, 2, &["--things", "gw-5"]), true);
+    let status = wait_status(&broker, "gw-5", 2, "RolledBack");
+    assert_eq!(status["code"], "DeploymentFailed", "{status}");
+    assert_eq!(
+        status["version"],
+        json!(good_id),
+        "the previous version runs again: {status}"
+    );
+    assert_eq!(deployment_count(&rt), 2, "{}", deployments(&rt));
+}
