@@ -130,7 +130,7 @@ fn gateway_config(broker: &Mosquitto, thing: &str, key: &str) -> Value {
         "mqttMaxConnectionRetryInterval": 1,
         "evergreen": {
             "cloudTls": false,
-            "fleet": { "trustedKeys": [key], "groups": ["line-1"] }
+            "fleet": { "trustedKeys": [key], "groups": ["line-1"], "healthIntervalSecs": 1 }
         }
     })
 }
@@ -312,4 +312,53 @@ fn fleet_bundle_that_never_becomes_ready_is_rolled_back_and_reported() {
         "the previous version runs again: {status}"
     );
     assert_eq!(deployment_count(&rt), 2, "{}", deployments(&rt));
+}
+
+/// The health check: the retained health message names the gateway's groups and
+/// version and carries the status document, and a component crash shows in it within a
+/// period (`healthIntervalSecs` is 1 here).
+#[test]
+fn fleet_health_names_groups_and_version_and_shows_a_crash() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let _rt = gateway(&broker, "gw-7", &op.public);
+    let (bundle, id) = op.bundle("sleeper", "sleeper");
+    broker.publish(
+        "evergreen/fleet/things/gw-7/deployment",
+        &op.sign(&bundle, 1, &["--things", "gw-7"]),
+        true,
+    );
+    wait_status(&broker, "gw-7", 1, "Success");
+    let health = |want: &dyn Fn(&Value) -> bool| -> Value {
+        let mut last = Value::Null;
+        wait_for(LIMIT, || {
+            let v: Value =
+                serde_json::from_slice(&broker.retained("evergreen/fleet/things/gw-7/health")?)
+                    .ok()?;
+            last = v.clone();
+            want(&v).then_some(v)
+        })
+        .unwrap_or_else(|| panic!("no such health message; last {last}"))
+    };
+    let component = |v: &Value| v["runtime"]["components"].get(0).cloned();
+    let running = health(&|v| {
+        v["version"] == json!(id)
+            && component(v).is_some_and(|c| c["state"] == "Running" && c["pid"].is_u64())
+    });
+    assert_eq!(running["groups"], json!(["line-1"]), "{running}");
+    assert_eq!(running["accepted"]["factory"]["sequence"], 1, "{running}");
+    let pid = component(&running)
+        .and_then(|c| c["pid"].as_i64())
+        .expect("the sleeper's pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the sleeper");
+    let after = health(&|v| component(v).is_some_and(|c| c["restarts"].as_u64() >= Some(1)));
+    assert_eq!(after["version"], json!(id), "{after}");
 }

@@ -10,6 +10,7 @@ use evergreen_config::CoreConfig;
 use evergreen_fleet::agent::{Agent, Apply, Deployed, Settings, Upstream};
 use evergreen_fleet::document::{Identity, TrustedKey};
 use evergreen_group::Loader;
+use evergreen_ops::control::ControlState;
 use evergreen_ops::deploy::{self, Deployer, DeploymentStatus, DeploymentType};
 use evergreen_ops::store::VersionStore;
 
@@ -28,6 +29,8 @@ struct Runtime {
     loader: Loader,
     deployer: Rc<Deployer>,
     write_dir: PathBuf,
+    /// Answers the status document, as the control socket does.
+    control: ControlState,
 }
 
 impl Apply for Runtime {
@@ -59,6 +62,16 @@ impl Apply for Runtime {
     fn current(&self) -> Option<String> {
         deploy::last_good(&self.write_dir).map(|v| v.as_str().to_string())
     }
+
+    async fn health(&self) -> Option<serde_json::Value> {
+        match self.control.status().await {
+            Ok(status) => serde_json::to_value(status).ok(),
+            Err(e) => {
+                log::warn!("fleet: no status for the health message: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// Starts the fleet agent on the actors' thread when `evergreen.fleet` is set: documents from
@@ -70,6 +83,7 @@ pub(crate) fn start(
     bridge: Option<&BridgeHandle>,
     deployer: Rc<Deployer>,
     loader: Loader,
+    control: ControlState,
 ) {
     let Some(fleet) = &cfg.evergreen.fleet else {
         return;
@@ -93,6 +107,7 @@ pub(crate) fn start(
         trusted,
         max_bundle_bytes: fleet.max_bundle_bytes,
         write_dir: cfg.write_dir().to_path_buf(),
+        health_interval: std::time::Duration::from_secs(u64::from(fleet.health_interval_secs)),
     };
     let topics = settings.document_topics();
     let runtime = Runtime {
@@ -100,6 +115,7 @@ pub(crate) fn start(
         loader,
         deployer,
         write_dir: cfg.write_dir().to_path_buf(),
+        control,
     };
     let mut agent = match Agent::new(settings, Bridge(bridge.clone()), runtime) {
         Ok(a) => a,
@@ -111,8 +127,17 @@ pub(crate) fn start(
     log::info!("fleet: taking deployment documents on {topics:?}");
     let mut documents = bridge.serve_topics(topics);
     actix_rt::spawn(async move {
-        while let Some((topic, payload)) = documents.recv().await {
-            agent.on_document(&topic, &payload).await;
+        // The first tick is at once: the health message at start.
+        let mut health = tokio::time::interval(agent.health_interval());
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                document = documents.recv() => match document {
+                    Some((topic, payload)) => agent.on_document(&topic, &payload).await,
+                    None => return,
+                },
+                _ = health.tick() => agent.publish_health().await,
+            }
         }
     });
 }

@@ -459,15 +459,16 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
     if let Some(link) = s.cloud_link {
         info = info.with_cloud(link);
     }
+    let mut state = ControlState::new(s.supervisor.clone(), s.router, info);
+    state.deployer = Some(deployer.clone());
     crate::fleet::start(
         &p.cfg,
         &thing,
         s.bridge.as_ref(),
-        deployer.clone(),
+        deployer,
         loader(&p.cfg),
+        state.clone(),
     );
-    let mut state = ControlState::new(s.supervisor.clone(), s.router, info);
-    state.deployer = Some(deployer);
     let control = control.serve(state);
     log::info!(
         "evergreen {} running {}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",

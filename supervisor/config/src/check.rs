@@ -288,6 +288,12 @@ fn check_fleet(p: &mut Problems, f: &crate::Fleet) {
         }
     }
     p.at_least(&format!("{KEY}.maxBundleBytes"), f.max_bundle_bytes, 1024);
+    p.between(
+        &format!("{KEY}.healthIntervalSecs"),
+        f.health_interval_secs,
+        1,
+        86_400,
+    );
 }
 
 /// Ranges and rules of one set of restart settings, reported under `prefix`.
@@ -337,6 +343,7 @@ mod tests {
                 groups: vec!["line/1".into()],
                 topic_prefix: "fleet/#".into(),
                 max_bundle_bytes: 10,
+                health_interval_secs: 0,
             },
         );
         let text = p.0.join("\n");
@@ -346,6 +353,7 @@ mod tests {
             "evergreen.fleet.topicPrefix: must be a topic without wildcards",
             "evergreen.fleet.groups[0]: must be one topic level",
             "evergreen.fleet.maxBundleBytes: must be at least 1024, got 10",
+            "evergreen.fleet.healthIntervalSecs: must be between 1 and 86400, got 0",
         ] {
             assert!(text.contains(want), "{want:?} in {text}");
         }

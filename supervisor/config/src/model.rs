@@ -188,6 +188,8 @@ pub struct Fleet {
     pub topic_prefix: String,
     /// The largest bundle this gateway downloads.
     pub max_bundle_bytes: u64,
+    /// Seconds between health messages (also sent at start and after each deployment).
+    pub health_interval_secs: u32,
 }
 
 impl Default for Fleet {
@@ -197,6 +199,7 @@ impl Default for Fleet {
             groups: Vec::new(),
             topic_prefix: "evergreen/fleet".to_owned(),
             max_bundle_bytes: 512 << 20,
+            health_interval_secs: 60,
         }
     }
 }

@@ -49,6 +49,8 @@ pub trait Apply {
     async fn deploy(&self, id: &str) -> Deployed;
     /// The group version running now, if known.
     fn current(&self) -> Option<String>;
+    /// The runtime's status document, for the health message; `None` when it has none now.
+    async fn health(&self) -> Option<serde_json::Value>;
 }
 
 /// The agent's settings, from `evergreen.fleet` and the core's thing name.
@@ -59,6 +61,8 @@ pub struct Settings {
     pub trusted: Vec<TrustedKey>,
     pub max_bundle_bytes: u64,
     pub write_dir: PathBuf,
+    /// How often the health message is published (also at start and after each deployment).
+    pub health_interval: std::time::Duration,
 }
 
 impl Settings {
@@ -181,6 +185,31 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 document.sequence
             );
         }
+        self.publish_health().await;
+    }
+
+    /// Publishes the gateway's health message (retained).
+    pub async fn publish_health(&mut self) {
+        let health = topics::Health {
+            thing: self.settings.me.thing.clone(),
+            groups: self.settings.me.groups.clone(),
+            version: self.apply.current(),
+            accepted: self.state.accepted().clone(),
+            runtime: self.apply.health().await.unwrap_or(serde_json::Value::Null),
+            updated_at: now(),
+        };
+        match serde_json::to_vec(&health) {
+            Ok(bytes) => self.upstream.publish_retained(
+                &topics::thing_health(&self.settings.topic_prefix, &self.settings.me.thing),
+                bytes,
+            ),
+            Err(e) => log::error!("fleet: cannot encode the health message: {e}"),
+        }
+    }
+
+    /// How often [`Agent::publish_health`] is due.
+    pub fn health_interval(&self) -> std::time::Duration {
+        self.settings.health_interval
     }
 
     /// Fetches, stores and deploys; returns the final state (already published).

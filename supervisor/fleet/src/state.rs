@@ -106,9 +106,9 @@ impl FleetState {
         self.save()
     }
 
-    /// The newest accepted document of `fleet`.
-    pub fn accepted(&self, fleet: &str) -> Option<&Accepted> {
-        self.fleets.get(fleet)
+    /// The newest accepted document of every fleet.
+    pub fn accepted(&self) -> &BTreeMap<String, Accepted> {
+        &self.fleets
     }
 
     fn save(&self) -> std::io::Result<()> {

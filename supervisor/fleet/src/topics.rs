@@ -7,6 +7,7 @@
 //! | `evergreen/fleet/things/<thing>/deployment` | operator | yes | a signed envelope ([`crate::document`]) for one gateway |
 //! | `evergreen/fleet/groups/<group>/deployment` | operator | yes | a signed envelope for every gateway of a fleet group |
 //! | `evergreen/fleet/things/<thing>/status` | gateway | yes | [`Status`] |
+//! | `evergreen/fleet/things/<thing>/health` | gateway | yes | [`Health`], at start, after each deployment and every `healthIntervalSecs` |
 //!
 //! Only exact topics are used (no wildcards), so an AWS IoT policy can grant each gateway its
 //! own topics and its groups' and nothing else.
@@ -29,6 +30,32 @@ pub fn group_deployment(prefix: &str, group: &str) -> String {
 /// Where a gateway reports on its deployments.
 pub fn thing_status(prefix: &str, thing: &str) -> String {
     format!("{prefix}/things/{thing}/status")
+}
+
+/// Where a gateway publishes its health.
+pub fn thing_health(prefix: &str, thing: &str) -> String {
+    format!("{prefix}/things/{thing}/health")
+}
+
+/// The retained health message of a gateway: who it is (its fleet groups, so an operator can
+/// find a group's members), what it runs, what it accepted last, and the runtime's status
+/// document (`evergreen status --json`: each component's state, restarts and RSS, the cloud
+/// spool's depth and drops, the MQTT server's counters, uptime).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub thing: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The group version running (its id), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Per fleet, the newest document accepted and how it ended.
+    #[serde(default)]
+    pub accepted: std::collections::BTreeMap<String, crate::state::Accepted>,
+    /// The status document; `null` when the supervisor did not answer in time.
+    pub runtime: serde_json::Value,
+    pub updated_at: String,
 }
 
 /// A deployment's state, as the status message names it.

@@ -62,7 +62,7 @@ impl Default for Limits {
 
 /// What connections read and ask: the supervisor (by message only) and the
 /// router's counters.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ControlState {
     pub(crate) supervisor: Addr<Supervisor>,
     pub(crate) router: Arc<Router>,
@@ -77,6 +77,34 @@ pub struct ControlState {
 }
 
 impl ControlState {
+    /// The runtime's status document, as `evergreen status` shows it (the fleet's health
+    /// messages carry it too), or why the supervisor did not answer.
+    pub async fn status(&self) -> Result<RuntimeStatus, String> {
+        self.status_or_refusal().await.map_err(|r| r.to_string())
+    }
+
+    async fn status_or_refusal(&self) -> Result<RuntimeStatus, Refusal> {
+        let components =
+            match tokio::time::timeout(SUPERVISOR_TIMEOUT, self.supervisor.send(Status)).await {
+                Ok(Ok(components)) => components,
+                Ok(Err(_)) => return Err(Refusal::SupervisorGone),
+                Err(_) => return Err(Refusal::SupervisorSlow(SUPERVISOR_TIMEOUT)),
+            };
+        // What runs changes with each deployment.
+        let mut info = self.info.clone();
+        if let Some(label) = self.deployer.as_ref().and_then(|d| d.current_label()) {
+            info.group = label;
+        }
+        Ok(build_status(
+            &info,
+            components,
+            &self.router.stats(),
+            &self.router.queue_depths(),
+            self.router.table().len(),
+            &self.proc_root,
+        ))
+    }
+
     pub fn new(supervisor: Addr<Supervisor>, router: Arc<Router>, info: RuntimeInfo) -> Self {
         ControlState {
             supervisor,
@@ -447,31 +475,9 @@ async fn handle(request: Request, state: &ControlState) -> Response {
         Request::Ping => Ok(Reply::Ping {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }),
-        Request::Status => {
-            let components =
-                match tokio::time::timeout(SUPERVISOR_TIMEOUT, state.supervisor.send(Status)).await
-                {
-                    Ok(Ok(components)) => components,
-                    Ok(Err(_)) => return Err(Refusal::SupervisorGone),
-                    Err(_) => return Err(Refusal::SupervisorSlow(SUPERVISOR_TIMEOUT)),
-                };
-            // What runs changes with each deployment.
-            let mut info = state.info.clone();
-            if let Some(label) = state.deployer.as_ref().and_then(|d| d.current_label()) {
-                info.group = label;
-            }
-            let status = build_status(
-                &info,
-                components,
-                &state.router.stats(),
-                &state.router.queue_depths(),
-                state.router.table().len(),
-                &state.proc_root,
-            );
-            Ok(Reply::Status {
-                status: Box::new(status),
-            })
-        }
+        Request::Status => Ok(Reply::Status {
+            status: Box::new(state.status_or_refusal().await?),
+        }),
     }
 }
 
