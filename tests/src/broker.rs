@@ -12,6 +12,8 @@ use crate::wait_for;
 pub struct Mosquitto {
     child: Child,
     pub port: u16,
+    bin: std::path::PathBuf,
+    conf: std::path::PathBuf,
 }
 
 impl Mosquitto {
@@ -27,18 +29,31 @@ impl Mosquitto {
             ),
         )
         .expect("write mosquitto.conf");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let up = wait_for(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        let child = spawn(bin, &conf, port);
+        Mosquitto {
+            child,
+            port,
+            bin: bin.to_path_buf(),
+            conf,
+        }
+    }
+
+    /// Stops it cleanly (SIGTERM: it saves its retained messages), then starts it again on
+    /// the same port after `down`.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0)),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let exited = wait_for(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
         });
-        assert!(up.is_some(), "mosquitto did not listen on {port}");
-        Mosquitto { child, port }
+        if exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        std::thread::sleep(down);
+        self.child = spawn(&self.bin, &self.conf, self.port);
     }
 
     /// Publishes `payload` on `topic` with `mosquitto_pub` (QoS 1; `retain` as asked).
@@ -78,6 +93,21 @@ impl Mosquitto {
         }
         (!payload.is_empty()).then_some(payload)
     }
+}
+
+fn spawn(bin: &Path, conf: &Path, port: u16) -> Child {
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    let up = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert!(up.is_some(), "mosquitto did not listen on {port}");
+    child
 }
 
 impl Drop for Mosquitto {

@@ -362,3 +362,187 @@ fn fleet_health_names_groups_and_version_and_shows_a_crash() {
     let after = health(&|v| component(v).is_some_and(|c| c["restarts"].as_u64() >= Some(1)));
     assert_eq!(after["version"], json!(id), "{after}");
 }
+
+/// `evergreen fleet deploy|status` against the broker, as an operator runs them.
+fn operator_cli(broker: &Mosquitto, args: &[&str]) -> Output {
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--broker", &url]);
+    fleet(&all)
+}
+
+fn deploy_args<'a>(op: &'a Operator, bundle: &'a str, url: &'a str) -> Vec<&'a str> {
+    vec![
+        "deploy",
+        bundle,
+        "--key",
+        op.key.to_str().expect("utf-8 path"),
+        "--fleet",
+        "factory",
+        "--url",
+        url,
+    ]
+}
+
+fn rollout_record(broker: &Mosquitto) -> Value {
+    broker
+        .retained("evergreen/fleet/fleets/factory/rollout")
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `fleet deploy --group` finds the group's members from their health, rolls out in stages
+/// (canary 1, then batches of 2), every gateway reports Success and the command exits 0;
+/// `fleet status --json` then shows every gateway on the new version.
+#[test]
+fn fleet_deploy_rolls_a_group_out_in_stages() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let things = ["gw-a", "gw-b", "gw-c", "gw-d"];
+    let _gateways: Vec<Runtime> = things
+        .iter()
+        .map(|t| gateway(&broker, t, &op.public))
+        .collect();
+    // Each announces itself with its health (groups included) once connected.
+    for t in things {
+        wait_for(LIMIT, || {
+            broker.retained(&format!("evergreen/fleet/things/{t}/health"))
+        })
+        .unwrap_or_else(|| panic!("{t} published no health"));
+    }
+    let (bundle, id) = op.bundle("sleeper", "sleeper");
+    let url = format!("file://{}", bundle.display());
+    let b = bundle.display().to_string();
+    let mut args = deploy_args(&op, &b, &url);
+    args.extend([
+        "--group", "line-1", "--canary", "1", "--batch", "2", "--json",
+    ]);
+    let out = operator_cli(&broker, &args);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let stages: Vec<&Value> = events.iter().filter(|e| e["event"] == "stage").collect();
+    assert_eq!(stages.len(), 3, "canary, then 2 and 1: {text}");
+    assert_eq!(stages[0]["things"], json!(["gw-a"]), "{text}");
+    for t in things {
+        let status = wait_status(&broker, t, 1, "Success");
+        assert_eq!(status["version"], json!(id), "{t}: {status}");
+    }
+    assert_eq!(rollout_record(&broker)["state"], "Completed");
+
+    let listed = operator_cli(&broker, &["status", "--json"]);
+    assert!(listed.status.success(), "{}", output_text(&listed));
+    let view: Value = serde_json::from_slice(&listed.stdout).expect("status JSON");
+    let versions: Vec<&Value> = view["gateways"]
+        .as_array()
+        .expect("gateways")
+        .iter()
+        .map(|g| &g["health"]["version"])
+        .collect();
+    assert_eq!(versions.len(), 4, "{view}");
+    assert!(versions.iter().all(|v| **v == json!(id)), "{view}");
+}
+
+/// The issue's failure case: a bundle whose pinned function never becomes ready fails on the
+/// canaries, which roll back; the rollout halts (exit 2) and the other gateways never get the
+/// document: they stay on the previous version with its status.
+#[test]
+fn fleet_deploy_halts_when_the_canaries_fail_and_leaves_the_rest_untouched() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let things = ["gw-p", "gw-q", "gw-r", "gw-s"];
+    let _gateways: Vec<Runtime> = things
+        .iter()
+        .map(|t| gateway(&broker, t, &op.public))
+        .collect();
+    let (good, good_id) = op.bundle("sleeper", "sleeper");
+    let good_url = format!("file://{}", good.display());
+    let g = good.display().to_string();
+    let mut args = deploy_args(&op, &g, &good_url);
+    args.extend(["--things", "gw-p,gw-q,gw-r,gw-s", "--sequence", "1"]);
+    let out = operator_cli(&broker, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+
+    let (bad, _) = op.bundle("crasher", "exit 0 1");
+    let bad_url = format!("file://{}", bad.display());
+    let b = bad.display().to_string();
+    let mut args = deploy_args(&op, &b, &bad_url);
+    args.extend(["--things", "gw-p,gw-q,gw-r,gw-s", "--canary", "2"]);
+    let out = operator_cli(&broker, &args);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "halted: {text}");
+    assert!(text.contains("Halted"), "{text}");
+    for t in ["gw-p", "gw-q"] {
+        let status = wait_status(&broker, t, 2, "RolledBack");
+        assert_eq!(status["version"], json!(good_id), "{t}: {status}");
+    }
+    for t in ["gw-r", "gw-s"] {
+        assert!(
+            broker
+                .retained(&format!("evergreen/fleet/things/{t}/deployment"))
+                .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
+                .and_then(|d| d["document"].as_str().map(str::to_string))
+                .is_some_and(|d| d.contains("\"sequence\":1")),
+            "{t} still has only the first document"
+        );
+        let status = wait_status(&broker, t, 1, "Success");
+        assert_eq!(status["version"], json!(good_id), "{t}: {status}");
+    }
+    let record = rollout_record(&broker);
+    assert_eq!(record["state"], "Halted", "{record}");
+    assert_eq!(record["failed"], json!(["gw-p", "gw-q"]), "{record}");
+}
+
+/// A broker restart in the middle of a rollout: the second stage's gateway is offline when its
+/// document is published (retained), the broker restarts, the gateway comes up afterwards and
+/// gets it; the operator's command reconnects and sees the rollout complete.
+#[test]
+fn fleet_deploy_completes_across_a_broker_restart() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let mut broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let _first = gateway(&broker, "gw-x", &op.public);
+    let (bundle, id) = op.bundle("sleeper", "sleeper");
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let file_url = format!("file://{}", bundle.display());
+    let mut deploy = std::process::Command::new(evergreen_bin())
+        .args(["fleet", "deploy", &bundle.display().to_string()])
+        .args(["--key", &op.key.display().to_string(), "--fleet", "factory"])
+        .args(["--url", &file_url, "--things", "gw-x,gw-y", "--canary", "1"])
+        .args(["--batch", "1", "--broker", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fleet deploy");
+    wait_status(&broker, "gw-x", 1, "Success");
+    wait_for(LIMIT, || {
+        broker.retained("evergreen/fleet/things/gw-y/deployment")
+    })
+    .expect("the second stage's document is published");
+    assert!(
+        deploy.try_wait().expect("poll").is_none(),
+        "the rollout waits for gw-y"
+    );
+    broker.restart(Duration::from_secs(1));
+    let _second = gateway(&broker, "gw-y", &op.public);
+    let status = wait_status(&broker, "gw-y", 1, "Success");
+    assert_eq!(status["version"], json!(id));
+    let exited = wait_for(LIMIT, || deploy.try_wait().ok().flatten()).expect("deploy ends");
+    let out = deploy.wait_with_output().expect("output");
+    assert_eq!(exited.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(rollout_record(&broker)["state"], "Completed");
+}

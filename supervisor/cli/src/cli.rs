@@ -7,6 +7,7 @@
 mod certs;
 mod control;
 mod fleet;
+mod rollout;
 mod secrets;
 mod versions;
 

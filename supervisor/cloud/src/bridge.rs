@@ -455,7 +455,7 @@ impl Cloud {
     }
 }
 
-fn tls_config(files: &TlsFiles, port: u16) -> Result<rustls::ClientConfig, BridgeError> {
+pub(crate) fn tls_config(files: &TlsFiles, port: u16) -> Result<rustls::ClientConfig, BridgeError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let read_err = |what, path: &PathBuf, e: &dyn std::fmt::Display| BridgeError::TlsFile {
@@ -502,7 +502,7 @@ fn tls_config(files: &TlsFiles, port: u16) -> Result<rustls::ClientConfig, Bridg
 /// Why one connection to the broker failed or ended; logged, and the bridge
 /// tries again after its backoff. ntex's errors are kept as they print.
 #[derive(Debug, thiserror::Error)]
-enum LinkError {
+pub(crate) enum LinkError {
     #[error("{0}")]
     Connect(String),
     #[error("no CONNACK in time")]
@@ -517,10 +517,31 @@ async fn connect(
     s: &BridgeSettings,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<v3::client::Client, LinkError> {
-    let request = v3::client::Connect::new(format!("{}:{}", s.host, s.port))
-        .client_id(s.client_id.as_str())
+    dial(
+        &s.host,
+        s.port,
+        &s.client_id,
+        s.keep_alive,
+        tls,
+        s.operation_timeout.max(Duration::from_secs(5)),
+    )
+    .await
+}
+
+/// One MQTT 3.1.1 connection with a clean session to `host:port`, TLS when `tls` is given; the
+/// CONNACK must come within `timeout`.
+pub(crate) async fn dial(
+    host: &str,
+    port: u16,
+    client_id: &str,
+    keep_alive: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<v3::client::Client, LinkError> {
+    let request = v3::client::Connect::new(format!("{host}:{port}"))
+        .client_id(client_id)
         .clean_session()
-        .keep_alive(Seconds(s.keep_alive));
+        .keep_alive(Seconds(keep_alive));
     let attempt = async {
         match tls {
             Some(config) => {
@@ -547,7 +568,7 @@ async fn connect(
             }
         }
     };
-    ntex::time::timeout(s.operation_timeout.max(Duration::from_secs(5)), attempt)
+    ntex::time::timeout(timeout, attempt)
         .await
         .map_err(|_| LinkError::NoConnack)?
 }

@@ -1,8 +1,7 @@
-//! `evergreen fleet keygen|sign`: the operator's side of fleet deployments, offline. `keygen`
-//! makes the Ed25519 key documents are signed with; `sign` writes the signed deployment
-//! document for a bundle, which the operator publishes retained on the gateways' (or their
-//! groups') deployment topic with any MQTT client. The document format and the topics are the
-//! `evergreen_fleet` crate's.
+//! `evergreen fleet`: the operator's side of fleet deployments. Offline, `keygen` makes the
+//! Ed25519 key documents are signed with and `sign` writes the signed deployment document for
+//! a bundle (to publish with any MQTT client); over the broker, `deploy`, `status` and `abort`
+//! ([`super::rollout`]). The document format and the topics are the `evergreen_fleet` crate's.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +51,20 @@ pub enum FleetCommand {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// Roll BUNDLE out over the broker: a canary stage, then batches, each signed for its
+    /// gateways and published on their topics; waits for every gateway's status, and halts
+    /// (leaving the rest untouched) once more than --max-failures have failed.
+    ///
+    /// Exit status: 0 every gateway succeeded, 3 done with at most --max-failures failures,
+    /// 2 halted (too many failures, or `fleet abort`), 1 it could not run.
+    Deploy(Box<super::rollout::DeployArgs>),
+    /// The fleet as the gateways' retained messages show it: per gateway its groups, version,
+    /// last deployment status and health; and the rollouts in progress. With --watch, every
+    /// change as it comes. Exit status 0, 1 when the broker cannot be reached.
+    Status(Box<super::rollout::StatusArgs>),
+    /// Stop the rollout in progress of a fleet before its next stage (the gateways of the
+    /// stage under way finish it). Exit status 0 when one was aborted, 1 when none is running.
+    Abort(super::rollout::AbortArgs),
 }
 
 /// The largest bundle `sign --inline` puts in a document: base64 makes it a third larger, and
@@ -60,6 +73,9 @@ const MAX_INLINE: u64 = 64 * 1024;
 
 pub(super) fn command(command: FleetCommand) -> ExitCode {
     let result = match command {
+        FleetCommand::Deploy(args) => return super::rollout::deploy(*args),
+        FleetCommand::Status(args) => return super::rollout::status(*args),
+        FleetCommand::Abort(args) => return super::rollout::abort(args),
         FleetCommand::Keygen { key_file } => keygen(&key_file),
         FleetCommand::Sign {
             bundle,
@@ -120,28 +136,8 @@ fn keygen(path: &Path) -> Result<(), String> {
 }
 
 fn sign(bundle: &Path, key: &Path, mut document: Document, inline: bool) -> Result<(), String> {
-    use base64::Engine as _;
-    let key_text = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let key = SigningKey::parse(&key_text).map_err(|e| format!("{}: {e}", key.display()))?;
-    let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
-    if !evergreen_ops::bundle::is_bundle(bundle) {
-        return Err(format!(
-            "{} is not a group bundle (evergreen group export writes one)",
-            bundle.display()
-        ));
-    }
-    document.bundle.size = bytes.len() as u64;
-    document.bundle.sha256 = evergreen_fleet::state::digest(&bytes);
-    if inline {
-        if document.bundle.size > MAX_INLINE {
-            return Err(format!(
-                "{} is {} bytes; --inline takes at most {MAX_INLINE} (use --url)",
-                bundle.display(),
-                bytes.len()
-            ));
-        }
-        document.bundle.inline = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
-    }
+    let key = read_key(key)?;
+    document.bundle = bundle_ref(bundle, document.bundle.url.take(), inline)?;
     let signed = key.sign(&document).map_err(|e| e.to_string())?;
     println!("{}", String::from_utf8_lossy(&signed));
     eprintln!(
@@ -149,4 +145,40 @@ fn sign(bundle: &Path, key: &Path, mut document: Document, inline: bool) -> Resu
         document.sequence, document.fleet, document.bundle.size, document.bundle.sha256
     );
     Ok(())
+}
+
+/// Reads a signing key file.
+pub(super) fn read_key(path: &Path) -> Result<SigningKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    SigningKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// What a document says of `bundle`: its size and digest, and `url` or (with `inline`) the
+/// bundle itself.
+pub(super) fn bundle_ref(
+    bundle: &Path,
+    url: Option<String>,
+    inline: bool,
+) -> Result<BundleRef, String> {
+    use base64::Engine as _;
+    if !evergreen_ops::bundle::is_bundle(bundle) {
+        return Err(format!(
+            "{} is not a group bundle (evergreen group export writes one)",
+            bundle.display()
+        ));
+    }
+    let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+    let size = bytes.len() as u64;
+    if inline && size > MAX_INLINE {
+        return Err(format!(
+            "{} is {size} bytes; --inline takes at most {MAX_INLINE} (use --url)",
+            bundle.display()
+        ));
+    }
+    Ok(BundleRef {
+        sha256: evergreen_fleet::state::digest(&bytes),
+        size,
+        url: if inline { None } else { url },
+        inline: inline.then(|| base64::engine::general_purpose::STANDARD.encode(&bytes)),
+    })
 }
