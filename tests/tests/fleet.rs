@@ -391,8 +391,8 @@ fn rollout_record(broker: &Mosquitto) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// `fleet deploy --group` finds the group's members from their health, rolls out in stages
-/// (canary 1, then batches of 2), every gateway reports Success and the command exits 0;
+/// `fleet deploy --group` finds the group's 20 members from their health, rolls out in stages
+/// (a canary of 2, then batches of 6), every gateway reports Success and the command exits 0;
 /// `fleet status --json` then shows every gateway on the new version.
 #[test]
 fn fleet_deploy_rolls_a_group_out_in_stages() {
@@ -402,13 +402,14 @@ fn fleet_deploy_rolls_a_group_out_in_stages() {
     let state = tempfile::tempdir().expect("tmp");
     let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
     let op = Operator::new();
-    let things = ["gw-a", "gw-b", "gw-c", "gw-d"];
+    // The twenty runtimes, each with its own root, on one broker.
+    let things: Vec<String> = (1..=20).map(|i| format!("gw-{i:02}")).collect();
     let _gateways: Vec<Runtime> = things
         .iter()
         .map(|t| gateway(&broker, t, &op.public))
         .collect();
     // Each announces itself with its health (groups included) once connected.
-    for t in things {
+    for t in &things {
         wait_for(LIMIT, || {
             broker.retained(&format!("evergreen/fleet/things/{t}/health"))
         })
@@ -419,7 +420,7 @@ fn fleet_deploy_rolls_a_group_out_in_stages() {
     let b = bundle.display().to_string();
     let mut args = deploy_args(&op, &b, &url);
     args.extend([
-        "--group", "line-1", "--canary", "1", "--batch", "2", "--json",
+        "--group", "line-1", "--canary", "2", "--batch", "6", "--json",
     ]);
     let out = operator_cli(&broker, &args);
     let text = output_text(&out);
@@ -429,9 +430,13 @@ fn fleet_deploy_rolls_a_group_out_in_stages() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let stages: Vec<&Value> = events.iter().filter(|e| e["event"] == "stage").collect();
-    assert_eq!(stages.len(), 3, "canary, then 2 and 1: {text}");
-    assert_eq!(stages[0]["things"], json!(["gw-a"]), "{text}");
-    for t in things {
+    assert_eq!(
+        stages.len(),
+        4,
+        "a canary of 2, then 3 batches of 6: {text}"
+    );
+    assert_eq!(stages[0]["things"], json!(["gw-01", "gw-02"]), "{text}");
+    for t in &things {
         let status = wait_status(&broker, t, 1, "Success");
         assert_eq!(status["version"], json!(id), "{t}: {status}");
     }
@@ -446,7 +451,7 @@ fn fleet_deploy_rolls_a_group_out_in_stages() {
         .iter()
         .map(|g| &g["health"]["version"])
         .collect();
-    assert_eq!(versions.len(), 4, "{view}");
+    assert_eq!(versions.len(), 20, "{view}");
     assert!(versions.iter().all(|v| **v == json!(id)), "{view}");
 }
 
@@ -545,4 +550,101 @@ fn fleet_deploy_completes_across_a_broker_restart() {
     let out = deploy.wait_with_output().expect("output");
     assert_eq!(exited.code(), Some(0), "{}", output_text(&out));
     assert_eq!(rollout_record(&broker)["state"], "Completed");
+}
+
+/// The interrupted download: the gateway is killed with `kill -9` while it downloads
+/// the bundle over HTTP (a slow server, `tests/peers/range_server.py`), and after a restart it
+/// gets the retained document again, continues the download with a `Range` request from where
+/// it stopped, and deploys.
+#[test]
+fn fleet_download_killed_mid_way_resumes_after_a_restart() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let (bundle, id) = op.bundle("sleeper", "sleeper");
+    let size = std::fs::metadata(&bundle).expect("bundle").len();
+    // About eight seconds for the whole bundle.
+    let rate = (size / 8).max(1024);
+    let log = op.dir.path().join("ranges.log");
+    let port_file = op.dir.path().join("port");
+    let mut server = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/peers/range_server.py"
+        ))
+        .args([&bundle, Path::new(&rate.to_string()), &log, &port_file])
+        .spawn()
+        .expect("range_server.py");
+    let port = wait_for(LIMIT, || {
+        std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+    })
+    .expect("the HTTP server's port");
+    let url = format!("http://127.0.0.1:{port}/v1.tar");
+    let b = bundle.display().to_string();
+    let signed = fleet(&[
+        "sign",
+        &b,
+        "--key",
+        &op.key.display().to_string(),
+        "--fleet",
+        "factory",
+        "--sequence",
+        "1",
+        "--url",
+        &url,
+        "--things",
+        "gw-k",
+    ]);
+    assert!(signed.status.success(), "{}", output_text(&signed));
+
+    let mut rt = gateway(&broker, "gw-k", &op.public);
+    broker.publish(
+        "evergreen/fleet/things/gw-k/deployment",
+        &signed.stdout,
+        true,
+    );
+    let sha = serde_json::from_slice::<Value>(&signed.stdout)
+        .ok()
+        .and_then(|e| serde_json::from_str::<Value>(e["document"].as_str()?).ok())
+        .and_then(|d| d["bundle"]["sha256"].as_str().map(str::to_string))
+        .expect("the document's digest");
+    let part = rt
+        .dir
+        .path()
+        .join(format!("root/fleet/downloads/{sha}.part"));
+    let had = wait_for(LIMIT, || {
+        let len = std::fs::metadata(&part).ok()?.len();
+        (len > 0 && len < size / 2).then_some(len)
+    })
+    .expect("the download is under way");
+    rt.stop_with(nix::sys::signal::Signal::SIGKILL, LIMIT)
+        .expect("killed");
+    let kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(kept >= had, "the partial download stays: {kept} bytes");
+
+    let dir = std::mem::replace(&mut rt.dir, tempfile::tempdir().expect("tmp"));
+    let _again = Runtime::start_config_in(
+        dir,
+        &group(vec![], vec![]),
+        &gateway_config(&broker, "gw-k", &op.public),
+        &[],
+    );
+    let status = wait_status(&broker, "gw-k", 1, "Success");
+    assert_eq!(status["version"], json!(id), "{status}");
+    let ranges = std::fs::read_to_string(&log).unwrap_or_default();
+    let resumed: Vec<u64> = ranges
+        .lines()
+        .filter_map(|l| l.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+        .collect();
+    assert!(
+        resumed.iter().any(|from| *from >= had),
+        "a request continued from byte {had} or later: {ranges:?}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }
