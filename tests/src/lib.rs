@@ -6,6 +6,7 @@
 //! things settle", and nothing binds a fixed port.
 
 pub mod broker;
+pub mod fleet;
 pub mod http_recorder;
 
 use std::path::{Path, PathBuf};

@@ -10,11 +10,12 @@
 //! back and reported as such. Three gateways stand in for the twenty (CI time); the
 //! code path per gateway is the same.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use evergreen_tests::broker::Mosquitto;
+use evergreen_tests::fleet::{fleet, gateway, gateway_config, Operator};
 use evergreen_tests::*;
 use serde_json::{json, Value};
 
@@ -22,117 +23,6 @@ const LIMIT: Duration = Duration::from_secs(40);
 
 fn cli(config: &Path, args: &[&str]) -> Output {
     evergreen_with(config, args)
-}
-
-/// `evergreen fleet …` (no configuration needed).
-fn fleet(args: &[&str]) -> Output {
-    std::process::Command::new(evergreen_bin())
-        .arg("fleet")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run evergreen fleet")
-}
-
-/// The operator's workspace: a key, and bundles made with `group create-version` + `export`.
-struct Operator {
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    public: String,
-    config: PathBuf,
-}
-
-impl Operator {
-    fn new() -> Operator {
-        let dir = tempfile::tempdir().expect("tmp");
-        let key = dir.path().join("fleet.key");
-        let made = fleet(&["keygen", &key.display().to_string()]);
-        assert!(made.status.success(), "{}", output_text(&made));
-        let public = String::from_utf8_lossy(&made.stdout).trim().to_string();
-        let config = dir.path().join("config.json");
-        std::fs::write(&config, test_config(&dir.path().join("root")).to_string()).expect("config");
-        Operator {
-            dir,
-            key,
-            public,
-            config,
-        }
-    }
-
-    /// A bundle of a group with one pinned function running eg-fn `args`; its version id.
-    fn bundle(&self, name: &str, args: &str) -> (PathBuf, String) {
-        let file = self.dir.path().join(format!("{name}.json"));
-        std::fs::write(&file, group(vec![function(name, args)], vec![]).to_string())
-            .expect("group file");
-        let created = cli(
-            &self.config,
-            &["group", "create-version", &file.display().to_string()],
-        );
-        assert!(created.status.success(), "{}", output_text(&created));
-        let id = String::from_utf8_lossy(&created.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let bundle = self.dir.path().join(format!("{name}.tar"));
-        let exported = cli(
-            &self.config,
-            &["group", "export", &id, "-o", &bundle.display().to_string()],
-        );
-        assert!(exported.status.success(), "{}", output_text(&exported));
-        (bundle, id)
-    }
-
-    /// `evergreen fleet sign` of `bundle` (fetched from a file:// URL) for `target`.
-    fn sign(&self, bundle: &Path, sequence: u64, target: &[&str]) -> Vec<u8> {
-        self.sign_with(&self.key, bundle, sequence, target)
-    }
-
-    fn sign_with(&self, key: &Path, bundle: &Path, sequence: u64, target: &[&str]) -> Vec<u8> {
-        let url = format!("file://{}", bundle.display());
-        let mut args = vec![
-            "sign".to_string(),
-            bundle.display().to_string(),
-            "--key".into(),
-            key.display().to_string(),
-            "--fleet".into(),
-            "factory".into(),
-            "--sequence".into(),
-            sequence.to_string(),
-            "--url".into(),
-            url,
-        ];
-        args.extend(target.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let signed = fleet(&refs);
-        assert!(signed.status.success(), "{}", output_text(&signed));
-        signed.stdout
-    }
-}
-
-/// A gateway: a runtime named `thing` whose bridge goes to `broker`, trusting `key`.
-fn gateway(broker: &Mosquitto, thing: &str, key: &str) -> Runtime {
-    Runtime::start_config(
-        &group(vec![], vec![]),
-        &gateway_config(broker, thing, key),
-        &[],
-    )
-}
-
-fn gateway_config(broker: &Mosquitto, thing: &str, key: &str) -> Value {
-    json!({
-        "coreThing": {
-            "thingArn": format!("arn:aws:iot:{REGION}:{ACCOUNT}:thing/{thing}"),
-            "iotHost": "127.0.0.1",
-            "iotMqttPort": broker.port
-        },
-        "mqttMaxConnectionRetryInterval": 1,
-        "evergreen": {
-            "cloudTls": false,
-            "fleet": { "trustedKeys": [key], "groups": ["line-1"], "healthIntervalSecs": 1 }
-        }
-    })
 }
 
 fn status_topic(thing: &str) -> String {
