@@ -39,6 +39,27 @@ impl Mosquitto {
         }
     }
 
+    /// Starts `bin` with configuration `conf` (its listeners, TLS files…); `port` is one of its
+    /// listeners, and state is kept in `dir`.
+    pub fn with_config(bin: &Path, dir: &Path, port: u16, conf: &str) -> Mosquitto {
+        let path = dir.join("mosquitto.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "user root\npersistence true\npersistence_location {}/\nsys_interval 1\n{conf}",
+                dir.display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = spawn(bin, &path, port);
+        Mosquitto {
+            child,
+            port,
+            bin: bin.to_path_buf(),
+            conf: path,
+        }
+    }
+
     /// Stops it cleanly (SIGTERM: it saves its retained messages), then starts it again on
     /// the same port after `down`.
     pub fn restart(&mut self, down: Duration) {

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 pub mod fault_proxy;
 pub mod iotanalytics_server;
+pub mod pki;
 
 /// Region and account used by test ARNs.
 pub const REGION: &str = "us-east-1";
