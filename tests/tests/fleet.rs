@@ -627,3 +627,92 @@ fn fleet_deploy_over_mutual_tls() {
         assert_eq!(status["version"], json!(id), "{thing}: {status}");
     }
 }
+
+/// The AWS IoT Jobs transport against `tests/peers/jobs_standin.py`, a stand-in for the Jobs
+/// MQTT API on mosquitto (its docstring lists what it emulates). Two gateways with
+/// `transport: jobs` get a job whose document is the signed deployment document: both
+/// executions end `SUCCEEDED` with the version in `statusDetails`; a second job with a tampered
+/// document ends `FAILED` with `BadSignature`, and nothing is deployed for it.
+#[test]
+fn fleet_jobs_transport_runs_job_documents_and_updates_executions() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let ready = state.path().join("standin.ready");
+    let mut standin = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/peers/jobs_standin.py"
+        ))
+        .arg(broker.port.to_string())
+        .arg(&ready)
+        .spawn()
+        .expect("jobs_standin.py");
+    wait_for(LIMIT, || ready.exists().then_some(())).expect("the stand-in is subscribed");
+    let op = Operator::new();
+    let jobs_gateway = |thing: &str| {
+        let mut patch = gateway_config(&broker, thing, &op.public);
+        merge(
+            &mut patch,
+            &json!({ "evergreen": { "fleet": { "transport": "jobs" } } }),
+        );
+        Runtime::start_config(&group(vec![], vec![]), &patch, &[])
+    };
+    let gateways = [jobs_gateway("gw-j1"), jobs_gateway("gw-j2")];
+    let (bundle, id) = op.bundle("sleeper", "sleeper");
+    let document: Value =
+        serde_json::from_slice(&op.sign(&bundle, 1, &["--things", "gw-j1,gw-j2"])).expect("json");
+    let create = |job: &str, doc: &Value| {
+        broker.publish(
+            "standin/jobs/create",
+            json!({ "jobId": job, "things": ["gw-j1", "gw-j2"], "document": doc })
+                .to_string()
+                .as_bytes(),
+            false,
+        );
+    };
+    let execution = |thing: &str, job: &str, status: &str| -> Value {
+        let mut last = Value::Null;
+        wait_for(LIMIT, || {
+            let all: Value =
+                serde_json::from_slice(&broker.retained(&format!("standin/jobs/things/{thing}"))?)
+                    .ok()?;
+            last = all.clone();
+            all.as_array()?
+                .iter()
+                .find(|e| e["jobId"] == job && e["status"] == status)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{thing}: job {job} did not reach {status}; executions {last}"))
+    };
+    create("deploy-1", &document);
+    for thing in ["gw-j1", "gw-j2"] {
+        let e = execution(thing, "deploy-1", "SUCCEEDED");
+        assert_eq!(e["statusDetails"]["state"], "Success", "{e}");
+        assert_eq!(e["statusDetails"]["version"], json!(id), "{e}");
+        assert_eq!(e["statusDetails"]["sequence"], "1", "{e}");
+    }
+    let mut tampered = document.clone();
+    tampered["document"] = json!(document["document"]
+        .as_str()
+        .expect("document")
+        .replace("\"sequence\":1", "\"sequence\":2"));
+    create("deploy-2", &tampered);
+    for (thing, rt) in ["gw-j1", "gw-j2"].iter().zip(&gateways) {
+        let e = execution(thing, "deploy-2", "FAILED");
+        assert_eq!(e["statusDetails"]["code"], "BadSignature", "{e}");
+        let listed = output_text(&evergreen_with(
+            &rt.dir.path().join("config.json"),
+            &["deployments"],
+        ));
+        assert_eq!(
+            listed.matches("NewDeployment").count(),
+            1,
+            "{thing}: only the first job deployed: {listed}"
+        );
+    }
+    let _ = standin.kill();
+    let _ = standin.wait();
+}

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use evergreen_cloud::bridge::BridgeHandle;
-use evergreen_config::CoreConfig;
-use evergreen_fleet::agent::{Agent, Apply, Deployed, Settings, Upstream};
+use evergreen_cloud::bridge::Inbound;
+use evergreen_config::{CoreConfig, FleetTransport};
+use evergreen_fleet::agent::{Agent, Apply, Deployed, Settings, Transport, Upstream};
 use evergreen_fleet::document::{Identity, TrustedKey};
 use evergreen_group::Loader;
 use evergreen_ops::control::ControlState;
@@ -20,6 +21,10 @@ struct Bridge(BridgeHandle);
 impl Upstream for Bridge {
     fn publish_retained(&self, topic: &str, payload: Vec<u8>) {
         self.0.publish_retained(topic, payload);
+    }
+
+    fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.0.publish(topic, payload);
     }
 }
 
@@ -108,6 +113,10 @@ pub(crate) fn start(
         max_bundle_bytes: fleet.max_bundle_bytes,
         write_dir: cfg.write_dir().to_path_buf(),
         health_interval: std::time::Duration::from_secs(u64::from(fleet.health_interval_secs)),
+        transport: match fleet.transport {
+            FleetTransport::Mqtt => Transport::Mqtt,
+            FleetTransport::Jobs => Transport::Jobs,
+        },
     };
     let topics = settings.document_topics();
     let runtime = Runtime {
@@ -132,8 +141,9 @@ pub(crate) fn start(
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                document = documents.recv() => match document {
-                    Some((topic, payload)) => agent.on_document(&topic, &payload).await,
+                inbound = documents.recv() => match inbound {
+                    Some(Inbound::Message { topic, payload }) => agent.on_message(&topic, &payload).await,
+                    Some(Inbound::Connected) => agent.on_connected(),
                     None => return,
                 },
                 _ = health.tick() => agent.publish_health().await,

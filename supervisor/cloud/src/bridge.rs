@@ -165,19 +165,28 @@ struct Shared {
     internal: Arc<Internal>,
 }
 
+/// What the bridge tells a service that [`BridgeHandle::serve_topics`] registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A connection to the broker is up, with the service's topics subscribed (every time:
+    /// what the broker sent meanwhile without retaining it was missed).
+    Connected,
+    /// A message on one of its topics.
+    Message { topic: String, payload: Vec<u8> },
+}
+
+type ServiceTx = tokio::sync::mpsc::UnboundedSender<Inbound>;
+
 /// A service's topics and where their messages go.
-type Served = (
-    BTreeSet<String>,
-    tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
-);
+type Served = (BTreeSet<String>, ServiceTx);
 
 /// The runtime's own traffic on the upstream connection (the fleet agent's): topics whose
 /// messages go to a service instead of the router, and retained messages to publish.
 #[derive(Debug, Default)]
 struct Internal {
     inbound: Mutex<Option<Served>>,
-    /// Topic -> newest payload not yet acknowledged by the broker.
-    outbox: Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    /// Topic -> newest payload (and whether it is retained) not yet acknowledged by the broker.
+    outbox: Mutex<std::collections::BTreeMap<String, (Vec<u8>, bool)>>,
     wake: tokio::sync::Notify,
     /// The subjects of the deployed plan, which the internal topics are added to.
     plan_subjects: Mutex<BTreeSet<String>>,
@@ -185,12 +194,28 @@ struct Internal {
 
 impl Internal {
     /// The topics served to a service, if `topic` is one of them: where to send it.
-    fn route(&self, topic: &str) -> Option<tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>> {
+    fn route(&self, topic: &str) -> Option<ServiceTx> {
         let inbound = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
         inbound
             .as_ref()
             .filter(|(topics, _)| topics.contains(topic))
             .map(|(_, tx)| tx.clone())
+    }
+
+    /// The topics a service registered, if one did.
+    fn served_topics(&self) -> Option<BTreeSet<String>> {
+        self.inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(topics, _)| topics.clone())
+    }
+
+    /// Tells the service a connection is up.
+    fn connected(&self) {
+        if let Some((_, tx)) = &*self.inbound.lock().unwrap_or_else(PoisonError::into_inner) {
+            let _ = tx.send(Inbound::Connected);
+        }
     }
 
     fn wanted(&self) -> BTreeSet<String> {
@@ -219,11 +244,12 @@ impl BridgeHandle {
     }
 
     /// Subscribes to `topics` (exact topic names, QoS 1) for the runtime itself: what arrives on
-    /// them is sent to the returned channel, never routed. Replaces an earlier call's topics.
+    /// them is sent to the returned channel, never routed, and so is each new connection.
+    /// Replaces an earlier call's topics.
     pub fn serve_topics(
         &self,
         topics: impl IntoIterator<Item = String>,
-    ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+    ) -> tokio::sync::mpsc::UnboundedReceiver<Inbound> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *self
             .internal
@@ -238,11 +264,21 @@ impl BridgeHandle {
     /// only the newest payload of a topic is kept until the broker acknowledges it, across
     /// reconnects but not across a restart).
     pub fn publish_retained(&self, topic: &str, payload: Vec<u8>) {
+        self.publish_own(topic, payload, true);
+    }
+
+    /// Publishes `payload` on `topic` with QoS 1, not retained; otherwise as
+    /// [`BridgeHandle::publish_retained`] (the newest per topic).
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.publish_own(topic, payload, false);
+    }
+
+    fn publish_own(&self, topic: &str, payload: Vec<u8>, retain: bool) {
         self.internal
             .outbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(topic.to_string(), payload);
+            .insert(topic.to_string(), (payload, retain));
         self.internal.wake.notify_one();
     }
 
@@ -703,7 +739,11 @@ async fn session(
                     match p.read_all().await {
                         Ok(payload) => {
                             if let Some(service) = served.route(&topic) {
-                                if service.send((topic, payload.to_vec())).is_err() {
+                                let message = Inbound::Message {
+                                    topic,
+                                    payload: payload.to_vec(),
+                                };
+                                if service.send(message).is_err() {
                                     log::warn!(
                                         "cloud bridge: the service of a runtime topic has stopped"
                                     );
@@ -745,6 +785,8 @@ async fn session(
     });
 
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
+    // The service topics whose service was told of this connection.
+    let mut announced: Option<BTreeSet<String>> = None;
     // Sent and not yet acknowledged, oldest first; a new connection starts again from the
     // oldest message still in the spool.
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
@@ -764,6 +806,15 @@ async fn session(
                 return e.to_string();
             }
             subscribed = wanted;
+        }
+        // A service hears of the connection once its topics are subscribed on it.
+        let served = internal.served_topics();
+        if served.is_some()
+            && served != announced
+            && served.as_ref().is_some_and(|t| t.is_subset(&subscribed))
+        {
+            internal.connected();
+            announced = served;
         }
 
         // Up to IN_FLIGHT messages sent, in spool order, before the oldest one's PUBACK.
@@ -827,7 +878,7 @@ async fn session(
     }
 }
 
-/// Publishes each pending retained message and waits for its PUBACK; one that was replaced
+/// Publishes each pending message of the runtime's own and waits for its PUBACK; one that was replaced
 /// meanwhile stays pending with its newer payload. Returns why the connection must close.
 async fn send_outbox(
     sink: &v3::MqttSink,
@@ -842,20 +893,21 @@ async fn send_outbox(
             .iter()
             .next()
             .map(|(t, p)| (t.clone(), p.clone()));
-        let Some((topic, payload)) = next else {
+        let Some((topic, (payload, retain))) = next else {
             return Ok(());
         };
-        let send = sink
-            .publish(ByteString::from(topic.as_str()))
-            .retain()
-            .send_at_least_once(Bytes::from(payload.clone()));
+        let mut builder = sink.publish(ByteString::from(topic.as_str()));
+        if retain {
+            builder = builder.retain();
+        }
+        let send = builder.send_at_least_once(Bytes::from(payload.clone()));
         match ntex::time::timeout(timeout, send).await {
             Ok(Ok(())) => {
                 let mut outbox = internal
                     .outbox
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if outbox.get(&topic) == Some(&payload) {
+                if outbox.get(&topic).is_some_and(|(p, _)| *p == payload) {
                     outbox.remove(&topic);
                 }
             }

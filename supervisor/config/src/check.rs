@@ -344,6 +344,7 @@ mod tests {
                 topic_prefix: "fleet/#".into(),
                 max_bundle_bytes: 10,
                 health_interval_secs: 0,
+                transport: crate::FleetTransport::Mqtt,
             },
         );
         let text = p.0.join("\n");

@@ -190,6 +190,18 @@ pub struct Fleet {
     pub max_bundle_bytes: u64,
     /// Seconds between health messages (also sent at start and after each deployment).
     pub health_interval_secs: u32,
+    /// Where documents come from: `mqtt` (retained messages on the fleet topics) or `jobs`
+    /// (AWS IoT Jobs over the same connection).
+    pub transport: FleetTransport,
+}
+
+/// `evergreen.fleet.transport`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetTransport {
+    #[default]
+    Mqtt,
+    Jobs,
 }
 
 impl Default for Fleet {
@@ -200,6 +212,7 @@ impl Default for Fleet {
             topic_prefix: "evergreen/fleet".to_owned(),
             max_bundle_bytes: 512 << 20,
             health_interval_secs: 60,
+            transport: FleetTransport::Mqtt,
         }
     }
 }

@@ -15,12 +15,14 @@
 //! 5. `Success`, `Failure` or `RolledBack`, recorded as the document's outcome and published.
 //!
 //! The status is published retained, so an operator sees each gateway's last word even if it
-//! connected later.
+//! connected later. On the AWS IoT Jobs transport ([`crate::jobs`]) documents come as job
+//! executions instead, and each status also updates the job execution.
 
 use std::path::{Path, PathBuf};
 
 use crate::document::{self, Identity, TrustedKey};
 use crate::fetch;
+use crate::jobs;
 use crate::state::{FleetState, Verdict};
 use crate::topics::{self, State, Status};
 
@@ -29,6 +31,17 @@ pub trait Upstream {
     /// Publishes `payload` on `topic`, retained, QoS 1. Only the newest payload of a topic
     /// matters: an older one not yet sent may be replaced.
     fn publish_retained(&self, topic: &str, payload: Vec<u8>);
+    /// The same, not retained (the Jobs API's requests).
+    fn publish(&self, topic: &str, payload: Vec<u8>);
+}
+
+/// Where deployment documents come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Retained messages on the fleet's topics ([`crate::topics`]).
+    Mqtt,
+    /// AWS IoT Jobs: the job document is the deployment document ([`crate::jobs`]).
+    Jobs,
 }
 
 /// What became of a deployment the deployer ran.
@@ -63,11 +76,16 @@ pub struct Settings {
     pub write_dir: PathBuf,
     /// How often the health message is published (also at start and after each deployment).
     pub health_interval: std::time::Duration,
+    pub transport: Transport,
 }
 
 impl Settings {
-    /// The topics the agent takes documents from: the thing's own, then each group's.
+    /// The topics the agent takes documents from: the thing's own, then each group's (MQTT),
+    /// or the thing's Jobs topics.
     pub fn document_topics(&self) -> Vec<String> {
+        if self.transport == Transport::Jobs {
+            return jobs::subscriptions(&self.me.thing);
+        }
         std::iter::once(topics::thing_deployment(&self.topic_prefix, &self.me.thing))
             .chain(
                 self.me
@@ -85,6 +103,8 @@ pub struct Agent<U, A> {
     state: FleetState,
     upstream: U,
     apply: A,
+    /// The AWS IoT job whose document is being applied (Jobs transport).
+    job: Option<String>,
 }
 
 impl<U, A> std::fmt::Debug for Agent<U, A> {
@@ -105,10 +125,47 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             state,
             upstream,
             apply,
+            job: None,
         })
     }
 
-    /// Handles one message from a document topic.
+    /// A connection to the broker is up with the agent's topics subscribed: on the Jobs
+    /// transport, ask for the next pending job (a notification sent meanwhile was missed).
+    pub fn on_connected(&self) {
+        if self.settings.transport == Transport::Jobs {
+            self.start_next();
+        }
+    }
+
+    /// Handles one message on the agent's topics.
+    pub async fn on_message(&mut self, topic: &str, payload: &[u8]) {
+        if self.settings.transport == Transport::Mqtt {
+            return self.on_document(topic, payload).await;
+        }
+        match jobs::parse(&self.settings.me.thing, topic, payload) {
+            Some(jobs::Incoming::Pending) => self.start_next(),
+            Some(jobs::Incoming::Execution { job_id, document }) => {
+                log::info!("fleet: AWS IoT job {job_id} started");
+                let bytes = serde_json::to_vec(&document).unwrap_or_default();
+                self.job = Some(job_id);
+                self.on_document(topic, &bytes).await;
+                self.job = None;
+                // The next one, if any.
+                self.start_next();
+            }
+            Some(jobs::Incoming::Nothing(why)) => log::debug!("fleet: {why}"),
+            Some(jobs::Incoming::Idle) | None => {}
+        }
+    }
+
+    fn start_next(&self) {
+        self.upstream.publish(
+            &jobs::topic(&self.settings.me.thing, "start-next"),
+            jobs::start_next(),
+        );
+    }
+
+    /// Handles one deployment document.
     pub async fn on_document(&mut self, topic: &str, payload: &[u8]) {
         if payload.is_empty() {
             // A cleared retained message: nothing is asked.
@@ -159,6 +216,22 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 document.sequence,
                 document.fleet
             ),
+            Ok(Verdict::Done(outcome)) if self.job.is_some() => {
+                // A job delivered again after it finished here: its final status again.
+                let state = match outcome.as_str() {
+                    "Success" => State::Success,
+                    "RolledBack" => State::RolledBack,
+                    _ => State::Failure,
+                };
+                let failure = (state != State::Success).then(|| {
+                    (
+                        "DeploymentFailed",
+                        format!("the deployment ended {outcome}"),
+                    )
+                });
+                self.report(Some(&document), state, failure, None);
+                return;
+            }
             Ok(Verdict::Done(outcome)) => {
                 log::debug!(
                     "fleet: deployment {} of fleet {} delivered again; it ended {outcome}, nothing to do",
@@ -294,6 +367,18 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             updated_at: now(),
         };
         self.publish(&status);
+        if let Some(job) = &self.job {
+            self.upstream.publish(
+                &jobs::topic(&self.settings.me.thing, &format!("{job}/update")),
+                jobs::update(
+                    status.state,
+                    status.code.as_deref(),
+                    status.reason.as_deref(),
+                    status.version.as_deref(),
+                    status.sequence,
+                ),
+            );
+        }
     }
 
     fn publish(&self, status: &Status) {
