@@ -283,23 +283,102 @@ fn rollout_record(broker: &Mosquitto) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// `fleet deploy --group` finds the group's 20 members from their health, rolls out in stages
-/// (a canary of 2, then batches of 6), every gateway reports Success and the command exits 0;
-/// `fleet status --json` then shows every gateway on the new version.
+/// The issue's set-up: a mosquitto that takes gateways and operators only with TLS and a client
+/// certificate (`require_certificate`), signed by the test's own CA, plus a plain listener on
+/// loopback from which the test itself reads retained messages.
+struct TlsBroker {
+    broker: Mosquitto,
+    tls_port: u16,
+    pki: tempfile::TempDir,
+}
+
+impl TlsBroker {
+    /// Certificates for `things` and an operator, then the broker.
+    fn start(bin: &Path, things: &[String]) -> TlsBroker {
+        let pki = tempfile::tempdir().expect("tmp");
+        let d = pki.path();
+        let mut leaves: Vec<(&str, &str, Option<&str>)> = vec![
+            ("server", "localhost", Some("DNS:localhost,IP:127.0.0.1")),
+            ("operator", "operator", None),
+        ];
+        leaves.extend(things.iter().map(|t| (t.as_str(), t.as_str(), None)));
+        evergreen_tests::pki::make_pki(d, "fleet", &leaves);
+        let (tls_port, plain_port) = (free_port().expect("port"), free_port().expect("port"));
+        let broker = Mosquitto::with_config(
+            bin,
+            d,
+            plain_port,
+            &format!(
+                "per_listener_settings false\nallow_anonymous true\n\
+                 listener {tls_port} 127.0.0.1\ncafile {d}/fleet-ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n\
+                 listener {plain_port} 127.0.0.1\n",
+                d = d.display()
+            ),
+        );
+        TlsBroker {
+            broker,
+            tls_port,
+            pki,
+        }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.pki.path().join(name).display().to_string()
+    }
+
+    /// A gateway connecting with its own certificate (the bridge's mutual TLS).
+    fn gateway(&self, thing: &str, key: &str) -> Runtime {
+        let mut patch = gateway_config(&self.broker, thing, key);
+        merge(
+            &mut patch,
+            &json!({
+                "coreThing": {
+                    "iotHost": "localhost",
+                    "iotMqttPort": self.tls_port,
+                    "caPath": self.file("fleet-ca.crt"),
+                    "certPath": self.file(&format!("{thing}.crt")),
+                    "keyPath": self.file(&format!("{thing}.key"))
+                },
+                "evergreen": { "cloudTls": true }
+            }),
+        );
+        Runtime::start_config(&group(vec![], vec![]), &patch, &[])
+    }
+
+    /// The operator's `--broker mqtts://… --ca --cert --cert-key`.
+    fn operator_args(&self) -> Vec<String> {
+        vec![
+            "--broker".into(),
+            format!("mqtts://localhost:{}", self.tls_port),
+            "--ca".into(),
+            self.file("fleet-ca.crt"),
+            "--cert".into(),
+            self.file("operator.crt"),
+            "--cert-key".into(),
+            self.file("operator.key"),
+        ]
+    }
+}
+
+/// `fleet deploy --group` over mutual TLS finds the group's 20 members (twenty runtimes, own
+/// roots, one broker) from their health, rolls out in stages (a canary of 2, then batches of
+/// 6), every gateway reports Success and the command exits 0; `fleet status --json` then shows
+/// every gateway on the new version, and mosquitto_sub with a client certificate reads a
+/// gateway's status over TLS.
 #[test]
 fn fleet_deploy_rolls_a_group_out_in_stages() {
     let Some(bin) = mosquitto_or_skip() else {
         return;
     };
-    let state = tempfile::tempdir().expect("tmp");
-    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
-    let op = Operator::new();
-    // The issue's twenty runtimes, each with its own root, on one broker.
+    if !have("openssl") {
+        eprintln!("SKIPPED: openssl is not installed (apt-get install openssl; .ci/run does)");
+        return;
+    }
     let things: Vec<String> = (1..=20).map(|i| format!("gw-{i:02}")).collect();
-    let _gateways: Vec<Runtime> = things
-        .iter()
-        .map(|t| gateway(&broker, t, &op.public))
-        .collect();
+    let tls = TlsBroker::start(&bin, &things);
+    let broker = &tls.broker;
+    let op = Operator::new();
+    let _gateways: Vec<Runtime> = things.iter().map(|t| tls.gateway(t, &op.public)).collect();
     // Each announces itself with its health (groups included) once connected.
     for t in &things {
         wait_for(LIMIT, || {
@@ -314,7 +393,9 @@ fn fleet_deploy_rolls_a_group_out_in_stages() {
     args.extend([
         "--group", "line-1", "--canary", "2", "--batch", "6", "--json",
     ]);
-    let out = operator_cli(&broker, &args);
+    let over_tls = tls.operator_args();
+    args.extend(over_tls.iter().map(String::as_str));
+    let out = fleet(&args);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -329,12 +410,14 @@ fn fleet_deploy_rolls_a_group_out_in_stages() {
     );
     assert_eq!(stages[0]["things"], json!(["gw-01", "gw-02"]), "{text}");
     for t in &things {
-        let status = wait_status(&broker, t, 1, "Success");
+        let status = wait_status(broker, t, 1, "Success");
         assert_eq!(status["version"], json!(id), "{t}: {status}");
     }
-    assert_eq!(rollout_record(&broker)["state"], "Completed");
+    assert_eq!(rollout_record(broker)["state"], "Completed");
 
-    let listed = operator_cli(&broker, &["status", "--json"]);
+    let mut status_args = vec!["status", "--json"];
+    status_args.extend(over_tls.iter().map(String::as_str));
+    let listed = fleet(&status_args);
     assert!(listed.status.success(), "{}", output_text(&listed));
     let view: Value = serde_json::from_slice(&listed.stdout).expect("status JSON");
     let versions: Vec<&Value> = view["gateways"]
@@ -345,6 +428,29 @@ fn fleet_deploy_rolls_a_group_out_in_stages() {
         .collect();
     assert_eq!(versions.len(), 20, "{view}");
     assert!(versions.iter().all(|v| **v == json!(id)), "{view}");
+
+    let read = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "localhost", "-p", &tls.tls_port.to_string()])
+        .args(["--cafile", &tls.file("fleet-ca.crt")])
+        .args([
+            "--cert",
+            &tls.file("operator.crt"),
+            "--key",
+            &tls.file("operator.key"),
+        ])
+        .args([
+            "-t",
+            "evergreen/fleet/things/gw-20/status",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .arg("--retained-only")
+        .output()
+        .expect("mosquitto_sub");
+    let status: Value = serde_json::from_slice(&read.stdout).unwrap_or(Value::Null);
+    assert_eq!(status["state"], "Success", "over TLS: {status}");
 }
 
 /// The issue's failure case: a bundle whose pinned function never becomes ready fails on the
@@ -545,87 +651,6 @@ fn fleet_download_killed_mid_way_resumes_after_a_restart() {
     );
     let _ = server.kill();
     let _ = server.wait();
-}
-
-/// The issue's broker set-up: mosquitto with TLS and client certificates only. The gateways
-/// connect with their own certificates (the bridge's mutual TLS), the operator with its own
-/// (`--broker mqtts://… --ca --cert --cert-key`); the rollout completes, and mosquitto_sub with
-/// a client certificate reads the gateways' statuses.
-#[test]
-fn fleet_deploy_over_mutual_tls() {
-    let Some(bin) = mosquitto_or_skip() else {
-        return;
-    };
-    if !have("openssl") {
-        eprintln!("SKIPPED: openssl is not installed (apt-get install openssl; .ci/run does)");
-        return;
-    }
-    let state = tempfile::tempdir().expect("tmp");
-    let d = state.path();
-    evergreen_tests::pki::make_pki(
-        d,
-        "fleet",
-        &[
-            ("server", "localhost", Some("DNS:localhost,IP:127.0.0.1")),
-            ("gw-t1", "gw-t1", None),
-            ("gw-t2", "gw-t2", None),
-            ("operator", "operator", None),
-        ],
-    );
-    let port = free_port().expect("port");
-    let broker = Mosquitto::with_config(
-        &bin,
-        d,
-        port,
-        &format!(
-            "listener {port} 127.0.0.1\ncafile {d}/fleet-ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\nallow_anonymous true\n",
-            d = d.display()
-        ),
-    );
-    let op = Operator::new();
-    let tls_gateway = |thing: &str| {
-        let mut patch = gateway_config(&broker, thing, &op.public);
-        evergreen_tests::merge(
-            &mut patch,
-            &json!({
-                "coreThing": {
-                    "iotHost": "localhost",
-                    "caPath": d.join("fleet-ca.crt"),
-                    "certPath": d.join(format!("{thing}.crt")),
-                    "keyPath": d.join(format!("{thing}.key"))
-                },
-                "evergreen": { "cloudTls": true }
-            }),
-        );
-        Runtime::start_config(&group(vec![], vec![]), &patch, &[])
-    };
-    let _gateways = [tls_gateway("gw-t1"), tls_gateway("gw-t2")];
-    let (bundle, id) = op.bundle("sleeper", "sleeper");
-    let url = format!("file://{}", bundle.display());
-    let b = bundle.display().to_string();
-    let broker_url = format!("mqtts://localhost:{port}");
-    let (ca, cert, key) = (
-        d.join("fleet-ca.crt").display().to_string(),
-        d.join("operator.crt").display().to_string(),
-        d.join("operator.key").display().to_string(),
-    );
-    let mut args = deploy_args(&op, &b, &url);
-    args.extend(["--things", "gw-t1,gw-t2", "--broker", &broker_url]);
-    args.extend(["--ca", &ca, "--cert", &cert, "--cert-key", &key]);
-    let out = fleet(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
-    for thing in ["gw-t1", "gw-t2"] {
-        let read = std::process::Command::new("mosquitto_sub")
-            .args(["-h", "localhost", "-p", &port.to_string()])
-            .args(["--cafile", &ca, "--cert", &cert, "--key", &key])
-            .args(["-t", &format!("evergreen/fleet/things/{thing}/status")])
-            .args(["-C", "1", "-W", "5", "--retained-only"])
-            .output()
-            .expect("mosquitto_sub");
-        let status: Value = serde_json::from_slice(&read.stdout).unwrap_or(Value::Null);
-        assert_eq!(status["state"], "Success", "{thing}: {status}");
-        assert_eq!(status["version"], json!(id), "{thing}: {status}");
-    }
 }
 
 /// The AWS IoT Jobs transport against `tests/peers/jobs_standin.py`, a stand-in for the Jobs
