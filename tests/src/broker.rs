@@ -20,23 +20,12 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts `bin` on `port` with persistence in `dir` (retained messages survive its restart).
     pub fn start(bin: &Path, dir: &Path, port: u16) -> Mosquitto {
-        let conf = dir.join("mosquitto.conf");
-        // As root (CI) mosquitto would drop to its own user, which cannot write here.
-        std::fs::write(
-            &conf,
-            format!(
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nsys_interval 1\n",
-                dir.display()
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let child = spawn(bin, &conf, port);
-        Mosquitto {
-            child,
+        Mosquitto::with_config(
+            bin,
+            dir,
             port,
-            bin: bin.to_path_buf(),
-            conf,
-        }
+            &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
     }
 
     /// Starts `bin` with configuration `conf` (its listeners, TLS files…); `port` is one of its

@@ -301,6 +301,34 @@ fn a_container_over_its_memory_limit_is_killed_reported_and_restarted() {
     assert!(status.success());
 }
 
+/// A runtime with the container function `probe` (as nobody, 16 MiB) reporting to the
+/// NoContainer recorder `rec`, once the probe's first report has arrived; and the directory of
+/// the recorder's file.
+fn start_probe() -> (tempfile::TempDir, Runtime) {
+    let scratch = tempfile::tempdir().expect("tmp");
+    let record = scratch.path().join("probe.jsonl");
+    let g = group(
+        vec![
+            container_function(
+                "probe",
+                "probe probe/report /nonexistent /dev/null /dev/null",
+                16384,
+                Some(NOBODY),
+            ),
+            function("rec", &format!("record {}", record.display())),
+        ],
+        vec![sub(
+            "report",
+            &fn_arn("probe"),
+            "probe/report",
+            &fn_arn("rec"),
+        )],
+    );
+    let rt = Runtime::start(&g);
+    wait_for(LIMIT, || records(&record).into_iter().next()).expect("the probe started");
+    (scratch, rt)
+}
+
 /// Resident kB of a process's brk heap (`[heap]` in its smaps), if it has one.
 fn heap_rss_kb(pid: i32) -> Option<u64> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
@@ -323,27 +351,7 @@ fn heap_rss_kb(pid: i32) -> Option<u64> {
 #[test]
 fn the_waiter_and_init_give_back_their_copy_of_the_runtimes_heap() {
     require_containers!();
-    let scratch = tempfile::tempdir().expect("tmp");
-    let record = scratch.path().join("probe.jsonl");
-    let g = group(
-        vec![
-            container_function(
-                "probe",
-                "probe probe/report /nonexistent /dev/null /dev/null",
-                16384,
-                Some(NOBODY),
-            ),
-            function("rec", &format!("record {}", record.display())),
-        ],
-        vec![sub(
-            "report",
-            &fn_arn("probe"),
-            "probe/report",
-            &fn_arn("rec"),
-        )],
-    );
-    let mut rt = Runtime::start(&g);
-    wait_for(LIMIT, || records(&record).into_iter().next()).expect("the probe started");
+    let (_scratch, mut rt) = start_probe();
     let runtime_heap = heap_rss_kb(rt.pid()).expect("the runtime has a brk heap");
     assert!(
         runtime_heap >= 256,
@@ -375,27 +383,7 @@ fn the_waiter_and_init_give_back_their_copy_of_the_runtimes_heap() {
 #[test]
 fn kill_9_of_the_runtime_leaves_nothing_running_and_a_restart_cleans_up() {
     require_containers!();
-    let scratch = tempfile::tempdir().expect("tmp");
-    let record = scratch.path().join("probe.jsonl");
-    let g = group(
-        vec![
-            container_function(
-                "probe",
-                "probe probe/report /nonexistent /dev/null /dev/null",
-                16384,
-                Some(NOBODY),
-            ),
-            function("rec", &format!("record {}", record.display())),
-        ],
-        vec![sub(
-            "report",
-            &fn_arn("probe"),
-            "probe/report",
-            &fn_arn("rec"),
-        )],
-    );
-    let mut rt = Runtime::start(&g);
-    wait_for(LIMIT, || records(&record).into_iter().next()).expect("the probe started");
+    let (_scratch, mut rt) = start_probe();
     let cgroup = memory_cgroup_of(rt.pid(), "probe probe/report").expect("probe's memory cgroup");
     let procs = |dir: &Path| -> Vec<i32> {
         std::fs::read_to_string(dir.join("cgroup.procs"))

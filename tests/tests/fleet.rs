@@ -741,3 +741,49 @@ fn fleet_jobs_transport_runs_job_documents_and_updates_executions() {
     let _ = standin.kill();
     let _ = standin.wait();
 }
+
+/// `fleet abort` stops a rollout before its next stage: the rollout waits on a gateway that is
+/// offline, the operator aborts, and `fleet deploy` exits 2 with the record `Aborted`; a second
+/// abort finds nothing in progress (exit 1).
+#[test]
+fn fleet_abort_stops_a_rollout_in_progress() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    let op = Operator::new();
+    let _online = gateway(&broker, "gw-on", &op.public);
+    let (bundle, _) = op.bundle("sleeper", "sleeper");
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let file_url = format!("file://{}", bundle.display());
+    let deploy = std::process::Command::new(evergreen_bin())
+        .args(["fleet", "deploy", &bundle.display().to_string()])
+        .args(["--key", &op.key.display().to_string(), "--fleet", "factory"])
+        .args(["--url", &file_url, "--things", "gw-on,gw-off,gw-later"])
+        .args(["--canary", "1", "--batch", "1", "--broker", &url])
+        // Bounds the wait if the abort were not seen.
+        .args(["--stage-timeout-secs", "90"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fleet deploy");
+    wait_status(&broker, "gw-on", 1, "Success");
+    wait_for(LIMIT, || {
+        broker.retained("evergreen/fleet/things/gw-off/deployment")
+    })
+    .expect("the second stage is published and waits for gw-off");
+    let aborted = operator_cli(&broker, &["abort", "--fleet", "factory"]);
+    assert_eq!(aborted.status.code(), Some(0), "{}", output_text(&aborted));
+    let out = deploy.wait_with_output().expect("deploy ends");
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert_eq!(rollout_record(&broker)["state"], "Aborted");
+    assert!(
+        broker
+            .retained("evergreen/fleet/things/gw-later/deployment")
+            .is_none(),
+        "the stage after the abort was never published"
+    );
+    let again = operator_cli(&broker, &["abort", "--fleet", "factory"]);
+    assert_eq!(again.status.code(), Some(1), "{}", output_text(&again));
+}

@@ -24,26 +24,13 @@ pub enum FleetCommand {
     /// Publish it retained on `evergreen/fleet/things/<thing>/deployment` or
     /// `evergreen/fleet/groups/<group>/deployment`, e.g. with
     /// `mosquitto_pub -r -q 1 -t … -f document.json`.
-    #[command(group(clap::ArgGroup::new("where").required(true).args(["url", "inline"])))]
     #[command(group(clap::ArgGroup::new("who").required(true).multiple(true).args(["things", "groups"])))]
     Sign {
-        /// The bundle file.
-        bundle: PathBuf,
-        /// The signing key (`evergreen fleet keygen`).
-        #[arg(long, value_name = "KEY_FILE")]
-        key: PathBuf,
-        /// The fleet's name; sequences count per fleet.
-        #[arg(long)]
-        fleet: String,
+        #[command(flatten)]
+        bundle: BundleArgs,
         /// This deployment's number: higher than any earlier one of the fleet.
         #[arg(long)]
         sequence: u64,
-        /// Where gateways download the bundle: https://, http:// or file://.
-        #[arg(long)]
-        url: Option<String>,
-        /// Put the bundle in the document (at most 64 KiB).
-        #[arg(long)]
-        inline: bool,
         /// Thing names the document is for (comma-separated).
         #[arg(long, value_delimiter = ',')]
         things: Vec<String>,
@@ -67,6 +54,37 @@ pub enum FleetCommand {
     Abort(super::rollout::AbortArgs),
 }
 
+/// The bundle, where gateways get it, the key that signs it and the fleet: what `sign` and
+/// `deploy` both take.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["url", "inline"])))]
+pub struct BundleArgs {
+    /// The bundle file (`evergreen group export`).
+    pub(super) bundle: PathBuf,
+    /// The signing key (`evergreen fleet keygen`).
+    #[arg(long, value_name = "KEY_FILE")]
+    pub(super) key: PathBuf,
+    /// The fleet's name; sequences count per fleet.
+    #[arg(long)]
+    pub(super) fleet: String,
+    /// Where gateways download the bundle: https://, http:// or file://.
+    #[arg(long)]
+    pub(super) url: Option<String>,
+    /// Put the bundle in the document (at most 64 KiB).
+    #[arg(long)]
+    pub(super) inline: bool,
+}
+
+impl BundleArgs {
+    /// The signing key and what a document says of the bundle.
+    pub(super) fn read(&self) -> Result<(SigningKey, BundleRef), String> {
+        Ok((
+            read_key(&self.key)?,
+            bundle_ref(&self.bundle, self.url.clone(), self.inline)?,
+        ))
+    }
+}
+
 /// The largest bundle `sign --inline` puts in a document: base64 makes it a third larger, and
 /// the whole document stays under `MAX_ENVELOPE_BYTES`.
 const MAX_INLINE: u64 = 64 * 1024;
@@ -79,30 +97,10 @@ pub(super) fn command(command: FleetCommand) -> ExitCode {
         FleetCommand::Keygen { key_file } => keygen(&key_file),
         FleetCommand::Sign {
             bundle,
-            key,
-            fleet,
             sequence,
-            url,
-            inline,
             things,
             groups,
-        } => sign(
-            &bundle,
-            &key,
-            Document {
-                fleet,
-                sequence,
-                created_at: Some(evergreen_fleet::agent::now()),
-                targets: Targets { things, groups },
-                bundle: BundleRef {
-                    sha256: String::new(),
-                    size: 0,
-                    url,
-                    inline: None,
-                },
-            },
-            inline,
-        ),
+        } => sign(&bundle, sequence, Targets { things, groups }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,9 +133,15 @@ fn keygen(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn sign(bundle: &Path, key: &Path, mut document: Document, inline: bool) -> Result<(), String> {
-    let key = read_key(key)?;
-    document.bundle = bundle_ref(bundle, document.bundle.url.take(), inline)?;
+fn sign(args: &BundleArgs, sequence: u64, targets: Targets) -> Result<(), String> {
+    let (key, bundle) = args.read()?;
+    let document = Document {
+        fleet: args.fleet.clone(),
+        sequence,
+        created_at: Some(evergreen_fleet::agent::now()),
+        targets,
+        bundle,
+    };
     let signed = key.sign(&document).map_err(|e| e.to_string())?;
     println!("{}", String::from_utf8_lossy(&signed));
     eprintln!(
@@ -148,7 +152,7 @@ fn sign(bundle: &Path, key: &Path, mut document: Document, inline: bool) -> Resu
 }
 
 /// Reads a signing key file.
-pub(super) fn read_key(path: &Path) -> Result<SigningKey, String> {
+fn read_key(path: &Path) -> Result<SigningKey, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     SigningKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }

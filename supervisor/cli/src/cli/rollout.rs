@@ -12,7 +12,7 @@ use clap::Args;
 use evergreen_cloud::bridge::TlsFiles;
 use evergreen_cloud::client::{self, Connection, Endpoint, Next};
 use evergreen_fleet::agent::now;
-use evergreen_fleet::document::{Document, SigningKey, Targets};
+use evergreen_fleet::document::{Document, Targets};
 use evergreen_fleet::operator::{rollout_topic, stages, FleetView, Rollout, RolloutState};
 use evergreen_fleet::topics::{self, State};
 use serde_json::json;
@@ -52,27 +52,14 @@ pub(super) struct BrokerArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("where").required(true).args(["url", "inline"])))]
 #[command(group(clap::ArgGroup::new("who").required(true).args(["things", "group"])))]
 pub struct DeployArgs {
-    /// The bundle file (`evergreen group export`).
-    bundle: PathBuf,
-    /// The signing key (`evergreen fleet keygen`).
-    #[arg(long, value_name = "KEY_FILE")]
-    key: PathBuf,
-    /// The fleet's name; sequences count per fleet.
-    #[arg(long)]
-    fleet: String,
+    #[command(flatten)]
+    bundle: super::fleet::BundleArgs,
     /// This deployment's number [default: one more than any the gateways or a rollout
     /// reported for the fleet].
     #[arg(long)]
     sequence: Option<u64>,
-    /// Where gateways download the bundle: https://, http:// or file://.
-    #[arg(long)]
-    url: Option<String>,
-    /// Put the bundle in the documents (at most 64 KiB).
-    #[arg(long)]
-    inline: bool,
     /// The gateways (thing names, comma-separated), in rollout order.
     #[arg(long, value_delimiter = ',')]
     things: Vec<String>,
@@ -244,8 +231,8 @@ fn bar(done: usize, total: usize) -> String {
 }
 
 async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
-    let key: SigningKey = super::fleet::read_key(&args.key)?;
-    let bundle = super::fleet::bundle_ref(&args.bundle, args.url.clone(), args.inline)?;
+    let (key, bundle) = args.bundle.read()?;
+    let fleet = args.bundle.fleet.clone();
     let json = args.broker.json;
     let prefix = args.broker.topic_prefix.clone();
     let mut s = Session::open(&args.broker).await?;
@@ -263,9 +250,9 @@ async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
     };
     let sequence = args
         .sequence
-        .unwrap_or_else(|| s.view.next_sequence(&args.fleet));
+        .unwrap_or_else(|| s.view.next_sequence(&fleet));
     let mut record = Rollout {
-        fleet: args.fleet.clone(),
+        fleet: fleet.clone(),
         sequence,
         state: RolloutState::InProgress,
         things: things.clone(),
@@ -273,25 +260,25 @@ async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
         failed: Vec::new(),
         updated_at: now(),
     };
-    let record_topic = rollout_topic(&prefix, &args.fleet);
+    let record_topic = rollout_topic(&prefix, &fleet);
     publish_record(&mut s, &record_topic, &mut record).await?;
     let plan = stages(&things, args.canary, args.batch);
     say(
         json,
-        json!({"event": "start", "fleet": args.fleet, "sequence": sequence, "things": things, "stages": plan.len()}),
+        json!({"event": "start", "fleet": fleet, "sequence": sequence, "things": things, "stages": plan.len()}),
         format!(
             "rolling out deployment {sequence} of fleet {} to {} gateways in {} stages",
-            args.fleet,
+            fleet,
             things.len(),
             plan.len()
         ),
     );
     for (i, stage) in plan.iter().enumerate() {
-        if s.view.aborted(&args.fleet, sequence) {
+        if s.view.aborted(&fleet, sequence) {
             return finish(&mut s, &record_topic, record, RolloutState::Aborted, json).await;
         }
         let document = Document {
-            fleet: args.fleet.clone(),
+            fleet: fleet.clone(),
             sequence,
             created_at: Some(now()),
             targets: Targets {
@@ -318,14 +305,14 @@ async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
         );
         let deadline = Instant::now() + Duration::from_secs(args.stage_timeout_secs);
         let mut reported = std::collections::BTreeSet::new();
-        while reported.len() < stage.len() && !s.view.aborted(&args.fleet, sequence) {
+        while reported.len() < stage.len() && !s.view.aborted(&fleet, sequence) {
             let Some(changed) = s.next_change(deadline).await? else {
                 break;
             };
             if !stage.contains(&changed) || reported.contains(&changed) {
                 continue;
             }
-            if let Some(state) = s.view.outcome(&changed, &args.fleet, sequence) {
+            if let Some(state) = s.view.outcome(&changed, &fleet, sequence) {
                 reported.insert(changed.clone());
                 let status = s.view.gateways.get(&changed).and_then(|g| g.status.clone());
                 let reason = status
@@ -352,6 +339,10 @@ async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
                     ),
                 );
             }
+        }
+        if s.view.aborted(&fleet, sequence) {
+            // The gateways of this stage have their document and go on with it.
+            return finish(&mut s, &record_topic, record, RolloutState::Aborted, json).await;
         }
         for thing in stage.iter().filter(|t| !reported.contains(*t)) {
             record.failed.push(thing.clone());
