@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use tokio::sync::mpsc;
-
 use crate::sessions::{self, SessionStore, StoredSession};
 use evergreen_group::plan::GroupPlan;
 use evergreen_runtime::router::{Message, Meta, Receipt, Router};
@@ -185,7 +183,7 @@ impl MqttHub {
         }
         let entry = self.device(client_id).ok_or(Refusal::UnknownThing)?;
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let (tx, rx) = crate::queue::channel(self.queue_capacity);
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let existing = sessions.get(&entry.thing_arn).cloned();
         let resumable = |s: &DeviceSession| {

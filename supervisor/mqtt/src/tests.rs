@@ -385,6 +385,6 @@ fn a_new_plan_ends_sessions_of_removed_devices() {
     // The connection's queue closed: its writer stops and closes the connection.
     assert!(matches!(
         c.rx.try_recv(),
-        Err(mpsc::error::TryRecvError::Disconnected)
+        Err(crate::queue::TryRecvError::Disconnected)
     ));
 }
