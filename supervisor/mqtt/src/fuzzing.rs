@@ -11,7 +11,6 @@ use std::sync::Arc;
 use evergreen_group::plan::GroupPlan;
 use evergreen_runtime::router::{Meta, Router, Subscription, SubscriptionTable};
 use ntex_mqtt::{v3, v5, QoS};
-use tokio::sync::mpsc;
 
 use crate::admission::{Admission, Ticket};
 use crate::server::{capped_keep_alive, connect_v3, connect_v5, subscribe};
@@ -47,7 +46,7 @@ pub struct Connection {
     hub: Arc<MqttHub>,
     session: Arc<DeviceSession>,
     conn_id: u64,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: crate::queue::QueueRx,
     /// The CONNACK's session-present flag.
     pub session_present: bool,
 }

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use tokio::sync::mpsc;
-
 use crate::sessions::{self, SessionStore, StoredSession};
 use evergreen_group::plan::GroupPlan;
 use evergreen_runtime::router::{Message, Meta, Receipt, Router};
@@ -22,6 +20,16 @@ use crate::session::{
 };
 use crate::shared::Shared;
 use crate::{Connected, DeviceEntry, PublishRefusal, Refusal, SubRefusal, HIGH_WATER};
+
+/// Writes the listeners file (logged if it cannot be).
+fn write_listeners(path: &std::path::Path, doc: &str) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(path, doc) {
+        log::warn!("cannot write {}: {e}", path.display());
+    }
+}
 
 /// The server's shared state.
 pub struct MqttHub {
@@ -42,6 +50,16 @@ pub struct MqttHub {
     /// Each thing's lane gate slot, kept across its session objects (see
     /// [`DeviceSession::lane_gate`]); one per thing that has connected.
     lane_slots: Mutex<HashMap<Arc<str>, LaneSlot>>,
+    /// The listeners file (`setup::listeners_file`) and what it says, until a plan has been
+    /// applied (see [`MqttHub::announce_listeners`]); `None` once written.
+    listeners: Mutex<Listeners>,
+}
+
+/// Whether the hub has its devices yet, and the listeners file waiting for them.
+#[derive(Debug, Default)]
+struct Listeners {
+    planned: bool,
+    waiting: Option<(std::path::PathBuf, String)>,
 }
 
 impl std::fmt::Debug for MqttHub {
@@ -64,6 +82,7 @@ impl MqttHub {
             retained: Retained::default(),
             shared: Arc::new(Shared::new(&router)),
             lane_slots: Mutex::default(),
+            listeners: Mutex::default(),
             router,
         })
     }
@@ -129,6 +148,36 @@ impl MqttHub {
                 }
             },
         );
+        drop(sessions);
+        let waiting = {
+            let mut listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            listeners.planned = true;
+            listeners.waiting.take()
+        };
+        if let Some((path, doc)) = waiting {
+            write_listeners(&path, &doc);
+        }
+    }
+
+    /// Writes the listeners file `path` (`doc`: the bound addresses) once the first plan has
+    /// been applied, or now if it has. Clients wait for this file to connect: written when the
+    /// listeners were bound, before the deployment, it let a device that connected at once be
+    /// refused as unknown (CONNACK 0x05: eg-mqtt-bench's p2p case failed to start that way).
+    pub(crate) fn announce_listeners(&self, path: std::path::PathBuf, doc: String) {
+        {
+            let mut listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !listeners.planned {
+                listeners.waiting = Some((path, doc));
+                return;
+            }
+        }
+        write_listeners(&path, &doc);
     }
 
     /// The device named `thing`, if it is in the group.
@@ -185,7 +234,7 @@ impl MqttHub {
         }
         let entry = self.device(client_id).ok_or(Refusal::UnknownThing)?;
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let (tx, rx) = crate::queue::channel(self.queue_capacity);
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let existing = sessions.get(&entry.thing_arn).cloned();
         let resumable = |s: &DeviceSession| {

@@ -58,6 +58,7 @@ mod filter;
 pub mod fuzzing;
 mod hub;
 mod meta;
+mod queue;
 mod record;
 mod retained;
 mod server;
@@ -80,7 +81,6 @@ pub(crate) use session::{DeviceSession, LaneGate, Outgoing};
 use std::sync::Arc;
 
 use evergreen_group::plan::GroupPlan;
-use tokio::sync::mpsc;
 
 /// Messages queued for a connected device above which publishes to it wait for it to drain.
 ///
@@ -119,7 +119,7 @@ pub(crate) struct Connected {
     pub(crate) session: Arc<DeviceSession>,
     pub(crate) conn_id: u64,
     pub(crate) session_present: bool,
-    pub(crate) rx: mpsc::Receiver<Outgoing>,
+    pub(crate) rx: queue::QueueRx,
 }
 
 /// Why a device's publish was dropped.

@@ -5,9 +5,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::mpsc;
-
 use crate::filter::{matching_part, mqtt_matches, reachable, shared};
+use crate::queue::{QueueTx, TrySendError};
 use crate::sessions::{Grant, SessionStore};
 use crate::shared::Shared;
 use evergreen_runtime::router::{DeliverySink, Message, OfferError};
@@ -50,7 +49,7 @@ pub(crate) enum Ended {
 pub(crate) struct SessionInner {
     /// Granted filters.
     pub(crate) subs: Vec<Grant>,
-    pub(crate) online: Option<(u64, mpsc::Sender<Outgoing>)>,
+    pub(crate) online: Option<(u64, QueueTx)>,
     pub(crate) persistent: bool,
     pub(crate) offline: VecDeque<Outgoing>,
     /// MQTT 5 session expiry interval in seconds; `None`: never (MQTT 3.1.1, or 0xFFFFFFFF).
@@ -147,10 +146,7 @@ impl DeviceSession {
 
     /// Messages waiting for the connected device (0 when offline).
     pub(crate) fn queued(&self) -> usize {
-        self.lock()
-            .online
-            .as_ref()
-            .map_or(0, |(_, tx)| tx.max_capacity() - tx.capacity())
+        self.lock().online.as_ref().map_or(0, |(_, tx)| tx.len())
     }
 
     /// Ends connection `conn_id` for `why`: its queue closes (the writer then ends the
@@ -429,8 +425,8 @@ impl DeliverySink for SessionSink {
                 sub_ids: sub_ids.clone(),
             }) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => return Err(OfferError::Full),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full) => return Err(OfferError::Full),
+                Err(TrySendError::Closed) => {}
             }
         }
         if inner.persistent && qos1 {

@@ -151,12 +151,7 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
         "tls": tls.map(|a| a.to_string()),
         "plain": plain.map(|a| a.to_string()),
     });
-    let path = listeners_file(&setup.root);
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Err(e) = std::fs::write(&path, doc.to_string()) {
-        log::warn!("cannot write {}: {e}", path.display());
-    }
+    // Written once the first deployment has told the hub its devices.
+    hub.announce_listeners(listeners_file(&setup.root), doc.to_string());
     server::serve(hub, bound, setup.limits.clone()).map_err(StartError::Thread)
 }

@@ -385,6 +385,25 @@ fn a_new_plan_ends_sessions_of_removed_devices() {
     // The connection's queue closed: its writer stops and closes the connection.
     assert!(matches!(
         c.rx.try_recv(),
-        Err(mpsc::error::TryRecvError::Disconnected)
+        Err(crate::queue::TryRecvError::Disconnected)
     ));
+}
+
+#[test]
+fn the_listeners_file_is_written_once_the_hub_knows_the_devices() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = sample();
+    let hub = MqttHub::new(Arc::new(Router::new(SubscriptionTable::default())), 16);
+    let path = dir.path().join("run/mqtt-listeners.json");
+    hub.announce_listeners(path.clone(), "{\"plain\":\"127.0.0.1:1\"}".into());
+    // Bound but without devices: a client that connected now would be refused as unknown.
+    assert!(!path.exists());
+    hub.update_plan(&p);
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("written"),
+        "{\"plain\":\"127.0.0.1:1\"}"
+    );
+    // A later announcement (none in the runtime) is written at once.
+    hub.announce_listeners(path.clone(), "{}".into());
+    assert_eq!(std::fs::read_to_string(&path).expect("written"), "{}");
 }

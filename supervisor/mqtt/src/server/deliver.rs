@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use ntex::util::{ByteString, Bytes};
 use ntex_mqtt::{v3, v5};
-use tokio::sync::mpsc;
 
+use crate::queue::QueueRx;
 use crate::session::Ended;
 use crate::will::Will;
 use crate::{Connected, Counters, DeviceSession, MqttHub, Outgoing, HIGH_WATER};
@@ -214,7 +214,7 @@ pub(super) struct Conn {
     /// The connection's stream, to see whether the peer has gone.
     io: ntex::io::IoRef,
     /// Taken by the writer once the CONNACK is out.
-    rx: Rc<RefCell<Option<mpsc::Receiver<Outgoing>>>>,
+    rx: Rc<RefCell<Option<QueueRx>>>,
     guard: Rc<Guard>,
 }
 
@@ -271,7 +271,7 @@ impl Conn {
 }
 
 pub(super) async fn writer(
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: QueueRx,
     sink: AnySink,
     session: Arc<DeviceSession>,
     hub: Arc<MqttHub>,

@@ -12,7 +12,7 @@ use super::deliver::Conn;
 use super::lane::{Lane, Reading, Ticket};
 use super::ServerError;
 use crate::{meta, MqttHub, PublishRefusal, HIGH_WATER};
-use evergreen_runtime::router::{Meta, PublishProps, Receipt};
+use evergreen_runtime::router::{Meta, PublishProps, Receipt, Stored};
 use std::sync::Arc;
 
 /// How long a device's publish waits for a full device queue it is routed to.
@@ -242,19 +242,18 @@ impl PublishService {
         ticket.settled = true;
         hub.publish(thing, topic, payload, meta, Some(receipt))?;
         drop(ticket);
-        // The commit is signalled from the spool's writer thread. A wake from another thread
-        // queues the woken task on tokio's `LocalSet` apart from (and possibly ahead of) the
-        // tasks spawned on this thread; when this publish is the dispatcher's inline call,
-        // that lets the dispatcher run before the publishes it spawned have started, so a
-        // payload chunk could be handed over before its publish took its payload (ntex-mqtt
-        // then fails the connection; seen as a stall of split payloads). A local task takes
-        // the remote wake and passes it on from this thread, so the order stays first in,
-        // first out.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        ntex::rt::spawn(async move {
-            let _ = tx.send(stored.await);
-        });
-        if rx.await.unwrap_or(false) {
+        let mut stored = stored;
+        // No durable target held it (a device-to-device publish): the receipt is answered
+        // already. Without this check every QoS 1 publish spawned the forwarding task of
+        // `committed`. Polled with a waker that does nothing, so no wake from the spool's
+        // thread can reach this task (see `committed`).
+        let now = std::pin::Pin::new(&mut stored)
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let stored = match now {
+            std::task::Poll::Ready(stored) => stored,
+            std::task::Poll::Pending => committed(stored).await,
+        };
+        if stored {
             Ok(())
         } else {
             crate::bump(&hub.counters.not_stored);
@@ -264,6 +263,23 @@ impl PublishService {
             Err(PublishRefusal::NotStored)
         }
     }
+}
+
+/// Waits for a durable target's commit of a publish (`stored`, found pending).
+async fn committed(stored: Stored) -> bool {
+    // The commit is signalled from the spool's writer thread. A wake from another thread
+    // queues the woken task on tokio's `LocalSet` apart from (and possibly ahead of) the
+    // tasks spawned on this thread; when this publish is the dispatcher's inline call,
+    // that lets the dispatcher run before the publishes it spawned have started, so a
+    // payload chunk could be handed over before its publish took its payload (ntex-mqtt
+    // then fails the connection; seen as a stall of split payloads). A local task takes
+    // the remote wake and passes it on from this thread, so the order stays first in,
+    // first out.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ntex::rt::spawn(async move {
+        let _ = tx.send(stored.await);
+    });
+    rx.await.unwrap_or(false)
 }
 
 impl PublishService {

@@ -287,6 +287,27 @@ fn detach_then_attach() {
 }
 
 #[test]
+fn attach_and_detach_leave_the_snapshot_as_it_is() {
+    // A device's connection attaches its sink and its disconnection detaches it: each must
+    // cost the same whatever the table's size, so neither rebuilds what publishes read.
+    let router = Router::new(table(vec![sub("1", SENSOR, "a", LAMBDA)]));
+    let before = router.snapshot();
+    let (sink, mut rx) = bounded_queue(4);
+    router.attach(LAMBDA, Arc::new(sink));
+    router.detach(LAMBDA);
+    let (sink, mut rx2) = bounded_queue(4);
+    router.attach(LAMBDA, Arc::new(sink));
+    router.attach("not-in-the-table", Arc::new(bounded_queue(1).0));
+    assert!(Arc::ptr_eq(&before, &router.snapshot()));
+    let outcome = router
+        .publish(SENSOR, "a", payload(b"1"))
+        .expect("valid topic");
+    assert_eq!(outcome.delivered, 1);
+    assert!(drain(&mut rx).is_empty());
+    assert_eq!(drain(&mut rx2).len(), 1);
+}
+
+#[test]
 fn replace_table_swaps_routes_and_keeps_sinks_and_counters() {
     let (router, mut receivers) =
         router_with(vec![sub("1", SENSOR, "old/#", LAMBDA)], &[LAMBDA, "cloud"]);
