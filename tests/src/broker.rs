@@ -49,9 +49,19 @@ impl Mosquitto {
         }
     }
 
-    /// Stops it cleanly (SIGTERM: it saves its retained messages), then starts it again on
-    /// the same port after `down`.
+    /// Stops it cleanly (SIGTERM: it saves its sessions and retained messages), bounded.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    /// Stops it cleanly, then starts it again on the same port after `down`.
     pub fn restart(&mut self, down: Duration) {
+        self.terminate();
+        std::thread::sleep(down);
+        self.child = spawn(&self.bin, &self.conf, self.port);
+    }
+
+    fn terminate(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0)),
             nix::sys::signal::Signal::SIGTERM,
@@ -63,8 +73,6 @@ impl Mosquitto {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        std::thread::sleep(down);
-        self.child = spawn(&self.bin, &self.conf, self.port);
     }
 
     /// Publishes `payload` on `topic` with `mosquitto_pub` (QoS 1; `retain` as asked).

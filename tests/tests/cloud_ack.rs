@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use evergreen_tests::broker::Mosquitto;
 use evergreen_tests::*;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -44,50 +45,15 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A mosquitto with persistence in `dir`, so the cloud side's session survives its restarts.
-struct Broker(Child);
-
-impl Broker {
-    fn start(bin: &Path, dir: &Path, port: u16) -> Broker {
-        let conf = dir.join("mosquitto.conf");
-        // As root (CI) mosquitto would drop to its own user, which cannot write here.
-        std::fs::write(
-            &conf,
-            format!(
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\n",
-                dir.display()
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let up = wait_for(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "mosquitto did not listen on {port}");
-        Broker(child)
-    }
-
-    fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            Signal::SIGTERM,
-        );
-        if wait_for(Duration::from_secs(10), || self.0.try_wait().ok().flatten()).is_none() {
-            kill(&mut self.0);
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        kill(&mut self.0);
-    }
+/// The tests' mosquitto (`evergreen_tests::broker`) on `port`, persistent, with room for
+/// 1,000,000 queued messages per session.
+fn start_broker(bin: &Path, dir: &Path, port: u16) -> Mosquitto {
+    Mosquitto::with_config(
+        bin,
+        dir,
+        port,
+        &format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"),
+    )
 }
 
 /// The cloud side: `mosquitto_sub -c -q 1 -v` on `up/#`, lines `topic payload` in a file.
@@ -507,7 +473,7 @@ fn nothing_acknowledged_is_lost_across_kill_9() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let upstream = free_port();
-    let _broker = Broker::start(&bin, dir.path(), upstream);
+    let _broker = start_broker(&bin, dir.path(), upstream);
     let cloud = CloudSide::start(upstream, &dir.path().join("cloud.txt"));
 
     // A spool large enough that no acknowledged message is pushed out while the bridge drains
@@ -675,7 +641,7 @@ fn nothing_a_python_all_or_exception_publish_returned_for_is_lost_across_kill_9(
     let dir = tempfile::tempdir().expect("dir");
     let upstream = free_port();
     let cloud_file = dir.path().join("cloud.txt");
-    let mut broker = Some(Broker::start(&bin, dir.path(), upstream));
+    let mut broker = Some(start_broker(&bin, dir.path(), upstream));
     let mut cloud = Some(CloudSide::start(upstream, &cloud_file));
 
     let code = dir.path().join("functions/pystream");
@@ -723,7 +689,7 @@ fn nothing_a_python_all_or_exception_publish_returned_for_is_lost_across_kill_9(
                 }
             }
             2 => {
-                broker = Some(Broker::start(&bin, dir.path(), upstream));
+                broker = Some(start_broker(&bin, dir.path(), upstream));
                 cloud = Some(CloudSide::start(upstream, &cloud_file));
             }
             _ => {}
@@ -794,7 +760,7 @@ fn a_full_hand_off_holds_the_device_and_every_loss_is_counted() {
     let dir = tempfile::tempdir().expect("dir");
     let upstream = free_port();
     // The cloud side's persistent session exists before the broker goes down.
-    let broker = Broker::start(&bin, dir.path(), upstream);
+    let broker = start_broker(&bin, dir.path(), upstream);
     drop(CloudSide::start(upstream, &dir.path().join("probe.txt")));
     broker.stop();
 
@@ -824,7 +790,7 @@ fn a_full_hand_off_holds_the_device_and_every_loss_is_counted() {
     );
 
     // The broker comes back; the spool drains.
-    let _broker = Broker::start(&bin, dir.path(), upstream);
+    let _broker = start_broker(&bin, dir.path(), upstream);
     let cloud = CloudSide::start(upstream, &dir.path().join("cloud.txt"));
     let drained = wait_for(Duration::from_secs(60), || {
         let (_, doc) = status_of(&rt);

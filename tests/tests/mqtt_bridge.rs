@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use evergreen_tests::broker::Mosquitto;
 use evergreen_tests::pki::make_pki;
 use evergreen_tests::*;
 use nix::sys::signal::Signal;
@@ -38,60 +39,15 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A mosquitto on `port` that keeps persistent sessions in `dir` across its restarts.
-struct Broker {
-    child: Child,
-}
-
-impl Broker {
-    fn start(bin: &Path, dir: &Path, port: u16) -> Broker {
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
-            dir.display()
-        );
-        Broker::with_config(bin, dir, port, &conf)
-    }
-
-    /// A mosquitto with configuration `conf`; `port` is one of its listeners.
-    fn with_config(bin: &Path, dir: &Path, port: u16, conf: &str) -> Broker {
-        let conf_path = dir.join("mosquitto.conf");
-        // Run as root (CI), mosquitto drops to its own user, which cannot read the temporary
-        // directory's key files or write its persistence there; `user` is ignored otherwise.
-        std::fs::write(&conf_path, format!("user root\n{conf}")).expect("write mosquitto.conf");
-        let conf = conf_path;
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let up = wait_for(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "mosquitto did not listen on {port}");
-        Broker { child }
-    }
-
-    /// Stops it cleanly (SIGTERM), so it saves its sessions.
-    fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            Signal::SIGTERM,
-        );
-        let done = wait_for(Duration::from_secs(10), || {
-            self.child.try_wait().ok().flatten()
-        });
-        if done.is_none() {
-            kill(&mut self.child);
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        kill(&mut self.child);
-    }
+/// The tests' mosquitto (`evergreen_tests::broker`) on `port`, persistent, with room for
+/// 100,000 queued messages per session.
+fn start_broker(bin: &Path, dir: &Path, port: u16) -> Mosquitto {
+    Mosquitto::with_config(
+        bin,
+        dir,
+        port,
+        &format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"),
+    )
 }
 
 /// `mosquitto_sub` with a persistent QoS 1 session, writing `topic payload` lines to a file.
@@ -168,7 +124,7 @@ fn cloud_publish(port: u16, topic: &str, payload: &str) {
 
 /// Registers the cloud side's persistent subscription to `up/#`, then stops the broker.
 fn register_cloud_side(bin: &Path, dir: &Path, port: u16) {
-    let broker = Broker::start(bin, dir, port);
+    let broker = start_broker(bin, dir, port);
     let cloud = Subscriber::start(port, "up/#", &dir.join("probe.txt"));
     cloud.wait_subscribed(port, "up/probe");
     drop(cloud);
@@ -237,7 +193,7 @@ fn function_to_cloud_and_cloud_to_function() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let broker = Broker::start(&bin, dir.path(), port);
+    let broker = start_broker(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
     cloud.wait_subscribed(port, "up/probe");
 
@@ -300,7 +256,7 @@ fn broker_down_then_up_delivers_everything_spooled() {
     // The bridge says how many wait at each failed connect.
     assert_spooled(&rt, 100);
 
-    let _broker = Broker::start(&bin, dir.path(), port);
+    let _broker = start_broker(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
     let got = wait_for(LIMIT, || {
         let p = cloud.payloads("up/data");
@@ -345,7 +301,7 @@ fn file_spool_survives_kill_9_while_the_broker_is_down() {
         system_log(&rt).contains("300 messages (").then_some(())
     });
 
-    let _broker = Broker::start(&bin, dir.path(), port);
+    let _broker = start_broker(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
     let got = wait_for(LIMIT, || {
         let p = cloud.payloads("up/data");
@@ -387,7 +343,7 @@ fn a_deployment_changes_the_upstream_subscriptions() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let _broker = Broker::start(&bin, dir.path(), port);
+    let _broker = start_broker(&bin, dir.path(), port);
     let rec = dir.path().join("rec.jsonl");
     let with_subject = |subject: &str| {
         group(
@@ -468,7 +424,7 @@ fn mutual_tls_to_the_upstream_broker() {
          listener {plain_port} 127.0.0.1\n",
         d = d.display()
     );
-    let _broker = Broker::with_config(&bin, d, plain_port, &conf);
+    let _broker = Mosquitto::with_config(&bin, d, plain_port, &conf);
     let cloud = Subscriber::start(plain_port, "up/#", &d.join("cloud.txt"));
     cloud.wait_subscribed(plain_port, "up/probe");
 
@@ -554,7 +510,7 @@ fn a_full_spool_keeps_the_newest_in_order_and_says_so() {
     .expect("the spool settles");
     assert!(kept > 1000 && kept < n as usize, "kept {kept}");
 
-    let _broker = Broker::start(&bin, dir.path(), port);
+    let _broker = start_broker(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
     let got = wait_for(LIMIT, || {
         let p = cloud.payloads("up/data");
@@ -581,7 +537,7 @@ fn a_broker_restart_mid_stream_loses_nothing_and_keeps_the_order() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let broker = Broker::start(&bin, dir.path(), port);
+    let broker = start_broker(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
     cloud.wait_subscribed(port, "up/probe");
 
@@ -597,7 +553,7 @@ fn a_broker_restart_mid_stream_loses_nothing_and_keeps_the_order() {
     });
     assert!(flowing.is_some(), "{}", system_log(&rt));
     broker.stop();
-    let _broker = Broker::start(&bin, dir.path(), port);
+    let _broker = start_broker(&bin, dir.path(), port);
     let got = wait_for(Duration::from_secs(60), || {
         let p = cloud.payloads("up/data");
         p.contains(&format!("{{\"seq\":{}}}", n - 1)).then_some(p)
@@ -629,7 +585,7 @@ fn a_synced_shadow_goes_up_and_comes_back_down() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let broker = Broker::start(&bin, dir.path(), port);
+    let broker = start_broker(&bin, dir.path(), port);
     const T: &str = "$aws/things/test-core/shadow";
     let cloud = Subscriber::start(port, &format!("{T}/update"), &dir.path().join("cloud.txt"));
     cloud.wait_subscribed(port, &format!("{T}/update"));
@@ -722,7 +678,7 @@ fn device_to_cloud_and_cloud_to_device() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let broker = Broker::start(&bin, dir.path(), port);
+    let broker = start_broker(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "telemetry/#", &dir.path().join("cloud.txt"));
     cloud.wait_subscribed(port, "telemetry/probe");
 
@@ -835,7 +791,7 @@ fn status_reports_the_cloud_bridge_state_connected_then_disconnected() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let broker = Broker::start(&bin, dir.path(), port);
+    let broker = start_broker(&bin, dir.path(), port);
     let cloud = Subscriber::start(port, "up/#", &dir.path().join("cloud.txt"));
     cloud.wait_subscribed(port, "up/probe");
     let g = group(
