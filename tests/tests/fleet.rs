@@ -155,8 +155,14 @@ fn fleet_refuses_unsigned_tampered_untrusted_and_replayed_documents() {
 
     // Signed by a key the gateway does not trust.
     let other = op.dir.path().join("other.key");
-    let made = fleet(&["keygen", &other.display().to_string()]);
+    let made = fleet(&["keygen", &other.display().to_string(), "--json"]);
     assert!(made.status.success(), "{}", output_text(&made));
+    let keygen: Value = serde_json::from_slice(&made.stdout).expect("keygen --json");
+    assert_eq!(
+        keygen["publicKey"].as_str().map(str::len),
+        Some(44),
+        "a 32-byte key in base64: {keygen}"
+    );
     let untrusted = op.sign_with(&other, &bundle, 6, &["--things", "gw-9"]);
     broker.publish(topic, &untrusted, true);
     wait_refusal(&broker, "gw-9", "UntrustedKey");

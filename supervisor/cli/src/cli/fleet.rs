@@ -16,6 +16,9 @@ pub enum FleetCommand {
     Keygen {
         /// Where the private key is written (refused if it exists).
         key_file: PathBuf,
+        /// Print `{"keyFile": …, "publicKey": …}` instead of the bare public key.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the signed deployment document for BUNDLE (`evergreen group export`) to standard
     /// output: its size and SHA-256, where gateways fetch it (--url) or the bundle itself
@@ -94,7 +97,7 @@ pub(super) fn command(command: FleetCommand) -> ExitCode {
         FleetCommand::Deploy(args) => return super::rollout::deploy(*args),
         FleetCommand::Status(args) => return super::rollout::status(*args),
         FleetCommand::Abort(args) => return super::rollout::abort(args),
-        FleetCommand::Keygen { key_file } => keygen(&key_file),
+        FleetCommand::Keygen { key_file, json } => keygen(&key_file, json),
         FleetCommand::Sign {
             bundle,
             sequence,
@@ -111,7 +114,7 @@ pub(super) fn command(command: FleetCommand) -> ExitCode {
     }
 }
 
-fn keygen(path: &Path) -> Result<(), String> {
+fn keygen(path: &Path, json: bool) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let (text, key) = SigningKey::generate()?;
@@ -125,6 +128,13 @@ fn keygen(path: &Path) -> Result<(), String> {
         .and_then(|()| file.write_all(b"\n"))
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"keyFile": path.display().to_string(), "publicKey": key.public().to_base64()})
+        );
+        return Ok(());
+    }
     eprintln!(
         "wrote the private key to {} (keep it secret); the gateways' evergreen.fleet.trustedKeys takes:",
         path.display()
