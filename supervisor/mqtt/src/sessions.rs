@@ -921,6 +921,13 @@ mod tests {
         }
     }
 
+    /// Opens the store at `path` (bound 1000): the store and its sessions.
+    fn open_pair(path: &Path) -> (Arc<SessionStore>, Vec<StoredSession>) {
+        SessionStore::open(path, 1000)
+            .map(Opened::pair)
+            .expect("the store opens")
+    }
+
     fn arn(s: &str) -> Arc<str> {
         Arc::from(s)
     }
@@ -937,25 +944,19 @@ mod tests {
     fn a_store_is_created_by_its_first_write_only() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("mqtt/sessions.redb");
-        let (store, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, found) = open_pair(&path);
         assert!(found.is_empty());
         // A flush writes nothing: no file, and none after a reopen either.
         assert!(store.flush());
         assert!(store.close());
         assert!(!path.exists(), "nothing was stored, so there is no file");
-        let (store, _) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open again");
+        let (store, _) = open_pair(&path);
         let a = arn(A);
         store.reset(&a, true);
         store.queue(&a, &msg(1));
         assert!(store.close());
         assert!(path.exists(), "the first write created the store");
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         assert_eq!(found.len(), 1);
         assert_eq!(topics(&found[0]), ["t/1"]);
     }
@@ -964,9 +965,7 @@ mod tests {
     fn reopen_keeps_sessions_filters_and_order() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("mqtt/sessions.redb");
-        let (store, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, found) = open_pair(&path);
         assert!(found.is_empty());
         let (a, b) = (arn(A), arn(B));
         store.reset(&a, true);
@@ -978,9 +977,7 @@ mod tests {
         }
         assert!(store.close());
 
-        let (store, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (store, found) = open_pair(&path);
         assert_eq!(found.len(), 2);
         let sa = find(&found, A).expect("a");
         assert_eq!(sa.subs, vec![grant("x/#", true), grant("y", false)]);
@@ -998,9 +995,7 @@ mod tests {
         let next = store.queue(&a, &msg(100));
         assert!(sa.queued.iter().all(|(seq, _)| *seq < next));
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         let sa = find(&found, A).expect("a");
         assert_eq!(topics(sa).last().map(String::as_str), Some("t/100"));
     }
@@ -1009,9 +1004,7 @@ mod tests {
     fn delivered_messages_and_ended_sessions_are_removed() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, _) = open_pair(&path);
         let (a, b) = (arn(A), arn(B));
         store.reset(&a, true);
         store.reset(&b, true);
@@ -1023,18 +1016,14 @@ mod tests {
         // A clean session for b: nothing of it stays.
         store.forget(&b);
         assert!(store.close());
-        let (store, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (store, found) = open_pair(&path);
         assert_eq!(found.len(), 1);
         let want: Vec<String> = (4..10).map(|i| format!("t/{i}")).collect();
         assert_eq!(topics(&found[0]), want);
         // A new persistent session replaces the old one: empty.
         store.reset(&a, true);
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         assert_eq!(found.len(), 1);
         assert!(found[0].queued.is_empty() && found[0].subs.is_empty());
     }
@@ -1046,9 +1035,7 @@ mod tests {
         use evergreen_runtime::router::PublishProps;
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, _) = open_pair(&path);
         let a = arn(A);
         store.reset(&a, true);
         let mut with_props = msg(1);
@@ -1066,9 +1053,7 @@ mod tests {
         let delivered = store.queue(&a, &with_props);
         store.remove(&a, delivered);
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         let queued = &found[0].queued;
         assert_eq!(queued.len(), 2);
         assert_eq!(queued[0].0, first);
@@ -1080,9 +1065,7 @@ mod tests {
     fn flush_makes_the_writes_visible_to_the_next_open() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, _) = open_pair(&path);
         let a = arn(A);
         store.reset(&a, true);
         store.queue(&a, &msg(1));
@@ -1090,9 +1073,7 @@ mod tests {
         // Still open: a second open is refused (a runtime on the same root), not damage.
         assert!(SessionStore::open(&path, 1000).is_err());
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         assert_eq!(found[0].queued.len(), 1);
         let aside = std::fs::read_dir(dir.path())
             .expect("list")
@@ -1105,9 +1086,7 @@ mod tests {
     fn loading_is_bounded_and_keeps_the_newest() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, _) = open_pair(&path);
         let a = arn(A);
         store.reset(&a, true);
         for i in 0..50 {
@@ -1121,9 +1100,7 @@ mod tests {
         assert_eq!(topics(&found[0]), want);
         assert!(store.close());
         // The excess was deleted, not only skipped.
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         assert_eq!(topics(&found[0]), want);
     }
 
@@ -1131,22 +1108,16 @@ mod tests {
     fn queued_rows_without_a_session_are_dropped_on_load() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, _) = open_pair(&path);
         // Queued for a thing whose session row never made it.
         store.queue(&arn(B), &msg(1));
         assert!(store.close());
-        let (store, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (store, found) = open_pair(&path);
         assert!(found.is_empty());
         // And a later session of that thing does not inherit it.
         store.reset(&arn(B), true);
         assert!(store.close());
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         assert!(found[0].queued.is_empty());
     }
 
@@ -1155,9 +1126,7 @@ mod tests {
         for damage in ["truncate", "garbage"] {
             let dir = tempfile::tempdir().expect("dir");
             let path = dir.path().join("sessions.redb");
-            let (store, _) = SessionStore::open(&path, 1000)
-                .map(Opened::pair)
-                .expect("open");
+            let (store, _) = open_pair(&path);
             let a = arn(A);
             store.reset(&a, true);
             for i in 0..100 {
@@ -1175,9 +1144,7 @@ mod tests {
                 }
                 _ => std::fs::write(&path, vec![0xA5u8; 8192]).expect("overwrite"),
             }
-            let (store, found) = SessionStore::open(&path, 1000)
-                .map(Opened::pair)
-                .expect("a damaged store must not stop the runtime");
+            let (store, found) = open_pair(&path);
             if found.is_empty() {
                 let aside = std::fs::read_dir(dir.path())
                     .expect("list")
@@ -1192,9 +1159,7 @@ mod tests {
             store.reset(&a, true);
             store.queue(&a, &msg(7));
             assert!(store.close());
-            let (_, found) = SessionStore::open(&path, 1000)
-                .map(Opened::pair)
-                .expect("reopen");
+            let (_, found) = open_pair(&path);
             assert_eq!(topics(&found[0]), vec!["t/7".to_string()], "{damage}");
         }
     }
@@ -1226,9 +1191,7 @@ mod tests {
     fn sessions_expired_while_the_runtime_was_down_are_deleted() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("sessions.redb");
-        let (store, _) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("open");
+        let (store, _) = open_pair(&path);
         let (a, b) = (arn(A), arn(B));
         let now = unix_now();
         store.reset(&a, true);
@@ -1239,9 +1202,7 @@ mod tests {
         store.queue(&b, &msg(2));
         store.set_expiry(&b, Some((3600, None)));
         assert!(store.close());
-        let (store, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (store, found) = open_pair(&path);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(&*found[0].thing_arn, B);
         let (secs, since) = found[0].expiry.expect("b's expiry");
@@ -1249,9 +1210,7 @@ mod tests {
         assert!(since >= now, "offline since the load");
         assert!(store.close());
         // a is gone from the store, not only skipped; b's offline time was written back.
-        let (_, found) = SessionStore::open(&path, 1000)
-            .map(Opened::pair)
-            .expect("reopen");
+        let (_, found) = open_pair(&path);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].expiry, Some((secs, since)));
     }
