@@ -139,6 +139,8 @@ pub(crate) fn start(
         // The first tick is at once: the health message at start.
         let mut health = tokio::time::interval(agent.health_interval());
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = tokio::time::interval(agent.change_interval());
+        changes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 inbound = documents.recv() => match inbound {
@@ -147,6 +149,7 @@ pub(crate) fn start(
                     None => return,
                 },
                 _ = health.tick() => agent.publish_health().await,
+                _ = changes.tick() => agent.publish_health_if_changed().await,
             }
         }
     });

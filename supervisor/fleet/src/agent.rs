@@ -105,6 +105,9 @@ pub struct Agent<U, A> {
     apply: A,
     /// The AWS IoT job whose document is being applied (Jobs transport).
     job: Option<String>,
+    /// What the last health message said of the version and each component's state and
+    /// restarts: a change publishes one at once.
+    last_health: Option<String>,
 }
 
 impl<U, A> std::fmt::Debug for Agent<U, A> {
@@ -126,6 +129,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             upstream,
             apply,
             job: None,
+            last_health: None,
         })
     }
 
@@ -263,12 +267,40 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
 
     /// Publishes the gateway's health message (retained).
     pub async fn publish_health(&mut self) {
+        let runtime = self.apply.health().await.unwrap_or(serde_json::Value::Null);
+        self.publish_health_with(runtime);
+    }
+
+    /// Publishes the health message now if the version or a component's state or restart
+    /// count changed since the last one (a crash shows at once, not at the next interval).
+    pub async fn publish_health_if_changed(&mut self) {
+        let runtime = self.apply.health().await.unwrap_or(serde_json::Value::Null);
+        if self.last_health != Some(self.fingerprint(&runtime)) {
+            self.publish_health_with(runtime);
+        }
+    }
+
+    /// The version and each component's name, state and restarts.
+    fn fingerprint(&self, runtime: &serde_json::Value) -> String {
+        let components: Vec<String> = runtime["components"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|c| format!("{}={}/{}", c["id"], c["state"], c["restarts"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!("{:?} {}", self.apply.current(), components.join(","))
+    }
+
+    fn publish_health_with(&mut self, runtime: serde_json::Value) {
+        self.last_health = Some(self.fingerprint(&runtime));
         let health = topics::Health {
             thing: self.settings.me.thing.clone(),
             groups: self.settings.me.groups.clone(),
             version: self.apply.current(),
             accepted: self.state.accepted().clone(),
-            runtime: self.apply.health().await.unwrap_or(serde_json::Value::Null),
+            runtime,
             updated_at: now(),
         };
         match serde_json::to_vec(&health) {
@@ -283,6 +315,14 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
     /// How often [`Agent::publish_health`] is due.
     pub fn health_interval(&self) -> std::time::Duration {
         self.settings.health_interval
+    }
+
+    /// How often [`Agent::publish_health_if_changed`] looks: every 5 s, or the health interval
+    /// when that is shorter.
+    pub fn change_interval(&self) -> std::time::Duration {
+        self.settings
+            .health_interval
+            .min(std::time::Duration::from_secs(5))
     }
 
     /// Fetches, stores and deploys; returns the final state (already published).

@@ -7,7 +7,7 @@
 //! | `evergreen/fleet/things/<thing>/deployment` | operator | yes | a signed envelope ([`crate::document`]) for one gateway |
 //! | `evergreen/fleet/groups/<group>/deployment` | operator | yes | a signed envelope for every gateway of a fleet group |
 //! | `evergreen/fleet/things/<thing>/status` | gateway | yes | [`Status`] |
-//! | `evergreen/fleet/things/<thing>/health` | gateway | yes | [`Health`], at start, after each deployment and every `healthIntervalSecs` |
+//! | `evergreen/fleet/things/<thing>/health` | gateway | yes | [`Health`], at start, after each deployment, within 5 s of a component's state or restart count changing, and every `healthIntervalSecs` |
 //!
 //! Only exact topics are used (no wildcards), so an AWS IoT policy can grant each gateway its
 //! own topics and its groups' and nothing else.
