@@ -124,8 +124,9 @@ pub fn gateway_config(broker: &Mosquitto, thing: &str, key: &str) -> Value {
         "evergreen": {
             "cloudTls": false,
             // A deployment (and its rollback) waits this long for Ready: room for the load of
-            // many runtimes starting at once on a 2-core CI machine.
-            "readinessTimeoutMs": 20000,
+            // many runtimes starting at once on a 2-core CI machine (and the time a function
+            // that never says Ready takes to fail).
+            "readinessTimeoutMs": 10000,
             "fleet": { "trustedKeys": [key], "groups": ["line-1"], "healthIntervalSecs": 1 }
         }
     })

@@ -6,7 +6,7 @@
 //! Checked here: a group document reaches every member, which all run the same version and
 //! report `Success`; a restarted gateway gets the retained document again and does not deploy
 //! it twice; unsigned, tampered, untrusted-key and replayed documents are refused with their
-//! reason and change nothing; a bundle whose pinned function never becomes ready is rolled
+//! reason (on the gateway's `refused` topic) and change nothing; a bundle whose pinned function never becomes ready is rolled
 //! back and reported as such. Three gateways stand in for the twenty (CI time); the
 //! code path per gateway is the same.
 
@@ -42,11 +42,12 @@ fn wait_status(broker: &Mosquitto, thing: &str, sequence: u64, state: &str) -> V
     .unwrap_or_else(|| panic!("{thing} did not report {state} for {sequence}; last status {last}"))
 }
 
-/// Waits for `thing`'s retained status to be a failure with `code`.
+/// Waits for `thing`'s retained refusal report to carry `code`.
 fn wait_refusal(broker: &Mosquitto, thing: &str, code: &str) -> Value {
     let mut last = Value::Null;
     wait_for(LIMIT, || {
-        let v: Value = serde_json::from_slice(&broker.retained(&status_topic(thing))?).ok()?;
+        let topic = format!("evergreen/fleet/things/{thing}/refused");
+        let v: Value = serde_json::from_slice(&broker.retained(&topic)?).ok()?;
         last = v.clone();
         (v["state"] == "Failure" && v["code"] == code).then_some(v)
     })
@@ -182,6 +183,9 @@ fn fleet_refuses_unsigned_tampered_untrusted_and_replayed_documents() {
             .contains("not newer than 5"),
         "{refused}"
     );
+    // The status still says how the accepted deployment went: a replay does not hide it.
+    let status = wait_status(&broker, "gw-9", 5, "Success");
+    assert_eq!(status["version"], json!(id), "{status}");
     assert_eq!(deployment_count(&rt), 1, "{}", deployments(&rt));
 }
 
@@ -199,8 +203,9 @@ fn fleet_bundle_that_never_becomes_ready_is_rolled_back_and_reported() {
     broker.publish(topic, &op.sign(&good, 1, &["--things", "gw-5"]), true);
     wait_status(&broker, "gw-5", 1, "Success");
 
-    // A function that exits at once never becomes ready: the deployer rolls back.
-    let (bad, _) = op.bundle("crasher", "exit 0 1");
+    // A function that never says Ready: the deployer gives up after readinessTimeoutMs and
+    // rolls back. (One that says Ready and then exits can look ready to the deployer.)
+    let (bad, _) = op.bundle("stalled", "stall");
     broker.publish(topic, &op.sign(&bad, 2, &["--things", "gw-5"]), true);
     let status = wait_status(&broker, "gw-5", 2, "RolledBack");
     assert_eq!(status["code"], "DeploymentFailed", "{status}");
@@ -488,7 +493,7 @@ fn fleet_deploy_halts_when_the_canaries_fail_and_leaves_the_rest_untouched() {
     let out = operator_cli(&broker, &args);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 
-    let (bad, _) = op.bundle("crasher", "exit 0 1");
+    let (bad, _) = op.bundle("stalled", "stall");
     let bad_url = format!("file://{}", bad.display());
     let b = bad.display().to_string();
     let mut args = deploy_args(&op, &b, &bad_url);

@@ -4,9 +4,10 @@
 //! One document at a time, in the order they arrive. For each:
 //!
 //! 1. [`crate::document::verify`]: size, envelope, trusted key, signature, target, bundle
-//!    reference. A refusal is published as `Failure` with its code; nothing else happens.
+//!    reference. A refusal is published on the gateway's `refused` topic with its code;
+//!    nothing else happens.
 //! 2. [`crate::state::FleetState::judge`]: an older sequence (or the same one with other content)
-//!    is refused as `Replayed`; the document accepted last and finished is ignored (a retained
+//!    is refused as `Replayed` (reported as in 1); the document accepted last and finished is ignored (a retained
 //!    message comes again at every reconnect, and must not redeploy); the one accepted last and
 //!    not finished is resumed (the runtime stopped while applying it).
 //! 3. Accepted (recorded durably), then `Downloading`: [`crate::fetch`].
@@ -20,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::document::{self, Identity, TrustedKey};
+use crate::document::{self, Identity, Refusal, TrustedKey};
 use crate::fetch;
 use crate::jobs;
 use crate::state::{FleetState, Verdict};
@@ -178,16 +179,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         let s = &self.settings;
         let document = match document::verify(payload, &s.trusted, &s.me, s.max_bundle_bytes) {
             Ok(d) => d,
-            Err(refusal) => {
-                log::error!("fleet: a document on {topic} refused: {refusal}");
-                self.report(
-                    None,
-                    State::Failure,
-                    Some((refusal.code(), refusal.to_string())),
-                    None,
-                );
-                return;
-            }
+            Err(refusal) => return self.refuse(topic, None, &refusal),
         };
         // The signed text, to tell a redelivery from a replay (verify checked it parses).
         let text = serde_json::from_slice::<document::Envelope>(payload)
@@ -244,16 +236,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 );
                 return;
             }
-            Err(refusal) => {
-                log::error!("fleet: a document on {topic} refused: {refusal}");
-                self.report(
-                    Some(&document),
-                    State::Failure,
-                    Some((refusal.code(), refusal.to_string())),
-                    None,
-                );
-                return;
-            }
+            Err(refusal) => return self.refuse(topic, Some(&document), &refusal),
         }
         let outcome = self.apply_document(&document).await;
         if let Err(e) = self.state.finish(&document.fleet, &format!("{outcome:?}")) {
@@ -383,6 +366,28 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         State::Failure
     }
 
+    /// Reports a refused document: in the log, retained on the gateway's `refused` topic (never
+    /// on its status topic, which keeps saying how the deployment it accepted went: an old
+    /// retained document coming again, or a forged one, must not hide that), and as the job's
+    /// failure on the Jobs transport.
+    fn refuse(&mut self, topic: &str, document: Option<&document::Document>, refusal: &Refusal) {
+        log::error!("fleet: a document on {topic} refused: {refusal}");
+        let status = self.status(
+            document,
+            State::Failure,
+            Some((refusal.code(), refusal.to_string())),
+            None,
+        );
+        match serde_json::to_vec(&status) {
+            Ok(bytes) => self.upstream.publish_retained(
+                &topics::thing_refused(&self.settings.topic_prefix, &self.settings.me.thing),
+                bytes,
+            ),
+            Err(e) => log::error!("fleet: cannot encode the refusal: {e}"),
+        }
+        self.update_job(&status);
+    }
+
     /// Publishes the gateway's status (retained).
     fn report(
         &mut self,
@@ -391,11 +396,23 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         failure: Option<(&str, String)>,
         deployment_id: Option<String>,
     ) {
+        let status = self.status(document, state, failure, deployment_id);
+        self.publish(&status);
+        self.update_job(&status);
+    }
+
+    fn status(
+        &self,
+        document: Option<&document::Document>,
+        state: State,
+        failure: Option<(&str, String)>,
+        deployment_id: Option<String>,
+    ) -> Status {
         let (code, reason) = match failure {
             Some((c, r)) => (Some(c.to_string()), Some(r)),
             None => (None, None),
         };
-        let status = Status {
+        Status {
             thing: self.settings.me.thing.clone(),
             fleet: document.map(|d| d.fleet.clone()),
             sequence: document.map(|d| d.sequence),
@@ -405,8 +422,11 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             version: self.apply.current(),
             deployment_id,
             updated_at: now(),
-        };
-        self.publish(&status);
+        }
+    }
+
+    /// On the Jobs transport, the job execution follows the status.
+    fn update_job(&self, status: &Status) {
         if let Some(job) = &self.job {
             self.upstream.publish(
                 &jobs::topic(&self.settings.me.thing, &format!("{job}/update")),

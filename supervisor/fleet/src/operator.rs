@@ -67,6 +67,8 @@ pub struct Rollout {
 pub struct Gateway {
     pub health: Option<Health>,
     pub status: Option<Status>,
+    /// The last document it refused.
+    pub refused: Option<Status>,
 }
 
 /// The fleet as the operator sees it.
@@ -90,6 +92,7 @@ impl FleetView {
         vec![
             format!("{}/things/+/health", self.prefix),
             format!("{}/things/+/status", self.prefix),
+            format!("{}/things/+/refused", self.prefix),
             format!("{}/fleets/+/rollout", self.prefix),
         ]
     }
@@ -108,6 +111,11 @@ impl FleetView {
             ["things", thing, "status"] => {
                 let status: Status = parse(topic, payload)?;
                 self.gateways.entry(thing.to_string()).or_default().status = Some(status);
+                Some(thing.to_string())
+            }
+            ["things", thing, "refused"] => {
+                let refused: Status = parse(topic, payload)?;
+                self.gateways.entry(thing.to_string()).or_default().refused = Some(refused);
                 Some(thing.to_string())
             }
             ["fleets", fleet, "rollout"] => {
@@ -156,10 +164,19 @@ impl FleetView {
             .map_or(1, |n| n + 1)
     }
 
-    /// How `thing` ended document `sequence` of `fleet`, once it has (`None` while it works on
-    /// it or has not reported).
+    /// How `thing` ended document `sequence` of `fleet` (refused counts as `Failure`), once it
+    /// has; `None` while it works on it or has not reported.
     pub fn outcome(&self, thing: &str, fleet: &str, sequence: u64) -> Option<State> {
-        let status = self.gateways.get(thing)?.status.as_ref()?;
+        let gateway = self.gateways.get(thing)?;
+        // A refusal of this very document (one it could read) is its end there.
+        if gateway
+            .refused
+            .as_ref()
+            .is_some_and(|r| r.fleet.as_deref() == Some(fleet) && r.sequence == Some(sequence))
+        {
+            return Some(State::Failure);
+        }
+        let status = gateway.status.as_ref()?;
         if status.fleet.as_deref() != Some(fleet) || status.sequence != Some(sequence) {
             return None;
         }

@@ -6,7 +6,8 @@
 //! |---|---|---|---|
 //! | `evergreen/fleet/things/<thing>/deployment` | operator | yes | a signed envelope ([`crate::document`]) for one gateway |
 //! | `evergreen/fleet/groups/<group>/deployment` | operator | yes | a signed envelope for every gateway of a fleet group |
-//! | `evergreen/fleet/things/<thing>/status` | gateway | yes | [`Status`] |
+//! | `evergreen/fleet/things/<thing>/status` | gateway | yes | [`Status`] of the newest accepted document |
+//! | `evergreen/fleet/things/<thing>/refused` | gateway | yes | [`Status`] (`Failure`, with `code` and `reason`) of the last document refused |
 //! | `evergreen/fleet/things/<thing>/health` | gateway | yes | [`Health`], at start, after each deployment, within 5 s of a component's state or restart count changing, and every `healthIntervalSecs` |
 //!
 //! Only exact topics are used (no wildcards), so an AWS IoT policy can grant each gateway its
@@ -30,6 +31,11 @@ pub fn group_deployment(prefix: &str, group: &str) -> String {
 /// Where a gateway reports on its deployments.
 pub fn thing_status(prefix: &str, thing: &str) -> String {
     format!("{prefix}/things/{thing}/status")
+}
+
+/// Where a gateway reports the last document it refused.
+pub fn thing_refused(prefix: &str, thing: &str) -> String {
+    format!("{prefix}/things/{thing}/refused")
 }
 
 /// Where a gateway publishes its health.
