@@ -231,6 +231,16 @@ fn bar(done: usize, total: usize) -> String {
 }
 
 async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
+    // A thing name is one topic level of the gateway's topics.
+    if let Some(bad) = args
+        .things
+        .iter()
+        .find(|t| t.is_empty() || t.contains(['/', '+', '#']))
+    {
+        return Err(format!(
+            "{bad:?} is not a thing name (one topic level: no /, + or #)"
+        ));
+    }
     let (key, bundle) = args.bundle.read()?;
     let fleet = args.bundle.fleet.clone();
     let json = args.broker.json;
