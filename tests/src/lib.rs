@@ -237,6 +237,22 @@ impl Runtime {
         Runtime { dir, child }
     }
 
+    /// `<root>/run/mqtt-listeners.json`: where the runtime writes its MQTT listeners' addresses
+    /// once its first deployment has given the server its devices.
+    pub fn listeners_file(&self) -> PathBuf {
+        self.dir.path().join("root/run/mqtt-listeners.json")
+    }
+
+    /// The port of the MQTT listener `which` (`"plain"` or `"tls"`), once the runtime has named
+    /// it in its listeners file; waits at most `limit`.
+    pub fn listener_port(&self, which: &str, limit: Duration) -> Option<u16> {
+        let file = self.listeners_file();
+        wait_for(limit, || {
+            let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+            doc[which].as_str()?.rsplit(':').next()?.parse().ok()
+        })
+    }
+
     /// A path inside the temporary directory (for record files).
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -400,23 +400,15 @@ fn config(upstream: u16, queue: usize, spool: u64) -> Value {
     })
 }
 
-fn listeners_file(rt: &Runtime) -> PathBuf {
-    rt.dir.path().join("root/run/mqtt-listeners.json")
-}
-
 /// The plain listener's port, once the (re)started runtime has written it.
 fn plain_port(rt: &Runtime) -> u16 {
-    let file = listeners_file(rt);
-    wait_for(LIMIT, || {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-        doc["plain"].as_str()?.rsplit(':').next()?.parse().ok()
-    })
-    .expect("the runtime names its plain listener's port")
+    rt.listener_port("plain", LIMIT)
+        .expect("the runtime names its plain listener's port")
 }
 
 /// Starts the runtime again on the same root, configuration and group.
 fn restart(rt: &mut Runtime) -> u16 {
-    let _ = std::fs::remove_file(listeners_file(rt));
+    let _ = std::fs::remove_file(rt.listeners_file());
     rt.child = Command::new(evergreen_bin())
         .arg("run")
         .arg("--config")

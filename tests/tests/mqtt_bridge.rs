@@ -698,14 +698,9 @@ fn device_to_cloud_and_cloud_to_device() {
     let mut patch = cloud_config(port, "Memory");
     patch["evergreen"]["listeners"] = json!({ "mqttPlain": { "enabled": true, "port": 0 } });
     let rt = Runtime::start_config(&g, &patch, &[]);
-    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
-    let local = wait_for(LIMIT, || {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-        doc["plain"]
-            .as_str()
-            .and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok())
-    })
-    .expect("the local plain listener's port");
+    let local = rt
+        .listener_port("plain", LIMIT)
+        .expect("the local plain listener's port");
 
     // Device → cloud.
     let up = wait_for(LIMIT, || {

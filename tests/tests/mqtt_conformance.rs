@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use evergreen_tests::{group, sub, wait_for, Runtime, ACCOUNT, REGION};
+use evergreen_tests::{group, sub, Runtime, ACCOUNT, REGION};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -66,12 +66,9 @@ fn start() -> (Runtime, u16) {
         &g,
         &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
     );
-    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
-    let port = wait_for(LIMIT, || {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-        doc["plain"].as_str()?.rsplit(':').next()?.parse().ok()
-    })
-    .expect("the runtime names its plain listener's port");
+    let port = rt
+        .listener_port("plain", LIMIT)
+        .expect("the runtime names its plain listener's port");
     (rt, port)
 }
 
@@ -494,8 +491,7 @@ fn kill_and_restart(rt: &mut Runtime) -> u16 {
     assert!(rt
         .stop_with(nix::sys::signal::Signal::SIGKILL, LIMIT)
         .is_some());
-    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
-    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(rt.listeners_file());
     rt.child = Command::new(evergreen_tests::evergreen_bin())
         .arg("run")
         .arg("--config")
@@ -507,11 +503,8 @@ fn kill_and_restart(rt: &mut Runtime) -> u16 {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("restart evergreen");
-    wait_for(LIMIT, || {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-        doc["plain"].as_str()?.rsplit(':').next()?.parse().ok()
-    })
-    .expect("the restarted runtime names its port")
+    rt.listener_port("plain", LIMIT)
+        .expect("the restarted runtime names its port")
 }
 
 fn retained_survives_kill_9(version: &str) {

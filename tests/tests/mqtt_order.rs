@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use evergreen_tests::{group, have, sub, wait_for, Runtime, ACCOUNT, REGION};
-use serde_json::{json, Value};
+use evergreen_tests::{group, have, sub, Runtime, ACCOUNT, REGION};
+use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -54,13 +54,10 @@ fn start() -> (Runtime, String) {
         &g,
         &json!({ "listeners": { "mqttPlain": { "enabled": true, "port": 0 } } }),
     );
-    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
-    let port = wait_for(LIMIT, || {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-        doc["plain"].as_str()?.rsplit(':').next().map(str::to_owned)
-    })
-    .expect("the runtime names its plain listener's port");
-    (rt, port)
+    let port = rt
+        .listener_port("plain", LIMIT)
+        .expect("the runtime names its plain listener's port");
+    (rt, port.to_string())
 }
 
 /// `mosquitto_sub` as `display-1` on `order/#` (MQTT `version`), its `topic payload` lines

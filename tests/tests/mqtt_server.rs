@@ -97,12 +97,9 @@ fn start(mut g: Value, devices: &[&str], pki: &Pki) -> (Runtime, u16) {
             "keyPath": local.join("server.key"),
         }}}),
     );
-    let file = rt.dir.path().join("root/run/mqtt-listeners.json");
-    let port = wait_for(LIMIT, || {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-        doc["tls"].as_str()?.rsplit(':').next()?.parse::<u16>().ok()
-    })
-    .expect("the runtime names its TLS listener's port");
+    let port = rt
+        .listener_port("tls", LIMIT)
+        .expect("the runtime names its TLS listener's port");
     (rt, port)
 }
 

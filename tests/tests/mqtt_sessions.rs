@@ -65,23 +65,10 @@ fn the_group(with_display: bool) -> Value {
     g
 }
 
-fn listeners_file(rt: &Runtime) -> std::path::PathBuf {
-    rt.dir.path().join("root/run/mqtt-listeners.json")
-}
-
 /// The plain listener's port, once the (re)started runtime has written it.
 fn plain_port(rt: &Runtime) -> u16 {
-    let file = listeners_file(rt);
-    wait_for(LIMIT, || {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
-        doc["plain"]
-            .as_str()?
-            .rsplit(':')
-            .next()?
-            .parse::<u16>()
-            .ok()
-    })
-    .expect("the runtime names its plain listener's port")
+    rt.listener_port("plain", LIMIT)
+        .expect("the runtime names its plain listener's port")
 }
 
 fn start() -> (Runtime, u16) {
@@ -96,7 +83,7 @@ fn start() -> (Runtime, u16) {
 /// Starts the runtime again on the same root and configuration, with `group_file`.
 fn restart(rt: &mut Runtime, group_file: &Path) -> u16 {
     // The stopped runtime's file names a port nobody listens on any more.
-    let _ = std::fs::remove_file(listeners_file(rt));
+    let _ = std::fs::remove_file(rt.listeners_file());
     rt.child = Command::new(evergreen_bin())
         .arg("run")
         .arg("--config")
