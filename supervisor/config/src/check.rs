@@ -294,6 +294,18 @@ fn check_fleet(p: &mut Problems, f: &crate::Fleet) {
         1,
         86_400,
     );
+    p.between(
+        &format!("{KEY}.updateHealthWindowSecs"),
+        f.update_health_window_secs,
+        5,
+        86_400,
+    );
+    p.between(
+        &format!("{KEY}.updateMaxStarts"),
+        f.update_max_starts,
+        1,
+        100,
+    );
 }
 
 /// Ranges and rules of one set of restart settings, reported under `prefix`.
@@ -345,6 +357,9 @@ mod tests {
                 max_bundle_bytes: 10,
                 health_interval_secs: 0,
                 transport: crate::FleetTransport::Mqtt,
+                update_health_window_secs: 1,
+                update_max_starts: 0,
+                restart_by: crate::RestartBy::Auto,
             },
         );
         let text = p.0.join("\n");
@@ -355,6 +370,8 @@ mod tests {
             "evergreen.fleet.groups[0]: must be one topic level",
             "evergreen.fleet.maxBundleBytes: must be at least 1024, got 10",
             "evergreen.fleet.healthIntervalSecs: must be between 1 and 86400, got 0",
+            "evergreen.fleet.updateHealthWindowSecs: must be between 5 and 86400, got 1",
+            "evergreen.fleet.updateMaxStarts: must be between 1 and 100, got 0",
         ] {
             assert!(text.contains(want), "{want:?} in {text}");
         }

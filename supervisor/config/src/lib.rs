@@ -124,8 +124,9 @@ use std::path::PathBuf;
 pub use load::{load, load_str};
 pub use model::{
     AwsConfig, ComponentSettings, CoreConfig, CoreThing, DefaultRunAs, Evergreen, Fleet,
-    FleetTransport, LambdaEndpoint, Listeners, MqttLimits, PlainListener, Restart, RestartOverride,
-    RestartPolicy, Runtime, Spooler, StaticCredentials, StorageType, TlsListener, YesNo,
+    FleetTransport, LambdaEndpoint, Listeners, MqttLimits, PlainListener, Restart, RestartBy,
+    RestartOverride, RestartPolicy, Runtime, Spooler, StaticCredentials, StorageType, TlsListener,
+    YesNo,
 };
 
 /// Where the configuration is read from when no `--config` is given.

@@ -193,6 +193,28 @@ pub struct Fleet {
     /// Where documents come from: `mqtt` (retained messages on the fleet topics) or `jobs`
     /// (AWS IoT Jobs over the same connection).
     pub transport: FleetTransport,
+    /// Seconds a new runtime release has, from its start, to become healthy (every component
+    /// up, the cloud bridge connected) before the previous release comes back.
+    pub update_health_window_secs: u32,
+    /// Starts of a new release that never became healthy before it is rolled back.
+    pub update_max_starts: u32,
+    /// How the runtime restarts onto another release.
+    pub restart_by: RestartBy,
+}
+
+/// `evergreen.fleet.restartBy`: how the runtime restarts onto another release.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RestartBy {
+    /// `serviceManager` under systemd (`INVOCATION_ID` set), else `exec`.
+    #[default]
+    Auto,
+    /// Exit with status 80 once every component stopped; the service manager starts the
+    /// runtime again (the unit lists 80 in `RestartForceExitStatus=`).
+    ServiceManager,
+    /// Execute the stable binary again in place; a new release on trial runs as its child,
+    /// watched, until it became healthy.
+    Exec,
 }
 
 /// `evergreen.fleet.transport`.
@@ -213,6 +235,9 @@ impl Default for Fleet {
             max_bundle_bytes: 512 << 20,
             health_interval_secs: 60,
             transport: FleetTransport::Mqtt,
+            update_health_window_secs: 120,
+            update_max_starts: 3,
+            restart_by: RestartBy::Auto,
         }
     }
 }

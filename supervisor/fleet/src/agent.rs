@@ -15,15 +15,25 @@
 //!    runs it with the deployer, which rolls back by itself when the new group fails.
 //! 5. `Success`, `Failure` or `RolledBack`, recorded as the document's outcome and published.
 //!
+//! A document with a `release` instead of a bundle installs a new runtime ([`crate::slots`]):
+//! 3. `Downloading` the binary for this gateway's target into its slot, checked against the
+//!    signed size and SHA-256, then asked for its version (`<binary> --version` must name the
+//!    signed version: a binary for another machine, or a wrong build, fails here).
+//! 4. `Installing`: the trial is written to the boot record and the runtime restarts
+//!    ([`Apply::restart`]); the launcher starts the new binary, which reports `Success` once
+//!    it passed the health gate. A failed gate or a crash loop brings the previous release
+//!    back, and that runtime reports `RolledBack` with the reason ([`Agent::reconcile`]).
+//!
 //! The status is published retained, so an operator sees each gateway's last word even if it
 //! connected later. On the AWS IoT Jobs transport ([`crate::jobs`]) documents come as job
 //! executions instead, and each status also updates the job execution.
 
 use std::path::{Path, PathBuf};
 
-use crate::document::{self, Identity, Refusal, TrustedKey};
+use crate::document::{self, Content, Identity, Refusal, TrustedKey};
 use crate::fetch;
 use crate::jobs;
+use crate::slots::{Slot, Slots, Trial};
 use crate::state::{FleetState, Verdict};
 use crate::topics::{self, State, Status};
 
@@ -65,6 +75,9 @@ pub trait Apply {
     fn current(&self) -> Option<String>;
     /// The runtime's status document, for the health message; `None` when it has none now.
     async fn health(&self) -> Option<serde_json::Value>;
+    /// Stops every component and starts the runtime again (through the launcher, which picks
+    /// the release the boot record names).
+    fn restart(&self, reason: &str);
 }
 
 /// The agent's settings, from `evergreen.fleet` and the core's thing name.
@@ -78,6 +91,8 @@ pub struct Settings {
     /// How often the health message is published (also at start and after each deployment).
     pub health_interval: std::time::Duration,
     pub transport: Transport,
+    /// The Evergreen version running (reported; a release of this version is already done).
+    pub runtime_version: String,
 }
 
 impl Settings {
@@ -109,6 +124,9 @@ pub struct Agent<U, A> {
     /// What the last health message said of the version and each component's state and
     /// restarts: a change publishes one at once.
     last_health: Option<String>,
+    slots: Slots,
+    /// A release was installed and the runtime is restarting onto it: no further document.
+    restarting: bool,
 }
 
 impl<U, A> std::fmt::Debug for Agent<U, A> {
@@ -124,14 +142,72 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
     /// An agent over the state kept in the write directory.
     pub fn new(settings: Settings, upstream: U, apply: A) -> Result<Self, String> {
         let state = FleetState::open(&settings.write_dir)?;
-        Ok(Agent {
+        let slots = Slots::new(&settings.write_dir);
+        let mut agent = Agent {
             settings,
             state,
             upstream,
             apply,
             job: None,
             last_health: None,
-        })
+            slots,
+            restarting: false,
+        };
+        agent.reconcile();
+        Ok(agent)
+    }
+
+    /// Reports how the last runtime update ended, if the boot record holds an outcome not yet
+    /// reported (the new runtime passed its health gate, or the previous one came back), and
+    /// records it as the document's outcome, so that the document delivered again is done.
+    pub fn reconcile(&mut self) {
+        let mut boot = match self.slots.load() {
+            Ok(Some(boot)) => boot,
+            Ok(None) => return,
+            Err(e) => return log::error!("fleet: cannot read the release boot record: {e}"),
+        };
+        let Some(outcome) = boot.outcome.take() else {
+            return;
+        };
+        log::info!(
+            "fleet: runtime update {} of fleet {} to version {}: {:?}{}",
+            outcome.sequence,
+            outcome.fleet,
+            outcome.version,
+            outcome.state,
+            outcome
+                .reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        let document = ReportFor {
+            fleet: outcome.fleet.clone(),
+            sequence: outcome.sequence,
+        };
+        let failure = outcome.code.clone().map(|code| {
+            (
+                code,
+                outcome
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the update failed".into()),
+            )
+        });
+        let status = self.status_for(Some(&document), outcome.state, failure, None);
+        self.publish(&status);
+        if let Err(e) = self
+            .state
+            .finish(&outcome.fleet, &format!("{:?}", outcome.state))
+        {
+            log::error!(
+                "fleet: cannot record the outcome of update {}: {e}",
+                outcome.sequence
+            );
+        }
+        if let Err(e) = self.slots.save(&boot) {
+            log::error!("fleet: cannot update the release boot record: {e}");
+        }
     }
 
     /// A connection to the broker is up with the agent's topics subscribed: on the Jobs
@@ -176,6 +252,12 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             // A cleared retained message: nothing is asked.
             return;
         }
+        if self.restarting {
+            log::info!(
+                "fleet: a document on {topic} waits: the runtime is restarting onto a new release"
+            );
+            return;
+        }
         let s = &self.settings;
         let document = match document::verify(payload, &s.trusted, &s.me, s.max_bundle_bytes) {
             Ok(d) => d,
@@ -206,6 +288,14 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                     document.sequence,
                     document.fleet
                 );
+            }
+            Ok(Verdict::Resume) if self.trying(&document) => {
+                log::info!(
+                    "fleet: update {} of fleet {} is being tried (the health gate decides)",
+                    document.sequence,
+                    document.fleet
+                );
+                return;
             }
             Ok(Verdict::Resume) => log::info!(
                 "fleet: resuming deployment {} of fleet {} (the runtime stopped while applying it)",
@@ -238,7 +328,17 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             }
             Err(refusal) => return self.refuse(topic, Some(&document), &refusal),
         }
-        let outcome = self.apply_document(&document).await;
+        let outcome = match document.content(document::target()) {
+            Ok(Content::Release { version, binary }) => {
+                let (version, binary) = (version.to_string(), binary.clone());
+                match self.apply_release(&document, &version, &binary).await {
+                    Some(outcome) => outcome,
+                    // Restarting: the outcome is the next runtime's to record.
+                    None => return,
+                }
+            }
+            Ok(Content::Bundle(_)) | Err(_) => self.apply_document(&document).await,
+        };
         if let Err(e) = self.state.finish(&document.fleet, &format!("{outcome:?}")) {
             log::error!(
                 "fleet: cannot record the outcome of deployment {}: {e}",
@@ -282,6 +382,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             thing: self.settings.me.thing.clone(),
             groups: self.settings.me.groups.clone(),
             version: self.apply.current(),
+            runtime_version: Some(self.settings.runtime_version.clone()),
             accepted: self.state.accepted().clone(),
             runtime,
             updated_at: now(),
@@ -308,14 +409,104 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             .min(std::time::Duration::from_secs(5))
     }
 
+    /// Whether the boot record has `document`'s release on trial.
+    fn trying(&self, document: &document::Document) -> bool {
+        let trial = self.slots.load().ok().flatten().and_then(|b| b.trial);
+        trial.is_some_and(|t| t.fleet == document.fleet && t.sequence == document.sequence)
+    }
+
+    /// Fetches the release's binary into its slot, checks it, writes the trial and restarts;
+    /// `None` once restarting, else the final state (already published).
+    async fn apply_release(
+        &mut self,
+        document: &document::Document,
+        version: &str,
+        binary: &document::BundleRef,
+    ) -> Option<State> {
+        if version == self.settings.runtime_version {
+            log::info!(
+                "fleet: update {} of fleet {}: version {version} runs already",
+                document.sequence,
+                document.fleet
+            );
+            self.report(Some(document), State::Success, None, None);
+            return Some(State::Success);
+        }
+        self.report(Some(document), State::Downloading, None, None);
+        let source = match binary.source() {
+            Ok(s) => s,
+            Err(r) => return Some(self.fail(document, r.code(), r.to_string())),
+        };
+        let path = match fetch::fetch(
+            &source,
+            &binary.sha256,
+            binary.size,
+            &self.settings.write_dir,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => return Some(self.fail(document, e.code(), e.to_string())),
+        };
+        let mut boot = match self.slots.load() {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => return Some(self.fail(document, "StateIo", e)),
+        };
+        let keep = boot.active.as_ref().map(|a| a.version.clone());
+        let installed = match self.slots.install(version, &path, keep.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Some(self.fail(
+                    document,
+                    "InstallIo",
+                    format!("cannot install the binary into its slot: {e}"),
+                ))
+            }
+        };
+        if let Err(reason) = probe_version(&installed, version).await {
+            let _ = self.slots.remove_except(&[keep.as_deref()]);
+            return Some(self.fail(document, "BadRelease", reason));
+        }
+        boot.outcome = None;
+        boot.trial = Some(Trial {
+            slot: Slot {
+                version: version.to_string(),
+                sha256: binary.sha256.clone(),
+            },
+            fleet: document.fleet.clone(),
+            sequence: document.sequence,
+            starts: 0,
+            from_version: self.settings.runtime_version.clone(),
+        });
+        if let Err(e) = self.slots.save(&boot) {
+            return Some(self.fail(
+                document,
+                "StateIo",
+                format!("cannot write the boot record: {e}"),
+            ));
+        }
+        log::info!(
+            "fleet: update {} of fleet {}: version {version} installed in {}; restarting onto it",
+            document.sequence,
+            document.fleet,
+            installed.display()
+        );
+        self.report(Some(document), State::Installing, None, None);
+        self.restarting = true;
+        self.apply.restart(&format!("update to version {version}"));
+        None
+    }
+
     /// Fetches, stores and deploys; returns the final state (already published).
     async fn apply_document(&mut self, document: &document::Document) -> State {
         self.report(Some(document), State::Downloading, None, None);
-        let source = match document.bundle.source() {
+        let Some(b) = document.bundle.as_ref() else {
+            return self.fail(document, "Malformed", "the document has no bundle".into());
+        };
+        let source = match b.source() {
             Ok(s) => s,
             Err(r) => return self.fail(document, r.code(), r.to_string()),
         };
-        let b = &document.bundle;
         let path = match fetch::fetch(&source, &b.sha256, b.size, &self.settings.write_dir).await {
             Ok(p) => p,
             Err(e) => return self.fail(document, e.code(), e.to_string()),
@@ -408,18 +599,31 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         failure: Option<(&str, String)>,
         deployment_id: Option<String>,
     ) -> Status {
-        let (code, reason) = match failure {
-            Some((c, r)) => (Some(c.to_string()), Some(r)),
-            None => (None, None),
-        };
+        let about = document.map(|d| ReportFor {
+            fleet: d.fleet.clone(),
+            sequence: d.sequence,
+        });
+        let failure = failure.map(|(c, r)| (c.to_string(), r));
+        self.status_for(about.as_ref(), state, failure, deployment_id)
+    }
+
+    fn status_for(
+        &self,
+        about: Option<&ReportFor>,
+        state: State,
+        failure: Option<(String, String)>,
+        deployment_id: Option<String>,
+    ) -> Status {
+        let (code, reason) = failure.unzip();
         Status {
             thing: self.settings.me.thing.clone(),
-            fleet: document.map(|d| d.fleet.clone()),
-            sequence: document.map(|d| d.sequence),
+            fleet: about.map(|d| d.fleet.clone()),
+            sequence: about.map(|d| d.sequence),
             state,
             code,
             reason,
             version: self.apply.current(),
+            runtime_version: Some(self.settings.runtime_version.clone()),
             deployment_id,
             updated_at: now(),
         }
@@ -449,6 +653,48 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             ),
             Err(e) => log::error!("fleet: cannot encode the status: {e}"),
         }
+    }
+}
+
+/// Which document a status is about.
+#[derive(Debug)]
+struct ReportFor {
+    fleet: String,
+    sequence: u64,
+}
+
+/// How long `<binary> --version` may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs `<binary> --version`: it must print `evergreen <version>`. A binary for another
+/// machine, a truncated or wrong build fails here, before the runtime restarts onto it.
+pub async fn probe_version(binary: &Path, version: &str) -> Result<(), String> {
+    let run = tokio::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(PROBE_TIMEOUT, run).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return Err(format!("cannot run {} --version: {e}", binary.display())),
+        Err(_) => {
+            return Err(format!(
+                "{} --version did not answer within {} s",
+                binary.display(),
+                PROBE_TIMEOUT.as_secs()
+            ))
+        }
+    };
+    let said = String::from_utf8_lossy(&output.stdout);
+    let said = said.trim();
+    if output.status.success() && said == format!("evergreen {version}") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} --version says {said:?} ({}), the release is version {version}",
+            binary.display(),
+            output.status
+        ))
     }
 }
 

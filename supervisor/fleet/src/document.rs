@@ -23,6 +23,18 @@
 //!  "bundle": {"sha256": "<64 hex>", "size": 123456, "url": "https://…"}}
 //! ```
 //!
+//! A document carries exactly one of `bundle` (a group to deploy) and `release` (a new
+//! Evergreen runtime, see [`Release`] and [`crate::slots`]):
+//!
+//! ```json
+//! "release": {"version": "0.3.0",
+//!             "binaries": {"x86_64": {"sha256": "…", "size": 15800000, "url": "https://…"},
+//!                          "aarch64": {…}, "armv7": {…}}}
+//! ```
+//!
+//! One release document serves a fleet of mixed gateways: each takes the binary for its own
+//! target ([`target`]) and refuses the document (`NoBinaryForTarget`) when it names none.
+//!
 //! `bundle` has exactly one of `url` (`https://`, `http://` or `file://`; S3 presigned URLs are
 //! plain `https://` URLs) and `inline` (the bundle's bytes in base64, for a small group). The
 //! digest and size are checked after the download; `http://` is accepted because the signed
@@ -69,7 +81,79 @@ pub struct Document {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     pub targets: Targets,
-    pub bundle: BundleRef,
+    /// A group bundle to deploy; exactly one of this and `release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
+    /// A runtime release to install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Release>,
+}
+
+/// A runtime release: its version and a binary per target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Release {
+    /// What `evergreen --version` of each binary says (after `evergreen `); it names the
+    /// binary's slot directory, so it is limited to letters, digits and `.+-_`.
+    pub version: String,
+    /// Target ([`target`]) to binary.
+    pub binaries: std::collections::BTreeMap<String, BundleRef>,
+}
+
+/// What a verified document asks of this gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content<'a> {
+    /// Deploy this group bundle.
+    Bundle(&'a BundleRef),
+    /// Install this runtime version, from this gateway's binary.
+    Release {
+        version: &'a str,
+        binary: &'a BundleRef,
+    },
+}
+
+impl Document {
+    /// What the document asks of a gateway of `target`; [`verify`] checked there is exactly
+    /// one thing and, for a release, a binary for the gateway's target.
+    pub fn content(&self, target: &str) -> Result<Content<'_>, Refusal> {
+        match (&self.bundle, &self.release) {
+            (Some(b), None) => Ok(Content::Bundle(b)),
+            (None, Some(r)) => r
+                .binaries
+                .get(target)
+                .map(|binary| Content::Release {
+                    version: &r.version,
+                    binary,
+                })
+                .ok_or_else(|| Refusal::NoBinaryForTarget {
+                    target: target.to_string(),
+                    version: r.version.clone(),
+                    offered: r.binaries.keys().cloned().collect::<Vec<_>>().join(", "),
+                }),
+            _ => Err(Refusal::Malformed(
+                "a document has exactly one of bundle and release".into(),
+            )),
+        }
+    }
+}
+
+/// This gateway's target, as release documents name binaries: `x86_64`, `aarch64`, `armv7`
+/// (32-bit Arm: Raspberry Pi OS 32-bit on a Pi 2 to 5), else Rust's name of the architecture.
+pub fn target() -> &'static str {
+    match std::env::consts::ARCH {
+        "arm" => "armv7",
+        other => other,
+    }
+}
+
+/// Whether `version` can name a release (and its slot directory).
+pub fn valid_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && !version.starts_with('.')
+        && version
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'-' | b'_'))
 }
 
 /// Who a document is for.
@@ -152,6 +236,14 @@ pub enum Refusal {
     BundleTooLarge { size: u64, max: u64 },
     #[error("the bundle's URL {0:?} is not https://, http:// or file://")]
     BadUrl(String),
+    #[error(
+        "release {version} has no binary for this gateway's target {target} (it has {offered})"
+    )]
+    NoBinaryForTarget {
+        target: String,
+        version: String,
+        offered: String,
+    },
 }
 
 impl Refusal {
@@ -167,6 +259,7 @@ impl Refusal {
             Refusal::Replayed { .. } => "Replayed",
             Refusal::BundleTooLarge { .. } => "BundleTooLarge",
             Refusal::BadUrl(_) => "BadUrl",
+            Refusal::NoBinaryForTarget { .. } => "NoBinaryForTarget",
         }
     }
 }
@@ -249,7 +342,22 @@ fn check_document(d: &Document, me: &Identity, max_bundle: u64) -> Result<(), Re
     if !mine {
         return Err(Refusal::NotForThisGateway(describe(t)));
     }
-    let b = &d.bundle;
+    let b = match d.content(target())? {
+        Content::Bundle(b) => b,
+        Content::Release { version, binary } => {
+            if !valid_version(version) {
+                return Err(Refusal::Malformed(format!(
+                    "release.version {version:?} is not 1 to 64 letters, digits and .+-_"
+                )));
+            }
+            binary
+        }
+    };
+    check_artefact(b, max_bundle)
+}
+
+/// A bundle's or binary's reference: digest, size, source.
+fn check_artefact(b: &BundleRef, max_bundle: u64) -> Result<(), Refusal> {
     if b.sha256.len() != 64
         || !b
             .sha256

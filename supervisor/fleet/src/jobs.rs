@@ -93,7 +93,7 @@ pub fn update(
     sequence: Option<u64>,
 ) -> Vec<u8> {
     let status = match state {
-        State::Downloading | State::Deploying => "IN_PROGRESS",
+        State::Downloading | State::Deploying | State::Installing => "IN_PROGRESS",
         State::Success => "SUCCEEDED",
         State::Failure | State::RolledBack => "FAILED",
     };

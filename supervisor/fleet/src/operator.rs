@@ -237,6 +237,7 @@ mod tests {
             code: None,
             reason: None,
             version: None,
+            runtime_version: None,
             deployment_id: None,
             updated_at: String::new(),
         })

@@ -59,6 +59,9 @@ pub struct Health {
     /// Per fleet, the newest document accepted and how it ended.
     #[serde(default)]
     pub accepted: std::collections::BTreeMap<String, crate::state::Accepted>,
+    /// The Evergreen version running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
     /// The status document; `null` when the supervisor did not answer in time.
     pub runtime: serde_json::Value,
     pub updated_at: String,
@@ -71,6 +74,9 @@ pub enum State {
     Downloading,
     /// Fetched and stored; the deployer is running it.
     Deploying,
+    /// A release: its binary fetched, verified and installed in a slot; the runtime is
+    /// restarting onto it, and reports `Success` once the new runtime passed the health gate.
+    Installing,
     Success,
     /// Refused, or it could not be fetched, stored or deployed (nothing changed).
     Failure,
@@ -98,6 +104,9 @@ pub struct Status {
     /// The group version running when this was published (its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The Evergreen version running when this was published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
     /// The deployer's record id, once it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,

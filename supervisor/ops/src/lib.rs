@@ -1,7 +1,7 @@
 //! Operating a running runtime: the [`store`] of immutable group versions, the [`artefacts`]
 //! they carry and the [`bundle`]s they travel in, the [`deploy`]er that applies one and rolls
 //! back a failed one, the [`control`] socket the CLI talks to, the systemd [`notify`] protocol,
-//! and the [`lock`] that keeps a second runtime off a root.
+//! the [`lock`] that keeps a second runtime off a root, and the binary's [`release`] version.
 
 pub mod artefacts;
 pub mod bundle;
@@ -9,4 +9,5 @@ pub mod control;
 pub mod deploy;
 pub mod lock;
 pub mod notify;
+pub mod release;
 pub mod store;

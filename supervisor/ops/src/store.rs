@@ -367,7 +367,7 @@ impl VersionStore {
             source,
             base_dir,
             summary: VersionSummary::of(plan),
-            created_by: format!("evergreen {}", env!("CARGO_PKG_VERSION")),
+            created_by: format!("evergreen {}", crate::release::version()),
             layout: LAYOUT_ARTEFACTS,
         };
         let mut meta_text = serde_json::to_string_pretty(&meta).map_err(|e| StoreError::Io {

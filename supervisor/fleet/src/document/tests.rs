@@ -21,13 +21,22 @@ fn doc(sequence: u64) -> Document {
             things: vec!["gw-1".into()],
             groups: vec![],
         },
-        bundle: BundleRef {
-            sha256: "ab".repeat(32),
-            size: 10,
-            url: Some("https://example.com/b.tar".into()),
-            inline: None,
-        },
+        bundle: Some(artefact(10)),
+        release: None,
     }
+}
+
+fn artefact(size: u64) -> BundleRef {
+    BundleRef {
+        sha256: "ab".repeat(32),
+        size,
+        url: Some("https://example.com/b.tar".into()),
+        inline: None,
+    }
+}
+
+fn bundle(d: &mut Document) -> &mut BundleRef {
+    d.bundle.as_mut().expect("a bundle document")
 }
 
 fn key() -> SigningKey {
@@ -112,7 +121,7 @@ fn oversize_documents_and_bundles_are_refused() {
     );
     let k = key();
     let mut d = doc(1);
-    d.bundle.size = MAX + 1;
+    bundle(&mut d).size = MAX + 1;
     let signed = k.sign(&d).expect("sign");
     assert!(matches!(
         verify(&signed, &[k.public()], &me(), MAX),
@@ -124,7 +133,7 @@ fn oversize_documents_and_bundles_are_refused() {
 fn unknown_fields_and_bad_urls_are_refused() {
     let k = key();
     let mut d = doc(1);
-    d.bundle.url = Some("ftp://example.com/b".into());
+    bundle(&mut d).url = Some("ftp://example.com/b".into());
     let signed = k.sign(&d).expect("sign");
     assert!(matches!(
         verify(&signed, &[k.public()], &me(), MAX),
@@ -173,7 +182,7 @@ fn older_sequences_are_replays_and_the_accepted_one_is_recognised() {
     ));
     // The same sequence with other content is a replay too.
     let mut other = doc(5);
-    other.bundle.size = 11;
+    bundle(&mut other).size = 11;
     assert!(matches!(
         state.judge(&other, &serde_json::to_string(&other).expect("json")),
         Err(Refusal::Replayed { .. })
@@ -182,4 +191,63 @@ fn older_sequences_are_replays_and_the_accepted_one_is_recognised() {
         state.judge(&doc(6), &serde_json::to_string(&doc(6)).expect("json")),
         Ok(Verdict::Apply)
     );
+}
+
+#[test]
+fn a_release_gives_each_gateway_the_binary_for_its_target() {
+    let k = key();
+    let mut d = doc(1);
+    d.bundle = None;
+    d.release = Some(Release {
+        version: "0.9.0".into(),
+        binaries: [(target().to_string(), artefact(20))].into(),
+    });
+    let signed = k.sign(&d).expect("sign");
+    let verified = verify(&signed, &[k.public()], &me(), MAX).expect("verifies");
+    assert_eq!(
+        verified.content(target()),
+        Ok(Content::Release {
+            version: "0.9.0",
+            binary: &artefact(20)
+        })
+    );
+
+    // No binary for this target: refused, naming what the release has.
+    let mut other = d.clone();
+    other.release = Some(Release {
+        version: "0.9.0".into(),
+        binaries: [("riscv64".to_string(), artefact(20))].into(),
+    });
+    let refused = verify(&k.sign(&other).expect("sign"), &[k.public()], &me(), MAX);
+    assert!(
+        matches!(&refused, Err(Refusal::NoBinaryForTarget { offered, .. }) if offered == "riscv64"),
+        "{refused:?}"
+    );
+
+    // A version that could climb out of the slots directory.
+    for bad in ["../x", "", ".hidden", "a/b", &"9".repeat(65)] {
+        let mut d = d.clone();
+        if let Some(r) = d.release.as_mut() {
+            r.version = bad.to_string();
+        }
+        assert!(
+            matches!(
+                verify(&k.sign(&d).expect("sign"), &[k.public()], &me(), MAX),
+                Err(Refusal::Malformed(_))
+            ),
+            "{bad:?}"
+        );
+    }
+
+    // Both a bundle and a release, or neither: malformed.
+    let mut both = d.clone();
+    both.bundle = Some(artefact(10));
+    let mut neither = d;
+    neither.release = None;
+    for d in [both, neither] {
+        assert!(matches!(
+            verify(&k.sign(&d).expect("sign"), &[k.public()], &me(), MAX),
+            Err(Refusal::Malformed(_))
+        ));
+    }
 }

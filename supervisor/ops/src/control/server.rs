@@ -473,7 +473,7 @@ async fn handle(request: Request, state: &ControlState) -> Response {
             deployments: deployer()?.history()?,
         }),
         Request::Ping => Ok(Reply::Ping {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::release::version().to_string(),
         }),
         Request::Status => Ok(Reply::Status {
             status: Box::new(state.status_or_refusal().await?),

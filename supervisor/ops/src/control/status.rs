@@ -510,7 +510,7 @@ pub(crate) fn build_status(
     let pid = std::process::id();
     let cloud_link = info.cloud.as_ref().map(|link| link.report());
     RuntimeStatus {
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::release::version().to_string(),
         pid,
         uptime_ms: millis(info.started.elapsed()),
         group: info.group.clone(),
