@@ -30,7 +30,7 @@ pub use versions::GroupCommand;
 /// Evergreen runs AWS IoT Greengrass V1 style groups — connectors and
 /// functions wired by subscriptions — on Linux gateways.
 #[derive(Debug, Parser)]
-#[command(name = "evergreen", version, about, long_about = None)]
+#[command(name = "evergreen", version = evergreen_ops::release::version(), about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -209,7 +209,8 @@ pub fn main() -> ExitCode {
             group,
             root,
         }) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(crate::run::Stopped::Signal) => ExitCode::SUCCESS,
+            Ok(crate::run::Stopped::Restart(cfg)) => crate::launch::restart(&cfg),
             Err(e) => {
                 eprintln!("evergreen: {e}");
                 ExitCode::from(e.exit_code())

@@ -36,6 +36,7 @@ struct Runtime {
     write_dir: PathBuf,
     /// Answers the status document, as the control socket does.
     control: ControlState,
+    restart: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Apply for Runtime {
@@ -77,19 +78,27 @@ impl Apply for Runtime {
             }
         }
     }
+
+    fn restart(&self, reason: &str) {
+        let _ = self.restart.send(Some(reason.to_string()));
+    }
+}
+
+/// What the agent applies documents with, and how it hears of the health gate.
+pub(crate) struct Hooks {
+    pub deployer: Rc<Deployer>,
+    pub loader: Loader,
+    pub control: ControlState,
+    /// Asks the runtime to restart onto another release.
+    pub restart: tokio::sync::watch::Sender<Option<String>>,
+    /// Notified once the health gate decided on a release on trial.
+    pub decided: Rc<tokio::sync::Notify>,
 }
 
 /// Starts the fleet agent on the actors' thread when `evergreen.fleet` is set: documents from
 /// the bridge's topics, one at a time. Without a bridge (no `coreThing.iotHost`) there is no
 /// fleet connection: said in the log, the runtime runs on.
-pub(crate) fn start(
-    cfg: &CoreConfig,
-    thing: &str,
-    bridge: Option<&BridgeHandle>,
-    deployer: Rc<Deployer>,
-    loader: Loader,
-    control: ControlState,
-) {
+pub(crate) fn start(cfg: &CoreConfig, thing: &str, bridge: Option<&BridgeHandle>, hooks: Hooks) {
     let Some(fleet) = &cfg.evergreen.fleet else {
         return;
     };
@@ -117,14 +126,17 @@ pub(crate) fn start(
             FleetTransport::Mqtt => Transport::Mqtt,
             FleetTransport::Jobs => Transport::Jobs,
         },
+        runtime_version: evergreen_ops::release::version().to_string(),
     };
     let topics = settings.document_topics();
+    let decided = hooks.decided;
     let runtime = Runtime {
         store: VersionStore::open(cfg.write_dir()),
-        loader,
-        deployer,
+        loader: hooks.loader,
+        deployer: hooks.deployer,
         write_dir: cfg.write_dir().to_path_buf(),
-        control,
+        control: hooks.control,
+        restart: hooks.restart,
     };
     let mut agent = match Agent::new(settings, Bridge(bridge.clone()), runtime) {
         Ok(a) => a,
@@ -149,6 +161,10 @@ pub(crate) fn start(
                     None => return,
                 },
                 _ = health.tick() => agent.publish_health().await,
+                () = decided.notified() => {
+                    agent.reconcile();
+                    agent.publish_health().await;
+                }
                 _ = changes.tick() => agent.publish_health_if_changed().await,
             }
         }

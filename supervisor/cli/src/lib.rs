@@ -3,12 +3,15 @@
 //! [`run`] starts the services around the core, deploys the first group and waits for a
 //! signal. Also here: the built-in connector [`catalogue`], `evergreen logs` ([`tail`]) and
 //! `evergreen function package` ([`package`]), and giving back the start-up code's pages once
-//! a run is up ([`resident`]). Every other crate of the workspace sits below this one.
+//! a run is up ([`resident`]), and which release binary runs ([`launch`], [`gate`]). Every
+//! other crate of the workspace sits below this one.
 
 pub mod app;
 pub mod catalogue;
 pub mod cli;
 mod fleet;
+mod gate;
+pub mod launch;
 pub mod package;
 pub mod resident;
 pub mod run;
@@ -24,3 +27,6 @@ pub const EXIT_USAGE: u8 = 64;
 /// the root (`EX_TEMPFAIL`): nothing was touched, and the same command works
 /// once the other runtime stops.
 pub const EXIT_LOCKED: u8 = 75;
+/// Exit status of an `evergreen run` that stopped to be started again onto another runtime
+/// release: the systemd unit lists it in `RestartForceExitStatus=` and `SuccessExitStatus=`.
+pub const EXIT_RESTART: u8 = 80;

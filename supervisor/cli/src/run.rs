@@ -41,18 +41,29 @@ use crate::app::{
 /// What the label of the embedded default group reads.
 const EMBEDDED: &str = "the embedded default group";
 
-/// `evergreen run`: runs until SIGINT or SIGTERM, then stops every component.
-pub fn run(opts: RunOptions) -> Result<(), RunError> {
+/// Why a run ended.
+#[derive(Debug)]
+pub enum Stopped {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// To start again onto another runtime release ([`crate::launch::restart`]).
+    Restart(Box<CoreConfig>),
+}
+
+/// `evergreen run`: runs until SIGINT or SIGTERM, or a restart onto another release, then
+/// stops every component.
+pub fn run(opts: RunOptions) -> Result<Stopped, RunError> {
     let mut prepared = prepare(opts)?;
+    let cfg = prepared.cfg.clone();
     let system = actix_rt::System::new();
     system.block_on(async move {
         let started = start_services(&mut prepared).await?;
         let supervisor = started.supervisor.clone();
         match first_deployment(prepared, started).await {
-            Ok(running) => {
-                wait_for_signal(running).await;
-                Ok(())
-            }
+            Ok(running) => Ok(match wait_for_signal(running).await {
+                true => Stopped::Restart(Box::new(cfg)),
+                false => Stopped::Signal,
+            }),
             Err(e) => {
                 // The supervisor must have run and stopped before the system is
                 // dropped: actix starts an actor that never ran when its context
@@ -96,6 +107,8 @@ struct Prepared {
 fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
     let started = Instant::now();
     let cfg = load_config(opts.config.as_deref(), opts.root)?;
+    // A runtime release from the fleet may be the one to run: then this does not return.
+    crate::launch::launch(&cfg);
     // First of all: a second runtime on this root must change nothing, not even
     // append to the runtime log, let alone clean up the first one's cgroups.
     let lock = RootLock::acquire(cfg.write_dir())?;
@@ -392,6 +405,8 @@ struct Running {
     runtime_root: PathBuf,
     cloud_spool: Option<Arc<Spool>>,
     mqtt: Arc<MqttHub>,
+    /// Set (with the reason) when the runtime is to restart onto another release.
+    restart: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// Installs the signal handlers, binds the control socket (so a second runtime on it refuses
@@ -461,18 +476,31 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
     }
     let mut state = ControlState::new(s.supervisor.clone(), s.router, info);
     state.deployer = Some(deployer.clone());
+    let (restart, restart_rx) = tokio::sync::watch::channel(None);
+    let decided = Rc::new(tokio::sync::Notify::new());
+    crate::gate::start(
+        &p.cfg,
+        s.supervisor.clone(),
+        s.bridge.clone(),
+        restart.clone(),
+        decided.clone(),
+    );
     crate::fleet::start(
         &p.cfg,
         &thing,
         s.bridge.as_ref(),
-        deployer,
-        loader(&p.cfg),
-        state.clone(),
+        crate::fleet::Hooks {
+            deployer,
+            loader: loader(&p.cfg),
+            control: state.clone(),
+            restart,
+            decided,
+        },
     );
     let control = control.serve(state);
     log::info!(
         "evergreen {} running {}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
-        env!("CARGO_PKG_VERSION"),
+        evergreen_ops::release::version(),
         p.label,
         log_root.display()
     );
@@ -506,6 +534,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         runtime_root: p.cfg.root().to_path_buf(),
         cloud_spool: s.cloud_spool,
         mqtt: s.mqtt,
+        restart: restart_rx,
     })
 }
 
@@ -533,13 +562,21 @@ async fn drop_start_up_code(supervisor: Addr<Supervisor>, readiness: Duration) {
     }
 }
 
-/// Waits for SIGINT or SIGTERM, then stops every component gracefully (a second signal, a
-/// moment later, exits at once), closes the control socket and flushes the spool and the
-/// session store.
-async fn wait_for_signal(mut r: Running) {
-    let name = r.signals.next().await;
+/// Waits for SIGINT or SIGTERM or a restart onto another release, then stops every component
+/// gracefully (a second signal, a moment later, exits at once), closes the control socket and
+/// flushes the spool and the session store. True for a restart.
+async fn wait_for_signal(mut r: Running) -> bool {
+    let (name, restart) = tokio::select! {
+        name = r.signals.next() => (name, false),
+        Ok(()) = r.restart.changed() => ("restart", true),
+    };
     let first = Instant::now();
-    log::info!("{name} received: stopping components (send it again to exit at once)");
+    if restart {
+        let why = r.restart.borrow().clone().unwrap_or_default();
+        log::info!("{why}: stopping components to restart");
+    } else {
+        log::info!("{name} received: stopping components (send it again to exit at once)");
+    }
     if let Some(n) = &r.notifier {
         n.notify("STOPPING=1");
     }
@@ -569,6 +606,7 @@ async fn wait_for_signal(mut r: Running) {
         spool.flush();
     }
     r.mqtt.flush_sessions();
+    restart
 }
 
 /// The cloud bridge's connection state, as the control socket's status reports it (the ops
