@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use evergreen_fleet::document::{BundleRef, Document, SigningKey, Targets};
+use evergreen_fleet::document::{BundleRef, Document, Release, SigningKey, Targets};
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
@@ -48,6 +48,13 @@ pub enum FleetCommand {
     /// Exit status: 0 every gateway succeeded, 3 done with at most --max-failures failures,
     /// 2 halted (too many failures, or `fleet abort`), 1 it could not run.
     Deploy(Box<super::rollout::DeployArgs>),
+    /// Roll a new Evergreen release out over the broker, with the same stages and halt rules
+    /// as `deploy`: each gateway downloads the binary for its target, checks it, restarts onto
+    /// it and reports `Success` once the new runtime is healthy, or `RolledBack` (its previous
+    /// release running again) with the reason.
+    ///
+    /// Exit status as `deploy`'s.
+    Update(Box<super::rollout::UpdateArgs>),
     /// The fleet as the gateways' retained messages show it: per gateway its groups, version,
     /// last deployment status and health; and the rollouts in progress. With --watch, every
     /// change as it comes. Exit status 0, 1 when the broker cannot be reached.
@@ -88,6 +95,74 @@ impl BundleArgs {
     }
 }
 
+/// A release: its version, a binary per target, where gateways fetch them, the key and fleet.
+#[derive(Debug, clap::Args)]
+pub(super) struct ReleaseArgs {
+    /// The release's version: what `evergreen --version` of each binary prints after
+    /// `evergreen ` (checked here for a binary this machine can run, and on each gateway).
+    #[arg(long)]
+    pub(super) version: String,
+    /// A binary and its target, as TARGET=FILE (targets: x86_64, aarch64, armv7); repeat for
+    /// a fleet of mixed gateways.
+    #[arg(long = "binary", value_name = "TARGET=FILE", required = true)]
+    pub(super) binaries: Vec<String>,
+    /// Where gateways download the binaries: each is fetched from URL_BASE/<its file name>
+    /// (https://, http:// or file://).
+    #[arg(long, value_name = "URL_BASE")]
+    pub(super) url_base: String,
+    /// The signing key (`evergreen fleet keygen`).
+    #[arg(long, value_name = "KEY_FILE")]
+    pub(super) key: PathBuf,
+    /// The fleet's name; sequences count per fleet.
+    #[arg(long)]
+    pub(super) fleet: String,
+}
+
+impl ReleaseArgs {
+    /// The signing key and what a document says of the release.
+    pub(super) async fn read(&self) -> Result<(SigningKey, Release), String> {
+        if !evergreen_fleet::document::valid_version(&self.version) {
+            return Err(format!(
+                "--version {:?}: 1 to 64 letters, digits and .+-_",
+                self.version
+            ));
+        }
+        let mut binaries = std::collections::BTreeMap::new();
+        for spec in &self.binaries {
+            let Some((target, file)) = spec.split_once('=') else {
+                return Err(format!("--binary {spec:?}: expected TARGET=FILE"));
+            };
+            let file = Path::new(file);
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| format!("--binary {spec:?}: no file name"))?;
+            if target == evergreen_fleet::document::target() {
+                evergreen_fleet::agent::probe_version(file, &self.version).await?;
+            }
+            let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let url = format!("{}/{name}", self.url_base.trim_end_matches('/'));
+            let previous = binaries.insert(
+                target.to_string(),
+                BundleRef {
+                    sha256: evergreen_fleet::state::digest(&bytes),
+                    size: bytes.len() as u64,
+                    url: Some(url),
+                    inline: None,
+                },
+            );
+            if previous.is_some() {
+                return Err(format!("--binary: target {target} given twice"));
+            }
+        }
+        let release = Release {
+            version: self.version.clone(),
+            binaries,
+        };
+        Ok((read_key(&self.key)?, release))
+    }
+}
+
 /// The largest bundle `sign --inline` puts in a document: base64 makes it a third larger, and
 /// the whole document stays under `MAX_ENVELOPE_BYTES`.
 const MAX_INLINE: u64 = 64 * 1024;
@@ -95,6 +170,7 @@ const MAX_INLINE: u64 = 64 * 1024;
 pub(super) fn command(command: FleetCommand) -> ExitCode {
     let result = match command {
         FleetCommand::Deploy(args) => return super::rollout::deploy(*args),
+        FleetCommand::Update(args) => return super::rollout::update(*args),
         FleetCommand::Status(args) => return super::rollout::status(*args),
         FleetCommand::Abort(args) => return super::rollout::abort(args),
         FleetCommand::Keygen { key_file, json } => keygen(&key_file, json),
@@ -150,13 +226,17 @@ fn sign(args: &BundleArgs, sequence: u64, targets: Targets) -> Result<(), String
         sequence,
         created_at: Some(evergreen_fleet::agent::now()),
         targets,
-        bundle,
+        bundle: Some(bundle),
+        release: None,
     };
     let signed = key.sign(&document).map_err(|e| e.to_string())?;
     println!("{}", String::from_utf8_lossy(&signed));
     eprintln!(
         "signed deployment {} of fleet {} for {} byte bundle {}",
-        document.sequence, document.fleet, document.bundle.size, document.bundle.sha256
+        document.sequence,
+        document.fleet,
+        document.bundle.as_ref().map_or(0, |b| b.size),
+        document.bundle.as_ref().map_or("", |b| b.sha256.as_str())
     );
     Ok(())
 }

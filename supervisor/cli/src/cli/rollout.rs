@@ -52,10 +52,25 @@ pub(super) struct BrokerArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["things", "group"])))]
 pub struct DeployArgs {
     #[command(flatten)]
     bundle: super::fleet::BundleArgs,
+    #[command(flatten)]
+    rollout: RolloutArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    release: super::fleet::ReleaseArgs,
+    #[command(flatten)]
+    rollout: RolloutArgs,
+}
+
+/// Who a rollout is for, in what stages, and the broker: what `deploy` and `update` share.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["things", "group"])))]
+pub(super) struct RolloutArgs {
     /// This deployment's number [default: one more than any the gateways or a rollout
     /// reported for the fleet].
     #[arg(long)]
@@ -198,17 +213,49 @@ impl Session {
 }
 
 pub(super) fn deploy(args: DeployArgs) -> ExitCode {
-    let json = args.broker.json;
-    match client::block_on(run_deploy(args)) {
+    let json = args.rollout.broker.json;
+    let run = async move {
+        let (key, bundle) = args.bundle.read()?;
+        let content = Content {
+            bundle: Some(bundle),
+            release: None,
+        };
+        run_rollout(&key, &args.bundle.fleet, content, &args.rollout).await
+    };
+    finish_command("deploy", json, client::block_on(run))
+}
+
+pub(super) fn update(args: UpdateArgs) -> ExitCode {
+    let json = args.rollout.broker.json;
+    let run = async move {
+        let (key, release) = args.release.read().await?;
+        let content = Content {
+            bundle: None,
+            release: Some(release),
+        };
+        run_rollout(&key, &args.release.fleet, content, &args.rollout).await
+    };
+    finish_command("update", json, client::block_on(run))
+}
+
+fn finish_command(what: &str, json: bool, result: Result<u8, String>) -> ExitCode {
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json {
                 println!("{}", json!({"event": "error", "reason": e}));
             }
-            eprintln!("evergreen fleet deploy: {e}");
+            eprintln!("evergreen fleet {what}: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// What every stage's document carries: a bundle or a release.
+#[derive(Debug, Clone)]
+struct Content {
+    bundle: Option<evergreen_fleet::document::BundleRef>,
+    release: Option<evergreen_fleet::document::Release>,
 }
 
 /// One line of progress, as text or JSON.
@@ -230,7 +277,12 @@ fn bar(done: usize, total: usize) -> String {
     )
 }
 
-async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
+async fn run_rollout(
+    key: &evergreen_fleet::document::SigningKey,
+    fleet: &str,
+    content: Content,
+    args: &RolloutArgs,
+) -> Result<u8, String> {
     // A thing name is one topic level of the gateway's topics.
     if let Some(bad) = args
         .things
@@ -241,8 +293,7 @@ async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
             "{bad:?} is not a thing name (one topic level: no /, + or #)"
         ));
     }
-    let (key, bundle) = args.bundle.read()?;
-    let fleet = args.bundle.fleet.clone();
+    let fleet = fleet.to_string();
     let json = args.broker.json;
     let prefix = args.broker.topic_prefix.clone();
     let mut s = Session::open(&args.broker).await?;
@@ -295,7 +346,8 @@ async fn run_deploy(args: DeployArgs) -> Result<u8, String> {
                 things: stage.clone(),
                 groups: Vec::new(),
             },
-            bundle: bundle.clone(),
+            bundle: content.bundle.clone(),
+            release: content.release.clone(),
         };
         let signed = key.sign(&document).map_err(|e| e.to_string())?;
         for thing in stage {
@@ -459,6 +511,11 @@ fn gateway_line(thing: &str, g: &evergreen_fleet::operator::Gateway) -> String {
         .map(|h| h.groups.join(","))
         .unwrap_or_default();
     let version = g.health.as_ref().and_then(|h| h.version.as_deref());
+    let runtime = g
+        .health
+        .as_ref()
+        .and_then(|h| h.runtime_version.as_deref())
+        .unwrap_or("-");
     let (state, deployment) = match &g.status {
         Some(st) => (
             format!("{:?}", st.state),
@@ -484,7 +541,7 @@ fn gateway_line(thing: &str, g: &evergreen_fleet::operator::Gateway) -> String {
         })
         .unwrap_or_else(|| "-".into());
     format!(
-        "{thing:<20} {groups:<16} {:<13} {state:<11} {deployment:<16} {health}",
+        "{thing:<20} {groups:<16} {runtime:<10} {:<13} {state:<11} {deployment:<16} {health}",
         short(version)
     )
 }
@@ -495,8 +552,8 @@ fn gateway_json(thing: &str, g: &evergreen_fleet::operator::Gateway) -> serde_js
 
 fn status_table(view: &FleetView, fleet: Option<&str>) -> String {
     let mut out = format!(
-        "{:<20} {:<16} {:<13} {:<11} {:<16} HEALTH\n",
-        "THING", "GROUPS", "VERSION", "STATE", "DEPLOYMENT"
+        "{:<20} {:<16} {:<10} {:<13} {:<11} {:<16} HEALTH\n",
+        "THING", "GROUPS", "RUNTIME", "VERSION", "STATE", "DEPLOYMENT"
     );
     for (thing, g) in &view.gateways {
         let ours = fleet.is_none_or(|f| {
