@@ -131,3 +131,37 @@ pub fn gateway_config(broker: &Mosquitto, thing: &str, key: &str) -> Value {
         }
     })
 }
+
+/// A release of the evergreen binary under test: a copy stamped with `version`
+/// (`evergreen_ops::release::stamp`, the same code, another version), as
+/// `<dir>/<version>/evergreen`.
+pub fn stamped_release(dir: &Path, version: &str) -> PathBuf {
+    let bytes = std::fs::read(evergreen_bin()).expect("read the evergreen binary");
+    let stamped = evergreen_ops::release::stamp(&bytes, version).expect("the binary has a stamp");
+    let path = dir.join(version).join("evergreen");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("release dir");
+    std::fs::write(&path, stamped).expect("write the release");
+    make_executable(&path);
+    path
+}
+
+/// A "release" that answers `--version` with `version` and exits 1 at any other command: a
+/// build that dies at start, as `<dir>/<version>/evergreen`.
+pub fn crashing_release(dir: &Path, version: &str) -> PathBuf {
+    let path = dir.join(version).join("evergreen");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("release dir");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && echo 'evergreen {version}' && exit 0\necho 'this build exits at start' >&2\nexit 1\n"
+        ),
+    )
+    .expect("write the release");
+    make_executable(&path);
+    path
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
