@@ -45,6 +45,23 @@ fn base_version() -> String {
         .to_string()
 }
 
+/// A broker (and its state directory), an operator, and the version of the binary under test;
+/// `None` (said loudly) without mosquitto.
+fn fleet() -> Option<(tempfile::TempDir, Mosquitto, Operator, String)> {
+    let bin = mosquitto_or_skip()?;
+    let state = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
+    Some((state, broker, Operator::new(), base_version()))
+}
+
+/// Waits until process `pid()` runs `binary`.
+fn wait_exe(pid: impl Fn() -> i32, binary: &Path) -> Option<PathBuf> {
+    wait_for(LIMIT, || {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", pid())).ok()?;
+        (exe == binary).then_some(exe)
+    })
+}
+
 /// A gateway's configuration with the update settings of these tests.
 fn config(broker: &Mosquitto, thing: &str, key: &str, restart_by: &str, max_starts: u32) -> Value {
     let mut c = gateway_config(broker, thing, key);
@@ -210,7 +227,7 @@ fn now() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// `evergreen fleet update` of `binary` (version `version`, served from its directory).
+/// `evergreen fleet update` of `binary` (version `version`, served from `url_base`).
 fn update(
     op: &Operator,
     broker: &Mosquitto,
@@ -219,10 +236,21 @@ fn update(
     url_base: &Path,
     who: &[&str],
 ) -> std::process::Output {
+    update_with(&op.key, broker.port, version, binary, url_base, who)
+}
+
+fn update_with(
+    key: &Path,
+    port: u16,
+    version: &str,
+    binary: &Path,
+    url_base: &Path,
+    who: &[&str],
+) -> std::process::Output {
     let binary_arg = format!("{}={}", target(), binary.display());
     let url = format!("file://{}", url_base.display());
-    let port = format!("mqtt://127.0.0.1:{}", broker.port);
-    let key = op.key.display().to_string();
+    let port = format!("mqtt://127.0.0.1:{port}");
+    let key = key.display().to_string();
     let mut args = vec![
         "fleet",
         "update",
@@ -273,13 +301,9 @@ fn sha256_of(path: &Path) -> String {
 
 #[test]
 fn self_update_to_a_new_build_reaches_every_gateway_in_both_restart_modes() {
-    let Some(bin) = mosquitto_or_skip() else {
+    let Some((_state, broker, op, old)) = fleet() else {
         return;
     };
-    let state = tempfile::tempdir().expect("tmp");
-    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
-    let op = Operator::new();
-    let old = base_version();
     let mut by_hand_1 = by_hand(&broker, "gw-1", &op.public, 3);
     let _by_hand_2 = by_hand(&broker, "gw-2", &op.public, 3);
     let managed = Managed::start(
@@ -342,11 +366,8 @@ fn self_update_to_a_new_build_reaches_every_gateway_in_both_restart_modes() {
     );
     wait_runtime_version(&broker, "gw-1", &new, &before);
     let (slot, _) = active_slot(&again.dir.path().join("root")).expect("an active slot");
-    let exe = format!("/proc/{}/exe", again.pid());
     assert_eq!(
-        wait_for(LIMIT, || std::fs::read_link(&exe)
-            .ok()
-            .filter(|e| *e == slot)),
+        wait_exe(|| again.pid(), &slot),
         Some(slot),
         "exec in place: the same PID runs the active slot's binary"
     );
@@ -354,13 +375,9 @@ fn self_update_to_a_new_build_reaches_every_gateway_in_both_restart_modes() {
 
 #[test]
 fn self_update_that_exits_at_start_rolls_every_canary_back_and_halts() {
-    let Some(bin) = mosquitto_or_skip() else {
+    let Some((_state, broker, op, old)) = fleet() else {
         return;
     };
-    let state = tempfile::tempdir().expect("tmp");
-    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
-    let op = Operator::new();
-    let old = base_version();
     let _gw1 = by_hand(&broker, "gw-1", &op.public, 2);
     let managed = Managed::start(
         &sleeper(),
@@ -412,24 +429,14 @@ fn self_update_that_exits_at_start_rolls_every_canary_back_and_halts() {
     // The record keeps no active release: the stable binary runs.
     assert_eq!(active_slot(&managed.root()), None);
     let stable = evergreen_bin().canonicalize().expect("path");
-    assert_eq!(
-        wait_for(LIMIT, || {
-            let exe = std::fs::read_link(format!("/proc/{}/exe", managed.pid())).ok()?;
-            (exe == stable).then_some(exe)
-        }),
-        Some(stable.clone())
-    );
+    assert_eq!(wait_exe(|| managed.pid(), &stable), Some(stable.clone()));
 }
 
 #[test]
 fn self_update_kill_9_during_the_switch_comes_back_on_a_verified_binary() {
-    let Some(bin) = mosquitto_or_skip() else {
+    let Some((_state, broker, op, old)) = fleet() else {
         return;
     };
-    let state = tempfile::tempdir().expect("tmp");
-    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
-    let op = Operator::new();
-    let old = base_version();
     let managed = Managed::start(
         &sleeper(),
         &config(&broker, "gw-1", &op.public, "serviceManager", 3),
@@ -440,40 +447,10 @@ fn self_update_kill_9_during_the_switch_comes_back_on_a_verified_binary() {
     let binary = stamped_release(releases.path(), &new);
     let first = managed.pid();
     let update_thread = {
-        let op_key = op.key.clone();
-        let port = broker.port;
-        let binary = binary.clone();
+        let (key, port, new, binary) = (op.key.clone(), broker.port, new.clone(), binary.clone());
         std::thread::spawn(move || {
-            Command::new(evergreen_bin())
-                .args(["fleet", "update", "--version"])
-                .arg(
-                    binary
-                        .parent()
-                        .and_then(Path::file_name)
-                        .expect("version dir"),
-                )
-                .arg("--binary")
-                .arg(format!("{}={}", target(), binary.display()))
-                .arg("--url-base")
-                .arg(format!(
-                    "file://{}",
-                    binary.parent().expect("dir").display()
-                ))
-                .arg("--key")
-                .arg(op_key)
-                .args([
-                    "--fleet",
-                    "factory",
-                    "--things",
-                    "gw-1",
-                    "--discover-secs",
-                    "1",
-                ])
-                .arg("--broker")
-                .arg(format!("mqtt://127.0.0.1:{port}"))
-                .stdin(Stdio::null())
-                .output()
-                .expect("evergreen fleet update")
+            let dir = binary.parent().expect("dir");
+            update_with(&key, port, &new, &binary, dir, &["--things", "gw-1"])
         })
     };
     // The first kill: the new runtime has just been started (a new PID), before it could pass
@@ -509,10 +486,7 @@ fn self_update_kill_9_during_the_switch_comes_back_on_a_verified_binary() {
     wait_runtime_version(&broker, "gw-1", &old, &before);
     let stable = evergreen_bin().canonicalize().expect("path");
     assert_eq!(
-        wait_for(LIMIT, || {
-            let exe = std::fs::read_link(format!("/proc/{}/exe", managed.pid())).ok()?;
-            (exe == stable).then_some(exe)
-        }),
+        wait_exe(|| managed.pid(), &stable),
         Some(stable.clone()),
         "the stable binary runs"
     );
@@ -520,13 +494,9 @@ fn self_update_kill_9_during_the_switch_comes_back_on_a_verified_binary() {
 
 #[test]
 fn self_update_refuses_tampered_unsigned_and_mislabelled_releases() {
-    let Some(bin) = mosquitto_or_skip() else {
+    let Some((_state, broker, op, old)) = fleet() else {
         return;
     };
-    let state = tempfile::tempdir().expect("tmp");
-    let broker = Mosquitto::start(&bin, state.path(), free_port().expect("port"));
-    let op = Operator::new();
-    let old = base_version();
     let rt = by_hand(&broker, "gw-1", &op.public, 3);
     wait_runtime_version(&broker, "gw-1", &old, "");
     let releases = tempfile::tempdir().expect("tmp");
