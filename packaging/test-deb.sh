@@ -51,18 +51,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== build"
+echo "== build (static, musl)"
 if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked || { echo "FAIL: cargo install cargo-deb"; exit 1; }
 fi
-cargo build --release --locked -p evergreen || { echo "FAIL: release build"; exit 1; }
+# The packages carry the static musl binary (packaging/README.md): it runs on
+# any glibc, or none.
+target=$(uname -m)-unknown-linux-musl
+packaging/static-build.sh "$target" || { echo "FAIL: static build"; exit 1; }
+bin=target/$target/release/evergreen
+check "the binary is static (no NEEDED entry)" sh -c "! readelf -d $bin 2>/dev/null | grep -q NEEDED"
 # cargo-deb writes every architecture's .deb to target/debian/: only the
 # host's is replaced and installed.
 arch=$(dpkg --print-architecture)
 rm -f target/debian/evergreen_*_"$arch".deb
-cargo deb -p evergreen --no-build --no-strip || { echo "FAIL: cargo deb"; exit 1; }
+cargo deb -p evergreen --no-build --no-strip --target "$target" || { echo "FAIL: cargo deb"; exit 1; }
 deb=$(ls target/debian/evergreen_*_"$arch".deb)
-echo "package: $deb ($(stat -c %s "$deb") bytes), binary $(stat -c %s target/release/evergreen) bytes"
+packaging/deb-md5sums.sh "$deb" || { echo "FAIL: md5sums"; exit 1; }
+echo "package: $deb ($(stat -c %s "$deb") bytes), binary $(stat -c %s "$bin") bytes"
+check "the package depends on nothing but adduser (static binary)" \
+    sh -c "dpkg-deb -f $deb Depends | grep -qx adduser"
+if command -v lintian >/dev/null; then
+    lintian_out=$(lintian "$deb" 2>&1 | grep -v 'running with root privileges')
+    echo "${lintian_out:-lintian: no errors, no warnings}"
+    check "lintian: no errors or warnings" sh -c "! printf '%s\n' \"$lintian_out\" | grep -q '^[EW]: '"
+else
+    fail "lintian is not installed (apt-get install lintian)"
+fi
 
 echo "== install"
 if dpkg -i "$deb"; then pass "dpkg -i $deb"; else fail "dpkg -i $deb"; exit 1; fi
@@ -136,6 +151,36 @@ components_are_evergreen() {
     [ "$users" = evergreen ] && [ "$count" = 3 ]
 }
 check "components run as user evergreen" components_are_evergreen
+# A Python function (Greengrass V1 Lambda in Python) on the static binary: the
+# runtime must find the system's python3 and run it as user evergreen.
+py_dir=$(mktemp -d /tmp/evergreen-py.XXXXXX)
+chmod 0755 "$py_dir"
+cat >"$py_dir/hello.py" <<'PY'
+import sys
+print("evergreen python check: python", sys.version.split()[0], flush=True)
+def handler(event, context):
+    return None
+PY
+cat >"$py_dir/group.json" <<JSON
+{"FunctionDefinitionVersion": {"Functions": [{"Id": "py-check",
+  "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:py-check:1",
+  "FunctionConfiguration": {"Executable": "hello.handler", "CodeUri": "$py_dir",
+    "Runtime": "python3.8", "Pinned": true, "Timeout": 3,
+    "Environment": {"Execution": {"IsolationMode": "NoContainer"}}}}]}}
+JSON
+if command -v python3 >/dev/null; then
+    check "deploy a Python function to the installed runtime" timeout 60 /usr/bin/evergreen deploy "$py_dir/group.json"
+    py_log=/var/lib/evergreen/var/log/user/us-east-1/123456789012/py-check.log
+    ok=0
+    for _ in $(seq 1 40); do # up to 20 s
+        if grep -q "evergreen python check: python 3" "$py_log" 2>/dev/null; then ok=1; break; fi
+        sleep 0.5
+    done
+    check "the Python function ran on the system python3 ($py_log)" test $ok = 1
+else
+    fail "python3 is not installed: the Python function check cannot run"
+fi
+rm -rf "$py_dir"
 kill -TERM "$runtime_pid" 2>/dev/null
 status=
 for _ in $(seq 1 40); do # up to 20 s (a stop takes at most ~7 s by default)
@@ -170,29 +215,63 @@ done
 check "user evergreen removed" sh -c "! getent passwd evergreen"
 check "group evergreen removed" sh -c "! getent group evergreen"
 
-# The .rpm: only inspected (no rpm database here), and only when both
-# cargo-generate-rpm (~2 min to install, so not installed by this script) and
-# rpm are present.
-if cargo generate-rpm --version >/dev/null 2>&1 && command -v rpm >/dev/null; then
-    echo "== rpm (inspect only)"
-    rm -f target/generate-rpm/evergreen-*.rpm
-    if cargo generate-rpm -p supervisor/cli; then
-        rpmfile=$(ls target/generate-rpm/evergreen-*.rpm)
-        echo "package: $rpmfile ($(stat -c %s "$rpmfile") bytes)"
-        files=$(rpm -qpl "$rpmfile")
-        for p in /usr/bin/evergreen /usr/lib/systemd/system/evergreen.service /etc/evergreen/config.json; do
-            check "rpm contains $p" grep -qx "$p" <<<"$files"
-        done
-        check "rpm marks /etc/evergreen/config.json as config" \
-            sh -c "rpm -qp --configfiles '$rpmfile' | grep -qx /etc/evergreen/config.json"
-        check "rpm requires shadow-utils" sh -c "rpm -qpR '$rpmfile' | grep -qx shadow-utils"
-        check "rpm has %post, %preun, %postun" sh -c \
-            "s=\$(rpm -qp --scripts '$rpmfile'); for x in postinstall preuninstall postuninstall; do echo \"\$s\" | grep -q \"^\$x scriptlet\" || exit 1; done"
+# The aarch64 package (Raspberry Pi OS 64-bit): the static binary built for
+# aarch64-unknown-linux-musl, its .deb (lintian) unpacked by dpkg into a
+# scratch root that takes arm64 packages, and the installed binary run under
+# qemu-user. Unpacked, not configured: postinst needs an arm64 userland
+# (adduser, deb-systemd-helper) the scratch root does not have; the same
+# scripts ran above on this machine's package.
+if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
+    echo "== aarch64 package under qemu"
+    if packaging/static-build.sh aarch64-unknown-linux-musl; then
+        rm -f target/debian/evergreen_*_arm64.deb
+        cargo deb -p evergreen --no-build --no-strip --target aarch64-unknown-linux-musl >/dev/null
+        deb64=$(ls target/debian/evergreen_*_arm64.deb)
+        packaging/deb-md5sums.sh "$deb64"
+        echo "package: $deb64 ($(stat -c %s "$deb64") bytes), binary $(stat -c %s target/aarch64-unknown-linux-musl/release/evergreen) bytes"
+        check "arm64 .deb: Architecture arm64" sh -c "dpkg-deb -f $deb64 Architecture | grep -qx arm64"
+        if command -v lintian >/dev/null; then
+            check "lintian (arm64): no errors or warnings" sh -c \
+                "! lintian $deb64 2>&1 | grep -q '^[EW]: '"
+        fi
+        foreign=$(mktemp -d)
+        mkdir -p "$foreign/var/lib/dpkg/info" "$foreign/var/lib/dpkg/updates"
+        touch "$foreign/var/lib/dpkg/status"
+        dpkg --root="$foreign" --add-architecture arm64
+        check "dpkg --root (arm64 root) --unpack the arm64 .deb" \
+            dpkg --root="$foreign" --force-depends --unpack "$deb64"
+        check "dpkg --root lists /usr/bin/evergreen as the package's" sh -c \
+            "dpkg --root='$foreign' -L evergreen | grep -qx /usr/bin/evergreen"
+        check "the arm64 binary runs under qemu: --version" qemu-aarch64 "$foreign/usr/bin/evergreen" --version
+        check "the arm64 binary runs under qemu: validate (embedded group)" \
+            qemu-aarch64 "$foreign/usr/bin/evergreen" validate
+        # Unpacked, not configured: the conffile waits as .dpkg-new.
+        check "the arm64 binary runs under qemu: validate the packaged config" \
+            qemu-aarch64 "$foreign/usr/bin/evergreen" validate --config "$foreign/etc/evergreen/config.json.dpkg-new"
+        rm -rf "$foreign"
     else
-        fail "cargo generate-rpm"
+        fail "static build for aarch64-unknown-linux-musl"
     fi
 else
-    echo "(cargo-generate-rpm or rpm not installed: .rpm not checked)"
+    fail "qemu-user and gcc-aarch64-linux-gnu are needed for the aarch64 package (apt-get install qemu-user gcc-aarch64-linux-gnu)"
+fi
+
+# The .rpm of the same static binary: built with rpmbuild (checked by
+# rpmlint), installed into a scratch root and erased (packaging/test-rpm.sh).
+if command -v rpmbuild >/dev/null; then
+    echo "== rpm"
+    rpm_arch=$(uname -m)
+    if rpmfile=$(packaging/build-rpm.sh "$bin" "$rpm_arch" target/rpm); then
+        echo "package: $rpmfile ($(stat -c %s "$rpmfile") bytes)"
+        check "rpm requires nothing but shadow-utils and /bin/sh (static binary)" sh -c \
+            "! rpm -qpR '$rpmfile' 2>/dev/null | grep -v -e '^/bin/sh' -e '^shadow-utils' -e '^rpmlib(' -e '^config(evergreen)' | grep -q ."
+        check "rpm recommends python3" sh -c "rpm -qp --recommends '$rpmfile' 2>/dev/null | grep -qx python3"
+        check "rpm install test (packaging/test-rpm.sh)" packaging/test-rpm.sh "$rpmfile"
+    else
+        fail "packaging/build-rpm.sh"
+    fi
+else
+    fail "rpmbuild is not installed (apt-get install rpm)"
 fi
 
 if [ "$failures" -gt 0 ]; then

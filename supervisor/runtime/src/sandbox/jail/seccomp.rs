@@ -60,6 +60,16 @@ const ARCH_OFFSET: u32 = 4;
 /// The low 32 bits of the first argument (every supported architecture is little-endian).
 const ARG0_LOW_OFFSET: u32 = 16;
 
+/// `kexec_file_load`'s number: the libc crate's musl bindings for aarch64 and arm lack it
+/// (the kernel's tables: `arch/x86/entry/syscalls/syscall_64.tbl`, `asm-generic/unistd.h`,
+/// `arch/arm/tools/syscall.tbl`).
+#[cfg(target_arch = "x86_64")]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = 320;
+#[cfg(target_arch = "aarch64")]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = 294;
+#[cfg(target_arch = "arm")]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = 401;
+
 /// The denied system calls of this architecture.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm"))]
 fn denied() -> Vec<libc::c_long> {
@@ -87,7 +97,7 @@ fn denied() -> Vec<libc::c_long> {
         libc::SYS_finit_module,
         libc::SYS_delete_module,
         libc::SYS_kexec_load,
-        libc::SYS_kexec_file_load,
+        SYS_KEXEC_FILE_LOAD,
         libc::SYS_ptrace,
         libc::SYS_process_vm_readv,
         libc::SYS_process_vm_writev,
@@ -290,6 +300,13 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the libc crate has the number (glibc targets), ours is the same.
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn kexec_file_load_is_the_kernel_number() {
+        assert_eq!(SYS_KEXEC_FILE_LOAD, libc::SYS_kexec_file_load);
+    }
 
     /// Runs the filter over one system call, as the kernel would: returns the action.
     fn run(filter: &Filter, arch: u32, nr: u32, arg0: u32) -> u32 {
