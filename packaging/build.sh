@@ -4,9 +4,11 @@
 #   packaging/build.sh [host|x86_64|aarch64|armv7|all]...     (default: host)
 #
 # For each target: the static (musl) binary (packaging/static-build.sh), its
-# .deb (cargo-deb, with md5sums) and .rpm (rpmbuild, packaging/build-rpm.sh),
-# copied to target/dist/ as evergreen-<version>-<target>, evergreen_<version>-1_<debarch>.deb
-# and evergreen-<version>-1.<rpmarch>.rpm, and a SHA256SUMS over all of them.
+# .deb (cargo-deb, with md5sums), .rpm (rpmbuild, packaging/build-rpm.sh) and
+# tarball with install.sh (packaging/tarball.sh), in target/dist/ as
+# evergreen-<version>-<target>, evergreen_<version>-1_<debarch>.deb,
+# evergreen-<version>-1.<rpmarch>.rpm and evergreen-<version>-<target>.tar.gz,
+# and a SHA256SUMS over all of them.
 # A foreign target's binary is run under qemu-user when it is installed
 # (--version and `validate` of the embedded default group).
 #
@@ -57,6 +59,8 @@ build_one() {
     deb=$(ls target/debian/evergreen_*_"$debarch".deb)
     packaging/deb-md5sums.sh "$deb"
     cp "$deb" "$dist/"
+    echo "== $name: tarball with install.sh"
+    packaging/tarball.sh "$bin" "$name" "$dist"
     if command -v rpmbuild >/dev/null; then
         echo "== $name: .rpm"
         packaging/build-rpm.sh "$bin" "$rpmarch" "$dist" || failed+=("$name (rpm)")

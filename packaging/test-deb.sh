@@ -215,6 +215,40 @@ done
 check "user evergreen removed" sh -c "! getent passwd evergreen"
 check "group evergreen removed" sh -c "! getent group evergreen"
 
+# The tarball for hosts without a package manager: install.sh installs what
+# the package did (under /usr/local), an upgrade keeps the configuration,
+# --purge leaves nothing.
+echo "== tarball with install.sh"
+if tarball=$(packaging/tarball.sh "$bin" "$(uname -m)" target/dist); then
+    echo "tarball: $tarball ($(stat -c %s "$tarball") bytes)"
+    untar=$(mktemp -d)
+    tar -C "$untar" -xzf "$tarball"
+    installer=$(ls "$untar"/evergreen-*/install.sh)
+    check "install.sh" "$installer"
+    check "/usr/local/bin/evergreen --version" /usr/local/bin/evergreen --version
+    check "unit starts /usr/local/bin/evergreen" \
+        grep -q '^ExecStart=/usr/local/bin/evergreen run' /etc/systemd/system/evergreen.service
+    check "configuration valid" /usr/local/bin/evergreen validate --config /etc/evergreen/config.json
+    owner=$(stat -c '%U:%G %a' /var/lib/evergreen 2>/dev/null)
+    check "/var/lib/evergreen is root:evergreen 750 (got '$owner')" test "$owner" = "root:evergreen 750"
+    check "user evergreen exists" getent passwd evergreen
+    echo '{"evergreen": {"root": "/var/lib/evergreen", "logToStderr": false}}' >/etc/evergreen/config.json
+    check "install.sh again (an upgrade)" "$installer"
+    check "the edited configuration was kept" grep -q '"logToStderr": false' /etc/evergreen/config.json
+    check "install.sh --uninstall" "$installer" --uninstall
+    check "--uninstall kept /etc/evergreen and /var/lib/evergreen" test -d /etc/evergreen -a -d /var/lib/evergreen
+    check "install.sh --purge" "$installer" --purge
+    for p in /usr/local/bin/evergreen /etc/systemd/system/evergreen.service /etc/evergreen \
+        /var/lib/evergreen /usr/local/share/doc/evergreen /usr/local/share/man/man1/evergreen.1; do
+        check "$p removed" test ! -e "$p"
+    done
+    check "user evergreen removed" sh -c "! getent passwd evergreen"
+    check "group evergreen removed" sh -c "! getent group evergreen"
+    rm -rf "$untar"
+else
+    fail "packaging/tarball.sh"
+fi
+
 # The aarch64 package (Raspberry Pi OS 64-bit): the static binary built for
 # aarch64-unknown-linux-musl, its .deb (lintian) unpacked by dpkg into a
 # scratch root that takes arm64 packages, and the installed binary run under
