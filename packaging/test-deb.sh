@@ -61,6 +61,13 @@ target=$(uname -m)-unknown-linux-musl
 packaging/static-build.sh "$target" || { echo "FAIL: static build"; exit 1; }
 bin=target/$target/release/evergreen
 check "the binary is static (no NEEDED entry)" sh -c "! readelf -d $bin 2>/dev/null | grep -q NEEDED"
+# No libc at all: a root holding nothing but the binary. What runs there runs
+# on any glibc, old or new, or none (Alpine).
+bare=$(mktemp -d)
+cp "$bin" "$bare/evergreen"
+check "the binary runs in a root with nothing but itself (chroot: --version, validate)" \
+    sh -c "chroot '$bare' /evergreen --version && chroot '$bare' /evergreen validate"
+rm -rf "$bare"
 # cargo-deb writes every architecture's .deb to target/debian/: only the
 # host's is replaced and installed.
 arch=$(dpkg --print-architecture)
