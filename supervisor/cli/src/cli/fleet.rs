@@ -128,6 +128,7 @@ impl ReleaseArgs {
             ));
         }
         let mut binaries = std::collections::BTreeMap::new();
+        let mut names = std::collections::BTreeSet::new();
         for spec in &self.binaries {
             let Some((target, file)) = spec.split_once('=') else {
                 return Err(format!("--binary {spec:?}: expected TARGET=FILE"));
@@ -153,6 +154,11 @@ impl ReleaseArgs {
             );
             if previous.is_some() {
                 return Err(format!("--binary: target {target} given twice"));
+            }
+            if !names.insert(name.to_string()) {
+                return Err(format!(
+                    "--binary: two binaries are named {name:?}, so both would be fetched from the same URL (packaging/build.sh names them evergreen-<version>-<target>)"
+                ));
             }
         }
         let release = Release {
