@@ -10,7 +10,8 @@
 # architecture (Debian's musl-tools) and with the target's cross gcc
 # otherwise (gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf), which also links
 # the binary, with Rust's self-contained musl start files and libc.
-# Writes target/TRIPLE/release/evergreen.
+# Writes target/TRIPLE/release/evergreen, or with PROFILE=NAME (a Cargo
+# profile, e.g. cross-check) target/TRIPLE/NAME/evergreen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 triple=$1
@@ -35,4 +36,4 @@ if [ "$cc" != musl-gcc ]; then
     export "CARGO_TARGET_${upper}_LINKER=$cc"
     export "CARGO_TARGET_${upper}_RUSTFLAGS=-C link-self-contained=yes"
 fi
-cargo build --release --locked -p evergreen --target "$triple"
+cargo build --profile "${PROFILE:-release}" --locked -p evergreen --target "$triple"
