@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use evergreen_fleet::document::target;
+use evergreen_fleet::slots::file_sha256;
 use evergreen_tests::broker::Mosquitto;
 use evergreen_tests::fleet::{crashing_release, gateway_config, stamped_release, Operator};
 use evergreen_tests::*;
@@ -24,14 +26,6 @@ use serde_json::{json, Value};
 
 /// Bounds every wait (CI runs the tests in parallel on 2 cores).
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// This gateway's target, as release documents name binaries.
-fn target() -> &'static str {
-    match std::env::consts::ARCH {
-        "arm" => "armv7",
-        other => other,
-    }
-}
 
 /// The version of the binary under test.
 fn base_version() -> String {
@@ -290,15 +284,6 @@ fn active_slot(root: &Path) -> Option<(PathBuf, String)> {
     ))
 }
 
-fn sha256_of(path: &Path) -> String {
-    use sha2::Digest as _;
-    let bytes = std::fs::read(path).expect("read");
-    sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn self_update_to_a_new_build_reaches_every_gateway_in_both_restart_modes() {
     let Some((_state, broker, op, old)) = fleet() else {
@@ -343,7 +328,7 @@ fn self_update_to_a_new_build_reaches_every_gateway_in_both_restart_modes() {
     // The managed gateway was started again by its "service manager" (exit 80), once.
     assert_eq!(managed.starts.load(Ordering::SeqCst), 2);
     let (slot, digest) = active_slot(&managed.root()).expect("an active slot");
-    assert_eq!(sha256_of(&slot), digest);
+    assert_eq!(file_sha256(&slot).expect("read the slot"), digest);
     assert_eq!(
         std::fs::read_link(format!("/proc/{}/exe", managed.pid())).ok(),
         Some(slot),
@@ -469,7 +454,11 @@ fn self_update_kill_9_during_the_switch_comes_back_on_a_verified_binary() {
     let status = wait_status(&broker, "gw-1", 1, "Success");
     assert_eq!(status["runtimeVersion"], json!(new));
     let (slot, digest) = active_slot(&managed.root()).expect("an active slot");
-    assert_eq!(sha256_of(&slot), digest, "the active slot verifies");
+    assert_eq!(
+        file_sha256(&slot).expect("read the slot"),
+        digest,
+        "the active slot verifies"
+    );
 
     // The active slot's binary changed on disk (a bad sector, a hand edit), then kill -9:
     // the launcher does not start it, the stable binary runs.

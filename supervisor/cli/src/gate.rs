@@ -62,7 +62,6 @@ pub(crate) fn start(
                 None => {
                     decide(&slots, |boot| {
                         boot.commit();
-                        Ok(())
                     });
                     log::info!("release {version} is healthy: it is the active release now");
                     decided.notify_one();
@@ -77,7 +76,6 @@ pub(crate) fn start(
                     log::error!("{reason}; rolling back to release {}", trial.from_version);
                     decide(&slots, |boot| {
                         boot.roll_back("HealthGate", reason.clone());
-                        Ok(())
                     });
                     let _ = restart.send(Some(format!("release {version} rolled back")));
                     return;
@@ -89,14 +87,11 @@ pub(crate) fn start(
 
 /// Reads the boot record, changes it and writes it back; then keeps only the active release's
 /// slot and the one before it.
-fn decide(
-    slots: &Slots,
-    change: impl FnOnce(&mut evergreen_fleet::slots::Boot) -> Result<(), String>,
-) {
+fn decide(slots: &Slots, change: impl FnOnce(&mut evergreen_fleet::slots::Boot)) {
     let result = slots.load().and_then(|boot| {
         let mut boot = boot.unwrap_or_default();
         let before = boot.active.clone();
-        change(&mut boot)?;
+        change(&mut boot);
         slots.save(&boot).map_err(|e| e.to_string())?;
         let keep = [
             boot.active.as_ref().map(|s| s.version.as_str()),

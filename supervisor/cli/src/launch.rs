@@ -96,6 +96,8 @@ pub fn launch(cfg: &CoreConfig) {
 /// Reads the boot record under the root lock and decides; `None` when there is no record (no
 /// update was ever taken) or the root is locked (the run reports that itself).
 fn choose(cfg: &CoreConfig, slots: &Slots, exe: &Path) -> Option<Launch> {
+    // Held from the read to the write: the start count must not be lost to another start.
+    let _lock = RootLock::acquire(cfg.write_dir()).ok()?;
     let mut boot = match slots.load() {
         Ok(Some(boot)) => boot,
         Ok(None) => return None,
@@ -104,7 +106,6 @@ fn choose(cfg: &CoreConfig, slots: &Slots, exe: &Path) -> Option<Launch> {
             return None;
         }
     };
-    let _lock = RootLock::acquire(cfg.write_dir()).ok()?;
     boot.stable_path = Some(exe.to_path_buf());
     let mut notes = Vec::new();
     let next = slots::decide(

@@ -239,12 +239,14 @@ pub fn decide(
 #[derive(Debug, Clone)]
 pub struct Slots {
     dir: PathBuf,
+    boot: PathBuf,
 }
 
 impl Slots {
     pub fn new(write_dir: &Path) -> Slots {
         Slots {
             dir: write_dir.join(DIR),
+            boot: write_dir.join(BOOT_FILE),
         }
     }
 
@@ -265,8 +267,8 @@ impl Slots {
 
     /// The boot record; `None` when there is none (no update ever taken).
     pub fn load(&self) -> Result<Option<Boot>, String> {
-        let path = self.dir.join("boot.json");
-        match std::fs::read(&path) {
+        let path = &self.boot;
+        match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| format!("{}: {e}", path.display())),
@@ -278,11 +280,7 @@ impl Slots {
     /// Writes the boot record (atomically, fsynced).
     pub fn save(&self, boot: &Boot) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(boot).map_err(std::io::Error::other)?;
-        evergreen_durable::write_atomic(
-            &self.dir.join("boot.json"),
-            &bytes,
-            evergreen_durable::Mode::Private,
-        )
+        evergreen_durable::write_atomic(&self.boot, &bytes, evergreen_durable::Mode::Private)
     }
 
     /// Moves the checked download `file` into the slot of `version` (executable, fsynced),
