@@ -2,7 +2,7 @@
 # Builds the rpm from an already built binary, with rpmbuild and
 # packaging/rpm/evergreen.spec (apt-get install rpm on Debian).
 #
-#   packaging/build-rpm.sh BINARY RPM-ARCH OUT-DIR     e.g. x86_64, aarch64, armv7hl
+#   packaging/build-rpm.sh BINARY RPM-ARCH OUT-DIR     e.g. x86_64, aarch64
 #
 # Prints the path of the .rpm it wrote.
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the static release binaries and their packages into target/dist/:
 #
-#   packaging/build.sh [host|x86_64|aarch64|armv7|all]...     (default: host)
+#   packaging/build.sh [host|x86_64|aarch64|all]...     (default: host)
 #
 # For each target: the static (musl) binary (packaging/static-build.sh), its
 # .deb (cargo-deb, with md5sums), .rpm (rpmbuild, packaging/build-rpm.sh) and
@@ -14,6 +14,8 @@
 #
 # A target that cannot be built here (no rustup target, no cross gcc) is
 # reported and the others go on; exit status 1 if any requested target failed.
+# armv7 (32-bit ARM) is refused with the reason: no 32-bit build is possible
+# (see packaging/README.md, "32-bit ARM").
 # Installs cargo-deb (`cargo install cargo-deb --locked`, ~35 s) if missing;
 # needs rpmbuild (Debian: apt-get install rpm) for the .rpm.
 set -euo pipefail
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(host)
-[ "${targets[*]}" = all ] && targets=(x86_64 aarch64 armv7)
+[ "${targets[*]}" = all ] && targets=(x86_64 aarch64)
 
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "== installing cargo-deb"
@@ -74,14 +76,21 @@ for t in "${targets[@]}"; do
     case "$t" in
         x86_64) build_one x86_64 x86_64-unknown-linux-musl amd64 x86_64 x86_64 ;;
         aarch64) build_one aarch64 aarch64-unknown-linux-musl arm64 aarch64 aarch64 ;;
-        armv7 | armv7l) build_one armv7 armv7-unknown-linux-musleabihf armhf armv7hl arm ;;
-        *) echo "unknown target '$t' (host, x86_64, aarch64, armv7, all)"; exit 2 ;;
+        armv7 | armv7l | arm*)
+            echo "CANNOT BUILD $t: ntex-net 3 (under ntex-mqtt 8.2, the MQTT server's library)"
+            echo "  refuses every 32-bit target (compile_error \"Only 64bit platforms are supported\")."
+            echo "  A Pi with a 64-bit kernel (uname -m: aarch64) runs the aarch64 build, also under"
+            echo "  a 32-bit OS; see packaging/README.md, \"32-bit ARM\"."
+            failed+=("$t") ;;
+        *) echo "unknown target '$t' (host, x86_64, aarch64, all)"; exit 2 ;;
     esac
 done
 
-(cd "$dist" && sha256sum -- * | grep -v ' SHA256SUMS$' >SHA256SUMS)
-echo "== target/dist"
-(cd "$dist" && for f in *; do printf '%10d bytes  %s\n' "$(stat -c %s "$f")" "$f"; done)
+if compgen -G "$dist/evergreen*" >/dev/null; then
+    (cd "$dist" && sha256sum -- evergreen* >SHA256SUMS)
+    echo "== target/dist"
+    (cd "$dist" && for f in *; do printf '%10d bytes  %s\n' "$(stat -c %s "$f")" "$f"; done)
+fi
 if [ ${#failed[@]} -gt 0 ]; then
     echo "not built here: ${failed[*]}"
     exit 1

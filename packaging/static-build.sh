@@ -2,13 +2,12 @@
 # Builds the static (musl) release binary for one target:
 #
 #   packaging/static-build.sh TRIPLE        x86_64-unknown-linux-musl,
-#                                           aarch64-unknown-linux-musl,
-#                                           armv7-unknown-linux-musleabihf
+#                                           aarch64-unknown-linux-musl
 #
 # Adds the Rust target with rustup when missing. The C code of the
 # dependencies (ring, aws-lc) is compiled with musl-gcc for the host's
 # architecture (Debian's musl-tools) and with the target's cross gcc
-# otherwise (gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf), which also links
+# otherwise (gcc-aarch64-linux-gnu), which also links
 # the binary, with Rust's self-contained musl start files and libc.
 # Writes target/TRIPLE/release/evergreen, or with PROFILE=NAME (a Cargo
 # profile, e.g. cross-check) target/TRIPLE/NAME/evergreen.
@@ -21,7 +20,6 @@ fi
 case "$triple" in
     "$(uname -m)"-unknown-linux-musl) cc=musl-gcc ;;
     aarch64-unknown-linux-musl) cc=aarch64-linux-gnu-gcc ;;
-    armv7-unknown-linux-musleabihf) cc=arm-linux-gnueabihf-gcc ;;
     *) echo "static-build.sh: unknown target $triple" >&2; exit 2 ;;
 esac
 if ! command -v "$cc" >/dev/null; then

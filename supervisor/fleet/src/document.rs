@@ -138,7 +138,8 @@ impl Document {
 }
 
 /// This gateway's target, as release documents name binaries: `x86_64`, `aarch64`, `armv7`
-/// (32-bit Arm: Raspberry Pi OS 32-bit on a Pi 2 to 5), else Rust's name of the architecture.
+/// (32-bit Arm, reserved: ntex 3 builds for no 32-bit target today, see packaging/README.md), else
+/// Rust's name of the architecture.
 pub fn target() -> &'static str {
     match std::env::consts::ARCH {
         "arm" => "armv7",

@@ -102,7 +102,7 @@ pub(super) struct ReleaseArgs {
     /// `evergreen ` (checked here for a binary this machine can run, and on each gateway).
     #[arg(long)]
     pub(super) version: String,
-    /// A binary and its target, as TARGET=FILE (targets: x86_64, aarch64, armv7); repeat for
+    /// A binary and its target, as TARGET=FILE (targets: x86_64, aarch64; armv7 reserved); repeat for
     /// a fleet of mixed gateways.
     #[arg(long = "binary", value_name = "TARGET=FILE", required = true)]
     pub(super) binaries: Vec<String>,

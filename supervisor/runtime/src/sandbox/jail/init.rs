@@ -55,7 +55,7 @@ const SYNCHRONOUS: [libc::c_int; 7] = [
 ];
 
 /// The kernel's signal set size (`_NSIG / 8`) on every Linux target this
-/// runtime ships for (x86_64, aarch64, armv7): libc's `sigset_t` is
+/// runtime builds for (x86_64, aarch64; also 32-bit ARM): libc's `sigset_t` is
 /// larger, and `rt_sigtimedwait` wants the kernel's.
 const KERNEL_SIGSET_SIZE: usize = 64 / 8;
 
