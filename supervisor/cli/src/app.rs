@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     pub group: Option<PathBuf>,
     pub root: Option<PathBuf>,
+    /// The runtime log's format (`--log-format`).
+    pub log_format: evergreen_runtime::logs::LogFormat,
 }
 
 /// Why the runtime could not start (or stopped with an error).

@@ -20,6 +20,7 @@ use crate::app::{self, RunError, RunOptions};
 use evergreen_group::ValidationError;
 use evergreen_ops::control::Request;
 use evergreen_ops::store::StoreError;
+use evergreen_runtime::logs::LogFormat;
 
 pub use certs::CertsCommand;
 pub use control::ConnArgs;
@@ -54,6 +55,11 @@ pub enum Command {
         /// Core configuration file [default: /etc/evergreen/config.json if present].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// How the runtime's own log lines are written: `greengrass`
+        /// (`[time][LEVEL]-(arn) …`, as V1) or `json` (one object per line, for journald or
+        /// Loki). Component logs keep Greengrass's format.
+        #[arg(long, value_name = "FORMAT", default_value = "greengrass")]
+        log_format: LogFormatArg,
     },
     /// Check a group file and print every error with its JSON path.
     ///
@@ -196,6 +202,13 @@ pub enum FunctionCommand {
     },
 }
 
+/// `run --log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Greengrass,
+    Json,
+}
+
 /// Entry point of the `evergreen` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -204,10 +217,15 @@ pub fn main() -> ExitCode {
             group,
             root,
             config,
+            log_format,
         } => match crate::run::run(RunOptions {
             config,
             group,
             root,
+            log_format: match log_format {
+                LogFormatArg::Greengrass => LogFormat::Greengrass,
+                LogFormatArg::Json => LogFormat::Json,
+            },
         }) {
             Ok(crate::run::Stopped::Signal) => ExitCode::SUCCESS,
             Ok(crate::run::Stopped::Restart(cfg)) => crate::launch::restart(&cfg),

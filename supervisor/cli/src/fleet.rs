@@ -73,7 +73,7 @@ impl Apply for Runtime {
         match self.control.status().await {
             Ok(status) => serde_json::to_value(status).ok(),
             Err(e) => {
-                log::warn!("fleet: no status for the health message: {e}");
+                tracing::warn!("fleet: no status for the health message: {e}");
                 None
             }
         }
@@ -103,7 +103,7 @@ pub(crate) fn start(cfg: &CoreConfig, thing: &str, bridge: Option<&BridgeHandle>
         return;
     };
     let Some(bridge) = bridge else {
-        log::error!("fleet: evergreen.fleet is set but there is no cloud connection (coreThing.iotHost): no deployment can arrive");
+        tracing::error!("fleet: evergreen.fleet is set but there is no cloud connection (coreThing.iotHost): no deployment can arrive");
         return;
     };
     // The configuration check refused keys that do not decode.
@@ -141,11 +141,11 @@ pub(crate) fn start(cfg: &CoreConfig, thing: &str, bridge: Option<&BridgeHandle>
     let mut agent = match Agent::new(settings, Bridge(bridge.clone()), runtime) {
         Ok(a) => a,
         Err(e) => {
-            log::error!("fleet: cannot read the fleet state ({e}); no deployment is taken");
+            tracing::error!("fleet: cannot read the fleet state ({e}); no deployment is taken");
             return;
         }
     };
-    log::info!("fleet: taking deployment documents on {topics:?}");
+    tracing::info!("fleet: taking deployment documents on {topics:?}");
     let mut documents = bridge.serve_topics(topics);
     actix_rt::spawn(async move {
         // The first tick is at once: the health message at start.

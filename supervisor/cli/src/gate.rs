@@ -48,7 +48,7 @@ pub(crate) fn start(
             .map_or(120, |f| f.update_health_window_secs),
     ));
     let version = trial.slot.version.clone();
-    log::info!(
+    tracing::info!(
         "release {version} on trial (start {}): it must become healthy within {} s, or release {} comes back",
         trial.starts,
         window.as_secs(),
@@ -63,7 +63,7 @@ pub(crate) fn start(
                     decide(&slots, |boot| {
                         boot.commit();
                     });
-                    log::info!("release {version} is healthy: it is the active release now");
+                    tracing::info!("release {version} is healthy: it is the active release now");
                     decided.notify_one();
                     return;
                 }
@@ -73,7 +73,7 @@ pub(crate) fn start(
                         "version {version} was not healthy within {} s: {why}",
                         window.as_secs()
                     );
-                    log::error!("{reason}; rolling back to release {}", trial.from_version);
+                    tracing::error!("{reason}; rolling back to release {}", trial.from_version);
                     decide(&slots, |boot| {
                         boot.roll_back("HealthGate", reason.clone());
                     });
@@ -100,7 +100,7 @@ fn decide(slots: &Slots, change: impl FnOnce(&mut evergreen_fleet::slots::Boot))
         slots.remove_except(&keep).map_err(|e| e.to_string())
     });
     if let Err(e) = result {
-        log::error!("cannot update the release boot record: {e}");
+        tracing::error!("cannot update the release boot record: {e}");
     }
 }
 

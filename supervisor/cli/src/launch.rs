@@ -272,7 +272,7 @@ pub fn restart(cfg: &CoreConfig) -> ExitCode {
         .or_else(|| std::env::current_exe().ok());
     match stable {
         Some(stable) => {
-            log::info!("restarting: executing {}", stable.display());
+            tracing::info!("restarting: executing {}", stable.display());
             let e = exec(&stable);
             eprintln!("evergreen: cannot execute {}: {e}", stable.display());
         }

@@ -25,7 +25,7 @@ use evergreen_ops::deploy::{self, Deployer, Installing, SecretInstaller};
 use evergreen_ops::lock::RootLock;
 use evergreen_ops::notify::{watchdog_interval, Notifier};
 use evergreen_runtime::component::{ComponentState, RuntimeSettings};
-use evergreen_runtime::logs::SystemLogger;
+use evergreen_runtime::logs::{LogGuard, SystemLogOptions};
 use evergreen_runtime::router::{Router, SubscriptionTable};
 use evergreen_runtime::sandbox::Sandboxes;
 use evergreen_runtime::services::{PlanListener, SecretSource};
@@ -54,6 +54,8 @@ pub enum Stopped {
 /// stops every component.
 pub fn run(opts: RunOptions) -> Result<Stopped, RunError> {
     let mut prepared = prepare(opts)?;
+    // Dropped after the actor system (declared before it): the last lines are written.
+    let _log_guard = prepared.log_guard.take();
     let cfg = prepared.cfg.clone();
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -80,6 +82,8 @@ pub fn run(opts: RunOptions) -> Result<Stopped, RunError> {
 struct Prepared {
     /// Held for the whole run: no second runtime on this root.
     _lock: RootLock,
+    /// The log writer; [`run`] takes it to outlive the actor system.
+    log_guard: Option<LogGuard>,
     started: Instant,
     cfg: CoreConfig,
     plan: GroupPlan,
@@ -154,34 +158,39 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         },
     };
     let system_log = group.as_ref().map(|p| p.loggers.system).unwrap_or_default();
-    SystemLogger::install(
+    let log_guard = evergreen_runtime::logs::install(
         &log_root,
-        system_log.level,
-        system_log.space_kb,
-        cfg.evergreen.log_to_stderr,
+        SystemLogOptions {
+            level: system_log.level,
+            space_kb: system_log.space_kb,
+            to_stderr: cfg.evergreen.log_to_stderr,
+            format: opts.log_format,
+        },
     )
     .map_err(|source| RunError::Io {
         what: format!("cannot open the runtime log under {}", log_root.display()),
         source,
     })?;
     if let Some(problem) = &restore_problem {
-        log::error!("{problem}");
+        tracing::error!("{problem}");
     }
     if label == EMBEDDED {
         if let (_, Some(note)) =
             default_group_for(evergreen_runtime::sandbox::check::container_support())
         {
-            log::warn!("{note}");
+            tracing::warn!("{note}");
             eprintln!("evergreen: {note}");
         }
     }
     for key in cfg.ignored_keys() {
-        log::info!("configuration key {key} is accepted for Greengrass compatibility and ignored");
+        tracing::info!(
+            "configuration key {key} is accepted for Greengrass compatibility and ignored"
+        );
     }
     let plan = match group {
         Ok(plan) => plan,
         Err(e) => {
-            log::error!("{e}");
+            tracing::error!("{e}");
             return Err(e);
         }
     };
@@ -191,19 +200,21 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
             .values()
             .any(|c| &c.id == key || &c.arn == key)
         {
-            log::warn!("evergreen.components.{key}: no component with that Id or ARN in the group; its settings are unused");
+            tracing::warn!("evergreen.components.{key}: no component with that Id or ARN in the group; its settings are unused");
         }
     }
     let secrets = Arc::new(SecretService::new(&cfg.write_dir().join("secrets")));
     let aws = aws_access(&cfg, &plan)?;
-    log::info!("AWS credentials for connectors: {}", aws.source());
+    tracing::info!("AWS credentials for connectors: {}", aws.source());
     let settings = settings(&cfg, &plan, secrets.clone(), aws.clone())?;
 
     // Under systemd (Type=notify): readiness, stopping and watchdog keep-alives.
     let notifier = match Notifier::new(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
         Ok(n) => n.map(Rc::new),
         Err(e) => {
-            log::warn!("NOTIFY_SOCKET is set but unusable, not notifying the service manager: {e}");
+            tracing::warn!(
+                "NOTIFY_SOCKET is set but unusable, not notifying the service manager: {e}"
+            );
             None
         }
     };
@@ -231,7 +242,7 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
             if python_functions > 0 {
                 return Err(RunError::Io { what, source });
             }
-            log::warn!("{what}: {source}; Python functions cannot run");
+            tracing::warn!("{what}: {source}; Python functions cannot run");
             None
         }
     };
@@ -240,14 +251,15 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
     // The cloud bridge (coreThing.iotHost): settings read and its spool
     // opened now, so a bad TLS file or spool stops the start with a reason.
     let cloud = Cloud::prepare(&cfg, &plan.core.thing_name).map_err(|e| {
-        log::error!("cloud bridge: {e}");
+        tracing::error!("cloud bridge: {e}");
         RunError::Cloud(e)
     })?;
     if cloud.is_none() {
-        log::info!("no coreThing.iotHost: no cloud connection; messages to \"cloud\" are dropped and counted");
+        tracing::info!("no coreThing.iotHost: no cloud connection; messages to \"cloud\" are dropped and counted");
     }
     Ok(Prepared {
         _lock: lock,
+        log_guard: Some(log_guard),
         started,
         cfg,
         plan,
@@ -300,7 +312,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
             Some(shadow)
         }
         Err(e) => {
-            log::error!(
+            tracing::error!(
                 "cannot start the local shadow service in {}: {e}",
                 shadow_dir.display()
             );
@@ -332,16 +344,16 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
                     max_connections_per_function: l.max_connections_per_function,
                 };
                 evergreen_runtime::lambda::serve(hub.clone(), listeners, limits);
-                log::info!("Lambda IPC endpoint on localhost:{daemon_port}");
+                tracing::info!("Lambda IPC endpoint on localhost:{daemon_port}");
                 supervisor = supervisor.with_lambda(hub);
             }
             Err(source) => {
                 let what = format!("cannot listen on localhost:{daemon_port} (coreThing.ggDaemonPort) for the Lambda IPC endpoint");
                 if p.python_functions > 0 {
-                    log::error!("{what}: {source}");
+                    tracing::error!("{what}: {source}");
                     return Err(RunError::Io { what, source });
                 }
-                log::warn!("{what}: {source}; Python functions cannot run");
+                tracing::warn!("{what}: {source}; Python functions cannot run");
             }
         }
     }
@@ -362,7 +374,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
                 cloud_listener = Some(Arc::new(bridge) as Arc<dyn PlanListener>);
             }
             Err(e) => {
-                log::error!("{e}");
+                tracing::error!("{e}");
                 return Err(RunError::Cloud(e));
             }
         }
@@ -372,7 +384,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
     if let Err(what) =
         evergreen_mqtt::start(&p.mqtt_setup, mqtt.clone(), !p.plan.devices.is_empty())
     {
-        log::error!("{what}");
+        tracing::error!("{what}");
         return Err(RunError::Mqtt(what));
     }
     // Told of each deployed plan in this order: the MQTT server's devices, the shadow
@@ -422,7 +434,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
     let control = ControlSocket::bind(&p.cfg.control_socket())
         .await
         .map_err(|e| {
-            log::error!("{e}");
+            tracing::error!("{e}");
             RunError::Control(e)
         })?;
     // The group's secret resources, resolved and installed under a new
@@ -430,7 +442,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
     let aws = p.aws.clone();
     if let Err(e) = p.secrets.deploy(&p.plan, &aws).await {
         let e = DeployError(vec![e.to_string()]);
-        log::error!("{e}");
+        tracing::error!("{e}");
         return Err(RunError::Deploy(e));
     }
     let log_root = p.cfg.log_dir();
@@ -459,10 +471,11 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
     );
     deployer.set_current(p.plan.clone(), p.label.clone());
     let thing = p.plan.core.thing_name.clone();
-    match s.supervisor.send(Deploy(p.plan)).await {
+    let first = tracing::info_span!("deployment", id = "start").in_scope(|| Deploy::new(p.plan));
+    match s.supervisor.send(first).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            log::error!("{e}");
+            tracing::error!("{e}");
             return Err(RunError::Deploy(e));
         }
         Err(e) => return Err(RunError::SupervisorGone(e)),
@@ -498,7 +511,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         },
     );
     let control = control.serve(state);
-    log::info!(
+    tracing::info!(
         "evergreen {} running {}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
         evergreen_ops::release::version(),
         p.label,
@@ -555,10 +568,10 @@ async fn drop_start_up_code(supervisor: Addr<Supervisor>, readiness: Duration) {
     }
     crate::resident::trim_heap();
     match crate::resident::drop_code_pages() {
-        Ok(kb) => log::info!(
+        Ok(kb) => tracing::info!(
             "start-up over: {kb} kB of the executable's pages unmapped (they come back from the page cache when used)"
         ),
-        Err(e) => log::warn!("cannot unmap the start-up code's pages: {e}"),
+        Err(e) => tracing::warn!("cannot unmap the start-up code's pages: {e}"),
     }
 }
 
@@ -573,9 +586,9 @@ async fn wait_for_signal(mut r: Running) -> bool {
     let first = Instant::now();
     if restart {
         let why = r.restart.borrow().clone().unwrap_or_default();
-        log::info!("{why}: stopping components to restart");
+        tracing::info!("{why}: stopping components to restart");
     } else {
-        log::info!("{name} received: stopping components (send it again to exit at once)");
+        tracing::info!("{name} received: stopping components (send it again to exit at once)");
     }
     if let Some(n) = &r.notifier {
         n.notify("STOPPING=1");
@@ -586,7 +599,7 @@ async fn wait_for_signal(mut r: Running) -> bool {
         tokio::select! {
             _ = &mut shutdown => {
                 Sandboxes::release_host(&r.runtime_root);
-                log::info!("all components stopped");
+                tracing::info!("all components stopped");
                 break;
             }
             name = r.signals.next() => {
@@ -595,7 +608,7 @@ async fn wait_for_signal(mut r: Running) -> bool {
                 // only a deliberate second one, a moment later, skips the
                 // graceful stop.
                 if first.elapsed() >= REPEAT_SIGNAL_AFTER {
-                    log::warn!("{name} received again: exiting without waiting");
+                    tracing::warn!("{name} received again: exiting without waiting");
                     break;
                 }
             }

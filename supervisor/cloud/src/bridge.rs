@@ -628,7 +628,7 @@ async fn run(
             Ok(client) => {
                 set_link(&link, LinkState::Connected, None);
                 backoff = INITIAL_BACKOFF.min(max);
-                log::info!(
+                tracing::info!(
                     "cloud bridge connected to {target} as {:?}; {} messages spooled",
                     settings.client_id,
                     spool.len()
@@ -647,7 +647,7 @@ async fn run(
                     &internal,
                 )
                 .await;
-                log::warn!("cloud bridge: connection to {target} ended: {why}");
+                tracing::warn!("cloud bridge: connection to {target} ended: {why}");
                 set_link(
                     &link,
                     LinkState::Disconnected,
@@ -659,7 +659,7 @@ async fn run(
                 }
             }
             Err(e) => {
-                log::warn!(
+                tracing::warn!(
                     "cloud bridge: cannot connect to {target}: {e}; next try in {} s ({} messages spooled)",
                     backoff.as_secs(),
                     spool.len()
@@ -690,9 +690,9 @@ async fn subscribe(sink: &v3::MqttSink, filters: &[&String]) -> Result<(), LinkE
             .map_err(|e| LinkError::Subscribe(format!("{e:?}")))?;
         for (f, code) in chunk.iter().zip(codes) {
             if matches!(code, v3::codec::SubscribeReturnCode::Failure) {
-                log::error!("cloud bridge: the broker refused the subscription to {f:?}");
+                tracing::error!("cloud bridge: the broker refused the subscription to {f:?}");
             } else {
-                log::info!("cloud bridge: subscribed to {f:?}");
+                tracing::info!("cloud bridge: subscribed to {f:?}");
             }
         }
     }
@@ -744,7 +744,7 @@ async fn session(
                                     payload: payload.to_vec(),
                                 };
                                 if service.send(message).is_err() {
-                                    log::warn!(
+                                    tracing::warn!(
                                         "cloud bridge: the service of a runtime topic has stopped"
                                     );
                                 }
@@ -755,14 +755,14 @@ async fn session(
                                     if let Err(e) =
                                         shadow.cloud_message(&topic, Arc::from(payload.as_ref()))
                                     {
-                                        log::warn!("cloud bridge: shadow answer on {topic:?} not taken: {e}");
+                                        tracing::warn!("cloud bridge: shadow answer on {topic:?} not taken: {e}");
                                     }
                                 }
                                 _ => {
                                     if let Err(e) =
                                         router.publish(CLOUD, &topic, Arc::from(payload.as_ref()))
                                     {
-                                        log::warn!(
+                                        tracing::warn!(
                                             "cloud bridge: message on {topic:?} not routed: {e}"
                                         );
                                     }
@@ -770,7 +770,9 @@ async fn session(
                             }
                         }
                         Err(e) => {
-                            log::warn!("cloud bridge: cannot read a message on {topic:?}: {e:?}")
+                            tracing::warn!(
+                                "cloud bridge: cannot read a message on {topic:?}: {e:?}"
+                            )
                         }
                     }
                 }
@@ -839,7 +841,7 @@ async fn session(
             match ntex::time::timeout(settings.operation_timeout, send).await {
                 Ok(Ok(())) => {
                     if let Err(e) = spool.remove(*seq) {
-                        log::error!("cloud bridge: delivered message not removed from the spool (it will be sent again): {e}");
+                        tracing::error!("cloud bridge: delivered message not removed from the spool (it will be sent again): {e}");
                     }
                     inflight.pop_front();
                     continue;

@@ -245,7 +245,7 @@ impl Spool {
             before_commit: Mutex::new(None),
         };
         if !undecodable.is_empty() {
-            log::error!(
+            tracing::error!(
                 "cloud spool {}: {} unreadable records removed",
                 path.display(),
                 undecodable.len()
@@ -265,13 +265,13 @@ impl Spool {
         spool.delete(&excess, Durability::Immediate)?;
         if dropped > 0 {
             spool.dropped.fetch_add(dropped, Ordering::Relaxed);
-            log::warn!(
+            tracing::warn!(
                 "cloud spool {}: {dropped} oldest messages dropped to fit evergreen.spooler.maxSizeBytes = {max_bytes}",
                 path.display()
             );
         }
         if !state.queue.is_empty() {
-            log::info!(
+            tracing::info!(
                 "cloud spool {}: {} messages ({} bytes) from before the restart wait for delivery",
                 path.display(),
                 state.queue.len(),
@@ -404,7 +404,7 @@ impl Spool {
         let lost = dropped.len() as u64 + too_big;
         if lost > 0 {
             let total = self.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
-            log::warn!(
+            tracing::warn!(
                 "cloud spool full (evergreen.spooler.maxSizeBytes = {}): {} oldest messages dropped, {too_big} larger than the whole spool refused; {total} lost so far",
                 self.max_bytes,
                 dropped.len()
@@ -465,7 +465,7 @@ impl Spool {
         let mut state = self.lock();
         let seqs = std::mem::take(&mut state.unremoved);
         if let Err(e) = self.delete(&seqs, Durability::Immediate) {
-            log::warn!(
+            tracing::warn!(
                 "cloud spool: delivered messages not removed (they will be sent again): {e}"
             );
         }
@@ -698,7 +698,7 @@ fn write_loop(w: &WriterGone) {
             Err(e) => {
                 let n = batch.len();
                 w.spool.not_stored.fetch_add(n as u64, Ordering::Relaxed);
-                log::error!("cloud spool: {n} messages not stored: {e}");
+                tracing::error!("cloud spool: {n} messages not stored: {e}");
                 // Their receipts drop unsettled with `batch`: no publisher acknowledges them.
             }
         }

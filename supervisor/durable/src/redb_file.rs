@@ -48,7 +48,7 @@ pub fn open_or_set_aside(path: &Path, what: &str, lost: &str) -> Result<Database
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let aside = path.with_extension(format!("damaged-{stamp}"));
-            log::error!(
+            tracing::error!(
                 "{what} {} cannot be opened ({first}); moved to {} and starting an empty one: {lost}",
                 path.display(),
                 aside.display()

@@ -164,12 +164,12 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         let mut boot = match self.slots.load() {
             Ok(Some(boot)) => boot,
             Ok(None) => return,
-            Err(e) => return log::error!("fleet: cannot read the release boot record: {e}"),
+            Err(e) => return tracing::error!("fleet: cannot read the release boot record: {e}"),
         };
         let Some(outcome) = boot.outcome.take() else {
             return;
         };
-        log::info!(
+        tracing::info!(
             "fleet: runtime update {} of fleet {} to version {}: {:?}{}",
             outcome.sequence,
             outcome.fleet,
@@ -200,13 +200,13 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             .state
             .finish(&outcome.fleet, &format!("{:?}", outcome.state))
         {
-            log::error!(
+            tracing::error!(
                 "fleet: cannot record the outcome of update {}: {e}",
                 outcome.sequence
             );
         }
         if let Err(e) = self.slots.save(&boot) {
-            log::error!("fleet: cannot update the release boot record: {e}");
+            tracing::error!("fleet: cannot update the release boot record: {e}");
         }
     }
 
@@ -226,7 +226,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         match jobs::parse(&self.settings.me.thing, topic, payload) {
             Some(jobs::Incoming::Pending) => self.start_next(),
             Some(jobs::Incoming::Execution { job_id, document }) => {
-                log::info!("fleet: AWS IoT job {job_id} started");
+                tracing::info!("fleet: AWS IoT job {job_id} started");
                 let bytes = serde_json::to_vec(&document).unwrap_or_default();
                 self.job = Some(job_id);
                 self.on_document(topic, &bytes).await;
@@ -234,7 +234,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 // The next one, if any.
                 self.start_next();
             }
-            Some(jobs::Incoming::Nothing(why)) => log::debug!("fleet: {why}"),
+            Some(jobs::Incoming::Nothing(why)) => tracing::debug!("fleet: {why}"),
             Some(jobs::Incoming::Idle) | None => {}
         }
     }
@@ -253,7 +253,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             return;
         }
         if self.restarting {
-            log::info!(
+            tracing::info!(
                 "fleet: a document on {topic} waits: the runtime is restarting onto a new release"
             );
             return;
@@ -270,7 +270,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         match self.state.judge(&document, &text) {
             Ok(Verdict::Apply) => {
                 if let Err(e) = self.state.accept(&document, &text) {
-                    log::error!(
+                    tracing::error!(
                         "fleet: cannot record document {} of {}: {e}",
                         document.sequence,
                         document.fleet
@@ -283,21 +283,21 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                     );
                     return;
                 }
-                log::info!(
+                tracing::info!(
                     "fleet: deployment {} of fleet {} accepted from {topic}",
                     document.sequence,
                     document.fleet
                 );
             }
             Ok(Verdict::Resume) if self.trying(&document) => {
-                log::info!(
+                tracing::info!(
                     "fleet: update {} of fleet {} is being tried (the health gate decides)",
                     document.sequence,
                     document.fleet
                 );
                 return;
             }
-            Ok(Verdict::Resume) => log::info!(
+            Ok(Verdict::Resume) => tracing::info!(
                 "fleet: resuming deployment {} of fleet {} (the runtime stopped while applying it)",
                 document.sequence,
                 document.fleet
@@ -319,7 +319,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 return;
             }
             Ok(Verdict::Done(outcome)) => {
-                log::debug!(
+                tracing::debug!(
                     "fleet: deployment {} of fleet {} delivered again; it ended {outcome}, nothing to do",
                     document.sequence,
                     document.fleet
@@ -340,7 +340,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
             Ok(Content::Bundle(_)) | Err(_) => self.apply_document(&document).await,
         };
         if let Err(e) = self.state.finish(&document.fleet, &format!("{outcome:?}")) {
-            log::error!(
+            tracing::error!(
                 "fleet: cannot record the outcome of deployment {}: {e}",
                 document.sequence
             );
@@ -392,7 +392,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 &topics::thing_health(&self.settings.topic_prefix, &self.settings.me.thing),
                 bytes,
             ),
-            Err(e) => log::error!("fleet: cannot encode the health message: {e}"),
+            Err(e) => tracing::error!("fleet: cannot encode the health message: {e}"),
         }
     }
 
@@ -424,7 +424,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
         binary: &document::BundleRef,
     ) -> Option<State> {
         if version == self.settings.runtime_version {
-            log::info!(
+            tracing::info!(
                 "fleet: update {} of fleet {}: version {version} runs already",
                 document.sequence,
                 document.fleet
@@ -485,7 +485,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 format!("cannot write the boot record: {e}"),
             ));
         }
-        log::info!(
+        tracing::info!(
             "fleet: update {} of fleet {}: version {version} installed in {}; restarting onto it",
             document.sequence,
             document.fleet,
@@ -534,7 +534,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                     .unwrap_or_else(|| "the deployment failed".into()),
             )
         });
-        log::info!(
+        tracing::info!(
             "fleet: deployment {} of fleet {}: {state:?}{}",
             document.sequence,
             document.fleet,
@@ -548,7 +548,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
     }
 
     fn fail(&mut self, document: &document::Document, code: &str, reason: String) -> State {
-        log::error!(
+        tracing::error!(
             "fleet: deployment {} of fleet {} failed: {reason}",
             document.sequence,
             document.fleet
@@ -562,7 +562,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
     /// retained document coming again, or a forged one, must not hide that), and as the job's
     /// failure on the Jobs transport.
     fn refuse(&mut self, topic: &str, document: Option<&document::Document>, refusal: &Refusal) {
-        log::error!("fleet: a document on {topic} refused: {refusal}");
+        tracing::error!("fleet: a document on {topic} refused: {refusal}");
         let status = self.status(
             document,
             State::Failure,
@@ -574,7 +574,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 &topics::thing_refused(&self.settings.topic_prefix, &self.settings.me.thing),
                 bytes,
             ),
-            Err(e) => log::error!("fleet: cannot encode the refusal: {e}"),
+            Err(e) => tracing::error!("fleet: cannot encode the refusal: {e}"),
         }
         self.update_job(&status);
     }
@@ -651,7 +651,7 @@ impl<U: Upstream, A: Apply> Agent<U, A> {
                 &topics::thing_status(&self.settings.topic_prefix, &self.settings.me.thing),
                 bytes,
             ),
-            Err(e) => log::error!("fleet: cannot encode the status: {e}"),
+            Err(e) => tracing::error!("fleet: cannot encode the status: {e}"),
         }
     }
 }

@@ -113,7 +113,7 @@ async fn download(url: &str, part: &Path, size: u64) -> Result<(), FetchError> {
         return Err(http(format!("HTTP {status}")));
     }
     if append {
-        log::info!("fleet: continuing the download of {url} from byte {have}");
+        tracing::info!("fleet: continuing the download of {url} from byte {have}");
     }
     let io = |e| FetchError::Io(part.to_path_buf(), e);
     let mut file = std::fs::OpenOptions::new()

@@ -202,7 +202,7 @@ fn parse<T: serde::de::DeserializeOwned>(topic: &str, payload: &[u8]) -> Option<
     match serde_json::from_slice(payload) {
         Ok(v) => Some(v),
         Err(e) => {
-            log::warn!("fleet: unreadable message on {topic}: {e}");
+            tracing::warn!("fleet: unreadable message on {topic}: {e}");
             None
         }
     }

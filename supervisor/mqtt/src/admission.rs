@@ -168,9 +168,9 @@ impl Admission {
                     ),
                 };
                 if others > 0 {
-                    log::warn!("MQTT: refused a connection from {peer}: {limit}; {others} more refused since the last message like this");
+                    tracing::warn!("MQTT: refused a connection from {peer}: {limit}; {others} more refused since the last message like this");
                 } else {
-                    log::warn!("MQTT: refused a connection from {peer}: {limit}");
+                    tracing::warn!("MQTT: refused a connection from {peer}: {limit}");
                 }
             } else {
                 inner.unlogged += 1;
@@ -200,7 +200,7 @@ impl Admission {
         self.counters
             .connect_deadlines_expired
             .fetch_add(1, Ordering::Relaxed);
-        log::debug!(
+        tracing::debug!(
             "MQTT: {peer} sent no CONNECT within {:?}; closed",
             self.limits.connect_timeout
         );

@@ -27,7 +27,7 @@ fn write_listeners(path: &std::path::Path, doc: &str) {
         let _ = std::fs::create_dir_all(dir);
     }
     if let Err(e) = std::fs::write(path, doc) {
-        log::warn!("cannot write {}: {e}", path.display());
+        tracing::warn!("cannot write {}: {e}", path.display());
     }
 }
 
@@ -134,7 +134,7 @@ impl MqttHub {
                     true
                 }
                 None => {
-                    log::info!("MQTT: {arn} left the group; its session ends");
+                    tracing::info!("MQTT: {arn} left the group; its session ends");
                     let conn = session.lock().online.as_ref().map(|(id, _)| *id);
                     if let Some(conn) = conn {
                         session.end(conn, Ended::LeftGroup);
@@ -142,7 +142,7 @@ impl MqttHub {
                     self.router.detach(arn);
                     if let Some(store) = &session.store {
                         store.forget(arn);
-                        log::info!("MQTT: the stored session of {arn} is deleted");
+                        tracing::info!("MQTT: the stored session of {arn} is deleted");
                     }
                     false
                 }
@@ -206,7 +206,7 @@ impl MqttHub {
         match &result {
             Ok(c) => {
                 bump(&self.counters.connections_accepted);
-                log::info!(
+                tracing::info!(
                     "MQTT: {client_id} connected ({} session{})",
                     if persistent { "persistent" } else { "clean" },
                     if c.session_present { ", resumed" } else { "" }
@@ -214,7 +214,7 @@ impl MqttHub {
             }
             Err(why) => {
                 bump(&self.counters.connections_refused);
-                log::warn!("MQTT: connection from client id {client_id:?} refused: {why:?}");
+                tracing::warn!("MQTT: connection from client id {client_id:?} refused: {why:?}");
             }
         }
         result
@@ -240,7 +240,7 @@ impl MqttHub {
         let resumable = |s: &DeviceSession| {
             let inner = s.lock();
             if inner.expired(sessions::unix_now()) {
-                log::info!("MQTT: the persistent session of {} expired (MQTT 5 session expiry); a new one begins", s.thing_arn);
+                tracing::info!("MQTT: the persistent session of {} expired (MQTT 5 session expiry); a new one begins", s.thing_arn);
                 return false;
             }
             inner.persistent
@@ -250,7 +250,7 @@ impl MqttHub {
         if let Some(old) = &existing {
             let conn = old.lock().online.as_ref().map(|(id, _)| *id);
             if let Some(conn) = conn {
-                log::info!("MQTT: a new connection of {client_id} takes its session over; the older one is closed");
+                tracing::info!("MQTT: a new connection of {client_id} takes its session over; the older one is closed");
                 old.end(conn, Ended::TakenOver);
             }
         }
@@ -319,7 +319,7 @@ impl MqttHub {
         if let (true, Some(expiry), Some(store)) = (persistent, expiry, &session.store) {
             store.set_expiry(&session.thing_arn, Some(expiry));
         }
-        log::info!("MQTT: {} disconnected", session.thing_arn);
+        tracing::info!("MQTT: {} disconnected", session.thing_arn);
         if !persistent {
             let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
             if sessions
@@ -343,16 +343,16 @@ impl MqttHub {
         retained: Vec<(String, Vec<u8>)>,
     ) {
         if self.store.set(store.clone()).is_err() {
-            log::error!("MQTT: the session store was opened twice; the second is ignored");
+            tracing::error!("MQTT: the session store was opened twice; the second is ignored");
             return;
         }
         let (kept, dropped) = self.retained.restore(store.clone(), retained);
         if kept + dropped > 0 {
-            log::info!("MQTT: restored {kept} retained messages ({dropped} expired, unreadable or over the bounds, deleted)");
+            tracing::info!("MQTT: restored {kept} retained messages ({dropped} expired, unreadable or over the bounds, deleted)");
         }
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         for s in stored {
-            log::info!(
+            tracing::info!(
                 "MQTT: restored the persistent session of {}: {} filters, {} queued messages",
                 s.thing_arn,
                 s.subs.len(),
@@ -408,7 +408,7 @@ impl MqttHub {
             if !session.lock().expired(now) {
                 return true;
             }
-            log::info!("MQTT: the persistent session of {arn} expired (MQTT 5 session expiry); its queued messages are dropped");
+            tracing::info!("MQTT: the persistent session of {arn} expired (MQTT 5 session expiry); its queued messages are dropped");
             self.router.detach(arn);
             if let Some(store) = &session.store {
                 store.forget(arn);
@@ -421,7 +421,7 @@ impl MqttHub {
     pub fn flush_sessions(&self) {
         if let Some(store) = self.store.get() {
             if !store.flush() {
-                log::warn!("MQTT: the session store could not be flushed; delivered messages may be sent again after the restart");
+                tracing::warn!("MQTT: the session store could not be flushed; delivered messages may be sent again after the restart");
             }
         }
     }
@@ -452,7 +452,7 @@ impl MqttHub {
         };
         if let Err(why) = why {
             bump(&self.counters.subscribes_refused);
-            log::warn!(
+            tracing::warn!(
                 "MQTT: {thing_arn} may not subscribe to {filter:?}: {}",
                 match why {
                     SubRefusal::FilterInvalid => "not a valid topic filter",
@@ -523,7 +523,7 @@ impl MqttHub {
             }
             Ok(_) => {
                 bump(&self.counters.dropped_not_authorized);
-                log::debug!("MQTT: {thing_arn} published to {topic:?}, which no subscription from it accepts; dropped");
+                tracing::debug!("MQTT: {thing_arn} published to {topic:?}, which no subscription from it accepts; dropped");
                 Err(PublishRefusal::NotAuthorized)
             }
             Err(_) => {
@@ -549,7 +549,7 @@ impl MqttHub {
     /// as any publish), unless a new connection resumed the session meanwhile.
     pub(crate) fn publish_will(&self, session: &DeviceSession, will: &Will) {
         if session.lock().online.is_some() {
-            log::info!(
+            tracing::info!(
                 "MQTT: the will of {} is not published: the device reconnected within its Will Delay Interval",
                 session.thing_arn
             );
@@ -557,7 +557,7 @@ impl MqttHub {
         }
         let meta = will.fired_meta(sessions::unix_now());
         let result = self.publish(&session.thing_arn, &will.topic, &will.payload, meta, None);
-        log::info!(
+        tracing::info!(
             "MQTT: the will of {} on {:?}: {}",
             session.thing_arn,
             will.topic,
@@ -581,7 +581,7 @@ impl MqttHub {
         };
         if self.retained.set(msg) == Err(RetainedFull) {
             bump(&self.counters.retained_full);
-            log::warn!("MQTT: the retained message of {thing_arn} on {topic:?} is not kept: {MAX_RETAINED} topics or {MAX_RETAINED_BYTES} bytes are retained already (it was routed as usual)");
+            tracing::warn!("MQTT: the retained message of {thing_arn} on {topic:?} is not kept: {MAX_RETAINED} topics or {MAX_RETAINED_BYTES} bytes are retained already (it was routed as usual)");
         }
     }
 

@@ -90,7 +90,9 @@ impl Retained {
         }
         let kept = self.lock().by_topic.len();
         if self.store.set(store).is_err() {
-            log::error!("MQTT: the retained messages were restored twice; the second is ignored");
+            tracing::error!(
+                "MQTT: the retained messages were restored twice; the second is ignored"
+            );
         }
         (kept, dropped)
     }

@@ -296,7 +296,7 @@ impl DeviceSession {
         let persistent = self.lock().persistent;
         if !persistent {
             if secs != 0 {
-                log::warn!(
+                tracing::warn!(
                     "MQTT: {} set a session expiry in its DISCONNECT after connecting without one (MQTT-3.14.2-2); ignored",
                     self.thing_arn
                 );

@@ -599,7 +599,7 @@ fn writer(mut db: Option<Database>, path: PathBuf, mut rx: handoff::Receiver<Op>
                 Ok(created)
             }) {
                 Ok(created) => db = Some(created),
-                Err(e) => log::error!(
+                Err(e) => tracing::error!(
                     "MQTT session store {}: cannot create it ({e}); {} writes not stored",
                     path.display(),
                     batch.len()
@@ -611,7 +611,7 @@ fn writer(mut db: Option<Database>, path: PathBuf, mut rx: handoff::Receiver<Op>
                 .iter()
                 .filter(|op| matches!(op, Op::Queue { .. }))
                 .count();
-            log::error!(
+            tracing::error!(
                 "MQTT session store {}: a batch of {} writes ({queued} queued messages) not stored: {e}",
                 path.display(),
                 batch.len()
@@ -753,19 +753,19 @@ impl SessionStore {
             })?;
         }
         for arn in &loaded.expired {
-            log::info!(
+            tracing::info!(
                 "MQTT: the stored session of {arn} expired while the runtime was down (MQTT 5 session expiry); deleted"
             );
         }
         if loaded.unreadable > 0 {
-            log::error!(
+            tracing::error!(
                 "MQTT session store {}: {} unreadable records ignored",
                 path.display(),
                 loaded.unreadable
             );
         }
         if loaded.over_bound > 0 {
-            log::warn!(
+            tracing::warn!(
                 "MQTT session store {}: {} oldest queued messages dropped to keep at most {bound} per session",
                 path.display(),
                 loaded.over_bound
@@ -783,7 +783,7 @@ impl SessionStore {
         };
         if !send_bounded(&self.tx, op) {
             self.not_stored.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
+            tracing::warn!(
                 "MQTT session store {}: the retained message of {topic:?} was not stored (hand-off full or writer gone)",
                 self.path.display()
             );
@@ -795,7 +795,7 @@ impl SessionStore {
     /// path.
     fn control(&self, op: Op) {
         if !send_bounded(&self.tx, op) {
-            log::error!(
+            tracing::error!(
                 "MQTT session store {}: its writer stopped or is stuck; a session change is not stored",
                 self.path.display()
             );
@@ -850,7 +850,7 @@ impl SessionStore {
                     handoff::error::TrySendError::Full(_) => "the store's writer is behind",
                     handoff::error::TrySendError::Closed(_) => "the store's writer stopped",
                 };
-                log::warn!(
+                tracing::warn!(
                     "MQTT session store {}: a message queued for offline {arn} is kept in memory only ({why}); {n} so far would not survive a restart",
                     self.path.display()
                 );

@@ -130,11 +130,11 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
                 if has_devices {
                     return Err(what);
                 }
-                log::warn!("{what}; the group has no devices, going on without it");
+                tracing::warn!("{what}; the group has no devices, going on without it");
             }
         }
     } else if has_devices {
-        log::warn!(
+        tracing::warn!(
             "the MQTT TLS listener is off: no group CA and server certificate at {} (run `evergreen certs init`); devices cannot connect",
             files.ca.display()
         );
@@ -142,10 +142,10 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
     let tls = bound.tls_addr();
     let plain = bound.plain_addr();
     if let Some(a) = tls {
-        log::info!("MQTT server (TLS, client certificates required) on {a}");
+        tracing::info!("MQTT server (TLS, client certificates required) on {a}");
     }
     if let Some(a) = plain {
-        log::info!("MQTT server (plain TCP, client id = thing name, no certificate) on {a}");
+        tracing::info!("MQTT server (plain TCP, client id = thing name, no certificate) on {a}");
     }
     let doc = serde_json::json!({
         "tls": tls.map(|a| a.to_string()),

@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use actix::Addr;
 use serde::{Deserialize, Serialize};
@@ -220,7 +221,7 @@ impl Deployer {
     async fn restore_secrets(&self, previous: Option<&Current>) {
         if let Some(prev) = previous {
             if let Err(e) = self.install_secrets(&prev.plan).await {
-                log::error!("cannot restore the secrets of {}: {e}", prev.label);
+                tracing::error!("cannot restore the secrets of {}: {e}", prev.label);
             }
         }
     }
@@ -249,7 +250,7 @@ impl Deployer {
     /// written is logged, never a reason to fail the deployment itself.
     fn save(&self, rec: &DeploymentRecord) {
         let mut records = self.history().unwrap_or_else(|e| {
-            log::warn!("{e}; starting a new history");
+            tracing::warn!("{e}; starting a new history");
             Vec::new()
         });
         records.reverse(); // oldest first on disk
@@ -266,7 +267,7 @@ impl Deployer {
             .map_err(std::io::Error::other)
             .and_then(|bytes| write_atomic(&self.history_path(), &bytes));
         if let Err(e) = result {
-            log::warn!("cannot record deployment {}: {e}", rec.deployment_id);
+            tracing::warn!("cannot record deployment {}: {e}", rec.deployment_id);
         }
     }
 
@@ -306,12 +307,12 @@ impl Deployer {
         rec.updated_at = now();
         self.save(&rec);
         match status {
-            DeploymentStatus::Success => log::info!(
+            DeploymentStatus::Success => tracing::info!(
                 "deployment {} of group version {} succeeded",
                 rec.deployment_id,
                 rec.group_version.as_deref().unwrap_or("?")
             ),
-            _ => log::error!(
+            _ => tracing::error!(
                 "deployment {} failed: {}",
                 rec.deployment_id,
                 rec.error_message.as_deref().unwrap_or("")
@@ -324,8 +325,20 @@ impl Deployer {
     /// failed (and, if needed, was rolled back).
     pub async fn deploy(&self, id_or_prefix: &str, kind: DeploymentType) -> DeploymentRecord {
         let _busy = self.busy.lock().await;
-        let mut rec = self.new_record(kind, None);
+        let rec = self.new_record(kind, None);
         self.save(&rec);
+        let span = tracing::info_span!(parent: None, "deployment", id = %rec.deployment_id);
+        self.deploy_recorded(rec, id_or_prefix)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Self::deploy`] once its record is saved.
+    async fn deploy_recorded(
+        &self,
+        mut rec: DeploymentRecord,
+        id_or_prefix: &str,
+    ) -> DeploymentRecord {
         let stored = match self.store.load(id_or_prefix) {
             Ok(s) => s,
             Err(e) => return self.finish(rec, DeploymentStatus::Failure, Some(e.to_string())),
@@ -348,7 +361,7 @@ impl Deployer {
         rec.deployment_status = DeploymentStatus::InProgress;
         rec.updated_at = now();
         self.save(&rec);
-        log::info!("deployment {}: deploying {label}", rec.deployment_id);
+        tracing::info!("deployment {}: deploying {label}", rec.deployment_id);
 
         let previous = lock(&self.current).clone();
         // A secret that cannot be resolved fails the deployment before
@@ -356,7 +369,7 @@ impl Deployer {
         if let Err(e) = self.install_secrets(&plan).await {
             return self.finish(rec, DeploymentStatus::Failure, Some(e.to_string()));
         }
-        let diff = match self.supervisor.send(Deploy(plan.clone())).await {
+        let diff = match self.supervisor.send(Deploy::new(plan.clone())).await {
             Ok(Ok(diff)) => diff,
             // Refused before anything changed: nothing to roll back.
             Ok(Err(e)) => {
@@ -387,7 +400,7 @@ impl Deployer {
             Ok(()) => {
                 let bytes = format!("{}\n", id.as_str());
                 if let Err(e) = write_atomic(&self.dir.join("last-good"), bytes.as_bytes()) {
-                    log::error!("cannot record the last good deployment: {e}");
+                    tracing::error!("cannot record the last good deployment: {e}");
                 }
                 *lock(&self.current) = Some(Current { plan, label });
                 self.finish(rec, DeploymentStatus::Success, None)
@@ -395,14 +408,16 @@ impl Deployer {
             Err(reason) => {
                 self.restore_secrets(previous.as_ref()).await;
                 let restored = match previous {
-                    Some(prev) => match self.supervisor.send(Deploy(prev.plan.clone())).await {
-                        Ok(Ok(_)) => {
-                            rec.rolled_back = true;
-                            format!("rolled back to {}", prev.label)
+                    Some(prev) => {
+                        match self.supervisor.send(Deploy::new(prev.plan.clone())).await {
+                            Ok(Ok(_)) => {
+                                rec.rolled_back = true;
+                                format!("rolled back to {}", prev.label)
+                            }
+                            Ok(Err(e)) => format!("rolling back to {} failed too: {e}", prev.label),
+                            Err(e) => format!("rolling back failed: supervisor: {e}"),
                         }
-                        Ok(Err(e)) => format!("rolling back to {} failed too: {e}", prev.label),
-                        Err(e) => format!("rolling back failed: supervisor: {e}"),
-                    },
+                    }
                     None => "nothing ran before it to roll back to".to_string(),
                 };
                 self.finish(

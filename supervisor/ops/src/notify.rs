@@ -52,7 +52,7 @@ impl Notifier {
     /// the runtime (systemd will act on the missing one by itself).
     pub fn notify(&self, state: &str) {
         if let Err(e) = self.send(state) {
-            log::warn!("cannot notify the service manager ({state:?}): {e}");
+            tracing::warn!("cannot notify the service manager ({state:?}): {e}");
         }
     }
 }

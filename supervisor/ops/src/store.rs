@@ -652,7 +652,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// Best effort: a leftover `.tmp-` directory is ignored by every reader.
 fn remove_tmp(tmp: &Path) {
     if let Err(e) = fs::remove_dir_all(tmp) {
-        log::warn!("cannot remove {}: {e}", tmp.display());
+        tracing::warn!("cannot remove {}: {e}", tmp.display());
     }
 }
 

@@ -65,7 +65,21 @@ pub struct DeployError(pub Vec<String>);
 /// Deploy a validated plan.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<DeploymentDiff, DeployError>")]
-pub struct Deploy(pub GroupPlan);
+pub struct Deploy {
+    pub plan: GroupPlan,
+    /// The sender's span (its deployment): the supervisor's lines about this plan carry it.
+    pub span: tracing::Span,
+}
+
+impl Deploy {
+    /// Deploys `plan` in the current span's context.
+    pub fn new(plan: GroupPlan) -> Deploy {
+        Deploy {
+            plan,
+            span: tracing::Span::current(),
+        }
+    }
+}
 
 /// Stop every component (stop, SIGTERM, SIGKILL); resolves when all are gone.
 #[derive(Debug, Message)]
@@ -185,10 +199,10 @@ impl Supervisor {
                 .dropped_unattached
                 .saturating_sub(before.dropped_unattached);
             if full > 0 {
-                log::warn!("{target}: {full} messages dropped because its queue was full (a slow or stopped target)");
+                tracing::warn!("{target}: {full} messages dropped because its queue was full (a slow or stopped target)");
             }
             if unattached > 0 {
-                log::warn!("{target}: {unattached} messages not delivered: nothing was attached to receive them (an MQTT device not connected and without a persistent session, or a service that is not running, such as the cloud without coreThing.iotHost)");
+                tracing::warn!("{target}: {unattached} messages not delivered: nothing was attached to receive them (an MQTT device not connected and without a persistent session, or a service that is not running, such as the cloud without coreThing.iotHost)");
             }
         }
         self.reported = now;
@@ -232,7 +246,8 @@ impl Actor for Supervisor {
 impl Handler<Deploy> for Supervisor {
     type Result = Result<DeploymentDiff, DeployError>;
 
-    fn handle(&mut self, Deploy(plan): Deploy, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Deploy { plan, span }: Deploy, _ctx: &mut Self::Context) -> Self::Result {
+        let _context = span.enter();
         if self.stopping {
             return Err(DeployError(vec!["the runtime is shutting down".into()]));
         }
@@ -246,7 +261,7 @@ impl Handler<Deploy> for Supervisor {
         for arn in &d.stop {
             if let Some(old) = self.running.remove(arn) {
                 self.router.detach(arn);
-                log::info!("stopping {arn} (removed or changed by the deployment)");
+                tracing::info!("stopping {arn} (removed or changed by the deployment)");
                 old.addr.do_send(Stop);
             }
         }
@@ -270,7 +285,7 @@ impl Handler<Deploy> for Supervisor {
             ) {
                 Ok(a) => a,
                 Err(e) => {
-                    log::error!("{arn}: cannot open its log file, not started: {e}");
+                    tracing::error!("{arn}: cannot open its log file, not started: {e}");
                     continue;
                 }
             };
@@ -292,7 +307,7 @@ impl Handler<Deploy> for Supervisor {
             let addr = actor.start();
             self.running.insert(arn.clone(), Running { spec, addr });
         }
-        log::info!(
+        tracing::info!(
             "deployed: {} started, {} stopped, {} unchanged; {} subscriptions",
             d.start.len(),
             d.stop.len(),
@@ -309,7 +324,7 @@ impl Handler<Shutdown> for Supervisor {
     fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         self.report_drops();
-        log::info!("shutting down {} components", self.running.len());
+        tracing::info!("shutting down {} components", self.running.len());
         // All stops are sent now and run concurrently; awaiting them in turn
         // then takes as long as the slowest.
         let requests: Vec<_> = self.running.values().map(|r| r.addr.send(Stop)).collect();
@@ -329,7 +344,7 @@ impl Handler<Shutdown> for Supervisor {
                 }
             };
             if tokio::time::timeout(limit, all).await.is_err() {
-                log::warn!("some components did not confirm their stop in time");
+                tracing::warn!("some components did not confirm their stop in time");
             }
         })
     }

@@ -296,7 +296,7 @@ impl SecretService {
                 }
                 Ok(None) => return out,
                 Err(e) => {
-                    log::warn!("secrets: the previous deployment's copies are unreadable: {e}");
+                    tracing::warn!("secrets: the previous deployment's copies are unreadable: {e}");
                     return out;
                 }
             },
@@ -306,7 +306,7 @@ impl SecretService {
                 Ok(r) => {
                     out.insert(s.arn.clone(), r);
                 }
-                Err(e) => log::warn!("secrets: {e}"),
+                Err(e) => tracing::warn!("secrets: {e}"),
             }
         }
         out
@@ -377,14 +377,14 @@ impl SecretService {
             }
             if let Some((info, value)) = local.find_for_arn(arn)? {
                 if stages.len() > 1 {
-                    log::warn!(
+                    tracing::warn!(
                         "secret resource {resource:?}: the local value {:?} is the AWSCURRENT version only; \
                          staging labels {} are not available from the local store",
                         info.name,
                         stages[1..].join(", ")
                     );
                 }
-                log::info!(
+                tracing::info!(
                     "secret resource {resource:?} ({arn}): local value {:?} ({}, {} bytes)",
                     info.name,
                     info.kind.as_str(),
@@ -418,7 +418,7 @@ impl SecretService {
             };
             match fetch::fetch(aws, creds, resource, arn, &stages).await {
                 Ok(r) => {
-                    log::info!(
+                    tracing::info!(
                         "secret resource {resource:?} ({arn}): fetched from Secrets Manager ({} versions)",
                         r.versions.len()
                     );
@@ -428,7 +428,7 @@ impl SecretService {
                     let prev = previous.get_or_insert_with(|| self.previous());
                     match prev.remove(arn.as_str()) {
                         Some(mut copy) => {
-                            log::warn!(
+                            tracing::warn!(
                                 "secret resource {resource:?}: Secrets Manager cannot be reached ({why}); \
                                  keeping the copy of {arn} from the previous deployment"
                             );
@@ -475,7 +475,7 @@ impl SecretService {
             // secrets, and the previous deployment's copies are deleted.
             let path = self.dir.join(DEPLOYED_FILE);
             match std::fs::remove_file(&path) {
-                Ok(()) => log::info!(
+                Ok(()) => tracing::info!(
                     "secrets: the group has no secret resources; deployed copies removed"
                 ),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -532,7 +532,7 @@ impl SecretService {
             secrets,
             grants,
         });
-        log::info!(
+        tracing::info!(
             "secrets: {} secret resources deployed under a new data key",
             resolved.len()
         );
@@ -627,7 +627,7 @@ impl SecretService {
             .ok_or(crypto::CryptoError::Authentication)
             .and_then(|sealed| crypto::open(&state.data_key, &sealed, &value_aad(secret, version)))
             .map_err(|e| {
-                log::error!(
+                tracing::error!(
                     "secrets: the deployed copy of {} (resource {:?}) cannot be decrypted: {e}",
                     secret.arn,
                     secret.resource_id

@@ -226,7 +226,7 @@ pub(crate) struct Core {
 }
 
 fn internal(e: &dyn std::fmt::Display) -> Rejection {
-    log::error!("{ENDPOINT}: {e}");
+    tracing::error!("{ENDPOINT}: {e}");
     Rejection::new(500, "Internal service failure")
 }
 
@@ -262,7 +262,7 @@ impl Core {
         now: u64,
     ) -> Handled {
         let Some(t) = parse_topic(topic) else {
-            log::debug!("{ENDPOINT}: ignoring {topic:?} from {source}: not a shadow topic");
+            tracing::debug!("{ENDPOINT}: ignoring {topic:?} from {source}: not a shadow topic");
             return Handled::default();
         };
         if t.suffix.is_empty() {
@@ -273,7 +273,7 @@ impl Core {
         if source == CLOUD && names_ok && self.synced.contains(t.thing) {
             return self.cloud_answer(&t, payload, now);
         }
-        log::debug!("{ENDPOINT}: ignoring {topic:?} from {source}: not a request");
+        tracing::debug!("{ENDPOINT}: ignoring {topic:?} from {source}: not a request");
         Handled::default()
     }
 
@@ -292,7 +292,7 @@ impl Core {
                 }
             }
             Err(rejection) => {
-                log::debug!(
+                tracing::debug!(
                     "{ENDPOINT}: {} from {source} rejected: {} {}",
                     t.topic(t.op, ""),
                     rejection.code,
@@ -388,7 +388,7 @@ impl Core {
         let doc = match serde_json::from_slice::<Value>(payload) {
             Ok(Value::Object(doc)) => doc,
             _ => {
-                log::warn!(
+                tracing::warn!(
                     "{ENDPOINT}: ignoring {} from the cloud: not a JSON object",
                     t.topic(t.op, t.suffix)
                 );
@@ -398,7 +398,7 @@ impl Core {
         let current = match self.store.load(t) {
             Ok(c) => document::effective(c, now),
             Err(e) => {
-                log::error!("{ENDPOINT}: {e}");
+                tracing::error!("{ENDPOINT}: {e}");
                 return out;
             }
         };
@@ -427,7 +427,7 @@ impl Core {
                     ..Shadow::default()
                 };
                 if let Err(e) = self.store.save(t, &tomb) {
-                    log::error!("{ENDPOINT}: cannot store {}: {e}", t.file_name());
+                    tracing::error!("{ENDPOINT}: cannot store {}: {e}", t.file_name());
                     return out;
                 }
                 out.local.push((
@@ -439,7 +439,7 @@ impl Core {
             _ => return out,
         };
         let Some(Value::Object(state)) = cloud_state else {
-            log::warn!(
+            tracing::warn!(
                 "{ENDPOINT}: ignoring {} from the cloud: no state object",
                 t.topic(t.op, t.suffix)
             );
@@ -471,7 +471,7 @@ impl Core {
         match result {
             Ok(updated) => {
                 if let Err(e) = self.store.save(t, &updated.shadow) {
-                    log::error!("{ENDPOINT}: cannot store {}: {e}", t.file_name());
+                    tracing::error!("{ENDPOINT}: cannot store {}: {e}", t.file_name());
                     return out;
                 }
                 out.local
@@ -480,7 +480,7 @@ impl Core {
                     out.local.push((t.topic(Op::Update, "delta"), delta));
                 }
             }
-            Err(r) => log::warn!(
+            Err(r) => tracing::warn!(
                 "{ENDPOINT}: the cloud's {} cannot be applied locally: {} {}",
                 t.prefix(),
                 r.code,
@@ -598,7 +598,7 @@ impl ShadowHandle {
         for (topic, payload) in handled.local {
             let bytes: Arc<[u8]> = Arc::from(payload.to_string().into_bytes());
             if let Err(e) = self.inner.router.publish(ENDPOINT, &topic, bytes) {
-                log::warn!("{ENDPOINT}: cannot publish on {topic:?}: {e}");
+                tracing::warn!("{ENDPOINT}: cannot publish on {topic:?}: {e}");
             }
         }
         self.offer_cloud(handled.cloud);
@@ -636,7 +636,7 @@ impl ShadowHandle {
                 // The first loss and then one line per hundred: a core without a bridge would
                 // otherwise log every change of every synced shadow.
                 if n == 1 || n.is_multiple_of(100) {
-                    log::warn!("{ENDPOINT}: shadow sync message for {topic:?} lost ({why}); {n} lost so far");
+                    tracing::warn!("{ENDPOINT}: shadow sync message for {topic:?} lost ({why}); {n} lost so far");
                 }
             }
         }
@@ -674,7 +674,7 @@ impl ShadowHandle {
             core.set_synced(synced)
         };
         if !new.is_empty() {
-            log::info!(
+            tracing::info!(
                 "{ENDPOINT}: syncing the shadows of {} with the cloud",
                 new.join(", ")
             );

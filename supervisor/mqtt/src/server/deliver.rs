@@ -242,6 +242,12 @@ impl Conn {
         }
     }
 
+    /// The context of a line logged about this connection: made when a line is logged, not
+    /// kept, so an idle connection costs no span.
+    pub(super) fn span(&self) -> tracing::Span {
+        tracing::info_span!(parent: None, "connection", thing = %self.session.thing_arn, id = self.conn_id)
+    }
+
     /// A DISCONNECT (MQTT 5: other than 0x04 "with Will Message") withdrew the will
     /// (MQTT-3.1.2-8 / MQTT-3.1.2-10).
     pub(super) fn withdraw_will(&self) {
@@ -400,7 +406,7 @@ fn settle(written: Written, out: Outgoing, session: &DeviceSession, counters: &C
 /// connection instead would let one large message disconnect every device it is routed to.
 pub(super) fn too_large(counters: &Counters, session: &DeviceSession, out: &Outgoing) {
     crate::bump(&counters.too_large_for_device);
-    log::warn!(
+    tracing::warn!(
         "MQTT: a message on {:?} ({} bytes of payload) is larger than {} accepts (its MQTT 5 Maximum Packet Size, or evergreen.mqttLimits.maxPacketBytes); not sent",
         out.msg.topic,
         out.msg.payload.len(),

@@ -163,7 +163,7 @@ where
                 Ok(Opening::UnsupportedLevel) => {
                     // MQTT-3.1.2-2: CONNACK 0x01 (unacceptable protocol level), then close.
                     crate::bump(&admission.counters.connections_refused);
-                    log::warn!("MQTT: a client at {peer} asked for a protocol level this server does not speak (it speaks MQTT 3.1.1 and 5); CONNACK 0x01 sent");
+                    tracing::warn!("MQTT: a client at {peer} asked for a protocol level this server does not speak (it speaks MQTT 3.1.1 and 5); CONNACK 0x01 sent");
                     let _ = io.encode_slice(&CONNACK_UNACCEPTABLE_LEVEL);
                     let _ = io.flush(true).await;
                     io.close();
@@ -477,7 +477,7 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
                                     admission.clone(),
                                     chain_factory(TlsAcceptor::new(config.clone()))
                                         .map_err(|e| {
-                                            log::info!("MQTT: TLS handshake failed: {e}");
+                                            tracing::info!("MQTT: TLS handshake failed: {e}");
                                             MqttError::Service(ServerError)
                                         })
                                         .and_then(mqtt_service(
@@ -513,18 +513,18 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
                             hub_sweep.expire_sessions(crate::sessions::unix_now());
                             let now = counters.summary();
                             if now != last {
-                                log::info!("MQTT server: {now}");
+                                tracing::info!("MQTT server: {now}");
                                 last = now;
                             }
                         }
                     });
                     if let Err(e) = builder.run().await {
-                        log::error!("MQTT server: {e:?}");
+                        tracing::error!("MQTT server: {e:?}");
                     }
                     Ok::<_, io::Error>(())
                 });
             if let Err(e) = result {
-                log::error!("MQTT server stopped: {e}");
+                tracing::error!("MQTT server stopped: {e}");
             }
         })?;
     Ok(())

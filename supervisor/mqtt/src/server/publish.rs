@@ -148,7 +148,8 @@ impl PublishService {
                 // The connection ended with the packet incomplete, or ntex-mqtt dropped the
                 // payload when the connection stopped: nothing to route.
                 crate::bump(&self.conn.hub.counters.payloads_lost);
-                log::debug!(
+                let _context = self.conn.span().entered();
+                tracing::debug!(
                     "MQTT: {} published to {topic:?} but its payload was lost: {e:?}",
                     self.conn.session.thing_arn
                 );
@@ -156,7 +157,8 @@ impl PublishService {
             }
             Err(_) => {
                 crate::bump(&self.conn.hub.counters.payload_timeouts);
-                log::warn!(
+                let _context = self.conn.span().entered();
+                tracing::warn!(
                     "MQTT: {} published to {topic:?} but its payload did not arrive within {PAYLOAD_WAIT:?}; dropped (ticket {n}; lane: {} taken in, turn {}, {} reading, {} unstored permits free)",
                     self.conn.session.thing_arn,
                     self.lane.next.get(),
@@ -257,7 +259,7 @@ impl PublishService {
             Ok(())
         } else {
             crate::bump(&hub.counters.not_stored);
-            log::warn!(
+            tracing::warn!(
                 "MQTT: a QoS 1 publish of {thing} to {topic:?} was not stored for the cloud; not acknowledged"
             );
             Err(PublishRefusal::NotStored)
@@ -324,7 +326,8 @@ pub(super) fn payload_fits(packet_size: u32, payload_size: usize) -> bool {
 /// Logs and counts a publish refused by [`payload_fits`].
 pub(super) fn malformed_publish(conn: &Conn, packet_size: u32, payload_size: usize) -> ServerError {
     crate::bump(&conn.hub.counters.closed_protocol_error);
-    log::warn!(
+    let _context = conn.span().entered();
+    tracing::warn!(
         "MQTT: {} sent a PUBLISH whose header is longer than its packet ({payload_size} payload bytes in a packet of {packet_size}); connection closed",
         conn.session.thing_arn
     );

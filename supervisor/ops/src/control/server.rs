@@ -133,7 +133,7 @@ impl Drop for SocketFile {
             .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
         if ours {
             if let Err(e) = std::fs::remove_file(&self.path) {
-                log::warn!(
+                tracing::warn!(
                     "control socket {}: cannot remove it: {e}",
                     self.path.display()
                 );
@@ -236,7 +236,7 @@ async fn remove_if_stale(path: &Path) -> Result<(), ControlError> {
     }
     match tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(path)).await {
         Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            log::info!(
+            tracing::info!(
                 "control socket {}: removing a stale socket nobody listens on (left by a runtime that did not stop cleanly)",
                 path.display()
             );
@@ -297,7 +297,7 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let ControlSocket { listener, file } = socket;
-    log::info!(
+    tracing::info!(
         "control socket listening on {} (uid {}, gid {} and root may connect)",
         file.path.display(),
         state.owner.uid,
@@ -317,14 +317,14 @@ async fn accept_loop(
                 actix_rt::spawn(connection(stream, slot, state.clone(), stopped.clone()));
             }
             Err(e) => {
-                log::warn!("control socket: accept failed: {e}");
+                tracing::warn!("control socket: accept failed: {e}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
     drop(listener);
     drop(file);
-    log::debug!("control socket closed");
+    tracing::debug!("control socket closed");
 }
 
 async fn connection(
@@ -337,7 +337,7 @@ async fn connection(
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(e) => {
-            log::warn!("control socket: cannot read a peer's credentials, closing: {e}");
+            tracing::warn!("control socket: cannot read a peer's credentials, closing: {e}");
             return;
         }
     };
@@ -349,7 +349,7 @@ async fn connection(
         .pid()
         .map_or_else(|| "unknown".to_string(), |p| p.to_string());
     if !peer_allowed(peer, state.owner) {
-        log::warn!(
+        tracing::warn!(
             "control socket: refused pid {pid} (uid {}, gid {}): only root, uid {} or gid {} may connect",
             peer.uid,
             peer.gid,
@@ -361,7 +361,7 @@ async fn connection(
         return;
     }
     let Some(_slot) = slot else {
-        log::warn!(
+        tracing::warn!(
             "control socket: refused pid {pid}: {} connections are already open",
             limits.max_connections
         );
@@ -369,7 +369,7 @@ async fn connection(
         let _ = write_response(&mut stream, &Err(error), limits.idle).await;
         return;
     };
-    log::debug!(
+    tracing::debug!(
         "control socket: connection from pid {pid} (uid {})",
         peer.uid
     );

@@ -42,6 +42,10 @@ pub struct RuntimeStatus {
     /// `None` when not known (a runtime built before it was reported).
     #[serde(default)]
     pub log_file: Option<String>,
+    /// Log lines (the runtime's and the components') dropped because the log writer was
+    /// behind, since the start; zero from a runtime built before they were reported.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
     pub counts: Counts,
     /// In ARN order.
     pub components: Vec<ComponentReport>,
@@ -91,6 +95,10 @@ pub struct ComponentReport {
     /// the whole status unencodable.
     #[serde(default)]
     pub log_file: String,
+    /// Lines of its log dropped because the log writer was behind (a slow disk); zero from
+    /// a runtime built before they were reported.
+    #[serde(default)]
+    pub log_dropped: u64,
 }
 
 /// The state of the connection to the cloud, as the bridge knows it.
@@ -505,6 +513,7 @@ pub(crate) fn build_status(
             pid: c.pid,
             restarts: c.restarts,
             log_file: c.log_file.display().to_string(),
+            log_dropped: c.log_dropped,
         });
     }
     let pid = std::process::id();
@@ -521,6 +530,7 @@ pub(crate) fn build_status(
         mqtt: info.mqtt.as_ref().map(|server| server.report()),
         rss_kib: vm_rss_kib(proc_root, pid),
         log_file: info.log_file.as_ref().map(|p| p.display().to_string()),
+        log_lines_dropped: evergreen_runtime::logs::dropped_lines(),
         counts,
         components: reports,
     }
@@ -588,6 +598,24 @@ impl fmt::Display for RuntimeStatus {
         )?;
         if let Some(mqtt) = &self.mqtt {
             writeln!(f, "mqtt {}", mqtt.describe())?;
+        }
+        if self.log_lines_dropped > 0 {
+            let by: Vec<String> = self
+                .components
+                .iter()
+                .filter(|c| c.log_dropped > 0)
+                .map(|c| format!("{} {}", c.name, c.log_dropped))
+                .collect();
+            writeln!(
+                f,
+                "logs: {} lines dropped, the log writer was behind (a slow disk?){}",
+                self.log_lines_dropped,
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!("; of components: {}", by.join(", "))
+                }
+            )?;
         }
         let dash = || "-".to_string();
         let mut rows = vec![[
@@ -659,6 +687,7 @@ mod tests {
             restarts: 2,
             last_exit: Some(ExitReason::Exited(3)),
             log_file: PathBuf::from("/var/log/user/f.log"),
+            log_dropped: 0,
         }
     }
 

@@ -15,6 +15,7 @@ use evergreen_ipc::{ComponentKind, LogLevel};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use super::events::{waiter_task, InstanceEvent, InstanceEventKind};
 use super::policy::{exit_reason, AfterExit, ExitReason, RestartSettings};
@@ -25,8 +26,7 @@ use super::writer::{writer_task, WriterCmd};
 use super::{ComponentState, ComponentStatus, RuntimeSettings};
 use crate::inflight::{InFlight, SharedInFlight};
 use crate::lambda::{FunctionLink, LambdaHub};
-use crate::logs::LogFile;
-use crate::logs::SharedLog;
+use crate::logs::ComponentLog;
 use crate::router::{QueueReceiver, Router};
 use crate::sandbox::{ContainerGuard, Sandboxes};
 
@@ -82,7 +82,10 @@ pub(crate) struct ComponentActor {
     router: Arc<Router>,
     sandboxes: Arc<Sandboxes>,
     inbox: Arc<tokio::sync::Mutex<QueueReceiver>>,
-    log: SharedLog,
+    log: ComponentLog,
+    /// The context of the runtime's lines about this component (`component{name=… arn=…}`),
+    /// entered by the actor and carried by its tasks.
+    span: tracing::Span,
     instance: Option<Instance>,
     generation: u64,
     state: ComponentState,
@@ -133,7 +136,7 @@ impl ComponentActor {
         sandboxes: Arc<Sandboxes>,
         inbox: QueueReceiver,
     ) -> std::io::Result<Self> {
-        let log = LogFile::open(
+        let log = ComponentLog::open(
             &settings.log_root,
             &spec.log_file,
             &spec.arn,
@@ -155,6 +158,9 @@ impl ComponentActor {
             .or_else(|| settings.restart_overrides.get(&spec.id))
             .copied()
             .unwrap_or(settings.restart);
+        // A root span: the component outlives the deployment that started it.
+        let span =
+            tracing::info_span!(parent: None, "component", name = %spec.name, arn = %spec.arn);
         Ok(ComponentActor {
             restart,
             failure_times: std::collections::VecDeque::new(),
@@ -164,7 +170,8 @@ impl ComponentActor {
             router,
             sandboxes,
             inbox: Arc::new(tokio::sync::Mutex::new(inbox)),
-            log: Rc::new(RefCell::new(log)),
+            log,
+            span,
             instance: None,
             generation: 0,
             state: ComponentState::Starting,
@@ -186,16 +193,15 @@ impl ComponentActor {
 
     /// Writes a line about this component to its own log and to the runtime log.
     fn note(&self, level: LogLevel, message: &str) {
-        if let Err(e) = self.log.borrow_mut().write(level, message) {
-            log::warn!("{}: cannot write its log: {e}", self.spec.arn);
+        self.log.write(level, message);
+        let _context = self.span.enter();
+        match level {
+            LogLevel::Debug => tracing::debug!("{message}"),
+            LogLevel::Info => tracing::info!("{message}"),
+            LogLevel::Warn => tracing::warn!("{message}"),
+            LogLevel::Error => tracing::error!("{message}"),
+            LogLevel::Fatal => tracing::error!(fatal = true, "{message}"),
         }
-        let lvl = match level {
-            LogLevel::Debug => log::Level::Debug,
-            LogLevel::Info => log::Level::Info,
-            LogLevel::Warn => log::Level::Warn,
-            LogLevel::Error | LogLevel::Fatal => log::Level::Error,
-        };
-        log::log!(lvl, "{} ({}): {message}", self.spec.name, self.spec.arn);
     }
 
     fn next_unit(&mut self) -> f64 {
@@ -336,35 +342,41 @@ impl ComponentActor {
                     })
                 }),
             );
-            actix_rt::spawn(stderr_task(stdout, self.log.clone()));
+            actix_rt::spawn(stderr_task(stdout, self.log.clone()).instrument(self.span.clone()));
         } else {
-            actix_rt::spawn(writer_task(
-                stdin,
-                cmd_rx,
-                self.inbox.clone(),
-                component_config(&self.spec, &self.plan_env, &self.settings),
-                max_frame,
-                self.log.clone(),
-                inflight.clone(),
-            ));
-            actix_rt::spawn(reader_task(
-                stdout,
-                addr.clone().recipient(),
-                generation,
-                ReaderEnv {
-                    arn: Arc::from(self.spec.arn.as_str()),
-                    router: self.router.clone(),
-                    log: self.log.clone(),
-                    cmds: cmd_tx.downgrade(),
+            actix_rt::spawn(
+                writer_task(
+                    stdin,
+                    cmd_rx,
+                    self.inbox.clone(),
+                    component_config(&self.spec, &self.plan_env, &self.settings),
                     max_frame,
-                    inflight: inflight.clone(),
-                    aws: self.spec.aws.then(|| self.settings.aws.clone()),
-                    secrets: self.settings.secrets.clone(),
-                    shadow: self.shadow.clone(),
-                },
-            ));
+                    self.log.clone(),
+                    inflight.clone(),
+                )
+                .instrument(self.span.clone()),
+            );
+            actix_rt::spawn(
+                reader_task(
+                    stdout,
+                    addr.clone().recipient(),
+                    generation,
+                    ReaderEnv {
+                        arn: Arc::from(self.spec.arn.as_str()),
+                        router: self.router.clone(),
+                        log: self.log.clone(),
+                        cmds: cmd_tx.downgrade(),
+                        max_frame,
+                        inflight: inflight.clone(),
+                        aws: self.spec.aws.then(|| self.settings.aws.clone()),
+                        secrets: self.settings.secrets.clone(),
+                        shadow: self.shadow.clone(),
+                    },
+                )
+                .instrument(self.span.clone()),
+            );
         }
-        actix_rt::spawn(stderr_task(stderr, self.log.clone()));
+        actix_rt::spawn(stderr_task(stderr, self.log.clone()).instrument(self.span.clone()));
         actix_rt::spawn(waiter_task(child, addr.recipient(), generation));
         self.watch_readiness(ctx, generation);
         self.instance = Some(Instance {
@@ -886,6 +898,7 @@ impl Handler<GetStatus> for ComponentActor {
                 let path = self.settings.log_root.join(&self.spec.log_file);
                 std::path::absolute(&path).unwrap_or(path)
             },
+            log_dropped: self.log.dropped(),
         })
     }
 }

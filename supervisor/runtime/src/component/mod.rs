@@ -113,4 +113,6 @@ pub struct ComponentStatus {
     pub last_exit: Option<ExitReason>,
     /// Its log file, absolute (`evergreen logs` reads it).
     pub log_file: std::path::PathBuf,
+    /// Lines of its log dropped because the log writer was behind.
+    pub log_dropped: u64,
 }

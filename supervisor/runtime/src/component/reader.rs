@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::events::{InstanceEvent, InstanceEventKind};
 use super::writer::WriterCmd;
 use crate::inflight::SharedInFlight;
-use crate::logs::SharedLog;
+use crate::logs::ComponentLog;
 use crate::router::Router;
 use shadow::{shadow_request, ShadowJob};
 
@@ -27,7 +27,7 @@ const READER_YIELD_EVERY: usize = 32;
 pub(super) struct ReaderEnv {
     pub(super) arn: Arc<str>,
     pub(super) router: Arc<Router>,
-    pub(super) log: SharedLog,
+    pub(super) log: ComponentLog,
     pub(super) cmds: mpsc::WeakUnboundedSender<WriterCmd>,
     pub(super) max_frame: usize,
     pub(super) inflight: SharedInFlight,
@@ -97,7 +97,7 @@ pub(super) async fn reader_task<R: AsyncRead + Unpin>(
             FromChild::Publish { topic, payload } => {
                 if let Err(e) = env.router.publish(&env.arn, &topic, Arc::from(payload)) {
                     let reason = e.to_string();
-                    let _ = env.log.borrow_mut().write(
+                    env.log.write(
                         LogLevel::Warn,
                         &format!("publish on {topic:?} refused: {reason}"),
                     );
@@ -107,7 +107,7 @@ pub(super) async fn reader_task<R: AsyncRead + Unpin>(
             // A `Done` with nothing outstanding is harmless; `finish` ignores it.
             FromChild::Done => env.inflight.borrow_mut().finish(Instant::now()),
             FromChild::Log { level, message } => {
-                let _ = env.log.borrow_mut().write(level, &message);
+                env.log.write(level, &message);
             }
             FromChild::GetSecret {
                 request_id,
@@ -121,13 +121,13 @@ pub(super) async fn reader_task<R: AsyncRead + Unpin>(
                     .get(&env.arn, &secret_id, version_stage.as_deref())
                     .map_err(|refusal| {
                         let line = format!("secret request refused: {}", refusal.message);
-                        let _ = env.log.borrow_mut().write(LogLevel::Warn, &line);
-                        log::warn!("{}: {line}", env.arn);
+                        env.log.write(LogLevel::Warn, &line);
+                        tracing::warn!("{}: {line}", env.arn);
                         // With the error code first, as Secrets Manager names the case.
                         refusal.to_string()
                     });
                 if let Ok(value) = &result {
-                    let _ = env.log.borrow_mut().write(
+                    env.log.write(
                         LogLevel::Debug,
                         &format!(
                             "secret {} read (version {}, stages {})",
@@ -141,7 +141,7 @@ pub(super) async fn reader_task<R: AsyncRead + Unpin>(
             }
             FromChild::GetCredentials { request_id } => match env.aws.clone() {
                 None => {
-                    let _ = env.log.borrow_mut().write(
+                    env.log.write(
                         LogLevel::Warn,
                         "AWS credentials requested, refused: this component's manifest does not declare AWS access",
                     );

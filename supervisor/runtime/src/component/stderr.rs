@@ -5,14 +5,14 @@
 use evergreen_ipc::LogLevel;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::logs::SharedLog;
+use crate::logs::ComponentLog;
 
 /// Longest stderr line kept whole; longer ones are cut so a child that never
 /// writes a newline cannot make us buffer without bound.
 const MAX_STDERR_LINE: usize = 16 << 10;
 
 /// Copies the child's stderr (or, on the lambda link, its stdout) into its log.
-pub(super) async fn stderr_task<R: AsyncRead + Unpin>(stderr: R, log: SharedLog) {
+pub(super) async fn stderr_task<R: AsyncRead + Unpin>(stderr: R, log: ComponentLog) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
     loop {
@@ -22,7 +22,7 @@ pub(super) async fn stderr_task<R: AsyncRead + Unpin>(stderr: R, log: SharedLog)
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
-                let _ = log.borrow_mut().write(LogLevel::Info, text);
+                log.write(LogLevel::Info, text);
             }
             Err(_) => return,
         }

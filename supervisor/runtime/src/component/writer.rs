@@ -10,7 +10,7 @@ use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
 use crate::inflight::SharedInFlight;
-use crate::logs::SharedLog;
+use crate::logs::ComponentLog;
 use crate::router::QueueReceiver;
 
 /// Deliveries written before a flush, so a busy target still sees its
@@ -51,7 +51,7 @@ pub(super) async fn writer_task(
     inbox: Arc<tokio::sync::Mutex<QueueReceiver>>,
     config: ComponentConfig,
     max_frame: usize,
-    log: SharedLog,
+    log: ComponentLog,
     inflight: SharedInFlight,
 ) {
     let mut link = SupervisorLink::new(stdin, max_frame);
@@ -95,7 +95,7 @@ pub(super) async fn writer_task(
                 loop {
                     inflight.borrow_mut().begin(Instant::now());
                     if let Err(e) = link.deliver_parts(&msg.topic, &msg.payload, &msg.source).await {
-                        let _ = log.borrow_mut().write(LogLevel::Debug, &format!("delivery lost, stdin closed: {e}"));
+                        log.write(LogLevel::Debug, &format!("delivery lost, stdin closed: {e}"));
                         return;
                     }
                     written += 1;

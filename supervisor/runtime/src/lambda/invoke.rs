@@ -200,7 +200,7 @@ fn secret_answer(
     let refuse = |r: Refusal| {
         let line = format!("secret request refused: {}", r.message);
         note(caller, LogLevel::Warn, &line);
-        log::warn!("{}: {line}", caller.arn);
+        tracing::warn!("{}: {line}", caller.arn);
         json!({ "Status": r.status, "Message": r.to_string() })
             .to_string()
             .into_bytes()

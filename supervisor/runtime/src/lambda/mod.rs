@@ -55,7 +55,7 @@ use serde_json::json;
 use tokio::sync::{oneshot, Notify};
 
 use crate::inflight::SharedInFlight;
-use crate::logs::SharedLog;
+use crate::logs::ComponentLog;
 use crate::router::{QueueReceiver, Router};
 pub use server::{bind, serve, EndpointLimits};
 
@@ -143,7 +143,7 @@ pub(crate) struct FunctionLink {
     /// The ARN without its qualifier, for unqualified invokes.
     unqualified: String,
     timeout: Duration,
-    log: SharedLog,
+    log: ComponentLog,
     inbox: Arc<tokio::sync::Mutex<QueueReceiver>>,
     direct: RefCell<VecDeque<WorkItem>>,
     direct_ready: Notify,
@@ -181,7 +181,7 @@ fn random_hex() -> String {
         // No /dev/urandom (a broken chroot): fall back to the clock and a
         // counter. Tokens stay unique, if guessable; this is logged.
         static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        log::warn!("cannot read /dev/urandom: Lambda IPC tokens are not random");
+        tracing::warn!("cannot read /dev/urandom: Lambda IPC tokens are not random");
         let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -284,7 +284,7 @@ impl LambdaHub {
         &self,
         arn: &str,
         timeout: Duration,
-        log: SharedLog,
+        log: ComponentLog,
         inbox: Arc<tokio::sync::Mutex<QueueReceiver>>,
         wake: Option<Arc<Notify>>,
         direct_capacity: usize,
@@ -452,7 +452,7 @@ impl LambdaHub {
 
 /// Writes a line to the function's own log.
 fn note(link: &FunctionLink, level: LogLevel, message: &str) {
-    let _ = link.log.borrow_mut().write(level, message);
+    link.log.write(level, message);
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub async fn bind(port: u16) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = vec![v4];
     match TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).await {
         Ok(v6) => listeners.push(v6),
-        Err(e) => log::info!("Lambda IPC endpoint: not listening on [::1]:{port}: {e}"),
+        Err(e) => tracing::info!("Lambda IPC endpoint: not listening on [::1]:{port}: {e}"),
     }
     Ok(listeners)
 }
@@ -107,8 +107,8 @@ impl Peers {
         }
         self.last_log.set(Some(now));
         match self.unlogged.replace(0) {
-            0 => log::warn!("Lambda IPC endpoint: {what}"),
-            n => log::warn!(
+            0 => tracing::warn!("Lambda IPC endpoint: {what}"),
+            n => tracing::warn!(
                 "Lambda IPC endpoint: {what}; {n} more connections refused or closed since the last message like this"
             ),
         }
@@ -210,7 +210,7 @@ pub fn serve(hub: Rc<LambdaHub>, listeners: Vec<TcpListener>, limits: EndpointLi
                     Err(e) => {
                         // Out of descriptors, usually: wait a little rather
                         // than spin.
-                        log::warn!("Lambda IPC endpoint: accept failed: {e}");
+                        tracing::warn!("Lambda IPC endpoint: accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }

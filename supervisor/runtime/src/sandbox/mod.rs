@@ -143,14 +143,14 @@ impl Sandboxes {
         }
         .map(|(sandbox, stale)| {
             if stale > 0 {
-                log::info!(
+                tracing::info!(
                     "removed {stale} cgroups and container mount points left by a previous run"
                 );
             }
             sandbox
         });
         if let Err(why) = &container {
-            log::info!("container mode is not available: {why}");
+            tracing::info!("container mode is not available: {why}");
         }
         Sandboxes {
             plain: PlainExec::new(),

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::super::writer::WriterCmd;
 use super::ReaderEnv;
-use crate::logs::SharedLog;
+use crate::logs::ComponentLog;
 
 /// Shadow requests of one child that may wait for its shadow task; more are
 /// answered 429 at once. The SDK waits for each answer, so only a child
@@ -99,7 +99,7 @@ pub(super) fn shadow_request(
 ) {
     let refuse = |code: u16, why: String, request: &[u8]| {
         let line = format!("shadow {op} of {thing_name:?} refused: {code} {why}");
-        let _ = env.log.borrow_mut().write(LogLevel::Warn, &line);
+        env.log.write(LogLevel::Warn, &line);
         env.reply(WriterCmd::Shadow {
             request_id,
             accepted: false,
@@ -152,7 +152,7 @@ async fn shadow_task(
     mut jobs: mpsc::Receiver<ShadowJob>,
     shadow: Arc<dyn crate::services::ShadowService>,
     arn: Arc<str>,
-    log: SharedLog,
+    log: ComponentLog,
     cmds: mpsc::WeakUnboundedSender<WriterCmd>,
 ) {
     while let Some(ShadowJob {
@@ -177,7 +177,7 @@ async fn shadow_task(
                 ),
             ),
             Err(e) => {
-                log::error!("{arn}: the shadow request on {topic:?} failed: {e}");
+                tracing::error!("{arn}: the shadow request on {topic:?} failed: {e}");
                 (
                     false,
                     shadow_error(500, "Internal service failure (see the runtime's log)", b""),
@@ -185,7 +185,7 @@ async fn shadow_task(
             }
         };
         let outcome = if accepted { "accepted" } else { "rejected" };
-        let _ = log.borrow_mut().write(
+        log.write(
             LogLevel::Debug,
             &format!("shadow request {topic}: {outcome}"),
         );
@@ -207,7 +207,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::inflight::InFlight;
-    use crate::logs::LogFile;
+    use crate::logs::ComponentLog;
     use crate::router::Router;
 
     #[test]
@@ -298,14 +298,15 @@ mod tests {
     ) {
         let router = Arc::new(Router::new(crate::router::SubscriptionTable::default()));
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:f:1";
-        let log = LogFile::open(dir, Path::new("f.log"), arn, LogLevel::Debug, 128).expect("log");
+        let log =
+            ComponentLog::open(dir, Path::new("f.log"), arn, LogLevel::Debug, 128).expect("log");
         let shadow = shadow
             .then(|| Arc::new(Versions::default()) as Arc<dyn crate::services::ShadowService>);
         let (tx, rx) = mpsc::unbounded_channel();
         let env = ReaderEnv {
             arn: Arc::from(arn),
             router,
-            log: Rc::new(RefCell::new(log)),
+            log,
             cmds: tx.downgrade(),
             max_frame: 1 << 20,
             inflight: Rc::new(RefCell::new(InFlight::new())),
