@@ -247,7 +247,7 @@ fn run(cli: Cli) -> Result<(), String> {
          msg/s: distinct arrivals / (last arrival - first send); p50/p99: send to arrival; \
          arrived: distinct arrivals of {} (a route still short at its timeout stops there). \
          ML lines: flood lines in MessageLog's files when the flood stopped; ML drops: MessageLog's \
-         router drops (inbox full) from `evergreen status` (`-`: no answer within {STATUS_LIMIT:?}). \
+         router drops (inbox full) from `evergreen status` (`-`: see the notes). \
          stop s: SIGTERM to exit.",
         settings.count
     );
@@ -589,7 +589,13 @@ fn case(
             return Err(e);
         }
     };
-    result.drops = status_drops(bin, &config, &mut result.notes);
+    result.drops = match status_drops(bin, &config, &mut result.notes) {
+        Ok(n) => Some(n),
+        Err(why) => {
+            result.notes.push(why);
+            None
+        }
+    };
     result.stop = running.stop(&mut result.notes);
     // Lines written after the flood stopped are not counted; the runtime is gone before the
     // mount is.
@@ -623,9 +629,10 @@ fn listener(running: &mut Running, root: &Path, stderr: &Path) -> Result<SocketA
     }
 }
 
-/// MessageLog's router drops from `evergreen status --json`, or `None` (with a note) if the
-/// runtime does not answer within [`STATUS_LIMIT`].
-fn status_drops(bin: &Path, config: &Path, notes: &mut Vec<String>) -> Option<u64> {
+/// MessageLog's router drops from `evergreen status --json` (its received count and the echo
+/// function's drops go to `notes`), or why there are none: no answer within [`STATUS_LIMIT`]
+/// (the control socket is served on the actors' thread), or an answer without them.
+fn status_drops(bin: &Path, config: &Path, notes: &mut Vec<String>) -> Result<u64, String> {
     let mut child = Command::new(bin)
         .args(["status", "--json", "--config"])
         .arg(config)
@@ -633,29 +640,25 @@ fn status_drops(bin: &Path, config: &Path, notes: &mut Vec<String>) -> Option<u6
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+        .map_err(|e| format!("cannot run `evergreen status`: {e}"))?;
     let started = Instant::now();
-    let answered = loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break true,
-            Ok(None) if started.elapsed() < STATUS_LIMIT => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => break false,
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if started.elapsed() > STATUS_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "`evergreen status` got no answer within {STATUS_LIMIT:?} after the flood"
+            ));
         }
-    };
-    if !answered {
-        let _ = child.kill();
-        let _ = child.wait();
-        notes.push(format!(
-            "`evergreen status` got no answer within {STATUS_LIMIT:?} after the flood"
-        ));
-        return None;
+        std::thread::sleep(Duration::from_millis(20));
     }
     let mut out = String::new();
-    child.stdout.take()?.read_to_string(&mut out).ok()?;
-    let doc: Value = serde_json::from_str(&out).ok()?;
-    let components = doc["components"].as_array()?;
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    let unexpected = || format!("`evergreen status --json` named no drops for MessageLog: {out}");
+    let doc: Value = serde_json::from_str(&out).map_err(|_| unexpected())?;
+    let components = doc["components"].as_array().ok_or_else(unexpected)?;
     // A measured message the echo function's inbox refused is lost, not late.
     let echo = evergreen_tests::fn_arn("echo");
     if let Some(n) = components
@@ -666,14 +669,17 @@ fn status_drops(bin: &Path, config: &Path, notes: &mut Vec<String>) -> Option<u6
     {
         notes.push(format!("the echo function's inbox dropped {n} messages"));
     }
-    let component = components.iter().find(|c| c["arn"] == MESSAGE_LOG)?;
+    let component = components
+        .iter()
+        .find(|c| c["arn"] == MESSAGE_LOG)
+        .ok_or_else(unexpected)?;
     if let Some(n) = component["messagesIn"].as_u64() {
         notes.push(format!(
             "MessageLog received {} flood messages",
             thousands(n)
         ));
     }
-    component["drops"].as_u64()
+    component["drops"].as_u64().ok_or_else(unexpected)
 }
 
 /// Nanoseconds since `epoch`, the one clock of every stamp.
