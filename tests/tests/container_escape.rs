@@ -23,9 +23,16 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// Runs `eg-fn escape` in a container (as `run_as`, if given) and returns its report.
 fn escape_report(run_as: Option<u32>) -> Value {
+    container_report("escape", run_as)
+}
+
+/// Runs `eg-fn COMMAND COMMAND/report` in a container (as `run_as`, if given) and returns the
+/// report it publishes.
+fn container_report(command: &str, run_as: Option<u32>) -> Value {
     let scratch = tempfile::tempdir().expect("tmp");
-    let record = scratch.path().join("escape.jsonl");
-    let mut prober = function("prober", "escape escape/report");
+    let record = scratch.path().join("report.jsonl");
+    let topic = format!("{command}/report");
+    let mut prober = function("prober", &format!("{command} {topic}"));
     prober["FunctionConfiguration"]["MemorySize"] = json!(65536);
     let execution = &mut prober["FunctionConfiguration"]["Environment"]["Execution"];
     execution["IsolationMode"] = json!("GreengrassContainer");
@@ -37,12 +44,7 @@ fn escape_report(run_as: Option<u32>) -> Value {
             prober,
             function("rec", &format!("record {}", record.display())),
         ],
-        vec![sub(
-            "report",
-            &fn_arn("prober"),
-            "escape/report",
-            &fn_arn("rec"),
-        )],
+        vec![sub("report", &fn_arn("prober"), &topic, &fn_arn("rec"))],
     );
     let _rt = Runtime::start_config(
         &g,
@@ -53,8 +55,39 @@ fn escape_report(run_as: Option<u32>) -> Value {
         wait_for(LIMIT, || records(&record).into_iter().next()).expect("the prober reported");
     let report: Value =
         serde_json::from_str(report["payload"].as_str().expect("payload")).expect("json");
-    eprintln!("escape report: {report:#}");
+    eprintln!("{command} report: {report:#}");
     report
+}
+
+/// Issue 28: the capability sets a jailed component really has (`/proc/self/status`) are the
+/// plan the runtime computed with the `caps` crate before the fork, for uid 0 (which holds
+/// every capability outside a container) as for another user.
+#[test]
+fn jailed_capabilities_are_the_computed_plan_as_root_and_as_another_user() {
+    require_containers!();
+    let plan = evergreen_runtime::sandbox::CapabilityPlan::container().masks();
+    for run_as in [0, 65534] {
+        let report = container_report("caps", Some(run_as));
+        assert!(
+            report["uid"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(&format!("{run_as}\t"))),
+            "runs as {run_as}: {report}"
+        );
+        for (field, mask) in [
+            ("CapEff", plan.effective),
+            ("CapPrm", plan.permitted),
+            ("CapInh", plan.inheritable),
+            ("CapBnd", plan.bounding),
+            ("CapAmb", plan.ambient),
+        ] {
+            assert_eq!(
+                report[field],
+                format!("{mask:016x}"),
+                "uid {run_as}: {field} is not the plan's"
+            );
+        }
+    }
 }
 
 #[test]

@@ -77,6 +77,7 @@ async fn main() -> ExitCode {
             probe(topic, host_file, granted, other).await
         }
         ["hog", mb] => hog(parse(mb)).await,
+        ["caps", topic] => capabilities(topic).await,
         ["escape", topic] => escape(topic).await,
         ["secret", id, stage, file] => secret(id, stage, file).await,
         ["shadow", file] => shadow(file).await,
@@ -358,6 +359,25 @@ async fn probe(
         "other_device": other_result,
         "root_write": outcome(std::fs::write("/probe-was-here", b"x")),
         "tmp_write": outcome(std::fs::write("/tmp/probe-was-here", b"x")),
+    });
+    handle.publish(topic, report.to_string()).await?;
+    idle(&mut component).await;
+    Ok(())
+}
+
+/// Publishes its uid and its five capability sets as `/proc/self/status` shows them.
+async fn capabilities(topic: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    component.ready().await?;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let report = serde_json::json!({
+        "uid": status_field(&status, "Uid:"),
+        "CapEff": status_field(&status, "CapEff:"),
+        "CapPrm": status_field(&status, "CapPrm:"),
+        "CapInh": status_field(&status, "CapInh:"),
+        "CapBnd": status_field(&status, "CapBnd:"),
+        "CapAmb": status_field(&status, "CapAmb:"),
     });
     handle.publish(topic, report.to_string()).await?;
     idle(&mut component).await;

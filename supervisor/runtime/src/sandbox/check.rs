@@ -359,7 +359,91 @@ pub(crate) fn host_report() -> Report {
     if findings.iter().any(|f| f.what == "privileges" && f.ok) {
         findings.push(live_probe());
     }
+    findings.push(own_capabilities());
+    findings.push(finding(
+        "container capabilities",
+        true,
+        describe_plan(&super::CapabilityPlan::container()),
+        false,
+    ));
     Report { findings }
+}
+
+/// The runtime's own capability sets, read with `caps` (for the operator: what a component
+/// in NoContainer mode running as the runtime's user could inherit).
+fn own_capabilities() -> Finding {
+    use caps::CapSet;
+    let supported = caps::runtime::thread_all_supported();
+    let sets = [
+        ("effective", CapSet::Effective),
+        ("permitted", CapSet::Permitted),
+        ("inheritable", CapSet::Inheritable),
+        ("bounding", CapSet::Bounding),
+        ("ambient", CapSet::Ambient),
+    ];
+    let mut parts = Vec::new();
+    for (name, set) in sets {
+        match caps::read(None, set) {
+            Ok(held) => parts.push(format!("{name} {}", describe_set(&held, &supported))),
+            Err(e) => {
+                return finding(
+                    "capabilities",
+                    false,
+                    format!("cannot read the {name} set: {e}"),
+                    false,
+                )
+            }
+        }
+    }
+    finding("capabilities", true, parts.join("; "), false)
+}
+
+/// What a jailed component keeps, by set.
+fn describe_plan(plan: &super::CapabilityPlan) -> String {
+    let none = caps::CapsHashSet::new();
+    let sets = [
+        ("effective", &plan.effective),
+        ("permitted", &plan.permitted),
+        ("inheritable", &plan.inheritable),
+        ("bounding", &plan.bounding),
+        ("ambient", &plan.ambient),
+    ];
+    if sets.iter().all(|(_, s)| s.is_empty()) {
+        return "components keep none, in any set, also as uid 0".to_string();
+    }
+    sets.iter()
+        .map(|(name, set)| format!("{name} {}", describe_set(set, &none)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `all (N)`, `none`, `all but <names> (N of M)` when most are held, or the names, in number
+/// order.
+fn describe_set(held: &caps::CapsHashSet, supported: &caps::CapsHashSet) -> String {
+    let names = |set: &caps::CapsHashSet| {
+        let mut caps: Vec<caps::Capability> = set.iter().copied().collect();
+        caps.sort_by_key(caps::Capability::index);
+        caps.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if held.is_empty() {
+        return "none".to_string();
+    }
+    if !supported.is_empty() && held.is_superset(supported) {
+        return format!("all ({})", held.len());
+    }
+    if held.len() * 2 > supported.len() && held.is_subset(supported) {
+        let missing: caps::CapsHashSet = supported.difference(held).copied().collect();
+        return format!(
+            "all but {} ({} of {})",
+            names(&missing),
+            held.len(),
+            supported.len()
+        );
+    }
+    names(held)
 }
 
 /// Why container mode cannot run here, or `None` when it can. Computed once
@@ -497,5 +581,29 @@ mod tests {
         assert_eq!(kernel_version("6.18.44-fc-v657"), Some((6, 18)));
         assert_eq!(kernel_version("4.4"), Some((4, 4)));
         assert_eq!(kernel_version("garbage"), None);
+    }
+
+    #[test]
+    fn capability_sets_are_named_all_none_or_by_name() {
+        use caps::Capability::{CAP_CHOWN, CAP_NET_RAW, CAP_SYS_ADMIN};
+        let supported: caps::CapsHashSet = [CAP_CHOWN, CAP_NET_RAW, CAP_SYS_ADMIN].into();
+        assert_eq!(describe_set(&supported, &supported), "all (3)");
+        assert_eq!(describe_set(&caps::CapsHashSet::new(), &supported), "none");
+        assert_eq!(
+            describe_set(&[CAP_SYS_ADMIN, CAP_CHOWN].into(), &supported),
+            "all but CAP_NET_RAW (2 of 3)"
+        );
+        assert_eq!(
+            describe_set(&[CAP_NET_RAW].into(), &supported),
+            "CAP_NET_RAW"
+        );
+        assert_eq!(
+            describe_plan(&crate::sandbox::CapabilityPlan::container()),
+            "components keep none, in any set, also as uid 0"
+        );
+        // The runtime's own sets, read with `caps`, as `evergreen check` shows them.
+        let own = own_capabilities();
+        assert!(own.ok, "{own:?}");
+        assert!(own.detail.starts_with("effective "), "{own:?}");
     }
 }

@@ -18,7 +18,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 use super::cgroup::{CgroupError, CgroupManager, Cgroups, ComponentCgroup, DeviceRule, Limits};
-use super::jail::{self, BindMount, JailPlan, JailSpec, SystemPath, SYSTEM_PATHS};
+use super::jail::{self, BindMount, CapabilityPlan, JailPlan, JailSpec, SystemPath, SYSTEM_PATHS};
 use super::{MountKind, Sandbox, SandboxError, SpawnSpec, Spawned};
 
 /// Tasks a component's cgroup may hold: enough for any sane connector or
@@ -291,6 +291,7 @@ impl ContainerSandbox {
                 uid: spec.run_as.uid,
                 gid: spec.run_as.gid,
                 groups,
+                capabilities: CapabilityPlan::container(),
             },
             devices,
         ))

@@ -56,6 +56,7 @@ mod sys;
 
 use plan::MS_HARDEN;
 pub(crate) use plan::{BindMount, JailError, JailPlan, JailSpec, Step, SystemPath, SYSTEM_PATHS};
+pub use plan::{CapabilityMasks, CapabilityPlan};
 
 /// The highest capability number to drop from the bounding set. Numbers
 /// the kernel does not know are skipped (`EINVAL`).
@@ -251,10 +252,14 @@ pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
                 None,
             ),
             Step::Chdir(path) => sys::chdir(path),
-            Step::DropBoundingCapabilities => {
+            Step::DropBoundingCapabilities { keep } => {
+                // Raw prctl, not `caps::drop`: see `CapabilityPlan` (no allocation after fork).
+                // Every number up to 63, also those `caps` does not name (a newer kernel's).
                 for cap in 0..=LAST_CAP {
-                    // EINVAL: a number this kernel does not have; nothing to drop.
-                    sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong);
+                    if keep & (1u64 << cap) == 0 {
+                        // EINVAL: a number this kernel does not have; nothing to drop.
+                        sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong);
+                    }
                 }
                 // SAFETY: integer arguments only.
                 unsafe {
@@ -269,8 +274,31 @@ pub(crate) fn run(plan: &JailPlan, supervisor: libc::pid_t) -> io::Result<()> {
             }
             Step::SetGroups(groups) => sys::setgroups(groups),
             Step::SetGid(gid) => sys::setresgid(*gid),
+            Step::KeepCapabilities => sys::prctl(libc::PR_SET_KEEPCAPS, 1),
             Step::SetUid(uid) => sys::setresuid(*uid),
-            Step::ClearCapabilities => sys::clear_capabilities(),
+            Step::SetCapabilities {
+                effective,
+                permitted,
+                inheritable,
+            } => sys::set_capabilities(*effective, *permitted, *inheritable),
+            Step::RaiseAmbient(mask) => {
+                let mut r = 0;
+                for cap in 0..=LAST_CAP {
+                    if r == 0 && mask & (1u64 << cap) != 0 {
+                        // SAFETY: integer arguments only.
+                        r = unsafe {
+                            libc::prctl(
+                                libc::PR_CAP_AMBIENT,
+                                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                                cap as libc::c_ulong,
+                                0,
+                                0,
+                            )
+                        };
+                    }
+                }
+                r
+            }
             Step::NoNewPrivileges => sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1),
             Step::Seccomp(filter) => filter.install(),
             Step::ForkComponent => init::fork_component(status_pipe),

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) use container::{component_pid, ContainerGuard, ContainerSandbox};
+pub use jail::{CapabilityMasks, CapabilityPlan};
 pub(crate) use plain::PlainExec;
 
 use evergreen_group::plan::{Isolation, RunAs};

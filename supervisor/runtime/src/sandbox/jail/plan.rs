@@ -97,6 +97,62 @@ pub(crate) struct JailSpec {
     pub gid: Option<u32>,
     /// Supplementary groups (device and volume group owners).
     pub groups: Vec<u32>,
+    /// The capabilities the component keeps.
+    pub capabilities: CapabilityPlan,
+}
+
+/// The capability sets a jailed component keeps, computed with `caps` in the supervisor and
+/// carried into the jail as bit masks ([`CapabilityMasks`]). The steps after the fork apply
+/// them with raw `prctl`/`capset` calls, not with `caps`: between `fork` and `exec` only
+/// async-signal-safe calls are allowed, and `caps` allocates (its sets are `HashSet`s, its
+/// errors `String`s), which can deadlock in a child forked from a multi-threaded process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapabilityPlan {
+    pub effective: caps::CapsHashSet,
+    pub permitted: caps::CapsHashSet,
+    pub inheritable: caps::CapsHashSet,
+    pub bounding: caps::CapsHashSet,
+    pub ambient: caps::CapsHashSet,
+}
+
+impl CapabilityPlan {
+    /// What every container component keeps: nothing, in any set, whatever its user (also
+    /// uid 0). Greengrass V1's containers gave a function no privilege over the host;
+    /// resources (devices, volumes) are granted by binding them, not by capabilities.
+    pub fn container() -> CapabilityPlan {
+        CapabilityPlan::default()
+    }
+
+    /// The plan as the kernel's bit masks (bit `n` is capability number `n`).
+    pub fn masks(&self) -> CapabilityMasks {
+        let mask = |set: &caps::CapsHashSet| set.iter().fold(0u64, |m, c| m | c.bitmask());
+        CapabilityMasks {
+            effective: mask(&self.effective),
+            permitted: mask(&self.permitted),
+            inheritable: mask(&self.inheritable),
+            bounding: mask(&self.bounding),
+            ambient: mask(&self.ambient),
+        }
+    }
+}
+
+/// A [`CapabilityPlan`] as bit masks: what the jail's steps apply, and what
+/// `/proc/<pid>/status` shows (`CapEff`, `CapPrm`, `CapInh`, `CapBnd`, `CapAmb`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapabilityMasks {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub bounding: u64,
+    pub ambient: u64,
+}
+
+impl CapabilityMasks {
+    /// Whether a process with these sets must keep its capabilities across a switch to
+    /// a non-zero uid (which otherwise empties the permitted and effective sets).
+    fn keeps_any(&self) -> bool {
+        (self.effective | self.permitted | self.inheritable | self.ambient) != 0
+    }
 }
 
 /// A system path as found on the host.
@@ -184,11 +240,24 @@ pub(crate) enum Step {
     DetachOldRoot(CString),
     RemountRootReadOnly,
     Chdir(CString),
-    DropBoundingCapabilities,
+    /// Drops every capability number (0 to 63) not in `keep` from the bounding set, and
+    /// empties the ambient set.
+    DropBoundingCapabilities {
+        keep: u64,
+    },
     SetGroups(Vec<libc::gid_t>),
     SetGid(libc::gid_t),
+    /// Keeps the permitted set across the uid switch (only when the plan keeps any).
+    KeepCapabilities,
     SetUid(libc::uid_t),
-    ClearCapabilities,
+    /// Sets the effective, permitted and inheritable sets to the plan's.
+    SetCapabilities {
+        effective: u64,
+        permitted: u64,
+        inheritable: u64,
+    },
+    /// Raises each capability in the mask into the ambient set.
+    RaiseAmbient(u64),
     NoNewPrivileges,
     /// The seccomp filter ([`seccomp`]): init and the component run under it.
     Seccomp(seccomp::Filter),
@@ -219,11 +288,13 @@ impl Step {
             Step::DetachOldRoot(_) => "detach the old root",
             Step::RemountRootReadOnly => "remount the root read-only",
             Step::Chdir(_) => "change directory",
-            Step::DropBoundingCapabilities => "drop the capability bounding set",
+            Step::DropBoundingCapabilities { .. } => "drop the capability bounding set",
             Step::SetGroups(_) => "set supplementary groups",
             Step::SetGid(_) => "set the group id",
+            Step::KeepCapabilities => "keep capabilities across the uid switch",
             Step::SetUid(_) => "set the user id",
-            Step::ClearCapabilities => "clear capabilities",
+            Step::SetCapabilities { .. } => "set capabilities",
+            Step::RaiseAmbient(_) => "raise ambient capabilities",
             Step::NoNewPrivileges => "set no_new_privs",
             Step::Seccomp(_) => "install the seccomp filter",
             Step::ForkComponent => "fork the component under the namespace's init",
@@ -472,7 +543,10 @@ impl JailPlan {
             .unwrap_or(Path::new("/"));
         steps.push(Step::Chdir(cstr(cwd)?));
         // 9. privileges.
-        steps.push(Step::DropBoundingCapabilities);
+        let caps = spec.capabilities.masks();
+        steps.push(Step::DropBoundingCapabilities {
+            keep: caps.bounding,
+        });
         if spec.gid.is_some() || spec.uid.is_some() || !spec.groups.is_empty() {
             let mut groups: Vec<libc::gid_t> = spec.gid.into_iter().collect();
             groups.extend(spec.groups.iter().copied().filter(|g| Some(*g) != spec.gid));
@@ -482,9 +556,19 @@ impl JailPlan {
             steps.push(Step::SetGid(gid));
         }
         if let Some(uid) = spec.uid {
+            if uid != 0 && caps.keeps_any() {
+                steps.push(Step::KeepCapabilities);
+            }
             steps.push(Step::SetUid(uid));
         }
-        steps.push(Step::ClearCapabilities);
+        steps.push(Step::SetCapabilities {
+            effective: caps.effective,
+            permitted: caps.permitted,
+            inheritable: caps.inheritable,
+        });
+        if caps.ambient != 0 {
+            steps.push(Step::RaiseAmbient(caps.ambient));
+        }
         steps.push(Step::NoNewPrivileges);
         if let Some(filter) = seccomp::Filter::build() {
             steps.push(Step::Seccomp(filter));

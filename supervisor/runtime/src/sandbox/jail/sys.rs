@@ -200,19 +200,22 @@ struct CapData {
 
 const CAP_VERSION_3: u32 = 0x2008_0522;
 
-/// Empties the effective, permitted and inheritable sets. After a switch to
-/// a non-zero uid they are already empty; for uid 0 this is what removes
-/// root's powers.
-pub(super) fn clear_capabilities() -> libc::c_int {
+/// Sets the effective, permitted and inheritable sets to these masks (bit `n`: capability
+/// `n`), with a raw `capset` (no allocation: this runs between fork and exec). For an empty
+/// plan after a switch to a non-zero uid they are already empty; for uid 0 this is what
+/// removes root's powers.
+pub(super) fn set_capabilities(effective: u64, permitted: u64, inheritable: u64) -> libc::c_int {
     let header = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
     };
-    let data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    // Version 3 splits each 64-bit set into two 32-bit words, low word first.
+    let word = |mask: u64, high: bool| (if high { mask >> 32 } else { mask }) as u32;
+    let data = [false, true].map(|high| CapData {
+        effective: word(effective, high),
+        permitted: word(permitted, high),
+        inheritable: word(inheritable, high),
+    });
     // SAFETY: header and data are valid for the duration of the call and
     // laid out as the kernel's capset structures (version 3: two data words).
     unsafe {

@@ -58,6 +58,7 @@ fn spec() -> JailSpec {
         uid: Some(1001),
         gid: Some(1002),
         groups: vec![20, 1002],
+        capabilities: CapabilityPlan::container(),
     }
 }
 
@@ -79,9 +80,15 @@ fn the_sequence_is_in_the_jailer_order() {
     let first_bind = position(&plan, |s| matches!(s, Step::Bind { .. }));
     let pivot = position(&plan, |s| matches!(s, Step::PivotRoot { .. }));
     let detach = position(&plan, |s| matches!(s, Step::DetachOldRoot(_)));
-    let caps = position(&plan, |s| *s == Step::DropBoundingCapabilities);
+    let caps = position(&plan, |s| *s == Step::DropBoundingCapabilities { keep: 0 });
     let setuid = position(&plan, |s| matches!(s, Step::SetUid(1001)));
-    let clear = position(&plan, |s| *s == Step::ClearCapabilities);
+    let clear = position(&plan, |s| {
+        *s == Step::SetCapabilities {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }
+    });
     let nnp = position(&plan, |s| *s == Step::NoNewPrivileges);
     assert_eq!(plan.steps[0], Step::DieWithParent);
     assert!(cgroup < unshare && unshare < fork && fork < private);
@@ -220,4 +227,50 @@ fn a_destination_inside_a_system_path_is_refused() {
     let mut s = spec();
     s.binds[1].target = "/data/../etc".into();
     assert!(JailPlan::build(&s).is_err());
+}
+
+#[test]
+fn a_plan_that_keeps_capabilities_carries_them_as_masks_and_keeps_them_across_setuid() {
+    use caps::Capability::{CAP_NET_BIND_SERVICE, CAP_NET_RAW};
+    let mut keeping = spec();
+    let keep: caps::CapsHashSet = [CAP_NET_BIND_SERVICE, CAP_NET_RAW].into_iter().collect();
+    keeping.capabilities = CapabilityPlan {
+        effective: keep.clone(),
+        permitted: keep.clone(),
+        inheritable: keep.clone(),
+        bounding: keep.clone(),
+        ambient: [CAP_NET_BIND_SERVICE].into_iter().collect(),
+    };
+    let mask = (1u64 << 10) | (1u64 << 13);
+    assert_eq!(
+        keeping.capabilities.masks(),
+        CapabilityMasks {
+            effective: mask,
+            permitted: mask,
+            inheritable: mask,
+            bounding: mask,
+            ambient: 1 << 10,
+        }
+    );
+    let plan = JailPlan::build(&keeping).expect("plan");
+    let bounding = position(&plan, |s| {
+        *s == Step::DropBoundingCapabilities { keep: mask }
+    });
+    let keepcaps = position(&plan, |s| *s == Step::KeepCapabilities);
+    let setuid = position(&plan, |s| matches!(s, Step::SetUid(1001)));
+    let set = position(&plan, |s| {
+        *s == Step::SetCapabilities {
+            effective: mask,
+            permitted: mask,
+            inheritable: mask,
+        }
+    });
+    let ambient = position(&plan, |s| *s == Step::RaiseAmbient(1 << 10));
+    assert!(bounding < keepcaps && keepcaps < setuid && setuid < set && set < ambient);
+    // The container's plan keeps nothing, so it needs no keepcaps and raises nothing.
+    let plain = JailPlan::build(&spec()).expect("plan");
+    assert!(!plain
+        .steps
+        .iter()
+        .any(|s| *s == Step::KeepCapabilities || matches!(s, Step::RaiseAmbient(_))));
 }
