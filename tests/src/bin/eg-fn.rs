@@ -29,6 +29,10 @@
 //!   `clone` with `CLONE_NEWUSER` (each in a forked child), `mount` of a tmpfs, and `keyctl`.
 //! - `hog <mb_per_10ms>`: after Ready, allocate and touch memory without
 //!   end (stops at 4 GiB), to be OOM-killed at its cgroup limit.
+//! - `caps <topic>`: after Ready, publish on `topic` its uid and the five capability sets of
+//!   `/proc/self/status` (`CapEff`, `CapPrm`, `CapInh`, `CapBnd`, `CapAmb`).
+//! - `chatty <count> <delay_ms>`: `delay_ms` after Ready, write `count` lines
+//!   `chatty line <n>` to stderr as fast as the runtime takes them, then idle.
 //! - `feed <file>`: follow `file` (which need not exist yet) and publish each
 //!   complete line `{"topic":…,"payload":…}` on its topic: a string payload
 //!   is sent as its bytes, any other JSON value as its JSON text. Lets a test
@@ -78,6 +82,7 @@ async fn main() -> ExitCode {
         }
         ["hog", mb] => hog(parse(mb)).await,
         ["caps", topic] => capabilities(topic).await,
+        ["chatty", count, delay] => chatty(parse(count), parse(delay)).await,
         ["escape", topic] => escape(topic).await,
         ["secret", id, stage, file] => secret(id, stage, file).await,
         ["shadow", file] => shadow(file).await,
@@ -361,6 +366,22 @@ async fn probe(
         "tmp_write": outcome(std::fs::write("/tmp/probe-was-here", b"x")),
     });
     handle.publish(topic, report.to_string()).await?;
+    idle(&mut component).await;
+    Ok(())
+}
+
+/// Once ready and `delay_ms` later, writes `count` lines (`chatty line <n>`) to stderr as fast
+/// as the runtime reads them (a component logging at full speed), then idles.
+async fn chatty(count: u64, delay_ms: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    component.ready().await?;
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let mut stderr = std::io::stderr().lock();
+    for n in 0..count {
+        // One write per line: each becomes one log line.
+        stderr.write_all(format!("chatty line {n:07}\n").as_bytes())?;
+    }
+    drop(stderr);
     idle(&mut component).await;
     Ok(())
 }
