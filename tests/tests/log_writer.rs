@@ -137,7 +137,10 @@ fn a_stalled_log_disk_holds_up_no_routing_and_every_dropped_line_is_counted() {
         })
         .expect("status after the drain");
     assert_eq!(dropped, dropped_after, "drops went on after chatty stopped");
-    let written = text.lines().filter(|l| l.contains(") chatty line ")).count() as u64;
+    let written = text
+        .lines()
+        .filter(|l| l.contains(") chatty line "))
+        .count() as u64;
     assert_eq!(
         written + dropped,
         CHATTY_LINES,
@@ -154,7 +157,10 @@ fn a_stalled_log_disk_holds_up_no_routing_and_every_dropped_line_is_counted() {
         .lines()
         .filter_map(|l| {
             let (_, rest) = l.split_once("evergreen_runtime::logs: ")?;
-            rest.split_once(" log lines were not written")?.0.parse::<u64>().ok()
+            rest.split_once(" log lines were not written")?
+                .0
+                .parse::<u64>()
+                .ok()
         })
         .sum();
     assert!(

@@ -4,11 +4,13 @@
 //!
 //! A record is one `write` into the [`NonBlocking`] writer, which hands it to its worker
 //! thread as one message, and the worker passes it whole to [`Files::write`] (it calls
-//! `write_all`, and `Files` always takes the whole buffer). A record starts with a kind byte
-//! and the log's number (8 bytes, little-endian); a line's record then carries the rendered
-//! line.
+//! `write_all`, and `Files` always takes the whole buffer). A record is text: a kind letter
+//! and the log's number in 16 hex digits, then, for a line, the rendered line. The logging
+//! thread renders it into a reused buffer ([`with_record`]), so a line costs one copy (the
+//! writer's own) and no allocation of ours.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,12 +30,63 @@ pub(super) const SYSTEM_ID: u64 = 0;
 /// Control records (a log closed, a flush) that may wait beside the admitted lines.
 const CONTROL_ROOM: usize = 1024;
 
-const LINE: u8 = 1;
+pub(super) const LINE: u8 = b'L';
 /// A runtime line that is also echoed on stderr.
-const LINE_ECHO: u8 = 2;
-const CLOSE: u8 = 3;
-const BARRIER: u8 = 4;
-const HEADER: usize = 9;
+pub(super) const LINE_ECHO: u8 = b'E';
+const CLOSE: u8 = b'C';
+const BARRIER: u8 = b'B';
+/// The kind letter and 16 hex digits.
+const HEADER: usize = 17;
+
+thread_local! {
+    /// The record being rendered on this thread, reused from line to line.
+    static RECORD: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Starts a record of `kind` for log `id` in this thread's buffer and lets `render` append
+/// the line; returns what `render` returns, with the buffer then holding the whole record.
+/// A nested call (a line logged while rendering one) gets a buffer of its own.
+pub(super) fn with_record<T>(
+    kind: u8,
+    id: u64,
+    render: impl FnOnce(&mut String) -> T,
+) -> (T, RecordRef) {
+    let mut buf = RECORD
+        .try_with(|b| b.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)).ok())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    buf.clear();
+    buf.push(char::from(kind));
+    let _ = write!(buf, "{id:016x}");
+    let out = render(&mut buf);
+    (out, RecordRef(buf))
+}
+
+/// A rendered record; its buffer goes back to the thread's when dropped.
+#[derive(Debug)]
+pub(super) struct RecordRef(String);
+
+impl RecordRef {
+    /// The line's bytes (the record without its header).
+    pub(super) fn line_len(&self) -> usize {
+        self.0.len() - HEADER
+    }
+}
+
+impl Drop for RecordRef {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        // Keep a modest buffer only: one huge line must not pin its memory forever.
+        if buf.capacity() <= 64 * 1024 {
+            let _ = RECORD.try_with(|b| {
+                if let Ok(mut b) = b.try_borrow_mut() {
+                    *b = buf;
+                }
+            });
+        }
+    }
+}
 
 /// What the emitting side needs to render a log's lines.
 #[derive(Debug)]
@@ -151,21 +204,17 @@ impl Shared {
         self.dropped_total.load(Ordering::Relaxed)
     }
 
-    /// Sends one record: `kind`, log `id`, `payload`.
-    pub(super) fn send(&self, writer: &mut NonBlocking, kind: u8, id: u64, payload: &[u8]) {
-        let mut record = Vec::with_capacity(HEADER + payload.len());
-        record.push(kind);
-        record.extend_from_slice(&id.to_le_bytes());
-        record.extend_from_slice(payload);
-        // The worker is gone only after the guard dropped (the process is ending): the line
-        // has nowhere to go; it was counted as queued and `drain` reports it.
-        let _ = writer.write(&record);
+    /// Sends a control record: `kind` for log `id`.
+    fn send(&self, writer: &mut NonBlocking, kind: u8, id: u64) {
+        let (_, record) = with_record(kind, id, |_| ());
+        self.send_record(writer, &record);
     }
 
-    /// Sends an admitted line of log `id`.
-    pub(super) fn send_line(&self, writer: &mut NonBlocking, id: u64, echo: bool, line: &str) {
-        let kind = if echo { LINE_ECHO } else { LINE };
-        self.send(writer, kind, id, line.as_bytes());
+    /// Sends a rendered record (see [`with_record`]); a line's must have been admitted.
+    pub(super) fn send_record(&self, writer: &mut NonBlocking, record: &RecordRef) {
+        // The worker is gone only after the guard dropped (the process is ending): the line
+        // has nowhere to go; it was counted as queued and `drain` reports it.
+        let _ = writer.write(record.0.as_bytes());
     }
 
     /// Waits until every record sent before this call is written, at most `timeout`;
@@ -175,7 +224,7 @@ impl Shared {
             return 0;
         };
         let barrier = self.next_barrier.fetch_add(1, Ordering::Relaxed);
-        self.send(&mut writer, BARRIER, barrier, &[]);
+        self.send(&mut writer, BARRIER, barrier);
         let deadline = Instant::now() + timeout;
         let mut passed = lock(&self.passed_barrier);
         while *passed < barrier {
@@ -207,21 +256,25 @@ struct Files {
 
 impl Files {
     fn handle(&mut self, record: &[u8]) {
-        let Some((&kind, rest)) = record.split_first() else {
+        let Ok(record) = std::str::from_utf8(record) else {
             return;
         };
-        let Some((id, payload)) = rest.split_first_chunk::<8>() else {
+        let (Some(kind), Some(id), Some(payload)) = (
+            record.as_bytes().first().copied(),
+            record
+                .get(1..HEADER)
+                .and_then(|h| u64::from_str_radix(h, 16).ok()),
+            record.get(HEADER..),
+        ) else {
             return;
         };
-        let id = u64::from_le_bytes(*id);
         match kind {
             LINE | LINE_ECHO => {
                 self.shared.queued_lines.fetch_sub(1, Ordering::AcqRel);
                 self.shared
                     .queued_bytes
                     .fetch_sub(payload.len(), Ordering::AcqRel);
-                let line = String::from_utf8_lossy(payload);
-                self.write_line(id, kind == LINE_ECHO, &line);
+                self.write_line(id, kind == LINE_ECHO, payload);
             }
             CLOSE => {
                 self.open.remove(&id);
@@ -443,7 +496,7 @@ impl Drop for Handle {
         if let Mode::Queued { id, shared } = &self.mode {
             write_lock(&shared.metas).remove(id);
             if let Some(mut writer) = lock(&shared.writer).clone() {
-                shared.send(&mut writer, CLOSE, *id, &[]);
+                shared.send(&mut writer, CLOSE, *id);
             }
         }
     }

@@ -9,7 +9,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use evergreen_ipc::LogLevel;
-use time::macros::format_description;
+use std::fmt::Write as _;
+
 use time::OffsetDateTime;
 
 use super::{MAX_MESSAGE_BYTES, MIN_SPACE_KB, ROTATED_FILES};
@@ -226,15 +227,24 @@ pub(crate) fn render_line(
     line.push('\n');
 }
 
-/// UTC, RFC 3339 with milliseconds.
+/// UTC, RFC 3339 with milliseconds, written in place (every line has one: no allocation).
 pub(crate) fn push_timestamp(out: &mut String, now: OffsetDateTime) {
-    match now.format(format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    )) {
-        Ok(stamp) => out.push_str(&stamp),
-        // Only a year beyond 9999 fails to format; keep the line anyway.
-        Err(_) => out.push_str("????-??-??T??:??:??.???Z"),
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let (year, month, day) = now.to_calendar_date();
+    if !(0..=9999).contains(&year) {
+        // A year RFC 3339 cannot write; keep the line anyway.
+        out.push_str("????-??-??T??:??:??.???Z");
+        return;
     }
+    let _ = write!(
+        out,
+        "{year:04}-{:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        u8::from(month),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    );
 }
 
 fn open_append(path: &Path) -> io::Result<File> {

@@ -20,7 +20,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use super::appender::{Shared, SYSTEM_ID};
+use super::appender::{with_record, RecordRef, Shared, LINE, LINE_ECHO, SYSTEM_ID};
 use super::file::{push_timestamp, render_line, strip_line_end};
 use super::{
     LogFormat, SystemLogOptions, COMPONENT_TARGET, MAX_MESSAGE_BYTES, REPEAT_BURST, REPEAT_WINDOW,
@@ -87,32 +87,22 @@ impl GreengrassLayer {
     }
 
     fn component_line(&self, event: &Event<'_>) {
-        let mut fields = ComponentFields::default();
-        event.record(&mut fields);
-        let (Some(id), Some(message)) = (fields.log, fields.message) else {
-            return;
+        let mut line = ComponentLine {
+            shared: &self.shared,
+            level: from_level(*event.metadata().level()),
+            log: None,
+            fatal: false,
+            early: None,
+            rendered: None,
         };
-        let Some(meta) = self.shared.meta(id) else {
-            return;
-        };
-        let level = match from_level(*event.metadata().level()) {
-            _ if fields.fatal => LogLevel::Fatal,
-            Some(level) => level,
-            None => return,
-        };
-        let mut line = String::new();
-        render_line(
-            &mut line,
-            OffsetDateTime::now_utc(),
-            level,
-            &meta.arn,
-            meta.cap,
-            None,
-            &message,
-        );
-        if self.shared.admit(line.len(), &meta) {
-            self.shared
-                .send_line(&mut self.writer.clone(), id, false, &line);
+        event.record(&mut line);
+        if let Some(message) = line.early.take() {
+            line.render(&message);
+        }
+        if let Some((record, meta)) = line.rendered {
+            if self.shared.admit(record.line_len(), &meta) {
+                self.shared.send_record(&mut self.writer.clone(), &record);
+            }
         }
     }
 
@@ -173,8 +163,8 @@ impl GreengrassLayer {
             return;
         };
         let now = OffsetDateTime::now_utc();
-        let mut out = String::new();
-        match self.format {
+        let kind = if self.echo { LINE_ECHO } else { LINE };
+        let ((), record) = with_record(kind, SYSTEM_ID, |out| match self.format {
             LogFormat::Greengrass => {
                 let mut context = target.to_owned();
                 for (name, fields) in spans {
@@ -197,15 +187,7 @@ impl GreengrassLayer {
                 // writer's, since every one starts with ours.
                 for part in strip_line_end(message).split('\n') {
                     let part = part.strip_suffix('\r').unwrap_or(part);
-                    render_line(
-                        &mut out,
-                        now,
-                        level,
-                        SYSTEM_ARN,
-                        meta.cap,
-                        Some(&context),
-                        part,
-                    );
+                    render_line(out, now, level, SYSTEM_ARN, meta.cap, Some(&context), part);
                 }
             }
             LogFormat::Json => {
@@ -236,10 +218,9 @@ impl GreengrassLayer {
                 out.push_str(&object.to_string());
                 out.push('\n');
             }
-        }
-        if self.shared.admit(out.len(), &meta) {
-            self.shared
-                .send_line(&mut self.writer.clone(), SYSTEM_ID, self.echo, &out);
+        });
+        if self.shared.admit(record.line_len(), &meta) {
+            self.shared.send_record(&mut self.writer.clone(), &record);
         }
     }
 
@@ -322,15 +303,51 @@ where
     }
 }
 
-/// The fields of a component's line (see [`super::ComponentLog::write`]).
-#[derive(Default)]
-struct ComponentFields {
+/// A component's line (see [`super::ComponentLog::write`]): its fields are `log`, `fatal` and
+/// `message` in that order, so the message is rendered into the record as it is visited,
+/// without a copy of its own.
+struct ComponentLine<'a> {
+    shared: &'a Shared,
+    level: Option<LogLevel>,
     log: Option<u64>,
     fatal: bool,
-    message: Option<String>,
+    /// A message visited before its log's number (not the macro's order): rendered after.
+    early: Option<String>,
+    rendered: Option<(RecordRef, Arc<super::appender::Meta>)>,
 }
 
-impl Visit for ComponentFields {
+impl ComponentLine<'_> {
+    fn render(&mut self, message: &str) {
+        let Some(id) = self.log else {
+            self.early = Some(message.to_owned());
+            return;
+        };
+        let Some(meta) = self.shared.meta(id) else {
+            return;
+        };
+        let Some(level) = (if self.fatal {
+            Some(LogLevel::Fatal)
+        } else {
+            self.level
+        }) else {
+            return;
+        };
+        let ((), record) = with_record(LINE, id, |buf| {
+            render_line(
+                buf,
+                OffsetDateTime::now_utc(),
+                level,
+                &meta.arn,
+                meta.cap,
+                None,
+                message,
+            )
+        });
+        self.rendered = Some((record, meta));
+    }
+}
+
+impl Visit for ComponentLine<'_> {
     fn record_u64(&mut self, field: &Field, value: u64) {
         if field.name() == "log" {
             self.log = Some(value);
@@ -345,13 +362,13 @@ impl Visit for ComponentFields {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = Some(value.to_owned());
+            self.render(value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            self.message = Some(format!("{value:?}"));
+            self.render(&format!("{value:?}"));
         }
     }
 }
