@@ -215,6 +215,17 @@ impl Runtime {
         patch: &Value,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Runtime {
+        Runtime::start_args_in(dir, group, patch, env, &[])
+    }
+
+    /// Like [`Runtime::start_config_in`], with more arguments for `evergreen run`.
+    pub fn start_args_in(
+        dir: tempfile::TempDir,
+        group: &Value,
+        patch: &Value,
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&str],
+    ) -> Runtime {
         let root = dir.path().join("root");
         let group_path = dir.path().join("group.json");
         let config_path = dir.path().join("config.json");
@@ -228,6 +239,7 @@ impl Runtime {
             .arg(&config_path)
             .arg("--group")
             .arg(&group_path)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -856,3 +856,74 @@ fn a_group_given_by_a_relative_path_runs_its_python_function_from_a_relative_cod
     assert!(!log.contains("ModuleNotFoundError"), "{log}");
     drop(rt);
 }
+
+const LEVELS: &str = r#"
+import json
+import logging
+import greengrasssdk
+
+logging.getLogger("app").warning("careful %d", 1)
+logging.getLogger("app").debug("below the runtime logger's INFO: not printed")
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.exception("divided")
+print("plain print")
+greengrasssdk.client("iot-data").publish(topic="lvl/done", payload=json.dumps({}))
+
+
+def handler(event, context):
+    return None
+"#;
+
+/// Issue 23: a V1 Python function's `logging` lines land in its log at their own level
+/// (WARNING as WARN, `logging.exception` and its traceback as ERROR), a `print` at INFO.
+#[test]
+fn a_python_functions_logging_levels_reach_its_log() {
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tmp");
+    let code = package(work.path(), "levels", &sdk, &[("levels.py", LEVELS)]);
+    let out = work.path().join("got.jsonl");
+    let rt = start(
+        &group(
+            vec![
+                py_function("levels", &code, "levels.handler", true, 3),
+                function("rec", &format!("record {}", out.display())),
+            ],
+            vec![sub("l", &fn_arn("levels"), "lvl/#", &fn_arn("rec"))],
+        ),
+        free_port(),
+    );
+    let log_path = rt.function_log("levels");
+    let arn = fn_arn("levels");
+    let wanted = [
+        ("WARN", "app: careful 1"),
+        ("ERROR", "root: divided"),
+        ("ERROR", "Traceback (most recent call last):"),
+        ("ERROR", "ZeroDivisionError: division by zero"),
+        ("INFO", "plain print"),
+    ];
+    let found = wait_for(LIMIT, || {
+        let log = read(&log_path);
+        wanted
+            .iter()
+            .all(|(level, message)| {
+                log.lines()
+                    .any(|l| l.ends_with(&format!("[{level}]-({arn}) {message}")))
+            })
+            .then_some(log)
+    });
+    assert!(
+        found.is_some(),
+        "expected {wanted:?} in the function's log:\n{}",
+        read(&log_path)
+    );
+    let log = read(&log_path);
+    assert!(!log.contains("not printed"), "{log}");
+    assert!(
+        !log.contains("[WARNING]"),
+        "the prefix is the line's level now: {log}"
+    );
+}

@@ -168,3 +168,51 @@ fn a_stalled_log_disk_holds_up_no_routing_and_every_dropped_line_is_counted() {
         "the runtime log reported {reported} dropped lines, status counted {dropped}:\n{log}"
     );
 }
+
+/// Runs a small group with `evergreen.logLevel` = `config_level` and `args`, stops it, and
+/// returns the levels of the runtime log's lines.
+fn runtime_levels(config_level: &str, args: &[&str]) -> Vec<String> {
+    let g = group(vec![function("idle", "sleeper")], vec![]);
+    let mut rt = Runtime::start_args_in(
+        tempfile::tempdir().expect("tmp"),
+        &g,
+        &json!({ "evergreen": { "logLevel": config_level } }),
+        &[],
+        args,
+    );
+    let log = rt.log_path("system/runtime.log");
+    // Started: the actor's note about the function is the sign, at INFO or not.
+    let idle = rt.function_log("idle");
+    let started = wait_for(LIMIT, || {
+        std::fs::read_to_string(&idle)
+            .ok()?
+            .contains("started pid")
+            .then_some(())
+    });
+    assert!(started.is_some(), "the function never started");
+    let stopped = rt.stop_with(nix::sys::signal::Signal::SIGTERM, LIMIT);
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    std::fs::read_to_string(log)
+        .expect("runtime log")
+        .lines()
+        .filter_map(|l| Some(l.split_once("][")?.1.split_once(']')?.0.to_string()))
+        .collect()
+}
+
+/// Issue 23: the runtime's own verbosity comes from `evergreen.logLevel`, and
+/// `run --log-level` overrides it (over the group's GreengrassSystem Logger definition).
+#[test]
+fn the_runtime_log_level_comes_from_the_configuration_and_the_command_line_overrides_it() {
+    let quiet = runtime_levels("WARN", &[]);
+    assert!(
+        quiet
+            .iter()
+            .all(|l| l == "WARN" || l == "ERROR" || l == "FATAL"),
+        "logLevel WARN: {quiet:?}"
+    );
+    let loud = runtime_levels("WARN", &["--log-level", "debug"]);
+    assert!(
+        loud.iter().any(|l| l == "INFO"),
+        "--log-level debug over logLevel WARN: {loud:?}"
+    );
+}

@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub root: Option<PathBuf>,
     /// The runtime log's format (`--log-format`).
     pub log_format: evergreen_runtime::logs::LogFormat,
+    /// The runtime log's level (`--log-level`), over the configuration's and the group's.
+    pub log_level: Option<evergreen_ipc::LogLevel>,
 }
 
 /// Why the runtime could not start (or stopped with an error).

@@ -60,6 +60,10 @@ pub enum Command {
         /// Loki). Component logs keep Greengrass's format.
         #[arg(long, value_name = "FORMAT", default_value = "greengrass")]
         log_format: LogFormatArg,
+        /// The runtime's own log level: DEBUG, INFO, WARN, ERROR or FATAL [default:
+        /// `evergreen.logLevel`, else the group's GreengrassSystem Logger definition, else INFO].
+        #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+        log_level: Option<evergreen_ipc::LogLevel>,
     },
     /// Check a group file and print every error with its JSON path.
     ///
@@ -202,6 +206,12 @@ pub enum FunctionCommand {
     },
 }
 
+/// A Logger definition's level name, in any case (`debug` or `DEBUG`).
+fn parse_level(s: &str) -> Result<evergreen_ipc::LogLevel, String> {
+    evergreen_ipc::LogLevel::parse(&s.to_ascii_uppercase())
+        .ok_or_else(|| format!("{s:?} is not a level: DEBUG, INFO, WARN, ERROR or FATAL"))
+}
+
 /// `run --log-format`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormatArg {
@@ -218,7 +228,9 @@ pub fn main() -> ExitCode {
             root,
             config,
             log_format,
+            log_level,
         } => match crate::run::run(RunOptions {
+            log_level,
             config,
             group,
             root,

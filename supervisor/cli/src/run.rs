@@ -158,10 +158,15 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         },
     };
     let system_log = group.as_ref().map(|p| p.loggers.system).unwrap_or_default();
+    // The command line, then the configuration, then the group's GreengrassSystem logger.
+    let level = opts
+        .log_level
+        .or(cfg.evergreen.log_level.map(|l| l.level()))
+        .unwrap_or(system_log.level);
     let log_guard = evergreen_runtime::logs::install(
         &log_root,
         SystemLogOptions {
-            level: system_log.level,
+            level,
             space_kb: system_log.space_kb,
             to_stderr: cfg.evergreen.log_to_stderr,
             format: opts.log_format,

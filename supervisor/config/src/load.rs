@@ -368,6 +368,7 @@ mod tests {
         assert_eq!(eg.spooler.max_size_bytes, 262_144);
         assert_eq!(eg.secret_name_prefix, "");
         assert!(!eg.log_to_stderr);
+        assert_eq!(eg.log_level, Some(crate::RuntimeLogLevel::Warn));
         assert!(config.ignored_keys().is_empty());
     }
 
@@ -497,6 +498,12 @@ mod tests {
     fn bad_allow_root_not_yes_no() {
         let err = bad("allow-root-not-yes-no.json");
         assert_eq!(parse_path(&err), "runtime.allowFunctionsToRunAsRoot");
+    }
+
+    #[test]
+    fn bad_log_level_unknown() {
+        let err = bad("log-level-unknown.json");
+        assert_eq!(parse_path(&err), "evergreen.logLevel");
     }
 
     #[test]

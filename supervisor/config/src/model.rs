@@ -98,6 +98,30 @@ impl Default for CoreThing {
     }
 }
 
+/// `evergreen.logLevel`: a Logger definition's level names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RuntimeLogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl RuntimeLogLevel {
+    /// The same level as the IPC's (and the log files') type.
+    pub fn level(self) -> evergreen_ipc::LogLevel {
+        match self {
+            RuntimeLogLevel::Debug => evergreen_ipc::LogLevel::Debug,
+            RuntimeLogLevel::Info => evergreen_ipc::LogLevel::Info,
+            RuntimeLogLevel::Warn => evergreen_ipc::LogLevel::Warn,
+            RuntimeLogLevel::Error => evergreen_ipc::LogLevel::Error,
+            RuntimeLogLevel::Fatal => evergreen_ipc::LogLevel::Fatal,
+        }
+    }
+}
+
 /// Greengrass's yes/no strings, kept as strings in the file for migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +183,9 @@ pub struct Evergreen {
     pub spooler: Spooler,
     pub secret_name_prefix: String,
     pub log_to_stderr: bool,
+    /// The runtime's own log level, over the group's `GreengrassSystem` Logger definition;
+    /// `None`: the group's (`evergreen run --log-level` overrides both).
+    pub log_level: Option<RuntimeLogLevel>,
     pub default_run_as: DefaultRunAs,
     /// Mutual TLS to the upstream broker; `false` = plain TCP.
     pub cloud_tls: bool,
@@ -401,6 +428,7 @@ impl Default for Evergreen {
             spooler: Spooler::default(),
             secret_name_prefix: "greengrass-".to_owned(),
             log_to_stderr: true,
+            log_level: None,
             cloud_tls: true,
             aws: AwsConfig::default(),
             mqtt_limits: MqttLimits::default(),

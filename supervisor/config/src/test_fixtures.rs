@@ -79,6 +79,7 @@ const FIXTURES: &[&str] = &[
     "bad/unknown-nested-key.json",
     "bad/wrong-type.json",
     "bad/allow-root-not-yes-no.json",
+    "bad/log-level-unknown.json",
     "bad/storage-type-unknown.json",
     "bad/listener-address-not-ip.json",
     "bad/port-out-of-range.json",

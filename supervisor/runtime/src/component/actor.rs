@@ -342,7 +342,9 @@ impl ComponentActor {
                     })
                 }),
             );
-            actix_rt::spawn(stderr_task(stdout, self.log.clone()).instrument(self.span.clone()));
+            actix_rt::spawn(
+                stderr_task(stdout, self.log.clone(), true).instrument(self.span.clone()),
+            );
         } else {
             actix_rt::spawn(
                 writer_task(
@@ -376,7 +378,9 @@ impl ComponentActor {
                 .instrument(self.span.clone()),
             );
         }
-        actix_rt::spawn(stderr_task(stderr, self.log.clone()).instrument(self.span.clone()));
+        actix_rt::spawn(
+            stderr_task(stderr, self.log.clone(), python).instrument(self.span.clone()),
+        );
         actix_rt::spawn(waiter_task(child, addr.recipient(), generation));
         self.watch_readiness(ctx, generation);
         self.instance = Some(Instance {
