@@ -581,3 +581,28 @@ fn run_with_a_missing_core_certificate_exits_78() {
         "EX_CONFIG: systemd does not restart into it"
     );
 }
+
+#[test]
+fn an_endpoint_that_never_answers_the_handshake_fails_within_the_timeout() {
+    let s = Setup::new();
+    let files = good_files(&s);
+    // Connections are accepted by the kernel (the backlog) and never answered.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let mut patch = files;
+    merge(
+        &mut patch,
+        &json!({ "coreThing": { "iotHost": "127.0.0.1", "iotMqttPort": port } }),
+    );
+    let started = std::time::Instant::now();
+    let out = s.check(&patch, &["--json", "--timeout-secs", "1"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_line(&report, "upstream TCP", "ok", "connected");
+    assert_line(&report, "upstream TLS", "fail", "no answer within 1 s");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded by the timeout: {:?}",
+        started.elapsed()
+    );
+}
