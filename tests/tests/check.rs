@@ -208,6 +208,20 @@ fn a_clean_configuration_passes_every_check() {
     let (out, report) = s.check_json(&files);
     let expected = assert_all_ok(&report);
     assert_eq!(out.status.code(), Some(expected), "{}", output_text(&out));
+    let mut names: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        count,
+        "every check's name is unique: {report:#}"
+    );
     for (name, has) in [
         ("configuration", "config.json"),
         ("group", "valid (0 components"),

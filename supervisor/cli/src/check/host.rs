@@ -121,10 +121,12 @@ pub(crate) fn container() -> Vec<Check> {
         .findings
         .iter()
         .map(|f| {
-            let name = if f.what.starts_with("container") {
-                f.what.clone()
-            } else {
-                format!("container {}", f.what)
+            // Names stay unique: the runtime's own capability sets beside what a container
+            // component keeps (`container capabilities`).
+            let name = match f.what.as_str() {
+                "capabilities" => "container runtime capabilities".to_string(),
+                what if what.starts_with("container") => what.to_string(),
+                what => format!("container {what}"),
             };
             match (f.ok, f.required) {
                 (true, _) => Check::ok(name, &f.detail),
