@@ -156,7 +156,8 @@ pub(crate) fn check_upstream(cfg: &CoreConfig, timeout: Duration, checks: &mut V
         Err(why) => {
             checks.push(Check::fail(
                 "upstream TCP",
-                format!("{endpoint}: {why}"),
+                // Each address tried names itself.
+                format!("cannot connect: {why}"),
                 format!(
                     "check coreThing.iotMqttPort ({port}; AWS IoT: 8883, or 443 where 8883 is \
                      blocked) and that a firewall or proxy lets this host out"
