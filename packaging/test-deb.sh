@@ -100,9 +100,9 @@ check "service enabled (wants symlink)" test -L /etc/systemd/system/multi-user.t
 check "config installed" test -f /etc/evergreen/config.json
 check "config is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' evergreen | grep -q /etc/evergreen/config.json"
 check "config valid (evergreen validate --config)" /usr/bin/evergreen validate --config /etc/evergreen/config.json
-check "evergreen check: container mode can run (as root)" /usr/bin/evergreen check
-check "evergreen check as user evergreen: refuses, naming the privilege" sh -c \
-    "! runuser -u evergreen -- /usr/bin/evergreen check >/tmp/evergreen-check.out 2>&1 && grep -q CAP_SYS_ADMIN /tmp/evergreen-check.out"
+check "evergreen check --container: container mode can run (as root)" /usr/bin/evergreen check --container
+check "evergreen check --container as user evergreen: refuses, naming the privilege" sh -c \
+    "! runuser -u evergreen -- /usr/bin/evergreen check --container >/tmp/evergreen-check.out 2>&1 && grep -q CAP_SYS_ADMIN /tmp/evergreen-check.out"
 rm -f /tmp/evergreen-check.out
 check "user evergreen exists" getent passwd evergreen
 check "group evergreen exists" getent group evergreen

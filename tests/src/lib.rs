@@ -452,16 +452,19 @@ pub fn print_connector_rss(rt: &Runtime, name: &str) {
 }
 
 /// Why container mode (`GreengrassContainer`) cannot run here, or `None`:
-/// it needs root and a host where `evergreen check` passes. Tests that need
+/// it needs root and a host where `evergreen check --container` passes. Tests that need
 /// it print the reason and skip.
 pub fn containers_unavailable() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("not running as root".into());
     }
-    match Command::new(evergreen_bin()).arg("check").output() {
+    match Command::new(evergreen_bin())
+        .args(["check", "--container"])
+        .output()
+    {
         Ok(o) if o.status.success() => None,
         Ok(o) => Some(format!(
-            "`evergreen check` says container mode cannot run here:\n{}",
+            "`evergreen check --container` says container mode cannot run here:\n{}",
             String::from_utf8_lossy(&o.stdout)
         )),
         Err(e) => Some(format!("cannot run evergreen check: {e}")),

@@ -101,6 +101,15 @@ impl RunError {
             } if !matches!(e, evergreen_ops::artefacts::ArtefactError::Write { .. }) => {
                 crate::EXIT_CONFIG
             }
+            // A TLS file of the cloud connection or of the MQTT server that is missing,
+            // unreadable or unusable: an operator puts the right file in place (`evergreen
+            // check` says which); restarting into it would fail the same way.
+            RunError::Cloud(
+                evergreen_cloud::bridge::BridgeError::MissingTlsFile { .. }
+                | evergreen_cloud::bridge::BridgeError::TlsFile { .. }
+                | evergreen_cloud::bridge::BridgeError::Tls(_),
+            )
+            | RunError::Mqtt(evergreen_mqtt::StartError::Tls(_)) => crate::EXIT_CONFIG,
             // Another runtime on the socket may be gone by the next try.
             RunError::Control(_)
             | RunError::Io { .. }

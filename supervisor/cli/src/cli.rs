@@ -165,11 +165,14 @@ pub enum Command {
     },
     /// List the connectors built into this binary, with their parameters and topics.
     Connectors,
-    /// Check whether this host can run container mode (GreengrassContainer):
-    /// kernel, namespaces, cgroups and controllers, no_new_privs, privileges.
+    /// The health check to run first: configuration and group, certificates, listeners'
+    /// ports, the upstream endpoint (DNS, TCP, TLS with the core's certificate), clock, disk
+    /// space and container support; one line per check, OK, WARN or FAIL with a fix.
     ///
-    /// Exit status 0 when it can, 1 when it cannot (NoContainer still works).
-    Check,
+    /// Exit status 0 when every check is OK, 2 when the worst is a warning, 1 with any
+    /// failure. With --container, only whether this host can run container mode
+    /// (GreengrassContainer): exit 0 when it can, 1 when it cannot.
+    Check(CheckArgs),
     /// Print the embedded default group, a starting point for your own.
     DefaultGroup,
     /// Run a built-in connector over stdio (used by the supervisor).
@@ -178,6 +181,30 @@ pub enum Command {
         /// Connector name, as in its ARN.
         name: String,
     },
+}
+
+/// `evergreen check`'s options.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Core configuration file [default: /etc/evergreen/config.json if present].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Runtime root; overrides `evergreen.root` in the configuration.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Group file to check [default: the last good deployment, else the embedded default
+    /// group: what `evergreen run` would start].
+    #[arg(long, value_name = "FILE")]
+    group: Option<PathBuf>,
+    /// Print `{"checks":[{"name","status","detail","hint"}],"worst":…}` instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Bound on each network step (DNS, TCP connect, TLS handshake), in seconds.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    timeout_secs: u64,
+    /// Only the container-mode report (kernel, namespaces, cgroups, privileges, probe).
+    #[arg(long, conflicts_with_all = ["config", "root", "group", "json"])]
+    container: bool,
 }
 
 /// Where the `group` commands find the runtime root.
@@ -284,7 +311,16 @@ pub fn main() -> ExitCode {
             print!("{}", app::DEFAULT_GROUP);
             ExitCode::SUCCESS
         }
-        Command::Check => evergreen_runtime::sandbox::check::command(),
+        Command::Check(args) if args.container => evergreen_runtime::sandbox::check::command(),
+        Command::Check(args) => crate::check::command(
+            &crate::check::CheckOptions {
+                config: args.config,
+                root: args.root,
+                group: args.group,
+                timeout: std::time::Duration::from_secs(args.timeout_secs),
+            },
+            args.json,
+        ),
         Command::Certs { command } => certs::command(command),
         Command::Connectors => {
             print!("{}", app::describe_connectors());

@@ -491,7 +491,10 @@ impl Cloud {
     }
 }
 
-pub(crate) fn tls_config(files: &TlsFiles, port: u16) -> Result<rustls::ClientConfig, BridgeError> {
+/// The bridge's TLS client settings: `caPath` as the only roots, the core's certificate and key
+/// for client authentication, and AWS IoT's ALPN on port 443. Also what `evergreen check` uses
+/// for its handshake with the upstream endpoint, so it tests what the bridge will do.
+pub fn tls_config(files: &TlsFiles, port: u16) -> Result<rustls::ClientConfig, BridgeError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let read_err = |what, path: &PathBuf, e: &dyn std::fmt::Display| BridgeError::TlsFile {

@@ -131,7 +131,7 @@ pub use model::{
 };
 
 /// Where the configuration is read from when no `--config` is given.
-pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/evergreen/config.json";
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/evergreen/config.json";
 
 /// The runtime root when running as uid 0 (the FHS place for state).
 pub(crate) const SYSTEM_ROOT: &str = "/var/lib/evergreen";

@@ -68,6 +68,28 @@ impl Setup {
             limits: PeerLimits::from(&cfg.evergreen.mqtt_limits),
         }
     }
+
+    /// The TLS listener's address (port 0 = any free port).
+    pub fn tls_addr(&self) -> std::net::SocketAddr {
+        self.tls_addr
+    }
+
+    /// The group CA, server certificate and key the TLS listener uses, resolved.
+    pub fn tls_files(&self) -> &certs::ServerFiles {
+        &self.files
+    }
+
+    /// Whether the TLS listener starts: its files are all present or named in the
+    /// configuration (named but unusable files stop the start-up).
+    pub fn tls_enabled(&self) -> bool {
+        let f = &self.files;
+        self.files_configured || (f.ca.exists() && f.cert.exists() && f.key.exists())
+    }
+
+    /// The plain listener's address, if it is enabled.
+    pub fn plain_addr(&self) -> Option<std::net::SocketAddr> {
+        self.plain_addr
+    }
 }
 
 /// The durable store of persistent sessions ([`sessions`]), under `writeDirectory` (default
@@ -116,8 +138,7 @@ pub fn start(setup: &Setup, hub: Arc<MqttHub>, has_devices: bool) -> Result<(), 
         bound.plain = Some(l);
     }
     let files = &setup.files;
-    let present = files.ca.exists() && files.cert.exists() && files.key.exists();
-    if present || setup.files_configured {
+    if setup.tls_enabled() {
         let config = server::tls_config(files).map_err(StartError::Tls)?;
         match server::bind(setup.tls_addr) {
             Ok(l) => bound.tls = Some((l, config)),

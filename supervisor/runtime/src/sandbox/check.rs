@@ -1,4 +1,5 @@
-//! `evergreen check`: can this host run Greengrass container mode? The dependency checker.
+//! Can this host run Greengrass container mode? The dependency checker: the container section
+//! of `evergreen check` (the rest of that health check is the CLI's) and `check --container`.
 //!
 //! Like Greengrass's `check_ggc_dependencies`, it reports the kernel version,
 //! each namespace, the cgroup hierarchy and its controllers, `no_new_privs`,
@@ -39,7 +40,7 @@ impl Default for HostPaths {
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Finding {
+pub struct Finding {
     pub what: String,
     pub ok: bool,
     pub detail: String,
@@ -49,13 +50,13 @@ pub(crate) struct Finding {
 
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Report {
+pub struct Report {
     pub findings: Vec<Finding>,
 }
 
 impl Report {
     /// `None` when container mode can run; otherwise every reason it cannot.
-    pub(crate) fn blockers(&self) -> Option<String> {
+    pub fn blockers(&self) -> Option<String> {
         let missing: Vec<String> = self
             .findings
             .iter()
@@ -352,8 +353,9 @@ pub(crate) fn live_probe() -> Finding {
     }
 }
 
-/// The full report for this host.
-pub(crate) fn host_report() -> Report {
+/// The full report for this host (also a section of the operator's health check, which
+/// the CLI owns).
+pub fn host_report() -> Report {
     let mut findings = static_findings(&HostPaths::default());
     // Without the privilege the probe can only fail; say so once.
     if findings.iter().any(|f| f.what == "privileges" && f.ok) {
@@ -453,7 +455,8 @@ pub fn container_support() -> Option<&'static str> {
     SUPPORT.get_or_init(|| host_report().blockers()).as_deref()
 }
 
-/// Runs `evergreen check`; exit status 0 when container mode can run.
+/// Runs `evergreen check --container`: this report alone, exit status 0 when container mode
+/// can run, 1 when it cannot.
 pub fn command() -> std::process::ExitCode {
     let report = host_report();
     print!("{}", report.render());

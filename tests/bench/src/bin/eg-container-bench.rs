@@ -160,9 +160,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let check = Command::new(&bins.evergreen).arg("check").output();
+    let check = Command::new(&bins.evergreen)
+        .args(["check", "--container"])
+        .output();
     if !check.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("eg-container-bench: container mode cannot run here (run as root; see `evergreen check`)");
+        eprintln!("eg-container-bench: container mode cannot run here (run as root; see `evergreen check --container`)");
         return ExitCode::FAILURE;
     }
     println!(
