@@ -296,3 +296,109 @@ fn a_follower_keeps_following_after_the_runtime_stops_and_ends_with_its_reader()
         .expect("the follower ends when its reader goes away");
     assert!(status.success(), "{status:?}");
 }
+
+/// Issue 23: with the runtime stopped, `evergreen logs` finds the files through the
+/// configuration and the group the runtime last ran, and says so on stderr.
+#[test]
+fn logs_reads_the_files_of_the_last_group_when_no_runtime_runs() {
+    let mut c = start(&quiet_group(), &json!({}));
+    let live = logs_with(&c.sock, &["quiet"], "ready after");
+    let config = c.rt.dir.path().join("config.json");
+    let stopped = c.rt.stop_with(Signal::SIGTERM, LIMIT);
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    let out = Command::new(evergreen_bin())
+        .args(["logs", "quiet", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run evergreen logs");
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&live),
+        "the same lines, and the stop's after them:\n{text}"
+    );
+    assert_eq!(text, read(&c.rt.function_log("quiet")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no Evergreen runtime is listening")
+            && err.contains("reading the log files of group version"),
+        "{err}"
+    );
+    // The runtime's own log too.
+    let out = Command::new(evergreen_bin())
+        .args(["logs", "runtime", "-n", "10", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run evergreen logs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("all components stopped"), "{out:?}");
+}
+
+/// Issue 23: `--level`, `--since`, `--until` and `--json` filter and reshape the lines (read
+/// with the runtime stopped, so the file does not grow between two readings).
+#[test]
+fn logs_filters_by_level_and_time_and_prints_json() {
+    let mut c = start(&quiet_group(), &json!({}));
+    logs_with(&c.sock, &["runtime"], "control socket listening");
+    let stopped = c.rt.stop_with(Signal::SIGTERM, LIMIT);
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    let config = c.rt.dir.path().join("config.json");
+    let offline = |args: &[&str]| {
+        Command::new(evergreen_bin())
+            .arg("logs")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run evergreen logs")
+    };
+    let all = stdout(&offline(&["runtime", "-n", "1000"]));
+    assert!(all.lines().count() > 3, "{all}");
+    let out = offline(&["runtime", "-n", "1000", "--level", "INFO"]);
+    assert!(out.status.success(), "{out:?}");
+    let info: String = all
+        .lines()
+        .filter(|l| !l.contains("][DEBUG]-("))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(stdout(&out), info, "INFO and above");
+    let out = offline(&["runtime", "--level", "fatal"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    // A window in the future holds nothing; one from an hour ago holds everything.
+    let out = offline(&["runtime", "--since", "2999-01-01"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert_eq!(
+        stdout(&offline(&["runtime", "-n", "1000", "--since", "1h"])),
+        all
+    );
+    let out = offline(&["runtime", "--until", "2000-01-01"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    // -n counts the lines that pass.
+    let two = stdout(&offline(&["runtime", "-n", "2", "--level", "info"]));
+    assert_eq!(two.lines().count(), 2, "{two}");
+    assert!(info.ends_with(&two), "the last two: {two}");
+    // --json: one object per line, with the line's fields.
+    let json = stdout(&offline(&["runtime", "-n", "1000", "--json"]));
+    let objects: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(objects.len(), all.lines().count());
+    for (object, line) in objects.iter().zip(all.lines()) {
+        assert_eq!(object["arn"], RUNTIME_ARN);
+        let ts = object["timestamp"].as_str().expect("timestamp");
+        let level = object["level"].as_str().expect("level");
+        let message = object["message"].as_str().expect("message");
+        assert_eq!(line, format!("[{ts}][{level}]-({RUNTIME_ARN}) {message}"));
+    }
+    // A bad filter is a usage error.
+    let out = offline(&["runtime", "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a time"),
+        "{out:?}"
+    );
+}

@@ -13,6 +13,7 @@ pub mod cli;
 mod fleet;
 mod gate;
 pub mod launch;
+pub mod logfilter;
 pub mod package;
 pub mod resident;
 pub mod run;

@@ -136,11 +136,13 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
             }
         }),
     };
+    let mut version = None;
     let (group, label) = match restored {
-        Some((id, plan)) => (
-            Ok(plan),
-            format!("group version {} (the last good deployment)", id.short()),
-        ),
+        Some((id, plan)) => {
+            let label = format!("group version {} (the last good deployment)", id.short());
+            version = Some(id);
+            (Ok(plan), label)
+        }
         None => match opts.group.as_deref() {
             // The file is stored as a version with its code first, exactly as `deploy FILE`
             // stores it, and the stored copy is what runs.
@@ -150,7 +152,11 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
                     .display()
                     .to_string();
                 match store_group_file(path, &cfg) {
-                    Ok((id, plan)) => (Ok(plan), format!("{file} (group version {})", id.short())),
+                    Ok((id, plan)) => {
+                        let label = format!("{file} (group version {})", id.short());
+                        version = Some(id);
+                        (Ok(plan), label)
+                    }
                     Err(e) => (Err(e), file),
                 }
             }
@@ -176,6 +182,12 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         what: format!("cannot open the runtime log under {}", log_root.display()),
         source,
     })?;
+    // What this run starts, for `evergreen logs` while the runtime is stopped.
+    if group.is_ok() {
+        if let Err(e) = deploy::record_last_run(cfg.write_dir(), version.as_ref()) {
+            tracing::warn!("cannot record the group this run starts: {e}");
+        }
+    }
     if let Some(problem) = &restore_problem {
         tracing::error!("{problem}");
     }

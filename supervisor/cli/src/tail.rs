@@ -3,11 +3,16 @@
 //!
 //! The running runtime is asked for its status over the control socket
 //! ([`evergreen_ops::control::Client`]); the status names every component with its
-//! log file, and the runtime's own log (`logFile`). From then on only the
-//! files are read: the runtime may stop or restart while a follower runs,
+//! log file, and the runtime's own log (`logFile`). When no runtime answers, the files are
+//! found from the configuration's log directory and the group the runtime last ran (its last
+//! good deployment, else the embedded default group), and a line on stderr says so. From
+//! then on only the files are read: the runtime may stop or restart while a follower runs,
 //! and the follower keeps following (a restarted runtime appends to the same
 //! files). This keeps the command blocking and std-only; it needs no async
 //! runtime and never writes anything.
+//!
+//! `--since`, `--until`, `--level` and `--json` go through [`crate::logfilter`]: the last `N`
+//! lines are then the last `N` that pass, and a follower prints only those.
 //!
 //! It must print lines exactly as they are in the file (bytes, not text: a
 //! line is never re-encoded), never print a line twice or skip one across a
@@ -53,6 +58,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::app;
+use crate::logfilter::{parse_time, Filter, FilteredWriter};
 use evergreen_ops::control::{Client, ClientError, Request, CLIENT_TIMEOUT};
 use evergreen_runtime::logs::{ROTATED_FILES, SYSTEM_ARN};
 
@@ -91,6 +97,19 @@ pub struct LogsArgs {
     /// Runtime root; overrides `evergreen.root` in the configuration.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Only lines at or after this time: 2026-12-07T02:05:28Z, "2026-12-07 02:05:28" (UTC),
+    /// 2026-12-07, or a time ago (90s, 15m, 2h, 3d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only lines at or before this time (the same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only lines at this level or above: DEBUG, INFO, WARN, ERROR or FATAL.
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Print each line as a JSON object (timestamp, level, arn, message).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why `evergreen logs` failed.
@@ -115,6 +134,8 @@ pub enum LogsError {
     BadStatus(String),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Offline(String),
 }
 
 fn list(available: &[(String, String)]) -> String {
@@ -497,9 +518,106 @@ pub fn find(socket: &Path, wanted: &str) -> Result<LogTarget, LogsError> {
     resolve(&status, wanted)
 }
 
+/// The files of the group the runtime last ran, for when no runtime answers: its last good
+/// deployment, else the embedded default group, in a status document's shape.
+fn offline_listing(
+    cfg: &evergreen_config::CoreConfig,
+) -> Result<(serde_json::Value, String), LogsError> {
+    use evergreen_ops::deploy::{last_run, LastRun};
+    let (plan, label) = match last_run(cfg.write_dir()) {
+        Some(LastRun::Version(id)) => (
+            app::load_version(cfg, &id)
+                .map_err(|e| LogsError::Offline(format!("its last group: {e}")))?,
+            format!("group version {}", id.short()),
+        ),
+        Some(LastRun::Embedded) | None => (
+            app::read_group(None, cfg)
+                .map_err(|e| LogsError::Offline(format!("the default group: {e}")))?,
+            "the embedded default group".to_string(),
+        ),
+    };
+    let log_dir = cfg.log_dir();
+    let components: Vec<serde_json::Value> = plan
+        .components
+        .values()
+        .map(|c| {
+            serde_json::json!({
+                "arn": c.arn,
+                "id": c.id,
+                "name": c.name,
+                "logFile": log_dir.join(&c.log_file),
+            })
+        })
+        .collect();
+    let listing = serde_json::json!({
+        "logFile": log_dir.join(evergreen_runtime::logs::SYSTEM_LOG),
+        "components": components,
+    });
+    Ok((listing, label))
+}
+
+/// The log `args` names: asked of the running runtime, else found offline (see the module's
+/// docs) when no runtime listens.
+fn locate(socket: &Path, args: &LogsArgs) -> Result<LogTarget, LogsError> {
+    match find(socket, &args.component) {
+        Err(LogsError::Client(e @ ClientError::NotListening { .. })) => {
+            // Both reasons, the runtime's absence first: it is the one the user acts on.
+            let offline = |why: String| LogsError::Offline(format!("{e}; {why}"));
+            let cfg = app::load_config(args.config.as_deref(), args.root.clone())
+                .map_err(|c| offline(c.to_string()))?;
+            let (listing, label) = offline_listing(&cfg).map_err(|o| offline(o.to_string()))?;
+            let target = resolve(&listing, &args.component).map_err(|r| {
+                offline(format!(
+                    "in the log files of {label} under {}: {r}",
+                    cfg.log_dir().display()
+                ))
+            })?;
+            eprintln!(
+                "evergreen: {e}; reading the log files of {label} under {}",
+                cfg.log_dir().display()
+            );
+            Ok(target)
+        }
+        other => other,
+    }
+}
+
+/// The filter `args` asks for.
+fn filter_of(args: &LogsArgs) -> Result<Filter, String> {
+    let now = time::OffsetDateTime::now_utc();
+    Ok(Filter {
+        since: args
+            .since
+            .as_deref()
+            .map(|s| parse_time(s, now))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|s| parse_time(s, now))
+            .transpose()?,
+        level: args
+            .level
+            .as_deref()
+            .map(|l| {
+                evergreen_ipc::LogLevel::parse(&l.to_ascii_uppercase())
+                    .ok_or_else(|| format!("--level {l:?}: give DEBUG, INFO, WARN, ERROR or FATAL"))
+            })
+            .transpose()?,
+        json: args.json,
+    })
+}
+
 /// `evergreen logs`: exit status 0 after printing (or when the reader went
-/// away), 1 on any failure, 78 when the configuration cannot be read.
+/// away), 1 on any failure, 2 for a bad filter, 78 when the configuration cannot be read.
 pub fn command(args: &LogsArgs) -> ExitCode {
+    let filter = match filter_of(args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("evergreen: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let socket = match &args.socket {
         Some(path) => path.clone(),
         None => match app::load_config(args.config.as_deref(), args.root.clone()) {
@@ -510,7 +628,7 @@ pub fn command(args: &LogsArgs) -> ExitCode {
             }
         },
     };
-    match print(&socket, args) {
+    match print(&socket, args, &filter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(LogsError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
@@ -522,22 +640,53 @@ pub fn command(args: &LogsArgs) -> ExitCode {
     }
 }
 
-fn print(socket: &Path, args: &LogsArgs) -> Result<(), LogsError> {
-    let target = find(socket, &args.component)?;
-    let (text, mut follower) = last_lines(&target.path, args.lines)?;
+fn print(socket: &Path, args: &LogsArgs, filter: &Filter) -> Result<(), LogsError> {
+    let target = locate(socket, args)?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let out_err = |source| LogsError::Io {
         path: PathBuf::from("standard output"),
         source,
     };
-    out.write_all(&text).map_err(out_err)?;
+    let mut follower = if filter.is_plain() {
+        let (text, follower) = last_lines(&target.path, args.lines)?;
+        out.write_all(&text).map_err(out_err)?;
+        follower
+    } else {
+        // The last N lines that pass: every line is read, then filtered.
+        let (text, follower) = last_lines(&target.path, usize::MAX)?;
+        let mut kept = Vec::new();
+        filter.apply(&text, &mut kept).map_err(out_err)?;
+        let skip = kept
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+            .saturating_sub(args.lines);
+        let start = if skip == 0 {
+            0
+        } else {
+            kept.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(skip - 1)
+                .map_or(kept.len(), |(i, _)| i + 1)
+        };
+        out.write_all(&kept[start..]).map_err(out_err)?;
+        follower
+    };
     out.flush().map_err(out_err)?;
     if !args.follow {
         return Ok(());
     }
+    let mut filtered;
+    let sink: &mut dyn Write = if filter.is_plain() {
+        &mut out
+    } else {
+        filtered = FilteredWriter::new(filter, &mut out);
+        &mut filtered
+    };
     follower
-        .follow(&mut out, POLL_INTERVAL, stdout_gone)
+        .follow(sink, POLL_INTERVAL, stdout_gone)
         .map_err(|source| {
             if source.kind() == io::ErrorKind::BrokenPipe {
                 out_err(source)

@@ -175,6 +175,46 @@ pub fn last_good(write_dir: &Path) -> Option<VersionId> {
     VersionId::parse(text.trim())
 }
 
+/// What a runtime on this write directory ran last: the newer of `evergreen run`'s record
+/// (`last-run`: the version it started, or the embedded group) and the last successful
+/// deployment (`last-good`), for tools that read its files while it is stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastRun {
+    Version(VersionId),
+    Embedded,
+}
+
+/// The text of `last-run` for the embedded default group.
+const EMBEDDED_RECORD: &str = "embedded";
+
+/// Records what `evergreen run` starts (`None`: the embedded default group).
+pub fn record_last_run(write_dir: &Path, version: Option<&VersionId>) -> std::io::Result<()> {
+    let dir = deployments_dir(write_dir);
+    std::fs::create_dir_all(&dir)?;
+    let text = version.map_or(EMBEDDED_RECORD, VersionId::as_str);
+    write_atomic(&dir.join("last-run"), format!("{text}\n").as_bytes())
+}
+
+/// What ran last (see [`LastRun`]); `None` when nothing was ever recorded.
+pub fn last_run(write_dir: &Path) -> Option<LastRun> {
+    let dir = deployments_dir(write_dir);
+    let modified = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let run = modified("last-run");
+    let good = modified("last-good");
+    if good.is_some() && (run.is_none() || good > run) {
+        return last_good(write_dir).map(LastRun::Version);
+    }
+    let text = std::fs::read_to_string(dir.join("last-run")).ok()?;
+    match text.trim() {
+        EMBEDDED_RECORD => Some(LastRun::Embedded),
+        id => VersionId::parse(id).map(LastRun::Version),
+    }
+}
+
 /// Writes `bytes` to `path` atomically and durably (directory fsync included), so a crash
 /// leaves the old record or the new, never half of one.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
