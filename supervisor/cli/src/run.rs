@@ -527,6 +527,14 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
             decided,
         },
     );
+    if let Some(address) = p.cfg.evergreen.metrics_address {
+        evergreen_ops::metrics::serve(address, state.clone())
+            .await
+            .map_err(|source| RunError::Io {
+                what: format!("cannot serve metrics on evergreen.metricsAddress {address}"),
+                source,
+            })?;
+    }
     let control = control.serve(state);
     tracing::info!(
         "evergreen {} running {}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",

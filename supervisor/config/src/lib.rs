@@ -98,6 +98,7 @@
 //! | `mqttMaxConnectionRetryInterval` | `60` | seconds, at least 1: cap of the cloud bridge's reconnect backoff (as in Greengrass) |
 //! | `evergreen.secretNamePrefix` | `"greengrass-"` | secrets readable by components must start with this; `""` lifts the rule |
 //! | `evergreen.logToStderr` | `true` | echo the runtime's own log to stderr (for journald) |
+//! | `evergreen.metricsAddress` | `null` | `"127.0.0.1:9464"`: serve Prometheus metrics on `GET /metrics` there (no authentication: keep it on loopback or a trusted network); `null` = off |
 //! | `evergreen.logLevel` | `null` | the runtime's own log level (`DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL`) over the group's `GreengrassSystem` logger; `null` = the group's; `evergreen run --log-level` overrides both |
 //! | `evergreen.defaultRunAs.user` | `null` | user components run as when their group sets no `RunAs` (the package sets `evergreen`); `null` = the runtime's own; resolved at start, an unknown name is a configuration error |
 //! | `evergreen.defaultRunAs.group` | `null` | group for the same; `null` = the user's primary group (or the runtime's own) |

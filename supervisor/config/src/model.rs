@@ -186,6 +186,8 @@ pub struct Evergreen {
     /// The runtime's own log level, over the group's `GreengrassSystem` Logger definition;
     /// `None`: the group's (`evergreen run --log-level` overrides both).
     pub log_level: Option<RuntimeLogLevel>,
+    /// Where the Prometheus metrics endpoint listens (`GET /metrics`); `None`: off.
+    pub metrics_address: Option<std::net::SocketAddr>,
     pub default_run_as: DefaultRunAs,
     /// Mutual TLS to the upstream broker; `false` = plain TCP.
     pub cloud_tls: bool,
@@ -429,6 +431,7 @@ impl Default for Evergreen {
             secret_name_prefix: "greengrass-".to_owned(),
             log_to_stderr: true,
             log_level: None,
+            metrics_address: None,
             cloud_tls: true,
             aws: AwsConfig::default(),
             mqtt_limits: MqttLimits::default(),

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod control;
 pub mod deploy;
 pub mod lock;
+pub mod metrics;
 pub mod notify;
 pub mod release;
 pub mod store;

@@ -1,0 +1,198 @@
+//! End-to-end: the Prometheus metrics endpoint (issue 23). The real binary serves
+//! `GET /metrics` on `evergreen.metricsAddress`; what it answers is read by
+//! `prometheus_client`'s own parser (the reference implementation, from PyPI, through
+//! `tests/peers/prom_parse.py`), and the numbers must be the runtime's: messages routed
+//! between two functions, their states, the MQTT server's counters.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use evergreen_tests::*;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const MESSAGES: usize = 7;
+
+/// The metric families `text` parses into, or why the parser refused it; `None` when
+/// python3 or prometheus_client is missing.
+fn parse(text: &str) -> Option<Result<Vec<Value>, String>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/prom_parse.py");
+    let probe = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to the parser");
+    let out = child.wait_with_output().expect("parser output");
+    Some(if out.status.success() {
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(families: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    families
+        .iter()
+        .flat_map(|f| f["samples"].as_array().cloned().unwrap_or_default())
+        .find(|s| {
+            s["name"] == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s["labels"][*k].as_str() == Some(*v))
+        })?["value"]
+        .as_f64()
+}
+
+#[test]
+fn metrics_are_served_in_the_prometheus_format_with_the_runtimes_numbers() {
+    let Some(port) = free_port() else {
+        panic!("no free loopback port");
+    };
+    let record = tempfile::tempdir().expect("tmp");
+    let out = record.path().join("got.jsonl");
+    let g = group(
+        vec![
+            function("pub", &format!("publish m/x {MESSAGES} 0")),
+            function("rec", &format!("record {}", out.display())),
+        ],
+        vec![sub("s", &fn_arn("pub"), "m/x", &fn_arn("rec"))],
+    );
+    let _rt = Runtime::start_with(
+        &g,
+        &json!({ "metricsAddress": format!("127.0.0.1:{port}") }),
+    );
+    assert!(
+        wait_for(LIMIT, || (records(&out).len() == MESSAGES).then_some(())).is_some(),
+        "the messages were not routed"
+    );
+    let (code, body) = wait_for(LIMIT, || {
+        http_request("GET", port, "/metrics", "text/plain", b"").ok()
+    })
+    .expect("the metrics endpoint answers");
+    let text = String::from_utf8(body).expect("utf-8");
+    assert_eq!(code, 200, "{text}");
+    let Some(parsed) = parse(&text) else {
+        eprintln!(
+            "SKIPPED: python3 with prometheus_client is missing (pip install prometheus_client); \
+             the exposition was not parsed"
+        );
+        return;
+    };
+    let families = parsed.unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let n = MESSAGES as f64;
+    assert_eq!(
+        value(
+            &families,
+            "evergreen_component_messages_in_total",
+            &[("component", "rec")]
+        ),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &families,
+            "evergreen_component_messages_out_total",
+            &[("component", "pub")]
+        ),
+        Some(n),
+        "{text}"
+    );
+    for name in ["pub", "rec"] {
+        assert_eq!(
+            value(
+                &families,
+                "evergreen_component_state",
+                &[
+                    ("component", name),
+                    ("state", "running"),
+                    ("arn", &fn_arn(name))
+                ]
+            ),
+            Some(1.0),
+            "{name} running: {text}"
+        );
+        assert!(
+            value(
+                &families,
+                "evergreen_component_resident_memory_bytes",
+                &[("component", name)]
+            )
+            .is_some_and(|b| b > 0.0),
+            "{text}"
+        );
+        assert!(
+            value(
+                &families,
+                "evergreen_component_cpu_seconds_total",
+                &[("component", name)]
+            )
+            .is_some(),
+            "{text}"
+        );
+    }
+    for counter in [
+        "evergreen_mqtt_connected",
+        "evergreen_mqtt_connections_accepted_total",
+        "evergreen_mqtt_connections_refused_not_authorized_total",
+        "evergreen_mqtt_drops_not_authorized_total",
+        "evergreen_log_lines_dropped_total",
+        "evergreen_uptime_seconds",
+    ] {
+        assert!(
+            value(&families, counter, &[]).is_some(),
+            "{counter}: {text}"
+        );
+    }
+    let types: Vec<(&str, &str)> = families
+        .iter()
+        .filter_map(|f| Some((f["name"].as_str()?, f["type"].as_str()?)))
+        .collect();
+    assert!(
+        types.contains(&("evergreen_component_messages_in", "counter")),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&("evergreen_component_queue_depth", "gauge")),
+        "{types:?}"
+    );
+
+    // Only GET /metrics.
+    let (code, _) = http_request("GET", port, "/", "text/plain", b"").expect("GET /");
+    assert_eq!(code, 404);
+    let (code, _) = http_request("POST", port, "/metrics", "text/plain", b"x").expect("POST");
+    assert_eq!(code, 405);
+}
+
+#[test]
+fn metrics_are_off_unless_configured() {
+    let g = group(vec![function("idle", "sleeper")], vec![]);
+    let rt = Runtime::start(&g);
+    let started = wait_for(LIMIT, || {
+        std::fs::read_to_string(rt.log_path("system/runtime.log"))
+            .ok()?
+            .contains("control socket listening")
+            .then_some(())
+    });
+    assert!(started.is_some(), "the runtime did not start");
+    let log = std::fs::read_to_string(rt.log_path("system/runtime.log")).expect("log");
+    assert!(!log.contains("metrics on http://"), "{log}");
+}
