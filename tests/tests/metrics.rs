@@ -196,3 +196,72 @@ fn metrics_are_off_unless_configured() {
     let log = std::fs::read_to_string(rt.log_path("system/runtime.log")).expect("log");
     assert!(!log.contains("metrics on http://"), "{log}");
 }
+
+/// Issue 23: with `evergreen.metricsUpstream`, the same exposition is published on its topic of
+/// the upstream broker (a real mosquitto here) at the interval.
+#[test]
+fn metrics_are_published_upstream_at_the_interval() {
+    let Some(bin) = mosquitto_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port().expect("port");
+    let _broker = evergreen_tests::broker::Mosquitto::start(&bin, dir.path(), port);
+    let sub_out = dir.path().join("metrics.txt");
+    let file = std::fs::File::create(&sub_out).expect("out");
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "gw/metrics",
+            "-C",
+            "1",
+            "-W",
+            "30",
+        ])
+        .stdout(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    let g = group(vec![function("idle", "sleeper")], vec![]);
+    let _rt = Runtime::start_config(
+        &g,
+        &json!({
+            "coreThing": { "iotHost": "127.0.0.1", "iotMqttPort": port },
+            "mqttMaxConnectionRetryInterval": 1,
+            "evergreen": {
+                "cloudTls": false,
+                "metricsUpstream": { "topic": "gw/metrics", "intervalSecs": 1 }
+            }
+        }),
+        &[],
+    );
+    let done = wait_for(Duration::from_secs(30), || sub.try_wait().ok().flatten());
+    assert!(
+        done.is_some_and(|s| s.success()),
+        "no metrics on gw/metrics"
+    );
+    let text = std::fs::read_to_string(&sub_out).expect("payload");
+    let Some(parsed) = parse(&text) else {
+        eprintln!("SKIPPED: python3 with prometheus_client is missing; the payload was not parsed");
+        return;
+    };
+    let families = parsed.unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        value(&families, "evergreen_cloud_connected", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &families,
+            "evergreen_component_state",
+            &[("component", "idle"), ("state", "running")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}

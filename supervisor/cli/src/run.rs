@@ -535,6 +535,25 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
                 source,
             })?;
     }
+    if let Some(m) = &p.cfg.evergreen.metrics_upstream {
+        match &s.bridge {
+            Some(bridge) => {
+                let (bridge, topic) = (bridge.clone(), m.topic.clone());
+                tracing::info!(
+                    "metrics published on {topic} of the upstream broker every {} s",
+                    m.interval_secs
+                );
+                evergreen_ops::metrics::publish_every(
+                    Duration::from_secs(m.interval_secs),
+                    state.clone(),
+                    move |text| bridge.publish(&topic, text.into_bytes()),
+                );
+            }
+            None => tracing::warn!(
+                "evergreen.metricsUpstream is set but there is no cloud connection (coreThing.iotHost): metrics are not published"
+            ),
+        }
+    }
     let control = control.serve(state);
     tracing::info!(
         "evergreen {} running {}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",

@@ -151,6 +151,18 @@ impl CoreConfig {
         if let Some(fleet) = &eg.fleet {
             check_fleet(p, fleet);
         }
+        if let Some(m) = &eg.metrics_upstream {
+            if m.topic.is_empty() || m.topic.contains(['+', '#']) {
+                p.push(
+                    "evergreen.metricsUpstream.topic",
+                    format_args!(
+                        "must be a topic to publish on (not empty, no + or #), got {:?}",
+                        m.topic
+                    ),
+                );
+            }
+            p.at_least("evergreen.metricsUpstream.intervalSecs", m.interval_secs, 1);
+        }
 
         if eg.spooler.max_size_bytes < MIN_SPOOL_BYTES {
             p.push(

@@ -369,6 +369,17 @@ mod tests {
         assert_eq!(eg.secret_name_prefix, "");
         assert!(!eg.log_to_stderr);
         assert_eq!(eg.log_level, Some(crate::RuntimeLogLevel::Warn));
+        assert_eq!(
+            eg.metrics_address,
+            Some("127.0.0.1:9464".parse().expect("addr"))
+        );
+        assert_eq!(
+            eg.metrics_upstream,
+            Some(crate::MetricsUpstream {
+                topic: "evergreen/gw-1/metrics".into(),
+                interval_secs: 30
+            })
+        );
         assert!(config.ignored_keys().is_empty());
     }
 
@@ -498,6 +509,24 @@ mod tests {
     fn bad_allow_root_not_yes_no() {
         let err = bad("allow-root-not-yes-no.json");
         assert_eq!(parse_path(&err), "runtime.allowFunctionsToRunAsRoot");
+    }
+
+    #[test]
+    fn bad_metrics_upstream_topic_and_interval() {
+        let err = bad("metrics-upstream-wildcard.json");
+        let errors = invalid(&err);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("evergreen.metricsUpstream.topic: must be a topic")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("evergreen.metricsUpstream.intervalSecs")),
+            "{errors:?}"
+        );
     }
 
     #[test]

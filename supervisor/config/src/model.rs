@@ -98,6 +98,23 @@ impl Default for CoreThing {
     }
 }
 
+/// `evergreen.metricsUpstream`: the metrics (Prometheus text) published to the upstream broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsUpstream {
+    /// The topic (no wildcards), e.g. `evergreen/<thing>/metrics`.
+    pub topic: String,
+    /// Seconds between two publishes, at least 1.
+    #[serde(default = "MetricsUpstream::default_interval")]
+    pub interval_secs: u64,
+}
+
+impl MetricsUpstream {
+    fn default_interval() -> u64 {
+        60
+    }
+}
+
 /// `evergreen.logLevel`: a Logger definition's level names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -188,6 +205,8 @@ pub struct Evergreen {
     pub log_level: Option<RuntimeLogLevel>,
     /// Where the Prometheus metrics endpoint listens (`GET /metrics`); `None`: off.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The same metrics published to the upstream broker at an interval; `None`: not.
+    pub metrics_upstream: Option<MetricsUpstream>,
     pub default_run_as: DefaultRunAs,
     /// Mutual TLS to the upstream broker; `false` = plain TCP.
     pub cloud_tls: bool,
@@ -432,6 +451,7 @@ impl Default for Evergreen {
             log_to_stderr: true,
             log_level: None,
             metrics_address: None,
+            metrics_upstream: None,
             cloud_tls: true,
             aws: AwsConfig::default(),
             mqtt_limits: MqttLimits::default(),

@@ -80,6 +80,7 @@ const FIXTURES: &[&str] = &[
     "bad/wrong-type.json",
     "bad/allow-root-not-yes-no.json",
     "bad/log-level-unknown.json",
+    "bad/metrics-upstream-wildcard.json",
     "bad/storage-type-unknown.json",
     "bad/listener-address-not-ip.json",
     "bad/port-out-of-range.json",

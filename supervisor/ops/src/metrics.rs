@@ -261,6 +261,29 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Publishes the metrics through `publish` every `every` until the process ends (the first
+/// after one interval).
+pub fn publish_every(every: Duration, state: ControlState, publish: impl Fn(String) + 'static) {
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match state.status().await {
+                Ok(status) => {
+                    let history = state
+                        .deployer
+                        .as_ref()
+                        .and_then(|d| d.history().ok())
+                        .unwrap_or_default();
+                    publish(render(&status, &history, Path::new("/proc")));
+                }
+                Err(e) => tracing::warn!("metrics: no status to publish: {e}"),
+            }
+        }
+    });
+}
+
 /// Serves `GET /metrics` on `address` until the process ends; the listener is bound before
 /// this returns, so a bad address is an error at start.
 pub async fn serve(address: SocketAddr, state: ControlState) -> std::io::Result<()> {
