@@ -72,6 +72,11 @@ impl RecordRef {
     pub(super) fn line_len(&self) -> usize {
         self.0.len() - HEADER
     }
+
+    /// The line (the record without its header).
+    pub(super) fn line(&self) -> &str {
+        self.0.get(HEADER..).unwrap_or_default()
+    }
 }
 
 impl Drop for RecordRef {
@@ -117,6 +122,8 @@ pub(crate) struct Shared {
     next_barrier: AtomicU64,
     passed_barrier: Mutex<u64>,
     barrier_passed: Condvar,
+    /// The writer thread is stopping or gone (the process is ending): lines go to stderr.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// Starts the writer thread with the runtime's own log open; returns the shared state, the
@@ -144,6 +151,7 @@ pub(super) fn start(
         next_barrier: AtomicU64::new(1),
         passed_barrier: Mutex::new(0),
         barrier_passed: Condvar::new(),
+        stopped: std::sync::atomic::AtomicBool::new(false),
     });
     write_lock(&shared.metas).insert(
         SYSTEM_ID,
@@ -208,6 +216,16 @@ impl Shared {
     fn send(&self, writer: &mut NonBlocking, kind: u8, id: u64) {
         let (_, record) = with_record(kind, id, |_| ());
         self.send_record(writer, &record);
+    }
+
+    /// From now on lines go to stderr: the writer thread stops (see [`super::LogGuard`]).
+    pub(super) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// Whether the writer thread is stopping or gone.
+    pub(super) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// Sends a rendered record (see [`with_record`]); a line's must have been admitted.

@@ -100,9 +100,7 @@ impl GreengrassLayer {
             line.render(&message);
         }
         if let Some((record, meta)) = line.rendered {
-            if self.shared.admit(record.line_len(), &meta) {
-                self.shared.send_record(&mut self.writer.clone(), &record);
-            }
+            self.hand_over(&record, &meta);
         }
     }
 
@@ -219,8 +217,16 @@ impl GreengrassLayer {
                 out.push('\n');
             }
         });
-        if self.shared.admit(record.line_len(), &meta) {
-            self.shared.send_record(&mut self.writer.clone(), &record);
+        self.hand_over(&record, &meta);
+    }
+
+    /// Gives a rendered line to the writer thread, if the queue admits it; once the writer is
+    /// stopping (the process ends), to stderr instead, so a line logged then is not lost.
+    fn hand_over(&self, record: &RecordRef, meta: &super::appender::Meta) {
+        if self.shared.is_stopped() {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), record.line().as_bytes());
+        } else if self.shared.admit(record.line_len(), meta) {
+            self.shared.send_record(&mut self.writer.clone(), record);
         }
     }
 

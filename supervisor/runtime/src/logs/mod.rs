@@ -183,8 +183,9 @@ pub struct SystemLogOptions {
 }
 
 /// Keeps the writer thread alive; dropping it waits (up to 5 s) for every line already
-/// given to the writer, says on stderr how many could not be written, and stops the thread.
-/// Hold it until the process ends, and drop it before an `exec`.
+/// given to the writer, says on stderr how many could not be written, and stops the thread;
+/// a line logged after that goes to stderr. Hold it until the process ends, and drop it
+/// before an `exec`.
 #[must_use = "dropping the guard stops the log writer"]
 #[derive(Debug)]
 pub struct LogGuard {
@@ -195,6 +196,7 @@ pub struct LogGuard {
 impl Drop for LogGuard {
     fn drop(&mut self) {
         let unwritten = self.shared.drain(DRAIN_AT_EXIT);
+        self.shared.stop();
         let dropped = self.shared.dropped_total();
         if unwritten > 0 || dropped > 0 {
             eprintln!(
