@@ -173,6 +173,14 @@ pub enum Command {
     /// failure. With --container, only whether this host can run container mode
     /// (GreengrassContainer): exit 0 when it can, 1 when it cannot.
     Check(CheckArgs),
+    /// Write one archive for a bug report: versions, the configuration and the group (secrets
+    /// and keys redacted), status, deployment history, the last lines of every log, `check`'s
+    /// report and kernel and cgroup facts, with a MANIFEST.txt of what is in it.
+    ///
+    /// Prints the archive's path (written 0600). Works when the runtime is down: what could not
+    /// be collected is listed in the manifest and on stderr. Exit status 0 when written, 1 when
+    /// not.
+    SupportBundle(crate::bundle::BundleArgs),
     /// Print the embedded default group, a starting point for your own.
     DefaultGroup,
     /// Run a built-in connector over stdio (used by the supervisor).
@@ -307,6 +315,7 @@ pub fn main() -> ExitCode {
         Command::Restart { component, conn } => control::restart(&component, &conn),
         Command::Status { conn } => control::status(conn),
         Command::Logs(args) => crate::tail::command(&args),
+        Command::SupportBundle(args) => crate::bundle::command(&args),
         Command::DefaultGroup => {
             print!("{}", app::DEFAULT_GROUP);
             ExitCode::SUCCESS

@@ -2,11 +2,12 @@
 //! [`app`] maps the core configuration onto each crate's own settings and loads groups, and
 //! [`run`] starts the services around the core, deploys the first group and waits for a
 //! signal. Also here: the built-in connector [`catalogue`], `evergreen logs` ([`tail`]) and
-//! `evergreen function package` ([`package`]), the operator's health check ([`check`]), and
-//! giving back the start-up code's pages once a run is up ([`resident`]), and which release
-//! binary runs ([`launch`], [`gate`]). Every other crate of the workspace sits below this one.
+//! `evergreen function package` ([`package`]), the operator's health check ([`check`]), the
+//! support bundle ([`bundle`]), giving back the start-up code's pages once a run is up
+//! ([`resident`]), and which release binary runs ([`launch`], [`gate`]). Every other crate of the workspace sits below this one.
 
 pub mod app;
+pub mod bundle;
 pub mod catalogue;
 pub mod check;
 pub mod cli;

@@ -395,6 +395,15 @@ pub fn last_lines(path: &Path, n: usize) -> Result<(Vec<u8>, Follower), LogsErro
     Ok((out, follower))
 }
 
+/// The last `n` lines of the one file at `path`, its rotated files not consulted (for
+/// `evergreen support-bundle`, which takes every file of the log directory on its own).
+pub fn last_lines_of_file(path: &Path, n: usize) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let end = file.metadata()?.len();
+    let (start, _) = tail_start(&file, end, n)?;
+    read_range(&file, start, end)
+}
+
 /// Follows one log file across rotations: each [`Follower::poll`] copies
 /// what was appended since the previous one.
 #[derive(Debug)]

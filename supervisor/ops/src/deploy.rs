@@ -195,6 +195,12 @@ pub fn record_last_run(write_dir: &Path, version: Option<&VersionId>) -> std::io
     write_atomic(&dir.join("last-run"), format!("{text}\n").as_bytes())
 }
 
+/// The deployment history a runtime on `write_dir` recorded, newest first, read from its file
+/// (for tools that read it while no runtime runs; a running one answers `Deployments`).
+pub fn history(write_dir: &Path) -> Result<Vec<DeploymentRecord>, DeployError> {
+    read_history(deployments_dir(write_dir).join("history.json"))
+}
+
 /// What ran last (see [`LastRun`]); `None` when nothing was ever recorded.
 pub fn last_run(write_dir: &Path) -> Option<LastRun> {
     let dir = deployments_dir(write_dir);

@@ -9,7 +9,7 @@
 //! running runtime's connection, which uses the same client id).
 
 mod certs;
-mod host;
+pub(crate) mod host;
 mod net;
 
 use std::fmt::Write as _;
