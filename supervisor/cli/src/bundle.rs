@@ -343,7 +343,8 @@ fn group(cfg: &CoreConfig, b: &mut Bundle) {
                 Ok(stored) => match serde_json::from_str::<Value>(&stored.group) {
                     Ok(mut value) => {
                         redact_json(&mut value);
-                        b.notes.push(format!("group.json: group version {}", id.as_str()));
+                        b.notes
+                            .push(format!("group.json: group version {}", id.as_str()));
                         b.add(NAME, pretty(&value));
                     }
                     Err(e) => b.miss(NAME, format!("group version {}: {e}", id.short())),
@@ -724,7 +725,10 @@ mod tests {
                      -----BEGIN PRIVATE KEY-----\nTORN";
         let out = String::from_utf8(redact_pem(text)).expect("utf8");
         assert!(!out.contains("SECRET") && !out.contains("TORN"), "{out}");
-        assert!(out.contains("PUBLIC") && out.starts_with("a\n<redacted"), "{out}");
+        assert!(
+            out.contains("PUBLIC") && out.starts_with("a\n<redacted"),
+            "{out}"
+        );
         assert!(out.contains("\nb\n"), "{out}");
     }
 
