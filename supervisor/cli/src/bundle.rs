@@ -67,11 +67,11 @@ pub enum BundleError {
 
 /// Where the host facts are read: parameters so unit tests use a temporary directory.
 #[derive(Debug, Clone)]
-pub struct HostPaths {
+struct HostPaths {
     /// `/proc`.
-    pub proc: PathBuf,
+    proc: PathBuf,
     /// `/etc/os-release`.
-    pub os_release: PathBuf,
+    os_release: PathBuf,
 }
 
 impl Default for HostPaths {
@@ -85,7 +85,7 @@ impl Default for HostPaths {
 
 /// The collected files, in archive order, and what could not be collected.
 #[derive(Debug, Default)]
-pub struct Bundle {
+struct Bundle {
     files: Vec<(String, Vec<u8>)>,
     missing: Vec<(String, String)>,
     notes: Vec<String>,
@@ -102,13 +102,8 @@ impl Bundle {
         self.missing.push((name.into(), one_line(&why.to_string())));
     }
 
-    /// The names of the files collected, in order (MANIFEST.txt not included).
-    pub fn names(&self) -> Vec<&str> {
-        self.files.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
     /// What could not be collected, with why.
-    pub fn missing(&self) -> &[(String, String)] {
+    fn missing(&self) -> &[(String, String)] {
         &self.missing
     }
 }
@@ -118,7 +113,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// Collects every part of the bundle; never fails (what fails is listed as missing).
-pub fn collect(args: &BundleArgs, host: &HostPaths) -> Bundle {
+fn collect(args: &BundleArgs, host: &HostPaths) -> Bundle {
     let mut b = Bundle::default();
     b.add("version.txt", version_text(host));
     let cfg = match app::load_config(args.config.as_deref(), args.root.clone()) {
@@ -262,7 +257,7 @@ fn is_secret_key(key: &str) -> bool {
 
 /// Replaces, in place, every non-null value under a secret-named key (see [`is_secret_key`])
 /// and every string holding a PEM private key by [`REDACTED`].
-pub fn redact_json(value: &mut Value) {
+fn redact_json(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
@@ -281,7 +276,7 @@ pub fn redact_json(value: &mut Value) {
 
 /// `data` with every PEM private key block (`-----BEGIN … PRIVATE KEY-----` to its `END` line,
 /// or to the end when it has none) replaced by a marker.
-pub fn redact_pem(data: &[u8]) -> Vec<u8> {
+fn redact_pem(data: &[u8]) -> Vec<u8> {
     const BEGIN: &[u8] = b"-----BEGIN ";
     const END: &[u8] = b"-----END ";
     const TAIL: &[u8] = b"PRIVATE KEY-----";
@@ -339,7 +334,18 @@ fn group(cfg: &CoreConfig, b: &mut Bundle) {
     let write_dir = cfg.write_dir();
     match evergreen_ops::deploy::last_run(write_dir) {
         Some(LastRun::Version(id)) => {
-            match evergreen_ops::store::VersionStore::open(write_dir).load(id.as_str()) {
+            let store = evergreen_ops::store::VersionStore::open(write_dir);
+            // A version whose programs no longer match their digests is worth reporting, and
+            // its group is still worth reading.
+            let stored = store.load(id.as_str()).or_else(|e| {
+                b.notes.push(format!(
+                    "group.json: group version {} does not load: {}",
+                    id.short(),
+                    one_line(&e.to_string())
+                ));
+                store.read_created(&id)
+            });
+            match stored {
                 Ok(stored) => match serde_json::from_str::<Value>(&stored.group) {
                     Ok(mut value) => {
                         redact_json(&mut value);
@@ -499,8 +505,10 @@ fn host_text(host: &HostPaths, write_dir: Option<&Path>) -> String {
 
 /// `./evergreen-support-<hostname>-<UTC time>.tar.gz`.
 fn default_output(host: &HostPaths) -> PathBuf {
-    let hostname = read_text(&host.proc.join("sys/kernel/hostname"));
+    let hostname = std::fs::read_to_string(host.proc.join("sys/kernel/hostname"));
     let hostname: String = hostname
+        .as_deref()
+        .unwrap_or_default()
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
@@ -571,7 +579,7 @@ fn manifest(b: &Bundle) -> String {
 }
 
 /// The bundle as a gzipped ustar archive under `top/`, every file redacted once more.
-pub fn archive(b: &Bundle, top: &str) -> Result<Vec<u8>, BundleError> {
+fn archive(b: &Bundle, top: &str) -> Result<Vec<u8>, BundleError> {
     let mtime = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -581,7 +589,9 @@ pub fn archive(b: &Bundle, top: &str) -> Result<Vec<u8>, BundleError> {
         .chain(b.files.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     for (name, data) in files {
         let data = scrub(redact_pem(data), &b.secrets);
-        let mut header = tar::Header::new_ustar();
+        // GNU headers: a path longer than ustar's 100 + 155 bytes (a deep log file under a long
+        // archive name) gets a long-name entry instead of failing the whole archive.
+        let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o600);
         header.set_mtime(mtime);
@@ -764,6 +774,52 @@ mod tests {
         assert!(text.contains("/sys/fs/cgroup rw - cgroup2"), "{text}");
         assert!(!text.contains("ext4"), "{text}");
         assert!(text.contains("cannot read"), "{text}");
+    }
+
+    #[test]
+    fn the_archive_holds_the_manifest_and_every_file_redacted() {
+        let mut b = Bundle {
+            secrets: vec![b"SEKRIT-value".to_vec()],
+            ..Bundle::default()
+        };
+        b.add("a.txt", "x SEKRIT-value y\n");
+        let long = format!("logs/{}/f.log", "d".repeat(300));
+        b.add(
+            long.clone(),
+            "-----BEGIN RSA PRIVATE KEY-----\nK\n-----END RSA PRIVATE KEY-----\n",
+        );
+        b.miss("status.json", "no runtime\n answered");
+        let gz = archive(&b, "top").expect("archive");
+        let tar_bytes =
+            miniz_oxide::inflate::decompress_to_vec(&gz[10..gz.len() - 8]).expect("inflate");
+        let mut entries = Vec::new();
+        let mut ar = tar::Archive::new(tar_bytes.as_slice());
+        for entry in ar.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let path = entry.path().expect("path").display().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).expect("read");
+            entries.push((path, text));
+        }
+        assert_eq!(entries[0].0, "top/MANIFEST.txt");
+        assert!(
+            entries[0]
+                .1
+                .contains("  status.json: no runtime answered\n"),
+            "{}",
+            entries[0].1
+        );
+        assert!(
+            entries[0].1.contains("  a.txt (17 bytes)\n"),
+            "{}",
+            entries[0].1
+        );
+        assert_eq!(
+            entries[1],
+            ("top/a.txt".to_string(), "x <redacted> y\n".to_string())
+        );
+        assert_eq!(entries[2].0, format!("top/{long}"));
+        assert_eq!(entries[2].1, "<redacted: private key>\n");
     }
 
     #[test]

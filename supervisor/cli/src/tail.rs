@@ -853,6 +853,18 @@ mod tests {
         assert_eq!(tail(&p, 3), "3\ntorn\n6\n");
     }
 
+    #[test]
+    fn last_lines_of_file_stays_in_its_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("f.log");
+        write(&rotated(&p, 1), "1\n2\n");
+        write(&p, "3\n4\n5");
+        let got = |n| String::from_utf8(last_lines_of_file(&p, n).expect("read")).expect("utf-8");
+        assert_eq!(got(2), "4\n5");
+        assert_eq!(got(10), "3\n4\n5");
+        assert_eq!(got(0), "");
+    }
+
     /// Runs one poll and returns what it copied.
     fn poll(f: &mut Follower) -> String {
         let mut out = Vec::new();
