@@ -261,6 +261,17 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The runtime's metrics now, or why the supervisor did not answer.
+async fn exposition(state: &ControlState) -> Result<String, String> {
+    let status = state.status().await?;
+    let history = state
+        .deployer
+        .as_ref()
+        .and_then(|d| d.history().ok())
+        .unwrap_or_default();
+    Ok(render(&status, &history, Path::new("/proc")))
+}
+
 /// Publishes the metrics through `publish` every `every` until the process ends (the first
 /// after one interval).
 pub fn publish_every(every: Duration, state: ControlState, publish: impl Fn(String) + 'static) {
@@ -269,15 +280,8 @@ pub fn publish_every(every: Duration, state: ControlState, publish: impl Fn(Stri
         tick.tick().await;
         loop {
             tick.tick().await;
-            match state.status().await {
-                Ok(status) => {
-                    let history = state
-                        .deployer
-                        .as_ref()
-                        .and_then(|d| d.history().ok())
-                        .unwrap_or_default();
-                    publish(render(&status, &history, Path::new("/proc")));
-                }
+            match exposition(&state).await {
+                Ok(text) => publish(text),
                 Err(e) => tracing::warn!("metrics: no status to publish: {e}"),
             }
         }
@@ -331,19 +335,8 @@ async fn answer(mut stream: tokio::net::TcpStream, state: &ControlState) -> std:
     let mut parts = line.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => match state.status().await {
-            Ok(status) => {
-                let history = state
-                    .deployer
-                    .as_ref()
-                    .and_then(|d| d.history().ok())
-                    .unwrap_or_default();
-                (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    render(&status, &history, Path::new("/proc")),
-                )
-            }
+        ("GET", "/metrics") => match exposition(state).await {
+            Ok(text) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
             Err(e) => (
                 "503 Service Unavailable",
                 "text/plain; charset=utf-8",

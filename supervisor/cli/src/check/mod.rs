@@ -84,12 +84,7 @@ impl Check {
         detail: impl Into<String>,
         hint: impl Into<String>,
     ) -> Check {
-        Check {
-            name: name.into(),
-            status: Status::Warn,
-            detail: one_line(detail.into()),
-            hint: Some(hint.into()),
-        }
+        Check::with_hint(Status::Warn, name.into(), detail.into(), hint.into())
     }
 
     pub(crate) fn fail(
@@ -97,11 +92,15 @@ impl Check {
         detail: impl Into<String>,
         hint: impl Into<String>,
     ) -> Check {
+        Check::with_hint(Status::Fail, name.into(), detail.into(), hint.into())
+    }
+
+    fn with_hint(status: Status, name: String, detail: String, hint: String) -> Check {
         Check {
-            name: name.into(),
-            status: Status::Fail,
-            detail: one_line(detail.into()),
-            hint: Some(hint.into()),
+            name,
+            status,
+            detail: one_line(detail),
+            hint: Some(hint),
         }
     }
 }
