@@ -316,11 +316,17 @@ impl Device<'_> {
             validate_filter(filter).is_ok(),
             "granted invalid filter {filter:?}"
         );
+        // A shared subscription is authorized by its inner filter (`$share/{name}/{filter}`,
+        // MQTT 5 §4.8.2).
+        let matching = filter
+            .strip_prefix("$share/")
+            .and_then(|rest| rest.split_once('/'))
+            .map_or(filter, |(_, inner)| inner);
         // A device's filter follows MQTT: `t/#` also matches `t` (MQTT-4.7.1-2).
-        let parent = filter.strip_suffix("/#");
+        let parent = matching.strip_suffix("/#");
         assert!(
             deliverable(conn.thing_arn()).iter().any(|s| {
-                filters_intersect(s, filter) || parent.is_some_and(|p| filters_intersect(s, p))
+                filters_intersect(s, matching) || parent.is_some_and(|p| filters_intersect(s, p))
             }),
             "{} granted {filter:?}, which nothing delivers to it",
             conn.thing_arn()
