@@ -166,16 +166,7 @@ pub fn parse_time(s: &str, now: OffsetDateTime) -> Result<String, String> {
 
 /// `2026-12-07T02:05:28.638Z`: the log lines' own form.
 fn canonical(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    let (year, month, day) = at.to_calendar_date();
-    format!(
-        "{year:04}-{:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        u8::from(month),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
+    evergreen_runtime::logs::timestamp(at)
 }
 
 /// A writer that passes on only the lines `filter` keeps, rendered: for a follower, whose

@@ -235,6 +235,13 @@ pub fn flush(timeout: Duration) -> bool {
         .is_none_or(|shared| shared.drain(timeout) == 0)
 }
 
+/// `at` as every log line's timestamp: UTC, RFC 3339 with milliseconds, fixed width.
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    let mut out = String::with_capacity(24);
+    file::push_timestamp(&mut out, at);
+    out
+}
+
 /// Lines dropped because the writer thread was behind, since the runtime started.
 pub fn dropped_lines() -> u64 {
     INSTALLED.get().map_or(0, |shared| shared.dropped_total())
