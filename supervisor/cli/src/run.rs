@@ -96,8 +96,6 @@ struct Prepared {
     aws: Arc<AwsAccess>,
     notifier: Option<Rc<Notifier>>,
     watchdog: Option<Duration>,
-    /// Python functions in the plan: they make the Lambda endpoint a requirement.
-    python_functions: usize,
     /// `<root>/runtime/python`, or `None` when its files could not be written.
     python_dir: Option<PathBuf>,
     mqtt_setup: evergreen_mqtt::Setup,
@@ -287,7 +285,6 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         aws,
         notifier,
         watchdog,
-        python_functions,
         python_dir,
         mqtt_setup,
         cloud,
@@ -336,43 +333,30 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
             None
         }
     };
-    // The Lambda IPC endpoint: needed when the group has Python
-    // functions; otherwise a busy port is only worth a warning.
+    // The Lambda IPC endpoint's hub. It listens only while a deployed group has
+    // functions: the supervisor binds the port before it deploys the first one (a busy
+    // port refuses that deployment) and closes it when a deployment leaves none.
     if let Some(python_dir) = &p.python_dir {
-        let daemon_port = p.cfg.core_thing.gg_daemon_port;
-        match evergreen_runtime::lambda::bind(daemon_port).await {
-            Ok(listeners) => {
-                let hub = evergreen_runtime::lambda::LambdaHub::new(
-                    router.clone(),
-                    daemon_port,
-                    python_dir.clone(),
-                );
-                if let Some(shadow) = &shadow {
-                    hub.set_shadow(Arc::new(shadow.clone()));
-                }
-                hub.set_secrets(p.secrets.clone() as Arc<dyn SecretSource>);
-                let l = &p.cfg.evergreen.lambda_endpoint;
-                let limits = evergreen_runtime::lambda::EndpointLimits {
-                    head_timeout: Duration::from_millis(l.head_timeout_ms),
-                    body_timeout: Duration::from_millis(l.body_timeout_ms),
-                    max_head_bytes: l.max_head_bytes,
-                    max_body_bytes: l.max_body_bytes,
-                    max_pending_connections: l.max_pending_connections,
-                    max_connections_per_function: l.max_connections_per_function,
-                };
-                evergreen_runtime::lambda::serve(hub.clone(), listeners, limits);
-                tracing::info!("Lambda IPC endpoint on localhost:{daemon_port}");
-                supervisor = supervisor.with_lambda(hub);
-            }
-            Err(source) => {
-                let what = format!("cannot listen on localhost:{daemon_port} (coreThing.ggDaemonPort) for the Lambda IPC endpoint");
-                if p.python_functions > 0 {
-                    tracing::error!("{what}: {source}");
-                    return Err(RunError::Io { what, source });
-                }
-                tracing::warn!("{what}: {source}; Python functions cannot run");
-            }
+        let l = &p.cfg.evergreen.lambda_endpoint;
+        let limits = evergreen_runtime::lambda::EndpointLimits {
+            head_timeout: Duration::from_millis(l.head_timeout_ms),
+            body_timeout: Duration::from_millis(l.body_timeout_ms),
+            max_head_bytes: l.max_head_bytes,
+            max_body_bytes: l.max_body_bytes,
+            max_pending_connections: l.max_pending_connections,
+            max_connections_per_function: l.max_connections_per_function,
+        };
+        let hub = evergreen_runtime::lambda::LambdaHub::new(
+            router.clone(),
+            p.cfg.core_thing.gg_daemon_port,
+            python_dir.clone(),
+            limits,
+        );
+        if let Some(shadow) = &shadow {
+            hub.set_shadow(Arc::new(shadow.clone()));
         }
+        hub.set_secrets(p.secrets.clone() as Arc<dyn SecretSource>);
+        supervisor = supervisor.with_lambda(hub);
     }
     let mut cloud_spool = None;
     let mut cloud_link = None;

@@ -22,7 +22,7 @@ use crate::router::{
 };
 use crate::sandbox::Sandboxes;
 use crate::services::{PlanListener, ShadowService};
-use evergreen_group::plan::{ComponentSpec, GroupPlan};
+use evergreen_group::plan::{ComponentSpec, GroupPlan, Launch};
 
 /// What a deployment changes, by component ARN.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -183,6 +183,30 @@ impl Supervisor {
         self
     }
 
+    /// Makes sure the Lambda IPC endpoint listens, for a plan with functions:
+    /// a port that cannot be bound refuses the deployment, nothing changed.
+    fn listen_for_functions(&self) -> Result<(), DeployError> {
+        let Some(hub) = &self.lambda else {
+            return Err(DeployError(vec![
+                "the group has Python functions, but the runtime could not write the Python \
+                 runtime files at its start (see its log); restart it once the root is writable"
+                    .into(),
+            ]));
+        };
+        match hub.listen() {
+            Ok(true) => {
+                tracing::info!("Lambda IPC endpoint on localhost:{}", hub.port());
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(DeployError(vec![format!(
+                "cannot listen on localhost:{} (coreThing.ggDaemonPort) for the Lambda IPC \
+                 endpoint the group's functions need: {e}",
+                hub.port()
+            )])),
+        }
+    }
+
     /// Logs every target that lost messages since the last report: local
     /// delivery is best effort (QoS 0, as in Greengrass), but never silent.
     fn report_drops(&mut self) {
@@ -252,6 +276,13 @@ impl Handler<Deploy> for Supervisor {
             return Err(DeployError(vec!["the runtime is shutting down".into()]));
         }
         let table = self.check(&plan)?;
+        let functions = plan
+            .components
+            .values()
+            .any(|c| matches!(c.launch, Launch::Python { .. }));
+        if functions {
+            self.listen_for_functions()?;
+        }
         let specs: BTreeMap<String, Arc<ComponentSpec>> = self
             .running
             .iter()
@@ -306,6 +337,14 @@ impl Handler<Deploy> for Supervisor {
             }
             let addr = actor.start();
             self.running.insert(arn.clone(), Running { spec, addr });
+        }
+        if !functions {
+            if let Some(hub) = self.lambda.as_ref().filter(|hub| hub.close()) {
+                tracing::info!(
+                    "Lambda IPC endpoint on localhost:{} closed: the group has no function",
+                    hub.port()
+                );
+            }
         }
         tracing::info!(
             "deployed: {} started, {} stopped, {} unchanged; {} subscriptions",

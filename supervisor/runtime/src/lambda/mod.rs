@@ -57,7 +57,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::inflight::SharedInFlight;
 use crate::logs::ComponentLog;
 use crate::router::{QueueReceiver, Router};
-pub use server::{bind, serve, EndpointLimits};
+pub use server::EndpointLimits;
 
 /// The router as the SDK addresses it (`ROUTER_FUNCTION_ARN`).
 pub(crate) const ROUTER_ARN: &str = "arn:aws:lambda:::function:GGRouter";
@@ -168,6 +168,9 @@ pub struct LambdaHub {
     shadow: RefCell<Option<Arc<dyn crate::services::ShadowService>>>,
     /// Where `GGSecretManager` invokes are answered from, once set.
     secrets: RefCell<Option<Arc<dyn crate::services::SecretSource>>>,
+    /// The endpoint's listeners: bound by the first deployment with a
+    /// function and closed by one without (see [`LambdaHub::listen`]).
+    endpoint: RefCell<server::Endpoint>,
 }
 
 /// Sixteen random bytes as hex, from the kernel.
@@ -244,7 +247,14 @@ enum Target {
 }
 
 impl LambdaHub {
-    pub fn new(router: Arc<Router>, port: u16, runtime_dir: std::path::PathBuf) -> Rc<Self> {
+    /// A hub serving functions on `port` within `limits`; nothing listens
+    /// until [`LambdaHub::listen`].
+    pub fn new(
+        router: Arc<Router>,
+        port: u16,
+        runtime_dir: std::path::PathBuf,
+        limits: EndpointLimits,
+    ) -> Rc<Self> {
         Rc::new(LambdaHub {
             router,
             port,
@@ -255,6 +265,7 @@ impl LambdaHub {
             serial: Cell::new(0),
             shadow: RefCell::new(None),
             secrets: RefCell::new(None),
+            endpoint: RefCell::new(server::Endpoint::new(limits)),
         })
     }
 

@@ -63,13 +63,77 @@ impl Default for EndpointLimits {
     }
 }
 
+/// The endpoint's listening side: its limits, and while it listens the
+/// accept loops, whose abort closes the listeners (connections already
+/// accepted run to their end).
+#[derive(Debug)]
+pub(super) struct Endpoint {
+    limits: EndpointLimits,
+    accepting: Vec<actix_rt::task::JoinHandle<()>>,
+}
+
+impl Endpoint {
+    pub(super) fn new(limits: EndpointLimits) -> Endpoint {
+        Endpoint {
+            limits,
+            accepting: Vec::new(),
+        }
+    }
+}
+
+impl LambdaHub {
+    /// Listens on `localhost` (`coreThing.ggDaemonPort`) unless it already
+    /// does. The supervisor calls it before it deploys a plan with a
+    /// function, so a runtime without functions holds no port 8000 that
+    /// another program might want, and a busy port refuses the deployment
+    /// that needs it with the reason. Returns whether it bound just now.
+    pub fn listen(self: &Rc<Self>) -> std::io::Result<bool> {
+        let mut endpoint = self.endpoint.borrow_mut();
+        if !endpoint.accepting.is_empty() {
+            return Ok(false);
+        }
+        let listeners = bind(self.port)?;
+        let peers = Rc::new(Peers {
+            limits: endpoint.limits.clone(),
+            pending: RefCell::default(),
+            next: Cell::new(0),
+            per_function: RefCell::default(),
+            last_log: Cell::new(None),
+            unlogged: Cell::new(0),
+        });
+        endpoint.accepting = listeners
+            .into_iter()
+            .map(|listener| accept(self.clone(), listener, peers.clone()))
+            .collect();
+        Ok(true)
+    }
+
+    /// Stops listening (a deployment left no function). Returns whether it
+    /// was listening.
+    pub fn close(&self) -> bool {
+        let accepting = std::mem::take(&mut self.endpoint.borrow_mut().accepting);
+        let was = !accepting.is_empty();
+        for task in accepting {
+            task.abort();
+        }
+        was
+    }
+}
+
 /// Binds the endpoint on `localhost`: 127.0.0.1 and, where the host has
 /// IPv6, ::1 (the SDK connects to the name `localhost`, which may resolve
-/// to either). Fails only if 127.0.0.1 cannot be bound.
-pub async fn bind(port: u16) -> std::io::Result<Vec<TcpListener>> {
-    let v4 = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+/// to either). Fails only if 127.0.0.1 cannot be bound. Synchronous: the
+/// supervisor binds inside its deployment handler, on the actor system's
+/// thread, whose runtime the listeners are registered with.
+fn bind(port: u16) -> std::io::Result<Vec<TcpListener>> {
+    let tokio_listener = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
+    };
+    let v4 = tokio_listener(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let mut listeners = vec![v4];
-    match TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).await {
+    match tokio_listener(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))) {
         Ok(v6) => listeners.push(v6),
         Err(e) => tracing::info!("Lambda IPC endpoint: not listening on [::1]:{port}: {e}"),
     }
@@ -189,40 +253,32 @@ impl Drop for FunctionGuard {
     }
 }
 
-/// Serves the endpoint on the current (actor system) thread until the
-/// listeners fail.
-pub fn serve(hub: Rc<LambdaHub>, listeners: Vec<TcpListener>, limits: EndpointLimits) {
-    let peers = Rc::new(Peers {
-        limits,
-        pending: RefCell::default(),
-        next: Cell::new(0),
-        per_function: RefCell::default(),
-        last_log: Cell::new(None),
-        unlogged: Cell::new(0),
-    });
-    for listener in listeners {
-        let hub = hub.clone();
-        let peers = peers.clone();
-        actix_rt::spawn(async move {
-            loop {
-                let (stream, _) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of descriptors, usually: wait a little rather
-                        // than spin.
-                        tracing::warn!("Lambda IPC endpoint: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let hub = hub.clone();
-                let pending = peers.pending();
-                actix_rt::spawn(async move {
-                    connection(&hub, stream, pending).await;
-                });
-            }
-        });
-    }
+/// Accepts on `listener` on the current (actor system) thread until the
+/// task is aborted, each connection served by a task of its own.
+fn accept(
+    hub: Rc<LambdaHub>,
+    listener: TcpListener,
+    peers: Rc<Peers>,
+) -> actix_rt::task::JoinHandle<()> {
+    actix_rt::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, usually: wait a little rather
+                    // than spin.
+                    tracing::warn!("Lambda IPC endpoint: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let hub = hub.clone();
+            let pending = peers.pending();
+            actix_rt::spawn(async move {
+                connection(&hub, stream, pending).await;
+            });
+        }
+    })
 }
 
 /// Serves one connection: its head within the head timeout (unless a newer
