@@ -4,7 +4,7 @@
 //! on who connects first), and client devices speaking MQTT 3.1.1 through the plain loopback
 //! listener with the small client below, which records every PUBACK it receives.
 //!
-//! The promises checked (README, "What an acknowledgement to the cloud means, per path"):
+//! The promises checked (docs/cloud-bridge.md, "What an acknowledgement to the cloud means, per path"):
 //! a QoS 1 PUBACK follows the spool's fsync, so `kill -9` of the runtime loses nothing a device
 //! was acknowledged for; a full hand-off holds the device instead of acknowledging and dropping;
 //! every message lost on the way to the cloud is counted in `evergreen status`.
@@ -614,7 +614,7 @@ fn py_failures(record: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// README, "What an acknowledgement to the cloud means, per path": for a Python function's
+/// docs/cloud-bridge.md, "What an acknowledgement to the cloud means, per path": for a Python function's
 /// `publish(queueFullPolicy='AllOrException')`, "nothing the call returned for is lost" across
 /// `kill -9`. An unmodified V1 function streams to the cloud from four threads; the runtime is
 /// killed with SIGKILL mid-stream, several times, and restarted on the same root; in the middle

@@ -389,7 +389,7 @@ fn mqtt_3_2_2_21_keep_alive_0_gets_a_server_keep_alive_v5() {
 
 /// MQTT-3.3.2-2: a PUBLISH whose topic holds a wildcard is a protocol violation: the
 /// connection is closed (v5 after a DISCONNECT with reason 0x82 Protocol Error), nothing is
-/// routed. (The README's feature table says the same.)
+/// routed. (docs/mqtt-server.md's feature table says the same.)
 fn wildcard_publish(version: &str) {
     let Some(doc) = probe("wildcard_publish", version) else {
         return;
@@ -481,7 +481,7 @@ fn mqtt_3_3_1_9_retain_handling_and_retain_as_published_v5() {
 }
 
 /// Retained messages are durable: after `kill -9` and a restart on the same root a new
-/// subscription still gets the retained message (README: committed in the session store's
+/// subscription still gets the retained message (docs/mqtt-server.md: committed in the session store's
 /// next batch, milliseconds after the PUBACK).
 /// `kill -9` of the runtime (after giving the session store's writer time for its commit: it
 /// commits off the publish path, milliseconds after the PUBACK) and a restart on the same root

@@ -811,7 +811,7 @@ fn running(rt: &mut Runtime) -> bool {
     matches!(rt.child.try_wait(), Ok(None))
 }
 
-/// README, "Bounds before trust": "A connected device's packets may be up to
+/// docs/mqtt-server.md, "Bounds before trust": "A connected device's packets may be up to
 /// `maxPacketBytes`". MQTT 3.1.1 has no way to tell the device, so the bound is only
 /// enforced: a PUBLISH whose remaining length is exactly the limit is read and routed; one
 /// byte more closes that connection at its fixed header, and the runtime and its other
@@ -1054,7 +1054,7 @@ fn keep_pinging(mut s: TcpStream, every: Duration, for_how_long: Duration) -> bo
 /// MQTT 3.1.1 [MQTT-3.1.2-24]: "If the Keep Alive value is non-zero and the Server does not
 /// receive a Control Packet from the Client within one and a half times the Keep Alive time
 /// period, it MUST disconnect the Network Connection". The keep-alive a device asks for is
-/// capped at `maxKeepAliveSecs` first (README), so a device asking for 65535 s (18 h) that
+/// capped at `maxKeepAliveSecs` first (docs/mqtt-server.md), so a device asking for 65535 s (18 h) that
 /// goes silent is disconnected after 1.5 times the cap, while one that pings stays.
 #[test]
 fn mqtt_3_1_2_24_a_silent_device_is_disconnected_after_one_and_a_half_times_the_capped_keep_alive()
@@ -1143,7 +1143,7 @@ fn subscribe_packet(filters: usize, len: usize) -> Vec<u8> {
     mqtt_packet(0x82, &body)
 }
 
-/// README, "Bounds before trust": "a packet that started arriving must complete within
+/// docs/mqtt-server.md, "Bounds before trust": "a packet that started arriving must complete within
 /// `readTimeoutSecs`, extended while at least 1 KiB per period arrives". A connected device
 /// that stops in the middle of a packet (a SUBSCRIBE, or a QoS 1 PUBLISH's payload) is dropped
 /// after the read timeout; one that sends nothing at all is not (that is the keep-alive's

@@ -25,7 +25,7 @@
 //! give the service's code (e.g. `ResourceNotFoundException`).
 //!
 //! **Queues and batches** (choices where the guide is silent, also in the
-//! README):
+//! docs/connectors.md):
 //! * One queue per channel, at most `IotAnalyticsQueueSizePerChannel`
 //!   messages (queued plus in flight). When full, `DROP_NEWEST` refuses the
 //!   new message and `DROP_OLDEST` drops the oldest *waiting* one (never one

@@ -61,7 +61,7 @@
 //! guide says 0–900: such values are accepted and used as 900, with a
 //! warning. `MemorySize` is accepted and logged; Evergreen does not cap
 //! connector memory with it (the connector uses a few MiB, see the
-//! README's figures). Version 1 has only `DefaultDeliveryStreamArn`; it
+//! figures in docs/connectors.md). Version 1 has only `DefaultDeliveryStreamArn`; it
 //! queues up to 2000 records per stream and sends one per call.
 //!
 //! **Lifecycle.** The connector is long-lived (pinned): its queues live in

@@ -36,7 +36,7 @@
 //! a container. In the container the device is bound when the container
 //! starts: a device that comes back with the same device number is
 //! reopened in place (and so is a re-created pty with the same number, on
-//! cgroup v1; see the README's Container mode), one that comes back as
+//! cgroup v1; see docs/containers.md), one that comes back as
 //! another node is seen only after the connector restarts.
 
 use std::os::unix::fs::MetadataExt;

@@ -22,7 +22,7 @@
 //! them on `read_response` first. `id` is echoed when given.
 //!
 //! **Choices where the Greengrass guide is silent or inconsistent** (also in
-//! the README):
+//! docs/connectors.md):
 //! - *Reads* follow pyserial's `read(n)` with a timeout, as the Python
 //!   connector did: they end when `readLength` bytes have arrived or
 //!   `Timeout` seconds after they started. All `readLength` bytes: the data,

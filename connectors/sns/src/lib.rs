@@ -16,7 +16,7 @@
 //! `id` echoes the request's `id` and is left out when the request had none
 //! (or could not be read).
 //!
-//! **Choices where the guide is silent** (also in the README):
+//! **Choices where the guide is silent** (also in docs/connectors.md):
 //! * Bad input fails before anything is sent, with `error`
 //!   `InvalidInputException` (the guide's own example) and an
 //!   `error_message` that names the field (`request.message`,

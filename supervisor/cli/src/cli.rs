@@ -157,7 +157,7 @@ pub enum Command {
         command: CertsCommand,
     },
     /// Secret values for the group's secret resources, stored encrypted
-    /// under <root>/secrets (see the README's "Secrets" section). A value is
+    /// under <root>/secrets (see docs/services.md, "Secrets"). A value is
     /// used from the next deployment on.
     Secrets {
         #[command(subcommand)]
