@@ -265,3 +265,184 @@ fn metrics_are_published_upstream_at_the_interval() {
         "{text}"
     );
 }
+
+/// Issue 23 item 3: the MQTT server's bytes and the cloud spool's depth in bytes and age. A
+/// device (`mosquitto_pub`, unmodified, on the plain listener) publishes messages of known
+/// payload sizes, routed to a second device (`mosquitto_sub`) and to the cloud, whose broker
+/// is down, so they wait in the spool. The payload bytes read and written must be exactly what
+/// the devices sent and got, the spool's bytes exactly the topics and payloads it holds, and
+/// its oldest message's age must grow while the broker stays away.
+#[test]
+fn metrics_count_mqtt_payload_bytes_and_the_spools_oldest_message() {
+    if !have("mosquitto_pub") || !have("mosquitto_sub") {
+        eprintln!("SKIPPED: mosquitto_pub/mosquitto_sub not installed (Debian mosquitto-clients)");
+        return;
+    }
+    let thing = |name: &str| format!("arn:aws:iot:{REGION}:{ACCOUNT}:thing/{name}");
+    let device = |name: &str| {
+        json!({
+            "Id": name,
+            "ThingArn": thing(name),
+            "CertificateArn": format!("arn:aws:iot:{REGION}:{ACCOUNT}:cert/abc123"),
+        })
+    };
+    let mut g = group(
+        vec![],
+        vec![
+            sub(
+                "to-display",
+                &thing("sensor-1"),
+                "bytes/#",
+                &thing("display-1"),
+            ),
+            sub("to-cloud", &thing("sensor-1"), "bytes/#", "cloud"),
+        ],
+    );
+    g["DeviceDefinitionVersion"] = json!({ "Devices": [device("sensor-1"), device("display-1")] });
+    let metrics = free_port().expect("a port for the metrics");
+    // Nothing listens on the upstream port: the bridge keeps trying, the spool keeps them.
+    let upstream = free_port().expect("a port nobody listens on");
+    let rt = Runtime::start_config(
+        &g,
+        &json!({
+            "coreThing": { "iotHost": "127.0.0.1", "iotMqttPort": upstream },
+            "evergreen": {
+                "cloudTls": false,
+                "metricsAddress": format!("127.0.0.1:{metrics}"),
+                "listeners": { "mqttPlain": { "enabled": true, "port": 0 } }
+            }
+        }),
+        &[],
+    );
+    let port = rt
+        .listener_port("plain", LIMIT)
+        .expect("the plain listener's port")
+        .to_string();
+    let mut display = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "display-1",
+            "-t",
+            "bytes/#",
+            "-q",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    let lines = {
+        let out = display.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let publish = |payload: &str| {
+        let ok = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-i", "sensor-1", "-q", "1"])
+            .args(["-t", "bytes/x", "-m", payload])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mosquitto_pub failed");
+    };
+    // Probes until the display's subscription is in place; each is counted too.
+    let mut sent: Vec<String> = Vec::new();
+    let mut got: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while got.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the display never subscribed"
+        );
+        let probe = format!("probe-{}", sent.len());
+        publish(&probe);
+        sent.push(probe);
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(300)) {
+            got.push(line);
+        }
+    }
+    for size in [1usize, 100, 1000, 4000] {
+        let payload = "p".repeat(size);
+        publish(&payload);
+        sent.push(payload);
+    }
+    while got.len() < sent.len() {
+        match lines.recv_timeout(LIMIT) {
+            Ok(line) => got.push(line),
+            Err(_) => panic!("the display got {} of {} messages", got.len(), sent.len()),
+        }
+    }
+    let _ = display.kill();
+    let _ = display.wait();
+    let sent_bytes: usize = sent.iter().map(String::len).sum();
+    let got_bytes: usize = got.iter().map(String::len).sum();
+    // The spool holds every message: topic `bytes/x` (7 bytes) and its payload.
+    let spooled_bytes = sent_bytes + 7 * sent.len();
+
+    let scrape = || -> Option<Vec<Value>> {
+        let (code, body) = http_request("GET", metrics, "/metrics", "text/plain", b"").ok()?;
+        (code == 200).then_some(())?;
+        parse(&String::from_utf8(body).ok()?)?.ok()
+    };
+    if parse("").is_none() {
+        eprintln!(
+            "SKIPPED: python3 with prometheus_client is missing; the exposition was not parsed"
+        );
+        return;
+    }
+    let families = wait_for(LIMIT, || {
+        let f = scrape()?;
+        let delivered = value(
+            &f,
+            "evergreen_mqtt_publishes_delivered_payload_bytes_total",
+            &[],
+        )?;
+        (delivered == got_bytes as f64).then_some(f)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "delivered payload bytes never reached {got_bytes}: {:?}",
+            scrape()
+        )
+    });
+    assert_eq!(
+        value(
+            &families,
+            "evergreen_mqtt_publishes_received_payload_bytes_total",
+            &[]
+        ),
+        Some(sent_bytes as f64)
+    );
+    assert_eq!(
+        value(&families, "evergreen_cloud_spool_depth", &[]),
+        Some(sent.len() as f64)
+    );
+    assert_eq!(
+        value(&families, "evergreen_cloud_spool_bytes", &[]),
+        Some(spooled_bytes as f64)
+    );
+    let age = |f: &[Value]| value(f, "evergreen_cloud_spool_oldest_age_seconds", &[]);
+    let first = age(&families).expect("the spool's oldest age");
+    // The oldest keeps waiting while the broker stays away: its age grows.
+    let later = wait_for(LIMIT, || {
+        let a = age(&scrape()?)?;
+        (a >= first + 1.0).then_some(a)
+    });
+    assert!(
+        later.is_some(),
+        "the oldest message's age did not grow from {first}"
+    );
+}

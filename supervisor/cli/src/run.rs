@@ -682,8 +682,10 @@ impl MqttCounters for MqttStatus {
                     + c.payload_timeouts
                     + c.payloads_lost
                     + c.lost_at_disconnect,
+                received_payload_bytes: c.payload_bytes_received,
                 routed: c.publishes_routed,
                 delivered: c.delivered,
+                delivered_payload_bytes: c.payload_bytes_delivered,
                 queued_offline: c.queued_offline,
                 held_too_long: c.held_too_long,
             },
@@ -715,7 +717,12 @@ impl CloudLink for BridgeStatus {
             },
             endpoint: link.endpoint,
             last_error: link.last_error,
-            spooled: link.spooled,
+            spooled: link.spooled.messages,
+            spooled_bytes: link.spooled.bytes,
+            oldest_spooled_ms: link
+                .spooled
+                .oldest_age
+                .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
             drops: CloudDrops {
                 hand_off_full: link.drops.hand_off_full,
                 spool_full: link.drops.spool_full,

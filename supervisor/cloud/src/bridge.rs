@@ -123,8 +123,8 @@ pub struct LinkReport {
     pub endpoint: String,
     /// Why the last attempt failed or the last connection ended; cleared on connecting.
     pub last_error: Option<String>,
-    /// Messages waiting in the spool.
-    pub spooled: usize,
+    /// What waits in the spool.
+    pub spooled: crate::SpoolDepth,
     /// Messages lost on their way to the cloud, by where.
     pub drops: crate::SpoolDrops,
 }
@@ -308,7 +308,7 @@ impl BridgeHandle {
             state,
             endpoint: self.endpoint.clone(),
             last_error,
-            spooled: self.spool.len(),
+            spooled: self.spool.depth(),
             drops: self.spool.drops(),
         }
     }

@@ -6,4 +6,4 @@ pub mod bridge;
 pub mod client;
 mod spool;
 
-pub use spool::{Spool, SpoolDrops};
+pub use spool::{Spool, SpoolDepth, SpoolDrops};

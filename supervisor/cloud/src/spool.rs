@@ -48,6 +48,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
@@ -84,6 +85,10 @@ pub(crate) struct Spooled {
     pub seq: u64,
     pub topic: Arc<str>,
     pub payload: Arc<[u8]>,
+    /// When this runtime took it: accepted, or (for a message restored from the store) the
+    /// time the spool was opened. The store keeps no time, so after a restart a message's age
+    /// counts from the restart.
+    pub at: Instant,
 }
 
 impl Spooled {
@@ -121,6 +126,16 @@ pub struct Spool {
     /// there to see what the bridge can do meanwhile.
     #[cfg(test)]
     before_commit: Mutex<Option<Box<dyn FnMut() + Send>>>,
+}
+
+/// What waits in the spool now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolDepth {
+    pub messages: usize,
+    /// Topics plus payloads.
+    pub bytes: u64,
+    /// How long the oldest message has waited (since this runtime took it); `None` when empty.
+    pub oldest_age: Option<std::time::Duration>,
 }
 
 /// Messages bound for the cloud that were lost on the way, by where, since the runtime started.
@@ -205,6 +220,7 @@ impl Spool {
             }
             evergreen_durable::redb_file::OpenFailure::Store(e) => store_err(path, e),
         })?;
+        let opened = Instant::now();
         // The table exists from the first open on, so reads never meet a missing table.
         let txn = db.begin_write().map_err(|e| store_err(path, e))?;
         txn.open_table(MESSAGES).map_err(|e| store_err(path, e))?;
@@ -225,6 +241,7 @@ impl Spool {
                             seq,
                             topic,
                             payload,
+                            at: opened,
                         };
                         state.bytes += m.cost();
                         state.queue.push_back(m);
@@ -327,6 +344,7 @@ impl Spool {
         // written).
         let mut dropped = Vec::new();
         let mut too_big = 0u64;
+        let now = Instant::now();
         // Per message: its sequence number, `None` if refused.
         let mut seqs = Vec::with_capacity(msgs.len());
         let unremoved = {
@@ -341,6 +359,7 @@ impl Spool {
                     seq: state.next_seq,
                     topic,
                     payload,
+                    at: now,
                 };
                 seqs.push(Some(m.seq));
                 state.next_seq += 1;
@@ -478,6 +497,17 @@ impl Spool {
 
     pub(crate) fn len(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// How much waits, and for how long the oldest has (for `evergreen status` and the
+    /// metrics).
+    pub fn depth(&self) -> SpoolDepth {
+        let state = self.lock();
+        SpoolDepth {
+            messages: state.queue.len(),
+            bytes: state.bytes,
+            oldest_age: state.queue.front().map(|m| m.at.elapsed()),
+        }
     }
 
     #[cfg(test)]

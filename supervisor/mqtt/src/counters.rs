@@ -30,6 +30,9 @@ pub struct Counters {
     pub(crate) dropped_topic_invalid: AtomicU64,
     pub(crate) subscribes_refused: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    /// Payload bytes of device publishes read, and of messages written to devices.
+    pub(crate) payload_bytes_received: AtomicU64,
+    pub(crate) payload_bytes_delivered: AtomicU64,
     /// QoS 1 messages queued for an offline persistent session.
     pub(crate) queued_offline: AtomicU64,
     /// Messages lost because a session's offline queue was full.
@@ -117,6 +120,8 @@ impl Counters {
             not_stored: g(&self.not_stored),
             subscribes_refused: g(&self.subscribes_refused),
             delivered: g(&self.delivered),
+            payload_bytes_received: g(&self.payload_bytes_received),
+            payload_bytes_delivered: g(&self.payload_bytes_delivered),
             queued_offline: g(&self.queued_offline),
             dropped_offline: g(&self.dropped_offline),
             too_large_for_device: g(&self.too_large_for_device),
@@ -171,6 +176,10 @@ pub struct CounterSnapshot {
     pub subscribes_refused: u64,
     /// Messages written to devices (QoS 1: acknowledged by the device).
     pub delivered: u64,
+    /// Payload bytes of device publishes read (routed or dropped).
+    pub payload_bytes_received: u64,
+    /// Payload bytes of messages written to devices.
+    pub payload_bytes_delivered: u64,
     /// QoS 1 messages queued for offline persistent sessions.
     pub queued_offline: u64,
     /// Messages lost because an offline session's queue was full.
@@ -183,6 +192,11 @@ pub struct CounterSnapshot {
     pub expired: u64,
     /// Retained publishes not kept because the retained bounds were reached.
     pub retained_full: u64,
+}
+
+/// Adds `n` to a counter (bytes).
+pub(crate) fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 pub(crate) fn bump(c: &AtomicU64) {

@@ -75,7 +75,7 @@ pub use server::TlsError;
 pub use sessions::SessionStoreError;
 pub use setup::{listeners_file, start, Setup, StartError};
 
-pub(crate) use counters::bump;
+pub(crate) use counters::{add, bump};
 pub(crate) use session::{DeviceSession, LaneGate, Outgoing};
 
 use std::sync::Arc;

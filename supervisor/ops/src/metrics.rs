@@ -144,6 +144,19 @@ pub fn render(status: &RuntimeStatus, history: &[DeploymentRecord], proc_root: &
             &[],
             cloud.spooled as f64,
         );
+        out.gauge(
+            "evergreen_cloud_spool_bytes",
+            "Bytes (topics and payloads) waiting in the cloud spool.",
+            &[],
+            cloud.spooled_bytes as f64,
+        );
+        out.gauge(
+            "evergreen_cloud_spool_oldest_age_seconds",
+            "How long the oldest message in the cloud spool has waited (0 when empty), counted \
+             from when this runtime took it.",
+            &[],
+            cloud.oldest_spooled_ms.unwrap_or(0) as f64 / 1000.0,
+        );
         if let Ok(value) = serde_json::to_value(cloud.drops) {
             out.flatten("evergreen_cloud_drops", &value, "the cloud bridge's drops");
         }

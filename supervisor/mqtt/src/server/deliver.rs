@@ -342,6 +342,7 @@ pub(super) async fn deliver(
         return match sink.send0(&out, expiry) {
             Written::Done => {
                 crate::bump(&hub.counters.delivered);
+                crate::add(&hub.counters.payload_bytes_delivered, out.msg.payload.len());
                 true
             }
             Written::TooLarge => {
@@ -383,6 +384,7 @@ fn settle(written: Written, out: Outgoing, session: &DeviceSession, counters: &C
     match written {
         Written::Done => {
             crate::bump(&counters.delivered);
+            crate::add(&counters.payload_bytes_delivered, out.msg.payload.len());
             // A stored (offline-queued) message leaves the session store once acknowledged.
             session.acked(&out);
         }

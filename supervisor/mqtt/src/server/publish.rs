@@ -231,6 +231,7 @@ impl PublishService {
     ) -> Result<(), PublishRefusal> {
         let hub = &self.conn.hub;
         let thing = &self.conn.session.thing_arn;
+        crate::add(&hub.counters.payload_bytes_received, payload.len());
         wait_for_room(hub, thing, topic).await;
         if meta.at_most_once {
             ticket.settled = true;

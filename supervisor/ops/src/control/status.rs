@@ -125,6 +125,14 @@ pub struct CloudReport {
     pub last_error: Option<String>,
     /// Messages waiting in the spool.
     pub spooled: usize,
+    /// Their bytes (topics plus payloads); zero from a runtime built before it was reported.
+    #[serde(default)]
+    pub spooled_bytes: u64,
+    /// How long the oldest spooled message has waited, in milliseconds, counted from when this
+    /// runtime took it (the store keeps no time: after a restart, from the restart); `None`
+    /// when the spool is empty.
+    #[serde(default)]
+    pub oldest_spooled_ms: Option<u64>,
     /// Messages lost on their way to the cloud since the start; zero from a runtime built
     /// before they were reported.
     #[serde(default)]
@@ -154,12 +162,17 @@ impl CloudReport {
     /// The report in words, as the status line shows it.
     pub fn describe(&self) -> String {
         let d = &self.drops;
+        let waiting = match self.oldest_spooled_ms {
+            Some(ms) if self.spooled > 0 => {
+                format!("{} spooled, the oldest for {} s", self.spooled, ms / 1000)
+            }
+            _ => format!("{} spooled", self.spooled),
+        };
         let spooled = if d.total() == 0 {
-            format!("{} spooled", self.spooled)
+            waiting
         } else {
             format!(
-                "{} spooled; {} lost: {} spool full, {} hand-off full, {} not stored",
-                self.spooled,
+                "{waiting}; {} lost: {} spool full, {} hand-off full, {} not stored",
                 d.total(),
                 d.spool_full,
                 d.hand_off_full,
@@ -245,10 +258,18 @@ impl MqttConnections {
 pub struct MqttPublishes {
     /// Device publishes read: routed or dropped.
     pub received: u64,
+    /// Payload bytes of the device publishes read (topics and packet headers not counted);
+    /// zero from a runtime built before it was counted.
+    #[serde(default)]
+    pub received_payload_bytes: u64,
     /// Device publishes that reached at least one subscription.
     pub routed: u64,
     /// Messages written to devices (QoS 1: acknowledged by the device).
     pub delivered: u64,
+    /// Payload bytes of the messages written to devices; zero from a runtime built before it
+    /// was counted.
+    #[serde(default)]
+    pub delivered_payload_bytes: u64,
     /// QoS 1 messages queued for offline persistent sessions.
     pub queued_offline: u64,
     /// Device publishes routed only after the whole hold for a full device queue.
