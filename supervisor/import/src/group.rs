@@ -218,6 +218,18 @@ fn from_lambda(
     match &lambda.code {
         LambdaCode::Inline(source) => {
             let file = format!("{dir}/index.py");
+            // CloudFormation stores inline code as index.py, so its handler is index.<function>.
+            if let Some(executable) = config.get("Executable").and_then(Value::as_str) {
+                if executable.split('.').next() != Some("index") {
+                    report.todo(
+                        subject,
+                        format!(
+                            "its Executable {executable} names a module other than index, but inline code (Code.ZipFile) \
+                             is the module index ({file}): set Executable to index.<function>"
+                        ),
+                    );
+                }
+            }
             if options.write_code {
                 config.insert("CodeUri".into(), Value::String(dir.to_string()));
                 let path = PathBuf::from(&file);
@@ -390,5 +402,96 @@ mod tests {
             Some(("TwilioNotifications", "4"))
         );
         assert_eq!(code_dir("<parameter Fn>"), "functions/_parameter_Fn_");
+    }
+}
+
+#[cfg(test)]
+mod lambda_tests {
+    use super::*;
+    use crate::{Definition, Lambda, Source};
+    use serde_json::json;
+
+    fn options() -> Options {
+        Options {
+            source: Source::CloudFormation,
+            region: None,
+            account: None,
+            write_code: true,
+            registry: evergreen_group::ConnectorRegistry::default(),
+        }
+    }
+
+    /// Builds a group of one function `f` whose Lambda has `runtime` and `code`.
+    fn one_function(executable: Option<&str>, runtime: &str, code: LambdaCode) -> (Value, Report) {
+        let mut config = json!({});
+        if let Some(e) = executable {
+            config["Executable"] = json!(e);
+        }
+        let mut collected = Collected::default();
+        collected.definitions.insert(
+            Kind::Function,
+            Definition {
+                body: json!({"Functions": [{"Id": "f", "FunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f:1",
+                    "FunctionConfiguration": config}]}),
+                origin: "t".into(),
+            },
+        );
+        collected.lambdas.insert(
+            "f".into(),
+            Lambda {
+                logical_id: "F".into(),
+                runtime: Some(runtime.into()),
+                handler: Some("index.handler".into()),
+                code,
+            },
+        );
+        let mut report = Report::default();
+        let (group, _) = build(&collected, &options(), &mut report);
+        (group, report)
+    }
+
+    fn todo_text(report: &Report) -> String {
+        report
+            .todos()
+            .map(|f| f.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn inline_code_needs_an_index_handler() {
+        let (group, report) = one_function(
+            Some("temp_monitor.function_handler"),
+            "python3.8",
+            LambdaCode::Inline("def function_handler(e, c):\n    return e\n".into()),
+        );
+        assert_eq!(
+            group["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"]["CodeUri"],
+            "functions/f"
+        );
+        assert!(
+            todo_text(&report).contains("set Executable to index.<function>"),
+            "{report:?}"
+        );
+        let (_, report) = one_function(None, "python3.8", LambdaCode::Inline("x = 1\n".into()));
+        assert!(report.todos().next().is_none(), "{report:?}");
+    }
+
+    #[test]
+    fn runtimes_evergreen_does_not_run_are_to_dos() {
+        let (group, report) = one_function(None, "python2.7", LambdaCode::Unknown);
+        assert!(todo_text(&report).contains("python2.7"), "{report:?}");
+        assert!(
+            group["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"]
+                .get("Runtime")
+                .is_none()
+        );
+        let (group, report) = one_function(None, "nodejs12.x", LambdaCode::Unknown);
+        assert!(todo_text(&report).contains("port it"), "{report:?}");
+        assert!(
+            group["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"]
+                .get("CodeUri")
+                .is_none()
+        );
     }
 }

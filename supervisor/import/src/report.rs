@@ -67,6 +67,11 @@ impl Report {
     /// The report for a terminal: the to-dos first, then the notes, then validation.
     pub fn to_text(&self, written_to: &str) -> String {
         let todos: Vec<&Finding> = self.todos().collect();
+        let written_to = if written_to == "stdout" {
+            "the group to stdout"
+        } else {
+            written_to
+        };
         let mut out = if self.is_complete() {
             format!("evergreen import: wrote {written_to}: complete\n")
         } else {

@@ -210,6 +210,15 @@ pub(crate) fn collect(
         );
     }
 
+    for (id, role) in &greengrass {
+        if *role == Role::Group && template.resources[*id].properties.get("RoleArn").is_some() {
+            report.note(
+                format!("resource {id}"),
+                "its RoleArn (the group role) is not imported: Evergreen gives connectors AWS credentials from its \
+                 own configuration",
+            );
+        }
+    }
     let mut used: BTreeSet<String> = BTreeSet::new();
     let mut collected = Collected::default();
     let members = group_members(&template, &greengrass, report);
