@@ -57,11 +57,19 @@ pub(crate) fn read_all(
                 .join(", ")
         )));
     }
-    let mut cli = Vec::new();
-    let mut templates = Vec::new();
+    let mut documents = Vec::new();
     for path in files {
         let value = parse(&path)?;
-        let document = Document { path, value };
+        documents.push(Document { path, value });
+    }
+    classify(documents, source)
+}
+
+/// Sorts parsed inputs into CLI outputs or templates; a mix is refused.
+pub(crate) fn classify(documents: Vec<Document>, source: Source) -> Result<Documents, ImportError> {
+    let mut cli = Vec::new();
+    let mut templates = Vec::new();
+    for document in documents {
         let is_template = match source {
             Source::Cli => false,
             Source::CloudFormation => true,
@@ -122,20 +130,25 @@ fn parse(path: &Path) -> Result<Value, ImportError> {
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    let json = match ext.as_deref() {
+    parse_text(path, &text, ext.as_deref())
+}
+
+/// Parses `text` (of the file `path`, with extension `ext`) as JSON or YAML.
+pub(crate) fn parse_text(path: &Path, text: &str, ext: Option<&str>) -> Result<Value, ImportError> {
+    let json = match ext {
         Some("json") => true,
         Some("yaml" | "yml") => false,
         _ => text.trim_start().starts_with(['{', '[']),
     };
     if json {
-        serde_json::from_str(&text).map_err(|e| ImportError::Json {
+        serde_json::from_str(text).map_err(|e| ImportError::Json {
             path: path.to_path_buf(),
             line: e.line(),
             column: e.column(),
             message: json_message(&e),
         })
     } else {
-        yaml::parse(&text).map_err(|source| ImportError::Yaml {
+        yaml::parse(text).map_err(|source| ImportError::Yaml {
             path: path.to_path_buf(),
             source,
         })

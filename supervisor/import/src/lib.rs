@@ -235,6 +235,14 @@ pub(crate) struct Collected {
 pub fn import(inputs: &[PathBuf], options: &Options) -> Result<Import, ImportError> {
     let mut report = Report::default();
     let documents = input::read_all(inputs, options.source, &mut report)?;
+    import_documents(documents, options, report)
+}
+
+fn import_documents(
+    documents: input::Documents,
+    options: &Options,
+    mut report: Report,
+) -> Result<Import, ImportError> {
     let collected = match documents {
         input::Documents::Cli(docs) => cli_outputs::collect(&docs, &mut report)?,
         input::Documents::Templates(docs) => cloudformation::collect(&docs, options, &mut report)?,
@@ -246,6 +254,28 @@ pub fn import(inputs: &[PathBuf], options: &Options) -> Result<Import, ImportErr
         code_files,
         report,
     })
+}
+
+/// The fuzz targets' way in (`tests/fuzz`): the import of one input given as text, past the
+/// file system. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{import_documents, input, Import, ImportError, Options, Report};
+
+    /// Imports `text` as if it were the file `input.json` (JSON when it starts with `{` or `[`,
+    /// else YAML), kind told by `options.source`.
+    pub fn import_text(text: &str, options: &Options) -> Result<Import, ImportError> {
+        let path = std::path::Path::new("input.json");
+        let value = input::parse_text(path, text, None)?;
+        let documents = input::classify(
+            vec![input::Document {
+                path: path.to_path_buf(),
+                value,
+            }],
+            options.source,
+        )?;
+        import_documents(documents, options, Report::default())
+    }
 }
 
 /// What `evergreen validate` would say of the group, judged by the Greengrass rules and
