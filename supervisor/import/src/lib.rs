@@ -284,6 +284,9 @@ pub mod fuzzing {
 fn validate(group: &Value, registry: &ConnectorRegistry) -> Vec<String> {
     let options = ValidationOptions {
         container_unavailable: None,
+        // A group without a CoreDefinitionVersion runs on the gateway's configured core
+        // thing (the report says so); any well-formed thing stands in for it here.
+        default_core_thing_arn: "arn:aws:iot:us-east-1:123456789012:thing/configured-core".into(),
         ..ValidationOptions::default()
     };
     let loader = Loader::new(registry.clone(), options);
