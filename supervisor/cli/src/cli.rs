@@ -2,11 +2,12 @@
 //! exit codes. Nothing here decides how the runtime behaves. This module holds
 //! the top-level commands and the dispatch; each family of subcommands sits in
 //! its own child: `versions` (`group …`), `control` (the commands that ask a
-//! running runtime), `secrets` and `certs`.
+//! running runtime), `secrets`, `certs` and `import`.
 
 mod certs;
 mod control;
 mod fleet;
+mod import;
 mod rollout;
 mod secrets;
 mod versions;
@@ -25,6 +26,7 @@ use evergreen_runtime::logs::LogFormat;
 pub use certs::CertsCommand;
 pub use control::ConnArgs;
 pub use fleet::FleetCommand;
+pub use import::ImportArgs;
 pub use secrets::SecretsCommand;
 pub use versions::GroupCommand;
 
@@ -76,6 +78,20 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Make a group file from a Greengrass V1 group as you saved it: `aws greengrass
+    /// get-group-version` and `get-*-definition-version` outputs (files, a directory of them,
+    /// or one combined JSON), or CloudFormation templates with AWS::Greengrass resources (JSON or
+    /// YAML, short-form tags included).
+    ///
+    /// Refs, GetAtts and the other intrinsic functions are resolved; parameters take their
+    /// Default, AWS::Region and AWS::AccountId --region and --account. A Python function gets
+    /// Runtime, Executable and CodeUri from its AWS::Lambda::Function when the template has it
+    /// (inline code is written under functions/ beside -o FILE). Everything the import could
+    /// not map — code not in the input, unknown connectors, machine-learning models, values only
+    /// CloudFormation knew — is listed on stderr with what to do (see docs/import.md). The group
+    /// goes to -o FILE or stdout. Exit status 0 when complete (it passes `evergreen validate`),
+    /// 2 when written with things to finish, 1 when the input is unusable (nothing written).
+    Import(ImportArgs),
     /// Greengrass V1 Python functions: package a function's directory.
     Function {
         #[command(subcommand)]
@@ -301,6 +317,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Group { command } => versions::command(command),
+        Command::Import(args) => import::command(args),
         Command::Fleet { command } => fleet::command(command),
         Command::Function {
             command: FunctionCommand::Package { dir, output },

@@ -83,6 +83,20 @@ def group_file():
             write(t, rel.replace("examples/", "").replace("/", "-"), f.read())
 
 
+def import_input():
+    """The inputs of tests/tests/import.rs: CloudFormation templates (YAML and JSON) and saved
+    CLI outputs (one output, and combined arrays and objects of them)."""
+    t = "import_input"
+    reset(t)
+    src = os.path.join(REPO, "tests", "import")
+    for name in ["twilio-tutorial.yaml", "twilio-tutorial-s3.json", "relay-inline.json",
+                 "combined-complete.json", "unknown-connector.json"]:
+        with open(os.path.join(src, name), "rb") as f:
+            write(t, name, f.read())
+    with open(os.path.join(src, "twilio-cli", "functions.json"), "rb") as f:
+        write(t, "cli-functions.json", f.read())
+
+
 def core_config():
     t = "core_config"
     reset(t)
@@ -309,6 +323,7 @@ def mqtt_packets():
 def main():
     ipc_frame()
     group_file()
+    import_input()
     core_config()
     modbus_rtu()
     serial_stream()
