@@ -104,7 +104,10 @@ impl History {
 mod tests {
     use super::*;
 
-    fn sample(pairs: &[(&str, u64, u64, Option<(u32, f64)>)]) -> BTreeMap<String, Counters> {
+    /// A component's ARN, messages in and out, and its child's pid and CPU seconds.
+    type Row<'a> = (&'a str, u64, u64, Option<(u32, f64)>);
+
+    fn sample(pairs: &[Row<'_>]) -> BTreeMap<String, Counters> {
         pairs
             .iter()
             .map(|(arn, i, o, cpu)| {

@@ -56,9 +56,7 @@ pub(crate) fn parse_head(raw: &[u8]) -> Option<Head> {
         ..Head::default()
     };
     for line in lines.take_while(|l| !l.is_empty()) {
-        let Some((name, value)) = line.split_once(':') else {
-            return None;
-        };
+        let (name, value) = line.split_once(':')?;
         let value = value.trim();
         if name.eq_ignore_ascii_case("cookie") {
             let found = value

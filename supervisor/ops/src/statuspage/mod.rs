@@ -363,6 +363,7 @@ async fn snapshot(shared: &Shared) -> Result<String, String> {
     let mut snap = snapshot::build(
         &shared.settings.title,
         sample_secs,
+        shared.settings.samples,
         status,
         &shared.history.borrow(),
         deployments,

@@ -5,7 +5,8 @@
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
   const byId = (id) => document.getElementById(id);
-  const openLogs = new Set();
+  // Component logs the reader opened or closed; the others open while the component is down.
+  const toggledLogs = new Map();
   let pollSecs = 5;
 
   // An element with attributes and children; strings become text nodes.
@@ -64,7 +65,9 @@
   function sparkline(rateIn, rateOut, samples, sampleSecs) {
     const w = 180, h = 34, pad = 2;
     const n = Math.max(samples - 1, 1);
-    const max = Math.max(1, ...rateIn, ...rateOut);
+    const peak = Math.max(0, ...rateIn, ...rateOut);
+    // Headroom above the peak, so a steady rate is not drawn on the top edge.
+    const max = Math.max(1, peak * 1.15);
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("class", "spark");
     svg.setAttribute("width", w);
@@ -92,9 +95,20 @@
     }
     const title = document.createElementNS(SVG, "title");
     title.textContent = "messages per second over the last " + duration(n * sampleSecs * 1000) +
-      " (peak " + rate(max) + ")";
+      " (peak " + rate(peak) + ")";
     svg.append(title);
     return svg;
+  }
+
+  // "<file> (group version <id>)" as the file's name over the version; other labels whole.
+  function groupCard(group) {
+    const m = /^(.*) \(group version ([0-9a-f]+)\)$/.exec(group);
+    if (!m) return card("Group", group, null, null);
+    const file = m[1].split("/").pop() || m[1];
+    return el("div", { class: "card", title: group },
+      el("div", { class: "label" }, "Group"),
+      el("div", { class: "value" }, file),
+      el("div", { class: "sub" }, "version " + m[2]));
   }
 
   function renderSummary(doc) {
@@ -115,11 +129,12 @@
         cloud && cloud.state !== "connected" ? "warn" : null),
       card("Devices", rt.mqtt ? count(rt.mqtt.connected) + " connected" : "–",
         rt.mqtt ? count(rt.mqtt.publishes.received) + " publishes in" : null),
-      card("Group", rt.group.split("/").pop() || rt.group, rt.group));
+      groupCard(rt.group));
   }
 
   function renderComponents(doc) {
-    const samples = Math.max(1, ...doc.components.map((c) => c.rateIn.length + 1));
+    // The whole window, so a young runtime's lines start part-way and grow to the left.
+    const samples = doc.samplePoints + 1;
     const rows = doc.components.map((c) => {
       const lastIn = c.rateIn.length ? c.rateIn[c.rateIn.length - 1] : 0;
       const lastOut = c.rateOut.length ? c.rateOut[c.rateOut.length - 1] : 0;
@@ -148,7 +163,7 @@
 
   function renderDeployments(doc) {
     const rows = doc.deployments.map((d) => el("tr", null,
-      el("td", { class: "num" }, String(d.CreatedAt).replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC")),
+      el("td", { class: "when" }, String(d.CreatedAt).replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC")),
       el("td", null, badge(d.DeploymentStatus), d.RolledBack ? el("div", { class: "kind" }, "rolled back") : null),
       el("td", null, d.DeploymentType.replace("Deployment", "")),
       el("td", { title: d.GroupVersion || "" }, d.GroupVersion ? d.GroupVersion.slice(0, 12) : "–"),
@@ -185,15 +200,22 @@
   }
 
   function renderLogs(doc) {
-    byId("log").replaceChildren(...logLines(doc.log));
+    // The newest line in view, unless the reader scrolled up to read older ones.
+    const log = byId("log");
+    const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.replaceChildren(...logLines(doc.log));
+    if (atEnd) log.scrollTop = log.scrollHeight;
     byId("log-file").textContent = doc.runtime.logFile || "";
     const blocks = doc.components.map((c) => {
       const details = el("details", { "data-component": c.name },
         el("summary", null, c.name + " ", el("span", { class: "muted" }, "(" + c.log.length + " lines, " + c.logFile + ")")),
         el("div", { class: "log" }, ...logLines(c.log)));
-      details.open = openLogs.has(c.arn);
+      const down = c.state === "Failed" || c.state === "Backoff";
+      details.open = toggledLogs.has(c.arn) ? toggledLogs.get(c.arn) : down;
+      // Only a reader's click counts: a "toggle" for the value just set is not one.
+      const initial = details.open;
       details.addEventListener("toggle", () => {
-        if (details.open) openLogs.add(c.arn); else openLogs.delete(c.arn);
+        if (details.open !== initial || toggledLogs.has(c.arn)) toggledLogs.set(c.arn, details.open);
       });
       return details;
     });

@@ -34,6 +34,8 @@ pub(crate) struct Snapshot {
     pub(crate) title: String,
     /// Seconds between two points of a sparkline.
     pub(crate) sample_secs: u64,
+    /// Points a sparkline holds once the runtime has run long enough.
+    pub(crate) sample_points: usize,
     /// The status document, its components moved to `components`.
     pub(crate) runtime: RuntimeStatus,
     pub(crate) components: Vec<PageComponent>,
@@ -61,6 +63,7 @@ pub(crate) struct PageComponent {
 pub(crate) fn build(
     title: &str,
     sample_secs: u64,
+    sample_points: usize,
     mut status: RuntimeStatus,
     history: &History,
     mut deployments: Vec<DeploymentRecord>,
@@ -82,6 +85,7 @@ pub(crate) fn build(
     Snapshot {
         title: title.to_string(),
         sample_secs,
+        sample_points,
         runtime: status,
         components,
         deployments,
