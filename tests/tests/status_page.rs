@@ -494,3 +494,47 @@ fn a_real_browser_renders_components_sparklines_and_escaped_logs() {
     );
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+/// Bounded as the metrics endpoint: an oversized request head is refused, a connection beyond
+/// the limit gets a 503 at once, and a client that sends nothing is closed after the request
+/// timeout (5 s), giving its slot back.
+#[test]
+fn connections_request_heads_and_silent_clients_are_bounded() {
+    let page = start();
+    let port = page.port;
+    let huge = "x".repeat(9 << 10);
+    let a = request(port, "GET", "/", &[("X-Padding", &huge)]);
+    assert_eq!(a.status, 431, "{}", a.head);
+
+    // Sixteen connections that never send a request hold every slot.
+    let silent: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    let auth = format!("Bearer {}", page.token);
+    let refused = wait_for(LIMIT, || {
+        let a = request(port, "GET", "/api/status", &[("Authorization", &auth)]);
+        (a.status == 503).then_some(a)
+    })
+    .expect("a connection beyond the limit is refused");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // The silent ones are closed by the server (end of stream, no answer) ...
+    let started = std::time::Instant::now();
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "no answer to no request");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed after the request timeout, not held"
+    );
+    // ... and their slots come back.
+    let back = wait_for(LIMIT, || {
+        let a = request(port, "GET", "/api/status", &[("Authorization", &auth)]);
+        (a.status == 200).then_some(())
+    });
+    assert!(back.is_some(), "the slots are given back");
+}

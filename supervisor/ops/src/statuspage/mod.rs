@@ -32,8 +32,9 @@
 //!
 //! As the metrics endpoint: one request per connection, its head at most `MAX_HEAD` bytes
 //! within `REQUEST_TIMEOUT`, the answer written within `WRITE_TIMEOUT`; at most
-//! `MAX_CONNECTIONS` connections at once (more get a 503). Log tails are bounded in lines and
-//! bytes (see `snapshot`).
+//! `MAX_CONNECTIONS` connections at once (more get a 503). After its answer a connection's
+//! remaining input is drained for at most `LINGER` (so the answer is not lost to a reset). Log
+//! tails are bounded in lines and bytes (see `snapshot`).
 
 mod history;
 mod http;
@@ -64,6 +65,9 @@ const MAX_HEAD: usize = 8 << 10;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client has to take the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, and how much, a closing connection's input is drained (see `linger`).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 << 10;
 /// Connections served at once. A technician's browser opens a few; the bound keeps a
 /// misbehaving client from holding the runtime's file descriptors.
 const MAX_CONNECTIONS: usize = 16;
@@ -260,9 +264,30 @@ async fn connection(mut stream: TcpStream, slot: Option<Slot>, shared: Rc<Shared
         )
         .with("Retry-After", "1".into()),
     };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
         stream.write_all(&response.to_bytes()).await?;
         stream.shutdown().await
+    })
+    .await;
+    if matches!(written, Ok(Ok(()))) {
+        linger(&mut stream).await;
+    }
+}
+
+/// Reads and drops what the client still sends (the rest of a refused head, a request never
+/// read because all slots were taken) until it closes, for at most `LINGER` and
+/// `LINGER_BYTES`: closing a socket with unread input sends a reset, which can destroy the
+/// answer before the client has read it.
+async fn linger(stream: &mut TcpStream) {
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut buf = [0u8; 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
     })
     .await;
 }
