@@ -606,7 +606,7 @@ async fn status_page(
     root: &std::path::Path,
     thing: &str,
     state: &ControlState,
-) -> Result<String, RunError> {
+) -> Result<evergreen_ops::statuspage::PageUrl, RunError> {
     use evergreen_ops::statuspage::{self, StatusPage};
     let token = match &page.token {
         Some(token) => token.clone(),

@@ -401,6 +401,8 @@ mod tests {
         let shown = serde_json::to_string(&config).expect("serialize");
         assert!(!shown.contains("field-tech-0123456789"), "{shown}");
         assert!(shown.contains(r#""token":"<redacted>""#), "{shown}");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("field-tech-0123456789"), "{debug}");
     }
 
     // ---- bad fixtures, one test each ----

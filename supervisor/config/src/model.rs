@@ -117,8 +117,9 @@ impl MetricsUpstream {
 
 /// `evergreen.statusPage`: the read-only status page a technician opens in a browser (served by
 /// `evergreen_ops::statuspage`). The token is the page's only access control, so it is never
-/// serialized: the effective configuration (and anything that prints it) reads `<redacted>`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// serialized or debug-printed: the effective configuration (and anything that prints it)
+/// reads `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusPage {
     /// Where the page listens; loopback unless a token is configured too.
@@ -139,6 +140,16 @@ impl StatusPage {
 
     fn default_sample_secs() -> u64 {
         5
+    }
+}
+
+impl std::fmt::Debug for StatusPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusPage")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("sample_secs", &self.sample_secs)
+            .finish()
     }
 }
 

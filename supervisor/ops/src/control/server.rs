@@ -75,7 +75,7 @@ pub struct ControlState {
     /// Performs `deploy`, `redeploy` and `reset`.
     pub deployer: Option<Rc<Deployer>>,
     /// The status page's URL with its token, when it is served.
-    pub status_page_url: Option<String>,
+    pub status_page_url: Option<crate::statuspage::PageUrl>,
 }
 
 impl ControlState {
@@ -479,7 +479,10 @@ async fn handle(request: Request, state: &ControlState) -> Response {
             version: crate::release::version().to_string(),
         }),
         Request::StatusPage => Ok(Reply::StatusPage {
-            url: state.status_page_url.clone(),
+            url: state
+                .status_page_url
+                .as_ref()
+                .map(|u| u.as_str().to_string()),
         }),
         Request::Status => Ok(Reply::Status {
             status: Box::new(state.status_or_refusal().await?),

@@ -83,7 +83,7 @@ const UNAUTHORIZED_HTML: &str = "<!DOCTYPE html><html lang=\"en\"><head><meta ch
 and open the URL it prints.</p></body></html>\n";
 
 /// What the page is served with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub address: SocketAddr,
     pub token: String,
@@ -93,6 +93,38 @@ pub struct Settings {
     pub samples: usize,
     /// The page's title: the core thing's name.
     pub title: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("address", &self.address)
+            .field("sample_every", &self.sample_every)
+            .field("samples", &self.samples)
+            .field("title", &self.title)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The page's URL with its token: shown only to whoever asks through the control socket, so
+/// its `Debug` leaves the token out (a state printed in a log must not carry it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PageUrl(String);
+
+impl PageUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PageUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let base = self
+            .0
+            .split_once("?token=")
+            .map_or(self.0.as_str(), |(b, _)| b);
+        write!(f, "PageUrl({base}?token=<redacted>)")
+    }
 }
 
 /// Why the page could not be served.
@@ -139,8 +171,11 @@ impl StatusPage {
     }
 
     /// The URL to open, with the token: for `evergreen status --page-url`, never for a log.
-    pub fn url(&self) -> String {
-        format!("http://{}/?token={}", self.address, self.settings.token)
+    pub fn url(&self) -> PageUrl {
+        PageUrl(format!(
+            "http://{}/?token={}",
+            self.address, self.settings.token
+        ))
     }
 
     /// Starts the sampler and the server on the current actix thread; both run until the
@@ -433,6 +468,23 @@ fn assets() -> &'static Assets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_left_out_of_debug_output() {
+        let url = PageUrl("http://127.0.0.1:1/?token=s3cr3t-s3cr3t".into());
+        assert_eq!(
+            format!("{url:?}"),
+            "PageUrl(http://127.0.0.1:1/?token=<redacted>)"
+        );
+        let settings = Settings {
+            address: "127.0.0.1:1".parse().expect("addr"),
+            token: "s3cr3t-s3cr3t".into(),
+            sample_every: Duration::from_secs(1),
+            samples: 60,
+            title: "gw".into(),
+        };
+        assert!(!format!("{settings:?}").contains("s3cr3t"));
+    }
 
     #[test]
     fn the_page_is_self_contained_and_its_policy_names_its_inline_code() {
