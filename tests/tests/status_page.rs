@@ -538,3 +538,23 @@ fn connections_request_heads_and_silent_clients_are_bounded() {
     });
     assert!(back.is_some(), "the slots are given back");
 }
+
+/// Off unless configured: no listener, no token file, and `evergreen status --page-url` says so.
+#[test]
+fn the_page_is_off_unless_configured() {
+    let rt = Runtime::start(&group(vec![function("idle", "sleeper")], vec![]));
+    let config = rt.path("config.json");
+    let out = wait_for(LIMIT, || {
+        let out = evergreen_with(&config, &["status", "--page-url"]);
+        // Until the control socket answers, the error is another one.
+        output_text(&out)
+            .contains("the status page is off")
+            .then_some(out)
+    })
+    .expect("evergreen status --page-url answers");
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(out.stdout.is_empty());
+    assert!(!rt.dir.path().join("root/status-page.token").exists());
+    let log = read(&rt.log_path("system/runtime.log"));
+    assert!(!log.contains("status page on http://"), "{log}");
+}
