@@ -81,6 +81,8 @@ pub enum RunError {
     SupervisorGone(actix::MailboxError),
     #[error(transparent)]
     Locked(#[from] evergreen_ops::lock::LockError),
+    #[error(transparent)]
+    StatusPage(#[from] evergreen_ops::statuspage::StatusPageError),
 }
 
 impl RunError {
@@ -122,6 +124,14 @@ impl RunError {
             // "another runtime has this root" from a failure of this one.
             RunError::Locked(evergreen_ops::lock::LockError::Held { .. }) => crate::EXIT_LOCKED,
             RunError::Locked(evergreen_ops::lock::LockError::Io { .. }) => 1,
+            // A token file others may read, or that holds no token: the operator fixes or
+            // deletes it; restarting into it would fail the same way.
+            RunError::StatusPage(evergreen_ops::statuspage::StatusPageError::Token(
+                evergreen_ops::statuspage::TokenError::TooOpen { .. }
+                | evergreen_ops::statuspage::TokenError::Malformed { .. },
+            )) => crate::EXIT_CONFIG,
+            // The port may be free by the next try.
+            RunError::StatusPage(_) => 1,
         }
     }
 }

@@ -214,19 +214,29 @@ fn pretty<T: serde::Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// The secret strings the configuration holds, to scrub from every file (a log line that
-/// printed one must not carry it into the bundle).
+/// The secret strings the configuration holds (and the status page's generated token), to
+/// scrub from every file (a log line that printed one must not carry it into the bundle).
 fn config_secrets(cfg: &CoreConfig) -> Vec<Vec<u8>> {
-    let Some(creds) = &cfg.evergreen.aws.credentials else {
-        return Vec::new();
-    };
-    [Some(&creds.secret_access_key), creds.session_token.as_ref()]
-        .into_iter()
-        .flatten()
-        // A very short value would also match innocent text; such a value is no key anyway.
-        .filter(|s| s.len() >= 8)
-        .map(|s| s.as_bytes().to_vec())
-        .collect()
+    let creds = cfg.evergreen.aws.credentials.as_ref();
+    let page_token = cfg.evergreen.status_page.as_ref().map(|page| {
+        page.token.clone().unwrap_or_else(|| {
+            let file = cfg.root().join(evergreen_ops::statuspage::TOKEN_FILE);
+            std::fs::read_to_string(file)
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default()
+        })
+    });
+    [
+        creds.map(|c| c.secret_access_key.clone()),
+        creds.and_then(|c| c.session_token.clone()),
+        page_token,
+    ]
+    .into_iter()
+    .flatten()
+    // A very short value would also match innocent text; such a value is no key anyway.
+    .filter(|s| s.len() >= 8)
+    .map(String::into_bytes)
+    .collect()
 }
 
 /// Whether a key names a secret value: compared without case, `_` and `-`, by its end

@@ -113,7 +113,13 @@ pub enum Command {
     /// Asks the runtime over its control socket. Exit status 0 with an
     /// answer, 1 when no runtime answers or the socket refuses, 78 when the
     /// configuration cannot be read.
+    ///
+    /// With --page-url, prints the read-only status page's URL with its access token instead
+    /// (`evergreen.statusPage`; exit status 1 when the page is off).
     Status {
+        /// Print the status page's URL, with its token, to open in a browser.
+        #[arg(long)]
+        page_url: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -330,7 +336,11 @@ pub fn main() -> ExitCode {
         Command::Reset { conn } => control::deployment_call(&conn, &Request::Reset),
         Command::Deployments { conn } => control::deployments(&conn),
         Command::Restart { component, conn } => control::restart(&component, &conn),
-        Command::Status { conn } => control::status(conn),
+        Command::Status {
+            page_url: true,
+            conn,
+        } => control::page_url(&conn),
+        Command::Status { conn, .. } => control::status(conn),
         Command::Logs(args) => crate::tail::command(&args),
         Command::SupportBundle(args) => crate::bundle::command(&args),
         Command::DefaultGroup => {

@@ -538,6 +538,9 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
             ),
         }
     }
+    if let Some(page) = &p.cfg.evergreen.status_page {
+        state.status_page_url = Some(status_page(page, p.cfg.root(), &thing, &state).await?);
+    }
     let control = control.serve(state);
     tracing::info!(
         "evergreen {} running {}: {components} components; logs under {}{watch}; stop with Ctrl-C or SIGTERM",
@@ -577,6 +580,34 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         mqtt: s.mqtt,
         restart: restart_rx,
     })
+}
+
+/// Binds and serves the status page (`evergreen.statusPage`); its URL with the token, for the
+/// control socket's `status-page` answer. A configured token wins; otherwise the one kept under
+/// the root (made on first use).
+async fn status_page(
+    page: &evergreen_config::StatusPage,
+    root: &std::path::Path,
+    thing: &str,
+    state: &ControlState,
+) -> Result<evergreen_ops::statuspage::PageUrl, RunError> {
+    use evergreen_ops::statuspage::{self, StatusPage};
+    let token = match &page.token {
+        Some(token) => token.clone(),
+        None => statuspage::token::load_or_create(&root.join(statuspage::TOKEN_FILE))
+            .map_err(statuspage::StatusPageError::from)?,
+    };
+    let bound = StatusPage::bind(statuspage::Settings {
+        address: page.address,
+        token,
+        sample_every: Duration::from_secs(page.sample_secs),
+        samples: evergreen_config::StatusPage::SAMPLES,
+        title: thing.to_string(),
+    })
+    .await?;
+    let url = bound.url();
+    bound.serve(state.clone());
+    Ok(url)
 }
 
 /// Waits until no component is starting any more (each is running, or has failed and backs

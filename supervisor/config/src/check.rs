@@ -164,6 +164,10 @@ impl CoreConfig {
             p.at_least("evergreen.metricsUpstream.intervalSecs", m.interval_secs, 1);
         }
 
+        if let Some(page) = &eg.status_page {
+            check_status_page(p, page);
+        }
+
         if eg.spooler.max_size_bytes < MIN_SPOOL_BYTES {
             p.push(
                 "evergreen.spooler.maxSizeBytes",
@@ -190,6 +194,37 @@ impl CoreConfig {
         let addr = self.mqtt_tls_addr();
         (addr.port() != 0).then_some(addr)
     }
+}
+
+/// `evergreen.statusPage`: a token that survives a URL and a cookie unencoded, and one whenever
+/// the page is reachable from beyond this host (a generated token is meant for a technician on
+/// the gateway's own loopback, e.g. through an SSH tunnel).
+fn check_status_page(p: &mut Problems, page: &crate::StatusPage) {
+    const KEY: &str = "evergreen.statusPage";
+    match &page.token {
+        Some(token) => {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
+            if !(16..=256).contains(&token.len()) || !token.chars().all(allowed) {
+                // The value is never echoed: it is a secret.
+                p.push(
+                    &format!("{KEY}.token"),
+                    format_args!(
+                        "must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ - (it travels in a URL and a cookie), got {} characters",
+                        token.chars().count()
+                    ),
+                );
+            }
+        }
+        None if !page.address.ip().is_loopback() => p.push(
+            &format!("{KEY}.token"),
+            format_args!(
+                "required when {KEY}.address ({}) is not a loopback address: anyone who reaches it could read the page; set a token of at least 16 characters, or listen on 127.0.0.1",
+                page.address
+            ),
+        ),
+        None => {}
+    }
+    p.between(&format!("{KEY}.sampleSecs"), page.sample_secs, 1, 60);
 }
 
 /// `evergreen.mqttLimits`: every bound on, none so loose it stops bounding.

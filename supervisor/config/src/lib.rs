@@ -100,6 +100,7 @@
 //! | `evergreen.logToStderr` | `true` | echo the runtime's own log to stderr (for journald) |
 //! | `evergreen.metricsAddress` | `null` | `"127.0.0.1:9464"`: serve Prometheus metrics on `GET /metrics` there (no authentication: keep it on loopback or a trusted network); `null` = off |
 //! | `evergreen.metricsUpstream` | `null` | `{"topic": "evergreen/gw-1/metrics", "intervalSecs": 60}`: the same metrics (Prometheus text) published on that topic of the upstream broker every `intervalSecs` (at least 1), QoS 1, only the newest kept while the link is down; needs a cloud connection |
+//! | `evergreen.statusPage` | `null` | `{"address": "127.0.0.1:8765", "token": null, "sampleSecs": 5}`: serve the read-only status page (see `docs/status-page.md`) there; `token` (16..256 of `A-Z a-z 0-9 . _ ~ -`) is required unless the address is loopback, and when `null` one is generated into `<root>/status-page.token` (0600); `sampleSecs` (1..60) spaces the samples of the message-rate sparklines (60 samples each); `null` = off |
 //! | `evergreen.logLevel` | `null` | the runtime's own log level (`DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL`) over the group's `GreengrassSystem` logger; `null` = the group's; `evergreen run --log-level` overrides both |
 //! | `evergreen.defaultRunAs.user` | `null` | user components run as when their group sets no `RunAs` (the package sets `evergreen`); `null` = the runtime's own; resolved at start, an unknown name is a configuration error |
 //! | `evergreen.defaultRunAs.group` | `null` | group for the same; `null` = the user's primary group (or the runtime's own) |
@@ -129,7 +130,7 @@ pub use model::{
     AwsConfig, ComponentSettings, CoreConfig, CoreThing, DefaultRunAs, Evergreen, Fleet,
     FleetTransport, LambdaEndpoint, Listeners, MetricsUpstream, MqttLimits, PlainListener, Restart,
     RestartBy, RestartOverride, RestartPolicy, Runtime, RuntimeLogLevel, Spooler,
-    StaticCredentials, StorageType, TlsListener, YesNo,
+    StaticCredentials, StatusPage, StorageType, TlsListener, YesNo,
 };
 
 /// Where the configuration is read from when no `--config` is given.

@@ -390,7 +390,56 @@ mod tests {
         assert_eq!(config.mqtt_plain_addr().map(|a| a.port()), Some(0));
     }
 
+    #[test]
+    fn good_status_page_with_a_token_on_every_address() {
+        let config = good("status-page.json");
+        let page = config.evergreen.status_page.as_ref().expect("statusPage");
+        assert_eq!(page.address, "0.0.0.0:8765".parse().expect("addr"));
+        assert_eq!(page.token.as_deref(), Some("field-tech-0123456789"));
+        assert_eq!(page.sample_secs, 2);
+        // The effective configuration never carries the token.
+        let shown = serde_json::to_string(&config).expect("serialize");
+        assert!(!shown.contains("field-tech-0123456789"), "{shown}");
+        assert!(shown.contains(r#""token":"<redacted>""#), "{shown}");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("field-tech-0123456789"), "{debug}");
+    }
+
     // ---- bad fixtures, one test each ----
+
+    #[test]
+    fn bad_status_page_public_without_token() {
+        let err = bad("status-page-public-without-token.json");
+        let errors = invalid(&err);
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "evergreen.statusPage.token: required when evergreen.statusPage.address (0.0.0.0:8765) is not a loopback address"
+            )),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn bad_status_page_token_and_interval() {
+        let err = bad("status-page-bad-token.json");
+        let errors = invalid(&err);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("evergreen.statusPage.token: must be 16 to 256")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().all(|e| !e.contains("short;secret")),
+            "the token is not echoed: {errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("evergreen.statusPage.sampleSecs: must be between 1 and 60")),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn bad_not_json() {

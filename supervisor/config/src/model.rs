@@ -115,6 +115,55 @@ impl MetricsUpstream {
     }
 }
 
+/// `evergreen.statusPage`: the read-only status page a technician opens in a browser (served by
+/// `evergreen_ops::statuspage`). The token is the page's only access control, so it is never
+/// serialized or debug-printed: the effective configuration (and anything that prints it)
+/// reads `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusPage {
+    /// Where the page listens; loopback unless a token is configured too.
+    pub address: SocketAddr,
+    /// The access token; `None`: the runtime generates one and keeps it in
+    /// `<root>/status-page.token` (0600).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Seconds between two samples of the components' message counters (the page's
+    /// sparklines hold [`StatusPage::SAMPLES`] of them); 1..=60.
+    #[serde(default = "StatusPage::default_sample_secs")]
+    pub sample_secs: u64,
+}
+
+impl StatusPage {
+    /// Samples each sparkline holds: five minutes at the default interval.
+    pub const SAMPLES: usize = 60;
+
+    fn default_sample_secs() -> u64 {
+        5
+    }
+}
+
+impl std::fmt::Debug for StatusPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusPage")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("sample_secs", &self.sample_secs)
+            .finish()
+    }
+}
+
+impl Serialize for StatusPage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("StatusPage", 3)?;
+        st.serialize_field("address", &self.address)?;
+        st.serialize_field("token", &self.token.as_ref().map(|_| "<redacted>"))?;
+        st.serialize_field("sampleSecs", &self.sample_secs)?;
+        st.end()
+    }
+}
+
 /// `evergreen.logLevel`: a Logger definition's level names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -207,6 +256,8 @@ pub struct Evergreen {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// The same metrics published to the upstream broker at an interval; `None`: not.
     pub metrics_upstream: Option<MetricsUpstream>,
+    /// The read-only status page for a browser; `None`: off.
+    pub status_page: Option<StatusPage>,
     pub default_run_as: DefaultRunAs,
     /// Mutual TLS to the upstream broker; `false` = plain TCP.
     pub cloud_tls: bool,
@@ -452,6 +503,7 @@ impl Default for Evergreen {
             log_level: None,
             metrics_address: None,
             metrics_upstream: None,
+            status_page: None,
             cloud_tls: true,
             aws: AwsConfig::default(),
             mqtt_limits: MqttLimits::default(),

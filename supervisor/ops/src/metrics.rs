@@ -181,7 +181,7 @@ pub fn render(status: &RuntimeStatus, history: &[DeploymentRecord], proc_root: &
 }
 
 /// CPU time of process `pid` (utime + stime, fields 14 and 15 of `/proc/<pid>/stat`).
-fn cpu_seconds(proc_root: &Path, pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(proc_root: &Path, pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: fields start after its
     // last ')'.

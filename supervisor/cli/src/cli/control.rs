@@ -60,6 +60,46 @@ pub(super) fn status(conn: ConnArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `evergreen status --page-url`: the URL comes from the runtime (the port it bound, the token
+/// it holds), so only a peer the control socket lets in gets it.
+pub(super) fn page_url(conn: &ConnArgs) -> ExitCode {
+    use evergreen_ops::control::{Reply, CLIENT_TIMEOUT};
+    let mut client = match connect(conn, CLIENT_TIMEOUT) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match client.call(&Request::StatusPage) {
+        Ok(Reply::StatusPage { url: Some(url) }) => {
+            if conn.json {
+                println!("{}", serde_json::json!({ "url": url }));
+            } else {
+                println!("{url}");
+            }
+            if url.starts_with("http://0.0.0.0:") || url.starts_with("http://[::]:") {
+                eprintln!(
+                    "evergreen: the page listens on every address: put one of the gateway's addresses in place of {}",
+                    if url.contains("[::]") { "[::]" } else { "0.0.0.0" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Reply::StatusPage { url: None }) => {
+            eprintln!(
+                "evergreen: the status page is off: set evergreen.statusPage in the configuration (docs/status-page.md)"
+            );
+            ExitCode::from(1)
+        }
+        Ok(other) => {
+            eprintln!("evergreen: unexpected answer: {other:?}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("evergreen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// How to reach the running runtime.
 #[derive(Debug, clap::Args)]
 pub struct ConnArgs {

@@ -36,6 +36,9 @@ pub enum Request {
     /// out of `Failed` without waiting for the cool-down; a running one is
     /// stopped gracefully and started again.
     Restart { component: String },
+    /// The status page's URL with its token (`evergreen status --page-url`): whoever may use
+    /// this socket may read the page.
+    StatusPage,
 }
 
 impl Request {
@@ -48,6 +51,7 @@ impl Request {
         "reset",
         "deployments",
         "restart",
+        "status-page",
     ];
 }
 
@@ -73,6 +77,10 @@ pub enum Reply {
     Restart {
         arn: String,
         message: String,
+    },
+    /// `status-page`: the URL to open, `None` when the page is off.
+    StatusPage {
+        url: Option<String>,
     },
 }
 
@@ -196,7 +204,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart"#
+            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart, status-page"#
         );
         let err = parse_request(br#"{"op":"deploy"}"#)
             .expect_err("missing version")

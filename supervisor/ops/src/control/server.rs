@@ -74,6 +74,8 @@ pub struct ControlState {
     pub(crate) proc_root: PathBuf,
     /// Performs `deploy`, `redeploy` and `reset`.
     pub deployer: Option<Rc<Deployer>>,
+    /// The status page's URL with its token, when it is served.
+    pub status_page_url: Option<crate::statuspage::PageUrl>,
 }
 
 impl ControlState {
@@ -114,6 +116,7 @@ impl ControlState {
             limits: Limits::default(),
             proc_root: PathBuf::from("/proc"),
             deployer: None,
+            status_page_url: None,
         }
     }
 }
@@ -474,6 +477,12 @@ async fn handle(request: Request, state: &ControlState) -> Response {
         }),
         Request::Ping => Ok(Reply::Ping {
             version: crate::release::version().to_string(),
+        }),
+        Request::StatusPage => Ok(Reply::StatusPage {
+            url: state
+                .status_page_url
+                .as_ref()
+                .map(|u| u.as_str().to_string()),
         }),
         Request::Status => Ok(Reply::Status {
             status: Box::new(state.status_or_refusal().await?),
