@@ -484,7 +484,7 @@ mod tests {
         let err = bad("unknown-top-level-key.json");
         assert_eq!(parse_path(&err), "evergren");
         assert!(
-            err.to_string().contains("unknown field `evergren`"),
+            err.to_string().contains(r#"unknown member "evergren""#),
             "{err}"
         );
     }
@@ -494,7 +494,7 @@ mod tests {
         let err = bad("unknown-nested-key.json");
         assert_eq!(parse_path(&err), "evergreen.restart.maxBackoff");
         assert!(
-            err.to_string().contains("unknown field `maxBackoff`"),
+            err.to_string().contains(r#"unknown member "maxBackoff""#),
             "{err}"
         );
     }
