@@ -36,6 +36,11 @@ pub enum Request {
     /// out of `Failed` without waiting for the cool-down; a running one is
     /// stopped gracefully and started again.
     Restart { component: String },
+    /// Stop a component (by name, Id or ARN) until `start` or a new deployment: no restart
+    /// policy brings it back. Answers once its child is gone.
+    Stop { component: String },
+    /// Start a component an operator stopped.
+    Start { component: String },
 }
 
 impl Request {
@@ -48,6 +53,8 @@ impl Request {
         "reset",
         "deployments",
         "restart",
+        "stop",
+        "start",
     ];
 }
 
@@ -71,6 +78,16 @@ pub enum Reply {
     },
     /// `restart`: which component, and what was done.
     Restart {
+        arn: String,
+        message: String,
+    },
+    /// `stop`: which component, and what was done.
+    Stop {
+        arn: String,
+        message: String,
+    },
+    /// `start`: which component, and what was done.
+    Start {
         arn: String,
         message: String,
     },
@@ -179,7 +196,7 @@ mod tests {
             let line = match *op {
                 "deploy" => r#"{"op":"deploy","version":"abcdef"}"#.to_string(),
                 "redeploy" => r#"{"op":"redeploy","deploymentId":"1"}"#.to_string(),
-                "restart" => r#"{"op":"restart","component":"f"}"#.to_string(),
+                "restart" | "stop" | "start" => format!(r#"{{"op":"{op}","component":"f"}}"#),
                 _ => format!(r#"{{"op":"{op}"}}"#),
             };
             assert!(
@@ -196,7 +213,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart"#
+            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart, stop, start"#
         );
         let err = parse_request(br#"{"op":"deploy"}"#)
             .expect_err("missing version")
