@@ -13,7 +13,8 @@ top=$(mktemp -d)
 trap 'rm -rf "$top"' EXIT
 mkdir -p "$top/SOURCES" "$out"
 cp "$binary" "$top/SOURCES/evergreen"
-cp packaging/evergreen.service packaging/evergreen.1 README.md LICENSE THIRD-PARTY-LICENSES.md "$top/SOURCES/"
+cp packaging/evergreen.service README.md docs/cli.md LICENSE THIRD-PARTY-LICENSES.md "$top/SOURCES/"
+cp -r packaging/man packaging/completions "$top/SOURCES/"
 cp packaging/etc/config.json "$top/SOURCES/config.json"
 cp packaging/config.json "$top/SOURCES/config.defaults.json"
 rpmbuild -bb --quiet \
