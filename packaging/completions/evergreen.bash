@@ -378,7 +378,7 @@ _evergreen() {
             return 0
             ;;
         evergreen__subcmd__certs__subcmd__device)
-            opts="-h --rsa --root --config --help"
+            opts="-h --rsa --json --root --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -456,7 +456,7 @@ _evergreen() {
             return 0
             ;;
         evergreen__subcmd__certs__subcmd__init)
-            opts="-h --host --force --rsa --root --config --help"
+            opts="-h --host --force --rsa --json --root --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1122,7 +1122,7 @@ _evergreen() {
             return 0
             ;;
         evergreen__subcmd__function__subcmd__package)
-            opts="-o -h --output --help"
+            opts="-o -h --output --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

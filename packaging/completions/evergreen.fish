@@ -64,6 +64,7 @@ complete -c evergreen -n "__fish_evergreen_using_subcommand function; and not __
 complete -c evergreen -n "__fish_evergreen_using_subcommand function; and not __fish_seen_subcommand_from package help" -f -a "package" -d 'Zip a Python function\'s directory (its handler module and what it vendors, such as greengrasssdk) into the file a group\'s CodeUri names'
 complete -c evergreen -n "__fish_evergreen_using_subcommand function; and not __fish_seen_subcommand_from package help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evergreen -n "__fish_evergreen_using_subcommand function; and __fish_seen_subcommand_from package" -s o -l output -d 'The archive to write [default: DIR.zip beside DIR]' -r -F
+complete -c evergreen -n "__fish_evergreen_using_subcommand function; and __fish_seen_subcommand_from package" -l json -d 'Print `{"archive", "files", "bytes", "hasSdk"}` instead of the archive\'s path'
 complete -c evergreen -n "__fish_evergreen_using_subcommand function; and __fish_seen_subcommand_from package" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c evergreen -n "__fish_evergreen_using_subcommand function; and __fish_seen_subcommand_from help" -f -a "package" -d 'Zip a Python function\'s directory (its handler module and what it vendors, such as greengrasssdk) into the file a group\'s CodeUri names'
 complete -c evergreen -n "__fish_evergreen_using_subcommand function; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -249,10 +250,12 @@ complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_se
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from init" -l config -d 'Core configuration file [default: /etc/evergreen/config.json if present]' -r -F
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from init" -l force -d 'Replace an existing CA (every device certificate must be issued again)'
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from init" -l rsa -d 'RSA 2048 keys instead of ECDSA P-256 (for devices without ECDSA)'
+complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from init" -l json -d 'Print `{"ca", "certificate", "key", "createdCa"}` (the files\' paths)'
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from init" -s h -l help -d 'Print help'
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from device" -l root -d 'Runtime root; overrides `evergreen.root` in the configuration' -r -F
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from device" -l config -d 'Core configuration file [default: /etc/evergreen/config.json if present]' -r -F
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from device" -l rsa -d 'An RSA 2048 key instead of ECDSA P-256'
+complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from device" -l json -d 'Print `{"certificate", "key"}` (the files\' paths)'
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from device" -s h -l help -d 'Print help'
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from help" -f -a "init" -d 'Create the group CA (kept if it exists, unless --force) and a server certificate (ECDSA P-256) for localhost and each --host'
 complete -c evergreen -n "__fish_evergreen_using_subcommand certs; and __fish_seen_subcommand_from help" -f -a "device" -d 'Issue a device key and certificate whose subject CN is THING (its thing name, which is also its MQTT client id)'

@@ -539,6 +539,54 @@ fn json_flags_print_one_document_each() {
 }
 
 #[test]
+fn json_flags_of_commands_that_need_no_runtime() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_file(
+        dir.path(),
+        "config.json",
+        &test_config(&dir.path().join("root")),
+    );
+    let doc = json_out(&evergreen_with(&config, &["certs", "init", "--json"]));
+    assert_eq!(doc["createdCa"], true, "{doc}");
+    for key in ["ca", "certificate", "key"] {
+        assert!(
+            Path::new(doc[key].as_str().unwrap_or("")).is_file(),
+            "{key}: {doc}"
+        );
+    }
+    let doc = json_out(&evergreen_with(&config, &["certs", "init", "--json"]));
+    assert_eq!(doc["createdCa"], false, "the CA is kept: {doc}");
+    let doc = json_out(&evergreen_with(
+        &config,
+        &["certs", "device", "thing-1", "--json"],
+    ));
+    assert!(
+        Path::new(doc["certificate"].as_str().unwrap_or("")).is_file(),
+        "{doc}"
+    );
+
+    let code = dir.path().join("fn");
+    std::fs::create_dir_all(&code).expect("mkdir");
+    std::fs::write(
+        code.join("handler.py"),
+        "def handler(event, context):\n    return None\n",
+    )
+    .expect("write");
+    let doc = json_out(&evergreen(&[
+        "function",
+        "package",
+        code.to_str().expect("utf-8"),
+        "--json",
+    ]));
+    assert_eq!(doc["files"], 1, "{doc}");
+    assert_eq!(doc["hasSdk"], false, "{doc}");
+    assert!(
+        Path::new(doc["archive"].as_str().unwrap_or("")).is_file(),
+        "{doc}"
+    );
+}
+
+#[test]
 fn completions_and_the_man_page_come_from_the_command_line() {
     for shell in ["bash", "zsh", "fish"] {
         let out = evergreen(&["completions", shell]);

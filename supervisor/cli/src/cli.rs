@@ -295,6 +295,9 @@ pub enum FunctionCommand {
         /// The archive to write [default: DIR.zip beside DIR].
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Print `{"archive", "files", "bytes", "hasSdk"}` instead of the archive's path.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -369,8 +372,8 @@ pub fn main() -> ExitCode {
         Command::Group { command } => versions::command(command),
         Command::Fleet { command } => fleet::command(command),
         Command::Function {
-            command: FunctionCommand::Package { dir, output },
-        } => package_function(&dir, output),
+            command: FunctionCommand::Package { dir, output, json },
+        } => package_function(&dir, output, json),
         Command::Deploy { target, conn } => control::deploy(&target, conn),
         Command::Redeploy {
             deployment_id,
@@ -461,7 +464,7 @@ fn write_stdout(bytes: &[u8]) -> ExitCode {
 }
 
 /// `evergreen function package DIR`.
-fn package_function(dir: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
+fn package_function(dir: &std::path::Path, output: Option<PathBuf>, json: bool) -> ExitCode {
     let trimmed = dir.components().as_path();
     let out = output.unwrap_or_else(|| {
         let mut name = trimmed.file_name().unwrap_or_default().to_os_string();
@@ -470,7 +473,16 @@ fn package_function(dir: &std::path::Path, output: Option<PathBuf>) -> ExitCode 
     });
     match crate::package::package(dir, &out) {
         Ok(report) => {
-            println!("{}", out.display());
+            if json {
+                print_json(&serde_json::json!({
+                    "archive": out.display().to_string(),
+                    "files": report.files,
+                    "bytes": report.bytes,
+                    "hasSdk": report.has_sdk,
+                }));
+            } else {
+                println!("{}", out.display());
+            }
             eprintln!(
                 "evergreen: {} files, {} bytes packaged",
                 report.files, report.bytes
