@@ -55,8 +55,9 @@ pub fn from_slice<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
 
 /// serde_json's message with serde's wording (`invalid type: string "x", expected u16`) put in
 /// the operator's (`must be a whole number from 0 to 65535, not the string "x"`), and its line
-/// and column kept.
-fn in_words(e: &serde_json::Error) -> String {
+/// and column kept. Public for readers that must take a value apart with serde_json itself
+/// (an internally tagged enum, which this crate's strict layer cannot see into).
+pub fn in_words(e: &serde_json::Error) -> String {
     let text = e.to_string();
     let position = format!(" at line {} column {}", e.line(), e.column());
     match text.strip_suffix(&position) {

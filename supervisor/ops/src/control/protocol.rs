@@ -157,7 +157,7 @@ pub(crate) fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         });
     }
     serde_json::from_value(value).map_err(|e| RequestError::Invalid {
-        message: e.to_string(),
+        message: evergreen_json::in_words(&e),
         op,
     })
 }
@@ -218,7 +218,10 @@ mod tests {
         let err = parse_request(br#"{"op":"deploy"}"#)
             .expect_err("missing version")
             .to_string();
-        assert!(err.contains("version"), "{err}");
+        assert_eq!(
+            err,
+            r#"invalid deploy request: the member "version" is required but missing"#
+        );
         let long = format!(r#"{{"op":"{}"}}"#, "x".repeat(1000));
         let err = parse_request(long.as_bytes())
             .expect_err("unknown op")
