@@ -13,7 +13,9 @@ top=$(mktemp -d)
 trap 'rm -rf "$top"' EXIT
 mkdir -p "$top/SOURCES" "$out"
 cp "$binary" "$top/SOURCES/evergreen"
-cp packaging/evergreen.service packaging/evergreen.1 README.md LICENSE THIRD-PARTY-LICENSES.md "$top/SOURCES/"
+cp packaging/evergreen.service README.md LICENSE THIRD-PARTY-LICENSES.md "$top/SOURCES/"
+# docs/: the reference pages the README links to, kept beside it.
+cp -r packaging/man packaging/completions docs "$top/SOURCES/"
 cp packaging/etc/config.json "$top/SOURCES/config.json"
 cp packaging/config.json "$top/SOURCES/config.defaults.json"
 rpmbuild -bb --quiet \

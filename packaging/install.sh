@@ -11,7 +11,8 @@
 #   /etc/systemd/system/evergreen.service     the unit (ExecStart pointed at /usr/local/bin)
 #   /etc/evergreen/config.json                the configuration (kept when it exists)
 #   /var/lib/evergreen                        the runtime root, 0750 root:evergreen
-#   /usr/local/share/man/man1/evergreen.1     the man page
+#   /usr/local/share/man/man1/evergreen*.1    the man pages
+#   /usr/local/share/bash-completion/completions/evergreen    bash completion
 #   /usr/local/share/doc/evergreen/           README, default configuration, licences
 # and the evergreen system user and group. With systemd running, the service is
 # enabled (not started), as the packages do; without systemd, run
@@ -21,7 +22,8 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 bin=/usr/local/bin/evergreen
 unit=/etc/systemd/system/evergreen.service
-man=/usr/local/share/man/man1/evergreen.1
+mandir=/usr/local/share/man/man1
+completion=/usr/local/share/bash-completion/completions/evergreen
 doc=/usr/local/share/doc/evergreen
 etc=/etc/evergreen
 root=/var/lib/evergreen
@@ -36,7 +38,7 @@ fi
 
 case "${1:-}" in
 "")
-    for f in evergreen evergreen.service config.json config.defaults.json evergreen.1; do
+    for f in evergreen evergreen.service config.json config.defaults.json man/evergreen.1 completions/evergreen.bash; do
         [ -f "$here/$f" ] || { say "$here/$f is missing: run install.sh from the unpacked tarball" >&2; exit 1; }
     done
     if ! getent group evergreen >/dev/null; then
@@ -65,11 +67,18 @@ case "${1:-}" in
         install -m 0644 "$here/config.json" "$etc/config.json"
     fi
     [ -d "$root" ] || install -d -m 0750 -o root -g evergreen "$root"
-    install -D -m 0644 "$here/evergreen.1" "$man"
+    install -d -m 0755 "$mandir"
+    install -m 0644 "$here"/man/*.1 "$mandir/"
+    install -D -m 0644 "$here/completions/evergreen.bash" "$completion"
     install -d -m 0755 "$doc"
     for f in README.md LICENSE THIRD-PARTY-LICENSES.md config.json config.defaults.json; do
         [ -f "$here/$f" ] && install -m 0644 "$here/$f" "$doc/$f"
     done
+    # The reference pages the README links to.
+    if [ -d "$here/docs" ]; then
+        install -d -m 0755 "$doc/docs"
+        install -m 0644 "$here"/docs/*.md "$doc/docs/"
+    fi
     if systemd_running; then
         systemctl daemon-reload
         systemctl enable evergreen.service >/dev/null 2>&1 || say "could not enable evergreen.service"
@@ -85,7 +94,7 @@ case "${1:-}" in
         systemctl stop evergreen.service 2>/dev/null || true
         systemctl disable evergreen.service >/dev/null 2>&1 || true
     fi
-    rm -f "$bin" "$unit" "$man"
+    rm -f "$bin" "$unit" "$mandir"/evergreen.1 "$mandir"/evergreen-*.1 "$completion"
     rm -rf "$doc" /run/evergreen
     systemd_running && systemctl daemon-reload
     if [ "$1" = --purge ]; then

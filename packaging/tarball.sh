@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The release tarball for hosts without a package manager: the static binary,
-# the unit, the configuration, the man page, the docs and install.sh.
+# the unit, the configuration, the man pages, the shell completions, the docs
+# and install.sh.
 #
 #   packaging/tarball.sh BINARY TARGET OUT-DIR     writes OUT-DIR/evergreen-<version>-<target>.tar.gz
 #
@@ -15,7 +16,8 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/$base" "$out"
 install -m 0755 "$binary" "$work/$base/evergreen"
 install -m 0755 packaging/install.sh "$work/$base/"
-install -m 0644 packaging/evergreen.service packaging/evergreen.1 README.md LICENSE THIRD-PARTY-LICENSES.md "$work/$base/"
+install -m 0644 packaging/evergreen.service README.md LICENSE THIRD-PARTY-LICENSES.md "$work/$base/"
+cp -r packaging/man packaging/completions docs "$work/$base/"
 install -m 0644 packaging/etc/config.json "$work/$base/config.json"
 install -m 0644 packaging/config.json "$work/$base/config.defaults.json"
 tar -C "$work" --owner=0 --group=0 --numeric-owner -czf "$out/$base.tar.gz" "$base"

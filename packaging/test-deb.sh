@@ -90,6 +90,17 @@ echo "== install"
 if dpkg -i "$deb"; then pass "dpkg -i $deb"; else fail "dpkg -i $deb"; exit 1; fi
 
 check "/usr/bin/evergreen --version" /usr/bin/evergreen --version
+check "man page evergreen(1)" test -f /usr/share/man/man1/evergreen.1.gz
+check "a man page per command (evergreen-stop(1))" test -f /usr/share/man/man1/evergreen-stop.1.gz
+for page in packaging/man/*.1; do
+    [ -f "/usr/share/man/man1/${page##*/}.gz" ] || fail "${page##*/} not installed"
+done
+check "bash completion" test -f /usr/share/bash-completion/completions/evergreen
+check "zsh completion" test -f /usr/share/zsh/vendor-completions/_evergreen
+check "fish completion" test -f /usr/share/fish/vendor_completions.d/evergreen.fish
+check "the installed bash completion is the binary's own" sh -c \
+    "/usr/bin/evergreen completions bash | cmp -s - /usr/share/bash-completion/completions/evergreen"
+check "docs/ installed beside the README (its links resolve)" test -f /usr/share/doc/evergreen/docs/cli.md -a -f /usr/share/doc/evergreen/docs/install.md
 check "unit installed" test -f /lib/systemd/system/evergreen.service
 if command -v systemd-analyze >/dev/null; then
     check "systemd-analyze verify evergreen.service" systemd-analyze verify /lib/systemd/system/evergreen.service
@@ -215,6 +226,7 @@ echo "== purge"
 check "dpkg --purge evergreen" dpkg --purge evergreen
 check "package gone" sh -c "! dpkg-query -W -f='\${Status}' evergreen 2>/dev/null | grep -q installed"
 for p in /usr/bin/evergreen /lib/systemd/system/evergreen.service /etc/evergreen /var/lib/evergreen \
+    /usr/share/man/man1/evergreen.1.gz /usr/share/bash-completion/completions/evergreen \
     /etc/systemd/system/multi-user.target.wants/evergreen.service /usr/share/doc/evergreen; do
     check "$p removed" test ! -e "$p" -a ! -L "$p"
 done
@@ -233,6 +245,8 @@ if tarball=$(packaging/tarball.sh "$bin" "$(uname -m)" target/dist); then
     installer=$(ls "$untar"/evergreen-*/install.sh)
     check "install.sh" "$installer"
     check "/usr/local/bin/evergreen --version" /usr/local/bin/evergreen --version
+    check "man pages under /usr/local/share/man/man1" test -f /usr/local/share/man/man1/evergreen-stop.1
+    check "bash completion under /usr/local" test -f /usr/local/share/bash-completion/completions/evergreen
     check "unit starts /usr/local/bin/evergreen" \
         grep -q '^ExecStart=/usr/local/bin/evergreen run' /etc/systemd/system/evergreen.service
     check "configuration valid" /usr/local/bin/evergreen validate --config /etc/evergreen/config.json
@@ -246,7 +260,8 @@ if tarball=$(packaging/tarball.sh "$bin" "$(uname -m)" target/dist); then
     check "--uninstall kept /etc/evergreen and /var/lib/evergreen" test -d /etc/evergreen -a -d /var/lib/evergreen
     check "install.sh --purge" "$installer" --purge
     for p in /usr/local/bin/evergreen /etc/systemd/system/evergreen.service /etc/evergreen \
-        /var/lib/evergreen /usr/local/share/doc/evergreen /usr/local/share/man/man1/evergreen.1; do
+        /var/lib/evergreen /usr/local/share/doc/evergreen /usr/local/share/man/man1/evergreen.1 \
+        /usr/local/share/man/man1/evergreen-status.1 /usr/local/share/bash-completion/completions/evergreen; do
         check "$p removed" test ! -e "$p"
     done
     check "user evergreen removed" sh -c "! getent passwd evergreen"

@@ -28,6 +28,10 @@ check "evergreen --version runs" "$root/usr/bin/evergreen" --version
 check "unit in /usr/lib/systemd/system" test -f "$root/usr/lib/systemd/system/evergreen.service"
 check "configuration" test -f "$root/etc/evergreen/config.json"
 check "man page" test -f "$root/usr/share/man/man1/evergreen.1.gz"
+check "a man page per command (evergreen-status.1)" test -f "$root/usr/share/man/man1/evergreen-status.1.gz"
+check "bash completion" test -f "$root/usr/share/bash-completion/completions/evergreen"
+check "zsh completion" test -f "$root/usr/share/zsh/site-functions/_evergreen"
+check "fish completion" test -f "$root/usr/share/fish/vendor_completions.d/evergreen.fish"
 check "licence and inventory" test -f "$root/usr/share/licenses/evergreen/LICENSE" -a -f "$root/usr/share/licenses/evergreen/THIRD-PARTY-LICENSES.md"
 check "/var/lib/evergreen 0750" test "$(stat -c %a "$root/var/lib/evergreen")" = 750
 for dir in /etc/evergreen /usr/share/doc/evergreen /usr/share/licenses/evergreen /var/lib/evergreen; do
@@ -36,7 +40,7 @@ done
 check "configuration is %config(noreplace)" sh -c "rpm --root '$root' -qc evergreen | grep -qx /etc/evergreen/config.json"
 echo "== rpm -e"
 check "erased" rpm --root "$root" -e --noscripts evergreen
-for path in /usr/bin/evergreen /etc/evergreen /usr/share/doc/evergreen /usr/share/licenses/evergreen /usr/lib/systemd/system/evergreen.service /var/lib/evergreen; do
+for path in /usr/bin/evergreen /usr/share/man/man1/evergreen.1.gz /usr/share/doc/evergreen/docs/install.md /usr/share/bash-completion/completions/evergreen /etc/evergreen /usr/share/doc/evergreen /usr/share/licenses/evergreen /usr/lib/systemd/system/evergreen.service /var/lib/evergreen; do
     check "$path gone" test ! -e "$root$path"
 done
 if [ $failures -gt 0 ]; then

@@ -127,7 +127,8 @@ fn a_changed_function_restarts_alone_and_unchanged_ones_lose_nothing() {
         .and_then(|l| l.split_whitespace().next())
         .expect("a deployment id")
         .to_string();
-    let reset = cli(rd, &["reset"]);
+    // A script confirms with --yes: without a terminal, `reset` alone refuses.
+    let reset = cli(rd, &["reset", "--yes"]);
     assert!(reset.status.success(), "{}", text(&reset));
     assert!(
         wait_for(LIMIT, || status(rd).filter(|s| s.is_empty())).is_some(),

@@ -321,9 +321,10 @@ fn invalid_group_is_refused_with_all_its_errors() {
     assert_eq!(out.status.code(), Some(1), "invalid: {stdout}");
     for needle in [
         "$.FunctionDefinitionVersion.Functions[1]",
-        "$.SubscriptionDefinitionVersion.Subscriptions[0].Subject",
-        "$.SubscriptionDefinitionVersion.Subscriptions[1].Target",
-        "$.SubscriptionDefinitionVersion.Subscriptions[2].Target",
+        // Each element is named by its Id beside its index.
+        r#"$.SubscriptionDefinitionVersion.Subscriptions[0] (Id "s1").Subject"#,
+        r#"$.SubscriptionDefinitionVersion.Subscriptions[1] (Id "s2").Target"#,
+        r#"$.SubscriptionDefinitionVersion.Subscriptions[2] (Id "s3").Target"#,
     ] {
         assert!(stdout.contains(needle), "missing {needle} in:\n{stdout}");
     }
@@ -345,7 +346,7 @@ fn invalid_group_is_refused_with_all_its_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Subscriptions[1].Target"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#"Subscriptions[1] (Id "s2").Target"#));
 
     let good = dir.path().join("good.json");
     std::fs::write(

@@ -370,6 +370,8 @@ fn a_normal_stop_is_logged_at_info_not_error() {
     // Removal by a deployment (the empty group).
     let reset = std::process::Command::new(evergreen_bin())
         .arg("reset")
+        // No terminal to confirm on: a script says --yes.
+        .arg("--yes")
         .arg("--config")
         .arg(rt.path("config.json"))
         .output()

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// The line every command prints for the group below.
-const GROUP_ERROR: &str = "$.FunctionDefinitionVersion.Functions[0].FunctionConfiguration: expected an object, found an array";
+const GROUP_ERROR: &str = "$.FunctionDefinitionVersion.Functions[0] (Id \"f\").FunctionConfiguration: must be an object {…} (FunctionConfiguration), not a list [ … ]";
 
 /// A group whose one function's configuration is an array: its members in the order of the
 /// API's `FunctionConfiguration` (EncodingType, Environment, ExecArgs, Executable, MemorySize,

@@ -295,6 +295,46 @@ pub fn validate_file(file: Option<&Path>, config: Option<&Path>) -> Result<Strin
     ))
 }
 
+/// `evergreen connectors --json`: the built-in connectors, for scripts. The field names are
+/// documented in docs/cli.md and stay stable.
+pub fn connectors_document() -> serde_json::Value {
+    let connectors: Vec<serde_json::Value> = catalogue::BUILTIN
+        .iter()
+        .map(|c| {
+            let m = c.manifest;
+            let parameters: Vec<serde_json::Value> = m
+                .parameters
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": p.name,
+                        "description": p.description,
+                        "required": p.required,
+                        "default": p.default,
+                        "pattern": p.pattern,
+                        "sinceVersion": p.since_version,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": m.name,
+                "versions": m.versions,
+                "description": m.description,
+                "inputs": m.inputs,
+                "outputs": m.outputs,
+                "pinned": m.pinned,
+                "aws": m.aws,
+                "isolation": {
+                    "greengrassContainer": m.isolation.container,
+                    "noContainer": m.isolation.no_container,
+                },
+                "parameters": parameters,
+            })
+        })
+        .collect();
+    serde_json::json!({ "connectors": connectors })
+}
+
 /// `evergreen connectors`: the built-in connectors, for people.
 pub fn describe_connectors() -> String {
     let mut out = String::new();

@@ -33,7 +33,12 @@ pub use versions::GroupCommand;
 /// Evergreen runs AWS IoT Greengrass V1 style groups — connectors and
 /// functions wired by subscriptions — on Linux gateways.
 #[derive(Debug, Parser)]
-#[command(name = "evergreen", version = evergreen_ops::release::version(), about, long_about = None)]
+#[command(
+    name = "evergreen",
+    version = evergreen_ops::release::version(),
+    about = "Edge runtime for AWS IoT Greengrass V1 style groups",
+    long_about = None
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -74,6 +79,9 @@ pub enum Command {
     Validate {
         /// Group file to check [default: the embedded default group].
         file: Option<PathBuf>,
+        /// Print `{"file", "valid", "summary", "errors": [{"path", "id", "message"}]}`.
+        #[arg(long)]
+        json: bool,
         /// Core configuration file (for allowFunctionsToRunAsRoot and the core thing).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -155,13 +163,41 @@ pub enum Command {
         conn: ConnArgs,
     },
     /// Stop every component of the running runtime (deploy the empty group).
+    ///
+    /// Asks for confirmation on the terminal first (answer `yes` or `y`) unless --yes. With
+    /// standard input not a terminal (a script, a pipe) and no --yes, refuses: exit status
+    /// 64. Exit status 0 when reset, 1 when declined, failed or no runtime answers.
     Reset {
+        /// Do not ask: reset at once (for scripts).
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
     /// Start a component again now, by name, Id or ARN: a Failed one without
     /// waiting for its cool-down, a running one after a graceful stop.
     Restart {
+        component: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Stop a component, by name, Id or ARN, and keep it stopped: no restart policy, message
+    /// or cool-down starts it again until `evergreen start` or a new deployment (a restart
+    /// of the runtime starts it too). `status` shows it `Stopped (operator)`.
+    ///
+    /// Answers once its child is gone (stop, then SIGTERM, then SIGKILL, as for a removal).
+    /// Exit status 0 when stopped, 1 when no runtime answers or the component is unknown or
+    /// ambiguous.
+    Stop {
+        component: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Start a component that `evergreen stop` stopped: a pinned one now, an on-demand one at
+    /// its next message. A component that was not stopped by an operator is left as it is.
+    ///
+    /// Exit status 0, 1 when no runtime answers or the component is unknown or ambiguous.
+    Start {
         component: String,
         #[command(flatten)]
         conn: ConnArgs,
@@ -186,7 +222,11 @@ pub enum Command {
         command: SecretsCommand,
     },
     /// List the connectors built into this binary, with their parameters and topics.
-    Connectors,
+    Connectors {
+        /// Print `{"connectors": [{"name", "versions", "parameters": […], …}]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// The health check to run first: configuration and group, certificates, listeners'
     /// ports, the upstream endpoint (DNS, TCP, TLS with the core's certificate), clock, disk
     /// space and container support; one line per check, OK, WARN or FAIL with a fix.
@@ -205,6 +245,23 @@ pub enum Command {
     SupportBundle(crate::bundle::BundleArgs),
     /// Print the embedded default group, a starting point for your own.
     DefaultGroup,
+    /// Print the completion script for SHELL, generated from this binary's commands.
+    ///
+    /// bash: `evergreen completions bash > /etc/bash_completion.d/evergreen` (the packages
+    /// install it); zsh: into a directory of `$fpath` as `_evergreen`; fish: into
+    /// `~/.config/fish/completions/evergreen.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: crate::docs::Shell,
+    },
+    /// Print the man page evergreen(1), or with --dir write it and one page per command
+    /// (evergreen-status.1, …) into DIR: generated from the same definitions as --help.
+    #[command(hide = true)]
+    Man {
+        /// Write every page into DIR instead of printing evergreen(1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run a built-in connector over stdio (used by the supervisor).
     #[command(hide = true)]
     Connector {
@@ -260,6 +317,9 @@ pub enum FunctionCommand {
         /// The archive to write [default: DIR.zip beside DIR].
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Print `{"archive", "files", "bytes", "hasSdk"}` instead of the archive's path.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -303,19 +363,28 @@ pub fn main() -> ExitCode {
                 ExitCode::from(e.exit_code())
             }
         },
-        Command::Validate { file, config } => {
+        Command::Validate { file, json, config } => {
             let name = file.as_ref().map_or_else(
                 || "(embedded default group)".to_string(),
                 |f| f.display().to_string(),
             );
             match app::validate_file(file.as_deref(), config.as_deref()) {
+                Ok(summary) if json => {
+                    print_json(&serde_json::json!({
+                        "file": name,
+                        "valid": true,
+                        "summary": summary,
+                        "errors": [],
+                    }));
+                    ExitCode::SUCCESS
+                }
                 Ok(summary) => {
                     println!("{name}: valid ({summary})");
                     ExitCode::SUCCESS
                 }
                 Err(app::RunError::Group(evergreen_group::LoadError::Invalid {
                     errors, ..
-                })) => print_invalid(&name, &errors),
+                })) => print_invalid(&name, &errors, json),
                 Err(e) => {
                     eprintln!("evergreen: {e}");
                     ExitCode::from(e.exit_code())
@@ -326,16 +395,27 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::command(args),
         Command::Fleet { command } => fleet::command(command),
         Command::Function {
-            command: FunctionCommand::Package { dir, output },
-        } => package_function(&dir, output),
+            command: FunctionCommand::Package { dir, output, json },
+        } => package_function(&dir, output, json),
         Command::Deploy { target, conn } => control::deploy(&target, conn),
         Command::Redeploy {
             deployment_id,
             conn,
         } => control::deployment_call(&conn, &Request::Redeploy { deployment_id }),
-        Command::Reset { conn } => control::deployment_call(&conn, &Request::Reset),
+        Command::Reset { yes, conn } => match confirm_reset(yes) {
+            Ok(()) => control::deployment_call(&conn, &Request::Reset),
+            Err(code) => code,
+        },
         Command::Deployments { conn } => control::deployments(&conn),
-        Command::Restart { component, conn } => control::restart(&component, &conn),
+        Command::Restart { component, conn } => {
+            control::component_call(control::ComponentOp::Restart, &component, &conn)
+        }
+        Command::Stop { component, conn } => {
+            control::component_call(control::ComponentOp::Stop, &component, &conn)
+        }
+        Command::Start { component, conn } => {
+            control::component_call(control::ComponentOp::Start, &component, &conn)
+        }
         Command::Status {
             page_url: true,
             conn,
@@ -343,6 +423,32 @@ pub fn main() -> ExitCode {
         Command::Status { conn, .. } => control::status(conn),
         Command::Logs(args) => crate::tail::command(&args),
         Command::SupportBundle(args) => crate::bundle::command(&args),
+        Command::Completions { shell } => write_stdout(&crate::docs::completions(shell)),
+        Command::Man { dir: None } => match crate::docs::man_pages() {
+            Ok(pages) => match pages.into_iter().next() {
+                Some((_, top)) => write_stdout(&top),
+                None => ExitCode::from(1),
+            },
+            Err(e) => {
+                eprintln!("evergreen: cannot render the man page: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Man { dir: Some(dir) } => match crate::docs::write_man_pages(&dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "evergreen: cannot write the man pages into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::from(1)
+            }
+        },
         Command::DefaultGroup => {
             print!("{}", app::DEFAULT_GROUP);
             ExitCode::SUCCESS
@@ -358,7 +464,11 @@ pub fn main() -> ExitCode {
             args.json,
         ),
         Command::Certs { command } => certs::command(command),
-        Command::Connectors => {
+        Command::Connectors { json: true } => {
+            print_json(&app::connectors_document());
+            ExitCode::SUCCESS
+        }
+        Command::Connectors { json: false } => {
             print!("{}", app::describe_connectors());
             ExitCode::SUCCESS
         }
@@ -367,8 +477,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes generated text (a completion script, a man page) to stdout.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("evergreen: cannot write to standard output: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `evergreen function package DIR`.
-fn package_function(dir: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
+fn package_function(dir: &std::path::Path, output: Option<PathBuf>, json: bool) -> ExitCode {
     let trimmed = dir.components().as_path();
     let out = output.unwrap_or_else(|| {
         let mut name = trimmed.file_name().unwrap_or_default().to_os_string();
@@ -377,7 +500,16 @@ fn package_function(dir: &std::path::Path, output: Option<PathBuf>) -> ExitCode 
     });
     match crate::package::package(dir, &out) {
         Ok(report) => {
-            println!("{}", out.display());
+            if json {
+                print_json(&serde_json::json!({
+                    "archive": out.display().to_string(),
+                    "files": report.files,
+                    "bytes": report.bytes,
+                    "hasSdk": report.has_sdk,
+                }));
+            } else {
+                println!("{}", out.display());
+            }
             eprintln!(
                 "evergreen: {} files, {} bytes packaged",
                 report.files, report.bytes
@@ -399,13 +531,66 @@ fn package_function(dir: &std::path::Path, output: Option<PathBuf>) -> ExitCode 
     }
 }
 
-/// Every validation error, one per line, as `evergreen validate` prints them.
-fn print_invalid(name: &str, errors: &[ValidationError]) -> ExitCode {
-    for e in errors {
-        println!("{name}: {e}");
+/// `evergreen reset` stops everything: it goes ahead only with --yes or a `yes`/`y` typed
+/// on the terminal. Without a terminal to ask on, it refuses rather than guess.
+fn confirm_reset(yes: bool) -> Result<(), ExitCode> {
+    use std::io::{BufRead, IsTerminal, Read, Write};
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        eprintln!(
+            "evergreen: reset stops every component of the running runtime; standard input is not \
+             a terminal to confirm on, so nothing was done (add --yes to reset without asking)"
+        );
+        return Err(ExitCode::from(crate::EXIT_USAGE));
+    }
+    eprint!("Stop every component of the running runtime (deploy the empty group)? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    // The answer is one short line: read at most a few bytes of it, so a paste cannot make
+    // this hold an unbounded line.
+    let read = stdin.lock().take(256).read_line(&mut answer);
+    match read {
+        Ok(_) if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") => Ok(()),
+        Ok(_) => {
+            eprintln!("evergreen: not reset");
+            Err(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("evergreen: cannot read the answer: {e}; not reset");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// Every validation error, one per line, as `evergreen validate` prints them; with `json`,
+/// the one document `validate --json` prints (`{"file", "valid": false, "errors": [{"path",
+/// "id", "message"}]}`).
+fn print_invalid(name: &str, errors: &[ValidationError], json: bool) -> ExitCode {
+    if json {
+        print_json(&serde_json::json!({
+            "file": name,
+            "valid": false,
+            "errors": errors,
+        }));
+    } else {
+        for e in errors {
+            println!("{name}: {e}");
+        }
     }
     eprintln!("{name}: {} error(s)", errors.len());
     ExitCode::from(1)
+}
+
+/// Prints `value` as the one pretty JSON document of a command's `--json`.
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        // Our own documents (strings, numbers, lists) always encode; should one not, say so.
+        Err(e) => eprintln!("evergreen: cannot encode the answer as JSON: {e}"),
+    }
 }
 
 fn run_failed(e: &RunError) -> ExitCode {

@@ -3,7 +3,7 @@
 //! [`run`] starts the services around the core, deploys the first group and waits for a
 //! signal. Also here: the built-in connector [`catalogue`], `evergreen logs` ([`tail`]) and
 //! `evergreen function package` ([`package`]), the operator's health check ([`check`]), the
-//! support bundle ([`bundle`]), giving back the start-up code's pages once a run is up
+//! support bundle ([`bundle`]), the man pages and shell completions ([`docs`]), giving back the start-up code's pages once a run is up
 //! ([`resident`]), and which release binary runs ([`launch`], [`gate`]). Every other crate of the workspace sits below this one.
 
 pub mod app;
@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod catalogue;
 pub mod check;
 pub mod cli;
+pub mod docs;
 mod fleet;
 mod gate;
 pub mod launch;

@@ -122,7 +122,7 @@ fn validate_reports_a_connector_missing_from_the_build() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("$.ConnectorDefinitionVersion.Connectors[1].ConnectorArn: RaspberryPiGPIO is a Greengrass connector that this build of Evergreen does not contain"),
+        t.contains("$.ConnectorDefinitionVersion.Connectors[1] (Id \"metrics\").ConnectorArn: RaspberryPiGPIO is a Greengrass connector that this build of Evergreen does not contain"),
         "{t}"
     );
 }

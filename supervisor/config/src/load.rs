@@ -533,7 +533,7 @@ mod tests {
         let err = bad("unknown-top-level-key.json");
         assert_eq!(parse_path(&err), "evergren");
         assert!(
-            err.to_string().contains("unknown field `evergren`"),
+            err.to_string().contains(r#"unknown member "evergren""#),
             "{err}"
         );
     }
@@ -543,7 +543,7 @@ mod tests {
         let err = bad("unknown-nested-key.json");
         assert_eq!(parse_path(&err), "evergreen.restart.maxBackoff");
         assert!(
-            err.to_string().contains("unknown field `maxBackoff`"),
+            err.to_string().contains(r#"unknown member "maxBackoff""#),
             "{err}"
         );
     }

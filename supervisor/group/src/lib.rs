@@ -1,8 +1,8 @@
 //! Groups: the Greengrass V1 group file, its validation, and the plan the
 //! runtime runs.
 //!
-//! The flow is one way: `model::parse` reads the file into the API shapes
-//! (`GroupDefinition`), `validate::validate` checks every group rule
+//! The flow is one way: `model::read` reads the file into the API shapes
+//! (`GroupDefinition`) after `schema` has checked every member of the untyped document, `validate::validate` checks every group rule
 //! against the built-in connectors ([`ConnectorRegistry`]) and produces a
 //! [`plan::GroupPlan`] with nothing left to check; [`Loader`] is the one place that
 //! does both for a text or a file, and the only way in from other crates.
@@ -18,6 +18,7 @@ mod loader;
 mod model;
 pub mod plan;
 pub mod registry;
+mod schema;
 mod validate;
 
 pub use loader::{GroupFile, LoadError, Loader};

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{parse, ValidationError};
+use crate::model::{name_ids, read, ValidationError};
 use crate::plan::GroupPlan;
 use crate::registry::ConnectorRegistry;
 use crate::validate::{validate, ValidationOptions};
@@ -65,12 +65,15 @@ impl Loader {
             name: name.to_string(),
             errors,
         };
-        let definition = parse(text).map_err(invalid)?;
+        let (definition, document) = read(text).map_err(invalid)?;
         let options = ValidationOptions {
             base_dir,
             ..self.options.clone()
         };
-        validate(&definition, &self.registry, &options).map_err(invalid)
+        validate(&definition, &self.registry, &options).map_err(|mut errors| {
+            name_ids(&mut errors, &document);
+            invalid(errors)
+        })
     }
 
     /// Reads and validates a group file; its path names it in messages and its directory is
@@ -103,6 +106,66 @@ impl Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_errors(text: &str) -> Vec<ValidationError> {
+        let loader = Loader::new(ConnectorRegistry::default(), ValidationOptions::default());
+        match loader.load(text, "g.json", PathBuf::from("/")) {
+            Err(LoadError::Invalid { errors, .. }) => errors,
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_error_names_the_id_of_its_element() {
+        // A validation error (the subscription's target) and its element's Id.
+        let errors = load_errors(
+            r#"{"SubscriptionDefinitionVersion": {"Subscriptions": [
+                {"Id": "ok", "Source": "cloud", "Subject": "a/b", "Target": "cloud"},
+                {"Id": "temp-to-cloud", "Source": "cloud", "Subject": "t", "Target": "nowhere"}]}}"#,
+        );
+        let e = errors
+            .iter()
+            .find(|e| e.path.ends_with("Subscriptions[1].Target"))
+            .unwrap_or_else(|| panic!("{errors:?}"));
+        assert_eq!(e.id.as_deref(), Some("temp-to-cloud"));
+        assert!(
+            e.to_string().starts_with(
+                r#"$.SubscriptionDefinitionVersion.Subscriptions[1] (Id "temp-to-cloud").Target: "#
+            ),
+            "{e}"
+        );
+        // Schema errors too, all of them in one pass, the innermost element's Id.
+        let errors = load_errors(
+            r#"{"FunctionDefinitionVersion": {"Functions": [
+                {"Id": "f1", "FunctionConfiguration": {"Pined": true, "Environment":
+                    {"ResourceAccessPolicies": [{"ResourceId": 3}]}}},
+                {"FunctionArn": "x"}]}}"#,
+        );
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{shown:#?}");
+        assert!(shown.iter().any(|e| e.starts_with(
+            r#"$.FunctionDefinitionVersion.Functions[0] (Id "f1").FunctionConfiguration.Pined: unknown member"#
+        )), "{shown:#?}");
+        assert!(shown.iter().any(|e| e.starts_with(
+            r#"$.FunctionDefinitionVersion.Functions[0] (Id "f1").FunctionConfiguration.Environment.ResourceAccessPolicies[0].ResourceId: must be a string"#
+        )), "{shown:#?}");
+        // An element without an Id is named by its index alone.
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with("$.FunctionDefinitionVersion.Functions[1].Id: is required")),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn quoted_keys_in_paths_are_followed() {
+        let doc = serde_json::json!({"A": [{"Id": "x", "odd.key": [{"Id": "y"}]}]});
+        let mut errors = vec![ValidationError::new(r#"$.A[0]["odd.key"][0].B"#, "m")];
+        crate::model::name_ids(&mut errors, &doc);
+        assert_eq!(errors[0].id.as_deref(), Some("y"));
+        assert_eq!(errors[0].located(), r#"$.A[0]["odd.key"][0] (Id "y").B"#);
+    }
 
     #[test]
     fn one_error_is_one_line_several_are_a_list() {

@@ -10,7 +10,10 @@
 //!
 //! Deliberate choices:
 //! * Unknown keys are errors at every level (a misspelt `Pinned` would
-//!   otherwise be silently ignored); they are reported with their JSON path.
+//!   otherwise be silently ignored); they are reported with their JSON path,
+//!   all of them at once with every wrong type and missing member: the
+//!   document is checked against the table of `crate::schema` before serde
+//!   reads it, since serde stops at the first.
 //! * The file is read strictly (`evergreen_json`): an array where an object
 //!   belongs, a key given twice and anything after the group are errors too,
 //!   at every level (serde alone would take a struct's members from an array
@@ -30,21 +33,115 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// One problem found in a group, located by a JSON path such as
-/// `$.SubscriptionDefinitionVersion.Subscriptions[2].Target`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
+/// `$.SubscriptionDefinitionVersion.Subscriptions[2].Target`, and by the `Id` of the list
+/// element the path runs through when it has one. It reads
+/// `$.SubscriptionDefinitionVersion.Subscriptions[2] (Id "temp-to-cloud").Target: …`: the
+/// index says where in the file, the `Id` which element, however the list was reordered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ValidationError {
+    /// The JSON path alone (`$.A.B[2].C`), without the `Id`.
     pub path: String,
+    /// The `Id` of the innermost list element on the path (a function, a subscription, a
+    /// connector, …), when it has one that is a string.
+    pub id: Option<String>,
     pub message: String,
+    /// Where the element named by `id` ends in `path`: the `Id` is shown there.
+    #[serde(skip)]
+    id_after: usize,
 }
 
 impl ValidationError {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ValidationError {
             path: path.into(),
+            id: None,
             message: message.into(),
+            id_after: 0,
         }
     }
+
+    /// The path with the element's `Id` beside its index: what the operator reads.
+    pub fn located(&self) -> String {
+        match &self.id {
+            Some(id)
+                if self.id_after <= self.path.len()
+                    && self.path.is_char_boundary(self.id_after) =>
+            {
+                let (element, rest) = self.path.split_at(self.id_after);
+                format!(
+                    "{element} (Id {}){rest}",
+                    serde_json::Value::String(id.clone())
+                )
+            }
+            _ => self.path.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.located(), self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// Gives each error the `Id` of the innermost list element its path runs through in `doc`
+/// (the untyped document), so every message names the element it is about.
+pub(crate) fn name_ids(errors: &mut [ValidationError], doc: &serde_json::Value) {
+    for error in errors {
+        if let Some((after, id)) = element_id(&error.path, doc) {
+            // An absurdly long `Id` is an error of its own; here it is shortened.
+            let shown: String = id.chars().take(128).collect();
+            error.id = Some(shown);
+            error.id_after = after;
+        }
+    }
+}
+
+/// Walks `path` (as [`json_path`] and validation write it: `$`, `.Key`, `["odd key"]`,
+/// `[2]`) through `doc`: the end of the innermost `[index]` whose element has a string `Id`,
+/// and that `Id`. The walk stops where the document does (a missing member is where many
+/// errors point); `None` for a path that does not parse or has no such element.
+fn element_id<'d>(path: &str, doc: &'d serde_json::Value) -> Option<(usize, &'d str)> {
+    let mut rest = path.strip_prefix('$')?;
+    let mut here = doc;
+    let mut found = None;
+    while !rest.is_empty() {
+        let (next, after) = if let Some(after_dot) = rest.strip_prefix('.') {
+            let end = after_dot.find(['.', '[']).unwrap_or(after_dot.len());
+            (here.get(&after_dot[..end]), &after_dot[end..])
+        } else if rest.starts_with("[\"") {
+            // A quoted key: a JSON string, then the closing bracket.
+            let mut stream = serde_json::Deserializer::from_str(&rest[1..]).into_iter::<String>();
+            let Some(Ok(key)) = stream.next() else { break };
+            let used = stream.byte_offset();
+            let Some(after) = rest[1 + used..].strip_prefix(']') else {
+                break;
+            };
+            (here.get(&key), after)
+        } else if let Some(inner) = rest.strip_prefix('[') {
+            let Some(end) = inner.find(']') else { break };
+            let Ok(index) = inner[..end].parse::<usize>() else {
+                break;
+            };
+            let next = here.get(index);
+            let after = &inner[end + 1..];
+            if let Some(id) = next
+                .and_then(|e| e.get("Id"))
+                .and_then(serde_json::Value::as_str)
+            {
+                found = Some((path.len() - after.len(), id));
+            }
+            (next, after)
+        } else {
+            break;
+        };
+        let Some(next) = next else { break };
+        here = next;
+        rest = after;
+    }
+    found
 }
 
 /// A whole group: every definition version is optional, as in a
@@ -400,16 +497,26 @@ pub(crate) struct Logger {
 
 // ---------------------------------------------------------------- parsing
 
-/// Parses a group file. A syntax or shape error is reported as a single
-/// [`ValidationError`] whose path points at the offending member (serde stops
-/// at the first one); everything else is left to validation, which reports
-/// all problems at once.
+/// Parses a group file into its API shapes; see [`read`]. (The loader uses `read`, whose
+/// document names the `Id`s of later errors.)
+#[cfg(test)]
+pub(crate) fn parse(json: &str) -> Result<GroupDefinition, Vec<ValidationError>> {
+    read(json).map(|(group, _)| group)
+}
+
+/// Parses a group file: the untyped document (which names the `Id`s in later errors) and its
+/// API shapes. A syntax error stops at once (nothing after it can be read); otherwise every
+/// unknown member, wrong type and missing required member is reported together
+/// (`crate::schema`), each with its element's `Id`, and everything else is left to
+/// validation.
 ///
 /// The file is read strictly (`evergreen_json`): an array where an object
 /// belongs (serde would take a struct's members by position), a key given
 /// twice in one object and anything after the group are refused at every
 /// depth, like an unknown key.
-pub(crate) fn parse(json: &str) -> Result<GroupDefinition, Vec<ValidationError>> {
+pub(crate) fn read(
+    json: &str,
+) -> Result<(GroupDefinition, serde_json::Value), Vec<ValidationError>> {
     // The strict reader would say "expected an object, found an array" here too; at the top
     // a sentence on what a group file is helps more.
     if !json.trim_start().starts_with('{') {
@@ -418,8 +525,19 @@ pub(crate) fn parse(json: &str) -> Result<GroupDefinition, Vec<ValidationError>>
             "a group file is one JSON object whose keys are definition-version names (CoreDefinitionVersion, …)",
         )]);
     }
-    evergreen_json::from_str::<GroupDefinition>(json)
-        .map_err(|e| vec![ValidationError::new(json_path(e.path()), e.message())])
+    let located = |e: evergreen_json::Error| ValidationError::new(json_path(e.path()), e.message());
+    let doc: serde_json::Value = evergreen_json::from_str(json).map_err(|e| vec![located(e)])?;
+    let mut errors = crate::schema::check(&doc);
+    if errors.is_empty() {
+        // The table and the model agree (see `schema`'s tests), so this reads; should it
+        // not, the model's own error is still reported, in the same words.
+        match evergreen_json::from_str::<GroupDefinition>(json) {
+            Ok(group) => return Ok((group, doc)),
+            Err(e) => errors.push(located(e)),
+        }
+    }
+    name_ids(&mut errors, &doc);
+    Err(errors)
 }
 
 /// Renders a document path as `$.A.B[2].C`.
@@ -548,7 +666,11 @@ mod tests {
     #[test]
     fn unknown_top_level_key_is_reported() {
         let e = parse_err(r#"{"CoreDefinitionVersion": {"Cores": []}, "Functions": []}"#);
-        assert!(e.message.contains("unknown field `Functions`"), "{e}");
+        assert!(
+            e.message
+                .contains(r#"unknown member "Functions" in a group file"#),
+            "{e}"
+        );
     }
 
     #[test]
@@ -563,7 +685,11 @@ mod tests {
                 .starts_with("$.FunctionDefinitionVersion.Functions[1].FunctionConfiguration"),
             "{e}"
         );
-        assert!(e.message.contains("unknown field `Pined`"), "{e}");
+        assert_eq!(e.id.as_deref(), Some("b"));
+        assert_eq!(
+            e.message,
+            r#"unknown member "Pined" in FunctionConfiguration; did you mean Pinned?"#
+        );
     }
 
     #[test]
@@ -571,8 +697,12 @@ mod tests {
         let e = parse_err(
             r#"{"SubscriptionDefinitionVersion": {"Subscriptions": [{"Id": "s", "Source": "cloud", "Target": "cloud"}]}}"#,
         );
-        assert_eq!(e.path, "$.SubscriptionDefinitionVersion.Subscriptions[0]");
-        assert!(e.message.contains("missing field `Subject`"), "{e}");
+        assert_eq!(
+            e.path,
+            "$.SubscriptionDefinitionVersion.Subscriptions[0].Subject"
+        );
+        assert_eq!(e.id.as_deref(), Some("s"));
+        assert!(e.message.contains("is required"), "{e}");
     }
 
     #[test]
@@ -616,10 +746,8 @@ mod tests {
         ] {
             let e = parse_err(json);
             assert_eq!(e.path, path, "{json}");
-            assert!(
-                e.message.starts_with("expected an object, found an array"),
-                "{e}"
-            );
+            assert!(e.message.starts_with("must be an object {…}"), "{e}");
+            assert!(e.message.ends_with("not a list [ … ]"), "{e}");
         }
     }
 

@@ -13,7 +13,9 @@
 //!
 //! [`from_str`] and [`from_slice`] refuse all three at every depth, and anything after the
 //! document, with messages such as `Functions[0].FunctionConfiguration: expected an object,
-//! found an array at line 3 column 31`. Numbers are never read as strings nor strings as
+//! found an array at line 3 column 31`. serde's own messages name Rust types (`expected u16`,
+//! `struct Foo`); [`words`] says them in the operator's words (`must be a whole number from 0
+//! to 65535`). Numbers are never read as strings nor strings as
 //! numbers (serde_json's own rule, kept).
 //!
 //! This crate owns those rules and nothing else: it knows no document's shape, reads no file,
@@ -25,6 +27,7 @@
 //! not.
 
 mod strict;
+mod words;
 
 use std::fmt;
 
@@ -50,6 +53,19 @@ pub fn from_slice<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     Ok(value)
 }
 
+/// serde_json's message with serde's wording (`invalid type: string "x", expected u16`) put in
+/// the operator's (`must be a whole number from 0 to 65535, not the string "x"`), and its line
+/// and column kept. Public for readers that must take a value apart with serde_json itself
+/// (an internally tagged enum, which this crate's strict layer cannot see into).
+pub fn in_words(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&position) {
+        Some(message) if e.line() > 0 => format!("{}{position}", words::message(message)),
+        _ => words::message(&text),
+    }
+}
+
 /// Why a document was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -72,14 +88,14 @@ impl Error {
         );
         Error {
             path,
-            message: e.into_inner().to_string(),
+            message: in_words(&e.into_inner()),
         }
     }
 
     fn at_root(e: serde_json::Error) -> Error {
         Error {
             path: Path::default(),
-            message: e.to_string(),
+            message: in_words(&e),
         }
     }
 

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::component::{
-    ComponentActor, ComponentEnv, ComponentStatus, GetStatus, Retry, RuntimeSettings, Stop,
+    ComponentActor, ComponentEnv, ComponentStatus, GetStatus, Hold, Release, Retry, RetryError,
+    RuntimeSettings, Stop,
 };
 use crate::router::{
     bounded_queue, DeliverySink, Message as Routed, OfferError, QueueSink, Router, RouterStats,
@@ -297,6 +298,14 @@ impl Handler<Deploy> for Supervisor {
             }
         }
         self.router.replace_table(table);
+        // A new deployment ends every operator's stop: what it keeps runs again.
+        for arn in &d.keep {
+            if let Some(kept) = self.running.get(arn) {
+                kept.addr.do_send(Release {
+                    by_deployment: true,
+                });
+            }
+        }
         for listener in &self.listeners {
             listener.deployed(&plan);
         }
@@ -395,7 +404,19 @@ impl Handler<Shutdown> for Supervisor {
 #[rtype(result = "Result<(String, String), RestartError>")]
 pub struct RestartComponent(pub String);
 
-/// Why an operator's restart was refused.
+/// An operator's stop of a component (by name, Id or ARN): it stays stopped, whatever its
+/// restart policy, until [`StartComponent`] or a new deployment. Answers once its child is
+/// gone.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(String, String), RestartError>")]
+pub struct StopComponent(pub String);
+
+/// Ends an operator's stop of a component (by name, Id or ARN).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(String, String), RestartError>")]
+pub struct StartComponent(pub String);
+
+/// Why an operator's restart, stop or start was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RestartError {
     #[error("no component named {0:?} runs")]
@@ -411,6 +432,45 @@ pub enum RestartError {
     },
 }
 
+impl Supervisor {
+    /// The one running component `key` names (its ARN, Id or name).
+    fn find(&self, key: &str) -> Result<(String, Addr<ComponentActor>), RestartError> {
+        let matches: Vec<(&String, &Running)> = self
+            .running
+            .iter()
+            .filter(|(arn, r)| **arn == key || r.spec.id == key || r.spec.name == key)
+            .collect();
+        match matches.as_slice() {
+            [(arn, r)] => Ok(((*arn).clone(), r.addr.clone())),
+            [] => Err(RestartError::Unknown(key.to_string())),
+            many => Err(RestartError::Ambiguous {
+                key: key.to_string(),
+                arns: many.iter().map(|(a, _)| (*a).clone()).collect(),
+            }),
+        }
+    }
+}
+
+/// Sends an operator's request to the component `found` names and turns its answer into the
+/// supervisor's.
+fn ask_component<M>(
+    found: Result<(String, Addr<ComponentActor>), RestartError>,
+    msg: M,
+) -> ResponseFuture<Result<(String, String), RestartError>>
+where
+    M: Message<Result = Result<String, RetryError>> + Send + 'static,
+    ComponentActor: Handler<M>,
+{
+    Box::pin(async move {
+        let (arn, addr) = found?;
+        match addr.send(msg).await {
+            Ok(Ok(message)) => Ok((arn, message)),
+            Ok(Err(e)) => Err(RestartError::Refused(e.to_string())),
+            Err(source) => Err(RestartError::Gone { arn, source }),
+        }
+    })
+}
+
 impl Handler<RestartComponent> for Supervisor {
     type Result = ResponseFuture<Result<(String, String), RestartError>>;
 
@@ -419,27 +479,36 @@ impl Handler<RestartComponent> for Supervisor {
         RestartComponent(key): RestartComponent,
         _ctx: &mut Self::Context,
     ) -> Self::Result {
-        let matches: Vec<(&String, &Running)> = self
-            .running
-            .iter()
-            .filter(|(arn, r)| **arn == key || r.spec.id == key || r.spec.name == key)
-            .collect();
-        let found = match matches.as_slice() {
-            [(arn, r)] => Ok(((*arn).clone(), r.addr.clone())),
-            [] => Err(RestartError::Unknown(key.clone())),
-            many => Err(RestartError::Ambiguous {
-                key: key.clone(),
-                arns: many.iter().map(|(a, _)| (*a).clone()).collect(),
-            }),
-        };
-        Box::pin(async move {
-            let (arn, addr) = found?;
-            match addr.send(Retry).await {
-                Ok(Ok(message)) => Ok((arn, message)),
-                Ok(Err(e)) => Err(RestartError::Refused(e.to_string())),
-                Err(source) => Err(RestartError::Gone { arn, source }),
-            }
-        })
+        ask_component(self.find(&key), Retry)
+    }
+}
+
+impl Handler<StopComponent> for Supervisor {
+    type Result = ResponseFuture<Result<(String, String), RestartError>>;
+
+    fn handle(
+        &mut self,
+        StopComponent(key): StopComponent,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        ask_component(self.find(&key), Hold)
+    }
+}
+
+impl Handler<StartComponent> for Supervisor {
+    type Result = ResponseFuture<Result<(String, String), RestartError>>;
+
+    fn handle(
+        &mut self,
+        StartComponent(key): StartComponent,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        ask_component(
+            self.find(&key),
+            Release {
+                by_deployment: false,
+            },
+        )
     }
 }
 

@@ -23,6 +23,9 @@ pub enum CertsCommand {
         /// RSA 2048 keys instead of ECDSA P-256 (for devices without ECDSA).
         #[arg(long)]
         rsa: bool,
+        /// Print `{"ca", "certificate", "key", "createdCa"}` (the files' paths).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -33,6 +36,9 @@ pub enum CertsCommand {
         /// An RSA 2048 key instead of ECDSA P-256.
         #[arg(long)]
         rsa: bool,
+        /// Print `{"certificate", "key"}` (the files' paths).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -56,8 +62,21 @@ pub(super) fn command(command: CertsCommand) -> ExitCode {
     let root = cfg.root();
     let result = match command {
         CertsCommand::Init {
-            host, force, rsa, ..
+            host,
+            force,
+            rsa,
+            json,
+            ..
         } => evergreen_mqtt::certs::init_with(root, &host, force, key_alg(rsa)).map(|out| {
+            if json {
+                super::print_json(&serde_json::json!({
+                    "ca": out.files.ca.display().to_string(),
+                    "certificate": out.files.cert.display().to_string(),
+                    "key": out.files.key.display().to_string(),
+                    "createdCa": out.created_ca,
+                }));
+                return;
+            }
             if !out.created_ca {
                 println!("kept the existing group CA");
             }
@@ -65,12 +84,19 @@ pub(super) fn command(command: CertsCommand) -> ExitCode {
             println!("server certificate: {}", out.files.cert.display());
             println!("server key: {}", out.files.key.display());
         }),
-        CertsCommand::Device { thing, rsa, .. } => {
-            evergreen_mqtt::certs::device_with(root, &thing, key_alg(rsa)).map(|(cert, key)| {
+        CertsCommand::Device {
+            thing, rsa, json, ..
+        } => evergreen_mqtt::certs::device_with(root, &thing, key_alg(rsa)).map(|(cert, key)| {
+            if json {
+                super::print_json(&serde_json::json!({
+                    "certificate": cert.display().to_string(),
+                    "key": key.display().to_string(),
+                }));
+            } else {
                 println!("certificate: {}", cert.display());
                 println!("key: {}", key.display());
-            })
-        }
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

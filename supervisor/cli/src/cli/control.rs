@@ -1,5 +1,5 @@
 //! The commands that talk to a running runtime over its control socket: `status`, `deploy`,
-//! `redeploy`, `reset`, `deployments` and `restart`. The protocol is
+//! `redeploy`, `reset`, `deployments`, `restart`, `stop` and `start`. The protocol is
 //! `evergreen_ops::control`'s; this module only finds the socket, prints the answer and picks
 //! exit codes.
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::versions::import_bundle;
-use super::{print_invalid, run_failed, store_failed};
+use super::{print_invalid, print_json, run_failed, store_failed};
 use crate::app::{self, RunError};
 use evergreen_ops::control::Request;
 use evergreen_ops::store::VersionStore;
@@ -148,15 +148,15 @@ pub(super) fn deploy(target: &str, conn: ConnArgs) -> ExitCode {
             Err(e) => return run_failed(&e),
         };
         if evergreen_ops::bundle::is_bundle(file) {
-            return match import_bundle(file, &cfg) {
-                Ok(version) => deployment_call(&conn, &Request::Deploy { version }),
+            return match import_bundle(file, &cfg, conn.json) {
+                Ok((version, _)) => deployment_call(&conn, &Request::Deploy { version }),
                 Err(code) => code,
             };
         }
         let group = match app::read_group_file(file, &cfg) {
             Ok(group) => group,
             Err(RunError::Group(evergreen_group::LoadError::Invalid { errors, .. })) => {
-                return print_invalid(target, &errors)
+                return print_invalid(target, &errors, conn.json)
             }
             Err(e) => return run_failed(&e),
         };
@@ -195,14 +195,6 @@ fn ask(
 fn unexpected(reply: &evergreen_ops::control::Reply) -> ExitCode {
     eprintln!("evergreen: unexpected answer: {reply:?}");
     ExitCode::from(1)
-}
-
-/// Prints `value` as pretty JSON (`--json`).
-fn print_json<T: serde::Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("evergreen: {e}"),
-    }
 }
 
 pub(super) fn deployment_call(conn: &ConnArgs, request: &Request) -> ExitCode {
@@ -271,13 +263,32 @@ pub(super) fn deployments(conn: &ConnArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub(super) fn restart(component: &str, conn: &ConnArgs) -> ExitCode {
+/// Which operator's request about one component `component_call` sends.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ComponentOp {
+    Restart,
+    Stop,
+    Start,
+}
+
+/// `evergreen restart|stop|start COMPONENT`: prints `<arn>: <what was done>`, or with --json
+/// `{"arn": …, "message": …}`.
+pub(super) fn component_call(op: ComponentOp, component: &str, conn: &ConnArgs) -> ExitCode {
     use evergreen_ops::control::{Reply, CLIENT_TIMEOUT};
-    let request = Request::Restart {
-        component: component.to_string(),
+    let component = component.to_string();
+    let (request, timeout) = match op {
+        ComponentOp::Restart => (Request::Restart { component }, CLIENT_TIMEOUT),
+        // A stop answers once the child is gone: stop, SIGTERM and SIGKILL take up to
+        // shutdownGraceMs + termGraceMs, which may be far longer than a status call.
+        ComponentOp::Stop => (Request::Stop { component }, DEPLOY_TIMEOUT),
+        ComponentOp::Start => (Request::Start { component }, CLIENT_TIMEOUT),
     };
-    match ask(conn, CLIENT_TIMEOUT, &request) {
-        Ok(Reply::Restart { arn, message }) => {
+    match ask(conn, timeout, &request) {
+        Ok(
+            Reply::Restart { arn, message }
+            | Reply::Stop { arn, message }
+            | Reply::Start { arn, message },
+        ) => {
             if conn.json {
                 print_json(&serde_json::json!({ "arn": arn, "message": message }));
             } else {

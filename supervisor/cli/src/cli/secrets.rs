@@ -33,6 +33,9 @@ pub enum SecretsCommand {
     },
     /// List the stored secrets: name, type, size, when stored (never values).
     List {
+        /// Print `{"secrets": [{"name", "type", "size", "storedAt", …}], "problems": […]}`.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -116,13 +119,16 @@ pub(super) fn command(command: SecretsCommand) -> ExitCode {
                 }
             }
         }
-        SecretsCommand::List { store } => {
+        SecretsCommand::List { json, store } => {
             let (dir, _) = match secrets_dir(store) {
                 Ok(d) => d,
                 Err(code) => return code,
             };
             let (list, problems) = LocalStore::new(&dir).list();
-            if list.is_empty() && problems.is_empty() {
+            if json {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                super::print_json(&serde_json::json!({ "secrets": list, "problems": problems }));
+            } else if list.is_empty() && problems.is_empty() {
                 eprintln!("no secrets stored in {}", dir.display());
             } else if !list.is_empty() {
                 println!("{:<48}  {:<6}  {:>6}  STORED", "NAME", "TYPE", "SIZE");

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{print_invalid, run_failed, store_failed, StoreArgs};
+use super::{print_invalid, print_json, run_failed, store_failed, StoreArgs};
 use crate::app::{self, RunError};
 use evergreen_ops::store::{VersionMeta, VersionStore};
 
@@ -24,6 +24,10 @@ pub enum GroupCommand {
     CreateVersion {
         /// Group file to store.
         file: PathBuf,
+        /// Print `{"id", "existed", "directory"}` (or, for an invalid group, what
+        /// `validate --json` prints).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -43,6 +47,9 @@ pub enum GroupCommand {
     Export {
         /// Version id, or a unique prefix of at least 6 hex digits.
         id: String,
+        /// Print `{"id", "file"}` instead of the bundle's path.
+        #[arg(long)]
+        json: bool,
         /// The bundle to write [default: group-<short id>.tar in the current directory].
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -57,6 +64,10 @@ pub enum GroupCommand {
     Import {
         /// The bundle file.
         file: PathBuf,
+        /// Print `{"id", "existed"}` (or, for an invalid group, what `validate --json`
+        /// prints).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -75,17 +86,26 @@ pub enum GroupCommand {
 /// `evergreen group …`.
 pub(super) fn command(command: GroupCommand) -> ExitCode {
     match command {
-        GroupCommand::CreateVersion { file, store } => create_version(&file, store),
+        GroupCommand::CreateVersion { file, json, store } => create_version(&file, json, store),
         GroupCommand::List { json, store } => list_versions(json, store),
         GroupCommand::Show { id, json, store } => show_version(&id, json, store),
-        GroupCommand::Export { id, output, store } => export_version(&id, output, store),
-        GroupCommand::Import { file, store } => {
+        GroupCommand::Export {
+            id,
+            json,
+            output,
+            store,
+        } => export_version(&id, json, output, store),
+        GroupCommand::Import { file, json, store } => {
             let cfg = match app::load_config(store.config.as_deref(), store.root) {
                 Ok(cfg) => cfg,
                 Err(e) => return run_failed(&e),
             };
-            match import_bundle(&file, &cfg) {
-                Ok(id) => {
+            match import_bundle(&file, &cfg, json) {
+                Ok((id, existed)) if json => {
+                    print_json(&serde_json::json!({ "id": id, "existed": existed }));
+                    ExitCode::SUCCESS
+                }
+                Ok((id, _)) => {
                     println!("{id}");
                     ExitCode::SUCCESS
                 }
@@ -95,7 +115,7 @@ pub(super) fn command(command: GroupCommand) -> ExitCode {
     }
 }
 
-fn export_version(id: &str, output: Option<PathBuf>, args: StoreArgs) -> ExitCode {
+fn export_version(id: &str, json: bool, output: Option<PathBuf>, args: StoreArgs) -> ExitCode {
     let store = match open_store(args) {
         Ok(store) => store,
         Err(code) => return code,
@@ -133,7 +153,14 @@ fn export_version(id: &str, output: Option<PathBuf>, args: StoreArgs) -> ExitCod
         });
     match written {
         Ok(()) => {
-            println!("{}", output.display());
+            if json {
+                print_json(&serde_json::json!({
+                    "id": full.as_str(),
+                    "file": output.display().to_string(),
+                }));
+            } else {
+                println!("{}", output.display());
+            }
             eprintln!(
                 "group version {} exported to {}",
                 full.short(),
@@ -149,12 +176,14 @@ fn export_version(id: &str, output: Option<PathBuf>, args: StoreArgs) -> ExitCod
     }
 }
 
-/// Imports a bundle into the store of `cfg`'s root; the version id, or the exit code after
-/// saying why not.
+/// Imports a bundle into the store of `cfg`'s root; the version id and whether it was
+/// stored already, or the exit code after saying why not (an invalid group's errors as
+/// `validate` prints them, with `json` as `validate --json` does).
 pub(super) fn import_bundle(
     file: &Path,
     cfg: &evergreen_config::CoreConfig,
-) -> Result<String, ExitCode> {
+    json: bool,
+) -> Result<(String, bool), ExitCode> {
     let name = file.display().to_string();
     let store = VersionStore::open(cfg.write_dir());
     let imported = std::fs::File::open(file)
@@ -181,12 +210,12 @@ pub(super) fn import_bundle(
                 },
                 created.id.short()
             );
-            Ok(created.id.as_str().to_string())
+            Ok((created.id.as_str().to_string(), created.existed))
         }
         Err(evergreen_ops::bundle::BundleError::Invalid(evergreen_group::LoadError::Invalid {
             errors,
             ..
-        })) => Err(print_invalid(&name, &errors)),
+        })) => Err(print_invalid(&name, &errors, json)),
         Err(e) => {
             eprintln!("evergreen: {name}: {e}");
             Err(ExitCode::from(1))
@@ -200,7 +229,7 @@ fn open_store(args: StoreArgs) -> Result<VersionStore, ExitCode> {
         .map_err(|e| run_failed(&e))
 }
 
-fn create_version(file: &Path, args: StoreArgs) -> ExitCode {
+fn create_version(file: &Path, json: bool, args: StoreArgs) -> ExitCode {
     let name = file.display().to_string();
     let cfg = match app::load_config(args.config.as_deref(), args.root) {
         Ok(cfg) => cfg,
@@ -209,16 +238,24 @@ fn create_version(file: &Path, args: StoreArgs) -> ExitCode {
     let group = match app::read_group_file(file, &cfg) {
         Ok(group) => group,
         Err(RunError::Group(evergreen_group::LoadError::Invalid { errors, .. })) => {
-            return print_invalid(&name, &errors)
+            return print_invalid(&name, &errors, json)
         }
         Err(e) => return run_failed(&e),
     };
     let store = VersionStore::open(cfg.write_dir());
     match store.create(&group.text, &group.base_dir, Some(file), &group.plan) {
         Ok(created) => {
-            // stdout carries only the id, so `id=$(evergreen group create-version f)` works.
-            println!("{}", created.id);
             let dir = store.version_dir(&created.id);
+            if json {
+                print_json(&serde_json::json!({
+                    "id": created.id.as_str(),
+                    "existed": created.existed,
+                    "directory": dir.display().to_string(),
+                }));
+            } else {
+                // stdout carries only the id, so `id=$(evergreen group create-version f)` works.
+                println!("{}", created.id);
+            }
             if created.existed {
                 eprintln!(
                     "{name}: already stored as version {} in {}; nothing written",

@@ -39,6 +39,11 @@ pub enum Request {
     /// The status page's URL with its token (`evergreen status --page-url`): whoever may use
     /// this socket may read the page.
     StatusPage,
+    /// Stop a component (by name, Id or ARN) until `start` or a new deployment: no restart
+    /// policy brings it back. Answers once its child is gone.
+    Stop { component: String },
+    /// Start a component an operator stopped.
+    Start { component: String },
 }
 
 impl Request {
@@ -52,6 +57,8 @@ impl Request {
         "deployments",
         "restart",
         "status-page",
+        "stop",
+        "start",
     ];
 }
 
@@ -81,6 +88,16 @@ pub enum Reply {
     /// `status-page`: the URL to open, `None` when the page is off.
     StatusPage {
         url: Option<String>,
+    },
+    /// `stop`: which component, and what was done.
+    Stop {
+        arn: String,
+        message: String,
+    },
+    /// `start`: which component, and what was done.
+    Start {
+        arn: String,
+        message: String,
     },
 }
 
@@ -148,7 +165,7 @@ pub(crate) fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         });
     }
     serde_json::from_value(value).map_err(|e| RequestError::Invalid {
-        message: e.to_string(),
+        message: evergreen_json::in_words(&e),
         op,
     })
 }
@@ -187,7 +204,7 @@ mod tests {
             let line = match *op {
                 "deploy" => r#"{"op":"deploy","version":"abcdef"}"#.to_string(),
                 "redeploy" => r#"{"op":"redeploy","deploymentId":"1"}"#.to_string(),
-                "restart" => r#"{"op":"restart","component":"f"}"#.to_string(),
+                "restart" | "stop" | "start" => format!(r#"{{"op":"{op}","component":"f"}}"#),
                 _ => format!(r#"{{"op":"{op}"}}"#),
             };
             assert!(
@@ -204,12 +221,15 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart, status-page"#
+            r#"unknown op "launch"; known: status, ping, deploy, redeploy, reset, deployments, restart, status-page, stop, start"#
         );
         let err = parse_request(br#"{"op":"deploy"}"#)
             .expect_err("missing version")
             .to_string();
-        assert!(err.contains("version"), "{err}");
+        assert_eq!(
+            err,
+            r#"invalid deploy request: the member "version" is required but missing"#
+        );
         let long = format!(r#"{{"op":"{}"}}"#, "x".repeat(1000));
         let err = parse_request(long.as_bytes())
             .expect_err("unknown op")

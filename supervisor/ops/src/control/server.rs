@@ -23,7 +23,9 @@ use super::*;
 use crate::deploy::{DeployError, Deployer, DeploymentType};
 use evergreen_config::MAX_SOCKET_PATH;
 use evergreen_runtime::router::Router;
-use evergreen_runtime::supervisor::{RestartComponent, Status, Supervisor};
+use evergreen_runtime::supervisor::{
+    RestartComponent, StartComponent, Status, StopComponent, Supervisor,
+};
 
 /// Why the control socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -434,7 +436,7 @@ pub(crate) enum Refusal {
     NoDeployments,
     #[error(transparent)]
     Deploy(#[from] DeployError),
-    /// The supervisor's own answer to `restart` (e.g. no such component).
+    /// The supervisor's own answer to `restart`, `stop` or `start` (e.g. no such component).
     #[error(transparent)]
     Restart(#[from] evergreen_runtime::supervisor::RestartError),
     #[error("the supervisor is not running")]
@@ -468,6 +470,20 @@ async fn handle(request: Request, state: &ControlState) -> Response {
         Request::Restart { component } => {
             match state.supervisor.send(RestartComponent(component)).await {
                 Ok(Ok((arn, message))) => Ok(Reply::Restart { arn, message }),
+                Ok(Err(e)) => Err(Refusal::Restart(e)),
+                Err(e) => Err(Refusal::SupervisorMailbox(e)),
+            }
+        }
+        Request::Stop { component } => {
+            match state.supervisor.send(StopComponent(component)).await {
+                Ok(Ok((arn, message))) => Ok(Reply::Stop { arn, message }),
+                Ok(Err(e)) => Err(Refusal::Restart(e)),
+                Err(e) => Err(Refusal::SupervisorMailbox(e)),
+            }
+        }
+        Request::Start { component } => {
+            match state.supervisor.send(StartComponent(component)).await {
+                Ok(Ok((arn, message))) => Ok(Reply::Start { arn, message }),
                 Ok(Err(e)) => Err(Refusal::Restart(e)),
                 Err(e) => Err(Refusal::SupervisorMailbox(e)),
             }

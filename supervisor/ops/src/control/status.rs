@@ -99,6 +99,10 @@ pub struct ComponentReport {
     /// a runtime built before they were reported.
     #[serde(default)]
     pub log_dropped: u64,
+    /// Stopped by an operator (`evergreen stop`): it stays `Stopped` until `evergreen start` or
+    /// a new deployment; false from a runtime built before it was reported.
+    #[serde(default)]
+    pub stopped_by_operator: bool,
 }
 
 /// The state of the connection to the cloud, as the bridge knows it.
@@ -535,6 +539,7 @@ pub(crate) fn build_status(
             restarts: c.restarts,
             log_file: c.log_file.display().to_string(),
             log_dropped: c.log_dropped,
+            stopped_by_operator: c.stopped_by_operator,
         });
     }
     let pid = std::process::id();
@@ -655,7 +660,11 @@ impl fmt::Display for RuntimeStatus {
         for comp in &self.components {
             rows.push([
                 comp.name.clone(),
-                format!("{:?}", comp.state),
+                if comp.stopped_by_operator {
+                    format!("{:?} (operator)", comp.state)
+                } else {
+                    format!("{:?}", comp.state)
+                },
                 comp.pid.map_or_else(dash, |p| p.to_string()),
                 comp.uptime_ms.map_or_else(dash, human_duration),
                 comp.restarts.to_string(),
@@ -709,6 +718,7 @@ mod tests {
             last_exit: Some(ExitReason::Exited(3)),
             log_file: PathBuf::from("/var/log/user/f.log"),
             log_dropped: 0,
+            stopped_by_operator: false,
         }
     }
 

@@ -105,6 +105,11 @@ pub(crate) struct ComponentActor {
     /// Set for on-demand components: notified when a message is queued.
     wake: Option<Arc<tokio::sync::Notify>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
+    /// Stopped by an operator (`evergreen stop`): no restart policy, message or cool-down
+    /// starts it until an operator's `start` or a new deployment.
+    held: bool,
+    /// Operators waiting for a held component's child to be gone.
+    hold_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
     /// The Lambda IPC endpoint, for Python functions.
     lambda: Option<Rc<LambdaHub>>,
@@ -183,6 +188,8 @@ impl ComponentActor {
             wake_pending: false,
             wake: None,
             stop_waiters: Vec::new(),
+            held: false,
+            hold_waiters: Vec::new(),
             rng: seed | 1,
             lambda: None,
             lambda_link: None,
@@ -462,6 +469,15 @@ impl ComponentActor {
         if self.idle_stopping && !self.stopping {
             self.idle_stopping = false;
             self.state = ComponentState::Stopped;
+            // The child is gone: an operator's `stop` waiting for it has its answer.
+            for tx in self.hold_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+            if self.held {
+                // An operator's stop: nothing starts it again, not even queued messages.
+                self.wake_pending = false;
+                return;
+            }
             // A message queued just before the idle stop began woke a running
             // child (nothing to remember then) that never took it.
             let queued = self.inbox.try_lock().is_ok_and(|inbox| !inbox.is_empty());
@@ -611,7 +627,8 @@ impl Handler<Wake> for ComponentActor {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        if self.stopping {
+        // Held by an operator: messages wait in the queue (and are dropped when it is full).
+        if self.stopping || self.held {
             return;
         }
         match (&self.instance, self.state) {
@@ -844,6 +861,9 @@ pub(crate) enum RetryError {
     /// The component is being stopped for good (a redeployment or shutdown).
     #[error("{0} is being stopped")]
     Stopping(String),
+    /// An operator stopped it; only `start` (or a deployment) brings it back.
+    #[error("{0} was stopped by an operator; `evergreen start` starts it again")]
+    Held(String),
 }
 
 impl Handler<Retry> for ComponentActor {
@@ -852,6 +872,9 @@ impl Handler<Retry> for ComponentActor {
     fn handle(&mut self, _: Retry, ctx: &mut Self::Context) -> Self::Result {
         if self.stopping {
             return Err(RetryError::Stopping(self.spec.arn.clone()));
+        }
+        if self.held {
+            return Err(RetryError::Held(self.spec.arn.clone()));
         }
         self.failures = 0;
         self.failure_times.clear();
@@ -903,6 +926,112 @@ impl Handler<GetStatus> for ComponentActor {
                 std::path::absolute(&path).unwrap_or(path)
             },
             log_dropped: self.log.dropped(),
+            stopped_by_operator: self.held,
         })
+    }
+}
+
+/// An operator's stop (`evergreen stop`): the child is stopped gracefully (stop, SIGTERM,
+/// SIGKILL, as for a removal) and the component stays `Stopped` until [`Release`]. Answers once
+/// the child is gone.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, RetryError>")]
+pub(crate) struct Hold;
+
+impl Handler<Hold> for ComponentActor {
+    type Result = ResponseFuture<Result<String, RetryError>>;
+
+    fn handle(&mut self, _: Hold, ctx: &mut Self::Context) -> Self::Result {
+        if self.stopping {
+            let arn = self.spec.arn.clone();
+            return Box::pin(async move { Err(RetryError::Stopping(arn)) });
+        }
+        if self.held && self.instance.is_none() {
+            return Box::pin(async { Ok("already stopped by an operator".to_string()) });
+        }
+        let was = self.state;
+        self.held = true;
+        self.wake_pending = false;
+        if self.instance.is_none() {
+            // Backing off, Failed, waiting for a slot or an idle on-demand function: a new
+            // generation makes every pending backoff or cool-down timer do nothing.
+            self.generation += 1;
+            self.state = ComponentState::Stopped;
+            self.note(
+                LogLevel::Info,
+                &format!("stopped by an operator (was {was:?}); it stays stopped until `evergreen start`"),
+            );
+            return Box::pin(async move { Ok(format!("stopped (was {was:?})")) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.hold_waiters.push(tx);
+        if !self.idle_stopping {
+            self.note(
+                LogLevel::Info,
+                "stop requested by an operator: stopping; it stays stopped until `evergreen start`",
+            );
+            // The idle-stop path: its exit is not a failure and, held, starts nothing.
+            self.idle_stopping = true;
+            self.begin_stop(ctx);
+        }
+        Box::pin(async move {
+            // A dropped sender means the actor stopped for good (a deployment or shutdown
+            // removed it meanwhile): the child is gone either way.
+            let _ = rx.await;
+            Ok(format!("stopped (was {was:?})"))
+        })
+    }
+}
+
+/// Ends an operator's stop: the component starts again as a deployment would start it (a
+/// pinned one now, an on-demand one at its next message). Sent by an operator's
+/// `evergreen start` and, for every component a deployment keeps, by the supervisor.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, RetryError>")]
+pub(crate) struct Release {
+    /// A deployment's release of a component that is not held says nothing.
+    pub(crate) by_deployment: bool,
+}
+
+impl Handler<Release> for ComponentActor {
+    type Result = Result<String, RetryError>;
+
+    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) -> Self::Result {
+        if self.stopping {
+            return Err(RetryError::Stopping(self.spec.arn.clone()));
+        }
+        if !self.held {
+            return Ok(format!(
+                "not stopped by an operator (it is {:?}); nothing to do",
+                self.state
+            ));
+        }
+        self.held = false;
+        self.failures = 0;
+        self.failure_times.clear();
+        let who = if msg.by_deployment {
+            "a new deployment"
+        } else {
+            "an operator"
+        };
+        if self.instance.is_some() {
+            // Its stop is still under way: the exit starts the next child.
+            self.wake_pending = true;
+            self.note(
+                LogLevel::Info,
+                &format!("started again by {who}: starting once its stop completes"),
+            );
+            return Ok("stopping; it starts again right after".to_string());
+        }
+        self.note(LogLevel::Info, &format!("started again by {who}"));
+        self.generation += 1;
+        let queued = self.inbox.try_lock().is_ok_and(|inbox| !inbox.is_empty());
+        if self.spec.pinned || queued {
+            self.launch(ctx);
+            Ok("started".to_string())
+        } else {
+            self.state = ComponentState::Stopped;
+            Ok("on demand: starts when a message arrives for it".to_string())
+        }
     }
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use evergreen_group::plan::RunAs;
 use evergreen_ipc::{ComponentKind, LogLevel};
 
-pub(crate) use actor::{ComponentActor, GetStatus, Retry, Stop};
+pub(crate) use actor::{ComponentActor, GetStatus, Hold, Release, Retry, RetryError, Stop};
 pub use policy::{ExitReason, RestartPolicy, RestartSettings};
 pub use slots::Slots;
 pub(crate) use spawn::ComponentEnv;
@@ -115,4 +115,7 @@ pub struct ComponentStatus {
     pub log_file: std::path::PathBuf,
     /// Lines of its log dropped because the log writer was behind.
     pub log_dropped: u64,
+    /// Stopped by an operator (`evergreen stop`): it stays `Stopped` until `evergreen start`
+    /// or a new deployment.
+    pub stopped_by_operator: bool,
 }

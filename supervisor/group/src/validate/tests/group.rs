@@ -129,14 +129,17 @@ bad_fixture!(
     "unknown-key",
     [(
         &format!("{F}[0].FunctionConfiguration.MemorySizeKB"),
-        "unknown field `MemorySizeKB`"
+        "unknown member \"MemorySizeKB\" in FunctionConfiguration"
     )]
 );
 
 bad_fixture!(
     bad_missing_field,
     "missing-field",
-    [(&format!("{S}[0]"), "missing field `Target`")]
+    [(
+        &format!("{S}[0].Target"),
+        "is required: a subscription must have Target"
+    )]
 );
 
 bad_fixture!(
@@ -215,7 +218,7 @@ fn the_loader_reads_resolves_and_reports() {
         Err(e @ crate::loader::LoadError::Invalid { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("bad.json: $.CoreDefinitionVersion.Cores[1]: "),
+                text.contains(r#"bad.json: $.CoreDefinitionVersion.Cores[1] (Id "second-core"): "#),
                 "{text}"
             );
         }
