@@ -34,6 +34,21 @@ fn import(args: &[&str]) -> Output {
         .expect("run evergreen import")
 }
 
+/// `evergreen import` of the template fixture `name` for us-west-2 and the test account,
+/// writing the group to `out_file`, with the report as JSON.
+fn import_template(name: &str, out_file: &Path) -> Output {
+    import(&[
+        path_str(&fixture(name)),
+        "--region",
+        "us-west-2",
+        "--account",
+        "123456789012",
+        "-o",
+        path_str(out_file),
+        "--json",
+    ])
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
@@ -178,16 +193,7 @@ fn combined_json_of_cli_outputs_is_complete_and_passes_validate() {
 fn twilio_tutorial_yaml_template_resolves_refs_getatts_and_short_form_tags() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_file = dir.path().join("group.json");
-    let out = import(&[
-        path_str(&fixture("twilio-tutorial.yaml")),
-        "--region",
-        "us-west-2",
-        "--account",
-        "123456789012",
-        "-o",
-        path_str(&out_file),
-        "--json",
-    ]);
+    let out = import_template("twilio-tutorial.yaml", &out_file);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let group = read_json(&out_file);
 
@@ -298,16 +304,7 @@ fn twilio_tutorial_yaml_template_resolves_refs_getatts_and_short_form_tags() {
 fn twilio_tutorial_json_template_with_its_code_in_s3_is_flagged_with_exit_2() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_file = dir.path().join("group.json");
-    let out = import(&[
-        path_str(&fixture("twilio-tutorial-s3.json")),
-        "--region",
-        "us-west-2",
-        "--account",
-        "123456789012",
-        "-o",
-        path_str(&out_file),
-        "--json",
-    ]);
+    let out = import_template("twilio-tutorial-s3.json", &out_file);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let group = read_json(&out_file);
     let function = &group["FunctionDefinitionVersion"]["Functions"][0];

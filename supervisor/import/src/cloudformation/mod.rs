@@ -297,27 +297,35 @@ fn files(documents: &[Document]) -> String {
 /// The raw `…DefinitionVersionArn` members of the group version the template deploys, with the
 /// resource they come from: a `GroupVersion` (the last, by logical id, if several), else a
 /// `Group`'s `InitialVersion`; `None` when neither is there.
+/// The Greengrass resources of `role`, in template order; with `initial`, only those that carry
+/// an `InitialVersion` (a group or definition that holds its own first version).
+fn with_role<'t>(
+    template: &Template,
+    greengrass: &[(&'t str, Role)],
+    role: Role,
+    initial: bool,
+) -> Vec<&'t str> {
+    greengrass
+        .iter()
+        .filter(|(id, r)| {
+            *r == role
+                && (!initial
+                    || template.resources[*id]
+                        .properties
+                        .get("InitialVersion")
+                        .is_some())
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 fn group_members(
     template: &Template,
     greengrass: &[(&str, Role)],
     report: &mut Report,
 ) -> Option<(String, Map<String, Value>)> {
-    let versions: Vec<&str> = greengrass
-        .iter()
-        .filter(|(_, r)| *r == Role::GroupVersion)
-        .map(|(id, _)| *id)
-        .collect();
-    let groups: Vec<&str> = greengrass
-        .iter()
-        .filter(|(id, r)| {
-            *r == Role::Group
-                && template.resources[*id]
-                    .properties
-                    .get("InitialVersion")
-                    .is_some()
-        })
-        .map(|(id, _)| *id)
-        .collect();
+    let versions = with_role(template, greengrass, Role::GroupVersion, false);
+    let groups = with_role(template, greengrass, Role::Group, true);
     let (chosen, all, what) = match (versions.last(), groups.last()) {
         (Some(v), _) => (*v, &versions, "GroupVersion"),
         (None, Some(g)) => (*g, &groups, "Group with an InitialVersion"),
@@ -474,22 +482,8 @@ fn only_content(
     ev: &mut Eval<'_>,
     report: &mut Report,
 ) -> Option<(String, Value)> {
-    let versions: Vec<&str> = greengrass
-        .iter()
-        .filter(|(_, r)| *r == Role::Version(kind))
-        .map(|(id, _)| *id)
-        .collect();
-    let initials: Vec<&str> = greengrass
-        .iter()
-        .filter(|(id, r)| {
-            *r == Role::Definition(kind)
-                && template.resources[*id]
-                    .properties
-                    .get("InitialVersion")
-                    .is_some()
-        })
-        .map(|(id, _)| *id)
-        .collect();
+    let versions = with_role(template, greengrass, Role::Version(kind), false);
+    let initials = with_role(template, greengrass, Role::Definition(kind), true);
     let (candidates, is_version) = if versions.is_empty() {
         (initials, false)
     } else {
