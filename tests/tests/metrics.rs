@@ -278,6 +278,12 @@ fn metrics_count_mqtt_payload_bytes_and_the_spools_oldest_message() {
         eprintln!("SKIPPED: mosquitto_pub/mosquitto_sub not installed (Debian mosquitto-clients)");
         return;
     }
+    if parse("").is_none() {
+        eprintln!(
+            "SKIPPED: python3 with prometheus_client is missing; the exposition was not parsed"
+        );
+        return;
+    }
     let thing = |name: &str| format!("arn:aws:iot:{REGION}:{ACCOUNT}:thing/{name}");
     let device = |name: &str| {
         json!({
@@ -398,12 +404,6 @@ fn metrics_count_mqtt_payload_bytes_and_the_spools_oldest_message() {
         (code == 200).then_some(())?;
         parse(&String::from_utf8(body).ok()?)?.ok()
     };
-    if parse("").is_none() {
-        eprintln!(
-            "SKIPPED: python3 with prometheus_client is missing; the exposition was not parsed"
-        );
-        return;
-    }
     let families = wait_for(LIMIT, || {
         let f = scrape()?;
         let delivered = value(
