@@ -97,6 +97,17 @@ fn a_second_runtime_on_the_same_root_exits_75_naming_the_first_pid_and_touches_n
     });
     assert!(flowing.is_some(), "feeder -> boxed -> recorder");
     let system_log = rt.log_path("system/runtime.log");
+    // The first runtime's own last start-up line ("start-up over", written once every
+    // component left Starting) must be in before the log is taken as it was.
+    let settled = wait_for(LIMIT, || {
+        let log = read(&system_log);
+        (log.contains("start-up over") || log.contains("cannot unmap the start-up code"))
+            .then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "the first runtime never finished its start-up"
+    );
     let log_before = read(&system_log);
 
     // The second runtime: same configuration, same root, same group.
