@@ -894,7 +894,7 @@ _evergreen() {
             return 0
             ;;
         evergreen__subcmd__fleet__subcmd__sign)
-            opts="-h --key --fleet --url --inline --sequence --things --groups --help"
+            opts="-h --key --fleet --url --inline --sequence --things --groups --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2424,7 +2424,7 @@ _evergreen() {
             return 0
             ;;
         evergreen__subcmd__support__subcmd__bundle)
-            opts="-o -n -h --config --root --socket --output --lines --help"
+            opts="-o -n -h --config --root --socket --output --lines --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

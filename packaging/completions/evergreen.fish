@@ -94,6 +94,7 @@ complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_se
 complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_seen_subcommand_from sign" -l things -d 'Thing names the document is for (comma-separated)' -r
 complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_seen_subcommand_from sign" -l groups -d 'Fleet groups the document is for (comma-separated)' -r
 complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_seen_subcommand_from sign" -l inline -d 'Put the bundle in the document (at most 64 KiB)'
+complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_seen_subcommand_from sign" -l json -d 'Print `{"fleet", "sequence", "bundleSize", "bundleSha256", "document"}`, where `document` is the signed document as text (what to publish), instead of the document alone'
 complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_seen_subcommand_from sign" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_seen_subcommand_from deploy" -l key -d 'The signing key (`evergreen fleet keygen`)' -r -F
 complete -c evergreen -n "__fish_evergreen_using_subcommand fleet; and __fish_seen_subcommand_from deploy" -l fleet -d 'The fleet\'s name; sequences count per fleet' -r
@@ -305,6 +306,7 @@ complete -c evergreen -n "__fish_evergreen_using_subcommand support-bundle" -l r
 complete -c evergreen -n "__fish_evergreen_using_subcommand support-bundle" -l socket -d 'Control socket [default: `evergreen.controlSocket`, else <root>/run/control.sock]' -r -F
 complete -c evergreen -n "__fish_evergreen_using_subcommand support-bundle" -s o -l output -d 'The archive to write [default: ./evergreen-support-<hostname>-<UTC time>.tar.gz]' -r -F
 complete -c evergreen -n "__fish_evergreen_using_subcommand support-bundle" -s n -l lines -d 'Lines taken from the end of each log file' -r
+complete -c evergreen -n "__fish_evergreen_using_subcommand support-bundle" -l json -d 'Print `{"archive", "bytes", "files", "notCollected"}` instead of the archive\'s path'
 complete -c evergreen -n "__fish_evergreen_using_subcommand support-bundle" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c evergreen -n "__fish_evergreen_using_subcommand default-group" -s h -l help -d 'Print help'
 complete -c evergreen -n "__fish_evergreen_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'

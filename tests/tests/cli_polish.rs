@@ -530,12 +530,101 @@ fn json_flags_print_one_document_each() {
         assert!(out.status.success(), "{args:?}: {}", output_text(&out));
         json_out(&out);
     }
+    // The operator's offline fleet tools: a bundle of the running group, signed.
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let bundle = out_dir.path().join("group.tar");
+    let bundle_arg = bundle.to_str().expect("utf-8");
+    let doc = json_out(&evergreen_with(
+        &config,
+        &["group", "export", &id, "--output", bundle_arg, "--json"],
+    ));
+    assert_eq!(doc["file"], bundle_arg, "{doc}");
+    let key = out_dir.path().join("fleet.key");
+    let key_arg = key.to_str().expect("utf-8");
+    let doc = json_out(&evergreen(&["fleet", "keygen", key_arg, "--json"]));
+    assert_eq!(doc["keyFile"], key_arg, "{doc}");
+    let doc = json_out(&evergreen(&[
+        "fleet",
+        "sign",
+        bundle_arg,
+        "--key",
+        key_arg,
+        "--fleet",
+        "line-1",
+        "--url",
+        "https://example.invalid/g.tar",
+        "--sequence",
+        "7",
+        "--things",
+        "gw-1",
+        "--json",
+    ]));
+    let size = std::fs::metadata(&bundle).expect("bundle").len();
+    assert_eq!(doc["fleet"], "line-1", "{doc}");
+    assert_eq!(doc["sequence"], 7, "{doc}");
+    assert_eq!(doc["bundleSize"], size, "{doc}");
+    let sha = doc["bundleSha256"].as_str().unwrap_or("");
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{doc}"
+    );
+    // The document is a string to publish as it is; it names the same bundle.
+    let signed = doc["document"].as_str().unwrap_or("");
+    assert!(serde_json::from_str::<Value>(signed).is_ok(), "{doc}");
+    assert!(signed.contains(sha), "{doc}");
+
+    let archive = out_dir.path().join("support.tar.gz");
+    let archive_arg = archive.to_str().expect("utf-8");
+    let doc = json_out(&evergreen_with(
+        &config,
+        &["support-bundle", "--output", archive_arg, "--json"],
+    ));
+    assert_eq!(doc["archive"], archive_arg, "{doc}");
+    assert_eq!(
+        doc["bytes"],
+        std::fs::metadata(&archive).expect("archive").len(),
+        "{doc}"
+    );
+    let files: Vec<&str> = doc["files"]
+        .as_array()
+        .map(|f| f.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for name in ["MANIFEST.txt", "version.txt"] {
+        assert!(files.contains(&name), "{name} not listed: {doc}");
+    }
+    assert!(doc["notCollected"].is_array(), "{doc}");
+
     // An invalid group given to deploy --json is the same document as validate --json's.
     let dir = tempfile::tempdir().expect("tmp");
     let bad = write_file(dir.path(), "bad.json", &group_with_many_errors());
     let out = evergreen_with(&config, &["deploy", bad.to_str().expect("utf-8"), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert_eq!(json_out(&out)["errors"].as_array().map(Vec::len), Some(5));
+}
+
+/// A configuration file with several keys at fault names them all in one run, each by its
+/// path (the same promise `validate` keeps for group files).
+#[test]
+fn a_configuration_with_several_bad_keys_lists_them_all() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_file(
+        dir.path(),
+        "config.json",
+        &json!({
+            "coreThing": {"thingNme": "gw"},
+            "evergreen": {"logLevl": "debug", "restart": {"initialBackoffMs": "fast"}},
+        }),
+    );
+    let out = evergreen_with(&config, &["status"]);
+    assert_eq!(out.status.code(), Some(78), "{}", output_text(&out));
+    let text = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "coreThing.thingNme",
+        "evergreen.logLevl",
+        "evergreen.restart.initialBackoffMs",
+    ] {
+        assert!(text.contains(key), "{key} not named: {text}");
+    }
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub struct BundleArgs {
     /// Lines taken from the end of each log file.
     #[arg(long, short = 'n', value_name = "N", default_value_t = DEFAULT_LINES)]
     pub lines: usize,
+    /// Print `{"archive", "bytes", "files", "notCollected"}` instead of the archive's path.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why the archive could not be written (collection failures are MANIFEST lines instead).
@@ -642,9 +645,26 @@ pub fn command(args: &BundleArgs) -> ExitCode {
     for (name, why) in bundle.missing() {
         eprintln!("evergreen: not collected: {name}: {why}");
     }
-    let written = archive(&bundle, &top_dir(&output)).and_then(|gz| write_private(&output, &gz));
+    let written = archive(&bundle, &top_dir(&output))
+        .and_then(|gz| write_private(&output, &gz).map(|()| gz.len()));
     match written {
-        Ok(()) => {
+        Ok(bytes) if args.json => {
+            let document = serde_json::json!({
+                "archive": output.display().to_string(),
+                "bytes": bytes,
+                "files": std::iter::once("MANIFEST.txt")
+                    .chain(bundle.files.iter().map(|(name, _)| name.as_str()))
+                    .collect::<Vec<_>>(),
+                "notCollected": bundle
+                    .missing()
+                    .iter()
+                    .map(|(name, why)| serde_json::json!({"name": name, "reason": why}))
+                    .collect::<Vec<_>>(),
+            });
+            println!("{document:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
             println!("{}", output.display());
             ExitCode::SUCCESS
         }

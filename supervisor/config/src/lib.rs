@@ -189,17 +189,28 @@ pub enum ConfigError {
         source: io::Error,
     },
     /// The file is not JSON, has an unknown key, or a value of the wrong type.
-    /// `json_path` is like `evergreen.restart.jitter` (`.` for the top level).
-    #[error("cannot parse configuration {} at {json_path}: {message}", path.display())]
+    /// `json_path` is like `evergreen.restart.jitter` (`.` for the top level); `more` lists
+    /// the other keys at fault, each as `<key path>: <problem>` (see
+    /// [`evergreen_json::from_str_all`] for which ones can be found in one pass).
+    #[error("cannot parse configuration {} at {json_path}: {message}{}", path.display(), also(more))]
     Parse {
         path: PathBuf,
         json_path: String,
         message: String,
+        more: Vec<String>,
     },
     /// Every value that is out of range or inconsistent, each as
     /// `<key path>: <problem>`.
     #[error("invalid configuration {}:{}", path.display(), bullets(errors))]
     Invalid { path: PathBuf, errors: Vec<String> },
+}
+
+fn also(more: &[String]) -> String {
+    if more.is_empty() {
+        String::new()
+    } else {
+        format!("\nand also:{}", bullets(more))
+    }
 }
 
 fn bullets(errors: &[String]) -> String {

@@ -49,16 +49,28 @@ fn load_optional(path: &Path, env: &ConfigEnv) -> Result<CoreConfig, ConfigError
     }
 }
 
+/// How many keys at fault one reading of the file reports.
+const MAX_PARSE_ERRORS: usize = 20;
+
 fn parse(text: &str, path: &Path, env: &ConfigEnv) -> Result<CoreConfig, ConfigError> {
     // Strictly (`evergreen_json`): a section given as an array (serde would take a struct's
     // keys by position, so `"restart": [1, 2]` would load), a key given twice (a map such as
     // `evergreen.components` would keep the last), `{"always": null}` for `"always"`, or
     // anything after the object is an error at its key path, like an unknown key.
-    let raw: CoreConfig = evergreen_json::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        json_path: e.path().to_string(),
-        message: e.message().to_owned(),
-    })?;
+    let raw: CoreConfig =
+        evergreen_json::from_str_all(text, MAX_PARSE_ERRORS).map_err(|errors| {
+            let mut errors = errors.into_iter();
+            let (json_path, message) = errors
+                .next()
+                .map(|e| (e.path().to_string(), e.message().to_owned()))
+                .unwrap_or_else(|| (".".to_owned(), "unreadable".to_owned()));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                json_path,
+                message,
+                more: errors.map(|e| e.to_string()).collect(),
+            }
+        })?;
     finish(raw, path, env)
 }
 
@@ -448,6 +460,33 @@ mod tests {
             ConfigError::Parse { message, .. } => assert!(message.contains("line 4"), "{message}"),
             other => panic!("expected a parse error, got {other:?}"),
         }
+    }
+
+    /// An operator fixing a file sees every key at fault at once, not one per run.
+    #[test]
+    fn bad_keys_are_all_listed() {
+        let err = bad("three-mistakes.json");
+        let ConfigError::Parse {
+            json_path,
+            message,
+            more,
+            ..
+        } = &err
+        else {
+            panic!("expected a parse error, got {err:?}");
+        };
+        assert_eq!(json_path, "coreThing.keepAlive");
+        assert!(message.contains("line 2"), "{message}");
+        let more: Vec<&str> = more
+            .iter()
+            .map(|e| e.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(more, ["coreThing.thingNme", "evergreen.logLevl"], "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("and also:\n  - coreThing.thingNme: unknown member"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -102,6 +102,7 @@ const FIXTURES: &[&str] = &[
     "bad/retry-interval-zero.json",
     "bad/cloud-tls-not-bool.json",
     "bad/peer-limits-out-of-range.json",
+    "bad/three-mistakes.json",
 ];
 
 #[test]

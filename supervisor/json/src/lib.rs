@@ -53,6 +53,90 @@ pub fn from_slice<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     Ok(value)
 }
 
+/// Every shape error of `text` as `T` that can be told apart, not only the first: an operator
+/// who fixes a file should not have to run the command once per mistake.
+///
+/// The first error is [`from_str`]'s, with its line and column. When the text is JSON at all,
+/// the member at fault is then taken out of a parsed copy and the copy read again, up to
+/// `limit` errors; those later errors carry their path but no line (the copy is not the
+/// file's text) and come in the copy's order (object members sorted by key). It stops early rather than report an error its own removals caused: at an
+/// array element (removing it would renumber the elements after it), or at an error on a
+/// member that encloses one already taken out (such as a required member now missing).
+/// A document is never accepted from a modified copy: any error is `Err`.
+pub fn from_str_all<T: serde::de::DeserializeOwned>(
+    text: &str,
+    limit: usize,
+) -> Result<T, Vec<Error>> {
+    let first = match from_str(text) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let mut errors = vec![first];
+    let Ok(mut copy) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Err(errors);
+    };
+    while errors.len() < limit.max(1) {
+        let Some(last) = errors.last() else { break };
+        if !remove(&mut copy, last.path.segments()) {
+            break;
+        }
+        let Err(mut next) = from_str::<T>(&copy.to_string()) else {
+            break;
+        };
+        let consequence = errors
+            .iter()
+            .any(|e| e.path.segments().starts_with(next.path.segments()));
+        if consequence {
+            break;
+        }
+        next.message = without_position(&next.message).to_string();
+        errors.push(next);
+    }
+    Err(errors)
+}
+
+/// Takes the object member at `path` out of `value`; false when the path ends at an array
+/// element, at the root, or names nothing.
+fn remove(value: &mut serde_json::Value, path: &[Segment]) -> bool {
+    let Some((Segment::Key(key), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        let next = match (segment, at) {
+            (Segment::Key(k), serde_json::Value::Object(map)) => map.get_mut(k),
+            (Segment::Index(i), serde_json::Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match at {
+        serde_json::Value::Object(map) => map.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+/// `message` without serde_json's trailing ` at line L column C`.
+fn without_position(message: &str) -> &str {
+    let Some(at) = message.rfind(" at line ") else {
+        return message;
+    };
+    let tail = &message[at + " at line ".len()..];
+    let mut parts = tail.splitn(3, ' ');
+    let line = parts.next().unwrap_or("");
+    let word = parts.next().unwrap_or("");
+    let column = parts.next().unwrap_or("");
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if digits(line) && word == "column" && digits(column) {
+        &message[..at]
+    } else {
+        message
+    }
+}
+
 /// serde_json's message with serde's wording (`invalid type: string "x", expected u16`) put in
 /// the operator's (`must be a whole number from 0 to 65535, not the string "x"`), and its line
 /// and column kept. Public for readers that must take a value apart with serde_json itself

@@ -248,3 +248,63 @@ fn paths_read_as_serde_path_to_error_wrote_them() {
     assert_eq!(Path::default().to_string(), ".");
     assert_eq!(Path(vec![Segment::Index(0)]).to_string(), "[0]");
 }
+
+#[test]
+fn from_str_all_lists_every_member_at_fault() {
+    let text = r#"{"Items": [{"Id": "a", "Confg": 1}], "Inner": {"A": "x"}, "Map": {"k": {"A": -1}}, "Extra": 2}"#;
+    let errors = from_str_all::<Outer>(text, 10).expect_err("four mistakes");
+    let mut paths: Vec<String> = errors.iter().map(|e| e.path().to_string()).collect();
+    // The first is the file's first; the copy's members come in key order.
+    assert_eq!(paths[0], "Items[0].Confg", "{errors:?}");
+    paths.sort();
+    assert_eq!(
+        paths,
+        ["Extra", "Inner.A", "Items[0].Confg", "Map.k.A"],
+        "{errors:?}"
+    );
+    assert!(errors[0].message().contains("line 1 column"), "{errors:?}");
+    assert!(
+        errors[1..]
+            .iter()
+            .all(|e| !e.message().contains(" at line ")),
+        "later errors come from the copy, whose lines are not the file's: {errors:?}"
+    );
+}
+
+#[test]
+fn from_str_all_stops_before_an_error_of_its_own_making() {
+    // Taking `Id` out (wrong type) makes it missing: that is not reported.
+    let errors = from_str_all::<Outer>(r#"{"Items": [{"Id": 5}]}"#, 10).expect_err("bad");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path().to_string(), "Items[0].Id");
+    // An array element is never taken out: the paths after it would be renumbered.
+    let errors = from_str_all::<Vec<u32>>(r#"[1, "x", "y"]"#, 10).expect_err("bad");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    // A variant given as an object is one mistake, not two.
+    let errors =
+        from_str_all::<BTreeMap<String, Policy>>(r#"{"p": {"never": null}}"#, 10).expect_err("bad");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[test]
+fn from_str_all_keeps_the_first_error_of_text_that_is_not_json_or_repeats_a_key() {
+    let errors = from_str_all::<Outer>(r#"{"Items": [}"#, 10).expect_err("syntax");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let errors =
+        from_str_all::<Outer>(r#"{"Inner": {"A": 1, "A": 2}, "Extra": 1}"#, 10).expect_err("dup");
+    assert_eq!(errors[0].path().to_string(), "Inner.A", "{errors:?}");
+    assert!(
+        errors[0].message().starts_with("duplicate key `A`"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        from_str_all::<Outer>(r#"{"Inner": {"A": 1}}"#, 10).map(|o| o.inner.map(|i| i.a)),
+        Ok(Some(1))
+    );
+    assert_eq!(
+        from_str_all::<Outer>(r#"{"X": 1, "Y": 2, "Z": 3}"#, 2)
+            .map_err(|e| e.len())
+            .err(),
+        Some(2)
+    );
+}

@@ -110,11 +110,18 @@ fn one_line(text: String) -> String {
     if !text.contains('\n') {
         return text;
     }
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    let mut out = String::new();
+    for line in text.lines().map(|l| l.trim().trim_start_matches("- ")) {
+        if line.is_empty() {
+            continue;
+        }
+        // A heading such as "and also:" runs on into its first item.
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// Every check, in the order run.
@@ -403,6 +410,8 @@ mod tests {
         assert!(text.ends_with("worst: FAIL (exit status 1)\n"), "{text}");
         let multi = Check::fail("x", "a\n  b\n", "h");
         assert_eq!(multi.detail, "a; b");
+        let listed = Check::fail("x", "bad at k1\nand also:\n  - k2: y\n  - k3: z", "h");
+        assert_eq!(listed.detail, "bad at k1; and also: k2: y; k3: z");
     }
 
     #[test]

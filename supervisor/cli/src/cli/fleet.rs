@@ -40,6 +40,11 @@ pub enum FleetCommand {
         /// Fleet groups the document is for (comma-separated).
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
+        /// Print `{"fleet", "sequence", "bundleSize", "bundleSha256", "document"}`, where
+        /// `document` is the signed document as text (what to publish), instead of the
+        /// document alone.
+        #[arg(long)]
+        json: bool,
     },
     /// Roll BUNDLE out over the broker: a canary stage, then batches, each signed for its
     /// gateways and published on their topics; waits for every gateway's status, and halts
@@ -185,7 +190,8 @@ pub(super) fn command(command: FleetCommand) -> ExitCode {
             sequence,
             things,
             groups,
-        } => sign(&bundle, sequence, Targets { things, groups }),
+            json,
+        } => sign(&bundle, sequence, Targets { things, groups }, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,7 +231,7 @@ fn keygen(path: &Path, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn sign(args: &BundleArgs, sequence: u64, targets: Targets) -> Result<(), String> {
+fn sign(args: &BundleArgs, sequence: u64, targets: Targets, json: bool) -> Result<(), String> {
     let (key, bundle) = args.read()?;
     let document = Document {
         fleet: args.fleet.clone(),
@@ -236,13 +242,27 @@ fn sign(args: &BundleArgs, sequence: u64, targets: Targets) -> Result<(), String
         release: None,
     };
     let signed = key.sign(&document).map_err(|e| e.to_string())?;
+    let (size, sha256) = document
+        .bundle
+        .as_ref()
+        .map_or((0, ""), |b| (b.size, b.sha256.as_str()));
+    if json {
+        // The document stays text: gateways check the signature over its exact bytes, so a
+        // script publishes this string as it is rather than re-encoding a parsed object.
+        let summary = serde_json::json!({
+            "fleet": document.fleet,
+            "sequence": document.sequence,
+            "bundleSize": size,
+            "bundleSha256": sha256,
+            "document": String::from_utf8_lossy(&signed),
+        });
+        println!("{summary:#}");
+        return Ok(());
+    }
     println!("{}", String::from_utf8_lossy(&signed));
     eprintln!(
-        "signed deployment {} of fleet {} for {} byte bundle {}",
-        document.sequence,
-        document.fleet,
-        document.bundle.as_ref().map_or(0, |b| b.size),
-        document.bundle.as_ref().map_or("", |b| b.sha256.as_str())
+        "signed deployment {} of fleet {} for {size} byte bundle {sha256}",
+        document.sequence, document.fleet,
     );
     Ok(())
 }
