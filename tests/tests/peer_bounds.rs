@@ -134,6 +134,8 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return false
             }
+            // A signal is not the peer closing: read again until the deadline.
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return true,
         }
     }
