@@ -740,9 +740,11 @@ pub unsafe extern "C" fn gg_get_secret_value(
 ) -> c_int {
     guard("gg_get_secret_value", || {
         let env = tryc!(check_request(ggreq, result));
-        // SAFETY (three calls): the caller's promise about the strings.
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let id = tryc!(unsafe { required(secret_id, "secret_id") });
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let version = tryc!(unsafe { text(version_id, "version_id") });
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let stage = tryc!(unsafe { text(version_stage, "version_stage") });
         let mut body = json!({ "SecretId": id });
         // Passed on as asked: the core answers a VersionId with the refusal the SDKs know.
@@ -787,12 +789,15 @@ pub unsafe extern "C" fn gg_invoke(
         }
         // SAFETY: non-NULL and readable (the caller's promise).
         let opts = unsafe { &*opts };
-        // SAFETY (four calls): the caller's promise about the options' strings and payload.
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let arn = tryc!(unsafe { required(opts.function_arn, "function_arn") });
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let context =
             tryc!(unsafe { text(opts.customer_context, "customer_context") }).unwrap_or("");
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let qualifier =
             tryc!(unsafe { text(opts.qualifier, "qualifier") }).filter(|q| !q.is_empty());
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let payload = tryc!(unsafe { bytes(opts.payload, opts.payload_size, "payload") });
         let wait = match opts.invoke_type {
             GG_INVOKE_EVENT => false,
@@ -907,8 +912,9 @@ pub unsafe extern "C" fn gg_publish_with_options(
 ) -> c_int {
     guard("gg_publish_with_options", || {
         let env = tryc!(check_request(ggreq, result));
-        // SAFETY (two calls): the caller's promise about topic and payload.
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let topic = tryc!(unsafe { required(topic, "topic") });
+        // SAFETY: the caller's promise about this argument (see the function's # Safety).
         let payload = tryc!(unsafe { bytes(payload, payload_size, "payload") });
         let policy = if opts.is_null() {
             ""
@@ -964,6 +970,7 @@ unsafe fn shadow(
     let env = tryc!(check_request(ggreq, result));
     // SAFETY: the caller's promise about thing_name.
     let thing = tryc!(unsafe { required(thing_name, "thing_name") });
+    // SAFETY: the caller's promise about this argument (see the function's # Safety).
     let body = if op == "update" {
         // SAFETY: the caller's promise about the update document.
         tryc!(unsafe { required(document, "update_payload") }).as_bytes()
