@@ -529,3 +529,82 @@ fn the_header_compiles_as_c89_and_cpp_with_the_documented_values() {
         .expect("c++");
     assert!(cpp.status.success(), "C++: {}", output_text(&cpp));
 }
+
+// A pinned C function that reports, from inside its container, its hostname and whether a
+// host file beside it is visible.
+const BOXED: &str = r#"
+#define _DEFAULT_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "greengrasssdk.h"
+
+static void handler(const gg_lambda_context *cxt) {
+    (void)cxt;
+}
+
+int main(void) {
+    char host[128] = "";
+    char view[512];
+    gg_request req = NULL;
+    gg_request_result res;
+    if (gg_global_init(0) != GGE_SUCCESS || gg_runtime_start(handler, GG_RT_OPT_ASYNC) != GGE_SUCCESS) {
+        return 1;
+    }
+    gethostname(host, sizeof host - 1);
+    snprintf(view, sizeof view, "{\"hostname\":\"%s\",\"sees_host_file\":%s}", host,
+             access(getenv("EG_TEST_HOST_FILE"), F_OK) == 0 ? "true" : "false");
+    gg_request_init(&req);
+    gg_publish(req, "box/view", view, strlen(view), &res);
+    gg_request_close(req);
+    for (;;) {
+        pause();
+    }
+}
+"#;
+
+#[test]
+fn a_c_function_runs_in_a_container_with_the_library_bound() {
+    evergreen_tests::require_containers!();
+    if cc_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let library = library();
+    let lib = link_dir(dir.path(), &library);
+    let boxed = build_c(dir.path(), "boxed", BOXED, &lib, &[]);
+    let host_file = dir.path().join("host-only");
+    std::fs::write(&host_file, "x").expect("write");
+    let out = dir.path().join("got.jsonl");
+    let mut f = c_function(
+        "boxed",
+        &boxed,
+        true,
+        json!({ "EG_TEST_HOST_FILE": host_file }),
+    );
+    f["FunctionConfiguration"]["Environment"]["Execution"]["IsolationMode"] =
+        json!("GreengrassContainer");
+    f["FunctionConfiguration"]["Environment"]["ResourceAccessPolicies"] = json!([]);
+    f["FunctionConfiguration"]["MemorySize"] = json!(16384);
+    let port = free_port().expect("a free port");
+    let rt = Runtime::start_config_in(
+        dir,
+        &group(
+            vec![f, function("rec", &format!("record {}", out.display()))],
+            vec![sub("box", &fn_arn("boxed"), "box/#", &fn_arn("rec"))],
+        ),
+        &json!({ "coreThing": { "ggDaemonPort": port } }),
+        &[("EVERGREEN_C_SDK_LIBRARY", library.as_os_str())],
+    );
+    let got = wait_for(LIMIT, || {
+        records(&out).into_iter().find(|r| r["topic"] == "box/view")
+    })
+    .unwrap_or_else(|| panic!("{}", read(&rt.function_log("boxed"))));
+    let view: Value = serde_json::from_str(got["payload"].as_str().unwrap_or("")).expect("JSON");
+    assert_eq!(view["hostname"], "boxed", "its own UTS namespace: {view}");
+    assert_eq!(
+        view["sees_host_file"], false,
+        "only its program and the library are bound: {view}"
+    );
+}
