@@ -6,7 +6,8 @@
 //!
 //! It owns the per-function state of the *lambda link*, the alternative to
 //! the stdio frame link for functions whose `Executable` is
-//! `module.function`: each registered function has a work queue (router
+//! `module.function` and for native functions (`Runtime` `executable`, on
+//! Evergreen's C SDK library, see [`native`]): each registered function has a work queue (router
 //! deliveries come from the component's own bounded inbox, direct
 //! Lambda-to-Lambda invokes from a second bounded queue), one worker (the
 //! current child, with its random token) and the results that callers are
@@ -136,7 +137,7 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// One registered Python function.
+/// One registered Python or native function.
 #[derive(Debug)]
 pub(crate) struct FunctionLink {
     serial: u64,
