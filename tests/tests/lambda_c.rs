@@ -113,6 +113,7 @@ const UPPER: &str = r#"
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include "greengrasssdk.h"
 
 static void handler(const gg_lambda_context *cxt) {
@@ -137,6 +138,9 @@ static void handler(const gg_lambda_context *cxt) {
             gg_log(GG_LOG_ERROR, "a second answer was accepted");
         }
         return;
+    }
+    if (strcmp(event, "hang") == 0) {
+        sleep(60);
     }
     for (i = 0; i < total; i++) {
         event[i] = (char)toupper((unsigned char)event[i]);
@@ -223,6 +227,11 @@ int main(void) {
     len = read_all(req);
     report("fail", err, &res, len);
 
+    opts.payload = "hang";
+    err = gg_invoke(req, &opts, &res);
+    len = read_all(req);
+    report("hang", err, &res, len);
+
     err = gg_update_thing_shadow(req, "cthing", "{\"state\":{\"reported\":{\"temp\":21}}}", &res);
     len = read_all(req);
     report("update", err, &res, len);
@@ -299,9 +308,11 @@ fn c_functions_invoke_publish_read_shadows_and_secrets_and_log_through_the_c_sdk
     )
     .expect("put secret");
     let out = dir.path().join("got.jsonl");
+    let mut upper_fn = c_function("upper", &upper, false, json!({}));
+    upper_fn["FunctionConfiguration"]["Timeout"] = json!(2);
     let mut g = group(
         vec![
-            c_function("upper", &upper, false, json!({})),
+            upper_fn,
             c_function(
                 "driver",
                 &driver,
@@ -351,6 +362,11 @@ fn c_functions_invoke_publish_read_shadows_and_secrets_and_log_through_the_c_sdk
     assert_eq!((err, status), (0, 1), "{got:?}");
     let body: Value = serde_json::from_str(&body).expect("error document");
     assert_eq!(body["errorMessage"], "asked to fail");
+
+    // A handler that outlives its Timeout is killed: GG_REQUEST_UNHANDLED (2).
+    let (err, status, body) = step("hang");
+    assert_eq!((err, status), (0, 2), "{got:?}");
+    assert!(body.contains("Unhandled"), "{body}");
 
     // Shadows: update then get returns the reported state; a get after delete is a rejection
     // (GG_REQUEST_HANDLED with the shadow service's {"code","message"}).
