@@ -130,6 +130,7 @@ static void handler(const gg_lambda_context *cxt) {
     } while (n);
     event[total] = '\0';
     gg_log(GG_LOG_INFO, "upper got %zu bytes for %s", total, cxt->function_arn);
+    gg_log(GG_LOG_INFO, "context for %s: %s", event, cxt->client_context);
     if (strcmp(event, "fail") == 0) {
         gg_log(GG_LOG_WARN, "asked to fail,\nsecond line");
         gg_lambda_handler_write_error("asked to fail");
@@ -259,6 +260,10 @@ int main(void) {
     answer[0] = '\0';
     report("publish", err, &res, 0);
 
+    /* A subscription delivery to the C handler. */
+    err = gg_publish(req, "c/to-upper", "sub", 3, &res);
+    report("to-upper", err, &res, 0);
+
     res.request_status = GG_REQUEST_SUCCESS;
     err = gg_publish(req, NULL, "x", 1, &res);
     report("no-topic", err, &res, 0);
@@ -321,12 +326,15 @@ fn c_functions_invoke_publish_read_shadows_and_secrets_and_log_through_the_c_sdk
             ),
             function("rec", &format!("record {}", out.display())),
         ],
-        vec![sub(
-            "driver-to-rec",
-            &fn_arn("driver"),
-            "c/#",
-            &fn_arn("rec"),
-        )],
+        vec![
+            sub("driver-to-rec", &fn_arn("driver"), "c/#", &fn_arn("rec")),
+            sub(
+                "driver-to-upper",
+                &fn_arn("driver"),
+                "c/to-upper",
+                &fn_arn("upper"),
+            ),
+        ],
     );
     g["ResourceDefinitionVersion"] = json!({ "Resources": [
         secret_resource("Str", &secret_arn("greengrass-str-AbCdEf")),
@@ -425,6 +433,22 @@ fn c_functions_invoke_publish_read_shadows_and_secrets_and_log_through_the_c_sdk
         "{log}"
     );
     assert!(log.contains("Handled error: asked to fail"), "{log}");
+
+    // A subscription delivery reaches the C handler with the caller's client context as sent:
+    // base64 JSON whose custom.subject is the topic.
+    let context = wait_for(LIMIT, || {
+        read(&rt.function_log("upper")).lines().find_map(|l| {
+            l.split_once("context for sub: ")
+                .map(|(_, c)| c.trim().to_string())
+        })
+    })
+    .unwrap_or_else(|| panic!("no delivery: {}", read(&rt.function_log("upper"))));
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&context)
+        .expect("base64 client context");
+    let context: Value = serde_json::from_slice(&decoded).expect("JSON client context");
+    assert_eq!(context["custom"]["subject"], "c/to-upper", "{context}");
     assert!(!log.contains("a second answer was accepted"), "{log}");
 }
 
