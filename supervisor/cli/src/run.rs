@@ -98,6 +98,8 @@ struct Prepared {
     watchdog: Option<Duration>,
     /// `<root>/runtime/python`, or `None` when its files could not be written.
     python_dir: Option<PathBuf>,
+    /// Where native functions load the C SDK library from, if it was found and copied.
+    native_lib_dir: Option<PathBuf>,
     mqtt_setup: evergreen_mqtt::Setup,
     cloud: Option<Cloud>,
 }
@@ -244,7 +246,7 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
     let python_functions = plan
         .components
         .values()
-        .filter(|c| matches!(c.launch, Launch::Python { .. }))
+        .filter(|c| c.launch.lambda_link())
         .count();
     let python_dir = runtime_root.join("runtime").join("python");
     let python_dir = match evergreen_runtime::lambda::python::install(&python_dir) {
@@ -259,6 +261,63 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
             }
             tracing::warn!("{what}: {source}; Python functions cannot run");
             None
+        }
+    };
+    // Native functions (`Runtime` `executable`): Evergreen's C SDK library, copied to the
+    // runtime directory under V1's name (docs/c-functions.md). Without it they cannot start,
+    // which each one's log then says; everything else runs.
+    let native_functions = plan
+        .components
+        .values()
+        .filter(|c| matches!(c.launch, Launch::Native { .. }))
+        .count();
+    let native_lib_dir = runtime_root.join("runtime").join("lib");
+    let exe = std::env::current_exe().unwrap_or_default();
+    let named = std::env::var_os(evergreen_runtime::lambda::native::LIBRARY_VAR);
+    let native_lib_dir = match evergreen_runtime::lambda::native::find_library(
+        &exe,
+        named.as_deref(),
+    ) {
+        None => {
+            let what = match &named {
+                Some(named) => format!(
+                    "{}={} is not a file: native functions (Runtime executable) cannot run",
+                    evergreen_runtime::lambda::native::LIBRARY_VAR,
+                    std::path::Path::new(named).display()
+                ),
+                None => format!(
+                    "{} was found neither beside {} nor in {}: native functions (Runtime executable) cannot run",
+                    evergreen_runtime::lambda::native::LIBRARY,
+                    exe.display(),
+                    evergreen_runtime::lambda::native::PACKAGED_DIR
+                ),
+            };
+            if native_functions > 0 {
+                tracing::error!("{what}");
+            } else {
+                tracing::debug!("{what}");
+            }
+            None
+        }
+        Some(library) => {
+            match evergreen_runtime::lambda::native::install(&native_lib_dir, &library) {
+                Ok(()) => {
+                    tracing::debug!(
+                        "C SDK library {} copied to {}",
+                        library.display(),
+                        native_lib_dir.display()
+                    );
+                    Some(native_lib_dir)
+                }
+                Err(e) => {
+                    tracing::error!(
+                    "cannot copy {} to {}: {e}; native functions (Runtime executable) cannot run",
+                    library.display(),
+                    native_lib_dir.display()
+                );
+                    None
+                }
+            }
         }
     };
 
@@ -286,6 +345,7 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         notifier,
         watchdog,
         python_dir,
+        native_lib_dir,
         mqtt_setup,
         cloud,
     })
@@ -356,6 +416,9 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
             hub.set_shadow(Arc::new(shadow.clone()));
         }
         hub.set_secrets(p.secrets.clone() as Arc<dyn SecretSource>);
+        if let Some(dir) = &p.native_lib_dir {
+            hub.set_native_library(dir.clone());
+        }
         supervisor = supervisor.with_lambda(hub);
     }
     let mut cloud_spool = None;

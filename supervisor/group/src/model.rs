@@ -288,7 +288,8 @@ pub(crate) struct FunctionConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) code_uri: Option<String>,
     /// The Lambda runtime (`python3.7`, `python3.8`, … ; default `python3`
-    /// when `CodeUri` is given).
+    /// when `CodeUri` is given), or `executable` for a native function (a
+    /// program using the Greengrass Core SDK for C; no `CodeUri`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) runtime: Option<String>,
 }

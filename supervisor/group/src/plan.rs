@@ -71,6 +71,28 @@ pub enum Launch {
         /// `EncodingType` is `binary` (else `json`).
         binary: bool,
     },
+    /// A Greengrass V1 native function (`Runtime` `executable`): a program linked against the
+    /// Greengrass Core SDK for C, served over the Lambda IPC endpoint with Evergreen's
+    /// `libaws-greengrass-core-sdk-c.so` on its library path.
+    Native { path: PathBuf, args: Vec<String> },
+}
+
+/// Whether a function's `Runtime` names Greengrass V1's runtime for native functions
+/// (programs linked against the Greengrass Core SDK for C): `executable`, or the Lambda
+/// runtime ARN V1 used, `arn:aws:greengrass:::runtime/function/executable`.
+pub fn is_native_runtime(runtime: &str) -> bool {
+    matches!(
+        runtime,
+        "executable" | "arn:aws:greengrass:::runtime/function/executable"
+    )
+}
+
+impl Launch {
+    /// Whether the component talks to the runtime over the Lambda IPC endpoint (the lambda
+    /// link) rather than the stdio frames: Python and native functions.
+    pub fn lambda_link(&self) -> bool {
+        matches!(self, Launch::Python { .. } | Launch::Native { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

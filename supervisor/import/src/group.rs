@@ -151,6 +151,40 @@ fn functions(
     }
 }
 
+/// A V1 native (C) function: `Runtime` `executable`, and `Executable` the program's place in
+/// `dir` (V1's `Executable`, or the Lambda's `Handler`, is the program's name in its deployment
+/// package), which the operator fills (docs/c-functions.md).
+fn native_from_lambda(
+    config: &mut Map<String, Value>,
+    lambda: &Lambda,
+    dir: &str,
+    subject: &str,
+    report: &mut Report,
+) {
+    config.insert("Runtime".into(), Value::String("executable".into()));
+    let name = config
+        .get("Executable")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| lambda.handler.clone());
+    let path = match name {
+        Some(name) => {
+            let path = format!("{dir}/{name}");
+            config.insert("Executable".into(), Value::String(path.clone()));
+            path
+        }
+        None => format!("{dir}/<program>"),
+    };
+    report.todo(
+        subject,
+        format!(
+            "its Lambda ({}) is a native (C) function: copy its program from the deployment package to {path} \
+             beside the group file (it runs on Evergreen's libaws-greengrass-core-sdk-c.so, see docs/c-functions.md)",
+            lambda.logical_id
+        ),
+    );
+}
+
 /// Fills a function's `Runtime`, `Executable` and `CodeUri` from what the template says of its
 /// Lambda, or says what is missing.
 #[allow(clippy::too_many_arguments)]
@@ -164,6 +198,10 @@ fn from_lambda(
     code_files: &mut Vec<CodeFile>,
 ) {
     let runtime = lambda.runtime.as_deref().unwrap_or_default();
+    if evergreen_group::plan::is_native_runtime(runtime) {
+        native_from_lambda(config, lambda, dir, subject, report);
+        return;
+    }
     let python3 = runtime == "python3"
         || runtime
             .strip_prefix("python3.")
@@ -475,6 +513,24 @@ mod lambda_tests {
         );
         let (_, report) = one_function(None, "python3.8", LambdaCode::Inline("x = 1\n".into()));
         assert!(report.todos().next().is_none(), "{report:?}");
+    }
+
+    #[test]
+    fn native_functions_become_runtime_executable_programs_to_copy() {
+        let (group, report) = one_function(
+            Some("invokee"),
+            "arn:aws:greengrass:::runtime/function/executable",
+            LambdaCode::Unknown,
+        );
+        let config = &group["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"];
+        assert_eq!(config["Runtime"], "executable");
+        assert_eq!(config["Executable"], "functions/f/invokee");
+        assert!(config.get("CodeUri").is_none());
+        assert!(
+            todo_text(&report)
+                .contains("copy its program from the deployment package to functions/f/invokee"),
+            "{report:?}"
+        );
     }
 
     #[test]

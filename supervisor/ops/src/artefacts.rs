@@ -108,7 +108,8 @@ pub(crate) struct Slot {
 }
 
 /// Every field of `group` that names an artefact, host programs left out. A function is a
-/// Python one when it has a `CodeUri` or a `Runtime`, as validation decides.
+/// Python one when it has a `CodeUri` or a `Runtime` other than a native function's, as
+/// validation decides.
 pub(crate) fn slots(group: &Value) -> Vec<Slot> {
     let Some(functions) = group
         .pointer("/FunctionDefinitionVersion/Functions")
@@ -121,9 +122,15 @@ pub(crate) fn slots(group: &Value) -> Vec<Slot> {
         let Some(config) = function.get("FunctionConfiguration") else {
             continue;
         };
-        let python = ["CodeUri", "Runtime"]
-            .iter()
-            .any(|k| config.get(*k).is_some_and(|v| !v.is_null()));
+        // A native function (`Runtime` `executable`) is a program like a plain one.
+        let native = config
+            .get("Runtime")
+            .and_then(Value::as_str)
+            .is_some_and(evergreen_group::plan::is_native_runtime);
+        let python = !native
+            && ["CodeUri", "Runtime"]
+                .iter()
+                .any(|k| config.get(*k).is_some_and(|v| !v.is_null()));
         let (key, role) = if python {
             ("CodeUri", Role::Code)
         } else {

@@ -23,7 +23,7 @@ use crate::router::{
 };
 use crate::sandbox::Sandboxes;
 use crate::services::{PlanListener, ShadowService};
-use evergreen_group::plan::{ComponentSpec, GroupPlan, Launch};
+use evergreen_group::plan::{ComponentSpec, GroupPlan};
 
 /// What a deployment changes, by component ARN.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -189,7 +189,7 @@ impl Supervisor {
     fn listen_for_functions(&self) -> Result<(), DeployError> {
         let Some(hub) = &self.lambda else {
             return Err(DeployError(vec![
-                "the group has Python functions, but the runtime could not write the Python \
+                "the group has Python or native functions, but the runtime could not write the Python \
                  runtime files at its start (see its log); restart it once the root is writable"
                     .into(),
             ]));
@@ -277,10 +277,7 @@ impl Handler<Deploy> for Supervisor {
             return Err(DeployError(vec!["the runtime is shutting down".into()]));
         }
         let table = self.check(&plan)?;
-        let functions = plan
-            .components
-            .values()
-            .any(|c| matches!(c.launch, Launch::Python { .. }));
+        let functions = plan.components.values().any(|c| c.launch.lambda_link());
         if functions {
             self.listen_for_functions()?;
         }

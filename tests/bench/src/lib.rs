@@ -7,9 +7,11 @@
 //! stays in `evergreen_tests`, which the integration tests also use. Here are
 //! only what several benches share beyond it: the MQTT 3.1.1 packets of the
 //! benches' own clients ([`mqtt`]), mosquitto as the upstream broker with
-//! persistence ([`mosquitto`]), what `eg-soak` counts ([`soak`]) and
-//! `eg-mqtt-bench`'s cases and brokers ([`mqtt_bench`]).
+//! persistence ([`mosquitto`]), what `eg-soak` counts ([`soak`]),
+//! `eg-mqtt-bench`'s cases and brokers ([`mqtt_bench`]) and `eg-lambda-bench`'s C functions
+//! ([`lambda_c`]).
 
+pub mod lambda_c;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod mqtt_bench;

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use evergreen_config::CoreConfig;
-use evergreen_group::plan::{GroupPlan, Launch};
+use evergreen_group::plan::GroupPlan;
 
 use crate::app;
 
@@ -346,10 +346,7 @@ impl Needs {
     fn of(plan: Option<&GroupPlan>) -> Needs {
         match plan {
             Some(plan) => Needs {
-                lambda: plan
-                    .components
-                    .values()
-                    .any(|c| matches!(c.launch, Launch::Python { .. })),
+                lambda: plan.components.values().any(|c| c.launch.lambda_link()),
                 devices: !plan.devices.is_empty(),
             },
             None => Needs {

@@ -214,7 +214,18 @@ impl Validator<'_> {
             Some(a) => a.split_whitespace().map(str::to_string).collect(),
             None => Vec::new(),
         };
-        let python = self.python(&cpath, config, executable);
+        let native = config
+            .runtime
+            .as_deref()
+            .is_some_and(crate::plan::is_native_runtime);
+        if native {
+            ok &= self.native(&cpath, config);
+        }
+        let python = if native {
+            None
+        } else {
+            self.python(&cpath, config, executable)
+        };
         ok &= python != Some(None);
         let python = python.flatten();
         let memory_kb = self.positive(&format!("{cpath}.MemorySize"), config.memory_size, "KB");
@@ -311,6 +322,10 @@ impl Validator<'_> {
                 runtime: runtime.to_string(),
                 binary: config.encoding_type.as_deref() == Some("binary"),
             },
+            None if native => Launch::Native {
+                path: resolve(executable),
+                args,
+            },
             None => Launch::Executable {
                 path: resolve(executable),
                 args,
@@ -340,6 +355,19 @@ impl Validator<'_> {
                 parsed.region, parsed.account, parsed.name
             )),
         })
+    }
+
+    /// Checks a native function (`Runtime` `executable`): its `Executable` is its program, so
+    /// it has no `CodeUri` (the version store keeps the program itself).
+    fn native(&mut self, cpath: &str, config: &model::FunctionConfiguration) -> bool {
+        if config.code_uri.is_some() {
+            self.err(
+                format!("{cpath}.CodeUri"),
+                "CodeUri does not apply to a native function (Runtime executable): its Executable is the program",
+            );
+            return false;
+        }
+        true
     }
 
     /// Recognises a Greengrass V1 Python function: one with a `CodeUri` or a

@@ -220,7 +220,8 @@ fn slots_are_programs_and_python_code_never_handlers_or_host_programs() {
         { "FunctionConfiguration": { "Executable": "app.main", "Runtime": "python3.8", "CodeUri": "app.zip" } },
         { "FunctionConfiguration": { "Executable": "/usr/bin/python3", "ExecArgs": "x.py" } },
         { "FunctionConfiguration": { "Executable": "/opt/vendor/agent" } },
-        { "FunctionConfiguration": { } }
+        { "FunctionConfiguration": { } },
+        { "FunctionConfiguration": { "Executable": "bin/c-fn", "Runtime": "executable" } }
     ]}});
     let got: Vec<(String, Role)> = slots(&group)
         .into_iter()
@@ -243,6 +244,11 @@ fn slots_are_programs_and_python_code_never_handlers_or_host_programs() {
             ),
             (
                 "Functions[4].FunctionConfiguration.Executable".to_string(),
+                Role::Program
+            ),
+            // A native function (Runtime executable) is a program, like a plain one.
+            (
+                "Functions[6].FunctionConfiguration.Executable".to_string(),
                 Role::Program
             ),
         ]

@@ -111,9 +111,9 @@ pub(crate) struct ComponentActor {
     /// Operators waiting for a held component's child to be gone.
     hold_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
-    /// The Lambda IPC endpoint, for Python functions.
+    /// The Lambda IPC endpoint, for Python and native functions.
     lambda: Option<Rc<LambdaHub>>,
-    /// This function's registration with it (Python functions only).
+    /// This function's registration with it (Python and native functions only).
     lambda_link: Option<Rc<FunctionLink>>,
     /// The token the next child is given.
     lambda_token: String,
@@ -250,15 +250,27 @@ impl ComponentActor {
         // Start-up time counts from here, so it includes what the sandbox
         // does before exec (for a container: cgroup, namespaces, mounts).
         let spawn_began = Instant::now();
-        let python = matches!(self.spec.launch, Launch::Python { .. });
+        let python = self.spec.launch.lambda_link();
         if python {
+            let native = matches!(self.spec.launch, Launch::Native { .. });
             match &self.lambda {
-                Some(hub) if self.lambda_link.is_some() => self.lambda_token = hub.new_token(),
+                Some(hub)
+                    if self.lambda_link.is_some()
+                        && (!native || hub.native_library().is_some()) =>
+                {
+                    self.lambda_token = hub.new_token()
+                }
                 _ => {
                     if holds_slot {
                         self.settings.on_demand_slots.give_back();
                     }
-                    let why = "the Lambda IPC endpoint is not running (see the runtime log)";
+                    let why = if self.lambda.is_some() && native {
+                        "Evergreen's C SDK library (libaws-greengrass-core-sdk-c.so) was not found \
+                         at start, beside the evergreen program or in /usr/lib/evergreen \
+                         (see the runtime log)"
+                    } else {
+                        "the Lambda IPC endpoint is not running (see the runtime log)"
+                    };
                     self.note(LogLevel::Error, &format!("cannot start: {why}"));
                     self.after_exit(ctx, ExitReason::SpawnFailed(why.into()), Duration::ZERO);
                     return;
@@ -588,9 +600,10 @@ impl ComponentActor {
         let grace = self.settings.shutdown_grace;
         let term = self.settings.term_grace;
         let _ = inst.cmds.send(WriterCmd::Shutdown(grace));
-        if matches!(self.spec.launch, Launch::Python { .. }) {
-            // A Python worker has no stdio link to hear `Shutdown`; SIGTERM
-            // is its stop (Python's default action for it is to exit).
+        if self.spec.launch.lambda_link() {
+            // A Python or native worker has no stdio link to hear `Shutdown`;
+            // SIGTERM is its stop (Python's default action for it is to exit;
+            // the C SDK's gg_runtime_start restores the default action).
             self.signal(generation, Signal::SIGTERM);
         }
         self.note(
@@ -708,7 +721,7 @@ impl Actor for ComponentActor {
     }
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let (Launch::Python { .. }, Some(hub)) = (&self.spec.launch, &self.lambda) {
+        if let (true, Some(hub)) = (self.spec.launch.lambda_link(), &self.lambda) {
             self.lambda_link = Some(hub.register(
                 &self.spec.arn,
                 Duration::from_secs(self.spec.timeout_s),

@@ -237,8 +237,42 @@ pub(super) fn spawn_spec(
             }
         }
     }
+    if let (Launch::Native { path, .. }, Some((hub, token))) = (&spec.launch, lambda) {
+        let launch = lambda::python::PythonLaunch {
+            handler: "",
+            code: path,
+            binary: true,
+            timeout_ms: spec.timeout_s.saturating_mul(1000),
+            token,
+        };
+        // The actor starts a native function only once the library is installed.
+        let library = hub.native_library().unwrap_or_default();
+        let own = env
+            .iter()
+            .find(|(k, _)| k == "LD_LIBRARY_PATH")
+            .map(|(_, v)| v.clone());
+        for (k, v) in lambda::native::environment(hub, &launch, &library, own.as_deref()) {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k, v));
+        }
+        // Its own directory is its working directory, as for a Python function.
+        working_dir = path.parent().filter(|d| d.is_dir()).map(Path::to_path_buf);
+        // In a container the library is bound read-only at its host path, so
+        // LD_LIBRARY_PATH holds (the program itself is bound by the sandbox).
+        if spec.isolation == Isolation::GreengrassContainer {
+            mounts.push(ResourceMount {
+                resource_id: "evergreen-c-sdk".to_string(),
+                kind: MountKind::Volume,
+                source: library.clone(),
+                target: library,
+                read_write: false,
+                auto_add_group_owner: false,
+                group_owner: None,
+            });
+        }
+    }
     let (program, arg0, args) = match &spec.launch {
-        Launch::Executable { path, args } => (
+        Launch::Executable { path, args } | Launch::Native { path, args } => (
             path.clone(),
             None,
             args.iter().map(OsString::from).collect(),

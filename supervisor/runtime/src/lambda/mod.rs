@@ -6,7 +6,8 @@
 //!
 //! It owns the per-function state of the *lambda link*, the alternative to
 //! the stdio frame link for functions whose `Executable` is
-//! `module.function`: each registered function has a work queue (router
+//! `module.function` and for native functions (`Runtime` `executable`, on
+//! Evergreen's C SDK library, see [`native`]): each registered function has a work queue (router
 //! deliveries come from the component's own bounded inbox, direct
 //! Lambda-to-Lambda invokes from a second bounded queue), one worker (the
 //! current child, with its random token) and the results that callers are
@@ -40,6 +41,7 @@
 pub mod fuzzing;
 pub mod http;
 mod invoke;
+pub mod native;
 pub mod python;
 mod server;
 mod work;
@@ -135,7 +137,7 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// One registered Python function.
+/// One registered Python or native function.
 #[derive(Debug)]
 pub(crate) struct FunctionLink {
     serial: u64,
@@ -171,6 +173,9 @@ pub struct LambdaHub {
     /// The endpoint's listeners: bound by the first deployment with a
     /// function and closed by one without (see [`LambdaHub::listen`]).
     endpoint: RefCell<server::Endpoint>,
+    /// The directory holding `libaws-greengrass-core-sdk-c.so` for native
+    /// functions, once installed (see [`native`]).
+    native_library: RefCell<Option<std::path::PathBuf>>,
 }
 
 /// Sixteen random bytes as hex, from the kernel.
@@ -266,6 +271,7 @@ impl LambdaHub {
             shadow: RefCell::new(None),
             secrets: RefCell::new(None),
             endpoint: RefCell::new(server::Endpoint::new(limits)),
+            native_library: RefCell::new(None),
         })
     }
 
@@ -277,6 +283,17 @@ impl LambdaHub {
     /// Serves `GGSecretManager` invokes from this secret store.
     pub fn set_secrets(&self, secrets: Arc<dyn crate::services::SecretSource>) {
         *self.secrets.borrow_mut() = Some(secrets);
+    }
+
+    /// Native functions load the C SDK library from `dir` (it holds
+    /// [`native::LIBRARY`]).
+    pub fn set_native_library(&self, dir: std::path::PathBuf) {
+        *self.native_library.borrow_mut() = Some(dir);
+    }
+
+    /// Where native functions load the C SDK library from, if it was installed.
+    pub(crate) fn native_library(&self) -> Option<std::path::PathBuf> {
+        self.native_library.borrow().clone()
     }
 
     /// The port functions are told (`GG_DAEMON_PORT`).

@@ -97,7 +97,23 @@ pub(crate) fn environment(hub: &LambdaHub, launch: &PythonLaunch<'_>) -> Vec<(Os
     let mut python_path = OsString::from(hub.runtime_dir().as_os_str());
     python_path.push(":");
     python_path.push(launch.code.as_os_str());
-    let pairs: Vec<(&str, OsString)> = vec![
+    let mut pairs = link_environment(hub, launch);
+    pairs.extend([
+        ("EVERGREEN_HANDLER", launch.handler.into()),
+        ("PYTHONPATH", python_path),
+        // Lines reach the log as they are written, not at exit.
+        ("PYTHONUNBUFFERED", "1".into()),
+    ]);
+    pairs.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
+
+/// What every worker of the lambda link gets (Python and native): the contract's variables
+/// (§1.2) and the function's timeout.
+pub(crate) fn link_environment(
+    hub: &LambdaHub,
+    launch: &PythonLaunch<'_>,
+) -> Vec<(&'static str, OsString)> {
+    vec![
         ("AWS_CONTAINER_AUTHORIZATION_TOKEN", launch.token.into()),
         ("GG_DAEMON_PORT", hub.port().to_string().into()),
         ("ROUTER_FUNCTION_ARN", ROUTER_ARN.into()),
@@ -108,16 +124,11 @@ pub(crate) fn environment(hub: &LambdaHub, launch: &PythonLaunch<'_>) -> Vec<(Os
             "ENCODING_TYPE",
             if launch.binary { "binary" } else { "json" }.into(),
         ),
-        ("EVERGREEN_HANDLER", launch.handler.into()),
         (
             "EVERGREEN_FUNCTION_TIMEOUT_MS",
             launch.timeout_ms.to_string().into(),
         ),
-        ("PYTHONPATH", python_path),
-        // Lines reach the log as they are written, not at exit.
-        ("PYTHONUNBUFFERED", "1".into()),
-    ];
-    pairs.into_iter().map(|(k, v)| (k.into(), v)).collect()
+    ]
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! `--reps N` (default 500) round trips after 50 of warm-up, `--cold K`
-//! (default 10) cold starts. One runtime runs:
+//! (default 10) cold starts. `--runtime c` runs the same functions written in C against
+//! Evergreen's C SDK library instead (`evergreen_bench::lambda_c`; needs `cc`). One runtime
+//! runs:
 //! * `driver`, a pinned Python function whose top-level thread publishes
 //!   `bench/ping` and waits until its handler receives the matching
 //!   `bench/pong`; the round trip (publish → router → `echo`'s handler →
@@ -147,7 +149,7 @@ fn stats(label: &str, values: &mut [f64]) {
 #[command(
     name = "eg-lambda-bench",
     after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
-                  Needs python3 and greengrasssdk 1.6.1 (see EVERGREEN_GREENGRASSSDK)."
+                  Needs python3 and greengrasssdk 1.6.1 (see EVERGREEN_GREENGRASSSDK), or for --runtime c a C compiler (cc)."
 )]
 struct Cli {
     /// Timed round trips, after 50 of warm-up.
@@ -156,14 +158,20 @@ struct Cli {
     /// Cold starts (on-demand functions invoked once each; at least 1).
     #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     cold: usize,
+    /// The functions' language: Python with greengrasssdk, or C with Evergreen's C SDK.
+    #[arg(long, value_enum, default_value_t = Lang::Python)]
+    runtime: Lang,
 }
 
-fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lang {
+    Python,
+    C,
+}
+
+/// The Python case's functions (`driver`, `echo`, `cold0..`) packaged in `d`.
+fn python_functions(d: &Path, reps: usize, cold: usize) -> Result<Vec<Value>, String> {
     let sdk = greengrasssdk()?;
-    let evergreen = require_bin("evergreen")?;
-    let eg_fn = require_bin("eg-fn")?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let d = dir.path();
     let cold_arn = fn_arn("NAME");
     let driver = package(
         &d.join("driver"),
@@ -175,26 +183,44 @@ fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
             .replace("%COLD_ARN%", &cold_arn),
     )?;
     let echo = package(&d.join("echo"), &sdk, "echo.py", ECHO)?;
-    let out = d.join("stats.jsonl");
     let mut functions = vec![
         py("driver", &driver, "driver.handler", true),
         py("echo", &echo, "echo.handler", true),
-        json!({
-            "Id": "rec",
-            "FunctionArn": fn_arn("rec"),
-            "FunctionConfiguration": {
-                "Executable": eg_fn,
-                "ExecArgs": format!("record {}", out.display()),
-                "Pinned": true,
-                "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
-            }
-        }),
     ];
     for k in 0..cold {
         let name = format!("cold{k}");
         let code = package(&d.join(&name), &sdk, "cold.py", COLD)?;
         functions.push(py(&name, &code, "cold.handler", false));
     }
+    Ok(functions)
+}
+
+fn run(
+    Cli {
+        reps,
+        cold,
+        runtime,
+    }: Cli,
+) -> Result<(), String> {
+    let evergreen = require_bin("evergreen")?;
+    let eg_fn = require_bin("eg-fn")?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let d = dir.path();
+    let mut functions = match runtime {
+        Lang::Python => python_functions(d, reps, cold)?,
+        Lang::C => evergreen_bench::lambda_c::functions(d, reps, cold)?,
+    };
+    let out = d.join("stats.jsonl");
+    functions.push(json!({
+        "Id": "rec",
+        "FunctionArn": fn_arn("rec"),
+        "FunctionConfiguration": {
+            "Executable": eg_fn,
+            "ExecArgs": format!("record {}", out.display()),
+            "Pinned": true,
+            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+        }
+    }));
     let mut g = group(
         functions,
         vec![
@@ -212,7 +238,15 @@ fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
     let config_path = d.join("config.json");
     std::fs::write(&group_path, g.to_string()).map_err(|e| e.to_string())?;
     std::fs::write(&config_path, cfg.to_string()).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&evergreen)
+    let mut command = Command::new(&evergreen);
+    if runtime == Lang::C {
+        // The library this build made (in deps/), for the runtime to copy and hand out.
+        command.env(
+            "EVERGREEN_C_SDK_LIBRARY",
+            evergreen_bench::lambda_c::library()?,
+        );
+    }
+    let mut child = command
         .args(["run", "--config"])
         .arg(&config_path)
         .arg("--group")
@@ -260,8 +294,12 @@ fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
             ready.push(ms);
         }
     }
+    let what = match runtime {
+        Lang::Python => "greengrasssdk 1.6.1 (Python) functions",
+        Lang::C => "C functions on Evergreen's libaws-greengrass-core-sdk-c.so",
+    };
     println!(
-        "eg-lambda-bench: greengrasssdk 1.6.1 functions, NoContainer, {} round trips after 50 warm-up, {} cold starts",
+        "eg-lambda-bench: {what}, NoContainer, {} round trips after 50 warm-up, {} cold starts",
         reps, cold
     );
     stats(

@@ -69,6 +69,37 @@ fn good_python_functions() {
     );
 }
 
+#[test]
+fn good_native_functions_are_programs_on_the_lambda_link() {
+    let plan = plan(fixture!("good", "native-functions"));
+    let invokee = component(&plan, &fn_arn("invokee", "1"));
+    assert_eq!(
+        invokee.launch,
+        Launch::Native {
+            path: PathBuf::from("/srv/groups/demo/bin/invokee"),
+            args: vec!["--verbose".into()],
+        }
+    );
+    assert!(invokee.launch.lambda_link());
+    // The Lambda runtime ARN V1 gave native functions names the same runtime.
+    assert_eq!(
+        component(&plan, &fn_arn("shadow", "2")).launch,
+        Launch::Native {
+            path: PathBuf::from("/opt/functions/shadow"),
+            args: vec![],
+        }
+    );
+}
+
+bad_fixture!(
+    bad_native_functions,
+    "native-functions",
+    [(
+        &format!("{F}[0].FunctionConfiguration.CodeUri"),
+        "CodeUri does not apply to a native function"
+    )]
+);
+
 bad_fixture!(
     bad_python_functions,
     "python-functions",
