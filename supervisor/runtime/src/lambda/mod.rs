@@ -54,6 +54,7 @@
 pub mod fuzzing;
 pub mod http;
 mod invoke;
+pub mod node;
 pub mod python;
 mod server;
 mod work;

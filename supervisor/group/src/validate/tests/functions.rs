@@ -79,7 +79,7 @@ bad_fixture!(
         ),
         (
             &format!("{F}[1].FunctionConfiguration.Runtime"),
-            "`nodejs12.x` is not a supported runtime"
+            "`java8` is not a supported runtime"
         ),
         (
             &format!("{F}[2].FunctionConfiguration.CodeUri"),
