@@ -21,41 +21,11 @@ use evergreen_tests::*;
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(40);
-const SDK_DIR: &str = "/var/cache/evergreen-tests/aws-greengrass-core-sdk-1.7.0";
-
-/// The directory holding the SDK's `node_modules`, or `None` (said loudly).
-fn node_sdk_or_skip() -> Option<PathBuf> {
-    let dir = std::env::var_os("EVERGREEN_NODE_SDK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(SDK_DIR));
-    let manifest = dir.join("node_modules/aws-greengrass-core-sdk/package.json");
-    let version = std::fs::read_to_string(&manifest)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["version"].as_str().map(str::to_string));
-    if !have("node") || version.as_deref() != Some("1.7.0") {
-        eprintln!(
-            "SKIPPED: needs `node` and aws-greengrass-core-sdk 1.7.0 in {} (found {version:?}); \
-             run `npm install --prefix {SDK_DIR} aws-greengrass-core-sdk@1.7.0` (see .ci/run)",
-            manifest.display()
-        );
-        return None;
-    }
-    Some(dir)
-}
-
 /// A function directory: `index.js` plus the SDK's `node_modules`, copied as
 /// V1 users zip them.
 fn package(root: &Path, name: &str, sdk: &Path, code: &str) -> PathBuf {
     let dir = root.join("functions").join(name);
-    std::fs::create_dir_all(&dir).expect("function dir");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(sdk.join("node_modules"))
-        .arg(&dir)
-        .status()
-        .expect("cp");
-    assert!(status.success(), "copy node_modules");
+    vendor_node_sdk(sdk, &dir).expect("copy node_modules");
     std::fs::write(dir.join("index.js"), code).expect("write index.js");
     dir
 }

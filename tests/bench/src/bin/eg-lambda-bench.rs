@@ -1,10 +1,14 @@
-//! `eg-lambda-bench`: Greengrass V1 Python functions under Evergreen: the
-//! invoke round trip and the worker cold start.
+//! `eg-lambda-bench`: Greengrass V1 Python and Node.js functions under
+//! Evergreen: the invoke round trip and the worker cold start.
 //!
-//! It asserts nothing (benchmarks report, tests assert). It needs `python3`
+//! It asserts nothing (benchmarks report, tests assert). Python needs `python3`
 //! and greengrasssdk 1.6.1 installed where the tests find it
 //! (`/var/cache/evergreen-tests/greengrasssdk-1.6.1`, or
-//! `EVERGREEN_GREENGRASSSDK`; `.ci/run` installs it).
+//! `EVERGREEN_GREENGRASSSDK`); Node.js needs `node` and aws-greengrass-core-sdk
+//! 1.7.0 (`/var/cache/evergreen-tests/aws-greengrass-core-sdk-1.7.0`, or
+//! `EVERGREEN_NODE_SDK`); `.ci/run` installs both. `--lang python|node|both`
+//! (default both) picks the cases; each runs in its own runtime, with the same
+//! three functions written against its SDK.
 //!
 //! ```text
 //! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-lambda-bench
@@ -31,7 +35,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use evergreen_bench::{bench_config, require_bin};
-use evergreen_tests::{fn_arn, greengrasssdk, group, sub, vendor_greengrasssdk, wait_for};
+use evergreen_tests::{
+    fn_arn, greengrasssdk, group, node_sdk, sub, vendor_greengrasssdk, vendor_node_sdk, wait_for,
+};
 use serde_json::{json, Value};
 
 const DRIVER: &str = r#"
@@ -101,24 +107,120 @@ def handler(event, context):
     return {"ok": True}
 "#;
 
-fn package(dir: &Path, sdk: &Path, file: &str, text: &str) -> Result<PathBuf, String> {
-    vendor_greengrasssdk(sdk, dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(file), text).map_err(|e| e.to_string())?;
-    Ok(dir.to_path_buf())
+// The same three functions for Node.js, with aws-greengrass-core-sdk: the
+// driver times in Node.js with `process.hrtime`.
+const NODE_DRIVER: &str = r#"
+const ggSdk = require('aws-greengrass-core-sdk');
+
+const iot = new ggSdk.IotData();
+const lambda = new ggSdk.Lambda();
+const REPS = Number('%REPS%');
+const WARMUP = 50;
+const COLD = Number('%COLD%');
+let waiting = null;
+
+const publish = (topic, body) => new Promise((resolve, reject) => iot.publish(
+    { topic, payload: JSON.stringify(body) }, (err) => (err ? reject(err) : resolve())));
+const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
+
+async function run() {
+    await new Promise((r) => setTimeout(r, 500));
+    const rtts = [];
+    for (let i = 0; i < WARMUP + REPS; i += 1) {
+        const arrived = new Promise((resolve) => { waiting = { i, resolve }; });
+        const t0 = process.hrtime.bigint();
+        await publish('bench/ping', { i });
+        const ok = await Promise.race([arrived.then(() => true),
+            new Promise((r) => setTimeout(() => r(false), 5000))]);
+        if (!ok) {
+            await publish('bench/stats', { error: `no pong for ${i}` });
+            return;
+        }
+        if (i >= WARMUP) rtts.push(ms(t0));
+    }
+    const cold = [];
+    for (let k = 0; k < COLD; k += 1) {
+        const t0 = process.hrtime.bigint();
+        await new Promise((resolve, reject) => lambda.invoke(
+            { FunctionName: '%COLD_ARN%'.replace('NAME', `cold${k}`), Payload: '{}' },
+            (err, data) => (err ? reject(err) : resolve(data))));
+        cold.push(ms(t0));
+    }
+    await publish('bench/stats', { rtt_ms: rtts, cold_invoke_ms: cold });
 }
 
-fn py(name: &str, code: &Path, handler: &str, pinned: bool) -> Value {
-    json!({
-        "Id": name,
-        "FunctionArn": fn_arn(name),
-        "FunctionConfiguration": {
-            "Executable": handler,
-            "CodeUri": code,
-            "Pinned": pinned,
-            "Timeout": 10,
-            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+run().catch((e) => publish('bench/stats', { error: String(e) }));
+
+exports.handler = function handler(event) {
+    if (waiting && event && event.i === waiting.i) {
+        const w = waiting;
+        waiting = null;
+        w.resolve();
+    }
+};
+"#;
+
+const NODE_ECHO: &str = r#"
+const ggSdk = require('aws-greengrass-core-sdk');
+
+const iot = new ggSdk.IotData();
+
+exports.handler = function handler(event, context, callback) {
+    iot.publish({ topic: 'bench/pong', payload: JSON.stringify(event) }, () => callback(null));
+};
+"#;
+
+const NODE_COLD: &str = r#"
+const ggSdk = require('aws-greengrass-core-sdk');
+
+const iot = new ggSdk.IotData();
+
+exports.handler = async () => ({ ok: true });
+"#;
+
+/// Which SDK and runtime a case uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lang {
+    Python,
+    Node,
+    Both,
+}
+
+/// One language's functions: file name, handler module and source per role.
+struct Case {
+    label: &'static str,
+    runtime: &'static str,
+    sdk: PathBuf,
+    python: bool,
+}
+
+impl Case {
+    fn package(&self, dir: &Path, role: &str, text: &str) -> Result<(PathBuf, String), String> {
+        if self.python {
+            vendor_greengrasssdk(&self.sdk, dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join(format!("{role}.py")), text).map_err(|e| e.to_string())?;
+            Ok((dir.to_path_buf(), format!("{role}.handler")))
+        } else {
+            vendor_node_sdk(&self.sdk, dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("index.js"), text).map_err(|e| e.to_string())?;
+            Ok((dir.to_path_buf(), "index.handler".to_string()))
         }
-    })
+    }
+
+    fn function(&self, name: &str, code: &Path, handler: &str, pinned: bool) -> Value {
+        json!({
+            "Id": name,
+            "FunctionArn": fn_arn(name),
+            "FunctionConfiguration": {
+                "Executable": handler,
+                "CodeUri": code,
+                "Runtime": self.runtime,
+                "Pinned": pinned,
+                "Timeout": 10,
+                "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+            }
+        })
+    }
 }
 
 fn stats(label: &str, values: &mut [f64]) {
@@ -141,15 +243,19 @@ fn stats(label: &str, values: &mut [f64]) {
     );
 }
 
-/// Greengrass V1 Python functions under Evergreen: the invoke round trip
-/// and the worker cold start.
+/// Greengrass V1 Python and Node.js functions under Evergreen: the invoke
+/// round trip and the worker cold start.
 #[derive(Debug, Parser)]
 #[command(
     name = "eg-lambda-bench",
     after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
-                  Needs python3 and greengrasssdk 1.6.1 (see EVERGREEN_GREENGRASSSDK)."
+                  Needs python3 and greengrasssdk 1.6.1 (see EVERGREEN_GREENGRASSSDK) and node with\n\
+                  aws-greengrass-core-sdk 1.7.0 (see EVERGREEN_NODE_SDK)."
 )]
 struct Cli {
+    /// Which functions: Python (greengrasssdk), Node.js (aws-greengrass-core-sdk) or both.
+    #[arg(long, value_enum, default_value_t = Lang::Both)]
+    lang: Lang,
     /// Timed round trips, after 50 of warm-up.
     #[arg(long, default_value_t = 500)]
     reps: usize,
@@ -158,27 +264,52 @@ struct Cli {
     cold: usize,
 }
 
-fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
-    let sdk = greengrasssdk()?;
+fn run(Cli { lang, reps, cold }: Cli) -> Result<(), String> {
+    if matches!(lang, Lang::Python | Lang::Both) {
+        let case = Case {
+            label: "greengrasssdk 1.6.1 (Python)",
+            runtime: "python3.8",
+            sdk: greengrasssdk()?,
+            python: true,
+        };
+        run_case(&case, reps, cold)?;
+    }
+    if matches!(lang, Lang::Node | Lang::Both) {
+        let case = Case {
+            label: "aws-greengrass-core-sdk 1.7.0 (Node.js)",
+            runtime: "nodejs12.x",
+            sdk: node_sdk()?,
+            python: false,
+        };
+        run_case(&case, reps, cold)?;
+    }
+    Ok(())
+}
+
+fn run_case(case: &Case, reps: usize, cold: usize) -> Result<(), String> {
     let evergreen = require_bin("evergreen")?;
     let eg_fn = require_bin("eg-fn")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
     let cold_arn = fn_arn("NAME");
-    let driver = package(
+    let (driver_text, echo_text, cold_text) = if case.python {
+        (DRIVER, ECHO, COLD)
+    } else {
+        (NODE_DRIVER, NODE_ECHO, NODE_COLD)
+    };
+    let (driver, driver_handler) = case.package(
         &d.join("driver"),
-        &sdk,
-        "driver.py",
-        &DRIVER
+        "driver",
+        &driver_text
             .replace("%REPS%", &reps.to_string())
             .replace("%COLD%", &cold.to_string())
             .replace("%COLD_ARN%", &cold_arn),
     )?;
-    let echo = package(&d.join("echo"), &sdk, "echo.py", ECHO)?;
+    let (echo, echo_handler) = case.package(&d.join("echo"), "echo", echo_text)?;
     let out = d.join("stats.jsonl");
     let mut functions = vec![
-        py("driver", &driver, "driver.handler", true),
-        py("echo", &echo, "echo.handler", true),
+        case.function("driver", &driver, &driver_handler, true),
+        case.function("echo", &echo, &echo_handler, true),
         json!({
             "Id": "rec",
             "FunctionArn": fn_arn("rec"),
@@ -192,8 +323,8 @@ fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
     ];
     for k in 0..cold {
         let name = format!("cold{k}");
-        let code = package(&d.join(&name), &sdk, "cold.py", COLD)?;
-        functions.push(py(&name, &code, "cold.handler", false));
+        let (code, handler) = case.package(&d.join(&name), "cold", cold_text)?;
+        functions.push(case.function(&name, &code, &handler, false));
     }
     let mut g = group(
         functions,
@@ -261,8 +392,8 @@ fn run(Cli { reps, cold }: Cli) -> Result<(), String> {
         }
     }
     println!(
-        "eg-lambda-bench: greengrasssdk 1.6.1 functions, NoContainer, {} round trips after 50 warm-up, {} cold starts",
-        reps, cold
+        "eg-lambda-bench: {} functions, NoContainer, {} round trips after 50 warm-up, {} cold starts",
+        case.label, reps, cold
     );
     stats(
         "round trip (publish -> echo handler -> publish back -> driver handler)",
