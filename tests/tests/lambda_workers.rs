@@ -7,7 +7,8 @@
 //! invocations one after another; a Lambda-to-Lambda invoke is answered by a
 //! free or new worker while the target's other worker is busy; extra workers
 //! stop after `evergreen.onDemandIdleMs`; `evergreen status --json` lists
-//! every worker's pid.
+//! every worker's pid; extra workers take slots of `runtime.maxConcurrentLimit`
+//! like any on-demand child; an operator's `evergreen stop` ends every worker.
 //!
 //! The functions are unmodified-style V1 code with the real `greengrasssdk`
 //! 1.6.1 from PyPI vendored beside them (see `tests/tests/lambda_python.rs`
@@ -387,4 +388,111 @@ fn on_demand_functions_run_a_worker_per_concurrent_invocation_and_pinned_ones_on
         "a pinned function keeps one worker: {pinned_log}"
     );
     assert!(!pinned_log.contains("started worker pid"), "{pinned_log}");
+}
+
+// Publishes three messages 0.2 s apart to the counter function.
+const BURST: &str = r#"
+import greengrasssdk
+import json
+import threading
+import time
+
+iot = greengrasssdk.client('iot-data')
+
+
+def run():
+    time.sleep(1)
+    for n in range(3):
+        iot.publish(topic='counter/in', payload=json.dumps({'n': n}))
+        time.sleep(0.2)
+
+
+threading.Thread(target=run).start()
+
+
+def handler(event, context):
+    return
+"#;
+
+#[test]
+fn extra_workers_share_max_concurrent_limit_and_an_operator_stop_ends_every_worker() {
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tmp");
+    let handler = "greengrassHelloWorldCounter.function_handler";
+    let file = "greengrassHelloWorldCounter.py";
+    let busy = package(
+        work.path(),
+        "busy",
+        &sdk,
+        file,
+        &COUNTER.replace("%SLEEP%", "3"),
+    );
+    let burst = package(work.path(), "burst", &sdk, "burst.py", BURST);
+    let out = work.path().join("got.jsonl");
+    let rt = Runtime::start_config(
+        &group(
+            vec![
+                py_function("busy", &busy, handler, false, 20),
+                py_function("burst", &burst, "burst.handler", true, 20),
+                function("rec", &format!("record {}", out.display())),
+            ],
+            vec![
+                sub("in", &fn_arn("burst"), "counter/in", &fn_arn("busy")),
+                sub(
+                    "out",
+                    &fn_arn("busy"),
+                    "hello/world/counter",
+                    &fn_arn("rec"),
+                ),
+            ],
+        ),
+        // Two on-demand workers in all, whatever the function's own limit (25).
+        &json!({
+            "coreThing": { "ggDaemonPort": free_port() },
+            "runtime": { "maxConcurrentLimit": 2 },
+            "evergreen": { "onDemandIdleMs": 60000 }
+        }),
+        &[],
+    );
+    let done = wait_for(LIMIT, || {
+        (phases(&out, "busy", "end").len() >= 3).then_some(())
+    });
+    let log = read(&rt.function_log("busy"));
+    assert!(
+        done.is_some(),
+        "three invocations: {:?}\n{log}",
+        records(&out)
+    );
+    let starts = phases(&out, "busy", "start");
+    let mut pids: Vec<u64> = starts.iter().filter_map(|s| s["pid"].as_u64()).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        2,
+        "runtime.maxConcurrentLimit 2 bounds the workers: {starts:?}"
+    );
+    assert!(
+        log.contains("waiting for a free on-demand slot (2 may run at once)"),
+        "{log}"
+    );
+
+    // Both workers sit idle (onDemandIdleMs is a minute): an operator's stop
+    // ends both, and answers once they are gone.
+    let workers = status_component(&rt, "busy")
+        .and_then(|c| c["workers"].as_array().cloned())
+        .unwrap_or_default();
+    assert_eq!(workers.len(), 2, "two idle workers: {workers:?}");
+    let config = rt.dir.path().join("config.json");
+    let stop = evergreen_with(&config, &["stop", "busy"]);
+    assert!(stop.status.success(), "{}", output_text(&stop));
+    for pid in workers.iter().filter_map(Value::as_i64) {
+        let pid = i32::try_from(pid).expect("pid");
+        assert!(!alive(pid), "worker {pid} is gone when stop answers");
+    }
+    let stopped = status_component(&rt, "busy").expect("status");
+    assert_eq!(stopped["stoppedByOperator"], true, "{stopped}");
+    assert_eq!(stopped["workers"], json!([]), "{stopped}");
 }
