@@ -404,6 +404,14 @@ impl Validator<'_> {
                 );
                 ok = false;
             }
+            // Evergreen's Node.js loop loads the handler from a directory.
+            Some(c) if runtime.is_some_and(node) && c.ends_with(".zip") => {
+                self.err(
+                    format!("{cpath}.CodeUri"),
+                    "a Node.js function's CodeUri must be a directory (unzip the deployment package)",
+                );
+                ok = false;
+            }
             Some(_) => {}
         }
         if let Some(handler) = executable {
