@@ -566,6 +566,59 @@ pub fn vendor_greengrasssdk(sdk: &Path, code_dir: &Path) -> std::io::Result<()> 
     copy_tree(&sdk.join("greengrasssdk"), &code_dir.join("greengrasssdk"))
 }
 
+/// Where `.ci/run` installs the npm `aws-greengrass-core-sdk` 1.7.0 (`npm install --prefix`).
+pub const DEFAULT_NODE_SDK: &str = "/var/cache/evergreen-tests/aws-greengrass-core-sdk-1.7.0";
+
+/// The directory whose `node_modules` holds aws-greengrass-core-sdk 1.7.0 (and its
+/// dependencies), which the Node.js tests and bench copy into their functions
+/// (`EVERGREEN_NODE_SDK`, else [`DEFAULT_NODE_SDK`]), or why Node.js functions cannot run here.
+pub fn node_sdk() -> Result<PathBuf, String> {
+    let dir = std::env::var_os("EVERGREEN_NODE_SDK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_SDK));
+    if !have("node") {
+        return Err("node is not installed; Node.js functions cannot run".into());
+    }
+    let manifest = dir.join("node_modules/aws-greengrass-core-sdk/package.json");
+    let version = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_string));
+    if version.as_deref() != Some("1.7.0") {
+        return Err(format!(
+            "aws-greengrass-core-sdk 1.7.0 is not installed in {} (found {version:?}; npm install --prefix {} aws-greengrass-core-sdk@1.7.0, as .ci/run does)",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// [`node_sdk`] for a test: `None` after saying loudly why it skips.
+pub fn node_sdk_or_skip() -> Option<PathBuf> {
+    node_sdk()
+        .map_err(|why| eprintln!("\n*** SKIPPED: {why} ***\n"))
+        .ok()
+}
+
+/// Copies `sdk`'s `node_modules` into a function's code directory, as V1 users shipped the SDK.
+pub fn vendor_node_sdk(sdk: &Path, code_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(code_dir)?;
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(sdk.join("node_modules"))
+        .arg(code_dir)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cp -r {}/node_modules failed: {status}",
+            sdk.display()
+        )))
+    }
+}
+
 /// A `moto_server` of a test's own (PyPI `moto[server]`, installed by
 /// `.ci/run`): one process answers SNS, Firehose, CloudWatch, IoT Analytics
 /// and Secrets Manager, routed by the SigV4 scope. It listens on a free

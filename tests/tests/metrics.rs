@@ -148,6 +148,15 @@ fn metrics_are_served_in_the_prometheus_format_with_the_runtimes_numbers() {
             .is_some(),
             "{text}"
         );
+        assert_eq!(
+            value(
+                &families,
+                "evergreen_component_workers",
+                &[("component", name)]
+            ),
+            Some(1.0),
+            "one worker each: {text}"
+        );
     }
     for counter in [
         "evergreen_mqtt_connected",

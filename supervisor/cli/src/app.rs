@@ -502,6 +502,15 @@ pub(crate) fn settings(
             .map(|(key, c)| (key.clone(), restart_settings(&e.restart.with(&c.restart))))
             .collect(),
         on_demand_idle: Duration::from_millis(e.on_demand_idle_ms),
+        max_workers_per_function: usize::try_from(e.max_workers_per_function).unwrap_or(usize::MAX),
+        max_workers_overrides: e
+            .components
+            .iter()
+            .filter_map(|(key, c)| {
+                let max = c.max_workers?;
+                Some((key.clone(), usize::try_from(max).unwrap_or(usize::MAX)))
+            })
+            .collect(),
         default_run_as: default_run_as(&e.default_run_as)?,
         on_demand_slots: Arc::new(Slots::new(
             usize::try_from(cfg.runtime.max_concurrent_limit).unwrap_or(usize::MAX),

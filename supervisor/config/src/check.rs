@@ -138,12 +138,20 @@ impl CoreConfig {
         p.at_least("evergreen.queueCapacity", eg.queue_capacity, 1);
         p.at_least("evergreen.readinessTimeoutMs", eg.readiness_timeout_ms, 1);
         p.at_least("evergreen.onDemandIdleMs", eg.on_demand_idle_ms, 1);
+        p.at_least(
+            "evergreen.maxWorkersPerFunction",
+            eg.max_workers_per_function,
+            1,
+        );
 
         check_restart(p, "evergreen.restart", &eg.restart);
         for (name, component) in &eg.components {
             // Overrides are checked merged with the global values, as they apply.
             let merged = eg.restart.with(&component.restart);
             check_restart(p, &format!("evergreen.components.{name}.restart"), &merged);
+            if let Some(max) = component.max_workers {
+                p.at_least(&format!("evergreen.components.{name}.maxWorkers"), max, 1);
+            }
         }
 
         check_mqtt_limits(p, &eg.mqtt_limits);

@@ -61,6 +61,7 @@
 //! | `evergreen.shutdownGraceMs` | `5000` | ms a child has after the `Shutdown` frame before SIGTERM |
 //! | `evergreen.termGraceMs` | `2000` | ms from SIGTERM to SIGKILL |
 //! | `evergreen.onDemandIdleMs` | `60000` | ms an on-demand (not `Pinned`) function's child may sit idle before it is stopped; the next message starts it again; at least 1 |
+//! | `evergreen.maxWorkersPerFunction` | `25` | workers (processes) one on-demand Python function may run at once, each handling one invocation at a time; another starts when work waits and every worker is busy; all of them count against `runtime.maxConcurrentLimit`; pinned functions always have one; at least 1 |
 //! | `evergreen.restart.initialBackoffMs` | `250` | first restart delay, at least 1 |
 //! | `evergreen.restart.maxBackoffMs` | `30000` | cap on the restart delay, at least `initialBackoffMs` |
 //! | `evergreen.restart.multiplier` | `2.0` | delay growth per consecutive failure, at least 1 |
@@ -71,6 +72,7 @@
 //! | `evergreen.restart.crashLoopWindowMs` | `300000` | the window for `crashLoopLimit`, at least 1 |
 //! | `evergreen.restart.failedCooldownMs` | `600000` | a `Failed` component is tried again after this long, at least 1 |
 //! | `evergreen.components.<Id or ARN>.restart` | none | per-component overrides of any `evergreen.restart` key, e.g. `{"policy":"never"}`; the key is the component's `Id` or ARN in the group |
+//! | `evergreen.components.<Id or ARN>.maxWorkers` | none | that function's own `evergreen.maxWorkersPerFunction`, at least 1 |
 //! | `evergreen.listeners.mqttTls.address` | `"0.0.0.0"` | IP address of the local MQTT server (TLS) |
 //! | `evergreen.listeners.mqttTls.port` | `null` = `coreThing.ggMqttPort` | port; 0 = any free port (tests) |
 //! | `evergreen.listeners.mqttTls.caPath` | `null` = `<root>/certs/local/ca.pem` | the group CA (PEM) device certificates must be signed by (`evergreen certs init` writes the default) |

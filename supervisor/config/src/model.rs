@@ -243,6 +243,9 @@ pub struct Evergreen {
     pub shutdown_grace_ms: u64,
     pub term_grace_ms: u64,
     pub on_demand_idle_ms: u64,
+    /// Workers one on-demand function may run at once (each handles one
+    /// invocation at a time); within `runtime.maxConcurrentLimit`.
+    pub max_workers_per_function: u64,
     pub restart: Restart,
     pub components: std::collections::BTreeMap<String, ComponentSettings>,
     pub listeners: Listeners,
@@ -494,6 +497,7 @@ impl Default for Evergreen {
             shutdown_grace_ms: 5_000,
             term_grace_ms: 2_000,
             on_demand_idle_ms: 60_000,
+            max_workers_per_function: 25,
             restart: Restart::default(),
             components: std::collections::BTreeMap::new(),
             listeners: Listeners::default(),
@@ -600,6 +604,9 @@ impl Restart {
 pub struct ComponentSettings {
     #[serde(default)]
     pub restart: RestartOverride,
+    /// Its own `evergreen.maxWorkersPerFunction` (on-demand functions only).
+    #[serde(default)]
+    pub max_workers: Option<u64>,
 }
 
 /// `evergreen.listeners`: where the local MQTT server listens.

@@ -62,7 +62,9 @@ pub enum Launch {
     Connector { name: String, version: u32 },
     /// A Greengrass V1 Python function (`Executable` = `module.function`):
     /// Evergreen's Python runtime loads `handler` from `code` (a directory
-    /// or a zip) and serves it over the Lambda IPC endpoint.
+    /// or a zip) and serves it over the Lambda IPC endpoint. A `runtime` of
+    /// `nodejs…` makes it a Node.js function (`file.function`, `code` a
+    /// directory), served the same way by Evergreen's Node.js runtime loop.
     Python {
         handler: String,
         code: PathBuf,

@@ -87,6 +87,13 @@ pub fn render(status: &RuntimeStatus, history: &[DeploymentRecord], proc_root: &
                 kib as f64 * 1024.0,
             );
         }
+        // Several for an on-demand function handling invocations at once.
+        out.gauge(
+            "evergreen_component_workers",
+            "A component's running children (workers).",
+            &labels,
+            c.workers.len() as f64,
+        );
         if let Some(cpu) = c.pid.and_then(|pid| cpu_seconds(proc_root, pid)) {
             out.counter(
                 "evergreen_component_cpu_seconds_total",

@@ -371,7 +371,8 @@ impl Validator<'_> {
     }
 
     /// Recognises a Greengrass V1 Python function: one with a `CodeUri` or a
-    /// `python…` `Runtime`. Returns `None` for a plain executable,
+    /// `python…` `Runtime` (or a Node.js one, `nodejs…`: the same checks apply,
+    /// the handler being `file.function`). Returns `None` for a plain executable,
     /// `Some(Some((code, runtime)))` for a valid Python function and
     /// `Some(None)` when it is one but something is wrong (reported).
     fn python<'c>(
@@ -386,8 +387,22 @@ impl Validator<'_> {
             return None;
         }
         let mut ok = true;
+        // Greengrass V1's Node.js runtimes (nodejs12.x, nodejs8.10, nodejs6.10) run on
+        // Evergreen's Node.js runtime loop, over the same endpoint.
+        let node = |r: &str| {
+            r.strip_prefix("nodejs").is_some_and(|v| {
+                let mut parts = v.splitn(2, '.');
+                let major = parts.next().unwrap_or_default();
+                let minor = parts.next().unwrap_or_default();
+                !major.is_empty()
+                    && major.bytes().all(|b| b.is_ascii_digit())
+                    && (minor == "x"
+                        || (!minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())))
+            })
+        };
         let runtime_ok = runtime.is_none_or(|r| {
             r == "python3"
+                || node(r)
                 || r.strip_prefix("python3.").is_some_and(|minor| {
                     !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())
                 })
@@ -396,7 +411,7 @@ impl Validator<'_> {
             self.err(
                 format!("{cpath}.Runtime"),
                 format!(
-                    "`{}` is not a supported runtime: use python3.7, python3.8 or another python3.N",
+                    "`{}` is not a supported runtime: use python3.7, python3.8 or another python3.N, nodejs12.x or nodejs8.10",
                     show(runtime.unwrap_or_default())
                 ),
             );
@@ -414,6 +429,14 @@ impl Validator<'_> {
                 self.err(
                     format!("{cpath}.CodeUri"),
                     "CodeUri cannot be empty or contain NUL",
+                );
+                ok = false;
+            }
+            // Evergreen's Node.js loop loads the handler from a directory.
+            Some(c) if runtime.is_some_and(node) && c.ends_with(".zip") => {
+                self.err(
+                    format!("{cpath}.CodeUri"),
+                    "a Node.js function's CodeUri must be a directory (unzip the deployment package)",
                 );
                 ok = false;
             }

@@ -27,7 +27,8 @@
 //!   `python3…` `Runtime` is a Greengrass V1 Python function: its
 //!   `Executable` is the handler `module.function` and it runs on
 //!   Evergreen's Python runtime (`evergreen_runtime::lambda`). `Runtime` defaults to
-//!   `python3`; other runtimes (Node.js, Java) are refused.
+//!   `python3`; a `nodejs…` one (V1's `nodejs12.x`, `nodejs8.10`) makes it a Node.js function
+//!   (`file.function`) on Evergreen's Node.js runtime; others (Java) are refused.
 //! * System functions (`arn:aws:lambda:::function:GG…`), which Greengrass
 //!   groups use to configure the spooler or the IP detector, are accepted
 //!   and not run: Evergreen provides those services itself.

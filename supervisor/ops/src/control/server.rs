@@ -655,6 +655,8 @@ mod tests {
             on_demand_idle: Duration::from_secs(60),
             default_run_as: evergreen_group::plan::RunAs::default(),
             on_demand_slots: Arc::new(evergreen_runtime::component::Slots::new(25)),
+            max_workers_per_function: 25,
+            max_workers_overrides: std::collections::BTreeMap::new(),
             restart,
             restart_overrides: BTreeMap::new(),
             log_root: PathBuf::from("/nonexistent"),

@@ -103,6 +103,12 @@ pub struct ComponentReport {
     /// a new deployment; false from a runtime built before it was reported.
     #[serde(default)]
     pub stopped_by_operator: bool,
+    /// The pids of its running workers: one for most components, up to
+    /// `evergreen.maxWorkersPerFunction` for an on-demand function handling
+    /// invocations at once (`pid` is the first, `rssKib` is their sum);
+    /// empty without a child or from a runtime built before it was reported.
+    #[serde(default)]
+    pub workers: Vec<u32>,
 }
 
 /// The state of the connection to the cloud, as the bridge knows it.
@@ -523,7 +529,15 @@ pub(crate) fn build_status(
         let target = stats.targets.get(&c.arn).copied().unwrap_or_default();
         let source = stats.sources.get(&c.arn).copied().unwrap_or_default();
         reports.push(ComponentReport {
-            rss_kib: c.pid.and_then(|pid| vm_rss_kib(proc_root, pid)),
+            // Every worker's memory counts (one, but for a busy on-demand function).
+            rss_kib: if c.workers.len() > 1 {
+                c.workers
+                    .iter()
+                    .filter_map(|&pid| vm_rss_kib(proc_root, pid))
+                    .reduce(|a, b| a + b)
+            } else {
+                c.pid.and_then(|pid| vm_rss_kib(proc_root, pid))
+            },
             messages_in: target.delivered,
             messages_out: source.published,
             queue_depth: depths.get(&c.arn).copied().unwrap_or(0),
@@ -540,6 +554,7 @@ pub(crate) fn build_status(
             log_file: c.log_file.display().to_string(),
             log_dropped: c.log_dropped,
             stopped_by_operator: c.stopped_by_operator,
+            workers: c.workers,
         });
     }
     let pid = std::process::id();
@@ -665,7 +680,12 @@ impl fmt::Display for RuntimeStatus {
                 } else {
                     format!("{:?}", comp.state)
                 },
-                comp.pid.map_or_else(dash, |p| p.to_string()),
+                // `1234 +2`: the first worker and how many more run.
+                match (comp.pid, comp.workers.len()) {
+                    (None, _) => dash(),
+                    (Some(p), n) if n > 1 => format!("{p} +{}", n - 1),
+                    (Some(p), _) => p.to_string(),
+                },
                 comp.uptime_ms.map_or_else(dash, human_duration),
                 comp.restarts.to_string(),
                 comp.rss_kib.map_or_else(dash, human_kib),
@@ -713,6 +733,7 @@ mod tests {
             kind: ComponentKind::Function,
             state,
             pid,
+            workers: pid.into_iter().collect(),
             uptime: pid.map(|_| Duration::from_millis(61_500)),
             restarts: 2,
             last_exit: Some(ExitReason::Exited(3)),

@@ -2,6 +2,14 @@
 //! turns the events of its tasks into state changes, and applies the
 //! restart policy, the per-delivery `Timeout`, the idle stop of on-demand
 //! functions and the stop sequence (stop, SIGTERM, SIGKILL).
+//!
+//! An on-demand Python function may have more children than the one the
+//! restart policy is about (its *main* child): *extra workers*, started
+//! when work waits that no worker is free to take (see
+//! `crate::lambda::Demand`), each holding an on-demand slot. An extra worker
+//! is never restarted: it ends when it sits idle, breaks its `Timeout` or
+//! crashes (the invocation it held fails, as V1's did), and the next wave of
+//! work starts another. A stop or an operator's hold waits for all of them.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -57,6 +65,8 @@ struct Instance {
     cmds: mpsc::UnboundedSender<WriterCmd>,
     /// The container's cgroup and mount point (container mode only).
     container: Option<ContainerGuard>,
+    /// An extra worker being stopped (idle, or the function stopping).
+    stopping: bool,
 }
 
 impl Instance {
@@ -87,6 +97,12 @@ pub(crate) struct ComponentActor {
     /// entered by the actor and carried by its tasks.
     span: tracing::Span,
     instance: Option<Instance>,
+    /// Extra workers of an on-demand Python function (see the module doc).
+    extras: Vec<Instance>,
+    /// Workers (main and extra) this function may run at once.
+    max_workers: usize,
+    /// "Waiting for a free slot" was said for the current wait for one.
+    extra_wait_noted: bool,
     generation: u64,
     state: ComponentState,
     /// The settings that apply to this component (global or overridden).
@@ -163,6 +179,18 @@ impl ComponentActor {
             .or_else(|| settings.restart_overrides.get(&spec.id))
             .copied()
             .unwrap_or(settings.restart);
+        // Pinned functions keep exactly one worker, as in V1.
+        let max_workers = if spec.pinned {
+            1
+        } else {
+            settings
+                .max_workers_overrides
+                .get(&spec.arn)
+                .or_else(|| settings.max_workers_overrides.get(&spec.id))
+                .copied()
+                .unwrap_or(settings.max_workers_per_function)
+                .max(1)
+        };
         // A root span: the component outlives the deployment that started it.
         let span =
             tracing::info_span!(parent: None, "component", name = %spec.name, arn = %spec.arn);
@@ -178,6 +206,9 @@ impl ComponentActor {
             log,
             span,
             instance: None,
+            extras: Vec::new(),
+            max_workers,
+            extra_wait_noted: false,
             generation: 0,
             state: ComponentState::Starting,
             failures: 0,
@@ -412,7 +443,205 @@ impl ComponentActor {
             violation: None,
             cmds: cmd_tx,
             container,
+            stopping: false,
         });
+    }
+
+    /// Starts another worker of an on-demand Python function when work
+    /// waits that none of its workers is free to take, within its own limit
+    /// and the shared on-demand slots (a full set of slots is waited out:
+    /// every tick asks again, the work stays queued).
+    fn add_worker(&mut self, ctx: &mut Context<Self>) {
+        let (Some(hub), Some(link)) = (self.lambda.clone(), self.lambda_link.clone()) else {
+            return;
+        };
+        // Without a main child the ordinary start (`Wake`) comes first.
+        let main_up = self
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.violation.is_none());
+        if self.spec.pinned
+            || self.stopping
+            || self.held
+            || self.idle_stopping
+            || !main_up
+            || 1 + self.extras.len() >= self.max_workers
+            || !hub.demand(&link).wants_worker()
+        {
+            return;
+        }
+        if !self.settings.on_demand_slots.try_take() {
+            if !self.extra_wait_noted {
+                self.extra_wait_noted = true;
+                self.note(
+                    LogLevel::Info,
+                    &format!(
+                        "work waits for a worker; waiting for a free on-demand slot ({} may run at once)",
+                        self.settings.on_demand_slots.limit()
+                    ),
+                );
+            }
+            return;
+        }
+        self.extra_wait_noted = false;
+        let token = hub.new_token();
+        let instance = self.sandboxes.next_instance();
+        let spawn_began = Instant::now();
+        let spawned = self
+            .sandboxes
+            .for_mode(self.spec.isolation, &self.spec.arn)
+            .and_then(|sandbox| {
+                let spec = spawn_spec(
+                    &self.spec,
+                    &self.settings,
+                    &self.plan_env,
+                    Some((&hub, token.as_str())),
+                    instance,
+                );
+                sandbox.spawn(&spec)
+            });
+        let (mut child, container) = match spawned {
+            Ok(spawned) => (spawned.child, spawned.container),
+            Err(e) => {
+                self.settings.on_demand_slots.give_back();
+                self.note(LogLevel::Warn, &format!("cannot start another worker: {e}"));
+                return;
+            }
+        };
+        self.generation += 1;
+        let generation = self.generation;
+        let pid = child.id();
+        drop(child.stdin.take());
+        let addr = ctx.address();
+        let inflight: SharedInFlight = Rc::new(RefCell::new(InFlight::new()));
+        hub.attach_worker(
+            &link,
+            token,
+            generation,
+            inflight.clone(),
+            Box::new(move || {
+                addr.do_send(InstanceEvent {
+                    generation,
+                    kind: InstanceEventKind::Ready,
+                })
+            }),
+        );
+        // Stdout is log text like stderr, as for the main child.
+        if let Some(out) = child.stdout.take() {
+            actix_rt::spawn(stderr_task(out, self.log.clone(), true).instrument(self.span.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            actix_rt::spawn(stderr_task(err, self.log.clone(), true).instrument(self.span.clone()));
+        }
+        actix_rt::spawn(waiter_task(child, ctx.address().recipient(), generation));
+        self.watch_readiness(ctx, generation);
+        let (cmds, _) = mpsc::unbounded_channel();
+        self.extras.push(Instance {
+            generation,
+            inflight,
+            holds_slot: true,
+            pid,
+            started: spawn_began,
+            ready: false,
+            violation: None,
+            cmds,
+            container,
+            stopping: false,
+        });
+        self.note(
+            LogLevel::Info,
+            &format!(
+                "work waits and every worker is busy: started worker pid {} (generation {generation}; {} workers)",
+                pid.unwrap_or(0),
+                1 + self.extras.len()
+            ),
+        );
+    }
+
+    /// Stops the extra worker of `generation`: SIGTERM (a Python worker's
+    /// stop), then SIGKILL once both grace periods passed.
+    fn stop_extra(&mut self, ctx: &mut Context<Self>, generation: u64) {
+        let Some(inst) = self
+            .extras
+            .iter_mut()
+            .find(|i| i.generation == generation && !i.stopping)
+        else {
+            return;
+        };
+        inst.stopping = true;
+        self.signal(generation, Signal::SIGTERM);
+        let grace = self.settings.shutdown_grace + self.settings.term_grace;
+        ctx.run_later(grace, move |act, _| {
+            if act.current(generation).is_some() {
+                act.note(
+                    LogLevel::Warn,
+                    "a worker still runs after SIGTERM; sending SIGKILL",
+                );
+                act.signal(generation, Signal::SIGKILL);
+            }
+        });
+    }
+
+    /// Stops every extra worker (the function is stopping or held).
+    fn stop_extras(&mut self, ctx: &mut Context<Self>) {
+        let generations: Vec<u64> = self.extras.iter().map(|i| i.generation).collect();
+        for generation in generations {
+            self.stop_extra(ctx, generation);
+        }
+    }
+
+    /// An extra worker exited: its slot and token go, the invocation it held
+    /// fails; the last child of a stopping function completes the stop.
+    fn extra_exited(
+        &mut self,
+        ctx: &mut Context<Self>,
+        inst: Instance,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) {
+        if inst.holds_slot {
+            self.settings.on_demand_slots.give_back();
+        }
+        if let Some(pid) = inst.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let oom = inst
+            .container
+            .is_some_and(|c| self.release_container(c, true));
+        let reason = inst.violation.clone().unwrap_or_else(|| match status {
+            Ok(_) if oom => ExitReason::MemoryLimit(self.spec.memory_kb.unwrap_or(0)),
+            Ok(st) => exit_reason(st),
+            Err(e) => ExitReason::SpawnFailed(format!("cannot wait for the child: {e}")),
+        });
+        if let (Some(hub), Some(link)) = (&self.lambda, &self.lambda_link) {
+            hub.detach_worker(link, inst.generation, &reason.to_string());
+        }
+        let level = if inst.stopping || self.stopping || self.held {
+            LogLevel::Info
+        } else {
+            LogLevel::Warn
+        };
+        self.note(
+            level,
+            &format!(
+                "worker pid {} {reason} ({} workers left)",
+                inst.pid.unwrap_or(0),
+                self.extras.len() + usize::from(self.instance.is_some())
+            ),
+        );
+        if !self.extras.is_empty() || self.instance.is_some() {
+            return;
+        }
+        if self.stopping {
+            self.state = ComponentState::Stopped;
+            for tx in self.stop_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+            ctx.stop();
+        } else if self.held {
+            for tx in self.hold_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+        }
     }
 
     /// Kills the child of `generation` if it is not ready in time.
@@ -440,10 +669,12 @@ impl ComponentActor {
         oom
     }
 
+    /// The main child or extra worker of `generation`, if it still runs.
     fn current(&self, generation: u64) -> Option<&Instance> {
         self.instance
-            .as_ref()
-            .filter(|i| i.generation == generation)
+            .iter()
+            .chain(self.extras.iter())
+            .find(|i| i.generation == generation)
     }
 
     fn signal(&self, generation: u64, sig: Signal) {
@@ -461,8 +692,9 @@ impl ComponentActor {
     fn violate(&mut self, generation: u64, reason: ExitReason) {
         let Some(inst) = self
             .instance
-            .as_mut()
-            .filter(|i| i.generation == generation)
+            .iter_mut()
+            .chain(self.extras.iter_mut())
+            .find(|i| i.generation == generation)
         else {
             return;
         };
@@ -481,9 +713,12 @@ impl ComponentActor {
         if self.idle_stopping && !self.stopping {
             self.idle_stopping = false;
             self.state = ComponentState::Stopped;
-            // The child is gone: an operator's `stop` waiting for it has its answer.
-            for tx in self.hold_waiters.drain(..) {
-                let _ = tx.send(());
+            // The child is gone: an operator's `stop` waiting for it has its
+            // answer (once the extra workers are gone too).
+            if self.extras.is_empty() {
+                for tx in self.hold_waiters.drain(..) {
+                    let _ = tx.send(());
+                }
             }
             if self.held {
                 // An operator's stop: nothing starts it again, not even queued messages.
@@ -504,6 +739,11 @@ impl ComponentActor {
             return;
         }
         if self.stopping {
+            if !self.extras.is_empty() {
+                // The last extra worker's exit completes the stop.
+                self.state = ComponentState::Stopping;
+                return;
+            }
             self.state = ComponentState::Stopped;
             for tx in self.stop_waiters.drain(..) {
                 let _ = tx.send(());
@@ -587,7 +827,17 @@ impl ComponentActor {
     }
 
     fn begin_stop(&mut self, ctx: &mut Context<Self>) {
+        // An idle stop is the main child's alone; a stop for good or an
+        // operator's hold takes every worker.
+        if self.stopping || self.held {
+            self.stop_extras(ctx);
+        }
         let Some(inst) = &self.instance else {
+            if !self.extras.is_empty() {
+                // The last extra worker's exit completes the stop.
+                self.state = ComponentState::Stopping;
+                return;
+            }
             self.state = ComponentState::Stopped;
             for tx in self.stop_waiters.drain(..) {
                 let _ = tx.send(());
@@ -657,9 +907,11 @@ impl Handler<Wake> for ComponentActor {
             // message, so its exit must start the next one.
             (Some(_), _) if self.idle_stopping => self.wake_pending = true,
             // A child is starting or running: it takes the message from the
-            // inbox itself. Remembering this wake would restart the function
-            // right after its next idle stop, with nothing to do.
-            (Some(_), _) => {}
+            // inbox itself, or (an on-demand Python function whose workers
+            // are all busy) another worker does. Remembering this wake would
+            // restart the function right after its next idle stop, with
+            // nothing to do.
+            (Some(_), _) => self.add_worker(ctx),
             // Backing off, Failed or waiting for a slot: the pending start
             // (backoff timer, cool-down, freed slot) delivers it.
             (None, _) => self.wake_pending = true,
@@ -677,6 +929,7 @@ impl ComponentActor {
     /// Enforces a function's `Timeout` per delivery and stops an idle
     /// on-demand child.
     fn lifecycle_tick(&mut self, ctx: &mut Context<Self>) {
+        self.extras_tick(ctx);
         let Some(inst) = &self.instance else { return };
         if !inst.ready || inst.violation.is_some() || self.stopping || self.idle_stopping {
             return;
@@ -708,6 +961,48 @@ impl ComponentActor {
             );
             self.begin_stop(ctx);
         }
+    }
+}
+
+impl ComponentActor {
+    /// `Timeout` and the idle stop for extra workers, then another worker
+    /// if work waits (a wake can come while no slot is free).
+    fn extras_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.extras.is_empty() && (self.spec.pinned || self.lambda_link.is_none()) {
+            return;
+        }
+        let now = Instant::now();
+        let timeout = Duration::from_secs(self.spec.timeout_s);
+        let mut late = Vec::new();
+        let mut idle = Vec::new();
+        for inst in &self.extras {
+            if !inst.ready || inst.violation.is_some() || inst.stopping {
+                continue;
+            }
+            let f = inst.inflight.borrow();
+            if !timeout.is_zero() && f.handling_for(now).is_some_and(|h| h > timeout) {
+                late.push(inst.generation);
+            } else if f
+                .idle_for(now)
+                .is_some_and(|i| i >= self.settings.on_demand_idle)
+            {
+                idle.push(inst.generation);
+            }
+        }
+        for generation in late {
+            self.violate(generation, ExitReason::HandlerTimeout(timeout));
+        }
+        for generation in idle {
+            self.note(
+                LogLevel::Info,
+                &format!(
+                    "a worker was idle for {} ms: stopping it",
+                    self.settings.on_demand_idle.as_millis()
+                ),
+            );
+            self.stop_extra(ctx, generation);
+        }
+        self.add_worker(ctx);
     }
 }
 
@@ -782,6 +1077,19 @@ impl Handler<InstanceEvent> for ComponentActor {
         let generation = msg.generation;
         match msg.kind {
             InstanceEventKind::Ready => {
+                if let Some(extra) = self
+                    .extras
+                    .iter_mut()
+                    .find(|i| i.generation == generation && !i.ready)
+                {
+                    extra.ready = true;
+                    let took = extra.started.elapsed();
+                    self.note(
+                        LogLevel::Info,
+                        &format!("worker ready after {:.2} ms", took.as_secs_f64() * 1000.0),
+                    );
+                    return;
+                }
                 let Some(inst) = self
                     .instance
                     .as_mut()
@@ -806,6 +1114,11 @@ impl Handler<InstanceEvent> for ComponentActor {
                 self.violate(generation, ExitReason::ProtocolViolation(why))
             }
             InstanceEventKind::Exited(status) => {
+                if let Some(i) = self.extras.iter().position(|i| i.generation == generation) {
+                    let inst = self.extras.swap_remove(i);
+                    self.extra_exited(ctx, inst, status);
+                    return;
+                }
                 let Some(inst) = self.instance.take_if(|i| i.generation == generation) else {
                     return;
                 };
@@ -922,14 +1235,27 @@ impl Handler<GetStatus> for ComponentActor {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        // The main child speaks for the function; with only extra workers
+        // left (the main one idled out), the oldest of them does.
+        let first = self.instance.as_ref().or_else(|| self.extras.first());
+        let state = match self.state {
+            ComponentState::Stopped if first.is_some() => ComponentState::Running,
+            state => state,
+        };
         MessageResult(ComponentStatus {
             arn: self.spec.arn.clone(),
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
             kind: self.spec.kind,
-            state: self.state,
-            pid: self.instance.as_ref().and_then(Instance::component_pid),
-            uptime: self.instance.as_ref().map(|i| i.started.elapsed()),
+            state,
+            pid: first.and_then(Instance::component_pid),
+            workers: self
+                .instance
+                .iter()
+                .chain(self.extras.iter())
+                .filter_map(Instance::component_pid)
+                .collect(),
+            uptime: first.map(|i| i.started.elapsed()),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
             // Absolute even under a relative `--root`, so a reader in another
@@ -959,7 +1285,7 @@ impl Handler<Hold> for ComponentActor {
             let arn = self.spec.arn.clone();
             return Box::pin(async move { Err(RetryError::Stopping(arn)) });
         }
-        if self.held && self.instance.is_none() {
+        if self.held && self.instance.is_none() && self.extras.is_empty() {
             return Box::pin(async { Ok("already stopped by an operator".to_string()) });
         }
         let was = self.state;
@@ -970,6 +1296,21 @@ impl Handler<Hold> for ComponentActor {
             // generation makes every pending backoff or cool-down timer do nothing.
             self.generation += 1;
             self.state = ComponentState::Stopped;
+            if !self.extras.is_empty() {
+                // Its main child idled out while extra workers still run: the
+                // last one's exit answers.
+                self.note(
+                    LogLevel::Info,
+                    "stop requested by an operator: stopping its workers; it stays stopped until `evergreen start`",
+                );
+                self.stop_extras(ctx);
+                let (tx, rx) = oneshot::channel();
+                self.hold_waiters.push(tx);
+                return Box::pin(async move {
+                    let _ = rx.await;
+                    Ok(format!("stopped (was {was:?})"))
+                });
+            }
             self.note(
                 LogLevel::Info,
                 &format!("stopped by an operator (was {was:?}); it stays stopped until `evergreen start`"),

@@ -80,6 +80,12 @@ pub struct RuntimeSettings {
     /// Children of on-demand functions that may run at once
     /// (`runtime.maxConcurrentLimit`), shared by every component.
     pub on_demand_slots: Arc<Slots>,
+    /// Workers an on-demand function may run at once
+    /// (`evergreen.maxWorkersPerFunction`); pinned functions have one.
+    pub max_workers_per_function: usize,
+    /// Per-component overrides of it, keyed by `Id` or ARN
+    /// (`evergreen.components.<key>.maxWorkers`).
+    pub max_workers_overrides: std::collections::BTreeMap<String, usize>,
     /// Level and `Space` for component logs (the `Lambda` logger).
     pub user_log_level: LogLevel,
     pub user_log_space_kb: u64,
@@ -106,6 +112,9 @@ pub struct ComponentStatus {
     pub kind: ComponentKind,
     pub state: ComponentState,
     pub pid: Option<u32>,
+    /// The pids of all its running workers (an on-demand function may have
+    /// several; `pid` is the first of them).
+    pub workers: Vec<u32>,
     /// How long its current child has run (since it was spawned); `None`
     /// between children.
     pub uptime: Option<Duration>,

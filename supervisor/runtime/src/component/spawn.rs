@@ -197,7 +197,7 @@ pub(super) fn spawn_spec(
             handler,
             code,
             binary,
-            ..
+            runtime,
         },
         Some((hub, token)),
     ) = (&spec.launch, lambda)
@@ -209,7 +209,11 @@ pub(super) fn spawn_spec(
             timeout_ms: spec.timeout_s.saturating_mul(1000),
             token,
         };
-        for (k, v) in lambda::python::environment(hub, &launch) {
+        let mut vars = lambda::python::environment(hub, &launch);
+        if lambda::node::is_node(runtime) {
+            vars.extend(lambda::node::environment(hub.runtime_dir(), code));
+        }
+        for (k, v) in vars {
             env.retain(|(ek, _)| *ek != k);
             env.push((k, v));
         }
@@ -276,6 +280,19 @@ pub(super) fn spawn_spec(
             path.clone(),
             None,
             args.iter().map(OsString::from).collect(),
+        ),
+        // A Node.js function (`Runtime` nodejs…) differs only in its program.
+        Launch::Python { runtime, .. } if lambda::node::is_node(runtime) => (
+            match spec.isolation {
+                Isolation::NoContainer => std::path::PathBuf::from(lambda::node::INTERPRETER),
+                Isolation::GreengrassContainer => {
+                    lambda::node::container_interpreter(std::env::var_os("PATH").as_deref())
+                }
+            },
+            None,
+            lambda.map_or_else(Vec::new, |(hub, _)| {
+                vec![lambda::node::script(hub.runtime_dir()).into_os_string()]
+            }),
         ),
         Launch::Python { .. } => (
             match spec.isolation {

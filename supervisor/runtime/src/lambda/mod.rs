@@ -9,18 +9,32 @@
 //! `module.function` and for native functions (`Runtime` `executable`, on
 //! Evergreen's C SDK library, see [`native`]): each registered function has a work queue (router
 //! deliveries come from the component's own bounded inbox, direct
-//! Lambda-to-Lambda invokes from a second bounded queue), one worker (the
-//! current child, with its random token) and the results that callers are
-//! waiting for. The component actor still owns the child: it registers the
-//! function, attaches each worker it spawns and detaches it when it exits;
-//! `Timeout`, on-demand starts, idle stops and restarts stay the actor's.
+//! Lambda-to-Lambda invokes from a second bounded queue), its workers (the
+//! running children, each with its own random token) and the results that
+//! callers are waiting for. The component actor still owns the children: it
+//! registers the function, attaches each worker it spawns and detaches it
+//! when it exits; `Timeout`, on-demand starts, extra workers, idle stops and
+//! restarts stay the actor's. It asks [`LambdaHub::demand`] whether work is
+//! waiting that no worker is free to take.
+//!
+//! Workers, as Greengrass V1 ran them: a `Pinned` function has exactly one
+//! worker, which handles its invocations one after another. An on-demand
+//! function gets another worker whenever work waits and every worker it has
+//! is busy, up to `evergreen.maxWorkersPerFunction` (or the component's
+//! `maxWorkers`) and within the on-demand slots shared by all functions
+//! (`runtime.maxConcurrentLimit`); each worker takes one invocation at a
+//! time from the same queues, so a Lambda-to-Lambda invoke is served by a
+//! free or new worker instead of waiting behind the messages the busy ones
+//! handle. Module-level state is per worker, as it was in V1.
 //!
 //! Rules (the contract's, plus Evergreen's choices):
 //! * Every request carries the worker's token in `Authorization`; a
 //!   missing or unknown token is 403 and nothing is routed. Tokens are
-//!   random per child, so a killed worker's token dies with it.
+//!   random per child (per worker: two workers of one function never share
+//!   one), so a killed worker's token dies with it.
 //! * A worker may only take (`GET …/work`) and answer (`POST …/work`) its
-//!   own function's work, and only the invocation it was handed.
+//!   own function's work, and only the invocation it was handed; another
+//!   worker of the same function cannot answer it.
 //! * Publishes are Event invokes of `GGRouter` with `custom.subject`; they
 //!   enter the router with the caller's ARN as source. `AllOrError` turns
 //!   a drop on a full queue into a 429.
@@ -42,6 +56,7 @@ pub mod fuzzing;
 pub mod http;
 mod invoke;
 pub mod native;
+pub mod node;
 pub mod python;
 mod server;
 mod work;
@@ -116,7 +131,7 @@ struct Pending {
     limit: Duration,
 }
 
-/// The current child of a registered function.
+/// One running child of a registered function.
 struct Worker {
     token: String,
     generation: u64,
@@ -152,7 +167,40 @@ pub(crate) struct FunctionLink {
     direct_capacity: usize,
     /// On-demand functions: starts a child when work arrives.
     wake: Option<Arc<Notify>>,
-    worker: RefCell<Option<Worker>>,
+    /// Its running children: one for a pinned function, up to its limit
+    /// for an on-demand one.
+    workers: RefCell<Vec<Worker>>,
+}
+
+impl FunctionLink {
+    /// Runs `f` on the worker holding `token`, if it is still attached.
+    fn with_worker<R>(&self, token: &str, f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
+        self.workers
+            .borrow_mut()
+            .iter_mut()
+            .find(|w| w.token == token)
+            .map(f)
+    }
+}
+
+/// What a function's workers are doing, for the actor's decision to start
+/// another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Demand {
+    /// Work is queued that no worker is waiting for.
+    pub waiting: bool,
+    /// Workers spawned that have not asked for work yet.
+    pub starting: usize,
+    /// Workers that are up and not handling an invocation.
+    pub idle: usize,
+}
+
+impl Demand {
+    /// Another worker would take work now: something waits, nobody free or
+    /// about to be.
+    pub(crate) fn wants_worker(&self) -> bool {
+        self.waiting && self.starting == 0 && self.idle == 0
+    }
 }
 
 /// Everything the endpoint knows; shared by the server and the component
@@ -330,7 +378,7 @@ impl LambdaHub {
             direct_ready: Notify::new(),
             direct_capacity: direct_capacity.max(1),
             wake,
-            worker: RefCell::new(None),
+            workers: RefCell::new(Vec::new()),
         });
         self.functions
             .borrow_mut()
@@ -350,7 +398,7 @@ impl LambdaHub {
                 functions.remove(&link.arn);
             }
         }
-        if let Some(worker) = link.worker.borrow_mut().take() {
+        for worker in link.workers.borrow_mut().drain(..) {
             self.tokens.borrow_mut().remove(&worker.token);
         }
         let queued: Vec<WorkItem> = link.direct.borrow_mut().drain(..).collect();
@@ -359,13 +407,32 @@ impl LambdaHub {
         }
     }
 
+    /// Whether `link` has work waiting that none of its workers is free to
+    /// take (see [`Demand`]).
+    pub(crate) fn demand(&self, link: &FunctionLink) -> Demand {
+        // A worker waiting in `GET …/work` holds the inbox's lock: then it
+        // takes whatever is queued, direct invokes first.
+        let polled = link.inbox.try_lock().is_err();
+        let queued = !link.direct.borrow().is_empty()
+            || link.inbox.try_lock().is_ok_and(|inbox| !inbox.is_empty());
+        let workers = link.workers.borrow();
+        Demand {
+            waiting: queued && !polled,
+            starting: workers.iter().filter(|w| !w.ready).count(),
+            idle: workers
+                .iter()
+                .filter(|w| w.ready && w.handling.is_none())
+                .count(),
+        }
+    }
+
     /// A fresh token for the next child.
     pub(crate) fn new_token(&self) -> String {
         random_hex()
     }
 
-    /// The child with `token` was spawned; `on_ready` is called on its
-    /// first request.
+    /// The child with `token` was spawned (another worker of the function);
+    /// `on_ready` is called on its first request.
     pub(crate) fn attach_worker(
         &self,
         link: &Rc<FunctionLink>,
@@ -375,7 +442,13 @@ impl LambdaHub {
         on_ready: Box<dyn Fn()>,
     ) {
         self.tokens.borrow_mut().insert(token.clone(), link.clone());
-        let old = link.worker.borrow_mut().replace(Worker {
+        let mut workers = link.workers.borrow_mut();
+        // A generation is attached once; a second attach replaces it.
+        if let Some(i) = workers.iter().position(|w| w.generation == generation) {
+            let old = workers.swap_remove(i);
+            self.tokens.borrow_mut().remove(&old.token);
+        }
+        workers.push(Worker {
             token,
             generation,
             inflight,
@@ -383,21 +456,17 @@ impl LambdaHub {
             ready: false,
             handling: None,
         });
-        if let Some(old) = old {
-            self.tokens.borrow_mut().remove(&old.token);
-        }
     }
 
     /// The child of `generation` is gone (`why`): its token dies and the
     /// invocation it was handling ends as an Unhandled error.
     pub(crate) fn detach_worker(&self, link: &Rc<FunctionLink>, generation: u64, why: &str) {
         let worker = {
-            let mut slot = link.worker.borrow_mut();
-            if slot.as_ref().is_some_and(|w| w.generation == generation) {
-                slot.take()
-            } else {
-                None
-            }
+            let mut workers = link.workers.borrow_mut();
+            workers
+                .iter()
+                .position(|w| w.generation == generation)
+                .map(|i| workers.swap_remove(i))
         };
         let Some(worker) = worker else { return };
         self.tokens.borrow_mut().remove(&worker.token);

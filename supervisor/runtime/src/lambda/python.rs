@@ -48,7 +48,8 @@ pub(crate) const FILES: &[(&str, &str)] = &[
 /// so functions running as another user can import them.
 pub fn install(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    for (relative, text) in FILES {
+    // The Node.js functions' files live beside these (`node/`).
+    for (relative, text) in FILES.iter().chain(super::node::FILES) {
         let path = dir.join(relative);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -151,7 +152,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         install(dir.path()).expect("install");
         install(dir.path()).expect("again");
-        for (relative, text) in FILES {
+        for (relative, text) in FILES.iter().chain(crate::lambda::node::FILES) {
             let got = std::fs::read_to_string(dir.path().join(relative)).expect("read");
             assert_eq!(&got, text);
         }

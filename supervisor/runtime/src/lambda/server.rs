@@ -431,11 +431,12 @@ fn own(caller: &FunctionLink, arn: &str) -> bool {
 
 /// The worker talked to us: it is up.
 fn ready(link: &FunctionLink, token: &str) {
-    let mut slot = link.worker.borrow_mut();
-    if let Some(worker) = slot.as_mut().filter(|w| w.token == token && !w.ready) {
-        worker.ready = true;
-        (worker.on_ready)();
-    }
+    link.with_worker(token, |worker| {
+        if !worker.ready {
+            worker.ready = true;
+            (worker.on_ready)();
+        }
+    });
 }
 
 fn logs(caller: &FunctionLink, body: &[u8]) -> Response {

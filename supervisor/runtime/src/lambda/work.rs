@@ -18,18 +18,17 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 
 /// Answers `GET …/work`: the next piece of work, or 204 after a long poll.
 pub(super) async fn next_work(link: &Rc<FunctionLink>, token: &str) -> Response {
-    let mut ended: Option<String> = None;
-    {
-        let mut slot = link.worker.borrow_mut();
-        let Some(worker) = slot.as_mut().filter(|w| w.token == token) else {
-            return Response::error(403, "not the current worker of this function");
-        };
-        // Polling again without answering gives the invocation up.
-        if let Some(id) = worker.handling.take() {
+    // Polling again without answering gives the invocation up.
+    let ended = link.with_worker(token, |worker| {
+        let id = worker.handling.take();
+        if id.is_some() {
             worker.inflight.borrow_mut().finish(Instant::now());
-            ended = Some(id);
         }
-    }
+        id
+    });
+    let Some(ended) = ended else {
+        return Response::error(403, "not a current worker of this function");
+    };
     if let Some(id) = ended {
         note(
             link,
@@ -44,15 +43,17 @@ pub(super) async fn next_work(link: &Rc<FunctionLink>, token: &str) -> Response 
     let Some(item) = item else {
         return Response::new(204);
     };
-    {
-        let mut slot = link.worker.borrow_mut();
-        match slot.as_mut().filter(|w| w.token == token) {
-            Some(worker) => {
-                worker.inflight.borrow_mut().begin(Instant::now());
-                worker.handling = Some(item.id.clone());
-            }
-            None => return Response::error(403, "this worker was replaced"),
-        }
+    let id = item.id.clone();
+    let taken = link.with_worker(token, |worker| {
+        worker.inflight.borrow_mut().begin(Instant::now());
+        worker.handling = Some(id);
+    });
+    if taken.is_none() {
+        // The worker went away during its poll: the item goes back first
+        // in line, for the function's next worker.
+        link.direct.borrow_mut().push_front(item);
+        link.direct_ready.notify_one();
+        return Response::error(403, "this worker was stopped");
     }
     let deadline = epoch_ms() + link.timeout.as_millis();
     Response::new(200)
@@ -97,19 +98,23 @@ pub(super) fn work_result(
     let Some(id) = req.header("x-amz-invocationid") else {
         return Response::error(400, "X-Amz-InvocationId is required to post a result");
     };
-    {
-        let mut slot = link.worker.borrow_mut();
-        let Some(worker) = slot.as_mut().filter(|w| w.token == token) else {
-            return Response::error(403, "not the current worker of this function");
-        };
+    let held = link.with_worker(token, |worker| {
         if worker.handling.as_deref() != Some(id) {
-            return Response::error(
-                409,
-                &format!("invocation {id} is not the one this worker is handling"),
-            );
+            return false;
         }
         worker.handling = None;
         worker.inflight.borrow_mut().finish(Instant::now());
+        true
+    });
+    match held {
+        None => return Response::error(403, "not a current worker of this function"),
+        Some(false) => {
+            return Response::error(
+                409,
+                &format!("invocation {id} is not the one this worker is handling"),
+            )
+        }
+        Some(true) => {}
     }
     let function_error = req.header("x-amz-function-error").unwrap_or("").to_string();
     if !function_error.is_empty() {

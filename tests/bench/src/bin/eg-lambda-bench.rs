@@ -1,19 +1,21 @@
-//! `eg-lambda-bench`: Greengrass V1 Python functions under Evergreen: the
-//! invoke round trip and the worker cold start.
+//! `eg-lambda-bench`: Greengrass V1 Python and Node.js functions under
+//! Evergreen: the invoke round trip and the worker cold start.
 //!
-//! It asserts nothing (benchmarks report, tests assert). It needs `python3`
+//! It asserts nothing (benchmarks report, tests assert). Python needs `python3`
 //! and greengrasssdk 1.6.1 installed where the tests find it
 //! (`/var/cache/evergreen-tests/greengrasssdk-1.6.1`, or
-//! `EVERGREEN_GREENGRASSSDK`; `.ci/run` installs it).
+//! `EVERGREEN_GREENGRASSSDK`); Node.js needs `node` and aws-greengrass-core-sdk
+//! 1.7.0 (`/var/cache/evergreen-tests/aws-greengrass-core-sdk-1.7.0`, or
+//! `EVERGREEN_NODE_SDK`); `.ci/run` installs both. `--lang python|node|both`
+//! (default both) picks the cases; each runs in its own runtime, with the same
+//! three functions written against its SDK.
 //!
 //! ```text
 //! cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench && target/release/eg-lambda-bench
 //! ```
 //!
 //! `--reps N` (default 500) round trips after 50 of warm-up, `--cold K`
-//! (default 10) cold starts. `--runtime c` runs the same functions written in C against
-//! Evergreen's C SDK library instead (`evergreen_bench::lambda_c`; needs `cc`). One runtime
-//! runs:
+//! (default 10) cold starts. One runtime runs:
 //! * `driver`, a pinned Python function whose top-level thread publishes
 //!   `bench/ping` and waits until its handler receives the matching
 //!   `bench/pong`; the round trip (publish → router → `echo`'s handler →
@@ -33,7 +35,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use evergreen_bench::{bench_config, require_bin};
-use evergreen_tests::{fn_arn, greengrasssdk, group, sub, vendor_greengrasssdk, wait_for};
+use evergreen_tests::{
+    fn_arn, greengrasssdk, group, node_sdk, sub, vendor_greengrasssdk, vendor_node_sdk, wait_for,
+};
 use serde_json::{json, Value};
 
 const DRIVER: &str = r#"
@@ -103,24 +107,123 @@ def handler(event, context):
     return {"ok": True}
 "#;
 
-fn package(dir: &Path, sdk: &Path, file: &str, text: &str) -> Result<PathBuf, String> {
-    vendor_greengrasssdk(sdk, dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(file), text).map_err(|e| e.to_string())?;
-    Ok(dir.to_path_buf())
+// The same three functions for Node.js, with aws-greengrass-core-sdk: the
+// driver times in Node.js with `process.hrtime`.
+const NODE_DRIVER: &str = r#"
+const ggSdk = require('aws-greengrass-core-sdk');
+
+const iot = new ggSdk.IotData();
+const lambda = new ggSdk.Lambda();
+const REPS = Number('%REPS%');
+const WARMUP = 50;
+const COLD = Number('%COLD%');
+let waiting = null;
+
+const publish = (topic, body) => new Promise((resolve, reject) => iot.publish(
+    { topic, payload: JSON.stringify(body) }, (err) => (err ? reject(err) : resolve())));
+const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
+
+async function run() {
+    await new Promise((r) => setTimeout(r, 500));
+    const rtts = [];
+    for (let i = 0; i < WARMUP + REPS; i += 1) {
+        const arrived = new Promise((resolve) => { waiting = { i, resolve }; });
+        const t0 = process.hrtime.bigint();
+        await publish('bench/ping', { i });
+        const ok = await Promise.race([arrived.then(() => true),
+            new Promise((r) => setTimeout(() => r(false), 5000))]);
+        if (!ok) {
+            await publish('bench/stats', { error: `no pong for ${i}` });
+            return;
+        }
+        if (i >= WARMUP) rtts.push(ms(t0));
+    }
+    const cold = [];
+    for (let k = 0; k < COLD; k += 1) {
+        const t0 = process.hrtime.bigint();
+        await new Promise((resolve, reject) => lambda.invoke(
+            { FunctionName: '%COLD_ARN%'.replace('NAME', `cold${k}`), Payload: '{}' },
+            (err, data) => (err ? reject(err) : resolve(data))));
+        cold.push(ms(t0));
+    }
+    await publish('bench/stats', { rtt_ms: rtts, cold_invoke_ms: cold });
 }
 
-fn py(name: &str, code: &Path, handler: &str, pinned: bool) -> Value {
-    json!({
-        "Id": name,
-        "FunctionArn": fn_arn(name),
-        "FunctionConfiguration": {
-            "Executable": handler,
-            "CodeUri": code,
-            "Pinned": pinned,
-            "Timeout": 10,
-            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+run().catch((e) => publish('bench/stats', { error: String(e) }));
+
+exports.handler = function handler(event) {
+    if (waiting && event && event.i === waiting.i) {
+        const w = waiting;
+        waiting = null;
+        w.resolve();
+    }
+};
+"#;
+
+const NODE_ECHO: &str = r#"
+const ggSdk = require('aws-greengrass-core-sdk');
+
+const iot = new ggSdk.IotData();
+
+exports.handler = function handler(event, context, callback) {
+    iot.publish({ topic: 'bench/pong', payload: JSON.stringify(event) }, () => callback(null));
+};
+"#;
+
+const NODE_COLD: &str = r#"
+const ggSdk = require('aws-greengrass-core-sdk');
+
+const iot = new ggSdk.IotData();
+
+exports.handler = async () => ({ ok: true });
+"#;
+
+/// Which SDK and runtime a case uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lang {
+    Python,
+    Node,
+    /// Python and Node.js.
+    Both,
+    /// C functions on Evergreen's C SDK (needs `cc`).
+    C,
+}
+
+/// One language's functions: file name, handler module and source per role.
+struct Case {
+    label: &'static str,
+    runtime: &'static str,
+    sdk: PathBuf,
+    python: bool,
+}
+
+impl Case {
+    fn package(&self, dir: &Path, role: &str, text: &str) -> Result<(PathBuf, String), String> {
+        if self.python {
+            vendor_greengrasssdk(&self.sdk, dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join(format!("{role}.py")), text).map_err(|e| e.to_string())?;
+            Ok((dir.to_path_buf(), format!("{role}.handler")))
+        } else {
+            vendor_node_sdk(&self.sdk, dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("index.js"), text).map_err(|e| e.to_string())?;
+            Ok((dir.to_path_buf(), "index.handler".to_string()))
         }
-    })
+    }
+
+    fn function(&self, name: &str, code: &Path, handler: &str, pinned: bool) -> Value {
+        json!({
+            "Id": name,
+            "FunctionArn": fn_arn(name),
+            "FunctionConfiguration": {
+                "Executable": handler,
+                "CodeUri": code,
+                "Runtime": self.runtime,
+                "Pinned": pinned,
+                "Timeout": 10,
+                "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+            }
+        })
+    }
 }
 
 fn stats(label: &str, values: &mut [f64]) {
@@ -143,83 +246,112 @@ fn stats(label: &str, values: &mut [f64]) {
     );
 }
 
-/// Greengrass V1 Python functions under Evergreen: the invoke round trip
-/// and the worker cold start.
+/// Greengrass V1 Python and Node.js functions under Evergreen: the invoke
+/// round trip and the worker cold start.
 #[derive(Debug, Parser)]
 #[command(
     name = "eg-lambda-bench",
     after_help = "Build: cargo build --release -p evergreen -p evergreen-tests -p evergreen-bench\n\
-                  Needs python3 and greengrasssdk 1.6.1 (see EVERGREEN_GREENGRASSSDK), or for --runtime c a C compiler (cc)."
+                  Needs python3 and greengrasssdk 1.6.1 (see EVERGREEN_GREENGRASSSDK) and node with\n\
+                  aws-greengrass-core-sdk 1.7.0 (see EVERGREEN_NODE_SDK), or for --lang c a C compiler (cc)."
 )]
 struct Cli {
+    /// Which functions: Python (greengrasssdk), Node.js (aws-greengrass-core-sdk), both, or C
+    /// (Evergreen's C SDK).
+    #[arg(long, value_enum, default_value_t = Lang::Both)]
+    lang: Lang,
     /// Timed round trips, after 50 of warm-up.
     #[arg(long, default_value_t = 500)]
     reps: usize,
     /// Cold starts (on-demand functions invoked once each; at least 1).
     #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     cold: usize,
-    /// The functions' language: Python with greengrasssdk, or C with Evergreen's C SDK.
-    #[arg(long, value_enum, default_value_t = Lang::Python)]
-    runtime: Lang,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Lang {
-    Python,
-    C,
+fn run(Cli { lang, reps, cold }: Cli) -> Result<(), String> {
+    if matches!(lang, Lang::Python | Lang::Both) {
+        let case = Case {
+            label: "greengrasssdk 1.6.1 (Python)",
+            runtime: "python3.8",
+            sdk: greengrasssdk()?,
+            python: true,
+        };
+        run_case(&case, reps, cold)?;
+    }
+    if matches!(lang, Lang::Node | Lang::Both) {
+        let case = Case {
+            label: "aws-greengrass-core-sdk 1.7.0 (Node.js)",
+            runtime: "nodejs12.x",
+            sdk: node_sdk()?,
+            python: false,
+        };
+        run_case(&case, reps, cold)?;
+    }
+    if lang == Lang::C {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let functions = evergreen_bench::lambda_c::functions(dir.path(), reps, cold)?;
+        run_group("Evergreen's C SDK (C)", dir.path(), functions, reps, cold)?;
+    }
+    Ok(())
 }
 
-/// The Python case's functions (`driver`, `echo`, `cold0..`) packaged in `d`.
-fn python_functions(d: &Path, reps: usize, cold: usize) -> Result<Vec<Value>, String> {
-    let sdk = greengrasssdk()?;
+fn run_case(case: &Case, reps: usize, cold: usize) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let d = dir.path();
+    let functions = case_functions(case, d, reps, cold)?;
+    run_group(case.label, d, functions, reps, cold)
+}
+
+/// The `driver`, `echo` and `cold0..` functions of a Python or Node.js case, packaged in `d`.
+fn case_functions(case: &Case, d: &Path, reps: usize, cold: usize) -> Result<Vec<Value>, String> {
     let cold_arn = fn_arn("NAME");
-    let driver = package(
+    let (driver_text, echo_text, cold_text) = if case.python {
+        (DRIVER, ECHO, COLD)
+    } else {
+        (NODE_DRIVER, NODE_ECHO, NODE_COLD)
+    };
+    let (driver, driver_handler) = case.package(
         &d.join("driver"),
-        &sdk,
-        "driver.py",
-        &DRIVER
+        "driver",
+        &driver_text
             .replace("%REPS%", &reps.to_string())
             .replace("%COLD%", &cold.to_string())
             .replace("%COLD_ARN%", &cold_arn),
     )?;
-    let echo = package(&d.join("echo"), &sdk, "echo.py", ECHO)?;
+    let (echo, echo_handler) = case.package(&d.join("echo"), "echo", echo_text)?;
     let mut functions = vec![
-        py("driver", &driver, "driver.handler", true),
-        py("echo", &echo, "echo.handler", true),
+        case.function("driver", &driver, &driver_handler, true),
+        case.function("echo", &echo, &echo_handler, true),
     ];
     for k in 0..cold {
         let name = format!("cold{k}");
-        let code = package(&d.join(&name), &sdk, "cold.py", COLD)?;
-        functions.push(py(&name, &code, "cold.handler", false));
+        let (code, handler) = case.package(&d.join(&name), "cold", cold_text)?;
+        functions.push(case.function(&name, &code, &handler, false));
     }
     Ok(functions)
 }
 
-fn run(
-    Cli {
-        reps,
-        cold,
-        runtime,
-    }: Cli,
+/// Runs `functions` (a driver, an echo and the cold ones) with the recorder in one runtime and
+/// prints the driver's figures and the supervisor's cold starts.
+fn run_group(
+    label: &str,
+    d: &Path,
+    mut functions: Vec<Value>,
+    reps: usize,
+    cold: usize,
 ) -> Result<(), String> {
     let evergreen = require_bin("evergreen")?;
     let eg_fn = require_bin("eg-fn")?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let d = dir.path();
-    let mut functions = match runtime {
-        Lang::Python => python_functions(d, reps, cold)?,
-        Lang::C => evergreen_bench::lambda_c::functions(d, reps, cold)?,
-    };
     let out = d.join("stats.jsonl");
     functions.push(json!({
-        "Id": "rec",
-        "FunctionArn": fn_arn("rec"),
-        "FunctionConfiguration": {
-            "Executable": eg_fn,
-            "ExecArgs": format!("record {}", out.display()),
-            "Pinned": true,
-            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
-        }
+            "Id": "rec",
+            "FunctionArn": fn_arn("rec"),
+            "FunctionConfiguration": {
+                "Executable": eg_fn,
+                "ExecArgs": format!("record {}", out.display()),
+                "Pinned": true,
+                "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+            }
     }));
     let mut g = group(
         functions,
@@ -238,15 +370,7 @@ fn run(
     let config_path = d.join("config.json");
     std::fs::write(&group_path, g.to_string()).map_err(|e| e.to_string())?;
     std::fs::write(&config_path, cfg.to_string()).map_err(|e| e.to_string())?;
-    let mut command = Command::new(&evergreen);
-    if runtime == Lang::C {
-        // The library this build made (in deps/), for the runtime to copy and hand out.
-        command.env(
-            "EVERGREEN_C_SDK_LIBRARY",
-            evergreen_bench::lambda_c::library()?,
-        );
-    }
-    let mut child = command
+    let mut child = Command::new(&evergreen)
         .args(["run", "--config"])
         .arg(&config_path)
         .arg("--group")
@@ -294,13 +418,9 @@ fn run(
             ready.push(ms);
         }
     }
-    let what = match runtime {
-        Lang::Python => "greengrasssdk 1.6.1 (Python) functions",
-        Lang::C => "C functions on Evergreen's libaws-greengrass-core-sdk-c.so",
-    };
     println!(
-        "eg-lambda-bench: {what}, NoContainer, {} round trips after 50 warm-up, {} cold starts",
-        reps, cold
+        "eg-lambda-bench: {} functions, NoContainer, {} round trips after 50 warm-up, {} cold starts",
+        label, reps, cold
     );
     stats(
         "round trip (publish -> echo handler -> publish back -> driver handler)",

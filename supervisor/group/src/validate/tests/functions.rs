@@ -67,6 +67,16 @@ fn good_python_functions() {
             binary: true,
         }
     );
+    // V1's Node.js runtimes are accepted: the same launch, run by the Node.js loop.
+    assert_eq!(
+        component(&plan, &fn_arn("node", "1")).launch,
+        Launch::Python {
+            handler: "index.handler".into(),
+            code: PathBuf::from("/srv/groups/demo/functions/node"),
+            runtime: "nodejs8.10".into(),
+            binary: false,
+        }
+    );
 }
 
 #[test]
@@ -110,7 +120,7 @@ bad_fixture!(
         ),
         (
             &format!("{F}[1].FunctionConfiguration.Runtime"),
-            "`nodejs12.x` is not a supported runtime"
+            "`java8` is not a supported runtime"
         ),
         (
             &format!("{F}[2].FunctionConfiguration.CodeUri"),
@@ -119,6 +129,10 @@ bad_fixture!(
         (
             &format!("{F}[3].FunctionConfiguration.ExecArgs"),
             "ExecArgs does not apply to a Python function"
+        ),
+        (
+            &format!("{F}[4].FunctionConfiguration.CodeUri"),
+            "a Node.js function's CodeUri must be a directory"
         ),
     ]
 );
