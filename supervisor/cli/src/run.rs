@@ -356,6 +356,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
             hub.set_shadow(Arc::new(shadow.clone()));
         }
         hub.set_secrets(p.secrets.clone() as Arc<dyn SecretSource>);
+        hub.set_credentials(p.settings.aws.clone());
         supervisor = supervisor.with_lambda(hub);
     }
     let mut cloud_spool = None;
