@@ -175,11 +175,24 @@ impl CloudLogs {
     /// Writes the lines collected so far to the spool, waiting at most
     /// `timeout` (the runtime stops: they are sent at the next start).
     pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let (done_tx, done_rx) = mpsc::sync_channel(1);
-        if self.tx.try_send(Msg::Flush(done_tx)).is_err() {
-            return false;
+        let mut msg = Msg::Flush(done_tx);
+        // A full queue makes room as the spool thread takes from it; wait
+        // for that (bounded), never for a stalled disk beyond the deadline.
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
         }
-        done_rx.recv_timeout(timeout).is_ok()
+        done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 
     /// `YYYY/MM/DD/<account>/<core thing name>` for a line logged `at`.
@@ -520,6 +533,48 @@ fn refused(reply: &serde_json::Value, n: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Never blocking a component, drops counted": a burst far larger than the queue is
+    /// shipped without waiting for the disk, and every line is either in the spool or
+    /// counted as dropped (no credentials here: nothing leaves the spool).
+    #[test]
+    fn a_burst_never_waits_and_every_line_is_spooled_or_counted() {
+        use evergreen_runtime::logs::LogShipper;
+        let dir = tempfile::tempdir().expect("tmp");
+        let logs = CloudLogs::start(
+            Settings {
+                spool_dir: dir.path().to_path_buf(),
+                account: "123456789012".into(),
+                thing_name: "core".into(),
+            },
+            AwsAccess::none("us-east-1"),
+        )
+        .expect("start");
+        *logs.levels.write().expect("levels") = Levels {
+            system: None,
+            user: Some(LogLevel::Info),
+        };
+        assert!(!logs.wants(true, LogLevel::Fatal), "no system logger");
+        assert!(!logs.wants(false, LogLevel::Debug), "below the level");
+        let n = 4 * QUEUE_LINES as u64;
+        let started = Instant::now();
+        for i in 0..n {
+            logs.ship(
+                LineSource::Component("/aws/greengrass/Lambda/r/a/f"),
+                SystemTime::now(),
+                format!("[t][INFO]-line {i}"),
+            );
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "shipping took {took:?}");
+        assert!(logs.flush(Duration::from_secs(10)), "flushed");
+        let spooled = Spool::open(&dir.path().join("spool"), SPOOL_BYTES)
+            .expect("spool")
+            .events();
+        let dropped = logs.stats().dropped_queue.load(Ordering::Relaxed);
+        assert_eq!(spooled + dropped, n, "spooled {spooled}, dropped {dropped}");
+        assert!(spooled >= QUEUE_LINES as u64, "spooled {spooled}");
+    }
 
     #[test]
     fn runtime_lines_go_to_v1s_system_components() {
