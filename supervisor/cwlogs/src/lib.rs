@@ -218,6 +218,10 @@ impl evergreen_runtime::logs::LogShipper for CloudLogs {
         min.is_some_and(|min| level >= min)
     }
 
+    fn dropped(&self) -> u64 {
+        self.stats.dropped()
+    }
+
     fn ship(&self, source: LineSource<'_>, at: SystemTime, mut line: String) {
         batch::clip(&mut line);
         let group = match source {

@@ -250,6 +250,13 @@ pub trait LogShipper: Send + Sync + std::fmt::Debug {
     fn wants(&self, system: bool, level: LogLevel) -> bool;
     /// One line, logged `at`, from `source`.
     fn ship(&self, source: LineSource<'_>, at: std::time::SystemTime, line: String);
+    /// Lines it could not send, since the start (for `evergreen status`).
+    fn dropped(&self) -> u64;
+}
+
+/// Lines the shipper could not send, since the start (0 without one).
+pub fn shipper_dropped() -> u64 {
+    SHIPPER.get().map_or(0, |s| s.dropped())
 }
 
 /// Who wrote a shipped line.
