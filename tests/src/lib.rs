@@ -700,6 +700,37 @@ impl Moto {
             .unwrap_or(Value::Null)
     }
 
+    /// Kills moto (everything it held is lost), keeping its port for
+    /// [`Moto::restart`]: an outage of the AWS endpoint.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts moto again, empty, on the same port; false if it did not
+    /// answer within 30 s.
+    pub fn restart(&mut self) -> bool {
+        let Ok(child) = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = child;
+        wait_for(Duration::from_secs(30), || {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(false);
+            }
+            http_request("GET", self.port, "/moto-api/data.json", "", b"")
+                .ok()
+                .filter(|(status, _)| *status == 200)
+                .map(|_| true)
+        }) == Some(true)
+    }
+
     /// Forgets every resource (`POST /moto-api/reset`).
     pub fn reset(&self) {
         let _ = http_request("POST", self.port, "/moto-api/reset", "", b"");

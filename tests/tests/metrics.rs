@@ -164,6 +164,7 @@ fn metrics_are_served_in_the_prometheus_format_with_the_runtimes_numbers() {
         "evergreen_mqtt_connections_refused_not_authorized_total",
         "evergreen_mqtt_drops_not_authorized_total",
         "evergreen_log_lines_dropped_total",
+        "evergreen_cloudwatch_log_lines_dropped_total",
         "evergreen_uptime_seconds",
     ] {
         assert!(

@@ -15,6 +15,7 @@ use evergreen_aws::credentials::AwsAccess;
 use evergreen_cloud::bridge::{BridgeHandle, Cloud, LinkState};
 use evergreen_cloud::Spool;
 use evergreen_config::CoreConfig;
+use evergreen_cwlogs::CloudLogs;
 use evergreen_group::plan::{GroupPlan, Launch};
 use evergreen_mqtt::MqttHub;
 use evergreen_ops::control::{
@@ -357,6 +358,8 @@ struct Started {
     supervisor: Addr<Supervisor>,
     /// Flushed on a clean stop.
     cloud_spool: Option<Arc<Spool>>,
+    /// The CloudWatch Logs uploader: what it collected is written to its spool on a clean stop.
+    cloud_logs: Option<Arc<CloudLogs>>,
     /// The bridge's connection state, for `evergreen status`.
     cloud_link: Option<Arc<dyn CloudLink>>,
     /// The bridge, for the fleet agent.
@@ -419,6 +422,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         if let Some(dir) = &p.native_lib_dir {
             hub.set_native_library(dir.clone());
         }
+        hub.set_credentials(p.settings.aws.clone());
         supervisor = supervisor.with_lambda(hub);
     }
     let mut cloud_spool = None;
@@ -451,8 +455,32 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         tracing::error!("{what}");
         return Err(RunError::Mqtt(what));
     }
-    // Told of each deployed plan in this order: the MQTT server's devices, the shadow
-    // service's synced things, the cloud bridge's subscriptions.
+    // The CloudWatch Logs uploader for AWSCloudWatch loggers: its spool (lines a previous run
+    // could not send) is taken over now; each deployed plan sets what it ships.
+    let cloud_logs = match CloudLogs::start(
+        evergreen_cwlogs::Settings {
+            spool_dir: runtime_root.join("cloudwatch-logs"),
+            account: p.plan.core.account.clone(),
+            thing_name: p.plan.core.thing_name.clone(),
+        },
+        p.aws.clone(),
+    ) {
+        Ok(logs) => {
+            evergreen_runtime::logs::set_shipper(logs.clone());
+            supervisor = supervisor.with_listener(logs.clone());
+            Some(logs)
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot start the CloudWatch Logs uploader (spool {}): {e}; AWSCloudWatch loggers send nothing",
+                runtime_root.join("cloudwatch-logs").display()
+            );
+            None
+        }
+    };
+    // Told of each deployed plan in this order: the CloudWatch Logs uploader's levels, the
+    // MQTT server's devices, the shadow service's synced things, the cloud bridge's
+    // subscriptions.
     supervisor = supervisor.with_listener(mqtt.clone());
     if let Some(shadow) = &shadow {
         supervisor = supervisor.with_listener(Arc::new(shadow.clone()));
@@ -464,6 +492,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         router,
         supervisor: supervisor.start(),
         cloud_spool,
+        cloud_logs,
         cloud_link,
         bridge: bridge_handle,
         mqtt,
@@ -480,6 +509,7 @@ struct Running {
     notifier: Option<Rc<Notifier>>,
     runtime_root: PathBuf,
     cloud_spool: Option<Arc<Spool>>,
+    cloud_logs: Option<Arc<CloudLogs>>,
     mqtt: Arc<MqttHub>,
     /// Set (with the reason) when the runtime is to restart onto another release.
     restart: tokio::sync::watch::Receiver<Option<String>>,
@@ -640,6 +670,7 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         notifier: p.notifier,
         runtime_root: p.cfg.root().to_path_buf(),
         cloud_spool: s.cloud_spool,
+        cloud_logs: s.cloud_logs,
         mqtt: s.mqtt,
         restart: restart_rx,
     })
@@ -739,6 +770,9 @@ async fn wait_for_signal(mut r: Running) -> bool {
     r.control.shutdown().await;
     if let Some(spool) = r.cloud_spool {
         spool.flush();
+    }
+    if let Some(logs) = r.cloud_logs {
+        logs.flush(Duration::from_secs(2));
     }
     r.mqtt.flush_sessions();
     restart

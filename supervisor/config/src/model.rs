@@ -433,7 +433,7 @@ pub struct AwsConfig {
     /// server); `endpoints` entries win over it.
     pub endpoint_url: Option<String>,
     /// Endpoint per service key (`sns`, `firehose`, `monitoring`,
-    /// `iotanalytics`, `secretsmanager`, `twilio`).
+    /// `iotanalytics`, `secretsmanager`, `logs`, `twilio`).
     pub endpoints: std::collections::BTreeMap<String, String>,
     /// The AWS IoT credentials provider endpoint
     /// (`<prefix>.credentials.iot.<region>.amazonaws.com`, or a URL); with

@@ -223,9 +223,11 @@ pub struct LogSettings {
     /// Local storage budget in KB (`Space`).
     pub space_kb: u64,
     /// Whether a `FileSystem` logger is configured (otherwise only
-    /// `AWSCloudWatch`, which this build does not ship: lines are kept on
-    /// disk anyway so nothing is lost).
+    /// `AWSCloudWatch`: lines are kept on disk anyway so nothing is lost).
     pub file_system: bool,
+    /// The `AWSCloudWatch` logger's level, if the group has one: lines at
+    /// or above it also go to CloudWatch Logs.
+    pub cloud_watch: Option<LogLevel>,
 }
 
 impl Default for LogSettings {
@@ -234,6 +236,7 @@ impl Default for LogSettings {
             level: LogLevel::Info,
             space_kb: 128,
             file_system: true,
+            cloud_watch: None,
         }
     }
 }

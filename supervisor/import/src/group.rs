@@ -413,7 +413,7 @@ fn loggers(body: &Value, report: &mut Report) {
         if logger["Type"] == "AWSCloudWatch" {
             report.note(
                 format!("logger {}", id_of(logger)),
-                "Evergreen sends no logs to CloudWatch: the lines stay in the local log files",
+                "its lines go to CloudWatch Logs with the core's AWS credentials (evergreen.aws), besides the local log files",
             );
         }
     }

@@ -57,6 +57,12 @@ pub fn render(status: &RuntimeStatus, history: &[DeploymentRecord], proc_root: &
         &[],
         status.log_lines_dropped as f64,
     );
+    out.counter(
+        "evergreen_cloudwatch_log_lines_dropped_total",
+        "Lines for AWSCloudWatch loggers not sent (queue full, spool full, refused).",
+        &[],
+        status.cloud_watch_log_lines_dropped as f64,
+    );
     out.gauge(
         "evergreen_subscriptions",
         "Subscriptions of the running group.",

@@ -240,12 +240,13 @@ impl AwsAccess {
 
 /// Service keys `evergreen.aws.endpointUrl` applies to: the AWS services
 /// Evergreen calls. (Twilio is not AWS; it only takes an explicit entry.)
-pub(crate) const SERVICE_KEYS: [&str; 5] = [
+pub(crate) const SERVICE_KEYS: [&str; 6] = [
     "sns",
     "firehose",
     "monitoring",
     "iotanalytics",
     "secretsmanager",
+    "logs",
 ];
 
 fn chain(

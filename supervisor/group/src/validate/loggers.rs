@@ -93,17 +93,20 @@ impl Validator<'_> {
             } else {
                 DEFAULT_LOG_SPACE_KB
             };
+            let cloud_watch = chosen.get(&(system, false)).map(|(level, _, _)| *level);
             if let Some((level, space, _)) = chosen.get(&(system, true)) {
                 *settings = LogSettings {
                     level: *level,
                     space_kb: space.unwrap_or(default_space),
                     file_system: true,
+                    cloud_watch,
                 };
-            } else if let Some((level, _, _)) = chosen.get(&(system, false)) {
+            } else if let Some(level) = cloud_watch {
                 *settings = LogSettings {
-                    level: *level,
+                    level,
                     space_kb: default_space,
                     file_system: false,
+                    cloud_watch,
                 };
             }
         }

@@ -46,6 +46,10 @@ pub struct RuntimeStatus {
     /// behind, since the start; zero from a runtime built before they were reported.
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// Lines for the group's `AWSCloudWatch` loggers not sent (queue full, spool over its
+    /// budget, refused by CloudWatch), since the start.
+    #[serde(default)]
+    pub cloud_watch_log_lines_dropped: u64,
     pub counts: Counts,
     /// In ARN order.
     pub components: Vec<ComponentReport>,
@@ -572,6 +576,7 @@ pub(crate) fn build_status(
         rss_kib: vm_rss_kib(proc_root, pid),
         log_file: info.log_file.as_ref().map(|p| p.display().to_string()),
         log_lines_dropped: evergreen_runtime::logs::dropped_lines(),
+        cloud_watch_log_lines_dropped: evergreen_runtime::logs::shipper_dropped(),
         counts,
         components: reports,
     }
@@ -656,6 +661,13 @@ impl fmt::Display for RuntimeStatus {
                 } else {
                     format!("; of components: {}", by.join(", "))
                 }
+            )?;
+        }
+        if self.cloud_watch_log_lines_dropped > 0 {
+            writeln!(
+                f,
+                "cloudwatch logs: {} lines not sent (queue full, spool full or refused: see the runtime log)",
+                self.cloud_watch_log_lines_dropped
             )?;
         }
         let dash = || "-".to_string();

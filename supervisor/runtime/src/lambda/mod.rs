@@ -49,8 +49,13 @@
 //!   epoch milliseconds, `SecretBinary` base64); a refusal is the
 //!   `{"Status","Message"}` payload the SDK raises as `SecretsManagerError`,
 //!   and is logged in the caller's log and the runtime log.
+//! * Credential requests (`GET /2016-11-01/credentialprovider/`, the URL in
+//!   `AWS_CONTAINER_CREDENTIALS_FULL_URI`) are answered from the core's
+//!   credentials chain in the container-credentials format boto3 reads
+//!   (Greengrass V1's token exchange service, see [`credentials`]).
 //! * Everything runs on the actor system's thread: no locks, no `Send`.
 
+mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -218,6 +223,10 @@ pub struct LambdaHub {
     shadow: RefCell<Option<Arc<dyn crate::services::ShadowService>>>,
     /// Where `GGSecretManager` invokes are answered from, once set.
     secrets: RefCell<Option<Arc<dyn crate::services::SecretSource>>>,
+    /// Where credential requests (the token exchange) are answered from, once set.
+    credentials: RefCell<Option<Arc<dyn crate::services::CredentialSource>>>,
+    /// Whether the runtime log already says why functions get no credentials.
+    credential_outage: credentials::Outage,
     /// The endpoint's listeners: bound by the first deployment with a
     /// function and closed by one without (see [`LambdaHub::listen`]).
     endpoint: RefCell<server::Endpoint>,
@@ -318,6 +327,8 @@ impl LambdaHub {
             serial: Cell::new(0),
             shadow: RefCell::new(None),
             secrets: RefCell::new(None),
+            credentials: RefCell::new(None),
+            credential_outage: credentials::Outage::default(),
             endpoint: RefCell::new(server::Endpoint::new(limits)),
             native_library: RefCell::new(None),
         })
@@ -342,6 +353,11 @@ impl LambdaHub {
     /// Where native functions load the C SDK library from, if it was installed.
     pub(crate) fn native_library(&self) -> Option<std::path::PathBuf> {
         self.native_library.borrow().clone()
+    }
+
+    /// Answers functions' credential requests (the token exchange) from this source.
+    pub fn set_credentials(&self, credentials: Arc<dyn crate::services::CredentialSource>) {
+        *self.credentials.borrow_mut() = Some(credentials);
     }
 
     /// The port functions are told (`GG_DAEMON_PORT`).

@@ -116,6 +116,12 @@ pub(crate) fn link_environment(
 ) -> Vec<(&'static str, OsString)> {
     vec![
         ("AWS_CONTAINER_AUTHORIZATION_TOKEN", launch.token.into()),
+        // The token exchange (Greengrass V1's GGTES): boto3 fetches the
+        // core's credentials from the endpoint with the token above.
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            super::credentials::full_uri(hub.port()).into(),
+        ),
         ("GG_DAEMON_PORT", hub.port().to_string().into()),
         ("ROUTER_FUNCTION_ARN", ROUTER_ARN.into()),
         ("SHADOW_FUNCTION_ARN", SHADOW_ARN.into()),

@@ -22,6 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use super::credentials;
 use super::http::{percent_decode, read_body, read_head, Request, Response, MAX_HEAD};
 use super::invoke::{fetch, invoke};
 use super::work::{next_work, work_result};
@@ -385,6 +386,14 @@ async fn handle(
         return Response::error(404, &format!("no such resource: {path}"));
     };
     let rest = rest.split('?').next().unwrap_or_default();
+    // Before `ready`: boto3 may fetch credentials while the handler's module
+    // is imported, before the runtime loop has said anything.
+    if rest.trim_end_matches('/') == credentials::PATH {
+        return match req.method.as_str() {
+            "GET" => credentials::answer(hub, &caller.arn).await,
+            _ => Response::error(405, "use GET for credentials"),
+        };
+    }
     let init_failed = rest.ends_with("/initialized")
         && serde_json::from_slice::<Value>(&req.body)
             .ok()

@@ -410,6 +410,8 @@ pub(crate) struct ComponentLog {
 struct Handle {
     meta: Arc<Meta>,
     mode: Mode,
+    /// Its CloudWatch log group, for an `AWSCloudWatch` logger.
+    cloud_group: Option<String>,
 }
 
 #[derive(Debug)]
@@ -466,13 +468,25 @@ impl ComponentLog {
             None => Mode::Direct(Mutex::new(file)),
         };
         Ok(ComponentLog {
-            inner: Arc::new(Handle { meta, mode }),
+            inner: Arc::new(Handle {
+                meta,
+                mode,
+                cloud_group: super::cloud_group(relative),
+            }),
         })
     }
 
     /// Logs one line, unless `level` is below the log's level. Never blocks on the disk
     /// once installed; a failed write is told in the runtime log by the writer.
     pub(crate) fn write(&self, level: LogLevel, message: &str) {
+        // CloudWatch first: its logger's level may be below the file's.
+        if let Some(group) = &self.inner.cloud_group {
+            if let Some(shipper) = super::shipper_for(false, level) {
+                let at = std::time::SystemTime::now();
+                let line = super::cloud_line(at.into(), level, None, message);
+                shipper.ship(super::LineSource::Component(group), at, line);
+            }
+        }
         if level < self.inner.meta.level {
             return;
         }

@@ -157,10 +157,26 @@ impl GreengrassLayer {
         spans: &[(&str, Vec<(String, String)>)],
         message: &str,
     ) {
+        let now = OffsetDateTime::now_utc();
+        if let Some(shipper) = super::shipper_for(true, level) {
+            let mut context = target.to_owned();
+            for (name, fields) in spans {
+                context.push_str(": ");
+                context.push_str(name);
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    context.push(if i == 0 { '{' } else { ' ' });
+                    let _ = write!(context, "{key}={value}");
+                }
+                if !fields.is_empty() {
+                    context.push('}');
+                }
+            }
+            let line = super::cloud_line(now, level, Some(&context), message);
+            shipper.ship(super::LineSource::Runtime(target), now.into(), line);
+        }
         let Some(meta) = self.shared.meta(SYSTEM_ID) else {
             return;
         };
-        let now = OffsetDateTime::now_utc();
         let kind = if self.echo { LINE_ECHO } else { LINE };
         let ((), record) = with_record(kind, SYSTEM_ID, |out| match self.format {
             LogFormat::Greengrass => {

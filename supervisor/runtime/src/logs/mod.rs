@@ -242,6 +242,91 @@ pub fn timestamp(at: time::OffsetDateTime) -> String {
     out
 }
 
+/// Where lines also go when the group has an `AWSCloudWatch` logger: the CloudWatch Logs
+/// uploader (`evergreen_cwlogs`), set once by the composition root. Both calls are made on
+/// the thread that logs, for every line: they must be cheap and never block.
+pub trait LogShipper: Send + Sync + std::fmt::Debug {
+    /// Whether lines of `level` are wanted, from the runtime (`system`) or a component.
+    fn wants(&self, system: bool, level: LogLevel) -> bool;
+    /// One line, logged `at`, from `source`.
+    fn ship(&self, source: LineSource<'_>, at: std::time::SystemTime, line: String);
+    /// Lines it could not send, since the start (for `evergreen status`).
+    fn dropped(&self) -> u64;
+}
+
+/// Lines the shipper could not send, since the start (0 without one).
+pub fn shipper_dropped() -> u64 {
+    SHIPPER.get().map_or(0, |s| s.dropped())
+}
+
+/// Who wrote a shipped line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineSource<'a> {
+    /// A component, by its CloudWatch log group ([`cloud_group`] of its file).
+    Component(&'a str),
+    /// The runtime, by the event's `tracing` target (the shipper names the system component).
+    Runtime(&'a str),
+}
+
+static SHIPPER: OnceLock<Arc<dyn LogShipper>> = OnceLock::new();
+
+/// Sends every line that `shipper` wants to it too, from now on; false if one is set already.
+pub fn set_shipper(shipper: Arc<dyn LogShipper>) -> bool {
+    SHIPPER.set(shipper).is_ok()
+}
+
+/// The shipper, if one is set and wants lines of `level` (from the runtime if `system`).
+pub(crate) fn shipper_for(system: bool, level: LogLevel) -> Option<&'static Arc<dyn LogShipper>> {
+    SHIPPER.get().filter(|s| s.wants(system, level))
+}
+
+/// The CloudWatch log group (V1's names) of the log file at `relative` under the log root:
+/// `user/<region>/<account>/<name>.log` → `/aws/greengrass/Lambda/<region>/<account>/<name>`,
+/// `system/<name>.log` → `/aws/greengrass/GreengrassSystem/<name>`.
+pub fn cloud_group(relative: &Path) -> Option<String> {
+    let parts: Vec<&str> = relative
+        .components()
+        .map(|c| c.as_os_str().to_str())
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        ["user", region, account, file] => Some(format!(
+            "/aws/greengrass/Lambda/{region}/{account}/{}",
+            file.strip_suffix(".log")?
+        )),
+        ["system", file] => Some(format!(
+            "/aws/greengrass/GreengrassSystem/{}",
+            file.strip_suffix(".log")?
+        )),
+        _ => None,
+    }
+}
+
+/// A line as CloudWatch gets it: `[timestamp][LEVEL]-` then `context: ` when given, then the
+/// message, escaped and cut as file lines are (V1's format, without the file line's ARN:
+/// the log group names the writer).
+pub(crate) fn cloud_line(
+    at: time::OffsetDateTime,
+    level: LogLevel,
+    context: Option<&str>,
+    message: &str,
+) -> String {
+    let message = file::strip_line_end(message);
+    let mut line = String::with_capacity(40 + message.len().min(MAX_MESSAGE_BYTES));
+    line.push('[');
+    file::push_timestamp(&mut line, at);
+    line.push_str("][");
+    line.push_str(level.as_str());
+    line.push_str("]-");
+    if let Some(context) = context {
+        file::push_escaped(&mut line, context, MAX_MESSAGE_BYTES);
+        line.push_str(": ");
+    }
+    if let Some(left_out) = file::push_escaped(&mut line, message, MAX_MESSAGE_BYTES) {
+        line.push_str(&format!(" [truncated {left_out} bytes]"));
+    }
+    line
+}
+
 /// Lines dropped because the writer thread was behind, since the runtime started.
 pub fn dropped_lines() -> u64 {
     INSTALLED.get().map_or(0, |shared| shared.dropped_total())

@@ -356,3 +356,31 @@ fn a_stalled_writer_never_blocks_the_logging_thread_and_every_line_is_written_or
         "{system}"
     );
 }
+
+#[test]
+fn cloudwatch_log_groups_are_v1s_names() {
+    use std::path::Path;
+    assert_eq!(
+        super::cloud_group(Path::new("user/us-east-1/123456789012/f.log")).as_deref(),
+        Some("/aws/greengrass/Lambda/us-east-1/123456789012/f")
+    );
+    assert_eq!(
+        super::cloud_group(Path::new("user/us-east-1/aws/SNS.log")).as_deref(),
+        Some("/aws/greengrass/Lambda/us-east-1/aws/SNS")
+    );
+    assert_eq!(
+        super::cloud_group(Path::new("system/runtime.log")).as_deref(),
+        Some("/aws/greengrass/GreengrassSystem/runtime")
+    );
+    assert_eq!(super::cloud_group(Path::new("elsewhere/x.log")), None);
+    let line = super::cloud_line(
+        time::OffsetDateTime::UNIX_EPOCH,
+        evergreen_ipc::LogLevel::Warn,
+        Some("evergreen::run"),
+        "two\nlines\n",
+    );
+    assert_eq!(
+        line,
+        "[1970-01-01T00:00:00.000Z][WARN]-evergreen::run: two\\nlines"
+    );
+}

@@ -78,12 +78,15 @@ fn good_everything() {
             system: LogSettings {
                 level: LogLevel::Warn,
                 space_kb: 512,
-                file_system: true
+                file_system: true,
+                cloud_watch: None,
             },
             user: LogSettings {
                 level: LogLevel::Info,
                 space_kb: 2048,
-                file_system: true
+                file_system: true,
+                // The group's AWSCloudWatch logger for Lambda, at DEBUG.
+                cloud_watch: Some(LogLevel::Debug),
             },
         }
     );
