@@ -4,6 +4,8 @@
 #
 #   packaging/build-rpm.sh BINARY RPM-ARCH OUT-DIR     e.g. x86_64, aarch64
 #
+# The C SDK library for RPM-ARCH must be built first (packaging/sdk-c-build.sh
+# RPM-ARCH writes target/sdk-c/libaws-greengrass-core-sdk-c.so).
 # Prints the path of the .rpm it wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ cp packaging/evergreen.service README.md LICENSE THIRD-PARTY-LICENSES.md "$top/S
 # docs/: the reference pages the README links to, kept beside it.
 cp -r packaging/man packaging/completions docs "$top/SOURCES/"
 cp packaging/etc/config.json "$top/SOURCES/config.json"
+cp target/sdk-c/libaws-greengrass-core-sdk-c.so supervisor/sdk-c/include/greengrasssdk.h "$top/SOURCES/"
 cp packaging/config.json "$top/SOURCES/config.defaults.json"
 rpmbuild -bb --quiet \
     --define "_topdir $top" --define "version $version" --define "rpm_arch $arch" \

@@ -54,6 +54,11 @@ build_one() {
             echo "== $name: $qemu not installed; binary not run (apt-get install qemu-user)"
         fi
     fi
+    echo "== $name: C SDK library (glibc)"
+    if ! packaging/sdk-c-build.sh "$5" >/dev/null; then
+        echo "CANNOT BUILD the C SDK library for $name here (see above)"
+        failed+=("$name (C SDK)"); return
+    fi
     echo "== $name: .deb"
     rm -f target/debian/evergreen_*_"$debarch".deb
     cargo deb -p evergreen --no-build --no-strip --target "$triple"

@@ -14,6 +14,8 @@
 #   /usr/local/share/man/man1/evergreen*.1    the man pages
 #   /usr/local/share/bash-completion/completions/evergreen    bash completion
 #   /usr/local/share/doc/evergreen/           README, default configuration, licences
+#   /usr/local/lib/evergreen/libaws-greengrass-core-sdk-c.so, /usr/local/include/greengrasssdk.h
+#                                             the C SDK of native functions
 # and the evergreen system user and group. With systemd running, the service is
 # enabled (not started), as the packages do; without systemd, run
 # `evergreen run --config /etc/evergreen/config.json` under your supervisor.
@@ -25,6 +27,10 @@ unit=/etc/systemd/system/evergreen.service
 mandir=/usr/local/share/man/man1
 completion=/usr/local/share/bash-completion/completions/evergreen
 doc=/usr/local/share/doc/evergreen
+# The C SDK of native functions: the runtime finds the library in lib/evergreen/
+# beside its bin/ (docs/c-functions.md).
+sdk_lib=/usr/local/lib/evergreen/libaws-greengrass-core-sdk-c.so
+sdk_header=/usr/local/include/greengrasssdk.h
 etc=/etc/evergreen
 root=/var/lib/evergreen
 
@@ -70,6 +76,10 @@ case "${1:-}" in
     install -d -m 0755 "$mandir"
     install -m 0644 "$here"/man/*.1 "$mandir/"
     install -D -m 0644 "$here/completions/evergreen.bash" "$completion"
+    if [ -f "$here/libaws-greengrass-core-sdk-c.so" ]; then
+        install -D -m 0644 "$here/libaws-greengrass-core-sdk-c.so" "$sdk_lib"
+        install -D -m 0644 "$here/greengrasssdk.h" "$sdk_header"
+    fi
     install -d -m 0755 "$doc"
     for f in README.md LICENSE THIRD-PARTY-LICENSES.md config.json config.defaults.json; do
         [ -f "$here/$f" ] && install -m 0644 "$here/$f" "$doc/$f"
@@ -94,7 +104,8 @@ case "${1:-}" in
         systemctl stop evergreen.service 2>/dev/null || true
         systemctl disable evergreen.service >/dev/null 2>&1 || true
     fi
-    rm -f "$bin" "$unit" "$mandir"/evergreen.1 "$mandir"/evergreen-*.1 "$completion"
+    rm -f "$bin" "$unit" "$mandir"/evergreen.1 "$mandir"/evergreen-*.1 "$completion" "$sdk_lib" "$sdk_header"
+    rmdir /usr/local/lib/evergreen 2>/dev/null || true
     rm -rf "$doc" /run/evergreen
     systemd_running && systemctl daemon-reload
     if [ "$1" = --purge ]; then

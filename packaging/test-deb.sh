@@ -71,6 +71,11 @@ rm -rf "$bare"
 # cargo-deb writes every architecture's .deb to target/debian/: only the
 # host's is replaced and installed.
 arch=$(dpkg --print-architecture)
+# The C SDK of native functions, a glibc library for this architecture, goes into
+# the packages beside the binary (docs/c-functions.md).
+sdk_lib=$(packaging/sdk-c-build.sh "$(uname -m)") || { echo "FAIL: packaging/sdk-c-build.sh"; exit 1; }
+check "the C SDK library's soname is V1's" sh -c \
+    "readelf -d $sdk_lib | grep -q 'Library soname: \[libaws-greengrass-core-sdk-c.so\]'"
 rm -f target/debian/evergreen_*_"$arch".deb
 cargo deb -p evergreen --no-build --no-strip --target "$target" || { echo "FAIL: cargo deb"; exit 1; }
 deb=$(ls target/debian/evergreen_*_"$arch".deb)
@@ -90,6 +95,8 @@ echo "== install"
 if dpkg -i "$deb"; then pass "dpkg -i $deb"; else fail "dpkg -i $deb"; exit 1; fi
 
 check "/usr/bin/evergreen --version" /usr/bin/evergreen --version
+check "C SDK library installed (/usr/lib/evergreen)" test -f /usr/lib/evergreen/libaws-greengrass-core-sdk-c.so
+check "C SDK header installed (/usr/include/greengrasssdk.h)" test -f /usr/include/greengrasssdk.h
 check "man page evergreen(1)" test -f /usr/share/man/man1/evergreen.1.gz
 check "a man page per command (evergreen-stop(1))" test -f /usr/share/man/man1/evergreen-stop.1.gz
 for page in packaging/man/*.1; do
@@ -199,6 +206,47 @@ else
     fail "python3 is not installed: the Python function check cannot run"
 fi
 rm -rf "$py_dir"
+# A C function (a Greengrass V1 Lambda executable) built against the installed
+# header and library, as a user builds one on the gateway, runs on the installed
+# runtime with the runtime's copy of the library.
+c_dir=$(mktemp -d /tmp/evergreen-c.XXXXXX)
+chmod 0755 "$c_dir"
+cat >"$c_dir/hello.c" <<'C'
+#include <stdio.h>
+#include "greengrasssdk.h"
+static void handler(const gg_lambda_context *context) {
+    (void)context;
+}
+int main(void) {
+    if (gg_global_init(0) != GGE_SUCCESS) return 1;
+    gg_log(GG_LOG_INFO, "evergreen c check: %s", "sdk loaded");
+    gg_runtime_start(handler, 0);
+    return 0;
+}
+C
+cat >"$c_dir/group.json" <<JSON
+{"FunctionDefinitionVersion": {"Functions": [{"Id": "c-check",
+  "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:c-check:1",
+  "FunctionConfiguration": {"Executable": "$c_dir/hello", "Runtime": "executable",
+    "Pinned": true, "Timeout": 3,
+    "Environment": {"Execution": {"IsolationMode": "NoContainer"}}}}]}}
+JSON
+if command -v cc >/dev/null; then
+    check "a C function builds against the installed header and library" \
+        cc -o "$c_dir/hello" "$c_dir/hello.c" -L/usr/lib/evergreen -laws-greengrass-core-sdk-c
+    chmod 0755 "$c_dir/hello"
+    check "deploy a C function to the installed runtime" timeout 60 /usr/bin/evergreen deploy "$c_dir/group.json"
+    c_log=/var/lib/evergreen/var/log/user/us-east-1/123456789012/c-check.log
+    ok=0
+    for _ in $(seq 1 40); do # up to 20 s
+        if grep -q "evergreen c check: sdk loaded" "$c_log" 2>/dev/null; then ok=1; break; fi
+        sleep 0.5
+    done
+    check "the C function ran on the packaged library ($c_log)" test $ok = 1
+else
+    fail "cc is not installed: the C function check cannot run (apt-get install gcc)"
+fi
+rm -rf "$c_dir"
 kill -TERM "$runtime_pid" 2>/dev/null
 status=
 for _ in $(seq 1 40); do # up to 20 s (a stop takes at most ~7 s by default)
@@ -225,7 +273,8 @@ check "service still enabled" test -L /etc/systemd/system/multi-user.target.want
 echo "== purge"
 check "dpkg --purge evergreen" dpkg --purge evergreen
 check "package gone" sh -c "! dpkg-query -W -f='\${Status}' evergreen 2>/dev/null | grep -q installed"
-for p in /usr/bin/evergreen /lib/systemd/system/evergreen.service /etc/evergreen /var/lib/evergreen \
+for p in /usr/bin/evergreen /usr/lib/evergreen /usr/include/greengrasssdk.h \
+    /lib/systemd/system/evergreen.service /etc/evergreen /var/lib/evergreen \
     /usr/share/man/man1/evergreen.1.gz /usr/share/bash-completion/completions/evergreen \
     /etc/systemd/system/multi-user.target.wants/evergreen.service /usr/share/doc/evergreen; do
     check "$p removed" test ! -e "$p" -a ! -L "$p"
@@ -239,12 +288,14 @@ check "group evergreen removed" sh -c "! getent group evergreen"
 # --purge leaves nothing.
 echo "== tarball with install.sh"
 if tarball=$(packaging/tarball.sh "$bin" "$(uname -m)" target/dist); then
+    # The tarball carries the same library (built above for this architecture).
     echo "tarball: $tarball ($(stat -c %s "$tarball") bytes)"
     untar=$(mktemp -d)
     tar -C "$untar" -xzf "$tarball"
     installer=$(ls "$untar"/evergreen-*/install.sh)
     check "install.sh" "$installer"
     check "/usr/local/bin/evergreen --version" /usr/local/bin/evergreen --version
+    check "C SDK library under /usr/local/lib/evergreen" test -f /usr/local/lib/evergreen/libaws-greengrass-core-sdk-c.so
     check "man pages under /usr/local/share/man/man1" test -f /usr/local/share/man/man1/evergreen-stop.1
     check "bash completion under /usr/local" test -f /usr/local/share/bash-completion/completions/evergreen
     check "unit starts /usr/local/bin/evergreen" \
@@ -261,7 +312,8 @@ if tarball=$(packaging/tarball.sh "$bin" "$(uname -m)" target/dist); then
     check "install.sh --purge" "$installer" --purge
     for p in /usr/local/bin/evergreen /etc/systemd/system/evergreen.service /etc/evergreen \
         /var/lib/evergreen /usr/local/share/doc/evergreen /usr/local/share/man/man1/evergreen.1 \
-        /usr/local/share/man/man1/evergreen-status.1 /usr/local/share/bash-completion/completions/evergreen; do
+        /usr/local/share/man/man1/evergreen-status.1 /usr/local/share/bash-completion/completions/evergreen \
+        /usr/local/lib/evergreen /usr/local/include/greengrasssdk.h; do
         check "$p removed" test ! -e "$p"
     done
     check "user evergreen removed" sh -c "! getent passwd evergreen"
@@ -281,7 +333,8 @@ if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/
     echo "== aarch64 package under qemu"
     # The cross-check profile (Cargo.toml): release behaviour, less optimisation, about half
     # the build time; packaging/build.sh builds the release artefact.
-    if PROFILE=cross-check packaging/static-build.sh aarch64-unknown-linux-musl; then
+    if PROFILE=cross-check packaging/static-build.sh aarch64-unknown-linux-musl \
+        && packaging/sdk-c-build.sh aarch64 >/dev/null; then
         rm -f target/debian/evergreen_*_arm64.deb
         cargo deb -p evergreen --no-build --no-strip --profile cross-check \
             --target aarch64-unknown-linux-musl >/dev/null
@@ -301,6 +354,8 @@ if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/
             dpkg --root="$foreign" --force-depends --unpack "$deb64"
         check "dpkg --root lists /usr/bin/evergreen as the package's" sh -c \
             "dpkg --root='$foreign' -L evergreen | grep -qx /usr/bin/evergreen"
+        check "the arm64 package's C SDK library is an AArch64 glibc library" sh -c \
+            "readelf -h '$foreign/usr/lib/evergreen/libaws-greengrass-core-sdk-c.so' | grep -q AArch64 && readelf -d '$foreign/usr/lib/evergreen/libaws-greengrass-core-sdk-c.so' | grep -q 'libc.so.6'"
         check "the arm64 binary runs under qemu: --version" qemu-aarch64 "$foreign/usr/bin/evergreen" --version
         check "the arm64 binary runs under qemu: validate (embedded group)" \
             qemu-aarch64 "$foreign/usr/bin/evergreen" validate
@@ -309,7 +364,7 @@ if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/
             qemu-aarch64 "$foreign/usr/bin/evergreen" validate --config "$foreign/etc/evergreen/config.json.dpkg-new"
         rm -rf "$foreign"
     else
-        fail "static build for aarch64-unknown-linux-musl"
+        fail "static build for aarch64-unknown-linux-musl, or its C SDK library"
     fi
 else
     fail "qemu-user and gcc-aarch64-linux-gnu are needed for the aarch64 package (apt-get install qemu-user gcc-aarch64-linux-gnu)"
@@ -320,6 +375,8 @@ fi
 if command -v rpmbuild >/dev/null; then
     echo "== rpm"
     rpm_arch=$(uname -m)
+    # The host's library again (the arm64 package's build replaced it).
+    packaging/sdk-c-build.sh "$rpm_arch" >/dev/null || fail "packaging/sdk-c-build.sh $rpm_arch"
     if rpmfile=$(packaging/build-rpm.sh "$bin" "$rpm_arch" target/rpm); then
         echo "package: $rpmfile ($(stat -c %s "$rpmfile") bytes)"
         check "rpm requires nothing but shadow-utils and /bin/sh (static binary)" sh -c \

@@ -25,6 +25,7 @@ if rpm --root "$root" -i --nodeps --noscripts "$rpm_file" 2>&1 | grep -v "does n
 check "installed" rpm --root "$root" -q evergreen
 check "/usr/bin/evergreen 0755" test "$(stat -c %a "$root/usr/bin/evergreen")" = 755
 check "evergreen --version runs" "$root/usr/bin/evergreen" --version
+check "rpm provides no soname of the private C SDK library" sh -c "! rpm -qp --provides '$rpm_file' | grep -q libaws"
 check "unit in /usr/lib/systemd/system" test -f "$root/usr/lib/systemd/system/evergreen.service"
 check "configuration" test -f "$root/etc/evergreen/config.json"
 check "man page" test -f "$root/usr/share/man/man1/evergreen.1.gz"
@@ -33,14 +34,15 @@ check "bash completion" test -f "$root/usr/share/bash-completion/completions/eve
 check "zsh completion" test -f "$root/usr/share/zsh/site-functions/_evergreen"
 check "fish completion" test -f "$root/usr/share/fish/vendor_completions.d/evergreen.fish"
 check "licence and inventory" test -f "$root/usr/share/licenses/evergreen/LICENSE" -a -f "$root/usr/share/licenses/evergreen/THIRD-PARTY-LICENSES.md"
+check "C SDK library and header" test -f "$root/usr/lib/evergreen/libaws-greengrass-core-sdk-c.so" -a -f "$root/usr/include/greengrasssdk.h"
 check "/var/lib/evergreen 0750" test "$(stat -c %a "$root/var/lib/evergreen")" = 750
-for dir in /etc/evergreen /usr/share/doc/evergreen /usr/share/licenses/evergreen /var/lib/evergreen; do
+for dir in /etc/evergreen /usr/lib/evergreen /usr/share/doc/evergreen /usr/share/licenses/evergreen /var/lib/evergreen; do
     check "$dir owned by the package" sh -c "rpm --root '$root' -qf '$dir' | grep -q '^evergreen-'"
 done
 check "configuration is %config(noreplace)" sh -c "rpm --root '$root' -qc evergreen | grep -qx /etc/evergreen/config.json"
 echo "== rpm -e"
 check "erased" rpm --root "$root" -e --noscripts evergreen
-for path in /usr/bin/evergreen /usr/share/man/man1/evergreen.1.gz /usr/share/doc/evergreen/docs/install.md /usr/share/bash-completion/completions/evergreen /etc/evergreen /usr/share/doc/evergreen /usr/share/licenses/evergreen /usr/lib/systemd/system/evergreen.service /var/lib/evergreen; do
+for path in /usr/bin/evergreen /usr/lib/evergreen /usr/include/greengrasssdk.h /usr/share/man/man1/evergreen.1.gz /usr/share/doc/evergreen/docs/install.md /usr/share/bash-completion/completions/evergreen /etc/evergreen /usr/share/doc/evergreen /usr/share/licenses/evergreen /usr/lib/systemd/system/evergreen.service /var/lib/evergreen; do
     check "$path gone" test ! -e "$root$path"
 done
 if [ $failures -gt 0 ]; then

@@ -25,16 +25,21 @@ pub const PACKAGED_DIR: &str = "/usr/lib/evergreen";
 pub const LIBRARY_VAR: &str = "EVERGREEN_C_SDK_LIBRARY";
 
 /// The library this runtime's functions get: the file `EVERGREEN_C_SDK_LIBRARY` names (when
-/// set, it alone), else next to the `evergreen` program (a build tree or a tarball), else in
-/// the packages' directory.
+/// set, it alone), else next to the `evergreen` program (a build tree), else in `lib/evergreen/`
+/// beside the program's directory (the tarball's `install.sh` puts it in
+/// `/usr/local/lib/evergreen/` for `/usr/local/bin/evergreen`), else in the packages' directory.
 pub fn find_library(exe: &Path, named: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     if let Some(named) = named.filter(|n| !n.is_empty()) {
         let named = PathBuf::from(named);
         return named.is_file().then_some(named);
     }
-    let beside = exe
-        .parent()
-        .map(|dir| [dir.join(LIBRARY), dir.join(CARGO_LIBRARY)]);
+    let beside = exe.parent().map(|dir| {
+        [
+            dir.join(LIBRARY),
+            dir.join(CARGO_LIBRARY),
+            dir.join("../lib/evergreen").join(LIBRARY),
+        ]
+    });
     beside
         .into_iter()
         .flatten()
@@ -91,6 +96,16 @@ mod tests {
         assert_eq!(
             find_library(&exe, Some(found.as_os_str())),
             Some(found.clone())
+        );
+        let prefix = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(prefix.path().join("bin")).expect("mkdir");
+        std::fs::create_dir_all(prefix.path().join("lib/evergreen")).expect("mkdir");
+        std::fs::write(prefix.path().join("lib/evergreen").join(LIBRARY), b"ELF").expect("write");
+        let installed = find_library(&prefix.path().join("bin/evergreen"), None).expect("found");
+        assert!(
+            installed.ends_with(Path::new("bin/../lib/evergreen").join(LIBRARY)),
+            "{}",
+            installed.display()
         );
         let out = dir.path().join("runtime/lib");
         install(&out, &found).expect("install");
