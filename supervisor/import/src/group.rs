@@ -143,8 +143,9 @@ fn functions(
                 format!(
                     "the Lambda function {name}'s code and runtime are not in the input: copy its deployment package \
                      (with greengrasssdk vendored, as V1 required) to {dir} (a directory or {dir}.zip) beside the group \
-                     file, and set \"CodeUri\" to that path and \"Runtime\" to its Python runtime (python3.7, python3.8, …) \
-                     in its FunctionConfiguration; a Node.js or Java function must be ported first"
+                     file, and set \"CodeUri\" to that path and \"Runtime\" to its runtime (python3.7, python3.8, …, or \
+                     nodejs12.x with the code unzipped into the directory) in its FunctionConfiguration; a Java function \
+                     must be ported first"
                 ),
             ),
         }
@@ -206,7 +207,10 @@ fn from_lambda(
         || runtime
             .strip_prefix("python3.")
             .is_some_and(|minor| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()));
-    if python3 {
+    // V1's Node.js runtimes (nodejs8.10, nodejs12.x) run on the gateway's node with
+    // aws-greengrass-core-sdk in the function's own node_modules (docs/migrating.md).
+    let node = runtime.starts_with("nodejs");
+    if python3 || node {
         config
             .entry("Runtime")
             .or_insert_with(|| Value::String(runtime.to_string()));
@@ -234,8 +238,9 @@ fn from_lambda(
         report.todo(
             subject,
             format!(
-                "its Lambda ({}) runs {runtime}, and Evergreen runs only Python functions: port it to Python, or to a \
-                 program that uses the evergreen-ipc SDK (then Executable is that program)",
+                "its Lambda ({}) runs {runtime}, which Evergreen does not run (it runs Python, Node.js and native C \
+                 functions): port it, or make it a program that uses the evergreen-ipc SDK (then Executable is that \
+                 program)",
                 lambda.logical_id
             ),
         );
@@ -255,7 +260,7 @@ fn from_lambda(
     }
     match &lambda.code {
         LambdaCode::Inline(source) => {
-            let file = format!("{dir}/index.py");
+            let file = format!("{dir}/index.{}", if node { "js" } else { "py" });
             // CloudFormation stores inline code as index.py, so its handler is index.<function>.
             if let Some(executable) = config.get("Executable").and_then(Value::as_str) {
                 if executable.split('.').next() != Some("index") {
@@ -281,7 +286,16 @@ fn from_lambda(
                     subject,
                     format!("its inline code (Code.ZipFile) is written to {file} beside the group file"),
                 );
-                if source.contains("greengrasssdk") {
+                if node && source.contains("aws-greengrass-core-sdk") {
+                    report.todo(
+                        subject,
+                        format!(
+                            "its code requires aws-greengrass-core-sdk, which inline code cannot carry: install it \
+                             beside the group file with `npm install --prefix {dir} aws-greengrass-core-sdk@1.7.0`"
+                        ),
+                    );
+                }
+                if !node && source.contains("greengrasssdk") {
                     report.todo(
                         subject,
                         format!(
@@ -300,6 +314,14 @@ fn from_lambda(
                 );
             }
         }
+        LambdaCode::S3 { bucket, key } if node => report.todo(
+            subject,
+            format!(
+                "its deployment package is s3://{bucket}/{key}, which is not in the input: unzip it (with \
+                 aws-greengrass-core-sdk in its node_modules, as V1 required) into {dir} beside the group file and \
+                 set \"CodeUri\": \"{dir}\" in its FunctionConfiguration (a Node.js function's code is a directory)"
+            ),
+        ),
         LambdaCode::S3 { bucket, key } => report.todo(
             subject,
             format!(
@@ -313,6 +335,13 @@ fn from_lambda(
             format!(
                 "its Lambda's code is the container image {uri}, which Greengrass V1 could not run either: port it to \
                  a Python function's code in {dir}"
+            ),
+        ),
+        LambdaCode::Unknown if node => report.todo(
+            subject,
+            format!(
+                "the Lambda's code is not in the input: unzip its deployment package (aws-greengrass-core-sdk in its \
+                 node_modules) into {dir} beside the group file and set \"CodeUri\" to that directory"
             ),
         ),
         LambdaCode::Unknown => report.todo(
@@ -542,12 +571,47 @@ mod lambda_tests {
                 .get("Runtime")
                 .is_none()
         );
-        let (group, report) = one_function(None, "nodejs12.x", LambdaCode::Unknown);
+        let (group, report) = one_function(None, "java8", LambdaCode::Unknown);
         assert!(todo_text(&report).contains("port it"), "{report:?}");
         assert!(
             group["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"]
                 .get("CodeUri")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn node_functions_keep_their_runtime_and_handler_and_their_code_is_a_directory() {
+        let (group, report) = one_function(
+            Some("index.handler"),
+            "nodejs12.x",
+            LambdaCode::Inline(
+                "const gg = require('aws-greengrass-core-sdk');\nexports.handler = () => {};\n"
+                    .into(),
+            ),
+        );
+        let config = &group["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"];
+        assert_eq!(config["Runtime"], "nodejs12.x");
+        assert_eq!(config["Executable"], "index.handler");
+        assert_eq!(config["CodeUri"], "functions/f");
+        assert!(
+            todo_text(&report)
+                .contains("npm install --prefix functions/f aws-greengrass-core-sdk@1.7.0"),
+            "{report:?}"
+        );
+        let (group, report) = one_function(
+            Some("index.handler"),
+            "nodejs8.10",
+            LambdaCode::S3 {
+                bucket: "b".into(),
+                key: "k.zip".into(),
+            },
+        );
+        let config = &group["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"];
+        assert_eq!(config["Runtime"], "nodejs8.10");
+        assert!(
+            todo_text(&report).contains("unzip it (with aws-greengrass-core-sdk"),
+            "{report:?}"
         );
     }
 }
