@@ -760,6 +760,41 @@ impl Drop for Moto {
     }
 }
 
+/// A V1 Python function's code directory, `root/functions/<name>`: greengrasssdk vendored from
+/// `sdk` (as V1 users zipped it with their code) and `files` (name, text) written beside it.
+pub fn python_package(root: &Path, name: &str, sdk: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let dir = root.join("functions").join(name);
+    vendor_greengrasssdk(sdk, &dir).expect("vendor greengrasssdk");
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).expect("write function file");
+    }
+    dir
+}
+
+/// A NoContainer `python3.8` function of a group, JSON encoded: `Executable` is the handler
+/// (`module.function`) in `code`.
+pub fn python_function(
+    name: &str,
+    code: &Path,
+    handler: &str,
+    pinned: bool,
+    timeout: u64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "Id": name,
+        "FunctionArn": fn_arn(name),
+        "FunctionConfiguration": {
+            "Executable": handler,
+            "CodeUri": code,
+            "Runtime": "python3.8",
+            "Pinned": pinned,
+            "Timeout": timeout,
+            "EncodingType": "json",
+            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
+        }
+    })
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> Option<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -128,15 +128,6 @@ fn boto3_or_skip() -> bool {
     ok
 }
 
-fn package(root: &Path, name: &str, sdk: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let dir = root.join("functions").join(name);
-    vendor_greengrasssdk(sdk, &dir).expect("vendor greengrasssdk");
-    for (file, text) in files {
-        std::fs::write(dir.join(file), text).expect("write function file");
-    }
-    dir
-}
-
 /// A pinned Python function with `variables` in its environment.
 fn py_function(name: &str, code: &Path, handler: &str, isolation: &str, variables: Value) -> Value {
     json!({
@@ -274,7 +265,7 @@ fn boto3_function_reaches_moto(isolation: &str) -> Option<(Runtime, u16)> {
     let moto = Moto::start()?;
     moto_py(&moto, SETUP);
     let work = tempfile::tempdir().expect("tmp");
-    let code = package(work.path(), "tes", &sdk, &[("tes.py", S3_AND_SNS)]);
+    let code = python_package(work.path(), "tes", &sdk, &[("tes.py", S3_AND_SNS)]);
     if isolation == "GreengrassContainer" {
         vendor_boto3(&code);
     }
@@ -426,7 +417,7 @@ fn without_credentials_boto3_reports_why_and_the_runtime_logs_it_once() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
-    let code = package(work.path(), "tes", &sdk, &[("tes.py", WITHOUT)]);
+    let code = python_package(work.path(), "tes", &sdk, &[("tes.py", WITHOUT)]);
     let out = work.path().join("got.jsonl");
     let home = tempfile::tempdir().expect("home");
     // Nowhere the chain could find keys: no configuration, an empty home,

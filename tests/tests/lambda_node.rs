@@ -46,11 +46,6 @@ fn node_function(name: &str, code: &Path, runtime: &str, pinned: bool) -> Value 
     })
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 // A callback-style handler, as the V1 developer guide wrote them; it keeps a
 // module-level count and answers with the context it was given.
 const TARGET: &str = r#"
@@ -206,7 +201,7 @@ fn node_functions_publish_use_shadows_secrets_and_invoke_with_the_npm_sdk() {
     let rt = Runtime::start_config_in(
         dir,
         &g,
-        &json!({ "coreThing": { "ggDaemonPort": free_port() } }),
+        &json!({ "coreThing": { "ggDaemonPort": free_port().expect("a free port") } }),
         &[],
     );
     let logs = || {

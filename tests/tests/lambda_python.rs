@@ -19,39 +19,6 @@ use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// A function package: `files` plus the vendored SDK, as V1 users zip it.
-fn package(root: &Path, name: &str, sdk: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let dir = root.join("functions").join(name);
-    vendor_greengrasssdk(sdk, &dir).expect("vendor greengrasssdk");
-    for (file, text) in files {
-        std::fs::write(dir.join(file), text).expect("write function file");
-    }
-    dir
-}
-
-/// A Python function in the group: `Executable` is the handler.
-fn py_function(name: &str, code: &Path, handler: &str, pinned: bool, timeout: u64) -> Value {
-    json!({
-        "Id": name,
-        "FunctionArn": fn_arn(name),
-        "FunctionConfiguration": {
-            "Executable": handler,
-            "CodeUri": code,
-            "Runtime": "python3.8",
-            "Pinned": pinned,
-            "Timeout": timeout,
-            "EncodingType": "json",
-            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
-        }
-    })
-}
-
-/// A port nothing listens on now (ephemeral range, so above 1024).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn start(group: &Value, port: u16) -> Runtime {
     Runtime::start_config(
         group,
@@ -141,25 +108,25 @@ fn pinned_timer_and_on_demand_echo_with_a_warm_worker() {
         return;
     };
     let work = tempfile::tempdir().expect("tmp");
-    let timer = package(
+    let timer = python_package(
         work.path(),
         "timer",
         &sdk,
         &[("greengrassHelloWorld.py", TIMER)],
     );
-    let echo = package(work.path(), "echo", &sdk, &[("echo.py", ECHO)]);
+    let echo = python_package(work.path(), "echo", &sdk, &[("echo.py", ECHO)]);
     let out = work.path().join("got.jsonl");
     let rt = start(
         &group(
             vec![
-                py_function(
+                python_function(
                     "timer",
                     &timer,
                     "greengrassHelloWorld.function_handler",
                     true,
                     3,
                 ),
-                py_function("echo", &echo, "echo.function_handler", false, 3),
+                python_function("echo", &echo, "echo.function_handler", false, 3),
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![
@@ -179,7 +146,7 @@ fn pinned_timer_and_on_demand_echo_with_a_warm_worker() {
                 sub("twilio", &fn_arn("timer"), "twilio/txt", &fn_arn("rec")),
             ],
         ),
-        free_port(),
+        free_port().expect("a free port"),
     );
     let echoed = wait_for(LIMIT, || {
         let got = on_topic(&out, "echo/out");
@@ -325,9 +292,9 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
         return;
     };
     let work = tempfile::tempdir().expect("tmp");
-    let flaky = package(work.path(), "flaky", &sdk, &[("flaky.py", FLAKY)]);
-    let binary = package(work.path(), "binary", &sdk, &[("binary.py", BINARY)]);
-    let caller = package(
+    let flaky = python_package(work.path(), "flaky", &sdk, &[("flaky.py", FLAKY)]);
+    let binary = python_package(work.path(), "binary", &sdk, &[("binary.py", BINARY)]);
+    let caller = python_package(
         work.path(),
         "caller",
         &sdk,
@@ -338,20 +305,20 @@ fn lambda_to_lambda_invokes_handled_errors_and_timeouts() {
                 .replace("%BINARY%", &fn_arn("binary")),
         )],
     );
-    let mut binary = py_function("binary", &binary, "binary.handler", false, 3);
+    let mut binary = python_function("binary", &binary, "binary.handler", false, 3);
     binary["FunctionConfiguration"]["EncodingType"] = json!("binary");
     let out = work.path().join("got.jsonl");
     let rt = start(
         &group(
             vec![
-                py_function("flaky", &flaky, "flaky.handler", false, 1),
-                py_function("caller", &caller, "caller.handler", true, 60),
+                python_function("flaky", &flaky, "flaky.handler", false, 1),
+                python_function("caller", &caller, "caller.handler", true, 60),
                 binary,
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![sub("results", &fn_arn("caller"), "results", &fn_arn("rec"))],
         ),
-        free_port(),
+        free_port().expect("a free port"),
     );
     let got = wait_for(LIMIT, || {
         let got = on_topic(&out, "results");
@@ -534,23 +501,23 @@ fn wrong_tokens_and_malformed_requests_are_refused_and_route_nothing() {
         return;
     };
     let work = tempfile::tempdir().expect("tmp");
-    let publisher = package(work.path(), "pub", &sdk, &[("pub.py", PUBLISHER)]);
-    let other = package(
+    let publisher = python_package(work.path(), "pub", &sdk, &[("pub.py", PUBLISHER)]);
+    let other = python_package(
         work.path(),
         "other",
         &sdk,
         &[("pub.py", "def handler(e, c):\n    return e\n")],
     );
     let out = work.path().join("got.jsonl");
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let rt = start(
         &group(
             vec![
-                py_function("pub", &publisher, "pub.handler", true, 3),
-                py_function("other", &other, "pub.handler", true, 3),
+                python_function("pub", &publisher, "pub.handler", true, 3),
+                python_function("other", &other, "pub.handler", true, 3),
                 // A handler module that does not exist: the worker reports
                 // its failed initialisation and exits.
-                py_function("broken", &other, "missing_module.handler", true, 3),
+                python_function("broken", &other, "missing_module.handler", true, 3),
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![sub("sneaky", &fn_arn("pub"), "sneaky/#", &fn_arn("rec"))],
@@ -681,7 +648,7 @@ fn a_function_packaged_as_a_zip_runs_from_it() {
         return;
     };
     let work = tempfile::tempdir().expect("tmp");
-    let dir = package(work.path(), "zipped", &sdk, &[("main.py", ZIPPED)]);
+    let dir = python_package(work.path(), "zipped", &sdk, &[("main.py", ZIPPED)]);
     // Packaged by Evergreen's own helper.
     let packaged = std::process::Command::new(evergreen_bin())
         .args(["function", "package"])
@@ -696,12 +663,12 @@ fn a_function_packaged_as_a_zip_runs_from_it() {
     let rt = start(
         &group(
             vec![
-                py_function("zipped", &zip, "main.handler", true, 3),
+                python_function("zipped", &zip, "main.handler", true, 3),
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![sub("z", &fn_arn("zipped"), "zip/#", &fn_arn("rec"))],
         ),
-        free_port(),
+        free_port().expect("a free port"),
     );
     let got = wait_for(LIMIT, || on_topic(&out, "zip/hello").into_iter().next());
     let got = got.unwrap_or_else(|| panic!("{}", read(&rt.function_log("zipped"))));
@@ -741,12 +708,12 @@ fn a_python_function_runs_in_a_container() {
         return;
     };
     let work = tempfile::tempdir().expect("tmp");
-    let code = package(work.path(), "boxed", &sdk, &[("boxed.py", CONTAINED)]);
+    let code = python_package(work.path(), "boxed", &sdk, &[("boxed.py", CONTAINED)]);
     // A file next to the function's directory: on the host, not in the box.
     let secret = work.path().join("host-only");
     std::fs::write(&secret, "x").expect("write");
     let out = work.path().join("got.jsonl");
-    let mut boxed = py_function("boxed", &code, "boxed.handler", true, 3);
+    let mut boxed = python_function("boxed", &code, "boxed.handler", true, 3);
     boxed["FunctionConfiguration"]["Environment"] = json!({
         "Execution": { "IsolationMode": "GreengrassContainer" },
         "Variables": { "EG_TEST_SECRET_PATH": secret }
@@ -758,7 +725,7 @@ fn a_python_function_runs_in_a_container() {
             vec![boxed, function("rec", &format!("record {}", out.display()))],
             vec![sub("box", &fn_arn("boxed"), "box/#", &fn_arn("rec"))],
         ),
-        free_port(),
+        free_port().expect("a free port"),
     );
     let got = wait_for(LIMIT, || on_topic(&out, "box/view").into_iter().next());
     let got = got.unwrap_or_else(|| panic!("{}", read(&rt.function_log("boxed"))));
@@ -807,7 +774,7 @@ fn a_group_given_by_a_relative_path_runs_its_python_function_from_a_relative_cod
     vendor_greengrasssdk(&sdk, &code).expect("vendor greengrasssdk");
     std::fs::write(code.join("hello.py"), HELLO).expect("function");
     let out = dir.path().join("got.jsonl");
-    let mut hello = py_function("hello", Path::new("function"), "hello.handler", true, 3);
+    let mut hello = python_function("hello", Path::new("function"), "hello.handler", true, 3);
     hello["FunctionConfiguration"]["CodeUri"] = json!("function");
     let g = group(
         vec![hello, function("rec", &format!("record {}", out.display()))],
@@ -817,7 +784,7 @@ fn a_group_given_by_a_relative_path_runs_its_python_function_from_a_relative_cod
     let mut config = test_config(&dir.path().join("root"));
     merge(
         &mut config,
-        &json!({ "coreThing": { "ggDaemonPort": free_port() } }),
+        &json!({ "coreThing": { "ggDaemonPort": free_port().expect("a free port") } }),
     );
     std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
     // Relative paths, resolved against the directory the command runs in.
@@ -884,17 +851,17 @@ fn a_python_functions_logging_levels_reach_its_log() {
         return;
     };
     let work = tempfile::tempdir().expect("tmp");
-    let code = package(work.path(), "levels", &sdk, &[("levels.py", LEVELS)]);
+    let code = python_package(work.path(), "levels", &sdk, &[("levels.py", LEVELS)]);
     let out = work.path().join("got.jsonl");
     let rt = start(
         &group(
             vec![
-                py_function("levels", &code, "levels.handler", true, 3),
+                python_function("levels", &code, "levels.handler", true, 3),
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![sub("l", &fn_arn("levels"), "lvl/#", &fn_arn("rec"))],
         ),
-        free_port(),
+        free_port().expect("a free port"),
     );
     let log_path = rt.function_log("levels");
     let arn = fn_arn("levels");

@@ -14,7 +14,7 @@
 //! 1.6.1 from PyPI vendored beside them (see `tests/tests/lambda_python.rs`
 //! for where `.ci/run` installs it); without it the test skips loudly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use evergreen_tests::*;
@@ -24,34 +24,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// How long each handler sleeps: long enough that the second message
 /// arrives (1 s later) while the first is still being handled.
 const SLEEP_S: u64 = 5;
-
-fn package(root: &Path, name: &str, sdk: &Path, file: &str, text: &str) -> PathBuf {
-    let dir = root.join("functions").join(name);
-    vendor_greengrasssdk(sdk, &dir).expect("vendor greengrasssdk");
-    std::fs::write(dir.join(file), text).expect("write function file");
-    dir
-}
-
-fn py_function(name: &str, code: &Path, handler: &str, pinned: bool, timeout: u64) -> Value {
-    json!({
-        "Id": name,
-        "FunctionArn": fn_arn(name),
-        "FunctionConfiguration": {
-            "Executable": handler,
-            "CodeUri": code,
-            "Runtime": "python3.8",
-            "Pinned": pinned,
-            "Timeout": timeout,
-            "EncodingType": "json",
-            "Environment": { "Execution": { "IsolationMode": "NoContainer" } }
-        }
-    })
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 // AWS's greengrassHelloWorldCounter sample, as V1 users deployed it: a
 // module-level counter, a publish, a long sleep. Only the payload carries
@@ -187,16 +159,15 @@ fn on_demand_functions_run_a_worker_per_concurrent_invocation_and_pinned_ones_on
     let counter_code = COUNTER.replace("%SLEEP%", &SLEEP_S.to_string());
     let handler = "greengrassHelloWorldCounter.function_handler";
     let file = "greengrassHelloWorldCounter.py";
-    let on_demand = package(work.path(), "ondemand", &sdk, file, &counter_code);
-    let pinned = package(work.path(), "pinned", &sdk, file, &counter_code);
-    let limited = package(work.path(), "limited", &sdk, file, &counter_code);
-    let slow = package(work.path(), "slow", &sdk, "slow.py", SLOW);
-    let driver = package(
+    let on_demand = python_package(work.path(), "ondemand", &sdk, &[(file, &counter_code)]);
+    let pinned = python_package(work.path(), "pinned", &sdk, &[(file, &counter_code)]);
+    let limited = python_package(work.path(), "limited", &sdk, &[(file, &counter_code)]);
+    let slow = python_package(work.path(), "slow", &sdk, &[("slow.py", SLOW)]);
+    let driver = python_package(
         work.path(),
         "driver",
         &sdk,
-        "driver.py",
-        &DRIVER.replace("%SLOW%", &fn_arn("slow")),
+        &[("driver.py", &DRIVER.replace("%SLOW%", &fn_arn("slow")))],
     );
     let out = work.path().join("got.jsonl");
     let driver_arn = fn_arn("driver");
@@ -204,11 +175,11 @@ fn on_demand_functions_run_a_worker_per_concurrent_invocation_and_pinned_ones_on
     let rt = Runtime::start_config(
         &group(
             vec![
-                py_function("ondemand", &on_demand, handler, false, 20),
-                py_function("pinned", &pinned, handler, true, 20),
-                py_function("limited", &limited, handler, false, 20),
-                py_function("slow", &slow, "slow.handler", false, 20),
-                py_function("driver", &driver, "driver.handler", true, 30),
+                python_function("ondemand", &on_demand, handler, false, 20),
+                python_function("pinned", &pinned, handler, true, 20),
+                python_function("limited", &limited, handler, false, 20),
+                python_function("slow", &slow, "slow.handler", false, 20),
+                python_function("driver", &driver, "driver.handler", true, 30),
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![
@@ -224,7 +195,7 @@ fn on_demand_functions_run_a_worker_per_concurrent_invocation_and_pinned_ones_on
             ],
         ),
         &json!({
-            "coreThing": { "ggDaemonPort": free_port() },
+            "coreThing": { "ggDaemonPort": free_port().expect("a free port") },
             "evergreen": {
                 "onDemandIdleMs": 3000,
                 "components": { "limited": { "maxWorkers": 2 } }
@@ -422,20 +393,19 @@ fn extra_workers_share_max_concurrent_limit_and_an_operator_stop_ends_every_work
     let work = tempfile::tempdir().expect("tmp");
     let handler = "greengrassHelloWorldCounter.function_handler";
     let file = "greengrassHelloWorldCounter.py";
-    let busy = package(
+    let busy = python_package(
         work.path(),
         "busy",
         &sdk,
-        file,
-        &COUNTER.replace("%SLEEP%", "3"),
+        &[(file, &COUNTER.replace("%SLEEP%", "3"))],
     );
-    let burst = package(work.path(), "burst", &sdk, "burst.py", BURST);
+    let burst = python_package(work.path(), "burst", &sdk, &[("burst.py", BURST)]);
     let out = work.path().join("got.jsonl");
     let rt = Runtime::start_config(
         &group(
             vec![
-                py_function("busy", &busy, handler, false, 20),
-                py_function("burst", &burst, "burst.handler", true, 20),
+                python_function("busy", &busy, handler, false, 20),
+                python_function("burst", &burst, "burst.handler", true, 20),
                 function("rec", &format!("record {}", out.display())),
             ],
             vec![
@@ -450,7 +420,7 @@ fn extra_workers_share_max_concurrent_limit_and_an_operator_stop_ends_every_work
         ),
         // Two on-demand workers in all, whatever the function's own limit (25).
         &json!({
-            "coreThing": { "ggDaemonPort": free_port() },
+            "coreThing": { "ggDaemonPort": free_port().expect("a free port") },
             "runtime": { "maxConcurrentLimit": 2 },
             "evergreen": { "onDemandIdleMs": 60000 }
         }),
