@@ -592,22 +592,28 @@ impl ComponentActor {
 
     /// An extra worker exited: its slot and token go, the invocation it held
     /// fails; the last child of a stopping function completes the stop.
-    fn extra_exited(
+    /// What every exit of a child (the main one or an extra worker) releases, and why it
+    /// ended: its on-demand slot, whatever it left in its process group, its container, and
+    /// its lambda-link worker.
+    fn reap(
         &mut self,
-        ctx: &mut Context<Self>,
-        inst: Instance,
+        inst: &mut Instance,
         status: std::io::Result<std::process::ExitStatus>,
-    ) {
+    ) -> ExitReason {
         if inst.holds_slot {
             self.settings.on_demand_slots.give_back();
         }
+        // Anything the child left in its process group goes with it.
         if let Some(pid) = inst.pid.and_then(|p| i32::try_from(p).ok()) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let oom = inst
             .container
+            .take()
             .is_some_and(|c| self.release_container(c, true));
         let reason = inst.violation.clone().unwrap_or_else(|| match status {
+            // The kernel says why it killed: a SIGKILL from the OOM killer is reported as
+            // what it is.
             Ok(_) if oom => ExitReason::MemoryLimit(self.spec.memory_kb.unwrap_or(0)),
             Ok(st) => exit_reason(st),
             Err(e) => ExitReason::SpawnFailed(format!("cannot wait for the child: {e}")),
@@ -615,6 +621,16 @@ impl ComponentActor {
         if let (Some(hub), Some(link)) = (&self.lambda, &self.lambda_link) {
             hub.detach_worker(link, inst.generation, &reason.to_string());
         }
+        reason
+    }
+
+    fn extra_exited(
+        &mut self,
+        ctx: &mut Context<Self>,
+        mut inst: Instance,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) {
+        let reason = self.reap(&mut inst, status);
         let level = if inst.stopping || self.stopping || self.held {
             LogLevel::Info
         } else {
@@ -1119,29 +1135,10 @@ impl Handler<InstanceEvent> for ComponentActor {
                     self.extra_exited(ctx, inst, status);
                     return;
                 }
-                let Some(inst) = self.instance.take_if(|i| i.generation == generation) else {
+                let Some(mut inst) = self.instance.take_if(|i| i.generation == generation) else {
                     return;
                 };
-                if inst.holds_slot {
-                    self.settings.on_demand_slots.give_back();
-                }
-                // Anything the child left in its process group goes with it.
-                if let Some(pid) = inst.pid.and_then(|p| i32::try_from(p).ok()) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                let oom = inst
-                    .container
-                    .is_some_and(|c| self.release_container(c, true));
-                let reason = inst.violation.clone().unwrap_or_else(|| match status {
-                    // The kernel says why it killed: a SIGKILL from the OOM
-                    // killer is reported as what it is.
-                    Ok(_) if oom => ExitReason::MemoryLimit(self.spec.memory_kb.unwrap_or(0)),
-                    Ok(st) => exit_reason(st),
-                    Err(e) => ExitReason::SpawnFailed(format!("cannot wait for the child: {e}")),
-                });
-                if let (Some(hub), Some(link)) = (&self.lambda, &self.lambda_link) {
-                    hub.detach_worker(link, generation, &reason.to_string());
-                }
+                let reason = self.reap(&mut inst, status);
                 // A stop the runtime asked for (deployment removal, shutdown,
                 // idle stop, an operator's restart) is normal operation,
                 // however the child ended; only an exit nobody asked for is
