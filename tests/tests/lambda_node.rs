@@ -300,3 +300,58 @@ fn node_functions_publish_use_shadows_secrets_and_invoke_with_the_npm_sdk() {
         logs()
     );
 }
+
+// A pinned function whose top-level code publishes where it runs, as the
+// container test of the Python functions does.
+const CONTAINED: &str = r#"
+const ggSdk = require('aws-greengrass-core-sdk');
+const os = require('os');
+
+const iot = new ggSdk.IotData();
+iot.publish(
+    { topic: 'box/view', payload: JSON.stringify({ hostname: os.hostname(), cwd: process.cwd() }) },
+    () => {},
+);
+
+exports.handler = function handler(event, context, callback) {
+    callback(null);
+};
+"#;
+
+/// Greengrass V1 ran Node.js functions in its container too: the npm SDK reaches the Lambda
+/// endpoint from the function's own namespaces, with the system's node and Evergreen's core
+/// modules bound read-only.
+#[test]
+fn a_node_function_runs_in_a_container() {
+    evergreen_tests::require_containers!();
+    let Some(sdk) = node_sdk_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let work = dir.path().join("work");
+    let code = package(&work, "boxed", &sdk, CONTAINED);
+    let out = work.join("got.jsonl");
+    let mut boxed = node_function("boxed", &code, "nodejs12.x", true);
+    boxed["FunctionConfiguration"]["Environment"]["Execution"]["IsolationMode"] =
+        json!("GreengrassContainer");
+    boxed["FunctionConfiguration"]["MemorySize"] = json!(262144);
+    let g = group(
+        vec![boxed, function("rec", &format!("record {}", out.display()))],
+        vec![sub("box", &fn_arn("boxed"), "box/#", &fn_arn("rec"))],
+    );
+    let rt = Runtime::start_config_in(
+        dir,
+        &g,
+        &json!({ "coreThing": { "ggDaemonPort": free_port().expect("a free port") } }),
+        &[],
+    );
+    let got = wait_for(LIMIT, || on_topic(&out, "box/view").into_iter().next());
+    let got = got.unwrap_or_else(|| panic!("{}", read(&rt.function_log("boxed"))));
+    assert_eq!(got["hostname"], "boxed", "its own UTS namespace: {got}");
+    assert!(
+        got["cwd"]
+            .as_str()
+            .is_some_and(|cwd| cwd.ends_with("/boxed")),
+        "its working directory is its code directory: {got}"
+    );
+}
