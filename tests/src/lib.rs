@@ -357,6 +357,20 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// The records on `topic` in a recorder's file (`eg-fn record`), payloads parsed as JSON
+/// (those that are not JSON are left out).
+pub fn on_topic(file: &Path, topic: &str) -> Vec<serde_json::Value> {
+    records(file)
+        .into_iter()
+        .filter(|r| r["topic"] == topic)
+        .filter_map(|r| {
+            r["payload"]
+                .as_str()
+                .and_then(|p| serde_json::from_str(p).ok())
+        })
+        .collect()
+}
+
 /// The JSON lines a `record` function wrote (empty if none yet).
 pub fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)

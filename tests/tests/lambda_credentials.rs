@@ -146,19 +146,6 @@ fn py_function(name: &str, code: &Path, handler: &str, isolation: &str, variable
     })
 }
 
-/// Records on `topic`, with their payload parsed as JSON.
-fn on_topic(file: &Path, topic: &str) -> Vec<Value> {
-    records(file)
-        .into_iter()
-        .filter(|r| r["topic"] == topic)
-        .filter_map(|r| {
-            r["payload"]
-                .as_str()
-                .and_then(|p| serde_json::from_str(p).ok())
-        })
-        .collect()
-}
-
 /// One raw HTTP exchange with the endpoint; the status and the body.
 fn http(port: u16, request: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");

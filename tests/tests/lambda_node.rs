@@ -140,19 +140,6 @@ exports.handler = function handler(event, context) {
 };
 "#;
 
-/// Records on `topic`, with their payload parsed as JSON.
-fn on_topic(file: &Path, topic: &str) -> Vec<Value> {
-    records(file)
-        .into_iter()
-        .filter(|r| r["topic"] == topic)
-        .filter_map(|r| {
-            r["payload"]
-                .as_str()
-                .and_then(|p| serde_json::from_str(p).ok())
-        })
-        .collect()
-}
-
 #[test]
 fn node_functions_publish_use_shadows_secrets_and_invoke_with_the_npm_sdk() {
     let Some(sdk) = node_sdk_or_skip() else {

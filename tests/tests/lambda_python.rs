@@ -27,19 +27,6 @@ fn start(group: &Value, port: u16) -> Runtime {
     )
 }
 
-/// Records on `topic`, with their payload parsed as JSON.
-fn on_topic(file: &Path, topic: &str) -> Vec<Value> {
-    records(file)
-        .into_iter()
-        .filter(|r| r["topic"] == topic)
-        .filter_map(|r| {
-            r["payload"]
-                .as_str()
-                .and_then(|p| serde_json::from_str(p).ok())
-        })
-        .collect()
-}
-
 // In the style of AWS's greengrassHelloWorld sample: a pinned function whose
 // top-level code publishes on a timer, with an empty handler.
 const TIMER: &str = r#"

@@ -119,19 +119,6 @@ def handler(event, context):
     slow_busy.set()
 "#;
 
-/// Records on `topic`, with their payload parsed as JSON.
-fn on_topic(file: &Path, topic: &str) -> Vec<Value> {
-    records(file)
-        .into_iter()
-        .filter(|r| r["topic"] == topic)
-        .filter_map(|r| {
-            r["payload"]
-                .as_str()
-                .and_then(|p| serde_json::from_str(p).ok())
-        })
-        .collect()
-}
-
 /// The `phase` records of `function`, in arrival order.
 fn phases(out: &Path, function: &str, phase: &str) -> Vec<Value> {
     on_topic(out, "hello/world/counter")
