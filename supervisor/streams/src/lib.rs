@@ -4,4 +4,5 @@
 //! files under the runtime's root, and exported in the background to AWS.
 
 pub mod model;
+pub mod store;
 pub mod wire;
