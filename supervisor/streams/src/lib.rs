@@ -4,5 +4,6 @@
 //! files under the runtime's root, and exported in the background to AWS.
 
 pub mod model;
+pub mod server;
 pub mod store;
 pub mod wire;
