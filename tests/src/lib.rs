@@ -577,7 +577,27 @@ pub fn vendor_greengrasssdk(sdk: &Path, code_dir: &Path) -> std::io::Result<()> 
         }
         Ok(())
     }
-    copy_tree(&sdk.join("greengrasssdk"), &code_dir.join("greengrasssdk"))
+    copy_tree(&sdk.join("greengrasssdk"), &code_dir.join("greengrasssdk"))?;
+    // The SDK's one dependency, which only its stream manager client imports:
+    // `pip install -t` put `cbor2` (and its optional C extension) beside it, and
+    // V1 users vendored it the same way.
+    for entry in std::fs::read_dir(sdk)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".dist-info")
+            || !(name.starts_with("cbor2") || name.starts_with("_cbor2"))
+        {
+            continue;
+        }
+        let target = code_dir.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where `.ci/run` installs the npm `aws-greengrass-core-sdk` 1.7.0 (`npm install --prefix`).

@@ -423,7 +423,13 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
             hub.set_native_library(dir.clone());
         }
         hub.set_credentials(p.settings.aws.clone());
-        supervisor = supervisor.with_lambda(hub);
+        // The stream manager, for groups that configure GGStreamManager: its clients
+        // are the functions' workers, checked against the hub's live tokens.
+        let streams = evergreen_streams::host::StreamManagerHost::new(
+            runtime_root.join("stream-manager"),
+            hub.token_directory(),
+        );
+        supervisor = supervisor.with_lambda(hub).with_listener(Arc::new(streams));
     }
     let mut cloud_spool = None;
     let mut cloud_link = None;

@@ -22,6 +22,21 @@ pub struct GroupPlan {
     /// Resources, keyed by resource `Id`.
     pub resources: BTreeMap<String, ResourceSpec>,
     pub loggers: LoggerPlan,
+    /// The stream manager, when the group configures Greengrass's
+    /// `GGStreamManager` system function.
+    pub stream_manager: Option<StreamManagerSpec>,
+}
+
+/// The stream manager's settings from the `GGStreamManager` function's
+/// `Environment.Variables` (Greengrass V1's names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamManagerSpec {
+    /// `STREAM_MANAGER_SERVER_PORT` (default 8088).
+    pub port: u16,
+    /// `STREAM_MANAGER_STORE_ROOT_DIR`, when set (else under the runtime's root).
+    pub store_root: Option<PathBuf>,
+    /// `STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES`, when set.
+    pub s3_min_part_size: Option<u64>,
 }
 
 /// The group's core (from `CoreDefinitionVersion`, or the core configuration

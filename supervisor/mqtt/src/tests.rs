@@ -58,6 +58,7 @@ fn plan(devices: &[(&str, &str)], subs: &[(&str, &str, &str)]) -> GroupPlan {
             .collect(),
         resources: BTreeMap::new(),
         loggers: LoggerPlan::default(),
+        stream_manager: None,
     }
 }
 

@@ -14,7 +14,46 @@ use evergreen_ipc::{AwsCredentials, SecretValue};
 /// Told of each plan the supervisor deploys, after the router's table is swapped and before
 /// the new components start.
 pub trait PlanListener: Send + Sync + std::fmt::Debug {
+    /// Called while the supervisor checks a plan, before anything changes: an error (a port
+    /// the service cannot bind, say) refuses the deployment with that reason.
+    fn prepare(&self, _plan: &GroupPlan) -> Result<(), String> {
+        Ok(())
+    }
+
     fn deployed(&self, plan: &GroupPlan);
+}
+
+/// The tokens the runtime gave its functions' workers, each with the ARN it was given to,
+/// readable from any thread: services outside the actor system's thread (the stream manager)
+/// check their clients against it. A worker's token leaves it when the worker exits.
+#[derive(Debug, Clone, Default)]
+pub struct TokenDirectory(
+    std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+);
+
+impl TokenDirectory {
+    pub fn insert(&self, token: &str, arn: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_string(), arn.to_string());
+    }
+
+    pub fn remove(&self, token: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+
+    /// The ARN `token` was given to, while it lives.
+    pub fn lookup(&self, token: &str) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
+    }
 }
 
 /// Answers a component's shadow requests: the local shadow service.

@@ -253,6 +253,13 @@ impl Supervisor {
                 None
             }
         };
+        if errors.is_empty() {
+            for listener in &self.listeners {
+                if let Err(e) = listener.prepare(plan) {
+                    errors.push(e);
+                }
+            }
+        }
         match table {
             Some(t) if errors.is_empty() => Ok(t),
             _ => Err(DeployError(errors)),
@@ -280,6 +287,9 @@ impl Handler<Deploy> for Supervisor {
         let functions = plan.components.values().any(|c| c.launch.lambda_link());
         if functions {
             self.listen_for_functions()?;
+        }
+        if let Some(hub) = &self.lambda {
+            hub.set_stream_manager_port(plan.stream_manager.as_ref().map(|s| s.port));
         }
         let specs: BTreeMap<String, Arc<ComponentSpec>> = self
             .running
@@ -573,6 +583,7 @@ mod tests {
             devices: Default::default(),
             resources: Default::default(),
             loggers: LoggerPlan::default(),
+            stream_manager: None,
         }
     }
 

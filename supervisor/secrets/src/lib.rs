@@ -797,6 +797,7 @@ mod tests {
             .into_iter()
             .collect(),
             loggers: LoggerPlan::default(),
+            stream_manager: None,
         }
     }
 

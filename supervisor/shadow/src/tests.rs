@@ -298,6 +298,7 @@ fn plan(synced_device: bool) -> GroupPlan {
         devices: [(device.thing_arn.clone(), device)].into_iter().collect(),
         resources: Default::default(),
         loggers: LoggerPlan::default(),
+        stream_manager: None,
     }
 }
 

@@ -77,7 +77,9 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("limits", &self.limits).finish()
+        f.debug_struct("Service")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -151,7 +153,10 @@ impl Service {
         } else if frame.operation != Operation::Connect {
             Err(refuse(
                 ResponseStatusCode::UnexpectedOperation,
-                format!("the first request must be Connect, not operation {}", frame.op_byte),
+                format!(
+                    "the first request must be Connect, not operation {}",
+                    frame.op_byte
+                ),
             ))
         } else if permit.is_none() {
             tracing::warn!(
@@ -241,7 +246,11 @@ impl Service {
                         let _ = tx
                             .send(wire::encode(
                                 Operation::AppendMessageResponse,
-                                &status(request_id, ResponseStatusCode::RequestPayloadTooLarge, message),
+                                &status(
+                                    request_id,
+                                    ResponseStatusCode::RequestPayloadTooLarge,
+                                    message,
+                                ),
                             ))
                             .await;
                     }
@@ -420,10 +429,14 @@ impl Service {
         let max = o.max_message_count.unwrap_or(min);
         let timeout = o.read_timeout_millis.unwrap_or(0);
         if start < 0 {
-            return Err(bad(format!("desiredStartSequenceNumber must be at least 0, not {start}")));
+            return Err(bad(format!(
+                "desiredStartSequenceNumber must be at least 0, not {start}"
+            )));
         }
         if !(1..=i32::MAX as i64).contains(&min) || !(1..=i32::MAX as i64).contains(&max) {
-            return Err(bad("minMessageCount and maxMessageCount must be 1 to 2147483647".into()));
+            return Err(bad(
+                "minMessageCount and maxMessageCount must be 1 to 2147483647".into(),
+            ));
         }
         if min > max {
             return Err(bad(format!(
@@ -440,10 +453,11 @@ impl Service {
             let store = self.store.clone();
             let n = name.clone();
             let budget = self.limits.max_response_bytes;
-            let messages = tokio::task::spawn_blocking(move || store.read(&n, start, max as usize, budget))
-                .await
-                .map_err(|e| (ResponseStatusCode::UnknownFailure, e.to_string()))?
-                .map_err(store_status)?;
+            let messages =
+                tokio::task::spawn_blocking(move || store.read(&n, start, max as usize, budget))
+                    .await
+                    .map_err(|e| (ResponseStatusCode::UnknownFailure, e.to_string()))?
+                    .map_err(store_status)?;
             if messages.len() as i64 >= min {
                 return Ok(messages);
             }
@@ -469,7 +483,10 @@ impl Service {
                     ),
                 ));
             }
-            if tokio::time::timeout(deadline - now, watch.changed()).await.is_ok_and(|r| r.is_err()) {
+            if tokio::time::timeout(deadline - now, watch.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
                 // The stream's sender is gone: it was deleted.
                 return Err((
                     ResponseStatusCode::ResourceNotFound,
@@ -496,7 +513,12 @@ fn server_version() -> String {
 fn choose_protocol(request: &ConnectRequest) -> Option<String> {
     let known = supported();
     std::iter::once(request.protocol_version.clone()?)
-        .chain(request.other_supported_protocol_versions.clone().unwrap_or_default())
+        .chain(
+            request
+                .other_supported_protocol_versions
+                .clone()
+                .unwrap_or_default(),
+        )
         .find(|v| known.contains(v))
 }
 

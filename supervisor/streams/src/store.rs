@@ -179,7 +179,7 @@ fn dir_name(name: &str) -> String {
 }
 
 fn name_of_dir(dir: &str) -> Option<String> {
-    if dir.len() % 2 != 0 {
+    if !dir.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..dir.len())
@@ -628,7 +628,9 @@ impl Store {
         let others = self.held(persistence, name);
         let mut state = lock(&stream.state);
         if state.deleted {
-            return Err(StoreError::NotFound(format!("stream {name:?} does not exist")));
+            return Err(StoreError::NotFound(format!(
+                "stream {name:?} does not exist"
+            )));
         }
         let record = RECORD_HEADER + payload.len() as u64;
         let max = state.definition.max_size();
@@ -688,7 +690,9 @@ impl Store {
                     .is_none_or(|s| !s.entries.is_empty() && s.bytes + record > segment_size);
                 if roll {
                     if let Some(s) = f.segments.back() {
-                        s.file.sync_data().map_err(|e| io("cannot sync", &s.path, e))?;
+                        s.file
+                            .sync_data()
+                            .map_err(|e| io("cannot sync", &s.path, e))?;
                     }
                     let segment = Segment::create(&f.dir, seq)?;
                     f.segments.push_back(segment);
@@ -917,55 +921,64 @@ mod tests {
 
     #[test]
     fn file_streams_come_back_after_reopening_with_every_message() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         {
-            let store = Store::open(dir.path(), StoreLimits::default()).unwrap();
+            let store = Store::open(dir.path(), StoreLimits::default()).expect("test");
             let mut d = def("a stream", Persistence::File);
             d.stream_segment_size = Some(1024);
-            store.create(d).unwrap();
+            store.create(d).expect("test");
             for i in 0..100u32 {
-                assert_eq!(store.append("a stream", &i.to_le_bytes()).unwrap(), i as i64);
+                assert_eq!(
+                    store.append("a stream", &i.to_le_bytes()).expect("test"),
+                    i as i64
+                );
             }
         }
-        let store = Store::open(dir.path(), StoreLimits::default()).unwrap();
-        let read = store.read("a stream", 0, 1000, 1 << 20).unwrap();
+        let store = Store::open(dir.path(), StoreLimits::default()).expect("test");
+        let read = store.read("a stream", 0, 1000, 1 << 20).expect("test");
         assert_eq!(read.len(), 100);
         for (i, m) in read.iter().enumerate() {
             assert_eq!(m.sequence_number, i as i64);
             assert_eq!(m.payload, (i as u32).to_le_bytes());
         }
-        assert_eq!(store.append("a stream", b"x").unwrap(), 100);
+        assert_eq!(store.append("a stream", b"x").expect("test"), 100);
     }
 
     #[test]
     fn a_torn_last_record_is_cut_and_the_rest_kept() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         {
-            let store = Store::open(dir.path(), StoreLimits::default()).unwrap();
-            store.create(def("s", Persistence::File)).unwrap();
+            let store = Store::open(dir.path(), StoreLimits::default()).expect("test");
+            store.create(def("s", Persistence::File)).expect("test");
             for _ in 0..3 {
-                store.append("s", b"hello").unwrap();
+                store.append("s", b"hello").expect("test");
             }
         }
-        let seg = dir.path().join(dir_name("s")).join(format!("{:020}.seg", 0));
-        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        let seg = dir
+            .path()
+            .join(dir_name("s"))
+            .join(format!("{:020}.seg", 0));
+        let mut f = OpenOptions::new().append(true).open(&seg).expect("test");
+        f.write_all(&[9, 0, 0, 0, 1, 2]).expect("test");
         drop(f);
-        let store = Store::open(dir.path(), StoreLimits::default()).unwrap();
-        assert_eq!(store.read("s", 0, 10, 1 << 20).unwrap().len(), 3);
-        assert_eq!(store.append("s", b"next").unwrap(), 3);
-        assert_eq!(store.read("s", 3, 10, 1 << 20).unwrap()[0].payload, b"next");
+        let store = Store::open(dir.path(), StoreLimits::default()).expect("test");
+        assert_eq!(store.read("s", 0, 10, 1 << 20).expect("test").len(), 3);
+        assert_eq!(store.append("s", b"next").expect("test"), 3);
+        assert_eq!(
+            store.read("s", 3, 10, 1 << 20).expect("test")[0].payload,
+            b"next"
+        );
     }
 
     #[test]
     fn reject_new_data_refuses_and_overwrite_drops_the_oldest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreLimits::default()).unwrap();
+        let dir = tempfile::tempdir().expect("test");
+        let store = Store::open(dir.path(), StoreLimits::default()).expect("test");
         for (name, p) in [("m", Persistence::Memory), ("f", Persistence::File)] {
             let mut d = def(name, p);
             d.max_size = Some(1024);
             d.stream_segment_size = Some(1024);
-            store.create(d.clone()).unwrap();
+            store.create(d.clone()).expect("test");
             let mut n = 0;
             while store.append(name, &[1; 100]).is_ok() {
                 n += 1;
@@ -977,11 +990,11 @@ mod tests {
             d.strategy_on_full = StrategyOnFull::OverwriteOldestData;
             d.stream_segment_size = Some(1024);
             d.max_size = Some(2048);
-            store.create(d).unwrap();
+            store.create(d).expect("test");
             for _ in 0..100 {
-                store.append(&o, &[2; 100]).unwrap();
+                store.append(&o, &[2; 100]).expect("test");
             }
-            let info = store.describe(&o).unwrap();
+            let info = store.describe(&o).expect("test");
             assert_eq!(info.storage_status.newest_sequence_number, 99);
             assert!(info.storage_status.oldest_sequence_number > 80);
             assert!(info.storage_status.total_bytes <= 2048);
@@ -990,15 +1003,15 @@ mod tests {
 
     #[test]
     fn persistence_cannot_change_and_a_dot_dot_name_stays_inside() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("root"), StoreLimits::default()).unwrap();
-        store.create(def("..", Persistence::File)).unwrap();
+        let dir = tempfile::tempdir().expect("test");
+        let store = Store::open(&dir.path().join("root"), StoreLimits::default()).expect("test");
+        store.create(def("..", Persistence::File)).expect("test");
         assert!(dir.path().join("root").join("2e2e").is_dir());
         assert!(matches!(
             store.update(def("..", Persistence::Memory)),
             Err(StoreError::UpdateNotAllowed(_))
         ));
-        store.delete("..").unwrap();
+        store.delete("..").expect("test");
         assert!(matches!(store.describe(".."), Err(StoreError::NotFound(_))));
     }
 }

@@ -197,11 +197,14 @@ mod tests {
         };
         let bytes = encode(Operation::DescribeMessageStream, &body);
         let mut r = &bytes[..];
-        let frame = read_frame(&mut r, 1 << 20).await.unwrap().unwrap();
+        let frame = read_frame(&mut r, 1 << 20)
+            .await
+            .expect("test")
+            .expect("test");
         assert_eq!(frame.operation, Operation::DescribeMessageStream);
-        let back: NameRequest = decode(&frame.payload).unwrap();
+        let back: NameRequest = decode(&frame.payload).expect("test");
         assert_eq!(back.name, "s");
-        assert!(read_frame(&mut r, 1 << 20).await.unwrap().is_none());
+        assert!(read_frame(&mut r, 1 << 20).await.expect("test").is_none());
     }
 
     #[tokio::test]
@@ -242,7 +245,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let next = read_frame(&mut r, 1000).await.unwrap().unwrap();
+        let next = read_frame(&mut r, 1000).await.expect("test").expect("test");
         assert_eq!(request_id_of(&next.payload).as_deref(), Some("next"));
     }
 

@@ -27,7 +27,10 @@ fn sdk() -> Option<PathBuf> {
     let dir = std::env::var_os("EVERGREEN_GREENGRASSSDK")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/evergreen-tests/greengrasssdk-1.6.1"));
-    if dir.join("greengrasssdk/stream_manager/__init__.py").is_file() {
+    if dir
+        .join("greengrasssdk/stream_manager/__init__.py")
+        .is_file()
+    {
         Some(dir)
     } else {
         eprintln!(
@@ -41,8 +44,8 @@ fn sdk() -> Option<PathBuf> {
 #[test]
 fn every_operation_and_its_error_through_the_sdk_client() {
     let Some(sdk) = sdk() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path(), StoreLimits::default()).unwrap();
+    let root = tempfile::tempdir().expect("test setup");
+    let store = Store::open(root.path(), StoreLimits::default()).expect("test setup");
     let limits = ServerLimits {
         max_request_bytes: 64 << 10,
         ..ServerLimits::default()
@@ -52,11 +55,11 @@ fn every_operation_and_its_error_through_the_sdk_client() {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("test setup");
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+        .expect("test setup");
+    let port = listener.local_addr().expect("test setup").port();
     rt.spawn(service.serve(listener));
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_ops.py");
@@ -69,13 +72,16 @@ fn every_operation_and_its_error_through_the_sdk_client() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("test setup");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "the SDK script did not finish in 60 s");
+    while child.try_wait().expect("test setup").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SDK script did not finish in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let output = child.wait_with_output().unwrap();
+    let output = child.wait_with_output().expect("test setup");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let checks: std::collections::BTreeMap<String, Value> = stdout
@@ -90,17 +96,29 @@ fn every_operation_and_its_error_through_the_sdk_client() {
             .unwrap_or_else(|| panic!("no {k} in the script's output:\n{stdout}\n{stderr}"))
     };
     assert_eq!(get("list_empty"), serde_json::json!([]));
-    assert_eq!(get("list"), serde_json::json!(["file-stream", "mem stream"]));
+    assert_eq!(
+        get("list"),
+        serde_json::json!(["file-stream", "mem stream"])
+    );
     assert_eq!(get("create_twice"), "InvalidRequestException");
     assert_eq!(get("seqs"), serde_json::json!([0, 1, 2, 3, 4]));
     assert_eq!(
         get("read"),
-        serde_json::json!([[1, "m1", "file-stream", true], [2, "m2", "file-stream", true], [3, "m3", "file-stream", true]])
+        serde_json::json!([
+            [1, "m1", "file-stream", true],
+            [2, "m2", "file-stream", true],
+            [3, "m3", "file-stream", true]
+        ])
     );
     assert_eq!(get("read_default"), serde_json::json!([0]));
     assert_eq!(get("not_enough"), "NotEnoughMessagesException");
     assert_eq!(get("read_waits"), serde_json::json!([[5, "late"], true]));
-    for k in ["missing_read", "missing_append", "missing_describe", "missing_delete"] {
+    for k in [
+        "missing_read",
+        "missing_append",
+        "missing_describe",
+        "missing_delete",
+    ] {
         assert_eq!(get(k), "ResourceNotFoundException", "{k}");
     }
     assert_eq!(get("full_error"), "InvalidRequestException");

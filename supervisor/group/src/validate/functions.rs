@@ -34,7 +34,64 @@ const SYSTEM_FUNCTIONS: &[&str] = &[
     "GGTES",
 ];
 
+/// The `GGStreamManager` variables Greengrass V1 documented that Evergreen
+/// accepts without acting on them (its exporters are not a JVM's thread pool).
+const STREAM_MANAGER_IGNORED: &[&str] = &[
+    "JVM_ARGS",
+    "STREAM_MANAGER_EXPORTER_MAX_BANDWIDTH",
+    "STREAM_MANAGER_EXPORTER_THREAD_POOL_SIZE",
+    "STREAM_MANAGER_READ_ONLY_DIRS",
+];
+
 impl Validator<'_> {
+    /// The stream manager's settings from `GGStreamManager`'s variables.
+    fn stream_manager(&mut self, path: &str, variables: &BTreeMap<String, String>) {
+        let mut spec = crate::plan::StreamManagerSpec {
+            port: 8088,
+            ..Default::default()
+        };
+        let at = |k: &str| format!("{path}.FunctionConfiguration.Environment.Variables.{k}");
+        for (key, value) in variables {
+            match key.as_str() {
+                "STREAM_MANAGER_SERVER_PORT" => match value.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => spec.port = p,
+                    _ => self.err(at(key), format!("{value:?} is not a TCP port (1 to 65535)")),
+                },
+                "STREAM_MANAGER_STORE_ROOT_DIR" => {
+                    let dir = std::path::PathBuf::from(value.trim());
+                    if dir.is_absolute() {
+                        spec.store_root = Some(dir);
+                    } else {
+                        self.err(at(key), format!("{value:?} is not an absolute path"));
+                    }
+                }
+                "STREAM_MANAGER_AUTHENTICATE_CLIENT" => {
+                    if !value.trim().eq_ignore_ascii_case("true") {
+                        self.err(
+                            at(key),
+                            "Evergreen's stream manager always checks the client's token: only functions \
+                             and connectors of the group may use it; remove the variable or set it to true",
+                        );
+                    }
+                }
+                "STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES" => {
+                    match value.trim().parse::<u64>() {
+                        Ok(n) if n >= 5 << 20 => spec.s3_min_part_size = Some(n),
+                        _ => self.err(at(key), format!("{value:?} is not a size of at least 5242880 bytes (S3's smallest part)")),
+                    }
+                }
+                k if STREAM_MANAGER_IGNORED.contains(&k) => {}
+                _ => self.err(
+                    at(key),
+                    "not a stream manager setting (known: STREAM_MANAGER_SERVER_PORT, STREAM_MANAGER_STORE_ROOT_DIR, \
+                     STREAM_MANAGER_AUTHENTICATE_CLIENT, STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES, \
+                     and V1's JVM settings, which are accepted and ignored)",
+                ),
+            }
+        }
+        self.stream_manager = Some(spec);
+    }
+
     pub(super) fn functions(&mut self, group: &GroupDefinition) {
         let Some(fdv) = &group.function_definition_version else {
             return;
@@ -76,6 +133,15 @@ impl Validator<'_> {
                                     SYSTEM_FUNCTIONS.join(", ")
                                 ),
                             );
+                        }
+                        if name == "GGStreamManager" {
+                            let variables = function
+                                .function_configuration
+                                .as_ref()
+                                .and_then(|c| c.environment.as_ref())
+                                .map(|e| e.variables.clone())
+                                .unwrap_or_default();
+                            self.stream_manager(&path, &variables);
                         }
                         // Configures a service Evergreen provides itself.
                         continue;

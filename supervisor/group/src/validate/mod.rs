@@ -129,6 +129,7 @@ pub(crate) fn validate(
         default_isolation: None,
         default_run_as: None,
         root_by_default: Vec::new(),
+        stream_manager: None,
     };
     let core = v.cores(group);
     v.devices(group, core.as_ref());
@@ -156,6 +157,7 @@ pub(crate) fn validate(
                 .filter_map(|(id, r)| r.spec.map(|s| (id, s)))
                 .collect(),
             loggers,
+            stream_manager: v.stream_manager,
         }),
         _ => Err(v.errors),
     }
@@ -196,6 +198,8 @@ struct Validator<'a> {
     default_run_as: Option<RunAs>,
     /// Components that run as root only because of `DefaultConfig`.
     root_by_default: Vec<String>,
+    /// From the `GGStreamManager` system function, when the group has it.
+    stream_manager: Option<crate::plan::StreamManagerSpec>,
 }
 
 impl Validator<'_> {

@@ -217,6 +217,9 @@ pub struct LambdaHub {
     runtime_dir: std::path::PathBuf,
     functions: RefCell<HashMap<String, Rc<FunctionLink>>>,
     tokens: RefCell<HashMap<String, Rc<FunctionLink>>>,
+    /// The live tokens again, readable from other threads (the stream
+    /// manager checks its clients' tokens against it).
+    directory: crate::services::TokenDirectory,
     results: RefCell<HashMap<String, Pending>>,
     serial: Cell<u64>,
     /// Where `GGShadowService` invokes go, once set.
@@ -233,6 +236,9 @@ pub struct LambdaHub {
     /// The directory holding `libaws-greengrass-core-sdk-c.so` for native
     /// functions, once installed (see [`native`]).
     native_library: RefCell<Option<std::path::PathBuf>>,
+    /// The stream manager's port while the deployed group has one
+    /// (`STREAM_MANAGER_SERVER_PORT` for the functions' SDK clients).
+    stream_manager_port: Cell<Option<u16>>,
 }
 
 /// Sixteen random bytes as hex, from the kernel.
@@ -323,6 +329,8 @@ impl LambdaHub {
             runtime_dir,
             functions: RefCell::new(HashMap::new()),
             tokens: RefCell::new(HashMap::new()),
+            directory: crate::services::TokenDirectory::default(),
+            stream_manager_port: Cell::new(None),
             results: RefCell::new(HashMap::new()),
             serial: Cell::new(0),
             shadow: RefCell::new(None),
@@ -415,7 +423,7 @@ impl LambdaHub {
             }
         }
         for worker in link.workers.borrow_mut().drain(..) {
-            self.tokens.borrow_mut().remove(&worker.token);
+            self.forget_token(&worker.token);
         }
         let queued: Vec<WorkItem> = link.direct.borrow_mut().drain(..).collect();
         for item in queued {
@@ -442,6 +450,25 @@ impl LambdaHub {
         }
     }
 
+    fn forget_token(&self, token: &str) {
+        self.tokens.borrow_mut().remove(token);
+        self.directory.remove(token);
+    }
+
+    /// The stream manager's port for the functions started from now on.
+    pub fn set_stream_manager_port(&self, port: Option<u16>) {
+        self.stream_manager_port.set(port);
+    }
+
+    pub(crate) fn stream_manager_port(&self) -> Option<u16> {
+        self.stream_manager_port.get()
+    }
+
+    /// The live tokens, for services on other threads.
+    pub fn token_directory(&self) -> crate::services::TokenDirectory {
+        self.directory.clone()
+    }
+
     /// A fresh token for the next child.
     pub(crate) fn new_token(&self) -> String {
         random_hex()
@@ -458,11 +485,12 @@ impl LambdaHub {
         on_ready: Box<dyn Fn()>,
     ) {
         self.tokens.borrow_mut().insert(token.clone(), link.clone());
+        self.directory.insert(&token, &link.arn);
         let mut workers = link.workers.borrow_mut();
         // A generation is attached once; a second attach replaces it.
         if let Some(i) = workers.iter().position(|w| w.generation == generation) {
             let old = workers.swap_remove(i);
-            self.tokens.borrow_mut().remove(&old.token);
+            self.forget_token(&old.token);
         }
         workers.push(Worker {
             token,
@@ -485,7 +513,7 @@ impl LambdaHub {
                 .map(|i| workers.swap_remove(i))
         };
         let Some(worker) = worker else { return };
-        self.tokens.borrow_mut().remove(&worker.token);
+        self.forget_token(&worker.token);
         if let Some(id) = worker.handling {
             self.complete(
                 &id,

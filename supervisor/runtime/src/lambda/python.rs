@@ -114,7 +114,7 @@ pub(crate) fn link_environment(
     hub: &LambdaHub,
     launch: &PythonLaunch<'_>,
 ) -> Vec<(&'static str, OsString)> {
-    vec![
+    let mut pairs = vec![
         ("AWS_CONTAINER_AUTHORIZATION_TOKEN", launch.token.into()),
         // The token exchange (Greengrass V1's GGTES): boto3 fetches the
         // core's credentials from the endpoint with the token above.
@@ -135,7 +135,12 @@ pub(crate) fn link_environment(
             "EVERGREEN_FUNCTION_TIMEOUT_MS",
             launch.timeout_ms.to_string().into(),
         ),
-    ]
+    ];
+    if let Some(port) = hub.stream_manager_port() {
+        // The SDK's StreamManagerClient reads it (default 8088).
+        pairs.push(("STREAM_MANAGER_SERVER_PORT", port.to_string().into()));
+    }
+    pairs
 }
 
 #[cfg(test)]
