@@ -122,6 +122,8 @@ const DROP_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 struct Running {
     spec: Arc<ComponentSpec>,
     addr: Addr<ComponentActor>,
+    /// A connector's stream manager token, which dies with it.
+    stream_token: Option<String>,
 }
 
 /// The supervisor actor.
@@ -182,6 +184,12 @@ impl Supervisor {
     pub fn with_listener(mut self, listener: Arc<dyn PlanListener>) -> Self {
         self.listeners.push(listener);
         self
+    }
+
+    fn forget_stream_token(&self, running: &Running) {
+        if let (Some(token), Some(hub)) = (&running.stream_token, &self.lambda) {
+            hub.token_directory().remove(token);
+        }
     }
 
     /// Makes sure the Lambda IPC endpoint listens, for a plan with functions:
@@ -299,6 +307,7 @@ impl Handler<Deploy> for Supervisor {
         let d = diff(&specs, &plan);
         for arn in &d.stop {
             if let Some(old) = self.running.remove(arn) {
+                self.forget_stream_token(&old);
                 self.router.detach(arn);
                 tracing::info!("stopping {arn} (removed or changed by the deployment)");
                 old.addr.do_send(Stop);
@@ -322,9 +331,19 @@ impl Handler<Deploy> for Supervisor {
             };
             let spec = Arc::new(spec.clone());
             let (sink, inbox) = bounded_queue(self.settings.queue_capacity);
+            let mut env = ComponentEnv::for_component(&spec, &plan, &self.settings.resource_root);
+            let mut stream_token = None;
+            if let (Some(sm), Some(hub), evergreen_ipc::ComponentKind::Connector) =
+                (&plan.stream_manager, &self.lambda, spec.kind)
+            {
+                let token = hub.new_token();
+                hub.token_directory().insert(&token, arn);
+                env.stream_manager = Some((sm.port, token.clone()));
+                stream_token = Some(token);
+            }
             let mut actor = match ComponentActor::new(
                 spec.clone(),
-                ComponentEnv::for_component(&spec, &plan, &self.settings.resource_root),
+                env,
                 self.settings.clone(),
                 self.router.clone(),
                 self.sandboxes.clone(),
@@ -333,6 +352,9 @@ impl Handler<Deploy> for Supervisor {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!("{arn}: cannot open its log file, not started: {e}");
+                    if let (Some(token), Some(hub)) = (&stream_token, &self.lambda) {
+                        hub.token_directory().remove(token);
+                    }
                     continue;
                 }
             };
@@ -352,7 +374,14 @@ impl Handler<Deploy> for Supervisor {
                     .attach(arn, Arc::new(WakingSink { inner: sink, wake }));
             }
             let addr = actor.start();
-            self.running.insert(arn.clone(), Running { spec, addr });
+            self.running.insert(
+                arn.clone(),
+                Running {
+                    spec,
+                    addr,
+                    stream_token,
+                },
+            );
         }
         if !functions {
             if let Some(hub) = self.lambda.as_ref().filter(|hub| hub.close()) {

@@ -18,6 +18,10 @@ use crate::sandbox::{MountKind, ResourceMount, SpawnSpec};
 pub(crate) struct ComponentEnv {
     pub resources: std::collections::BTreeMap<String, ResourceGrant>,
     pub mounts: Vec<ResourceMount>,
+    /// For a connector of a group with a stream manager: its port and the
+    /// token the connector's client presents (connectors that write into
+    /// streams, as V1's Modbus-TCP adapter did).
+    pub stream_manager: Option<(u16, String)>,
 }
 
 impl ComponentEnv {
@@ -98,7 +102,11 @@ impl ComponentEnv {
                 });
             }
         }
-        ComponentEnv { resources, mounts }
+        ComponentEnv {
+            resources,
+            mounts,
+            stream_manager: None,
+        }
     }
 }
 
@@ -185,6 +193,12 @@ pub(super) fn spawn_spec(
     ];
     if spec.kind == ComponentKind::Function {
         identity.push(("MY_FUNCTION_ARN", spec.arn.as_str()));
+    }
+    let sm_port;
+    if let Some((port, token)) = &plan_env.stream_manager {
+        sm_port = port.to_string();
+        identity.push(("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.as_str()));
+        identity.push(("STREAM_MANAGER_SERVER_PORT", sm_port.as_str()));
     }
     for (k, v) in identity {
         env.retain(|(ek, _)| ek != k);
