@@ -425,9 +425,24 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
         hub.set_credentials(p.settings.aws.clone());
         // The stream manager, for groups that configure GGStreamManager: its clients
         // are the functions' workers, checked against the hub's live tokens.
+        let s = &p.cfg.evergreen.stream_manager;
         let streams = evergreen_streams::host::StreamManagerHost::new(
             runtime_root.join("stream-manager"),
             hub.token_directory(),
+        )
+        .with_limits(
+            evergreen_streams::store::StoreLimits {
+                max_streams: s.max_streams,
+                max_file_bytes: s.max_file_bytes,
+                max_memory_bytes: s.max_memory_bytes,
+                max_message_bytes: s.max_message_bytes,
+            },
+            evergreen_streams::server::ServerLimits {
+                max_connections: s.max_connections,
+                max_request_bytes: s.max_request_bytes,
+                max_response_bytes: s.max_response_bytes,
+                ..Default::default()
+            },
         );
         supervisor = supervisor.with_lambda(hub).with_listener(Arc::new(streams));
     }

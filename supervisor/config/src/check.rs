@@ -156,6 +156,7 @@ impl CoreConfig {
 
         check_mqtt_limits(p, &eg.mqtt_limits);
         check_lambda_endpoint(p, &eg.lambda_endpoint);
+        check_stream_manager(p, &eg.stream_manager);
         if let Some(fleet) = &eg.fleet {
             check_fleet(p, fleet);
         }
@@ -272,6 +273,38 @@ fn check_mqtt_limits(p: &mut Problems, m: &crate::MqttLimits) {
         m.read_timeout_secs,
         1,
         3600,
+    );
+}
+
+/// `evergreen.streamManager`.
+fn check_stream_manager(p: &mut Problems, s: &crate::StreamManagerLimits) {
+    const KEY: &str = "evergreen.streamManager";
+    p.at_least(&format!("{KEY}.maxStreams"), s.max_streams, 1);
+    p.at_least(&format!("{KEY}.maxFileBytes"), s.max_file_bytes, 1 << 20);
+    p.at_least(
+        &format!("{KEY}.maxMemoryBytes"),
+        s.max_memory_bytes,
+        1 << 20,
+    );
+    p.between(
+        &format!("{KEY}.maxMessageBytes"),
+        s.max_message_bytes,
+        1024,
+        256 << 20,
+    );
+    p.at_least(&format!("{KEY}.maxConnections"), s.max_connections, 1);
+    // A request carries one message and its envelope.
+    p.between(
+        &format!("{KEY}.maxRequestBytes"),
+        s.max_request_bytes,
+        s.max_message_bytes.saturating_add(1024),
+        1 << 30,
+    );
+    p.between(
+        &format!("{KEY}.maxResponseBytes"),
+        s.max_response_bytes,
+        s.max_message_bytes.saturating_add(1024),
+        1 << 30,
     );
 }
 

@@ -94,6 +94,13 @@
 //! | `evergreen.lambdaEndpoint.maxBodyBytes` | `6291456` | largest request body (Lambda's 6 MB), 1024..67108864 |
 //! | `evergreen.lambdaEndpoint.maxPendingConnections` | `256` | connections whose token is not checked yet, at least 1; a new one closes the oldest |
 //! | `evergreen.lambdaEndpoint.maxConnectionsPerFunction` | `64` | connections one function may have open at once, at least 2 (its long poll and one more) |
+//! | `evergreen.streamManager.maxStreams` | `100` | streams the stream manager (groups with `GGStreamManager`) holds at once, at least 1 |
+//! | `evergreen.streamManager.maxFileBytes` | `2147483648` | bytes all `File` streams together may hold on disk, at least 1 MiB |
+//! | `evergreen.streamManager.maxMemoryBytes` | `67108864` | bytes all `Memory` streams together may hold, at least 1 MiB |
+//! | `evergreen.streamManager.maxMessageBytes` | `16777216` | largest message one append may carry, 1024..268435456 |
+//! | `evergreen.streamManager.maxConnections` | `64` | stream manager clients connected at once, at least 1 |
+//! | `evergreen.streamManager.maxRequestBytes` | `17825792` | largest request, from `maxMessageBytes` + 1024 to 1 GiB |
+//! | `evergreen.streamManager.maxResponseBytes` | `33554432` | largest `read_messages` answer, from `maxMessageBytes` + 1024 to 1 GiB |
 //! | `evergreen.spooler.storageType` | `"FileSystem"` | `"FileSystem"` (survives restarts) or `"Memory"`; Greengrass defaulted to memory |
 //! | `evergreen.spooler.maxSizeBytes` | `2621440` | cloud spool size, at least 262144 |
 //! | `evergreen.cloudTls` | `true` | mutual TLS to `coreThing.iotHost` with `caPath`/`certPath`/`keyPath` (AWS IoT Core); `false` = plain TCP, for tests and brokers inside a trusted network |
@@ -132,7 +139,7 @@ pub use model::{
     AwsConfig, ComponentSettings, CoreConfig, CoreThing, DefaultRunAs, Evergreen, Fleet,
     FleetTransport, LambdaEndpoint, Listeners, MetricsUpstream, MqttLimits, PlainListener, Restart,
     RestartBy, RestartOverride, RestartPolicy, Runtime, RuntimeLogLevel, Spooler,
-    StaticCredentials, StatusPage, StorageType, TlsListener, YesNo,
+    StaticCredentials, StatusPage, StorageType, StreamManagerLimits, TlsListener, YesNo,
 };
 
 /// Where the configuration is read from when no `--config` is given.

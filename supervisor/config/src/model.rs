@@ -272,6 +272,8 @@ pub struct Evergreen {
     /// Bounds on the Lambda IPC endpoint's peers (the CLI maps them onto
     /// `evergreen_runtime::lambda::EndpointLimits`).
     pub lambda_endpoint: LambdaEndpoint,
+    /// Bounds on the stream manager (the CLI maps them onto `evergreen_streams`'s limits).
+    pub stream_manager: StreamManagerLimits,
     /// Deployments over the upstream broker; absent = this gateway takes none.
     pub fleet: Option<Fleet>,
 }
@@ -419,6 +421,41 @@ impl Default for LambdaEndpoint {
     }
 }
 
+/// `evergreen.streamManager`: what the stream manager (for groups with `GGStreamManager`) may
+/// hold and serve. The group's `GGStreamManager` variables set its port and store directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StreamManagerLimits {
+    /// Streams that may exist at once.
+    pub max_streams: usize,
+    /// Bytes all `File` streams together may hold on disk.
+    pub max_file_bytes: u64,
+    /// Bytes all `Memory` streams together may hold.
+    pub max_memory_bytes: u64,
+    /// Largest message one append may carry.
+    pub max_message_bytes: usize,
+    /// Clients connected at once.
+    pub max_connections: usize,
+    /// Largest request frame.
+    pub max_request_bytes: usize,
+    /// Largest `read_messages` answer.
+    pub max_response_bytes: usize,
+}
+
+impl Default for StreamManagerLimits {
+    fn default() -> Self {
+        StreamManagerLimits {
+            max_streams: 100,
+            max_file_bytes: 2 << 30,
+            max_memory_bytes: 64 << 20,
+            max_message_bytes: 16 << 20,
+            max_connections: 64,
+            max_request_bytes: 17 << 20,
+            max_response_bytes: 32 << 20,
+        }
+    }
+}
+
 /// `evergreen.aws`: where connectors' AWS credentials come from and which
 /// endpoints they call. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -512,6 +549,7 @@ impl Default for Evergreen {
             aws: AwsConfig::default(),
             mqtt_limits: MqttLimits::default(),
             lambda_endpoint: LambdaEndpoint::default(),
+            stream_manager: StreamManagerLimits::default(),
             fleet: None,
         }
     }
