@@ -53,7 +53,11 @@
 //! with `PutObject`, or, above `sizeThresholdForMultipartUploadBytes`
 //! (default and minimum 5 MiB), with a multipart upload (parts of 5 MiB or
 //! more, at most 10 000; aborted when it fails). `userMetadata` goes as
-//! `x-amz-meta-*` headers (values that are not strings as their JSON text).
+//! `x-amz-meta-*` headers (values that are not strings as their JSON text;
+//! a key that is not an HTTP token or a value that is not printable ASCII
+//! fails the task). A file sent with one `PutObject` is read into memory
+//! (SigV4 signs its hash), so a threshold of N bytes costs up to N bytes
+//! of memory per upload; multipart parts are read one at a time.
 //! The key's `!{timestamp:FORMAT}` placeholders are replaced with the
 //! upload time in UTC; FORMAT supports `yyyy`, `YYYY` (the calendar year
 //! here, not Java's week year), `yy`, `MM`, `dd`, `HH`, `mm`, `ss`, `SSS`
@@ -344,7 +348,8 @@ impl Drop for ExportHandle {
     }
 }
 
-/// Starts the export's task on the current tokio runtime. The status starts
+/// Starts the export's task on the current tokio runtime (panics outside
+/// one, as `tokio::spawn` does). The status starts
 /// from the persisted checkpoint (`lastExportedSequenceNumber` -1: nothing
 /// exported yet).
 pub fn spawn_export(spec: ExportSpec, env: &ExportEnv) -> ExportHandle {

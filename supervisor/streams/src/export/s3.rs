@@ -160,7 +160,9 @@ impl From<AwsError> for TaskError {
     }
 }
 
-fn metadata_headers(task: &S3ExportTaskDefinition) -> Vec<(String, String)> {
+/// `userMetadata` as `x-amz-meta-*` headers, or why it cannot be sent
+/// (names must be HTTP tokens, values printable ASCII: what a header holds).
+fn metadata_headers(task: &S3ExportTaskDefinition) -> Result<Vec<(String, String)>, String> {
     task.user_metadata
         .iter()
         .flatten()
@@ -169,7 +171,18 @@ fn metadata_headers(task: &S3ExportTaskDefinition) -> Vec<(String, String)> {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            (format!("x-amz-meta-{}", k.to_ascii_lowercase()), value)
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if k.is_empty() || !k.chars().all(token) {
+                return Err(format!(
+                    "userMetadata key {k:?} cannot be an HTTP header name"
+                ));
+            }
+            if !value.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+                return Err(format!(
+                    "userMetadata value of {k:?} must be printable ASCII"
+                ));
+            }
+            Ok((format!("x-amz-meta-{}", k.to_ascii_lowercase()), value))
         })
         .collect()
 }
@@ -202,7 +215,7 @@ async fn upload(
         return Err(TaskError::Fail("the key is empty".into()));
     }
     let url = object_url(aws, &task.bucket, &key);
-    let meta = metadata_headers(task);
+    let meta = metadata_headers(task).map_err(TaskError::Fail)?;
     let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if size <= threshold {
         let body = read_range(path, 0, size).await?;
@@ -401,7 +414,10 @@ pub(crate) async fn send(
                 context.clone(),
                 StatusLevel::Info,
                 Status::InProgress,
-                format!("uploading {} to s3://{}/", task.input_url, task.bucket),
+                format!(
+                    "uploading {} to s3://{}/{}",
+                    task.input_url, task.bucket, task.key
+                ),
             );
         }
         match upload(&env.aws, &task, threshold).await {
@@ -498,6 +514,34 @@ mod tests {
             creds,
         );
         assert_eq!(object_url(&local, "b", "k"), "http://127.0.0.1:5000/b/k");
+    }
+
+    #[test]
+    fn user_metadata_becomes_lowercase_headers_or_a_reason() {
+        let mut task = S3ExportTaskDefinition {
+            input_url: "file:///x".into(),
+            bucket: "bkt".into(),
+            key: "k".into(),
+            user_metadata: Some(
+                serde_json::json!({"Owner": "a b", "n": 3})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            ),
+        };
+        assert_eq!(
+            metadata_headers(&task).expect("valid"),
+            vec![
+                ("x-amz-meta-owner".to_string(), "a b".to_string()),
+                ("x-amz-meta-n".to_string(), "3".to_string())
+            ]
+        );
+        task.user_metadata = serde_json::json!({"bad key": "v"}).as_object().cloned();
+        assert!(metadata_headers(&task)
+            .expect_err("bad")
+            .contains("header name"));
+        task.user_metadata = serde_json::json!({"k": "é"}).as_object().cloned();
+        assert!(metadata_headers(&task).expect_err("bad").contains("ASCII"));
     }
 
     #[test]
