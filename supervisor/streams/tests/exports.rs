@@ -734,11 +734,14 @@ async fn s3_put_object_is_signed_the_s3_way_and_the_core_credential_chain_is_use
         "s3",
         Arc::new(|_r: &common::Request| (200, String::new())),
     );
+    // Down at first: the upload is retried, not failed.
+    server.fail_next(2, 503, "<Error><Code>ServiceUnavailable</Code></Error>");
     let files = tempfile::tempdir().expect("tempdir");
     let file = files.path().join("f.txt");
     std::fs::write(&file, b"signed bytes").expect("write");
     let source = MemSource::new();
     source.create("tasks");
+    source.create("status");
     // The supervisor's own chain: static keys and one endpoint for every service.
     let settings = evergreen_aws::credentials::AwsSettings {
         credentials: Some(evergreen_aws::credentials::StaticKeys {
@@ -769,7 +772,11 @@ async fn s3_put_object_is_signed_the_s3_way_and_the_core_credential_chain_is_use
                 size_threshold_for_multipart_upload_bytes: None,
                 priority: None,
                 disabled: None,
-                status_config: None,
+                // Default level (INFO).
+                status_config: Some(StatusConfig {
+                    status_level: None,
+                    status_stream_name: Some("status".into()),
+                }),
             }),
             checkpoint_dir: dir.path().to_path_buf(),
         },
@@ -788,4 +795,102 @@ async fn s3_put_object_is_signed_the_s3_way_and_the_core_credential_chain_is_use
     assert_eq!(requests[0].method, "PUT");
     assert_eq!(requests[0].path, "/bkt/dir/a%20b.txt");
     assert_eq!(requests[0].body, b"signed bytes");
+    assert_eq!(server.faults_served(), 2);
+    let statuses: Vec<u8> = source
+        .messages("status")
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<StatusMessage>(&m.payload)
+                .expect("status")
+                .status as u8
+        })
+        .collect();
+    assert_eq!(statuses, vec![2, 0], "InProgress once, then Success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_multipart_upload_is_aborted_and_reported_and_the_next_task_goes() {
+    let handler: Arc<common::Handler> = Arc::new(|r: &common::Request| {
+        match (r.method.as_str(), r.path.as_str()) {
+            ("POST", "/bkt/big?uploads") => (
+                200,
+                "<InitiateMultipartUploadResult><UploadId>u+1</UploadId></InitiateMultipartUploadResult>"
+                    .to_string(),
+            ),
+            ("PUT", p) if p.contains("partNumber") => (
+                400,
+                "<Error><Code>InvalidArgument</Code><Message>no parts today</Message></Error>"
+                    .to_string(),
+            ),
+            ("DELETE", "/bkt/big?uploadId=u%2B1") => (204, String::new()),
+            ("PUT", "/bkt/small") => (200, String::new()),
+            _ => (404, "<Error><Code>NoSuchKey</Code></Error>".to_string()),
+        }
+    });
+    let server = StandIn::start(0, "s3", handler);
+    let files = tempfile::tempdir().expect("tempdir");
+    let big = files.path().join("big");
+    std::fs::write(&big, vec![7u8; 6 << 20]).expect("write");
+    let small = files.path().join("small");
+    std::fs::write(&small, b"s").expect("write");
+    let source = MemSource::new();
+    source.create("tasks");
+    source.create("status");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = env(&source, &[("s3", server.url())]);
+    let handle = spawn_export(
+        ExportSpec {
+            stream: "tasks".into(),
+            kind: ExportKind::S3Task(S3ExportTaskExecutorConfig {
+                identifier: "s3".into(),
+                size_threshold_for_multipart_upload_bytes: None,
+                priority: None,
+                disabled: None,
+                // Errors only: no InProgress or Success messages.
+                status_config: Some(StatusConfig {
+                    status_level: Some(StatusLevel::Error),
+                    status_stream_name: Some("status".into()),
+                }),
+            }),
+            checkpoint_dir: dir.path().to_path_buf(),
+        },
+        &env,
+    );
+    for (file, key) in [(&big, "big"), (&small, "small")] {
+        source.push(
+            "tasks",
+            json!({"inputUrl": format!("file://{}", file.display()), "bucket": "bkt", "key": key})
+                .to_string()
+                .as_bytes(),
+        );
+    }
+    assert!(exported_up_to(&handle, 1).await, "{:?}", handle.status());
+    assert!(server.problems().is_empty(), "{:?}", server.problems());
+    let calls: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "POST /bkt/big?uploads",
+            "DELETE /bkt/big?uploadId=u%2B1",
+            "PUT /bkt/small"
+        ]
+    );
+    let statuses: Vec<StatusMessage> = source
+        .messages("status")
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).expect("status"))
+        .collect();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0].status as u8, 1, "Failure");
+    assert_eq!(statuses[0].status_level, Some(StatusLevel::Error));
+    assert!(statuses[0]
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("InvalidArgument")));
+    assert_eq!(handle.skipped(), 1);
+    assert_eq!(handle.status().exported_messages_count, 1);
 }

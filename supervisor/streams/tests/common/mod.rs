@@ -281,8 +281,14 @@ fn read_request(client: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(String,
 }
 
 fn response(status: u16, body: &str) -> Vec<u8> {
+    let kind = if body.starts_with('<') {
+        "application/xml"
+    } else {
+        "application/json"
+    };
     let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nETag: \"etag-{}\"\r\n",
+        body.len(),
         body.len()
     );
     if status >= 400 {
@@ -364,7 +370,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a request's SigV4 `Authorization` header from scratch (header
-/// form, no query string): a copy of `tests/src/iotanalytics_server.rs`'s,
+/// form; query parameters already encoded): a copy of `tests/src/iotanalytics_server.rs`'s,
 /// so this crate's tests need not build the end-to-end test crate.
 pub fn verify_sigv4(
     head: &str,
@@ -399,7 +405,21 @@ pub fn verify_sigv4(
     let mut request_line = head.lines().next().unwrap_or_default().split_whitespace();
     let method = request_line.next().unwrap_or_default();
     let target = request_line.next().unwrap_or_default();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    // Canonical query: every parameter as `name=value`, sorted.
+    let mut params: Vec<String> = raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if p.contains('=') {
+                p.to_string()
+            } else {
+                format!("{p}=")
+            }
+        })
+        .collect();
+    params.sort();
+    let query = params.join("&");
     let mut canonical_headers = String::new();
     for name in signed_headers.split(';') {
         let value = header(head, name).ok_or(format!("signed header {name} missing"))?;
