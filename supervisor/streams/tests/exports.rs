@@ -622,8 +622,8 @@ async fn s3_tasks_upload_small_and_multipart_files_with_metadata_and_report_stat
     assert_eq!(handle.status().exported_messages_count, 2);
 }
 
-#[test]
-fn http_exports_are_refused_and_disabled_ones_left_out() {
+#[tokio::test]
+async fn http_exports_are_refused_and_disabled_ones_left_out() {
     let mut def = ExportDefinition {
         iot_analytics: vec![iota("on", "c"), {
             let mut off = iota("off", "c");
@@ -652,6 +652,23 @@ fn http_exports_are_refused_and_disabled_ones_left_out() {
     });
     let err = specs_for("s", &def, "/tmp/x").expect_err("http refused");
     assert!(err.to_string().contains("not supported"), "{err}");
+
+    // A disabled spec handed to spawn_export anyway starts nothing.
+    let source = MemSource::new();
+    source.create("s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut off = iota("off", "c");
+    off.disabled = Some(true);
+    let handle = spawn_export(
+        ExportSpec {
+            stream: "s".into(),
+            kind: ExportKind::IotAnalytics(off),
+            checkpoint_dir: dir.path().to_path_buf(),
+        },
+        &env(&source, &[]),
+    );
+    assert!(handle.is_finished());
+    assert_eq!(handle.status().export_config_identifier, "off");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,8 +95,13 @@
 //!
 //! **Status and stop.** [`ExportHandle::status`] is the `ExportStatus` a
 //! describe call shows; dropping the handle (or [`ExportHandle::stop`])
-//! aborts the task, for a stream deleted or updated. The task also ends by
-//! itself when [`ExportSource::read_from`] says the stream is gone.
+//! aborts the task, for a stream deleted or updated (a batch in flight is
+//! sent again by the next task: at least once; a multipart upload cut off
+//! is left incomplete in S3 for a lifecycle rule to remove, and redone).
+//! The task also ends by itself when [`ExportSource::read_from`] says the
+//! stream is gone. When a stream is deleted, [`remove_checkpoint`] its
+//! exports, or a new stream of the same name would start after the old
+//! checkpoint.
 
 mod checkpoint;
 mod driver;
@@ -359,9 +364,8 @@ pub fn spawn_export(spec: ExportSpec, env: &ExportEnv) -> ExportHandle {
         s.export_config_identifier = spec.kind.identifier().to_string();
         s.last_exported_sequence_number = checkpoint.unwrap_or(-1);
     });
-    let task = tokio::spawn(driver::run(spec, env.clone(), shared.clone(), checkpoint));
-    ExportHandle {
-        shared,
-        task: Some(task),
-    }
+    // `disabled: true`: no task (specs_for already leaves these out).
+    let task = (!spec.kind.disabled())
+        .then(|| tokio::spawn(driver::run(spec, env.clone(), shared.clone(), checkpoint)));
+    ExportHandle { shared, task }
 }
