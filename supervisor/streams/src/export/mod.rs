@@ -61,7 +61,8 @@
 //! The key's `!{timestamp:FORMAT}` placeholders are replaced with the
 //! upload time in UTC; FORMAT supports `yyyy`, `YYYY` (the calendar year
 //! here, not Java's week year), `yy`, `MM`, `dd`, `HH`, `mm`, `ss`, `SSS`
-//! and `/`; any other letter fails the task. Unlike the data exports, a
+//! and `/`; any other letter fails the task, as does a key with a `.` or
+//! `..` segment (URLs fold those). Unlike the data exports, a
 //! task that fails for good (unreadable file, bad definition, a
 //! non-retryable S3 answer such as `NoSuchBucket` or `AccessDenied`) is
 //! reported `Failure` on the status stream and the executor goes on to the

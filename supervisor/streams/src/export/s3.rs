@@ -214,6 +214,13 @@ async fn upload(
     if key.is_empty() {
         return Err(TaskError::Fail("the key is empty".into()));
     }
+    // URL parsing folds `.` and `..` path segments (even percent-encoded):
+    // such a key would land elsewhere.
+    if key.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(TaskError::Fail(format!(
+            "key {key:?} has a '.' or '..' segment, which Evergreen cannot send"
+        )));
+    }
     let url = object_url(aws, &task.bucket, &key);
     let meta = metadata_headers(task).map_err(TaskError::Fail)?;
     let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
