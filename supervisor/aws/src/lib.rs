@@ -48,7 +48,13 @@
 //! `AwsClient::with_region` / `region` (a connector's `PublishRegion`, an
 //! SNS topic in another region), `AwsError::code` / `message` (a status
 //! message's `error` / `error_message`), `classify` and `form_encode` (the
-//! pure parts, public for tests), and the re-exported `Method`.
+//! pure parts, public for tests), and the re-exported `Method`. For the
+//! stream manager's exports: `AwsClient::with_access` (the core's own
+//! credentials chain, asked on every call), `signed_request` and
+//! [`RawAnswer`] (S3's REST-XML calls: a full URL, answer headers such as
+//! `ETag`; signing name `s3` signs the S3 way), `endpoint_override` and
+//! `domain`; `kinesis`, `iotsitewise` (default host
+//! `data.iotsitewise.{region}`) and `s3` take `evergreen.aws.endpointUrl`.
 //!
 //! **Tests.** moto does not check signatures, so the signing is checked by
 //! the IoT Analytics stand-in of the integration tests
@@ -60,7 +66,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
 use aws_sigv4::sign::v4;
 use evergreen_ipc::sdk::Handle;
 use evergreen_ipc::{AwsCredentials, ComponentConfig};
@@ -281,10 +290,32 @@ impl AwsError {
 #[derive(Debug, Clone)]
 enum CredentialSource {
     Fixed(AwsCredentials),
+    /// The supervisor's own chain, asked on every call (it caches and
+    /// refreshes the IoT provider's temporary credentials itself).
+    Access(Arc<credentials::AwsAccess>),
     Supervisor {
         handle: Handle,
         cache: Arc<tokio::sync::Mutex<Option<AwsCredentials>>>,
     },
+}
+
+/// A 2xx answer of [`AwsClient::signed_request`]: status, headers (names
+/// lowercase; values that are not text left out) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A SigV4 client for one region. Cheap to clone (clones share the HTTP
@@ -327,6 +358,20 @@ impl AwsClient {
         }
     }
 
+    /// The supervisor's own calls (the stream manager's exports): region,
+    /// endpoint overrides and credentials from the core's [`AwsAccess`]
+    /// chain, asked on every call so refreshed credentials are used.
+    ///
+    /// [`AwsAccess`]: credentials::AwsAccess
+    pub fn with_access(access: Arc<credentials::AwsAccess>) -> Self {
+        AwsClient {
+            http: http_client(),
+            region: access.region().to_string(),
+            endpoints: access.endpoints().clone(),
+            credentials: CredentialSource::Access(access),
+        }
+    }
+
     /// The same client for another region (a connector's `PublishRegion`):
     /// same credentials, pool and endpoint overrides.
     pub fn with_region(&self, region: &str) -> Self {
@@ -341,17 +386,34 @@ impl AwsClient {
         &self.region
     }
 
-    /// The override for `service`, or `https://{service}.{region}.amazonaws.com`.
+    /// The override for `service`, or `https://{service}.{region}.amazonaws.com`
+    /// (IoT SiteWise's data plane, signing name `iotsitewise`, is
+    /// `https://data.iotsitewise.{region}.amazonaws.com`).
     pub fn endpoint(&self, service: &str) -> String {
-        if let Some(url) = self.endpoints.get(service) {
-            return url.trim_end_matches('/').to_string();
+        if let Some(url) = self.endpoint_override(service) {
+            return url;
         }
-        let suffix = if self.region.starts_with("cn-") {
+        let host = match service {
+            "iotsitewise" => "data.iotsitewise",
+            other => other,
+        };
+        format!("https://{host}.{}.{}", self.region, self.domain())
+    }
+
+    /// The configured endpoint for `service`, if any (no trailing `/`).
+    pub fn endpoint_override(&self, service: &str) -> Option<String> {
+        self.endpoints
+            .get(service)
+            .map(|url| url.trim_end_matches('/').to_string())
+    }
+
+    /// `amazonaws.com`, or `amazonaws.com.cn` for the `cn-` regions.
+    pub fn domain(&self) -> &'static str {
+        if self.region.starts_with("cn-") {
             "amazonaws.com.cn"
         } else {
             "amazonaws.com"
-        };
-        format!("https://{service}.{}.{suffix}", self.region)
+        }
     }
 
     /// awsJson1.1 (`X-Amz-Target: <target>`, e.g.
@@ -439,6 +501,23 @@ impl AwsClient {
         decode_json(&answer)
     }
 
+    /// Signs and sends one request to a full URL (the REST-XML calls of S3,
+    /// whose host may carry the bucket): the 2xx answer with its headers,
+    /// or the error. `url` must already be percent-encoded as it goes on
+    /// the wire. Signing name `s3` signs as S3 wants it: the path encoded
+    /// once, not normalised, and `x-amz-content-sha256` sent and signed.
+    pub async fn signed_request(
+        &self,
+        service: &str,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<RawAnswer, AwsError> {
+        self.send(service, method, url.to_string(), headers, body)
+            .await
+    }
+
     /// Signs and sends one request; the 2xx body, or the error.
     async fn call(
         &self,
@@ -448,8 +527,19 @@ impl AwsClient {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Vec<u8>, AwsError> {
-        let creds = self.credentials().await?;
         let url = format!("{}{path}", self.endpoint(service));
+        Ok(self.send(service, method, url, headers, body).await?.body)
+    }
+
+    async fn send(
+        &self,
+        service: &str,
+        method: Method,
+        url: String,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<RawAnswer, AwsError> {
+        let creds = self.credentials().await?;
         let parsed = reqwest::Url::parse(&url)
             .map_err(|e| AwsError::Decode(format!("bad endpoint URL {url:?}: {e}")))?;
         let host = match (parsed.host_str(), parsed.port()) {
@@ -484,12 +574,21 @@ impl AwsClient {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let answer_headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
         let bytes = response
             .bytes()
             .await
             .map_err(|e| AwsError::Transport(describe_reqwest(&e)))?;
         if status.is_success() {
-            return Ok(bytes.to_vec());
+            return Ok(RawAnswer {
+                status: status.as_u16(),
+                headers: answer_headers,
+                body: bytes.to_vec(),
+            });
         }
         let error = classify(status.as_u16(), error_type.as_deref(), &bytes);
         if error.stale_credentials() {
@@ -517,12 +616,18 @@ impl AwsClient {
             "evergreen",
         )
         .into();
+        let mut settings = SigningSettings::default();
+        if service == "s3" {
+            settings.percent_encoding_mode = PercentEncodingMode::Single;
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        }
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
             .name(service)
             .time(SystemTime::now())
-            .settings(SigningSettings::default())
+            .settings(settings)
             .build()
             .map_err(|e| AwsError::Decode(format!("cannot sign: {e}")))?
             .into();
@@ -546,6 +651,9 @@ impl AwsClient {
     async fn credentials(&self) -> Result<AwsCredentials, AwsError> {
         match &self.credentials {
             CredentialSource::Fixed(c) => Ok(c.clone()),
+            CredentialSource::Access(access) => {
+                access.credentials().await.map_err(AwsError::Credentials)
+            }
             CredentialSource::Supervisor { handle, cache } => {
                 // One request at a time: concurrent calls wait for the first
                 // answer instead of all asking the supervisor.

@@ -173,6 +173,49 @@ fn xml_value_reads_the_first_element() {
 }
 
 #[test]
+fn sitewise_has_its_data_host_and_the_core_chain_gives_region_and_overrides() {
+    let settings = credentials::AwsSettings {
+        endpoint_url: Some("http://127.0.0.1:7000/".into()),
+        ..Default::default()
+    };
+    let access = credentials::AwsAccess::resolve(
+        &settings,
+        &credentials::AwsEnv {
+            vars: BTreeMap::from([("HOME".to_string(), "/nonexistent".to_string())]),
+        },
+        "eu-west-1",
+    )
+    .expect("resolve");
+    let c = AwsClient::with_access(access);
+    assert_eq!(c.region(), "eu-west-1");
+    for service in ["kinesis", "iotsitewise", "s3"] {
+        assert_eq!(c.endpoint(service), "http://127.0.0.1:7000");
+        assert_eq!(
+            c.endpoint_override(service).as_deref(),
+            Some("http://127.0.0.1:7000")
+        );
+    }
+    let plain = AwsClient::with_access(credentials::AwsAccess::none("us-west-2"));
+    assert_eq!(
+        plain.endpoint("iotsitewise"),
+        "https://data.iotsitewise.us-west-2.amazonaws.com"
+    );
+    assert_eq!(plain.endpoint_override("s3"), None);
+    assert_eq!(plain.domain(), "amazonaws.com");
+}
+
+#[tokio::test]
+async fn the_core_chain_without_credentials_is_a_retryable_refusal() {
+    let c = AwsClient::with_access(credentials::AwsAccess::none("us-west-2"));
+    let e = c
+        .signed_request("s3", Method::GET, "http://127.0.0.1:9/b/k", &[], Vec::new())
+        .await
+        .expect_err("no credentials");
+    assert!(matches!(e, AwsError::Credentials(_)), "{e:?}");
+    assert!(e.is_retryable());
+}
+
+#[test]
 fn form_encoding_keeps_only_unreserved() {
     assert_eq!(form_encode("a b&c=d/é~"), "a%20b%26c%3Dd%2F%C3%A9~");
 }

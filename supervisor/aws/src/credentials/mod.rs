@@ -240,13 +240,17 @@ impl AwsAccess {
 
 /// Service keys `evergreen.aws.endpointUrl` applies to: the AWS services
 /// Evergreen calls. (Twilio is not AWS; it only takes an explicit entry.)
-pub(crate) const SERVICE_KEYS: [&str; 6] = [
+pub(crate) const SERVICE_KEYS: [&str; 9] = [
     "sns",
     "firehose",
     "monitoring",
     "iotanalytics",
     "secretsmanager",
     "logs",
+    // The stream manager's exports.
+    "kinesis",
+    "iotsitewise",
+    "s3",
 ];
 
 fn chain(
