@@ -430,6 +430,7 @@ async fn start_services(p: &mut Prepared) -> Result<Started, RunError> {
             runtime_root.join("stream-manager"),
             hub.token_directory(),
         )
+        .with_aws(p.aws.clone())
         .with_limits(
             evergreen_streams::store::StoreLimits {
                 max_streams: s.max_streams,

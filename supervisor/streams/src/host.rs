@@ -18,8 +18,45 @@ use std::sync::{Arc, Mutex};
 use evergreen_group::plan::{GroupPlan, StreamManagerSpec};
 use evergreen_runtime::services::{PlanListener, TokenDirectory};
 
+use crate::export::{spawn_export, specs_for, ExportEnv, ExportGate, ExportHandle};
+use crate::model::ExportStatus;
 use crate::server::{Authorizer, ServerLimits, Service};
-use crate::store::{ExportStarter, Store, StoreLimits};
+use crate::store::{ExportStarter, RunningExport, Store, StoreLimits, StoreSource};
+
+/// How many export requests may be in flight at once, across streams
+/// (handed out by priority, see [`ExportGate`]).
+const EXPORT_CONCURRENCY: usize = 4;
+
+impl RunningExport for ExportHandle {
+    fn status(&self) -> ExportStatus {
+        ExportHandle::status(self)
+    }
+}
+
+/// What starts a stream's exports: a driver task per enabled export,
+/// sharing one AWS client and one gate.
+fn exporter(
+    store: &Arc<Store>,
+    access: Arc<evergreen_aws::credentials::AwsAccess>,
+) -> Arc<ExportStarter> {
+    let env = ExportEnv {
+        source: Arc::new(StoreSource(Arc::downgrade(store))),
+        aws: evergreen_aws::AwsClient::with_access(access),
+        gate: ExportGate::new(EXPORT_CONCURRENCY),
+    };
+    Arc::new(
+        move |stream, definition, dir| match specs_for(stream, definition, dir) {
+            Ok(specs) => specs
+                .into_iter()
+                .map(|spec| Box::new(spawn_export(spec, &env)) as Box<dyn RunningExport>)
+                .collect(),
+            Err(e) => {
+                tracing::error!("stream manager: stream {stream:?}: {e}");
+                Vec::new()
+            }
+        },
+    )
+}
 
 /// Checks a client's token against the runtime's live ones.
 #[derive(Debug, Clone)]
@@ -46,7 +83,7 @@ pub struct StreamManagerHost {
     tokens: TokenDirectory,
     store_limits: StoreLimits,
     server_limits: ServerLimits,
-    exporter: Option<Arc<ExportStarter>>,
+    aws: Option<Arc<evergreen_aws::credentials::AwsAccess>>,
     state: Mutex<HostState>,
 }
 
@@ -92,7 +129,7 @@ impl StreamManagerHost {
             tokens,
             store_limits: StoreLimits::default(),
             server_limits: ServerLimits::default(),
-            exporter: None,
+            aws: None,
             state: Mutex::new(HostState::default()),
         }
     }
@@ -103,9 +140,10 @@ impl StreamManagerHost {
         self
     }
 
-    /// What starts each stream's exports.
-    pub fn with_exporter(mut self, exporter: Arc<ExportStarter>) -> Self {
-        self.exporter = Some(exporter);
+    /// Exports call AWS with the core's credentials chain (and its endpoint
+    /// overrides); without it streams are kept but not exported.
+    pub fn with_aws(mut self, access: Arc<evergreen_aws::credentials::AwsAccess>) -> Self {
+        self.aws = Some(access);
         self
     }
 
@@ -137,7 +175,7 @@ impl StreamManagerHost {
             self.server_limits.clone(),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let exporter = self.exporter.clone();
+        let exporter = self.aws.clone().map(|access| exporter(&store, access));
         let sync_store = store.clone();
         let thread = std::thread::Builder::new()
             .name("stream-manager".into())

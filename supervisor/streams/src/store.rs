@@ -481,6 +481,12 @@ impl Store {
             )));
         }
         let name = definition.name.clone();
+        // A stream of the same name before this one may have left its
+        // directory (export checkpoints, segments): they are not this one's.
+        let dir = self.root.join(dir_name(&name));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| io("cannot clear", &dir, e))?;
+        }
         let log = match definition.persistence() {
             Persistence::Memory => Log::Memory(MemoryLog {
                 messages: VecDeque::new(),
@@ -488,10 +494,6 @@ impl Store {
                 next: 0,
             }),
             Persistence::File => {
-                let dir = self.root.join(dir_name(&name));
-                if dir.exists() {
-                    fs::remove_dir_all(&dir).map_err(|e| io("cannot clear", &dir, e))?;
-                }
                 fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
                 let segment = Segment::create(&dir, 0)?;
                 write_definition(&dir, &definition)?;
@@ -565,9 +567,11 @@ impl Store {
         let mut state = lock(&stream.state);
         state.deleted = true;
         state.exports.clear();
-        if let Log::File(f) = &state.log {
-            if let Err(e) = fs::remove_dir_all(&f.dir) {
-                tracing::warn!("stream manager: cannot remove {}: {e}", f.dir.display());
+        // Segments and export checkpoints (a Memory stream's exports keep theirs on disk too).
+        let dir = self.root.join(dir_name(name));
+        if dir.exists() {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!("stream manager: cannot remove {}: {e}", dir.display());
             }
         }
         drop(state);
@@ -819,6 +823,32 @@ impl Store {
         let stream = self.stream(name).ok()?;
         let p = lock(&stream.state).definition.persistence();
         Some(p)
+    }
+}
+
+/// What exports read from: the store, held weakly (the store holds the
+/// exports), so a dropped store ends them.
+#[derive(Debug, Clone)]
+pub struct StoreSource(pub std::sync::Weak<Store>);
+
+/// The most payload one export read brings into memory.
+const EXPORT_READ_BYTES: usize = 16 << 20;
+
+impl crate::export::ExportSource for StoreSource {
+    fn read_from(&self, stream: &str, from: i64, max: usize) -> Result<Vec<Message>, String> {
+        let store = self.0.upgrade().ok_or("the stream manager stopped")?;
+        store
+            .read(stream, from, max, EXPORT_READ_BYTES)
+            .map_err(|e| e.to_string())
+    }
+
+    fn watch(&self, stream: &str) -> Option<watch::Receiver<i64>> {
+        self.0.upgrade()?.watch(stream).ok()
+    }
+
+    fn append(&self, stream: &str, payload: Vec<u8>) -> Result<i64, String> {
+        let store = self.0.upgrade().ok_or("the stream manager stopped")?;
+        store.append(stream, &payload).map_err(|e| e.to_string())
     }
 }
 
