@@ -307,3 +307,90 @@ except Exception as e:
     }
     drop(rt);
 }
+
+/// The same through `evergreen deploy` to a running service: the first
+/// deployment with `GGStreamManager` starts it, one without it stops it
+/// (its port closes), and one with it again finds every message of the
+/// `File` stream where it was.
+#[test]
+fn deployments_start_stop_and_restart_the_stream_manager_keeping_file_streams() {
+    let Some(sdk) = greengrasssdk_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tmp");
+    let out = work.path().join("got.jsonl");
+    let sm_port = free_port().expect("a free port");
+    let rt = Runtime::start_config(
+        &json!({}),
+        &json!({
+            "coreThing": { "ggDaemonPort": free_port().expect("a free port") },
+            "evergreen": { "controlSocket": work.path().join("control.sock") }
+        }),
+        &[],
+    );
+    let rd = rt.dir.path().to_path_buf();
+    let code = python_package(
+        &rd,
+        "producer",
+        &sdk,
+        &[("producer.py", &PRODUCER.replace("%COUNT%", "50"))],
+    );
+    let with = |sm: bool| {
+        let mut functions = vec![
+            python_function("producer", &code, "producer.handler", true, 30),
+            function("rec", &format!("record {}", out.display())),
+        ];
+        if sm {
+            functions.push(stream_manager(sm_port));
+        }
+        group(
+            functions,
+            vec![sub("r", &fn_arn("producer"), "sm/#", &fn_arn("rec"))],
+        )
+    };
+    let deploy = |g: &Value, n: usize| {
+        let file = rd.join(format!("group-{n}.json"));
+        std::fs::write(&file, g.to_string()).expect("write group");
+        let got = evergreen_with(
+            &rd.join("config.json"),
+            &["deploy", &file.display().to_string()],
+        );
+        let t = output_text(&got);
+        assert!(
+            got.status.success() && t.contains("Success"),
+            "deployment {n}: {t}"
+        );
+    };
+    let listening = || std::net::TcpStream::connect(("127.0.0.1", sm_port)).is_ok();
+
+    deploy(&with(true), 1);
+    let first = wait_for(LIMIT, || reported(&out, "sm/producer", "appended"))
+        .unwrap_or_else(|| panic!("no report:\n{}", read(&rt.function_log("producer"))));
+    assert_eq!(first["last"], 49, "{first}");
+
+    // Without GGStreamManager the service stops; the function, restarted by
+    // the deployment only if it changed, is left as it is.
+    deploy(&with(false), 2);
+    assert!(
+        wait_for(LIMIT, || (!listening()).then_some(())).is_some(),
+        "port {sm_port} still open after a deployment without GGStreamManager"
+    );
+
+    // Back: a changed producer (a new environment variable) starts again and
+    // finds its stream. (The recorder, unchanged, keeps its file open: its
+    // reports are read after the first ones, not in a new file.)
+    let mut g = with(true);
+    g["FunctionDefinitionVersion"]["Functions"][0]["FunctionConfiguration"]["Environment"]
+        ["Variables"] = json!({ "ROUND": "3" });
+    deploy(&g, 3);
+    let again = wait_for(LIMIT, || reported(&out, "sm/producer", "reread")).unwrap_or_else(|| {
+        panic!(
+            "no report after redeploying:\n{}\n--- runtime:\n{}",
+            read(&rt.function_log("producer")),
+            read(&rt.log_path("system/runtime.log"))
+        )
+    });
+    assert_eq!(again["count"], 50, "{again}");
+    assert_eq!(again["payloads_match"], true, "{again}");
+    assert_eq!(again["next"], 50, "{again}");
+}
