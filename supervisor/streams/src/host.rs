@@ -38,11 +38,13 @@ impl RunningExport for ExportHandle {
 fn exporter(
     store: &Arc<Store>,
     access: Arc<evergreen_aws::credentials::AwsAccess>,
+    spec: &StreamManagerSpec,
 ) -> Arc<ExportStarter> {
     let env = ExportEnv {
         source: Arc::new(StoreSource(Arc::downgrade(store))),
         aws: evergreen_aws::AwsClient::with_access(access),
         gate: ExportGate::new(EXPORT_CONCURRENCY),
+        s3_min_part_size: spec.s3_min_part_size,
     };
     Arc::new(
         move |stream, definition, dir| match specs_for(stream, definition, dir) {
@@ -175,7 +177,10 @@ impl StreamManagerHost {
             self.server_limits.clone(),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let exporter = self.aws.clone().map(|access| exporter(&store, access));
+        let exporter = self
+            .aws
+            .clone()
+            .map(|access| exporter(&store, access, spec));
         let sync_store = store.clone();
         let thread = std::thread::Builder::new()
             .name("stream-manager".into())

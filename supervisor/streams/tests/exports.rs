@@ -27,6 +27,7 @@ fn env(source: &Arc<MemSource>, endpoints: &[(&str, String)]) -> ExportEnv {
         source: source.clone(),
         aws: aws(endpoints),
         gate: ExportGate::new(4),
+        s3_min_part_size: None,
     }
 }
 
@@ -779,6 +780,7 @@ async fn s3_put_object_is_signed_the_s3_way_and_the_core_credential_chain_is_use
         source: source.clone(),
         aws: evergreen_aws::AwsClient::with_access(access),
         gate: ExportGate::new(1),
+        s3_min_part_size: None,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let handle = spawn_export(

@@ -281,6 +281,10 @@ pub struct ExportEnv {
     pub source: Arc<dyn ExportSource>,
     pub aws: evergreen_aws::AwsClient,
     pub gate: Arc<ExportGate>,
+    /// The smallest part of an S3 multipart upload (GGStreamManager's
+    /// `STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES`;
+    /// `None`: S3's minimum, 5 MiB).
+    pub s3_min_part_size: Option<u64>,
 }
 
 impl std::fmt::Debug for ExportEnv {

@@ -205,6 +205,7 @@ async fn upload(
     aws: &AwsClient,
     task: &S3ExportTaskDefinition,
     threshold: u64,
+    min_part: u64,
 ) -> Result<(String, u64), TaskError> {
     let path = input_path(&task.input_url).map_err(TaskError::Fail)?;
     let size = std::fs::metadata(&path)
@@ -230,7 +231,7 @@ async fn upload(
             .await?;
         return Ok((key, size));
     }
-    multipart(aws, &url, &meta_refs, path, size).await?;
+    multipart(aws, &url, &meta_refs, path, size, min_part).await?;
     Ok((key, size))
 }
 
@@ -240,6 +241,7 @@ async fn multipart(
     meta: &[(&str, &str)],
     path: PathBuf,
     size: u64,
+    min_part: u64,
 ) -> Result<(), TaskError> {
     let created = aws
         .signed_request(
@@ -255,7 +257,7 @@ async fn multipart(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| TaskError::Retry("CreateMultipartUpload answered no UploadId".into()))?;
     let id = evergreen_aws::form_encode(&upload_id);
-    let result = parts(aws, url, &id, path, size).await;
+    let result = parts(aws, url, &id, path, size, min_part).await;
     if result.is_err() {
         // Best effort: an upload left open costs storage until a lifecycle
         // rule removes it.
@@ -281,8 +283,9 @@ async fn parts(
     id: &str,
     path: PathBuf,
     size: u64,
+    min_part: u64,
 ) -> Result<(), TaskError> {
-    let part_size = MIN_PART.max(size.div_ceil(MAX_PARTS));
+    let part_size = min_part.max(MIN_PART).max(size.div_ceil(MAX_PARTS));
     let count = size.div_ceil(part_size);
     let mut etags = Vec::new();
     for n in 1..=count {
@@ -427,7 +430,14 @@ pub(crate) async fn send(
                 ),
             );
         }
-        match upload(&env.aws, &task, threshold).await {
+        match upload(
+            &env.aws,
+            &task,
+            threshold,
+            env.s3_min_part_size.unwrap_or(MIN_PART),
+        )
+        .await
+        {
             Ok((key, size)) => {
                 report(
                     env,

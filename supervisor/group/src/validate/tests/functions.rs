@@ -311,3 +311,69 @@ bad_fixture!(
         "runs with NoContainer isolation but is granted local resources [serial]"
     )]
 );
+
+fn with_stream_manager(variables: serde_json::Value) -> String {
+    serde_json::json!({
+        "FunctionDefinitionVersion": { "Functions": [{
+            "Id": "sm",
+            "FunctionArn": "arn:aws:lambda:::function:GGStreamManager:1",
+            "FunctionConfiguration": {
+                "MemorySize": 4194304, "Pinned": true, "Timeout": 3,
+                "Environment": { "Variables": variables }
+            }
+        }]}
+    })
+    .to_string()
+}
+
+#[test]
+fn ggstreammanager_enables_the_stream_manager_with_v1s_variables() {
+    let configured = plan(&with_stream_manager(serde_json::json!({
+        "STREAM_MANAGER_SERVER_PORT": "8099",
+        "STREAM_MANAGER_STORE_ROOT_DIR": "/var/lib/streams",
+        "STREAM_MANAGER_AUTHENTICATE_CLIENT": "true",
+        "STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES": "10485760",
+        "JVM_ARGS": "-Xmx128m",
+        "STREAM_MANAGER_EXPORTER_THREAD_POOL_SIZE": "5"
+    })));
+    assert_eq!(
+        configured.stream_manager,
+        Some(crate::plan::StreamManagerSpec {
+            port: 8099,
+            store_root: Some(PathBuf::from("/var/lib/streams")),
+            s3_min_part_size: Some(10 << 20),
+        })
+    );
+    let default = plan(&with_stream_manager(serde_json::json!({})));
+    assert_eq!(
+        default.stream_manager.map(|s| (s.port, s.store_root)),
+        Some((8088, None))
+    );
+    assert_eq!(plan(fixture!("good", "empty")).stream_manager, None);
+}
+
+#[test]
+fn bad_ggstreammanager_variables_are_each_named() {
+    const AT: &str =
+        "$.FunctionDefinitionVersion.Functions[0].FunctionConfiguration.Environment.Variables.";
+    let bad = with_stream_manager(serde_json::json!({
+        "STREAM_MANAGER_SERVER_PORT": "80a",
+        "STREAM_MANAGER_STORE_ROOT_DIR": "streams",
+        "STREAM_MANAGER_AUTHENTICATE_CLIENT": "false",
+        "STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES": "1024",
+        "STREAM_MANAGER_PORT": "1"
+    }));
+    expect(
+        &bad,
+        &[
+            (&format!("{AT}STREAM_MANAGER_SERVER_PORT"), "not a TCP port"),
+            (&format!("{AT}STREAM_MANAGER_STORE_ROOT_DIR"), "not an absolute path"),
+            (&format!("{AT}STREAM_MANAGER_AUTHENTICATE_CLIENT"), "always checks the client's token"),
+            (
+                &format!("{AT}STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES"),
+                "at least 5242880",
+            ),
+            (&format!("{AT}STREAM_MANAGER_PORT"), "not a stream manager setting"),
+        ],
+    );
+}
