@@ -364,3 +364,71 @@ fn malformed_requests_are_answered_and_the_connection_goes_on() {
         );
     });
 }
+
+/// The npm `aws-greengrass-core-sdk` 1.7.0 (V1's Node.js SDK) ships the
+/// same client for Node.js functions; it speaks the same protocol.
+#[test]
+fn the_nodejs_sdk_client_works_too() {
+    let sdk = std::env::var_os("EVERGREEN_NODE_SDK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from("/var/cache/evergreen-tests/aws-greengrass-core-sdk-1.7.0")
+        });
+    let modules = sdk.join("node_modules");
+    if !modules
+        .join("aws-greengrass-core-sdk/stream-manager")
+        .is_dir()
+        || Command::new("node").arg("--version").output().is_err()
+    {
+        eprintln!(
+            "SKIP: node or aws-greengrass-core-sdk 1.7.0 is not installed in {} (npm install --prefix it, as .ci/run does)",
+            sdk.display()
+        );
+        return;
+    }
+    let root = tempfile::tempdir().expect("test setup");
+    let store = Store::open(root.path(), StoreLimits::default()).expect("test setup");
+    let service = Service::new(store, Arc::new(OneToken), ServerLimits::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test setup");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("test setup");
+    let port = listener.local_addr().expect("test setup").port();
+    rt.spawn(service.serve(listener));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node_ops.js");
+    let output = Command::new("timeout")
+        .arg("60")
+        .arg("node")
+        .arg(&script)
+        .env("NODE_PATH", &modules)
+        .env("STREAM_MANAGER_SERVER_PORT", port.to_string())
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "good-token")
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let got: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert_eq!(got["seqs"], serde_json::json!([0, 1, 2]), "{got}");
+    assert_eq!(
+        got["read"],
+        serde_json::json!([[1, "n1"], [2, "n2"]]),
+        "{got}"
+    );
+    assert_eq!(got["list"], serde_json::json!(["node stream"]), "{got}");
+    assert_eq!(got["newest"], 2, "{got}");
+    assert_eq!(got["missing"], "ResourceNotFoundException", "{got}");
+    assert_eq!(got["notEnough"], "NotEnoughMessagesException", "{got}");
+    assert_eq!(got["after"], serde_json::json!([]), "{got}");
+}
