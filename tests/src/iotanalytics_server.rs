@@ -294,7 +294,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a request's SigV4 `Authorization` header (AWS's "Signature
-/// Version 4 signing process", header form, unsigned query).
+/// Version 4 signing process", header form; the query sorted, bare names as `name=`).
 pub fn verify_sigv4(
     head: &str,
     body: &[u8],
@@ -331,7 +331,22 @@ pub fn verify_sigv4(
     let mut request_line = head.lines().next().unwrap_or_default().split_whitespace();
     let method = request_line.next().unwrap_or_default();
     let target = request_line.next().unwrap_or_default();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    // The canonical query: every parameter as `name=value` (S3's `?uploads`
+    // is `uploads=`), sorted.
+    let mut params: Vec<String> = raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if p.contains('=') {
+                p.to_string()
+            } else {
+                format!("{p}=")
+            }
+        })
+        .collect();
+    params.sort();
+    let query = params.join("&");
     let mut canonical_headers = String::new();
     for name in signed_headers.split(';') {
         let value = header(head, name).ok_or(format!("signed header {name} missing"))?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod aws_standin;
 pub mod fault_proxy;
 pub mod iotanalytics_server;
 pub mod pki;

@@ -1,21 +1,21 @@
-//! What the export tests share: an in-memory `ExportSource`, a loopback
-//! HTTP stand-in that verifies SigV4 (for IoT Analytics and IoT SiteWise,
-//! which moto 5.2.1 lacks or does not check), and a moto server of the
-//! test's own.
-
-#![allow(dead_code, unreachable_pub)]
+//! What the stream manager's export tests share: an in-memory
+//! `ExportSource`, and a loopback HTTP stand-in for any AWS service that
+//! verifies SigV4 ([`crate::iotanalytics_server::verify_sigv4`]) before its
+//! handler answers (for IoT Analytics and IoT SiteWise, which moto 5.2.1
+//! lacks or does not check, and for S3's signing).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evergreen_streams::export::ExportSource;
 use evergreen_streams::model::Message;
-use sha2::{Digest, Sha256};
+
+use crate::fault_proxy::header;
+use crate::iotanalytics_server::verify_sigv4;
 
 pub const REGION: &str = "us-east-1";
 pub const ACCESS_KEY: &str = "testing";
@@ -39,7 +39,7 @@ pub fn aws(endpoints: &[(&str, String)]) -> evergreen_aws::AwsClient {
 }
 
 /// Polls `check` every 50 ms until it gives `Some`, for at most `limit`.
-pub async fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+pub async fn wait_async<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + limit;
     loop {
         if let Some(v) = check() {
@@ -54,6 +54,7 @@ pub async fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) 
 
 // ---------------------------------------------------------------- source
 
+#[derive(Debug)]
 struct MemStream {
     messages: Vec<Message>,
     next: i64,
@@ -61,7 +62,7 @@ struct MemStream {
 }
 
 /// Streams in memory, as the store would keep them.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct MemSource {
     streams: Mutex<HashMap<String, MemStream>>,
 }
@@ -157,7 +158,7 @@ pub struct Request {
 /// What the handler answers: status, JSON body.
 pub type Handler = dyn Fn(&Request) -> (u16, String) + Send + Sync;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct StandInState {
     /// Requests answered by the handler, in order.
     requests: Vec<Request>,
@@ -171,6 +172,7 @@ struct StandInState {
 /// A loopback AWS stand-in for `service` that checks every request's SigV4
 /// signature (computed here from scratch, not with aws-sigv4) before
 /// handing it to its handler.
+#[derive(Debug)]
 pub struct StandIn {
     port: u16,
     state: Arc<Mutex<StandInState>>,
@@ -239,22 +241,6 @@ impl Drop for StandIn {
             let _ = t.join();
         }
     }
-}
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 fn read_request(client: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
@@ -346,169 +332,5 @@ fn serve(mut client: TcpStream, service: &str, state: &Mutex<StandInState>, hand
         if client.write_all(&answer).is_err() {
             return;
         }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(data);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().to_vec()
-}
-
-/// Checks a request's SigV4 `Authorization` header from scratch (header
-/// form; query parameters already encoded): a copy of `tests/src/iotanalytics_server.rs`'s,
-/// so this crate's tests need not build the end-to-end test crate.
-pub fn verify_sigv4(
-    head: &str,
-    body: &[u8],
-    region: &str,
-    service: &str,
-    secret: &str,
-) -> Result<(), String> {
-    let auth = header(head, "authorization").ok_or("no Authorization header")?;
-    let rest = auth
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .ok_or("not AWS4-HMAC-SHA256")?;
-    let field = |name: &str| {
-        rest.split(',')
-            .map(str::trim)
-            .find_map(|p| p.strip_prefix(name))
-            .ok_or(format!("no {name} in Authorization"))
-    };
-    let credential = field("Credential=")?;
-    let signed_headers = field("SignedHeaders=")?;
-    let signature = field("Signature=")?;
-    let parts: Vec<&str> = credential.split('/').collect();
-    let [_key, date, cred_region, cred_service, "aws4_request"] = parts.as_slice() else {
-        return Err(format!("bad credential scope {credential}"));
-    };
-    if *cred_region != region || *cred_service != service {
-        return Err(format!(
-            "scope {cred_region}/{cred_service}, expected {region}/{service}"
-        ));
-    }
-    let amz_date = header(head, "x-amz-date").ok_or("no X-Amz-Date")?;
-    let mut request_line = head.lines().next().unwrap_or_default().split_whitespace();
-    let method = request_line.next().unwrap_or_default();
-    let target = request_line.next().unwrap_or_default();
-    let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
-    // Canonical query: every parameter as `name=value`, sorted.
-    let mut params: Vec<String> = raw_query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            if p.contains('=') {
-                p.to_string()
-            } else {
-                format!("{p}=")
-            }
-        })
-        .collect();
-    params.sort();
-    let query = params.join("&");
-    let mut canonical_headers = String::new();
-    for name in signed_headers.split(';') {
-        let value = header(head, name).ok_or(format!("signed header {name} missing"))?;
-        let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
-        canonical_headers.push_str(&format!("{name}:{value}\n"));
-    }
-    let canonical = format!(
-        "{method}\n{path}\n{query}\n{canonical_headers}\n{signed_headers}\n{}",
-        hex(&Sha256::digest(body))
-    );
-    let scope = format!("{date}/{region}/{service}/aws4_request");
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical.as_bytes()))
-    );
-    let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    for part in [region, service, "aws4_request"] {
-        key = hmac(&key, part.as_bytes());
-    }
-    let expected = hex(&hmac(&key, to_sign.as_bytes()));
-    if expected == signature {
-        Ok(())
-    } else {
-        Err(format!(
-            "signature {signature} does not match (expected {expected})"
-        ))
-    }
-}
-
-// ---------------------------------------------------------------- moto
-
-/// A `moto_server` of the test's own on a free loopback port, killed when
-/// dropped; `None` (after a loud SKIP) when moto is not installed.
-pub struct Moto {
-    child: Child,
-    pub port: u16,
-}
-
-impl Moto {
-    pub fn start() -> Option<Moto> {
-        if Command::new("moto_server")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            eprintln!(
-                "\n*** SKIP: moto_server is not installed (pip install 'moto[server]==5.2.1', as .ci/run does) ***\n"
-            );
-            return None;
-        }
-        for _ in 0..3 {
-            let port = free_port();
-            let Ok(child) = Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-            else {
-                continue;
-            };
-            let mut moto = Moto { child, port };
-            let end = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = moto.child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(moto);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = moto.child.kill();
-            let _ = moto.child.wait();
-        }
-        eprintln!("\n*** SKIP: moto_server did not answer on loopback within 30 s ***\n");
-        None
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

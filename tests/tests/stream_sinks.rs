@@ -2,13 +2,10 @@
 //! Kinesis Data Streams and S3, SigV4-verifying stand-ins for IoT Analytics
 //! and IoT SiteWise; streams kept by an in-memory `ExportSource`.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{aws, free_port, wait_for, MemSource, Moto, StandIn};
 use evergreen_aws::Method;
 use evergreen_streams::export::{
     load_checkpoint, spawn_export, specs_for, ExportEnv, ExportGate, ExportHandle, ExportKind,
@@ -18,6 +15,10 @@ use evergreen_streams::model::{
     ExportDefinition, HttpConfig, IoTAnalyticsConfig, IoTSiteWiseConfig, KinesisConfig,
     S3ExportTaskExecutorConfig, StatusConfig, StatusLevel, StatusMessage,
 };
+use evergreen_tests::aws_standin::{
+    self as common, aws, wait_async as wait_for, MemSource, StandIn,
+};
+use evergreen_tests::Moto;
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -161,7 +162,7 @@ async fn iot_analytics_through_an_outage_then_a_restart_sends_each_message_once_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_endpoint_that_comes_up_gets_everything() {
     // Nothing listens on the port at first: connection refused.
-    let port = free_port();
+    let port = evergreen_tests::free_port().expect("a free port");
     let source = MemSource::new();
     source.create("s");
     let dir = tempfile::tempdir().expect("tempdir");
