@@ -10,7 +10,7 @@
 //!
 //! Each sink (Kinesis, S3 tasks with multipart, IoT Analytics and SiteWise
 //! against SigV4-checking stand-ins) is tested against its peer in
-//! `supervisor/streams/tests/exports.rs`.
+//! `tests/tests/stream_sinks.rs`.
 
 use std::time::Duration;
 

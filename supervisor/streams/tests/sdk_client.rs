@@ -23,6 +23,22 @@ impl Authorizer for OneToken {
     }
 }
 
+/// Runs `service` on loopback on a runtime of its own: the runtime (drop it
+/// to stop) and the port.
+fn serve(service: Arc<Service>) -> (tokio::runtime::Runtime, u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test setup");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("test setup");
+    let port = listener.local_addr().expect("test setup").port();
+    rt.spawn(service.serve(listener));
+    (rt, port)
+}
+
 fn sdk() -> Option<PathBuf> {
     let dir = std::env::var_os("EVERGREEN_GREENGRASSSDK")
         .map(PathBuf::from)
@@ -51,16 +67,7 @@ fn every_operation_and_its_error_through_the_sdk_client() {
         ..ServerLimits::default()
     };
     let service = Service::new(store, Arc::new(OneToken), limits);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("test setup");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("test setup");
-    let port = listener.local_addr().expect("test setup").port();
-    rt.spawn(service.serve(listener));
+    let (_rt, port) = serve(service);
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_ops.py");
     let mut child = Command::new("python3")
@@ -199,16 +206,7 @@ fn limits_on_connections_streams_and_bytes_hold_through_the_sdk_client() {
             ..ServerLimits::default()
         },
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("test setup");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("test setup");
-    let port = listener.local_addr().expect("test setup").port();
-    rt.spawn(service.serve(listener));
+    let (_rt, port) = serve(service);
     let output = Command::new("timeout")
         .args(["60", "python3", "-c", LIMITS])
         .env("PYTHONPATH", &sdk)
@@ -255,17 +253,8 @@ fn malformed_requests_are_answered_and_the_connection_goes_on() {
     let root = tempfile::tempdir().expect("test setup");
     let store = Store::open(root.path(), StoreLimits::default()).expect("test setup");
     let service = Service::new(store, Arc::new(OneToken), ServerLimits::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("test setup");
+    let (rt, port) = serve(service);
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(service.serve(listener));
         let connect = |version: u8| async move {
             let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -389,16 +378,7 @@ fn the_nodejs_sdk_client_works_too() {
     let root = tempfile::tempdir().expect("test setup");
     let store = Store::open(root.path(), StoreLimits::default()).expect("test setup");
     let service = Service::new(store, Arc::new(OneToken), ServerLimits::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("test setup");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("test setup");
-    let port = listener.local_addr().expect("test setup").port();
-    rt.spawn(service.serve(listener));
+    let (_rt, port) = serve(service);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node_ops.js");
     let output = Command::new("timeout")
         .arg("60")
