@@ -16,7 +16,9 @@
 //! nothing is retried here (an append is not idempotent), callers decide.
 //! Every request is bounded by the client's request timeout (60 s like the
 //! SDK's, or [`StreamClient::with_request_timeout`]); a `read_messages`
-//! that asks the server to wait longer gets that wait plus the timeout.
+//! that asks the server to wait longer gets that wait plus the timeout. A
+//! timeout abandons the connection (a frame may be half written, and the
+//! server is not answering anyway): requests open on it fail `Closed`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -126,6 +128,13 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).as_mut()?.insert(id.to_string(), tx);
         Some(rx)
+    }
+
+    /// Ends the connection: after a timeout a frame may be half written,
+    /// so nothing more may be sent on it; the next call reconnects.
+    fn abandon(&self) {
+        lock(&self.pending).take();
+        self.reader.abort();
     }
 
     fn forget(&self, id: &str) {
@@ -353,6 +362,7 @@ impl StreamClient {
                 waits.push(Ok((id, rx)));
                 if buf.len() >= 256 << 10 {
                     if let Err(e) = self.write(&mut writer, &buf).await {
+                        conn.abandon();
                         return fail_all(&conn, waits, e, messages.len());
                     }
                     buf.clear();
@@ -360,6 +370,7 @@ impl StreamClient {
             }
             if !buf.is_empty() {
                 if let Err(e) = self.write(&mut writer, &buf).await {
+                    conn.abandon();
                     return fail_all(&conn, waits, e, messages.len());
                 }
             }
@@ -369,9 +380,10 @@ impl StreamClient {
         for w in waits {
             out.push(match w {
                 Err(e) => Err(e),
-                Ok((id, rx)) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok((_, rx)) => match tokio::time::timeout_at(deadline, rx).await {
                     Err(_) => {
-                        conn.forget(&id);
+                        // The server stopped answering: start afresh.
+                        conn.abandon();
                         Err(ClientError::Timeout(self.request_timeout))
                     }
                     Ok(Err(_)) => Err(ClientError::Closed),
@@ -523,7 +535,7 @@ impl StreamClient {
         let payload = match tokio::time::timeout(limit, work).await {
             Ok(r) => r,
             Err(_) => {
-                conn.forget(&id);
+                conn.abandon();
                 Err(ClientError::Timeout(limit))
             }
         }?;
