@@ -96,12 +96,13 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     name: "ModbusTCPConnector",
     versions: &[1, 2, 3],
     description: "Polls Modbus TCP devices as configured by CapabilityConfiguration (the SiteWise Modbus TCP \
-                  source configuration) and publishes each reading on modbus/tcp/stream/<streamName>.",
+                  source configuration) and publishes each reading on modbus/tcp/stream/<streamName>, or appends it to \
+                  stream <streamName> of the group's stream manager (OutputDestination StreamManager).",
     parameters: &[
         ParameterSpec::new(
             LOCAL_STORAGE,
             "Greengrass: where the connector buffered data (default /var/sitewise). Accepted and unused: \
-             Evergreen publishes readings on MQTT and keeps no on-disk buffer.",
+             Evergreen keeps no buffer of its own (the stream manager's store is the buffer).",
         )
         .pattern("^\\s*$|\\/.*"),
         ParameterSpec::new(
@@ -155,8 +156,8 @@ impl Settings {
         notes.push((
             LogLevel::Info,
             format!(
-                "{LOCAL_STORAGE} {} and {MAX_BUFFER} {} GB are not used: readings are published on MQTT, \
-                 not buffered on disk",
+                "{LOCAL_STORAGE} {} and {MAX_BUFFER} {} GB are not used: the connector keeps no \
+                 on-disk buffer of its own",
                 parameter(LOCAL_STORAGE).unwrap_or("/var/sitewise"),
                 parameter(MAX_BUFFER).unwrap_or("10"),
             ),
