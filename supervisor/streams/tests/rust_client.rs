@@ -41,9 +41,18 @@ impl Server {
             ..ServerLimits::default()
         };
         let service = Service::new(store, Arc::new(OneToken), limits);
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-            .expect("test");
+        // The previous server's listener may take a moment to close.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))) {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("bind 127.0.0.1:{port}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+            }
+        };
         let port = listener.local_addr().expect("test").port();
         rt.spawn(service.serve(listener));
         Server { rt: Some(rt), port }
@@ -53,7 +62,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+            rt.shutdown_timeout(Duration::from_secs(2));
         }
     }
 }
