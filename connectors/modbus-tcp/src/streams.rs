@@ -709,15 +709,17 @@ mod tests {
         };
         let (report, reports) = recorder();
         let sink = StreamSink::start(connect_to(port), report, 5);
-        for i in 0..8 {
-            sink.push(
-                &Batch {
-                    stream_name: "s".into(),
-                    readings: vec![reading("a", Some(Value::Integer(i)), 0)],
-                },
-                None,
-            );
-        }
+        // One batch: the drain cannot take readings in between (readings it
+        // is sending are never the ones dropped).
+        sink.push(
+            &Batch {
+                stream_name: "s".into(),
+                readings: (0..8)
+                    .map(|i| reading("a", Some(Value::Integer(i)), 0))
+                    .collect(),
+            },
+            None,
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         while reports.lock().expect("test").is_empty() {
             assert!(Instant::now() < deadline, "no report of the outage");
