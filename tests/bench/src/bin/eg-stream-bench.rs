@@ -312,11 +312,14 @@ fn main() -> ExitCode {
         for size in [64usize, 4096] {
             for (persistence, flush, label) in [
                 (Persistence::File, false, "file"),
-                (Persistence::File, true, "file+flush"),
+                (Persistence::File, true, "file flush"),
                 (Persistence::Memory, false, "memory"),
             ] {
                 for pipelined in [false, true] {
-                    let name = format!("{size}B {label}{}", if pipelined { " p" } else { "" });
+                    let name = format!(
+                        "{size}B {label}{}",
+                        if pipelined { " pipelined" } else { "" }
+                    );
                     c.create_message_stream(&definition(&name, persistence, flush))
                         .await
                         .map_err(|e| e.to_string())?;
