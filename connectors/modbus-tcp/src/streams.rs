@@ -694,9 +694,16 @@ mod tests {
             d.definition.strategy_on_full,
             StrategyOnFull::OverwriteOldestData
         );
+        // The sink counts an append when its answer is back, which may be
+        // just after the reader saw the message.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sink.counts().appended < 20 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let counts = sink.counts();
         assert_eq!(counts.skipped_bad, 20);
         assert_eq!(counts.appended, 20);
+        assert_eq!(counts.queued, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
