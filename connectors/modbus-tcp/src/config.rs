@@ -10,7 +10,8 @@
 //!   `StreamManager`, `ModBusTCPAddress`; `scanMode.type` must be `POLL`.
 //! - `destination.streamName` follows stream manager's rule (1–255 of
 //!   letters, digits, spaces, `, . - _`) and names the readings' topic;
-//!   `streamBufferSize` is accepted and unused (no stream manager here).
+//!   `streamBufferSize` sizes the stream when readings go into stream
+//!   manager (MiB, see [`crate::streams`]), and is unused on MQTT.
 //! - `endpoint.ipAddress` is an IP address or a host name (resolved at each
 //!   connection attempt); `port` 1–65535, default 502; `unitId` 0–255,
 //!   default 1.
@@ -146,7 +147,7 @@ pub fn parse_address(text: &str) -> Result<Address, String> {
 pub struct Destination {
     /// The stream name; the readings' MQTT topic is derived from it.
     pub stream_name: String,
-    /// Accepted and reported; stream manager buffers do not exist here.
+    /// The stream's size in MiB when the connector creates it.
     pub stream_buffer_size: Option<u64>,
 }
 

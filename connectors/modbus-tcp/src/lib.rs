@@ -2,9 +2,13 @@
 //! Modbus TCP devices and publishes their readings in the SiteWise message
 //! structure.
 //!
-//! **Readings on MQTT, not stream manager.** Greengrass's Java connector
-//! wrote readings into a stream manager stream; Evergreen has no stream
-//! manager, so each reading is published on `modbus/tcp/stream/<streamName>`
+//! **Readings on MQTT, or into stream manager.** Greengrass's Java connector
+//! wrote readings into a stream manager stream. Evergreen does too when the
+//! Evergreen parameter `OutputDestination` is `StreamManager` (the group
+//! then needs the `GGStreamManager` system function; see [`streams`] for the
+//! entry format, stream creation, `streamBufferSize` and what happens while
+//! the stream manager is unavailable). By default (`MQTT`, or the parameter
+//! absent) each reading is published on `modbus/tcp/stream/<streamName>`
 //! (the source's `destination.streamName`; stream names are letters, digits,
 //! spaces and `, . - _`, so always one valid topic level) as
 //! `{"alias":…,"messages":[{"name":…,"value":…,"timestamp":…,"quality":…}]}`,
@@ -30,9 +34,10 @@
 //! `{"version":1,"namespace":"iotsitewise:modbuscollector:1","configuration":"<json>"}`;
 //! [`config`] says what each field means here. `LocalStoragePath` and
 //! `MaximumBufferSize` sized the Java connector's on-disk buffer behind
-//! stream manager; nothing is buffered on disk here (a reading that cannot
-//! be delivered is the router's business, like any other message), so both
-//! are validated, logged, and otherwise unused. The reference prints the
+//! stream manager; here the stream manager's own store (and
+//! `streamBufferSize`) is that buffer, so both are validated, logged, and
+//! otherwise unused. `OutputDestination` (Evergreen's own, optional):
+//! `MQTT` (default) or `StreamManager`. The reference prints the
 //! `LocalStoragePath` pattern as `^\s*$|\/.`, which under Evergreen's
 //! whole-value anchoring would admit only two-character paths **[doc
 //! inconsistency]**: the manifest uses `^\s*$|\/.*` (empty, or an absolute path).
@@ -63,6 +68,7 @@ pub mod plan;
 #[cfg(feature = "slave")]
 pub mod slave;
 pub mod source;
+pub mod streams;
 
 use std::sync::Arc;
 
@@ -76,10 +82,12 @@ use crate::adapter::{Routed, Targets, REQUEST_TOPIC, RESPONSE_TOPIC};
 use crate::config::{Capability, ConfigError};
 use crate::output::{STATUS_TOPIC, STREAM_FILTER};
 use crate::source::{Batch, Command, Log, Poller, Stats};
+use crate::streams::{OutputDestination, StreamSink};
 
 const CAPABILITY: &str = "CapabilityConfiguration";
 const LOCAL_STORAGE: &str = "LocalStoragePath";
 const MAX_BUFFER: &str = "MaximumBufferSize";
+const OUTPUT: &str = "OutputDestination";
 
 /// Batches that may wait for publishing before pollers wait too.
 const BATCH_QUEUE: usize = 64;
@@ -88,12 +96,13 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
     name: "ModbusTCPConnector",
     versions: &[1, 2, 3],
     description: "Polls Modbus TCP devices as configured by CapabilityConfiguration (the SiteWise Modbus TCP \
-                  source configuration) and publishes each reading on modbus/tcp/stream/<streamName>.",
+                  source configuration) and publishes each reading on modbus/tcp/stream/<streamName>, or appends it to \
+                  stream <streamName> of the group's stream manager (OutputDestination StreamManager).",
     parameters: &[
         ParameterSpec::new(
             LOCAL_STORAGE,
             "Greengrass: where the connector buffered data (default /var/sitewise). Accepted and unused: \
-             Evergreen publishes readings on MQTT and keeps no on-disk buffer.",
+             Evergreen keeps no buffer of its own (the stream manager's store is the buffer).",
         )
         .pattern("^\\s*$|\\/.*"),
         ParameterSpec::new(
@@ -101,6 +110,14 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
             "Greengrass: the most disk space (GB, default 10) for buffered data. Accepted and unused, as above.",
         )
         .pattern("^\\s*$|[0-9]+"),
+        ParameterSpec::new(
+            OUTPUT,
+            "Evergreen: where readings go. MQTT (default): published on modbus/tcp/stream/<streamName>. \
+             StreamManager: appended as SiteWise PutAssetPropertyValueEntry JSON to stream <streamName> of \
+             the group's stream manager (GGStreamManager), created if absent (File, OverwriteOldestData, \
+             streamBufferSize MiB).",
+        )
+        .pattern("^\\s*$|MQTT|StreamManager"),
         ParameterSpec::new(
             CAPABILITY,
             "The Modbus TCP capability configuration (JSON): sources, endpoints, property groups, tags. \
@@ -121,6 +138,8 @@ pub static MANIFEST: ConnectorManifest = ConnectorManifest {
 pub struct Settings {
     /// The sources, or every problem found in `CapabilityConfiguration`.
     pub capability: Result<Capability, Vec<ConfigError>>,
+    /// Where readings go (`OutputDestination`).
+    pub output: OutputDestination,
 }
 
 impl Settings {
@@ -137,8 +156,8 @@ impl Settings {
         notes.push((
             LogLevel::Info,
             format!(
-                "{LOCAL_STORAGE} {} and {MAX_BUFFER} {} GB are not used: readings are published on MQTT, \
-                 not buffered on disk",
+                "{LOCAL_STORAGE} {} and {MAX_BUFFER} {} GB are not used: the connector keeps no \
+                 on-disk buffer of its own",
                 parameter(LOCAL_STORAGE).unwrap_or("/var/sitewise"),
                 parameter(MAX_BUFFER).unwrap_or("10"),
             ),
@@ -153,7 +172,20 @@ impl Settings {
             }
             Some(text) => Capability::parse(text),
         };
-        (Settings { capability }, notes)
+        let output = match OutputDestination::parse(parameter(OUTPUT).unwrap_or("")) {
+            Ok(o) => o,
+            Err(why) => {
+                notes.push((LogLevel::Error, format!("{why}; readings go to MQTT")));
+                OutputDestination::Mqtt
+            }
+        };
+        if output == OutputDestination::StreamManager {
+            notes.push((
+                LogLevel::Info,
+                "readings go into stream manager streams (OutputDestination StreamManager)".into(),
+            ));
+        }
+        (Settings { capability, output }, notes)
     }
 }
 
@@ -217,11 +249,20 @@ pub async fn run() -> Result<(), SdkError> {
                     (
                         s.name.clone(),
                         format!("{}:{}", s.endpoint.host, s.endpoint.port),
-                        output::stream_topic(&s.destination.stream_name),
+                        match settings.output {
+                            OutputDestination::Mqtt => {
+                                output::stream_topic(&s.destination.stream_name)
+                            }
+                            OutputDestination::StreamManager => s.destination.stream_name.clone(),
+                        },
                     )
                 })
                 .collect();
-            publish_or_log(&handle, STATUS_TOPIC, output::status_ok(&summary)).await?;
+            let status = match settings.output {
+                OutputDestination::Mqtt => output::status_ok(&summary),
+                OutputDestination::StreamManager => output::status_ok_streams(&summary),
+            };
+            publish_or_log(&handle, STATUS_TOPIC, status).await?;
             running
         }
         Err(errors) => {
@@ -242,9 +283,39 @@ pub async fn run() -> Result<(), SdkError> {
         Ok(_) => Targets::Sources(&running),
         Err(_) => Targets::InvalidConfiguration,
     };
+    let buffers: std::collections::HashMap<String, Option<u64>> = match &settings.capability {
+        Ok(cap) => cap
+            .sources
+            .iter()
+            .map(|s| {
+                (
+                    s.destination.stream_name.clone(),
+                    s.destination.stream_buffer_size,
+                )
+            })
+            .collect(),
+        Err(_) => Default::default(),
+    };
+    let sink = (settings.output == OutputDestination::StreamManager).then(|| {
+        let h = handle.clone();
+        let report: streams::Report = Arc::new(move |level, message, status| {
+            h.log(level, message);
+            if let Some(status) = status {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _ = publish_or_log(&h, STATUS_TOPIC, status).await;
+                });
+            }
+        });
+        StreamSink::start(streams::connect_from_env(), report, streams::QUEUE_LIMIT)
+    });
     loop {
         tokio::select! {
             Some(batch) = batches.recv() => {
+                if let Some(sink) = &sink {
+                    sink.push(&batch, buffers.get(&batch.stream_name).copied().flatten());
+                    continue;
+                }
                 let topic = output::stream_topic(&batch.stream_name);
                 for reading in &batch.readings {
                     publish_or_log(&handle, &topic, reading.to_payload()).await?;
@@ -277,6 +348,14 @@ pub async fn run() -> Result<(), SdkError> {
                 }
             }
         }
+    }
+    if let Some(sink) = &sink {
+        let c = sink.counts();
+        handle.info(format!(
+            "stream manager output: {} appended, {} dropped, {} BAD skipped, {} still queued at stop",
+            c.appended, c.dropped, c.skipped_bad, c.queued
+        ));
+        sink.close();
     }
     handle.info("stopping");
     Ok(())
@@ -320,6 +399,12 @@ mod tests {
         for bad in ["10GB", "-1"] {
             assert!(!MANIFEST.admits(MAX_BUFFER, bad), "{bad:?}");
         }
+        for ok in ["MQTT", "StreamManager", ""] {
+            assert!(MANIFEST.admits(OUTPUT, ok), "{ok:?}");
+        }
+        for bad in ["mqtt", "Stream", "StreamManagerX"] {
+            assert!(!MANIFEST.admits(OUTPUT, bad), "{bad:?}");
+        }
         MANIFEST.assert_filters_valid();
         for (i, p) in MANIFEST.parameters.iter().enumerate() {
             assert!(!MANIFEST.parameters[..i].iter().any(|q| q.name == p.name));
@@ -339,6 +424,9 @@ mod tests {
         assert!(notes
             .iter()
             .any(|(l, m)| *l == LogLevel::Warn && m.contains("nothing to poll")));
+        assert_eq!(s.output, OutputDestination::Mqtt);
+        let (s, _) = Settings::from_config(&config(&[(OUTPUT, "StreamManager")]));
+        assert_eq!(s.output, OutputDestination::StreamManager);
         let (s, _) = Settings::from_config(&config(&[(CAPABILITY, "{\"sources\": 1}")]));
         let errors = s.capability.expect_err("invalid");
         assert_eq!(errors[0].path, "sources");

@@ -82,6 +82,21 @@ pub fn status_ok(sources: &[(String, String, String)]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The status document for an accepted configuration whose readings go
+/// into stream manager streams: `{"name","endpoint","stream"}` per source.
+pub fn status_ok_streams(sources: &[(String, String, String)]) -> Vec<u8> {
+    json!({
+        "status": "success",
+        "output": "StreamManager",
+        "sources": sources
+            .iter()
+            .map(|(name, endpoint, stream)| json!({"name": name, "endpoint": endpoint, "stream": stream}))
+            .collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// The status document for a configuration that was refused.
 pub fn status_invalid(errors: &[ConfigError]) -> Vec<u8> {
     json!({

@@ -3,6 +3,7 @@
 //! the `greengrasssdk` `StreamManagerClient`, kept in memory or in segment
 //! files under the runtime's root, and exported in the background to AWS.
 
+pub mod client;
 pub mod export;
 pub mod host;
 pub mod model;

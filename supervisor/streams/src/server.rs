@@ -450,6 +450,11 @@ impl Service {
         let name = request.stream_name;
         loop {
             let mut watch = self.store.watch(&name).map_err(store_status)?;
+            // The newest sequence number before the read: every message up
+            // to it is readable, so a read that stops short of it was cut
+            // by the byte budget. (Compared with the value after the read,
+            // an append landing meanwhile looked like a budget cut.)
+            let newest_before = *watch.borrow_and_update();
             let store = self.store.clone();
             let n = name.clone();
             let budget = self.limits.max_response_bytes;
@@ -464,7 +469,7 @@ impl Service {
             let bytes: usize = messages.iter().map(|m| m.payload.len()).sum();
             let more_waiting = messages
                 .last()
-                .is_some_and(|m| m.sequence_number < *watch.borrow());
+                .is_some_and(|m| m.sequence_number < newest_before);
             if more_waiting && bytes > 0 {
                 return Err((
                     ResponseStatusCode::ResponsePayloadTooLarge,
