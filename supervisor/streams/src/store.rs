@@ -365,8 +365,13 @@ impl Log {
 
     /// Drops what is past its time to live.
     fn expire(&mut self, ttl_ms: Option<i64>) {
+        self.expire_at(ttl_ms, now_ms());
+    }
+
+    /// [`Log::expire`] as of `now` (ms since the epoch).
+    fn expire_at(&mut self, ttl_ms: Option<i64>, now: i64) {
         let Some(ttl) = ttl_ms else { return };
-        let limit = now_ms() - ttl;
+        let limit = now - ttl;
         loop {
             let expired = match self {
                 Log::Memory(m) => m.messages.front().is_some_and(|(_, t, _)| *t < limit),
@@ -1029,6 +1034,74 @@ mod tests {
             assert!(info.storage_status.oldest_sequence_number > 80);
             assert!(info.storage_status.total_bytes <= 2048);
         }
+    }
+
+    /// "Time to live for each message … Data may be deleted at any time
+    /// after the TTL expires" (the SDK): in memory message by message, on
+    /// disk whole segments once their newest message is past it, never the
+    /// segment being written.
+    #[test]
+    fn messages_past_their_time_to_live_go_by_message_in_memory_and_by_segment_on_disk() {
+        let dir = tempfile::tempdir().expect("test");
+        let store = Store::open(dir.path(), StoreLimits::default()).expect("test");
+        const TTL: i64 = 60_000;
+        for (name, p) in [("m", Persistence::Memory), ("f", Persistence::File)] {
+            let mut d = def(name, p);
+            d.time_to_live_millis = Some(TTL);
+            d.stream_segment_size = Some(1024);
+            store.create(d).expect("test");
+            for _ in 0..40 {
+                store.append(name, &[7; 100]).expect("test");
+            }
+        }
+        let stream = |n: &str| store.stream(n).expect("test");
+        let newest_ingest = |n: &str| match &lock(&stream(n).state).log {
+            Log::Memory(m) => m.messages.back().map(|m| m.1).unwrap_or(0),
+            Log::File(f) => f
+                .segments
+                .back()
+                .and_then(|s| s.entries.last())
+                .map(|e| e.2)
+                .unwrap_or(0),
+        };
+        // Not yet past: nothing goes.
+        for n in ["m", "f"] {
+            let now = newest_ingest(n) + TTL - 1_000;
+            lock(&stream(n).state).log.expire_at(Some(TTL), now);
+            assert_eq!(
+                store
+                    .describe(n)
+                    .expect("test")
+                    .storage_status
+                    .oldest_sequence_number,
+                0,
+                "{n}"
+            );
+        }
+        // Past it: every message of the Memory stream, every closed segment of the File one.
+        for n in ["m", "f"] {
+            let now = newest_ingest(n) + TTL + 1_000;
+            lock(&stream(n).state).log.expire_at(Some(TTL), now);
+        }
+        let m = store.describe("m").expect("test").storage_status;
+        assert_eq!(
+            (
+                m.oldest_sequence_number,
+                m.newest_sequence_number,
+                m.total_bytes
+            ),
+            (40, 39, 0)
+        );
+        let f = store.describe("f").expect("test").storage_status;
+        assert!(f.oldest_sequence_number > 30, "{f:?}");
+        assert_eq!(f.newest_sequence_number, 39);
+        assert!(
+            f.total_bytes <= 1024,
+            "only the segment being written is left: {f:?}"
+        );
+        // Numbering goes on.
+        assert_eq!(store.append("f", b"next").expect("test"), 40);
+        assert_eq!(store.append("m", b"next").expect("test"), 40);
     }
 
     #[test]
