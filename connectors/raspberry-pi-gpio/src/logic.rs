@@ -203,3 +203,25 @@ pub fn write_level(payload: &[u8]) -> Option<bool> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::write_level;
+
+    #[test]
+    fn write_levels_are_0_or_1_as_number_or_string() {
+        for (payload, want) in [
+            (&b"0"[..], Some(false)),
+            (b"1", Some(true)),
+            (b"\"1\"", Some(true)),
+            (b" \" 0 \" \n", Some(false)),
+            (b"01", None),
+            (b"true", None),
+            (b"\"\"", None),
+            (b"\"1", None),
+            (b"\xff", None),
+        ] {
+            assert_eq!(write_level(payload), want, "{payload:?}");
+        }
+    }
+}
