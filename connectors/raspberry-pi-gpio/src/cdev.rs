@@ -6,20 +6,26 @@
 //! chip, found by its label; the connector uses the BCM number as the line
 //! offset on that chip:
 //!
-//! | Board | Chip label | Usual node | Offsets for BCM 0–27 |
-//! |---|---|---|---|
-//! | Pi 3 B/B+ (BCM2837) | `pinctrl-bcm2835` | `/dev/gpiochip0` | 0–27 |
-//! | Pi 4 B (BCM2711) | `pinctrl-bcm2711` | `/dev/gpiochip0` | 0–27 |
-//! | Pi 5 (RP1 south bridge) | `pinctrl-rp1` | `/dev/gpiochip4` (kernels before 6.6.45), `/dev/gpiochip0` after | 0–27 |
+//! | Board | Chip label | Lines | Usual node | Offsets for BCM 0–27 |
+//! |---|---|---|---|---|
+//! | Pi 3 B/B+ (BCM2837) | `pinctrl-bcm2835` | 54 | `/dev/gpiochip0` | 0–27 |
+//! | Pi 4 B (BCM2711) | `pinctrl-bcm2711` | 58 | `/dev/gpiochip0` | 0–27 |
+//! | Pi 5 (RP1) | `pinctrl-rp1` | 54 | `/dev/gpiochip4` before Raspberry Pi kernel 6.6.45, `/dev/gpiochip0` from it | 0–27 |
 //!
-//! Sources: the kernel drivers `drivers/pinctrl/bcm/pinctrl-bcm2835.c`
-//! (one gpio_chip labelled with the driver name, base offset 0, lines
-//! numbered as the SoC's GPIOs, `BCM2835_NUM_GPIOS` 54 / 58 on BCM2711)
-//! and the Raspberry Pi kernel's `drivers/pinctrl/pinctrl-rp1.c` (RP1 bank 0
-//! is GPIO 0–27, the header's); the Raspberry Pi documentation of the
-//! 40-pin header (GPIO numbers are BCM numbers on every model). The label,
-//! not the node number, is what to match: the Pi 5's node moved from
-//! `gpiochip4` to `gpiochip0` between kernels.
+//! Sources: the kernel driver `drivers/pinctrl/bcm/pinctrl-bcm2835.c`
+//! registers one gpio_chip labelled with its driver name, lines numbered as
+//! the SoC's GPIOs (54; 58 on BCM2711, whose chip says `pinctrl-bcm2711`);
+//! the Raspberry Pi kernel's `drivers/pinctrl/pinctrl-rp1.c` (`MODULE_NAME
+//! "pinctrl-rp1"`, `RP1_NUM_GPIOS 54` in 3 banks, bank 0 being GPIO 0–27
+//! of the header). `gpiodetect` output on real boards: Pi 4 on 6.6.47
+//! `gpiochip0 [pinctrl-bcm2711] (58 lines)`, Pi 5 `gpiochip4 [pinctrl-rp1]
+//! (54 lines)` before and `gpiochip0 [pinctrl-rp1] (54 lines)` after
+//! raspberrypi/linux pull request 6144 ("Use gpiochip0 for the user-facing
+//! GPIOs on Pi 5", 2024, which also moved the SoC's own chips to 10 and
+//! up), as reported in WiringPi issue 280 and gpiozero issue 1166; rppal
+//! issue 71 shows the Pi 4's label change from `pinctrl-bcm2835` to
+//! `pinctrl-bcm2711` (kernel 5.10). Numbers moved twice; labels did not,
+//! which is why the chip is found by label.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
