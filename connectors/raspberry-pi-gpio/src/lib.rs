@@ -115,7 +115,7 @@ pub async fn run() -> Result<(), SdkError> {
     loop {
         tokio::select! {
             out = out_rx.recv() => match out {
-                Some(Output::Publish(m)) => handle.publish(m.topic, m.payload).await?,
+                Some(Output::Publish(m)) => handle.publish_or_log(m.topic, m.payload).await?,
                 Some(Output::Log(level, text)) => handle.log(level, text),
                 None => break,
             },
