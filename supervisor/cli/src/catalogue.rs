@@ -51,6 +51,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         main: || Box::pin(evergreen_connector_serial_stream::run()),
     },
     BuiltinConnector {
+        manifest: &evergreen_connector_raspberry_pi_gpio::MANIFEST,
+        main: || Box::pin(evergreen_connector_raspberry_pi_gpio::run()),
+    },
+    BuiltinConnector {
         manifest: &evergreen_connector_twilio::MANIFEST,
         main: || Box::pin(evergreen_connector_twilio::run()),
     },

@@ -104,9 +104,19 @@ fn validate_of_a_missing_file_says_so() {
 }
 
 #[test]
+fn validate_accepts_a_raspberry_pi_gpio_group() {
+    // The group crate's fixture, against the real RaspberryPiGPIO manifest this binary links.
+    let file = fixture("../group/tests/fixtures/groups/good/raspberry-pi-gpio.json");
+    let out = evergreen(&["validate", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = evergreen(&["connectors"]);
+    assert!(text(&out).contains("RaspberryPiGPIO"), "{}", text(&out));
+}
+
+#[test]
 fn validate_reports_a_connector_missing_from_the_build() {
     // The full example with its CloudWatch connector swapped for one this
-    // build lacks (Raspberry Pi GPIO).
+    // build lacks (ML Feedback).
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("group.json");
     let full = std::fs::read_to_string(fixture("../../examples/full-group.json")).expect("example");
@@ -114,7 +124,7 @@ fn validate_reports_a_connector_missing_from_the_build() {
         &file,
         full.replace(
             "connectors/CloudWatchMetrics/versions/5",
-            "connectors/RaspberryPiGPIO/versions/1",
+            "connectors/MLFeedback/versions/1",
         ),
     )
     .expect("write");
@@ -122,7 +132,7 @@ fn validate_reports_a_connector_missing_from_the_build() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("$.ConnectorDefinitionVersion.Connectors[1] (Id \"metrics\").ConnectorArn: RaspberryPiGPIO is a Greengrass connector that this build of Evergreen does not contain"),
+        t.contains("$.ConnectorDefinitionVersion.Connectors[1] (Id \"metrics\").ConnectorArn: MLFeedback is a Greengrass connector that this build of Evergreen does not contain"),
         "{t}"
     );
 }

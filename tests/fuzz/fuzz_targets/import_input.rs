@@ -40,6 +40,7 @@ fn options() -> Options {
             &evergreen_connector_modbus::MANIFEST,
             &evergreen_connector_modbus_tcp::MANIFEST,
             &evergreen_connector_serial_stream::MANIFEST,
+            &evergreen_connector_raspberry_pi_gpio::MANIFEST,
             &evergreen_connector_twilio::MANIFEST,
             &evergreen_connector_splunk::MANIFEST,
             &evergreen_connector_servicenow::MANIFEST,

@@ -3,6 +3,43 @@
 use super::*;
 
 #[test]
+fn good_raspberry_pi_gpio() {
+    let plan = plan(fixture!("good", "raspberry-pi-gpio"));
+    let gpio = component(&plan, &connector_arn("RaspberryPiGPIO", 3));
+    assert_eq!(
+        gpio.launch,
+        Launch::Connector {
+            name: "RaspberryPiGPIO".into(),
+            version: 3
+        }
+    );
+    assert_eq!(gpio.isolation, Isolation::GreengrassContainer);
+    assert!(gpio.pinned);
+    let params: Vec<(&str, &str)> = gpio
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        params,
+        [
+            ("GpioMem-ResourceId", "gpio-chip"),
+            ("InputGpios", "5,6U,7D"),
+            ("InputPollPeriod", "50"),
+            ("OutputGpios", "18L,27H"),
+        ]
+    );
+    assert_eq!(
+        gpio.resources,
+        [ResourceAccess {
+            resource_id: "gpio-chip".into(),
+            read_write: true
+        }]
+    );
+    assert_eq!(plan.subscriptions.len(), 4);
+}
+
+#[test]
 fn good_serial_stream() {
     let plan = plan(fixture!("good", "serial-stream"));
     let arn = connector_arn("SerialStream", 3);
@@ -119,7 +156,7 @@ bad_fixture!(
         &format!("{C}[0].ConnectorArn"),
         "IoTAnalytics is a Greengrass connector that this build of Evergreen does not contain (built-in \
          connectors: CloudWatchMetrics, ContainerOnlyWithMode, DeviceDefender, ModbusRTUProtocolAdapter, \
-         ModbusTCPConnector, SerialStream, TwilioNotifications)"
+         ModbusTCPConnector, RaspberryPiGPIO, SerialStream, TwilioNotifications)"
     )]
 );
 

@@ -32,6 +32,26 @@ const BOTH: IsolationSupport = IsolationSupport {
     no_container: true,
 };
 
+static RASPBERRY_PI_GPIO: ConnectorManifest = ConnectorManifest {
+    name: "RaspberryPiGPIO",
+    versions: &[1, 2, 3],
+    description: "reads and writes Raspberry Pi GPIO lines",
+    parameters: &[
+        ParameterSpec::new("InputGpios", "inputs").pattern("^$|^[0-9]+[UD]?(,[0-9]+[UD]?)*$"),
+        ParameterSpec::new("InputPollPeriod", "poll period, ms").pattern("^$|^[1-9][0-9]*$"),
+        ParameterSpec::new("OutputGpios", "outputs").pattern("^$|^[0-9]+[HL]?(,[0-9]+[HL]?)*$"),
+        ParameterSpec::new("GpioMem-ResourceId", "device resource of the GPIO chip")
+            .required()
+            .pattern(".+")
+            .resource(ResourceKind::LocalDevice),
+    ],
+    inputs: &["gpio/+/+/read", "gpio/+/+/write"],
+    outputs: &["gpio/+/+/state", "gpio/+/error"],
+    isolation: CONTAINER_ONLY,
+    pinned: true,
+    aws: false,
+};
+
 static SERIAL_STREAM: ConnectorManifest = ConnectorManifest {
     name: "SerialStream",
     versions: &[1, 2, 3],
@@ -200,6 +220,7 @@ const CORE: &str = "arn:aws:iot:eu-west-1:123456789012:thing/evergreen-core";
 fn registry() -> ConnectorRegistry {
     ConnectorRegistry::new(vec![
         &SERIAL_STREAM,
+        &RASPBERRY_PI_GPIO,
         &MODBUS_RTU,
         &TWILIO,
         &CLOUDWATCH,
