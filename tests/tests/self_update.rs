@@ -62,6 +62,9 @@ fn config(broker: &Mosquitto, thing: &str, key: &str, restart_by: &str, max_star
     merge(
         &mut c,
         &json!({"evergreen": {"fleet": {
+            // The binary under test is a debug build, over 512 MiB of it debug info (the
+            // default limit); a release binary is about 16 MB.
+            "maxBundleBytes": 4u64 << 30,
             "restartBy": restart_by,
             "updateHealthWindowSecs": 60,
             "updateMaxStarts": max_starts
