@@ -146,6 +146,30 @@ fn still_open(s: &mut TcpStream) -> bool {
     !closed_within(s, Duration::from_millis(5))
 }
 
+/// How many of `streams` the server closed, waiting up to 5 s for `expected` of them (then 1 s
+/// more, so that one too many is seen).
+fn wait_refusals(streams: &mut [TcpStream], expected: usize) -> usize {
+    let mut closed = vec![false; streams.len()];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut settle: Option<Instant> = None;
+    loop {
+        for (s, c) in streams.iter_mut().zip(closed.iter_mut()) {
+            if !*c && closed_within(s, Duration::from_millis(5)) {
+                *c = true;
+            }
+        }
+        let n = closed.iter().filter(|c| **c).count();
+        let now = Instant::now();
+        if n >= expected && settle.is_none() {
+            settle = Some(now + Duration::from_secs(1));
+        }
+        if settle.is_some_and(|t| now >= t) || now >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A TCP connection to `to` from the loopback address `from` (any port).
 fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -332,28 +356,36 @@ fn connections_over_the_per_ip_and_total_limits_are_refused() {
         out.filter(|o| o.status.success())
     })
     .expect("a device connects and publishes");
-    // Ten idle connections from 127.0.0.1 are held.
-    let mut first: Vec<TcpStream> = (0..10)
+    // Eleven idle connections from 127.0.0.1: exactly one is closed at once, and ten are held.
+    // Which one is the server's admission order (its workers take connections concurrently),
+    // so the test asks how many, not which.
+    let mut first: Vec<TcpStream> = (0..11)
         .map(|_| TcpStream::connect(plain).expect("connect"))
         .collect();
-    // The eleventh from that address is closed at once.
-    let mut over_ip = TcpStream::connect(plain).expect("connect");
-    assert!(
-        closed_within(&mut over_ip, Duration::from_secs(5)),
-        "the 11th connection from one IP was not refused (maxConnectionsPerIp 10)"
+    let refused = wait_refusals(&mut first, 1);
+    assert_eq!(
+        refused, 1,
+        "of 11 connections from one IP exactly one is refused (maxConnectionsPerIp 10)"
     );
-    // Ten more from 127.0.0.2 fill the total; the 21st, from a third address, is refused.
+    // Ten more from 127.0.0.2 and one from a third address: 22 tried, 20 held (maxConnections
+    // 20), the one refused before among them.
     let mut second: Vec<TcpStream> = (0..10)
         .map(|_| connect_from([127, 0, 0, 2], plain))
         .collect();
-    let mut over_total = connect_from([127, 0, 0, 3], plain);
-    assert!(
-        closed_within(&mut over_total, Duration::from_secs(5)),
-        "the 21st connection was not refused (maxConnections 20)"
+    second.push(connect_from([127, 0, 0, 3], plain));
+    let refused_second = wait_refusals(&mut second, 1);
+    assert_eq!(
+        refused_second, 1,
+        "of the 11 connections past the first ten exactly one is refused (maxConnections 20)"
     );
-    for (i, s) in first.iter_mut().chain(second.iter_mut()).enumerate() {
-        assert!(still_open(s), "admitted connection {i} was closed");
-    }
+    // The admitted ones stay open.
+    first.retain_mut(still_open);
+    second.retain_mut(still_open);
+    assert_eq!(
+        first.len() + second.len(),
+        20,
+        "every admitted connection stays open"
+    );
     // A freed place is taken again: a real device connects and publishes.
     drop(first);
     let ok = wait_for(LIMIT, || {
