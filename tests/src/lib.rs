@@ -830,6 +830,21 @@ pub fn python_function(
     })
 }
 
+/// Greengrass's `GGStreamManager` system function, which turns the stream manager on, on
+/// `port` (`STREAM_MANAGER_SERVER_PORT`), as a V1 group lists it.
+pub fn stream_manager_function(port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "Id": "stream-manager",
+        "FunctionArn": "arn:aws:lambda:::function:GGStreamManager:1",
+        "FunctionConfiguration": {
+            "MemorySize": 4194304,
+            "Pinned": true,
+            "Timeout": 3,
+            "Environment": { "Variables": { "STREAM_MANAGER_SERVER_PORT": port.to_string() } }
+        }
+    })
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> Option<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")

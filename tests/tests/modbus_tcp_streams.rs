@@ -106,19 +106,6 @@ impl Drop for Slave {
     }
 }
 
-fn stream_manager(port: u16) -> Value {
-    json!({
-        "Id": "stream-manager",
-        "FunctionArn": "arn:aws:lambda:::function:GGStreamManager:1",
-        "FunctionConfiguration": {
-            "MemorySize": 4194304,
-            "Pinned": true,
-            "Timeout": 3,
-            "Environment": { "Variables": { "STREAM_MANAGER_SERVER_PORT": port.to_string() } }
-        }
-    })
-}
-
 fn slave_data() -> Value {
     let f = 1234.5f32.to_be_bytes();
     let word = |a: u8, b: u8| u16::from_be_bytes([a, b]);
@@ -172,7 +159,7 @@ fn readings_go_into_the_stream_as_sitewise_entries() {
     let out = work.path().join("got.jsonl");
     let mut g = group(
         vec![
-            stream_manager(free_port().expect("a free port")),
+            stream_manager_function(free_port().expect("a free port")),
             python_function("reader", &code, "reader.handler", true, 60),
             function("rec", &format!("record {}", out.display())),
         ],

@@ -127,12 +127,7 @@ fn a_kinesis_export_survives_an_outage_and_delivers_everything_once_in_order() {
     let out = work.path().join("got.jsonl");
     let g = group(
         vec![
-            json!({
-                "Id": "stream-manager",
-                "FunctionArn": "arn:aws:lambda:::function:GGStreamManager:1",
-                "FunctionConfiguration": { "Environment": { "Variables": {
-                    "STREAM_MANAGER_SERVER_PORT": free_port().expect("a free port").to_string() } } }
-            }),
+            stream_manager_function(free_port().expect("a free port")),
             python_function("exporter", &code, "exporter.handler", true, 30),
             function("rec", &format!("record {}", out.display())),
         ],

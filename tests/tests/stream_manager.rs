@@ -111,19 +111,6 @@ def handler(event, context):
     return
 "#;
 
-fn stream_manager(port: u16) -> Value {
-    json!({
-        "Id": "stream-manager",
-        "FunctionArn": "arn:aws:lambda:::function:GGStreamManager:1",
-        "FunctionConfiguration": {
-            "MemorySize": 4194304,
-            "Pinned": true,
-            "Timeout": 3,
-            "Environment": { "Variables": { "STREAM_MANAGER_SERVER_PORT": port.to_string() } }
-        }
-    })
-}
-
 fn reported(out: &std::path::Path, topic: &str, phase: &str) -> Option<Value> {
     on_topic(out, topic)
         .into_iter()
@@ -153,7 +140,7 @@ fn file_streams_keep_every_acknowledged_message_across_kill_9() {
     let sm_port = free_port().expect("a free port");
     let g = group(
         vec![
-            stream_manager(sm_port),
+            stream_manager_function(sm_port),
             python_function("producer", &code, "producer.handler", true, 30),
             function("rec", &format!("record {}", out.display())),
         ],
@@ -220,7 +207,7 @@ fn a_contained_function_uses_the_stream_manager() {
     boxed["FunctionConfiguration"]["MemorySize"] = json!(262144);
     let g = group(
         vec![
-            stream_manager(free_port().expect("a free port")),
+            stream_manager_function(free_port().expect("a free port")),
             boxed,
             function("rec", &format!("record {}", out.display())),
         ],
@@ -254,7 +241,7 @@ fn a_client_without_a_functions_token_is_refused() {
     let sm_port = free_port().expect("a free port");
     let g = group(
         vec![
-            stream_manager(sm_port),
+            stream_manager_function(sm_port),
             function("idle", "record /dev/null"),
         ],
         vec![],
@@ -341,7 +328,7 @@ fn deployments_start_stop_and_restart_the_stream_manager_keeping_file_streams() 
             function("rec", &format!("record {}", out.display())),
         ];
         if sm {
-            functions.push(stream_manager(sm_port));
+            functions.push(stream_manager_function(sm_port));
         }
         group(
             functions,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use evergreen_bench::{require_bin, start_runtime};
 use evergreen_tests::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, Parser)]
 #[command(name = "eg-stream-export-bench")]
@@ -158,12 +158,7 @@ fn case(
     let out = work.path().join("got.jsonl");
     let g = group(
         vec![
-            json!({
-                "Id": "stream-manager",
-                "FunctionArn": "arn:aws:lambda:::function:GGStreamManager:1",
-                "FunctionConfiguration": { "Environment": { "Variables": {
-                    "STREAM_MANAGER_SERVER_PORT": free_port().ok_or("no free port")?.to_string() } } }
-            }),
+            stream_manager_function(free_port().ok_or("no free port")?),
             python_function("appender", &dir, "appender.handler", true, 600),
             function("rec", &format!("record {}", out.display())),
         ],
