@@ -103,6 +103,7 @@ fn plan() -> GroupPlan {
             .collect(),
         resources: BTreeMap::new(),
         loggers: LoggerPlan::default(),
+        stream_manager: None,
     }
 }
 
