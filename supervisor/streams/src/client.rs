@@ -250,18 +250,22 @@ impl StreamClient {
         &self,
         definition: &MessageStreamDefinition,
     ) -> Result<(), ClientError> {
-        let id = self.ids.next();
-        let body = DefinitionRequest {
-            request_id: id.clone(),
-            definition: definition.clone(),
-        };
-        self.call::<_, StatusResponse>(Operation::CreateMessageStream, id, &body, None)
+        self.definition_call(Operation::CreateMessageStream, definition)
             .await
-            .map(drop)
     }
 
     pub async fn update_message_stream(
         &self,
+        definition: &MessageStreamDefinition,
+    ) -> Result<(), ClientError> {
+        self.definition_call(Operation::UpdateMessageStream, definition)
+            .await
+    }
+
+    /// Create and update: the same request body, each its own operation.
+    async fn definition_call(
+        &self,
+        operation: Operation,
         definition: &MessageStreamDefinition,
     ) -> Result<(), ClientError> {
         let id = self.ids.next();
@@ -269,7 +273,7 @@ impl StreamClient {
             request_id: id.clone(),
             definition: definition.clone(),
         };
-        self.call::<_, StatusResponse>(Operation::UpdateMessageStream, id, &body, None)
+        self.call::<_, StatusResponse>(operation, id, &body, None)
             .await
             .map(drop)
     }
