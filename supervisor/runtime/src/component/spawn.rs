@@ -32,8 +32,9 @@ impl ComponentEnv {
     /// functions see it. In a container the grant's path is where the
     /// resource is mounted: a device at its own path, a volume or model at
     /// its `DestinationPath`. Model resources are read from
-    /// `<resource_root>/ml/<resource id>` on the host: this build does not
-    /// download models, the operator places them there.
+    /// `<resource_root>/ml/<resource id>` on the host, where the deployment
+    /// installed them (`evergreen_models`); without a container that is the
+    /// path the component is given.
     pub(crate) fn for_component(
         spec: &ComponentSpec,
         plan: &GroupPlan,
@@ -78,11 +79,7 @@ impl ComponentEnv {
                 ),
                 ResourceData::Secret { .. } => continue,
             };
-            let seen = if container || kind == MountKind::Model {
-                &target
-            } else {
-                &source
-            };
+            let seen = if container { &target } else { &source };
             resources.insert(
                 access.resource_id.clone(),
                 ResourceGrant {
