@@ -17,6 +17,6 @@ pub mod topic;
 
 pub use codec::{FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 pub use message::{
-    AwsCredentials, ComponentConfig, ComponentKind, Delivery, FromChild, LogLevel, ResourceGrant,
-    SecretValue, ShadowOp, ToChild, PROTOCOL_VERSION,
+    AwsCredentials, ComponentConfig, ComponentKind, Delivery, FromChild, Invocation, InvokeOutcome,
+    LogLevel, ResourceGrant, SecretValue, ShadowOp, ToChild, PROTOCOL_VERSION,
 };

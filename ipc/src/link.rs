@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::codec::{FrameError, FrameReader, FrameWriter};
 use crate::message::{
-    AwsCredentials, ComponentConfig, Delivery, DeliveryRef, FromChild, LogLevel, SecretValue,
-    ShadowOp, ToChild, ToChildRef, PROTOCOL_VERSION,
+    AwsCredentials, ComponentConfig, Delivery, DeliveryRef, FromChild, Invocation, InvokeOutcome,
+    LogLevel, SecretValue, ShadowOp, ToChild, ToChildRef, PROTOCOL_VERSION,
 };
 
 /// Why the handshake failed.
@@ -113,6 +113,22 @@ impl<W: AsyncWrite + Unpin> SupervisorLink<W> {
                 accepted,
                 payload,
             })
+            .await
+    }
+
+    /// Sends a function's invoke of a service the child serves.
+    pub async fn invoke(&mut self, invocation: Invocation) -> Result<(), FrameError> {
+        self.writer.send(&ToChild::Invoke(invocation)).await
+    }
+
+    /// Answers the child's own invoke.
+    pub async fn invoke_result(
+        &mut self,
+        request_id: u64,
+        result: Result<InvokeOutcome, String>,
+    ) -> Result<(), FrameError> {
+        self.writer
+            .send(&ToChild::InvokeResult { request_id, result })
             .await
     }
 
@@ -232,6 +248,12 @@ impl<W: AsyncWrite + Unpin> ChildLink<W> {
             .await
     }
 
+    /// Sends one of the frames that need no dedicated method (the service
+    /// frames: `Serve`, `InvokeResult`, `Invoke`).
+    pub async fn send(&mut self, msg: &FromChild) -> Result<(), FrameError> {
+        self.writer.send(msg).await
+    }
+
     pub async fn flush(&mut self) -> Result<(), FrameError> {
         self.writer.flush().await
     }
@@ -286,6 +308,9 @@ pub fn variant_name(msg: &FromChild) -> &'static str {
         FromChild::Shadow { .. } => "Shadow",
         FromChild::Done => "Done",
         FromChild::GetCredentials { .. } => "GetCredentials",
+        FromChild::Serve { .. } => "Serve",
+        FromChild::InvokeResult { .. } => "InvokeResult",
+        FromChild::Invoke { .. } => "Invoke",
     }
 }
 
@@ -299,6 +324,8 @@ fn to_child_name(msg: &ToChild) -> &'static str {
         ToChild::ShadowResult { .. } => "ShadowResult",
         ToChild::Refused { .. } => "Refused",
         ToChild::Credentials { .. } => "Credentials",
+        ToChild::Invoke(_) => "Invoke",
+        ToChild::InvokeResult { .. } => "InvokeResult",
     }
 }
 

@@ -270,6 +270,60 @@ pub enum ToChild {
         request_id: u64,
         result: Result<AwsCredentials, String>,
     },
+    /// A function invoked a service this child serves ([`FromChild::Serve`]);
+    /// answer with [`FromChild::InvokeResult`] and the same id.
+    Invoke(Invocation),
+    /// Answer to [`FromChild::Invoke`]: the invoked function's outcome, or
+    /// `Err` when there was none (no such function, its queue was full, no
+    /// result within the time).
+    InvokeResult {
+        request_id: u64,
+        result: Result<InvokeOutcome, String>,
+    },
+}
+
+/// One invoke of a service a child serves, as V1's Lambda IPC carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// Echoed in the answer.
+    pub invocation_id: String,
+    /// The function name the caller addressed (one the child serves).
+    pub function_name: String,
+    /// The caller's function ARN.
+    pub caller: String,
+    /// The decoded `X-Amz-Client-Context` (JSON text), empty when none came.
+    #[serde(with = "serde_bytes")]
+    pub client_context: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// What an invoke produced, as a Lambda result carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeOutcome {
+    /// Empty on success; `Handled` when the function reported an error
+    /// (the payload says which); `Unhandled` when it failed.
+    pub function_error: String,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+impl InvokeOutcome {
+    /// A successful result.
+    pub fn ok(payload: impl Into<Vec<u8>>) -> Self {
+        InvokeOutcome {
+            function_error: String::new(),
+            payload: payload.into(),
+        }
+    }
+
+    /// An error the service reports to its caller (`Handled`).
+    pub fn handled(message: impl Into<Vec<u8>>) -> Self {
+        InvokeOutcome {
+            function_error: "Handled".into(),
+            payload: message.into(),
+        }
+    }
 }
 
 /// The borrowed twin of [`ToChild`]'s first variants, encoded byte for byte
@@ -334,6 +388,30 @@ pub enum FromChild {
     /// Ask for AWS credentials (only connectors whose manifest sets `aws`
     /// get them; others are refused).
     GetCredentials { request_id: u64 },
+    /// Serve invokes of `arn:aws:lambda:<region>:aws:function:<function_name>`
+    /// (a connector's local service, as V1's ML connectors had); each comes
+    /// as [`ToChild::Invoke`]. A caller waits up to `timeout_ms` for the answer.
+    Serve {
+        function_name: String,
+        timeout_ms: u64,
+    },
+    /// The answer to [`ToChild::Invoke`] with this id.
+    InvokeResult {
+        invocation_id: String,
+        outcome: InvokeOutcome,
+    },
+    /// Invoke a function of the group (or another child's service) and wait
+    /// for its result, answered by [`ToChild::InvokeResult`].
+    Invoke {
+        request_id: u64,
+        function_arn: String,
+        /// JSON text sent as the client context (base64 on the wire), or empty.
+        #[serde(with = "serde_bytes")]
+        client_context: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        timeout_ms: u64,
+    },
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //!             Event::Message(m) => handle.publish(format!("echo/{}", m.topic), m.payload).await?,
 //!             Event::Shutdown { .. } => break,
 //!             Event::Refused { topic, reason } => handle.warn(format!("{topic}: {reason}")),
+//!             Event::Invoke(_) => {} // only for components that serve a function name
 //!         }
 //!     }
 //!     Ok(())
@@ -46,6 +47,13 @@
 //! for transport failures (a closed link, no answer within the timeout).
 //! The service also publishes its answers on the shadow topics as for any
 //! request, so the group's subscriptions from `GGShadowService` hear them.
+//!
+//! Local services (V1's ML connectors): a component that calls
+//! [`Handle::serve`] receives the group's functions' invokes of
+//! `arn:aws:lambda:<region>:aws:function:<name>` as [`Event::Invoke`] and
+//! answers each with [`Handle::answer`]; the caller gets the payload (and
+//! `FunctionError`) as from any function. [`Handle::invoke`] is the other
+//! direction: a component calls a function or another component's service.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +66,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{FrameError, FrameReader, DEFAULT_MAX_FRAME};
 use crate::link::{child_handshake, ChildLink, HandshakeError};
 use crate::message::{
-    AwsCredentials, ComponentConfig, Delivery, FromChild, LogLevel, SecretValue, ShadowOp, ToChild,
+    AwsCredentials, ComponentConfig, Delivery, FromChild, Invocation, InvokeOutcome, LogLevel,
+    SecretValue, ShadowOp, ToChild,
 };
 use crate::topic::{validate_topic, TopicError};
 
@@ -101,6 +110,16 @@ pub enum SdkError {
         op: ShadowOp,
         after: Duration,
     },
+    #[error("invoke of {function_arn} failed: {message}")]
+    Invoke {
+        function_arn: String,
+        message: String,
+    },
+    #[error("no result from {function_arn} within {after:?}")]
+    InvokeTimeout {
+        function_arn: String,
+        after: Duration,
+    },
     #[error("the supervisor answered request {request_id} with {got}, expected {expected}")]
     Mismatched {
         request_id: u64,
@@ -129,6 +148,9 @@ pub enum Event {
     Shutdown { deadline: Duration },
     /// The supervisor refused one of our publishes.
     Refused { topic: String, reason: String },
+    /// A function invoked a name this component serves ([`Handle::serve`]);
+    /// answer it with [`Handle::answer`].
+    Invoke(Invocation),
 }
 
 /// An answer the supervisor sends to one of our requests.
@@ -137,6 +159,7 @@ enum Answer {
     Secret(Result<SecretValue, String>),
     Credentials(Result<AwsCredentials, String>),
     Shadow(ShadowReply),
+    Invoke(Result<InvokeOutcome, String>),
 }
 
 impl Answer {
@@ -145,6 +168,7 @@ impl Answer {
             Answer::Secret(_) => "Secret",
             Answer::Credentials(_) => "Credentials",
             Answer::Shadow(_) => "ShadowResult",
+            Answer::Invoke(_) => "InvokeResult",
         }
     }
 }
@@ -376,6 +400,90 @@ impl Handle {
         }
     }
 
+    /// Serves invokes of `arn:aws:lambda:<region>:aws:function:<function_name>`
+    /// (any region, account `aws`, as V1's ML SDK addresses its services):
+    /// each arrives as [`Event::Invoke`]. A caller waits up to `timeout` for
+    /// [`Handle::answer`]; after that it gets an error and a late answer is
+    /// dropped. Serving a name another component serves is refused in the
+    /// component's log.
+    pub async fn serve(&self, function_name: &str, timeout: Duration) -> Result<(), SdkError> {
+        self.out
+            .send(FromChild::Serve {
+                function_name: function_name.to_string(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            })
+            .await
+            .map_err(|_| SdkError::Closed)
+    }
+
+    /// Answers the invoke `invocation_id` ([`Event::Invoke`]).
+    pub async fn answer(
+        &self,
+        invocation_id: &str,
+        outcome: InvokeOutcome,
+    ) -> Result<(), SdkError> {
+        let len = invocation_id.len() + outcome.function_error.len() + outcome.payload.len();
+        if len + FRAME_OVERHEAD > self.max_frame {
+            return Err(SdkError::Frame(FrameError::TooLarge {
+                len: len + FRAME_OVERHEAD,
+                max: self.max_frame,
+            }));
+        }
+        self.out
+            .send(FromChild::InvokeResult {
+                invocation_id: invocation_id.to_string(),
+                outcome,
+            })
+            .await
+            .map_err(|_| SdkError::Closed)
+    }
+
+    /// Invokes `function_arn` (a function of the group, or a service another
+    /// component serves) with `client_context` (JSON text, or empty) and
+    /// `payload`, and waits up to `timeout` for its result. A function error
+    /// is an `Ok` outcome with `function_error` set; `Err` is for no result.
+    pub async fn invoke(
+        &self,
+        function_arn: &str,
+        client_context: Vec<u8>,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<InvokeOutcome, SdkError> {
+        let len = function_arn.len() + client_context.len() + payload.len() + FRAME_OVERHEAD;
+        if len > self.max_frame {
+            return Err(SdkError::Frame(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            }));
+        }
+        let arn = function_arn.to_string();
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut waiting = self
+            .request(|request_id| FromChild::Invoke {
+                request_id,
+                function_arn: arn,
+                client_context,
+                payload,
+                timeout_ms,
+            })
+            .await?;
+        // The supervisor answers by the timeout itself; the margin only
+        // covers a supervisor that never answers.
+        match tokio::time::timeout(timeout + Duration::from_secs(5), waiting.answer()).await {
+            Ok(Some(Answer::Invoke(Ok(outcome)))) => Ok(outcome),
+            Ok(Some(Answer::Invoke(Err(message)))) => Err(SdkError::Invoke {
+                function_arn: function_arn.to_string(),
+                message,
+            }),
+            Ok(Some(other)) => Err(mismatched(waiting.request_id, "InvokeResult", &other)),
+            Ok(None) => Err(SdkError::Closed),
+            Err(_) => Err(SdkError::InvokeTimeout {
+                function_arn: function_arn.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+
     /// greengrasssdk's `get_thing_shadow`: the shadow of `thing_name`.
     pub async fn get_thing_shadow(
         &self,
@@ -580,6 +688,9 @@ async fn write_one<W: AsyncWrite + Unpin>(
             payload,
         } => link.shadow(request_id, thing_name, op, payload).await,
         FromChild::GetCredentials { request_id } => link.get_credentials(request_id).await,
+        other @ (FromChild::Serve { .. }
+        | FromChild::InvokeResult { .. }
+        | FromChild::Invoke { .. }) => link.send(&other).await,
     }
 }
 
@@ -600,6 +711,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 deadline: Duration::from_millis(deadline_ms),
             },
             Ok(Some(ToChild::Refused { topic, reason })) => Event::Refused { topic, reason },
+            Ok(Some(ToChild::Invoke(invocation))) => Event::Invoke(invocation),
+            Ok(Some(ToChild::InvokeResult { request_id, result })) => {
+                answer(&pending, request_id, Answer::Invoke(result));
+                continue;
+            }
             Ok(Some(ToChild::Secret { request_id, result })) => {
                 answer(&pending, request_id, Answer::Secret(result));
                 continue;

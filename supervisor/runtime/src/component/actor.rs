@@ -423,6 +423,7 @@ impl ComponentActor {
                         aws: self.spec.aws.then(|| self.settings.aws.clone()),
                         secrets: self.settings.secrets.clone(),
                         shadow: self.shadow.clone(),
+                        lambda: self.lambda.clone(),
                     },
                 )
                 .instrument(self.span.clone()),

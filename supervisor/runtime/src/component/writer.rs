@@ -42,6 +42,13 @@ pub(super) enum WriterCmd {
         accepted: bool,
         payload: Vec<u8>,
     },
+    /// A function invoked a service the child serves.
+    Invoke(evergreen_ipc::Invocation),
+    /// Answer the child's own invoke.
+    InvokeResult {
+        request_id: u64,
+        result: Result<evergreen_ipc::InvokeOutcome, String>,
+    },
 }
 
 /// Writes to the child's stdin until it is told to stop or the child is gone.
@@ -135,6 +142,10 @@ async fn command<W: tokio::io::AsyncWrite + Unpin>(
             payload,
         } => link.shadow_result(request_id, accepted, payload).await,
         WriterCmd::Credentials { request_id, result } => link.credentials(request_id, result).await,
+        WriterCmd::Invoke(invocation) => link.invoke(invocation).await,
+        WriterCmd::InvokeResult { request_id, result } => {
+            link.invoke_result(request_id, result).await
+        }
     };
     result.is_ok()
 }

@@ -49,6 +49,7 @@ pub(super) async fn invoke(
     // an Unhandled error; the margin covers the kill.
     let limit = match &target {
         Target::Function(link) => link.timeout + RESULT_WAIT_MARGIN,
+        Target::Service(link) => link.limit(),
         _ => RESULT_WAIT_MARGIN,
     };
     let accepted = |outcome: Option<Outcome>| {
@@ -165,6 +166,33 @@ pub(super) async fn invoke(
                 function_error: String::new(),
                 payload: secret_answer(secrets.as_deref(), caller, &req.body),
             }))
+        }
+        Target::Service(link) => {
+            // The child gets the context as the JSON it encodes (V1's ML SDK
+            // sends `{"custom": {...}}`); none is an empty context.
+            let client_context = if context.trim().is_empty() {
+                Vec::new()
+            } else {
+                match base64_decode(context.trim()) {
+                    Some(bytes) => bytes,
+                    None => return Response::error(400, "X-Amz-Client-Context is not base64"),
+                }
+            };
+            let response = accepted(None);
+            if response.status >= 400 {
+                return response;
+            }
+            if let Err(e) =
+                hub.hand_to_service(&link, &id, &caller.arn, client_context, req.body.clone())
+            {
+                hub.forget_result(&id);
+                let status = match e {
+                    super::local::HandoffError::Busy(_) => 429,
+                    super::local::HandoffError::Gone(_) => 503,
+                };
+                return Response::error(status, &e.to_string());
+            }
+            response
         }
         Target::Function(link) => {
             if link.direct.borrow().len() >= link.direct_capacity {

@@ -53,6 +53,8 @@
 //!   `AWS_CONTAINER_CREDENTIALS_FULL_URI`) are answered from the core's
 //!   credentials chain in the container-credentials format boto3 reads
 //!   (Greengrass V1's token exchange service, see [`credentials`]).
+//! * Invokes of `arn:aws:lambda:<region>:aws:function:<name>` go to the
+//!   component serving `<name>` (V1's ML connectors), see [`local`].
 //! * Everything runs on the actor system's thread: no locks, no `Send`.
 
 mod credentials;
@@ -60,6 +62,7 @@ mod credentials;
 pub mod fuzzing;
 pub mod http;
 mod invoke;
+mod local;
 pub mod native;
 pub mod node;
 pub mod python;
@@ -79,6 +82,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::inflight::SharedInFlight;
 use crate::logs::ComponentLog;
 use crate::router::{QueueReceiver, Router};
+pub(crate) use local::{Handoff, ServiceLink};
 pub use server::EndpointLimits;
 
 /// The router as the SDK addresses it (`ROUTER_FUNCTION_ARN`).
@@ -239,6 +243,8 @@ pub struct LambdaHub {
     /// The stream manager's port while the deployed group has one
     /// (`STREAM_MANAGER_SERVER_PORT` for the functions' SDK clients).
     stream_manager_port: Cell<Option<u16>>,
+    /// Local services components serve, by function name (see [`local`]).
+    local: RefCell<HashMap<String, Rc<local::ServiceLink>>>,
 }
 
 /// Sixteen random bytes as hex, from the kernel.
@@ -312,6 +318,8 @@ enum Target {
     Shadow,
     Secrets,
     Function(Rc<FunctionLink>),
+    /// A name a component serves.
+    Service(Rc<local::ServiceLink>),
 }
 
 impl LambdaHub {
@@ -339,6 +347,7 @@ impl LambdaHub {
             credential_outage: credentials::Outage::default(),
             endpoint: RefCell::new(server::Endpoint::new(limits)),
             native_library: RefCell::new(None),
+            local: RefCell::new(HashMap::new()),
         })
     }
 
@@ -569,6 +578,11 @@ impl LambdaHub {
     }
 
     fn resolve(&self, arn: &str) -> Option<Target> {
+        if let Some(name) = local::service_name(arn) {
+            if let Some(link) = self.local_service(name) {
+                return Some(Target::Service(link));
+            }
+        }
         let (region, account, name, _) = arn_parts(arn)?;
         if region.is_empty() && account.is_empty() {
             return match name {

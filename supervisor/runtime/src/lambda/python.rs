@@ -4,7 +4,8 @@
 //!
 //! The files (under `supervisor/runtime/python/`) are Evergreen's own code: the two
 //! modules `greengrasssdk` imports but does not ship (`greengrass_common`,
-//! `greengrass_ipc_python_sdk.ipc_client`) and the runtime loop
+//! `greengrass_ipc_python_sdk.ipc_client`), the service-call facade V1's ML
+//! SDK imports (`greengrass_ipc_python_sdk.ipc_facade`) and the runtime loop
 //! `evergreen_lambda_runtime.py`. They are rewritten at every start so an
 //! upgrade never runs stale copies.
 
@@ -37,6 +38,10 @@ pub(crate) const FILES: &[(&str, &str)] = &[
     (
         "greengrass_ipc_python_sdk/ipc_client.py",
         include_str!("../../python/greengrass_ipc_python_sdk/ipc_client.py"),
+    ),
+    (
+        "greengrass_ipc_python_sdk/ipc_facade.py",
+        include_str!("../../python/greengrass_ipc_python_sdk/ipc_facade.py"),
     ),
     (
         RUNTIME_SCRIPT,

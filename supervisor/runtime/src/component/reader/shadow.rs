@@ -313,6 +313,7 @@ mod tests {
             aws: None,
             secrets: Arc::new(crate::services::NoSecrets),
             shadow,
+            lambda: None,
         };
         (env, tx, rx)
     }
