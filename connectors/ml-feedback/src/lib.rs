@@ -55,6 +55,7 @@ use evergreen_aws::AwsClient;
 use evergreen_connector_kit::manifest;
 use evergreen_ipc::manifest::{ConnectorManifest, ParameterSpec};
 use evergreen_ipc::sdk::{Component, Event, Handle, SdkError};
+use evergreen_ipc::InvokeOutcome;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -66,6 +67,9 @@ use crate::settings::{Settings, FEEDBACK_CONFIGURATION_MAP, REQUEST_LIMIT};
 pub const FUNCTION_NAME: &str = "MLFeedback";
 /// The function error of a refused request (the SDK raises on any).
 pub const HANDLED: &str = "Handled";
+/// How long a caller waits for the answer. Invocations are answered on
+/// arrival, never after an upload, so this only covers a busy link.
+pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outputs of the uploader that may wait for the link.
 const OUTBOX: usize = 64;
 /// Time kept back from the shutdown deadline for a clean exit.
@@ -162,6 +166,7 @@ pub async fn serve(
     aws: AwsClient,
     retry: uploader::Retry,
 ) -> Result<(), SdkError> {
+    handle.serve(FUNCTION_NAME, SERVICE_TIMEOUT).await?;
     let (intake, queue, held) = Intake::new(settings);
     let (out_tx, mut out_rx) = mpsc::channel(OUTBOX);
     let mut worker = tokio::spawn(uploader::run(aws, retry, queue, held.clone(), out_tx));
@@ -177,6 +182,42 @@ pub async fn serve(
                 }
                 Some(Event::Refused { topic, reason }) => {
                     handle.warn(format!("publish on {topic} refused: {reason}"))
+                }
+                Some(Event::Invoke(invocation)) => {
+                    let mut outputs = Vec::new();
+                    let outcome = if invocation.function_name == FUNCTION_NAME {
+                        let admission = intake.admit(
+                            &invocation.invocation_id,
+                            &invocation.client_context,
+                            invocation.payload,
+                            time::OffsetDateTime::now_utc(),
+                            fastrand::f64(),
+                            &mut outputs,
+                        );
+                        answer_for(&admission)
+                    } else {
+                        answer_for(&Admission::Refused {
+                            error_type: "ValueError",
+                            message: format!(
+                                "{} serves {FUNCTION_NAME}, not {}",
+                                MANIFEST.name, invocation.function_name
+                            ),
+                        })
+                    };
+                    // The caller first: what follows is for the subscribers.
+                    let (function_error, payload) = outcome;
+                    handle
+                        .answer(
+                            &invocation.invocation_id,
+                            InvokeOutcome {
+                                function_error,
+                                payload,
+                            },
+                        )
+                        .await?;
+                    for output in outputs {
+                        emit(handle, output).await?;
+                    }
                 }
                 Some(Event::Message(m)) => handle.warn(format!(
                     "{} accepts no MQTT messages (the ML SDK's feedback client invokes it): \
