@@ -58,6 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             event = component.next_event() => match event {
                 None | Some(Event::Shutdown { .. }) => break,
+                // Only a component that serves a function name gets invokes.
+                Some(Event::Invoke(_)) => {}
                 Some(Event::Refused { topic, reason }) => handle.warn(format!("publish on {topic} refused: {reason}")),
                 Some(Event::Message(m)) => {
                     let Ok(answer) = serde_json::from_slice::<Value>(&m.payload) else {

@@ -90,6 +90,8 @@ pub async fn run() -> Result<(), SdkError> {
             }
             event = component.next_event() => match event {
                 None | Some(Event::Shutdown { .. }) => break,
+                // Only a component that serves a function name gets invokes.
+                Some(Event::Invoke(_)) => {}
                 Some(Event::Refused { topic, reason }) => handle.warn(format!("publish on {topic} refused: {reason}")),
                 // No input topics: validation keeps subscriptions from
                 // targeting us, so a delivery here is only logged.

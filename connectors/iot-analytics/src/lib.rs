@@ -460,6 +460,8 @@ pub async fn run() -> Result<(), SdkError> {
                     stop_at = Some(Instant::now() + deadline.saturating_sub(SHUTDOWN_MARGIN));
                     queues.hurry(Instant::now());
                 }
+                // Only a component that serves a function name gets invokes.
+                Some(Event::Invoke(_)) => {}
                 Some(Event::Refused { topic, reason }) => {
                     handle.warn(format!("publish on {topic} refused: {reason}"))
                 }

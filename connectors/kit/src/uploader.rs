@@ -116,6 +116,8 @@ impl<D: Send + 'static> Uploads<D> {
                 event = component.next_event() => match event {
                     None => return Ok(None),
                     Some(Event::Shutdown { deadline }) => return Ok(Some(deadline)),
+                    // Only a component that serves a function name gets invokes.
+                    Some(Event::Invoke(_)) => {}
                     Some(Event::Refused { topic, reason }) => {
                         handle.warn(format!("publish on {topic} refused: {reason}"));
                     }

@@ -43,6 +43,8 @@ pub async fn run() -> Result<(), SdkError> {
                 describe(&m.payload, max)
             )),
             Event::Shutdown { .. } => break,
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => {}
             Event::Refused { topic, reason } => {
                 handle.warn(format!("publish on {topic} refused: {reason}"))
             }

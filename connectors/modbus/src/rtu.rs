@@ -251,6 +251,8 @@ pub async fn run() -> Result<(), SdkError> {
     loop {
         match component.next_event().await {
             None | Some(Event::Shutdown { .. }) => break,
+            // Only a component that serves a function name gets invokes.
+            Some(Event::Invoke(_)) => {}
             Some(Event::Refused { topic, reason }) => {
                 handle.warn(format!("publish on {topic} refused: {reason}"))
             }

@@ -121,6 +121,8 @@ pub async fn run() -> Result<(), SdkError> {
             },
             event = component.next_event() => match event {
                 None | Some(Event::Shutdown { .. }) => break,
+                // Only a component that serves a function name gets invokes.
+                Some(Event::Invoke(_)) => {}
                 Some(Event::Refused { topic, reason }) => handle.warn(format!("publish on {topic} refused: {reason}")),
                 Some(Event::Message(m)) => {
                     if req_tx.send(Request { topic: m.topic, payload: m.payload }).is_err() {
@@ -185,6 +187,8 @@ async fn idle(
                 "not configured: dropping the message on {}",
                 m.topic
             )),
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => {}
             Event::Refused { .. } => {}
         }
     }

@@ -344,6 +344,8 @@ pub async fn run() -> Result<(), SdkError> {
                 deadline = Some(d);
                 break;
             }
+            // Only a component that serves a function name gets invokes.
+            Some(Event::Invoke(_)) => {}
             Some(Event::Refused { topic, reason }) => {
                 handle.warn(format!("publish on {topic} refused: {reason}"))
             }

@@ -154,6 +154,8 @@ async fn record(file: &str) -> Result<(), Box<dyn std::error::Error>> {
                 let _ = out.write_all(format!("{line}\n").as_bytes());
             }
             Event::Shutdown { .. } => break,
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => {}
             Event::Refused { .. } => {}
         }
     }
@@ -172,6 +174,8 @@ async fn echo(prefix: &str) -> Result<(), Box<dyn std::error::Error>> {
                     .await?
             }
             Event::Shutdown { .. } => break,
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => {}
             Event::Refused { .. } => {}
         }
     }
@@ -258,6 +262,8 @@ async fn slow(ms: u64, file: &str) -> Result<(), Box<dyn std::error::Error>> {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             Event::Shutdown { .. } => break,
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => {}
             Event::Refused { .. } => {}
         }
     }
@@ -578,6 +584,8 @@ async fn secret(id: &str, stage: &str, file: &str) -> Result<(), Box<dyn std::er
                 writeln!(out, "{line}")?;
             }
             Event::Shutdown { .. } => break,
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => {}
             Event::Refused { .. } => {}
         }
     }
@@ -620,6 +628,8 @@ async fn shadow(file: &str) -> Result<(), Box<dyn std::error::Error>> {
                 writeln!(out, "{line}")?;
             }
             Event::Shutdown { .. } => break,
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => {}
             Event::Refused { .. } => {}
         }
     }

@@ -210,6 +210,8 @@ async fn count(out: &str) -> Result<(), BoxError> {
                     }
                 }
             }
+            // Only a component that serves a function name gets invokes.
+            Ok(Some(Event::Invoke(_))) => {}
             Ok(Some(Event::Refused { .. })) | Err(_) => {}
         }
         if last_write.elapsed() >= Duration::from_millis(100) {

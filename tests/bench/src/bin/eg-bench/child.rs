@@ -254,6 +254,8 @@ async fn receiver(job: Job, files: Files) -> Result<(), BoxError> {
                 report.ended_by = "shutdown".into();
                 break;
             }
+            // Only a component that serves a function name gets invokes.
+            Event::Invoke(_) => continue,
             Event::Refused { .. } => continue,
         };
         let now = mono_ns();
