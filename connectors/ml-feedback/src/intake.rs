@@ -36,7 +36,7 @@ impl Output {
         }
     }
 
-    pub fn metric(m: Metric, value: f64) -> Output {
+    pub fn metric(m: Metric, value: u64) -> Output {
         Output::Publish {
             topic: messages::METRIC_TOPIC,
             payload: messages::metric(m, value),
@@ -118,7 +118,7 @@ impl Intake {
                 LogLevel::Warn,
                 format!("[RequestId: {request_id}] request refused: {message}"),
             ));
-            out.push(Output::metric(Metric::ErrorInvalidInput, 1.0));
+            out.push(Output::metric(Metric::ErrorInvalidInput, 1));
             out.push(Output::status(messages::failure_status(
                 request_id,
                 INVALID_INPUT,
@@ -157,7 +157,7 @@ impl Intake {
                         request.config_id
                     ),
                 ));
-                out.push(Output::metric(Metric::SampleNotUsed, 1.0));
+                out.push(Output::metric(Metric::SampleNotUsed, 1));
                 out.push(Output::status(messages::dropped_status(request_id)));
                 return Admission::Dropped;
             }
@@ -202,7 +202,7 @@ impl Intake {
                     LogLevel::Warn,
                     format!("[RequestId: {request_id}] {message}"),
                 ));
-                out.push(Output::metric(Metric::ErrorRequestThrottled, 1.0));
+                out.push(Output::metric(Metric::ErrorRequestThrottled, 1));
                 out.push(Output::status(messages::failure_status(
                     request_id, QUEUE_FULL, &message,
                 )));

@@ -141,7 +141,7 @@ pub async fn run() -> Result<(), SdkError> {
     if settings.map_error.is_some() {
         emit(
             &handle,
-            Output::metric(Metric::ErrorInvalidConnectorConfig, 1.0),
+            Output::metric(Metric::ErrorInvalidConnectorConfig, 1),
         )
         .await?;
     }
@@ -171,9 +171,24 @@ pub async fn serve(
     let (out_tx, mut out_rx) = mpsc::channel(OUTBOX);
     let mut worker = tokio::spawn(uploader::run(aws, retry, queue, held.clone(), out_tx));
     let mut deadline = None;
+    let mut worker_ended = false;
     loop {
         tokio::select! {
             Some(output) = out_rx.recv() => emit(handle, output).await?,
+            // It ends only with its queue, which lives until this loop ends:
+            // anything else is a panic. Stop, so that the supervisor starts
+            // the (pinned) connector again, instead of refusing every request.
+            ended = &mut worker => {
+                worker_ended = true;
+                handle.error(format!(
+                    "the upload task ended unexpectedly ({}); stopping",
+                    match ended {
+                        Ok(()) => "its queue closed".to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                ));
+                break;
+            }
             event = component.next_event() => match event {
                 None => break,
                 Some(Event::Shutdown { deadline: d }) => {
@@ -230,7 +245,7 @@ pub async fn serve(
     // Let the uploader finish what is queued before the deadline, and say
     // what is lost when it cannot.
     drop(intake);
-    if let Some(d) = deadline {
+    if let (Some(d), false) = (deadline, worker_ended) {
         let until = tokio::time::Instant::now() + d.saturating_sub(SHUTDOWN_MARGIN) / 2;
         loop {
             tokio::select! {
@@ -243,7 +258,7 @@ pub async fn serve(
             emit(handle, output).await?;
         }
     }
-    if !worker.is_finished() {
+    if !worker_ended && !worker.is_finished() {
         worker.abort();
     }
     let lost = held.load(Ordering::SeqCst);

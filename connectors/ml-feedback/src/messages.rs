@@ -66,11 +66,12 @@ impl Metric {
     }
 }
 
-/// The CloudWatch Metrics connector's input for one datum. No dimensions:
+/// The CloudWatch Metrics connector's input for one datum (a count or a
+/// size: whole numbers, printed as V1's examples print them). No dimensions:
 /// V1's examples have none, and the CloudWatch connector adds `coreName`;
 /// a dimension of our own would make these metrics different ones from
 /// V1's, and alarms on them would stop seeing data.
-pub fn metric(m: Metric, value: f64) -> Value {
+pub fn metric(m: Metric, value: u64) -> Value {
     json!({"request": {"namespace": METRIC_NAMESPACE, "metricData": {
         "value": value, "unit": m.unit(), "metricName": m.name()}}})
 }
@@ -318,12 +319,12 @@ mod tests {
                 "config-id": "ConfigID2", "metadata": {"publish-ts": "2019-07-11 00:12:48.816752"}})
         );
         assert_eq!(
-            metric(Metric::SampleSize, 47592.0),
+            metric(Metric::SampleSize, 47592),
             json!({"request": {"namespace": "GreengrassFeedbackConnector",
-                "metricData": {"value": 47592.0, "unit": "Bytes", "metricName": "SampleSize"}}})
+                "metricData": {"value": 47592, "unit": "Bytes", "metricName": "SampleSize"}}})
         );
         assert_eq!(
-            metric(Metric::ErrorRequestThrottled, 1.0)["request"]["metricData"]["unit"],
+            metric(Metric::ErrorRequestThrottled, 1)["request"]["metricData"]["unit"],
             "Count"
         );
     }

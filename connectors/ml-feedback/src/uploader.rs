@@ -122,12 +122,15 @@ pub async fn process(
     let id = sample.request_id.clone();
     let key = messages::object_key(&sample.config, &uuid::Uuid::new_v4().to_string());
     let bucket = sample.config.bucket.clone();
-    out.send(Output::metric(Metric::SampleSize, sample.body.len() as f64))
-        .await?;
+    out.send(Output::metric(
+        Metric::SampleSize,
+        u64::try_from(sample.body.len()).unwrap_or(u64::MAX),
+    ))
+    .await?;
     let (result, tries) = put_object(aws, &sample, &key, retry, out).await;
     match result {
         Ok(answer) => {
-            out.send(Output::metric(Metric::SampleUploadSuccess, 1.0))
+            out.send(Output::metric(Metric::SampleUploadSuccess, 1))
                 .await?;
             out.send(Output::status(messages::success_status(
                 &id,
@@ -145,7 +148,7 @@ pub async fn process(
                 ),
             })
             .await?;
-            out.send(Output::metric(Metric::SampleAndPredictionPublished, 1.0))
+            out.send(Output::metric(Metric::SampleAndPredictionPublished, 1))
                 .await?;
             out.send(Output::Log(
                 LogLevel::Info,
@@ -161,7 +164,7 @@ pub async fn process(
             let message = messages::upload_failed_message(&id, &code, &detail, tries);
             out.send(Output::Log(LogLevel::Warn, message.clone()))
                 .await?;
-            out.send(Output::metric(Metric::SampleUploadFailure, 1.0))
+            out.send(Output::metric(Metric::SampleUploadFailure, 1))
                 .await?;
             out.send(Output::status(messages::failure_status(
                 &id, &code, &message,

@@ -76,7 +76,7 @@ async fn a_kept_sample_lands_in_s3_with_its_content_type_and_metadata() {
     );
     assert_eq!(
         published(&outputs, "cloudwatch/metric/put")[0]["request"]["metricData"],
-        json!({"value": 5000.0, "unit": "Bytes", "metricName": "SampleSize"})
+        json!({"value": 5000, "unit": "Bytes", "metricName": "SampleSize"})
     );
     let status = &published(&outputs, "feedback/message/status")[0];
     assert_eq!(status["id"], "5aaa913f-97a3-48ac-5907-18cd96b89eeb");
