@@ -38,35 +38,6 @@ pub const RETRY: Retry = Retry {
     max: Duration::from_secs(4),
 };
 
-/// The object's URL: path style under an endpoint override (moto, a
-/// gateway) or for bucket names with dots (TLS wildcard), else virtual
-/// host style `https://{bucket}.s3.{region}.amazonaws.com/{key}`.
-pub fn object_url(aws: &AwsClient, bucket: &str, key: &str) -> String {
-    let key = encode_key(key);
-    match aws.endpoint_override("s3") {
-        Some(base) => format!("{base}/{bucket}/{key}"),
-        None if bucket.contains('.') => format!("{}/{bucket}/{key}", aws.endpoint("s3")),
-        None => format!(
-            "https://{bucket}.s3.{}.{}/{key}",
-            aws.region(),
-            aws.domain()
-        ),
-    }
-}
-
-/// An object key percent-encoded for the URL path (`/` kept).
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// One PutObject of `sample` under `key`, tried as `retry` says while the
 /// failure is retryable: the answer or the last error, with the tries made.
 pub async fn put_object(
@@ -76,7 +47,7 @@ pub async fn put_object(
     retry: &Retry,
     log: &mpsc::Sender<Output>,
 ) -> (Result<RawAnswer, AwsError>, u32) {
-    let url = object_url(aws, &sample.config.bucket, key);
+    let url = aws.s3_object_url(&sample.config.bucket, key);
     let meta = messages::metadata_headers(&sample.metadata);
     let mut headers: Vec<(&str, &str)> =
         vec![("content-type", sample.config.content_type.as_str())];
@@ -189,51 +160,5 @@ pub async fn run(
         if result.is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use evergreen_ipc::AwsCredentials;
-    use std::collections::BTreeMap;
-
-    fn client(endpoints: &[(&str, &str)], region: &str) -> AwsClient {
-        AwsClient::with_credentials(
-            region,
-            endpoints
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            AwsCredentials {
-                access_key_id: "a".into(),
-                secret_access_key: "s".into(),
-                session_token: None,
-                expiration_ms: None,
-            },
-        )
-    }
-
-    #[test]
-    fn urls_are_path_style_under_an_override_else_virtual_host() {
-        let moto = client(&[("s3", "http://127.0.0.1:5000/")], "us-east-1");
-        assert_eq!(
-            object_url(&moto, "bkt", "p q/u.png"),
-            "http://127.0.0.1:5000/bkt/p%20q/u.png"
-        );
-        let aws = client(&[], "eu-west-1");
-        assert_eq!(
-            object_url(&aws, "bkt", "a/u.png"),
-            "https://bkt.s3.eu-west-1.amazonaws.com/a/u.png"
-        );
-        assert_eq!(
-            object_url(&aws, "my.bkt", "u"),
-            "https://s3.eu-west-1.amazonaws.com/my.bkt/u"
-        );
-        let cn = client(&[], "cn-north-1");
-        assert_eq!(
-            object_url(&cn, "bkt", "u"),
-            "https://bkt.s3.cn-north-1.amazonaws.com.cn/u"
-        );
     }
 }
