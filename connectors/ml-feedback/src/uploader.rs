@@ -29,7 +29,7 @@ pub struct Retry {
     pub max: Duration,
 }
 
-/// Five tries over about 7.5 s of waiting: an S3 outage longer than that
+/// Five tries over at most 7.5 s of waiting: an S3 outage longer than that
 /// fails the sample rather than holding the queue (each try is also bounded
 /// by the client's 30 s call timeout).
 pub const RETRY: Retry = Retry {
