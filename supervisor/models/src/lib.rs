@@ -30,6 +30,10 @@
 //!   private copy, made again only when the archive changes. With an
 //!   `OwnerSetting`, the tree's group becomes `GroupOwner` with group read
 //!   (and write, for `rw`) permission, as V1 set it.
+//! * **Without a container**: a NoContainer component granted the resource
+//!   reads it at its `DestinationPath`, as its V1 code names it; that host
+//!   path becomes a symbolic link to `ml/<resource id>`. A path that exists
+//!   and is not such a link is never replaced: the deployment fails, naming it.
 //! * `SageMakerMachineLearningModelResourceData` is refused with the reason:
 //!   the SageMaker training job's artefact was resolved by V1's cloud
 //!   service, which is gone.
@@ -42,7 +46,7 @@ use std::sync::Arc;
 
 use evergreen_aws::credentials::AwsAccess;
 use evergreen_aws::{AwsClient, AwsError, Method};
-use evergreen_group::plan::{GroupPlan, ResourceData};
+use evergreen_group::plan::{GroupPlan, Isolation, ResourceData};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -179,7 +183,7 @@ impl ModelInstaller {
                 origin,
                 group_owner,
                 read_write,
-                ..
+                destination_path,
             } = &spec.data
             else {
                 continue;
@@ -204,6 +208,13 @@ impl ModelInstaller {
                 what: "granting the model".into(),
                 source: std::io::Error::other(e.to_string()),
             })??;
+            let uncontained = plan.components.values().any(|c| {
+                c.isolation == Isolation::NoContainer
+                    && c.resources.iter().any(|r| &r.resource_id == id)
+            });
+            if uncontained {
+                host_link(id, destination_path, &self.grant_path(id))?;
+            }
             tracing::info!(
                 "model resource {id}: {} ({}{})",
                 installed.uri,
@@ -467,6 +478,61 @@ fn grant(
         read_write,
         group_owner,
     )
+}
+
+/// Makes the host's `destination` a link to `grant`, for NoContainer
+/// components; replaces only a link that already points into the same
+/// `ml/` directory.
+fn host_link(id: &str, destination: &Path, grant: &Path) -> Result<(), ModelError> {
+    let io = |what: String| {
+        let id = id.to_string();
+        move |source| ModelError::Io { id, what, source }
+    };
+    let ours = |target: &Path| target.parent() == grant.parent();
+    match destination.symlink_metadata() {
+        Ok(m) if m.is_symlink() => {
+            let target = std::fs::read_link(destination)
+                .map_err(io(format!("reading {}", destination.display())))?;
+            if target == grant {
+                return Ok(());
+            }
+            if !ours(&target) {
+                return Err(ModelError::Io {
+                    id: id.into(),
+                    what: format!(
+                        "DestinationPath {} (for a NoContainer component) is a link to {}, not to this \
+                         runtime's model",
+                        destination.display(),
+                        target.display()
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                });
+            }
+        }
+        Ok(_) => {
+            return Err(ModelError::Io {
+                id: id.into(),
+                what: format!(
+                    "DestinationPath {} (for a NoContainer component) exists on this gateway and is not \
+                     Evergreen's link to the model; move it away or change DestinationPath",
+                    destination.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            })
+        }
+        Err(_) => {}
+    }
+    let parent = destination.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    let name = destination
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.evergreen.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(grant, &tmp).map_err(io(format!("linking {}", tmp.display())))?;
+    std::fs::rename(&tmp, destination)
+        .map_err(io(format!("installing the link {}", destination.display())))
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {

@@ -151,3 +151,22 @@ fn uris_and_etags() {
     assert!(is_md5_etag("0123456789abcdef0123456789ABCDEF"));
     assert!(!is_md5_etag("0123456789abcdef0123456789abcdef-2"));
 }
+
+#[test]
+fn a_nocontainer_destination_becomes_a_link_but_never_replaces_a_foreign_path() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let grant_a = dir.path().join("ml/a");
+    let grant_b = dir.path().join("ml/b");
+    let dest = dir.path().join("host/ml/model");
+    host_link("a", &dest, &grant_a).expect("created");
+    assert_eq!(std::fs::read_link(&dest).expect("link"), grant_a);
+    host_link("a", &dest, &grant_a).expect("already there");
+    // Another resource of ours may take the path over (a changed group).
+    host_link("b", &dest, &grant_b).expect("ours");
+    assert_eq!(std::fs::read_link(&dest).expect("link"), grant_b);
+    let foreign = dir.path().join("host/data");
+    std::fs::create_dir_all(&foreign).expect("dir");
+    let e = host_link("a", &foreign, &grant_a).expect_err("refused");
+    assert!(e.to_string().contains("is not Evergreen's link"), "{e}");
+    assert!(foreign.is_dir(), "left alone");
+}

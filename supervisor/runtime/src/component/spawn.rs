@@ -33,8 +33,9 @@ impl ComponentEnv {
     /// resource is mounted: a device at its own path, a volume or model at
     /// its `DestinationPath`. Model resources are read from
     /// `<resource_root>/ml/<resource id>` on the host, where the deployment
-    /// installed them (`evergreen_models`); without a container that is the
-    /// path the component is given.
+    /// installed them (`evergreen_models`). Without a container a model is
+    /// still read at its `DestinationPath`, as V1 functions' code names it:
+    /// the installer links that host path to the model for such components.
     pub(crate) fn for_component(
         spec: &ComponentSpec,
         plan: &GroupPlan,
@@ -79,7 +80,11 @@ impl ComponentEnv {
                 ),
                 ResourceData::Secret { .. } => continue,
             };
-            let seen = if container { &target } else { &source };
+            let seen = if container || kind == MountKind::Model {
+                &target
+            } else {
+                &source
+            };
             resources.insert(
                 access.resource_id.clone(),
                 ResourceGrant {
