@@ -454,8 +454,11 @@ pub fn vm_rss_kb(pid: i32) -> Option<u64> {
 /// connector <name>` (NoContainer), for the record; not an assertion.
 pub fn print_connector_rss(rt: &Runtime, name: &str) {
     let needle = format!("connector {name}");
+    // A contained connector runs under the container's waiter and its namespace's init.
     match children_of(rt.pid())
         .into_iter()
+        .flat_map(|p| std::iter::once(p).chain(children_of(p)))
+        .flat_map(|p| std::iter::once(p).chain(children_of(p)))
         .find(|pid| cmdline(*pid).contains(&needle))
     {
         Some(pid) => eprintln!(
