@@ -150,7 +150,18 @@ impl Service {
                         continue;
                     }
                     let r = &job.request;
-                    let result = handler.handle(&r.content_type, &r.accept, &r.body);
+                    // A panic inside tract on one odd input must not take
+                    // the service down for every later caller: it becomes
+                    // that request's error. (Nothing is shared across the
+                    // boundary but the model, which a run does not mutate.)
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        handler.handle(&r.content_type, &r.accept, &r.body)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(InferenceError::Inference(
+                            "the inference engine panicked on this request".into(),
+                        ))
+                    });
                     let _ = job.reply.send(result);
                 }
             })?;
