@@ -77,12 +77,12 @@ fn is_service_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 
-/// Reads the configuration of the `algo` connector: the settings or every
-/// problem found, and the notes to log either way.
-pub fn from_config(
-    config: &ComponentConfig,
-    algo: Algo,
-) -> (Result<Settings, Vec<ParamError>>, Notes) {
+/// What [`from_config`] gives: the settings or every problem found, and
+/// the notes to log either way.
+pub type Parsed = (Result<Settings, Vec<ParamError>>, Notes);
+
+/// Reads the configuration of the `algo` connector.
+pub fn from_config(config: &ComponentConfig, algo: Algo) -> Parsed {
     let mut p = Params::new(config);
     let mut errors = Vec::new();
     let service_name = p.text(SERVICE_NAME).unwrap_or_default();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use evergreen_connector_kit::testing::{config, ManifestChecks};
-use evergreen_connector_ml_inference::settings::{from_config, Algo, Settings};
+use evergreen_connector_ml_inference::settings::{from_config, Algo, Parsed};
 use evergreen_connector_ml_inference::*;
 use evergreen_ipc::manifest::ResourceKind;
 use evergreen_ipc::LogLevel;
@@ -153,13 +153,7 @@ fn manifests_pass_the_registry_checks() {
     }
 }
 
-fn settings(
-    parameters: &[(&str, &str)],
-    grant: Option<&str>,
-) -> (
-    Result<Settings, Vec<settings::ParamError>>,
-    Vec<(LogLevel, String)>,
-) {
+fn settings(parameters: &[(&str, &str)], grant: Option<&str>) -> Parsed {
     let c = config(&IMAGE_CLASSIFICATION_X86_64, 2, parameters)
         .maybe_grant("model-resource", grant, false)
         .build();
