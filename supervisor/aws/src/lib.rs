@@ -407,6 +407,22 @@ impl AwsClient {
             .map(|url| url.trim_end_matches('/').to_string())
     }
 
+    /// An S3 object's URL: path style under an endpoint override (moto, a
+    /// gateway) or for bucket names with dots (TLS wildcard), else virtual
+    /// host style `https://{bucket}.s3.{region}.amazonaws.com/{key}`.
+    pub fn s3_object_url(&self, bucket: &str, key: &str) -> String {
+        let key = encode_s3_key(key);
+        match self.endpoint_override("s3") {
+            Some(base) => format!("{base}/{bucket}/{key}"),
+            None if bucket.contains('.') => format!("{}/{bucket}/{key}", self.endpoint("s3")),
+            None => format!(
+                "https://{bucket}.s3.{}.{}/{key}",
+                self.region(),
+                self.domain()
+            ),
+        }
+    }
+
     /// `amazonaws.com`, or `amazonaws.com.cn` for the `cn-` regions.
     pub fn domain(&self) -> &'static str {
         if self.region.starts_with("cn-") {
@@ -700,6 +716,19 @@ fn decode_json(bytes: &[u8]) -> Result<serde_json::Value, AwsError> {
         return Ok(serde_json::Value::Null);
     }
     serde_json::from_slice(bytes).map_err(|e| AwsError::Decode(format!("answer is not JSON: {e}")))
+}
+
+/// An S3 object key percent-encoded for the URL path (`/` kept).
+pub fn encode_s3_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Longest piece of an answer body [`quote_body`] keeps.

@@ -365,3 +365,29 @@ fn backoff_doubles_with_jitter_up_to_the_max() {
     b.reset();
     assert!(b.next_delay() <= Duration::from_millis(100));
 }
+
+#[test]
+fn keys_are_encoded_and_urls_styled_by_endpoint() {
+    assert_eq!(encode_s3_key("a b/ü+c.txt"), "a%20b/%C3%BC%2Bc.txt");
+    let creds = evergreen_ipc::AwsCredentials {
+        access_key_id: "k".into(),
+        secret_access_key: "s".into(),
+        session_token: None,
+        expiration_ms: None,
+    };
+    let real = AwsClient::with_credentials("eu-west-1", Default::default(), creds.clone());
+    assert_eq!(
+        real.s3_object_url("bucket", "a/b"),
+        "https://bucket.s3.eu-west-1.amazonaws.com/a/b"
+    );
+    assert_eq!(
+        real.s3_object_url("my.bucket", "k"),
+        "https://s3.eu-west-1.amazonaws.com/my.bucket/k"
+    );
+    let local = AwsClient::with_credentials(
+        "eu-west-1",
+        [("s3".to_string(), "http://127.0.0.1:5000/".to_string())].into(),
+        creds,
+    );
+    assert_eq!(local.s3_object_url("b", "k"), "http://127.0.0.1:5000/b/k");
+}

@@ -55,6 +55,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         main: || Box::pin(evergreen_connector_raspberry_pi_gpio::run()),
     },
     BuiltinConnector {
+        manifest: &evergreen_connector_ml_feedback::MANIFEST,
+        main: || Box::pin(evergreen_connector_ml_feedback::run()),
+    },
+    BuiltinConnector {
         manifest: &evergreen_connector_twilio::MANIFEST,
         main: || Box::pin(evergreen_connector_twilio::run()),
     },

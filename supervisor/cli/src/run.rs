@@ -17,12 +17,13 @@ use evergreen_cloud::Spool;
 use evergreen_config::CoreConfig;
 use evergreen_cwlogs::CloudLogs;
 use evergreen_group::plan::{GroupPlan, Launch};
+use evergreen_models::ModelInstaller;
 use evergreen_mqtt::MqttHub;
 use evergreen_ops::control::{
     CloudDrops, CloudLink, CloudReport, CloudState, ControlSocket, ControlState, MqttConnections,
     MqttCounters, MqttDrops, MqttPublishes, MqttReport, RuntimeInfo,
 };
-use evergreen_ops::deploy::{self, Deployer, Installing, SecretInstaller};
+use evergreen_ops::deploy::{self, Deployer, Installing, PlanInstaller};
 use evergreen_ops::lock::RootLock;
 use evergreen_ops::notify::{watchdog_interval, Notifier};
 use evergreen_runtime::component::{ComponentState, RuntimeSettings};
@@ -95,6 +96,8 @@ struct Prepared {
     secrets: Arc<SecretService>,
     /// The credentials chain the deployer fetches secrets with.
     aws: Arc<AwsAccess>,
+    /// Fetches the plans' machine-learning model resources from S3.
+    models: Arc<ModelInstaller>,
     notifier: Option<Rc<Notifier>>,
     watchdog: Option<Duration>,
     /// `<root>/runtime/python`, or `None` when its files could not be written.
@@ -223,6 +226,10 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
     }
     let secrets = Arc::new(SecretService::new(&cfg.write_dir().join("secrets")));
     let aws = aws_access(&cfg, &plan)?;
+    let models = Arc::new(ModelInstaller::new(
+        &cfg.root().join("resources"),
+        aws.clone(),
+    ));
     tracing::info!("AWS credentials for connectors: {}", aws.source());
     let settings = settings(&cfg, &plan, secrets.clone(), aws.clone())?;
 
@@ -342,6 +349,7 @@ fn prepare(opts: RunOptions) -> Result<Prepared, RunError> {
         group_file: opts.group,
         settings,
         secrets,
+        models,
         aws,
         notifier,
         watchdog,
@@ -561,6 +569,13 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
         tracing::error!("{e}");
         return Err(RunError::Deploy(e));
     }
+    // Its machine-learning models, fetched (or found in the cache) before
+    // anything that reads them starts.
+    if let Err(e) = p.models.install(&p.plan).await {
+        let e = DeployError(vec![e.to_string()]);
+        tracing::error!("{e}");
+        return Err(RunError::Deploy(e));
+    }
     let log_root = p.cfg.log_dir();
     let components = p.plan.components.len();
     let watch = if p.label == EMBEDDED {
@@ -580,10 +595,11 @@ async fn first_deployment(p: Prepared, s: Started) -> Result<Running, RunError> 
             Arc::new(loader(&p.cfg)),
             p.settings.readiness_timeout,
         )
-        .with_secrets(Arc::new(StoreSecrets {
+        .with_installer(Arc::new(StoreSecrets {
             secrets: p.secrets.clone(),
             aws,
-        })),
+        }))
+        .with_installer(Arc::new(Models(p.models.clone()))),
     );
     deployer.set_current(p.plan.clone(), p.label.clone());
     let thing = p.plan.core.thing_name.clone();
@@ -890,12 +906,28 @@ struct StoreSecrets {
     aws: Arc<AwsAccess>,
 }
 
-impl SecretInstaller for StoreSecrets {
+impl PlanInstaller for StoreSecrets {
     fn install<'a>(&'a self, plan: &'a GroupPlan) -> Installing<'a> {
         Box::pin(async move {
             self.secrets
                 .deploy(plan, &self.aws)
                 .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+        })
+    }
+}
+
+/// The model installer, as the deployer installs each plan's machine-learning resources.
+#[derive(Debug)]
+struct Models(Arc<ModelInstaller>);
+
+impl PlanInstaller for Models {
+    fn install<'a>(&'a self, plan: &'a GroupPlan) -> Installing<'a> {
+        Box::pin(async move {
+            self.0
+                .install(plan)
+                .await
+                .map(drop)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
         })
     }

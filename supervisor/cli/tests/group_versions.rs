@@ -279,7 +279,7 @@ fn an_invalid_group_is_refused_with_every_error_and_nothing_is_stored() {
         &file,
         full.replace(
             "connectors/CloudWatchMetrics/versions/5",
-            "connectors/MLFeedback/versions/1",
+            "connectors/DockerApplicationDeployment/versions/7",
         ),
     )
     .expect("write");
@@ -296,7 +296,7 @@ fn an_invalid_group_is_refused_with_every_error_and_nothing_is_stored() {
     // The very lines `evergreen validate` prints.
     assert_eq!(stdout(&out), stdout(&validate));
     assert!(
-        stdout(&out).contains("MLFeedback is a Greengrass connector"),
+        stdout(&out).contains("DockerApplicationDeployment is a Greengrass connector"),
         "{}",
         text(&out)
     );

@@ -406,24 +406,27 @@ fn resources(body: &Value, report: &mut Report) {
     for resource in body["Resources"].as_array().into_iter().flatten() {
         let subject = format!("resource {}", id_of(resource));
         let container = &resource["ResourceDataContainer"];
-        for (member, origin) in [
-            ("S3MachineLearningModelResourceData", "S3Uri"),
-            (
-                "SageMakerMachineLearningModelResourceData",
-                "SageMakerJobArn",
-            ),
-        ] {
-            if let Some(data) = container.get(member) {
-                let from = data[origin].as_str().unwrap_or("its model");
-                report.todo(
-                    subject.clone(),
-                    format!(
-                        "a machine-learning model ({from}): Evergreen downloads no models; put the extracted model on \
-                         the gateway under <root>/resources/ml/{}",
-                        id_of(resource)
-                    ),
-                );
-            }
+        if let Some(uri) = container["S3MachineLearningModelResourceData"]["S3Uri"].as_str() {
+            report.note(
+                subject.clone(),
+                format!(
+                    "the machine-learning model {uri} is fetched from S3 at each deployment (with the core's \
+                     credentials) into <root>/resources/ml/{}; the ML connectors read ONNX models",
+                    id_of(resource)
+                ),
+            );
+        }
+        if let Some(arn) =
+            container["SageMakerMachineLearningModelResourceData"]["SageMakerJobArn"].as_str()
+        {
+            report.todo(
+                subject.clone(),
+                format!(
+                    "a SageMaker model ({arn}): V1's cloud service resolved the training job to its model and is \
+                     gone; export the model to S3 (as ONNX for the ML connectors) and make this an \
+                     S3MachineLearningModelResourceData"
+                ),
+            );
         }
         if let Some(arn) = container["SecretsManagerSecretResourceData"]["ARN"].as_str() {
             report.note(

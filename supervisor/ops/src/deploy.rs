@@ -100,20 +100,21 @@ pub struct Deployer {
     current: Mutex<Option<Current>>,
     /// One deployment at a time; the guard spans the whole deployment.
     busy: tokio::sync::Mutex<()>,
-    /// The secret store and the credentials it fetches with: every plan's
-    /// secrets are resolved and installed (under a new data key) before the
-    /// supervisor gets the plan.
-    secrets: Option<std::sync::Arc<dyn SecretInstaller>>,
+    /// What every plan needs installed before the supervisor gets it, in
+    /// order: its secrets (resolved and stored under a new data key), its
+    /// machine-learning models (fetched from S3).
+    installers: Vec<std::sync::Arc<dyn PlanInstaller>>,
 }
 
-/// What installs a plan's secret resources before the supervisor gets it (the secret store,
-/// fetching with the core's credentials): resolved and stored under a new data key, or why
-/// not. The deployment fails, before anything changes, when it cannot.
-pub trait SecretInstaller: std::fmt::Debug {
+/// What installs some of a plan's resources before the supervisor gets it: the secret store
+/// (fetching with the core's credentials, storing under a new data key) or the model
+/// installer (fetching from S3). The deployment fails, before anything changes, when one
+/// cannot.
+pub trait PlanInstaller: std::fmt::Debug {
     fn install<'a>(&'a self, plan: &'a GroupPlan) -> Installing<'a>;
 }
 
-/// A [`SecretInstaller`]'s work in progress, awaited on the actors' thread.
+/// A [`PlanInstaller`]'s work in progress, awaited on the actors' thread.
 pub type Installing<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(), Box<dyn std::error::Error>>> + 'a>,
 >;
@@ -244,30 +245,31 @@ impl Deployer {
             readiness,
             current: Mutex::new(None),
             busy: tokio::sync::Mutex::new(()),
-            secrets: None,
+            installers: Vec::new(),
         }
     }
 
-    /// Deployments install their secret resources through `secrets`.
-    pub fn with_secrets(mut self, secrets: std::sync::Arc<dyn SecretInstaller>) -> Self {
-        self.secrets = Some(secrets);
+    /// Deployments install some of their resources through `installer`,
+    /// after those of the installers added before it.
+    pub fn with_installer(mut self, installer: std::sync::Arc<dyn PlanInstaller>) -> Self {
+        self.installers.push(installer);
         self
     }
 
-    /// Resolves and installs `plan`'s secrets.
-    async fn install_secrets(&self, plan: &GroupPlan) -> Result<(), Box<dyn std::error::Error>> {
-        match &self.secrets {
-            Some(secrets) => secrets.install(plan).await,
-            None => Ok(()),
+    /// Installs `plan`'s resources (secrets, models).
+    async fn install_resources(&self, plan: &GroupPlan) -> Result<(), Box<dyn std::error::Error>> {
+        for installer in &self.installers {
+            installer.install(plan).await?;
         }
+        Ok(())
     }
 
-    /// Puts the previous plan's secrets back after a refused or failed
+    /// Puts the previous plan's resources back after a refused or failed
     /// deployment; a failure is logged (its components keep running).
-    async fn restore_secrets(&self, previous: Option<&Current>) {
+    async fn restore_resources(&self, previous: Option<&Current>) {
         if let Some(prev) = previous {
-            if let Err(e) = self.install_secrets(&prev.plan).await {
-                tracing::error!("cannot restore the secrets of {}: {e}", prev.label);
+            if let Err(e) = self.install_resources(&prev.plan).await {
+                tracing::error!("cannot restore the resources of {}: {e}", prev.label);
             }
         }
     }
@@ -410,16 +412,16 @@ impl Deployer {
         tracing::info!("deployment {}: deploying {label}", rec.deployment_id);
 
         let previous = lock(&self.current).clone();
-        // A secret that cannot be resolved fails the deployment before
-        // anything changes.
-        if let Err(e) = self.install_secrets(&plan).await {
+        // A secret that cannot be resolved or a model that cannot be
+        // fetched fails the deployment before anything changes.
+        if let Err(e) = self.install_resources(&plan).await {
             return self.finish(rec, DeploymentStatus::Failure, Some(e.to_string()));
         }
         let diff = match self.supervisor.send(Deploy::new(plan.clone())).await {
             Ok(Ok(diff)) => diff,
             // Refused before anything changed: nothing to roll back.
             Ok(Err(e)) => {
-                self.restore_secrets(previous.as_ref()).await;
+                self.restore_resources(previous.as_ref()).await;
                 rec.error_details = e.0;
                 return self.finish(
                     rec,
@@ -452,7 +454,7 @@ impl Deployer {
                 self.finish(rec, DeploymentStatus::Success, None)
             }
             Err(reason) => {
-                self.restore_secrets(previous.as_ref()).await;
+                self.restore_resources(previous.as_ref()).await;
                 let restored = match previous {
                     Some(prev) => {
                         match self.supervisor.send(Deploy::new(prev.plan.clone())).await {

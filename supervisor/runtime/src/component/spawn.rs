@@ -32,8 +32,10 @@ impl ComponentEnv {
     /// functions see it. In a container the grant's path is where the
     /// resource is mounted: a device at its own path, a volume or model at
     /// its `DestinationPath`. Model resources are read from
-    /// `<resource_root>/ml/<resource id>` on the host: this build does not
-    /// download models, the operator places them there.
+    /// `<resource_root>/ml/<resource id>` on the host, where the deployment
+    /// installed them (`evergreen_models`). Without a container a model is
+    /// still read at its `DestinationPath`, as V1 functions' code names it:
+    /// the installer links that host path to the model for such components.
     pub(crate) fn for_component(
         spec: &ComponentSpec,
         plan: &GroupPlan,

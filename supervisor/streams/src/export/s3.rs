@@ -82,35 +82,6 @@ fn format_time(format: &str, at: OffsetDateTime) -> Result<String, String> {
     Ok(out)
 }
 
-/// An object key percent-encoded for the URL path (`/` kept).
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The object's URL: path style under an endpoint override (moto, a
-/// gateway) or for bucket names with dots (TLS wildcard), else virtual
-/// host style `https://{bucket}.s3.{region}.amazonaws.com/{key}`.
-fn object_url(aws: &AwsClient, bucket: &str, key: &str) -> String {
-    let key = encode_key(key);
-    match aws.endpoint_override("s3") {
-        Some(base) => format!("{base}/{bucket}/{key}"),
-        None if bucket.contains('.') => format!("{}/{bucket}/{key}", aws.endpoint("s3")),
-        None => format!(
-            "https://{bucket}.s3.{}.{}/{key}",
-            aws.region(),
-            aws.domain()
-        ),
-    }
-}
-
 /// The local path of `inputUrl`: `file:///abs/path` or an absolute path.
 fn input_path(url: &str) -> Result<PathBuf, String> {
     let path = url.strip_prefix("file://").unwrap_or(url);
@@ -222,7 +193,7 @@ async fn upload(
             "key {key:?} has a '.' or '..' segment, which Evergreen cannot send"
         )));
     }
-    let url = object_url(aws, &task.bucket, &key);
+    let url = aws.s3_object_url(&task.bucket, &key);
     let meta = metadata_headers(task).map_err(TaskError::Fail)?;
     let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if size <= threshold {
@@ -505,32 +476,6 @@ mod tests {
         assert!(expand_key("!{timestamp:yyy}", at)
             .expect_err("should fail")
             .contains("yyy"));
-    }
-
-    #[test]
-    fn keys_are_encoded_and_urls_styled_by_endpoint() {
-        assert_eq!(encode_key("a b/ü+c.txt"), "a%20b/%C3%BC%2Bc.txt");
-        let creds = evergreen_ipc::AwsCredentials {
-            access_key_id: "k".into(),
-            secret_access_key: "s".into(),
-            session_token: None,
-            expiration_ms: None,
-        };
-        let real = AwsClient::with_credentials("eu-west-1", Default::default(), creds.clone());
-        assert_eq!(
-            object_url(&real, "bucket", "a/b"),
-            "https://bucket.s3.eu-west-1.amazonaws.com/a/b"
-        );
-        assert_eq!(
-            object_url(&real, "my.bucket", "k"),
-            "https://s3.eu-west-1.amazonaws.com/my.bucket/k"
-        );
-        let local = AwsClient::with_credentials(
-            "eu-west-1",
-            [("s3".to_string(), "http://127.0.0.1:5000/".to_string())].into(),
-            creds,
-        );
-        assert_eq!(object_url(&local, "b", "k"), "http://127.0.0.1:5000/b/k");
     }
 
     #[test]
