@@ -10,7 +10,10 @@
 //! (`mx.onnx.export_model`), GluonCV, PyTorch or TensorFlow models to ONNX
 //! and deploy the `.onnx` file as the ML resource. `MLModelSageMakerJobArn`
 //! is accepted and noted; SageMaker is never called. `GPUAcceleration` GPU
-//! is noted: inference runs on the CPU.
+//! is noted: inference runs on the CPU. With `MLFeedbackConnectorConfigId`
+//! (image classification v2) each classified image and its prediction are
+//! handed to the ML Feedback connector (`MLFeedback`), as the ML SDK's
+//! `feedback.publish` would, after the caller has its answer.
 //!
 //! **The service.** V1's ML SDK
 //! (`ml.client('inference').invoke_inference_service(AlgoType, ServiceName,
@@ -130,7 +133,7 @@ const IMAGE_CLASSIFICATION_PARAMETERS: &[ParameterSpec] = &[
     GPU,
     ParameterSpec::new(
         FEEDBACK_CONFIG_ID,
-        "The ML Feedback connector's configuration id (noted; no samples are sent).",
+        "The ML Feedback connector's configuration id: classified images and predictions go there.",
     )
     .pattern("^$|^[a-zA-Z0-9][a-zA-Z0-9-]{1,62}$")
     .since(2),
@@ -313,10 +316,17 @@ async fn run(algo: Algo) -> Result<(), SdkError> {
         match event {
             Event::Shutdown { .. } => break,
             Event::Invoke(invocation) => {
-                let submitted = Request::from_invoke(&invocation.client_context, invocation.payload)
-                    .and_then(|request| service.submit(request));
+                let request = Request::from_invoke(&invocation.client_context, invocation.payload);
+                // The image is kept for ML Feedback only when it is wanted.
+                let feedback = match (&settings.feedback_config_id, &request) {
+                    (Some(id), Ok(r)) => Some((id.clone(), r.clone())),
+                    _ => None,
+                };
+                let submitted = request.and_then(|r| service.submit(r));
                 let handle = handle.clone();
                 let log = log.clone();
+                let region = settings.region.clone();
+                let service_name = settings.service_name.clone();
                 // Each answer waits on its own task so a slow one does not
                 // hold the next invoke back from the queue.
                 tokio::spawn(async move {
@@ -324,6 +334,9 @@ async fn run(algo: Algo) -> Result<(), SdkError> {
                         Ok(pending) => pending.answer().await,
                         Err(e) => Err(e),
                     };
+                    if let (Some((id, request)), Ok(body)) = (feedback, &result) {
+                        send_feedback(&handle, &log, &region, &id, &service_name, &request, body);
+                    }
                     if let Err(e) = &result {
                         log.log(
                             LogLevel::Warn,
@@ -352,6 +365,48 @@ async fn run(algo: Algo) -> Result<(), SdkError> {
     log.log(LogLevel::Info, "stopping");
     Ok(())
 }
+
+/// Hands one classified image and its prediction to the ML Feedback
+/// connector without delaying the caller's answer; a failure is logged
+/// (the feedback connector samples and uploads; V1 did not fail the
+/// inference for it either).
+fn send_feedback(
+    handle: &Handle,
+    log: &Log,
+    region: &str,
+    config_id: &str,
+    service_name: &str,
+    request: &Request,
+    body: &str,
+) {
+    let Some((arn, context, payload)) =
+        service::feedback_invoke(region, config_id, service_name, request, body)
+    else {
+        return;
+    };
+    let handle = handle.clone();
+    let log = log.clone();
+    tokio::spawn(async move {
+        match handle
+            .invoke(&arn, context, payload, FEEDBACK_TIMEOUT)
+            .await
+        {
+            Ok(outcome) if outcome.function_error.is_empty() => {}
+            Ok(outcome) => log.log(
+                LogLevel::Warn,
+                format_args!(
+                    "ML Feedback refused the sample: {}",
+                    String::from_utf8_lossy(&outcome.payload)
+                ),
+            ),
+            Err(e) => log.log(LogLevel::Warn, format_args!("ML Feedback: {e}")),
+        }
+    });
+}
+
+/// How long a hand-off to the ML Feedback connector may take (it queues
+/// the upload and answers at once).
+const FEEDBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An event before the service is up: an invoke is answered with a
 /// "not ready" error (none should come before `serve`), a message dropped.

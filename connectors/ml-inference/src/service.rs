@@ -97,6 +97,35 @@ pub fn outcome(result: Result<String, InferenceError>) -> InvokeOutcome {
     }
 }
 
+/// The ML Feedback connector's function name (V1's ML SDK feedback client
+/// invokes `arn:aws:lambda:<region>:aws:function:MLFeedback`).
+pub const FEEDBACK_FUNCTION: &str = "MLFeedback";
+
+/// What image classification v2 sends the ML Feedback connector for one
+/// classified image (`MLFeedbackConnectorConfigId`): the function ARN, the
+/// client context the ML SDK's `feedback.publish` sends
+/// (`{"custom": {"ConfigId", "ModelPrediction", "Metadata"}}`) and the
+/// image as payload. `None` when the body is not a classification result.
+pub fn feedback_invoke(
+    region: &str,
+    config_id: &str,
+    service_name: &str,
+    request: &Request,
+    body: &str,
+) -> Option<(String, Vec<u8>, Vec<u8>)> {
+    let prediction: Vec<f32> = serde_json::from_str(body).ok()?;
+    let context = serde_json::json!({"custom": {
+        "ConfigId": config_id,
+        "ModelPrediction": prediction,
+        "Metadata": {"service-name": service_name, "content-type": request.content_type},
+    }});
+    Some((
+        format!("arn:aws:lambda:{region}:aws:function:{FEEDBACK_FUNCTION}"),
+        context.to_string().into_bytes(),
+        request.body.clone(),
+    ))
+}
+
 struct Job {
     request: Request,
     deadline: Instant,
@@ -236,6 +265,26 @@ mod tests {
             Request::from_invoke(b"eyJjdXN0b20iOiB7fX0=", vec![]),
             Err(InferenceError::ClientContext(_))
         ));
+    }
+
+    #[test]
+    fn feedback_invokes_are_the_ml_sdks() {
+        let request = Request {
+            content_type: "image/png".into(),
+            accept: String::new(),
+            body: b"png".to_vec(),
+        };
+        let (arn, context, payload) =
+            feedback_invoke("eu-west-1", "cfg-1", "svc", &request, "[0.25,0.75]").unwrap();
+        assert_eq!(arn, "arn:aws:lambda:eu-west-1:aws:function:MLFeedback");
+        assert_eq!(payload, b"png");
+        let v: serde_json::Value = serde_json::from_slice(&context).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"custom": {"ConfigId": "cfg-1", "ModelPrediction": [0.25, 0.75],
+                "Metadata": {"service-name": "svc", "content-type": "image/png"}}})
+        );
+        assert!(feedback_invoke("r", "c", "s", &request, "{}").is_none());
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub struct Settings {
     pub service_name: String,
     /// How long one request may take, from its arrival to its answer.
     pub timeout: Duration,
+    /// `MLFeedbackConnectorConfigId` (image classification v2): each
+    /// classified image and its prediction go to the ML Feedback connector
+    /// under this configuration.
+    pub feedback_config_id: Option<String>,
+    /// The group's region, for the ML Feedback connector's function ARN.
+    pub region: String,
 }
 
 /// One problem that stops the service from starting.
@@ -113,9 +119,12 @@ pub fn from_config(config: &ComponentConfig, algo: Algo) -> Parsed {
              SageMaker is never called"
         ));
     }
-    if let Some(id) = p.text(FEEDBACK_CONFIG_ID) {
-        p.warn(format!(
-            "{FEEDBACK_CONFIG_ID} {id} noted: this connector does not send samples to the ML Feedback connector"
+    let feedback_config_id = p
+        .text(FEEDBACK_CONFIG_ID)
+        .filter(|_| algo == Algo::ImageClassification);
+    if let Some(id) = &feedback_config_id {
+        p.info(format!(
+            "{FEEDBACK_CONFIG_ID} {id}: classified images and their predictions go to the ML Feedback connector"
         ));
     }
     let model_dir =
@@ -136,6 +145,8 @@ pub fn from_config(config: &ComponentConfig, algo: Algo) -> Parsed {
             model_dir,
             service_name,
             timeout,
+            feedback_config_id,
+            region: config.region.clone(),
         }),
         _ => Err(errors),
     };

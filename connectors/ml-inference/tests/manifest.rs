@@ -182,12 +182,14 @@ fn v1s_example_configuration_with_its_notes() {
     );
     assert_eq!(s.service_name, "imageClassification");
     assert_eq!(s.timeout, Duration::from_secs(10));
+    assert_eq!(s.feedback_config_id.as_deref(), Some("feedback-1"));
+    assert_eq!(s.region, "us-east-1");
     let text: Vec<&str> = notes.iter().map(|(_, n)| n.as_str()).collect();
     for expected in [
         "LocalInferenceServiceMemoryLimitKB 500000 KB noted",
         "GPUAcceleration GPU noted: this build infers on the CPU",
         "SageMaker is never called",
-        "MLFeedbackConnectorConfigId feedback-1 noted",
+        "MLFeedbackConnectorConfigId feedback-1: classified images",
         "model directory /ml/model (resource model-resource)",
     ] {
         assert!(
