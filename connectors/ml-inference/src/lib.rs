@@ -81,6 +81,7 @@ pub use settings::Algo;
 
 use crate::service::{Request, Service, QUEUE};
 use crate::settings::*;
+pub use crate::settings::{ParamError, Settings};
 
 const MODEL_DESTINATION: ParameterSpec = ParameterSpec::new(
     MODEL_DESTINATION_PATH,
@@ -249,6 +250,18 @@ impl Log {
 async fn run(algo: Algo) -> Result<(), SdkError> {
     let (mut component, handle, parsed) =
         Component::start(|c| settings::from_config(c, algo)).await?;
+    serve(&mut component, &handle, parsed).await
+}
+
+/// The connector over a connected, ready component, once its settings are
+/// read: loads the model, serves the service name and answers invokes
+/// until the supervisor says stop. Public so that tests can run it over
+/// in-memory pipes with their side of the link.
+pub async fn serve(
+    component: &mut Component,
+    handle: &Handle,
+    parsed: Result<Settings, Vec<ParamError>>,
+) -> Result<(), SdkError> {
     let mut log = Log {
         handle: handle.clone(),
         prefix: String::new(),
@@ -259,20 +272,21 @@ async fn run(algo: Algo) -> Result<(), SdkError> {
             for e in &errors {
                 log.log(LogLevel::Error, format_args!("invalid parameter {e}"));
             }
-            return idle(&mut component, &log).await;
+            return idle(component, &log).await;
         }
     };
     log.prefix = format!("[{}] ", settings.service_name);
     // Loading and optimising a large model takes seconds: off the IPC
     // thread, while a stop is still heard.
     let dir = settings.model_dir.clone();
+    let algo = settings.algo;
     let mut loading = tokio::task::spawn_blocking(move || Model::load(&dir, algo));
     let model = loop {
         tokio::select! {
             loaded = &mut loading => break loaded,
             event = component.next_event() => match event {
                 None | Some(Event::Shutdown { .. }) => return Ok(()),
-                Some(event) => refuse_early(&handle, &log, event).await?,
+                Some(event) => refuse_early(handle, &log, event).await?,
             }
         }
     };
@@ -280,14 +294,14 @@ async fn run(algo: Algo) -> Result<(), SdkError> {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             log.log(LogLevel::Error, e);
-            return idle(&mut component, &log).await;
+            return idle(component, &log).await;
         }
         Err(e) => {
             log.log(
                 LogLevel::Error,
                 format_args!("loading the model failed: {e}"),
             );
-            return idle(&mut component, &log).await;
+            return idle(component, &log).await;
         }
     };
     log.log(LogLevel::Info, model.describe());
@@ -298,7 +312,7 @@ async fn run(algo: Algo) -> Result<(), SdkError> {
                 LogLevel::Error,
                 format_args!("cannot start the inference thread: {e}"),
             );
-            return idle(&mut component, &log).await;
+            return idle(component, &log).await;
         }
     };
     let function_name = algo.function_name(&settings.service_name);
