@@ -31,7 +31,9 @@
 //!
 //! **The model** ([`model`]): the directory is the granted ML resource's
 //! path (`MLModelResourceId`), else `MLModelDestinationPath`; the model is
-//! its `model.onnx`, else its only `*.onnx`. It is loaded and optimised once
+//! its `model.onnx`, else its only `*.onnx` (or, when it holds just one
+//! folder, as an unpacked archive may, the same in that folder). It is
+//! loaded and optimised once
 //! at start, for a batch of one image.
 //!
 //! **Preprocessing** ([`preprocess`]): the image is decoded to 8-bit RGB,

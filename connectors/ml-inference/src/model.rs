@@ -44,31 +44,66 @@ pub enum LoadError {
     Unsupported { file: PathBuf, problem: String },
 }
 
-/// The ONNX model to load from `dir`: `model.onnx`, else the only `*.onnx`.
+/// The ONNX model to load from `dir`: `model.onnx`, else the only `*.onnx`;
+/// when `dir` has neither and holds a single directory (a model archive
+/// that unpacks into a folder of its own), the same rules in that one.
 pub fn find_model_file(dir: &Path) -> Result<PathBuf, LoadError> {
+    match find_in(dir)? {
+        Found::File(file) => Ok(file),
+        Found::Nothing { subdirs } => match subdirs.as_slice() {
+            [only] => match find_in(only)? {
+                Found::File(file) => Ok(file),
+                Found::Nothing { .. } => Err(LoadError::NoModel {
+                    dir: dir.to_path_buf(),
+                }),
+            },
+            _ => Err(LoadError::NoModel {
+                dir: dir.to_path_buf(),
+            }),
+        },
+    }
+}
+
+enum Found {
+    File(PathBuf),
+    /// No model here; the directories that are (not archive debris).
+    Nothing {
+        subdirs: Vec<PathBuf>,
+    },
+}
+
+fn find_in(dir: &Path) -> Result<Found, LoadError> {
     let preferred = dir.join(MODEL_FILE);
     if preferred.is_file() {
-        return Ok(preferred);
+        return Ok(Found::File(preferred));
     }
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::ReadDir {
         dir: dir.to_path_buf(),
         source,
     })?;
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
+    let paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut found: Vec<PathBuf> = paths
+        .iter()
         .filter(|p| {
             p.extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
                 && p.is_file()
         })
+        .cloned()
         .collect();
     found.sort();
     match found.len() {
-        0 => Err(LoadError::NoModel {
-            dir: dir.to_path_buf(),
+        0 => Ok(Found::Nothing {
+            subdirs: paths
+                .into_iter()
+                .filter(|p| {
+                    // Hidden folders and macOS's zip metadata are not the model.
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    p.is_dir() && !name.is_some_and(|n| n.starts_with('.') || n == "__MACOSX")
+                })
+                .collect(),
         }),
-        1 => Ok(found.remove(0)),
+        1 => Ok(Found::File(found.remove(0))),
         _ => Err(LoadError::SeveralModels {
             dir: dir.to_path_buf(),
             names: found
@@ -168,7 +203,8 @@ impl Model {
     /// Loads the model in `dir` for `algo` and prepares it to run.
     pub fn load(dir: &Path, algo: Algo) -> Result<Model, LoadError> {
         let file = find_model_file(dir)?;
-        let sidecar = Sidecar::read(dir)?;
+        // The sidecar sits beside the model, wherever that was found.
+        let sidecar = Sidecar::read(file.parent().unwrap_or(dir))?;
         let tract = |e: TractError| LoadError::Tract {
             file: file.clone(),
             message: format!("{e:#}"),
@@ -369,6 +405,23 @@ mod tests {
         assert!(err.contains("(a.ONNX, b.onnx)"), "{err}");
         std::fs::write(d.join("model.onnx"), b"x").unwrap();
         assert_eq!(find_model_file(d).unwrap(), d.join("model.onnx"));
+        // One folder (an archive's), with macOS debris beside it.
+        let unpacked = tempfile::tempdir().unwrap();
+        let u = unpacked.path();
+        std::fs::create_dir_all(u.join("resnet/sub")).unwrap();
+        std::fs::create_dir_all(u.join("__MACOSX")).unwrap();
+        std::fs::write(u.join("resnet/sub/deeper.onnx"), b"x").unwrap();
+        assert!(
+            matches!(find_model_file(u), Err(LoadError::NoModel { .. })),
+            "one level only"
+        );
+        std::fs::write(u.join("resnet/r.onnx"), b"x").unwrap();
+        assert_eq!(find_model_file(u).unwrap(), u.join("resnet/r.onnx"));
+        std::fs::create_dir(u.join("other")).unwrap();
+        assert!(
+            matches!(find_model_file(u), Err(LoadError::NoModel { .. })),
+            "two folders"
+        );
         let missing = d.join("missing");
         assert!(matches!(
             find_model_file(&missing),
