@@ -454,8 +454,11 @@ pub fn vm_rss_kb(pid: i32) -> Option<u64> {
 /// connector <name>` (NoContainer), for the record; not an assertion.
 pub fn print_connector_rss(rt: &Runtime, name: &str) {
     let needle = format!("connector {name}");
+    // A contained connector runs under the container's waiter and its namespace's init.
     match children_of(rt.pid())
         .into_iter()
+        .flat_map(|p| std::iter::once(p).chain(children_of(p)))
+        .flat_map(|p| std::iter::once(p).chain(children_of(p)))
         .find(|pid| cmdline(*pid).contains(&needle))
     {
         Some(pid) => eprintln!(
@@ -560,7 +563,8 @@ pub fn greengrasssdk_or_skip() -> Option<PathBuf> {
 }
 
 /// Copies the `greengrasssdk` package from `sdk` into a function's code
-/// directory, as V1 users vendor it (without `__pycache__`).
+/// directory, as V1 users vendor it (without `__pycache__`), with the ML SDK
+/// stand-in beside it.
 pub fn vendor_greengrasssdk(sdk: &Path, code_dir: &Path) -> std::io::Result<()> {
     fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(to)?;
@@ -579,6 +583,12 @@ pub fn vendor_greengrasssdk(sdk: &Path, code_dir: &Path) -> std::io::Result<()> 
         Ok(())
     }
     copy_tree(&sdk.join("greengrasssdk"), &code_dir.join("greengrasssdk"))?;
+    // V1's ML SDK, which users bundled the same way (the tests' stand-in,
+    // tests/peers/greengrass_machine_learning_sdk: AWS never put it on PyPI).
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/greengrass_machine_learning_sdk"),
+        &code_dir.join("greengrass_machine_learning_sdk"),
+    )?;
     // The SDK's one dependency, which only its stream manager client imports:
     // `pip install -t` put `cbor2` (and its optional C extension) beside it, and
     // V1 users vendored it the same way.

@@ -52,6 +52,13 @@
 //!   `{"thing":…,"op":…,"accepted":…,"payload":…}` (the payload parsed when
 //!   it is JSON, else a string), or `{"error":…}` when the request could not
 //!   be made or the delivery is not such a request.
+//! - `serve <name> <timeout_ms>`: serve invokes of `arn:aws:lambda:<region>:aws:function:<name>`
+//!   (`Handle::serve`), as V1's ML connectors do, and answer each: a payload `fail` with the
+//!   Function error `Handled` and the message `asked to fail`; `hang` never; `invoke <arn>`
+//!   by invoking `<arn>` itself (`Handle::invoke`) and answering with what came back as the
+//!   `Body` `{"function_error":…,"payload":…}` or `{"error":…}`; anything else with
+//!   `{"Body":<the payload as text>,"ContentType":"application/json","caller":…,
+//!   "context":<the client context as JSON, or null>}` (V1's ML SDK reads `Body`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -86,6 +93,7 @@ async fn main() -> ExitCode {
         ["escape", topic] => escape(topic).await,
         ["secret", id, stage, file] => secret(id, stage, file).await,
         ["shadow", file] => shadow(file).await,
+        ["serve", name, timeout_ms] => serve(name, timeout_ms).await,
         _ => {
             eprintln!("eg-fn: unknown mode {args:?}");
             return ExitCode::from(2);
@@ -631,6 +639,62 @@ async fn shadow(file: &str) -> Result<(), Box<dyn std::error::Error>> {
             // Only a component that serves a function name gets invokes.
             Event::Invoke(_) => {}
             Event::Refused { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+async fn serve(name: &str, timeout_ms: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut component = Component::connect().await?;
+    let handle = component.handle();
+    let timeout = Duration::from_millis(timeout_ms.parse()?);
+    handle.serve(name, timeout).await?;
+    component.ready().await?;
+    while let Some(event) = component.next_event().await {
+        match event {
+            Event::Invoke(call) => {
+                let text = String::from_utf8_lossy(&call.payload).into_owned();
+                let outcome = if text == "fail" {
+                    evergreen_ipc::InvokeOutcome::handled("asked to fail")
+                } else if text == "hang" {
+                    continue;
+                } else if let Some(arn) = text.strip_prefix("invoke ") {
+                    let got = handle
+                        .invoke(
+                            arn,
+                            br#"{"custom":{"from":"eg-fn"}}"#.to_vec(),
+                            b"\"hi\"".to_vec(),
+                            timeout,
+                        )
+                        .await;
+                    let answer = match got {
+                        Ok(o) => serde_json::json!({
+                            "function_error": o.function_error,
+                            "payload": String::from_utf8_lossy(&o.payload),
+                        }),
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    };
+                    evergreen_ipc::InvokeOutcome::ok(
+                        serde_json::json!({ "Body": answer.to_string(), "ContentType": "application/json" })
+                            .to_string(),
+                    )
+                } else {
+                    let context = serde_json::from_slice::<serde_json::Value>(&call.client_context)
+                        .unwrap_or(serde_json::Value::Null);
+                    evergreen_ipc::InvokeOutcome::ok(
+                        serde_json::json!({
+                            "Body": text,
+                            "ContentType": "application/json",
+                            "caller": call.caller,
+                            "context": context,
+                        })
+                        .to_string(),
+                    )
+                };
+                handle.answer(&call.invocation_id, outcome).await?;
+            }
+            Event::Shutdown { .. } => break,
+            Event::Message(_) | Event::Refused { .. } => {}
         }
     }
     Ok(())
