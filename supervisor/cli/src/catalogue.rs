@@ -55,6 +55,30 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         main: || Box::pin(evergreen_connector_raspberry_pi_gpio::run()),
     },
     BuiltinConnector {
+        manifest: &evergreen_connector_ml_inference::IMAGE_CLASSIFICATION_ARMV7,
+        main: || Box::pin(evergreen_connector_ml_inference::run_image_classification()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_ml_inference::IMAGE_CLASSIFICATION_AARCH64_JTX2,
+        main: || Box::pin(evergreen_connector_ml_inference::run_image_classification()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_ml_inference::IMAGE_CLASSIFICATION_X86_64,
+        main: || Box::pin(evergreen_connector_ml_inference::run_image_classification()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_ml_inference::OBJECT_DETECTION_ARMV7,
+        main: || Box::pin(evergreen_connector_ml_inference::run_object_detection()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_ml_inference::OBJECT_DETECTION_AARCH64_JTX2,
+        main: || Box::pin(evergreen_connector_ml_inference::run_object_detection()),
+    },
+    BuiltinConnector {
+        manifest: &evergreen_connector_ml_inference::OBJECT_DETECTION_X86_64,
+        main: || Box::pin(evergreen_connector_ml_inference::run_object_detection()),
+    },
+    BuiltinConnector {
         manifest: &evergreen_connector_ml_feedback::MANIFEST,
         main: || Box::pin(evergreen_connector_ml_feedback::run()),
     },
