@@ -789,6 +789,28 @@ impl Moto {
     }
 }
 
+/// Runs `script` with Python and boto3, the independent S3 client of the tests, after a
+/// prelude that makes `s3` a client of this moto (`sys.argv[1]` is its URL; `args` follow as
+/// `sys.argv[2..]`). Panics, with Python's stderr, when the script fails.
+pub fn boto3_s3(moto: &Moto, script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let prelude = "import boto3, sys\n\
+                   s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                   \x20   aws_access_key_id='testing', aws_secret_access_key='testing')\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .arg(moto.url())
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "boto3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// The core configuration patch that points every AWS service at `url`
 /// with moto's static test credentials (`evergreen.aws`).
 pub fn aws_core_config(url: &str) -> Value {

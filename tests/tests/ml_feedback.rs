@@ -61,42 +61,18 @@ def handler(event, context):
 
 /// The objects of bucket `feedback` with their body, content type and metadata (boto3).
 fn objects(moto: &Moto) -> Value {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import boto3, json, sys\n\
-             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-             \x20   aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-             got = {}\n\
-             for o in s3.list_objects_v2(Bucket='feedback').get('Contents', []):\n\
-             \x20   r = s3.get_object(Bucket='feedback', Key=o['Key'])\n\
-             \x20   got[o['Key']] = {'body': r['Body'].read().decode('latin-1'),\n\
-             \x20       'content_type': r['ContentType'], 'metadata': r['Metadata']}\n\
-             print(json.dumps(got))\n",
-        )
-        .arg(moto.url())
-        .output()
-        .expect("python3");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn create_bucket(moto: &Moto, name: &str) {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import boto3, sys\n\
-             boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-             \x20   aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])\n",
-        )
-        .arg(moto.url())
-        .arg(name)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = boto3_s3(
+        moto,
+        "import json\n\
+         got = {}\n\
+         for o in s3.list_objects_v2(Bucket='feedback').get('Contents', []):\n\
+         \x20   r = s3.get_object(Bucket='feedback', Key=o['Key'])\n\
+         \x20   got[o['Key']] = {'body': r['Body'].read().decode('latin-1'),\n\
+         \x20       'content_type': r['ContentType'], 'metadata': r['Metadata']}\n\
+         print(json.dumps(got))\n",
+        &[],
     );
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
 }
 
 #[test]
@@ -108,7 +84,7 @@ fn feedback_samples_reach_s3_with_status_prediction_and_metrics() {
     let Some(moto) = Moto::start() else {
         return;
     };
-    create_bucket(&moto, "feedback");
+    boto3_s3(&moto, "s3.create_bucket(Bucket='feedback')\n", &[]);
     let dir = tempfile::tempdir().expect("tmp");
     let work = dir.path().join("work");
     let code = python_package(&work, "caller", &sdk, &[("caller.py", CALLER)]);

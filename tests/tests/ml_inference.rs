@@ -83,28 +83,16 @@ fn make_models(out: &Path) -> Result<Value, String> {
 
 /// Uploads `dir`'s files as a tar.gz to `s3://models/<key>` (Python's tarfile and boto3).
 fn upload_dir(moto: &Moto, dir: &Path, key: &str) {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import boto3, io, sys, tarfile\n\
-             buf = io.BytesIO()\n\
-             with tarfile.open(fileobj=buf, mode='w:gz') as t:\n\
-             \x20   t.add(sys.argv[3], arcname='.')\n\
-             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-             \x20   aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-             if 'models' not in [b['Name'] for b in s3.list_buckets()['Buckets']]:\n\
-             \x20   s3.create_bucket(Bucket='models')\n\
-             s3.put_object(Bucket='models', Key=sys.argv[2], Body=buf.getvalue())\n",
-        )
-        .arg(moto.url())
-        .arg(key)
-        .arg(dir)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "upload {key}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    boto3_s3(
+        moto,
+        "import io, tarfile\n\
+         buf = io.BytesIO()\n\
+         with tarfile.open(fileobj=buf, mode='w:gz') as t:\n\
+         \x20   t.add(sys.argv[3], arcname='.')\n\
+         if 'models' not in [b['Name'] for b in s3.list_buckets()['Buckets']]:\n\
+         \x20   s3.create_bucket(Bucket='models')\n\
+         s3.put_object(Bucket='models', Key=sys.argv[2], Body=buf.getvalue())\n",
+        &[key.as_ref(), dir.as_os_str()],
     );
 }
 

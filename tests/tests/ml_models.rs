@@ -68,25 +68,12 @@ fn tar_gz(dir: &Path, files: &[(&str, &str)]) -> Vec<u8> {
 fn put(moto: &Moto, key: &str, body: &[u8]) {
     let file = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(file.path(), body).expect("write");
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import boto3, sys\n\
-             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-             \x20   aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-             if 'models' not in [b['Name'] for b in s3.list_buckets()['Buckets']]:\n\
-             \x20   s3.create_bucket(Bucket='models')\n\
-             s3.upload_file(sys.argv[3], 'models', sys.argv[2])\n",
-        )
-        .arg(moto.url())
-        .arg(key)
-        .arg(file.path())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "boto3 upload of {key}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    boto3_s3(
+        moto,
+        "if 'models' not in [b['Name'] for b in s3.list_buckets()['Buckets']]:\n\
+         \x20   s3.create_bucket(Bucket='models')\n\
+         s3.upload_file(sys.argv[3], 'models', sys.argv[2])\n",
+        &[key.as_ref(), file.path().as_os_str()],
     );
 }
 
