@@ -420,7 +420,14 @@ fn kill_9_of_the_runtime_leaves_nothing_running_and_a_restart_cleans_up() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("restart evergreen");
+    // Both leftovers go at start; wait for both (the cgroup may go first) before stopping it.
+    let leftovers = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(root.join("containers"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
     let cleaned = wait_for(LIMIT, || (!cgroup.exists()).then_some(()));
+    let unmounted = wait_for(LIMIT, || leftovers().is_empty().then_some(()));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(again.id()).expect("pid")),
         Signal::SIGTERM,
@@ -431,8 +438,9 @@ fn kill_9_of_the_runtime_leaves_nothing_running_and_a_restart_cleans_up() {
         "stale cgroup {} removed at start",
         cgroup.display()
     );
-    let left: Vec<_> = std::fs::read_dir(root.join("containers"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "stale mount points removed: {left:?}");
+    assert!(
+        unmounted.is_some(),
+        "stale mount points removed: {:?}",
+        leftovers()
+    );
 }

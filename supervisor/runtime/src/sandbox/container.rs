@@ -168,7 +168,7 @@ impl ContainerSandbox {
         if let Ok(entries) = std::fs::read_dir(&containers_dir) {
             for entry in entries.flatten() {
                 // Mount points are empty on the host; anything else is not ours.
-                if std::fs::remove_dir(entry.path()).is_ok() {
+                if remove_mount_point(&entry.path()) {
                     stale += 1;
                 }
             }
@@ -401,6 +401,26 @@ impl Sandbox for ContainerSandbox {
                     source,
                 })
             }
+        }
+    }
+}
+
+/// Removes a predecessor's empty mount point. Right after a `kill -9` the kernel may still be
+/// tearing down the dead container's mount namespace, and the directory is busy (`EBUSY`) until
+/// it has: that is retried for up to two seconds. Anything else (a directory that is not empty,
+/// so not ours) is left alone.
+fn remove_mount_point(path: &Path) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return true,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(_) => return false,
         }
     }
 }
