@@ -202,15 +202,11 @@ pub(super) async fn invoke(
             if response.status >= 400 {
                 return response;
             }
-            link.direct.borrow_mut().push_back(WorkItem {
+            link.enqueue(WorkItem {
                 id: id.clone(),
                 payload: Arc::from(req.body.as_slice()),
                 client_context: context.to_string(),
             });
-            link.direct_ready.notify_one();
-            if let Some(wake) = &link.wake {
-                wake.notify_one();
-            }
             response
         }
     }

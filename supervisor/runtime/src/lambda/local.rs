@@ -243,15 +243,11 @@ impl LambdaHub {
                 } else {
                     base64_encode(&client_context)
                 };
-                link.direct.borrow_mut().push_back(WorkItem {
+                link.enqueue(WorkItem {
                     id: id.clone(),
                     payload: payload.into(),
                     client_context: context,
                 });
-                link.direct_ready.notify_one();
-                if let Some(wake) = &link.wake {
-                    wake.notify_one();
-                }
                 Ok((id, rx))
             }
             Target::Service(link) => {

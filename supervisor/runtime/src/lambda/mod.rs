@@ -182,6 +182,17 @@ pub(crate) struct FunctionLink {
 }
 
 impl FunctionLink {
+    /// Queues a direct invoke and wakes a waiting worker (or, for an
+    /// on-demand function, the actor that starts one). The caller has
+    /// checked `direct_capacity`.
+    fn enqueue(&self, item: WorkItem) {
+        self.direct.borrow_mut().push_back(item);
+        self.direct_ready.notify_one();
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+    }
+
     /// Runs `f` on the worker holding `token`, if it is still attached.
     fn with_worker<R>(&self, token: &str, f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
         self.workers
