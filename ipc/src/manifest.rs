@@ -47,6 +47,10 @@ pub struct ParameterSpec {
     /// The parameter names a resource id of this kind (`…-ResourceId`,
     /// `…SecretArn-ResourceId`).
     pub resource: Option<ResourceKind>,
+    /// The value is a JSON array of Secrets Manager secret ARNs
+    /// (`AWSSecretsArnList`): each must be a secret resource of the group,
+    /// and the connector is granted every one of them.
+    pub secret_arn_list: bool,
     /// First connector version that knows this parameter.
     pub since_version: u32,
     pub description: &'static str,
@@ -61,6 +65,7 @@ impl ParameterSpec {
             pattern: None,
             default: None,
             resource: None,
+            secret_arn_list: false,
             since_version: 1,
             description,
         }
@@ -79,6 +84,10 @@ impl ParameterSpec {
     }
     pub const fn resource(mut self, kind: ResourceKind) -> Self {
         self.resource = Some(kind);
+        self
+    }
+    pub const fn secret_arn_list(mut self) -> Self {
+        self.secret_arn_list = true;
         self
     }
     pub const fn since(mut self, version: u32) -> Self {

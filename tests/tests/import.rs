@@ -443,7 +443,7 @@ fn unknown_connectors_and_sagemaker_models_are_listed_not_dropped() {
     let todo = todos(&report).join("\n");
     assert!(
         todo.contains("connector Compose")
-            && todo.contains("DockerApplicationDeployment")
+            && todo.contains("DockerApplicationDeployer")
             && todo.contains("is not built into this Evergreen"),
         "{todo}"
     );

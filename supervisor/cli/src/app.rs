@@ -149,6 +149,7 @@ pub fn loader(cfg: &CoreConfig) -> Loader {
                 .filter(|p| !p.is_empty()),
             container_unavailable: evergreen_runtime::sandbox::check::container_support()
                 .map(str::to_string),
+            connector_unavailable: Some(catalogue::host_unavailable),
         },
     )
 }

@@ -83,6 +83,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         main: || Box::pin(evergreen_connector_ml_feedback::run()),
     },
     BuiltinConnector {
+        manifest: &evergreen_connector_docker_app::MANIFEST,
+        main: || Box::pin(evergreen_connector_docker_app::run()),
+    },
+    BuiltinConnector {
         manifest: &evergreen_connector_twilio::MANIFEST,
         main: || Box::pin(evergreen_connector_twilio::run()),
     },
@@ -115,6 +119,16 @@ pub static BUILTIN: &[BuiltinConnector] = &[
 /// The manifests of the built-in connectors, for validation.
 pub fn registry() -> ConnectorRegistry {
     ConnectorRegistry::new(BUILTIN.iter().map(|c| c.manifest).collect())
+}
+
+/// Why this host cannot run built-in connector `name`, for the connectors
+/// that drive host software; `None` for every other. Deployment asks it for
+/// each connector of a group (see `ValidationOptions::connector_unavailable`).
+pub fn host_unavailable(name: &str) -> Option<String> {
+    if name == evergreen_connector_docker_app::MANIFEST.name {
+        return evergreen_connector_docker_app::host_unavailable();
+    }
+    None
 }
 
 /// Runs the built-in connector `name` over stdio (the child side of

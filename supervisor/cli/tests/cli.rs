@@ -114,9 +114,9 @@ fn validate_accepts_a_raspberry_pi_gpio_group() {
 }
 
 #[test]
-fn validate_reports_a_connector_missing_from_the_build() {
-    // The full example with its CloudWatch connector swapped for one this
-    // build lacks (Docker Application Deployment).
+fn validate_reports_an_unknown_connector() {
+    // The full example with its CloudWatch connector swapped for a name no
+    // Greengrass connector has (a misspelling).
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("group.json");
     let full = std::fs::read_to_string(fixture("../../examples/full-group.json")).expect("example");
@@ -124,7 +124,7 @@ fn validate_reports_a_connector_missing_from_the_build() {
         &file,
         full.replace(
             "connectors/CloudWatchMetrics/versions/5",
-            "connectors/DockerApplicationDeployment/versions/7",
+            "connectors/DockerApplicationDeployer/versions/7",
         ),
     )
     .expect("write");
@@ -132,7 +132,7 @@ fn validate_reports_a_connector_missing_from_the_build() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("$.ConnectorDefinitionVersion.Connectors[1] (Id \"metrics\").ConnectorArn: DockerApplicationDeployment is a Greengrass connector that this build of Evergreen does not contain"),
+        t.contains("$.ConnectorDefinitionVersion.Connectors[1] (Id \"metrics\").ConnectorArn: unknown connector `DockerApplicationDeployer`"),
         "{t}"
     );
 }

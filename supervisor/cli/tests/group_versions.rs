@@ -272,14 +272,14 @@ fn show_accepts_a_unique_prefix_and_refuses_others() {
 #[test]
 fn an_invalid_group_is_refused_with_every_error_and_nothing_is_stored() {
     let root = Root::new();
-    // The full example with its CloudWatch connector swapped for one this build lacks.
+    // The full example with its CloudWatch connector swapped for an unknown one.
     let full = std::fs::read_to_string(example("full-group.json")).expect("example");
     let file = root.path().join("invalid-group.json");
     std::fs::write(
         &file,
         full.replace(
             "connectors/CloudWatchMetrics/versions/5",
-            "connectors/DockerApplicationDeployment/versions/7",
+            "connectors/DockerApplicationDeployer/versions/7",
         ),
     )
     .expect("write");
@@ -296,7 +296,7 @@ fn an_invalid_group_is_refused_with_every_error_and_nothing_is_stored() {
     // The very lines `evergreen validate` prints.
     assert_eq!(stdout(&out), stdout(&validate));
     assert!(
-        stdout(&out).contains("DockerApplicationDeployment is a Greengrass connector"),
+        stdout(&out).contains("unknown connector `DockerApplicationDeployer`"),
         "{}",
         text(&out)
     );

@@ -140,6 +140,17 @@ impl Validator<'_> {
         let mut secrets = Vec::new();
         let arn = connector.connector_arn.as_str();
         let label = format!("connector {name}");
+        if let Some(why) = self
+            .opts
+            .connector_unavailable
+            .and_then(|check| check(name))
+        {
+            self.err(
+                path.to_string(),
+                format!("connector {name} cannot run on this host: {why}"),
+            );
+            ok = false;
+        }
 
         for (key, value) in &connector.parameters {
             let Some(spec) = manifest.parameter(key) else {
@@ -327,7 +338,59 @@ impl Validator<'_> {
                 read_write: kind == ResourceKind::LocalDevice,
             });
         }
+        // Secrets named by ARN in a JSON list (`AWSSecretsArnList`): each
+        // must be a secret resource of the group, whatever its Id (V1 asked
+        // for reserved Ids such as `DOCKER_DEPLOYER_SECRET_RESOURCE_RESERVED_ID_0`;
+        // the ARN is what identifies the secret, so any Id is accepted).
+        for spec in manifest
+            .parameters
+            .iter()
+            .filter(|p| p.secret_arn_list && p.since_version <= version)
+        {
+            let Some(text) = parameters.get(spec.name).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            let arns: Vec<String> = match serde_json::from_str(text) {
+                Ok(arns) => arns,
+                Err(e) => {
+                    self.err(
+                        param_path(spec.name),
+                        format!("must be a JSON array of secret ARNs ({e})"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            for arn in &arns {
+                let found = table
+                    .iter()
+                    .find(|(_, entry)| entry.secret_arn() == Some(arn.as_str()));
+                match found {
+                    Some((id, entry)) => {
+                        secrets.push(entry.name.clone());
+                        if !resources.iter().any(|r| r.resource_id == *id) {
+                            resources.push(ResourceAccess {
+                                resource_id: id.clone(),
+                                read_write: false,
+                            });
+                        }
+                    }
+                    None => {
+                        self.err(
+                            param_path(spec.name),
+                            format!(
+                                "secret `{}` is not a SecretsManagerSecretResourceData resource of this group \
+                                 (add one with this ARN so that the core fetches it)",
+                                show(arn)
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
         self.resources = table;
+        secrets.sort();
         secrets.dedup();
 
         let explicit_mode = connector

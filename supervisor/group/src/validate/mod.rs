@@ -76,7 +76,7 @@ const DEFAULT_TIMEOUT_S: u64 = 3;
 const DEFAULT_EXECUTION: &str = "$.FunctionDefinitionVersion.DefaultConfig.Execution";
 
 /// What validation needs from the core's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ValidationOptions {
     /// Relative `Executable`s resolve against this: the group file's
     /// directory.
@@ -94,6 +94,11 @@ pub struct ValidationOptions {
     /// in a container is then an error: nothing runs with less isolation
     /// than its group asked for.
     pub container_unavailable: Option<String>,
+    /// Why this host cannot run the connector named (its ARN name), or
+    /// `None` when it can: the connectors that drive host software
+    /// (`DockerApplicationDeployment` needs Docker Engine and Compose) are
+    /// refused at deployment with the reason, not left to fail once running.
+    pub connector_unavailable: Option<fn(&str) -> Option<String>>,
 }
 
 impl Default for ValidationOptions {
@@ -104,6 +109,7 @@ impl Default for ValidationOptions {
             default_core_thing_arn: String::new(),
             secret_name_prefix: Some(DEFAULT_SECRET_NAME_PREFIX.to_string()),
             container_unavailable: None,
+            connector_unavailable: None,
         }
     }
 }
