@@ -737,6 +737,34 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_messages_format_appends_each_readings_document_bad_ones_included() {
+        let root = tempfile::tempdir().expect("test");
+        let (_server, port) = serve(root.path(), 0).await;
+        let (report, _) = recorder();
+        let sink =
+            StreamSink::start_with_format(connect_to(port), report, 100, EntryFormat::Messages);
+        sink.push(
+            &Batch {
+                stream_name: "eip".into(),
+                readings: vec![
+                    reading("p_a", Some(Value::Double(1.5)), 1000),
+                    reading("p_b", None, 1001),
+                ],
+            },
+            None,
+        );
+        let got = read_all(port, "eip", 2).await;
+        assert_eq!(
+            got,
+            vec![
+                json!({"alias": "p_a", "messages": [{"name": "p_a", "value": 1.5, "timestamp": 1000, "quality": "GOOD"}]}),
+                json!({"alias": "p_b", "messages": [{"name": "p_b", "value": null, "timestamp": 1001, "quality": "BAD"}]}),
+            ]
+        );
+        assert_eq!(sink.counts().skipped_bad, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_absent_stream_manager_queues_drops_oldest_reports_and_recovers() {
         let root = tempfile::tempdir().expect("test");
         // A port nobody listens on yet.
