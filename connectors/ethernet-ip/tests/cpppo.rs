@@ -26,6 +26,7 @@ const TAGS: &[&str] = &[
     "Byte=USINT",
     "Name=STRING",
     "Short_name=SSTRING",
+    "Motor.Speed=REAL",
 ];
 
 fn have_cpppo() -> bool {
@@ -141,7 +142,7 @@ fn logged_with(logged: &Logged, level: LogLevel, text: &str) -> bool {
 }
 
 #[tokio::test]
-async fn every_data_type_and_array_element_is_read_good_and_converted() {
+async fn every_data_type_array_element_and_member_is_read_good_and_converted() {
     if !have_cpppo() {
         return;
     }
@@ -158,6 +159,7 @@ async fn every_data_type_and_array_element_is_read_good_and_converted() {
         "Byte=(USINT)200",
         "Name=(STRING)PUMP-7",
         "Short_name=(SSTRING)ok",
+        "Motor.Speed=(REAL)-1.25",
     ]);
     let (mut p, logged, _) = poller(
         sim.port,
@@ -174,6 +176,7 @@ async fn every_data_type_and_array_element_is_read_good_and_converted() {
             ("Byte", "integer"),
             ("Name", "string"),
             ("Short_name", "string"),
+            ("Motor.Speed", "double"),
         ],
     );
     let before = std::time::SystemTime::now()
@@ -197,6 +200,7 @@ async fn every_data_type_and_array_element_is_read_good_and_converted() {
             Some(Value::Integer(200)),
             Some(Value::String("PUMP-7".into())),
             Some(Value::String("ok".into())),
+            Some(Value::Double(-1.25)),
         ],
         "log: {:?}",
         logged.lock().expect("log")
