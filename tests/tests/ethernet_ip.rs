@@ -294,3 +294,53 @@ fn tag_readings_go_into_the_stream_in_the_documented_message_structure() {
         "the reason is logged:\n{log}"
     );
 }
+
+#[test]
+fn a_configuration_without_its_destination_is_reported_on_the_status_topic_with_its_path() {
+    // The guide's CLI example, which leaves `destination` out.
+    let dir = tempfile::tempdir().expect("tmp");
+    let work = tempfile::tempdir().expect("tmp");
+    let out = work.path().join("got.jsonl");
+    let mut g = group(
+        vec![function("rec", &format!("record {}", out.display()))],
+        vec![sub(
+            "status",
+            CONNECTOR,
+            "ethernetip/status",
+            &fn_arn("rec"),
+        )],
+    );
+    let mut doc = configuration(44818);
+    doc["sources"][0]
+        .as_object_mut()
+        .expect("source")
+        .remove("destination");
+    g["ConnectorDefinitionVersion"] = json!({"Connectors": [{
+        "Id": "eip",
+        "ConnectorArn": CONNECTOR,
+        "Parameters": {"ProtocolAdapterConfiguration": doc.to_string()}
+    }]});
+    let rt = Runtime::start_config_in(
+        dir,
+        &g,
+        &json!({ "coreThing": { "ggDaemonPort": free_port().expect("a free port") } }),
+        &[],
+    );
+    let status = wait_for(LIMIT, || {
+        on_topic(&out, "ethernetip/status")
+            .into_iter()
+            .find(|s| s["status"] == "fail")
+    })
+    .unwrap_or_else(|| panic!("no failure status:\n{}", read(&rt.log_path(LOG))));
+    assert_eq!(status["error"], "InvalidConfiguration", "{status}");
+    assert_eq!(
+        status["errors"],
+        json!([{"path": "sources[0].destination", "message": "is required"}]),
+        "{status}"
+    );
+    let log = read(&rt.log_path(LOG));
+    assert!(
+        log.contains("sources[0].destination: is required"),
+        "logged with its path:\n{log}"
+    );
+}
