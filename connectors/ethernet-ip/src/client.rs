@@ -115,6 +115,12 @@ impl Client {
         Ok(client)
     }
 
+    /// Bounds each later request by `timeout` instead of the connect timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
     /// Whether the device ended the session: reconnect before the next read.
     pub fn is_spent(&self) -> bool {
         self.spent

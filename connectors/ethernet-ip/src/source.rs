@@ -206,7 +206,9 @@ impl Poller {
             }
             self.pace().await;
             let e = &self.source.endpoint;
-            let result = Client::connect(&e.host, e.port, CONNECT_TIMEOUT).await;
+            let result = Client::connect(&e.host, e.port, CONNECT_TIMEOUT)
+                .await
+                .map(|c| c.with_request_timeout(REQUEST_TIMEOUT));
             self.last_request_end = Some(Instant::now());
             match result {
                 Ok(c) => {
