@@ -278,25 +278,42 @@ fn parse_wrapper(obj: &Map<String, Value>) -> Result<Capability, Vec<ConfigError
     }
 }
 
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+/// A [`ConfigError`] at `path`.
+pub fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         path: path.into(),
         message: message.into(),
     }
 }
 
-/// Reads fields of one JSON object, recording problems under its path.
-struct Fields<'a> {
+/// Reads fields of one JSON object, recording problems under its path
+/// (shared with the EtherNet/IP adapter, whose configuration has the same shape).
+#[derive(Debug)]
+pub struct Fields<'a> {
     obj: &'a Map<String, Value>,
     path: String,
 }
 
 impl<'a> Fields<'a> {
-    fn at(&self, key: &str) -> String {
+    /// The fields of `obj`, whose keys are reported as `path` + key.
+    pub fn new(obj: &'a Map<String, Value>, path: &str) -> Fields<'a> {
+        Fields {
+            obj,
+            path: path.to_string(),
+        }
+    }
+
+    /// The JSON path of `key` in this object.
+    pub fn at(&self, key: &str) -> String {
         format!("{}{key}", self.path)
     }
 
-    fn string(&self, key: &str, required: bool, errors: &mut Vec<ConfigError>) -> Option<String> {
+    pub fn string(
+        &self,
+        key: &str,
+        required: bool,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<String> {
         match self.obj.get(key) {
             None | Some(Value::Null) => {
                 if required {
@@ -317,7 +334,7 @@ impl<'a> Fields<'a> {
 
     /// A non-negative integer, also accepted as a string of digits (as
     /// Greengrass parameters often carry numbers).
-    fn integer(
+    pub fn integer(
         &self,
         key: &str,
         required: bool,
@@ -356,7 +373,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn object(
+    pub fn object(
         &self,
         key: &str,
         required: bool,
@@ -384,7 +401,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A required, non-empty array of objects; yields each with its path.
-    fn objects(&self, key: &str, errors: &mut Vec<ConfigError>) -> Vec<Fields<'a>> {
+    pub fn objects(&self, key: &str, errors: &mut Vec<ConfigError>) -> Vec<Fields<'a>> {
         let items = match self.obj.get(key) {
             Some(Value::Array(items)) if !items.is_empty() => items,
             Some(Value::Array(_)) => {
@@ -418,7 +435,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The value of a parse of field `key`, or its error recorded.
-    fn record<T>(
+    pub fn record<T>(
         &self,
         errors: &mut Vec<ConfigError>,
         key: &str,
@@ -428,7 +445,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `type` must be `expected` when present.
-    fn type_is(&self, expected: &str, errors: &mut Vec<ConfigError>) {
+    pub fn type_is(&self, expected: &str, errors: &mut Vec<ConfigError>) {
         if let Some(t) = self.string("type", false, errors) {
             if t != expected {
                 errors.push(err(
@@ -442,7 +459,7 @@ impl<'a> Fields<'a> {
 
 /// Stream manager's stream-name rule, `^[\w ,.\-_]*$` with 1–255
 /// characters; it also makes the name a valid single MQTT topic level.
-fn valid_stream_name(name: &str) -> bool {
+pub fn valid_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name

@@ -130,6 +130,19 @@ pub fn definition(stream_name: &str, buffer_mib: Option<u64>) -> MessageStreamDe
     }
 }
 
+/// What one reading becomes in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EntryFormat {
+    /// A SiteWise `PutAssetPropertyValueEntry` ([`entry`]); `BAD` readings
+    /// are skipped (this connector's format).
+    #[default]
+    SiteWiseEntry,
+    /// The reading's own `{"alias","messages":[…]}` document
+    /// ([`Reading::to_payload`]), `BAD` readings included with a `null`
+    /// value (the EtherNet/IP adapter's documented stream output).
+    Messages,
+}
+
 /// What the sink reports: a log line, and a status document to publish.
 pub type Report = Arc<dyn Fn(LogLevel, String, Option<Vec<u8>>) + Send + Sync>;
 
@@ -187,6 +200,7 @@ pub struct StreamSink {
     run_id: String,
     next_entry: Arc<std::sync::atomic::AtomicU64>,
     limit: usize,
+    format: EntryFormat,
 }
 
 impl std::fmt::Debug for StreamSink {
@@ -204,6 +218,16 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl StreamSink {
     /// Starts the draining task; readings pushed wait at most `limit` deep.
     pub fn start(connect: Connect, report: Report, limit: usize) -> StreamSink {
+        StreamSink::start_with_format(connect, report, limit, EntryFormat::SiteWiseEntry)
+    }
+
+    /// [`StreamSink::start`] with readings appended in `format`.
+    pub fn start_with_format(
+        connect: Connect,
+        report: Report,
+        limit: usize,
+        format: EntryFormat,
+    ) -> StreamSink {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -213,6 +237,7 @@ impl StreamSink {
             run_id: format!("{started:x}-{:x}", std::process::id()),
             next_entry: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             limit: limit.max(1),
+            format,
         };
         tokio::spawn(sink.clone().drain(connect, report));
         sink
@@ -237,16 +262,21 @@ impl StreamSink {
     pub fn push(&self, batch: &Batch, buffer_mib: Option<u64>) {
         let mut s = lock(&self.state);
         for reading in &batch.readings {
-            let n = self
-                .next_entry
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(e) = entry(reading, format!("{}-{n}", self.run_id)) else {
-                s.counts.skipped_bad += 1;
-                continue;
-            };
-            let payload = match serde_json::to_vec(&e) {
-                Ok(p) => p,
-                Err(_) => continue,
+            let payload = match self.format {
+                EntryFormat::Messages => reading.to_payload(),
+                EntryFormat::SiteWiseEntry => {
+                    let n = self
+                        .next_entry
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(e) = entry(reading, format!("{}-{n}", self.run_id)) else {
+                        s.counts.skipped_bad += 1;
+                        continue;
+                    };
+                    match serde_json::to_vec(&e) {
+                        Ok(p) => p,
+                        Err(_) => continue,
+                    }
+                }
             };
             if s.queue.len() >= self.limit {
                 let oldest = s.in_flight;
@@ -704,6 +734,34 @@ mod tests {
         assert_eq!(counts.skipped_bad, 20);
         assert_eq!(counts.appended, 20);
         assert_eq!(counts.queued, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_messages_format_appends_each_readings_document_bad_ones_included() {
+        let root = tempfile::tempdir().expect("test");
+        let (_server, port) = serve(root.path(), 0).await;
+        let (report, _) = recorder();
+        let sink =
+            StreamSink::start_with_format(connect_to(port), report, 100, EntryFormat::Messages);
+        sink.push(
+            &Batch {
+                stream_name: "eip".into(),
+                readings: vec![
+                    reading("p_a", Some(Value::Double(1.5)), 1000),
+                    reading("p_b", None, 1001),
+                ],
+            },
+            None,
+        );
+        let got = read_all(port, "eip", 2).await;
+        assert_eq!(
+            got,
+            vec![
+                json!({"alias": "p_a", "messages": [{"name": "p_a", "value": 1.5, "timestamp": 1000, "quality": "GOOD"}]}),
+                json!({"alias": "p_b", "messages": [{"name": "p_b", "value": null, "timestamp": 1001, "quality": "BAD"}]}),
+            ]
+        );
+        assert_eq!(sink.counts().skipped_bad, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         main: || Box::pin(evergreen_connector_modbus_tcp::run()),
     },
     BuiltinConnector {
+        manifest: &evergreen_connector_ethernet_ip::MANIFEST,
+        main: || Box::pin(evergreen_connector_ethernet_ip::run()),
+    },
+    BuiltinConnector {
         manifest: &evergreen_connector_serial_stream::MANIFEST,
         main: || Box::pin(evergreen_connector_serial_stream::run()),
     },
