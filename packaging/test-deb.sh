@@ -59,8 +59,8 @@ fi
 # any glibc, or none.
 target=$(uname -m)-unknown-linux-musl
 # The cross-check profile (Cargo.toml) by default: the release profile's behaviour (static,
-# stripped, unwinding panics) without its fat LTO, which takes some twenty minutes on two cores
-# since the ML connectors brought tract. TEST_DEB_PROFILE=release tests the release artefact
+# stripped, unwinding panics) unoptimised: the release build's fat LTO takes some twenty minutes
+# on two cores since the ML connectors brought tract. TEST_DEB_PROFILE=release tests the release artefact
 # (packaging/build.sh builds it).
 profile=${TEST_DEB_PROFILE:-cross-check}
 PROFILE=$profile packaging/static-build.sh "$target" || { echo "FAIL: static build"; exit 1; }
@@ -337,8 +337,8 @@ fi
 # scripts ran above on this machine's package.
 if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
     echo "== aarch64 package under qemu"
-    # The cross-check profile (Cargo.toml): release behaviour, less optimisation, about half
-    # the build time; packaging/build.sh builds the release artefact.
+    # The cross-check profile (Cargo.toml): release behaviour, unoptimised, for CI's time;
+    # packaging/build.sh builds the release artefact.
     if PROFILE=cross-check packaging/static-build.sh aarch64-unknown-linux-musl \
         && packaging/sdk-c-build.sh aarch64 >/dev/null; then
         rm -f target/debian/evergreen_*_arm64.deb
