@@ -103,6 +103,49 @@ fn validate_of_a_missing_file_says_so() {
     );
 }
 
+/// The summary table of AWS's Greengrass V1 connector reference: every connector (the ML ones
+/// under each of their architecture names) is built into this binary, at its latest version.
+#[test]
+fn connectors_lists_every_greengrass_v1_connector() {
+    let out = evergreen(&["connectors"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let listing = text(&out);
+    let v1 = [
+        ("ModbusRTUProtocolAdapter", 3),
+        ("SerialStream", 3),
+        ("TwilioNotifications", 5),
+        ("DeviceDefender", 3),
+        ("KinesisFirehose", 5),
+        ("CloudWatchMetrics", 5),
+        ("SNS", 4),
+        ("IoTAnalytics", 4),
+        ("ModbusTCPConnector", 3),
+        ("RaspberryPiGPIO", 3),
+        ("SplunkIntegration", 4),
+        ("ServiceNowMetricBaseIntegration", 4),
+        ("DockerApplicationDeployment", 7),
+        ("IoTSiteWise", 12),
+        ("IoTEIPProtocolAdaptor", 2),
+        ("ImageClassificationARMv7", 2),
+        ("ImageClassificationAarch64JTX2", 2),
+        ("ImageClassificationx86-64", 2),
+        ("ObjectDetectionARMv7", 1),
+        ("ObjectDetectionAarch64JTX2", 1),
+        ("ObjectDetectionx86-64", 1),
+        ("MLFeedback", 1),
+    ];
+    for (name, latest) in v1 {
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} (versions ")))
+            .unwrap_or_else(|| panic!("{name} is not listed:\n{listing}"));
+        assert!(
+            line.contains(&format!("{latest})")) || line.contains(&format!("{latest},")),
+            "{name} lacks its latest version {latest}: {line}"
+        );
+    }
+}
+
 #[test]
 fn validate_accepts_a_raspberry_pi_gpio_group() {
     // The group crate's fixture, against the real RaspberryPiGPIO manifest this binary links.
