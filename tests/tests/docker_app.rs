@@ -9,7 +9,9 @@
 //! * it logs the containers' states every `DockerContainerStatusLogFrequency` seconds;
 //! * the runtime killed with SIGKILL and started again: the application is brought up again
 //!   with the same containers, never twice;
-//! * a stop runs `docker-compose down` (`StopContainersOnNewDeployment` true);
+//! * a stop runs `docker-compose down` (`StopContainersOnNewDeployment` true), and leaves the
+//!   application running with it false; `DockerOfflineMode` starts the last compose file when
+//!   S3 cannot be reached;
 //! * wrong registry credentials and a missing S3 object are `fail` statuses naming the cause,
 //!   never showing the password;
 //! * a host without Docker refuses the group at deployment (`evergreen validate`), with the
@@ -588,4 +590,80 @@ fn a_host_without_docker_refuses_the_group_at_deployment() {
         text.contains("greengrass-Other-XyZ123") && text.contains("AWSSecretsArnList"),
         "{text}"
     );
+}
+
+/// `StopContainersOnNewDeployment` false leaves the application running when the connector
+/// stops; `DockerOfflineMode` true starts the last compose file when S3 cannot be reached.
+#[test]
+fn keep_running_on_stop_and_offline_mode_uses_the_last_compose_file() {
+    require_docker!();
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut moto) = Moto::start() else {
+        return;
+    };
+    remove_project();
+    let marker = format!("evergreen offline app {}", std::process::id());
+    let registry = Registry::start(&marker);
+    let port = free_port().expect("a free port");
+    put_compose(
+        &moto,
+        "compose-files",
+        "offline.yml",
+        &compose_file(&registry.image, port),
+    );
+    let registry_url = registry
+        .image
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let dest = tempfile::tempdir().expect("tmp");
+    let deployment = Deployment::new(
+        &moto,
+        json!({
+            "DockerComposeFileS3Bucket": "compose-files",
+            "DockerComposeFileS3Key": "offline.yml",
+            "DockerComposeFileDestinationPath": dest.path().display().to_string(),
+            "AWSSecretsArnList": json!([SECRET_ARN]).to_string(),
+            "StopContainersOnNewDeployment": "false",
+            "DockerOfflineMode": "true",
+        }),
+        &json!({"username": USER, "password": PASSWORD, "registryUrl": registry_url}),
+    );
+    let root = deployment.dir.path().join("root");
+    let (group, config) = (deployment.group.clone(), deployment.config.clone());
+    let (mut rt, record) = deployment.start();
+    let status = status_or_panic(&rt, &record, 0);
+    assert_eq!(status["status"], "success", "{status}");
+    rt.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30))
+        .expect("the runtime stops");
+    assert_eq!(
+        wait_for(Duration::from_secs(20), || http_get(port)).as_deref(),
+        Some(marker.as_str()),
+        "the application keeps running: {:?}",
+        containers()
+    );
+
+    // S3 gone: the copy in DockerComposeFileDestinationPath is used, and logged.
+    moto.stop();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::rename(&root, dir.path().join("root")).expect("move the root");
+    let rt = Runtime::start_config_in(dir, &group, &config, &[]);
+    let again = wait_for(LIMIT, || statuses(&record).into_iter().nth(1)).unwrap_or_else(|| {
+        panic!(
+            "no status after the restart:\n{}",
+            read(&rt.log_path("user/us-east-1/aws/DockerApplicationDeployment.log"))
+        )
+    });
+    assert_eq!(again["status"], "success", "{again}");
+    assert_eq!(again["ComposeFileName"], "offline.yml", "{again}");
+    let log = read(&rt.log_path("user/us-east-1/aws/DockerApplicationDeployment.log"));
+    assert!(
+        log.contains("DockerOfflineMode is true: starting the copy from the last deployment"),
+        "{log}"
+    );
+    assert_eq!(containers().len(), 1, "{:?}", containers());
+    drop(rt);
+    remove_project();
+    drop(registry);
 }
