@@ -237,36 +237,67 @@ impl StreamSink {
     pub fn push(&self, batch: &Batch, buffer_mib: Option<u64>) {
         let mut s = lock(&self.state);
         for reading in &batch.readings {
-            let n = self
-                .next_entry
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(e) = entry(reading, format!("{}-{n}", self.run_id)) else {
+            let Some(e) = entry(reading, self.entry_id()) else {
                 s.counts.skipped_bad += 1;
                 continue;
             };
-            let payload = match serde_json::to_vec(&e) {
-                Ok(p) => p,
-                Err(_) => continue,
-            };
-            if s.queue.len() >= self.limit {
-                let oldest = s.in_flight;
-                if oldest < s.queue.len() {
-                    s.queue.remove(oldest);
-                    s.counts.dropped += 1;
-                } else {
-                    // Everything queued is being sent: the new one goes.
-                    s.counts.dropped += 1;
-                    continue;
-                }
-            }
-            s.queue.push_back(Queued {
-                stream: batch.stream_name.clone(),
-                buffer_mib,
-                payload,
-            });
+            self.enqueue(&mut s, &batch.stream_name, buffer_mib, &e);
         }
         drop(s);
         self.wake.notify_one();
+    }
+
+    /// Queues entries built elsewhere (another connector's readings, e.g.
+    /// OPC UA values with `UNCERTAIN` quality); their `entryId` is replaced
+    /// by one unique in this run.
+    pub fn push_entries(
+        &self,
+        stream: &str,
+        buffer_mib: Option<u64>,
+        entries: Vec<PutAssetPropertyValueEntry>,
+    ) {
+        let mut s = lock(&self.state);
+        for mut e in entries {
+            e.entry_id = self.entry_id();
+            self.enqueue(&mut s, stream, buffer_mib, &e);
+        }
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    fn entry_id(&self) -> String {
+        let n = self
+            .next_entry
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.run_id)
+    }
+
+    fn enqueue(
+        &self,
+        s: &mut State,
+        stream: &str,
+        buffer_mib: Option<u64>,
+        e: &PutAssetPropertyValueEntry,
+    ) {
+        let Ok(payload) = serde_json::to_vec(e) else {
+            return;
+        };
+        if s.queue.len() >= self.limit {
+            let oldest = s.in_flight;
+            if oldest < s.queue.len() {
+                s.queue.remove(oldest);
+                s.counts.dropped += 1;
+            } else {
+                // Everything queued is being sent: the new one goes.
+                s.counts.dropped += 1;
+                return;
+            }
+        }
+        s.queue.push_back(Queued {
+            stream: stream.to_string(),
+            buffer_mib,
+            payload,
+        });
     }
 
     fn status(&self, state: &str, error: Option<&str>) -> Vec<u8> {
