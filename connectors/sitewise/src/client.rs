@@ -452,10 +452,8 @@ async fn browse(session: &Session, source: &Source) -> Result<Vec<(String, NodeI
                 }
                 let path = format!("{parent}/{}", d.browse_name.name.as_ref());
                 match d.node_class {
-                    NodeClass::Variable if source.includes(&path) => {
-                        if found.len() < MAX_NODES {
-                            found.push((path, id));
-                        }
+                    NodeClass::Variable if source.includes(&path) && found.len() < MAX_NODES => {
+                        found.push((path, id));
                     }
                     NodeClass::Object if source.may_include_below(&path) => next.push((path, id)),
                     _ => {}
