@@ -7,6 +7,7 @@ holds a variable that node filters on /Plant/... must leave out.
     opcua_server.py PORT [--user USER:PASS] [--secure DIR]
 
 --user      only that user may connect (anonymous is refused)
+--bulk N    also N Double variables under Objects/Bulk (for the bench)
 --secure    Basic256Sha256 SignAndEncrypt only; the server's key and
             certificate are created in DIR (server_cert.pem is what a client
             pins with certificateTrust X509); any client certificate is accepted
@@ -45,6 +46,7 @@ async def main():
     p.add_argument("port", type=int)
     p.add_argument("--user")
     p.add_argument("--secure")
+    p.add_argument("--bulk", type=int, default=0)
     a = p.parse_args()
     users = None
     if a.user:
@@ -82,6 +84,9 @@ async def main():
     running = await line.add_variable(ns, "Running", False, ua.VariantType.Boolean)
     other = await objects.add_folder(ns, "Other")
     await other.add_variable(ns, "Hidden", 1.0, ua.VariantType.Double)
+    bulk = await objects.add_folder(ns, "Bulk")
+    for k in range(a.bulk):
+        await bulk.add_variable(ns, f"V{k}", float(k), ua.VariantType.Double)
     async with server:
         print("READY", flush=True)
         i = 0

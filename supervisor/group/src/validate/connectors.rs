@@ -18,6 +18,9 @@ use crate::plan::{ComponentSpec, Isolation, Launch, ResourceAccess};
 use crate::registry::{anchored_pattern, is_greengrass_connector};
 
 const CONNECTORS: &str = "$.ConnectorDefinitionVersion.Connectors";
+/// The parameter naming secrets by ARN (a JSON array), as Greengrass's
+/// IoT SiteWise and Docker connectors take them.
+const SECRET_ARN_LIST: &str = "AWSSecretsArnList";
 
 /// The one instance of a connector in the group, for the one-instance rule
 /// and for subscriptions naming another version of it.
@@ -326,6 +329,49 @@ impl Validator<'_> {
                 // read volumes (/proc), models and secrets.
                 read_write: kind == ResourceKind::LocalDevice,
             });
+        }
+        // `AWSSecretsArnList` (IoT SiteWise, Docker): secrets named by ARN
+        // rather than by resource id. Each must be a secret resource of the
+        // group, and is granted to the connector like a `…-ResourceId` one.
+        if let Some(list) = parameters
+            .get(SECRET_ARN_LIST)
+            .filter(|v| !v.trim().is_empty())
+        {
+            match serde_json::from_str::<Vec<String>>(list) {
+                Err(e) => {
+                    self.err(
+                        param_path(SECRET_ARN_LIST),
+                        format!("must be a JSON array of secret ARNs ({e})"),
+                    );
+                    ok = false;
+                }
+                Ok(arns) => {
+                    for given in arns {
+                        match table
+                            .iter()
+                            .find(|(_, entry)| entry.secret_arn() == Some(given.as_str()))
+                        {
+                            Some((id, entry)) => {
+                                secrets.push(entry.name.clone());
+                                resources.push(ResourceAccess {
+                                    resource_id: id.clone(),
+                                    read_write: false,
+                                });
+                            }
+                            None => {
+                                self.err(
+                                    param_path(SECRET_ARN_LIST),
+                                    format!(
+                                        "`{}` is not the ARN of a secret resource in this group's ResourceDefinitionVersion",
+                                        show(&given)
+                                    ),
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+            }
         }
         self.resources = table;
         secrets.dedup();

@@ -297,3 +297,50 @@ bad_fixture!(
         ),
     ]
 );
+
+/// A group with the SiteWise test connector whose `AWSSecretsArnList` is `list`.
+fn sitewise_group(list: &str) -> String {
+    serde_json::json!({
+        "ConnectorDefinitionVersion": {"Connectors": [{
+            "Id": "sitewise",
+            "ConnectorArn": connector_arn("IoTSiteWise", 12),
+            "Parameters": {"AWSSecretsArnList": list}
+        }]},
+        "ResourceDefinitionVersion": {"Resources": [{
+            "Id": "opc-user", "Name": "OpcUser",
+            "ResourceDataContainer": {"SecretsManagerSecretResourceData": {
+                "ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:greengrass-opc-AbCdEf"}}
+        }]}
+    })
+    .to_string()
+}
+
+#[test]
+fn secrets_named_by_arn_in_aws_secrets_arn_list_are_granted() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:greengrass-opc-AbCdEf";
+    let plan = plan(&sitewise_group(&serde_json::json!([arn]).to_string()));
+    let c = component(&plan, &connector_arn("IoTSiteWise", 12));
+    assert_eq!(c.secrets, ["OpcUser"]);
+    assert_eq!(
+        c.resources,
+        [ResourceAccess {
+            resource_id: "opc-user".into(),
+            read_write: false
+        }]
+    );
+    assert!(component(
+        &plan(&sitewise_group("[]")),
+        &connector_arn("IoTSiteWise", 12)
+    )
+    .resources
+    .is_empty());
+    let path = format!("{C}[0].Parameters.AWSSecretsArnList");
+    expect(
+        &sitewise_group(&serde_json::json!([arn.replace("opc", "other")]).to_string()),
+        &[(&path, "is not the ARN of a secret resource")],
+    );
+    expect(
+        &sitewise_group("not json"),
+        &[(&path, "must be a JSON array")],
+    );
+}
