@@ -167,7 +167,12 @@ pub async fn run_source(runner: SourceRunner) {
     let mut backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
     let mut last_logged: Option<String> = None;
     loop {
+        let connections = runner.status.snapshot().connections;
         let result = connect_and_collect(&runner, &mut backoff).await;
+        if runner.status.snapshot().connections > connections {
+            // It worked for a while: the next failure is news again.
+            last_logged = None;
+        }
         let why = match result {
             Ok(()) => "the session ended".to_string(),
             Err(e) => e.to_string(),

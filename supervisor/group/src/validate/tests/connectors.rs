@@ -155,7 +155,7 @@ bad_fixture!(
     [(
         &format!("{C}[0].ConnectorArn"),
         "IoTAnalytics is a Greengrass connector that this build of Evergreen does not contain (built-in \
-         connectors: CloudWatchMetrics, ContainerOnlyWithMode, DeviceDefender, ModbusRTUProtocolAdapter, \
+         connectors: CloudWatchMetrics, ContainerOnlyWithMode, DeviceDefender, IoTSiteWise, ModbusRTUProtocolAdapter, \
          ModbusTCPConnector, RaspberryPiGPIO, SerialStream, TwilioNotifications)"
     )]
 );
@@ -318,8 +318,8 @@ fn sitewise_group(list: &str) -> String {
 #[test]
 fn secrets_named_by_arn_in_aws_secrets_arn_list_are_granted() {
     let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:greengrass-opc-AbCdEf";
-    let plan = plan(&sitewise_group(&serde_json::json!([arn]).to_string()));
-    let c = component(&plan, &connector_arn("IoTSiteWise", 12));
+    let granted = plan(&sitewise_group(&serde_json::json!([arn]).to_string()));
+    let c = component(&granted, &connector_arn("IoTSiteWise", 12));
     assert_eq!(c.secrets, ["OpcUser"]);
     assert_eq!(
         c.resources,
