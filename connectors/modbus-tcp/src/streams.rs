@@ -265,10 +265,7 @@ impl StreamSink {
             let payload = match self.format {
                 EntryFormat::Messages => reading.to_payload(),
                 EntryFormat::SiteWiseEntry => {
-                    let n = self
-                        .next_entry
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(e) = entry(reading, format!("{}-{n}", self.run_id)) else {
+                    let Some(e) = entry(reading, self.entry_id()) else {
                         s.counts.skipped_bad += 1;
                         continue;
                     };
@@ -278,25 +275,56 @@ impl StreamSink {
                     }
                 }
             };
-            if s.queue.len() >= self.limit {
-                let oldest = s.in_flight;
-                if oldest < s.queue.len() {
-                    s.queue.remove(oldest);
-                    s.counts.dropped += 1;
-                } else {
-                    // Everything queued is being sent: the new one goes.
-                    s.counts.dropped += 1;
-                    continue;
-                }
-            }
-            s.queue.push_back(Queued {
-                stream: batch.stream_name.clone(),
-                buffer_mib,
-                payload,
-            });
+            self.enqueue(&mut s, &batch.stream_name, buffer_mib, payload);
         }
         drop(s);
         self.wake.notify_one();
+    }
+
+    /// Queues entries built elsewhere (another connector's readings, e.g.
+    /// OPC UA values with `UNCERTAIN` quality); their `entryId` is replaced
+    /// by one unique in this run.
+    pub fn push_entries(
+        &self,
+        stream: &str,
+        buffer_mib: Option<u64>,
+        entries: Vec<PutAssetPropertyValueEntry>,
+    ) {
+        let mut s = lock(&self.state);
+        for mut e in entries {
+            e.entry_id = self.entry_id();
+            if let Ok(payload) = serde_json::to_vec(&e) {
+                self.enqueue(&mut s, stream, buffer_mib, payload);
+            }
+        }
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    fn entry_id(&self) -> String {
+        let n = self
+            .next_entry
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.run_id)
+    }
+
+    fn enqueue(&self, s: &mut State, stream: &str, buffer_mib: Option<u64>, payload: Vec<u8>) {
+        if s.queue.len() >= self.limit {
+            let oldest = s.in_flight;
+            if oldest < s.queue.len() {
+                s.queue.remove(oldest);
+                s.counts.dropped += 1;
+            } else {
+                // Everything queued is being sent: the new one goes.
+                s.counts.dropped += 1;
+                return;
+            }
+        }
+        s.queue.push_back(Queued {
+            stream: stream.to_string(),
+            buffer_mib,
+            payload,
+        });
     }
 
     fn status(&self, state: &str, error: Option<&str>) -> Vec<u8> {

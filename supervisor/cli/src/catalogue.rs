@@ -118,6 +118,10 @@ pub static BUILTIN: &[BuiltinConnector] = &[
         manifest: &evergreen_connector_cloudwatch_metrics::MANIFEST,
         main: || Box::pin(evergreen_connector_cloudwatch_metrics::run()),
     },
+    BuiltinConnector {
+        manifest: &evergreen_connector_sitewise::MANIFEST,
+        main: || Box::pin(evergreen_connector_sitewise::run()),
+    },
 ];
 
 /// The manifests of the built-in connectors, for validation.

@@ -155,7 +155,7 @@ bad_fixture!(
     [(
         &format!("{C}[0].ConnectorArn"),
         "IoTAnalytics is a Greengrass connector that this build of Evergreen does not contain (built-in \
-         connectors: CloudWatchMetrics, ContainerOnlyWithMode, DeviceDefender, ModbusRTUProtocolAdapter, \
+         connectors: CloudWatchMetrics, ContainerOnlyWithMode, DeviceDefender, IoTSiteWise, ModbusRTUProtocolAdapter, \
          ModbusTCPConnector, RaspberryPiGPIO, SerialStream, TwilioNotifications)"
     )]
 );
@@ -297,3 +297,53 @@ bad_fixture!(
         ),
     ]
 );
+
+/// A group with the SiteWise test connector whose `AWSSecretsArnList` is `list`.
+fn sitewise_group(list: &str) -> String {
+    serde_json::json!({
+        "ConnectorDefinitionVersion": {"Connectors": [{
+            "Id": "sitewise",
+            "ConnectorArn": connector_arn("IoTSiteWise", 12),
+            "Parameters": {"AWSSecretsArnList": list}
+        }]},
+        "ResourceDefinitionVersion": {"Resources": [{
+            "Id": "opc-user", "Name": "OpcUser",
+            "ResourceDataContainer": {"SecretsManagerSecretResourceData": {
+                "ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:greengrass-opc-AbCdEf"}}
+        }]}
+    })
+    .to_string()
+}
+
+#[test]
+fn secrets_named_by_arn_in_aws_secrets_arn_list_are_granted() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:greengrass-opc-AbCdEf";
+    let granted = plan(&sitewise_group(&serde_json::json!([arn]).to_string()));
+    let c = component(&granted, &connector_arn("IoTSiteWise", 12));
+    assert_eq!(c.secrets, ["OpcUser"]);
+    assert_eq!(
+        c.resources,
+        [ResourceAccess {
+            resource_id: "opc-user".into(),
+            read_write: false
+        }]
+    );
+    assert!(component(
+        &plan(&sitewise_group("[]")),
+        &connector_arn("IoTSiteWise", 12)
+    )
+    .resources
+    .is_empty());
+    let path = format!("{C}[0].Parameters.AWSSecretsArnList");
+    expect(
+        &sitewise_group(&serde_json::json!([arn.replace("opc", "other")]).to_string()),
+        &[(
+            &path,
+            "is not a SecretsManagerSecretResourceData resource of this group",
+        )],
+    );
+    expect(
+        &sitewise_group("not json"),
+        &[(&path, "must be a JSON array")],
+    );
+}

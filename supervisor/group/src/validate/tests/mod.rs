@@ -213,6 +213,22 @@ static CONTAINER_ONLY_WITH_MODE: ConnectorManifest = ConnectorManifest {
     aws: false,
 };
 
+/// Secrets named by ARN in a JSON array (`AWSSecretsArnList`), as IoT SiteWise takes them.
+static SITEWISE: ConnectorManifest = ConnectorManifest {
+    name: "IoTSiteWise",
+    versions: &[12],
+    description: "OPC UA to stream manager",
+    parameters: &[ParameterSpec::new("AWSSecretsArnList", "secret ARNs").secret_arn_list()],
+    inputs: &[],
+    outputs: &[],
+    isolation: IsolationSupport {
+        container: false,
+        no_container: true,
+    },
+    pinned: true,
+    aws: false,
+};
+
 const REGION: &str = "eu-west-1";
 const ACCOUNT: &str = "123456789012";
 const CORE: &str = "arn:aws:iot:eu-west-1:123456789012:thing/evergreen-core";
@@ -227,6 +243,7 @@ fn registry() -> ConnectorRegistry {
         &DEVICE_DEFENDER,
         &MODBUS_TCP,
         &CONTAINER_ONLY_WITH_MODE,
+        &SITEWISE,
     ])
 }
 
