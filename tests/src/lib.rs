@@ -827,6 +827,66 @@ impl Drop for Moto {
     }
 }
 
+/// A V1 Python function (`reader.handler`, pinned) that reads `want` messages of stream
+/// `stream` through the real greengrasssdk `StreamManagerClient` as they arrive (the stream
+/// may not exist yet), for at most `seconds`, then publishes them on `sm/read` as
+/// `{"phase":"read","got":[{"seq","entry"}]}` (`entry`: the message's JSON payload), or
+/// `{"phase":"error","error","got"}`. Its code directory goes under `root` (see
+/// [`python_package`]).
+pub fn stream_reader_package(
+    root: &Path,
+    sdk: &Path,
+    stream: &str,
+    want: usize,
+    seconds: u64,
+) -> PathBuf {
+    let code = STREAM_READER
+        .replace("%WANT%", &want.to_string())
+        .replace("%STREAM%", stream)
+        .replace("%SECONDS%", &seconds.to_string());
+    python_package(root, "reader", sdk, &[("reader.py", &code)])
+}
+
+const STREAM_READER: &str = r#"
+import json
+import threading
+import time
+
+import greengrasssdk
+from greengrasssdk.stream_manager import (
+    NotEnoughMessagesException, ReadMessagesOptions, ResourceNotFoundException, StreamManagerClient,
+)
+
+iot = greengrasssdk.client('iot-data')
+
+
+def run():
+    got = []
+    try:
+        client = StreamManagerClient()
+        deadline = time.time() + %SECONDS%
+        while len(got) < %WANT% and time.time() < deadline:
+            try:
+                msgs = client.read_messages('%STREAM%', ReadMessagesOptions(
+                    desired_start_sequence_number=len(got), min_message_count=1,
+                    max_message_count=%WANT% - len(got), read_timeout_millis=1000))
+            except (ResourceNotFoundException, NotEnoughMessagesException):
+                time.sleep(0.1)
+                continue
+            for m in msgs:
+                got.append({'seq': m.sequence_number, 'entry': json.loads(m.payload.decode())})
+        iot.publish(topic='sm/read', payload=json.dumps({'phase': 'read', 'got': got}))
+    except Exception as e:  # noqa: BLE001 - the test reads the reason
+        iot.publish(topic='sm/read', payload=json.dumps({'phase': 'error', 'error': type(e).__name__ + ': ' + str(e), 'got': got}))
+
+
+threading.Thread(target=run).start()
+
+
+def handler(event, context):
+    return
+"#;
+
 /// A V1 Python function's code directory, `root/functions/<name>`: greengrasssdk vendored from
 /// `sdk` (as V1 users zipped it with their code) and `files` (name, text) written beside it.
 pub fn python_package(root: &Path, name: &str, sdk: &Path, files: &[(&str, &str)]) -> PathBuf {

@@ -25,49 +25,6 @@ const STREAM: &str = "EIP_Stream";
 const TAGS: usize = 5;
 const WANT: usize = TAGS * 6;
 
-// Reads WANT messages from the stream as they arrive (the connector creates
-// the stream at its first poll) and publishes them, with their sequence
-// numbers, in one report.
-const READER: &str = r#"
-import json
-import threading
-import time
-
-import greengrasssdk
-from greengrasssdk.stream_manager import (
-    NotEnoughMessagesException, ReadMessagesOptions, ResourceNotFoundException, StreamManagerClient,
-)
-
-iot = greengrasssdk.client('iot-data')
-
-
-def run():
-    got = []
-    try:
-        client = StreamManagerClient()
-        deadline = time.time() + 50
-        while len(got) < %WANT% and time.time() < deadline:
-            try:
-                msgs = client.read_messages('%STREAM%', ReadMessagesOptions(
-                    desired_start_sequence_number=len(got), min_message_count=1,
-                    max_message_count=%WANT% - len(got), read_timeout_millis=1000))
-            except (ResourceNotFoundException, NotEnoughMessagesException):
-                time.sleep(0.1)
-                continue
-            for m in msgs:
-                got.append({'seq': m.sequence_number, 'message': json.loads(m.payload.decode())})
-        iot.publish(topic='sm/read', payload=json.dumps({'phase': 'read', 'got': got}))
-    except Exception as e:  # noqa: BLE001 - the test reads the reason
-        iot.publish(topic='sm/read', payload=json.dumps({'phase': 'error', 'error': type(e).__name__ + ': ' + str(e), 'got': got}))
-
-
-threading.Thread(target=run).start()
-
-
-def handler(event, context):
-    return
-"#;
-
 fn have_cpppo() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import cpppo.server.enip"])
@@ -174,17 +131,7 @@ fn tag_readings_go_into_the_stream_in_the_documented_message_structure() {
     ]);
     let dir = tempfile::tempdir().expect("tmp");
     let work = tempfile::tempdir().expect("tmp");
-    let code = python_package(
-        work.path(),
-        "reader",
-        &sdk,
-        &[(
-            "reader.py",
-            &READER
-                .replace("%WANT%", &WANT.to_string())
-                .replace("%STREAM%", STREAM),
-        )],
-    );
+    let code = stream_reader_package(work.path(), &sdk, STREAM, WANT, 50);
     let out = work.path().join("got.jsonl");
     let mut g = group(
         vec![
@@ -242,7 +189,7 @@ fn tag_readings_go_into_the_stream_in_the_documented_message_structure() {
     let mut last_ts: std::collections::HashMap<String, i64> = Default::default();
     for (i, r) in got.iter().enumerate() {
         assert_eq!(r["seq"], i as i64, "sequence numbers without gaps: {r}");
-        let m = &r["message"];
+        let m = &r["entry"];
         let alias = m["alias"].as_str().expect("alias").to_string();
         let messages = m["messages"].as_array().expect("messages");
         assert_eq!(messages.len(), 1, "{m}");
@@ -274,7 +221,7 @@ fn tag_readings_go_into_the_stream_in_the_documented_message_structure() {
     // One poll's readings are appended together, in tag order.
     let first: Vec<&str> = got[..TAGS]
         .iter()
-        .map(|r| r["message"]["messages"][0]["name"].as_str().unwrap_or(""))
+        .map(|r| r["entry"]["messages"][0]["name"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(first, ["arrayREAL[2]", "Count", "Name", "Flag", "Missing"]);
 

@@ -23,46 +23,6 @@ const LOG: &str = "user/us-east-1/aws/IoTSiteWise.log";
 const STREAM: &str = "SiteWise_Stream";
 const WANT: usize = 30;
 
-const READER: &str = r#"
-import json
-import threading
-import time
-
-import greengrasssdk
-from greengrasssdk.stream_manager import (
-    NotEnoughMessagesException, ReadMessagesOptions, ResourceNotFoundException, StreamManagerClient,
-)
-
-iot = greengrasssdk.client('iot-data')
-
-
-def run():
-    got = []
-    try:
-        client = StreamManagerClient()
-        deadline = time.time() + 80
-        while len(got) < %WANT% and time.time() < deadline:
-            try:
-                msgs = client.read_messages('%STREAM%', ReadMessagesOptions(
-                    desired_start_sequence_number=len(got), min_message_count=1,
-                    max_message_count=%WANT% - len(got), read_timeout_millis=1000))
-            except (ResourceNotFoundException, NotEnoughMessagesException):
-                time.sleep(0.1)
-                continue
-            for m in msgs:
-                got.append({'seq': m.sequence_number, 'entry': json.loads(m.payload.decode())})
-        iot.publish(topic='sm/read', payload=json.dumps({'phase': 'read', 'got': got}))
-    except Exception as e:  # noqa: BLE001 - the test reads the reason
-        iot.publish(topic='sm/read', payload=json.dumps({'phase': 'error', 'error': type(e).__name__ + ': ' + str(e), 'got': got}))
-
-
-threading.Thread(target=run).start()
-
-
-def handler(event, context):
-    return
-"#;
-
 /// The asyncua test server, killed when dropped.
 struct OpcUaServer(Child);
 
@@ -168,17 +128,7 @@ fn opc_ua_values_go_into_sitewise_stream_with_a_username_from_secrets_manager() 
     let dir = tempfile::tempdir().expect("tmp");
     let work = tempfile::tempdir().expect("tmp");
     let storage = work.path().join("sitewise");
-    let code = python_package(
-        work.path(),
-        "reader",
-        &sdk,
-        &[(
-            "reader.py",
-            &READER
-                .replace("%WANT%", &WANT.to_string())
-                .replace("%STREAM%", STREAM),
-        )],
-    );
+    let code = stream_reader_package(work.path(), &sdk, STREAM, WANT, 80);
     let out = work.path().join("got.jsonl");
     let mut g = group(
         vec![
