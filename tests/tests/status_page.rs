@@ -518,15 +518,27 @@ fn connections_request_heads_and_silent_clients_are_bounded() {
     .expect("a connection beyond the limit is refused");
     assert_eq!(refused.header("retry-after"), Some("1"));
 
-    // The silent ones are closed by the server (end of stream, no answer) ...
+    // The silent ones are closed by the server (end of stream, no answer) ... One of them may
+    // have connected before the server let go of the 431 connection's slot: that one was
+    // refused at once with the 503 (right too), and at most one can be.
     let started = std::time::Instant::now();
+    let mut refused_at_once = 0;
     for mut s in silent {
         s.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
-        assert!(rest.is_empty(), "no answer to no request");
+        let text = String::from_utf8_lossy(&rest);
+        if text.starts_with("HTTP/1.1 503") && text.contains("too many connections") {
+            refused_at_once += 1;
+            continue;
+        }
+        assert!(rest.is_empty(), "no answer to no request: {text}");
     }
+    assert!(
+        refused_at_once <= 1,
+        "{refused_at_once} silent connections refused"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "closed after the request timeout, not held"
