@@ -350,6 +350,14 @@ fn deployments_start_stop_and_restart_the_stream_manager_keeping_file_streams() 
     };
     let listening = || std::net::TcpStream::connect(("127.0.0.1", sm_port)).is_ok();
 
+    // Deploy once the runtime's control socket answers (right after the start it may not yet).
+    wait_for(LIMIT, || {
+        evergreen_with(&rd.join("config.json"), &["status"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("the runtime's control socket answers");
     deploy(&with(true), 1);
     let first = wait_for(LIMIT, || reported(&out, "sm/producer", "appended"))
         .unwrap_or_else(|| panic!("no report:\n{}", read(&rt.function_log("producer"))));
