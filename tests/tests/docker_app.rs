@@ -205,6 +205,13 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// `127.0.0.1:<port>`: what a login names.
+    fn address(&self) -> String {
+        self.image.split('/').next().unwrap_or_default().to_string()
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -346,12 +353,7 @@ fn compose_app_from_s3_runs_with_registry_login_survives_kill_9_and_stops() {
         "AWSSecretsArnList": json!([SECRET_ARN]).to_string(),
         "DockerContainerStatusLogFrequency": "1",
     });
-    let registry_url = registry
-        .image
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let registry_url = registry.address();
     let secret = json!({"username": USER, "password": PASSWORD, "registryUrl": registry_url});
     let deployment = Deployment::new(&moto, params, &secret);
     let root = deployment.dir.path().join("root");
@@ -467,12 +469,7 @@ fn wrong_registry_password_and_missing_object_are_fail_statuses() {
         "app.yml",
         &compose_file(&registry.image, port),
     );
-    let registry_url = registry
-        .image
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let registry_url = registry.address();
     let dest = tempfile::tempdir().expect("tmp");
 
     let wrong = "not-the-Password-42";
@@ -611,12 +608,7 @@ fn keep_running_on_stop_and_offline_mode_uses_the_last_compose_file() {
         "offline.yml",
         &compose_file(&registry.image, port),
     );
-    let registry_url = registry
-        .image
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let registry_url = registry.address();
     let dest = tempfile::tempdir().expect("tmp");
     let deployment = Deployment::new(
         &moto,
