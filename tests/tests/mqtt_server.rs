@@ -460,3 +460,147 @@ fn plain_listener_is_off_by_default_and_trusts_the_client_id_when_on() {
         text(&out)
     );
 }
+
+/// A TLS client (Python's `ssl`, OpenSSL underneath) that presents `cert` (none if `None`),
+/// completes its side of the handshake, sends an MQTT 3.1.1 CONNECT and reports what it read:
+/// `OK <bytes>`, or `ALERT <OpenSSL's reason>` when the server answered with a TLS alert.
+fn tls_probe(pki: &Pki, port: u16, cert: Option<(&Path, &Path)>) -> String {
+    let script = r#"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+if len(sys.argv) > 3:
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+try:
+    # TLS 1.3: the client is done before the server has judged its certificate, so the
+    # refusal arrives on the first read.
+    s.sendall(bytes([0x10, 0x15, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 9]) + b"sensor-1x")
+    print("OK", s.recv(16).hex())
+except ssl.SSLError as e:
+    print("ALERT", e.reason)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, &port.to_string()]).arg(pki.ca());
+    if let Some((c, k)) = cert {
+        cmd.arg(c).arg(k);
+    }
+    let out = cmd.output().expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// RFC 8446 §6.2 / §4.4.2.4: a server that refuses the client's certificate aborts the
+/// handshake with the alert that says why (`unknown_ca` for a certificate from another CA,
+/// `certificate_required` for none), and the runtime's log names the reason (issue 19, defect
+/// 10: the connection was closed without an alert and the log said only "disconnected").
+#[test]
+fn tls_refusals_send_their_alert_and_log_the_reason() {
+    if missing_clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), &["sensor-1", "display-1"]);
+    let other = tempfile::tempdir().expect("tempdir");
+    let foreign = Pki::new(other.path(), &["sensor-1"]);
+    let g = group(
+        vec![],
+        vec![sub(
+            "s1",
+            &thing_arn("sensor-1"),
+            "big/t",
+            &thing_arn("display-1"),
+        )],
+    );
+    let (rt, port) = start(g, &["sensor-1", "display-1"], &pki);
+
+    let got = tls_probe(
+        &pki,
+        port,
+        Some((&pki.cert("sensor-1"), &pki.key("sensor-1"))),
+    );
+    assert!(
+        got.starts_with("OK 2002"),
+        "the group's device gets its CONNACK: {got}"
+    );
+    // The accepted connection carries a message of several TLS records (16 KiB each) both
+    // ways, whole (under the 64 KiB a pipe holds: the subscriber's output is read at its end).
+    let sensor = tls_args(&pki, port, "sensor-1", "sensor-1");
+    let display = tls_args(&pki, port, "display-1", "display-1");
+    let big: String = (0..50_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let rx = subscriber(&display, "big/t", 1, &[]);
+    let out = finish(rx, || {
+        let p = publish(&sensor, "big/t", &big, "1");
+        assert!(p.status.success(), "{}", text(&p));
+    });
+    let got = String::from_utf8_lossy(&out.stdout);
+    let want = format!("big/t {big}");
+    let first_difference = got.bytes().zip(want.bytes()).position(|(a, b)| a != b);
+    assert!(
+        got.trim_end() == want,
+        "{} bytes received, {} sent; first difference at {first_difference:?}; {}",
+        got.len(),
+        want.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A certificate issued by another group's CA: the same issuer name as the group's CA, so
+    // the chain is built and its signature fails (decrypt_error, RFC 8446 §6.2).
+    let got = tls_probe(
+        &pki,
+        port,
+        Some((&foreign.cert("sensor-1"), &foreign.key("sensor-1"))),
+    );
+    assert_eq!(
+        got, "ALERT TLSV1_ALERT_DECRYPT_ERROR",
+        "another group CA's certificate"
+    );
+    // A self-signed device certificate (not a CA): an issuer the server does not know
+    // (unknown_ca).
+    let (cert, key) = (other.path().join("self.pem"), other.path().join("self.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=sensor-1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", text(&made));
+    let got = tls_probe(&pki, port, Some((&cert, &key)));
+    assert_eq!(
+        got, "ALERT TLSV1_ALERT_UNKNOWN_CA",
+        "a self-signed certificate"
+    );
+    // No certificate at all (certificate_required, RFC 8446 §4.4.2.4).
+    let got = tls_probe(&pki, port, None);
+    assert_eq!(
+        got, "ALERT TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "no certificate"
+    );
+
+    let log = rt.log_path("system/runtime.log");
+    let seen = wait_for(LIMIT, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let refused: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("TLS handshake with 127.0.0.1:") && l.contains("refused"))
+            .collect();
+        (refused.len() >= 3).then(|| refused.join("\n"))
+    })
+    .expect("the three refusals are logged");
+    for reason in ["BadSignature", "UnknownIssuer", "peer sent no certificates"] {
+        assert!(seen.contains(reason), "{reason}: {seen}");
+    }
+    assert!(seen.contains("TLS alert sent"), "{seen}");
+}

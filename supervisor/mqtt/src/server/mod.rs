@@ -11,6 +11,7 @@ mod deliver;
 mod lane;
 mod publish;
 mod tls;
+mod tls_layer;
 
 pub(crate) use connect::{capped_keep_alive, connect_v3, connect_v5, subscribe, Opening};
 pub(crate) use tls::tls_config;
@@ -27,7 +28,6 @@ use std::sync::Arc;
 
 use ntex::io::types::PeerAddr;
 use ntex::io::IoConfig;
-use ntex::server::rustls::TlsAcceptor;
 use ntex::service::dev::ApplyCtx;
 use ntex::service::{
     apply_fn_factory, chain_factory, fn_factory_with_config, fn_service, ServiceFactory,
@@ -121,7 +121,6 @@ fn mqtt_config(limits: &PeerLimits) -> impl Into<SharedCfg> {
             ntex::time::Seconds::ZERO,
             READ_RATE,
         ))
-        .add(ntex::tls::TlsConfig::new().set_handshake_timeout(deadline))
 }
 
 /// Admission in front of a listener's service: the connection limits, checked at accept
@@ -203,6 +202,21 @@ where
             call.await
         },
     )
+}
+
+/// Logs a device's failed TLS handshake: a refusal (its certificate not from the group CA, no
+/// certificate, an unsupported version) as a warning with rustls's reason, since a device is
+/// being kept out; a client that went away mid-handshake (a port scan, a health check) at info.
+fn log_tls_failure(peer: Option<SocketAddr>, why: &tls_layer::HandshakeFailure) {
+    let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+    match why {
+        tls_layer::HandshakeFailure::Refused(_) => {
+            tracing::warn!("MQTT: TLS handshake with {peer} refused: {why}");
+        }
+        tls_layer::HandshakeFailure::Io(_) => {
+            tracing::info!("MQTT: TLS handshake with {peer} failed: {why}");
+        }
+    }
 }
 
 /// An MQTT 3.1.1 CONNACK with return code 0x01, "unacceptable protocol level".
@@ -446,13 +460,10 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
     }
     let admission = Admission::new(limits, hub.counters.clone());
     let max_connections = usize::try_from(admission.limits.max_connections).unwrap_or(usize::MAX);
-    // ntex-tls lets a worker run 256 TLS handshakes at once and, past that, stops accepting
-    // on every listener of the worker until one ends: 256 sockets that never send a
-    // ClientHello held new devices (and the plain listener) for the handshake timeout, and
-    // 1,500 of them for many seconds. Admission bounds connections itself, so the handshake
-    // counter is set to that bound and never stops the accept loop. Set before the worker
-    // thread starts: the counter is thread-local, initialised from this value.
-    ntex::tls::max_concurrent_ssl_accept(max_connections);
+    // The TLS handshake is `tls_layer::accept`, not ntex-tls's acceptor: that one also let a
+    // worker run only 256 handshakes at once and then stopped accepting on every listener
+    // (1,500 sockets that never sent a ClientHello held new devices for seconds). Admission
+    // bounds connections, and its CONNECT deadline covers the handshake.
     std::thread::Builder::new()
         .name("mqtt-server".into())
         .spawn(move || {
@@ -475,16 +486,25 @@ pub(crate) fn serve(hub: Arc<MqttHub>, bound: Bound, limits: PeerLimits) -> io::
                             .listen("mqtt-tls", listener, async move |_| {
                                 admitted(
                                     admission.clone(),
-                                    chain_factory(TlsAcceptor::new(config.clone()))
-                                        .map_err(|e| {
-                                            tracing::info!("MQTT: TLS handshake failed: {e}");
-                                            MqttError::Service(ServerError)
-                                        })
-                                        .and_then(mqtt_service(
-                                            hub.clone(),
-                                            admission.clone(),
-                                            true,
-                                        )),
+                                    chain_factory(fn_service({
+                                        let config = config.clone();
+                                        move |io: ntex::io::Io<_>| {
+                                            let config = config.clone();
+                                            async move {
+                                                let peer =
+                                                    io.query::<PeerAddr>().get().map(|p| p.0);
+                                                tls_layer::accept(io, config).await.map_err(|e| {
+                                                    log_tls_failure(peer, &e);
+                                                    MqttError::Service(ServerError)
+                                                })
+                                            }
+                                        }
+                                    }))
+                                    .and_then(mqtt_service(
+                                        hub.clone(),
+                                        admission.clone(),
+                                        true,
+                                    )),
                                 )
                             })?
                             .config("mqtt-tls", cfg);
