@@ -491,9 +491,10 @@ except ssl.SSLError as e:
 }
 
 /// RFC 8446 §6.2 / §4.4.2.4: a server that refuses the client's certificate aborts the
-/// handshake with the alert that says why (`unknown_ca` for a certificate from another CA,
-/// `certificate_required` for none), and the runtime's log names the reason (issue 19, defect
-/// 10: the connection was closed without an alert and the log said only "disconnected").
+/// handshake with the alert that says why (`unknown_ca` for an unknown issuer, `decrypt_error`
+/// for a signature that does not verify, `certificate_required` for none), and the runtime's
+/// log names the reason (issue 19, defect 10: the connection was closed without an alert and
+/// the log said only "disconnected"). The accepted device's traffic crosses the same layer.
 #[test]
 fn tls_refusals_send_their_alert_and_log_the_reason() {
     if missing_clients() {

@@ -268,6 +268,10 @@ fn write_data(
                 })?
         }
     };
+    if bytes.is_empty() {
+        // Base64 text of whitespace only (type hex) decodes to nothing.
+        return Err(Rejection::new(id, "data is empty: nothing to write"));
+    }
     if bytes.len() > MAX_WRITE_LENGTH {
         return Err(too_long(id, bytes.len()));
     }
@@ -501,6 +505,8 @@ mod tests {
             .contains("data is 128001 bytes, above the write limit"));
         assert!(message(w(&b64(10 * MAX_WRITE_LENGTH), "hex"))
             .contains("above the write limit of 128000 bytes"));
+        // Whitespace only is no data once decoded (found by `any_field_values_are_answered`).
+        assert!(message(w(" \n ", "hex")).contains("data is empty"));
     }
 
     proptest::proptest! {
