@@ -605,3 +605,68 @@ fn tls_refusals_send_their_alert_and_log_the_reason() {
     }
     assert!(seen.contains("TLS alert sent"), "{seen}");
 }
+
+/// The runtime's CPU time (user + system) so far, in seconds, from /proc.
+fn cpu_secs(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
+/// Not a check: device → device over mutual TLS, `mosquitto_pub -l` at QoS 1 (20 in flight)
+/// to `mosquitto_sub`, and the runtime's CPU per message, to compare TLS layers between
+/// builds (`cargo test -p evergreen-tests --test mqtt_server tls_throughput -- --ignored
+/// --nocapture`, then again with another build's `evergreen` next to the test).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn tls_throughput() {
+    if missing_clients() {
+        return;
+    }
+    const N: usize = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), &["sensor-1", "display-1"]);
+    let g = group(
+        vec![],
+        vec![sub(
+            "s1",
+            &thing_arn("sensor-1"),
+            "t",
+            &thing_arn("display-1"),
+        )],
+    );
+    let (rt, port) = start(g, &["sensor-1", "display-1"], &pki);
+    let sensor = tls_args(&pki, port, "sensor-1", "sensor-1");
+    let display = tls_args(&pki, port, "display-1", "display-1");
+    let lines: String = (0..N).map(|i| format!("{i:064}\n")).collect();
+    let rx = subscriber(&display, "t", N, &["-W", "120"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let (start, cpu0) = (Instant::now(), cpu_secs(rt.pid()));
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(&sensor)
+        .args(["-t", "t", "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    if let Some(mut stdin) = publisher.stdin.take() {
+        stdin.write_all(lines.as_bytes()).expect("write lines");
+    }
+    let out = rx.wait_with_output().expect("subscriber");
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs(rt.pid()) - cpu0;
+    let _ = publisher.wait();
+    let got = String::from_utf8_lossy(&out.stdout).lines().count();
+    println!(
+        "TLS QoS 1, {got}/{N} received in {secs:.2} s: {:.0} msg/s, runtime CPU {:.1} µs/msg",
+        got as f64 / secs,
+        cpu * 1e6 / got.max(1) as f64
+    );
+    assert_eq!(got, N, "{}", text(&out));
+}
